@@ -1,0 +1,24 @@
+//! Shallot's cryptography, with no I/O beyond reading and writing key files.
+//!
+//! This crate holds every primitive construction the rest of Shallot builds on:
+//!
+//! * [`keys`]: long-term key types (ed25519 identity, x25519 ntor onion key, Noise link key)
+//!   and [`keyfile`], their on-disk form with strict file permissions;
+//! * [`ntor`]: Tor's ntor circuit handshake (`docs/spec.md` §3, tor-spec §5.1.4);
+//! * [`onion`]: the per-hop ChaCha20-Poly1305 onion layers (`docs/spec.md` §4);
+//! * [`address`]: user addresses that encode an identity key with a typo-proof checksum
+//!   (`docs/spec.md` §7).
+//!
+//! Secrets are zeroized on drop and secret comparisons are constant time.
+
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod hex;
+pub mod keyfile;
+pub mod keys;
+pub mod ntor;
+pub mod onion;
+
+pub use address::{Address, AddressError};
+pub use keys::{IdentityKeypair, LinkKeypair, OnionKeypair, RelayId};

@@ -1,0 +1,17 @@
+//! Shallot's wire formats, as pure encode and decode functions with no I/O.
+//!
+//! * [`cell`]: the fixed-size 514-byte cell and the channel commands (`docs/spec.md` §2);
+//! * [`relay_msg`]: the messages a circuit carries inside its onion layers, and their
+//!   fragmentation into cells (`docs/spec.md` §4.4);
+//! * [`reader`]: the bounds-checked reader every decoder goes through.
+//!
+//! Every decoder checks every length, refuses trailing bytes, and allocates no more than the
+//! input it was given; unknown commands are typed errors.
+
+#![forbid(unsafe_code)]
+
+pub mod cell;
+pub mod reader;
+pub mod relay_msg;
+
+pub use reader::{ProtoError, Reader};

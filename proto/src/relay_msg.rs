@@ -1,0 +1,295 @@
+//! Relay messages: what a circuit carries inside its onion layers (`docs/spec.md` §4.4).
+//!
+//! A message is a type byte followed by its fields. It travels in one or more cells: each
+//! cell's body (the bytes the onion layer delivers, [`shallot_crypto::onion::body_len`] of
+//! them) is a fragment `flags(1) ‖ len(2) ‖ data(len) ‖ zero padding`, where flag bit 0 marks
+//! the last fragment of a message. Cells on a circuit arrive in order, so fragments need no
+//! sequence numbers; a [`Reassembler`] joins them and refuses messages over its limit.
+
+use shallot_crypto::keys::RelayId;
+use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SERVER_MESSAGE_LEN};
+
+use crate::reader::{ProtoError, Reader, Writer};
+
+/// Bytes of fragment header in each cell body.
+pub const FRAGMENT_HEADER_LEN: usize = 3;
+/// The largest relay message, encoded, that any circuit carries.
+pub const MAX_RELAY_MSG_LEN: usize = 24 * 1024;
+const FLAG_FINAL: u8 = 0x01;
+
+/// The type byte of each relay message.
+mod kind {
+    pub const EXTEND: u8 = 1;
+    pub const EXTENDED: u8 = 2;
+    pub const SENDME: u8 = 3;
+    pub const DATA: u8 = 4;
+}
+
+/// Ask the last hop to extend the circuit to another relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extend {
+    /// The fingerprint of the relay to extend to; it must be in the relay's consensus.
+    pub target: RelayId,
+    /// The ntor client message for the new hop.
+    pub handshake: ClientMessage,
+}
+
+/// A message carried by a circuit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayMsg {
+    /// Extend the circuit by one hop.
+    Extend(Extend),
+    /// The circuit was extended: the new hop's ntor reply.
+    Extended(ServerMessage),
+    /// Flow control: the sender of this message has consumed another window increment of
+    /// cells (`docs/spec.md` §4.5).
+    Sendme,
+    /// End-to-end data. A relay answers data addressed to it with the same bytes (an echo
+    /// used by diagnostics and benchmarks).
+    Data(Vec<u8>),
+}
+
+impl RelayMsg {
+    /// Whether this message counts against the circuit's flow-control window.
+    pub fn counts_for_flow_control(&self) -> bool {
+        !matches!(self, RelayMsg::Sendme)
+    }
+
+    /// Encodes the message (without fragment framing).
+    pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::new();
+        match self {
+            RelayMsg::Extend(e) => {
+                out.put_u8(kind::EXTEND);
+                out.put(&e.target.0);
+                out.put(&e.handshake.to_bytes());
+            }
+            RelayMsg::Extended(s) => {
+                out.put_u8(kind::EXTENDED);
+                out.put(&s.to_bytes());
+            }
+            RelayMsg::Sendme => out.put_u8(kind::SENDME),
+            RelayMsg::Data(d) => {
+                out.put_u8(kind::DATA);
+                out.put(d);
+            }
+        }
+        if out.len() > MAX_RELAY_MSG_LEN {
+            return Err(ProtoError::TooLong {
+                len: out.len(),
+                max: MAX_RELAY_MSG_LEN,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Decodes one whole message.
+    pub fn decode(bytes: &[u8]) -> Result<RelayMsg, ProtoError> {
+        if bytes.len() > MAX_RELAY_MSG_LEN {
+            return Err(ProtoError::TooLong {
+                len: bytes.len(),
+                max: MAX_RELAY_MSG_LEN,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let msg = match r.u8()? {
+            kind::EXTEND => {
+                let target = RelayId(r.array()?);
+                let hs: [u8; CLIENT_MESSAGE_LEN] = r.array()?;
+                RelayMsg::Extend(Extend {
+                    target,
+                    handshake: ClientMessage::from_bytes(&hs),
+                })
+            }
+            kind::EXTENDED => {
+                let hs: [u8; SERVER_MESSAGE_LEN] = r.array()?;
+                RelayMsg::Extended(ServerMessage::from_bytes(&hs))
+            }
+            kind::SENDME => RelayMsg::Sendme,
+            kind::DATA => RelayMsg::Data(r.take_rest().to_vec()),
+            other => return Err(ProtoError::UnknownRelayMessage(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// Splits an encoded message into cell bodies of `body_len` bytes each.
+pub fn fragment(msg: &[u8], body_len: usize) -> Result<Vec<Vec<u8>>, ProtoError> {
+    let chunk = body_len
+        .checked_sub(FRAGMENT_HEADER_LEN)
+        .filter(|&c| c > 0)
+        .ok_or(ProtoError::BadValue {
+            field: "cell body length",
+            reason: "too short to carry a fragment",
+        })?;
+    if msg.len() > MAX_RELAY_MSG_LEN {
+        return Err(ProtoError::TooLong {
+            len: msg.len(),
+            max: MAX_RELAY_MSG_LEN,
+        });
+    }
+    let pieces: Vec<&[u8]> = if msg.is_empty() {
+        vec![&[][..]]
+    } else {
+        msg.chunks(chunk).collect()
+    };
+    let last = pieces.len() - 1;
+    Ok(pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut body = vec![0u8; body_len];
+            body[0] = if i == last { FLAG_FINAL } else { 0 };
+            body[1..3].copy_from_slice(&(piece.len() as u16).to_be_bytes());
+            body[3..3 + piece.len()].copy_from_slice(piece);
+            body
+        })
+        .collect())
+}
+
+/// Joins fragments back into messages, in order, refusing any message over its limit.
+#[derive(Debug)]
+pub struct Reassembler {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Reassembler {
+    /// A reassembler that refuses messages longer than `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Reassembler {
+            buf: Vec::new(),
+            max,
+        }
+    }
+
+    /// Whether a message is partly received.
+    pub fn is_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Adds one cell body; returns a whole message when this fragment completes one.
+    pub fn push(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ProtoError> {
+        let mut r = Reader::new(body);
+        let flags = r.u8()?;
+        if flags & !FLAG_FINAL != 0 {
+            return Err(ProtoError::BadValue {
+                field: "fragment flags",
+                reason: "unknown flag bits set",
+            });
+        }
+        let data = r.u16_prefixed()?;
+        r.finish_zero_padded()?;
+        if self.buf.len() + data.len() > self.max {
+            return Err(ProtoError::TooLong {
+                len: self.buf.len() + data.len(),
+                max: self.max,
+            });
+        }
+        self.buf.extend_from_slice(data);
+        if flags & FLAG_FINAL != 0 {
+            Ok(Some(std::mem::take(&mut self.buf)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn arb_relay_msg() -> impl Strategy<Value = RelayMsg> {
+        prop_oneof![
+            (any::<[u8; 20]>(), any::<[u8; 84]>()).prop_map(|(t, h)| RelayMsg::Extend(Extend {
+                target: RelayId(t),
+                handshake: ClientMessage::from_bytes(&h)
+            })),
+            any::<[u8; 64]>().prop_map(|h| RelayMsg::Extended(ServerMessage::from_bytes(&h))),
+            Just(RelayMsg::Sendme),
+            proptest::collection::vec(any::<u8>(), 0..2000).prop_map(RelayMsg::Data),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip(msg in arb_relay_msg()) {
+            prop_assert_eq!(RelayMsg::decode(&msg.encode().unwrap()).unwrap(), msg);
+        }
+
+        #[test]
+        fn fragments_round_trip(msg in arb_relay_msg(), body_len in 20usize..=492) {
+            let bytes = msg.encode().unwrap();
+            let mut r = Reassembler::new(MAX_RELAY_MSG_LEN);
+            let frags = fragment(&bytes, body_len).unwrap();
+            let n = frags.len();
+            for (i, f) in frags.into_iter().enumerate() {
+                prop_assert_eq!(f.len(), body_len);
+                let out = r.push(&f).unwrap();
+                if i + 1 == n {
+                    prop_assert_eq!(out.as_deref(), Some(&bytes[..]));
+                } else {
+                    prop_assert!(out.is_none());
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = RelayMsg::decode(&bytes);
+            let _ = Reassembler::new(1000).push(&bytes);
+        }
+    }
+
+    #[test]
+    fn bad_messages_are_typed_errors() {
+        assert_eq!(
+            RelayMsg::decode(&[200]),
+            Err(ProtoError::UnknownRelayMessage(200))
+        );
+        assert!(matches!(
+            RelayMsg::decode(&[]),
+            Err(ProtoError::Truncated { .. })
+        ));
+        assert_eq!(
+            RelayMsg::decode(&[kind::SENDME, 0]),
+            Err(ProtoError::TrailingBytes(1))
+        );
+        assert!(matches!(
+            RelayMsg::decode(&[kind::EXTENDED, 1, 2]),
+            Err(ProtoError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn reassembly_limit_is_enforced() {
+        let mut r = Reassembler::new(10);
+        let frags = fragment(&[7u8; 11], 8).unwrap();
+        assert_eq!(r.push(&frags[0]).unwrap(), None);
+        assert_eq!(r.push(&frags[1]).unwrap(), None);
+        assert!(matches!(r.push(&frags[2]), Err(ProtoError::TooLong { .. })));
+        assert!(fragment(&[0u8; MAX_RELAY_MSG_LEN + 1], 400).is_err());
+        assert!(fragment(b"x", 3).is_err());
+    }
+
+    #[test]
+    fn bad_fragments_are_refused() {
+        let mut body = fragment(b"abc", 30).unwrap().remove(0);
+        body[0] = 0x80;
+        assert!(Reassembler::new(100).push(&body).is_err());
+        body[0] = FLAG_FINAL;
+        body[29] = 1;
+        assert_eq!(
+            Reassembler::new(100).push(&body),
+            Err(ProtoError::NonZeroPadding)
+        );
+        body[29] = 0;
+        body[2] = 200;
+        assert!(matches!(
+            Reassembler::new(100).push(&body),
+            Err(ProtoError::Truncated { .. })
+        ));
+    }
+}
