@@ -7,7 +7,9 @@
 //! * [`ntor`]: Tor's ntor circuit handshake (`docs/spec.md` §3, tor-spec §5.1.4);
 //! * [`onion`]: the per-hop ChaCha20-Poly1305 onion layers (`docs/spec.md` §4);
 //! * [`address`]: user addresses that encode an identity key with a typo-proof checksum
-//!   (`docs/spec.md` §7).
+//!   (`docs/spec.md` §7);
+//! * [`reader`]: the bounds-checked reader through which every decoder in Shallot goes. It
+//!   lives here, at the bottom of the stack, so that this crate's own encodings use it too.
 //!
 //! Secrets are zeroized on drop and secret comparisons are constant time.
 
@@ -19,6 +21,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod ntor;
 pub mod onion;
+pub mod reader;
 
 pub use address::{Address, AddressError};
 pub use keys::{IdentityKeypair, LinkKeypair, OnionKeypair, RelayId};

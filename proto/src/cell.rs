@@ -7,7 +7,7 @@
 use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SERVER_MESSAGE_LEN};
 use shallot_crypto::onion::{Payload, CELL_PAYLOAD_LEN, MAX_HOPS};
 
-use crate::reader::{ProtoError, Reader};
+use shallot_crypto::reader::{DecodeError, Reader};
 
 /// Bytes in every cell.
 pub const CELL_LEN: usize = 4 + 1 + CELL_PAYLOAD_LEN;
@@ -46,15 +46,15 @@ pub enum ChanCmd {
 }
 
 impl TryFrom<u8> for ChanCmd {
-    type Error = ProtoError;
-    fn try_from(v: u8) -> Result<Self, ProtoError> {
+    type Error = DecodeError;
+    fn try_from(v: u8) -> Result<Self, DecodeError> {
         Ok(match v {
             0 => ChanCmd::Padding,
             1 => ChanCmd::Create,
             2 => ChanCmd::Created,
             3 => ChanCmd::Relay,
             4 => ChanCmd::Destroy,
-            other => return Err(ProtoError::UnknownCommand(other)),
+            other => return Err(DecodeError::UnknownCommand(other)),
         })
     }
 }
@@ -233,14 +233,14 @@ impl Cell {
     }
 
     /// Decodes exactly one cell.
-    pub fn decode(bytes: &[u8]) -> Result<Cell, ProtoError> {
+    pub fn decode(bytes: &[u8]) -> Result<Cell, DecodeError> {
         let mut r = Reader::new(bytes);
         let circ_id = CircId(r.u32()?);
         let command = ChanCmd::try_from(r.u8()?)?;
         let payload = r.take(CELL_PAYLOAD_LEN)?;
         r.finish()?;
         if (command == ChanCmd::Padding) != (circ_id.0 == 0) {
-            return Err(ProtoError::BadValue {
+            return Err(DecodeError::BadValue {
                 field: "circuit id",
                 reason: "zero is for padding cells only, and padding uses zero",
             });
@@ -254,13 +254,13 @@ impl Cell {
             ChanCmd::Create => {
                 let depth = p.u8()?;
                 if depth == 0 || depth > MAX_HOPS {
-                    return Err(ProtoError::BadValue {
+                    return Err(DecodeError::BadValue {
                         field: "create depth",
                         reason: "outside the allowed circuit length",
                     });
                 }
                 if p.u16()? != HTYPE_NTOR {
-                    return Err(ProtoError::BadValue {
+                    return Err(DecodeError::BadValue {
                         field: "handshake type",
                         reason: "only ntor is supported",
                     });
@@ -292,8 +292,8 @@ impl Cell {
     }
 }
 
-fn expect_len<const N: usize>(bytes: &[u8]) -> Result<[u8; N], ProtoError> {
-    bytes.try_into().map_err(|_| ProtoError::BadValue {
+fn expect_len<const N: usize>(bytes: &[u8]) -> Result<[u8; N], DecodeError> {
+    bytes.try_into().map_err(|_| DecodeError::BadValue {
         field: "handshake length",
         reason: "not the length ntor uses",
     })
@@ -367,21 +367,21 @@ mod tests {
     fn bad_cells_are_typed_errors() {
         let mut raw = Cell::new(CircId(5), ChanMsg::Destroy(DestroyReason::Protocol)).encode();
         raw[4] = 99;
-        assert_eq!(Cell::decode(&raw), Err(ProtoError::UnknownCommand(99)));
+        assert_eq!(Cell::decode(&raw), Err(DecodeError::UnknownCommand(99)));
         raw[4] = ChanCmd::Destroy as u8;
         raw[100] = 1;
-        assert_eq!(Cell::decode(&raw), Err(ProtoError::NonZeroPadding));
+        assert_eq!(Cell::decode(&raw), Err(DecodeError::NonZeroPadding));
         assert!(matches!(
             Cell::decode(&raw[..100]),
-            Err(ProtoError::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
         let mut long = raw.to_vec();
         long.push(0);
-        assert_eq!(Cell::decode(&long), Err(ProtoError::TrailingBytes(1)));
+        assert_eq!(Cell::decode(&long), Err(DecodeError::TrailingBytes(1)));
         let pad = Cell::new(CircId(3), ChanMsg::Padding).encode();
         assert!(matches!(
             Cell::decode(&pad),
-            Err(ProtoError::BadValue { .. })
+            Err(DecodeError::BadValue { .. })
         ));
         let mut create = Cell::new(
             CircId(9),
@@ -394,7 +394,7 @@ mod tests {
         create[5] = 0;
         assert!(matches!(
             Cell::decode(&create),
-            Err(ProtoError::BadValue {
+            Err(DecodeError::BadValue {
                 field: "create depth",
                 ..
             })
@@ -403,7 +403,7 @@ mod tests {
         create[7] = 7;
         assert!(matches!(
             Cell::decode(&create),
-            Err(ProtoError::BadValue {
+            Err(DecodeError::BadValue {
                 field: "handshake type",
                 ..
             })

@@ -3,7 +3,9 @@
 //! * [`cell`]: the fixed-size 514-byte cell and the channel commands (`docs/spec.md` §2);
 //! * [`relay_msg`]: the messages a circuit carries inside its onion layers, and their
 //!   fragmentation into cells (`docs/spec.md` §4.4);
-//! * [`reader`]: the bounds-checked reader every decoder goes through.
+//!
+//! Decoders read through [`shallot_crypto::reader::Reader`], the bounds-checked reader shared
+//! by every parser in Shallot.
 //!
 //! Every decoder checks every length, refuses trailing bytes, and allocates no more than the
 //! input it was given; unknown commands are typed errors.
@@ -11,7 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
-pub mod reader;
 pub mod relay_msg;
 
-pub use reader::{ProtoError, Reader};
+pub use shallot_crypto::reader::{DecodeError, Reader, Writer};

@@ -9,7 +9,7 @@
 use shallot_crypto::keys::RelayId;
 use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SERVER_MESSAGE_LEN};
 
-use crate::reader::{ProtoError, Reader, Writer};
+use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
 /// Bytes of fragment header in each cell body.
 pub const FRAGMENT_HEADER_LEN: usize = 3;
@@ -56,7 +56,7 @@ impl RelayMsg {
     }
 
     /// Encodes the message (without fragment framing).
-    pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
+    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
         let mut out = Vec::new();
         match self {
             RelayMsg::Extend(e) => {
@@ -75,7 +75,7 @@ impl RelayMsg {
             }
         }
         if out.len() > MAX_RELAY_MSG_LEN {
-            return Err(ProtoError::TooLong {
+            return Err(DecodeError::TooLong {
                 len: out.len(),
                 max: MAX_RELAY_MSG_LEN,
             });
@@ -84,9 +84,9 @@ impl RelayMsg {
     }
 
     /// Decodes one whole message.
-    pub fn decode(bytes: &[u8]) -> Result<RelayMsg, ProtoError> {
+    pub fn decode(bytes: &[u8]) -> Result<RelayMsg, DecodeError> {
         if bytes.len() > MAX_RELAY_MSG_LEN {
-            return Err(ProtoError::TooLong {
+            return Err(DecodeError::TooLong {
                 len: bytes.len(),
                 max: MAX_RELAY_MSG_LEN,
             });
@@ -107,7 +107,7 @@ impl RelayMsg {
             }
             kind::SENDME => RelayMsg::Sendme,
             kind::DATA => RelayMsg::Data(r.take_rest().to_vec()),
-            other => return Err(ProtoError::UnknownRelayMessage(other)),
+            other => return Err(DecodeError::UnknownRelayMessage(other)),
         };
         r.finish()?;
         Ok(msg)
@@ -115,16 +115,16 @@ impl RelayMsg {
 }
 
 /// Splits an encoded message into cell bodies of `body_len` bytes each.
-pub fn fragment(msg: &[u8], body_len: usize) -> Result<Vec<Vec<u8>>, ProtoError> {
+pub fn fragment(msg: &[u8], body_len: usize) -> Result<Vec<Vec<u8>>, DecodeError> {
     let chunk = body_len
         .checked_sub(FRAGMENT_HEADER_LEN)
         .filter(|&c| c > 0)
-        .ok_or(ProtoError::BadValue {
+        .ok_or(DecodeError::BadValue {
             field: "cell body length",
             reason: "too short to carry a fragment",
         })?;
     if msg.len() > MAX_RELAY_MSG_LEN {
-        return Err(ProtoError::TooLong {
+        return Err(DecodeError::TooLong {
             len: msg.len(),
             max: MAX_RELAY_MSG_LEN,
         });
@@ -170,11 +170,11 @@ impl Reassembler {
     }
 
     /// Adds one cell body; returns a whole message when this fragment completes one.
-    pub fn push(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, ProtoError> {
+    pub fn push(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
         let mut r = Reader::new(body);
         let flags = r.u8()?;
         if flags & !FLAG_FINAL != 0 {
-            return Err(ProtoError::BadValue {
+            return Err(DecodeError::BadValue {
                 field: "fragment flags",
                 reason: "unknown flag bits set",
             });
@@ -182,7 +182,7 @@ impl Reassembler {
         let data = r.u16_prefixed()?;
         r.finish_zero_padded()?;
         if self.buf.len() + data.len() > self.max {
-            return Err(ProtoError::TooLong {
+            return Err(DecodeError::TooLong {
                 len: self.buf.len() + data.len(),
                 max: self.max,
             });
@@ -247,19 +247,19 @@ mod tests {
     fn bad_messages_are_typed_errors() {
         assert_eq!(
             RelayMsg::decode(&[200]),
-            Err(ProtoError::UnknownRelayMessage(200))
+            Err(DecodeError::UnknownRelayMessage(200))
         );
         assert!(matches!(
             RelayMsg::decode(&[]),
-            Err(ProtoError::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
         assert_eq!(
             RelayMsg::decode(&[kind::SENDME, 0]),
-            Err(ProtoError::TrailingBytes(1))
+            Err(DecodeError::TrailingBytes(1))
         );
         assert!(matches!(
             RelayMsg::decode(&[kind::EXTENDED, 1, 2]),
-            Err(ProtoError::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
     }
 
@@ -269,7 +269,10 @@ mod tests {
         let frags = fragment(&[7u8; 11], 8).unwrap();
         assert_eq!(r.push(&frags[0]).unwrap(), None);
         assert_eq!(r.push(&frags[1]).unwrap(), None);
-        assert!(matches!(r.push(&frags[2]), Err(ProtoError::TooLong { .. })));
+        assert!(matches!(
+            r.push(&frags[2]),
+            Err(DecodeError::TooLong { .. })
+        ));
         assert!(fragment(&[0u8; MAX_RELAY_MSG_LEN + 1], 400).is_err());
         assert!(fragment(b"x", 3).is_err());
     }
@@ -283,13 +286,13 @@ mod tests {
         body[29] = 1;
         assert_eq!(
             Reassembler::new(100).push(&body),
-            Err(ProtoError::NonZeroPadding)
+            Err(DecodeError::NonZeroPadding)
         );
         body[29] = 0;
         body[2] = 200;
         assert!(matches!(
             Reassembler::new(100).push(&body),
-            Err(ProtoError::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
     }
 }

@@ -1,14 +1,14 @@
 //! A bounds-checked reader over a byte slice, through which every decoder in Shallot goes.
 //!
-//! Each read checks that enough bytes remain and fails with [`ProtoError::Truncated`]
+//! Each read checks that enough bytes remain and fails with [`DecodeError::Truncated`]
 //! otherwise; a decoder ends with [`Reader::finish`], which refuses leftover bytes. Nothing
 //! here allocates except [`Reader::take_vec`], which copies bytes the input already holds.
 
 use thiserror::Error;
 
-/// Why bytes could not be decoded.
+/// Why bytes could not be decoded: the error of every wire-format decoder in Shallot.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ProtoError {
+pub enum DecodeError {
     /// The input ended before a field did.
     #[error("truncated: needed {needed} more bytes, {remaining} left")]
     Truncated {
@@ -65,9 +65,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes the next `n` bytes.
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], ProtoError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.input.len() {
-            return Err(ProtoError::Truncated {
+            return Err(DecodeError::Truncated {
                 needed: n,
                 remaining: self.input.len(),
             });
@@ -83,57 +83,57 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes the next `n` bytes as an owned vector (no larger than the input).
-    pub fn take_vec(&mut self, n: usize) -> Result<Vec<u8>, ProtoError> {
+    pub fn take_vec(&mut self, n: usize) -> Result<Vec<u8>, DecodeError> {
         Ok(self.take(n)?.to_vec())
     }
 
     /// Takes a fixed-size array.
-    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtoError> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
     /// Takes one byte.
-    pub fn u8(&mut self) -> Result<u8, ProtoError> {
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
     /// Takes a big-endian u16.
-    pub fn u16(&mut self) -> Result<u16, ProtoError> {
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
     /// Takes a big-endian u32.
-    pub fn u32(&mut self) -> Result<u32, ProtoError> {
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
     /// Takes a big-endian u64.
-    pub fn u64(&mut self) -> Result<u64, ProtoError> {
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
     /// Takes a u16 length and then that many bytes.
-    pub fn u16_prefixed(&mut self) -> Result<&'a [u8], ProtoError> {
+    pub fn u16_prefixed(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = usize::from(self.u16()?);
         self.take(n)
     }
 
     /// Ends decoding: every byte must have been read.
-    pub fn finish(self) -> Result<(), ProtoError> {
+    pub fn finish(self) -> Result<(), DecodeError> {
         match self.input.len() {
             0 => Ok(()),
-            n => Err(ProtoError::TrailingBytes(n)),
+            n => Err(DecodeError::TrailingBytes(n)),
         }
     }
 
     /// Ends decoding of a padded field: every byte left must be zero.
-    pub fn finish_zero_padded(self) -> Result<(), ProtoError> {
+    pub fn finish_zero_padded(self) -> Result<(), DecodeError> {
         if self.input.iter().all(|&b| b == 0) {
             Ok(())
         } else {
-            Err(ProtoError::NonZeroPadding)
+            Err(DecodeError::NonZeroPadding)
         }
     }
 }
@@ -151,7 +151,7 @@ pub trait Writer {
     /// Appends raw bytes.
     fn put(&mut self, bytes: &[u8]);
     /// Appends a u16 length and the bytes; fails if they do not fit in a u16.
-    fn put_u16_prefixed(&mut self, bytes: &[u8]) -> Result<(), ProtoError>;
+    fn put_u16_prefixed(&mut self, bytes: &[u8]) -> Result<(), DecodeError>;
 }
 
 impl Writer for Vec<u8> {
@@ -170,8 +170,8 @@ impl Writer for Vec<u8> {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
-    fn put_u16_prefixed(&mut self, bytes: &[u8]) -> Result<(), ProtoError> {
-        let n = u16::try_from(bytes.len()).map_err(|_| ProtoError::TooLong {
+    fn put_u16_prefixed(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        let n = u16::try_from(bytes.len()).map_err(|_| DecodeError::TooLong {
             len: bytes.len(),
             max: usize::from(u16::MAX),
         })?;
@@ -193,12 +193,12 @@ mod tests {
         assert_eq!(r.u32().unwrap(), 3);
         assert_eq!(
             r.u16(),
-            Err(ProtoError::Truncated {
+            Err(DecodeError::Truncated {
                 needed: 2,
                 remaining: 1
             })
         );
-        assert_eq!(r.clone().finish(), Err(ProtoError::TrailingBytes(1)));
+        assert_eq!(r.clone().finish(), Err(DecodeError::TrailingBytes(1)));
         assert_eq!(r.u8().unwrap(), 9);
         assert_eq!(r.finish(), Ok(()));
     }
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(Reader::new(&[0, 0]).finish_zero_padded(), Ok(()));
         assert_eq!(
             Reader::new(&[0, 1]).finish_zero_padded(),
-            Err(ProtoError::NonZeroPadding)
+            Err(DecodeError::NonZeroPadding)
         );
     }
 
