@@ -1,0 +1,281 @@
+//! Links over TCP: the handshake and records driven over a tokio `TcpStream`
+//! (`docs/spec.md` §6.1–6.2).
+//!
+//! Handshake messages travel as `len(2) ‖ message`, after the initiator's one preamble byte.
+//! The whole handshake runs under a caller-given time limit. Afterwards the stream splits into
+//! a [`LinkReader`] and a [`LinkWriter`] that work independently.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shallot_crypto::keys::LinkKeypair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::handshake::{Handshake, LinkKind, MAX_HANDSHAKE_MSG};
+use crate::record::{Opener, Sealer, MAX_RECORD_LEN};
+use crate::LinkError;
+
+/// The reading half of a link.
+pub struct LinkReader {
+    inner: BufReader<OwnedReadHalf>,
+    opener: Opener,
+    record: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl LinkReader {
+    /// Reads the next record and returns the cells it carries, concatenated (a whole number
+    /// of 514-byte cells). Fails with [`LinkError::Closed`] when the peer closes cleanly
+    /// between records.
+    pub async fn read_cells(&mut self) -> Result<&[u8], LinkError> {
+        let mut len = [0u8; 2];
+        match self.inner.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(LinkError::Closed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        Opener::check_len(len)?;
+        self.record.resize(len, 0);
+        self.inner.read_exact(&mut self.record).await?;
+        self.opener.open(&self.record, &mut self.plain)?;
+        Ok(&self.plain)
+    }
+}
+
+/// The writing half of a link.
+pub struct LinkWriter {
+    inner: OwnedWriteHalf,
+    sealer: Sealer,
+    wire: Vec<u8>,
+}
+
+impl LinkWriter {
+    /// Sends encoded cells (a whole, non-zero number of them), as few records as they fit in.
+    pub async fn write_cells(&mut self, cells: &[u8]) -> Result<(), LinkError> {
+        self.wire.clear();
+        self.sealer.seal(cells, &mut self.wire)?;
+        self.inner.write_all(&self.wire).await?;
+        Ok(())
+    }
+
+    /// Closes the sending direction.
+    pub async fn shutdown(&mut self) {
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+fn split(stream: TcpStream, sealer: Sealer, opener: Opener) -> (LinkReader, LinkWriter) {
+    let (r, w) = stream.into_split();
+    (
+        LinkReader {
+            inner: BufReader::with_capacity(MAX_RECORD_LEN + 2, r),
+            opener,
+            record: Vec::with_capacity(MAX_RECORD_LEN),
+            plain: Vec::with_capacity(MAX_RECORD_LEN),
+        },
+        LinkWriter {
+            inner: w,
+            sealer,
+            wire: Vec::new(),
+        },
+    )
+}
+
+async fn send_msg(stream: &mut TcpStream, msg: &[u8]) -> Result<(), LinkError> {
+    let mut buf = Vec::with_capacity(msg.len() + 2);
+    buf.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    buf.extend_from_slice(msg);
+    stream.write_all(&buf).await?;
+    Ok(())
+}
+
+async fn recv_msg(stream: &mut TcpStream) -> Result<Vec<u8>, LinkError> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > MAX_HANDSHAKE_MSG {
+        return Err(LinkError::Handshake(format!(
+            "handshake message of {len} bytes is too long"
+        )));
+    }
+    let mut msg = vec![0u8; len];
+    stream.read_exact(&mut msg).await?;
+    Ok(msg)
+}
+
+async fn drive(stream: &mut TcpStream, hs: &mut Handshake) -> Result<(), LinkError> {
+    while !hs.is_finished() {
+        if hs.is_my_turn() {
+            let msg = hs.write()?;
+            send_msg(stream, &msg).await?;
+        } else {
+            let msg = recv_msg(stream).await?;
+            hs.read(&msg)?;
+        }
+    }
+    Ok(())
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| LinkError::Timeout)?
+}
+
+async fn initiate(
+    mut stream: TcpStream,
+    mut hs: Handshake,
+    limit: Duration,
+) -> Result<(LinkReader, LinkWriter), LinkError> {
+    stream.set_nodelay(true)?;
+    with_timeout(limit, async {
+        stream.write_all(&[hs.kind().preamble()]).await?;
+        drive(&mut stream, &mut hs).await
+    })
+    .await?;
+    let (sealer, opener, _) = hs.finish()?;
+    Ok(split(stream, sealer, opener))
+}
+
+/// Opens a client link (Noise NK) to a relay whose static link key is `relay_key`.
+pub async fn connect_client(
+    stream: TcpStream,
+    relay_key: &[u8; 32],
+    limit: Duration,
+) -> Result<(LinkReader, LinkWriter), LinkError> {
+    initiate(stream, Handshake::client(relay_key)?, limit).await
+}
+
+/// Opens a relay-to-relay link (Noise XK), proving `me` to a relay whose static link key is
+/// `relay_key`.
+pub async fn connect_relay(
+    stream: TcpStream,
+    me: &LinkKeypair,
+    relay_key: &[u8; 32],
+    limit: Duration,
+) -> Result<(LinkReader, LinkWriter), LinkError> {
+    initiate(stream, Handshake::relay(me, relay_key)?, limit).await
+}
+
+/// A link accepted by a relay.
+pub struct Accepted {
+    /// Who opened it.
+    pub kind: LinkKind,
+    /// The peer's proven static link key, for relay links.
+    pub peer_key: Option<[u8; 32]>,
+    /// The reading half.
+    pub reader: LinkReader,
+    /// The writing half.
+    pub writer: LinkWriter,
+}
+
+/// Answers a link handshake on an accepted connection, within `limit`.
+pub async fn accept(
+    mut stream: TcpStream,
+    me: &LinkKeypair,
+    limit: Duration,
+) -> Result<Accepted, LinkError> {
+    stream.set_nodelay(true)?;
+    let hs = with_timeout(limit, async {
+        let mut pre = [0u8; 1];
+        stream.read_exact(&mut pre).await?;
+        let mut hs = Handshake::responder(LinkKind::from_preamble(pre[0])?, me)?;
+        drive(&mut stream, &mut hs).await?;
+        Ok(hs)
+    })
+    .await?;
+    let kind = hs.kind();
+    let (sealer, opener, peer_key) = hs.finish()?;
+    let (reader, writer) = split(stream, sealer, opener);
+    Ok(Accepted {
+        kind,
+        peer_key,
+        reader,
+        writer,
+    })
+}
+
+/// Tests that the relay at `addr` holds the static link key `link_key`: connects, runs a
+/// client handshake, and closes. Directory authorities use this before listing a relay as
+/// Running.
+pub async fn probe(
+    addr: SocketAddr,
+    link_key: &[u8; 32],
+    limit: Duration,
+) -> Result<(), LinkError> {
+    let stream = with_timeout(limit, async { Ok(TcpStream::connect(addr).await?) }).await?;
+    let (_, mut writer) = connect_client(stream, link_key, limit).await?;
+    writer.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shallot_proto::cell::CELL_LEN;
+    use tokio::net::TcpListener;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn cells_flow_both_ways_over_tcp() {
+        let relay = std::sync::Arc::new(LinkKeypair::generate(&mut rand::thread_rng()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r2 = relay.clone();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut acc = accept(s, &r2, LIMIT).await.unwrap();
+            assert_eq!(acc.kind, LinkKind::Client);
+            let cells = acc.reader.read_cells().await.unwrap().to_vec();
+            acc.writer.write_cells(&cells).await.unwrap();
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = connect_client(s, relay.public().as_bytes(), LIMIT)
+            .await
+            .unwrap();
+        let cells = vec![42u8; 3 * CELL_LEN];
+        w.write_cells(&cells).await.unwrap();
+        assert_eq!(r.read_cells().await.unwrap(), &cells[..]);
+        server.await.unwrap();
+        assert!(matches!(r.read_cells().await, Err(LinkError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn probe_checks_the_key() {
+        let relay = std::sync::Arc::new(LinkKeypair::generate(&mut rand::thread_rng()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r2 = relay.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let r3 = r2.clone();
+                tokio::spawn(async move {
+                    let _ = accept(s, &r3, LIMIT).await;
+                });
+            }
+        });
+        probe(addr, relay.public().as_bytes(), LIMIT).await.unwrap();
+        let wrong = LinkKeypair::generate(&mut rand::thread_rng());
+        assert!(probe(addr, wrong.public().as_bytes(), LIMIT).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn silent_peer_times_out() {
+        let relay = LinkKeypair::generate(&mut rand::thread_rng());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        let r = accept(s, &relay, Duration::from_millis(200)).await;
+        assert!(matches!(r, Err(LinkError::Timeout)));
+    }
+}
