@@ -71,7 +71,7 @@ impl Opener {
 
     /// Checks a record length from the wire before its body is read.
     pub fn check_len(len: usize) -> Result<(), LinkError> {
-        let cells = len.checked_sub(TAG_LEN).unwrap_or(0);
+        let cells = len.saturating_sub(TAG_LEN);
         if len <= TAG_LEN || cells % CELL_LEN != 0 || cells / CELL_LEN > MAX_CELLS_PER_RECORD {
             return Err(LinkError::BadRecordLength(len));
         }
