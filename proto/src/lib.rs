@@ -2,7 +2,8 @@
 //!
 //! * [`cell`]: the fixed-size 514-byte cell and the channel commands (`docs/spec.md` §2);
 //! * [`relay_msg`]: the messages a circuit carries inside its onion layers, and their
-//!   fragmentation into cells (`docs/spec.md` §4.4);
+//!   fragmentation into cells (`docs/spec.md` §4.5);
+//! * [`flow`]: the end-to-end flow-control windows (`docs/spec.md` §4.6);
 //!
 //! Decoders read through [`shallot_crypto::reader::Reader`], the bounds-checked reader shared
 //! by every parser in Shallot.
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
+pub mod flow;
 pub mod relay_msg;
 
 pub use shallot_crypto::reader::{DecodeError, Reader, Writer};

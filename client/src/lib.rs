@@ -1,0 +1,13 @@
+//! The Shallot client (`docs/spec.md` §4, §6, §11): links to relays, circuits built hop by
+//! hop with ntor, and relay messages with end-to-end flow control.
+//!
+//! * [`channel`]: a link to a first hop, shared by the circuits that start there;
+//! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop.
+
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod circuit;
+
+pub use channel::ClientChannel;
+pub use circuit::{build, Circuit, CircuitError, HopSpec};

@@ -1,0 +1,262 @@
+//! One circuit at a relay: its onion layer, its neighbours, and what happens to each cell
+//! (`docs/spec.md` §4.3–4.4, §6.3–6.5).
+//!
+//! A cell from the previous hop is peeled and either forwarded to the next hop or delivered
+//! here; a cell from the next hop gets this relay's layer and goes back. The layer, the
+//! neighbours and the flow-control windows sit behind one mutex, and a cell is sealed and
+//! queued under that mutex, so cells leave in exactly the order their nonces were used.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use shallot_crypto::onion::{Payload, Peeled, RelayLayer, CELL_PAYLOAD_LEN};
+use shallot_proto::cell::{ChanMsg, CircId, DestroyReason};
+use shallot_proto::flow::{RecvWindow, SendWindow};
+use shallot_proto::relay_msg::{fragment, Reassembler, RelayMsg, MAX_RELAY_MSG_LEN};
+use tracing::debug;
+
+use crate::channel::{lock, Channel, Side};
+use crate::core::Core;
+use crate::stats::Stats;
+
+/// The mutable part of a circuit.
+pub(crate) struct CircState {
+    pub layer: RelayLayer,
+    pub next: Option<(Arc<Channel>, CircId)>,
+    pub extending: bool,
+    pub destroyed: bool,
+    reassembler: Reassembler,
+    fragments: u32,
+    recv: RecvWindow,
+    send: SendWindow,
+    /// Whole messages (as cell bodies) waiting for the send window to open.
+    waiting: VecDeque<Vec<Vec<u8>>>,
+}
+
+/// A circuit passing through (or ending at) this relay.
+pub(crate) struct Circuit {
+    /// This relay's depth on the circuit.
+    pub depth: u8,
+    /// The channel toward the client, and the circuit's id on it.
+    pub prev: Arc<Channel>,
+    pub prev_id: CircId,
+    pub state: Mutex<CircState>,
+}
+
+impl Circuit {
+    pub(crate) fn new(layer: RelayLayer, prev: Arc<Channel>, prev_id: CircId) -> Self {
+        Circuit {
+            depth: layer.depth(),
+            prev,
+            prev_id,
+            state: Mutex::new(CircState {
+                layer,
+                next: None,
+                extending: false,
+                destroyed: false,
+                reassembler: Reassembler::new(MAX_RELAY_MSG_LEN),
+                fragments: 0,
+                recv: RecvWindow::default(),
+                send: SendWindow::default(),
+                waiting: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// A relay cell from the previous hop.
+    pub fn forward(self: &Arc<Self>, core: &Arc<Core>, mut payload: Box<Payload>) {
+        let mut st = lock(&self.state);
+        if st.destroyed {
+            return;
+        }
+        match st.layer.peel(&mut payload) {
+            Err(e) => {
+                drop(st);
+                debug!("destroying circuit: {e}");
+                Stats::bump(&core.stats.circuits_destroyed_for_tamper);
+                self.destroy(core, DestroyReason::Protocol, None);
+            }
+            Ok(Peeled::Forward) => {
+                let next = match (&st.next, st.extending) {
+                    (Some((chan, id)), false) => Some((chan.clone(), *id)),
+                    _ => None,
+                };
+                let result = next.map(|(chan, id)| chan.send_relay(core, id, &payload));
+                drop(st);
+                match result {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => {
+                        Stats::bump(&core.stats.circuits_destroyed_for_queue);
+                        self.destroy(core, DestroyReason::ResourceLimit, None);
+                    }
+                    // Told to forward with nowhere to forward to.
+                    None => self.destroy(core, DestroyReason::Protocol, None),
+                }
+            }
+            Ok(Peeled::Deliver) => {
+                Stats::bump(&core.stats.cells_delivered);
+                let body_len = st.layer.body_len();
+                if let Err(reason) = self.deliver(core, &mut st, &payload[..body_len]) {
+                    drop(st);
+                    self.destroy(core, reason, None);
+                }
+            }
+        }
+    }
+
+    /// A relay cell from the next hop, travelling back to the client.
+    pub fn backward(self: &Arc<Self>, core: &Arc<Core>, mut payload: Box<Payload>) {
+        let mut st = lock(&self.state);
+        if st.destroyed {
+            return;
+        }
+        if st.extending {
+            drop(st);
+            return self.destroy(core, DestroyReason::Protocol, None);
+        }
+        let result = match st.layer.add_layer(&mut payload) {
+            Ok(()) => self.prev.send_relay(core, self.prev_id, &payload).is_ok(),
+            Err(_) => false,
+        };
+        drop(st);
+        if !result {
+            Stats::bump(&core.stats.circuits_destroyed_for_queue);
+            self.destroy(core, DestroyReason::ResourceLimit, None);
+        }
+    }
+
+    /// A message body delivered to this hop: reassemble, account for flow control, act.
+    fn deliver(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        st: &mut CircState,
+        body: &[u8],
+    ) -> Result<(), DestroyReason> {
+        st.fragments += 1;
+        let msg = match st.reassembler.push(body) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                debug!("bad fragment: {e}");
+                return Err(DestroyReason::Protocol);
+            }
+        };
+        let cells = std::mem::take(&mut st.fragments);
+        let msg = RelayMsg::decode(&msg).map_err(|e| {
+            debug!("bad relay message: {e}");
+            DestroyReason::Protocol
+        })?;
+        if msg.counts_for_flow_control() {
+            let sendmes = st
+                .recv
+                .received(cells)
+                .map_err(|_| DestroyReason::Protocol)?;
+            for _ in 0..sendmes {
+                self.send_msg(core, st, &RelayMsg::Sendme)?;
+            }
+        }
+        crate::endpoint::handle(core, self, st, msg)
+    }
+
+    /// Sends a message from this hop to the client, subject to the send window. A message is
+    /// sent whole or waits whole, so fragments of two messages never interleave.
+    pub fn send_msg(
+        &self,
+        core: &Core,
+        st: &mut CircState,
+        msg: &RelayMsg,
+    ) -> Result<(), DestroyReason> {
+        let bytes = msg.encode().map_err(|_| DestroyReason::Internal)?;
+        let bodies = fragment(&bytes, st.layer.body_len()).map_err(|_| DestroyReason::Internal)?;
+        if !msg.counts_for_flow_control() {
+            return self.seal_and_queue(core, st, &bodies);
+        }
+        if st.waiting.is_empty() && st.send.take(bodies.len() as u32) {
+            self.seal_and_queue(core, st, &bodies)
+        } else {
+            st.waiting.push_back(bodies);
+            Ok(())
+        }
+    }
+
+    /// The client acknowledged cells: send what was waiting for the window.
+    pub fn on_sendme(&self, core: &Core, st: &mut CircState) -> Result<(), DestroyReason> {
+        st.send.sendme().map_err(|_| DestroyReason::Protocol)?;
+        while let Some(bodies) = st.waiting.front() {
+            if !st.send.take(bodies.len() as u32) {
+                break;
+            }
+            if let Some(bodies) = st.waiting.pop_front() {
+                self.seal_and_queue(core, st, &bodies)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal_and_queue(
+        &self,
+        core: &Core,
+        st: &mut CircState,
+        bodies: &[Vec<u8>],
+    ) -> Result<(), DestroyReason> {
+        for body in bodies {
+            let mut payload: Payload = [0u8; CELL_PAYLOAD_LEN];
+            payload[..body.len()].copy_from_slice(body);
+            st.layer
+                .originate(&mut payload)
+                .map_err(|_| DestroyReason::Internal)?;
+            self.prev
+                .send_relay(core, self.prev_id, &payload)
+                .map_err(|_| DestroyReason::ResourceLimit)?;
+        }
+        Ok(())
+    }
+
+    /// The next hop answered our create: the extend is complete.
+    pub fn on_created(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        reply: shallot_crypto::ntor::ServerMessage,
+    ) {
+        let mut st = lock(&self.state);
+        if st.destroyed {
+            return;
+        }
+        if !st.extending {
+            drop(st);
+            return self.destroy(core, DestroyReason::Protocol, None);
+        }
+        st.extending = false;
+        Stats::bump(&core.stats.circuits_extended);
+        if let Err(reason) = self.send_msg(core, &mut st, &RelayMsg::Extended(reply)) {
+            drop(st);
+            self.destroy(core, reason, None);
+        }
+    }
+
+    /// Tears the circuit down: forgets it on both channels, drops its queued cells, and
+    /// tells each neighbour except `from` (the side that told us).
+    pub fn destroy(self: &Arc<Self>, core: &Core, reason: DestroyReason, from: Option<Side>) {
+        let next = {
+            let mut st = lock(&self.state);
+            if st.destroyed {
+                return;
+            }
+            st.destroyed = true;
+            st.waiting.clear();
+            st.next.take()
+        };
+        Stats::bump(&core.stats.circuits_destroyed);
+        self.prev.forget_circuit(core, self.prev_id);
+        if from != Some(Side::Prev) {
+            self.prev
+                .send_control(core, self.prev_id, ChanMsg::Destroy(reason));
+        }
+        if let Some((chan, id)) = next {
+            chan.forget_circuit(core, id);
+            if from != Some(Side::Next) {
+                chan.send_control(core, id, ChanMsg::Destroy(reason));
+            }
+        }
+    }
+}

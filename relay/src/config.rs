@@ -1,0 +1,119 @@
+//! Relay configuration: identity of the daemon, its limits and its timers
+//! (`docs/spec.md` §6.6, §6.7). Every limit has a production default chosen here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shallot_crypto::keys::RelayId;
+use shallot_proto::flow::WINDOW_START;
+
+/// Resource limits. Each one is documented in `docs/spec.md` §6.6 and has a test that hits it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a peer has to complete the link handshake after connecting.
+    pub handshake_timeout: Duration,
+    /// Open connections accepted from one IP address.
+    pub connections_per_ip: usize,
+    /// Open connections in total.
+    pub max_connections: usize,
+    /// Circuits open on one link.
+    pub circuits_per_link: usize,
+    /// Circuit creations per second allowed from one IP address (sustained rate).
+    pub creates_per_sec_per_ip: f64,
+    /// Circuit creations one IP address may make in a burst.
+    pub create_burst_per_ip: f64,
+    /// Cells queued for one circuit toward one link before the circuit is destroyed.
+    pub circuit_queue_cells: usize,
+    /// Bytes of queued cells across the relay beyond which the circuits holding the oldest
+    /// queued data are destroyed.
+    pub queue_memory_bytes: usize,
+    /// Time to wait for the next hop's answer when extending.
+    pub extend_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            connections_per_ip: 32,
+            max_connections: 8192,
+            circuits_per_link: 4096,
+            creates_per_sec_per_ip: 20.0,
+            create_burst_per_ip: 200.0,
+            // An honest end never has more than a window outstanding; allow some slack.
+            circuit_queue_cells: WINDOW_START as usize + 100,
+            queue_memory_bytes: 256 * 1024 * 1024,
+            extend_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Timers.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// How often the descriptor is re-published to every authority.
+    pub publish_interval: Duration,
+    /// How often a new ntor onion key is made.
+    pub onion_key_rotation: Duration,
+    /// How long the previous onion key is still accepted after a rotation.
+    pub onion_key_grace: Duration,
+    /// How often the consensus is fetched.
+    pub consensus_refresh: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            publish_interval: Duration::from_secs(3600),
+            onion_key_rotation: Duration::from_secs(7 * 24 * 3600),
+            onion_key_grace: Duration::from_secs(24 * 3600),
+            consensus_refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything a relay needs to run.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Where its keys (and mailbox store) live.
+    pub data_dir: PathBuf,
+    /// Address to listen on for links.
+    pub listen: SocketAddr,
+    /// Address published in the descriptor, when it differs from `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// Nickname in the descriptor.
+    pub nickname: String,
+    /// Declared bandwidth, bytes per second.
+    pub bandwidth: u64,
+    /// Declared family.
+    pub family: Vec<RelayId>,
+    /// Whether it offers a mailbox.
+    pub mailbox: bool,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Timers.
+    pub timing: Timing,
+}
+
+impl RelayConfig {
+    /// A configuration with default limits and timers.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        RelayConfig {
+            data_dir,
+            listen,
+            advertise: None,
+            nickname: "shallot".into(),
+            bandwidth: 1024 * 1024,
+            family: Vec::new(),
+            mailbox: false,
+            limits: Limits::default(),
+            timing: Timing::default(),
+        }
+    }
+
+    /// The address other nodes reach this relay at.
+    pub fn address(&self) -> SocketAddr {
+        self.advertise.unwrap_or(self.listen)
+    }
+}

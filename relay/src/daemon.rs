@@ -1,0 +1,258 @@
+//! Starting and stopping a relay: the listener, its accept loop, the out-of-memory task, and
+//! graceful shutdown (`docs/spec.md` §6).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use shallot_crypto::keyfile::KeyFileError;
+use shallot_crypto::keys::RelayId;
+use shallot_link::LinkKind;
+use shallot_proto::cell::DestroyReason;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::channel::{lock, Channel};
+use crate::config::RelayConfig;
+use crate::core::Core;
+use crate::keys;
+use crate::netview::NetView;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Why a relay could not start.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    /// Its keys could not be loaded.
+    #[error("{0}")]
+    Keys(#[from] KeyFileError),
+    /// It could not listen on its address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    core: Arc<Core>,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts a relay whose keys are already in `config.data_dir` (see [`keys::init`]).
+pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
+    let keys = keys::load(&config.data_dir)?;
+    let (onion, _) = keys::load_onion(
+        &config.data_dir,
+        config.timing.onion_key_rotation,
+        config.timing.onion_key_grace,
+        SystemTime::now(),
+    )?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RelayError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| RelayError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let core = Arc::new(Core::new(config, keys, onion));
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(accept_loop(core.clone(), listener, stopped.clone())),
+        tokio::spawn(oom_loop(core.clone(), stopped.clone())),
+        tokio::spawn(rotation_loop(core.clone(), stopped)),
+    ];
+    info!(fingerprint = %core.keys.id, %local_addr, "relay listening");
+    Ok(RelayHandle {
+        core,
+        local_addr,
+        stop,
+        tasks,
+    })
+}
+
+impl RelayHandle {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its fingerprint.
+    pub fn id(&self) -> RelayId {
+        self.core.keys.id
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.core.stats.snapshot()
+    }
+
+    /// Cells queued on all its links now.
+    pub fn queued_cells(&self) -> usize {
+        self.core.budget.queued()
+    }
+
+    /// Circuits open now (counted once per circuit).
+    pub fn open_circuits(&self) -> usize {
+        self.core
+            .channels()
+            .iter()
+            .map(|c| {
+                lock(&c.circuits)
+                    .values()
+                    .filter(|r| r.side == crate::channel::Side::Prev)
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Replaces its view of the network (normally from each new consensus).
+    pub fn set_netview(&self, view: NetView) {
+        match self.core.netview.write() {
+            Ok(mut v) => *v = Arc::new(view),
+            Err(p) => *p.into_inner() = Arc::new(view),
+        }
+    }
+
+    /// The onion key it publishes now.
+    pub fn onion_key(&self) -> [u8; 32] {
+        self.core.onion_keys().current.public().to_bytes()
+    }
+
+    /// Its link key.
+    pub fn link_key(&self) -> [u8; 32] {
+        self.core.keys.link.public().to_bytes()
+    }
+
+    /// Stops gracefully: stops accepting, destroys every circuit (telling both neighbours),
+    /// gives links a moment to flush, and returns.
+    pub async fn shutdown(self) {
+        self.core.shutting_down.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let channels = self.core.channels();
+        for chan in &channels {
+            let circuits: Vec<_> = lock(&chan.circuits).values().cloned().collect();
+            for r in circuits {
+                r.circ
+                    .destroy(&self.core, DestroyReason::ShuttingDown, None);
+            }
+        }
+        // Let writers flush the destroy cells (bounded), then close everything.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.core.budget.queued() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for chan in channels {
+            self.core.close_channel(&chan);
+        }
+        info!("relay stopped");
+    }
+}
+
+async fn accept_loop(core: Arc<Core>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    debug!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let limits = &core.config.limits;
+        let admitted =
+            lock(&core.conns).admit(peer.ip(), limits.connections_per_ip, limits.max_connections);
+        if !admitted {
+            Stats::bump(&core.stats.connections_refused);
+            continue;
+        }
+        tokio::spawn(handshake(core.clone(), stream, peer));
+    }
+}
+
+async fn handshake(core: Arc<Core>, stream: TcpStream, peer: SocketAddr) {
+    let accepted = shallot_link::accept(
+        stream,
+        &core.keys.link,
+        core.config.limits.handshake_timeout,
+    )
+    .await;
+    match accepted {
+        Ok(acc) => {
+            let peer_relay = match (acc.kind, acc.peer_key) {
+                (LinkKind::Relay, Some(key)) => core.netview().identify(&key),
+                _ => None,
+            };
+            let chan = Channel::new(
+                core.next_channel_id(),
+                acc.kind,
+                peer.ip(),
+                peer_relay,
+                false,
+                true,
+            );
+            core.start_channel(chan, acc.reader, acc.writer);
+        }
+        Err(e) => {
+            debug!("link handshake failed: {e}");
+            Stats::bump(&core.stats.handshakes_failed);
+            lock(&core.conns).release(peer.ip());
+        }
+    }
+}
+
+async fn oom_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = core.oom.notified() => core.relieve_memory_pressure(),
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Rotates the onion key when it is due and drops the previous one when its grace ends.
+async fn rotation_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
+    let timing = core.config.timing.clone();
+    let tick = (timing.onion_key_rotation.min(timing.onion_key_grace) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stopped.changed() => return,
+        }
+        match keys::load_onion(
+            &core.config.data_dir,
+            timing.onion_key_rotation,
+            timing.onion_key_grace,
+            SystemTime::now(),
+        ) {
+            Ok((onion, rotated)) => {
+                if rotated {
+                    info!("rotated the onion key");
+                }
+                match core.onion.write() {
+                    Ok(mut k) => *k = onion,
+                    Err(p) => *p.into_inner() = onion,
+                }
+            }
+            Err(e) => tracing::warn!("onion key rotation failed: {e}"),
+        }
+    }
+}

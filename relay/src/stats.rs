@@ -1,0 +1,68 @@
+//! Counters a relay keeps about its own work, for logs, tests and benchmarks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, updated as the relay works.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            /// Copies every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Links accepted or opened.
+    links_opened,
+    /// Connections refused by the per-IP or total connection limit.
+    connections_refused,
+    /// Links that failed their handshake.
+    handshakes_failed,
+    /// Links closed for a protocol violation.
+    links_dropped_for_protocol,
+    /// Circuits created here.
+    circuits_created,
+    /// Circuit creations refused (limits, bad handshakes, reused ids).
+    creates_refused,
+    /// Circuits destroyed, for any reason.
+    circuits_destroyed,
+    /// Circuits destroyed because a layer failed to authenticate.
+    circuits_destroyed_for_tamper,
+    /// Circuits destroyed by the out-of-memory handler.
+    circuits_destroyed_for_memory,
+    /// Circuits destroyed because their queue was full.
+    circuits_destroyed_for_queue,
+    /// Relay cells forwarded in either direction.
+    cells_forwarded,
+    /// Relay cells delivered to this hop.
+    cells_delivered,
+    /// Relay cells for circuits this link does not have (dropped).
+    cells_for_unknown_circuits,
+    /// Circuits extended onward.
+    circuits_extended,
+    /// Extend requests refused.
+    extends_refused,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
