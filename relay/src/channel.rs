@@ -222,7 +222,13 @@ pub(crate) async fn read_loop(core: Arc<Core>, chan: Arc<Channel>, mut reader: L
             _ = chan.closing.notified() => break,
         };
         for raw in cells.chunks_exact(CELL_LEN) {
-            if let Err(e) = crate::handler::handle_cell(&core, &chan, raw) {
+            let handled = crate::handler::handle_cell(&core, &chan, raw);
+            // Cells enter the relay here, so this is where memory pressure is relieved: at
+            // once, with no lock held, before the next cell can add to it.
+            if core.budget.queued() > core.queue_cap_cells() {
+                core.relieve_memory_pressure();
+            }
+            if let Err(e) = handled {
                 if chan.kind == LinkKind::Relay {
                     tracing::info!(channel = chan.id, "dropping relay link: {e}");
                 } else {

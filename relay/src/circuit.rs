@@ -237,10 +237,20 @@ impl Circuit {
     /// Tears the circuit down: forgets it on both channels, drops its queued cells, and
     /// tells each neighbour except `from` (the side that told us).
     pub fn destroy(self: &Arc<Self>, core: &Core, reason: DestroyReason, from: Option<Side>) {
+        self.destroy_if_alive(core, reason, from);
+    }
+
+    /// [`Circuit::destroy`], returning false if the circuit was already destroyed.
+    pub fn destroy_if_alive(
+        self: &Arc<Self>,
+        core: &Core,
+        reason: DestroyReason,
+        from: Option<Side>,
+    ) -> bool {
         let next = {
             let mut st = lock(&self.state);
             if st.destroyed {
-                return;
+                return false;
             }
             st.destroyed = true;
             st.waiting.clear();
@@ -258,5 +268,6 @@ impl Circuit {
                 chan.send_control(core, id, ChanMsg::Destroy(reason));
             }
         }
+        true
     }
 }

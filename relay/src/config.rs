@@ -30,6 +30,9 @@ pub struct Limits {
     pub queue_memory_bytes: usize,
     /// Time to wait for the next hop's answer when extending.
     pub extend_timeout: Duration,
+    /// Kernel send-buffer size for every link socket, bounding the kernel memory a stalled
+    /// peer can hold; `None` leaves the operating system's (auto-tuned) default.
+    pub socket_send_buffer: Option<u32>,
 }
 
 impl Default for Limits {
@@ -45,6 +48,7 @@ impl Default for Limits {
             circuit_queue_cells: WINDOW_START as usize + 100,
             queue_memory_bytes: 256 * 1024 * 1024,
             extend_timeout: Duration::from_secs(10),
+            socket_send_buffer: None,
         }
     }
 }

@@ -42,6 +42,7 @@ pub(crate) struct Core {
     pub registry: Mutex<Registry>,
     pub connect_locks: Mutex<HashMap<RelayId, Arc<tokio::sync::Mutex<()>>>>,
     pub shutting_down: AtomicBool,
+    relieving: AtomicBool,
     next_channel: AtomicU64,
 }
 
@@ -64,6 +65,7 @@ impl Core {
             registry: Mutex::new(Registry::default()),
             connect_locks: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            relieving: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),
         }
     }
@@ -176,6 +178,25 @@ impl Core {
         }
     }
 
+    /// Drops every channel at once, sending nothing more on any of them.
+    pub fn abort_all_channels(&self) {
+        let (channels, writers): (Vec<_>, Vec<_>) = {
+            let mut reg = lock(&self.registry);
+            reg.by_relay.clear();
+            (
+                reg.by_id.drain().map(|(_, c)| c).collect(),
+                reg.writers.drain().map(|(_, w)| w).collect(),
+            )
+        };
+        for w in writers {
+            w.abort();
+        }
+        for chan in channels {
+            chan.begin_close();
+            lock(&chan.circuits).clear();
+        }
+    }
+
     /// Whether circuit creation from `ip` is within its rate.
     pub fn allow_create(&self, ip: IpAddr) -> bool {
         lock(&self.creates).allow(ip, std::time::Instant::now())
@@ -185,7 +206,7 @@ impl Core {
     /// 90% of the memory cap (`docs/spec.md` §6.6).
     pub fn relieve_memory_pressure(self: &Arc<Self>) {
         let cap = self.queue_cap_cells();
-        if self.budget.queued() <= cap {
+        if self.budget.queued() <= cap || self.relieving.swap(true, Ordering::AcqRel) {
             return;
         }
         let mut candidates = Vec::new();
@@ -202,8 +223,11 @@ impl Core {
             }
             match chan.circuit(id) {
                 Some(r) => {
-                    Stats::bump(&self.stats.circuits_destroyed_for_memory);
-                    r.circ.destroy(self, DestroyReason::ResourceLimit, None);
+                    if r.circ
+                        .destroy_if_alive(self, DestroyReason::ResourceLimit, None)
+                    {
+                        Stats::bump(&self.stats.circuits_destroyed_for_memory);
+                    }
                 }
                 None => chan.forget_circuit(self, id),
             }
@@ -212,5 +236,6 @@ impl Core {
             queued_cells = self.budget.queued(),
             "queue memory over its cap: destroyed the circuits with the oldest queued cells"
         );
+        self.relieving.store(false, Ordering::Release);
     }
 }

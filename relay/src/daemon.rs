@@ -11,7 +11,7 @@ use shallot_crypto::keys::RelayId;
 use shallot_link::LinkKind;
 use shallot_proto::cell::DestroyReason;
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
@@ -56,12 +56,12 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         config.timing.onion_key_grace,
         SystemTime::now(),
     )?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RelayError::Listen {
+    let listener = listen(config.listen, config.limits.socket_send_buffer).map_err(|source| {
+        RelayError::Listen {
             addr: config.listen,
             source,
-        })?;
+        }
+    })?;
     let local_addr = listener.local_addr().map_err(|source| RelayError::Listen {
         addr: config.listen,
         source,
@@ -135,6 +135,17 @@ impl RelayHandle {
         self.core.keys.link.public().to_bytes()
     }
 
+    /// Stops at once without telling any peer, as a crash would: every link is dropped with
+    /// nothing more sent on it. For fault tests.
+    pub fn abort(self) {
+        self.core.shutting_down.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.core.abort_all_channels();
+    }
+
     /// Stops gracefully: stops accepting, destroys every circuit (telling both neighbours),
     /// gives links a moment to flush, and returns.
     pub async fn shutdown(self) {
@@ -161,6 +172,20 @@ impl RelayHandle {
         }
         info!("relay stopped");
     }
+}
+
+/// Binds the listening socket; accepted sockets inherit its send-buffer size.
+fn listen(addr: SocketAddr, send_buffer: Option<u32>) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if let Some(size) = send_buffer {
+        socket.set_send_buffer_size(size)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn accept_loop(core: Arc<Core>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {

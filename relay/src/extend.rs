@@ -105,7 +105,12 @@ pub(crate) async fn channel_to(
         return Ok(chan);
     }
     let limit = core.config.limits.handshake_timeout;
-    let stream = tokio::time::timeout(limit, connect_from(core.config.listen, peer.address))
+    let stream = connect_from(
+        core.config.listen,
+        peer.address,
+        core.config.limits.socket_send_buffer,
+    );
+    let stream = tokio::time::timeout(limit, stream)
         .await
         .map_err(|_| shallot_link::LinkError::Timeout)??;
     let (reader, writer) =
@@ -123,11 +128,18 @@ pub(crate) async fn channel_to(
 
 /// Connects to `to` from this relay's own listening address (when it names one), so that
 /// other relays see the address the consensus lists for us.
-async fn connect_from(listen: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect_from(
+    listen: SocketAddr,
+    to: SocketAddr,
+    send_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
     let socket = match to {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    if let Some(size) = send_buffer {
+        socket.set_send_buffer_size(size)?;
+    }
     if !listen.ip().is_unspecified() && listen.is_ipv4() == to.is_ipv4() {
         socket.bind(SocketAddr::new(listen.ip(), 0))?;
     }

@@ -112,3 +112,195 @@ pub fn introduce(relays: &[&TestRelay]) {
             .set_netview(NetView::new(relays.iter().map(|p| p.peer())));
     }
 }
+
+/// A raw client link for sending arbitrary bytes after a real handshake.
+pub struct RawLink {
+    pub stream: tokio::net::TcpStream,
+    pub sealer: shallot_link::Sealer,
+    pub opener: shallot_link::Opener,
+}
+
+impl RawLink {
+    /// Connects and runs the client handshake by hand, keeping the raw stream.
+    pub async fn connect(addr: SocketAddr, link_key: &[u8; 32]) -> RawLink {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut hs = shallot_link::Handshake::client(link_key).unwrap();
+        stream.write_all(&[hs.kind().preamble()]).await.unwrap();
+        let m1 = hs.write().unwrap();
+        stream
+            .write_all(&(m1.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&m1).await.unwrap();
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut m2 = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut m2).await.unwrap();
+        hs.read(&m2).unwrap();
+        let (sealer, opener, _) = hs.finish().unwrap();
+        RawLink {
+            stream,
+            sealer,
+            opener,
+        }
+    }
+
+    /// Sends encoded cells in one record.
+    pub async fn send_cells(&mut self, cells: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut wire = Vec::new();
+        self.sealer.seal(cells, &mut wire).unwrap();
+        self.stream.write_all(&wire).await.unwrap();
+    }
+
+    /// Reads one record's cells, or `None` if the relay closed the link.
+    pub async fn read_cells(&mut self) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut len = [0u8; 2];
+        self.stream.read_exact(&mut len).await.ok()?;
+        let mut rec = vec![0u8; u16::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut rec).await.ok()?;
+        let mut plain = Vec::new();
+        self.opener.open(&rec, &mut plain).ok()?;
+        Some(plain)
+    }
+
+    /// Reads the next cell, with a time limit.
+    pub async fn next_cell(&mut self, limit: Duration) -> Option<shallot_proto::cell::Cell> {
+        let cells = tokio::time::timeout(limit, self.read_cells())
+            .await
+            .ok()??;
+        Some(shallot_proto::cell::Cell::decode(&cells[..shallot_proto::cell::CELL_LEN]).unwrap())
+    }
+}
+
+/// Waits until the peer closes `stream` (reads EOF), failing after `limit`.
+pub async fn closed_by_peer(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Builds a circuit through `path` on a fresh channel and checks the last hop echoes data:
+/// the proof, after each bad input, that a relay still serves everyone else.
+pub async fn still_serves(path: &[&TestRelay]) {
+    let hops: Vec<HopSpec> = path.iter().map(|r| r.hop()).collect();
+    let circ = shallot_client::build(path[0].channel().await, &hops, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let msg = shallot_proto::relay_msg::RelayMsg::Data(b"ping".to_vec());
+    circ.send(hops.len(), &msg).await.unwrap();
+    assert_eq!(circ.recv().await.unwrap(), (hops.len(), msg));
+}
+
+/// A `CREATE` cell for `relay` with a fresh handshake, and the handshake state.
+pub fn create_cell(
+    relay: &TestRelay,
+    id: u32,
+    depth: u8,
+) -> (shallot_crypto::ntor::ClientHandshake, Vec<u8>) {
+    use shallot_proto::cell::{Cell, ChanMsg, CircId, Create};
+    let (hs, msg) = shallot_crypto::ntor::ClientHandshake::start(
+        &mut rand::thread_rng(),
+        relay.handle.id(),
+        &x25519_dalek::PublicKey::from(relay.handle.onion_key()),
+    );
+    let cell = Cell::new(
+        CircId(id),
+        ChanMsg::Create(Create {
+            depth,
+            handshake: msg,
+        }),
+    );
+    (hs, cell.encode().to_vec())
+}
+
+/// A fake relay that accepts relay links, answers the first few CREATEs with a real ntor reply,
+/// and then never reads again: the next hop that stops reading, which makes cells queue up
+/// at the relay in front of it. Its listening socket has a tiny receive buffer so the queue
+/// builds after a few cells rather than after megabytes of kernel buffering.
+pub struct StalledRelay {
+    pub hop: HopSpec,
+    pub peer: PeerInfo,
+}
+
+impl StalledRelay {
+    pub async fn start(octet: u8, creates: usize) -> StalledRelay {
+        use shallot_crypto::keys::{IdentityKeypair, LinkKeypair, OnionKeypair};
+        use shallot_proto::cell::{Cell, ChanMsg, CELL_LEN};
+        let mut rng = rand::thread_rng();
+        let identity = IdentityKeypair::generate(&mut rng);
+        let onion = OnionKeypair::generate(&mut rng);
+        let link = LinkKeypair::generate(&mut rng);
+        let id = identity.relay_id();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(format!("127.{octet}.0.1:0").parse().unwrap())
+            .unwrap();
+        let listener = socket.listen(16).unwrap();
+        let address = listener.local_addr().unwrap();
+        let link_key = link.public().to_bytes();
+        let hop = HopSpec {
+            id,
+            ntor_key: onion.public().to_bytes(),
+            nickname: format!("stalled{octet}"),
+        };
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                let Ok(mut acc) = shallot_link::accept(s, &link, Duration::from_secs(5)).await
+                else {
+                    continue;
+                };
+                // Answer the first `creates` CREATEs, then stop reading for good.
+                let mut answered = 0;
+                while answered < creates {
+                    let Ok(cells) = acc.reader.read_cells().await else {
+                        break;
+                    };
+                    let mut replies = Vec::new();
+                    for raw in cells.chunks_exact(CELL_LEN) {
+                        if let Ok(Cell {
+                            circ_id,
+                            msg: ChanMsg::Create(c),
+                        }) = Cell::decode(raw)
+                        {
+                            let (reply, _) = shallot_crypto::ntor::server_handshake(
+                                &mut rand::thread_rng(),
+                                &id,
+                                &[&onion],
+                                &c.handshake,
+                            )
+                            .unwrap();
+                            replies.extend_from_slice(
+                                &Cell::new(circ_id, ChanMsg::Created(reply)).encode(),
+                            );
+                            answered += 1;
+                        }
+                    }
+                    if !replies.is_empty() {
+                        acc.writer.write_cells(&replies).await.unwrap();
+                    }
+                }
+                held.push(acc);
+            }
+        });
+        StalledRelay {
+            hop,
+            peer: PeerInfo {
+                id,
+                address,
+                link_key,
+            },
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Every relay resource limit, each hit by a test: handshake timeout, connections per IP,
+//! circuits per link, circuit creations per second per IP, per-circuit queue, and the global
+//! queue memory cap (the out-of-memory handler).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use shallot_client::CircuitError;
+use shallot_proto::cell::DestroyReason;
+use shallot_proto::relay_msg::RelayMsg;
+use shallot_relay::NetView;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
+    rt().block_on(async {
+        let relay = start_relay("slow", 50, |c| {
+            c.limits.handshake_timeout = Duration::from_millis(300)
+        })
+        .await;
+        let mut s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(closed_by_peer(&mut s, WAIT).await);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert_eq!(relay.handle.stats().handshakes_failed, 1);
+        still_serves(&[&relay]).await;
+    });
+}
+
+#[test]
+fn connections_per_ip_are_capped() {
+    rt().block_on(async {
+        let relay = start_relay("conns", 51, |c| c.limits.connections_per_ip = 3).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(relay.channel().await);
+        }
+        let mut s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
+        assert!(
+            closed_by_peer(&mut s, WAIT).await,
+            "fourth connection was not refused"
+        );
+        assert_eq!(relay.handle.stats().connections_refused, 1);
+        // Closing one makes room again.
+        held.pop().unwrap().close();
+        eventually("a slot to free up", WAIT, || async {
+            match tokio::time::timeout(
+                Duration::from_millis(500),
+                shallot_client::ClientChannel::connect(
+                    relay.addr(),
+                    &relay.handle.link_key(),
+                    WAIT,
+                ),
+            )
+            .await
+            {
+                Ok(Ok(c)) if !c.is_closed() => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+    });
+}
+
+#[test]
+fn circuits_per_link_are_capped() {
+    rt().block_on(async {
+        let relay = start_relay("circs", 52, |c| c.limits.circuits_per_link = 3).await;
+        let chan = relay.channel().await;
+        let mut circuits = Vec::new();
+        for _ in 0..3 {
+            circuits.push(
+                shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let err = shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+            .await
+            .err()
+            .expect("fourth circuit was created");
+        assert!(
+            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            "{err}"
+        );
+        // Another link may still create circuits.
+        still_serves(&[&relay]).await;
+    });
+}
+
+#[test]
+fn circuit_creations_per_ip_are_rate_limited() {
+    rt().block_on(async {
+        let relay = start_relay("rate", 53, |c| {
+            c.limits.creates_per_sec_per_ip = 0.5;
+            c.limits.create_burst_per_ip = 4.0;
+        })
+        .await;
+        let chan = relay.channel().await;
+        let mut ok = 0;
+        let mut refused = 0;
+        for _ in 0..6 {
+            match shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT).await {
+                Ok(_) => ok += 1,
+                Err(CircuitError::Destroyed(DestroyReason::ResourceLimit)) => refused += 1,
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert_eq!((ok, refused), (4, 2));
+        assert_eq!(relay.handle.stats().creates_refused, 2);
+    });
+}
+
+/// Sends `n` one-cell messages to hop 2 without waiting for anything.
+async fn flood(circ: &shallot_client::Circuit, n: usize) {
+    for _ in 0..n {
+        if circ.send(2, &RelayMsg::Data(vec![0u8; 400])).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_full_circuit_queue_destroys_that_circuit() {
+    rt().block_on(async {
+        let relay = start_relay("queue", 54, |c| {
+            c.limits.circuit_queue_cells = 50;
+            c.limits.socket_send_buffer = Some(8192);
+        })
+        .await;
+        let stalled = StalledRelay::start(55, 1).await;
+        relay
+            .handle
+            .set_netview(NetView::new([relay.peer(), stalled.peer.clone()]));
+        let circ = shallot_client::build(
+            relay.channel().await,
+            &[relay.hop(), stalled.hop.clone()],
+            WAIT,
+        )
+        .await
+        .unwrap();
+        // The next hop reads nothing, so cells pile up at the relay until the queue cap.
+        tokio::time::timeout(Duration::from_secs(20), flood(&circ, 480))
+            .await
+            .ok();
+        let err = tokio::time::timeout(WAIT, circ.recv())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            "{err}"
+        );
+        assert_eq!(relay.handle.stats().circuits_destroyed_for_queue, 1);
+        // The destroyed circuit's cells are freed; only the DESTROY toward the stalled hop waits.
+        assert!(
+            relay.handle.queued_cells() <= 1,
+            "{} cells still queued",
+            relay.handle.queued_cells()
+        );
+        still_serves(&[&relay]).await;
+    });
+}
+
+#[test]
+fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
+    rt().block_on(async {
+        // Room for 400 queued cells in all; each circuit may queue up to 600.
+        let relay = start_relay("oom", 56, |c| {
+            c.limits.queue_memory_bytes = 400 * shallot_proto::cell::CELL_LEN;
+            c.limits.socket_send_buffer = Some(8192);
+        })
+        .await;
+        let stalled = StalledRelay::start(57, 3).await;
+        relay
+            .handle
+            .set_netview(NetView::new([relay.peer(), stalled.peer.clone()]));
+        let chan = relay.channel().await;
+        let mut circuits = Vec::new();
+        for _ in 0..3 {
+            circuits.push(
+                shallot_client::build(chan.clone(), &[relay.hop(), stalled.hop.clone()], WAIT)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // How much lands in kernel buffers varies, so the test floods the first two circuits
+        // (the first one first: it holds the oldest queued data), then feeds the third one
+        // cell at a time until the total passes the cap and the handler runs.
+        let one = RelayMsg::Data(vec![0u8; 400]);
+        tokio::time::timeout(Duration::from_secs(20), flood(&circuits[0], 200))
+            .await
+            .unwrap();
+        eventually("the first circuit's cells to queue", WAIT, || async {
+            let before = relay.handle.queued_cells();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (before > 0 && relay.handle.queued_cells() == before).then_some(())
+        })
+        .await;
+        tokio::time::timeout(Duration::from_secs(20), flood(&circuits[1], 100))
+            .await
+            .unwrap();
+        // One cell at a time, each waited for, so nothing is in flight when the handler runs.
+        for _ in 0..450 {
+            let stats = relay.handle.stats();
+            if stats.circuits_destroyed_for_memory > 0 {
+                break;
+            }
+            circuits[2].send(2, &one).await.unwrap();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while relay.handle.stats().cells_forwarded == stats.cells_forwarded
+                && relay.handle.stats().circuits_destroyed_for_memory == 0
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "relay stopped forwarding"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let err = tokio::time::timeout(WAIT, circuits[0].recv())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            "{err}"
+        );
+        // Oldest first: the second circuit goes too only if the first held too little to bring
+        // the total under 90% of the cap; the newest always survives.
+        let killed = relay.handle.stats().circuits_destroyed_for_memory;
+        assert!(!circuits[2].is_closed(), "the newest circuit survives");
+        assert_eq!(killed, if circuits[1].is_closed() { 2 } else { 1 });
+        assert!(relay.handle.queued_cells() <= 400);
+        still_serves(&[&relay]).await;
+    });
+}
