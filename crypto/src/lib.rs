@@ -8,6 +8,8 @@
 //! * [`onion`]: the per-hop ChaCha20-Poly1305 onion layers (`docs/spec.md` §4);
 //! * [`address`]: user addresses that encode an identity key with a typo-proof checksum
 //!   (`docs/spec.md` §7);
+//! * [`blind`]: Tor's ed25519 key blinding, which names a user's mailbox for each period
+//!   (`docs/spec.md` §9.1, rend-spec-v3 appendix A.2);
 //! * [`reader`]: the bounds-checked reader through which every decoder in Shallot goes. It
 //!   lives here, at the bottom of the stack, so that this crate's own encodings use it too.
 //!
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod blind;
 pub mod hex;
 pub mod keyfile;
 pub mod keys;
