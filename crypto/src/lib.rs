@@ -10,6 +10,8 @@
 //!   (`docs/spec.md` §7);
 //! * [`blind`]: Tor's ed25519 key blinding, which names a user's mailbox for each period
 //!   (`docs/spec.md` §9.1, rend-spec-v3 appendix A.2);
+//! * [`x3dh`]: the X3DH-style start of an end-to-end session: identity Diffie-Hellman keys,
+//!   signed prekey bundles, and the key agreement (`docs/spec.md` §10.1–10.3);
 //! * [`reader`]: the bounds-checked reader through which every decoder in Shallot goes. It
 //!   lives here, at the bottom of the stack, so that this crate's own encodings use it too.
 //!
@@ -20,11 +22,13 @@
 pub mod address;
 pub mod blind;
 pub mod hex;
+mod kdf;
 pub mod keyfile;
 pub mod keys;
 pub mod ntor;
 pub mod onion;
 pub mod reader;
+pub mod x3dh;
 
 pub use address::{Address, AddressError};
 pub use keys::{IdentityKeypair, LinkKeypair, OnionKeypair, RelayId};
