@@ -12,6 +12,8 @@
 //!   (`docs/spec.md` §9.1, rend-spec-v3 appendix A.2);
 //! * [`x3dh`]: the X3DH-style start of an end-to-end session: identity Diffie-Hellman keys,
 //!   signed prekey bundles, and the key agreement (`docs/spec.md` §10.1–10.3);
+//! * [`ratchet`]: the Double Ratchet that carries a session's messages, with forward secrecy
+//!   and recovery from compromise (`docs/spec.md` §10.4);
 //! * [`reader`]: the bounds-checked reader through which every decoder in Shallot goes. It
 //!   lives here, at the bottom of the stack, so that this crate's own encodings use it too.
 //!
@@ -27,6 +29,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod ntor;
 pub mod onion;
+pub mod ratchet;
 pub mod reader;
 pub mod x3dh;
 
