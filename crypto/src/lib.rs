@@ -14,6 +14,8 @@
 //!   signed prekey bundles, and the key agreement (`docs/spec.md` §10.1–10.3);
 //! * [`ratchet`]: the Double Ratchet that carries a session's messages, with forward secrecy
 //!   and recovery from compromise (`docs/spec.md` §10.4);
+//! * [`sealed`]: sealed-sender envelopes, which only their recipient can open and which say
+//!   nothing about their sender (`docs/spec.md` §10.5);
 //! * [`reader`]: the bounds-checked reader through which every decoder in Shallot goes. It
 //!   lives here, at the bottom of the stack, so that this crate's own encodings use it too.
 //!
@@ -31,6 +33,7 @@ pub mod ntor;
 pub mod onion;
 pub mod ratchet;
 pub mod reader;
+pub mod sealed;
 pub mod x3dh;
 
 pub use address::{Address, AddressError};
