@@ -6,7 +6,7 @@
 //! material with HKDF-SHA256. An all-zero Diffie-Hellman output and a wrong `AUTH` are refused
 //! with one error, decided in constant time after all the work is done.
 
-use hkdf::{Hkdf, HkdfExtract};
+use hkdf::Hkdf;
 use rand::{CryptoRng, RngCore};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
@@ -14,6 +14,7 @@ use thiserror::Error;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
+use crate::kdf::hmac_sha256;
 use crate::keys::{OnionKeypair, RelayId, RELAY_ID_LEN};
 
 /// The protocol identifier mixed into every ntor hash.
@@ -125,19 +126,6 @@ impl KeySeed {
     }
 }
 
-/// HMAC-SHA256 keyed with `key` over the concatenation of `parts`.
-///
-/// HKDF-Extract with salt `key` is exactly this HMAC, and unlike `Hmac::new_from_slice` it has
-/// no failure case to handle.
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut extract = HkdfExtract::<Sha256>::new(Some(key));
-    for part in parts {
-        extract.input_ikm(part);
-    }
-    let (prk, _) = extract.finalize();
-    prk.into()
-}
-
 fn is_zero(bytes: &[u8; 32]) -> Choice {
     bytes.ct_eq(&[0u8; 32])
 }
@@ -153,9 +141,9 @@ fn derive(
     y: &[u8; 32],
 ) -> (KeySeed, [u8; 32]) {
     let secret_input: [&[u8]; 7] = [exp1, exp2, &id.0, b, x, y, PROTOID];
-    let key_seed = KeySeed(Zeroizing::new(hmac(T_KEY, &secret_input)));
-    let verify = Zeroizing::new(hmac(T_VERIFY, &secret_input));
-    let auth = hmac(T_MAC, &[&*verify, &id.0, b, y, x, PROTOID, SERVER_STR]);
+    let key_seed = KeySeed(hmac_sha256(T_KEY, &secret_input));
+    let verify = hmac_sha256(T_VERIFY, &secret_input);
+    let auth = *hmac_sha256(T_MAC, &[&*verify, &id.0, b, y, x, PROTOID, SERVER_STR]);
     (key_seed, auth)
 }
 
