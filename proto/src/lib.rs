@@ -4,6 +4,7 @@
 //! * [`relay_msg`]: the messages a circuit carries inside its onion layers, and their
 //!   fragmentation into cells (`docs/spec.md` §4.5);
 //! * [`flow`]: the end-to-end flow-control windows (`docs/spec.md` §4.6);
+//! * [`mailbox`]: the mailbox protocol's messages (`docs/spec.md` §9.3);
 //!
 //! Decoders read through [`shallot_crypto::reader::Reader`], the bounds-checked reader shared
 //! by every parser in Shallot.
@@ -15,6 +16,7 @@
 
 pub mod cell;
 pub mod flow;
+pub mod mailbox;
 pub mod relay_msg;
 
 pub use shallot_crypto::reader::{DecodeError, Reader, Writer};

@@ -11,6 +11,8 @@ use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SER
 
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
+use crate::mailbox::MailboxMsg;
+
 /// Bytes of fragment header in each cell body.
 pub const FRAGMENT_HEADER_LEN: usize = 3;
 /// The largest relay message, encoded, that any circuit carries.
@@ -47,6 +49,8 @@ pub enum RelayMsg {
     /// End-to-end data. A relay answers data addressed to it with the same bytes (an echo
     /// used by diagnostics and benchmarks).
     Data(Vec<u8>),
+    /// A mailbox protocol message (`docs/spec.md` §9.3).
+    Mailbox(MailboxMsg),
 }
 
 impl RelayMsg {
@@ -73,6 +77,7 @@ impl RelayMsg {
                 out.put_u8(kind::DATA);
                 out.put(d);
             }
+            RelayMsg::Mailbox(m) => m.encode_into(&mut out)?,
         }
         if out.len() > MAX_RELAY_MSG_LEN {
             return Err(DecodeError::TooLong {
@@ -107,6 +112,9 @@ impl RelayMsg {
             }
             kind::SENDME => RelayMsg::Sendme,
             kind::DATA => RelayMsg::Data(r.take_rest().to_vec()),
+            k if MailboxMsg::is_mailbox_kind(k) => {
+                RelayMsg::Mailbox(MailboxMsg::decode_fields(k, &mut r)?)
+            }
             other => return Err(DecodeError::UnknownRelayMessage(other)),
         };
         r.finish()?;
@@ -210,6 +218,7 @@ mod tests {
             any::<[u8; 64]>().prop_map(|h| RelayMsg::Extended(ServerMessage::from_bytes(&h))),
             Just(RelayMsg::Sendme),
             proptest::collection::vec(any::<u8>(), 0..2000).prop_map(RelayMsg::Data),
+            crate::mailbox::tests::arb_mailbox_msg().prop_map(RelayMsg::Mailbox),
         ]
     }
 

@@ -13,6 +13,7 @@ use shallot_crypto::onion::{Payload, Peeled, RelayLayer, CELL_PAYLOAD_LEN};
 use shallot_proto::cell::{ChanMsg, CircId, DestroyReason};
 use shallot_proto::flow::{RecvWindow, SendWindow};
 use shallot_proto::relay_msg::{fragment, Reassembler, RelayMsg, MAX_RELAY_MSG_LEN};
+use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::channel::{lock, Channel, Side};
@@ -41,6 +42,8 @@ pub(crate) struct Circuit {
     pub prev: Arc<Channel>,
     pub prev_id: CircId,
     pub state: Mutex<CircState>,
+    /// Signalled when a SENDME opens the send window (or the circuit is destroyed).
+    window_open: Notify,
 }
 
 impl Circuit {
@@ -49,6 +52,7 @@ impl Circuit {
             depth: layer.depth(),
             prev,
             prev_id,
+            window_open: Notify::new(),
             state: Mutex::new(CircState {
                 layer,
                 next: None,
@@ -179,9 +183,51 @@ impl Circuit {
         }
     }
 
+    /// Sends a message from a task that holds no lock, once the send window has room for all
+    /// of it, waiting at most `limit`. Returns false if the circuit is gone or stayed full; a
+    /// message that cannot be encoded destroys the circuit.
+    pub async fn send_when_open(
+        self: &Arc<Self>,
+        core: &Core,
+        msg: &RelayMsg,
+        limit: std::time::Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let opened = self.window_open.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            {
+                let mut st = lock(&self.state);
+                if st.destroyed {
+                    return false;
+                }
+                let cells = match msg.encode() {
+                    Ok(b) => b.len().div_ceil(st.layer.body_len() - 3) as u32,
+                    Err(_) => 0,
+                };
+                if st.waiting.is_empty() && st.send.available() >= cells.max(1) {
+                    let sent = self.send_msg(core, &mut st, msg);
+                    drop(st);
+                    return match sent {
+                        Ok(()) => true,
+                        Err(reason) => {
+                            self.destroy(core, reason, None);
+                            false
+                        }
+                    };
+                }
+            }
+            if tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// The client acknowledged cells: send what was waiting for the window.
     pub fn on_sendme(&self, core: &Core, st: &mut CircState) -> Result<(), DestroyReason> {
         st.send.sendme().map_err(|_| DestroyReason::Protocol)?;
+        self.window_open.notify_waiters();
         while let Some(bodies) = st.waiting.front() {
             if !st.send.take(bodies.len() as u32) {
                 break;
@@ -256,6 +302,7 @@ impl Circuit {
             st.waiting.clear();
             st.next.take()
         };
+        self.window_open.notify_waiters();
         Stats::bump(&core.stats.circuits_destroyed);
         self.prev.forget_circuit(core, self.prev_id);
         if from != Some(Side::Prev) {

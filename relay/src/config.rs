@@ -94,6 +94,8 @@ pub struct RelayConfig {
     pub family: Vec<RelayId>,
     /// Whether it offers a mailbox.
     pub mailbox: bool,
+    /// Mailbox service limits (when `mailbox`).
+    pub mailbox_limits: crate::mailbox::MailboxLimits,
     /// Resource limits.
     pub limits: Limits,
     /// Timers.
@@ -111,6 +113,7 @@ impl RelayConfig {
             bandwidth: 1024 * 1024,
             family: Vec::new(),
             mailbox: false,
+            mailbox_limits: crate::mailbox::MailboxLimits::default(),
             limits: Limits::default(),
             timing: Timing::default(),
         }

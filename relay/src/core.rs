@@ -42,12 +42,19 @@ pub(crate) struct Core {
     pub registry: Mutex<Registry>,
     pub connect_locks: Mutex<HashMap<RelayId, Arc<tokio::sync::Mutex<()>>>>,
     pub shutting_down: AtomicBool,
+    /// The mailbox service, on relays that offer one.
+    pub mailbox: Option<crate::mailbox::MailboxService>,
     relieving: AtomicBool,
     next_channel: AtomicU64,
 }
 
 impl Core {
-    pub(crate) fn new(config: RelayConfig, keys: RelayKeys, onion: OnionKeys) -> Self {
+    pub(crate) fn new(
+        config: RelayConfig,
+        keys: RelayKeys,
+        onion: OnionKeys,
+        mailbox: Option<crate::mailbox::MailboxService>,
+    ) -> Self {
         let creates = CreateLimiter::new(
             config.limits.creates_per_sec_per_ip,
             config.limits.create_burst_per_ip,
@@ -65,6 +72,7 @@ impl Core {
             registry: Mutex::new(Registry::default()),
             connect_locks: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            mailbox,
             relieving: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),
         }

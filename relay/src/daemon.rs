@@ -29,6 +29,9 @@ pub enum RelayError {
     /// Its keys could not be loaded.
     #[error("{0}")]
     Keys(#[from] KeyFileError),
+    /// Its mailbox store could not be opened.
+    #[error("{0}")]
+    Mailbox(crate::mailbox::store::StoreError),
     /// It could not listen on its address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -66,12 +69,22 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         addr: config.listen,
         source,
     })?;
-    let core = Arc::new(Core::new(config, keys, onion));
+    let mailbox = if config.mailbox {
+        let path = config.data_dir.join("mailbox.db");
+        Some(
+            crate::mailbox::MailboxService::open(&path, config.mailbox_limits.clone())
+                .map_err(RelayError::Mailbox)?,
+        )
+    } else {
+        None
+    };
+    let core = Arc::new(Core::new(config, keys, onion, mailbox));
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(accept_loop(core.clone(), listener, stopped.clone())),
         tokio::spawn(oom_loop(core.clone(), stopped.clone())),
         tokio::spawn(rotation_loop(core.clone(), stopped)),
+        tokio::spawn(crate::mailbox::MailboxService::expiry_loop(core.clone())),
     ];
     info!(fingerprint = %core.keys.id, %local_addr, "relay listening");
     Ok(RelayHandle {

@@ -1,5 +1,6 @@
 //! What a relay does with a relay message delivered to it (`docs/spec.md` §4.5): flow
-//! control, the data echo, and extend requests.
+//! control, the data echo, extend requests, and mailbox requests (handed to the mailbox
+//! service).
 
 use std::sync::Arc;
 
@@ -25,6 +26,10 @@ pub(crate) fn handle(
             }
             st.extending = true;
             tokio::spawn(crate::extend::run(core.clone(), circ.clone(), ext));
+            Ok(())
+        }
+        RelayMsg::Mailbox(m) => {
+            crate::mailbox::dispatch(core, circ, m);
             Ok(())
         }
         // Only a relay sends this, toward the client.

@@ -8,6 +8,7 @@
 //! * [`daemon`]: starting, observing and stopping a relay;
 //! * [`netview`]: the relays this one may extend to;
 //! * [`queue`], [`limits`]: the pure bookkeeping behind the resource limits;
+//! * [`mailbox`]: the mailbox service and its store, on relays that offer one;
 //! * [`stats`]: counters of what it did.
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ mod extend;
 mod handler;
 pub mod keys;
 pub mod limits;
+pub mod mailbox;
 pub mod netview;
 pub mod queue;
 pub mod stats;

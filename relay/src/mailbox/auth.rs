@@ -1,0 +1,193 @@
+//! Checking an owner's request signature, timestamp and nonce (`docs/spec.md` §9.3).
+
+use std::collections::{HashMap, VecDeque};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use shallot_crypto::keys::RelayId;
+use shallot_proto::mailbox::{auth_message, MailboxAuth, MailboxId, Status};
+
+/// How far a request's timestamp may be from the relay's clock, in seconds.
+pub const FRESHNESS_SECS: u64 = 120;
+
+/// Remembers the nonces of accepted requests while their timestamps are fresh, so that none
+/// is accepted twice.
+#[derive(Debug, Default)]
+pub struct ReplayCache {
+    seen: HashMap<(MailboxId, [u8; 16]), u64>,
+    order: VecDeque<(u64, MailboxId, [u8; 16])>,
+    capacity: usize,
+}
+
+impl ReplayCache {
+    /// A cache holding at most `capacity` nonces.
+    pub fn new(capacity: usize) -> Self {
+        ReplayCache {
+            capacity,
+            ..Default::default()
+        }
+    }
+
+    fn forget_expired(&mut self, now: u64) {
+        while let Some(&(until, m, n)) = self.order.front() {
+            if until > now {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&(m, n));
+        }
+    }
+
+    /// Records a nonce; false if it was seen already (or the cache is full of fresh ones).
+    fn insert(&mut self, mailbox: MailboxId, nonce: [u8; 16], until: u64, now: u64) -> bool {
+        self.forget_expired(now);
+        if self.seen.contains_key(&(mailbox, nonce)) || self.seen.len() >= self.capacity {
+            return false;
+        }
+        self.seen.insert((mailbox, nonce), until);
+        self.order.push_back((until, mailbox, nonce));
+        true
+    }
+}
+
+/// Checks that `auth` is a fresh, unreplayed request for operation `op` with `body`, signed by
+/// the mailbox's key and meant for relay `me`.
+pub fn check(
+    me: &RelayId,
+    op: u8,
+    auth: &MailboxAuth,
+    body: &[u8],
+    now: u64,
+    cache: &mut ReplayCache,
+) -> Result<(), Status> {
+    if auth.timestamp.abs_diff(now) > FRESHNESS_SECS {
+        return Err(Status::Stale);
+    }
+    let key = VerifyingKey::from_bytes(&auth.mailbox).map_err(|_| Status::BadSignature)?;
+    let msg = auth_message(me, op, &auth.mailbox, auth.timestamp, &auth.nonce, body);
+    key.verify_strict(&msg, &Signature::from_bytes(&auth.signature))
+        .map_err(|_| Status::BadSignature)?;
+    // The nonce is remembered until the timestamp could no longer pass the freshness check.
+    if !cache.insert(
+        auth.mailbox,
+        auth.nonce,
+        auth.timestamp + FRESHNESS_SECS + 1,
+        now,
+    ) {
+        return Err(Status::Stale);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::Signer;
+    use shallot_proto::mailbox::kind;
+
+    fn signed(
+        key: &ed25519_dalek::SigningKey,
+        me: &RelayId,
+        op: u8,
+        ts: u64,
+        nonce: [u8; 16],
+    ) -> MailboxAuth {
+        let mailbox = key.verifying_key().to_bytes();
+        let sig = key.sign(&auth_message(me, op, &mailbox, ts, &nonce, b""));
+        MailboxAuth {
+            mailbox,
+            timestamp: ts,
+            nonce,
+            signature: sig.to_bytes(),
+        }
+    }
+
+    #[test]
+    fn accepts_once_then_refuses_replays() {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
+        let me = RelayId([3; 20]);
+        let mut cache = ReplayCache::new(100);
+        let a = signed(&key, &me, kind::FETCH, 1000, [1; 16]);
+        assert_eq!(check(&me, kind::FETCH, &a, b"", 1000, &mut cache), Ok(()));
+        assert_eq!(
+            check(&me, kind::FETCH, &a, b"", 1001, &mut cache),
+            Err(Status::Stale)
+        );
+        // Another relay, another op, another body, a stale or future time: all refused.
+        assert_eq!(
+            check(
+                &RelayId([4; 20]),
+                kind::FETCH,
+                &signed(&key, &me, kind::FETCH, 1000, [2; 16]),
+                b"",
+                1000,
+                &mut cache
+            ),
+            Err(Status::BadSignature)
+        );
+        assert_eq!(
+            check(
+                &me,
+                kind::ACK,
+                &signed(&key, &me, kind::FETCH, 1000, [3; 16]),
+                b"",
+                1000,
+                &mut cache
+            ),
+            Err(Status::BadSignature)
+        );
+        assert_eq!(
+            check(
+                &me,
+                kind::FETCH,
+                &signed(&key, &me, kind::FETCH, 1000, [4; 16]),
+                b"x",
+                1000,
+                &mut cache
+            ),
+            Err(Status::BadSignature)
+        );
+        assert_eq!(
+            check(
+                &me,
+                kind::FETCH,
+                &signed(&key, &me, kind::FETCH, 800, [5; 16]),
+                b"",
+                1000,
+                &mut cache
+            ),
+            Err(Status::Stale)
+        );
+        assert_eq!(
+            check(
+                &me,
+                kind::FETCH,
+                &signed(&key, &me, kind::FETCH, 1200, [6; 16]),
+                b"",
+                1000,
+                &mut cache
+            ),
+            Err(Status::Stale)
+        );
+        // Signed by another key for this mailbox.
+        let other = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
+        let mut forged = signed(&other, &me, kind::FETCH, 1000, [7; 16]);
+        forged.mailbox = a.mailbox;
+        assert_eq!(
+            check(&me, kind::FETCH, &forged, b"", 1000, &mut cache),
+            Err(Status::BadSignature)
+        );
+    }
+
+    #[test]
+    fn the_cache_forgets_only_what_can_no_longer_pass() {
+        let mut cache = ReplayCache::new(2);
+        assert!(cache.insert([0; 32], [1; 16], 10, 0));
+        assert!(cache.insert([0; 32], [2; 16], 20, 0));
+        assert!(
+            !cache.insert([0; 32], [3; 16], 20, 5),
+            "full of fresh nonces"
+        );
+        assert!(cache.insert([0; 32], [3; 16], 20, 10), "the first expired");
+        assert!(!cache.insert([0; 32], [2; 16], 30, 11));
+    }
+}

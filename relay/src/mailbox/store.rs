@@ -1,0 +1,570 @@
+//! The mailbox store: sealed envelopes and prekey bundles in SQLite, with expiry and quotas
+//! (`docs/spec.md` §9.4).
+//!
+//! One thread owns the database. Requests queue to it; it runs every request waiting in one
+//! transaction and answers them all after the commit (group commit), so a deposit is
+//! acknowledged only once it is on disk (`synchronous=FULL` in WAL mode), and a busy relay
+//! pays one disk flush for many deposits.
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use shallot_proto::mailbox::{EnvelopeId, MailboxId};
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tracing::warn;
+
+/// Store limits, each with a production default (`docs/spec.md` §9.4).
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    /// How long an envelope is kept if never acknowledged, in seconds.
+    pub expiry_secs: u64,
+    /// Envelopes one mailbox may hold.
+    pub envelopes_per_mailbox: u64,
+    /// Bytes of envelopes one mailbox may hold.
+    pub bytes_per_mailbox: u64,
+    /// Bytes of envelopes the whole store may hold.
+    pub total_bytes: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            expiry_secs: 7 * 24 * 3600,
+            envelopes_per_mailbox: 1000,
+            bytes_per_mailbox: 4 * 1024 * 1024,
+            total_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The mailbox (or the whole store) has no room.
+    #[error("mailbox full")]
+    Full,
+    /// The database failed.
+    #[error("mailbox database error: {0}")]
+    Db(String),
+    /// The store thread has stopped.
+    #[error("mailbox store stopped")]
+    Stopped,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// What a deposit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deposited {
+    /// Newly stored.
+    Stored,
+    /// Already there (a replayed or repeated deposit); nothing changed.
+    Duplicate,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Deposit {
+        mailbox: MailboxId,
+        id: EnvelopeId,
+        body: Vec<u8>,
+        now: u64,
+        reply: Reply<Deposited>,
+    },
+    Fetch {
+        mailbox: MailboxId,
+        now: u64,
+        reply: Reply<Vec<(EnvelopeId, Vec<u8>)>>,
+    },
+    Ack {
+        mailbox: MailboxId,
+        ids: Vec<EnvelopeId>,
+        reply: Reply<u32>,
+    },
+    PutBundle {
+        mailbox: MailboxId,
+        body: Vec<u8>,
+        expires: u64,
+        reply: Reply<()>,
+    },
+    GetBundle {
+        mailbox: MailboxId,
+        now: u64,
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    Expire {
+        now: u64,
+        reply: Reply<u64>,
+    },
+}
+
+/// A handle to the store thread.
+#[derive(Clone)]
+pub struct Store {
+    jobs: std_mpsc::Sender<Job>,
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = FULL;
+    CREATE TABLE IF NOT EXISTS envelopes (
+        mailbox BLOB NOT NULL,
+        id BLOB NOT NULL,
+        body BLOB NOT NULL,
+        stored_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (mailbox, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS envelopes_by_expiry ON envelopes (expires_at);
+    CREATE TABLE IF NOT EXISTS bundles (
+        mailbox BLOB PRIMARY KEY,
+        body BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+";
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` (mode 0600) and starts its thread.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
+        if !path.exists() {
+            shallot_crypto::keyfile::write_private_file(path, b"")
+                .map_err(|e| StoreError::Db(e.to_string()))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let total: i64 = conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM envelopes",
+            [],
+            |r| r.get(0),
+        )?;
+        let (jobs, rx) = std_mpsc::channel();
+        let mut worker = Worker {
+            conn,
+            limits,
+            total_bytes: u64::try_from(total).unwrap_or(0),
+        };
+        std::thread::Builder::new()
+            .name("mailbox-store".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        Ok(Store { jobs })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(make(tx)).map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Stores an envelope, durably, unless the mailbox or store is full.
+    pub async fn deposit(
+        &self,
+        mailbox: MailboxId,
+        id: EnvelopeId,
+        body: Vec<u8>,
+        now: u64,
+    ) -> Result<Deposited, StoreError> {
+        self.ask(|reply| Job::Deposit {
+            mailbox,
+            id,
+            body,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Every unexpired envelope waiting in a mailbox, oldest first.
+    pub async fn fetch(
+        &self,
+        mailbox: MailboxId,
+        now: u64,
+    ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
+        self.ask(|reply| Job::Fetch {
+            mailbox,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes envelopes from a mailbox; returns how many existed.
+    pub async fn ack(&self, mailbox: MailboxId, ids: Vec<EnvelopeId>) -> Result<u32, StoreError> {
+        self.ask(|reply| Job::Ack {
+            mailbox,
+            ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Keeps a mailbox's prekey bundle until `expires`, replacing any older one.
+    pub async fn put_bundle(
+        &self,
+        mailbox: MailboxId,
+        body: Vec<u8>,
+        expires: u64,
+    ) -> Result<(), StoreError> {
+        self.ask(|reply| Job::PutBundle {
+            mailbox,
+            body,
+            expires,
+            reply,
+        })
+        .await
+    }
+
+    /// A mailbox's unexpired prekey bundle.
+    pub async fn get_bundle(
+        &self,
+        mailbox: MailboxId,
+        now: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.ask(|reply| Job::GetBundle {
+            mailbox,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes everything expired at `now`; returns how many envelopes went.
+    pub async fn expire(&self, now: u64) -> Result<u64, StoreError> {
+        self.ask(|reply| Job::Expire { now, reply }).await
+    }
+}
+
+struct Worker {
+    conn: Connection,
+    limits: StoreLimits,
+    total_bytes: u64,
+}
+
+/// The most jobs run in one transaction.
+const BATCH: usize = 512;
+
+impl Worker {
+    fn run(&mut self, rx: std_mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<Job>) {
+        let bytes_before = self.total_bytes;
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            warn!("mailbox store: {e}");
+            return;
+        }
+        let mut answers: Vec<Box<dyn FnOnce(Option<StoreError>)>> = Vec::with_capacity(batch.len());
+        for job in batch {
+            answers.push(self.apply(job));
+        }
+        let failed = self.conn.execute_batch("COMMIT").err().map(|e| {
+            warn!("mailbox store commit failed: {e}");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.total_bytes = bytes_before;
+            StoreError::Db(e.to_string())
+        });
+        for answer in answers {
+            answer(failed.clone());
+        }
+    }
+
+    /// Runs one job inside the open transaction and returns how to answer it once the
+    /// transaction's fate is known.
+    fn apply(&mut self, job: Job) -> Box<dyn FnOnce(Option<StoreError>)> {
+        fn answer<T: Send + 'static>(
+            reply: Reply<T>,
+            result: Result<T, StoreError>,
+        ) -> Box<dyn FnOnce(Option<StoreError>)> {
+            Box::new(move |failed| {
+                let _ = reply.send(match failed {
+                    Some(e) => Err(e),
+                    None => result,
+                });
+            })
+        }
+        match job {
+            Job::Deposit {
+                mailbox,
+                id,
+                body,
+                now,
+                reply,
+            } => answer(reply, self.deposit(&mailbox, &id, &body, now)),
+            Job::Fetch {
+                mailbox,
+                now,
+                reply,
+            } => answer(reply, self.fetch(&mailbox, now)),
+            Job::Ack {
+                mailbox,
+                ids,
+                reply,
+            } => answer(reply, self.ack(&mailbox, &ids)),
+            Job::PutBundle {
+                mailbox,
+                body,
+                expires,
+                reply,
+            } => answer(reply, self.put_bundle(&mailbox, &body, expires)),
+            Job::GetBundle {
+                mailbox,
+                now,
+                reply,
+            } => answer(reply, self.get_bundle(&mailbox, now)),
+            Job::Expire { now, reply } => answer(reply, self.expire(now)),
+        }
+    }
+
+    fn deposit(
+        &mut self,
+        mailbox: &MailboxId,
+        id: &EnvelopeId,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Deposited, StoreError> {
+        let exists: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM envelopes WHERE mailbox = ?1 AND id = ?2",
+                params![&mailbox[..], &id[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_some() {
+            return Ok(Deposited::Duplicate);
+        }
+        let (count, bytes): (i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM envelopes WHERE mailbox = ?1",
+            params![&mailbox[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let len = body.len() as u64;
+        if count as u64 >= self.limits.envelopes_per_mailbox
+            || bytes as u64 + len > self.limits.bytes_per_mailbox
+            || self.total_bytes + len > self.limits.total_bytes
+        {
+            return Err(StoreError::Full);
+        }
+        self.conn.execute(
+            "INSERT INTO envelopes (mailbox, id, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                &mailbox[..],
+                &id[..],
+                body,
+                now as i64,
+                now.saturating_add(self.limits.expiry_secs) as i64
+            ],
+        )?;
+        self.total_bytes += len;
+        Ok(Deposited::Stored)
+    }
+
+    fn fetch(
+        &self,
+        mailbox: &MailboxId,
+        now: u64,
+    ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, body FROM envelopes WHERE mailbox = ?1 AND expires_at > ?2 ORDER BY stored_at",
+        )?;
+        let rows = stmt.query_map(params![&mailbox[..], now as i64], |r| {
+            let id: Vec<u8> = r.get(0)?;
+            let body: Vec<u8> = r.get(1)?;
+            Ok((id, body))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row?;
+            if let Ok(id) = EnvelopeId::try_from(id.as_slice()) {
+                out.push((id, body));
+            }
+        }
+        Ok(out)
+    }
+
+    fn ack(&mut self, mailbox: &MailboxId, ids: &[EnvelopeId]) -> Result<u32, StoreError> {
+        let mut deleted = 0;
+        for id in ids {
+            let len: Option<i64> = self
+                .conn
+                .query_row(
+                    "DELETE FROM envelopes WHERE mailbox = ?1 AND id = ?2 RETURNING LENGTH(body)",
+                    params![&mailbox[..], &id[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(len) = len {
+                self.total_bytes = self.total_bytes.saturating_sub(len as u64);
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn put_bundle(&self, mailbox: &MailboxId, body: &[u8], expires: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO bundles (mailbox, body, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (mailbox) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
+            params![&mailbox[..], body, expires as i64],
+        )?;
+        Ok(())
+    }
+
+    fn get_bundle(&self, mailbox: &MailboxId, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT body FROM bundles WHERE mailbox = ?1 AND expires_at > ?2",
+                params![&mailbox[..], now as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn expire(&mut self, now: u64) -> Result<u64, StoreError> {
+        let freed: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM envelopes WHERE expires_at <= ?1",
+            params![now as i64],
+            |r| r.get(0),
+        )?;
+        let n = self.conn.execute(
+            "DELETE FROM envelopes WHERE expires_at <= ?1",
+            params![now as i64],
+        )?;
+        self.conn.execute(
+            "DELETE FROM bundles WHERE expires_at <= ?1",
+            params![now as i64],
+        )?;
+        self.total_bytes = self.total_bytes.saturating_sub(freed as u64);
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(limits: StoreLimits) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("shallot-store-{}", rand::random::<u64>()));
+        shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
+        let path = dir.join("mailbox.db");
+        (Store::open(&path, limits).unwrap(), path)
+    }
+
+    #[tokio::test]
+    async fn deposit_fetch_ack() {
+        let (store, _) = open(StoreLimits::default());
+        let m = [1u8; 32];
+        assert_eq!(
+            store.deposit(m, [1; 16], b"one".to_vec(), 100).await,
+            Ok(Deposited::Stored)
+        );
+        assert_eq!(
+            store.deposit(m, [2; 16], b"two".to_vec(), 101).await,
+            Ok(Deposited::Stored)
+        );
+        assert_eq!(
+            store.deposit(m, [1; 16], b"one".to_vec(), 102).await,
+            Ok(Deposited::Duplicate)
+        );
+        let got = store.fetch(m, 103).await.unwrap();
+        assert_eq!(
+            got,
+            vec![([1; 16], b"one".to_vec()), ([2; 16], b"two".to_vec())]
+        );
+        assert!(store.fetch([9u8; 32], 103).await.unwrap().is_empty());
+        assert_eq!(store.ack(m, vec![[1; 16], [7; 16]]).await, Ok(1));
+        assert_eq!(
+            store.ack([9u8; 32], vec![[2; 16]]).await,
+            Ok(0),
+            "another mailbox's ack deletes nothing"
+        );
+        assert_eq!(store.fetch(m, 104).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn quotas_are_enforced() {
+        let (store, _) = open(StoreLimits {
+            envelopes_per_mailbox: 2,
+            bytes_per_mailbox: 10,
+            total_bytes: 15,
+            ..StoreLimits::default()
+        });
+        let m = [1u8; 32];
+        store.deposit(m, [1; 16], vec![0; 4], 1).await.unwrap();
+        store.deposit(m, [2; 16], vec![0; 4], 1).await.unwrap();
+        assert_eq!(
+            store.deposit(m, [3; 16], vec![0; 1], 1).await,
+            Err(StoreError::Full)
+        );
+        let n = [2u8; 32];
+        assert_eq!(
+            store.deposit(n, [1; 16], vec![0; 11], 1).await,
+            Err(StoreError::Full)
+        );
+        store.deposit(n, [2; 16], vec![0; 7], 1).await.unwrap();
+        assert_eq!(
+            store.deposit(n, [3; 16], vec![0; 1], 1).await,
+            Err(StoreError::Full),
+            "total"
+        );
+        store.ack(m, vec![[1; 16]]).await.unwrap();
+        store.deposit(n, [3; 16], vec![0; 1], 1).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn expiry_and_bundles() {
+        let (store, _) = open(StoreLimits {
+            expiry_secs: 10,
+            ..StoreLimits::default()
+        });
+        let m = [1u8; 32];
+        store.deposit(m, [1; 16], b"x".to_vec(), 100).await.unwrap();
+        assert_eq!(store.fetch(m, 109).await.unwrap().len(), 1);
+        assert!(store.fetch(m, 110).await.unwrap().is_empty());
+        store.put_bundle(m, b"bundle".to_vec(), 200).await.unwrap();
+        assert_eq!(
+            store.get_bundle(m, 150).await.unwrap(),
+            Some(b"bundle".to_vec())
+        );
+        assert_eq!(store.expire(200).await, Ok(1));
+        assert_eq!(store.get_bundle(m, 150).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn envelopes_survive_reopening() {
+        let (store, path) = open(StoreLimits::default());
+        store
+            .deposit([5; 32], [5; 16], b"kept".to_vec(), 1)
+            .await
+            .unwrap();
+        drop(store);
+        let again = Store::open(&path, StoreLimits::default()).unwrap();
+        assert_eq!(
+            again.fetch([5; 32], 2).await.unwrap(),
+            vec![([5; 16], b"kept".to_vec())]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
