@@ -2,12 +2,18 @@
 //! hop with ntor, and relay messages with end-to-end flow control.
 //!
 //! * [`channel`]: a link to a first hop, shared by the circuits that start there;
-//! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop.
+//! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop;
+//! * [`ring`]: where mailboxes live;
+//! * [`store`]: the local SQLite store;
+//! * [`messaging`]: envelopes and end-to-end sessions.
 
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod circuit;
+pub mod messaging;
+pub mod ring;
+pub mod store;
 
 pub use channel::ClientChannel;
 pub use circuit::{build, Circuit, CircuitError, HopSpec};

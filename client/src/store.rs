@@ -1,0 +1,846 @@
+//! The client's local store (`docs/spec.md` §10.7): one SQLite file, mode 0600, in the user's
+//! data directory, holding the identity, contacts, contact requests, ratchet sessions, signed
+//! prekeys, message history and the outbox.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use shallot_crypto::address::Address;
+use shallot_crypto::keyfile;
+use shallot_crypto::keys::IdentityKeypair;
+use shallot_crypto::x3dh::SignedPrekey;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::messaging::wire::MessageId;
+
+/// Why the store refused or failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// No identity has been created in this data directory.
+    #[error("no identity in {0}; create one with `shallot id new`")]
+    NoIdentity(PathBuf),
+    /// An identity exists already.
+    #[error("{0} already holds an identity; refusing to replace it")]
+    IdentityExists(PathBuf),
+    /// The contact name is taken.
+    #[error("there is already a contact named {0:?}")]
+    NameTaken(String),
+    /// The address is already a contact.
+    #[error("that address is already your contact {0:?}")]
+    AlreadyContact(String),
+    /// The address is the user's own.
+    #[error("that is your own address")]
+    OwnAddress,
+    /// No contact by that name.
+    #[error("no contact named {0:?}; see `shallot contact add`")]
+    NoSuchContact(String),
+    /// A contact name that cannot be used.
+    #[error("contact names are 1 to 32 characters, without control characters")]
+    BadName,
+    /// The data directory or its permissions.
+    #[error("{0}")]
+    Files(#[from] keyfile::KeyFileError),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// Stored data is corrupt.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The name the user gave.
+    pub name: String,
+    /// Their address.
+    pub address: Address,
+}
+
+/// Where an outgoing message stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutState {
+    /// Not yet stored on enough mailboxes.
+    Sending,
+    /// Stored on this many mailbox relays.
+    Stored(u8),
+    /// The recipient acknowledged it.
+    Delivered,
+    /// Given up, with the reason.
+    Failed(String),
+}
+
+/// A message in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// The other party's identity key.
+    pub peer: [u8; 32],
+    /// Whether this user sent it.
+    pub outgoing: bool,
+    /// The text.
+    pub text: String,
+    /// When it was written.
+    pub sent_at: u64,
+    /// When it arrived (incoming).
+    pub received_at: Option<u64>,
+    /// Delivery state (outgoing).
+    pub state: Option<OutState>,
+}
+
+/// A ratchet session as stored.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// The session's id: the ephemeral key of the start that created it.
+    pub sid: [u8; 32],
+    /// The serialized ratchet state.
+    pub state: Zeroizing<Vec<u8>>,
+    /// The start header still sent with each message, until the peer answers.
+    pub start: Option<Vec<u8>>,
+}
+
+/// A message's columns as SQLite returns them.
+struct MessageRow {
+    id: Vec<u8>,
+    peer: Vec<u8>,
+    outgoing: i64,
+    text: String,
+    sent_at: i64,
+    received_at: Option<i64>,
+    state: i64,
+    copies: i64,
+    failure: Option<String>,
+}
+
+/// Acknowledgements owed to one peer.
+pub type PeerAcks = ([u8; 32], Vec<MessageId>);
+
+/// The local store.
+pub struct Store {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = FULL;
+    CREATE TABLE IF NOT EXISTS identity (
+        one INTEGER PRIMARY KEY CHECK (one = 1), seed BLOB NOT NULL, name TEXT, created_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS contacts (
+        name TEXT PRIMARY KEY, key BLOB NOT NULL UNIQUE, added_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS requests (
+        key BLOB PRIMARY KEY, first_seen INTEGER NOT NULL, ignored INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE IF NOT EXISTS sessions (
+        peer BLOB NOT NULL, sid BLOB NOT NULL, state BLOB NOT NULL, start BLOB,
+        used_at INTEGER NOT NULL, PRIMARY KEY (peer, sid));
+    CREATE TABLE IF NOT EXISTS prekeys (
+        id INTEGER PRIMARY KEY, body BLOB NOT NULL, expires_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS messages (
+        id BLOB PRIMARY KEY, peer BLOB NOT NULL, outgoing INTEGER NOT NULL, text TEXT NOT NULL,
+        sent_at INTEGER NOT NULL, received_at INTEGER, state INTEGER NOT NULL, copies INTEGER NOT NULL DEFAULT 0,
+        failure TEXT, reported INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER, expires_at INTEGER);
+    CREATE INDEX IF NOT EXISTS messages_by_peer ON messages (peer, sent_at);
+    CREATE TABLE IF NOT EXISTS seen_envelopes (id BLOB PRIMARY KEY, seen_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS seen_starts (ephemeral BLOB PRIMARY KEY, seen_at INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS pending_acks (peer BLOB NOT NULL, id BLOB NOT NULL, PRIMARY KEY (peer, id));
+    CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+";
+
+const ST_SENDING: i64 = 0;
+const ST_STORED: i64 = 1;
+const ST_DELIVERED: i64 = 2;
+const ST_FAILED: i64 = 3;
+const ST_RECEIVED: i64 = 10;
+
+fn key32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("bad key length".into()))
+}
+
+fn id16(v: Vec<u8>) -> Result<MessageId, StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("bad id length".into()))
+}
+
+fn contact_from(name: String, key: Vec<u8>) -> Result<Contact, StoreError> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key32(key)?)
+        .map_err(|_| StoreError::Corrupt("bad contact key".into()))?;
+    Ok(Contact {
+        name,
+        address: Address::new(key),
+    })
+}
+
+/// Checks a contact name: 1 to 32 characters, none of them control characters.
+pub fn check_name(name: &str) -> Result<(), StoreError> {
+    let n = name.chars().count();
+    if n == 0 || n > 32 || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(StoreError::BadName);
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory (0700) and file (0600) if needed.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        keyfile::ensure_private_dir(dir)?;
+        let path = dir.join("shallot.db");
+        if !path.exists() {
+            keyfile::write_private_file(&path, b"")?;
+        } else {
+            // Refuses a store others can read.
+            keyfile::read_private_file(&path).map(|_| ())?;
+        }
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Creates this user's identity.
+    pub fn create_identity(
+        &self,
+        name: Option<&str>,
+        now: u64,
+    ) -> Result<IdentityKeypair, StoreError> {
+        if self.has_identity()? {
+            return Err(StoreError::IdentityExists(self.dir.clone()));
+        }
+        let id = IdentityKeypair::generate(&mut rand::thread_rng());
+        let seed = id.secret_bytes();
+        self.conn.execute(
+            "INSERT INTO identity (one, seed, name, created_at) VALUES (1, ?1, ?2, ?3)",
+            params![&seed[..], name, now as i64],
+        )?;
+        Ok(id)
+    }
+
+    fn has_identity(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM identity", [], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// This user's identity.
+    pub fn identity(&self) -> Result<IdentityKeypair, StoreError> {
+        let seed: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT seed FROM identity", [], |r| r.get(0))
+            .optional()?;
+        let seed = Zeroizing::new(seed.ok_or_else(|| StoreError::NoIdentity(self.dir.clone()))?);
+        let seed: [u8; 32] = seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("identity seed".into()))?;
+        Ok(IdentityKeypair::from_secret_bytes(&seed))
+    }
+
+    /// Adds a contact; a request from that address becomes this contact.
+    pub fn add_contact(&self, name: &str, address: &Address, now: u64) -> Result<(), StoreError> {
+        check_name(name)?;
+        if self.identity()?.public() == *address.key() {
+            return Err(StoreError::OwnAddress);
+        }
+        if let Some(c) = self.contact_by_key(address.key().as_bytes())? {
+            return Err(StoreError::AlreadyContact(c.name));
+        }
+        if self.contact(name)?.is_some() {
+            return Err(StoreError::NameTaken(name.to_string()));
+        }
+        self.conn.execute(
+            "INSERT INTO contacts (name, key, added_at) VALUES (?1, ?2, ?3)",
+            params![name, &address.key().as_bytes()[..], now as i64],
+        )?;
+        self.conn.execute(
+            "DELETE FROM requests WHERE key = ?1",
+            params![&address.key().as_bytes()[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Every contact, by name.
+    pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, key FROM contacts ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.map(|row| {
+            let (name, key) = row?;
+            contact_from(name, key)
+        })
+        .collect()
+    }
+
+    /// The contact called `name`.
+    pub fn contact(&self, name: &str) -> Result<Option<Contact>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT name, key FROM contacts WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(n, k)| contact_from(n, k)).transpose()
+    }
+
+    /// The contact whose identity key is `key`.
+    pub fn contact_by_key(&self, key: &[u8; 32]) -> Result<Option<Contact>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT name, key FROM contacts WHERE key = ?1",
+                params![&key[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(n, k)| contact_from(n, k)).transpose()
+    }
+
+    /// Records a message from an unknown address as a contact request.
+    pub fn note_request(&self, key: &[u8; 32], now: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO requests (key, first_seen) VALUES (?1, ?2)",
+            params![&key[..], now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a contact request as ignored (its messages stay, hidden).
+    pub fn ignore_request(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE requests SET ignored = 1 WHERE key = ?1",
+            params![&key[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Identity keys with open (not ignored) contact requests.
+    pub fn requests(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key FROM requests WHERE ignored = 0 ORDER BY first_seen")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|k| key32(k?)).collect()
+    }
+
+    /// Whether `key` has an ignored request.
+    pub fn is_ignored(&self, key: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM requests WHERE key = ?1 AND ignored = 1",
+                params![&key[..]],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// The sessions with `peer`, most recently used first.
+    pub fn sessions(&self, peer: &[u8; 32]) -> Result<Vec<SessionRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sid, state, start FROM sessions WHERE peer = ?1 ORDER BY used_at DESC, rowid DESC",
+        )?;
+        let rows = stmt.query_map(params![&peer[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (sid, state, start) = row?;
+            Ok(SessionRow {
+                sid: key32(sid)?,
+                state: Zeroizing::new(state),
+                start,
+            })
+        })
+        .collect()
+    }
+
+    /// Saves a session; `used_at` orders them (the newest is the one to send with). At most
+    /// three sessions per peer are kept.
+    pub fn save_session(
+        &self,
+        peer: &[u8; 32],
+        row: &SessionRow,
+        used_at: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO sessions (peer, sid, state, start, used_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (peer, sid) DO UPDATE SET state = excluded.state, start = excluded.start,
+             used_at = MAX(sessions.used_at, excluded.used_at)",
+            params![
+                &peer[..],
+                &row.sid[..],
+                &row.state[..],
+                row.start,
+                used_at as i64
+            ],
+        )?;
+        self.conn.execute(
+            "DELETE FROM sessions WHERE peer = ?1 AND sid NOT IN
+             (SELECT sid FROM sessions WHERE peer = ?1 ORDER BY used_at DESC, rowid DESC LIMIT 3)",
+            params![&peer[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Every signed prekey still held.
+    pub fn prekeys(&self) -> Result<Vec<SignedPrekey>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT body FROM prekeys ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|b| {
+            let b = Zeroizing::new(b?);
+            SignedPrekey::from_bytes(&b).map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .collect()
+    }
+
+    /// Keeps a signed prekey until `keep_until`.
+    pub fn add_prekey(&self, prekey: &SignedPrekey, keep_until: u64) -> Result<(), StoreError> {
+        let body = prekey.to_bytes();
+        self.conn.execute(
+            "INSERT OR REPLACE INTO prekeys (id, body, expires_at) VALUES (?1, ?2, ?3)",
+            params![i64::from(prekey.id()), &body[..], keep_until as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes prekeys kept past their time.
+    pub fn drop_old_prekeys(&self, now: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM prekeys WHERE expires_at <= ?1",
+            params![now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records an outgoing message as sending.
+    pub fn insert_outgoing(
+        &self,
+        id: &MessageId,
+        peer: &[u8; 32],
+        text: &str,
+        sent_at: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO messages (id, peer, outgoing, text, sent_at, state, expires_at, next_attempt_at)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?4)",
+            params![&id[..], &peer[..], text, sent_at as i64, ST_SENDING, expires_at as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records an incoming message; false if it was already recorded (a duplicate).
+    pub fn insert_incoming(
+        &self,
+        id: &MessageId,
+        peer: &[u8; 32],
+        text: &str,
+        sent_at: u64,
+        received_at: u64,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO messages (id, peer, outgoing, text, sent_at, received_at, state)
+             VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
+            params![
+                &id[..],
+                &peer[..],
+                text,
+                sent_at as i64,
+                received_at as i64,
+                ST_RECEIVED
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Updates an outgoing message after a delivery attempt: its state, and when to try again
+    /// (`None`: no more attempts).
+    pub fn update_outgoing(
+        &self,
+        id: &MessageId,
+        state: &OutState,
+        next_attempt_at: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let (code, copies, failure) = match state {
+            OutState::Sending => (ST_SENDING, 0, None),
+            OutState::Stored(k) => (ST_STORED, i64::from(*k), None),
+            OutState::Delivered => (ST_DELIVERED, 0, None),
+            OutState::Failed(reason) => (ST_FAILED, 0, Some(reason.as_str())),
+        };
+        self.conn.execute(
+            "UPDATE messages SET state = ?2, copies = MAX(copies, ?3), failure = ?4,
+             attempts = attempts + 1, next_attempt_at = ?5 WHERE id = ?1 AND outgoing = 1 AND state != ?6",
+            params![&id[..], code, copies, failure, next_attempt_at.map(|t| t as i64), ST_DELIVERED],
+        )?;
+        Ok(())
+    }
+
+    /// Marks outgoing messages to `peer` as delivered; returns the ids that changed.
+    pub fn mark_delivered(
+        &self,
+        peer: &[u8; 32],
+        ids: &[MessageId],
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let mut changed = Vec::new();
+        for id in ids {
+            let n = self.conn.execute(
+                "UPDATE messages SET state = ?3, failure = NULL, next_attempt_at = NULL
+                 WHERE id = ?1 AND peer = ?2 AND outgoing = 1 AND state != ?3",
+                params![&id[..], &peer[..], ST_DELIVERED],
+            )?;
+            if n == 1 {
+                changed.push(*id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Outgoing messages due for (re)transmission at `now`, oldest first.
+    pub fn due_outgoing(&self, now: u64) -> Result<Vec<(StoredMessage, u32, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, attempts, expires_at FROM messages
+             WHERE outgoing = 1 AND state IN (?1, ?2) AND next_attempt_at IS NOT NULL
+             AND next_attempt_at <= ?3 ORDER BY sent_at",
+        )?;
+        let rows = stmt.query_map(params![ST_SENDING, ST_STORED, now as i64], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, attempts, expires) = row?;
+            if let Some(m) = self.message(&id16(id)?)? {
+                out.push((m, attempts as u32, expires as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+        Ok(MessageRow {
+            id: r.get(0)?,
+            peer: r.get(1)?,
+            outgoing: r.get(2)?,
+            text: r.get(3)?,
+            sent_at: r.get(4)?,
+            received_at: r.get(5)?,
+            state: r.get(6)?,
+            copies: r.get(7)?,
+            failure: r.get(8)?,
+        })
+    }
+
+    fn build_message(row: MessageRow) -> Result<StoredMessage, StoreError> {
+        let outgoing = row.outgoing == 1;
+        let state = outgoing.then(|| match row.state {
+            ST_STORED => OutState::Stored(row.copies.clamp(0, 255) as u8),
+            ST_DELIVERED => OutState::Delivered,
+            ST_FAILED => OutState::Failed(row.failure.unwrap_or_default()),
+            _ => OutState::Sending,
+        });
+        Ok(StoredMessage {
+            id: id16(row.id)?,
+            peer: key32(row.peer)?,
+            outgoing,
+            text: row.text,
+            sent_at: row.sent_at as u64,
+            received_at: row.received_at.map(|t| t as u64),
+            state,
+        })
+    }
+
+    const MESSAGE_COLUMNS: &'static str =
+        "id, peer, outgoing, text, sent_at, received_at, state, copies, failure";
+
+    /// One message by id.
+    pub fn message(&self, id: &MessageId) -> Result<Option<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM messages WHERE id = ?1",
+            Self::MESSAGE_COLUMNS
+        );
+        let row = self
+            .conn
+            .query_row(&sql, params![&id[..]], Self::row_to_message)
+            .optional()?;
+        row.map(Self::build_message).transpose()
+    }
+
+    /// Every message, oldest first.
+    pub fn history(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM messages ORDER BY sent_at, rowid",
+            Self::MESSAGE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], Self::row_to_message)?;
+        rows.map(|r| Self::build_message(r?)).collect()
+    }
+
+    /// Incoming messages not yet reported by `inbox`, oldest first; marks them reported.
+    pub fn take_unreported(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM messages WHERE outgoing = 0 AND reported = 0 ORDER BY received_at, rowid",
+            Self::MESSAGE_COLUMNS
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], Self::row_to_message)?;
+        let msgs: Vec<StoredMessage> = rows
+            .map(|r| Self::build_message(r?))
+            .collect::<Result<_, _>>()?;
+        for m in &msgs {
+            self.conn.execute(
+                "UPDATE messages SET reported = 1 WHERE id = ?1",
+                params![&m.id[..]],
+            )?;
+        }
+        Ok(msgs)
+    }
+
+    /// Records an envelope id; false if it was seen before.
+    pub fn first_sight_of_envelope(&self, id: &[u8; 16], now: u64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO seen_envelopes (id, seen_at) VALUES (?1, ?2)",
+            params![&id[..], now as i64],
+        )? == 1)
+    }
+
+    /// Records a session start's ephemeral key; false if it was seen before (a replay).
+    pub fn first_sight_of_start(&self, ephemeral: &[u8; 32], now: u64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO seen_starts (ephemeral, seen_at) VALUES (?1, ?2)",
+            params![&ephemeral[..], now as i64],
+        )? == 1)
+    }
+
+    /// Forgets envelope ids seen before `before` (the mailboxes have expired them).
+    pub fn forget_seen_before(&self, before: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM seen_envelopes WHERE seen_at < ?1",
+            params![before as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Queues an end-to-end acknowledgement of `id` to `peer`.
+    pub fn queue_ack(&self, peer: &[u8; 32], id: &MessageId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO pending_acks (peer, id) VALUES (?1, ?2)",
+            params![&peer[..], &id[..]],
+        )?;
+        Ok(())
+    }
+
+    /// Acknowledgements waiting to be sent, by peer.
+    pub fn pending_acks(&self) -> Result<Vec<PeerAcks>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT peer, id FROM pending_acks ORDER BY peer")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out: Vec<PeerAcks> = Vec::new();
+        for row in rows {
+            let (peer, id) = row?;
+            let (peer, id) = (key32(peer)?, id16(id)?);
+            match out.last_mut() {
+                Some((p, ids)) if *p == peer => ids.push(id),
+                _ => out.push((peer, vec![id])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops acknowledgements once sent.
+    pub fn acks_sent(&self, peer: &[u8; 32], ids: &[MessageId]) -> Result<(), StoreError> {
+        for id in ids {
+            self.conn.execute(
+                "DELETE FROM pending_acks WHERE peer = ?1 AND id = ?2",
+                params![&peer[..], &id[..]],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A small named value (guards, last drained epoch, …).
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets a small named value.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        let dir =
+            std::env::temp_dir().join(format!("shallot-client-store-{}", rand::random::<u64>()));
+        Store::open(&dir).unwrap()
+    }
+
+    #[test]
+    fn identity_is_created_once() {
+        let s = store();
+        assert!(matches!(s.identity(), Err(StoreError::NoIdentity(_))));
+        let id = s.create_identity(Some("me"), 1).unwrap();
+        assert_eq!(s.identity().unwrap().public(), id.public());
+        assert!(matches!(
+            s.create_identity(None, 2),
+            Err(StoreError::IdentityExists(_))
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.dir().join("shallot.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn contacts_and_requests() {
+        let s = store();
+        let me = s.create_identity(None, 1).unwrap();
+        let bob = Address::new(IdentityKeypair::generate(&mut rand::thread_rng()).public());
+        s.note_request(bob.key().as_bytes(), 5).unwrap();
+        assert_eq!(s.requests().unwrap().len(), 1);
+        s.add_contact("bob", &bob, 6).unwrap();
+        assert!(
+            s.requests().unwrap().is_empty(),
+            "adding the contact answers the request"
+        );
+        assert!(matches!(
+            s.add_contact(
+                "bob",
+                &Address::new(IdentityKeypair::generate(&mut rand::thread_rng()).public()),
+                7
+            ),
+            Err(StoreError::NameTaken(_))
+        ));
+        assert!(matches!(
+            s.add_contact("robert", &bob, 7),
+            Err(StoreError::AlreadyContact(_))
+        ));
+        assert!(matches!(
+            s.add_contact("me", &Address::new(me.public()), 7),
+            Err(StoreError::OwnAddress)
+        ));
+        assert!(matches!(
+            s.add_contact("", &bob, 7),
+            Err(StoreError::BadName)
+        ));
+        assert_eq!(s.contact("bob").unwrap().unwrap().address, bob);
+        assert_eq!(
+            s.contact_by_key(bob.key().as_bytes())
+                .unwrap()
+                .unwrap()
+                .name,
+            "bob"
+        );
+    }
+
+    #[test]
+    fn messages_flow_through_states() {
+        let s = store();
+        s.create_identity(None, 1).unwrap();
+        let peer = [7u8; 32];
+        s.insert_outgoing(&[1; 16], &peer, "hi", 10, 1000).unwrap();
+        assert_eq!(s.due_outgoing(10).unwrap().len(), 1);
+        s.update_outgoing(&[1; 16], &OutState::Stored(2), Some(100))
+            .unwrap();
+        assert!(s.due_outgoing(50).unwrap().is_empty());
+        assert_eq!(s.due_outgoing(100).unwrap()[0].1, 1);
+        assert_eq!(s.mark_delivered(&peer, &[[1; 16]]).unwrap(), vec![[1; 16]]);
+        assert_eq!(
+            s.mark_delivered(&peer, &[[1; 16]]).unwrap(),
+            Vec::<MessageId>::new()
+        );
+        assert_eq!(
+            s.message(&[1; 16]).unwrap().unwrap().state,
+            Some(OutState::Delivered)
+        );
+        // A late attempt result never undoes delivery.
+        s.update_outgoing(&[1; 16], &OutState::Stored(3), None)
+            .unwrap();
+        assert_eq!(
+            s.message(&[1; 16]).unwrap().unwrap().state,
+            Some(OutState::Delivered)
+        );
+
+        assert!(s.insert_incoming(&[2; 16], &peer, "yo", 11, 12).unwrap());
+        assert!(
+            !s.insert_incoming(&[2; 16], &peer, "yo", 11, 13).unwrap(),
+            "duplicate"
+        );
+        assert_eq!(s.take_unreported().unwrap().len(), 1);
+        assert!(s.take_unreported().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sessions_keep_the_three_newest() {
+        let s = store();
+        let peer = [3u8; 32];
+        for i in 0..5u8 {
+            let row = SessionRow {
+                sid: [i; 32],
+                state: Zeroizing::new(vec![i]),
+                start: None,
+            };
+            s.save_session(&peer, &row, u64::from(i)).unwrap();
+        }
+        let rows = s.sessions(&peer).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.sid[0]).collect::<Vec<_>>(),
+            vec![4, 3, 2]
+        );
+    }
+
+    #[test]
+    fn dedup_tables_and_acks() {
+        let s = store();
+        assert!(s.first_sight_of_envelope(&[1; 16], 1).unwrap());
+        assert!(!s.first_sight_of_envelope(&[1; 16], 2).unwrap());
+        assert!(s.first_sight_of_start(&[2; 32], 1).unwrap());
+        assert!(!s.first_sight_of_start(&[2; 32], 1).unwrap());
+        s.queue_ack(&[9; 32], &[1; 16]).unwrap();
+        s.queue_ack(&[9; 32], &[2; 16]).unwrap();
+        let acks = s.pending_acks().unwrap();
+        assert_eq!(acks, vec![([9; 32], vec![[1; 16], [2; 16]])]);
+        s.acks_sent(&[9; 32], &[[1; 16], [2; 16]]).unwrap();
+        assert!(s.pending_acks().unwrap().is_empty());
+    }
+}
