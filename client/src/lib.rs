@@ -3,6 +3,7 @@
 //!
 //! * [`channel`]: a link to a first hop, shared by the circuits that start there;
 //! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop;
+//! * [`mailbox`]: the mailbox protocol over a circuit;
 //! * [`ring`]: where mailboxes live;
 //! * [`store`]: the local SQLite store;
 //! * [`messaging`]: envelopes and end-to-end sessions.
@@ -11,6 +12,7 @@
 
 pub mod channel;
 pub mod circuit;
+pub mod mailbox;
 pub mod messaging;
 pub mod ring;
 pub mod store;

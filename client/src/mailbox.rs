@@ -1,0 +1,257 @@
+//! Talking to one mailbox relay over a circuit that ends there (`docs/spec.md` §9.3):
+//! requests matched to answers by request id, and subscriptions whose pushed envelopes arrive
+//! on a channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shallot_crypto::blind::BlindedKeypair;
+use shallot_crypto::keys::RelayId;
+use shallot_proto::mailbox::{auth_message, kind, EnvelopeId, MailboxAuth, MailboxId, MailboxMsg, Status};
+use shallot_proto::relay_msg::RelayMsg;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::channel::lock;
+use crate::circuit::{Circuit, CircuitError};
+
+/// Why a mailbox request failed.
+#[derive(Debug, Clone, Error)]
+pub enum MailboxError {
+    /// The relay refused it.
+    #[error("{0}")]
+    Refused(Status),
+    /// The circuit failed.
+    #[error("{0}")]
+    Circuit(#[from] CircuitError),
+    /// No answer in time.
+    #[error("mailbox relay did not answer in time")]
+    Timeout,
+    /// The relay answered with something that is not an answer to this request.
+    #[error("mailbox relay answered out of protocol")]
+    Protocol,
+}
+
+/// A waiting envelope or a pushed one: its id and bytes.
+pub type Delivered = (EnvelopeId, Vec<u8>);
+
+enum Answer {
+    Result(Status, u32),
+    Bundle(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Pending {
+    answers: HashMap<u32, oneshot::Sender<Answer>>,
+    /// Envelopes for a fetch or subscription, by request id.
+    streams: HashMap<u32, mpsc::UnboundedSender<Delivered>>,
+}
+
+/// A circuit to a mailbox relay, and the requests in flight on it.
+pub struct MailboxLink {
+    circ: Arc<Circuit>,
+    relay: RelayId,
+    pending: Arc<Mutex<Pending>>,
+    next: AtomicU32,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Signs an owner's request for `relay`.
+pub fn authorize(key: &BlindedKeypair, relay: &RelayId, op: u8, body: &[u8]) -> MailboxAuth {
+    let mailbox = key.public().to_bytes();
+    let nonce: [u8; 16] = rand::random();
+    let timestamp = now();
+    let sig = key.sign(&auth_message(relay, op, &mailbox, timestamp, &nonce, body));
+    MailboxAuth {
+        mailbox,
+        timestamp,
+        nonce,
+        signature: sig.to_bytes(),
+    }
+}
+
+impl MailboxLink {
+    /// Wraps a circuit whose last hop is the mailbox relay `relay`, and starts reading its
+    /// answers.
+    pub fn new(circ: Arc<Circuit>, relay: RelayId) -> Arc<Self> {
+        let link = Arc::new(MailboxLink {
+            circ: circ.clone(),
+            relay,
+            pending: Arc::new(Mutex::new(Pending::default())),
+            next: AtomicU32::new(1),
+        });
+        tokio::spawn(read_answers(circ, link.pending.clone()));
+        link
+    }
+
+    /// The relay at the end.
+    pub fn relay(&self) -> RelayId {
+        self.relay
+    }
+
+    /// Whether the circuit still works.
+    pub fn is_open(&self) -> bool {
+        !self.circ.is_closed()
+    }
+
+    /// The circuit.
+    pub fn circuit(&self) -> &Arc<Circuit> {
+        &self.circ
+    }
+
+    async fn request(
+        &self,
+        make: impl FnOnce(u32) -> MailboxMsg,
+        stream: Option<mpsc::UnboundedSender<Delivered>>,
+        limit: Duration,
+    ) -> Result<Answer, MailboxError> {
+        let req = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = lock(&self.pending);
+            p.answers.insert(req, tx);
+            if let Some(s) = stream {
+                p.streams.insert(req, s);
+            }
+        }
+        let hop = self.circ.len();
+        let sent = self.circ.send(hop, &RelayMsg::Mailbox(make(req))).await;
+        let answer = match sent {
+            Ok(()) => match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(a)) => Ok(a),
+                Ok(Err(_)) => Err(MailboxError::Circuit(
+                    self.circ.close_reason().unwrap_or(CircuitError::Closed),
+                )),
+                Err(_) => Err(MailboxError::Timeout),
+            },
+            Err(e) => Err(e.into()),
+        };
+        lock(&self.pending).answers.remove(&req);
+        answer
+    }
+
+    fn expect_ok(answer: Answer) -> Result<u32, MailboxError> {
+        match answer {
+            Answer::Result(Status::Ok, n) => Ok(n),
+            Answer::Result(status, _) => Err(MailboxError::Refused(status)),
+            Answer::Bundle(_) => Err(MailboxError::Protocol),
+        }
+    }
+
+    /// Leaves an envelope in `mailbox`; Ok once the relay has it on disk.
+    pub async fn deposit(&self, mailbox: MailboxId, envelope: Vec<u8>, limit: Duration) -> Result<(), MailboxError> {
+        let a = self
+            .request(|req| MailboxMsg::Deposit { req, mailbox, envelope }, None, limit)
+            .await?;
+        Self::expect_ok(a).map(|_| ())
+    }
+
+    /// The prekey bundle kept for `mailbox`, if any.
+    pub async fn get_bundle(&self, mailbox: MailboxId, limit: Duration) -> Result<Option<Vec<u8>>, MailboxError> {
+        match self.request(|req| MailboxMsg::GetBundle { req, mailbox }, None, limit).await? {
+            Answer::Bundle(b) => Ok(Some(b)),
+            Answer::Result(Status::NotFound, _) => Ok(None),
+            other => Self::expect_ok(other).and(Err(MailboxError::Protocol)),
+        }
+    }
+
+    /// Stores the owner's prekey bundle beside the mailbox until `expires`.
+    pub async fn put_bundle(
+        &self,
+        key: &BlindedKeypair,
+        expires: u64,
+        bundle: Vec<u8>,
+        limit: Duration,
+    ) -> Result<(), MailboxError> {
+        let auth = authorize(key, &self.relay, kind::PUT_BUNDLE, &MailboxMsg::bundle_body(expires, &bundle));
+        let a = self
+            .request(|req| MailboxMsg::PutBundle { req, auth, expires, bundle }, None, limit)
+            .await?;
+        Self::expect_ok(a).map(|_| ())
+    }
+
+    /// Subscribes to the mailbox: returns a channel that first carries every waiting envelope
+    /// and then each new one as it is deposited, and the number that were waiting.
+    pub async fn subscribe(
+        &self,
+        key: &BlindedKeypair,
+        limit: Duration,
+    ) -> Result<(mpsc::UnboundedReceiver<Delivered>, u32), MailboxError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let auth = authorize(key, &self.relay, kind::SUBSCRIBE, b"");
+        let a = self
+            .request(|req| MailboxMsg::Subscribe { req, auth }, Some(tx), limit)
+            .await?;
+        Ok((rx, Self::expect_ok(a)?))
+    }
+
+    /// Every envelope waiting in the mailbox.
+    pub async fn fetch(&self, key: &BlindedKeypair, limit: Duration) -> Result<Vec<Delivered>, MailboxError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let auth = authorize(key, &self.relay, kind::FETCH, b"");
+        let req_answer = self.request(|req| MailboxMsg::Fetch { req, auth }, Some(tx), limit).await;
+        let n = Self::expect_ok(req_answer?)?;
+        // The result follows the envelopes it counts, so they are all here; the stream is
+        // done (its entry is dropped at the next message, its receiver being gone).
+        let mut out = Vec::with_capacity(n as usize);
+        while let Ok(d) = rx.try_recv() {
+            out.push(d);
+        }
+        drop(rx);
+        lock(&self.pending).streams.retain(|_, s| !s.is_closed());
+        Ok(out)
+    }
+
+    /// Deletes envelopes; returns how many the relay still had.
+    pub async fn ack(&self, key: &BlindedKeypair, ids: Vec<EnvelopeId>, limit: Duration) -> Result<u32, MailboxError> {
+        let auth = authorize(key, &self.relay, kind::ACK, &MailboxMsg::ack_body(&ids));
+        let a = self.request(|req| MailboxMsg::Ack { req, auth, ids }, None, limit).await?;
+        Self::expect_ok(a)
+    }
+}
+
+/// Routes what the relay sends: results and bundles to their requests, envelopes to their
+/// fetch or subscription. Ends when the circuit does.
+async fn read_answers(circ: Arc<Circuit>, pending: Arc<Mutex<Pending>>) {
+    while let Ok((_, msg)) = circ.recv().await {
+        let RelayMsg::Mailbox(msg) = msg else {
+            continue;
+        };
+        let mut p = lock(&pending);
+        match msg {
+            MailboxMsg::Result { req, status, count } => {
+                if let Some(tx) = p.answers.remove(&req) {
+                    let _ = tx.send(Answer::Result(status, count));
+                }
+                // A fetch's stream ends with its result; a subscription's lives on.
+                if status != Status::Ok {
+                    p.streams.remove(&req);
+                }
+            }
+            MailboxMsg::Bundle { req, bundle } => {
+                if let Some(tx) = p.answers.remove(&req) {
+                    let _ = tx.send(Answer::Bundle(bundle));
+                }
+            }
+            MailboxMsg::Envelope { req, id, envelope } => {
+                if let Some(s) = p.streams.get(&req) {
+                    if s.send((id, envelope)).is_err() {
+                        p.streams.remove(&req);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut p = lock(&pending);
+    p.answers.clear();
+    p.streams.clear();
+}
