@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::RelayId;
-use shallot_proto::mailbox::{auth_message, kind, EnvelopeId, MailboxAuth, MailboxId, MailboxMsg, Status};
+use shallot_proto::mailbox::{
+    auth_message, kind, EnvelopeId, MailboxAuth, MailboxId, MailboxMsg, Status,
+};
 use shallot_proto::relay_msg::RelayMsg;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -147,16 +149,36 @@ impl MailboxLink {
     }
 
     /// Leaves an envelope in `mailbox`; Ok once the relay has it on disk.
-    pub async fn deposit(&self, mailbox: MailboxId, envelope: Vec<u8>, limit: Duration) -> Result<(), MailboxError> {
+    pub async fn deposit(
+        &self,
+        mailbox: MailboxId,
+        envelope: Vec<u8>,
+        limit: Duration,
+    ) -> Result<(), MailboxError> {
         let a = self
-            .request(|req| MailboxMsg::Deposit { req, mailbox, envelope }, None, limit)
+            .request(
+                |req| MailboxMsg::Deposit {
+                    req,
+                    mailbox,
+                    envelope,
+                },
+                None,
+                limit,
+            )
             .await?;
         Self::expect_ok(a).map(|_| ())
     }
 
     /// The prekey bundle kept for `mailbox`, if any.
-    pub async fn get_bundle(&self, mailbox: MailboxId, limit: Duration) -> Result<Option<Vec<u8>>, MailboxError> {
-        match self.request(|req| MailboxMsg::GetBundle { req, mailbox }, None, limit).await? {
+    pub async fn get_bundle(
+        &self,
+        mailbox: MailboxId,
+        limit: Duration,
+    ) -> Result<Option<Vec<u8>>, MailboxError> {
+        match self
+            .request(|req| MailboxMsg::GetBundle { req, mailbox }, None, limit)
+            .await?
+        {
             Answer::Bundle(b) => Ok(Some(b)),
             Answer::Result(Status::NotFound, _) => Ok(None),
             other => Self::expect_ok(other).and(Err(MailboxError::Protocol)),
@@ -171,9 +193,23 @@ impl MailboxLink {
         bundle: Vec<u8>,
         limit: Duration,
     ) -> Result<(), MailboxError> {
-        let auth = authorize(key, &self.relay, kind::PUT_BUNDLE, &MailboxMsg::bundle_body(expires, &bundle));
+        let auth = authorize(
+            key,
+            &self.relay,
+            kind::PUT_BUNDLE,
+            &MailboxMsg::bundle_body(expires, &bundle),
+        );
         let a = self
-            .request(|req| MailboxMsg::PutBundle { req, auth, expires, bundle }, None, limit)
+            .request(
+                |req| MailboxMsg::PutBundle {
+                    req,
+                    auth,
+                    expires,
+                    bundle,
+                },
+                None,
+                limit,
+            )
             .await?;
         Self::expect_ok(a).map(|_| ())
     }
@@ -194,10 +230,16 @@ impl MailboxLink {
     }
 
     /// Every envelope waiting in the mailbox.
-    pub async fn fetch(&self, key: &BlindedKeypair, limit: Duration) -> Result<Vec<Delivered>, MailboxError> {
+    pub async fn fetch(
+        &self,
+        key: &BlindedKeypair,
+        limit: Duration,
+    ) -> Result<Vec<Delivered>, MailboxError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let auth = authorize(key, &self.relay, kind::FETCH, b"");
-        let req_answer = self.request(|req| MailboxMsg::Fetch { req, auth }, Some(tx), limit).await;
+        let req_answer = self
+            .request(|req| MailboxMsg::Fetch { req, auth }, Some(tx), limit)
+            .await;
         let n = Self::expect_ok(req_answer?)?;
         // The result follows the envelopes it counts, so they are all here; the stream is
         // done (its entry is dropped at the next message, its receiver being gone).
@@ -211,9 +253,16 @@ impl MailboxLink {
     }
 
     /// Deletes envelopes; returns how many the relay still had.
-    pub async fn ack(&self, key: &BlindedKeypair, ids: Vec<EnvelopeId>, limit: Duration) -> Result<u32, MailboxError> {
+    pub async fn ack(
+        &self,
+        key: &BlindedKeypair,
+        ids: Vec<EnvelopeId>,
+        limit: Duration,
+    ) -> Result<u32, MailboxError> {
         let auth = authorize(key, &self.relay, kind::ACK, &MailboxMsg::ack_body(&ids));
-        let a = self.request(|req| MailboxMsg::Ack { req, auth, ids }, None, limit).await?;
+        let a = self
+            .request(|req| MailboxMsg::Ack { req, auth, ids }, None, limit)
+            .await?;
         Self::expect_ok(a)
     }
 }
