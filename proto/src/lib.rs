@@ -3,6 +3,8 @@
 //! * [`cell`]: the fixed-size 514-byte cell and the channel commands (`docs/spec.md` §2);
 //! * [`relay_msg`]: the messages a circuit carries inside its onion layers, and their
 //!   fragmentation into cells (`docs/spec.md` §4.4);
+//! * [`dir`]: directory documents (descriptors, votes, the consensus) as strict signed text
+//!   (`docs/spec.md` §5);
 //!
 //! Decoders read through [`shallot_crypto::reader::Reader`], the bounds-checked reader shared
 //! by every parser in Shallot.
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
+pub mod dir;
 pub mod relay_msg;
 
 pub use shallot_crypto::reader::{DecodeError, Reader, Writer};
