@@ -175,3 +175,144 @@ impl ConsensusCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{AuthorityInfo, NetworkParams};
+    use shallot_crypto::keys::IdentityKeypair;
+    use shallot_proto::dir::ConsensusParams;
+
+    fn network(keys: &[IdentityKeypair]) -> NetworkFile {
+        NetworkFile {
+            authorities: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| AuthorityInfo {
+                    name: format!("auth{i}"),
+                    address: ([127, 0, 0, 1], 7000 + i as u16).into(),
+                    key: k.public(),
+                })
+                .collect(),
+            params: NetworkParams::default(),
+        }
+    }
+
+    fn keys(n: usize) -> Vec<IdentityKeypair> {
+        (0..n)
+            .map(|_| IdentityKeypair::generate(&mut rand::thread_rng()))
+            .collect()
+    }
+
+    fn consensus_text(valid_after: u64, signers: &[&IdentityKeypair]) -> String {
+        let mut c = Consensus {
+            valid_after,
+            fresh_until: valid_after + 3600,
+            valid_until: valid_after + 3 * 3600,
+            params: ConsensusParams { epoch_secs: 86400 },
+            relays: vec![],
+            signatures: vec![],
+        };
+        for k in signers {
+            let sig = c.sign_body(k).unwrap();
+            c.add_signature(k.public(), sig);
+        }
+        c.encode().unwrap()
+    }
+
+    const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn accepts_a_majority_signed_current_consensus() {
+        let ks = keys(3);
+        let net = network(&ks);
+        let text = consensus_text(T, &[&ks[0], &ks[2]]);
+        let c = verify_consensus(&text, &net, T + 10, Some(T)).unwrap();
+        assert_eq!(c.valid_after, T);
+        // Within the clock skew before valid-after, and up to valid-until.
+        verify_consensus(&text, &net, T - CLOCK_SKEW_SECS, None).unwrap();
+        verify_consensus(&text, &net, T + 3 * 3600, None).unwrap();
+    }
+
+    #[test]
+    fn refuses_one_of_three_signatures() {
+        let ks = keys(3);
+        let err =
+            verify_consensus(&consensus_text(T, &[&ks[1]]), &network(&ks), T, None).unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::NotEnoughSignatures {
+                valid: 1,
+                needed: 2,
+                configured: 3
+            }
+        );
+        assert!(err.to_string().contains("only 1 of the 3"), "{err}");
+    }
+
+    #[test]
+    fn ignores_signatures_by_unknown_keys() {
+        let ks = keys(3);
+        let strangers = keys(3);
+        let text = consensus_text(T, &[&ks[0], &strangers[0], &strangers[1], &strangers[2]]);
+        let err = verify_consensus(&text, &network(&ks), T, None).unwrap_err();
+        assert!(matches!(
+            err,
+            VerifyError::NotEnoughSignatures { valid: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn refuses_a_tampered_consensus() {
+        let ks = keys(3);
+        let text = consensus_text(T, &[&ks[0], &ks[1], &ks[2]]);
+        let tampered = text.replace("epoch-secs=86400", "epoch-secs=86401");
+        let err = verify_consensus(&tampered, &network(&ks), T, None).unwrap_err();
+        assert!(matches!(
+            err,
+            VerifyError::NotEnoughSignatures { valid: 0, .. }
+        ));
+        let garbled = text.replacen("valid-after", "valid-afterr", 1);
+        assert!(matches!(
+            verify_consensus(&garbled, &network(&ks), T, None),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_expired_early_and_rolled_back() {
+        let ks = keys(3);
+        let net = network(&ks);
+        let text = consensus_text(T, &[&ks[0], &ks[1]]);
+        let err = verify_consensus(&text, &net, T + 3 * 3600 + 1, None).unwrap_err();
+        assert!(matches!(err, VerifyError::Expired { .. }));
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert!(matches!(
+            verify_consensus(&text, &net, T - CLOCK_SKEW_SECS - 1, None),
+            Err(VerifyError::NotYetValid { .. })
+        ));
+        let err = verify_consensus(&text, &net, T, Some(T + 3600)).unwrap_err();
+        assert!(matches!(err, VerifyError::OlderThanCached { .. }));
+    }
+
+    #[test]
+    fn cache_stores_and_reverifies() {
+        let ks = keys(1);
+        let net = network(&ks);
+        let dir = std::env::temp_dir().join(format!("shallot-cache-{}", rand::random::<u64>()));
+        let cache = ConsensusCache::new(dir.join("sub").join("consensus.txt"));
+        assert!(cache.load(&net, T).unwrap().is_none());
+        let text = consensus_text(T, &[&ks[0]]);
+        cache.store(&text).unwrap();
+        assert_eq!(cache.load(&net, T).unwrap().unwrap().valid_after, T);
+        assert!(matches!(
+            cache.load(&net, T + 4 * 3600),
+            Err(CacheError::Invalid { .. })
+        ));
+        assert!(matches!(
+            cache.load(&network(&keys(1)), T),
+            Err(CacheError::Invalid { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
