@@ -107,6 +107,7 @@ async fn malformed_documents_are_refused_with_the_line() {
             "expected a `shallot-descriptor` line",
         ),
         ("\u{0}\u{1}binary".to_string(), "malformed"),
+        ("caf\u{e9}\n".to_string(), "not printable ASCII"),
     ] {
         let (status, reason) = upload(src, &bad).await;
         assert_eq!(status, 400, "{reason}");
@@ -337,8 +338,13 @@ async fn votes_from_unknown_keys_and_bad_votes_are_refused() {
         (status, reason.as_str()),
         (400, "the period is not an integer\n")
     );
-    let (status, _) = raw_request(src, authority().addr, "GET", "/nothing", "").await;
-    assert_eq!(status, 404);
+    let (status, reason) = raw_request(src, authority().addr, "GET", "/nothing", "").await;
+    assert_eq!((status, reason.as_str()), (404, "no such resource\n"));
+    let (status, reason) = raw_request(src, authority().addr, "GET", "/descriptor", "").await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (405, "method not allowed here\n")
+    );
     still_serves(src).await;
 }
 

@@ -81,6 +81,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/vote/{valid_after}", get(get_vote))
         .route("/signature/{valid_after}", get(get_signature))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such resource") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
         .with_state(shared)
 }
 

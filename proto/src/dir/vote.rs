@@ -181,5 +181,10 @@ mod tests {
             prop_assert_eq!(&back, &v);
             prop_assert_eq!(back.sign(&key).unwrap(), text);
         }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,300}") {
+            let _ = Vote::parse_and_verify(&s);
+        }
     }
 }
