@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use shallot_crypto::hex;
 use shallot_crypto::keys::{IdentityKeypair, RelayId, Signature, VerifyingKey};
 
-use super::entry::{read_entries, write_entries, RelayEntry};
+use super::entry::{check_entries, read_entries, write_entries, RelayEntry};
 use super::lines::{LineReader, LineWriter};
 use super::vote::{check_times, read_times};
 use super::{check_len, signed_bytes, DocError};
@@ -53,17 +53,25 @@ pub struct Consensus {
 }
 
 impl Consensus {
-    /// The body: every line before the signatures.
+    /// The body: every line before the signatures. Fails on values that would not parse
+    /// back (see [`Consensus::body_digest`] for the unchecked text).
     pub fn encode_body(&self) -> Result<String, DocError> {
         check_times(self.valid_after, self.fresh_until, self.valid_until)?;
+        check_entries(&self.relays)?;
+        Ok(self.body_text())
+    }
+
+    /// The body's text without the checks of [`Consensus::encode_body`]; identical to it for
+    /// every consensus that passes them (every parsed one does).
+    fn body_text(&self) -> String {
         let mut w = LineWriter::new();
         w.line("shallot-consensus", [1]);
         w.line("valid-after", [self.valid_after]);
         w.line("fresh-until", [self.fresh_until]);
         w.line("valid-until", [self.valid_until]);
         w.line("params", [format!("epoch-secs={}", self.params.epoch_secs)]);
-        write_entries(&mut w, &self.relays)?;
-        Ok(w.finish())
+        write_entries(&mut w, &self.relays);
+        w.finish()
     }
 
     /// The whole document: body and signatures (at least one, sorted, unique).
@@ -95,8 +103,8 @@ impl Consensus {
     }
 
     /// SHA-256 of the body.
-    pub fn body_digest(&self) -> Result<[u8; 32], DocError> {
-        Ok(digest(&self.encode_body()?))
+    pub fn body_digest(&self) -> [u8; 32] {
+        digest(&self.body_text())
     }
 
     /// Signs the body with an authority key.
@@ -309,7 +317,7 @@ mod tests {
         let ks = keys(1);
         let c = signed(vec![], &ks);
         let d = DetachedSignature {
-            digest: c.body_digest().unwrap(),
+            digest: c.body_digest(),
             authority: ks[0].public(),
             signature: c.signatures[0].1,
         };

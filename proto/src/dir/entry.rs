@@ -150,8 +150,8 @@ impl RelayEntry {
         )
     }
 
-    /// Appends the entry's lines, checking the values that have no text form.
-    pub(crate) fn write(&self, w: &mut LineWriter) -> Result<(), DocError> {
+    /// Checks the values that have no text form, or whose text would not parse back.
+    pub(crate) fn check(&self) -> Result<(), DocError> {
         check_nickname(&self.nickname).map_err(|r| DocError::invalid("nickname", r))?;
         check_addr(&self.address).map_err(|r| DocError::invalid("address", r))?;
         check_family(&self.family).map_err(|r| DocError::invalid("family", r))?;
@@ -161,12 +161,16 @@ impl RelayEntry {
                 "not the fingerprint of the identity",
             ));
         }
+        Ok(())
+    }
+
+    /// Appends the entry's lines (see [`RelayEntry::check`] for what makes them parse).
+    pub(crate) fn write(&self, w: &mut LineWriter) {
         let line = self.r_line();
         w.line("r", [&line[2..]]);
         if !self.family.is_empty() {
             w.line("f", &self.family);
         }
-        Ok(())
     }
 
     /// Reads one entry (an `r` line and an optional `f` line).
@@ -249,18 +253,23 @@ pub(crate) fn read_entries(r: &mut LineReader<'_>) -> Result<Vec<RelayEntry>, Do
     Ok(out)
 }
 
-/// Writes entries, which must be sorted by fingerprint without duplicates.
-pub(crate) fn write_entries(w: &mut LineWriter, entries: &[RelayEntry]) -> Result<(), DocError> {
+/// Checks entries: each one's values, and that they are sorted by fingerprint without
+/// duplicates.
+pub(crate) fn check_entries(entries: &[RelayEntry]) -> Result<(), DocError> {
     if entries.windows(2).any(|p| p[0].id >= p[1].id) {
         return Err(DocError::invalid(
             "relays",
             "not sorted by fingerprint, or repeated",
         ));
     }
+    entries.iter().try_for_each(RelayEntry::check)
+}
+
+/// Writes entries, which must pass [`check_entries`] to parse back.
+pub(crate) fn write_entries(w: &mut LineWriter, entries: &[RelayEntry]) {
     for e in entries {
-        e.write(w)?;
+        e.write(w);
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -340,7 +349,8 @@ pub(crate) mod tests {
         fn entries_round_trip(entries in arb_entries(6)) {
             let mut w = LineWriter::new();
             w.keyword("x");
-            write_entries(&mut w, &entries).unwrap();
+            check_entries(&entries).unwrap();
+            write_entries(&mut w, &entries);
             let text = w.finish();
             let mut r = LineReader::new(&text).unwrap();
             r.expect("x").unwrap();

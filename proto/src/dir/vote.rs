@@ -15,7 +15,7 @@
 use shallot_crypto::hex;
 use shallot_crypto::keys::{IdentityKeypair, VerifyingKey};
 
-use super::entry::{read_entries, write_entries, RelayEntry};
+use super::entry::{check_entries, read_entries, write_entries, RelayEntry};
 use super::lines::{LineReader, LineWriter};
 use super::{check_len, signed_bytes, DocError};
 
@@ -47,7 +47,8 @@ impl Vote {
         w.line("valid-after", [self.valid_after]);
         w.line("fresh-until", [self.fresh_until]);
         w.line("valid-until", [self.valid_until]);
-        write_entries(&mut w, &self.relays)?;
+        check_entries(&self.relays)?;
+        write_entries(&mut w, &self.relays);
         Ok(w.finish())
     }
 
