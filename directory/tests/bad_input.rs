@@ -372,3 +372,34 @@ async fn serves_a_consensus_clients_accept() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn vote_bodies_read_at_once_are_limited() {
+    let src = [127, 0, 21, 12];
+    let addr = authority().addr;
+    for _attempt in 0..5 {
+        // Four uploads that stall halfway through their body hold every reading slot (for
+        // up to the 1 s body timeout).
+        let mut holders = Vec::new();
+        for _ in 0..shallot_directory::authority::api::MAX_VOTE_UPLOADS {
+            let mut s = connect_from(src, addr).await;
+            s.write_all(
+                b"POST /vote HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nshallot-vote 1\n",
+            )
+            .await
+            .unwrap();
+            holders.push(s);
+        }
+        for _ in 0..10 {
+            let (status, reason) = raw_request(src, addr, "POST", "/vote", "x\n").await;
+            if status == 503 {
+                assert!(reason.contains("too many votes"), "{reason}");
+                drop(holders);
+                still_serves(src).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("a fifth vote upload was never refused");
+}

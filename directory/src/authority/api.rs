@@ -6,14 +6,14 @@
 //! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future or too old; 409 not newer than the one held; 413 too large; 429 upload limit; 408 body too slow |
 //! | `GET /consensus` | 200 the consensus with every signature collected; 404 none yet |
 //! | `GET /vote/<valid-after>` | 200 this authority's vote for that period; 404 none |
-//! | `POST /vote` | 200 `accepted`; 400 bad vote; 403 not a peer; 409 conflicting vote |
+//! | `POST /vote` | 200 `accepted`; 400 bad vote; 403 not a peer; 409 conflicting vote; 503 busy |
 //! | `GET /signature/<valid-after>` | 200 this authority's detached signature; 404 none |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,10 @@ use shallot_proto::dir::{DetachedSignature, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_L
 use super::schedule::{now_secs, Schedule};
 use super::state::{AdmitError, VoteRecord};
 use super::Shared;
+
+/// Vote bodies read at once. Anyone can send one, and each may be 32 MiB, so this bounds
+/// the memory they can take; peers also fetch votes, so a refused push costs nothing.
+pub const MAX_VOTE_UPLOADS: usize = 4;
 
 /// The client's address, put in each request's extensions by the server.
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +67,11 @@ fn text(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn document(body: String) -> Response {
+fn document(body: impl Into<Bytes>) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -212,6 +216,12 @@ async fn post_vote(
 ) -> Result<Response, ApiError> {
     let params = shared.network.params;
     let limit = Duration::from_secs(params.request_timeout_secs);
+    let _reading = shared.vote_uploads.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many votes are being received at once; try again",
+        )
+    })?;
     let text = read_body(&headers, body, MAX_VOTE_LEN, limit, "vote").await?;
     let vote = Vote::parse_and_verify(&text)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -236,7 +246,7 @@ async fn post_vote(
     let mut state = shared.state();
     let by_auth = state.votes.entry(vote.valid_after).or_default();
     match by_auth.get(vote.authority.as_bytes()) {
-        Some(held) if held.text == text => {}
+        Some(held) if held.text == text.as_bytes() => {}
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -246,7 +256,10 @@ async fn post_vote(
         None => {
             by_auth.insert(
                 *vote.authority.as_bytes(),
-                Arc::new(VoteRecord { vote, text }),
+                Arc::new(VoteRecord {
+                    vote,
+                    text: text.into(),
+                }),
             );
         }
     }

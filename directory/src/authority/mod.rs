@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// Serialises descriptor changes with their writes to disk.
     pub descriptor_lock: tokio::sync::Mutex<()>,
     pub probe_tx: mpsc::Sender<RelayId>,
+    /// Bounds the vote bodies (up to 32 MiB each) read at once, whoever sends them.
+    pub vote_uploads: tokio::sync::Semaphore,
     pub limits: Arc<server::Limits>,
 }
 
@@ -147,6 +149,7 @@ impl Authority {
             state: Mutex::new(state),
             descriptor_lock: tokio::sync::Mutex::new(()),
             probe_tx,
+            vote_uploads: tokio::sync::Semaphore::new(api::MAX_VOTE_UPLOADS),
         });
         tracing::info!(
             "authority {} listening on {local_addr}",

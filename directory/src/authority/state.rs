@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::body::Bytes;
 use shallot_crypto::keys::{RelayId, VerifyingKey};
 use shallot_proto::dir::consensus::digest;
 use shallot_proto::dir::{Consensus, DocError, Flags, RelayDescriptor, RelayEntry, Vote};
@@ -53,8 +54,8 @@ pub struct RelayRecord {
 pub struct VoteRecord {
     /// The parsed vote.
     pub vote: Vote,
-    /// Its signed text.
-    pub text: String,
+    /// Its signed text, shared by every response that serves it.
+    pub text: Bytes,
 }
 
 /// A consensus this authority computed (or reloaded), with the signatures collected so far.
@@ -62,8 +63,9 @@ pub struct VoteRecord {
 pub struct ConsensusRecord {
     /// The consensus and its signatures.
     pub consensus: Consensus,
-    /// The full text, re-encoded whenever a signature is added.
-    pub text: String,
+    /// The full text, re-encoded whenever a signature is added, and shared by every
+    /// response that serves it.
+    pub text: Bytes,
     /// Its body.
     pub body: String,
     /// SHA-256 of its body.
@@ -74,7 +76,7 @@ impl ConsensusRecord {
     /// A record for a consensus carrying at least one signature.
     pub fn new(consensus: Consensus) -> Result<Self, DocError> {
         let body = consensus.encode_body()?;
-        let text = consensus.encode()?;
+        let text = Bytes::from(consensus.encode()?);
         Ok(ConsensusRecord {
             digest: digest(&body),
             consensus,

@@ -105,8 +105,8 @@ impl Store {
     }
 
     /// Saves the consensus text.
-    pub fn save_consensus(&self, text: &str) -> Result<(), KeyFileError> {
-        write_private_file(&self.state.join("consensus.txt"), text.as_bytes())
+    pub fn save_consensus(&self, text: &[u8]) -> Result<(), KeyFileError> {
+        write_private_file(&self.state.join("consensus.txt"), text)
     }
 
     /// The saved consensus text, if any.

@@ -59,7 +59,7 @@ async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), S
             *shared.me.as_bytes(),
             Arc::new(VoteRecord {
                 vote,
-                text: text.clone(),
+                text: text.clone().into(),
             }),
         );
         state.prune(t.saturating_sub(2 * schedule.interval_secs()));
@@ -176,7 +176,12 @@ fn accept_peer_vote(
         .entry(t)
         .or_default()
         .entry(*peer.key.as_bytes())
-        .or_insert_with(|| Arc::new(VoteRecord { vote, text }));
+        .or_insert_with(|| {
+            Arc::new(VoteRecord {
+                vote,
+                text: text.into(),
+            })
+        });
     Ok(())
 }
 
@@ -315,7 +320,7 @@ fn add_signature(shared: &Shared, peer: &AuthorityInfo, t: u64, body: &[u8]) -> 
         )
         .map_err(|_| "the signature does not verify".to_string())?;
     record.consensus.add_signature(peer.key, d.signature);
-    record.text = record.consensus.encode().map_err(|e| e.to_string())?;
+    record.text = record.consensus.encode().map_err(|e| e.to_string())?.into();
     tracing::info!("period {t}: signature from {}", peer.name);
     Ok(())
 }
