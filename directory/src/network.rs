@@ -203,9 +203,11 @@ impl NetworkFile {
         let mut authorities: Vec<AuthorityInfo> = Vec::new();
         for (i, a) in raw.authority.iter().enumerate() {
             let n = i + 1;
-            if a.name.is_empty() || !a.name.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+            let plain = |b: u8| b.is_ascii_graphic() && b != b'"' && b != b'\\';
+            if a.name.is_empty() || !a.name.bytes().all(plain) {
                 return Err(invalid(format!(
-                    "authority {n}: name must be non-empty printable ASCII without quotes"
+                    "authority {n}: name must be non-empty printable ASCII without spaces, \
+                     quotes or backslashes"
                 )));
             }
             let address: SocketAddr = a.address.parse().map_err(|_| {

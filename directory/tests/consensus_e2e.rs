@@ -93,7 +93,7 @@ async fn three_authorities_agree_and_two_carry_on() {
                 break c
             }
             Ok(_) => {}
-            Err(e) => tracing_note(&e.to_string()),
+            Err(e) => eprintln!("still waiting: {e}"),
         }
         assert!(
             Instant::now() < deadline,
@@ -107,8 +107,4 @@ async fn three_authorities_agree_and_two_carry_on() {
     for h in handles {
         h.shutdown().await;
     }
-}
-
-fn tracing_note(msg: &str) {
-    eprintln!("still waiting: {msg}");
 }
