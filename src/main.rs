@@ -5,13 +5,14 @@
 
 #![forbid(unsafe_code)]
 
+mod cmd;
+
 use clap::Parser;
 
-/// Onion-routed anonymous messaging in the terminal.
-#[derive(Parser, Debug)]
-#[command(name = "shallot", version, about, long_about = None)]
-struct Cli {}
-
 fn main() {
-    let _cli = Cli::parse();
+    let cli = cmd::Cli::parse();
+    if let Err(e) = cmd::run(cli) {
+        eprintln!("shallot: {e}");
+        std::process::exit(1);
+    }
 }

@@ -5,6 +5,8 @@
 //!   fragmentation into cells (`docs/spec.md` §4.5);
 //! * [`flow`]: the end-to-end flow-control windows (`docs/spec.md` §4.6);
 //! * [`mailbox`]: the mailbox protocol's messages (`docs/spec.md` §9.3);
+//! * [`dir`]: directory documents (descriptors, votes, the consensus) as strict signed text
+//!   (`docs/spec.md` §5);
 //!
 //! Decoders read through [`shallot_crypto::reader::Reader`], the bounds-checked reader shared
 //! by every parser in Shallot.
@@ -15,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
+pub mod dir;
 pub mod flow;
 pub mod mailbox;
 pub mod relay_msg;

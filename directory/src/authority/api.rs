@@ -1,0 +1,300 @@
+//! The authority's HTTP API (`docs/spec.md` §5.8): routes, body limits, and the one-line
+//! reasons given with every refusal.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future or too old; 409 not newer than the one held; 413 too large; 429 upload limit; 408 body too slow |
+//! | `GET /consensus` | 200 the consensus with every signature collected; 404 none yet |
+//! | `GET /vote/<valid-after>` | 200 this authority's vote for that period; 404 none |
+//! | `POST /vote` | 200 `accepted`; 400 bad vote; 403 not a peer; 409 conflicting vote; 503 busy |
+//! | `GET /signature/<valid-after>` | 200 this authority's detached signature; 404 none |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use shallot_proto::dir::{DetachedSignature, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_LEN};
+
+use super::schedule::{now_secs, Schedule};
+use super::state::{AdmitError, VoteRecord};
+use super::Shared;
+
+/// Vote bodies read at once. Anyone can send one, and each may be 32 MiB, so this bounds
+/// the memory they can take; peers also fetch votes, so a refused push costs nothing.
+pub const MAX_VOTE_UPLOADS: usize = 4;
+
+/// The client's address, put in each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub SocketAddr);
+
+/// A refusal: a status and a one-line reason.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        text(self.status, self.reason)
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut body = body.replace('\n', " ");
+    body.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn document(body: impl Into<Bytes>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// The routes, over the authority's shared state.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/descriptor", post(post_descriptor))
+        .route("/consensus", get(get_consensus))
+        .route("/vote", post(post_vote))
+        .route("/vote/{valid_after}", get(get_vote))
+        .route("/signature/{valid_after}", get(get_signature))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such resource") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .with_state(shared)
+}
+
+/// Reads a whole text body of at most `cap` bytes within `limit`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    cap: usize,
+    limit: Duration,
+    what: &str,
+) -> Result<String, ApiError> {
+    let too_large = |len: Option<u64>| {
+        let len = len.map_or_else(String::new, |l| format!(" of {l} bytes"));
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what}{len} exceeds the limit of {cap} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > cap as u64) {
+        return Err(too_large(declared));
+    }
+    let collected = tokio::time::timeout(limit, Limited::new(body, cap).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("{what} not received within {} s", limit.as_secs()),
+            )
+        })?
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                too_large(None)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the {what}"))
+            }
+        })?;
+    String::from_utf8(collected.to_bytes().to_vec())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("{what} is not UTF-8 text")))
+}
+
+async fn post_descriptor(
+    State(shared): State<Arc<Shared>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let params = shared.network.params;
+    if !shared.limits.allow_upload(peer.ip()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "upload limit of {} descriptors per minute from {} reached; try later",
+                params.max_uploads_per_minute,
+                peer.ip()
+            ),
+        ));
+    }
+    let limit = Duration::from_secs(params.request_timeout_secs);
+    let text = read_body(&headers, body, MAX_DESCRIPTOR_LEN, limit, "descriptor").await?;
+
+    let _serial = shared.descriptor_lock.lock().await;
+    let admitted = shared
+        .state()
+        .admit(&text, now_secs(), &params)
+        .map_err(|e| {
+            let status = match e {
+                AdmitError::NotNewer { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            ApiError::new(status, e.to_string())
+        })?;
+    tracing::info!("accepted descriptor of {} from {peer}", admitted.id);
+    let id = admitted.id;
+    shared
+        .persist("descriptor", move |store| store.save_descriptor(&id, &text))
+        .await;
+    drop(_serial);
+    if admitted.needs_probe {
+        // A full queue is fine: the periodic probe round covers every relay.
+        let _ = shared.probe_tx.try_send(id);
+    }
+    Ok(text_ok())
+}
+
+fn text_ok() -> Response {
+    text(StatusCode::OK, "accepted".into())
+}
+
+async fn get_consensus(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let text = shared
+        .state()
+        .serving(now_secs())
+        .map(|r| r.text.clone())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no consensus yet"))?;
+    Ok(document(text))
+}
+
+fn parse_period(raw: &str) -> Result<u64, ApiError> {
+    shallot_proto::dir::lines::parse_u64(raw)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the period is not an integer"))
+}
+
+async fn get_vote(
+    State(shared): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = parse_period(&raw)?;
+    let text = shared
+        .state()
+        .votes
+        .get(&t)
+        .and_then(|by_auth| by_auth.get(shared.me.as_bytes()))
+        .map(|r| r.text.clone())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no vote for that period"))?;
+    Ok(document(text))
+}
+
+async fn post_vote(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let params = shared.network.params;
+    let limit = Duration::from_secs(params.request_timeout_secs);
+    let _reading = shared.vote_uploads.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many votes are being received at once; try again",
+        )
+    })?;
+    let text = read_body(&headers, body, MAX_VOTE_LEN, limit, "vote").await?;
+    let vote = Vote::parse_and_verify(&text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let bad = |reason: &str| ApiError::new(StatusCode::BAD_REQUEST, reason.to_string());
+    if vote.authority == shared.me || shared.network.authority(&vote.authority).is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the vote's authority is not a configured peer",
+        ));
+    }
+    let schedule = Schedule::new(params.voting_interval_secs);
+    if !schedule.is_period_start(vote.valid_after)
+        || schedule.period(vote.valid_after) != vote_period(&vote)
+    {
+        return Err(bad("the vote's times do not follow the voting schedule"));
+    }
+    let now = now_secs();
+    let i = params.voting_interval_secs;
+    if vote.valid_after + i < now || vote.valid_after > now + 2 * i {
+        return Err(bad("the vote is not for a current period"));
+    }
+    let mut state = shared.state();
+    let by_auth = state.votes.entry(vote.valid_after).or_default();
+    match by_auth.get(vote.authority.as_bytes()) {
+        Some(held) if held.text == text.as_bytes() => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "a different vote from that authority is already held for that period",
+            ))
+        }
+        None => {
+            by_auth.insert(
+                *vote.authority.as_bytes(),
+                Arc::new(VoteRecord {
+                    vote,
+                    text: text.into(),
+                }),
+            );
+        }
+    }
+    Ok(text_ok())
+}
+
+fn vote_period(v: &Vote) -> crate::compute::Period {
+    crate::compute::Period {
+        valid_after: v.valid_after,
+        fresh_until: v.fresh_until,
+        valid_until: v.valid_until,
+    }
+}
+
+async fn get_signature(
+    State(shared): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = parse_period(&raw)?;
+    let state = shared.state();
+    let record = state
+        .consensuses
+        .get(&t)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no consensus for that period"))?;
+    let signature = record
+        .consensus
+        .signatures
+        .iter()
+        .find(|(k, _)| *k == shared.me)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no signature for that period"))?;
+    let detached = DetachedSignature {
+        digest: record.digest,
+        authority: shared.me,
+        signature,
+    };
+    Ok(document(detached.encode()))
+}

@@ -1,0 +1,283 @@
+//! A directory authority: an HTTP server that accepts relay descriptors, tests relays'
+//! reachability, votes with its peers on a fixed schedule, and serves the signed consensus
+//! (`docs/spec.md` §5.2–5.8).
+//!
+//! * [`schedule`]: the voting timetable, pure;
+//! * [`state`]: what the authority holds in memory and the pure decisions over it;
+//! * [`store`]: its files, so that descriptors, relay history and the last consensus
+//!   survive a restart;
+//! * [`server`] and [`api`]: the HTTP side, with its time, size and rate limits;
+//! * [`reachability`]: probing relays' link keys;
+//! * [`voting`]: the loop that votes, computes, signs and collects signatures.
+//!
+//! [`Authority::start`] runs all of it inside the caller's tokio runtime, so tests and the
+//! local test network can run several authorities in one process.
+
+pub mod api;
+pub mod reachability;
+pub mod schedule;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod voting;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
+use shallot_crypto::keys::{IdentityKeypair, RelayId, VerifyingKey};
+use shallot_proto::dir::{Consensus, RelayDescriptor};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::network::NetworkFile;
+use schedule::now_secs;
+use state::{ConsensusRecord, RelayRecord, State};
+use store::{Store, KEY_FILE};
+
+/// How to run an authority.
+#[derive(Debug, Clone)]
+pub struct AuthorityConfig {
+    /// Its data directory, holding `authority.key` and `state/`.
+    pub data_dir: PathBuf,
+    /// The address to serve HTTP on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The network it belongs to; it must list this authority's key.
+    pub network: NetworkFile,
+}
+
+/// Why an authority could not start.
+#[derive(Debug, Error)]
+pub enum AuthorityError {
+    /// The key file or the data directory could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// This authority is not in the network file.
+    #[error("this authority's key {0} is not listed in the network file")]
+    NotInNetwork(String),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+/// What every task of one authority shares.
+pub(crate) struct Shared {
+    pub key: IdentityKeypair,
+    pub me: VerifyingKey,
+    pub network: NetworkFile,
+    pub store: Store,
+    pub state: Mutex<State>,
+    /// Serialises descriptor changes with their writes to disk.
+    pub descriptor_lock: tokio::sync::Mutex<()>,
+    pub probe_tx: mpsc::Sender<RelayId>,
+    /// Bounds the vote bodies (up to 32 MiB each) read at once, whoever sends them.
+    pub vote_uploads: tokio::sync::Semaphore,
+    pub limits: Arc<server::Limits>,
+}
+
+impl Shared {
+    /// The state, even if a panicking task poisoned the lock (the state stays consistent
+    /// because every change is made in one step under the lock).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peers: every configured authority but this one.
+    pub fn peers(&self) -> impl Iterator<Item = &crate::network::AuthorityInfo> {
+        self.network.authorities.iter().filter(|a| a.key != self.me)
+    }
+
+    /// Runs a blocking write to the store off the async threads, logging failure.
+    pub async fn persist<F>(self: &Arc<Self>, what: &'static str, write: F)
+    where
+        F: FnOnce(&Store) -> Result<(), KeyFileError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || write(&store)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("cannot save {what}: {e}"),
+            Err(e) => tracing::error!("cannot save {what}: {e}"),
+        }
+    }
+}
+
+/// A directory authority.
+pub struct Authority;
+
+impl Authority {
+    /// Loads the authority's key and state from its data directory, binds its listener and
+    /// starts serving, probing and voting in the current tokio runtime.
+    pub async fn start(config: AuthorityConfig) -> Result<AuthorityHandle, AuthorityError> {
+        ensure_private_dir(&config.data_dir)?;
+        let key = IdentityKeypair::load(&config.data_dir.join(KEY_FILE))?;
+        let me = key.public();
+        if config.network.authority(&me).is_none() {
+            return Err(AuthorityError::NotInNetwork(shallot_crypto::hex::encode(
+                me.as_bytes(),
+            )));
+        }
+        let store = Store::open(&config.data_dir)?;
+        let state = load_state(&store, &config.network, now_secs());
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| AuthorityError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| AuthorityError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (probe_tx, probe_rx) = mpsc::channel(reachability::QUEUE_LEN);
+        let shared = Arc::new(Shared {
+            key,
+            me,
+            limits: Arc::new(server::Limits::new(&config.network.params)),
+            network: config.network,
+            store,
+            state: Mutex::new(state),
+            descriptor_lock: tokio::sync::Mutex::new(()),
+            probe_tx,
+            vote_uploads: tokio::sync::Semaphore::new(api::MAX_VOTE_UPLOADS),
+        });
+        tracing::info!(
+            "authority {} listening on {local_addr}",
+            shallot_crypto::hex::encode(me.as_bytes())
+        );
+        let mut tasks = JoinSet::new();
+        tasks.spawn(server::serve(shared.clone(), listener));
+        tasks.spawn(reachability::run(shared.clone(), probe_rx));
+        tasks.spawn(voting::run(shared.clone()));
+        Ok(AuthorityHandle {
+            local_addr,
+            shared,
+            tasks,
+        })
+    }
+}
+
+/// A running authority.
+pub struct AuthorityHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+impl AuthorityHandle {
+    /// The address it serves HTTP on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its public key.
+    pub fn key(&self) -> VerifyingKey {
+        self.shared.me
+    }
+
+    /// The consensus it serves now, with the signatures collected so far.
+    pub fn current_consensus(&self) -> Option<Consensus> {
+        self.shared
+            .state()
+            .serving(now_secs())
+            .map(|r| r.consensus.clone())
+    }
+
+    /// The relays it holds descriptors for.
+    pub fn known_relays(&self) -> Vec<RelayId> {
+        self.shared.state().descriptors.keys().copied().collect()
+    }
+
+    /// Stops serving, probing and voting. Everything it accepted is already on disk.
+    pub async fn shutdown(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Rebuilds the state from the store, verifying everything again and dropping what no
+/// longer holds (bad or expired descriptors, a consensus that no longer verifies).
+fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
+    let mut state = State::default();
+    let max_age = network.params.descriptor_max_age_secs;
+    let history = store.load_relays();
+    for (id, text) in store.load_descriptors() {
+        match RelayDescriptor::parse_and_verify(&text) {
+            Ok(desc) if desc.fingerprint() != id => {
+                tracing::warn!("dropping saved descriptor {id}: it is for another relay");
+                store.remove_descriptor(&id);
+            }
+            Ok(desc) if desc.published.saturating_add(max_age) < now => {
+                store.remove_descriptor(&id);
+            }
+            Ok(desc) => {
+                let history = history.get(&id).copied().unwrap_or(store::RelayHistory {
+                    first_seen: now,
+                    running_since: None,
+                });
+                state.relays.insert(
+                    id,
+                    RelayRecord {
+                        history,
+                        last_probe: None,
+                    },
+                );
+                state.descriptors.insert(id, state::Accepted { desc, text });
+            }
+            Err(e) => {
+                tracing::warn!("dropping saved descriptor {id}: {e}");
+                store.remove_descriptor(&id);
+            }
+        }
+    }
+    if let Some(text) = store.load_consensus() {
+        match reload_consensus(&text, network, now) {
+            Ok(record) => {
+                state
+                    .consensuses
+                    .insert(record.consensus.valid_after, record);
+            }
+            Err(e) => tracing::warn!("not serving the saved consensus: {e}"),
+        }
+    }
+    tracing::info!(
+        "loaded {} descriptors{}",
+        state.descriptors.len(),
+        if state.consensuses.is_empty() {
+            ""
+        } else {
+            " and the saved consensus"
+        }
+    );
+    state
+}
+
+/// Checks a saved consensus: unexpired, and keeps only the signatures that verify by
+/// configured authorities (there must be at least one).
+fn reload_consensus(
+    text: &str,
+    network: &NetworkFile,
+    now: u64,
+) -> Result<ConsensusRecord, String> {
+    let mut c = Consensus::parse(text).map_err(|e| e.to_string())?;
+    let valid = c
+        .valid_signers(&network.keys())
+        .map_err(|e| e.to_string())?;
+    c.signatures.retain(|(k, _)| valid.contains(k));
+    if c.signatures.is_empty() {
+        return Err("no signature by a configured authority verifies".into());
+    }
+    if now > c.valid_until {
+        return Err(format!("it expired at {}", c.valid_until));
+    }
+    ConsensusRecord::new(c).map_err(|e| e.to_string())
+}

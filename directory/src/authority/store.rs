@@ -1,0 +1,203 @@
+//! An authority's files (`docs/spec.md` §5.8): its key, the accepted descriptors, the relay
+//! history and the last consensus, each written atomically with mode 0600 under a 0700
+//! directory.
+//!
+//! ```text
+//! <data-dir>/authority.key                    ed25519 identity (key file)
+//! <data-dir>/state/descriptors/<fp>.txt       each relay's newest accepted descriptor
+//! <data-dir>/state/relays                     first-seen and running-since times
+//! <data-dir>/state/consensus.txt              the newest consensus with its signatures
+//! ```
+//!
+//! This module only moves text; what the text means is checked by the caller on load.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shallot_crypto::keyfile::{ensure_private_dir, write_private_file, KeyFileError};
+use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::lines::{LineReader, LineWriter};
+use shallot_proto::dir::DocError;
+
+/// The key file's name inside the data directory.
+pub const KEY_FILE: &str = "authority.key";
+
+/// Relay history kept across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayHistory {
+    /// When the authority first accepted a descriptor for the relay, unix seconds.
+    pub first_seen: u64,
+    /// Since when probes have succeeded without a failure, if they do.
+    pub running_since: Option<u64>,
+}
+
+/// The authority's state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    state: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state directory under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, KeyFileError> {
+        let state = data_dir.join("state");
+        ensure_private_dir(&state.join("descriptors"))?;
+        Ok(Store { state })
+    }
+
+    fn descriptor_path(&self, id: &RelayId) -> PathBuf {
+        self.state.join("descriptors").join(format!("{id}.txt"))
+    }
+
+    /// Saves a relay's descriptor text.
+    pub fn save_descriptor(&self, id: &RelayId, text: &str) -> Result<(), KeyFileError> {
+        write_private_file(&self.descriptor_path(id), text.as_bytes())
+    }
+
+    /// Deletes a relay's descriptor (expired).
+    pub fn remove_descriptor(&self, id: &RelayId) {
+        let _ = std::fs::remove_file(self.descriptor_path(id));
+    }
+
+    /// Every saved descriptor, by the fingerprint its file is named after. Files whose name
+    /// is not a fingerprint, or that cannot be read as text, are reported and skipped.
+    pub fn load_descriptors(&self) -> Vec<(RelayId, String)> {
+        let dir = self.state.join("descriptors");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(id) = name
+                .strip_suffix(".txt")
+                .and_then(|h| RelayId::from_hex(h).ok())
+            else {
+                tracing::warn!("ignoring unexpected file {}", entry.path().display());
+                continue;
+            };
+            match std::fs::read_to_string(entry.path()) {
+                Ok(text) => out.push((id, text)),
+                Err(e) => tracing::warn!("cannot read {}: {e}", entry.path().display()),
+            }
+        }
+        out
+    }
+
+    /// Saves the relay history.
+    pub fn save_relays(
+        &self,
+        relays: &BTreeMap<RelayId, RelayHistory>,
+    ) -> Result<(), KeyFileError> {
+        write_private_file(&self.state.join("relays"), encode_relays(relays).as_bytes())
+    }
+
+    /// Loads the relay history (empty if there is none or it is unreadable, with a warning).
+    pub fn load_relays(&self) -> BTreeMap<RelayId, RelayHistory> {
+        let path = self.state.join("relays");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return BTreeMap::new();
+        };
+        decode_relays(&text).unwrap_or_else(|e| {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            BTreeMap::new()
+        })
+    }
+
+    /// Saves the consensus text.
+    pub fn save_consensus(&self, text: &[u8]) -> Result<(), KeyFileError> {
+        write_private_file(&self.state.join("consensus.txt"), text)
+    }
+
+    /// The saved consensus text, if any.
+    pub fn load_consensus(&self) -> Option<String> {
+        std::fs::read_to_string(self.state.join("consensus.txt")).ok()
+    }
+}
+
+/// `shallot-authority-relays 1` then `relay <fp> <first-seen> <running-since or ->` per
+/// relay, sorted by fingerprint.
+fn encode_relays(relays: &BTreeMap<RelayId, RelayHistory>) -> String {
+    let mut w = LineWriter::new();
+    w.line("shallot-authority-relays", [1]);
+    for (id, h) in relays {
+        let since = h
+            .running_since
+            .map_or_else(|| "-".to_string(), |s| s.to_string());
+        w.line("relay", [id.to_string(), h.first_seen.to_string(), since]);
+    }
+    w.finish()
+}
+
+fn decode_relays(text: &str) -> Result<BTreeMap<RelayId, RelayHistory>, DocError> {
+    let mut r = LineReader::new(text)?;
+    let mut a = r.expect("shallot-authority-relays")?;
+    if a.word("version")? != "1" {
+        return Err(a.error("unsupported version"));
+    }
+    a.end()?;
+    let mut out = BTreeMap::new();
+    while let Some(mut a) = r.maybe("relay")? {
+        let id = a.relay_id("fingerprint")?;
+        let first_seen = a.u64("first-seen")?;
+        let running_since = match a.word("running-since")? {
+            "-" => None,
+            w => Some(
+                shallot_proto::dir::lines::parse_u64(w)
+                    .ok_or_else(|| a.error("running-since is not an integer or -"))?,
+            ),
+        };
+        a.end()?;
+        if out
+            .insert(
+                id,
+                RelayHistory {
+                    first_seen,
+                    running_since,
+                },
+            )
+            .is_some()
+        {
+            return Err(a_dup(&r));
+        }
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+fn a_dup(r: &LineReader<'_>) -> DocError {
+    DocError::Malformed {
+        line: r.line_no(),
+        reason: "a relay is listed twice".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_history_round_trips() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            RelayId([1; 20]),
+            RelayHistory {
+                first_seen: 5,
+                running_since: None,
+            },
+        );
+        m.insert(
+            RelayId([2; 20]),
+            RelayHistory {
+                first_seen: 6,
+                running_since: Some(7),
+            },
+        );
+        let text = encode_relays(&m);
+        assert_eq!(decode_relays(&text).unwrap(), m);
+        assert!(decode_relays(&text.replace(" 7\n", " 07\n")).is_err());
+        assert!(decode_relays("shallot-authority-relays 1\n")
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,362 @@
+//! `network.toml`: the authorities a node trusts and the network's parameters
+//! (`docs/spec.md` §5.5).
+//!
+//! ```toml
+//! [[authority]]
+//! name = "auth1"
+//! address = "127.1.0.1:7000"   # HTTP address
+//! key = "<hex32 ed25519>"
+//!
+//! [params]                     # optional; missing values take production defaults
+//! voting_interval_secs = 3600
+//! ```
+//!
+//! Loading checks everything: unknown keys, duplicate names, keys or addresses, keys that are
+//! not usable ed25519 points, and parameters that would stop the network from working.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shallot_crypto::hex;
+use shallot_crypto::keys::VerifyingKey;
+use shallot_proto::dir::lines::parse_key;
+use shallot_proto::dir::ConsensusParams;
+use thiserror::Error;
+
+/// Why a network file could not be used.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// The file could not be read.
+    #[error("cannot read network file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("network file {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, on one line.
+        message: String,
+    },
+    /// The file parses but its content cannot be used.
+    #[error("network file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One directory authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityInfo {
+    /// Its operator-chosen name, for logs and messages.
+    pub name: String,
+    /// Its HTTP address.
+    pub address: SocketAddr,
+    /// Its ed25519 signing key.
+    pub key: VerifyingKey,
+}
+
+impl AuthorityInfo {
+    /// The `[[authority]]` table for this authority, ready to paste into a network file.
+    pub fn to_toml(&self) -> String {
+        format!(
+            "[[authority]]\nname = \"{}\"\naddress = \"{}\"\nkey = \"{}\"\n",
+            self.name,
+            self.address,
+            hex::encode(self.key.as_bytes())
+        )
+    }
+}
+
+/// The network's parameters; see `docs/spec.md` §5.5 for each one's meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkParams {
+    /// Length of a voting period, seconds.
+    pub voting_interval_secs: u64,
+    /// Descriptors older than this are refused and dropped, seconds.
+    pub descriptor_max_age_secs: u64,
+    /// Time limit of one reachability probe, seconds.
+    pub reachability_timeout_secs: u64,
+    /// Continuous Running time needed for Stable, seconds.
+    pub stable_min_uptime_secs: u64,
+    /// Time since first seen needed for Guard, seconds.
+    pub guard_min_known_secs: u64,
+    /// Declared bandwidth needed for Fast, bytes per second.
+    pub fast_min_bandwidth: u64,
+    /// Declared bandwidth needed for Guard, bytes per second.
+    pub guard_min_bandwidth: u64,
+    /// Mailbox epoch length, seconds (copied into the consensus).
+    pub epoch_secs: u64,
+    /// Descriptor uploads accepted per client IP address per minute.
+    pub max_uploads_per_minute: u64,
+    /// Time limit for reading a request's headers and body, and for a client's request.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for NetworkParams {
+    fn default() -> Self {
+        NetworkParams {
+            voting_interval_secs: 3600,
+            descriptor_max_age_secs: 86400,
+            reachability_timeout_secs: 10,
+            stable_min_uptime_secs: 86400,
+            guard_min_known_secs: 691200,
+            fast_min_bandwidth: 102400,
+            guard_min_bandwidth: 262144,
+            epoch_secs: 86400,
+            max_uploads_per_minute: 30,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl NetworkParams {
+    fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("voting_interval_secs", self.voting_interval_secs),
+            ("descriptor_max_age_secs", self.descriptor_max_age_secs),
+            ("reachability_timeout_secs", self.reachability_timeout_secs),
+            ("epoch_secs", self.epoch_secs),
+            ("max_uploads_per_minute", self.max_uploads_per_minute),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("params.{name} must be at least 1"));
+            }
+        }
+        if self.voting_interval_secs < 2 {
+            return Err("params.voting_interval_secs must be at least 2".into());
+        }
+        if self.voting_interval_secs > 86400 * 7 {
+            return Err("params.voting_interval_secs must be at most a week".into());
+        }
+        Ok(())
+    }
+
+    /// The parameters a consensus carries.
+    pub fn consensus_params(&self) -> ConsensusParams {
+        ConsensusParams {
+            epoch_secs: self.epoch_secs,
+        }
+    }
+}
+
+/// A parsed and checked `network.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFile {
+    /// The authorities, in file order.
+    pub authorities: Vec<AuthorityInfo>,
+    /// The parameters.
+    pub params: NetworkParams,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    authority: Vec<RawAuthority>,
+    #[serde(default)]
+    params: NetworkParams,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    name: String,
+    address: String,
+    key: String,
+}
+
+impl NetworkFile {
+    /// Reads and checks a network file.
+    pub fn load(path: &Path) -> Result<NetworkFile, NetworkError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NetworkError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a network file; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<NetworkFile, NetworkError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| NetworkError::Syntax {
+            path: path.to_path_buf(),
+            message: one_line(&e.to_string()),
+        })?;
+        let invalid = |message: String| NetworkError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if raw.authority.is_empty() {
+            return Err(invalid("no [[authority]] entries".into()));
+        }
+        let mut authorities: Vec<AuthorityInfo> = Vec::new();
+        for (i, a) in raw.authority.iter().enumerate() {
+            let n = i + 1;
+            let plain = |b: u8| b.is_ascii_graphic() && b != b'"' && b != b'\\';
+            if a.name.is_empty() || !a.name.bytes().all(plain) {
+                return Err(invalid(format!(
+                    "authority {n}: name must be non-empty printable ASCII without spaces, \
+                     quotes or backslashes"
+                )));
+            }
+            let address: SocketAddr = a.address.parse().map_err(|_| {
+                invalid(format!(
+                    "authority {}: address `{}` is not ip:port",
+                    a.name, a.address
+                ))
+            })?;
+            let key = hex::decode_array::<32>(&a.key)
+                .ok()
+                .and_then(|b| parse_key(&b))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "authority {}: key is not 64 lower-case hex digits of a usable ed25519 key",
+                        a.name
+                    ))
+                })?;
+            if let Some(dup) = authorities
+                .iter()
+                .find(|b| b.name == a.name || b.key == key || b.address == address)
+            {
+                return Err(invalid(format!(
+                    "authorities {} and {} repeat a name, key or address",
+                    dup.name, a.name
+                )));
+            }
+            authorities.push(AuthorityInfo {
+                name: a.name.clone(),
+                address,
+                key,
+            });
+        }
+        raw.params.check().map_err(invalid)?;
+        Ok(NetworkFile {
+            authorities,
+            params: raw.params,
+        })
+    }
+
+    /// The file's text; [`NetworkFile::parse`] reads it back to the same value.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        for a in &self.authorities {
+            out.push_str(&a.to_toml());
+            out.push('\n');
+        }
+        let p = &self.params;
+        out.push_str(&format!(
+            "[params]\nvoting_interval_secs = {}\ndescriptor_max_age_secs = {}\n\
+             reachability_timeout_secs = {}\nstable_min_uptime_secs = {}\n\
+             guard_min_known_secs = {}\nfast_min_bandwidth = {}\nguard_min_bandwidth = {}\n\
+             epoch_secs = {}\nmax_uploads_per_minute = {}\nrequest_timeout_secs = {}\n",
+            p.voting_interval_secs,
+            p.descriptor_max_age_secs,
+            p.reachability_timeout_secs,
+            p.stable_min_uptime_secs,
+            p.guard_min_known_secs,
+            p.fast_min_bandwidth,
+            p.guard_min_bandwidth,
+            p.epoch_secs,
+            p.max_uploads_per_minute,
+            p.request_timeout_secs
+        ));
+        out
+    }
+
+    /// The authority with this key, if configured.
+    pub fn authority(&self, key: &VerifyingKey) -> Option<&AuthorityInfo> {
+        self.authorities.iter().find(|a| &a.key == key)
+    }
+
+    /// Every configured authority key.
+    pub fn keys(&self) -> Vec<VerifyingKey> {
+        self.authorities.iter().map(|a| a.key).collect()
+    }
+
+    /// How many authorities make a majority: more than half of those configured.
+    pub fn majority(&self) -> usize {
+        self.authorities.len() / 2 + 1
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shallot_crypto::keys::IdentityKeypair;
+
+    fn key_hex() -> String {
+        hex::encode(
+            IdentityKeypair::generate(&mut rand::thread_rng())
+                .public()
+                .as_bytes(),
+        )
+    }
+
+    fn parse(text: &str) -> Result<NetworkFile, NetworkError> {
+        NetworkFile::parse(text, Path::new("network.toml"))
+    }
+
+    #[test]
+    fn parses_defaults_and_round_trips() {
+        let text = format!(
+            "[[authority]]\nname = \"a\"\naddress = \"127.1.0.1:7000\"\nkey = \"{}\"\n\n\
+             [[authority]]\nname = \"b\"\naddress = \"127.2.0.1:7000\"\nkey = \"{}\"\n\n\
+             [params]\nvoting_interval_secs = 4\n",
+            key_hex(),
+            key_hex()
+        );
+        let net = parse(&text).unwrap();
+        assert_eq!(net.authorities.len(), 2);
+        assert_eq!(net.params.voting_interval_secs, 4);
+        assert_eq!(net.params.epoch_secs, 86400);
+        assert_eq!(net.majority(), 2);
+        assert_eq!(parse(&net.to_toml()).unwrap(), net);
+        assert_eq!(net.authority(&net.authorities[1].key).unwrap().name, "b");
+    }
+
+    #[test]
+    fn refuses_bad_files_with_clear_errors() {
+        let k = key_hex();
+        let entry = |name: &str, addr: &str, key: &str| {
+            format!("[[authority]]\nname = \"{name}\"\naddress = \"{addr}\"\nkey = \"{key}\"\n")
+        };
+        let cases = [
+            (String::new(), "no [[authority]]"),
+            (entry("a", "nowhere", &k), "not ip:port"),
+            (entry("a", "127.0.0.1:1", "00"), "key is not"),
+            (
+                entry("a", "127.0.0.1:1", &k) + &entry("a", "127.0.0.2:1", &key_hex()),
+                "repeat",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nvoting_interval_secs = 1\n",
+                "voting_interval_secs",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nbogus = 1\n",
+                "unknown field",
+            ),
+            ("[[authority]]\nname = \"a\"\n".to_string(), "missing field"),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+            assert!(!err.contains('\n'), "{err:?} is not one line");
+        }
+    }
+}

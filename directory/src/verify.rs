@@ -1,0 +1,318 @@
+//! Client-side consensus verification and the on-disk cache of the last good consensus
+//! (`docs/spec.md` §5.9).
+//!
+//! A consensus is accepted only if it parses strictly, carries valid signatures from more
+//! than half of the configured authorities (signatures by other keys are ignored), the
+//! current time is inside `[valid-after − 60 s, valid-until]`, and it is not older than the
+//! consensus the client already holds.
+
+use std::path::{Path, PathBuf};
+
+use shallot_crypto::keyfile::{write_private_file, KeyFileError};
+use shallot_proto::dir::{Consensus, DocError};
+use thiserror::Error;
+
+use crate::network::NetworkFile;
+
+/// Clock skew tolerated before `valid-after`, seconds.
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
+/// Why a consensus was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum VerifyError {
+    /// It does not parse.
+    #[error("the consensus is malformed: {0}")]
+    Malformed(#[from] DocError),
+    /// Too few configured authorities signed it validly.
+    #[error(
+        "only {valid} of the {configured} configured authorities validly signed the consensus; \
+         {needed} are needed"
+    )]
+    NotEnoughSignatures {
+        /// Valid signatures by configured authorities.
+        valid: usize,
+        /// How many are needed.
+        needed: usize,
+        /// Authorities configured.
+        configured: usize,
+    },
+    /// Its period has not started (beyond the tolerated skew): check the clock.
+    #[error(
+        "the consensus is not valid before {valid_after} and it is now {now}; is the clock right?"
+    )]
+    NotYetValid {
+        /// Its valid-after.
+        valid_after: u64,
+        /// The time now.
+        now: u64,
+    },
+    /// It has expired.
+    #[error("the consensus expired at {valid_until} and it is now {now}")]
+    Expired {
+        /// Its valid-until.
+        valid_until: u64,
+        /// The time now.
+        now: u64,
+    },
+    /// It is older than the one already held (a rollback).
+    #[error("the consensus (valid-after {valid_after}) is older than the one already held (valid-after {cached})")]
+    OlderThanCached {
+        /// Its valid-after.
+        valid_after: u64,
+        /// The held one's valid-after.
+        cached: u64,
+    },
+}
+
+/// Parses and verifies a consensus text for a client configured with `network`, at time
+/// `now` (unix seconds), holding a consensus with valid-after `cached_valid_after` if any.
+pub fn verify_consensus(
+    text: &str,
+    network: &NetworkFile,
+    now: u64,
+    cached_valid_after: Option<u64>,
+) -> Result<Consensus, VerifyError> {
+    let consensus = Consensus::parse(text)?;
+    let signers = consensus.valid_signers(&network.keys())?;
+    let needed = network.majority();
+    if signers.len() < needed {
+        return Err(VerifyError::NotEnoughSignatures {
+            valid: signers.len(),
+            needed,
+            configured: network.authorities.len(),
+        });
+    }
+    if now.saturating_add(CLOCK_SKEW_SECS) < consensus.valid_after {
+        return Err(VerifyError::NotYetValid {
+            valid_after: consensus.valid_after,
+            now,
+        });
+    }
+    if now > consensus.valid_until {
+        return Err(VerifyError::Expired {
+            valid_until: consensus.valid_until,
+            now,
+        });
+    }
+    if let Some(cached) = cached_valid_after {
+        if consensus.valid_after < cached {
+            return Err(VerifyError::OlderThanCached {
+                valid_after: consensus.valid_after,
+                cached,
+            });
+        }
+    }
+    Ok(consensus)
+}
+
+/// Why the consensus cache could not be used.
+#[derive(Debug, Error)]
+pub enum CacheError {
+    /// Reading or writing the file failed.
+    #[error("consensus cache {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Writing the file failed.
+    #[error("consensus cache: {0}")]
+    Write(#[from] KeyFileError),
+    /// The cached consensus no longer verifies (expired, or the network file changed).
+    #[error("cached consensus {path} is not usable: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        source: VerifyError,
+    },
+}
+
+/// The last good consensus, kept in one file.
+#[derive(Debug, Clone)]
+pub struct ConsensusCache {
+    /// Where the consensus text is kept.
+    pub path: PathBuf,
+}
+
+impl ConsensusCache {
+    /// A cache kept at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ConsensusCache { path: path.into() }
+    }
+
+    /// Loads the cached consensus, verifying it again as if fetched now; `None` if there is
+    /// none.
+    pub fn load(&self, network: &NetworkFile, now: u64) -> Result<Option<Consensus>, CacheError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(CacheError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        verify_consensus(&text, network, now, None)
+            .map(Some)
+            .map_err(|source| CacheError::Invalid {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Replaces the cached consensus atomically.
+    pub fn store(&self, text: &str) -> Result<(), CacheError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| CacheError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        write_private_file(Path::new(&self.path), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{AuthorityInfo, NetworkParams};
+    use shallot_crypto::keys::IdentityKeypair;
+    use shallot_proto::dir::ConsensusParams;
+
+    fn network(keys: &[IdentityKeypair]) -> NetworkFile {
+        NetworkFile {
+            authorities: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| AuthorityInfo {
+                    name: format!("auth{i}"),
+                    address: ([127, 0, 0, 1], 7000 + i as u16).into(),
+                    key: k.public(),
+                })
+                .collect(),
+            params: NetworkParams::default(),
+        }
+    }
+
+    fn keys(n: usize) -> Vec<IdentityKeypair> {
+        (0..n)
+            .map(|_| IdentityKeypair::generate(&mut rand::thread_rng()))
+            .collect()
+    }
+
+    fn consensus_text(valid_after: u64, signers: &[&IdentityKeypair]) -> String {
+        let mut c = Consensus {
+            valid_after,
+            fresh_until: valid_after + 3600,
+            valid_until: valid_after + 3 * 3600,
+            params: ConsensusParams { epoch_secs: 86400 },
+            relays: vec![],
+            signatures: vec![],
+        };
+        for k in signers {
+            let sig = c.sign_body(k).unwrap();
+            c.add_signature(k.public(), sig);
+        }
+        c.encode().unwrap()
+    }
+
+    const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn accepts_a_majority_signed_current_consensus() {
+        let ks = keys(3);
+        let net = network(&ks);
+        let text = consensus_text(T, &[&ks[0], &ks[2]]);
+        let c = verify_consensus(&text, &net, T + 10, Some(T)).unwrap();
+        assert_eq!(c.valid_after, T);
+        // Within the clock skew before valid-after, and up to valid-until.
+        verify_consensus(&text, &net, T - CLOCK_SKEW_SECS, None).unwrap();
+        verify_consensus(&text, &net, T + 3 * 3600, None).unwrap();
+    }
+
+    #[test]
+    fn refuses_one_of_three_signatures() {
+        let ks = keys(3);
+        let err =
+            verify_consensus(&consensus_text(T, &[&ks[1]]), &network(&ks), T, None).unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::NotEnoughSignatures {
+                valid: 1,
+                needed: 2,
+                configured: 3
+            }
+        );
+        assert!(err.to_string().contains("only 1 of the 3"), "{err}");
+    }
+
+    #[test]
+    fn ignores_signatures_by_unknown_keys() {
+        let ks = keys(3);
+        let strangers = keys(3);
+        let text = consensus_text(T, &[&ks[0], &strangers[0], &strangers[1], &strangers[2]]);
+        let err = verify_consensus(&text, &network(&ks), T, None).unwrap_err();
+        assert!(matches!(
+            err,
+            VerifyError::NotEnoughSignatures { valid: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn refuses_a_tampered_consensus() {
+        let ks = keys(3);
+        let text = consensus_text(T, &[&ks[0], &ks[1], &ks[2]]);
+        let tampered = text.replace("epoch-secs=86400", "epoch-secs=86401");
+        let err = verify_consensus(&tampered, &network(&ks), T, None).unwrap_err();
+        assert!(matches!(
+            err,
+            VerifyError::NotEnoughSignatures { valid: 0, .. }
+        ));
+        let garbled = text.replacen("valid-after", "valid-afterr", 1);
+        assert!(matches!(
+            verify_consensus(&garbled, &network(&ks), T, None),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_expired_early_and_rolled_back() {
+        let ks = keys(3);
+        let net = network(&ks);
+        let text = consensus_text(T, &[&ks[0], &ks[1]]);
+        let err = verify_consensus(&text, &net, T + 3 * 3600 + 1, None).unwrap_err();
+        assert!(matches!(err, VerifyError::Expired { .. }));
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert!(matches!(
+            verify_consensus(&text, &net, T - CLOCK_SKEW_SECS - 1, None),
+            Err(VerifyError::NotYetValid { .. })
+        ));
+        let err = verify_consensus(&text, &net, T, Some(T + 3600)).unwrap_err();
+        assert!(matches!(err, VerifyError::OlderThanCached { .. }));
+    }
+
+    #[test]
+    fn cache_stores_and_reverifies() {
+        let ks = keys(1);
+        let net = network(&ks);
+        let dir = std::env::temp_dir().join(format!("shallot-cache-{}", rand::random::<u64>()));
+        let cache = ConsensusCache::new(dir.join("sub").join("consensus.txt"));
+        assert!(cache.load(&net, T).unwrap().is_none());
+        let text = consensus_text(T, &[&ks[0]]);
+        cache.store(&text).unwrap();
+        assert_eq!(cache.load(&net, T).unwrap().unwrap().valid_after, T);
+        assert!(matches!(
+            cache.load(&net, T + 4 * 3600),
+            Err(CacheError::Invalid { .. })
+        ));
+        assert!(matches!(
+            cache.load(&network(&keys(1)), T),
+            Err(CacheError::Invalid { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
