@@ -110,6 +110,15 @@ pub fn load_onion(
         let old = OnionKeypair::load(&cur_path)?;
         old.save(&prev_path)?;
         OnionKeypair::generate(&mut rand::thread_rng()).save(&cur_path)?;
+        // The rotation time is `now` exactly (the file system's clock is coarser).
+        std::fs::File::options()
+            .write(true)
+            .open(&cur_path)
+            .and_then(|f| f.set_modified(now))
+            .map_err(|source| KeyFileError::Io {
+                path: cur_path.clone(),
+                source,
+            })?;
         rotated = true;
     }
     let current_since = modified(&cur_path)?;
@@ -166,15 +175,15 @@ mod tests {
         assert!(rotated);
         assert_ne!(k1.current.public(), k0.current.public());
         let accepted: Vec<_> = k1
-            .accepted(SystemTime::now())
+            .accepted(now + day)
             .iter()
             .map(|k| k.public())
             .collect();
         assert!(accepted.contains(&k0.current.public()));
         // After the grace period it is refused.
-        let late = SystemTime::now() + day + Duration::from_secs(1);
+        let late = now + day + day + Duration::from_secs(1);
         assert_eq!(k1.accepted(late).len(), 1);
-        let (k2, _) = load_onion(&d, day * 30, Duration::ZERO, SystemTime::now()).unwrap();
+        let (k2, _) = load_onion(&d, day * 30, day, late).unwrap();
         assert!(k2.previous.is_none());
         assert!(!d.join("onion.key.prev").exists());
     }
