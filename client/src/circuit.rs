@@ -33,6 +33,16 @@ pub struct HopSpec {
     pub nickname: String,
 }
 
+impl From<&shallot_proto::dir::RelayEntry> for HopSpec {
+    fn from(r: &shallot_proto::dir::RelayEntry) -> Self {
+        HopSpec {
+            id: r.id,
+            ntor_key: r.ntor_key,
+            nickname: r.nickname.clone(),
+        }
+    }
+}
+
 /// Why a circuit failed.
 #[derive(Debug, Clone, Error)]
 pub enum CircuitError {

@@ -100,6 +100,9 @@ pub struct RelayConfig {
     pub limits: Limits,
     /// Timers.
     pub timing: Timing,
+    /// The authorities to publish to and take the consensus from (`None` runs without a
+    /// directory, for tests that give the relay its view of the network directly).
+    pub network: Option<shallot_directory::network::NetworkFile>,
 }
 
 impl RelayConfig {
@@ -116,6 +119,7 @@ impl RelayConfig {
             mailbox_limits: crate::mailbox::MailboxLimits::default(),
             limits: Limits::default(),
             timing: Timing::default(),
+            network: None,
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct Core {
     pub netview: RwLock<Arc<NetView>>,
     pub budget: QueueBudget,
     pub oom: Notify,
+    /// Signalled when the descriptor must be published again (after an onion key rotation).
+    pub republish: Notify,
     pub creates: Mutex<CreateLimiter>,
     pub conns: Mutex<ConnectionCounts>,
     pub stats: Stats,
@@ -66,6 +68,7 @@ impl Core {
             netview: RwLock::new(Arc::new(NetView::default())),
             budget: QueueBudget::default(),
             oom: Notify::new(),
+            republish: Notify::new(),
             creates: Mutex::new(creates),
             conns: Mutex::new(ConnectionCounts::default()),
             stats: Stats::default(),

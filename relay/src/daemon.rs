@@ -78,14 +78,28 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     } else {
         None
     };
+    // A relay listening on port 0 publishes the port it got.
+    let address = match config.advertise {
+        Some(a) => a,
+        None => local_addr,
+    };
+    let network = config.network.clone();
     let core = Arc::new(Core::new(config, keys, onion, mailbox));
     let (stop, stopped) = watch::channel(false);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(accept_loop(core.clone(), listener, stopped.clone())),
         tokio::spawn(oom_loop(core.clone(), stopped.clone())),
-        tokio::spawn(rotation_loop(core.clone(), stopped)),
+        tokio::spawn(rotation_loop(core.clone(), stopped.clone())),
         tokio::spawn(crate::mailbox::MailboxService::expiry_loop(core.clone())),
     ];
+    if let Some(network) = network {
+        tasks.push(tokio::spawn(crate::publish::directory_loop(
+            core.clone(),
+            network,
+            address,
+            stopped.clone(),
+        )));
+    }
     info!(fingerprint = %core.keys.id, %local_addr, "relay listening");
     Ok(RelayHandle {
         core,
@@ -128,6 +142,11 @@ impl RelayHandle {
                     .count()
             })
             .sum()
+    }
+
+    /// How many relays it may extend circuits to (from its consensus).
+    pub fn known_relays(&self) -> usize {
+        self.core.netview().len()
     }
 
     /// Replaces its view of the network (normally from each new consensus).
@@ -284,6 +303,7 @@ async fn rotation_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
             Ok((onion, rotated)) => {
                 if rotated {
                     info!("rotated the onion key");
+                    core.republish.notify_one();
                 }
                 match core.onion.write() {
                     Ok(mut k) => *k = onion,

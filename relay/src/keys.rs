@@ -174,11 +174,7 @@ mod tests {
         let (k1, rotated) = load_onion(&d, Duration::ZERO, day, now + day).unwrap();
         assert!(rotated);
         assert_ne!(k1.current.public(), k0.current.public());
-        let accepted: Vec<_> = k1
-            .accepted(now + day)
-            .iter()
-            .map(|k| k.public())
-            .collect();
+        let accepted: Vec<_> = k1.accepted(now + day).iter().map(|k| k.public()).collect();
         assert!(accepted.contains(&k0.current.public()));
         // After the grace period it is refused.
         let late = now + day + day + Duration::from_secs(1);

@@ -6,7 +6,7 @@
 //! * [`config`]: limits and timers, with production defaults;
 //! * [`keys`]: identity, link and rotating onion keys on disk;
 //! * [`daemon`]: starting, observing and stopping a relay;
-//! * [`netview`]: the relays this one may extend to;
+//! * [`netview`]: the relays this one may extend to, from the consensus it follows;
 //! * [`queue`], [`limits`]: the pure bookkeeping behind the resource limits;
 //! * [`mailbox`]: the mailbox service and its store, on relays that offer one;
 //! * [`stats`]: counters of what it did.
@@ -25,6 +25,7 @@ pub mod keys;
 pub mod limits;
 pub mod mailbox;
 pub mod netview;
+mod publish;
 pub mod queue;
 pub mod stats;
 

@@ -106,17 +106,8 @@ fn init(data_dir: &Path, name: &str, address: SocketAddr) -> Result<(), Director
 
 async fn serve(config: AuthorityConfig) -> Result<(), DirectoryError> {
     let handle = Authority::start(config).await?;
-    wait_for_stop().await?;
+    super::wait_for_stop().await?;
     tracing::info!("stopping");
     handle.shutdown().await;
     Ok(())
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-async fn wait_for_stop() -> Result<(), std::io::Error> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
 }

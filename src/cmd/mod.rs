@@ -3,6 +3,8 @@
 //! `main` prints on one line before exiting with status 1.
 
 pub mod directory;
+pub mod relay;
+pub mod testnet;
 
 use std::path::PathBuf;
 
@@ -27,6 +29,11 @@ pub enum Command {
     /// Set up or run a directory authority.
     #[command(subcommand)]
     Directory(directory::DirectoryCommand),
+    /// Set up or run a relay.
+    #[command(subcommand)]
+    Relay(relay::RelayCommand),
+    /// Run a whole network on this machine, in the foreground.
+    Testnet(Box<testnet::TestnetArgs>),
 }
 
 /// A failure to report to the user, on one line.
@@ -38,6 +45,12 @@ pub enum CliError {
     /// A directory authority command failed.
     #[error(transparent)]
     Directory(#[from] directory::DirectoryError),
+    /// A relay command failed.
+    #[error(transparent)]
+    Relay(#[from] relay::RelayCmdError),
+    /// The test network failed.
+    #[error(transparent)]
+    Testnet(#[from] crate::testnet::TestnetError),
 }
 
 /// Runs the command the user gave.
@@ -47,8 +60,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let data_dir = cli.data_dir.ok_or(CliError::NeedDataDir)?;
             directory::run(&data_dir, cmd)?;
         }
+        Command::Relay(cmd) => {
+            let data_dir = cli.data_dir.ok_or(CliError::NeedDataDir)?;
+            relay::run(&data_dir, cmd)?;
+        }
+        Command::Testnet(args) => testnet::run(*args)?,
     }
     Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_stop() -> Result<(), std::io::Error> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
 }
 
 /// Starts logging to standard error for long-running commands: `RUST_LOG` if set, else
@@ -58,6 +85,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -1,0 +1,152 @@
+//! The relay's side of the directory (`docs/spec.md` §5.2, §6.7): publish a signed descriptor
+//! to every authority at start, periodically, and after each onion key rotation; and fetch the
+//! consensus to know which relays circuits may be extended to.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
+use shallot_directory::network::NetworkFile;
+use shallot_proto::dir::descriptor::RelayDescriptor;
+use shallot_proto::dir::{Consensus, Flags};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::core::Core;
+use crate::netview::{NetView, PeerInfo};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// This relay's descriptor as of now, signed.
+pub(crate) fn signed_descriptor(core: &Core, address: std::net::SocketAddr) -> Option<String> {
+    let mut family = core.config.family.clone();
+    family.sort();
+    family.dedup();
+    let desc = RelayDescriptor {
+        nickname: core.config.nickname.clone(),
+        address,
+        identity: core.keys.identity.public(),
+        ntor_key: core.onion_keys().current.public().to_bytes(),
+        link_key: core.keys.link.public().to_bytes(),
+        bandwidth: core.config.bandwidth,
+        family,
+        mailbox: core.config.mailbox,
+        published: unix_now(),
+    };
+    match desc.sign(&core.keys.identity) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            warn!("cannot sign our descriptor: {e}");
+            None
+        }
+    }
+}
+
+/// Uploads the descriptor to every authority at once; returns how many accepted it.
+async fn publish(core: &Core, network: &NetworkFile, address: std::net::SocketAddr) -> usize {
+    let Some(text) = signed_descriptor(core, address) else {
+        return 0;
+    };
+    let limit = Duration::from_secs(network.params.request_timeout_secs);
+    let uploads: Vec<_> = network
+        .authorities
+        .iter()
+        .map(|auth| {
+            let (text, auth) = (text.clone(), auth.clone());
+            tokio::spawn(async move {
+                match upload_descriptor(auth.address, &text, limit).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        info!(authority = %auth.name, "descriptor upload failed: {e}");
+                        false
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for upload in uploads {
+        if matches!(upload.await, Ok(true)) {
+            accepted += 1;
+        }
+    }
+    debug!(accepted, "published descriptor");
+    accepted
+}
+
+/// The relays a consensus lets this relay extend to.
+pub(crate) fn netview_of(consensus: &Consensus) -> NetView {
+    NetView::new(
+        consensus
+            .relays
+            .iter()
+            .filter(|r| r.flags.contains(Flags::RUNNING))
+            .map(|r| PeerInfo {
+                id: r.id,
+                address: r.address,
+                link_key: r.link_key,
+            }),
+    )
+}
+
+/// Publishes and follows the consensus until the relay stops.
+pub(crate) async fn directory_loop(
+    core: Arc<Core>,
+    network: NetworkFile,
+    address: std::net::SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let timing = core.config.timing.clone();
+    let limit = Duration::from_secs(network.params.request_timeout_secs);
+    let mut consensus: Option<Consensus> = None;
+    let mut next_publish = tokio::time::Instant::now();
+    let mut next_fetch = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= next_publish {
+            let accepted = publish(&core, &network, address).await;
+            // Retry soon if no authority took it; otherwise at the publish interval.
+            next_publish = tokio::time::Instant::now()
+                + if accepted == 0 {
+                    timing.consensus_refresh.min(Duration::from_secs(10))
+                } else {
+                    timing.publish_interval
+                };
+        }
+        if now >= next_fetch {
+            match fetch_consensus(&network, consensus.as_ref(), unix_now(), limit).await {
+                Ok((c, _)) => {
+                    let view = netview_of(&c);
+                    debug!(relays = view.len(), "new consensus");
+                    match core.netview.write() {
+                        Ok(mut v) => *v = Arc::new(view),
+                        Err(p) => *p.into_inner() = Arc::new(view),
+                    }
+                    consensus = Some(c);
+                }
+                Err(e) => debug!("consensus fetch: {e}"),
+            }
+            // Fetch again at the refresh interval, or as soon as the consensus stops being
+            // fresh, whichever comes first.
+            let until_stale = consensus
+                .as_ref()
+                .map(|c| Duration::from_secs(c.fresh_until.saturating_sub(unix_now())))
+                .unwrap_or(Duration::ZERO);
+            next_fetch = tokio::time::Instant::now()
+                + timing
+                    .consensus_refresh
+                    .min(until_stale.max(Duration::from_millis(500)));
+        }
+        let wake = next_publish.min(next_fetch);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = core.republish.notified() => next_publish = tokio::time::Instant::now(),
+            _ = stopped.changed() => return,
+        }
+    }
+}

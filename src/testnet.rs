@@ -1,0 +1,477 @@
+//! A whole Shallot network on one machine (`shallot testnet`, also used by `shallot demo`,
+//! `shallot bench` and the end-to-end tests): K authorities and N relays, each on its own
+//! loopback address in its own /16 (authorities at 127.1.0.1, 127.2.0.1, …, relays after
+//! them), so the same path rules run as in production.
+//!
+//! Nodes run in this process by default, or each as its own `shallot directory run` /
+//! `shallot relay run` process, so that one can be killed like a real daemon. Everything lives
+//! under one directory: `network.toml`, one data directory per node, and (for processes) one
+//! log file per node. Starting again with the same directory brings the same network back.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
+use shallot_crypto::keys::IdentityKeypair;
+use shallot_directory::authority::store::KEY_FILE;
+use shallot_directory::fetch::fetch_consensus;
+use shallot_directory::network::NetworkParams;
+use shallot_directory::{
+    Authority, AuthorityConfig, AuthorityError, AuthorityHandle, AuthorityInfo, NetworkError,
+    NetworkFile,
+};
+use shallot_proto::dir::{Consensus, Flags};
+use shallot_relay::{RelayConfig, RelayError, RelayHandle};
+use thiserror::Error;
+use tokio::process::{Child, Command};
+
+/// How to lay out and run a test network.
+#[derive(Debug, Clone)]
+pub struct TestnetOptions {
+    /// Where everything lives.
+    pub dir: PathBuf,
+    /// Relays to run.
+    pub relays: usize,
+    /// Authorities to run.
+    pub authorities: usize,
+    /// Run each node as its own process.
+    pub processes: bool,
+    /// The `shallot` binary to run nodes with (processes only; default: this program).
+    pub binary: Option<PathBuf>,
+    /// The voting interval, seconds.
+    pub voting_interval_secs: u64,
+    /// The mailbox epoch, seconds.
+    pub epoch_secs: u64,
+    /// The first second octet used: authorities get 127.<first>.0.1 onward, relays after.
+    pub first_octet: u8,
+}
+
+impl TestnetOptions {
+    /// The defaults: 3 authorities, 8 relays (half of them, and at least 4, with mailboxes),
+    /// in this process, voting every 3 seconds.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        TestnetOptions {
+            dir: dir.into(),
+            relays: 8,
+            authorities: 3,
+            processes: false,
+            binary: None,
+            voting_interval_secs: 3,
+            epoch_secs: 86_400,
+            first_octet: 1,
+        }
+    }
+
+    /// How many relays offer mailboxes: half, at least 4 (or all, if fewer).
+    pub fn mailbox_relays(&self) -> usize {
+        (self.relays / 2).max(4).min(self.relays)
+    }
+}
+
+/// Why the test network failed.
+#[derive(Debug, Error)]
+pub enum TestnetError {
+    /// A file or directory.
+    #[error("{0}")]
+    Io(String),
+    /// A key file.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// The network file.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// An authority could not start.
+    #[error("authority: {0}")]
+    Authority(#[from] AuthorityError),
+    /// A relay could not start.
+    #[error("relay: {0}")]
+    Relay(#[from] RelayError),
+    /// A node process could not be started.
+    #[error("cannot start {name}: {reason}")]
+    Spawn {
+        /// The node.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The network did not come up in time.
+    #[error("network not ready after {secs} s: {detail}")]
+    NotReady {
+        /// How long it waited.
+        secs: u64,
+        /// What was missing.
+        detail: String,
+    },
+    /// Too many nodes for the address plan.
+    #[error("too many nodes: at most 250 in all")]
+    TooMany,
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> TestnetError {
+    let msg = format!("{what} {}", path.display());
+    move |e| TestnetError::Io(format!("{msg}: {e}"))
+}
+
+enum Node {
+    Authority(AuthorityHandle),
+    Relay(RelayHandle),
+    Process(Child),
+}
+
+/// A running test network.
+pub struct Testnet {
+    options: TestnetOptions,
+    /// The network file every node and client uses.
+    pub network: NetworkFile,
+    /// Where the network file is.
+    pub network_path: PathBuf,
+    authorities: Vec<(String, Node)>,
+    relays: Vec<(String, Option<Node>)>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn octet_ip(octet: usize) -> Result<IpAddr, TestnetError> {
+    let o = u8::try_from(octet).map_err(|_| TestnetError::TooMany)?;
+    Ok(IpAddr::V4(Ipv4Addr::new(127, o, 0, 1)))
+}
+
+/// A port free right now on `ip` (bound and released; the authority binds it again soon).
+fn free_port(ip: IpAddr) -> Result<SocketAddr, TestnetError> {
+    let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        .map_err(|e| TestnetError::Io(format!("cannot bind {ip}: {e}")))?;
+    l.local_addr()
+        .map_err(|e| TestnetError::Io(format!("cannot bind {ip}: {e}")))
+}
+
+/// The parameters of a test network: seconds instead of hours, and every relay eligible for
+/// every flag at once.
+fn params(options: &TestnetOptions) -> NetworkParams {
+    NetworkParams {
+        voting_interval_secs: options.voting_interval_secs,
+        reachability_timeout_secs: 2,
+        stable_min_uptime_secs: 0,
+        guard_min_known_secs: 0,
+        fast_min_bandwidth: 0,
+        guard_min_bandwidth: 0,
+        epoch_secs: options.epoch_secs,
+        max_uploads_per_minute: 600,
+        request_timeout_secs: 5,
+        ..NetworkParams::default()
+    }
+}
+
+impl Testnet {
+    /// Lays out (or reuses) the directory and starts every node.
+    pub async fn start(options: TestnetOptions) -> Result<Testnet, TestnetError> {
+        if options.authorities + options.relays + usize::from(options.first_octet) > 250 {
+            return Err(TestnetError::TooMany);
+        }
+        ensure_private_dir(&options.dir)?;
+        let network_path = options.dir.join("network.toml");
+        let network = Self::network_file(&options, &network_path)?;
+        let mut net = Testnet {
+            options,
+            network,
+            network_path,
+            authorities: Vec::new(),
+            relays: Vec::new(),
+        };
+        for (i, auth) in net.network.authorities.clone().into_iter().enumerate() {
+            let node = net.start_authority(i, &auth).await?;
+            net.authorities.push((auth.name.clone(), node));
+        }
+        for i in 0..net.options.relays {
+            let node = net.start_relay(i).await?;
+            net.relays.push((format!("relay{}", i + 1), Some(node)));
+        }
+        Ok(net)
+    }
+
+    /// Reuses `network.toml` when the authorities' keys are still there; otherwise makes new
+    /// keys and a new file.
+    fn network_file(options: &TestnetOptions, path: &Path) -> Result<NetworkFile, TestnetError> {
+        if path.exists() {
+            let existing = NetworkFile::load(path)?;
+            let same = existing.authorities.len() == options.authorities
+                && existing.authorities.iter().enumerate().all(|(i, a)| {
+                    IdentityKeypair::load(
+                        &options.dir.join(format!("auth{}", i + 1)).join(KEY_FILE),
+                    )
+                    .map(|k| k.public() == a.key)
+                    .unwrap_or(false)
+                });
+            if same {
+                return Ok(existing);
+            }
+        }
+        let mut authorities = Vec::new();
+        for i in 0..options.authorities {
+            let dir = options.dir.join(format!("auth{}", i + 1));
+            ensure_private_dir(&dir)?;
+            let key_path = dir.join(KEY_FILE);
+            let key = match IdentityKeypair::load(&key_path) {
+                Ok(k) => k,
+                Err(_) => {
+                    let k = IdentityKeypair::generate(&mut rand::rngs::OsRng);
+                    k.save(&key_path)?;
+                    k
+                }
+            };
+            authorities.push(AuthorityInfo {
+                name: format!("auth{}", i + 1),
+                address: free_port(octet_ip(usize::from(options.first_octet) + i)?)?,
+                key: key.public(),
+            });
+        }
+        let network = NetworkFile {
+            authorities,
+            params: params(options),
+        };
+        shallot_crypto::keyfile::write_private_file(path, network.to_toml().as_bytes())?;
+        // Checks that what was written is a file nodes accept.
+        Ok(NetworkFile::load(path)?)
+    }
+
+    fn binary(&self) -> Result<PathBuf, TestnetError> {
+        match &self.options.binary {
+            Some(b) => Ok(b.clone()),
+            None => std::env::current_exe().map_err(|e| TestnetError::Spawn {
+                name: "nodes".into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn spawn(&self, name: &str, args: &[String]) -> Result<Node, TestnetError> {
+        let logs = self.options.dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(io_err("cannot create", &logs))?;
+        let log_path = logs.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).map_err(io_err("cannot create", &log_path))?;
+        let child = Command::new(self.binary()?)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| TestnetError::Spawn {
+                name: name.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Node::Process(child))
+    }
+
+    async fn start_authority(&self, i: usize, auth: &AuthorityInfo) -> Result<Node, TestnetError> {
+        let dir = self.options.dir.join(format!("auth{}", i + 1));
+        if self.options.processes {
+            return self.spawn(
+                &auth.name,
+                &[
+                    "directory".into(),
+                    "run".into(),
+                    "--data-dir".into(),
+                    dir.display().to_string(),
+                    "--listen".into(),
+                    auth.address.to_string(),
+                    "--network".into(),
+                    self.network_path.display().to_string(),
+                ],
+            );
+        }
+        let handle = Authority::start(AuthorityConfig {
+            data_dir: dir,
+            listen: auth.address,
+            network: self.network.clone(),
+        })
+        .await?;
+        Ok(Node::Authority(handle))
+    }
+
+    fn relay_ip(&self, i: usize) -> Result<IpAddr, TestnetError> {
+        octet_ip(usize::from(self.options.first_octet) + self.options.authorities + i)
+    }
+
+    async fn start_relay(&self, i: usize) -> Result<Node, TestnetError> {
+        let dir = self.options.dir.join(format!("relay{}", i + 1));
+        if !dir.join("identity.key").exists() {
+            shallot_relay::keys::init(&dir)?;
+        }
+        let name = format!("relay{}", i + 1);
+        let listen = SocketAddr::new(self.relay_ip(i)?, 0);
+        let mailbox = i < self.options.mailbox_relays();
+        if self.options.processes {
+            let mut args: Vec<String> = vec![
+                "relay".into(),
+                "run".into(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--listen".into(),
+                listen.to_string(),
+                "--network".into(),
+                self.network_path.display().to_string(),
+                "--nickname".into(),
+                name.clone(),
+            ];
+            for (flag, value) in [
+                ("--connections-per-ip", "100000"),
+                ("--create-rate", "100000"),
+                ("--create-burst", "100000"),
+                ("--circuits-per-link", "100000"),
+                ("--consensus-refresh", "1"),
+                ("--publish-interval", "60"),
+            ] {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+            if mailbox {
+                args.push("--mailbox".into());
+            }
+            return self.spawn(&name, &args);
+        }
+        let mut config = RelayConfig::new(dir, listen);
+        config.nickname = name;
+        config.mailbox = mailbox;
+        config.network = Some(self.network.clone());
+        relax(&mut config);
+        Ok(Node::Relay(shallot_relay::start(config).await?))
+    }
+
+    /// Waits until a consensus lists every running relay as Running (and, in-process, until
+    /// every relay has fetched it); returns that consensus.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<Consensus, TestnetError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let want = self.relays.iter().filter(|(_, n)| n.is_some()).count();
+        let mut detail = String::from("no consensus yet");
+        loop {
+            if let Ok((c, _)) =
+                fetch_consensus(&self.network, None, unix_now(), Duration::from_secs(2)).await
+            {
+                let running = c
+                    .relays
+                    .iter()
+                    .filter(|r| r.flags.contains(Flags::RUNNING))
+                    .count();
+                let relays_know = self.relays.iter().all(|(_, n)| match n {
+                    Some(Node::Relay(h)) => h.known_relays() >= want,
+                    _ => true,
+                });
+                if running >= want && relays_know {
+                    if self.options.processes {
+                        // Relay processes fetch the consensus every second.
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                    return Ok(c);
+                }
+                detail = format!("{running} of {want} relays running in the consensus");
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestnetError::NotReady {
+                    secs: limit.as_secs(),
+                    detail,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &TestnetOptions {
+        &self.options
+    }
+
+    /// The in-process handle of relay `i` (0-based), if it runs in this process.
+    pub fn relay(&self, i: usize) -> Option<&RelayHandle> {
+        match self.relays.get(i) {
+            Some((_, Some(Node::Relay(h)))) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Relays started, running or not.
+    pub fn relay_count(&self) -> usize {
+        self.relays.len()
+    }
+
+    /// Kills relay `i` at once, as a crash would (SIGKILL for a process).
+    pub async fn kill_relay(&mut self, i: usize) {
+        if let Some((_, node)) = self.relays.get_mut(i) {
+            match node.take() {
+                Some(Node::Relay(h)) => h.abort(),
+                Some(Node::Process(mut child)) => {
+                    let _ = child.kill().await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts relay `i` again (after [`Testnet::kill_relay`]).
+    pub async fn restart_relay(&mut self, i: usize) -> Result<(), TestnetError> {
+        let node = self.start_relay(i).await?;
+        if let Some(slot) = self.relays.get_mut(i) {
+            slot.1 = Some(node);
+        }
+        Ok(())
+    }
+
+    /// Adds one more relay to the running network.
+    pub async fn add_relay(&mut self) -> Result<usize, TestnetError> {
+        let i = self.relays.len();
+        if usize::from(self.options.first_octet) + self.options.authorities + i >= 250 {
+            return Err(TestnetError::TooMany);
+        }
+        let node = self.start_relay(i).await?;
+        self.relays.push((format!("relay{}", i + 1), Some(node)));
+        Ok(i)
+    }
+
+    /// Stops every node cleanly (SIGTERM for processes, then SIGKILL after 5 s).
+    pub async fn stop(self) {
+        let nodes = self
+            .relays
+            .into_iter()
+            .filter_map(|(n, node)| node.map(|node| (n, node)))
+            .chain(self.authorities);
+        let mut children = Vec::new();
+        for (_, node) in nodes {
+            match node {
+                Node::Relay(h) => h.shutdown().await,
+                Node::Authority(h) => h.shutdown().await,
+                Node::Process(child) => {
+                    if let Some(pid) = child.id() {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-TERM", &pid.to_string()])
+                            .status();
+                    }
+                    children.push(child);
+                }
+            }
+        }
+        for mut child in children {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// Per-IP limits sized for one machine, where every client shares 127.0.0.1.
+pub fn relax(config: &mut RelayConfig) {
+    config.limits.connections_per_ip = 100_000;
+    config.limits.creates_per_sec_per_ip = 100_000.0;
+    config.limits.create_burst_per_ip = 100_000.0;
+    config.limits.circuits_per_link = 100_000;
+    config.timing.consensus_refresh = Duration::from_secs(1);
+    config.timing.publish_interval = Duration::from_secs(60);
+}
