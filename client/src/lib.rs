@@ -2,12 +2,15 @@
 //! hop with ntor, and relay messages with end-to-end flow control.
 //!
 //! * [`channel`]: a link to a first hop, shared by the circuits that start there;
-//! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop.
+//! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop;
+//! * [`ui`]: the terminal chat UI, which talks to the rest through channels of events and
+//!   actions.
 
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod circuit;
+pub mod ui;
 
 pub use channel::ClientChannel;
 pub use circuit::{build, Circuit, CircuitError, HopSpec};
