@@ -20,9 +20,12 @@
 //!   [`spawn_terminal_input`].
 
 pub mod clock;
+pub mod dialog;
 pub mod editor;
 pub mod model;
+pub mod roster;
 pub mod text;
+pub mod transcript;
 
 pub use model::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
