@@ -19,15 +19,23 @@
 //! * [`terminal`]: [`run_in_terminal`], the real terminal with a guaranteed restore, and
 //!   [`spawn_terminal_input`].
 
+pub mod app;
 pub mod clock;
 pub mod dialog;
 pub mod editor;
+pub mod help;
+mod keys;
 pub mod model;
+pub mod render;
 pub mod roster;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 pub mod transcript;
 
+pub use app::{App, Focus, Overlay};
 pub use model::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus, UiOptions,
 };
+pub use render::render_to_text;
