@@ -23,19 +23,23 @@ pub mod app;
 pub mod clock;
 pub mod dialog;
 pub mod editor;
+pub mod event_loop;
 pub mod help;
 mod keys;
 pub mod model;
 pub mod render;
 pub mod roster;
+pub mod terminal;
 #[cfg(test)]
 mod test_support;
 pub mod text;
 pub mod transcript;
 
 pub use app::{App, Focus, Overlay};
+pub use event_loop::run;
 pub use model::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus, UiOptions,
 };
 pub use render::render_to_text;
+pub use terminal::{run_in_terminal, spawn_terminal_input, UiError};
