@@ -70,6 +70,17 @@ pub struct App {
     pub(super) now: u64,
     /// The user's time zone, in seconds east of UTC.
     pub(super) utc_offset: i32,
+    /// The open conversation laid out for the screen, and what from.
+    pub(super) laid_out: Option<(LayoutKey, Transcript)>,
+}
+
+/// What a laid-out conversation depends on: when any of it changes, it is laid out again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LayoutKey {
+    peer: Option<Peer>,
+    cols: usize,
+    generation: u64,
+    utc_offset: i32,
 }
 
 /// How long a notice stays in the status bar, in seconds.
@@ -107,6 +118,7 @@ impl App {
             outbox: Vec::new(),
             now: unix_now(),
             utc_offset: 0,
+            laid_out: None,
         }
     }
 
@@ -281,21 +293,33 @@ impl App {
         self.drafts.get(&self.selected)
     }
 
-    /// The open conversation laid out `cols` wide, its selected message marked while the
-    /// conversation pane has the keyboard.
-    pub(super) fn transcript(&self, cols: usize) -> Transcript {
-        let Some(peer) = &self.selected else {
-            return Transcript::default();
+    /// Lays the open conversation out `cols` wide into `laid_out`, unless it already is.
+    pub(super) fn lay_out(&mut self, cols: usize) {
+        let key = LayoutKey {
+            peer: self.selected.clone(),
+            cols,
+            generation: self.roster.generation(),
+            utc_offset: self.utc_offset,
         };
-        let label = match peer {
-            Peer::Contact(name) => name,
-            Peer::Request(address) => address,
+        if self.laid_out.as_ref().is_some_and(|(k, _)| *k == key) {
+            return;
+        }
+        let transcript = match &self.selected {
+            Some(peer) => {
+                let label = match peer {
+                    Peer::Contact(name) => name,
+                    Peer::Request(address) => address,
+                };
+                let messages = self.roster.messages(peer);
+                transcript::build(messages, label, cols, self.utc_offset)
+            }
+            None => Transcript::default(),
         };
-        let cursor = self
-            .view
-            .cursor
-            .filter(|_| self.focus == Focus::Conversation);
-        let messages = self.roster.messages(peer);
-        transcript::build(messages, label, cols, self.utc_offset, cursor)
+        self.laid_out = Some((key, transcript));
+    }
+
+    /// The open conversation as last laid out.
+    pub(super) fn laid_out(&self) -> Option<&Transcript> {
+        self.laid_out.as_ref().map(|(_, t)| t)
     }
 }

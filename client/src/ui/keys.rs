@@ -110,8 +110,9 @@ impl App {
     fn scroll(&mut self, step: impl FnOnce(&mut transcript::Viewport, &[Range<usize>], usize)) {
         let (cols, height) = self.conversation_size;
         let height = height.max(1);
-        let ranges = self.transcript(cols).ranges;
-        step(&mut self.view, &ranges, height);
+        self.lay_out(cols);
+        let ranges = self.laid_out.as_ref().map_or(&[][..], |(_, t)| &t.ranges);
+        step(&mut self.view, ranges, height);
         let total = ranges.last().map_or(0, |r| r.end);
         if !self.view.scrolled_up(total, height) {
             self.unseen_below = false;

@@ -5,7 +5,7 @@
 //! this device, which a peer cannot forge; the time a peer claims to have sent a message is
 //! shown beside it when the two differ much.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::model::{ContactRequest, ContactView, Delivery, MessageView};
 
@@ -44,6 +44,8 @@ pub struct Roster {
     /// Conversations with contacts, by contact name. Messages for a name that is not (yet) a
     /// contact wait here until it becomes one.
     conversations: HashMap<String, Vec<MessageView>>,
+    /// Counts changes, so that what is derived from the roster knows when to redo it.
+    generation: u64,
 }
 
 impl Roster {
@@ -55,6 +57,7 @@ impl Roster {
         messages: Vec<MessageView>,
         requests: Vec<ContactRequest>,
     ) {
+        self.generation += 1;
         self.me = Some(me);
         self.contacts = contacts;
         self.conversations.clear();
@@ -62,10 +65,38 @@ impl Roster {
         for r in requests {
             self.upsert_request(r);
         }
+        // In bulk: one sort per conversation, not a search per message, so that a long
+        // history loads at once. The snapshot's unread counts already include these.
+        let mut seen = HashSet::new();
         for m in messages {
-            // The snapshot's unread counts already include these.
-            self.insert_message(m, false);
+            if !seen.insert(m.id.clone()) {
+                continue;
+            }
+            let t = local_time(&m);
+            if let Some(r) = self.requests.iter_mut().find(|r| r.address == m.contact) {
+                r.messages.push(m);
+                continue;
+            }
+            if let Some(c) = self.contacts.iter_mut().find(|c| c.name == m.contact) {
+                c.last_activity = c.last_activity.max(Some(t));
+            }
+            self.conversations
+                .entry(m.contact.clone())
+                .or_default()
+                .push(m);
         }
+        let lists = self
+            .conversations
+            .values_mut()
+            .chain(self.requests.iter_mut().map(|r| &mut r.messages));
+        for list in lists {
+            list.sort_by_key(local_time);
+        }
+    }
+
+    /// A number that changes whenever anything here does.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// My address, once the backend has said.
@@ -165,6 +196,7 @@ impl Roster {
     }
 
     fn insert_message(&mut self, m: MessageView, count_unread: bool) -> bool {
+        self.generation += 1;
         let known = self.remove_message(&m.id).is_some();
         let t = local_time(&m);
         if let Some(r) = self.requests.iter_mut().find(|r| r.address == m.contact) {
@@ -189,6 +221,7 @@ impl Roster {
 
     /// Sets the delivery state of my message `id`; returns false if there is none.
     pub fn set_delivery(&mut self, id: &str, delivery: Delivery) -> bool {
+        self.generation += 1;
         let found = self
             .conversations
             .values_mut()
@@ -206,6 +239,7 @@ impl Roster {
     /// Adds a contact or updates the one with the same name. A request from the same address
     /// becomes part of the contact's conversation; its address is returned.
     pub fn upsert_contact(&mut self, contact: ContactView) -> Option<String> {
+        self.generation += 1;
         let name = contact.name.clone();
         match self.contacts.iter_mut().find(|c| c.name == name) {
             Some(c) => *c = contact,
@@ -228,6 +262,7 @@ impl Roster {
 
     /// Adds a request or replaces the one from the same address.
     pub fn upsert_request(&mut self, mut request: ContactRequest) {
+        self.generation += 1;
         request.messages.sort_by_key(local_time);
         match self
             .requests
@@ -241,11 +276,13 @@ impl Roster {
 
     /// Drops the request from `address`.
     pub fn remove_request(&mut self, address: &str) {
+        self.generation += 1;
         self.requests.retain(|r| r.address != address);
     }
 
     /// Marks the conversation with `name` read; returns whether anything was unread.
     pub fn clear_unread(&mut self, name: &str) -> bool {
+        self.generation += 1;
         match self.contacts.iter_mut().find(|c| c.name == name) {
             Some(c) if c.unread > 0 => {
                 c.unread = 0;
@@ -315,6 +352,41 @@ mod tests {
         assert_eq!(r.messages(&a)[0].delivery, Some(Delivery::Delivered));
         assert!(r.clear_unread("a"));
         assert!(!r.clear_unread("a"));
+    }
+
+    #[test]
+    fn snapshots_load_in_order_without_duplicates() {
+        let mut r = Roster::default();
+        let messages = vec![
+            msg("3", "a", false, 30),
+            msg("1", "a", true, 10),
+            msg("2", "a", false, 20),
+            msg("1", "a", true, 10),
+            msg("9", "addr-z", false, 5),
+        ];
+        let request = ContactRequest {
+            address: "addr-z".into(),
+            messages: vec![],
+        };
+        let before = r.generation();
+        r.replace(
+            "me".into(),
+            vec![contact("a", None)],
+            messages,
+            vec![request],
+        );
+        assert!(r.generation() > before);
+        let ids: Vec<_> = r
+            .messages(&Peer::Contact("a".into()))
+            .iter()
+            .map(|m| m.id.clone())
+            .collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert_eq!(r.messages(&Peer::Request("addr-z".into())).len(), 1);
+        assert_eq!(
+            r.contact("a").map(|c| (c.unread, c.last_activity)),
+            Some((0, Some(30)))
+        );
     }
 
     #[test]

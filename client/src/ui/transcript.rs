@@ -3,7 +3,9 @@
 //! [`build`] turns messages into lines for a width: a date line whenever the day changes,
 //! then for each message its time, its sender and its text wrapped beside them, and, after
 //! each of my messages, its delivery mark in words as well as colour. [`Viewport`] is the
-//! scroll position and the selected message, moved by lines, messages and pages.
+//! scroll position and the selected message, moved by lines, messages and pages; the
+//! selection is drawn over the laid-out lines ([`Transcript::window`]), so moving it does not
+//! lay the conversation out again.
 
 use std::ops::Range;
 
@@ -27,6 +29,28 @@ pub struct Transcript {
     pub lines: Vec<Line<'static>>,
     /// For each message, the lines it occupies (with the date line before it, if any).
     pub ranges: Vec<Range<usize>>,
+    /// For each message, the lines of the message itself (without the date line).
+    pub rows: Vec<Range<usize>>,
+}
+
+impl Transcript {
+    /// The lines from `top`, at most `height` of them, with message `selected` (if any)
+    /// marked by a bar in the time column.
+    pub fn window(&self, top: usize, height: usize, selected: Option<usize>) -> Vec<Line<'static>> {
+        let mut shown: Vec<Line<'static>> =
+            self.lines.iter().skip(top).take(height).cloned().collect();
+        let rows = selected.and_then(|i| self.rows.get(i)).cloned();
+        for i in rows.into_iter().flatten() {
+            let span = i
+                .checked_sub(top)
+                .and_then(|at| shown.get_mut(at))
+                .and_then(|line| line.spans.first_mut());
+            if let Some(span) = span {
+                span.style = span.style.add_modifier(Modifier::REVERSED);
+            }
+        }
+        shown
+    }
 }
 
 /// The delivery mark of one of my messages, as text.
@@ -77,15 +101,8 @@ fn date_line(day: &LocalTime, cols: usize) -> Line<'static> {
     )
 }
 
-/// Lays out `messages` with the peer called `peer` in `cols` cells; the message at
-/// `selected`, if any, is marked with a bar in the time column.
-pub fn build(
-    messages: &[MessageView],
-    peer: &str,
-    cols: usize,
-    utc_offset: i32,
-    selected: Option<usize>,
-) -> Transcript {
+/// Lays out `messages` with the peer called `peer` in `cols` cells.
+pub fn build(messages: &[MessageView], peer: &str, cols: usize, utc_offset: i32) -> Transcript {
     let cols = cols.max(1);
     let peer = truncate(&one_line(peer), MAX_SENDER_WIDTH.min(cols / 4).max(2));
     let sender_width = width(&peer).max(2);
@@ -94,18 +111,13 @@ pub fn build(
     let time_style = Style::new().add_modifier(Modifier::DIM);
     let mut out = Transcript::default();
     let mut last_day = None;
-    for (i, m) in messages.iter().enumerate() {
+    for m in messages {
         let start = out.lines.len();
         let at = LocalTime::new(local_time(m), utc_offset);
         if last_day != Some(at.day) {
             out.lines.push(date_line(&at, cols));
             last_day = Some(at.day);
         }
-        let bar = if selected == Some(i) {
-            time_style.add_modifier(Modifier::REVERSED)
-        } else {
-            time_style
-        };
         let (who, who_style) = if m.outgoing {
             ("me".to_owned(), Style::new().add_modifier(Modifier::DIM))
         } else {
@@ -133,17 +145,18 @@ pub fn build(
                 ),
             }
         }
+        let first_row = out.lines.len();
         for (n, row) in rows.into_iter().enumerate() {
             let mut spans = if n == 0 {
                 vec![
-                    Span::styled(at.hhmm(), bar),
+                    Span::styled(at.hhmm(), time_style),
                     Span::raw(" "),
                     Span::styled(who.clone(), who_style),
                     Span::raw(format!("{pad} ")),
                 ]
             } else {
                 vec![
-                    Span::styled("     ", bar),
+                    Span::styled("     ", time_style),
                     Span::raw(" ".repeat(sender_width + 2)),
                 ]
             };
@@ -151,6 +164,7 @@ pub fn build(
             out.lines.push(Line::from(spans));
         }
         out.ranges.push(start..out.lines.len());
+        out.rows.push(first_row..out.lines.len());
     }
     out
 }

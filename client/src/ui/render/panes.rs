@@ -151,9 +151,11 @@ impl App {
         let cols = usize::from(inner.width);
         let height = usize::from(inner.height);
         self.conversation_size = (cols, height);
-        let transcript = self.transcript(cols);
-        let total = transcript.lines.len();
-        if transcript.ranges.is_empty() {
+        self.lay_out(cols);
+        let (total, empty) = self
+            .laid_out()
+            .map_or((0, true), |t| (t.lines.len(), t.ranges.is_empty()));
+        if empty {
             frame.render_widget(block, area);
             if let Peer::Contact(name) = &peer {
                 let line = Line::styled(
@@ -170,21 +172,18 @@ impl App {
         if !self.view.scrolled_up(total, height) {
             self.unseen_below = false;
         } else if self.unseen_below {
-            block = block.title_bottom(Line::styled(
-                " ↓ new messages below · End ",
-                Style::new().fg(Color::Yellow),
-            ));
+            let new = Style::new().fg(Color::Yellow);
+            block = block.title_bottom(Line::styled(" ↓ new messages below · End ", new));
         } else {
             block = block.title_bottom(" ↓ more below · End ");
         }
         frame.render_widget(block, area);
         let top = self.view.top(total, height);
-        let shown: Vec<Line> = transcript
-            .lines
-            .into_iter()
-            .skip(top)
-            .take(height)
-            .collect();
+        let cursor = self.view.cursor.filter(|_| focused);
+        let shown = self
+            .laid_out()
+            .map(|t| t.window(top, height, cursor))
+            .unwrap_or_default();
         // A short conversation sits at the bottom, next to the input line.
         let blank = inner.height.saturating_sub(shown.len() as u16);
         inner.y += blank;

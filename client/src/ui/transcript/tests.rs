@@ -34,7 +34,7 @@ fn lays_out_time_sender_text_and_marks() {
         ),
         msg(3, true, "ok", T + 120, Some(Delivery::Delivered)),
     ];
-    let t = build(&messages, "alice", 40, 0, None);
+    let t = build(&messages, "alice", 40, 0);
     let lines: Vec<String> = t.lines.iter().map(text_of).collect();
     assert_eq!(
         lines,
@@ -46,6 +46,7 @@ fn lays_out_time_sender_text_and_marks() {
         ]
     );
     assert_eq!(t.ranges, vec![0..2, 2..3, 3..4]);
+    assert_eq!(t.rows, vec![1..2, 2..3, 3..4]);
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn wraps_under_the_text_column_and_wraps_long_failures() {
         reason: "no circuit to the mailbox relays".into(),
     };
     let messages = [msg(1, true, "one two three four five", T, Some(failed))];
-    let t = build(&messages, "bob", 24, 0, None);
+    let t = build(&messages, "bob", 24, 0);
     let lines: Vec<String> = t.lines.iter().skip(1).map(text_of).collect();
     assert_eq!(
         lines,
@@ -74,7 +75,7 @@ fn shows_a_claimed_time_far_from_arrival_and_new_days() {
     let mut late = msg(1, false, "sent yesterday", T, None);
     late.sent_at = T - 86_400;
     let messages = [late, msg(2, false, "next day", T + 86_400, None)];
-    let t = build(&messages, "alice", 60, 0, None);
+    let t = build(&messages, "alice", 60, 0);
     let lines: Vec<String> = t.lines.iter().map(text_of).collect();
     assert!(lines[1].ends_with("sent yesterday (sent 2024-06-02 10:00)"));
     assert!(lines[2].contains("2024-06-04"));
@@ -84,20 +85,32 @@ fn shows_a_claimed_time_far_from_arrival_and_new_days() {
 #[test]
 fn neutralises_escape_sequences_in_text() {
     let messages = [msg(1, false, "a\x1b]0;pwned\x07b", T, None)];
-    let t = build(&messages, "alice", 60, 0, None);
+    let t = build(&messages, "alice", 60, 0);
     assert!(text_of(&t.lines[1]).ends_with("a\u{FFFD}]0;pwned\u{FFFD}b"));
 }
 
 #[test]
 fn selection_is_a_bar_in_the_time_column() {
-    let messages = [msg(1, false, "a b c d e f", T, None)];
-    let t = build(&messages, "al", 14, 0, Some(0));
-    for line in &t.lines[1..] {
-        assert!(line.spans[0]
-            .style
-            .add_modifier
-            .contains(Modifier::REVERSED));
-    }
+    let messages = [
+        msg(1, false, "a b c d e f", T, None),
+        msg(2, false, "g", T, None),
+    ];
+    let t = build(&messages, "al", 14, 0);
+    assert_eq!(t.rows, vec![1..3, 3..4]);
+    let barred = |lines: &[Line<'_>]| -> Vec<bool> {
+        lines
+            .iter()
+            .map(|l| l.spans[0].style.add_modifier.contains(Modifier::REVERSED))
+            .collect()
+    };
+    assert_eq!(
+        barred(&t.window(0, 10, Some(0))),
+        [false, true, true, false]
+    );
+    assert_eq!(barred(&t.window(2, 2, Some(0))), [true, false]);
+    assert_eq!(barred(&t.window(1, 5, Some(1))), [false, false, true]);
+    assert_eq!(barred(&t.window(3, 5, None)), [false]);
+    assert_eq!(t.window(9, 5, Some(1)).len(), 0);
 }
 
 /// Ranges of `heights.len()` messages of the given heights, back to back.
