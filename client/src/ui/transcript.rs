@@ -242,6 +242,20 @@ impl Viewport {
         }
     }
 
+    /// Scrolls the selected message back into view if it is out of it (after a resize).
+    pub fn keep_in_view(&mut self, ranges: &[Range<usize>], height: usize) {
+        let total = ranges.last().map_or(0, |r| r.end);
+        let Some(range) = self.cursor.and_then(|c| ranges.get(c)) else {
+            return;
+        };
+        let top = self.top(total, height);
+        if range.end <= top {
+            self.reveal(range, true, total, height);
+        } else if range.start >= top + height {
+            self.reveal(range, false, total, height);
+        }
+    }
+
     /// Up: scrolls a line within a selected message taller than the view, and otherwise
     /// selects the message above.
     pub fn up(&mut self, ranges: &[Range<usize>], height: usize) {

@@ -169,6 +169,11 @@ impl App {
             }
             return;
         }
+        if focused {
+            if let Some(t) = &self.laid_out {
+                self.view.keep_in_view(&t.1.ranges, height);
+            }
+        }
         if !self.view.scrolled_up(total, height) {
             self.unseen_below = false;
         } else if self.unseen_below {

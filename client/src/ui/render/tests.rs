@@ -328,3 +328,16 @@ fn long_requests_and_many_contacts_stay_in_their_pane() {
     let screen = render_to_text(&mut app, 80, 24);
     assert!(screen.contains("▸ bob"), "{screen}");
 }
+
+#[test]
+fn the_selected_message_stays_in_view_across_a_resize() {
+    let mut app = alice_app();
+    render_to_text(&mut app, 80, 24);
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::Up);
+    let screen = render_to_text(&mut app, 44, 10);
+    assert!(screen.contains("14:04 me    all three"), "{screen}");
+    assert!(screen.contains("↓ more below · End"));
+}

@@ -191,3 +191,19 @@ fn empty_conversations_are_harmless() {
     v.end(&[]);
     assert_eq!(v, Viewport::default());
 }
+
+#[test]
+fn a_resize_keeps_the_selection_in_view() {
+    let r = ranges(&[1; 20]);
+    let mut v = Viewport {
+        top: Some(0),
+        cursor: Some(15),
+    };
+    v.keep_in_view(&r, 5);
+    assert_eq!(v.top(20, 5), 11);
+    v.cursor = Some(2);
+    v.keep_in_view(&r, 5);
+    assert_eq!(v.top(20, 5), 2);
+    v.keep_in_view(&r, 5);
+    assert_eq!(v.top(20, 5), 2);
+}
