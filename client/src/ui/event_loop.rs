@@ -21,8 +21,9 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the chat UI on `terminal` until the user quits: reads terminal `input` and backend
 /// `events`, redraws after each burst of them, and sends the user's `actions`. It sends
-/// [`Action::Quit`] before returning. A closed `input` ends it with an error; a closed
-/// `events` only means the backend has stopped, which the status bar then says.
+/// [`Action::Quit`] before returning, whether the user quit or something failed. A closed
+/// `input` ends it with an error; a closed `events` only means the backend has stopped,
+/// which the status bar then says.
 pub async fn run<B: Backend>(
     terminal: &mut Terminal<B>,
     input: UnboundedReceiver<Event>,
@@ -51,13 +52,28 @@ fn send_all(app: &mut App, actions: &UnboundedSender<Action>, list: Vec<Action>)
     }
 }
 
-/// [`run`] for an [`App`] already made (for example with its time zone set).
+/// [`run`] for an [`App`] already made (for example with its time zone set). However it
+/// ends, the backend is told [`Action::Quit`].
 pub(super) async fn drive<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    input: UnboundedReceiver<Event>,
+    events: UnboundedReceiver<AppEvent>,
+    actions: UnboundedSender<Action>,
+) -> io::Result<()> {
+    let result = event_loop(terminal, app, input, events, &actions).await;
+    if result.is_err() {
+        let _ = actions.send(Action::Quit);
+    }
+    result
+}
+
+async fn event_loop<B: Backend>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     mut input: UnboundedReceiver<Event>,
     mut events: UnboundedReceiver<AppEvent>,
-    actions: UnboundedSender<Action>,
+    actions: &UnboundedSender<Action>,
 ) -> io::Result<()> {
     let mut backend_open = true;
     let mut tick = tokio::time::interval(TICK);
@@ -79,10 +95,9 @@ pub(super) async fn drive<B: Backend>(
             event = input.recv() => match event {
                 Some(event) => {
                     let list = app.handle_event(event);
-                    send_all(app, &actions, list);
+                    send_all(app, actions, list);
                 }
                 None => {
-                    let _ = actions.send(Action::Quit);
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the terminal stopped sending input",
@@ -98,7 +113,7 @@ pub(super) async fn drive<B: Backend>(
             }
             if let Ok(event) = input.try_recv() {
                 let list = app.handle_event(event);
-                send_all(app, &actions, list);
+                send_all(app, actions, list);
             } else if let Ok(event) = events.try_recv() {
                 app.apply(event);
             } else {
@@ -106,7 +121,7 @@ pub(super) async fn drive<B: Backend>(
             }
         }
         let list = app.take_actions();
-        send_all(app, &actions, list);
+        send_all(app, actions, list);
         if app.should_quit() {
             return Ok(());
         }

@@ -126,13 +126,15 @@ async fn local_utc_offset() -> i32 {
 /// Runs the chat UI full-screen in this process's terminal until the user quits, then
 /// puts the terminal back. The terminal is restored on return, on error and on a panic in
 /// any thread: a panic hook restores it before the previous hook prints the report, and
-/// the UI then ends with [`UiError::Panicked`].
+/// the UI then ends with [`UiError::Panicked`]. The backend is sent [`Action::Quit`] on
+/// every way out.
 pub async fn run_in_terminal(
     events: UnboundedReceiver<AppEvent>,
     actions: UnboundedSender<Action>,
     options: UiOptions,
 ) -> Result<(), UiError> {
     if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
+        let _ = actions.send(Action::Quit);
         return Err(UiError::NotATerminal);
     }
     let mut app = App::new(options);
@@ -152,6 +154,7 @@ pub async fn run_in_terminal(
 
     let result = async {
         let _guard = TerminalGuard::enter().map_err(UiError::Setup)?;
+        // From here on, drive() or the panic branch tells the backend the UI is gone.
         let mut terminal =
             Terminal::new(CrosstermBackend::new(io::stdout())).map_err(UiError::Setup)?;
         terminal.clear().map_err(UiError::Setup)?;
@@ -171,5 +174,8 @@ pub async fn run_in_terminal(
     // Put the previous hook back (ours only restored a terminal that is now restored).
     let _ours = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| previous(info)));
+    if matches!(result, Err(UiError::Setup(_))) {
+        let _ = actions.send(Action::Quit);
+    }
     result
 }

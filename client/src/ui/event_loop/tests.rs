@@ -263,3 +263,50 @@ async fn bursts_are_drawn_once() {
     assert!(result.is_ok());
     assert!(backend.frames() <= 3, "{} frames", backend.frames());
 }
+
+/// A terminal whose every draw fails, as when the tty goes away.
+struct Broken(TestBackend);
+
+impl Backend for Broken {
+    fn draw<'a, I>(&mut self, _content: I) -> io::Result<()>
+    where
+        I: Iterator<Item = (u16, u16, &'a Cell)>,
+    {
+        Err(io::Error::new(io::ErrorKind::BrokenPipe, "terminal gone"))
+    }
+    fn hide_cursor(&mut self) -> io::Result<()> {
+        self.0.hide_cursor()
+    }
+    fn show_cursor(&mut self) -> io::Result<()> {
+        self.0.show_cursor()
+    }
+    fn get_cursor_position(&mut self) -> io::Result<Position> {
+        self.0.get_cursor_position()
+    }
+    fn set_cursor_position<P: Into<Position>>(&mut self, position: P) -> io::Result<()> {
+        self.0.set_cursor_position(position)
+    }
+    fn clear(&mut self) -> io::Result<()> {
+        self.0.clear()
+    }
+    fn size(&self) -> io::Result<Size> {
+        self.0.size()
+    }
+    fn window_size(&mut self) -> io::Result<WindowSize> {
+        self.0.window_size()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_terminal_ends_the_ui_and_tells_the_backend() {
+    let (_keys, input) = unbounded_channel::<Event>();
+    let (_backend_events, events) = unbounded_channel();
+    let (actions, mut asked) = unbounded_channel();
+    let mut terminal = Terminal::new(Broken(TestBackend::new(80, 24))).unwrap();
+    let result = run(&mut terminal, input, events, actions, UiOptions::default()).await;
+    assert_eq!(result.map_err(|e| e.kind()), Err(io::ErrorKind::BrokenPipe));
+    assert_eq!(next_action(&mut asked).await, Some(Action::Quit));
+}
