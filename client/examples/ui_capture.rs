@@ -59,7 +59,7 @@ fn main() {
         message(
             2,
             "alice",
-            "just set it up: three hops, no metadata",
+            "set it up: three hops, no metadata",
             1440,
             Some(Delivery::Delivered),
         ),
