@@ -6,7 +6,9 @@
 //! * [`mailbox`]: the mailbox protocol over a circuit;
 //! * [`ring`]: where mailboxes live;
 //! * [`store`]: the local SQLite store;
-//! * [`messaging`]: envelopes and end-to-end sessions.
+//! * [`messaging`]: envelopes and end-to-end sessions;
+//! * [`ui`]: the terminal chat UI, which talks to the rest through channels of events and
+//!   actions.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +18,7 @@ pub mod mailbox;
 pub mod messaging;
 pub mod ring;
 pub mod store;
+pub mod ui;
 
 pub use channel::ClientChannel;
 pub use circuit::{build, Circuit, CircuitError, HopSpec};

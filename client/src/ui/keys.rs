@@ -1,0 +1,385 @@
+//! What each key does, by where the keyboard is: an open dialog or overlay first, then the
+//! keys that work anywhere, then those of the focused pane (`help` lists them all).
+//! Terminal events go in, actions for the backend come out; nothing here draws.
+
+use std::ops::Range;
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::app::{App, Focus, Overlay};
+use super::dialog::{AcceptForm, AddContactForm};
+use super::editor::Editor;
+use super::model::{Action, Delivery};
+use super::roster::Peer;
+use super::transcript;
+
+/// An editing key for a one-line field; returns whether it was one.
+fn edit_field(field: &mut Editor, key: &KeyEvent) -> bool {
+    match key.code {
+        KeyCode::Char(c) if !has_command_modifier(key) => field.insert_char(c),
+        KeyCode::Backspace => field.backspace(),
+        KeyCode::Delete => field.delete(),
+        KeyCode::Left => field.left(),
+        KeyCode::Right => field.right(),
+        KeyCode::Home => field.home(),
+        KeyCode::End => field.end(),
+        _ => return false,
+    }
+    true
+}
+
+/// Whether Control or Alt is held (Shift only changes the character).
+fn has_command_modifier(key: &KeyEvent) -> bool {
+    key.modifiers
+        .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+}
+
+fn is_ctrl(key: &KeyEvent, c: char) -> bool {
+    key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char(c)
+}
+
+/// A plain character key (Shift allowed).
+fn plain(key: &KeyEvent) -> Option<char> {
+    match key.code {
+        KeyCode::Char(c) if !has_command_modifier(key) => Some(c),
+        _ => None,
+    }
+}
+
+impl App {
+    /// Handles a terminal event (a key, a paste or a resize) and returns what the backend
+    /// must do about it.
+    pub fn handle_event(&mut self, event: Event) -> Vec<Action> {
+        match event {
+            Event::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
+            Event::Paste(text) => self.on_paste(&text),
+            // A resize needs nothing but the next render, which lays out afresh.
+            _ => {}
+        }
+        self.take_actions()
+    }
+
+    fn quit(&mut self) {
+        self.quit = true;
+        self.outbox.push(Action::Quit);
+    }
+
+    fn on_key(&mut self, key: KeyEvent) {
+        if is_ctrl(&key, 'c') {
+            self.quit();
+            return;
+        }
+        if let Some(overlay) = self.overlay.take() {
+            self.overlay = self.on_overlay_key(overlay, &key);
+            return;
+        }
+        let typing = self.focus == Focus::Input;
+        match key.code {
+            KeyCode::F(1) => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            KeyCode::Char('?') if !typing => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            KeyCode::Tab => self.cycle_focus(true),
+            KeyCode::BackTab => self.cycle_focus(false),
+            KeyCode::PageUp => self.scroll(transcript::Viewport::page_up),
+            KeyCode::PageDown => self.scroll(transcript::Viewport::page_down),
+            _ => match self.focus {
+                Focus::Contacts => self.on_contacts_key(&key),
+                Focus::Conversation => self.on_conversation_key(&key),
+                Focus::Input => self.on_input_key(&key),
+            },
+        }
+    }
+
+    /// Tab and Shift-Tab. The input line is skipped on a contact request, which cannot be
+    /// answered until accepted.
+    fn cycle_focus(&mut self, forward: bool) {
+        let next = |focus| match (focus, forward) {
+            (Focus::Contacts, true) | (Focus::Input, false) => Focus::Conversation,
+            (Focus::Conversation, true) | (Focus::Contacts, false) => Focus::Input,
+            (Focus::Input, true) | (Focus::Conversation, false) => Focus::Contacts,
+        };
+        self.focus = next(self.focus);
+        if self.focus == Focus::Input && matches!(self.selected, Some(Peer::Request(_))) {
+            self.focus = next(self.focus);
+        }
+        if self.focus == Focus::Conversation {
+            self.scroll(|v, ranges, height| v.ensure_cursor(ranges, height));
+        }
+    }
+
+    /// Moves through the open conversation with `step`, laid out as last shown.
+    fn scroll(&mut self, step: impl FnOnce(&mut transcript::Viewport, &[Range<usize>], usize)) {
+        let (cols, height) = self.conversation_size;
+        let height = height.max(1);
+        self.lay_out(cols);
+        let ranges = self.laid_out.as_ref().map_or(&[][..], |(_, t)| &t.ranges);
+        step(&mut self.view, ranges, height);
+        let total = ranges.last().map_or(0, |r| r.end);
+        if !self.view.scrolled_up(total, height) {
+            self.unseen_below = false;
+        }
+    }
+
+    fn on_contacts_key(&mut self, key: &KeyEvent) {
+        match key.code {
+            KeyCode::Up => self.move_selection(-1),
+            KeyCode::Down => self.move_selection(1),
+            KeyCode::Enter => self.open(),
+            _ => match plain(key) {
+                Some('k') => self.move_selection(-1),
+                Some('j') => self.move_selection(1),
+                Some('q') => self.quit(),
+                Some(c) => self.on_command(c),
+                None => {}
+            },
+        }
+    }
+
+    /// Keys that work in both the contacts and the conversation panes.
+    fn on_command(&mut self, c: char) {
+        match c {
+            'a' => self.overlay = Some(Overlay::AddContact(AddContactForm::default())),
+            'i' => self.overlay = Some(Overlay::MyAddress),
+            'y' | 'n' => match self.selected.clone() {
+                Some(Peer::Request(address)) if c == 'y' => {
+                    self.overlay = Some(Overlay::Accept(AcceptForm::new(address)));
+                }
+                Some(Peer::Request(address)) => {
+                    self.roster.remove_request(&address);
+                    self.outbox.push(Action::IgnoreRequest { address });
+                    self.say("request ignored");
+                    self.selected = None;
+                    self.settle_after_removal();
+                }
+                _ => {
+                    self.say(format!(
+                        "{c} answers a contact request: select one in the contacts pane"
+                    ));
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn settle_after_removal(&mut self) {
+        if let Some(first) = self.roster.peers().into_iter().next() {
+            self.select(first);
+        }
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        // The user chose: stop waiting to select something else.
+        self.awaiting_start = false;
+        self.pending_select = None;
+        let peers = self.roster.peers();
+        if peers.is_empty() {
+            return;
+        }
+        let at = self
+            .selected
+            .as_ref()
+            .and_then(|s| peers.iter().position(|p| p == s))
+            .unwrap_or(0);
+        let to = at.saturating_add_signed(by).min(peers.len() - 1);
+        if let Some(peer) = peers.into_iter().nth(to) {
+            self.select(peer);
+        }
+    }
+
+    /// Enter on a contact: its conversation, with the keyboard in the input line.
+    fn open(&mut self) {
+        match self.selected.clone() {
+            Some(Peer::Contact(name)) => {
+                self.roster.clear_unread(&name);
+                self.outbox
+                    .retain(|a| !matches!(a, Action::MarkRead { contact } if *contact == name));
+                self.outbox.push(Action::MarkRead { contact: name });
+                self.focus = Focus::Input;
+            }
+            Some(Peer::Request(_)) => {
+                self.focus = Focus::Conversation;
+                self.scroll(|v, ranges, height| v.ensure_cursor(ranges, height));
+            }
+            None => {
+                self.say("no contacts yet: press a to add one");
+            }
+        }
+    }
+
+    fn on_conversation_key(&mut self, key: &KeyEvent) {
+        match key.code {
+            KeyCode::Up => self.scroll(transcript::Viewport::up),
+            KeyCode::Down => self.scroll(transcript::Viewport::down),
+            KeyCode::Home => self.scroll(transcript::Viewport::home),
+            KeyCode::End => self.scroll(|v, ranges, _| v.end(ranges)),
+            KeyCode::Enter => self.open(),
+            KeyCode::Esc => self.focus = Focus::Contacts,
+            _ => match plain(key) {
+                Some('k') => self.scroll(transcript::Viewport::up),
+                Some('j') => self.scroll(transcript::Viewport::down),
+                Some('r') => self.retry(),
+                Some('q') => {
+                    self.say("q quits from the contacts pane (Esc), Ctrl-C from anywhere");
+                }
+                Some(c) => self.on_command(c),
+                None => {}
+            },
+        }
+    }
+
+    /// Retries the selected message if it failed.
+    fn retry(&mut self) {
+        let Some(peer) = self.selected.clone() else {
+            return;
+        };
+        let failed = self
+            .view
+            .cursor
+            .and_then(|i| self.roster.messages(&peer).get(i))
+            .filter(|m| matches!(m.delivery, Some(Delivery::Failed { .. })))
+            .map(|m| m.id.clone());
+        match failed {
+            Some(id) => {
+                self.roster.set_delivery(&id, Delivery::Sending);
+                self.outbox.push(Action::Retry { id });
+                self.say("sending again");
+            }
+            None => {
+                self.say("r retries a failed message: select one (marked ✗) with ↑ ↓");
+            }
+        }
+    }
+
+    fn on_input_key(&mut self, key: &KeyEvent) {
+        let newline = (key.code == KeyCode::Enter && key.modifiers.contains(KeyModifiers::ALT))
+            || is_ctrl(key, 'j');
+        if newline {
+            self.draft_mut().insert_char('\n');
+            return;
+        }
+        if is_ctrl(key, 'u') {
+            self.draft_mut().take();
+            return;
+        }
+        match key.code {
+            KeyCode::Enter => self.send(),
+            KeyCode::Esc => self.focus = Focus::Contacts,
+            KeyCode::Up => {
+                self.draft_mut().up();
+            }
+            KeyCode::Down => {
+                self.draft_mut().down();
+            }
+            _ => {
+                edit_field(self.draft_mut(), key);
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        match self.selected.clone() {
+            Some(Peer::Contact(contact)) => {
+                if !self.draft().is_some_and(|d| !d.is_blank()) {
+                    return;
+                }
+                let text = self.draft_mut().take();
+                let text = text.trim_end().trim_start_matches('\n').to_owned();
+                self.outbox.push(Action::Send { contact, text });
+                self.view = transcript::Viewport::default();
+                self.unseen_below = false;
+            }
+            Some(Peer::Request(_)) => {
+                self.say("accept this request (y in the contacts pane) to reply");
+            }
+            None => {
+                self.say("no conversation open: add a contact first (Esc, then a)");
+            }
+        }
+    }
+
+    fn on_paste(&mut self, text: &str) {
+        match &mut self.overlay {
+            Some(Overlay::AddContact(form)) => {
+                form.field_mut().insert_line(text);
+                form.edited(&self.roster);
+            }
+            Some(Overlay::Accept(form)) => form.name.insert_line(text),
+            Some(_) => {}
+            None => {
+                if matches!(self.selected, Some(Peer::Contact(_))) {
+                    self.focus = Focus::Input;
+                }
+                if self.focus == Focus::Input {
+                    self.draft_mut().insert_str(text);
+                }
+            }
+        }
+    }
+
+    /// Handles a key while `overlay` is open; returns the overlay to keep open, if any.
+    fn on_overlay_key(&mut self, overlay: Overlay, key: &KeyEvent) -> Option<Overlay> {
+        if key.code == KeyCode::Esc {
+            return None;
+        }
+        match overlay {
+            Overlay::Help { scroll } => match key.code {
+                KeyCode::Up => Some(Overlay::Help {
+                    scroll: scroll.saturating_sub(1),
+                }),
+                KeyCode::Down => Some(Overlay::Help { scroll: scroll + 1 }),
+                KeyCode::PageUp => Some(Overlay::Help {
+                    scroll: scroll.saturating_sub(10),
+                }),
+                KeyCode::PageDown => Some(Overlay::Help {
+                    scroll: scroll + 10,
+                }),
+                KeyCode::F(1) | KeyCode::Char('?') => None,
+                _ => Some(Overlay::Help { scroll }),
+            },
+            Overlay::MyAddress => match key.code {
+                KeyCode::Enter => None,
+                _ => Some(Overlay::MyAddress),
+            },
+            Overlay::AddContact(mut form) => {
+                match key.code {
+                    KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                        form.switch_field();
+                    }
+                    KeyCode::Enter => {
+                        if let Some((name, address)) = form.submit(&self.roster) {
+                            self.say(format!("adding {name}…"));
+                            self.pending_select = Some(name.clone());
+                            self.pending_focus_input = true;
+                            self.outbox.push(Action::AddContact { name, address });
+                            return None;
+                        }
+                    }
+                    _ => {
+                        if edit_field(form.field_mut(), key) {
+                            form.edited(&self.roster);
+                        }
+                    }
+                }
+                Some(Overlay::AddContact(form))
+            }
+            Overlay::Accept(mut form) => {
+                if key.code == KeyCode::Enter {
+                    if let Some(name) = form.submit(&self.roster) {
+                        self.say(format!("accepting {name}…"));
+                        self.pending_select = Some(name.clone());
+                        self.outbox.push(Action::AcceptRequest {
+                            address: form.address,
+                            name,
+                        });
+                        return None;
+                    }
+                } else if edit_field(&mut form.name, key) {
+                    form.error = None;
+                }
+                Some(Overlay::Accept(form))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

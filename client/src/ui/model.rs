@@ -1,0 +1,191 @@
+//! The chat UI's vocabulary: what the messaging backend tells the UI ([`AppEvent`]) and what
+//! the UI asks of the backend ([`Action`]), in plain data with no behaviour. These types are
+//! the whole interface between the terminal UI and the rest of the client.
+
+/// A contact as the UI shows it in the contacts pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactView {
+    /// The name the user gave this contact; unique among contacts.
+    pub name: String,
+    /// Their address (`shallot1…`).
+    pub address: String,
+    /// Messages from them not yet read.
+    pub unread: usize,
+    /// When a message last went either way (unix seconds), if ever.
+    pub last_activity: Option<u64>,
+}
+
+/// Where one of my messages has got to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued or on its way to the recipient's mailboxes.
+    Sending,
+    /// Stored on this many of the recipient's mailbox relays (1 to 3).
+    Stored {
+        /// How many mailbox relays hold a copy.
+        copies: u8,
+    },
+    /// The recipient acknowledged it.
+    Delivered,
+    /// It could not be delivered; the user may retry.
+    Failed {
+        /// Why, in the user's words.
+        reason: String,
+    },
+}
+
+/// One message in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageView {
+    /// Unique id, in hex.
+    pub id: String,
+    /// The contact's name, or the sender's address for a message in a contact request.
+    pub contact: String,
+    /// Whether I sent it.
+    pub outgoing: bool,
+    /// The text, which may span several lines.
+    pub text: String,
+    /// When it was sent (unix seconds; for incoming messages, as the sender claims).
+    pub sent_at: u64,
+    /// When it reached this device (unix seconds), for incoming messages.
+    pub received_at: Option<u64>,
+    /// Delivery state: `Some` for my messages, `None` for incoming ones.
+    pub delivery: Option<Delivery>,
+}
+
+/// Messages from an address that is not a contact, waiting to be accepted or ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRequest {
+    /// The sender's address.
+    pub address: String,
+    /// What they sent so far.
+    pub messages: Vec<MessageView>,
+}
+
+/// The state of my subscription to my own mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxState {
+    /// Not subscribed: messages wait on the mailboxes until I come online.
+    Offline,
+    /// Subscribing.
+    Connecting,
+    /// Subscribed for push delivery on this many of my mailbox relays.
+    Subscribed {
+        /// How many of my mailbox relays push to me.
+        copies: u8,
+    },
+}
+
+/// What the network looks like from here, for the status bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkStatus {
+    /// Age of the consensus in use, in seconds; `None` before the first one.
+    pub consensus_age_secs: Option<u64>,
+    /// Relays listed in the consensus.
+    pub relays_known: usize,
+    /// Circuits built and ready to carry messages.
+    pub circuits_ready: usize,
+    /// My mailbox subscription.
+    pub mailbox: MailboxState,
+}
+
+impl Default for NetworkStatus {
+    /// The status before the backend has said anything: nothing known, nothing ready.
+    fn default() -> Self {
+        NetworkStatus {
+            consensus_age_secs: None,
+            relays_known: 0,
+            circuits_ready: 0,
+            mailbox: MailboxState::Offline,
+        }
+    }
+}
+
+/// Everything the backend tells the UI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppEvent {
+    /// The whole state, replacing whatever the UI held.
+    Snapshot {
+        /// My address.
+        me: String,
+        /// Every contact.
+        contacts: Vec<ContactView>,
+        /// Every message with a contact.
+        messages: Vec<MessageView>,
+        /// Pending contact requests.
+        requests: Vec<ContactRequest>,
+    },
+    /// A message, incoming or outgoing; one with a known id replaces the old copy.
+    MessageAdded(MessageView),
+    /// One of my messages moved to a new delivery state.
+    DeliveryChanged {
+        /// The message's id.
+        id: String,
+        /// Its new state.
+        delivery: Delivery,
+    },
+    /// A contact was added, or an existing one (same name) changed, for example its unread
+    /// count. A pending request from the same address is folded into it.
+    ContactAdded(ContactView),
+    /// A new or updated contact request (same address replaces).
+    ContactRequest(ContactRequest),
+    /// The network status changed.
+    Status(NetworkStatus),
+    /// One line for the status bar: errors, "contact added", …
+    Notice(String),
+}
+
+/// Everything the UI asks of the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `text` to the contact named `contact`. The backend answers with
+    /// [`AppEvent::MessageAdded`] for the new message.
+    Send {
+        /// The contact's name.
+        contact: String,
+        /// The text, which may span several lines; never empty or only whitespace.
+        text: String,
+    },
+    /// Send a failed message again.
+    Retry {
+        /// The message's id.
+        id: String,
+    },
+    /// Add a contact; the address was validated with `shallot_crypto::Address`.
+    AddContact {
+        /// The name to know them by.
+        name: String,
+        /// Their address.
+        address: String,
+    },
+    /// Accept a contact request under `name`; the backend answers with
+    /// [`AppEvent::ContactAdded`].
+    AcceptRequest {
+        /// The requester's address.
+        address: String,
+        /// The name to know them by.
+        name: String,
+    },
+    /// Ignore a contact request and drop its messages.
+    IgnoreRequest {
+        /// The requester's address.
+        address: String,
+    },
+    /// The user has seen the conversation with `contact`.
+    MarkRead {
+        /// The contact's name.
+        contact: String,
+    },
+    /// The user quit: the UI is gone.
+    Quit,
+}
+
+/// How the UI starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UiOptions {
+    /// Open the conversation with this contact as soon as it is known.
+    pub select_contact: Option<String>,
+    /// Start with the cursor in the input line (with `select_contact`, typing and Enter sends
+    /// at once).
+    pub focus_input: bool,
+}
