@@ -433,6 +433,13 @@ impl Testnet {
         Ok(i)
     }
 
+    /// Stops every authority (the relays keep running), as if none could be reached.
+    pub async fn stop_authorities(&mut self) {
+        for (_, node) in self.authorities.drain(..) {
+            stop_node(node).await;
+        }
+    }
+
     /// Stops every node cleanly (SIGTERM for processes, then SIGKILL after 5 s).
     pub async fn stop(self) {
         let nodes = self
@@ -440,22 +447,27 @@ impl Testnet {
             .into_iter()
             .filter_map(|(n, node)| node.map(|node| (n, node)))
             .chain(self.authorities);
-        let mut children = Vec::new();
-        for (_, node) in nodes {
-            match node {
-                Node::Relay(h) => h.shutdown().await,
-                Node::Authority(h) => h.shutdown().await,
-                Node::Process(child) => {
-                    if let Some(pid) = child.id() {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-TERM", &pid.to_string()])
-                            .status();
-                    }
-                    children.push(child);
-                }
-            }
+        let stops: Vec<_> = nodes
+            .map(|(_, node)| tokio::spawn(stop_node(node)))
+            .collect();
+        for s in stops {
+            let _ = s.await;
         }
-        for mut child in children {
+    }
+}
+
+/// Stops one node: gracefully in-process; SIGTERM then, after 5 s, SIGKILL for a process.
+async fn stop_node(node: Node) {
+    match node {
+        Node::Relay(h) => h.shutdown().await,
+        Node::Authority(h) => h.shutdown().await,
+        Node::Process(mut child) => {
+            if let Some(pid) = child.id() {
+                // std offers no SIGTERM; `kill` is on every system this runs on.
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
             if tokio::time::timeout(Duration::from_secs(5), child.wait())
                 .await
                 .is_err()

@@ -3,7 +3,11 @@
 //!
 //! * [`channel`]: a link to a first hop, shared by the circuits that start there;
 //! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop;
+//! * [`netdir`]: the consensus the client uses, fetched, cached and refreshed;
+//! * [`guards`]: the persistent guard set;
+//! * [`circmgr`]: building circuits with retries and keeping some ready;
 //! * [`mailbox`]: the mailbox protocol over a circuit;
+//! * [`path`]: path selection under the path rules;
 //! * [`ring`]: where mailboxes live;
 //! * [`store`]: the local SQLite store;
 //! * [`messaging`]: envelopes and end-to-end sessions;
@@ -13,9 +17,13 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod circmgr;
 pub mod circuit;
+pub mod guards;
 pub mod mailbox;
 pub mod messaging;
+pub mod netdir;
+pub mod path;
 pub mod ring;
 pub mod store;
 pub mod ui;

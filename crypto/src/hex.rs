@@ -46,7 +46,7 @@ fn digit(c: u8) -> Result<u8, HexError> {
 /// value has exactly one text form.
 pub fn decode(text: &str) -> Result<Vec<u8>, HexError> {
     let raw = text.as_bytes();
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return Err(HexError::OddLength);
     }
     raw.chunks_exact(2)

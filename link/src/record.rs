@@ -35,7 +35,7 @@ impl Sealer {
     /// Appends to `out` the records (length prefix included) carrying `cells`, which must be
     /// a whole, non-zero number of encoded cells.
     pub fn seal(&mut self, cells: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
-        if cells.is_empty() || cells.len() % CELL_LEN != 0 {
+        if cells.is_empty() || !cells.len().is_multiple_of(CELL_LEN) {
             return Err(LinkError::BadRecordLength(cells.len()));
         }
         for chunk in cells.chunks(MAX_CELLS_PER_RECORD * CELL_LEN) {
@@ -72,7 +72,10 @@ impl Opener {
     /// Checks a record length from the wire before its body is read.
     pub fn check_len(len: usize) -> Result<(), LinkError> {
         let cells = len.saturating_sub(TAG_LEN);
-        if len <= TAG_LEN || cells % CELL_LEN != 0 || cells / CELL_LEN > MAX_CELLS_PER_RECORD {
+        if len <= TAG_LEN
+            || !cells.is_multiple_of(CELL_LEN)
+            || cells / CELL_LEN > MAX_CELLS_PER_RECORD
+        {
             return Err(LinkError::BadRecordLength(len));
         }
         Ok(())

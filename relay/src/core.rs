@@ -38,6 +38,10 @@ pub(crate) struct Core {
     pub oom: Notify,
     /// Signalled when the descriptor must be published again (after an onion key rotation).
     pub republish: Notify,
+    /// Signalled to fetch the consensus now (an extend named a relay we do not know).
+    pub refetch: Notify,
+    /// Signalled whenever a new view of the network is installed.
+    pub netview_changed: Notify,
     pub creates: Mutex<CreateLimiter>,
     pub conns: Mutex<ConnectionCounts>,
     pub stats: Stats,
@@ -69,6 +73,8 @@ impl Core {
             budget: QueueBudget::default(),
             oom: Notify::new(),
             republish: Notify::new(),
+            refetch: Notify::new(),
+            netview_changed: Notify::new(),
             creates: Mutex::new(creates),
             conns: Mutex::new(ConnectionCounts::default()),
             stats: Stats::default(),

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shallot_crypto::onion::MAX_HOPS;
 use shallot_link::LinkKind;
@@ -20,7 +21,21 @@ use crate::stats::Stats;
 
 /// Runs one extend request to completion (or to the circuit's destruction).
 pub(crate) async fn run(core: Arc<Core>, circ: Arc<Circuit>, ext: Extend) {
-    let peer = match check_target(&core, &circ, &ext) {
+    let mut checked = check_target(&core, &circ, &ext);
+    if checked == Err(DestroyReason::ConnectFailed) && core.config.network.is_some() {
+        // The target may be newer than our consensus: fetch one and look again.
+        let changed = core.netview_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        core.refetch.notify_one();
+        if tokio::time::timeout(Duration::from_secs(3), changed)
+            .await
+            .is_ok()
+        {
+            checked = check_target(&core, &circ, &ext);
+        }
+    }
+    let peer = match checked {
         Ok(peer) => peer,
         Err(reason) => {
             Stats::bump(&core.stats.extends_refused);

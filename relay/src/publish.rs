@@ -106,6 +106,7 @@ pub(crate) async fn directory_loop(
     let mut consensus: Option<Consensus> = None;
     let mut next_publish = tokio::time::Instant::now();
     let mut next_fetch = tokio::time::Instant::now();
+    let mut last_fetch = next_fetch;
     loop {
         let now = tokio::time::Instant::now();
         if now >= next_publish {
@@ -119,6 +120,7 @@ pub(crate) async fn directory_loop(
                 };
         }
         if now >= next_fetch {
+            last_fetch = now;
             match fetch_consensus(&network, consensus.as_ref(), unix_now(), limit).await {
                 Ok((c, _)) => {
                     let view = netview_of(&c);
@@ -127,6 +129,7 @@ pub(crate) async fn directory_loop(
                         Ok(mut v) => *v = Arc::new(view),
                         Err(p) => *p.into_inner() = Arc::new(view),
                     }
+                    core.netview_changed.notify_waiters();
                     consensus = Some(c);
                 }
                 Err(e) => debug!("consensus fetch: {e}"),
@@ -146,6 +149,10 @@ pub(crate) async fn directory_loop(
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = core.republish.notified() => next_publish = tokio::time::Instant::now(),
+            // At most one fetch on demand a second: an unknown relay may be brand new.
+            _ = core.refetch.notified() => {
+                next_fetch = next_fetch.min(last_fetch + Duration::from_secs(1));
+            }
             _ = stopped.changed() => return,
         }
     }

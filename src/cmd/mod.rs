@@ -2,6 +2,7 @@
 //! per subcommand group. Every error a user can cause comes back as a [`CliError`], which
 //! `main` prints on one line before exiting with status 1.
 
+pub mod circuit;
 pub mod directory;
 pub mod relay;
 pub mod testnet;
@@ -34,6 +35,8 @@ pub enum Command {
     Relay(relay::RelayCommand),
     /// Run a whole network on this machine, in the foreground.
     Testnet(Box<testnet::TestnetArgs>),
+    /// Build circuits and print their paths and build times (a diagnostic).
+    Circuit(circuit::CircuitArgs),
 }
 
 /// A failure to report to the user, on one line.
@@ -48,6 +51,9 @@ pub enum CliError {
     /// A relay command failed.
     #[error(transparent)]
     Relay(#[from] relay::RelayCmdError),
+    /// The circuit diagnostic failed.
+    #[error(transparent)]
+    Circuit(#[from] circuit::CircuitCmdError),
     /// The test network failed.
     #[error(transparent)]
     Testnet(#[from] crate::testnet::TestnetError),
@@ -65,8 +71,23 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             relay::run(&data_dir, cmd)?;
         }
         Command::Testnet(args) => testnet::run(*args)?,
+        Command::Circuit(args) => circuit::run(&user_data_dir(cli.data_dir)?, args)?,
     }
     Ok(())
+}
+
+/// The data directory of a user command: `--data-dir`, else `$SHALLOT_HOME`, else
+/// `~/.shallot`.
+pub fn user_data_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    if let Some(d) = std::env::var_os("SHALLOT_HOME") {
+        return Ok(PathBuf::from(d));
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".shallot"))
+        .ok_or(CliError::NeedDataDir)
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -278,7 +278,7 @@ impl App {
     fn send(&mut self) {
         match self.selected.clone() {
             Some(Peer::Contact(contact)) => {
-                if !self.draft().is_some_and(|d| !d.is_blank()) {
+                if self.draft().is_none_or(|d| d.is_blank()) {
                     return;
                 }
                 let text = self.draft_mut().take();

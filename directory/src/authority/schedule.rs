@@ -63,7 +63,7 @@ impl Schedule {
 
     /// Whether `t` (seconds) can start a period at all.
     pub fn is_period_start(&self, t: u64) -> bool {
-        (t * 1000) % self.interval_ms == 0
+        (t * 1000).is_multiple_of(self.interval_ms)
     }
 }
 

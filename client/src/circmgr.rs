@@ -1,0 +1,276 @@
+//! The circuit manager (`docs/spec.md` §11.3): builds circuits hop by hop with a time limit per
+//! hop, retries with other relays after a failure (remembering recent failures), keeps a few
+//! circuits built ahead of need, and retires them after their lifetime or when they close.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::RelayEntry;
+use thiserror::Error;
+use tracing::debug;
+
+use crate::channel::{lock, ClientChannel};
+use crate::circuit::{Circuit, CircuitError, HopSpec};
+use crate::guards::GuardSet;
+use crate::netdir::{DirError, NetDir};
+use crate::path::{choose_path, related, PathError};
+
+/// How circuits are built and kept; the defaults are production values.
+#[derive(Debug, Clone)]
+pub struct CircuitConfig {
+    /// Hops per circuit.
+    pub hops: usize,
+    /// Time limit for each hop (and for the link to the first).
+    pub per_hop_timeout: Duration,
+    /// Paths tried before giving up on one request.
+    pub attempts: usize,
+    /// A circuit is not handed out for new work after this long.
+    pub lifetime: Duration,
+    /// General-purpose circuits kept built ahead of need.
+    pub preemptive: usize,
+    /// How long a relay that failed is left out of new paths.
+    pub failure_memory: Duration,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            hops: 3,
+            per_hop_timeout: Duration::from_secs(10),
+            attempts: 4,
+            lifetime: Duration::from_secs(600),
+            preemptive: 2,
+            failure_memory: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why no circuit could be had.
+#[derive(Debug, Clone, Error)]
+pub enum CircError {
+    /// No usable consensus.
+    #[error("{0}")]
+    Dir(#[from] DirError),
+    /// No path satisfies the rules.
+    #[error("{0}")]
+    Path(#[from] PathError),
+    /// Every attempt failed.
+    #[error("could not build a circuit in {attempts} attempts; last: {last}")]
+    Build {
+        /// Attempts made.
+        attempts: usize,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// A circuit the manager built.
+pub struct BuiltCircuit {
+    /// The circuit.
+    pub circuit: Arc<Circuit>,
+    /// Its relays, first to last.
+    pub path: Vec<RelayEntry>,
+    /// How long building it took.
+    pub build_time: Duration,
+    /// When it was built.
+    pub built_at: Instant,
+}
+
+impl BuiltCircuit {
+    /// Whether it can still be handed out for new work.
+    pub fn usable(&self, lifetime: Duration) -> bool {
+        !self.circuit.is_closed() && self.built_at.elapsed() < lifetime
+    }
+
+    /// The nicknames along its path, joined by arrows.
+    pub fn describe(&self) -> String {
+        self.path
+            .iter()
+            .map(|r| r.nickname.as_str())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+}
+
+/// Builds and keeps circuits for one client.
+pub struct CircuitManager {
+    dir: Arc<NetDir>,
+    config: CircuitConfig,
+    guards: Mutex<GuardSet>,
+    channels: Mutex<HashMap<RelayId, Arc<ClientChannel>>>,
+    failures: Mutex<HashMap<RelayId, Instant>>,
+    pool: Mutex<Vec<Arc<BuiltCircuit>>>,
+}
+
+impl CircuitManager {
+    /// A manager using `dir`'s consensus and the guard set saved in `data_dir`.
+    pub fn new(dir: Arc<NetDir>, data_dir: PathBuf, config: CircuitConfig) -> Arc<Self> {
+        Arc::new(CircuitManager {
+            dir,
+            config,
+            guards: Mutex::new(GuardSet::load(&data_dir)),
+            channels: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The consensus source.
+    pub fn netdir(&self) -> &Arc<NetDir> {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CircuitConfig {
+        &self.config
+    }
+
+    /// Relays that failed recently and are left out of new paths.
+    pub fn recent_failures(&self) -> HashSet<RelayId> {
+        let mut f = lock(&self.failures);
+        f.retain(|_, at| at.elapsed() < self.config.failure_memory);
+        f.keys().copied().collect()
+    }
+
+    fn failed(&self, id: RelayId) {
+        debug!(relay = %id, "relay failed; leaving it out of new paths for a while");
+        lock(&self.failures).insert(id, Instant::now());
+    }
+
+    /// The current guard set.
+    pub fn guards(&self) -> Vec<RelayId> {
+        lock(&self.guards).guards().to_vec()
+    }
+
+    async fn channel_to(&self, relay: &RelayEntry) -> Result<Arc<ClientChannel>, CircuitError> {
+        if let Some(c) = lock(&self.channels).get(&relay.id) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let chan =
+            ClientChannel::connect(relay.address, &relay.link_key, self.config.per_hop_timeout)
+                .await?;
+        lock(&self.channels).insert(relay.id, chan.clone());
+        Ok(chan)
+    }
+
+    /// Builds one circuit now, ending at `exit` if given, trying other paths after a failure.
+    pub async fn build(&self, exit: Option<RelayId>) -> Result<BuiltCircuit, CircError> {
+        let mut last = String::from("no attempt made");
+        for _ in 0..self.config.attempts {
+            let consensus = self.dir.consensus()?;
+            let avoid = self.recent_failures();
+            let guard = {
+                let mut g = lock(&self.guards);
+                g.update(&consensus, &mut rand::thread_rng());
+                let exit_entry = exit.as_ref().and_then(|e| consensus.relay(e));
+                g.guards()
+                    .iter()
+                    .copied()
+                    .filter(|id| !avoid.contains(id))
+                    .find(|id| match (consensus.relay(id), exit_entry) {
+                        (Some(g), Some(e)) => !related(g, e),
+                        (Some(_), None) => true,
+                        _ => false,
+                    })
+            };
+            let path: Vec<RelayEntry> = {
+                let mut rng = rand::thread_rng();
+                choose_path(
+                    &consensus,
+                    self.config.hops,
+                    guard.as_ref(),
+                    exit.as_ref(),
+                    &avoid,
+                    &mut rng,
+                )?
+                .into_iter()
+                .cloned()
+                .collect()
+            };
+            let started = Instant::now();
+            match self.build_path(&path).await {
+                Ok(circuit) => {
+                    return Ok(BuiltCircuit {
+                        circuit: Arc::new(circuit),
+                        path,
+                        build_time: started.elapsed(),
+                        built_at: Instant::now(),
+                    })
+                }
+                Err((hop, e)) => {
+                    last = format!("{} at {}", e, path[hop].nickname);
+                    debug!("circuit build failed: {last}");
+                    // Blame the relay being added, unless it is the exit we were asked for.
+                    if Some(path[hop].id) != exit || hop == 0 {
+                        self.failed(path[hop].id);
+                    }
+                }
+            }
+        }
+        Err(CircError::Build {
+            attempts: self.config.attempts,
+            last,
+        })
+    }
+
+    /// Builds along `path`; on failure, says at which hop.
+    async fn build_path(&self, path: &[RelayEntry]) -> Result<Circuit, (usize, CircuitError)> {
+        let first = &path[0];
+        let chan = self.channel_to(first).await.map_err(|e| (0, e))?;
+        let circ = Circuit::create(chan, &HopSpec::from(first), self.config.per_hop_timeout)
+            .await
+            .map_err(|e| (0, e))?;
+        for (i, hop) in path.iter().enumerate().skip(1) {
+            circ.extend(&HopSpec::from(hop), self.config.per_hop_timeout)
+                .await
+                .map_err(|e| (i, e))?;
+        }
+        Ok(circ)
+    }
+
+    /// A circuit for new work: a general-purpose one from the pool (`exit` = None), or a fresh
+    /// one ending at `exit`.
+    pub async fn get(&self, exit: Option<RelayId>) -> Result<Arc<BuiltCircuit>, CircError> {
+        if exit.is_none() {
+            let mut pool = lock(&self.pool);
+            pool.retain(|c| c.usable(self.config.lifetime));
+            if let Some(c) = pool.pop() {
+                return Ok(c);
+            }
+        }
+        Ok(Arc::new(self.build(exit).await?))
+    }
+
+    /// General-purpose circuits built and ready now.
+    pub fn ready(&self) -> usize {
+        let mut pool = lock(&self.pool);
+        pool.retain(|c| c.usable(self.config.lifetime));
+        pool.len()
+    }
+
+    /// Keeps the pool topped up, replacing circuits that closed or aged out, until the task
+    /// is aborted.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let mgr = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if mgr.ready() < mgr.config.preemptive {
+                    match mgr.build(None).await {
+                        Ok(c) => lock(&mgr.pool).push(Arc::new(c)),
+                        Err(e) => {
+                            debug!("preemptive circuit: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    continue;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+}

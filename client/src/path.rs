@@ -1,0 +1,139 @@
+//! Path selection (`docs/spec.md` §11.2), pure: bandwidth-weighted choice among Running
+//! relays under the path rules — every relay distinct, no two in one /16 (IPv4) or /32 (IPv6),
+//! no two in one declared family — with the first hop a guard and the last hop chosen by
+//! purpose.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use rand::Rng;
+use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::{Consensus, Flags, RelayEntry};
+use thiserror::Error;
+
+/// Why no path could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PathError {
+    /// The requested last hop is not a usable relay.
+    #[error("relay {0} is not running in the consensus")]
+    ExitUnavailable(RelayId),
+    /// Not enough relays satisfy the rules.
+    #[error("not enough usable relays for a {hops}-hop path ({reason})")]
+    NotEnoughRelays {
+        /// The path length asked for.
+        hops: usize,
+        /// Which position could not be filled.
+        reason: &'static str,
+    },
+}
+
+/// The network a relay is in for the path rules: its /16 (IPv4) or /32 (IPv6).
+pub fn subnet(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            [4, 0, o[0], o[1]]
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[0], o[1], o[2], o[3] | 0x80]
+        }
+    }
+}
+
+/// Whether two relays may not share a path: the same relay, the same subnet, or one lists
+/// the other in its family.
+pub fn related(a: &RelayEntry, b: &RelayEntry) -> bool {
+    a.id == b.id
+        || subnet(a.address.ip()) == subnet(b.address.ip())
+        || a.family.contains(&b.id)
+        || b.family.contains(&a.id)
+}
+
+/// Picks one relay from `candidates` with probability proportional to its bandwidth (a
+/// relay declaring 0 counts as 1, so that it can still be chosen).
+pub fn weighted_pick<'a, R: Rng>(
+    candidates: &[&'a RelayEntry],
+    rng: &mut R,
+) -> Option<&'a RelayEntry> {
+    let total: u128 = candidates
+        .iter()
+        .map(|r| u128::from(r.bandwidth.max(1)))
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = rng.gen_range(0..total);
+    for r in candidates {
+        let w = u128::from(r.bandwidth.max(1));
+        if x < w {
+            return Some(r);
+        }
+        x -= w;
+    }
+    candidates.last().copied()
+}
+
+/// Chooses a `hops`-relay path: `first` (a guard) when given, `last` when given, the rest
+/// bandwidth-weighted among Running relays not in `avoid`, all under the path rules.
+pub fn choose_path<'a, R: Rng>(
+    consensus: &'a Consensus,
+    hops: usize,
+    first: Option<&RelayId>,
+    last: Option<&RelayId>,
+    avoid: &HashSet<RelayId>,
+    rng: &mut R,
+) -> Result<Vec<&'a RelayEntry>, PathError> {
+    let running = |id: &RelayId| {
+        consensus
+            .relay(id)
+            .filter(|r| r.flags.contains(Flags::RUNNING))
+            .ok_or(PathError::ExitUnavailable(*id))
+    };
+    let last = last.map(running).transpose()?;
+    let first = first.map(running).transpose()?;
+    let usable: Vec<&RelayEntry> = consensus
+        .relays
+        .iter()
+        .filter(|r| r.flags.contains(Flags::RUNNING) && !avoid.contains(&r.id))
+        .collect();
+    let mut path: Vec<&RelayEntry> = Vec::with_capacity(hops);
+    let fits = |r: &RelayEntry, chosen: &[&RelayEntry], last: Option<&RelayEntry>| {
+        chosen.iter().all(|c| !related(c, r)) && last.is_none_or(|l| !related(l, r))
+    };
+    if let Some(f) = first {
+        if last.is_some_and(|l| related(l, f)) {
+            return Err(PathError::NotEnoughRelays {
+                hops,
+                reason: "the guard is related to the last hop",
+            });
+        }
+        path.push(f);
+    }
+    let fill = hops - usize::from(last.is_some());
+    while path.len() < fill {
+        let candidates: Vec<&RelayEntry> = usable
+            .iter()
+            .copied()
+            .filter(|r| fits(r, &path, last))
+            .filter(|r| !path.is_empty() || r.flags.contains(Flags::GUARD) || first.is_some())
+            .collect();
+        let pick = weighted_pick(&candidates, rng).ok_or(PathError::NotEnoughRelays {
+            hops,
+            reason: if path.is_empty() {
+                "no guard"
+            } else {
+                "no relay unrelated to the others"
+            },
+        })?;
+        path.push(pick);
+    }
+    if let Some(l) = last {
+        path.push(l);
+    }
+    path.truncate(hops);
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests;
