@@ -202,6 +202,10 @@ pub(crate) async fn write_loop(core: Arc<Core>, chan: Arc<Channel>, mut writer: 
             debug!(channel = chan.id, "write failed: {e}");
             break;
         }
+        Stats::bump(&core.stats.records_written);
+        core.stats
+            .cells_written
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
     writer.shutdown().await;
     core.close_channel(&chan);

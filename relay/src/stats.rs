@@ -58,6 +58,10 @@ counters! {
     circuits_extended,
     /// Extend requests refused.
     extends_refused,
+    /// Link records written.
+    records_written,
+    /// Cells written, in all records.
+    cells_written,
 }
 
 impl Stats {

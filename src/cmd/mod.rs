@@ -2,6 +2,7 @@
 //! per subcommand group. Every error a user can cause comes back as a [`CliError`], which
 //! `main` prints on one line before exiting with status 1.
 
+pub mod bench;
 pub mod circuit;
 pub mod directory;
 pub mod relay;
@@ -37,6 +38,8 @@ pub enum Command {
     Testnet(Box<testnet::TestnetArgs>),
     /// Build circuits and print their paths and build times (a diagnostic).
     Circuit(circuit::CircuitArgs),
+    /// Measure performance on a local network, beside the raw limits.
+    Bench(bench::BenchArgs),
 }
 
 /// A failure to report to the user, on one line.
@@ -51,6 +54,9 @@ pub enum CliError {
     /// A relay command failed.
     #[error(transparent)]
     Relay(#[from] relay::RelayCmdError),
+    /// The benchmark failed.
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
     /// The circuit diagnostic failed.
     #[error(transparent)]
     Circuit(#[from] circuit::CircuitCmdError),
@@ -72,6 +78,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Testnet(args) => testnet::run(*args)?,
         Command::Circuit(args) => circuit::run(&user_data_dir(cli.data_dir)?, args)?,
+        Command::Bench(args) => bench::run(args)?,
     }
     Ok(())
 }

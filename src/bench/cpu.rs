@@ -1,0 +1,58 @@
+//! CPU time of a thread or a process, from `/proc` (Linux), for per-core rates.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Clock ticks per second in `/proc/*/stat` (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// User plus system CPU time recorded in a `/proc/.../stat` file.
+pub fn cpu_time(stat: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The command name (field 2) may hold spaces; fields are counted after its ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) / TICKS_PER_SEC))
+}
+
+/// The `stat` file of the calling thread (`/proc/thread-self` links to `<pid>/task/<tid>`,
+/// relative to `/proc`).
+pub fn this_thread_stat() -> Option<PathBuf> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    Some(Path::new("/proc").join(link).join("stat"))
+}
+
+/// The `stat` file of process `pid`.
+pub fn process_stat(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/stat"))
+}
+
+/// Resident memory of process `pid`, bytes.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_threads_cpu_time() {
+        let stat = this_thread_stat().unwrap();
+        let before = cpu_time(&stat).unwrap();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = cpu_time(&stat).unwrap() - before;
+        assert!(used >= Duration::from_millis(100), "{used:?}");
+        assert!(resident_bytes(std::process::id()).unwrap() > 0);
+    }
+}

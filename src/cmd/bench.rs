@@ -1,0 +1,61 @@
+//! `shallot bench [--json]`: starts its own test network and prints performance figures, each
+//! beside the raw limit measured in the same run.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::bench::{self, BenchError, Figure};
+use crate::testnet::{Testnet, TestnetOptions};
+
+/// Output options.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Circuits to build for the circuit figures.
+    #[arg(long, default_value_t = 200)]
+    pub circuits: usize,
+}
+
+/// Runs every benchmark.
+pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BenchError::other)?;
+    let figures = runtime.block_on(async {
+        let scratch = bench::scratch()?;
+        let mut options = TestnetOptions::new(scratch.join("net"));
+        options.first_octet = 150;
+        let net = Testnet::start(options).await?;
+        let result = async {
+            let consensus = net.wait_ready(Duration::from_secs(60)).await?;
+            let mut figures: Vec<Figure> = Vec::new();
+            figures
+                .extend(bench::circuits::run(&net, &scratch.join("client"), args.circuits).await?);
+            let binary = std::env::current_exe().map_err(BenchError::other)?;
+            figures
+                .extend(bench::relay::run(&consensus, &binary, &net.network_path, &scratch).await?);
+            Ok::<_, BenchError>(figures)
+        }
+        .await;
+        net.stop().await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        result
+    })?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))
+            .map_err(BenchError::other)?;
+        println!("{json}");
+    } else {
+        for f in &figures {
+            println!("{:<62} {:>12.2} {}", f.name, f.value, f.unit);
+            if !f.note.is_empty() {
+                println!("    {}", f.note);
+            }
+        }
+    }
+    Ok(())
+}
