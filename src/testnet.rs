@@ -46,6 +46,8 @@ pub struct TestnetOptions {
     pub epoch_secs: u64,
     /// The first second octet used: authorities get 127.<first>.0.1 onward, relays after.
     pub first_octet: u8,
+    /// Envelopes one mailbox may hold (in-process relays; `None` keeps the default).
+    pub mailbox_quota: Option<u64>,
 }
 
 impl TestnetOptions {
@@ -61,6 +63,7 @@ impl TestnetOptions {
             voting_interval_secs: 3,
             epoch_secs: 86_400,
             first_octet: 1,
+            mailbox_quota: None,
         }
     }
 
@@ -340,6 +343,9 @@ impl Testnet {
         config.nickname = name;
         config.mailbox = mailbox;
         config.network = Some(self.network.clone());
+        if let Some(q) = self.options.mailbox_quota {
+            config.mailbox_limits.store.envelopes_per_mailbox = q;
+        }
         relax(&mut config);
         Ok(Node::Relay(shallot_relay::start(config).await?))
     }
@@ -393,6 +399,11 @@ impl Testnet {
             Some((_, Some(Node::Relay(h)))) => Some(h),
             _ => None,
         }
+    }
+
+    /// The data directory of relay `i` (0-based).
+    pub fn relay_dir(&self, i: usize) -> PathBuf {
+        self.options.dir.join(format!("relay{}", i + 1))
     }
 
     /// Relays started, running or not.

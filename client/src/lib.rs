@@ -11,6 +11,7 @@
 //! * [`ring`]: where mailboxes live;
 //! * [`store`]: the local SQLite store;
 //! * [`messaging`]: envelopes and end-to-end sessions;
+//! * [`messenger`]: sending and receiving messages over the network;
 //! * [`ui`]: the terminal chat UI, which talks to the rest through channels of events and
 //!   actions.
 
@@ -22,6 +23,7 @@ pub mod circuit;
 pub mod guards;
 pub mod mailbox;
 pub mod messaging;
+pub mod messenger;
 pub mod netdir;
 pub mod path;
 pub mod ring;

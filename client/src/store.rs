@@ -613,6 +613,19 @@ impl Store {
         Ok(msgs)
     }
 
+    /// Whether any incoming message has not been reported by `inbox` yet.
+    pub fn has_unreported(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM messages WHERE outgoing = 0 AND reported = 0 LIMIT 1",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// Records an envelope id; false if it was seen before.
     pub fn first_sight_of_envelope(&self, id: &[u8; 16], now: u64) -> Result<bool, StoreError> {
         Ok(self.conn.execute(

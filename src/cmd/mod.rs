@@ -5,8 +5,10 @@
 pub mod bench;
 pub mod circuit;
 pub mod directory;
+pub mod messages;
 pub mod relay;
 pub mod testnet;
+pub mod user;
 
 use std::path::PathBuf;
 
@@ -40,6 +42,16 @@ pub enum Command {
     Circuit(circuit::CircuitArgs),
     /// Measure performance on a local network, beside the raw limits.
     Bench(bench::BenchArgs),
+    /// Create or show this user's identity.
+    #[command(subcommand)]
+    Id(user::IdCommand),
+    /// Manage contacts.
+    #[command(subcommand)]
+    Contact(user::ContactCommand),
+    /// Send a message to a contact.
+    Send(messages::SendArgs),
+    /// Print messages received since the last time.
+    Inbox(messages::InboxArgs),
 }
 
 /// A failure to report to the user, on one line.
@@ -54,6 +66,12 @@ pub enum CliError {
     /// A relay command failed.
     #[error(transparent)]
     Relay(#[from] relay::RelayCmdError),
+    /// An identity or contact command failed.
+    #[error(transparent)]
+    User(#[from] user::UserError),
+    /// Sending or receiving failed.
+    #[error(transparent)]
+    Messages(#[from] messages::MessagesError),
     /// The benchmark failed.
     #[error(transparent)]
     Bench(#[from] crate::bench::BenchError),
@@ -79,6 +97,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Testnet(args) => testnet::run(*args)?,
         Command::Circuit(args) => circuit::run(&user_data_dir(cli.data_dir)?, args)?,
         Command::Bench(args) => bench::run(args)?,
+        Command::Id(cmd) => user::run_id(&user_data_dir(cli.data_dir)?, cmd)?,
+        Command::Contact(cmd) => user::run_contact(&user_data_dir(cli.data_dir)?, cmd)?,
+        Command::Send(args) => messages::send(&user_data_dir(cli.data_dir)?, args)?,
+        Command::Inbox(args) => messages::inbox(&user_data_dir(cli.data_dir)?, args)?,
     }
     Ok(())
 }

@@ -304,3 +304,62 @@ impl StalledRelay {
         }
     }
 }
+
+/// A user of the messaging layer for tests: a data directory with an identity, and its
+/// messenger on `network`.
+pub struct TestUser {
+    pub dir: PathBuf,
+    pub messenger: std::sync::Arc<shallot_client::messenger::Messenger>,
+    pub address: shallot_crypto::Address,
+}
+
+impl TestUser {
+    pub async fn new(name: &str, network: &shallot_directory::NetworkFile) -> TestUser {
+        let dir = scratch(name);
+        let store = shallot_client::store::Store::open(&dir).unwrap();
+        store.create_identity(Some(name), 1).unwrap();
+        drop(store);
+        let config = shallot_client::messenger::MessengerConfig {
+            request_timeout: Duration::from_secs(5),
+            circuits: shallot_client::circmgr::CircuitConfig {
+                per_hop_timeout: Duration::from_secs(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let messenger =
+            shallot_client::messenger::Messenger::open(&dir, network.clone(), config).unwrap();
+        messenger.connect().await.unwrap();
+        let address = messenger.address();
+        TestUser {
+            dir,
+            messenger,
+            address,
+        }
+    }
+
+    pub fn add_contact(&self, name: &str, other: &TestUser) {
+        self.messenger
+            .store()
+            .add_contact(name, &other.address, 1)
+            .unwrap();
+    }
+
+    /// Syncs until a message with `text` has arrived (polling), returning every new message.
+    pub async fn receive(&self, text: &str) -> Vec<shallot_client::store::StoredMessage> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let _ = self.messenger.sync().await;
+            got.extend(self.messenger.store().take_unreported().unwrap());
+            if got.iter().any(|m| m.text == text) {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

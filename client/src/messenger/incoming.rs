@@ -1,0 +1,240 @@
+//! Receiving (`docs/spec.md` §9.3, §10.7): fetch or subscribe to this user's mailboxes on each
+//! relay that keeps them, open each envelope once (copies from the three replicas and replays
+//! are recognised by envelope id, then by message id), record what it says, and delete it at
+//! the relay only once it is safely in the local store. At an epoch change the previous
+//! epochs' mailboxes are drained too.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use shallot_crypto::blind::BlindedKeypair;
+use shallot_crypto::keys::RelayId;
+use shallot_proto::mailbox::EnvelopeId;
+use tracing::debug;
+
+use super::{Messenger, MessengerError, MessengerEvent};
+use crate::messaging::session::{self, Opened};
+use crate::messaging::wire::Content;
+use crate::netdir::unix_now;
+
+/// Epochs back that are drained when a client has been away.
+const DRAIN_EPOCHS: u64 = 7;
+
+/// What became of one envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// A message not seen before.
+    NewMessage,
+    /// An acknowledgement, or a repeat of a message already held.
+    Known,
+    /// This envelope was seen before (another replica's copy, or a replay).
+    Duplicate,
+    /// It could not be opened (changed, not for us, or from a forgotten session).
+    Rejected,
+}
+
+impl Messenger {
+    /// Opens and records one envelope from one of this user's mailboxes.
+    pub fn handle_envelope(
+        &self,
+        id: &EnvelopeId,
+        envelope: &[u8],
+    ) -> Result<Handled, MessengerError> {
+        let now = unix_now();
+        let store = self.store();
+        if !store.first_sight_of_envelope(id, now)? {
+            return Ok(Handled::Duplicate);
+        }
+        let Opened { sender, content } = match session::open(&store, &self.me, envelope, now) {
+            Ok(opened) => opened,
+            Err(e) => {
+                debug!("envelope refused: {e}");
+                return Ok(Handled::Rejected);
+            }
+        };
+        match content {
+            Content::Text { id, sent_at, text } => {
+                let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;
+                store.queue_ack(&sender, &id)?;
+                let stranger = store.contact_by_key(&sender)?.is_none();
+                if stranger && !store.is_ignored(&sender)? {
+                    store.note_request(&sender, now)?;
+                }
+                let msg = store.message(&id)?;
+                drop(store);
+                if new {
+                    if stranger {
+                        self.emit(MessengerEvent::Request { peer: sender });
+                    }
+                    if let Some(m) = msg {
+                        self.emit(MessengerEvent::Message(m));
+                    }
+                    Ok(Handled::NewMessage)
+                } else {
+                    Ok(Handled::Known)
+                }
+            }
+            Content::Ack { ids } => {
+                let changed = store.mark_delivered(&sender, &ids)?;
+                drop(store);
+                for id in changed {
+                    self.emit(MessengerEvent::Delivery {
+                        id,
+                        state: crate::store::OutState::Delivered,
+                    });
+                }
+                Ok(Handled::Known)
+            }
+        }
+    }
+
+    /// This user's mailbox key and replicas for `epoch`.
+    fn my_mailbox(&self, epoch: u64) -> Result<(BlindedKeypair, Vec<RelayId>), MessengerError> {
+        let consensus = self.consensus()?;
+        let secs = consensus.params.epoch_secs.max(1);
+        let key = BlindedKeypair::derive(&self.me, epoch, secs)
+            .map_err(|e| MessengerError::BadText(e.to_string()))?;
+        let (_, replicas) = self.placement(&consensus, &self.me.public(), epoch)?;
+        Ok((key, replicas))
+    }
+
+    /// Fetches, handles and deletes what waits on one replica of one epoch's mailbox.
+    async fn drain(
+        &self,
+        epoch: u64,
+        relay: RelayId,
+        key: &BlindedKeypair,
+    ) -> Result<usize, MessengerError> {
+        let link = self.link(relay).await?;
+        let waiting = link.fetch(key, self.config.request_timeout).await?;
+        let mut new = 0;
+        let mut done = Vec::new();
+        for (id, envelope) in waiting {
+            if self.handle_envelope(&id, &envelope)? == Handled::NewMessage {
+                new += 1;
+            }
+            done.push(id);
+        }
+        if !done.is_empty() {
+            link.ack(key, done, self.config.request_timeout).await?;
+        }
+        debug!(epoch, "drained a mailbox replica");
+        Ok(new)
+    }
+
+    /// One pass over this user's mailboxes (the current epoch, and those since the last pass,
+    /// up to a week back): handles and deletes everything waiting, then sends the
+    /// acknowledgements owed and any retransmissions due. Returns the new messages.
+    pub async fn sync(&self) -> Result<usize, MessengerError> {
+        let consensus = self.consensus()?;
+        let (_, epoch) = self.epoch_now(&consensus);
+        let last: Option<u64> = self
+            .store()
+            .get("synced_epoch")?
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes);
+        let first = last
+            .unwrap_or(epoch)
+            .max(epoch.saturating_sub(DRAIN_EPOCHS))
+            .min(epoch.saturating_sub(1));
+        let mut new = 0;
+        let mut reached = 0;
+        let mut last_error = None;
+        for e in first..=epoch {
+            let (key, replicas) = self.my_mailbox(e)?;
+            let drains = replicas.iter().map(|r| self.drain(e, *r, &key));
+            for r in join_all(drains).await {
+                match r {
+                    Ok(n) => {
+                        new += n;
+                        reached += 1;
+                    }
+                    Err(err) => last_error = Some(err),
+                }
+            }
+        }
+        if reached == 0 {
+            return Err(last_error.unwrap_or(MessengerError::NoMailboxes));
+        }
+        self.store().set("synced_epoch", &epoch.to_be_bytes())?;
+        self.send_acks().await?;
+        self.retransmit_due().await?;
+        Ok(new)
+    }
+
+    /// Keeps this user subscribed to its current mailbox on every replica, handling each
+    /// envelope as it is pushed and deleting it once recorded; resubscribes when a circuit
+    /// fails and moves to the new mailbox at each epoch change. Runs until aborted.
+    pub fn spawn_receiver(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let subscribed = Arc::new(AtomicU8::new(0));
+            loop {
+                let Ok(consensus) = me.consensus() else {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let (secs, epoch) = me.epoch_now(&consensus);
+                let replicas = match me.my_mailbox(epoch) {
+                    Ok((_, r)) => r,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let tasks: Vec<_> = replicas
+                    .into_iter()
+                    .map(|relay| {
+                        tokio::spawn(subscription(me.clone(), epoch, relay, subscribed.clone()))
+                    })
+                    .collect();
+                // Until the epoch ends; then drain what the old mailbox still holds.
+                let until_next = ((epoch + 1) * secs).saturating_sub(unix_now());
+                tokio::time::sleep(Duration::from_secs(until_next) + Duration::from_millis(500))
+                    .await;
+                for t in &tasks {
+                    t.abort();
+                }
+                subscribed.store(0, Ordering::Relaxed);
+                if let Err(e) = me.sync().await {
+                    debug!("draining the previous epoch: {e}");
+                }
+            }
+        })
+    }
+}
+
+/// One replica's subscription, kept up until aborted.
+async fn subscription(me: Arc<Messenger>, epoch: u64, relay: RelayId, subscribed: Arc<AtomicU8>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result = async {
+            let (key, _) = me.my_mailbox(epoch)?;
+            let link = me.link(relay).await?;
+            let (mut rx, _) = link.subscribe(&key, me.config.request_timeout).await?;
+            let n = subscribed.fetch_add(1, Ordering::Relaxed) + 1;
+            me.emit(MessengerEvent::Subscribed { copies: n });
+            while let Some((id, envelope)) = rx.recv().await {
+                let handled = me.handle_envelope(&id, &envelope)?;
+                if handled == Handled::NewMessage {
+                    // Acknowledge to the sender promptly; a failure is retried next sync.
+                    let _ = me.send_acks().await;
+                }
+                if let Err(e) = link.ack(&key, vec![id], me.config.request_timeout).await {
+                    debug!("mailbox ack failed: {e}");
+                }
+            }
+            let n = subscribed.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+            me.emit(MessengerEvent::Subscribed { copies: n });
+            Ok::<_, MessengerError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            debug!("mailbox subscription: {e}");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,121 @@
+//! Signed prekeys and their bundles (`docs/spec.md` §10.2, §9.3): a new prekey every rotation
+//! period, old ones kept long enough for late session starts, and the bundle published beside
+//! this user's mailbox for the current epoch and several ahead.
+
+use shallot_crypto::blind::BlindedKeypair;
+use shallot_crypto::x3dh::{PrekeyBundle, SignedPrekey};
+
+use futures_util::future::join_all;
+
+use super::{Messenger, MessengerError};
+use crate::netdir::unix_now;
+
+impl Messenger {
+    /// The newest signed prekey, making a new one if there is none or it is due for rotation.
+    /// Prekeys are kept one rotation period past their bundle's expiry.
+    pub(crate) fn current_prekey(&self) -> Result<SignedPrekey, MessengerError> {
+        let now = unix_now();
+        let rotation = self.config.prekey_rotation.as_secs().max(1);
+        let store = self.store();
+        store.drop_old_prekeys(now)?;
+        let newest = store.prekeys()?.into_iter().max_by_key(|p| p.created());
+        match newest {
+            Some(p) if now < p.created() + rotation => Ok(p),
+            _ => {
+                let p = SignedPrekey::generate(
+                    &mut rand::thread_rng(),
+                    rand::random(),
+                    now,
+                    now + 2 * rotation,
+                );
+                store.add_prekey(&p, p.expires() + rotation)?;
+                Ok(p)
+            }
+        }
+    }
+
+    /// This user's current prekey bundle.
+    pub fn bundle(&self) -> Result<PrekeyBundle, MessengerError> {
+        Ok(self.current_prekey()?.bundle(&self.me))
+    }
+
+    /// Publishes the bundle beside this user's mailboxes for the current epoch and the next
+    /// few, unless that was already done this epoch with this prekey.
+    pub(crate) async fn ensure_bundle_published(&self) -> Result<(), MessengerError> {
+        let consensus = self.consensus()?;
+        let (secs, epoch) = self.epoch_now(&consensus);
+        let bundle = self.bundle()?;
+        let marker = format!("{epoch}:{}", bundle.prekey_id());
+        if self.store().get("bundle_published")?.as_deref() == Some(marker.as_bytes()) {
+            return Ok(());
+        }
+        let body = bundle.encode();
+        let mut published = 0;
+        let mut last_error = None;
+        for e in epoch..=epoch + self.config.bundle_epochs_ahead {
+            let key = BlindedKeypair::derive(&self.me, e, secs)
+                .map_err(|err| MessengerError::BadText(err.to_string()))?;
+            let (_, replicas) = self.placement(&consensus, &self.me.public(), e)?;
+            let expires = (e + 1) * secs + secs;
+            let puts = replicas.into_iter().map(|relay| {
+                let (key, body) = (&key, body.clone());
+                async move {
+                    let link = self.link(relay).await?;
+                    link.put_bundle(key, expires, body, self.config.request_timeout)
+                        .await
+                        .map_err(MessengerError::from)
+                }
+            });
+            for r in join_all(puts).await {
+                match r {
+                    Ok(()) => published += 1,
+                    Err(e) => last_error = Some(e),
+                }
+            }
+        }
+        if published == 0 {
+            return Err(last_error.unwrap_or(MessengerError::NoMailboxes));
+        }
+        self.store().set("bundle_published", marker.as_bytes())?;
+        Ok(())
+    }
+
+    /// Fetches and checks `peer`'s bundle from its mailbox replicas for this epoch.
+    pub(crate) async fn fetch_bundle(
+        &self,
+        name: &str,
+        peer: &ed25519_dalek::VerifyingKey,
+    ) -> Result<PrekeyBundle, MessengerError> {
+        let consensus = self.consensus()?;
+        let (_, epoch) = self.epoch_now(&consensus);
+        let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
+        let mut reason = String::from(
+            "no mailbox relay holds their prekey bundle (they may never have been online)",
+        );
+        for relay in replicas {
+            let got = async {
+                let link = self.link(relay).await?;
+                Ok::<_, MessengerError>(
+                    link.get_bundle(mailbox, self.config.request_timeout)
+                        .await?,
+                )
+            }
+            .await;
+            match got {
+                Ok(Some(bytes)) => match PrekeyBundle::decode(&bytes) {
+                    Ok(b) => match b.verify(peer, unix_now()) {
+                        Ok(()) => return Ok(b),
+                        Err(e) => reason = format!("their bundle was refused: {e}"),
+                    },
+                    Err(e) => reason = format!("their bundle is malformed: {e}"),
+                },
+                Ok(None) => {}
+                Err(e) => reason = e.to_string(),
+            }
+        }
+        Err(MessengerError::NoBundle {
+            name: name.to_string(),
+            reason,
+        })
+    }
+}

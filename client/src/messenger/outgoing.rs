@@ -1,0 +1,267 @@
+//! Sending (`docs/spec.md` §10.7): seal a message for a contact, deposit it on every relay that
+//! keeps the contact's mailbox, and count it sent once a majority of them (two of three) have
+//! it on disk. Unacknowledged messages are sent again with exponential backoff until their
+//! lifetime ends, when they are reported failed. Acknowledgements of received messages go back
+//! the same way.
+
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use futures_util::future::join_all;
+use shallot_crypto::keys::RelayId;
+
+use super::{Messenger, MessengerError, MessengerEvent};
+use crate::messaging::session::{self, SessionError};
+use crate::messaging::wire::{Content, MessageId, MAX_ACK_IDS, MAX_TEXT_LEN};
+use crate::netdir::unix_now;
+use crate::store::{OutState, StoreError, StoredMessage};
+
+/// What sending achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReport {
+    /// The message's id.
+    pub id: MessageId,
+    /// Mailbox relays that stored it.
+    pub stored: u8,
+    /// Mailbox relays asked.
+    pub wanted: u8,
+}
+
+/// What to do when an attempt stores the message on too few mailboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Report it failed now (the command line: the user sees the reason and may retry).
+    Fail,
+    /// Try again later, up to three attempts (the chat, which keeps running).
+    Retry,
+}
+
+/// Mailboxes that must store a message for it to count as sent: two, or all if fewer exist.
+fn needed(wanted: u8) -> u8 {
+    wanted.min(2)
+}
+
+impl Messenger {
+    /// Sends `text` to the contact called `name`. Returns once the message is stored on at
+    /// least two of the contact's mailbox relays; otherwise the error says why.
+    pub async fn send(
+        &self,
+        name: &str,
+        text: &str,
+        on_failure: OnFailure,
+    ) -> Result<SendReport, MessengerError> {
+        if text.trim().is_empty() {
+            return Err(MessengerError::BadText("the message is empty".into()));
+        }
+        if text.len() > MAX_TEXT_LEN {
+            return Err(MessengerError::BadText(format!(
+                "the message is {} bytes; the most is {MAX_TEXT_LEN}",
+                text.len()
+            )));
+        }
+        let contact = self
+            .store()
+            .contact(name)?
+            .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
+        let id: MessageId = rand::random();
+        let now = unix_now();
+        let msg = {
+            let store = self.store();
+            store.insert_outgoing(
+                &id,
+                contact.address.key().as_bytes(),
+                text,
+                now,
+                now + self.config.message_lifetime.as_secs(),
+            )?;
+            store.message(&id)?
+        };
+        if let Some(m) = msg.clone() {
+            self.emit(MessengerEvent::Message(m));
+        }
+        let msg = msg.ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
+        self.attempt(&msg, 0, on_failure).await
+    }
+
+    /// Sends a failed or stuck message again now (the chat's retry key).
+    pub async fn retry(&self, id: &MessageId) -> Result<SendReport, MessengerError> {
+        let msg = self
+            .store()
+            .message(id)?
+            .filter(|m| m.outgoing)
+            .ok_or_else(|| StoreError::Corrupt("no such outgoing message".into()))?;
+        self.attempt(&msg, 0, OnFailure::Retry).await
+    }
+
+    /// One delivery attempt; records the outcome and tells the event listener.
+    async fn attempt(
+        &self,
+        msg: &StoredMessage,
+        attempt: u32,
+        on_failure: OnFailure,
+    ) -> Result<SendReport, MessengerError> {
+        let content = Content::Text {
+            id: msg.id,
+            sent_at: msg.sent_at,
+            text: msg.text.clone(),
+        };
+        let outcome = self.seal_and_deposit(&msg.peer, &content).await;
+        let now = unix_now();
+        let (state, next, result) = match outcome {
+            Ok((stored, wanted, _)) if stored >= needed(wanted) => {
+                let backoff = backoff(
+                    self.config.retransmit_after,
+                    self.config.retransmit_max,
+                    attempt,
+                );
+                (
+                    OutState::Stored(stored),
+                    Some(now + backoff.as_secs()),
+                    Ok(SendReport {
+                        id: msg.id,
+                        stored,
+                        wanted,
+                    }),
+                )
+            }
+            Ok((stored, wanted, reason)) => {
+                let err = MessengerError::NotStored {
+                    stored,
+                    wanted,
+                    reason,
+                };
+                self.failed_attempt(err, attempt, on_failure, now)
+            }
+            Err(err) => self.failed_attempt(err, attempt, on_failure, now),
+        };
+        self.store().update_outgoing(&msg.id, &state, next)?;
+        self.emit(MessengerEvent::Delivery { id: msg.id, state });
+        result
+    }
+
+    fn failed_attempt(
+        &self,
+        err: MessengerError,
+        attempt: u32,
+        on_failure: OnFailure,
+        now: u64,
+    ) -> (OutState, Option<u64>, Result<SendReport, MessengerError>) {
+        match on_failure {
+            OnFailure::Retry if attempt < 2 => (OutState::Sending, Some(now + 30), Err(err)),
+            _ => (OutState::Failed(err.to_string()), None, Err(err)),
+        }
+    }
+
+    /// Seals `content` for `peer` (fetching its bundle first if there is no session yet) and
+    /// deposits it on every relay keeping `peer`'s mailbox. Returns (stored, asked, why some
+    /// did not store it).
+    pub(crate) async fn seal_and_deposit(
+        &self,
+        peer: &[u8; 32],
+        content: &Content,
+    ) -> Result<(u8, u8, String), MessengerError> {
+        let key = VerifyingKey::from_bytes(peer)
+            .map_err(|_| MessengerError::BadText("stored contact key is invalid".into()))?;
+        let name = self
+            .store()
+            .contact_by_key(peer)?
+            .map(|c| c.name)
+            .unwrap_or_else(|| shallot_crypto::Address::new(key).to_string());
+        let needs_bundle = self.store().sessions(peer)?.is_empty();
+        let bundle = if needs_bundle {
+            Some(self.fetch_bundle(&name, &key).await?)
+        } else {
+            None
+        };
+        let envelope = {
+            let store = self.store();
+            session::seal_for(&store, &self.me, &key, content, bundle.as_ref(), unix_now())
+        }
+        .map_err(|e| match e {
+            SessionError::Store(s) => MessengerError::Store(s),
+            other => MessengerError::NoBundle {
+                name: name.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+        self.deposit_everywhere(&key, envelope).await
+    }
+
+    /// Deposits an envelope on all of `peer`'s mailbox replicas for this epoch, at once.
+    async fn deposit_everywhere(
+        &self,
+        peer: &VerifyingKey,
+        envelope: Vec<u8>,
+    ) -> Result<(u8, u8, String), MessengerError> {
+        let consensus = self.consensus()?;
+        let (_, epoch) = self.epoch_now(&consensus);
+        let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
+        let wanted = replicas.len() as u8;
+        let deposits = replicas.into_iter().map(|relay: RelayId| {
+            let envelope = envelope.clone();
+            async move {
+                let link = self.link(relay).await?;
+                link.deposit(mailbox, envelope, self.config.request_timeout)
+                    .await
+                    .map_err(MessengerError::from)
+            }
+        });
+        let mut stored = 0u8;
+        let mut reasons = Vec::new();
+        for r in join_all(deposits).await {
+            match r {
+                Ok(()) => stored += 1,
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        reasons.dedup();
+        Ok((stored, wanted, reasons.join("; ")))
+    }
+
+    /// Sends again every message due for retransmission, and reports failed those whose
+    /// lifetime is over. Returns how many were handled.
+    pub async fn retransmit_due(&self) -> Result<usize, MessengerError> {
+        let now = unix_now();
+        let due = self.store().due_outgoing(now)?;
+        let n = due.len();
+        for (msg, attempts, expires) in due {
+            if now >= expires {
+                let state = OutState::Failed("not acknowledged before it expired".into());
+                self.store().update_outgoing(&msg.id, &state, None)?;
+                self.emit(MessengerEvent::Delivery { id: msg.id, state });
+                continue;
+            }
+            // A failure here is recorded on the message; carry on with the others.
+            let _ = self.attempt(&msg, attempts, OnFailure::Retry).await;
+        }
+        Ok(n)
+    }
+
+    /// Sends the end-to-end acknowledgements owed to contacts (strangers' messages are
+    /// acknowledged only once they are accepted as contacts).
+    pub async fn send_acks(&self) -> Result<(), MessengerError> {
+        let owed = self.store().pending_acks()?;
+        for (peer, ids) in owed {
+            if self.store().contact_by_key(&peer)?.is_none() {
+                continue;
+            }
+            for chunk in ids.chunks(MAX_ACK_IDS) {
+                let content = Content::Ack {
+                    ids: chunk.to_vec(),
+                };
+                match self.seal_and_deposit(&peer, &content).await {
+                    Ok((stored, _, _)) if stored > 0 => self.store().acks_sent(&peer, chunk)?,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("acknowledgement not sent: {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The wait before retransmission number `attempt + 1`: `base` doubled each time, at most
+/// `max`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1u32 << attempt.min(16)).min(max)
+}

@@ -1,0 +1,143 @@
+//! `shallot send` and `shallot inbox`: one message out, or what has arrived, over the network
+//! (`docs/spec.md` §9–10).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use shallot_client::messenger::outgoing::OnFailure;
+use shallot_client::messenger::{Messenger, MessengerConfig, MessengerError, MessengerEvent};
+use shallot_client::store::StoredMessage;
+use shallot_crypto::address::Address;
+use shallot_crypto::hex;
+use shallot_directory::{NetworkError, NetworkFile};
+use thiserror::Error;
+
+/// `send`'s arguments.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The network file naming the directory authorities.
+    #[arg(long, value_name = "FILE")]
+    pub network: PathBuf,
+    /// The contact to send to.
+    pub name: String,
+    /// The message.
+    pub text: String,
+}
+
+/// `inbox`'s arguments.
+#[derive(Args, Debug)]
+pub struct InboxArgs {
+    /// The network file naming the directory authorities.
+    #[arg(long, value_name = "FILE")]
+    pub network: PathBuf,
+    /// If nothing has arrived, wait up to this many seconds for a message.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub wait: u64,
+    /// Print one JSON object per message.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why sending or receiving failed.
+#[derive(Debug, Error)]
+pub enum MessagesError {
+    /// The network file.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The messenger.
+    #[error(transparent)]
+    Messenger(#[from] MessengerError),
+    /// The runtime.
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, MessagesError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn open(data_dir: &Path, network: &Path) -> Result<Arc<Messenger>, MessagesError> {
+    let network = NetworkFile::load(network)?;
+    let m = Messenger::open(data_dir, network, MessengerConfig::default())?;
+    m.connect().await?;
+    Ok(m)
+}
+
+/// Sends one message; succeeds once it is stored on at least two mailbox relays.
+pub fn send(data_dir: &Path, args: SendArgs) -> Result<(), MessagesError> {
+    runtime()?.block_on(async {
+        let m = open(data_dir, &args.network).await?;
+        let report = m.send(&args.name, &args.text, OnFailure::Fail).await?;
+        println!(
+            "sent to {}: stored on {} of {} mailboxes (id {})",
+            args.name,
+            report.stored,
+            report.wanted,
+            hex::encode(&report.id)
+        );
+        Ok(())
+    })
+}
+
+/// Prints what has arrived since the last call.
+pub fn inbox(data_dir: &Path, args: InboxArgs) -> Result<(), MessagesError> {
+    runtime()?.block_on(async {
+        let m = open(data_dir, &args.network).await?;
+        let new = m.sync().await?;
+        let waiting = !m.store().has_unreported().map_err(MessengerError::from)?;
+        if new == 0 && waiting && args.wait > 0 {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            m.set_events(tx);
+            let receiver = m.spawn_receiver();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(MessengerEvent::Message(msg))) if !msg.outgoing => break,
+                    Ok(Some(_)) => continue,
+                    _ => break,
+                }
+            }
+            receiver.abort();
+            // Acknowledge what arrived before leaving.
+            let _ = m.send_acks().await;
+        }
+        let messages = m.store().take_unreported().map_err(MessengerError::from)?;
+        for msg in &messages {
+            print_message(&m, msg, args.json)?;
+        }
+        Ok(())
+    })
+}
+
+fn print_message(m: &Messenger, msg: &StoredMessage, json: bool) -> Result<(), MessagesError> {
+    let contact = m
+        .store()
+        .contact_by_key(&msg.peer)
+        .map_err(MessengerError::from)?;
+    let request = contact.is_none();
+    let from = match contact {
+        Some(c) => c.name,
+        None => ed25519_dalek::VerifyingKey::from_bytes(&msg.peer)
+            .map(|k| Address::new(k).to_string())
+            .unwrap_or_else(|_| hex::encode(&msg.peer)),
+    };
+    if json {
+        let line = serde_json::json!({
+            "id": hex::encode(&msg.id),
+            "from": from,
+            "request": request,
+            "text": msg.text,
+            "sent_at": msg.sent_at,
+            "received_at": msg.received_at,
+        });
+        println!("{line}");
+    } else {
+        let tag = if request { " (contact request)" } else { "" };
+        println!("{from}{tag}: {}", msg.text);
+    }
+    Ok(())
+}

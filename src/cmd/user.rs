@@ -1,0 +1,82 @@
+//! `shallot id new|show` and `shallot contact add`: the user's identity and contacts, kept in
+//! the local store (`docs/spec.md` §10.7). No network is used.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use shallot_client::store::{Store, StoreError};
+use shallot_crypto::address::{Address, AddressError};
+use thiserror::Error;
+
+/// The `id` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum IdCommand {
+    /// Create this user's identity and print its address.
+    New {
+        /// A name for yourself (kept locally, never sent).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print this user's address.
+    Show,
+}
+
+/// The `contact` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ContactCommand {
+    /// Add a contact by address.
+    Add {
+        /// The name to know them by.
+        name: String,
+        /// Their address (it starts with shallot1).
+        address: String,
+    },
+    /// List contacts.
+    List,
+}
+
+/// Why an identity or contact command failed.
+#[derive(Debug, Error)]
+pub enum UserError {
+    /// The store.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A mistyped address.
+    #[error("invalid address: {0}")]
+    Address(#[from] AddressError),
+}
+
+fn now() -> u64 {
+    shallot_client::netdir::unix_now()
+}
+
+/// Runs an `id` subcommand.
+pub fn run_id(data_dir: &Path, cmd: IdCommand) -> Result<(), UserError> {
+    let store = Store::open(data_dir)?;
+    match cmd {
+        IdCommand::New { name } => {
+            let id = store.create_identity(name.as_deref(), now())?;
+            println!("{}", Address::new(id.public()));
+        }
+        IdCommand::Show => println!("{}", Address::new(store.identity()?.public())),
+    }
+    Ok(())
+}
+
+/// Runs a `contact` subcommand.
+pub fn run_contact(data_dir: &Path, cmd: ContactCommand) -> Result<(), UserError> {
+    let store = Store::open(data_dir)?;
+    match cmd {
+        ContactCommand::Add { name, address } => {
+            let address: Address = address.parse()?;
+            store.add_contact(&name, &address, now())?;
+            println!("added {name}");
+        }
+        ContactCommand::List => {
+            for c in store.contacts()? {
+                println!("{}\t{}", c.name, c.address);
+            }
+        }
+    }
+    Ok(())
+}
