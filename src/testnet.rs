@@ -132,6 +132,8 @@ pub struct Testnet {
     pub network_path: PathBuf,
     authorities: Vec<(String, Node)>,
     relays: Vec<(String, Option<Node>)>,
+    /// The address each in-process relay got, so a restart can take it again.
+    relay_addrs: Vec<Option<SocketAddr>>,
 }
 
 fn unix_now() -> u64 {
@@ -186,6 +188,7 @@ impl Testnet {
             network_path,
             authorities: Vec::new(),
             relays: Vec::new(),
+            relay_addrs: Vec::new(),
         };
         for (i, auth) in net.network.authorities.clone().into_iter().enumerate() {
             let node = net.start_authority(i, &auth).await?;
@@ -193,7 +196,7 @@ impl Testnet {
         }
         for i in 0..net.options.relays {
             let node = net.start_relay(i).await?;
-            net.relays.push((format!("relay{}", i + 1), Some(node)));
+            net.push_relay(i, node);
         }
         Ok(net)
     }
@@ -308,7 +311,10 @@ impl Testnet {
             shallot_relay::keys::init(&dir)?;
         }
         let name = format!("relay{}", i + 1);
-        let listen = SocketAddr::new(self.relay_ip(i)?, 0);
+        let listen = match self.relay_addrs.get(i) {
+            Some(Some(addr)) => *addr,
+            _ => SocketAddr::new(self.relay_ip(i)?, 0),
+        };
         let mailbox = i < self.options.mailbox_relays();
         if self.options.processes {
             let mut args: Vec<String> = vec![
@@ -424,13 +430,23 @@ impl Testnet {
         }
     }
 
-    /// Starts relay `i` again (after [`Testnet::kill_relay`]).
+    /// Starts relay `i` again (after [`Testnet::kill_relay`]), on the same address when it
+    /// runs in this process.
     pub async fn restart_relay(&mut self, i: usize) -> Result<(), TestnetError> {
         let node = self.start_relay(i).await?;
         if let Some(slot) = self.relays.get_mut(i) {
             slot.1 = Some(node);
         }
         Ok(())
+    }
+
+    fn push_relay(&mut self, i: usize, node: Node) {
+        let addr = match &node {
+            Node::Relay(h) => Some(h.local_addr()),
+            _ => None,
+        };
+        self.relays.push((format!("relay{}", i + 1), Some(node)));
+        self.relay_addrs.push(addr);
     }
 
     /// Adds one more relay to the running network.
@@ -440,7 +456,7 @@ impl Testnet {
             return Err(TestnetError::TooMany);
         }
         let node = self.start_relay(i).await?;
-        self.relays.push((format!("relay{}", i + 1), Some(node)));
+        self.push_relay(i, node);
         Ok(i)
     }
 

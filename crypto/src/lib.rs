@@ -31,6 +31,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod ntor;
 pub mod onion;
+pub mod published;
 pub mod ratchet;
 pub mod reader;
 pub mod sealed;

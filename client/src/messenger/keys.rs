@@ -49,13 +49,21 @@ impl Messenger {
         if self.store().get("bundle_published")?.as_deref() == Some(marker.as_bytes()) {
             return Ok(());
         }
-        let body = bundle.encode();
+        let plain = bundle.encode();
         let mut published = 0;
         let mut last_error = None;
         for e in epoch..=epoch + self.config.bundle_epochs_ahead {
             let key = BlindedKeypair::derive(&self.me, e, secs)
                 .map_err(|err| MessengerError::BadText(err.to_string()))?;
-            let (_, replicas) = self.placement(&consensus, &self.me.public(), e)?;
+            let (mailbox, replicas) = self.placement(&consensus, &self.me.public(), e)?;
+            // Readable by whoever knows this user's address, not by the relay that keeps it.
+            let body = shallot_crypto::published::seal(
+                &mut rand::thread_rng(),
+                &self.me.public(),
+                &mailbox,
+                &plain,
+            )
+            .map_err(|err| MessengerError::BadText(err.to_string()))?;
             let expires = (e + 1) * secs + secs;
             let puts = replicas.into_iter().map(|relay| {
                 let (key, body) = (&key, body.clone());
@@ -102,13 +110,18 @@ impl Messenger {
             }
             .await;
             match got {
-                Ok(Some(bytes)) => match PrekeyBundle::decode(&bytes) {
-                    Ok(b) => match b.verify(peer, unix_now()) {
-                        Ok(()) => return Ok(b),
-                        Err(e) => reason = format!("their bundle was refused: {e}"),
-                    },
-                    Err(e) => reason = format!("their bundle is malformed: {e}"),
-                },
+                Ok(Some(record)) => {
+                    let opened = shallot_crypto::published::open(peer, &mailbox, &record)
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| PrekeyBundle::decode(&bytes).map_err(|e| e.to_string()));
+                    match opened {
+                        Ok(b) => match b.verify(peer, unix_now()) {
+                            Ok(()) => return Ok(b),
+                            Err(e) => reason = format!("their bundle was refused: {e}"),
+                        },
+                        Err(e) => reason = format!("their bundle is malformed: {e}"),
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => reason = e.to_string(),
             }
