@@ -203,6 +203,29 @@ impl Store {
         })
     }
 
+    /// Runs `f` as one transaction: everything it writes reaches the disk together, with one
+    /// flush, or not at all if it fails.
+    pub fn atomically<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| E::from(StoreError::Db(e)))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| E::from(StoreError::Db(e)))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     /// Creates this user's identity.
     pub fn create_identity(
         &self,

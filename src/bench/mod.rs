@@ -4,6 +4,7 @@
 
 pub mod circuits;
 pub mod cpu;
+pub mod messaging;
 pub mod relay;
 
 use std::path::PathBuf;

@@ -35,6 +35,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             let mut figures: Vec<Figure> = Vec::new();
             figures
                 .extend(bench::circuits::run(&net, &scratch.join("client"), args.circuits).await?);
+            figures.extend(bench::messaging::run(&net, &scratch.join("messaging"), 200).await?);
             let binary = std::env::current_exe().map_err(BenchError::other)?;
             figures
                 .extend(bench::relay::run(&consensus, &binary, &net.network_path, &scratch).await?);

@@ -36,18 +36,34 @@ pub enum Handled {
 }
 
 impl Messenger {
-    /// Opens and records one envelope from one of this user's mailboxes.
+    /// Opens and records one envelope from one of this user's mailboxes, in one transaction.
     pub fn handle_envelope(
         &self,
         id: &EnvelopeId,
         envelope: &[u8],
     ) -> Result<Handled, MessengerError> {
+        let mut events = Vec::new();
+        let handled = self
+            .store()
+            .atomically(|store| self.record_envelope(store, id, envelope, &mut events))?;
+        for e in events {
+            self.emit(e);
+        }
+        Ok(handled)
+    }
+
+    fn record_envelope(
+        &self,
+        store: &crate::store::Store,
+        id: &EnvelopeId,
+        envelope: &[u8],
+        events: &mut Vec<MessengerEvent>,
+    ) -> Result<Handled, MessengerError> {
         let now = unix_now();
-        let store = self.store();
         if !store.first_sight_of_envelope(id, now)? {
             return Ok(Handled::Duplicate);
         }
-        let Opened { sender, content } = match session::open(&store, &self.me, envelope, now) {
+        let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {
             Ok(opened) => opened,
             Err(e) => {
                 debug!("envelope refused: {e}");
@@ -63,13 +79,12 @@ impl Messenger {
                     store.note_request(&sender, now)?;
                 }
                 let msg = store.message(&id)?;
-                drop(store);
                 if new {
                     if stranger {
-                        self.emit(MessengerEvent::Request { peer: sender });
+                        events.push(MessengerEvent::Request { peer: sender });
                     }
                     if let Some(m) = msg {
-                        self.emit(MessengerEvent::Message(m));
+                        events.push(MessengerEvent::Message(m));
                     }
                     Ok(Handled::NewMessage)
                 } else {
@@ -78,9 +93,8 @@ impl Messenger {
             }
             Content::Ack { ids } => {
                 let changed = store.mark_delivered(&sender, &ids)?;
-                drop(store);
                 for id in changed {
-                    self.emit(MessengerEvent::Delivery {
+                    events.push(MessengerEvent::Delivery {
                         id,
                         state: crate::store::OutState::Delivered,
                     });

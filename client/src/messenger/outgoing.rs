@@ -65,22 +65,45 @@ impl Messenger {
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
         let id: MessageId = rand::random();
         let now = unix_now();
-        let msg = {
-            let store = self.store();
+        let peer = *contact.address.key();
+        let content = Content::Text {
+            id,
+            sent_at: now,
+            text: text.to_string(),
+        };
+        // With a session already there, recording the message and advancing the session are
+        // one transaction: one flush to disk before the message leaves.
+        let (msg, sealed) = self.store().atomically(|store| {
             store.insert_outgoing(
                 &id,
-                contact.address.key().as_bytes(),
+                peer.as_bytes(),
                 text,
                 now,
                 now + self.config.message_lifetime.as_secs(),
             )?;
-            store.message(&id)?
+            let sealed = if store.sessions(peer.as_bytes())?.is_empty() {
+                None
+            } else {
+                Some(seal_with(
+                    store,
+                    &self.me,
+                    &peer,
+                    &content,
+                    None,
+                    &contact.name,
+                )?)
+            };
+            let msg = store
+                .message(&id)?
+                .ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
+            Ok::<_, MessengerError>((msg, sealed))
+        })?;
+        self.emit(MessengerEvent::Message(msg.clone()));
+        let outcome = match sealed {
+            Some(envelope) => self.deposit_everywhere(&peer, envelope).await,
+            None => self.seal_and_deposit(&msg.peer, &content).await,
         };
-        if let Some(m) = msg.clone() {
-            self.emit(MessengerEvent::Message(m));
-        }
-        let msg = msg.ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
-        self.attempt(&msg, 0, on_failure).await
+        self.record_attempt(&msg, 0, on_failure, outcome)
     }
 
     /// Sends a failed or stuck message again now (the chat's retry key).
@@ -106,6 +129,17 @@ impl Messenger {
             text: msg.text.clone(),
         };
         let outcome = self.seal_and_deposit(&msg.peer, &content).await;
+        self.record_attempt(msg, attempt, on_failure, outcome)
+    }
+
+    /// Records the outcome of a delivery attempt and tells the event listener.
+    fn record_attempt(
+        &self,
+        msg: &StoredMessage,
+        attempt: u32,
+        on_failure: OnFailure,
+        outcome: Result<(u8, u8, String), MessengerError>,
+    ) -> Result<SendReport, MessengerError> {
         let now = unix_now();
         let (state, next, result) = match outcome {
             Ok((stored, wanted, _)) if stored >= needed(wanted) => {
@@ -173,17 +207,14 @@ impl Messenger {
         } else {
             None
         };
-        let envelope = {
-            let store = self.store();
-            session::seal_for(&store, &self.me, &key, content, bundle.as_ref(), unix_now())
-        }
-        .map_err(|e| match e {
-            SessionError::Store(s) => MessengerError::Store(s),
-            other => MessengerError::NoBundle {
-                name: name.clone(),
-                reason: other.to_string(),
-            },
-        })?;
+        let envelope = seal_with(
+            &self.store(),
+            &self.me,
+            &key,
+            content,
+            bundle.as_ref(),
+            &name,
+        )?;
         self.deposit_everywhere(&key, envelope).await
     }
 
@@ -258,6 +289,24 @@ impl Messenger {
         }
         Ok(())
     }
+}
+
+/// Seals `content` for `peer` in `store`, with the errors a user should see.
+fn seal_with(
+    store: &crate::store::Store,
+    me: &shallot_crypto::keys::IdentityKeypair,
+    peer: &VerifyingKey,
+    content: &Content,
+    bundle: Option<&shallot_crypto::x3dh::PrekeyBundle>,
+    name: &str,
+) -> Result<Vec<u8>, MessengerError> {
+    session::seal_for(store, me, peer, content, bundle, unix_now()).map_err(|e| match e {
+        SessionError::Store(s) => MessengerError::Store(s),
+        other => MessengerError::NoBundle {
+            name: name.to_string(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 /// The wait before retransmission number `attempt + 1`: `base` doubled each time, at most
