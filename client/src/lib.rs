@@ -2,6 +2,7 @@
 //! hop with ntor, and relay messages with end-to-end flow control.
 //!
 //! * [`channel`]: a link to a first hop, shared by the circuits that start there;
+//! * [`chat`]: the chat backend, between the messenger and the terminal UI;
 //! * [`circuit`]: building a circuit, sending to any hop and receiving from any hop;
 //! * [`netdir`]: the consensus the client uses, fetched, cached and refreshed;
 //! * [`guards`]: the persistent guard set;
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod chat;
 pub mod circmgr;
 pub mod circuit;
 pub mod guards;

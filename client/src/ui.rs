@@ -29,6 +29,7 @@ mod keys;
 pub mod model;
 pub mod render;
 pub mod roster;
+pub mod shared_backend;
 pub mod terminal;
 #[cfg(test)]
 mod test_support;

@@ -3,6 +3,7 @@
 //! `main` prints on one line before exiting with status 1.
 
 pub mod bench;
+pub mod chat;
 pub mod circuit;
 pub mod directory;
 pub mod messages;
@@ -52,6 +53,10 @@ pub enum Command {
     Send(messages::SendArgs),
     /// Print messages received since the last time.
     Inbox(messages::InboxArgs),
+    /// The terminal chat.
+    Chat(chat::ChatArgs),
+    /// A whole network on this machine and the chat, with an echo contact to talk to.
+    Demo,
 }
 
 /// A failure to report to the user, on one line.
@@ -72,6 +77,9 @@ pub enum CliError {
     /// Sending or receiving failed.
     #[error(transparent)]
     Messages(#[from] messages::MessagesError),
+    /// The chat or the demo failed.
+    #[error(transparent)]
+    Chat(#[from] chat::ChatError),
     /// The benchmark failed.
     #[error(transparent)]
     Bench(#[from] crate::bench::BenchError),
@@ -101,6 +109,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Contact(cmd) => user::run_contact(&user_data_dir(cli.data_dir)?, cmd)?,
         Command::Send(args) => messages::send(&user_data_dir(cli.data_dir)?, args)?,
         Command::Inbox(args) => messages::inbox(&user_data_dir(cli.data_dir)?, args)?,
+        Command::Chat(args) => chat::chat(&user_data_dir(cli.data_dir)?, args)?,
+        Command::Demo => chat::demo()?,
     }
     Ok(())
 }

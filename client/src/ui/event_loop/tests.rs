@@ -1,10 +1,8 @@
 //! Tests of the event loop driven through channels on an in-memory terminal, which the test
 //! reads while the loop runs.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::backend::{ClearType, TestBackend, WindowSize};
+use ratatui::backend::{TestBackend, WindowSize};
 use ratatui::buffer::Cell;
 use ratatui::layout::{Position, Size};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -12,30 +10,26 @@ use tokio::time::{sleep, timeout};
 
 use super::*;
 use crate::ui::model::{Delivery, UiOptions};
-use crate::ui::render::buffer_text;
+use crate::ui::shared_backend::SharedBackend;
 use crate::ui::test_support::*;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A [`TestBackend`] the test can look at while the UI draws on it, counting frames.
+/// The shared in-memory terminal, with a wait for text to appear.
 #[derive(Clone)]
-struct Shared(Arc<Mutex<(TestBackend, usize)>>);
+struct Shared(SharedBackend);
 
 impl Shared {
     fn new(width: u16, height: u16) -> Self {
-        Shared(Arc::new(Mutex::new((TestBackend::new(width, height), 0))))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, (TestBackend, usize)> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        Shared(SharedBackend::new(width, height))
     }
 
     fn screen(&self) -> String {
-        buffer_text(self.lock().0.buffer())
+        self.0.screen()
     }
 
     fn frames(&self) -> usize {
-        self.lock().1
+        self.0.frames()
     }
 
     /// Waits until the screen shows `text`.
@@ -47,44 +41,6 @@ impl Shared {
         })
         .await;
         assert!(found.is_ok(), "never showed {text:?}:\n{}", self.screen());
-    }
-}
-
-impl Backend for Shared {
-    fn draw<'a, I>(&mut self, content: I) -> io::Result<()>
-    where
-        I: Iterator<Item = (u16, u16, &'a Cell)>,
-    {
-        self.lock().0.draw(content)
-    }
-    fn hide_cursor(&mut self) -> io::Result<()> {
-        self.lock().0.hide_cursor()
-    }
-    fn show_cursor(&mut self) -> io::Result<()> {
-        self.lock().0.show_cursor()
-    }
-    fn get_cursor_position(&mut self) -> io::Result<Position> {
-        self.lock().0.get_cursor_position()
-    }
-    fn set_cursor_position<P: Into<Position>>(&mut self, position: P) -> io::Result<()> {
-        self.lock().0.set_cursor_position(position)
-    }
-    fn clear(&mut self) -> io::Result<()> {
-        self.lock().0.clear()
-    }
-    fn clear_region(&mut self, clear_type: ClearType) -> io::Result<()> {
-        self.lock().0.clear_region(clear_type)
-    }
-    fn size(&self) -> io::Result<Size> {
-        self.lock().0.size()
-    }
-    fn window_size(&mut self) -> io::Result<WindowSize> {
-        self.lock().0.window_size()
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        let mut inner = self.lock();
-        inner.1 += 1;
-        inner.0.flush()
     }
 }
 
@@ -126,7 +82,7 @@ async fn typing_sends_delivery_shows_and_q_quits() {
     let (actions, mut asked) = unbounded_channel();
     backend_events.send(demo_snapshot()).unwrap();
     backend_events.send(AppEvent::Status(healthy())).unwrap();
-    let mut terminal = Terminal::new(backend.clone()).unwrap();
+    let mut terminal = Terminal::new(backend.0.clone()).unwrap();
     let ui =
         tokio::spawn(
             async move { run(&mut terminal, input, events, actions, alice_first()).await },
@@ -179,7 +135,7 @@ async fn the_ui_outlives_its_backend() {
     backend_events.send(demo_snapshot()).unwrap();
     drop(backend_events);
     asked.close();
-    let mut terminal = Terminal::new(backend.clone()).unwrap();
+    let mut terminal = Terminal::new(backend.0.clone()).unwrap();
     let ui =
         tokio::spawn(
             async move { run(&mut terminal, input, events, actions, alice_first()).await },
@@ -201,7 +157,7 @@ async fn closed_input_ends_the_ui_with_an_error_after_quit() {
     let (keys, input) = unbounded_channel::<Event>();
     let (_backend_events, events) = unbounded_channel();
     let (actions, mut asked) = unbounded_channel();
-    let mut terminal = Terminal::new(backend.clone()).unwrap();
+    let mut terminal = Terminal::new(backend.0.clone()).unwrap();
     drop(keys);
     let result = timeout(
         PATIENCE,
@@ -223,16 +179,16 @@ async fn resizes_redraw_at_the_new_size() {
     let (backend_events, events) = unbounded_channel();
     let (actions, _asked) = unbounded_channel();
     backend_events.send(demo_snapshot()).unwrap();
-    let mut terminal = Terminal::new(backend.clone()).unwrap();
+    let mut terminal = Terminal::new(backend.0.clone()).unwrap();
     let ui =
         tokio::spawn(
             async move { run(&mut terminal, input, events, actions, alice_first()).await },
         );
     backend.wait_for("this one failed").await;
-    backend.lock().0.resize(30, 6);
+    backend.0.resize(30, 6);
     keys.send(Event::Resize(30, 6)).unwrap();
     backend.wait_for("terminal too small").await;
-    backend.lock().0.resize(100, 30);
+    backend.0.resize(100, 30);
     keys.send(Event::Resize(100, 30)).unwrap();
     backend.wait_for("this one failed").await;
     assert_eq!(backend.screen().lines().count(), 30);
@@ -258,7 +214,7 @@ async fn bursts_are_drawn_once() {
         backend_events.send(AppEvent::MessageAdded(m)).unwrap();
     }
     keys.send(ctrl_c()).unwrap();
-    let mut terminal = Terminal::new(backend.clone()).unwrap();
+    let mut terminal = Terminal::new(backend.0.clone()).unwrap();
     let result = run(&mut terminal, input, events, actions, alice_first()).await;
     assert!(result.is_ok());
     assert!(backend.frames() <= 3, "{} frames", backend.frames());

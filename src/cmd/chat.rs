@@ -1,0 +1,138 @@
+//! `shallot chat` and `shallot demo`: the terminal chat, on a given network or on a whole
+//! network started for the purpose with an echo contact to talk to.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use shallot_client::messenger::outgoing::OnFailure;
+use shallot_client::messenger::{Messenger, MessengerConfig, MessengerError, MessengerEvent};
+use shallot_client::store::{Store, StoreError};
+use shallot_client::ui::{self, UiError, UiOptions};
+use shallot_directory::{NetworkError, NetworkFile};
+use thiserror::Error;
+
+use crate::testnet::{Testnet, TestnetError, TestnetOptions};
+
+/// `chat`'s arguments.
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// The network file naming the directory authorities.
+    #[arg(long, value_name = "FILE")]
+    pub network: PathBuf,
+}
+
+/// Why the chat or the demo stopped.
+#[derive(Debug, Error)]
+pub enum ChatError {
+    /// The network file.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The messenger.
+    #[error(transparent)]
+    Messenger(#[from] MessengerError),
+    /// The local store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The terminal UI.
+    #[error("{0}")]
+    Ui(#[from] UiError),
+    /// The demo network.
+    #[error(transparent)]
+    Testnet(#[from] TestnetError),
+    /// The runtime or a file.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ChatError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the UI in the terminal over `messenger` until the user quits.
+async fn chat_ui(messenger: Arc<Messenger>, options: UiOptions) -> Result<(), ChatError> {
+    let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel();
+    let backend = tokio::spawn(shallot_client::chat::run(messenger, ui_tx, act_rx));
+    let result = ui::run_in_terminal(ui_rx, act_tx, options).await;
+    backend.abort();
+    Ok(result?)
+}
+
+/// `shallot chat`.
+pub fn chat(data_dir: &Path, args: ChatArgs) -> Result<(), ChatError> {
+    let network = NetworkFile::load(&args.network)?;
+    let messenger = Messenger::open(data_dir, network, MessengerConfig::default())?;
+    runtime()?.block_on(chat_ui(messenger, UiOptions::default()))
+}
+
+/// Creates an identity in `dir` and opens its messenger.
+fn user(dir: &Path, name: &str, network: &NetworkFile) -> Result<Arc<Messenger>, ChatError> {
+    let store = Store::open(dir)?;
+    store.create_identity(Some(name), shallot_client::netdir::unix_now())?;
+    drop(store);
+    Ok(Messenger::open(
+        dir,
+        network.clone(),
+        MessengerConfig::default(),
+    )?)
+}
+
+/// Answers every message from `me` with an echo of it.
+async fn echo_bot(echo: Arc<Messenger>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    echo.set_events(tx);
+    let _receiver = echo.spawn_receiver();
+    while let Some(event) = rx.recv().await {
+        if let MessengerEvent::Message(m) = event {
+            if !m.outgoing {
+                let reply = format!("echo: {}", m.text);
+                let _ = echo.send("me", &reply, OnFailure::Retry).await;
+            }
+        }
+    }
+}
+
+/// `shallot demo`: a network in a temporary directory, an echo contact, and the chat UI with
+/// that conversation open. Everything is stopped and removed on quit.
+pub fn demo() -> Result<(), ChatError> {
+    let dir = std::env::temp_dir().join(format!("shallot-demo-{}", std::process::id()));
+    shallot_crypto::keyfile::ensure_private_dir(&dir).map_err(StoreError::from)?;
+    let result = runtime()?.block_on(async {
+        eprintln!("Starting a local Shallot network: 3 authorities and 8 relays on 127.x.0.1 …");
+        let mut options = TestnetOptions::new(dir.join("network"));
+        options.first_octet = 200;
+        let net = Testnet::start(options).await?;
+        let run = async {
+            let ready = tokio::select! {
+                r = net.wait_ready(Duration::from_secs(60)) => r?,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            eprintln!(
+                "Network ready: {} relays in the consensus. Opening the chat …",
+                ready.relays.len()
+            );
+            let me = user(&dir.join("me"), "me", &net.network)?;
+            let echo = user(&dir.join("echo"), "echo", &net.network)?;
+            me.store().add_contact("echo", &echo.address(), 0)?;
+            echo.store().add_contact("me", &me.address(), 0)?;
+            echo.connect().await?;
+            let bot = tokio::spawn(echo_bot(echo));
+            let options = UiOptions {
+                select_contact: Some("echo".into()),
+                focus_input: true,
+            };
+            let r = chat_ui(me, options).await;
+            bot.abort();
+            r
+        };
+        let r = run.await;
+        net.stop().await;
+        r
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

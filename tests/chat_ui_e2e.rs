@@ -1,0 +1,115 @@
+//! The chat UI's event loop driven with key events against a real network: a message typed
+//! and sent in the UI arrives at another client, and that client's reply appears in the UI,
+//! with the sent message's delivery state updated as the network reports it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use shallot::testnet::{Testnet, TestnetOptions};
+use shallot_client::messenger::outgoing::OnFailure;
+use shallot_client::messenger::MessengerEvent;
+use shallot_client::ui::shared_backend::SharedBackend;
+use shallot_client::ui::{self, UiOptions};
+
+fn key(code: KeyCode) -> Event {
+    Event::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+async fn wait_for(screen: &SharedBackend, text: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !screen.screen().contains(text) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the UI never showed {text:?}:\n{}",
+            screen.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn typing_a_message_reaches_bob_and_his_reply_appears() {
+    rt().block_on(async {
+        let mut options = TestnetOptions::new(scratch("chat-ui"));
+        options.first_octet = 140;
+        let net = Testnet::start(options).await.unwrap();
+        net.wait_ready(Duration::from_secs(60)).await.unwrap();
+        let me = TestUser::new("ui-me", &net.network).await;
+        let bob = TestUser::new("ui-bob", &net.network).await;
+        me.add_contact("bob", &bob);
+        bob.add_contact("me", &me);
+
+        // Bob answers whatever he receives.
+        let (tx, mut bob_events) = tokio::sync::mpsc::unbounded_channel();
+        bob.messenger.set_events(tx);
+        let _bob_receiver = bob.messenger.spawn_receiver();
+        let bob_messenger = bob.messenger.clone();
+        let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(e) = bob_events.recv().await {
+                if let MessengerEvent::Message(m) = e {
+                    if !m.outgoing {
+                        let _ = got_tx.send(m.text.clone());
+                        let _ = bob_messenger
+                            .send("me", &format!("got: {}", m.text), OnFailure::Retry)
+                            .await;
+                    }
+                }
+            }
+        });
+
+        // The real backend and the real event loop, on an in-memory terminal.
+        let screen = SharedBackend::new(80, 24);
+        let (input_tx, input_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel();
+        let backend = tokio::spawn(shallot_client::chat::run(
+            me.messenger.clone(),
+            ui_tx,
+            act_rx,
+        ));
+        let ui_screen = screen.clone();
+        let ui_task = tokio::spawn(async move {
+            let mut terminal = Terminal::new(ui_screen).unwrap();
+            let options = UiOptions {
+                select_contact: Some("bob".into()),
+                focus_input: true,
+            };
+            ui::run(&mut terminal, input_rx, ui_rx, act_tx, options).await
+        });
+        wait_for(&screen, "mailbox: subscribed").await;
+
+        for c in "hello through the onion".chars() {
+            input_tx.send(key(KeyCode::Char(c))).unwrap();
+        }
+        input_tx.send(key(KeyCode::Enter)).unwrap();
+
+        // Bob has it...
+        let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(arrived.as_deref(), Some("hello through the onion"));
+        // ...his reply shows in the conversation, and my message shows as delivered.
+        wait_for(&screen, "got: hello through the onion").await;
+        wait_for(&screen, "hello through the onion ✓✓").await;
+
+        // Esc to the contacts pane, q quits; the backend stops.
+        input_tx.send(key(KeyCode::Esc)).unwrap();
+        input_tx.send(key(KeyCode::Char('q'))).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ui_task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), backend)
+            .await
+            .unwrap()
+            .unwrap();
+        net.stop().await;
+    });
+}
