@@ -25,12 +25,9 @@ fn net() -> &'static Net {
     static NET: OnceLock<Net> = OnceLock::new();
     NET.get_or_init(|| {
         rt().block_on(async {
-            let mut relays = Vec::new();
-            for i in 0..4u8 {
-                relays.push(start_relay(&format!("b{i}"), 40 + i, |_| {}).await);
+            Net {
+                relays: relay_net("b", 40, 4).await,
             }
-            introduce(&relays.iter().collect::<Vec<_>>());
-            Net { relays }
         })
     })
 }

@@ -22,12 +22,9 @@ fn net() -> &'static Net {
     static NET: OnceLock<Net> = OnceLock::new();
     NET.get_or_init(|| {
         rt().block_on(async {
-            let mut relays = Vec::new();
-            for i in 0..5u8 {
-                relays.push(start_relay(&format!("r{i}"), 30 + i, |_| {}).await);
+            Net {
+                relays: relay_net("r", 30, 5).await,
             }
-            introduce(&relays.iter().collect::<Vec<_>>());
-            Net { relays }
         })
     })
 }

@@ -161,6 +161,28 @@ fn crypto_bound(cells_per_record: usize, for_how_long: Duration) -> Result<f64, 
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// `count` CREATE cells for `relay`, each with a fresh handshake, on circuit ids unique to link
+/// number `link`.
+fn create_cells(
+    relay: shallot_crypto::keys::RelayId,
+    onion_key: &x25519_dalek::PublicKey,
+    link: usize,
+    count: usize,
+    rng: &mut rand::rngs::ThreadRng,
+) -> Vec<u8> {
+    let mut cells = Vec::with_capacity(count * CELL_LEN);
+    for i in 0..count {
+        let (_, handshake) = ClientHandshake::start(rng, relay, onion_key);
+        let id = CircId(CircId::INITIATOR_BIT | (link * 100_000 + i + 1) as u32);
+        let create = ChanMsg::Create(Create {
+            depth: 1,
+            handshake,
+        });
+        cells.extend_from_slice(&Cell::new(id, create).encode());
+    }
+    cells
+}
+
 /// Cells forwarded per CPU-second by a middle relay, beside the crypto bound.
 async fn forwarding(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, BenchError> {
     let relay = relay_under_test(dir, consensus)?;
@@ -248,26 +270,8 @@ async fn handshakes(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, Be
     let mut rng = rand::thread_rng();
     let mut batches = Vec::new();
     for l in 0..links {
-        let mut cells = Vec::with_capacity(total / links * CELL_LEN);
-        for i in 0..total / links {
-            let (_, msg) = ClientHandshake::start(
-                &mut rng,
-                hop.id,
-                &x25519_dalek::PublicKey::from(hop.ntor_key),
-            );
-            let id = CircId(CircId::INITIATOR_BIT | (l * 100_000 + i + 1) as u32);
-            cells.extend_from_slice(
-                &Cell::new(
-                    id,
-                    ChanMsg::Create(Create {
-                        depth: 1,
-                        handshake: msg,
-                    }),
-                )
-                .encode(),
-            );
-        }
-        batches.push(cells);
+        let key = x25519_dalek::PublicKey::from(hop.ntor_key);
+        batches.push(create_cells(hop.id, &key, l, total / links, &mut rng));
     }
     let mut conns = Vec::new();
     for _ in 0..links {
@@ -394,21 +398,13 @@ async fn memory(binary: &Path, network_file: &Path, dir: &Path) -> Result<Vec<Fi
     let mut rng = rand::thread_rng();
     let mut held = Vec::new();
     for (l, (mut reader, mut writer)) in conns.into_iter().enumerate() {
-        let mut cells = Vec::new();
-        for i in 0..circuits / links {
-            let (_, msg) = ClientHandshake::start(&mut rng, keys.id, &onion.current.public());
-            let id = CircId(CircId::INITIATOR_BIT | (l * 100_000 + i + 1) as u32);
-            cells.extend_from_slice(
-                &Cell::new(
-                    id,
-                    ChanMsg::Create(Create {
-                        depth: 1,
-                        handshake: msg,
-                    }),
-                )
-                .encode(),
-            );
-        }
+        let cells = create_cells(
+            keys.id,
+            &onion.current.public(),
+            l,
+            circuits / links,
+            &mut rng,
+        );
         for chunk in cells.chunks(100 * CELL_LEN) {
             writer.write_cells(chunk).await.map_err(BenchError::other)?;
         }

@@ -105,6 +105,17 @@ pub async fn start_relay(name: &str, octet: u8, tune: impl FnOnce(&mut RelayConf
     }
 }
 
+/// Starts `count` relays named `<prefix>0…` on 127.<first_octet + i>.0.1, each told about
+/// the others.
+pub async fn relay_net(prefix: &str, first_octet: u8, count: u8) -> Vec<TestRelay> {
+    let mut relays = Vec::new();
+    for i in 0..count {
+        relays.push(start_relay(&format!("{prefix}{i}"), first_octet + i, |_| {}).await);
+    }
+    introduce(&relays.iter().collect::<Vec<_>>());
+    relays
+}
+
 /// Tells every relay about every other (standing in for a consensus).
 pub fn introduce(relays: &[&TestRelay]) {
     for r in relays {
