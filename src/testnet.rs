@@ -421,7 +421,7 @@ impl Testnet {
     pub async fn kill_relay(&mut self, i: usize) {
         if let Some((_, node)) = self.relays.get_mut(i) {
             match node.take() {
-                Some(Node::Relay(h)) => h.abort(),
+                Some(Node::Relay(h)) => h.abort().await,
                 Some(Node::Process(mut child)) => {
                     let _ = child.kill().await;
                 }

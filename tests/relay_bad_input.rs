@@ -299,7 +299,7 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
         .unwrap();
         circ.send(3, &RelayMsg::Data(b"x".to_vec())).await.unwrap();
         circ.recv().await.unwrap();
-        doomed.handle.abort();
+        doomed.handle.abort().await;
         let err = tokio::time::timeout(WAIT, circ.recv())
             .await
             .unwrap()

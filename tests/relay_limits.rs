@@ -239,3 +239,50 @@ fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
         still_serves(&[&relay]).await;
     });
 }
+
+#[test]
+fn a_client_that_stops_reading_holds_at_most_a_window_of_replies() {
+    rt().block_on(async {
+        let relay = start_relay("nonreader", 58, |_| {}).await;
+        let circ = std::sync::Arc::new(
+            shallot_client::build(relay.channel().await, &[relay.hop()], WAIT)
+                .await
+                .unwrap(),
+        );
+        // Send echo requests and never read the echoes.
+        let sender = {
+            let circ = circ.clone();
+            tokio::spawn(async move {
+                let mut sent = 0u32;
+                while circ.send(1, &RelayMsg::Data(vec![1; 400])).await.is_ok() {
+                    sent += 1;
+                }
+                sent
+            })
+        };
+        // The relay stops acknowledging once its replies wait; the sender stalls at its window.
+        let stalled_at = eventually("the sender to stall", Duration::from_secs(20), || async {
+            let before = relay.handle.stats().cells_delivered;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let after = relay.handle.stats().cells_delivered;
+            (after > 0 && after == before).then_some(after)
+        })
+        .await;
+        let window = u64::from(shallot_proto::flow::WINDOW_START);
+        assert!(
+            stalled_at <= 2 * window,
+            "{stalled_at} cells delivered before stalling"
+        );
+        assert!(
+            relay.handle.queued_cells() <= 2 * window as usize,
+            "{}",
+            relay.handle.queued_cells()
+        );
+        assert!(!circ.is_closed(), "an honest slow reader is not punished");
+        // Reading resumes the flow.
+        for _ in 0..10 {
+            circ.recv().await.unwrap();
+        }
+        sender.abort();
+    });
+}

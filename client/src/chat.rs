@@ -244,6 +244,7 @@ async fn network(m: Arc<Messenger>, ui: UnboundedSender<AppEvent>) {
         }
     }
     let _refresher = m.netdir().spawn_refresher();
+    let _ahead = m.circuits().spawn_maintenance();
     let receiver = m.spawn_receiver();
     if let Err(e) = m.sync().await {
         notice(&ui, format!("fetching waiting messages: {e}"));
@@ -252,6 +253,9 @@ async fn network(m: Arc<Messenger>, ui: UnboundedSender<AppEvent>) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let _ = m.retransmit_due().await;
         let _ = m.send_acks().await;
+        if let Err(e) = m.ensure_bundle_published().await {
+            notice(&ui, format!("publishing your prekey bundle: {e}"));
+        }
         if receiver.is_finished() {
             break;
         }
@@ -272,7 +276,7 @@ async fn status(
                 .as_ref()
                 .map(|c| unix_now().saturating_sub(c.valid_after)),
             relays_known: consensus.as_ref().map(|c| c.relays.len()).unwrap_or(0),
-            circuits_ready: m.open_links().await,
+            circuits_ready: m.open_links().await + m.circuits().ready(),
             mailbox: match (consensus.is_some(), n) {
                 (false, _) => MailboxState::Offline,
                 (true, 0) => MailboxState::Connecting,

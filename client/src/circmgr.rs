@@ -1,6 +1,7 @@
 //! The circuit manager (`docs/spec.md` §11.3): builds circuits hop by hop with a time limit per
 //! hop, retries with other relays after a failure (remembering recent failures), keeps a few
-//! circuits built ahead of need, and retires them after their lifetime or when they close.
+//! circuits built ahead of need (all but their last hop, which is added when a purpose names
+//! it), and stops handing circuits out after their lifetime or when they close.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ pub struct CircuitConfig {
     pub attempts: usize,
     /// A circuit is not handed out for new work after this long.
     pub lifetime: Duration,
-    /// General-purpose circuits kept built ahead of need.
+    /// Circuits kept built ahead of need, each missing only its last hop.
     pub preemptive: usize,
     /// How long a relay that failed is left out of new paths.
     pub failure_memory: Duration,
@@ -158,31 +159,62 @@ impl CircuitManager {
         Ok(chan)
     }
 
-    /// Builds one circuit now, ending at `exit` if given, trying other paths after a failure.
-    pub async fn build(&self, exit: Option<RelayId>) -> Result<BuiltCircuit, CircError> {
+    /// The guard to start a path with: the first of the guard set that has not failed
+    /// recently and is unrelated to `exit`; failing that, the first unrelated one even if it
+    /// failed (a path never starts outside the guard set while the set has a usable guard).
+    fn pick_guard(
+        &self,
+        consensus: &shallot_proto::dir::Consensus,
+        exit: Option<&RelayEntry>,
+        avoid: &HashSet<RelayId>,
+    ) -> Result<Option<RelayId>, CircError> {
+        let mut g = lock(&self.guards);
+        g.update(consensus, &mut rand::thread_rng());
+        if g.guards().is_empty() {
+            return Ok(None);
+        }
+        let unrelated: Vec<RelayId> = g
+            .guards()
+            .iter()
+            .copied()
+            .filter(|id| match (consensus.relay(id), exit) {
+                (Some(g), Some(e)) => !related(g, e),
+                (Some(_), None) => true,
+                _ => false,
+            })
+            .collect();
+        match unrelated
+            .iter()
+            .find(|id| !avoid.contains(id))
+            .or(unrelated.first())
+        {
+            Some(id) => Ok(Some(*id)),
+            None => Err(CircError::Path(PathError::NotEnoughRelays {
+                hops: self.config.hops,
+                reason: "every guard is related to the requested last hop",
+            })),
+        }
+    }
+
+    /// Builds one circuit now: `hops` relays ending at `exit` if given (or, with `hops` one
+    /// less than a full circuit and no exit, a prefix to extend later), trying other paths
+    /// after a failure.
+    async fn build_hops(
+        &self,
+        hops: usize,
+        exit: Option<RelayId>,
+    ) -> Result<BuiltCircuit, CircError> {
         let mut last = String::from("no attempt made");
         for _ in 0..self.config.attempts {
             let consensus = self.dir.consensus()?;
             let avoid = self.recent_failures();
-            let guard = {
-                let mut g = lock(&self.guards);
-                g.update(&consensus, &mut rand::thread_rng());
-                let exit_entry = exit.as_ref().and_then(|e| consensus.relay(e));
-                g.guards()
-                    .iter()
-                    .copied()
-                    .filter(|id| !avoid.contains(id))
-                    .find(|id| match (consensus.relay(id), exit_entry) {
-                        (Some(g), Some(e)) => !related(g, e),
-                        (Some(_), None) => true,
-                        _ => false,
-                    })
-            };
+            let exit_entry = exit.as_ref().and_then(|e| consensus.relay(e));
+            let guard = self.pick_guard(&consensus, exit_entry, &avoid)?;
             let path: Vec<RelayEntry> = {
                 let mut rng = rand::thread_rng();
                 choose_path(
                     &consensus,
-                    self.config.hops,
+                    hops,
                     guard.as_ref(),
                     exit.as_ref(),
                     &avoid,
@@ -205,7 +237,9 @@ impl CircuitManager {
                 Err((hop, e)) => {
                     last = format!("{} at {}", e, path[hop].nickname);
                     debug!("circuit build failed: {last}");
-                    // Blame the relay being added, unless it is the exit we were asked for.
+                    // Blame the relay being added (its predecessor may be at fault, but a
+                    // relay that fails repeatedly is avoided either way), unless it is the
+                    // exit we were asked for.
                     if Some(path[hop].id) != exit || hop == 0 {
                         self.failed(path[hop].id);
                     }
@@ -216,6 +250,12 @@ impl CircuitManager {
             attempts: self.config.attempts,
             last,
         })
+    }
+
+    /// Builds one full circuit now, ending at `exit` if given, trying other paths after a
+    /// failure.
+    pub async fn build(&self, exit: Option<RelayId>) -> Result<BuiltCircuit, CircError> {
+        self.build_hops(self.config.hops, exit).await
     }
 
     /// Builds along `path`; on failure, says at which hop.
@@ -233,34 +273,61 @@ impl CircuitManager {
         Ok(circ)
     }
 
-    /// A circuit for new work: a general-purpose one from the pool (`exit` = None), or a fresh
-    /// one ending at `exit`.
-    pub async fn get(&self, exit: Option<RelayId>) -> Result<Arc<BuiltCircuit>, CircError> {
-        if exit.is_none() {
+    /// A circuit for new work ending at `exit`: a prefix from the pool (built ahead, the last
+    /// hop missing) extended to `exit` when one fits the path rules, else a fresh circuit.
+    pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit>, CircError> {
+        let consensus = self.dir.consensus()?;
+        let prefix = consensus.relay(&exit).and_then(|e| {
             let mut pool = lock(&self.pool);
             pool.retain(|c| c.usable(self.config.lifetime));
-            if let Some(c) = pool.pop() {
-                return Ok(c);
+            let i = pool
+                .iter()
+                .position(|c| c.path.iter().all(|r| !related(r, e)))?;
+            Some((pool.swap_remove(i), e.clone()))
+        });
+        if let Some((prefix, exit_entry)) = prefix {
+            let started = Instant::now();
+            let extended = prefix
+                .circuit
+                .extend(&HopSpec::from(&exit_entry), self.config.per_hop_timeout)
+                .await;
+            match extended {
+                Ok(()) => {
+                    let mut path = prefix.path.clone();
+                    path.push(exit_entry);
+                    return Ok(Arc::new(BuiltCircuit {
+                        circuit: prefix.circuit.clone(),
+                        path,
+                        build_time: started.elapsed(),
+                        built_at: prefix.built_at,
+                    }));
+                }
+                Err(e) => {
+                    debug!("extending a ready circuit failed: {e}");
+                    prefix.circuit.close();
+                }
             }
         }
-        Ok(Arc::new(self.build(exit).await?))
+        Ok(Arc::new(self.build(Some(exit)).await?))
     }
 
-    /// General-purpose circuits built and ready now.
+    /// Circuits built ahead of need and ready now.
     pub fn ready(&self) -> usize {
         let mut pool = lock(&self.pool);
         pool.retain(|c| c.usable(self.config.lifetime));
         pool.len()
     }
 
-    /// Keeps the pool topped up, replacing circuits that closed or aged out, until the task
-    /// is aborted.
+    /// Keeps [`CircuitConfig::preemptive`] circuits built ahead of need (every hop but the
+    /// last, which [`CircuitManager::get`] adds), replacing those that closed or aged out,
+    /// until the task is aborted.
     pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let mgr = self.clone();
         tokio::spawn(async move {
             loop {
                 if mgr.ready() < mgr.config.preemptive {
-                    match mgr.build(None).await {
+                    let prefix_hops = mgr.config.hops.saturating_sub(1).max(1);
+                    match mgr.build_hops(prefix_hops, None).await {
                         Ok(c) => lock(&mgr.pool).push(Arc::new(c)),
                         Err(e) => {
                             debug!("preemptive circuit: {e}");

@@ -98,6 +98,8 @@ struct Shared {
     layers: Mutex<ClientLayers>,
     send_windows: Mutex<Vec<SendWindow>>,
     recv_windows: Mutex<Vec<RecvWindow>>,
+    /// Counted cells per hop delivered to the inbox and not yet read.
+    unread: Mutex<Vec<u32>>,
     window_open: Notify,
     closed: AtomicBool,
     close_reason: Mutex<Option<CircuitError>>,
@@ -141,8 +143,31 @@ impl Shared {
         fragment(&bytes, body_len(depth)).map_err(|e| CircuitError::Send(e.to_string()))
     }
 
+    /// Checks, as cells arrive, that `hop` stays within its window: the cells it sent and we
+    /// have not yet read, plus `cells`, must fit. Records them as unread.
+    fn arrived(&self, hop: usize, cells: u32) -> Result<(), CircuitError> {
+        let remaining = lock(&self.recv_windows)
+            .get(hop - 1)
+            .map(RecvWindow::remaining)
+            .ok_or_else(|| CircuitError::Protocol("message from an unknown hop".into()))?;
+        let mut unread = lock(&self.unread);
+        let slot = unread
+            .get_mut(hop - 1)
+            .ok_or_else(|| CircuitError::Protocol("message from an unknown hop".into()))?;
+        if *slot + cells > remaining {
+            return Err(CircuitError::Protocol(format!(
+                "hop {hop} overran its flow-control window"
+            )));
+        }
+        *slot += cells;
+        Ok(())
+    }
+
     /// Acknowledges `cells` consumed from `hop`, sending SENDMEs as they fall due.
     fn consumed(&self, hop: usize, cells: u32) -> Result<(), CircuitError> {
+        if let Some(slot) = lock(&self.unread).get_mut(hop - 1) {
+            *slot = slot.saturating_sub(cells);
+        }
         let sendmes = {
             let mut w = lock(&self.recv_windows);
             let w = w
@@ -181,6 +206,7 @@ impl Circuit {
             layers: Mutex::new(ClientLayers::new()),
             send_windows: Mutex::new(Vec::new()),
             recv_windows: Mutex::new(Vec::new()),
+            unread: Mutex::new(Vec::new()),
             window_open: Notify::new(),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
@@ -270,6 +296,7 @@ impl Circuit {
         lock(&self.shared.layers).push_hop(&keys)?;
         lock(&self.shared.send_windows).push(SendWindow::default());
         lock(&self.shared.recv_windows).push(RecvWindow::default());
+        lock(&self.shared.unread).push(0);
         lock(&self.shared.hops).push(hop.clone());
         Ok(())
     }
@@ -336,7 +363,10 @@ impl Circuit {
         let next = self.inbox.lock().await.recv().await;
         match next {
             Some(Ok(d)) => {
-                self.shared.consumed(d.hop, d.cells)?;
+                if let Err(e) = self.shared.consumed(d.hop, d.cells) {
+                    self.close();
+                    return Err(e);
+                }
                 Ok((d.hop, d.msg))
             }
             Some(Err(e)) => Err(e),
@@ -381,7 +411,10 @@ async fn reactor(
                 Some(tx) => {
                     let _ = tx.send(reply);
                 }
-                None => break Err(CircuitError::Protocol("unexpected CREATED".into())),
+                None => {
+                    shared.chan.destroy(shared.id);
+                    break Err(CircuitError::Protocol("unexpected CREATED".into()));
+                }
             },
             ChanMsg::Destroy(reason) => break Err(CircuitError::Destroyed(reason)),
             ChanMsg::Relay(mut payload) => {
@@ -437,6 +470,7 @@ fn on_relay(
             let waiting = lock(&shared.pending_extended).take();
             match waiting {
                 Some(tx) if hop == lock(&shared.hops).len() => {
+                    shared.arrived(hop, cells)?;
                     shared.consumed(hop, cells)?;
                     let _ = tx.send(reply);
                 }
@@ -445,6 +479,7 @@ fn on_relay(
         }
         RelayMsg::Extend(_) => return Err(CircuitError::Protocol("relay sent EXTEND".into())),
         msg => {
+            shared.arrived(hop, cells)?;
             let _ = inbox.send(Ok(Delivered { hop, msg, cells }));
         }
     }

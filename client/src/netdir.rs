@@ -1,6 +1,7 @@
 //! The client's consensus (`docs/spec.md` §5.9, §11.1): bootstrap from the cache or the
-//! authorities, refresh before it stops being fresh, and keep using a cached consensus while it
-//! is still valid when no authority answers.
+//! authorities, fetch the next one as soon as the authorities publish it (at the current one's
+//! fresh-until), and keep using a cached consensus while it is still valid when no authority
+//! answers.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -43,6 +44,7 @@ pub struct NetDir {
     cache: ConsensusCache,
     current: RwLock<Option<Arc<Consensus>>>,
     last_error: RwLock<Option<String>>,
+    failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
 }
 
@@ -55,6 +57,7 @@ impl NetDir {
             network,
             current: RwLock::new(None),
             last_error: RwLock::new(None),
+            failures: std::sync::atomic::AtomicU32::new(0),
             fetch_timeout,
         }
     }
@@ -115,6 +118,7 @@ impl NetDir {
                 if let Ok(mut e) = self.last_error.write() {
                     *e = None;
                 }
+                self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
                 Ok(c)
             }
             Err(e) => {
@@ -122,6 +126,8 @@ impl NetDir {
                 if let Ok(mut last) = self.last_error.write() {
                     *last = Some(reason.clone());
                 }
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Err(DirError::Unavailable(reason))
             }
         }
@@ -145,17 +151,25 @@ impl NetDir {
         }
     }
 
-    /// When to fetch next: three quarters of the way to fresh-until (with jitter), or soon if
-    /// there is nothing fresh.
+    /// When to fetch next. Authorities publish each consensus at the previous one's
+    /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus a
+    /// random delay (up to an eighth of the period, at most 30 s, so that clients do not all
+    /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 60 s.
     pub fn next_refresh(&self) -> Duration {
         let now = unix_now();
         match self.held() {
             Some(c) if now < c.fresh_until => {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
-                let at = c.valid_after + span * 3 / 4 + rand::random::<u64>() % (span / 8 + 1);
-                Duration::from_secs(at.saturating_sub(now)).max(Duration::from_millis(500))
+                let jitter = rand::random::<u64>() % (span / 8).clamp(1, 30);
+                Duration::from_secs(c.fresh_until - now + jitter)
             }
-            _ => Duration::from_secs(1),
+            _ => {
+                let failures = self
+                    .failures
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .min(6);
+                Duration::from_secs(1 << failures)
+            }
         }
     }
 

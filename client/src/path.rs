@@ -27,16 +27,17 @@ pub enum PathError {
     },
 }
 
-/// The network a relay is in for the path rules: its /16 (IPv4) or /32 (IPv6).
-pub fn subnet(ip: IpAddr) -> [u8; 4] {
+/// The network a relay is in for the path rules: its /16 (IPv4) or /32 (IPv6), tagged with
+/// the address family so the two never compare equal.
+pub fn subnet(ip: IpAddr) -> [u8; 5] {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();
-            [4, 0, o[0], o[1]]
+            [4, o[0], o[1], 0, 0]
         }
         IpAddr::V6(v6) => {
             let o = v6.octets();
-            [o[0], o[1], o[2], o[3] | 0x80]
+            [6, o[0], o[1], o[2], o[3]]
         }
     }
 }

@@ -192,7 +192,7 @@ impl Store {
             keyfile::write_private_file(&path, b"")?;
         } else {
             // Refuses a store others can read.
-            keyfile::read_private_file(&path).map(|_| ())?;
+            keyfile::check_private_file(&path)?;
         }
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -532,12 +532,14 @@ impl Store {
         Ok(changed)
     }
 
-    /// Outgoing messages due for (re)transmission at `now`, oldest first.
+    /// Outgoing messages due for (re)transmission at `now`, or past their expiry, oldest
+    /// first, with their attempts so far and expiry.
     pub fn due_outgoing(&self, now: u64) -> Result<Vec<(StoredMessage, u32, u64)>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, attempts, expires_at FROM messages
-             WHERE outgoing = 1 AND state IN (?1, ?2) AND next_attempt_at IS NOT NULL
-             AND next_attempt_at <= ?3 ORDER BY sent_at",
+             WHERE outgoing = 1 AND state IN (?1, ?2)
+             AND ((next_attempt_at IS NOT NULL AND next_attempt_at <= ?3) OR expires_at <= ?3)
+             ORDER BY sent_at",
         )?;
         let rows = stmt.query_map(params![ST_SENDING, ST_STORED, now as i64], |r| {
             Ok((

@@ -111,8 +111,8 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyFileErr
     Ok(())
 }
 
-/// Reads a file that must be readable by its owner only.
-pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+/// Refuses a file that users other than its owner can access (or that is missing).
+pub fn check_private_file(path: &Path) -> Result<(), KeyFileError> {
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -130,6 +130,12 @@ pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError
             fix: "600",
         });
     }
+    Ok(())
+}
+
+/// Reads a file that must be readable by its owner only.
+pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyFileError> {
+    check_private_file(path)?;
     Ok(Zeroizing::new(fs::read(path).map_err(io_err(path))?))
 }
 

@@ -82,6 +82,11 @@ impl Default for RecvWindow {
 }
 
 impl RecvWindow {
+    /// Counted cells the peer may still send before it must wait for a SENDME.
+    pub fn remaining(&self) -> u32 {
+        self.window
+    }
+
     /// `n` counted cells were received and consumed. Returns how many SENDMEs to send now.
     pub fn received(&mut self, n: u32) -> Result<u32, FlowError> {
         if n > self.window {

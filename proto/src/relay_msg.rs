@@ -1,4 +1,4 @@
-//! Relay messages: what a circuit carries inside its onion layers (`docs/spec.md` §4.4).
+//! Relay messages: what a circuit carries inside its onion layers (`docs/spec.md` §4.5).
 //!
 //! A message is a type byte followed by its fields. It travels in one or more cells: each
 //! cell's body (the bytes the onion layer delivers, [`shallot_crypto::onion::body_len`] of
@@ -44,7 +44,7 @@ pub enum RelayMsg {
     /// The circuit was extended: the new hop's ntor reply.
     Extended(ServerMessage),
     /// Flow control: the sender of this message has consumed another window increment of
-    /// cells (`docs/spec.md` §4.5).
+    /// cells (`docs/spec.md` §4.6).
     Sendme,
     /// End-to-end data. A relay answers data addressed to it with the same bytes (an echo
     /// used by diagnostics and benchmarks).

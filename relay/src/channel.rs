@@ -101,8 +101,12 @@ impl Channel {
         if self.is_closed() {
             return;
         }
-        let queued = lock(&self.out).push_control(Cell::new(circ_id, msg).encode(), &core.budget);
-        self.after_push(core, queued);
+        let pushed = lock(&self.out).push_control(Cell::new(circ_id, msg).encode(), &core.budget);
+        match pushed {
+            Ok(queued) => self.after_push(core, queued),
+            // The peer has stopped reading: the reader task closes the link.
+            Err(_) => self.begin_close(),
+        }
     }
 
     /// Queues a relay cell for circuit `circ_id`; refuses if that circuit's queue is full.
@@ -176,6 +180,11 @@ impl Channel {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
         self.closing.notify_one();
+    }
+
+    /// Drops every cell still queued (the writer has stopped).
+    pub fn drop_queued(&self, core: &Core) {
+        lock(&self.out).clear(&core.budget);
     }
 
     /// Cells queued on this link, per circuit, with the age of each circuit's oldest cell.

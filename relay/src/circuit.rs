@@ -31,7 +31,18 @@ pub(crate) struct CircState {
     recv: RecvWindow,
     send: SendWindow,
     /// Whole messages (as cell bodies) waiting for the send window to open.
-    waiting: VecDeque<Vec<Vec<u8>>>,
+    waiting: VecDeque<Waiting>,
+    /// Cells delivered here whose SENDME waits until the replies they caused are sent.
+    unacked: u32,
+}
+
+/// A reply waiting for the client's window, and the delivered cells it answers: those are
+/// acknowledged only once the reply leaves, so a client that stops reading replies soon runs
+/// out of window and stops sending (`docs/spec.md` §4.6).
+struct Waiting {
+    bodies: Vec<Vec<u8>>,
+    acks: u32,
+    since: std::time::Instant,
 }
 
 /// A circuit passing through (or ending at) this relay.
@@ -63,6 +74,7 @@ impl Circuit {
                 recv: RecvWindow::default(),
                 send: SendWindow::default(),
                 waiting: VecDeque::new(),
+                unacked: 0,
             }),
         }
     }
@@ -150,16 +162,44 @@ impl Circuit {
             debug!("bad relay message: {e}");
             DestroyReason::Protocol
         })?;
-        if msg.counts_for_flow_control() {
-            let sendmes = st
-                .recv
-                .received(cells)
-                .map_err(|_| DestroyReason::Protocol)?;
-            for _ in 0..sendmes {
-                self.send_msg(core, st, &RelayMsg::Sendme)?;
+        let counted = msg.counts_for_flow_control();
+        if counted {
+            // Cells not yet acknowledged count against the window already.
+            st.unacked += cells;
+            if st.unacked > st.recv.remaining() {
+                debug!("client overran its flow-control window");
+                return Err(DestroyReason::Protocol);
             }
         }
-        crate::endpoint::handle(core, self, st, msg)
+        crate::endpoint::handle(core, self, st, msg)?;
+        if counted {
+            match st.waiting.back_mut() {
+                // The reply is waiting: acknowledge when it leaves.
+                Some(w) => {
+                    w.acks += cells;
+                }
+                None => self.acknowledge(core, st, cells)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `cells` as consumed, sending the SENDMEs that fall due.
+    fn acknowledge(
+        &self,
+        core: &Core,
+        st: &mut CircState,
+        cells: u32,
+    ) -> Result<(), DestroyReason> {
+        st.unacked = st.unacked.saturating_sub(cells);
+        let sendmes = st
+            .recv
+            .received(cells)
+            .map_err(|_| DestroyReason::Protocol)?;
+        for _ in 0..sendmes {
+            self.send_msg(core, st, &RelayMsg::Sendme)?;
+        }
+        Ok(())
     }
 
     /// Sends a message from this hop to the client, subject to the send window. A message is
@@ -178,7 +218,12 @@ impl Circuit {
         if st.waiting.is_empty() && st.send.take(bodies.len() as u32) {
             self.seal_and_queue(core, st, &bodies)
         } else {
-            st.waiting.push_back(bodies);
+            core.budget.add(bodies.len());
+            st.waiting.push_back(Waiting {
+                bodies,
+                acks: 0,
+                since: std::time::Instant::now(),
+            });
             Ok(())
         }
     }
@@ -228,12 +273,16 @@ impl Circuit {
     pub fn on_sendme(&self, core: &Core, st: &mut CircState) -> Result<(), DestroyReason> {
         st.send.sendme().map_err(|_| DestroyReason::Protocol)?;
         self.window_open.notify_waiters();
-        while let Some(bodies) = st.waiting.front() {
-            if !st.send.take(bodies.len() as u32) {
+        while let Some(w) = st.waiting.front() {
+            if !st.send.take(w.bodies.len() as u32) {
                 break;
             }
-            if let Some(bodies) = st.waiting.pop_front() {
-                self.seal_and_queue(core, st, &bodies)?;
+            if let Some(w) = st.waiting.pop_front() {
+                core.budget.sub(w.bodies.len());
+                self.seal_and_queue(core, st, &w.bodies)?;
+                if w.acks > 0 {
+                    self.acknowledge(core, st, w.acks)?;
+                }
             }
         }
         Ok(())
@@ -256,6 +305,17 @@ impl Circuit {
                 .map_err(|_| DestroyReason::ResourceLimit)?;
         }
         Ok(())
+    }
+
+    /// Whether the circuit has been destroyed.
+    pub fn is_destroyed(&self) -> bool {
+        lock(&self.state).destroyed
+    }
+
+    /// When this circuit's oldest reply started waiting for the client's window, if any is
+    /// waiting (for the out-of-memory handler).
+    pub fn oldest_waiting(&self) -> Option<std::time::Instant> {
+        lock(&self.state).waiting.front().map(|w| w.since)
     }
 
     /// The next hop answered our create: the extend is complete.
@@ -299,7 +359,8 @@ impl Circuit {
                 return false;
             }
             st.destroyed = true;
-            st.waiting.clear();
+            let waiting: usize = st.waiting.drain(..).map(|w| w.bodies.len()).sum();
+            core.budget.sub(waiting);
             st.next.take()
         };
         self.window_open.notify_waiters();

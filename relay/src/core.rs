@@ -175,9 +175,11 @@ impl Core {
                 }
             }
             if let Some(w) = writer {
+                let (core, chan) = (self.clone(), chan.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     w.abort();
+                    chan.drop_queued(&core);
                 });
             }
             removed
@@ -211,6 +213,7 @@ impl Core {
         for chan in channels {
             chan.begin_close();
             lock(&chan.circuits).clear();
+            chan.drop_queued(self);
         }
     }
 
@@ -230,6 +233,17 @@ impl Core {
         for chan in self.channels() {
             for (t, id) in chan.oldest_cells() {
                 candidates.push((t, chan.clone(), id));
+            }
+            // Replies waiting for a client's window hold memory too.
+            let ends: Vec<_> = lock(&chan.circuits)
+                .iter()
+                .filter(|(_, r)| r.side == crate::channel::Side::Prev)
+                .map(|(id, r)| (*id, r.circ.clone()))
+                .collect();
+            for (id, circ) in ends {
+                if let Some(t) = circ.oldest_waiting() {
+                    candidates.push((t, chan.clone(), id));
+                }
             }
         }
         candidates.sort_by_key(|(t, _, _)| *t);

@@ -168,14 +168,18 @@ impl RelayHandle {
     }
 
     /// Stops at once without telling any peer, as a crash would: every link is dropped with
-    /// nothing more sent on it. For fault tests.
-    pub fn abort(self) {
+    /// nothing more sent on it. Returns once the listening socket is closed, so the address
+    /// can be bound again. For fault tests.
+    pub async fn abort(self) {
         self.core.shutting_down.store(true, Ordering::Release);
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
         }
         self.core.abort_all_channels();
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 
     /// Stops gracefully: stops accepting, destroys every circuit (telling both neighbours),

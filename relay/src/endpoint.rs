@@ -28,10 +28,7 @@ pub(crate) fn handle(
             tokio::spawn(crate::extend::run(core.clone(), circ.clone(), ext));
             Ok(())
         }
-        RelayMsg::Mailbox(m) => {
-            crate::mailbox::dispatch(core, circ, m);
-            Ok(())
-        }
+        RelayMsg::Mailbox(m) => crate::mailbox::dispatch(core, circ, st, m),
         // Only a relay sends this, toward the client.
         RelayMsg::Extended(_) => Err(DestroyReason::Protocol),
     }

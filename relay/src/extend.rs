@@ -142,7 +142,8 @@ pub(crate) async fn channel_to(
 }
 
 /// Connects to `to` from this relay's own listening address (when it names one), so that
-/// other relays see the address the consensus lists for us.
+/// other relays see this relay's address rather than whatever the system would pick (behind a
+/// NAT, the advertised address is not one this host can bind).
 async fn connect_from(
     listen: SocketAddr,
     to: SocketAddr,

@@ -68,8 +68,9 @@ fn handle_create(core: &Arc<Core>, chan: &Arc<Channel>, id: CircId, create: Crea
     }
     if let Some(existing) = chan.circuit(id) {
         debug!(channel = chan.id, "create on a circuit id already in use");
-        existing.circ.destroy(core, DestroyReason::Protocol, None);
-        return refuse(core, chan, id, DestroyReason::Protocol);
+        // Destroying it sends the one DESTROY this id gets.
+        Stats::bump(&core.stats.creates_refused);
+        return existing.circ.destroy(core, DestroyReason::Protocol, None);
     }
     if lock(&chan.circuits).len() >= core.config.limits.circuits_per_link {
         return refuse(core, chan, id, DestroyReason::ResourceLimit);

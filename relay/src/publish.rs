@@ -107,6 +107,7 @@ pub(crate) async fn directory_loop(
     let mut next_publish = tokio::time::Instant::now();
     let mut next_fetch = tokio::time::Instant::now();
     let mut last_fetch = next_fetch;
+    let mut failures = 0u32;
     loop {
         let now = tokio::time::Instant::now();
         if now >= next_publish {
@@ -131,19 +132,24 @@ pub(crate) async fn directory_loop(
                     }
                     core.netview_changed.notify_waiters();
                     consensus = Some(c);
+                    failures = 0;
                 }
-                Err(e) => debug!("consensus fetch: {e}"),
+                Err(e) => {
+                    debug!("consensus fetch: {e}");
+                    failures += 1;
+                }
             }
-            // Fetch again at the refresh interval, or as soon as the consensus stops being
-            // fresh, whichever comes first.
-            let until_stale = consensus
-                .as_ref()
-                .map(|c| Duration::from_secs(c.fresh_until.saturating_sub(unix_now())))
-                .unwrap_or(Duration::ZERO);
-            next_fetch = tokio::time::Instant::now()
-                + timing
-                    .consensus_refresh
-                    .min(until_stale.max(Duration::from_millis(500)));
+            // Fetch again at the refresh interval or when the next consensus is published
+            // (the current one's fresh-until), whichever comes first; while no fresh one can
+            // be had, back off from 1 s to 30 s.
+            let now_secs = unix_now();
+            let wait = match &consensus {
+                Some(c) if now_secs < c.fresh_until && failures == 0 => {
+                    Duration::from_secs(c.fresh_until - now_secs) + Duration::from_millis(200)
+                }
+                _ => Duration::from_secs(1 << failures.min(5)),
+            };
+            next_fetch = tokio::time::Instant::now() + timing.consensus_refresh.min(wait);
         }
         let wake = next_publish.min(next_fetch);
         tokio::select! {

@@ -14,7 +14,8 @@ use shallot_proto::cell::{CircId, CELL_LEN};
 /// An encoded cell, ready for the link.
 pub type RawCell = [u8; CELL_LEN];
 
-/// Relay-wide count of queued cells, shared by every link.
+/// Relay-wide count of cells held in memory for sending (link queues and replies waiting for
+/// a circuit's window), shared by every link.
 #[derive(Debug, Default)]
 pub struct QueueBudget {
     queued: AtomicUsize,
@@ -26,16 +27,21 @@ impl QueueBudget {
         self.queued.load(Ordering::Relaxed)
     }
 
-    fn add(&self, n: usize) -> usize {
+    /// Counts `n` more cells held; returns the new total.
+    pub fn add(&self, n: usize) -> usize {
         self.queued.fetch_add(n, Ordering::Relaxed) + n
     }
 
-    fn sub(&self, n: usize) {
+    /// Counts `n` cells no longer held.
+    pub fn sub(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
-/// A circuit's queue is full: the circuit must be destroyed.
+/// Link-level cells that may wait on one link.
+pub const MAX_CONTROL_CELLS: usize = 4096;
+
+/// A queue is full: the circuit (or, for link-level cells, the link) must go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CircuitQueueFull;
 
@@ -53,11 +59,19 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
-    /// Queues a link-level cell (create, created, destroy). These are few and small and go
-    /// first; they are counted against the budget like any other.
-    pub fn push_control(&mut self, cell: RawCell, budget: &QueueBudget) -> usize {
+    /// Queues a link-level cell (create, created, destroy). These go first and are counted
+    /// against the budget like any other; at most [`MAX_CONTROL_CELLS`] wait at once (a peer
+    /// that lets more pile up is not reading, and its link is closed).
+    pub fn push_control(
+        &mut self,
+        cell: RawCell,
+        budget: &QueueBudget,
+    ) -> Result<usize, CircuitQueueFull> {
+        if self.control.len() >= MAX_CONTROL_CELLS {
+            return Err(CircuitQueueFull);
+        }
         self.control.push_back(cell);
-        budget.add(1)
+        Ok(budget.add(1))
     }
 
     /// Queues a relay cell for circuit `id`, refusing if that circuit already has `cap` cells
@@ -168,7 +182,7 @@ mod tests {
             q.push_circuit(CircId(2), cell(20 + i), 100, &budget)
                 .unwrap();
         }
-        q.push_control(cell(1), &budget);
+        q.push_control(cell(1), &budget).unwrap();
         assert_eq!(budget.queued(), 7);
         let mut out = Vec::new();
         assert_eq!(q.drain_into(127, &mut out, &budget), 7);
@@ -207,6 +221,18 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(q.drain_into(10, &mut out, &budget), 1);
         assert_eq!(q.clear(&budget), 0);
+        assert_eq!(budget.queued(), 0);
+    }
+
+    #[test]
+    fn link_level_cells_are_capped() {
+        let budget = QueueBudget::default();
+        let mut q = OutQueue::default();
+        for _ in 0..MAX_CONTROL_CELLS {
+            q.push_control(cell(0), &budget).unwrap();
+        }
+        assert_eq!(q.push_control(cell(0), &budget), Err(CircuitQueueFull));
+        assert_eq!(q.clear(&budget), MAX_CONTROL_CELLS);
         assert_eq!(budget.queued(), 0);
     }
 

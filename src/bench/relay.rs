@@ -92,14 +92,14 @@ impl Isolated {
         }
     }
 
-    fn finish(mut self) {
+    async fn finish(mut self) {
+        self.handle.abort().await;
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        self.handle.abort();
     }
 }
 
@@ -243,7 +243,7 @@ async fn forwarding(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, Be
     let cells_per_record = ((after.cells_written - before.cells_written) as f64 / records as f64)
         .round()
         .max(1.0) as usize;
-    relay.finish();
+    relay.finish().await;
     let rate = forwarded / cpu.as_secs_f64();
     let bound =
         tokio::task::spawn_blocking(move || crypto_bound(cells_per_record, Duration::from_secs(1)))
@@ -318,7 +318,7 @@ async fn handshakes(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, Be
             "relay CPU time too small to measure: {cpu:?}"
         )));
     }
-    relay.finish();
+    relay.finish().await;
     let rate = answered as f64 / cpu.as_secs_f64();
     let raw =
         tokio::task::spawn_blocking(|| super::circuits::ntor_per_second(Duration::from_secs(1)))

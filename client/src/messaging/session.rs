@@ -144,6 +144,10 @@ pub fn open(
             let plaintext = ratchet
                 .decrypt(&inner.header, &inner.ciphertext)
                 .map_err(SessionError::Undecryptable)?;
+            // The content must decode too before the start counts as seen: a start that
+            // cannot be used must not block the genuine one.
+            Content::decode_padded(&plaintext)
+                .map_err(|e| SessionError::Malformed(e.to_string()))?;
             if !store.first_sight_of_start(&start.ephemeral, now)? {
                 return Err(SessionError::ReplayedStart);
             }

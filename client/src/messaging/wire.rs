@@ -161,8 +161,9 @@ pub struct Inner {
 }
 
 impl Inner {
-    /// `version(1) ‖ sender(32) ‖ kind(1) ‖ [initial header(36)] ‖ ratchet header(40) ‖
-    /// ciphertext`.
+    /// `version(1) ‖ sender(32) ‖ kind(1) ‖ initial header or 36 zero bytes ‖ ratchet
+    /// header(40) ‖ ciphertext`: the same length whether or not it starts a session, so an
+    /// envelope's size does not tell a mailbox relay that a conversation is new.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + 32 + 1 + 36 + 40 + self.ciphertext.len());
         out.put_u8(INNER_VERSION);
@@ -172,7 +173,10 @@ impl Inner {
                 out.put_u8(INNER_START);
                 out.put(&start.to_bytes());
             }
-            None => out.put_u8(INNER_RATCHET),
+            None => {
+                out.put_u8(INNER_RATCHET);
+                out.put(&[0u8; INITIAL_HEADER_LEN]);
+            }
         }
         out.put(&self.header.to_bytes());
         out.put(&self.ciphertext);
@@ -191,7 +195,12 @@ impl Inner {
         let sender = r.array()?;
         let start = match r.u8()? {
             INNER_START => Some(InitialHeader::from_bytes(r.take(INITIAL_HEADER_LEN)?)?),
-            INNER_RATCHET => None,
+            INNER_RATCHET => {
+                if r.take(INITIAL_HEADER_LEN)?.iter().any(|&b| b != 0) {
+                    return Err(DecodeError::NonZeroPadding);
+                }
+                None
+            }
             _ => {
                 return Err(DecodeError::BadValue {
                     field: "envelope kind",
@@ -285,6 +294,29 @@ mod tests {
             text: "x".repeat(MAX_TEXT_LEN + 1),
         };
         assert!(over.encode_padded().is_err());
+    }
+
+    #[test]
+    fn starting_a_session_does_not_change_the_size() {
+        let header = Header {
+            dh: [1; 32],
+            pn: 0,
+            n: 0,
+        };
+        let plain = Inner {
+            sender: [2; 32],
+            start: None,
+            header,
+            ciphertext: vec![3; 100],
+        };
+        let start = Inner {
+            start: Some(InitialHeader {
+                ephemeral: [4; 32],
+                prekey_id: 5,
+            }),
+            ..plain.clone()
+        };
+        assert_eq!(plain.encode().len(), start.encode().len());
     }
 
     #[test]

@@ -60,6 +60,12 @@ impl Messenger {
         events: &mut Vec<MessengerEvent>,
     ) -> Result<Handled, MessengerError> {
         let now = unix_now();
+        // The id is the hash of the bytes: a relay that sends other bytes under a real
+        // envelope's id gets them refused here, without the genuine copies being marked seen.
+        if shallot_proto::mailbox::envelope_id(envelope) != *id {
+            debug!("a relay sent an envelope under the wrong id");
+            return Ok(Handled::Rejected);
+        }
         if !store.first_sight_of_envelope(id, now)? {
             return Ok(Handled::Duplicate);
         }
@@ -172,7 +178,14 @@ impl Messenger {
         if reached == 0 {
             return Err(last_error.unwrap_or(MessengerError::NoMailboxes));
         }
-        self.store().set("synced_epoch", &epoch.to_be_bytes())?;
+        {
+            let store = self.store();
+            store.set("synced_epoch", &epoch.to_be_bytes())?;
+            // Envelopes expire at the relays within a week and session starts cannot open
+            // once their prekey is gone (three weeks): older records are of no more use.
+            let month_ago = unix_now().saturating_sub(30 * 86_400);
+            store.forget_seen_before(month_ago)?;
+        }
         self.send_acks().await?;
         self.retransmit_due().await?;
         Ok(new)

@@ -40,8 +40,10 @@ impl Messenger {
     }
 
     /// Publishes the bundle beside this user's mailboxes for the current epoch and the next
-    /// few, unless that was already done this epoch with this prekey.
-    pub(crate) async fn ensure_bundle_published(&self) -> Result<(), MessengerError> {
+    /// few, unless that was already done this epoch with this prekey (so calling it often is
+    /// cheap; a long-running client calls it periodically to rotate prekeys and keep the
+    /// bundle ahead of the epochs).
+    pub async fn ensure_bundle_published(&self) -> Result<(), MessengerError> {
         let consensus = self.consensus()?;
         let (secs, epoch) = self.epoch_now(&consensus);
         let bundle = self.bundle()?;

@@ -140,7 +140,7 @@ pub struct Messenger {
     me: IdentityKeypair,
     dir: Arc<NetDir>,
     circuits: Arc<CircuitManager>,
-    links: tokio::sync::Mutex<HashMap<RelayId, Arc<MailboxLink>>>,
+    links: tokio::sync::Mutex<HashMap<RelayId, (Arc<MailboxLink>, std::time::Instant)>>,
     config: MessengerConfig,
     events: Mutex<Option<mpsc::UnboundedSender<MessengerEvent>>>,
 }
@@ -243,24 +243,30 @@ impl Messenger {
         Ok((mailbox, replicas))
     }
 
-    /// A circuit ending at mailbox relay `relay`, reused while it works.
+    /// A circuit ending at mailbox relay `relay`, reused while it works and is younger than
+    /// the circuit lifetime (an older one keeps serving whoever holds it, such as a
+    /// subscription, but gets no new work).
     pub(crate) async fn link(&self, relay: RelayId) -> Result<Arc<MailboxLink>, MessengerError> {
-        if let Some(l) = self.links.lock().await.get(&relay) {
-            if l.is_open() {
-                return Ok(l.clone());
+        let lifetime = self.config.circuits.lifetime;
+        let fresh_enough = |(l, at): &(Arc<MailboxLink>, std::time::Instant)| {
+            l.is_open() && at.elapsed() < lifetime
+        };
+        if let Some(entry) = self.links.lock().await.get(&relay) {
+            if fresh_enough(entry) {
+                return Ok(entry.0.clone());
             }
         }
         // Built without holding the table, so links to different relays build in parallel.
-        let built = self.circuits.build(Some(relay)).await?;
+        let built = self.circuits.get(relay).await?;
         let fresh = MailboxLink::new(built.circuit.clone(), relay);
         let mut links = self.links.lock().await;
         match links.get(&relay) {
-            Some(l) if l.is_open() => {
+            Some(entry) if fresh_enough(entry) => {
                 fresh.circuit().close();
-                Ok(l.clone())
+                Ok(entry.0.clone())
             }
             _ => {
-                links.insert(relay, fresh.clone());
+                links.insert(relay, (fresh.clone(), built.built_at));
                 Ok(fresh)
             }
         }
@@ -272,7 +278,7 @@ impl Messenger {
             .lock()
             .await
             .values()
-            .filter(|l| l.is_open())
+            .filter(|(l, _)| l.is_open())
             .count()
     }
 }

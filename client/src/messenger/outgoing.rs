@@ -164,22 +164,34 @@ impl Messenger {
                     wanted,
                     reason,
                 };
-                self.failed_attempt(err, attempt, on_failure, now)
+                self.failed_attempt(msg, err, attempt, on_failure, now)
             }
-            Err(err) => self.failed_attempt(err, attempt, on_failure, now),
+            Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
         };
         self.store().update_outgoing(&msg.id, &state, next)?;
         self.emit(MessengerEvent::Delivery { id: msg.id, state });
         result
     }
 
+    /// What a failed attempt leaves: a message already stored somewhere stays stored and is
+    /// retransmitted on schedule (it may still be delivered); one never stored is retried soon
+    /// (in the chat, up to three attempts) or reported failed.
     fn failed_attempt(
         &self,
+        msg: &StoredMessage,
         err: MessengerError,
         attempt: u32,
         on_failure: OnFailure,
         now: u64,
     ) -> (OutState, Option<u64>, Result<SendReport, MessengerError>) {
+        if let Some(OutState::Stored(k)) = msg.state {
+            let wait = backoff(
+                self.config.retransmit_after,
+                self.config.retransmit_max,
+                attempt,
+            );
+            return (OutState::Stored(k), Some(now + wait.as_secs()), Err(err));
+        }
         match on_failure {
             OnFailure::Retry if attempt < 2 => (OutState::Sending, Some(now + 30), Err(err)),
             _ => (OutState::Failed(err.to_string()), None, Err(err)),

@@ -37,11 +37,23 @@ impl ReplayCache {
         }
     }
 
-    /// Records a nonce; false if it was seen already (or the cache is full of fresh ones).
+    /// Records a nonce; false if it was seen already. When full, the oldest nonce is
+    /// forgotten rather than a request refused: only this relay ever sees an owner's signed
+    /// requests (they arrive inside the circuit's layers and are bound to this relay), so
+    /// filling the cache cannot be turned into a replay by anyone else, while refusing would
+    /// let anyone with keys lock every owner out.
     fn insert(&mut self, mailbox: MailboxId, nonce: [u8; 16], until: u64, now: u64) -> bool {
         self.forget_expired(now);
-        if self.seen.contains_key(&(mailbox, nonce)) || self.seen.len() >= self.capacity {
+        if self.seen.contains_key(&(mailbox, nonce)) {
             return false;
+        }
+        while self.seen.len() >= self.capacity.max(1) {
+            match self.order.pop_front() {
+                Some((_, m, n)) => {
+                    self.seen.remove(&(m, n));
+                }
+                None => break,
+            }
         }
         self.seen.insert((mailbox, nonce), until);
         self.order.push_back((until, mailbox, nonce));
@@ -179,15 +191,18 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_forgets_only_what_can_no_longer_pass() {
+    fn the_cache_is_bounded_and_never_locks_owners_out() {
         let mut cache = ReplayCache::new(2);
         assert!(cache.insert([0; 32], [1; 16], 10, 0));
         assert!(cache.insert([0; 32], [2; 16], 20, 0));
         assert!(
-            !cache.insert([0; 32], [3; 16], 20, 5),
-            "full of fresh nonces"
+            !cache.insert([0; 32], [2; 16], 20, 1),
+            "a replay is refused"
         );
-        assert!(cache.insert([0; 32], [3; 16], 20, 10), "the first expired");
-        assert!(!cache.insert([0; 32], [2; 16], 30, 11));
+        // Full of fresh nonces: a new request is still accepted, the oldest nonce forgotten.
+        assert!(cache.insert([1; 32], [3; 16], 20, 5));
+        assert_eq!(cache.seen.len(), 2);
+        assert!(!cache.seen.contains_key(&([0; 32], [1; 16])));
+        assert!(!cache.insert([1; 32], [3; 16], 30, 11));
     }
 }

@@ -19,9 +19,10 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::channel::lock;
-use crate::circuit::Circuit;
+use crate::circuit::{CircState, Circuit};
 use crate::core::Core;
 use auth::ReplayCache;
+use shallot_proto::cell::DestroyReason;
 use store::{Store, StoreError, StoreLimits};
 
 /// Mailbox service limits, each with a production default (`docs/spec.md` §9.4).
@@ -57,6 +58,8 @@ impl Default for MailboxLimits {
 struct Subscriber {
     circ: Weak<Circuit>,
     req: u32,
+    /// Order of subscription, for evicting a circuit's oldest.
+    since: u64,
 }
 
 /// The running mailbox service.
@@ -65,6 +68,7 @@ pub(crate) struct MailboxService {
     limits: MailboxLimits,
     pending: Arc<Semaphore>,
     subscribers: Mutex<HashMap<MailboxId, Vec<Subscriber>>>,
+    next_subscription: std::sync::atomic::AtomicU64,
     replay: Mutex<ReplayCache>,
 }
 
@@ -82,6 +86,7 @@ impl MailboxService {
             store: Store::open(path, limits.store.clone())?,
             pending: Arc::new(Semaphore::new(limits.pending_requests)),
             subscribers: Mutex::new(HashMap::new()),
+            next_subscription: std::sync::atomic::AtomicU64::new(0),
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
             limits,
         })
@@ -103,21 +108,35 @@ impl MailboxService {
     }
 }
 
-/// Handles a mailbox message delivered to this relay on `circ`. Called with the circuit's lock
-/// held, so all work moves to a task.
-pub(crate) fn dispatch(core: &Arc<Core>, circ: &Arc<Circuit>, msg: MailboxMsg) {
+/// Handles a mailbox message delivered to this relay on `circ`, whose lock the caller holds
+/// (as `st`): refusals are answered at once, real work moves to a task. An error destroys the
+/// circuit.
+pub(crate) fn dispatch(
+    core: &Arc<Core>,
+    circ: &Arc<Circuit>,
+    st: &mut CircState,
+    msg: MailboxMsg,
+) -> Result<(), DestroyReason> {
+    // Answers travel from relays to clients, never the other way.
+    if matches!(
+        msg,
+        MailboxMsg::Result { .. } | MailboxMsg::Envelope { .. } | MailboxMsg::Bundle { .. }
+    ) {
+        return Err(DestroyReason::Protocol);
+    }
     let req = request_id(&msg);
     let Some(service) = core.mailbox.as_ref() else {
-        return reply_later(core, circ, result(req, Status::Unavailable, 0));
+        return circ.send_msg(core, st, &result(req, Status::Unavailable, 0));
     };
     let Ok(permit) = service.pending.clone().try_acquire_owned() else {
-        return reply_later(core, circ, result(req, Status::Internal, 0));
+        return circ.send_msg(core, st, &result(req, Status::Internal, 0));
     };
     let (core, circ) = (core.clone(), circ.clone());
     tokio::spawn(async move {
         handle(&core, &circ, msg).await;
         drop(permit);
     });
+    Ok(())
 }
 
 fn request_id(msg: &MailboxMsg) -> u32 {
@@ -140,11 +159,6 @@ fn result(req: u32, status: Status, count: u32) -> RelayMsg {
 
 /// How long an answer waits for the circuit's window before it is dropped.
 const SEND_LIMIT: Duration = Duration::from_secs(30);
-
-fn reply_later(core: &Arc<Core>, circ: &Arc<Circuit>, msg: RelayMsg) {
-    let (core, circ) = (core.clone(), circ.clone());
-    tokio::spawn(async move { circ.send_when_open(&core, &msg, SEND_LIMIT).await });
-}
 
 fn store_status(e: &StoreError) -> Status {
     match e {
@@ -236,9 +250,9 @@ async fn handle(core: &Arc<Core>, circ: &Arc<Circuit>, msg: MailboxMsg) {
                 Err(e) => result(req, store_status(&e), 0),
             }
         }
-        // Answers travel from relays to clients, never the other way.
+        // Refused in `dispatch`.
         MailboxMsg::Result { .. } | MailboxMsg::Envelope { .. } | MailboxMsg::Bundle { .. } => {
-            return circ.destroy(core, shallot_proto::cell::DestroyReason::Protocol, None);
+            return;
         }
     };
     circ.send_when_open(core, &answer, SEND_LIMIT).await;
@@ -255,37 +269,60 @@ async fn send_waiting(
 ) -> RelayMsg {
     match service.store.fetch(mailbox, t).await {
         Ok(waiting) => {
-            let n = waiting.len() as u32;
+            let mut sent = 0u32;
             for (id, envelope) in waiting {
                 let msg = RelayMsg::Mailbox(MailboxMsg::Envelope { req, id, envelope });
                 if !circ.send_when_open(core, &msg, SEND_LIMIT).await {
                     break;
                 }
+                sent += 1;
             }
-            result(req, Status::Ok, n)
+            result(req, Status::Ok, sent)
         }
         Err(e) => result(req, store_status(&e), 0),
     }
 }
 
-/// Registers `circ` as a subscriber of `mailbox`; false if a limit refuses it.
+/// Registers `circ` as a subscriber of `mailbox`, replacing its earlier subscription to the
+/// same mailbox; a circuit over its limit loses its oldest subscription (clients subscribe
+/// anew each epoch on the same circuit). False if the relay-wide limit refuses it.
 fn subscribe(service: &MailboxService, circ: &Arc<Circuit>, mailbox: MailboxId, req: u32) -> bool {
     let mut subs = lock(&service.subscribers);
-    let total: usize = subs.values().map(Vec::len).sum();
     let ptr = Arc::as_ptr(circ);
-    let mine = subs
-        .values()
-        .flatten()
-        .filter(|s| s.circ.as_ptr() == ptr)
-        .count();
-    if total >= service.limits.subscriptions || mine >= service.limits.subscriptions_per_circuit {
+    // Forget circuits that are gone, and this circuit's old subscription to this mailbox.
+    subs.retain(|m, list| {
+        list.retain(|s| {
+            s.circ.upgrade().is_some_and(|c| !c.is_destroyed())
+                && !(s.circ.as_ptr() == ptr && *m == mailbox)
+        });
+        !list.is_empty()
+    });
+    let mut mine: Vec<(u64, MailboxId)> = subs
+        .iter()
+        .flat_map(|(m, list)| {
+            list.iter()
+                .filter(|s| s.circ.as_ptr() == ptr)
+                .map(move |s| (s.since, *m))
+        })
+        .collect();
+    mine.sort();
+    let excess = (mine.len() + 1).saturating_sub(service.limits.subscriptions_per_circuit);
+    for (_, m) in mine.into_iter().take(excess) {
+        if let Some(list) = subs.get_mut(&m) {
+            list.retain(|s| s.circ.as_ptr() != ptr);
+        }
+    }
+    let total: usize = subs.values().map(Vec::len).sum();
+    if total >= service.limits.subscriptions {
         return false;
     }
-    let list = subs.entry(mailbox).or_default();
-    list.retain(|s| s.circ.strong_count() > 0 && s.circ.as_ptr() != ptr);
-    list.push(Subscriber {
+    let since = service
+        .next_subscription
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    subs.entry(mailbox).or_default().push(Subscriber {
         circ: Arc::downgrade(circ),
         req,
+        since,
     });
     true
 }
@@ -305,7 +342,7 @@ fn push(
         let Some(list) = subs.get_mut(&mailbox) else {
             return;
         };
-        list.retain(|s| s.circ.strong_count() > 0);
+        list.retain(|s| s.circ.upgrade().is_some_and(|c| !c.is_destroyed()));
         let live = list
             .iter()
             .filter_map(|s| s.circ.upgrade().map(|c| (c, s.req)))

@@ -26,6 +26,8 @@ pub struct StoreLimits {
     pub bytes_per_mailbox: u64,
     /// Bytes of envelopes the whole store may hold.
     pub total_bytes: u64,
+    /// Prekey bundles the store may hold (each at most 1 KiB).
+    pub bundles: u64,
 }
 
 impl Default for StoreLimits {
@@ -35,6 +37,7 @@ impl Default for StoreLimits {
             envelopes_per_mailbox: 1000,
             bytes_per_mailbox: 4 * 1024 * 1024,
             total_bytes: 1024 * 1024 * 1024,
+            bundles: 100_000,
         }
     }
 }
@@ -419,6 +422,22 @@ impl Worker {
     }
 
     fn put_bundle(&self, mailbox: &MailboxId, body: &[u8], expires: u64) -> Result<(), StoreError> {
+        let replacing: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM bundles WHERE mailbox = ?1",
+                params![&mailbox[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if replacing.is_none() {
+            let count: i64 = self
+                .conn
+                .query_row("SELECT COUNT(*) FROM bundles", [], |r| r.get(0))?;
+            if count as u64 >= self.limits.bundles {
+                return Err(StoreError::Full);
+            }
+        }
         self.conn.execute(
             "INSERT INTO bundles (mailbox, body, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (mailbox) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
@@ -533,6 +552,7 @@ mod tests {
     async fn expiry_and_bundles() {
         let (store, _) = open(StoreLimits {
             expiry_secs: 10,
+            bundles: 1,
             ..StoreLimits::default()
         });
         let m = [1u8; 32];
@@ -543,6 +563,16 @@ mod tests {
         assert_eq!(
             store.get_bundle(m, 150).await.unwrap(),
             Some(b"bundle".to_vec())
+        );
+        // Replacing is allowed at the cap; a new mailbox's bundle is not.
+        store.put_bundle(m, b"newer".to_vec(), 200).await.unwrap();
+        assert_eq!(
+            store.put_bundle([2u8; 32], b"x".to_vec(), 200).await,
+            Err(StoreError::Full)
+        );
+        assert_eq!(
+            store.get_bundle(m, 150).await.unwrap(),
+            Some(b"newer".to_vec())
         );
         assert_eq!(store.expire(200).await, Ok(1));
         assert_eq!(store.get_bundle(m, 150).await.unwrap(), None);
