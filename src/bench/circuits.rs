@@ -13,21 +13,18 @@ use shallot_crypto::ntor::{server_handshake, ClientHandshake};
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
 
-/// Raw ntor server handshakes one core completes per second, measured for about `for_how_long`.
-pub fn ntor_per_second(for_how_long: Duration) -> f64 {
+/// Raw ntor server handshakes per CPU-second on one core, measured over about `cpu`.
+pub fn ntor_per_second(cpu: Duration) -> f64 {
     let mut rng = rand::thread_rng();
     let onion = OnionKeypair::generate(&mut rng);
     let id = IdentityKeypair::generate(&mut rng).relay_id();
     let (_, msg) = ClientHandshake::start(&mut rng, id, &onion.public());
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < for_how_long {
+    super::cpu::per_cpu_second(cpu, || {
         for _ in 0..100 {
             let _ = std::hint::black_box(server_handshake(&mut rng, &id, &[&onion], &msg));
         }
-        n += 100;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+        100
+    })
 }
 
 /// Builds circuits on `net` and reports the figures.
@@ -93,6 +90,10 @@ pub async fn run(
             "circuits/s",
         )
         .note(note),
-        Figure::new("raw ntor server handshakes, one core", ntor, "handshakes/s"),
+        Figure::new(
+            "raw ntor server handshakes per CPU-second, one core",
+            ntor,
+            "handshakes/s",
+        ),
     ])
 }

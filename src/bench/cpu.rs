@@ -24,6 +24,27 @@ pub fn this_thread_stat() -> Option<PathBuf> {
     Some(Path::new("/proc").join(link).join("stat"))
 }
 
+/// Runs `batch` (which returns the units of work it did) on this thread until it has used at
+/// least `cpu` of CPU time, and returns units per CPU-second: the same measure the relay
+/// figures use, so that raw limits and relay rates are compared like with like. Falls back to
+/// wall-clock time where `/proc` cannot tell.
+pub fn per_cpu_second(cpu: Duration, mut batch: impl FnMut() -> u64) -> f64 {
+    let stat = this_thread_stat();
+    let cpu_now = || stat.as_deref().and_then(cpu_time);
+    let (start_cpu, start_wall) = (cpu_now(), std::time::Instant::now());
+    let mut units = 0u64;
+    loop {
+        units += batch();
+        let used = match (start_cpu, cpu_now()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => start_wall.elapsed(),
+        };
+        if used >= cpu {
+            return units as f64 / used.as_secs_f64();
+        }
+    }
+}
+
 /// The `stat` file of process `pid`.
 pub fn process_stat(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/stat"))
