@@ -18,16 +18,30 @@ use tokio::io::AsyncWriteExt;
 const WAIT: Duration = Duration::from_secs(5);
 
 struct Net {
+    /// Shared by the tests: r[0]..r[3].
     relays: Vec<TestRelay>,
+    /// Used only as the third hop of the tampering test, so nothing else is delivered there.
+    tamper_exit: TestRelay,
+    /// Killed by the dying-hop test.
+    doomed: std::sync::Mutex<Option<TestRelay>>,
 }
 
 fn net() -> &'static Net {
     static NET: OnceLock<Net> = OnceLock::new();
     NET.get_or_init(|| {
         rt().block_on(async {
-            Net {
+            let n = Net {
                 relays: relay_net("b", 40, 4).await,
-            }
+                tamper_exit: start_relay("tamperexit", 48, |_| {}).await,
+                doomed: std::sync::Mutex::new(Some(start_relay("doomed", 49, |_| {}).await)),
+            };
+            let mut all: Vec<&TestRelay> = n.relays.iter().collect();
+            all.push(&n.tamper_exit);
+            let doomed = n.doomed.lock().unwrap();
+            all.extend(doomed.as_ref());
+            introduce(&all);
+            drop(doomed);
+            n
         })
     })
 }
@@ -160,7 +174,7 @@ fn a_cell_tampered_at_hop_one_is_caught_at_hop_two() {
     let r = &net().relays;
     rt().block_on(async {
         let mut rng = rand::thread_rng();
-        let (hop2, hop3) = (&r[1], &r[2]);
+        let (hop2, hop3) = (&r[1], &net().tamper_exit);
         // Our own stand-in for hop 1: matching client and relay layers.
         let fake_id = IdentityKeypair::generate(&mut rng).relay_id();
         let fake_onion = shallot_crypto::keys::OnionKeypair::generate(&mut rng);
@@ -287,9 +301,7 @@ fn a_cell_tampered_at_hop_one_is_caught_at_hop_two() {
 fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
     let r = &net().relays;
     rt().block_on(async {
-        let doomed = start_relay("doomed", 49, |_| {}).await;
-        let all: Vec<&TestRelay> = r.iter().chain(std::iter::once(&doomed)).collect();
-        introduce(&all);
+        let doomed = net().doomed.lock().unwrap().take().unwrap();
         let circ = shallot_client::build(
             r[0].channel().await,
             &[r[0].hop(), r[3].hop(), doomed.hop()],
@@ -311,7 +323,6 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
             ),
             "{err}"
         );
-        introduce(&r.iter().collect::<Vec<_>>());
         still_serves(&[&r[0], &r[3]]).await;
     });
 }

@@ -277,12 +277,22 @@ impl CircuitManager {
     /// hop missing) extended to `exit` when one fits the path rules, else a fresh circuit.
     pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit>, CircError> {
         let consensus = self.dir.consensus()?;
-        let prefix = consensus.relay(&exit).and_then(|e| {
+        let avoid = self.recent_failures();
+        let running = |id: &RelayId| {
+            consensus
+                .relay(id)
+                .filter(|r| r.flags.contains(shallot_proto::dir::Flags::RUNNING))
+        };
+        let prefix = running(&exit).and_then(|e| {
             let mut pool = lock(&self.pool);
             pool.retain(|c| c.usable(self.config.lifetime));
-            let i = pool
-                .iter()
-                .position(|c| c.path.iter().all(|r| !related(r, e)))?;
+            // A prefix fits if each of its relays is still running, has not failed lately,
+            // and is unrelated to the exit.
+            let i = pool.iter().position(|c| {
+                c.path
+                    .iter()
+                    .all(|r| running(&r.id).is_some() && !avoid.contains(&r.id) && !related(r, e))
+            })?;
             Some((pool.swap_remove(i), e.clone()))
         });
         if let Some((prefix, exit_entry)) = prefix {

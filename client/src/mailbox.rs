@@ -267,6 +267,14 @@ impl MailboxLink {
     }
 }
 
+impl Drop for MailboxLink {
+    /// The circuit serves this link alone: when the last handle goes, so does the circuit
+    /// (its reader task holds the circuit, not the link).
+    fn drop(&mut self) {
+        self.circ.close();
+    }
+}
+
 /// Routes what the relay sends: results and bundles to their requests, envelopes to their
 /// fetch or subscription. Ends when the circuit does.
 async fn read_answers(circ: Arc<Circuit>, pending: Arc<Mutex<Pending>>) {

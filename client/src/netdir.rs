@@ -154,7 +154,7 @@ impl NetDir {
     /// When to fetch next. Authorities publish each consensus at the previous one's
     /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus a
     /// random delay (up to an eighth of the period, at most 30 s, so that clients do not all
-    /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 60 s.
+    /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 64 s.
     pub fn next_refresh(&self) -> Duration {
         let now = unix_now();
         match self.held() {

@@ -667,12 +667,15 @@ impl Store {
         )? == 1)
     }
 
-    /// Forgets envelope ids seen before `before` (the mailboxes have expired them).
+    /// Forgets envelope ids and session starts seen before `before` (the mailboxes have
+    /// expired the envelopes, and the starts' prekeys are gone).
     pub fn forget_seen_before(&self, before: u64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM seen_envelopes WHERE seen_at < ?1",
-            params![before as i64],
-        )?;
+        for table in ["seen_envelopes", "seen_starts"] {
+            self.conn.execute(
+                &format!("DELETE FROM {table} WHERE seen_at < ?1"),
+                params![before as i64],
+            )?;
+        }
         Ok(())
     }
 
@@ -874,6 +877,9 @@ mod tests {
         assert!(!s.first_sight_of_envelope(&[1; 16], 2).unwrap());
         assert!(s.first_sight_of_start(&[2; 32], 1).unwrap());
         assert!(!s.first_sight_of_start(&[2; 32], 1).unwrap());
+        s.forget_seen_before(2).unwrap();
+        assert!(s.first_sight_of_envelope(&[1; 16], 3).unwrap(), "forgotten");
+        assert!(s.first_sight_of_start(&[2; 32], 3).unwrap(), "forgotten");
         s.queue_ack(&[9; 32], &[1; 16]).unwrap();
         s.queue_ack(&[9; 32], &[2; 16]).unwrap();
         let acks = s.pending_acks().unwrap();

@@ -141,13 +141,13 @@ pub(crate) async fn directory_loop(
             }
             // Fetch again at the refresh interval or when the next consensus is published
             // (the current one's fresh-until), whichever comes first; while no fresh one can
-            // be had, back off from 1 s to 30 s.
+            // be had, back off from 1 s to 32 s.
             let now_secs = unix_now();
             let wait = match &consensus {
                 Some(c) if now_secs < c.fresh_until && failures == 0 => {
                     Duration::from_secs(c.fresh_until - now_secs) + Duration::from_millis(200)
                 }
-                _ => Duration::from_secs(1 << failures.min(5)),
+                _ => Duration::from_secs(1 << failures.saturating_sub(1).min(5)),
             };
             next_fetch = tokio::time::Instant::now() + timing.consensus_refresh.min(wait);
         }

@@ -243,7 +243,18 @@ async fn subscription(me: Arc<Messenger>, epoch: u64, relay: RelayId, subscribed
             let (mut rx, _) = link.subscribe(&key, me.config.request_timeout).await?;
             let n = subscribed.fetch_add(1, Ordering::Relaxed) + 1;
             me.emit(MessengerEvent::Subscribed { copies: n });
-            while let Some((id, envelope)) = rx.recv().await {
+            // At the circuit's lifetime, move to a fresh circuit (subscribing again there
+            // delivers whatever arrived meanwhile: envelopes stay until acknowledged).
+            let retire = tokio::time::sleep(me.config.circuits.lifetime);
+            tokio::pin!(retire);
+            loop {
+                let (id, envelope) = tokio::select! {
+                    next = rx.recv() => match next {
+                        Some(d) => d,
+                        None => break,
+                    },
+                    _ = &mut retire => break,
+                };
                 let handled = me.handle_envelope(&id, &envelope)?;
                 if handled == Handled::NewMessage {
                     // Acknowledge to the sender promptly; a failure is retried next sync.
@@ -253,6 +264,7 @@ async fn subscription(me: Arc<Messenger>, epoch: u64, relay: RelayId, subscribed
                     debug!("mailbox ack failed: {e}");
                 }
             }
+            drop(link);
             let n = subscribed.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
             me.emit(MessengerEvent::Subscribed { copies: n });
             Ok::<_, MessengerError>(())

@@ -289,12 +289,9 @@ async fn send_waiting(
 fn subscribe(service: &MailboxService, circ: &Arc<Circuit>, mailbox: MailboxId, req: u32) -> bool {
     let mut subs = lock(&service.subscribers);
     let ptr = Arc::as_ptr(circ);
-    // Forget circuits that are gone, and this circuit's old subscription to this mailbox.
-    subs.retain(|m, list| {
-        list.retain(|s| {
-            s.circ.upgrade().is_some_and(|c| !c.is_destroyed())
-                && !(s.circ.as_ptr() == ptr && *m == mailbox)
-        });
+    // Forget circuits that are gone.
+    subs.retain(|_, list| {
+        list.retain(|s| s.circ.upgrade().is_some_and(|c| !c.is_destroyed()));
         !list.is_empty()
     });
     let mut mine: Vec<(u64, MailboxId)> = subs
@@ -306,15 +303,26 @@ fn subscribe(service: &MailboxService, circ: &Arc<Circuit>, mailbox: MailboxId, 
         })
         .collect();
     mine.sort();
-    let excess = (mine.len() + 1).saturating_sub(service.limits.subscriptions_per_circuit);
-    for (_, m) in mine.into_iter().take(excess) {
+    // This circuit's own subscription to this mailbox is replaced; beyond its limit, its
+    // oldest others go. Decide first, so that a refusal changes nothing.
+    let replacing = mine.iter().any(|(_, m)| *m == mailbox);
+    let others: Vec<MailboxId> = mine
+        .iter()
+        .map(|(_, m)| *m)
+        .filter(|m| *m != mailbox)
+        .collect();
+    let evict = (others.len() + 1).saturating_sub(service.limits.subscriptions_per_circuit);
+    let total: usize = subs.values().map(Vec::len).sum();
+    let freed = usize::from(replacing) + evict;
+    if total - freed >= service.limits.subscriptions {
+        return false;
+    }
+    let mut gone: Vec<MailboxId> = others.into_iter().take(evict).collect();
+    gone.push(mailbox);
+    for m in gone {
         if let Some(list) = subs.get_mut(&m) {
             list.retain(|s| s.circ.as_ptr() != ptr);
         }
-    }
-    let total: usize = subs.values().map(Vec::len).sum();
-    if total >= service.limits.subscriptions {
-        return false;
     }
     let since = service
         .next_subscription
