@@ -263,7 +263,10 @@ impl Testnet {
         let log = std::fs::File::create(&log_path).map_err(io_err("cannot create", &log_path))?;
         let child = Command::new(self.binary()?)
             .args(args)
-            .stdin(Stdio::null())
+            // The node stops when this process is gone and the pipe closes, however this
+            // process ends (see `cmd::STOP_ON_STDIN_EOF`).
+            .env(crate::cmd::STOP_ON_STDIN_EOF, "1")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

@@ -170,6 +170,9 @@ fn run_serves_a_consensus() {
                 "--network",
                 net.to_str().unwrap(),
             ])
+            // Stops with this test process however it ends.
+            .env("SHALLOT_STOP_ON_STDIN_EOF", "1")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -38,6 +38,8 @@ fn a_relay_process_serves_then_stops_gracefully_on_sigterm() {
             .unwrap();
         let log = dir.join("relay.log");
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_shallot"))
+            .env("SHALLOT_STOP_ON_STDIN_EOF", "1")
+            .stdin(std::process::Stdio::piped())
             .args(["relay", "run", "--data-dir"])
             .arg(&dir)
             .args(["--listen", &addr.to_string(), "--network"])

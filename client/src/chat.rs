@@ -128,7 +128,10 @@ pub async fn run(
     m.set_events(tx);
     let copies = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let mut tasks = vec![
-        tokio::spawn(network(m.clone(), ui.clone())),
+        tokio::spawn({
+            let ui = ui.clone();
+            keep_online(m.clone(), move |text| notice(&ui, text))
+        }),
         tokio::spawn(status(m.clone(), ui.clone(), copies.clone())),
     ];
     let forward = {
@@ -230,35 +233,53 @@ pub async fn run(
     }
 }
 
-/// Bootstraps, then keeps the subscriptions up and retransmits what is due.
-async fn network(m: Arc<Messenger>, ui: UnboundedSender<AppEvent>) {
+/// How often [`keep_online`] retransmits what is due, sends owed acknowledgements and checks
+/// the prekey bundle.
+const PERIODIC_WORK: Duration = Duration::from_secs(10);
+
+/// Keeps a messenger online for as long as the returned future runs: bootstraps (retrying
+/// with backoff), then keeps the consensus fresh, circuits built ahead, the subscriptions up,
+/// and retransmits, acknowledges and republishes what is due. Every client that stays
+/// connected runs exactly this: the chat, and the demo's echo contact. `notice` is told what
+/// a user should see. Dropping or aborting the future stops all of its tasks.
+pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
     let mut wait = Duration::from_millis(500);
     loop {
         match m.connect().await {
             Ok(()) => break,
             Err(e) => {
-                notice(&ui, format!("not connected yet: {e}"));
+                notice(format!("not connected yet: {e}"));
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }
-    let _refresher = m.netdir().spawn_refresher();
-    let _ahead = m.circuits().spawn_maintenance();
-    let receiver = m.spawn_receiver();
+    // Owned here, so that they stop when this future is dropped or aborted.
+    let _refresher = AbortOnDrop(m.netdir().spawn_refresher());
+    let _ahead = AbortOnDrop(m.circuits().spawn_maintenance());
+    let receiver = AbortOnDrop(m.spawn_receiver());
     if let Err(e) = m.sync().await {
-        notice(&ui, format!("fetching waiting messages: {e}"));
+        notice(format!("fetching waiting messages: {e}"));
     }
     loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(PERIODIC_WORK).await;
         let _ = m.retransmit_due().await;
         let _ = m.send_acks().await;
         if let Err(e) = m.ensure_bundle_published().await {
-            notice(&ui, format!("publishing your prekey bundle: {e}"));
+            notice(format!("publishing your prekey bundle: {e}"));
         }
-        if receiver.is_finished() {
+        if receiver.0.is_finished() {
             break;
         }
+    }
+}
+
+/// A task that is aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

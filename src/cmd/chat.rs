@@ -81,19 +81,32 @@ fn user(dir: &Path, name: &str, network: &NetworkFile) -> Result<Arc<Messenger>,
     )?)
 }
 
-/// Answers every message from `me` with an echo of it.
+/// The demo's echo contact: a whole client, kept online by the same background work as the
+/// chat ([`shallot_client::chat::keep_online`]), that answers every message from `me` with an
+/// echo of it, for as long as the demo runs.
 async fn echo_bot(echo: Arc<Messenger>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     echo.set_events(tx);
-    let _receiver = echo.spawn_receiver();
+    let online = tokio::spawn(shallot_client::chat::keep_online(echo.clone(), |notice| {
+        tracing::debug!("echo contact: {notice}")
+    }));
+    let mut replies = tokio::task::JoinSet::new();
     while let Some(event) = rx.recv().await {
         if let MessengerEvent::Message(m) = event {
             if !m.outgoing {
                 let reply = format!("echo: {}", m.text);
-                let _ = echo.send("me", &reply, OnFailure::Retry).await;
+                let echo = echo.clone();
+                // Each reply on its own, so one slow deposit does not hold up the next.
+                replies.spawn(async move {
+                    if let Err(e) = echo.send("me", &reply, OnFailure::Retry).await {
+                        tracing::debug!("echo reply: {e}");
+                    }
+                });
             }
         }
+        while replies.try_join_next().is_some() {}
     }
+    online.abort();
 }
 
 /// `shallot demo`: a network in a temporary directory, an echo contact, and the chat UI with
@@ -102,23 +115,27 @@ pub fn demo() -> Result<(), ChatError> {
     let dir = std::env::temp_dir().join(format!("shallot-demo-{}", std::process::id()));
     shallot_crypto::keyfile::ensure_private_dir(&dir).map_err(StoreError::from)?;
     let result = runtime()?.block_on(async {
-        eprintln!("Starting a local Shallot network: 3 authorities and 8 relays on 127.x.0.1 …");
+        // Installed first, so that a signal at any point ends in the cleanup below.
+        let stop = crate::cmd::wait_for_stop();
+        tokio::pin!(stop);
+        say("Starting a local Shallot network: 3 authorities and 8 relays on 127.x.0.1 …");
         let mut options = TestnetOptions::new(dir.join("network"));
         options.first_octet = 200;
-        let net = Testnet::start(options).await?;
+        let net = tokio::select! {
+            net = Testnet::start(options) => net?,
+            _ = &mut stop => return Ok(()),
+        };
         let run = async {
-            let ready = tokio::select! {
-                r = net.wait_ready(Duration::from_secs(60)) => r?,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            };
-            eprintln!(
+            let ready = net.wait_ready(Duration::from_secs(60)).await?;
+            say(&format!(
                 "Network ready: {} relays in the consensus. Opening the chat …",
                 ready.relays.len()
-            );
+            ));
             let me = user(&dir.join("me"), "me", &net.network)?;
             let echo = user(&dir.join("echo"), "echo", &net.network)?;
             me.store().add_contact("echo", &echo.address(), 0)?;
             echo.store().add_contact("me", &me.address(), 0)?;
+            // Published before the chat opens, so the first message can start a session.
             echo.connect().await?;
             let bot = tokio::spawn(echo_bot(echo));
             let options = UiOptions {
@@ -129,10 +146,22 @@ pub fn demo() -> Result<(), ChatError> {
             bot.abort();
             r
         };
-        let r = run.await;
+        // A signal during the chat reaches the UI too, which restores the terminal and
+        // returns; one before it ends the run here. Either way the network is stopped.
+        let r = tokio::select! {
+            r = run => r,
+            _ = &mut stop => Ok(()),
+        };
         net.stop().await;
         r
     });
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// A progress line on standard error; after SIGHUP there may be no terminal to write to, and
+/// that must not stop the cleanup.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

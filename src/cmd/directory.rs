@@ -106,8 +106,8 @@ fn init(data_dir: &Path, name: &str, address: SocketAddr) -> Result<(), Director
 
 async fn serve(config: AuthorityConfig) -> Result<(), DirectoryError> {
     let handle = Authority::start(config).await?;
-    super::wait_for_stop().await?;
-    tracing::info!("stopping");
+    let why = super::wait_for_stop().await?;
+    tracing::info!("stopping ({why})");
     handle.shutdown().await;
     Ok(())
 }

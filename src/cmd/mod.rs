@@ -129,12 +129,54 @@ pub fn user_data_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
         .ok_or(CliError::NeedDataDir)
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_stop() -> Result<(), std::io::Error> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
+/// The environment variable that ties a daemon's life to its parent's: when set to `1`,
+/// [`wait_for_stop`] also returns when standard input reaches its end, which happens when the
+/// process that holds the other end of the pipe exits, however it exits (even by SIGKILL).
+/// `shallot testnet --processes` and the tests set it on every node they start.
+pub const STOP_ON_STDIN_EOF: &str = "SHALLOT_STOP_ON_STDIN_EOF";
+
+/// Waits until the process is asked to stop: SIGINT (Ctrl-C), SIGTERM or SIGHUP (the
+/// terminal went away), or, under [`STOP_ON_STDIN_EOF`], the end of standard input. Returns
+/// what asked.
+pub async fn wait_for_stop() -> Result<&'static str, std::io::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let parent_gone = async {
+        if std::env::var_os(STOP_ON_STDIN_EOF).is_some_and(|v| v == "1") {
+            stdin_closed().await
+        } else {
+            std::future::pending().await
+        }
+    };
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+        () = parent_gone => "the parent process exited",
+    })
+}
+
+/// Resolves when standard input reaches its end or fails; what it carries is ignored.
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdin-watch".into())
+        .spawn(move || {
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n) = std::io::Read::read(&mut stdin, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+            }
+            drop(tx);
+        });
+    if spawned.is_ok() {
+        let _ = rx.await;
+    } else {
+        std::future::pending::<()>().await;
     }
 }
 

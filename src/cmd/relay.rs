@@ -130,8 +130,8 @@ pub fn run(data_dir: &Path, cmd: RelayCommand) -> Result<(), RelayCmdError> {
                 .build()?;
             runtime.block_on(async {
                 let relay = shallot_relay::start(config).await?;
-                super::wait_for_stop().await?;
-                tracing::info!("stopping: destroying circuits");
+                let why = super::wait_for_stop().await?;
+                tracing::info!("stopping ({why}): destroying circuits");
                 relay.shutdown().await;
                 Ok(())
             })

@@ -1,5 +1,6 @@
 //! `shallot testnet`: run a whole network on this machine in the foreground until Ctrl-C.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,8 +64,13 @@ pub fn run(args: TestnetArgs) -> Result<(), TestnetError> {
                 return Err(e);
             }
         }
-        let _ = super::wait_for_stop().await;
-        println!("stopping");
+        let why = super::wait_for_stop().await;
+        // After SIGHUP the terminal may be gone: a failed write must not stop the cleanup.
+        let _ = writeln!(
+            std::io::stdout(),
+            "stopping ({})",
+            why.unwrap_or("signal handling failed")
+        );
         net.stop().await;
         Ok(())
     })

@@ -109,6 +109,25 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Resolves when the process is asked to stop: SIGTERM, SIGHUP (the terminal was closed) or
+/// SIGINT (sent by another process: in raw mode Ctrl-C arrives as a key). Never resolves if
+/// the handlers cannot be installed.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
 /// The user's offset from UTC, as `date +%z` reports it (respecting `TZ`), or UTC when
 /// that cannot be found.
 async fn local_utc_offset() -> i32 {
@@ -166,6 +185,11 @@ pub async fn run_in_terminal(
             () = panicked.notified() => {
                 let _ = actions.send(Action::Quit);
                 Err(UiError::Panicked)
+            }
+            () = stop_signal() => {
+                // Leaving this block restores the terminal, as a quit would.
+                let _ = actions.send(Action::Quit);
+                Ok(())
             }
         }
     }
