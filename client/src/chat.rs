@@ -9,6 +9,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use shallot_crypto::address::Address;
 use shallot_crypto::hex;
+use shallot_rt::AbortOnDrop;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::messenger::outgoing::OnFailure;
@@ -255,9 +256,9 @@ pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
         }
     }
     // Owned here, so that they stop when this future is dropped or aborted.
-    let _refresher = AbortOnDrop(m.netdir().spawn_refresher());
-    let _ahead = AbortOnDrop(m.circuits().spawn_maintenance());
-    let receiver = AbortOnDrop(m.spawn_receiver());
+    let _refresher = AbortOnDrop::new(m.netdir().spawn_refresher());
+    let _ahead = AbortOnDrop::new(m.circuits().spawn_maintenance());
+    let receiver = AbortOnDrop::new(m.spawn_receiver());
     if let Err(e) = m.sync().await {
         notice(format!("fetching waiting messages: {e}"));
     }
@@ -268,18 +269,9 @@ pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
         if let Err(e) = m.ensure_bundle_published().await {
             notice(format!("publishing your prekey bundle: {e}"));
         }
-        if receiver.0.is_finished() {
+        if receiver.is_finished() {
             break;
         }
-    }
-}
-
-/// A task that is aborted when this handle is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
