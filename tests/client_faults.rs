@@ -36,7 +36,7 @@ fn net() -> &'static Net {
             let client_dir = scratch("client-faults-client");
             let dir = Arc::new(NetDir::new(net.network.clone(), &client_dir));
             dir.bootstrap().await.unwrap();
-            dir.spawn_refresher();
+            dir.start_refresher();
             let mgr = CircuitManager::new(
                 dir,
                 client_dir,

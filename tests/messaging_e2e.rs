@@ -200,3 +200,25 @@ fn a_full_mailbox_gives_the_sender_a_clear_failure() {
             .unwrap();
     });
 }
+
+/// Every user of the network keeps its consensus fresh from `connect()` on, not only the
+/// chat: a one-shot `inbox --wait` or `send` outlived its consensus on a test network (three
+/// 3-second intervals) and then failed with "the consensus expired".
+#[test]
+fn a_connected_messenger_keeps_its_consensus_fresh() {
+    let n = net();
+    rt().block_on(async {
+        let user = TestUser::new("fresh-consensus", &n.net.network).await;
+        let first = user.messenger.netdir().consensus().unwrap();
+        // Past the first consensus's end of validity, by the clock.
+        while shallot_rt::unix_now() <= first.valid_until + 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let now = user
+            .messenger
+            .netdir()
+            .consensus()
+            .expect("a consensus newer than the first, fetched in the background");
+        assert!(now.valid_after > first.valid_after);
+    });
+}

@@ -256,7 +256,6 @@ pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
         }
     }
     // Owned here, so that they stop when this future is dropped or aborted.
-    let _refresher = AbortOnDrop::new(m.netdir().spawn_refresher());
     let _ahead = AbortOnDrop::new(m.circuits().spawn_maintenance());
     let receiver = AbortOnDrop::new(m.spawn_receiver());
     if let Err(e) = m.sync().await {

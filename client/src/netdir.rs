@@ -11,6 +11,7 @@ use shallot_directory::fetch::fetch_consensus;
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
 use shallot_proto::dir::Consensus;
+use shallot_rt::{lock, AbortOnDrop};
 use thiserror::Error;
 use tracing::{debug, info};
 
@@ -46,6 +47,8 @@ pub struct NetDir {
     last_error: RwLock<Option<String>>,
     failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
+    /// The background refresh, once started; it stops when this is dropped.
+    refresher: std::sync::Mutex<Option<AbortOnDrop<()>>>,
 }
 
 impl NetDir {
@@ -59,6 +62,7 @@ impl NetDir {
             last_error: RwLock::new(None),
             failures: std::sync::atomic::AtomicU32::new(0),
             fetch_timeout,
+            refresher: std::sync::Mutex::new(None),
         }
     }
 
@@ -140,7 +144,13 @@ impl NetDir {
             Ok(e) => e.clone(),
             Err(p) => p.into_inner().clone(),
         }
-        .unwrap_or_else(|| "no consensus fetched yet".into());
+        .unwrap_or_else(|| {
+            if self.is_refreshing() {
+                "no newer one fetched yet".into()
+            } else {
+                "nothing refreshes it in this process".into()
+            }
+        });
         match self.held() {
             Some(c) if now <= c.valid_until => Ok(c),
             Some(c) => Err(DirError::Expired {
@@ -173,16 +183,33 @@ impl NetDir {
         }
     }
 
-    /// Keeps the consensus fresh until the returned task is aborted.
-    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let dir = self.clone();
-        tokio::spawn(async move {
+    /// Keeps the consensus fresh from now until this `NetDir` is dropped: every user of the
+    /// network calls this once it has bootstrapped (a one-shot command as much as the chat,
+    /// since a consensus on a test network lives for seconds). Calling it again does nothing.
+    pub fn start_refresher(self: &Arc<Self>) {
+        let mut slot = lock(&self.refresher);
+        if slot.is_some() {
+            return;
+        }
+        // The task holds only a weak reference, so that dropping the last `Arc` ends it.
+        let weak = Arc::downgrade(self);
+        *slot = Some(AbortOnDrop::new(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(dir.next_refresh()).await;
+                let Some(wait) = weak.upgrade().map(|dir| dir.next_refresh()) else {
+                    return;
+                };
+                tokio::time::sleep(wait).await;
+                let Some(dir) = weak.upgrade() else {
+                    return;
+                };
                 if let Err(e) = dir.refresh().await {
                     debug!("consensus refresh: {e}");
                 }
             }
-        })
+        })));
+    }
+
+    fn is_refreshing(&self) -> bool {
+        lock(&self.refresher).is_some()
     }
 }

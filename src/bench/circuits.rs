@@ -35,6 +35,7 @@ pub async fn run(
 ) -> Result<Vec<Figure>, BenchError> {
     let dir = Arc::new(NetDir::new(net.network.clone(), client_dir));
     dir.bootstrap().await.map_err(BenchError::other)?;
+    dir.start_refresher();
     let mgr = CircuitManager::new(
         dir,
         client_dir.to_path_buf(),

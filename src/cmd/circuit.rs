@@ -66,6 +66,7 @@ pub fn run(data_dir: &Path, args: CircuitArgs) -> Result<(), CircuitCmdError> {
     runtime.block_on(async {
         let dir = Arc::new(NetDir::new(network, data_dir));
         let consensus = dir.bootstrap().await?;
+        dir.start_refresher();
         println!(
             "consensus: {} relays, valid until {}",
             consensus.relays.len(),

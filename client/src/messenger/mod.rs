@@ -168,10 +168,12 @@ impl Messenger {
         }))
     }
 
-    /// Gets a consensus (from the cache or the authorities) and makes sure this user's prekey
-    /// bundle is published. Call before using the network.
+    /// Gets a consensus (from the cache or the authorities), keeps it fresh from then on
+    /// (until the messenger is dropped), and makes sure this user's prekey bundle is
+    /// published. Call before using the network.
     pub async fn connect(&self) -> Result<(), MessengerError> {
         self.dir.bootstrap().await?;
+        self.dir.start_refresher();
         self.ensure_bundle_published().await
     }
 
