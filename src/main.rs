@@ -6,12 +6,41 @@
 
 #![forbid(unsafe_code)]
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
-    let cli = shallot::cmd::Cli::parse();
+    let cli = match shallot::cmd::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     if let Err(e) = shallot::cmd::run(cli) {
         eprintln!("shallot: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--help` and `--version` print and exit 0; a missing subcommand prints the help on
+/// standard error and exits 1; any other mistake in the arguments prints one line and exits
+/// 1, like every other error a user can cause.
+fn usage_error(e: clap::Error) -> ! {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("{}", e.render());
+            std::process::exit(1);
+        }
+        _ => {}
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("shallot: {first} (see shallot --help)");
+    std::process::exit(1);
 }

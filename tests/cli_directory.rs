@@ -76,6 +76,11 @@ fn init_creates_a_private_key_and_prints_the_entry() {
 fn user_errors_are_one_line() {
     let dir = scratch("errors");
     let d = dir.to_str().unwrap();
+    let initialised = scratch("errors-init");
+    let i = initialised.to_str().unwrap();
+    assert!(shallot(&["directory", "init", "--data-dir", i])
+        .status
+        .success());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["directory", "init"], "needs --data-dir"),
         (
@@ -83,7 +88,7 @@ fn user_errors_are_one_line() {
                 "directory",
                 "run",
                 "--data-dir",
-                d,
+                i,
                 "--listen",
                 "127.0.0.1:0",
                 "--network",

@@ -23,7 +23,7 @@ pub enum DirectoryCommand {
         #[arg(long, default_value = "authority")]
         name: String,
         /// The HTTP address other nodes will reach it at.
-        #[arg(long, default_value = "127.0.0.1:7000")]
+        #[arg(long, default_value = "127.0.0.1:7000", value_parser = super::preflight::reachable_addr)]
         address: SocketAddr,
     },
     /// Run the authority: accept descriptors, vote, and serve the consensus.
@@ -58,6 +58,9 @@ pub enum DirectoryError {
     /// The async runtime or signal handling failed.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// A mistake in the command line.
+    #[error(transparent)]
+    Preflight(#[from] super::preflight::PreflightError),
 }
 
 /// Runs one `directory` subcommand with the given data directory.
@@ -65,6 +68,12 @@ pub fn run(data_dir: &Path, cmd: DirectoryCommand) -> Result<(), DirectoryError>
     match cmd {
         DirectoryCommand::Init { name, address } => init(data_dir, &name, address),
         DirectoryCommand::Run { listen, network } => {
+            super::preflight::initialised(
+                data_dir,
+                KEY_FILE,
+                "authority key",
+                "create it with `shallot directory init --data-dir {dir}`",
+            )?;
             let network = NetworkFile::load(&network)?;
             super::init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -6,7 +6,9 @@ pub mod bench;
 pub mod chat;
 pub mod circuit;
 pub mod directory;
+pub mod manuals;
 pub mod messages;
+pub mod preflight;
 pub mod relay;
 pub mod testnet;
 pub mod user;
@@ -57,6 +59,10 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// A whole network on this machine and the chat, with an echo contact to talk to.
     Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(manuals::CompletionsArgs),
+    /// Write the man pages, one per command, into a directory.
+    Man(manuals::ManArgs),
 }
 
 /// A failure to report to the user, on one line.
@@ -89,6 +95,24 @@ pub enum CliError {
     /// The test network failed.
     #[error(transparent)]
     Testnet(#[from] crate::testnet::TestnetError),
+    /// A mistake in the command line, found before anything started.
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    /// Writing the man pages failed.
+    #[error("writing the man pages: {0}")]
+    Man(#[source] std::io::Error),
+}
+
+/// The hint for user commands run on a directory without an identity.
+const NO_IDENTITY_HINT: &str =
+    "create an identity with `shallot --data-dir {dir} id new`, or check --data-dir and \
+     $SHALLOT_HOME";
+
+/// The data directory of a user command that needs an identity made before.
+fn existing_user_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let dir = user_data_dir(given)?;
+    preflight::initialised(&dir, "shallot.db", "Shallot identity", NO_IDENTITY_HINT)?;
+    Ok(dir)
 }
 
 /// Runs the command the user gave.
@@ -104,13 +128,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Testnet(args) => testnet::run(*args)?,
         Command::Circuit(args) => circuit::run(&user_data_dir(cli.data_dir)?, args)?,
+        Command::Id(cmd @ user::IdCommand::Show) => {
+            user::run_id(&existing_user_dir(cli.data_dir)?, cmd)?
+        }
         Command::Bench(args) => bench::run(args)?,
         Command::Id(cmd) => user::run_id(&user_data_dir(cli.data_dir)?, cmd)?,
-        Command::Contact(cmd) => user::run_contact(&user_data_dir(cli.data_dir)?, cmd)?,
-        Command::Send(args) => messages::send(&user_data_dir(cli.data_dir)?, args)?,
-        Command::Inbox(args) => messages::inbox(&user_data_dir(cli.data_dir)?, args)?,
-        Command::Chat(args) => chat::chat(&user_data_dir(cli.data_dir)?, args)?,
+        Command::Contact(cmd) => user::run_contact(&existing_user_dir(cli.data_dir)?, cmd)?,
+        Command::Send(args) => messages::send(&existing_user_dir(cli.data_dir)?, args)?,
+        Command::Inbox(args) => messages::inbox(&existing_user_dir(cli.data_dir)?, args)?,
+        Command::Chat(args) => chat::chat(&existing_user_dir(cli.data_dir)?, args)?,
         Command::Demo => chat::demo()?,
+        Command::Completions(args) => manuals::completions(&args),
+        Command::Man(args) => manuals::man(&args).map_err(CliError::Man)?,
     }
     Ok(())
 }

@@ -35,13 +35,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub mailbox: bool,
     /// The relay's nickname in the consensus (1 to 19 letters and digits).
-    #[arg(long, default_value = "shallot")]
+    #[arg(long, default_value = "shallot", value_parser = super::preflight::nickname)]
     pub nickname: String,
     /// Declared bandwidth, bytes per second, with an optional K, M or G suffix (×1024).
     #[arg(long, default_value = "1M", value_parser = parse_rate)]
     pub bandwidth: u64,
-    /// The address to publish, if other nodes reach this relay at a different one.
-    #[arg(long)]
+    /// The address to publish, if other nodes reach this relay at a different one (needed
+    /// when --listen is 0.0.0.0 or [::]).
+    #[arg(long, value_parser = super::preflight::reachable_addr)]
     pub advertise: Option<SocketAddr>,
     /// Fingerprint (hex) of another relay run by the same operator; repeat for each.
     #[arg(long = "family", value_parser = parse_fingerprint)]
@@ -107,6 +108,9 @@ pub enum RelayCmdError {
     /// The async runtime or signal handling failed.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// A mistake in the command line.
+    #[error(transparent)]
+    Preflight(#[from] super::preflight::PreflightError),
 }
 
 /// Runs one `relay` subcommand with the given data directory.
@@ -123,6 +127,13 @@ pub fn run(data_dir: &Path, cmd: RelayCommand) -> Result<(), RelayCmdError> {
             Ok(())
         }
         RelayCommand::Run(args) => {
+            super::preflight::relay_addresses(args.listen, args.advertise)?;
+            super::preflight::initialised(
+                data_dir,
+                "identity.key",
+                "relay keys",
+                "create its keys with `shallot relay init --data-dir {dir}`",
+            )?;
             let config = config(data_dir, &args)?;
             super::init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread()

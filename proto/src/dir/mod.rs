@@ -96,7 +96,7 @@ pub(crate) fn check_len(text: &str, max: usize) -> Result<(), DocError> {
 }
 
 /// The nickname rule shared by descriptors and entries: 1 to 19 ASCII letters and digits.
-pub(crate) fn check_nickname(nick: &str) -> Result<(), &'static str> {
+pub fn check_nickname(nick: &str) -> Result<(), &'static str> {
     if nick.is_empty() || nick.len() > 19 {
         return Err("must be 1 to 19 characters");
     }

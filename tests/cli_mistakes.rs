@@ -1,0 +1,212 @@
+//! Every mistake an operator or user can make on the command line is refused before anything
+//! starts, with one line that says what to change and exit status 1, and nothing is created
+//! at a mistyped path. (Each of these used to be accepted silently, or failed obscurely.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "shallot-test-mistakes-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `shallot ARGS`; returns its exit code and standard error.
+fn shallot(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
+        .args(args)
+        .env_remove("SHALLOT_HOME")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts the command failed with status 1 and one line on standard error containing every
+/// one of `needles`.
+fn refused(args: &[&str], needles: &[&str]) {
+    let (code, err) = shallot(args);
+    assert_eq!(code, Some(1), "{args:?} exited {code:?}: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{args:?} printed more than one line:\n{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} does not mention {n:?}");
+    }
+}
+
+fn network_file(dir: &Path) -> String {
+    // A well-formed network file with one authority (it is never contacted: every command
+    // here stops before using the network).
+    let path = dir.join("network.toml");
+    std::fs::write(
+        &path,
+        "[[authority]]\nname = \"a\"\naddress = \"192.0.2.1:7000\"\nkey = \"\
+         3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c\"\n",
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn relay_mistakes_are_refused_before_it_starts() {
+    let dir = scratch("relay");
+    let net = network_file(&dir);
+    let keys = dir.join("relay");
+    let keys_s = keys.display().to_string();
+    let (code, _) = shallot(&["relay", "init", "--data-dir", &keys_s]);
+    assert_eq!(code, Some(0));
+    let run = |extra: &[&str]| {
+        let mut a = vec!["relay", "run", "--data-dir", &keys_s, "--network", &net];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = run(&["--listen", "127.0.0.1:0", "--nickname", "bad name!"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["--nickname", "letters and digits"]);
+
+    let args = run(&["--listen", "0.0.0.0:9001"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["0.0.0.0:9001", "--advertise"]);
+
+    let args = run(&["--listen", "0.0.0.0:9001", "--advertise", "0.0.0.0:9001"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["--advertise", "public IP"]);
+
+    // A mistyped data directory: refused, and not created.
+    let typo = dir.join("relya");
+    let typo_s = typo.display().to_string();
+    refused(
+        &[
+            "relay",
+            "run",
+            "--data-dir",
+            &typo_s,
+            "--network",
+            &net,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &["no such directory", "shallot relay init"],
+    );
+    assert!(!typo.exists(), "relay run created {typo_s}");
+    // A directory without keys.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    refused(
+        &[
+            "relay",
+            "run",
+            "--data-dir",
+            &empty.display().to_string(),
+            "--network",
+            &net,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &["holds no relay keys", "shallot relay init"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn authority_mistakes_are_refused() {
+    let dir = scratch("authority");
+    let net = network_file(&dir);
+    let auth = dir.join("auth").display().to_string();
+    refused(
+        &[
+            "directory",
+            "init",
+            "--data-dir",
+            &auth,
+            "--address",
+            "0.0.0.0:7000",
+        ],
+        &["0.0.0.0:7000", "public IP"],
+    );
+    assert!(!dir.join("auth").exists());
+    let typo = dir.join("atuh");
+    refused(
+        &[
+            "directory",
+            "run",
+            "--data-dir",
+            &typo.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--network",
+            &net,
+        ],
+        &["no such directory", "shallot directory init"],
+    );
+    assert!(!typo.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn user_commands_on_a_missing_directory_are_refused_and_create_nothing() {
+    let dir = scratch("user");
+    let net = network_file(&dir);
+    let typo = dir.join("missing");
+    let t = typo.display().to_string();
+    for args in [
+        vec!["--data-dir", &t, "contact", "list"],
+        vec!["--data-dir", &t, "id", "show"],
+        vec!["--data-dir", &t, "contact", "add", "bob", "shallot1x"],
+        vec!["--data-dir", &t, "inbox", "--network", &net],
+        vec!["--data-dir", &t, "send", "--network", &net, "bob", "hi"],
+        vec!["--data-dir", &t, "chat", "--network", &net],
+    ] {
+        refused(&args, &["no such directory", "id new"]);
+        assert!(!typo.exists(), "{args:?} created the directory");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn usage_errors_exit_1_with_one_line_and_help_exits_0() {
+    refused(&["--no-such-flag"], &["--no-such-flag", "--help"]);
+    refused(&["relay", "run", "--listen", "nonsense"], &["--listen"]);
+    let (code, _) = shallot(&["--help"]);
+    assert_eq!(code, Some(0));
+    let (code, _) = shallot(&["--version"]);
+    assert_eq!(code, Some(0));
+    // A missing subcommand shows the help, and is still a mistake.
+    let (code, err) = shallot(&["relay"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("Usage"), "{err}");
+}
+
+#[test]
+fn man_pages_and_completions_come_from_the_real_flags() {
+    let dir = scratch("man");
+    let d = dir.display().to_string();
+    let (code, err) = shallot(&["man", "--out-dir", &d]);
+    assert_eq!(code, Some(0), "{err}");
+    let page = std::fs::read_to_string(dir.join("shallot-relay-run.1")).unwrap();
+    for flag in ["listen", "advertise", "nickname", "mailbox", "network"] {
+        assert!(page.contains(flag), "the relay run page lacks --{flag}");
+    }
+    refused(
+        &["man", "--out-dir", &dir.join("nope").display().to_string()],
+        &["no such directory"],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("--advertise") && script.contains("complete"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
