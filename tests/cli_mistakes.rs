@@ -210,3 +210,74 @@ fn man_pages_and_completions_come_from_the_real_flags() {
     assert!(script.contains("--advertise") && script.contains("complete"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_second_process_on_one_data_directory_is_refused() {
+    let dir = scratch("lock");
+    let net = network_file(&dir);
+    // A user directory held by another process (this test, through the same lock).
+    let user = dir.join("user");
+    let u = user.display().to_string();
+    let (code, _) = shallot(&["--data-dir", &u, "id", "new"]);
+    assert_eq!(code, Some(0));
+    {
+        let _held = shallot_rt::DirLock::acquire(&user).unwrap();
+        let pid = format!("pid {}", std::process::id());
+        for args in [
+            vec!["--data-dir", &u, "contact", "list"],
+            vec!["--data-dir", &u, "id", "show"],
+            vec!["--data-dir", &u, "send", "--network", &net, "bob", "hi"],
+            vec!["--data-dir", &u, "inbox", "--network", &net],
+            vec!["--data-dir", &u, "id", "new"],
+        ] {
+            refused(&args, &[&u, "in use by another shallot process", &pid]);
+        }
+    }
+    // Released: it works again.
+    let (code, err) = shallot(&["--data-dir", &u, "contact", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Two relays on one directory: the second is refused and the first keeps running.
+    let relay = dir.join("relay");
+    let r = relay.display().to_string();
+    assert_eq!(shallot(&["relay", "init", "--data-dir", &r]).0, Some(0));
+    let mut first = Command::new(env!("CARGO_BIN_EXE_shallot"))
+        .args(["relay", "run", "--data-dir", &r, "--network", &net])
+        .args(["--listen", "127.0.0.1:0", "--nickname", "first"])
+        .env("SHALLOT_STOP_ON_STDIN_EOF", "1")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = format!("pid {}", first.id());
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(relay.join("lock")).is_ok_and(|t| pid.ends_with(t.trim())) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    refused(
+        &[
+            "relay",
+            "run",
+            "--data-dir",
+            &r,
+            "--network",
+            &net,
+            "--listen",
+            "127.0.0.1:0",
+            "--nickname",
+            "second",
+        ],
+        &[&r, "in use by another shallot process", &pid],
+    );
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first relay stopped"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,7 +3,8 @@
 //! * [`clock`]: the wall clock in the protocol's units (whole seconds since the Unix epoch),
 //!   behind a trait so that managers can be tested with a fake clock;
 //! * [`sync`]: a mutex lock that survives a panicked holder;
-//! * [`task`]: a spawned task that is aborted when its owner drops it.
+//! * [`task`]: a spawned task that is aborted when its owner drops it;
+//! * [`dirlock`]: one process per data directory.
 //!
 //! It sits at the bottom of the layering beside `crypto` and `proto`, and depends on tokio
 //! alone.
@@ -11,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod dirlock;
 pub mod sync;
 pub mod task;
 
 pub use clock::{unix_now, FakeClock, SystemClock, WallClock};
+pub use dirlock::{DirLock, DirLockError};
 pub use sync::lock;
 pub use task::AbortOnDrop;

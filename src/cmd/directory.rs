@@ -61,6 +61,9 @@ pub enum DirectoryError {
     /// A mistake in the command line.
     #[error(transparent)]
     Preflight(#[from] super::preflight::PreflightError),
+    /// Another authority runs on this data directory.
+    #[error(transparent)]
+    Locked(#[from] shallot_rt::DirLockError),
 }
 
 /// Runs one `directory` subcommand with the given data directory.
@@ -74,6 +77,7 @@ pub fn run(data_dir: &Path, cmd: DirectoryCommand) -> Result<(), DirectoryError>
                 "authority key",
                 "create it with `shallot directory init --data-dir {dir}`",
             )?;
+            let _lock = shallot_rt::DirLock::acquire(data_dir)?;
             let network = NetworkFile::load(&network)?;
             super::init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -98,6 +98,12 @@ pub enum CliError {
     /// A mistake in the command line, found before anything started.
     #[error(transparent)]
     Preflight(#[from] preflight::PreflightError),
+    /// Another process uses the data directory.
+    #[error(transparent)]
+    Locked(#[from] shallot_rt::DirLockError),
+    /// The data directory could not be made.
+    #[error(transparent)]
+    DataDir(shallot_crypto::keyfile::KeyFileError),
     /// Writing the man pages failed.
     #[error("writing the man pages: {0}")]
     Man(#[source] std::io::Error),
@@ -115,7 +121,8 @@ fn existing_user_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
     Ok(dir)
 }
 
-/// Runs the command the user gave.
+/// Runs the command the user gave. Every command that uses a data directory holds its lock
+/// (`shallot_rt::DirLock`) until it returns.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Directory(cmd) => {
@@ -127,21 +134,48 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             relay::run(&data_dir, cmd)?;
         }
         Command::Testnet(args) => testnet::run(*args)?,
-        Command::Circuit(args) => circuit::run(&user_data_dir(cli.data_dir)?, args)?,
-        Command::Id(cmd @ user::IdCommand::Show) => {
-            user::run_id(&existing_user_dir(cli.data_dir)?, cmd)?
-        }
         Command::Bench(args) => bench::run(args)?,
-        Command::Id(cmd) => user::run_id(&user_data_dir(cli.data_dir)?, cmd)?,
-        Command::Contact(cmd) => user::run_contact(&existing_user_dir(cli.data_dir)?, cmd)?,
-        Command::Send(args) => messages::send(&existing_user_dir(cli.data_dir)?, args)?,
-        Command::Inbox(args) => messages::inbox(&existing_user_dir(cli.data_dir)?, args)?,
-        Command::Chat(args) => chat::chat(&existing_user_dir(cli.data_dir)?, args)?,
         Command::Demo => chat::demo()?,
         Command::Completions(args) => manuals::completions(&args),
         Command::Man(args) => manuals::man(&args).map_err(CliError::Man)?,
+        // Commands that may make the user's directory.
+        Command::Circuit(args) => {
+            let dir = new_user_dir(cli.data_dir)?;
+            let _lock = lock(&dir)?;
+            circuit::run(&dir, args)?
+        }
+        Command::Id(cmd @ user::IdCommand::New { .. }) => {
+            let dir = new_user_dir(cli.data_dir)?;
+            let _lock = lock(&dir)?;
+            user::run_id(&dir, cmd)?
+        }
+        // Commands that need an identity made before.
+        user_command => {
+            let dir = existing_user_dir(cli.data_dir)?;
+            let _lock = lock(&dir)?;
+            match user_command {
+                Command::Id(cmd) => user::run_id(&dir, cmd)?,
+                Command::Contact(cmd) => user::run_contact(&dir, cmd)?,
+                Command::Send(args) => messages::send(&dir, args)?,
+                Command::Inbox(args) => messages::inbox(&dir, args)?,
+                Command::Chat(args) => chat::chat(&dir, args)?,
+                _ => {}
+            }
+        }
     }
     Ok(())
+}
+
+/// Holds `dir` for this process, or says which process holds it.
+pub fn lock(dir: &std::path::Path) -> Result<shallot_rt::DirLock, CliError> {
+    Ok(shallot_rt::DirLock::acquire(dir)?)
+}
+
+/// The user's data directory, made (0700) if it does not exist yet.
+fn new_user_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let dir = user_data_dir(given)?;
+    shallot_crypto::keyfile::ensure_private_dir(&dir).map_err(CliError::DataDir)?;
+    Ok(dir)
 }
 
 /// The data directory of a user command: `--data-dir`, else `$SHALLOT_HOME`, else

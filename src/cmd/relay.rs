@@ -111,6 +111,9 @@ pub enum RelayCmdError {
     /// A mistake in the command line.
     #[error(transparent)]
     Preflight(#[from] super::preflight::PreflightError),
+    /// Another relay runs on this data directory.
+    #[error(transparent)]
+    Locked(#[from] shallot_rt::DirLockError),
 }
 
 /// Runs one `relay` subcommand with the given data directory.
@@ -134,6 +137,7 @@ pub fn run(data_dir: &Path, cmd: RelayCommand) -> Result<(), RelayCmdError> {
                 "relay keys",
                 "create its keys with `shallot relay init --data-dir {dir}`",
             )?;
+            let _lock = shallot_rt::DirLock::acquire(data_dir)?;
             let config = config(data_dir, &args)?;
             super::init_logging();
             let runtime = tokio::runtime::Builder::new_multi_thread()
