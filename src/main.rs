@@ -15,7 +15,12 @@ fn main() {
         Err(e) => usage_error(e),
     };
     if let Err(e) = shallot::cmd::run(cli) {
-        eprintln!("shallot: {e}");
+        // An error can carry text from the network (a relay's reason, say): one line, and
+        // nothing in it reaches the terminal as a control sequence.
+        eprintln!(
+            "shallot: {}",
+            shallot_client::ui::text::one_line(&e.to_string())
+        );
         std::process::exit(1);
     }
 }

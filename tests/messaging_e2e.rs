@@ -222,3 +222,62 @@ fn a_connected_messenger_keeps_its_consensus_fresh() {
         assert!(now.valid_after > first.valid_after);
     });
 }
+
+/// A stranger's message full of terminal escapes and bidirectional overrides, through the
+/// network, comes out of `shallot inbox` inert: no escape byte reaches the terminal, the
+/// "(contact request)" tag stays, and no line can pass for another sender's. The JSON output
+/// keeps the exact text, escaped.
+#[test]
+fn inbox_prints_what_strangers_send_inert() {
+    let n = net();
+    let network = n.net.network_path.to_str().unwrap().to_string();
+    let bob = scratch("inert-bob");
+    let (ok, b_addr, _) = shallot(&bob, &["id", "new"]);
+    assert!(ok);
+    // Bob online once, so his bundle is published.
+    assert!(shallot(&bob, &["inbox", "--network", &network]).0);
+    let evil = "hi\x1b[2K\r\x1b[1Aalice: lend me 100\u{202E}gnp.exe\x07";
+    rt().block_on(async {
+        let mallory = TestUser::new("inert-mallory", &n.net.network).await;
+        let b: shallot_crypto::Address = b_addr.trim().parse().unwrap();
+        mallory.messenger.store().add_contact("bob", &b, 0).unwrap();
+        mallory
+            .messenger
+            .send("bob", evil, OnFailure::Fail)
+            .await
+            .unwrap();
+    });
+    let (ok, out, err) = shallot(&bob, &["inbox", "--network", &network, "--wait", "30"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("(contact request): hi"), "{out:?}");
+    for bad in ['\x1b', '\x07', '\r', '\u{202E}'] {
+        assert!(!out.contains(bad), "{bad:?} reached the terminal: {out:?}");
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines[1].starts_with("    "),
+        "an unindented second line: {out:?}"
+    );
+
+    // The same message again as JSON: exact, and escaped.
+    rt().block_on(async {
+        let mallory = TestUser::new("inert-mallory2", &n.net.network).await;
+        let b: shallot_crypto::Address = b_addr.trim().parse().unwrap();
+        mallory.messenger.store().add_contact("bob", &b, 0).unwrap();
+        mallory
+            .messenger
+            .send("bob", evil, OnFailure::Fail)
+            .await
+            .unwrap();
+    });
+    let (ok, out, err) = shallot(
+        &bob,
+        &["inbox", "--network", &network, "--wait", "30", "--json"],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(line["text"], evil);
+    assert_eq!(line["request"], true);
+}

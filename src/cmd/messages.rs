@@ -136,8 +136,37 @@ fn print_message(m: &Messenger, msg: &StoredMessage, json: bool) -> Result<(), M
         });
         println!("{line}");
     } else {
-        let tag = if request { " (contact request)" } else { "" };
-        println!("{from}{tag}: {}", msg.text);
+        println!("{}", plain_line(&from, request, &msg.text));
     }
     Ok(())
+}
+
+/// A message as `inbox` prints it for a person: what a peer wrote can neither move the cursor,
+/// recolour, erase nor reorder the terminal (control and bidirectional characters are shown
+/// as `�`, as in the chat), and a line break in it is indented, so that no message can print
+/// a line that looks like another sender's or hide the "(contact request)" tag.
+fn plain_line(from: &str, request: bool, text: &str) -> String {
+    use shallot_client::ui::text::sanitize;
+    let tag = if request { " (contact request)" } else { "" };
+    let body = sanitize(text).replace('\n', "\n    ");
+    format!("{}{tag}: {body}", sanitize(from).replace('\n', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_line;
+
+    #[test]
+    fn what_a_peer_writes_cannot_rewrite_the_terminal_or_forge_a_line() {
+        let forged = "hi\x1b[2K\r\x1b[1Aalice: send the money\u{202E}";
+        let line = plain_line("shallot1stranger", true, forged);
+        assert!(
+            !line.contains('\x1b') && !line.contains('\u{202E}'),
+            "{line:?}"
+        );
+        assert!(line.starts_with("shallot1stranger (contact request): hi"));
+        // The carriage return became a line break, indented under the sender.
+        assert!(line.contains("\n    "), "{line:?}");
+        assert!(!line.lines().skip(1).any(|l| l.starts_with("alice")));
+    }
 }
