@@ -8,7 +8,8 @@
 //! [`plan_round`] picks them, each relay once, the relays that were Running first and then the
 //! longest known, so that a flood of new descriptors waits behind the relays clients use. A
 //! relay whose descriptor is new or changed address or keys is probed at once, unless a probe
-//! of it is already waiting or running.
+//! of it is already waiting or running; such probes have their own slots (a quarter of
+//! `max_concurrent_probes`, at least one), so that they cannot hold up a round.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -89,6 +90,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
     let mut ticker = tokio::time::interval(Duration::from_secs(p.voting_interval_secs));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let permits = Arc::new(Semaphore::new(timing.concurrency));
+    let urgent_permits = Arc::new(Semaphore::new((timing.concurrency / 4).max(1)));
     let in_flight: Arc<Mutex<HashSet<RelayId>>> = Arc::new(Mutex::new(HashSet::new()));
     let mut urgent = JoinSet::new();
     let mut round: Option<JoinSet<()>> = None;
@@ -115,7 +117,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
                 }
             }
             Some(id) = queue.recv() => {
-                spawn_probe(&mut urgent, &shared, &permits, &in_flight, id, timing.probe_limit);
+                spawn_probe(&mut urgent, &shared, &urgent_permits, &in_flight, id, timing.probe_limit);
             }
             Some(_) = next(&mut round), if round.as_ref().is_some_and(|r| !r.is_empty()) => {}
             Some(_) = urgent.join_next(), if !urgent.is_empty() => {}
