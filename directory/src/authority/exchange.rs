@@ -7,7 +7,10 @@
 //!   (`GET /votes/<T>/<digest>`, from that peer: a vote a peer got from an authority that did
 //!   not send it here, or a second vote that proves an equivocation), and fetch each
 //!   descriptor a majority of votes names that is not held here (`GET /descriptor/<digest>`),
-//!   over and over, so that late evidence still arrives. The last lists fetched go to
+//!   over and over, so that late evidence still arrives. In the second half of the comparison
+//!   a vote is fetched only from a peer that is not its author: evidence an honest authority
+//!   found still spreads to every other, but an author that reveals a second vote of its own
+//!   only at the last moment, to some, is not believed by anyone. The last lists fetched go to
 //!   [`crate::equivocation::judge`].
 
 use std::collections::BTreeMap;
@@ -114,10 +117,12 @@ pub(crate) async fn compare(
     t: u64,
 ) -> BTreeMap<[u8; 32], VoteList> {
     let deadline = schedule.compute_at(t);
+    let authors_until = (schedule.freeze_at(t) + deadline) / 2;
     let mut lists: BTreeMap<[u8; 32], VoteList> = BTreeMap::new();
     loop {
         fetch_lists(shared, deadline, t, &mut lists).await;
-        fetch_listed_votes(shared, schedule, deadline, t, &lists).await;
+        let from_authors = now_ms() < authors_until;
+        fetch_listed_votes(shared, schedule, deadline, t, &lists, from_authors).await;
         fetch_descriptors(shared, deadline, t).await;
         let left = deadline.saturating_sub(now_ms());
         if left == 0 {
@@ -176,8 +181,24 @@ async fn fetch_listed_votes(
     deadline: u64,
     t: u64,
     lists: &BTreeMap<[u8; 32], VoteList>,
+    from_authors: bool,
 ) {
-    let wanted = missing(&shared.state().holdings(t), lists);
+    let mut wanted = missing(&shared.state().holdings(t), lists);
+    if !from_authors {
+        // Late in the comparison, only evidence another authority already holds.
+        wanted = lists
+            .iter()
+            .flat_map(|(peer, list)| {
+                list.votes.iter().flat_map(move |(author, digests)| {
+                    digests.iter().map(move |d| (*peer, *author, *d))
+                })
+            })
+            .filter(|(peer, author, _)| peer != author)
+            .filter(|w| wanted.iter().any(|x| (x.1, x.2) == (w.1, w.2)))
+            .collect();
+        wanted.sort();
+        wanted.dedup_by(|a, b| (a.1, a.2) == (b.1, b.2));
+    }
     let mut gets = JoinSet::new();
     for (peer, author, digest) in wanted {
         let Some(info) = shared
