@@ -66,19 +66,19 @@ pub fn capped_weights(weights: &[u64], max_share_ppm: u64) -> Vec<u128> {
     let mut rest: u128 = sorted.iter().sum();
     // With the k largest capped at c: c = ppm·rest / (10^6 − ppm·k), valid while the k-th
     // largest is at least c and the next one at most c.
-    for k in 0..sorted.len() {
+    for (k, heaviest) in sorted.iter().enumerate() {
         let room = million.saturating_sub(ppm * k as u128);
         if room == 0 {
             break;
         }
         let cap = ppm * rest / room;
-        if sorted[k] <= cap {
+        if *heaviest <= cap {
             if k == 0 {
                 return w;
             }
             return w.iter().map(|x| (*x).min(cap.max(1))).collect();
         }
-        rest -= sorted[k];
+        rest -= heaviest;
     }
     vec![1; w.len()]
 }

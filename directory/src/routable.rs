@@ -27,7 +27,7 @@ fn not_global_v4(ip: Ipv4Addr) -> Option<&'static str> {
         [192, 88, 99, _] => "deprecated 6to4 relay anycast",
         [192, 168, ..] => "private (192.168.0.0/16)",
         [198, b, ..] if b == 18 || b == 19 => "benchmarking (198.18.0.0/15)",
-        [a, ..] if a >= 224 && a < 240 => "multicast",
+        [a, ..] if (224..240).contains(&a) => "multicast",
         [a, ..] if a >= 240 => "reserved or broadcast",
         _ => return None,
     };

@@ -20,6 +20,21 @@ pub struct SrvFields {
     pub reveal: Option<[u8; 32]>,
 }
 
+/// What a vote is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoteSpec {
+    /// The voting authority.
+    pub me: VerifyingKey,
+    /// The period voted on.
+    pub period: Period,
+    /// The time of voting, unix seconds.
+    pub now: u64,
+    /// The shared-random fields.
+    pub srv: SrvFields,
+    /// The largest signed vote, bytes.
+    pub max_len: usize,
+}
+
 /// A vote, and how many relays it left out to stay under the size limit.
 #[derive(Debug, Clone)]
 pub struct BuiltVote {
@@ -30,17 +45,20 @@ pub struct BuiltVote {
 }
 
 impl State {
-    /// This authority's vote for `period` at time `now`, at most `max_len` bytes once signed.
+    /// This authority's vote as `spec` says, at most `spec.max_len` bytes once signed.
     pub fn build_vote(
         &self,
-        me: VerifyingKey,
-        period: Period,
-        now: u64,
+        spec: &VoteSpec,
         params: &NetworkParams,
-        srv: SrvFields,
         source: &dyn MeasurementSource,
-        max_len: usize,
     ) -> BuiltVote {
+        let VoteSpec {
+            me,
+            period,
+            now,
+            srv,
+            max_len,
+        } = *spec;
         let oldest = period
             .valid_after
             .saturating_sub(params.descriptor_max_age_secs);
@@ -181,10 +199,18 @@ mod tests {
         }
     }
 
-    const SRV: SrvFields = SrvFields {
-        commit: [7; 32],
-        reveal: None,
-    };
+    fn spec(me: VerifyingKey, t: u64, now: u64, max_len: usize) -> VoteSpec {
+        VoteSpec {
+            me,
+            period: period(t),
+            now,
+            srv: SrvFields {
+                commit: [7; 32],
+                reveal: None,
+            },
+            max_len,
+        }
+    }
 
     fn probe(s: &State, id: &RelayId, at: u64, ok: bool) -> Probe {
         let d = &s.descriptors[id].desc;
@@ -206,7 +232,7 @@ mod tests {
         let a = s.admit(&descriptor(&id, 1, t0, 250), t0, &p).unwrap();
         let none = Measurements::new(100);
         let vote = |s: &State, now, m: &dyn MeasurementSource| {
-            s.build_vote(id.public(), period(now), now, &p, SRV, m, MAX_VOTE_LEN)
+            s.build_vote(&spec(id.public(), now, now, MAX_VOTE_LEN), &p, m)
                 .vote
                 .relays[0]
                 .clone()
@@ -257,25 +283,9 @@ mod tests {
         s.admit(&descriptor(&id, 1, 10_050, 250), 10_000, &p)
             .unwrap();
         let none = Measurements::new(100);
-        let built = s.build_vote(
-            id.public(),
-            period(10_040),
-            10_000,
-            &p,
-            SRV,
-            &none,
-            MAX_VOTE_LEN,
-        );
+        let built = s.build_vote(&spec(id.public(), 10_040, 10_000, MAX_VOTE_LEN), &p, &none);
         assert!(built.vote.relays.is_empty());
-        let built = s.build_vote(
-            id.public(),
-            period(10_050),
-            10_000,
-            &p,
-            SRV,
-            &none,
-            MAX_VOTE_LEN,
-        );
+        let built = s.build_vote(&spec(id.public(), 10_050, 10_000, MAX_VOTE_LEN), &p, &none);
         assert_eq!(built.vote.relays.len(), 1);
     }
 
@@ -306,7 +316,7 @@ mod tests {
                 newcomers.push((seen, a.id));
             }
         }
-        let full = s.build_vote(me.public(), period(t), t, &p, SRV, &none, MAX_VOTE_LEN);
+        let full = s.build_vote(&spec(me.public(), t, t, MAX_VOTE_LEN), &p, &none);
         assert_eq!((full.vote.relays.len(), full.dropped), (30, 0));
         newcomers.sort();
         let expected: Vec<RelayId> = running
@@ -325,7 +335,7 @@ mod tests {
                 + 1
         };
         let limit = full.vote.overhead_len() + expected.iter().map(len_of).sum::<usize>() + 5;
-        let cut = s.build_vote(me.public(), period(t), t, &p, SRV, &none, limit);
+        let cut = s.build_vote(&spec(me.public(), t, t, limit), &p, &none);
         assert_eq!((cut.vote.relays.len(), cut.dropped), (15, 15));
         assert!(cut.vote.sign(&me).unwrap().len() <= limit);
         let kept: Vec<RelayId> = cut.vote.relays.iter().map(|e| e.id).collect();

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use super::exchange::{compare, exchange_votes};
 use super::schedule::{now_ms, now_secs, sleep_until_ms, Schedule};
 use super::state::{ConsensusRecord, VoteRecord};
-use super::vote_builder::SrvFields;
+use super::vote_builder::{SrvFields, VoteSpec};
 use super::Shared;
 use crate::compute::{compute_consensus, needed_descriptors, ComputeParams, Descriptors};
 use crate::equivocation::{judge, VoteList};
@@ -81,15 +81,14 @@ async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), S
                 .get(&t.saturating_sub(schedule.interval_secs()))
                 .copied(),
         };
-        let built = state.build_vote(
-            shared.me,
-            schedule.period(t),
+        let spec = VoteSpec {
+            me: shared.me,
+            period: schedule.period(t),
             now,
-            &params,
             srv,
-            &state.measurements,
-            MAX_VOTE_LEN,
-        );
+            max_len: MAX_VOTE_LEN,
+        };
+        let built = state.build_vote(&spec, &params, &state.measurements);
         #[allow(unused_mut)]
         let mut vote = built.vote;
         #[cfg(feature = "misbehave")]

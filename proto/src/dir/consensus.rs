@@ -123,7 +123,7 @@ impl SharedRandom {
             if epochs.last().is_some_and(|(prev, _)| *prev >= epoch) {
                 return Err(a.error("epochs are not ascending"));
             }
-            if epochs.len() as u64 >= srv::LEAD_EPOCHS + srv::KEEP_EPOCHS + 1 {
+            if epochs.len() as u64 > srv::LEAD_EPOCHS + srv::KEEP_EPOCHS {
                 return Err(a.error("more epochs than the window carries"));
             }
             a.end()?;
