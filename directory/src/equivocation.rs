@@ -131,6 +131,23 @@ pub fn missing(
     out
 }
 
+/// Like [`missing`], but only votes listed by a peer that is not their author, each from such
+/// a peer: late in the comparison, evidence is believed only once another authority holds it.
+pub fn missing_from_others(
+    mine: &Holdings,
+    lists: &BTreeMap<[u8; 32], VoteList>,
+) -> Vec<([u8; 32], [u8; 32], [u8; 32])> {
+    let others: BTreeMap<[u8; 32], VoteList> = lists
+        .iter()
+        .map(|(peer, list)| {
+            let mut list = list.clone();
+            list.votes.remove(peer);
+            (*peer, list)
+        })
+        .collect();
+    missing(mine, &others)
+}
+
 /// Judges the votes of one period. `me` is this authority; `mine` what it holds (every digest
 /// in it is a vote it verified, signed by that authority); `lists` what each peer says it
 /// holds; `n` the number of configured authorities.
@@ -234,6 +251,26 @@ mod tests {
                 [([1; 32], [10; 32]), ([2; 32], [20; 32])].into()
             );
         }
+    }
+
+    /// Late in the comparison, a rogue listing a second vote of its own (to some only) is not
+    /// believed; the same vote listed by another authority is.
+    #[test]
+    fn late_evidence_is_taken_only_from_others() {
+        let mine = holdings(&[(1, &[10]), (3, &[31])]);
+        let lists: BTreeMap<[u8; 32], VoteList> = [
+            ([3; 32], list(&[(1, &[10]), (3, &[32])])),
+            ([2; 32], list(&[(1, &[10]), (3, &[31])])),
+        ]
+        .into();
+        assert_eq!(missing(&mine, &lists), vec![([3; 32], [3; 32], [32; 32])]);
+        assert!(missing_from_others(&mine, &lists).is_empty());
+        let mut passed_on = lists.clone();
+        passed_on.insert([2; 32], list(&[(1, &[10]), (3, &[31, 32])]));
+        assert_eq!(
+            missing_from_others(&mine, &passed_on),
+            vec![([2; 32], [3; 32], [32; 32])]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::state::{Accepted, VoteRecord};
 use super::voting::{retry_delay, time_left};
 use super::Shared;
 use crate::compute::needed_descriptors;
-use crate::equivocation::{missing, VoteList, MAX_VOTE_LIST_LEN};
+use crate::equivocation::{missing, missing_from_others, VoteList, MAX_VOTE_LIST_LEN};
 use crate::fetch::http_request;
 use crate::network::AuthorityInfo;
 
@@ -183,22 +183,12 @@ async fn fetch_listed_votes(
     lists: &BTreeMap<[u8; 32], VoteList>,
     from_authors: bool,
 ) {
-    let mut wanted = missing(&shared.state().holdings(t), lists);
-    if !from_authors {
-        // Late in the comparison, only evidence another authority already holds.
-        wanted = lists
-            .iter()
-            .flat_map(|(peer, list)| {
-                list.votes.iter().flat_map(move |(author, digests)| {
-                    digests.iter().map(move |d| (*peer, *author, *d))
-                })
-            })
-            .filter(|(peer, author, _)| peer != author)
-            .filter(|w| wanted.iter().any(|x| (x.1, x.2) == (w.1, w.2)))
-            .collect();
-        wanted.sort();
-        wanted.dedup_by(|a, b| (a.1, a.2) == (b.1, b.2));
-    }
+    let holdings = shared.state().holdings(t);
+    let wanted = if from_authors {
+        missing(&holdings, lists)
+    } else {
+        missing_from_others(&holdings, lists)
+    };
     let mut gets = JoinSet::new();
     for (peer, author, digest) in wanted {
         let Some(info) = shared
