@@ -131,6 +131,7 @@ run() {
     done
     cat >>"$net" <<EOF
 [params]
+test_network = true
 voting_interval_secs = ${VOTING_INTERVAL:-3}
 reachability_timeout_secs = 2
 stable_min_uptime_secs = 0

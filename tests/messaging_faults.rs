@@ -59,7 +59,8 @@ fn mailbox_of(n: &Net, user: &TestUser) -> ([u8; 32], Vec<(RelayEntry, usize)>) 
         .iter()
         .filter(|r| r.flags.contains(Flags::MAILBOX))
         .map(|r| r.id);
-    let replicas = ring::replicas(&mailbox, relays, 3)
+    let srv = n.consensus.srv_for_epoch(epoch);
+    let replicas = ring::replicas(&mailbox, &srv, epoch, relays, 3)
         .into_iter()
         .map(|id| {
             let r = n.consensus.relay(&id).unwrap().clone();

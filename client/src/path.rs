@@ -1,13 +1,15 @@
-//! Path selection (`docs/spec.md` §11.2), pure: bandwidth-weighted choice among Running
-//! relays under the path rules — every relay distinct, no two in one /16 (IPv4) or /32 (IPv6),
-//! no two in one declared family — with the first hop a guard and the last hop chosen by
-//! purpose.
+//! Path selection (`docs/spec.md` §11.2), pure: weighted choice among Running relays under
+//! the path rules — every relay distinct, no two in one /16 (IPv4) or /32 (IPv6), no two in
+//! one declared family — with the first hop a guard and the last hop chosen by purpose. The
+//! weights are the consensus weights (measured by the authorities), capped so that no relay
+//! gets more than the consensus's `max-share-ppm` of any draw.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use rand::Rng;
 use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::consensus::PPM;
 use shallot_proto::dir::{Consensus, Flags, RelayEntry};
 use thiserror::Error;
 
@@ -51,23 +53,52 @@ pub fn related(a: &RelayEntry, b: &RelayEntry) -> bool {
         || b.family.contains(&a.id)
 }
 
-/// Picks one relay from `candidates` with probability proportional to its bandwidth (a
-/// relay declaring 0 counts as 1, so that it can still be chosen).
+/// The weights to draw with: each of `weights` (0 counting as 1) capped at the one value `c`
+/// for which a capped relay holds exactly `max_share_ppm` parts per million of the capped
+/// total, so that no relay's chance exceeds that share. When even equal weights would give
+/// each more than the share (fewer than `1,000,000 / max_share_ppm` relays), all are equal.
+pub fn capped_weights(weights: &[u64], max_share_ppm: u64) -> Vec<u128> {
+    let w: Vec<u128> = weights.iter().map(|b| u128::from((*b).max(1))).collect();
+    let ppm = u128::from(max_share_ppm.clamp(1, PPM));
+    let million = u128::from(PPM);
+    let mut sorted = w.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let mut rest: u128 = sorted.iter().sum();
+    // With the k largest capped at c: c = ppm·rest / (10^6 − ppm·k), valid while the k-th
+    // largest is at least c and the next one at most c.
+    for (k, heaviest) in sorted.iter().enumerate() {
+        let room = million.saturating_sub(ppm * k as u128);
+        if room == 0 {
+            break;
+        }
+        let cap = ppm * rest / room;
+        if *heaviest <= cap {
+            if k == 0 {
+                return w;
+            }
+            return w.iter().map(|x| (*x).min(cap.max(1))).collect();
+        }
+        rest -= heaviest;
+    }
+    vec![1; w.len()]
+}
+
+/// Picks one relay from `candidates` with probability proportional to its capped weight
+/// ([`capped_weights`]).
 pub fn weighted_pick<'a, R: Rng>(
     candidates: &[&'a RelayEntry],
+    max_share_ppm: u64,
     rng: &mut R,
 ) -> Option<&'a RelayEntry> {
-    let total: u128 = candidates
-        .iter()
-        .map(|r| u128::from(r.bandwidth.max(1)))
-        .sum();
+    let weights: Vec<u64> = candidates.iter().map(|r| r.bandwidth).collect();
+    let capped = capped_weights(&weights, max_share_ppm);
+    let total: u128 = capped.iter().sum();
     if total == 0 {
         return None;
     }
     let mut x = rng.gen_range(0..total);
-    for r in candidates {
-        let w = u128::from(r.bandwidth.max(1));
-        if x < w {
+    for (r, w) in candidates.iter().zip(&capped) {
+        if x < *w {
             return Some(r);
         }
         x -= w;
@@ -119,14 +150,16 @@ pub fn choose_path<'a, R: Rng>(
             .filter(|r| fits(r, &path, last))
             .filter(|r| !path.is_empty() || r.flags.contains(Flags::GUARD) || first.is_some())
             .collect();
-        let pick = weighted_pick(&candidates, rng).ok_or(PathError::NotEnoughRelays {
-            hops,
-            reason: if path.is_empty() {
-                "no guard"
-            } else {
-                "no relay unrelated to the others"
+        let pick = weighted_pick(&candidates, consensus.params.max_share_ppm, rng).ok_or(
+            PathError::NotEnoughRelays {
+                hops,
+                reason: if path.is_empty() {
+                    "no guard"
+                } else {
+                    "no relay unrelated to the others"
+                },
             },
-        })?;
+        )?;
         path.push(pick);
     }
     if let Some(l) = last {

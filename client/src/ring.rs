@@ -2,8 +2,11 @@
 //! mailbox relays.
 //!
 //! A user's mailbox for epoch `e` is its identity key blinded for `e` (§9.1). Each relay with
-//! the Mailbox flag sits on a ring at `SHA-256("shallot-ring-v1" ‖ fingerprint)`; a mailbox sits
-//! at `SHA-256("shallot-mailbox-v1" ‖ mailbox id)` and is kept by the [`REPLICAS`] relays that
+//! the Mailbox flag sits on the ring of epoch `e` at
+//! `SHA-256("shallot-ring-v2" ‖ srv(e) ‖ fingerprint ‖ e)`, where `srv(e)` is the shared random
+//! value the consensus carries for `e` (§5.10): fixed by the authorities after the relay's key,
+//! so no key can be ground for a position. A mailbox sits at
+//! `SHA-256("shallot-mailbox-v1" ‖ mailbox id)` and is kept by the [`REPLICAS`] relays that
 //! follow it clockwise.
 
 use ed25519_dalek::VerifyingKey;
@@ -29,10 +32,13 @@ pub fn mailbox_id(
     Ok(blind_public_key(identity, epoch, epoch_secs)?.to_bytes())
 }
 
-fn relay_position(id: &RelayId) -> [u8; 32] {
+/// A relay's position on the ring of `epoch`, whose shared random value is `srv`.
+pub fn relay_position(srv: &[u8; 32], id: &RelayId, epoch: u64) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"shallot-ring-v1");
+    h.update(b"shallot-ring-v2");
+    h.update(srv);
     h.update(id.0);
+    h.update(epoch.to_be_bytes());
     h.finalize().into()
 }
 
@@ -44,15 +50,18 @@ fn mailbox_position(mailbox: &MailboxId) -> [u8; 32] {
 }
 
 /// The relays (from `mailbox_relays`, the consensus's Running relays with the Mailbox flag)
-/// that keep `mailbox`, nearest first: up to `n` of them.
+/// that keep `mailbox` in `epoch`, whose shared random value is `srv`, nearest first: up to
+/// `n` of them.
 pub fn replicas(
     mailbox: &MailboxId,
+    srv: &[u8; 32],
+    epoch: u64,
     mailbox_relays: impl IntoIterator<Item = RelayId>,
     n: usize,
 ) -> Vec<RelayId> {
     let mut ring: Vec<([u8; 32], RelayId)> = mailbox_relays
         .into_iter()
-        .map(|id| (relay_position(&id), id))
+        .map(|id| (relay_position(srv, &id, epoch), id))
         .collect();
     ring.sort();
     ring.dedup_by(|a, b| a.1 == b.1);
@@ -70,6 +79,9 @@ pub fn replicas(
 mod tests {
     use super::*;
 
+    const SRV: [u8; 32] = [5; 32];
+    const E: u64 = 20_000;
+
     fn relays(n: u8) -> Vec<RelayId> {
         (0..n).map(|i| RelayId([i; 20])).collect()
     }
@@ -78,7 +90,7 @@ mod tests {
     fn replicas_are_distinct_stable_and_follow_the_mailbox() {
         let all = relays(10);
         let m = [7u8; 32];
-        let a = replicas(&m, all.clone(), 3);
+        let a = replicas(&m, &SRV, E, all.clone(), 3);
         assert_eq!(a.len(), 3);
         let mut uniq = a.clone();
         uniq.sort();
@@ -87,13 +99,16 @@ mod tests {
         let mut reversed = all.clone();
         reversed.reverse();
         assert_eq!(
-            replicas(&m, reversed, 3),
+            replicas(&m, &SRV, E, reversed, 3),
             a,
             "order of the consensus does not matter"
         );
         // The first replica is the first relay clockwise of the mailbox.
         let target = mailbox_position(&m);
-        let mut positions: Vec<_> = all.iter().map(|r| (relay_position(r), *r)).collect();
+        let mut positions: Vec<_> = all
+            .iter()
+            .map(|r| (relay_position(&SRV, r, E), *r))
+            .collect();
         positions.sort();
         let first = positions
             .iter()
@@ -105,17 +120,17 @@ mod tests {
 
     #[test]
     fn few_relays_give_few_replicas() {
-        assert_eq!(replicas(&[1; 32], relays(2), 3).len(), 2);
-        assert!(replicas(&[1; 32], Vec::new(), 3).is_empty());
+        assert_eq!(replicas(&[1; 32], &SRV, E, relays(2), 3).len(), 2);
+        assert!(replicas(&[1; 32], &SRV, E, Vec::new(), 3).is_empty());
     }
 
     #[test]
     fn removing_one_replica_keeps_the_other_two() {
         let all = relays(12);
         let m = [9u8; 32];
-        let a = replicas(&m, all.clone(), 3);
+        let a = replicas(&m, &SRV, E, all.clone(), 3);
         let without: Vec<_> = all.into_iter().filter(|r| *r != a[1]).collect();
-        let b = replicas(&m, without, 3);
+        let b = replicas(&m, &SRV, E, without, 3);
         assert_eq!(b[0], a[0]);
         assert_eq!(b[1], a[2]);
     }
@@ -128,5 +143,65 @@ mod tests {
             mailbox_id(&id, 2, 86400).unwrap()
         );
         assert_eq!(epoch_of(86400 * 5 + 3, 86400), 5);
+    }
+
+    /// Review finding 6: a relay cannot choose its ring position. The same key lands at
+    /// unrelated positions in two epochs (each with its shared random value), so a key ground
+    /// to sit just after a mailbox in one epoch is nowhere near it in the next; and it cannot
+    /// be ground against a value it does not know yet.
+    #[test]
+    fn a_relay_cannot_choose_its_ring_position() {
+        use shallot_proto::dir::srv::fallback_value;
+        let key = RelayId([42; 20]);
+        let (srv1, srv2) = ([1u8; 32], [2u8; 32]);
+        let p1 = relay_position(&srv1, &key, 100);
+        let p2 = relay_position(&srv2, &key, 101);
+        assert_ne!(p1, p2);
+        // "Unrelated": the two positions agree in about half their bits, as two random values
+        // do, not in a long common prefix.
+        let same_bits: u32 = p1
+            .iter()
+            .zip(p2.iter())
+            .map(|(a, b)| (!(a ^ b)).count_ones())
+            .sum();
+        assert!(
+            (64..=192).contains(&same_bits),
+            "{same_bits} of 256 bits agree"
+        );
+        assert_ne!(p1[..4], p2[..4]);
+        // Both the value and the epoch move it: the same value in another epoch, or another
+        // value in the same epoch, gives another position.
+        assert_ne!(relay_position(&srv1, &key, 101), p1);
+        assert_ne!(relay_position(&srv2, &key, 100), p1);
+        // The fixed fallback (no shared value known) still places mailboxes, differently each
+        // epoch.
+        let f = |e| relay_position(&fallback_value(e), &key, e);
+        assert_ne!(f(100), f(101));
+        // A relay that ground its key to be the first replica of a mailbox in one epoch keeps
+        // that place in another epoch only by chance (about 3 in 50 relays here).
+        let m = [7u8; 32];
+        let mut kept = 0;
+        for trial in 0..200u32 {
+            let mut others: Vec<RelayId> = (0..49u8).map(|i| RelayId([i; 20])).collect();
+            let mut ground = None;
+            for g in 0..u32::MAX {
+                let mut id = [0xee; 20];
+                id[..4].copy_from_slice(&g.to_be_bytes());
+                id[4..8].copy_from_slice(&trial.to_be_bytes());
+                let cand = RelayId(id);
+                let mut all = others.clone();
+                all.push(cand);
+                if replicas(&m, &srv1, 100, all, 1) == vec![cand] {
+                    ground = Some(cand);
+                    break;
+                }
+            }
+            let ground = ground.unwrap();
+            others.push(ground);
+            if replicas(&m, &srv2, 101, others, 3).contains(&ground) {
+                kept += 1;
+            }
+        }
+        assert!(kept < 30, "kept its place in {kept} of 200 trials");
     }
 }

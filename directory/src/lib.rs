@@ -2,7 +2,10 @@
 //! what they publish (`docs/spec.md` §5).
 //!
 //! * [`network`]: `network.toml`, the authorities a node trusts and the network parameters;
-//! * [`compute`]: the consensus computed from votes, pure and deterministic;
+//! * [`compute`]: the consensus computed from votes and the descriptors they name, pure and
+//!   deterministic; [`shared_random`]: its shared random values; [`equivocation`]: catching an
+//!   authority that shows different votes to different peers; [`routable`]: address rules;
+//! * [`probe`]: the reachability probe, the authority's side and the relay's answer;
 //! * [`authority`]: the authority server (descriptors, reachability, voting, serving);
 //! * [`verify`]: client-side consensus verification and the on-disk cache;
 //! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients).
@@ -13,8 +16,12 @@
 
 pub mod authority;
 pub mod compute;
+pub mod equivocation;
 pub mod fetch;
 pub mod network;
+pub mod probe;
+pub mod routable;
+pub mod shared_random;
 pub mod verify;
 
 pub use authority::{Authority, AuthorityConfig, AuthorityError, AuthorityHandle};

@@ -9,6 +9,7 @@
 //!
 //! [params]                     # optional; missing values take production defaults
 //! voting_interval_secs = 3600
+//! test_network = true          # only for networks on loopback or private addresses
 //! ```
 //!
 //! Loading checks everything: unknown keys, duplicate names, keys or addresses, keys that are
@@ -84,22 +85,56 @@ pub struct NetworkParams {
     pub voting_interval_secs: u64,
     /// Descriptors older than this are refused and dropped, seconds.
     pub descriptor_max_age_secs: u64,
-    /// Time limit of one reachability probe, seconds.
+    /// Time limit of each step of one reachability probe, seconds.
     pub reachability_timeout_secs: u64,
     /// Continuous Running time needed for Stable, seconds.
     pub stable_min_uptime_secs: u64,
     /// Time since first seen needed for Guard, seconds.
     pub guard_min_known_secs: u64,
-    /// Declared bandwidth needed for Fast, bytes per second.
+    /// Time since first seen needed for Mailbox, seconds: longer than the shared random
+    /// value's lead (`docs/spec.md` §5.10), so that a key ground against a known value comes
+    /// too late to hold a mailbox.
+    pub mailbox_min_known_secs: u64,
+    /// Bandwidth needed for Fast, bytes per second.
     pub fast_min_bandwidth: u64,
-    /// Declared bandwidth needed for Guard, bytes per second.
+    /// Bandwidth needed for Guard, bytes per second.
     pub guard_min_bandwidth: u64,
     /// Mailbox epoch length, seconds (copied into the consensus).
     pub epoch_secs: u64,
-    /// Descriptor uploads accepted per client IP address per minute.
+    /// Descriptor uploads accepted per client network (/24 or /64) per minute.
     pub max_uploads_per_minute: u64,
     /// Time limit for reading a request's headers and body, and for a client's request.
     pub request_timeout_secs: u64,
+    /// Descriptors an authority holds in all.
+    pub max_descriptors: u64,
+    /// Descriptors an authority holds whose address is in one IPv4 /16.
+    pub max_descriptors_per_ipv4_16: u64,
+    /// Descriptors an authority holds whose address is in one IPv6 /64.
+    pub max_descriptors_per_ipv6_64: u64,
+    /// Descriptors (of different relays) an authority holds that claim one link key.
+    pub max_descriptors_per_link_key: u64,
+    /// Connections an authority holds open at once, in all.
+    pub max_connections: u64,
+    /// Connections an authority holds open from one client network (/24 or /64).
+    pub max_connections_per_network: u64,
+    /// Of `max_connections`, those kept for the other authorities (votes, signatures).
+    pub reserved_authority_connections: u64,
+    /// Of `max_connections`, those kept for consensus fetches.
+    pub reserved_fetch_connections: u64,
+    /// Reachability probes run at once.
+    pub max_concurrent_probes: u64,
+    /// Blocks of 514 bytes a relay sends after answering a probe, timed to measure it
+    /// (0: no measurement).
+    pub probe_transfer_blocks: u64,
+    /// The consensus weight of a relay no authority measured: its declared bandwidth, capped
+    /// at this many bytes per second.
+    pub unmeasured_weight_cap: u64,
+    /// The largest share of the total weight one relay may get in path selection, parts per
+    /// million (copied into the consensus).
+    pub max_relay_share_ppm: u64,
+    /// Addresses need not be globally routable: a test network on loopback or private
+    /// addresses. Never set it on a real network.
+    pub test_network: bool,
 }
 
 impl Default for NetworkParams {
@@ -110,11 +145,25 @@ impl Default for NetworkParams {
             reachability_timeout_secs: 10,
             stable_min_uptime_secs: 86400,
             guard_min_known_secs: 691200,
+            mailbox_min_known_secs: 691200,
             fast_min_bandwidth: 102400,
             guard_min_bandwidth: 262144,
             epoch_secs: 86400,
             max_uploads_per_minute: 30,
             request_timeout_secs: 10,
+            max_descriptors: 20_000,
+            max_descriptors_per_ipv4_16: 64,
+            max_descriptors_per_ipv6_64: 8,
+            max_descriptors_per_link_key: 2,
+            max_connections: 1024,
+            max_connections_per_network: 32,
+            reserved_authority_connections: 32,
+            reserved_fetch_connections: 128,
+            max_concurrent_probes: 16,
+            probe_transfer_blocks: 256,
+            unmeasured_weight_cap: 20_480,
+            max_relay_share_ppm: 50_000,
+            test_network: false,
         }
     }
 }
@@ -128,6 +177,26 @@ impl NetworkParams {
             ("epoch_secs", self.epoch_secs),
             ("max_uploads_per_minute", self.max_uploads_per_minute),
             ("request_timeout_secs", self.request_timeout_secs),
+            ("max_descriptors", self.max_descriptors),
+            (
+                "max_descriptors_per_ipv4_16",
+                self.max_descriptors_per_ipv4_16,
+            ),
+            (
+                "max_descriptors_per_ipv6_64",
+                self.max_descriptors_per_ipv6_64,
+            ),
+            (
+                "max_descriptors_per_link_key",
+                self.max_descriptors_per_link_key,
+            ),
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_network",
+                self.max_connections_per_network,
+            ),
+            ("max_concurrent_probes", self.max_concurrent_probes),
+            ("max_relay_share_ppm", self.max_relay_share_ppm),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -140,6 +209,25 @@ impl NetworkParams {
         if self.voting_interval_secs > 86400 * 7 {
             return Err("params.voting_interval_secs must be at most a week".into());
         }
+        if self.max_relay_share_ppm > shallot_proto::dir::consensus::PPM {
+            return Err("params.max_relay_share_ppm must be at most 1000000".into());
+        }
+        if self.probe_transfer_blocks > u64::from(shallot_proto::dir::probe::MAX_TRANSFER_BLOCKS) {
+            return Err(format!(
+                "params.probe_transfer_blocks must be at most {}",
+                shallot_proto::dir::probe::MAX_TRANSFER_BLOCKS
+            ));
+        }
+        let reserved = self
+            .reserved_authority_connections
+            .saturating_add(self.reserved_fetch_connections);
+        if reserved >= self.max_connections {
+            return Err(
+                "params.reserved_authority_connections + reserved_fetch_connections must be \
+                 less than max_connections"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -147,6 +235,7 @@ impl NetworkParams {
     pub fn consensus_params(&self) -> ConsensusParams {
         ConsensusParams {
             epoch_secs: self.epoch_secs,
+            max_share_ppm: self.max_relay_share_ppm,
         }
     }
 }
@@ -254,23 +343,39 @@ impl NetworkFile {
             out.push_str(&a.to_toml());
             out.push('\n');
         }
+        out.push_str("[params]\n");
         let p = &self.params;
-        out.push_str(&format!(
-            "[params]\nvoting_interval_secs = {}\ndescriptor_max_age_secs = {}\n\
-             reachability_timeout_secs = {}\nstable_min_uptime_secs = {}\n\
-             guard_min_known_secs = {}\nfast_min_bandwidth = {}\nguard_min_bandwidth = {}\n\
-             epoch_secs = {}\nmax_uploads_per_minute = {}\nrequest_timeout_secs = {}\n",
-            p.voting_interval_secs,
-            p.descriptor_max_age_secs,
-            p.reachability_timeout_secs,
-            p.stable_min_uptime_secs,
-            p.guard_min_known_secs,
-            p.fast_min_bandwidth,
-            p.guard_min_bandwidth,
-            p.epoch_secs,
-            p.max_uploads_per_minute,
-            p.request_timeout_secs
-        ));
+        macro_rules! lines {
+            ($($field:ident),* $(,)?) => {
+                $(out.push_str(&format!("{} = {}\n", stringify!($field), p.$field));)*
+            };
+        }
+        lines!(
+            voting_interval_secs,
+            descriptor_max_age_secs,
+            reachability_timeout_secs,
+            stable_min_uptime_secs,
+            guard_min_known_secs,
+            mailbox_min_known_secs,
+            fast_min_bandwidth,
+            guard_min_bandwidth,
+            epoch_secs,
+            max_uploads_per_minute,
+            request_timeout_secs,
+            max_descriptors,
+            max_descriptors_per_ipv4_16,
+            max_descriptors_per_ipv6_64,
+            max_descriptors_per_link_key,
+            max_connections,
+            max_connections_per_network,
+            reserved_authority_connections,
+            reserved_fetch_connections,
+            max_concurrent_probes,
+            probe_transfer_blocks,
+            unmeasured_weight_cap,
+            max_relay_share_ppm,
+            test_network,
+        );
         out
     }
 
@@ -324,8 +429,14 @@ mod tests {
         assert_eq!(net.authorities.len(), 2);
         assert_eq!(net.params.voting_interval_secs, 4);
         assert_eq!(net.params.epoch_secs, 86400);
+        assert!(!net.params.test_network);
         assert_eq!(net.majority(), 2);
         assert_eq!(parse(&net.to_toml()).unwrap(), net);
+        let mut test = net.clone();
+        test.params.test_network = true;
+        test.params.max_descriptors = 7;
+        assert!(test.to_toml().contains("test_network = true\n"));
+        assert_eq!(parse(&test.to_toml()).unwrap(), test);
         assert_eq!(net.authority(&net.authorities[1].key).unwrap().name, "b");
     }
 
@@ -350,6 +461,14 @@ mod tests {
             (
                 entry("a", "127.0.0.1:1", &k) + "[params]\nbogus = 1\n",
                 "unknown field",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nmax_descriptors = 0\n",
+                "max_descriptors",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nreserved_fetch_connections = 5000\n",
+                "less than max_connections",
             ),
             ("[[authority]]\nname = \"a\"\n".to_string(), "missing field"),
         ];

@@ -209,7 +209,11 @@ mod tests {
             valid_after,
             fresh_until: valid_after + 3600,
             valid_until: valid_after + 3 * 3600,
-            params: ConsensusParams { epoch_secs: 86400 },
+            params: ConsensusParams {
+                epoch_secs: 86400,
+                max_share_ppm: 50_000,
+            },
+            shared_rand: Default::default(),
             relays: vec![],
             signatures: vec![],
         };

@@ -2,8 +2,8 @@
 //! status and one-line reason, and the authority keeps serving good requests afterwards.
 //!
 //! The tests share one authority (a one-authority network with a 2 s voting interval and a
-//! 1 s request timeout). Each test talks from its own loopback source address, so that the
-//! per-IP limits one test hits do not touch the others.
+//! 1 s request timeout). Each test talks from its own loopback network (a /24 of its own), so
+//! that the per-network limits one test hits do not touch the others.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -66,7 +66,7 @@ async fn still_serves(source: [u8; 4]) {
 
 #[tokio::test]
 async fn forged_signature_is_refused() {
-    let src = [127, 0, 21, 1];
+    let src = [127, 22, 1, 1];
     let (_, text) = any_descriptor(now());
     let forger = IdentityKeypair::generate(&mut rand::thread_rng());
     let body = &text[..text.find("signature ").unwrap()];
@@ -82,7 +82,7 @@ async fn forged_signature_is_refused() {
 
 #[tokio::test]
 async fn missing_signature_is_refused() {
-    let src = [127, 0, 21, 2];
+    let src = [127, 22, 2, 1];
     let (_, text) = any_descriptor(now());
     let unsigned = &text[..text.find("signature ").unwrap()];
     let (status, reason) = upload(src, unsigned).await;
@@ -96,7 +96,7 @@ async fn missing_signature_is_refused() {
 
 #[tokio::test]
 async fn malformed_documents_are_refused_with_the_line() {
-    let src = [127, 0, 21, 3];
+    let src = [127, 22, 3, 1];
     let (_, text) = any_descriptor(now());
     for (bad, want) in [
         (text.replace("bandwidth 1000", "bandwidth 01000"), "line 7"),
@@ -119,7 +119,7 @@ async fn malformed_documents_are_refused_with_the_line() {
 
 #[tokio::test]
 async fn descriptors_from_the_future_or_too_old_are_refused() {
-    let src = [127, 0, 21, 4];
+    let src = [127, 22, 4, 1];
     let (_, future) = any_descriptor(now() + 3600);
     let (status, reason) = upload(src, &future).await;
     assert_eq!(status, 400);
@@ -133,8 +133,8 @@ async fn descriptors_from_the_future_or_too_old_are_refused() {
 
 #[tokio::test]
 async fn replayed_or_older_descriptors_are_refused() {
-    let src = [127, 0, 21, 5];
-    let relay = TestRelay::start([127, 0, 21, 50]).await;
+    let src = [127, 22, 5, 1];
+    let relay = TestRelay::start([127, 22, 50, 1]).await;
     let t = now();
     assert_eq!(upload(src, &relay.signed(t - 10)).await.0, 200);
     let (status, reason) = upload(src, &relay.signed(t - 10)).await;
@@ -155,7 +155,7 @@ async fn replayed_or_older_descriptors_are_refused() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let src = [127, 0, 21, 6];
+    let src = [127, 22, 6, 1];
     let (_, text) = any_descriptor(now());
     let huge = format!("{text}{}", "x".repeat(MAX_DESCRIPTOR_LEN));
     let (status, reason) = upload(src, &huge).await;
@@ -196,7 +196,7 @@ async fn oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn slow_and_endless_bodies_time_out() {
-    let src = [127, 0, 21, 7];
+    let src = [127, 22, 7, 1];
     // A body that stops halfway.
     let mut s = connect_from(src, authority().addr).await;
     s.write_all(b"POST /descriptor HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
@@ -252,7 +252,7 @@ async fn slow_and_endless_bodies_time_out() {
 
 #[tokio::test]
 async fn a_flood_of_uploads_from_one_address_is_limited() {
-    let src = [127, 0, 21, 8];
+    let src = [127, 22, 8, 1];
     let limit = authority().network.params.max_uploads_per_minute;
     for _ in 0..limit {
         let (_, text) = any_descriptor(now());
@@ -266,17 +266,17 @@ async fn a_flood_of_uploads_from_one_address_is_limited() {
         "{reason}"
     );
     // Other addresses are not affected, and the flooder can still read the consensus.
-    still_serves([127, 0, 21, 9]).await;
+    still_serves([127, 22, 9, 1]).await;
     let (status, _) = raw_request(src, authority().addr, "GET", "/consensus", "").await;
     assert!(status == 200 || status == 404, "{status}");
 }
 
 #[tokio::test]
-async fn connections_per_address_are_capped() {
-    let src = [127, 0, 21, 10];
+async fn connections_per_network_are_capped() {
+    let src = [127, 22, 10, 1];
     let addr = authority().addr;
     let mut idle = Vec::new();
-    for _ in 0..shallot_directory::authority::server::MAX_CONNECTIONS_PER_IP {
+    for _ in 0..authority().network.params.max_connections_per_network {
         idle.push(connect_from(src, addr).await);
     }
     // One more, with a complete request: the authority closes it without an answer.
@@ -315,7 +315,7 @@ async fn connections_per_address_are_capped() {
 
 #[tokio::test]
 async fn votes_from_unknown_keys_and_bad_votes_are_refused() {
-    let src = [127, 0, 21, 11];
+    let src = [127, 22, 11, 1];
     let stranger = IdentityKeypair::generate(&mut rand::thread_rng());
     let t = now() / 2 * 2 + 2;
     let vote = Vote {
@@ -323,6 +323,8 @@ async fn votes_from_unknown_keys_and_bad_votes_are_refused() {
         valid_after: t,
         fresh_until: t + 2,
         valid_until: t + 6,
+        commit: [1; 32],
+        reveal: None,
         relays: vec![],
     };
     let text = vote.sign(&stranger).unwrap();
@@ -345,6 +347,44 @@ async fn votes_from_unknown_keys_and_bad_votes_are_refused() {
         (status, reason.as_str()),
         (405, "method not allowed here\n")
     );
+    let (status, reason) = raw_request(src, authority().addr, "GET", "/descriptor/zz", "").await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (400, "the digest is not 64 hex digits\n")
+    );
+    let nothing = hex::encode(&[0x5a; 32]);
+    let (status, _) = raw_request(
+        src,
+        authority().addr,
+        "GET",
+        &format!("/descriptor/{nothing}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = raw_request(
+        src,
+        authority().addr,
+        "GET",
+        &format!("/votes/{t}/{nothing}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = raw_request(
+        src,
+        authority().addr,
+        "GET",
+        &format!("/vote/{t}/{nothing}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    // The list of votes held is served only once the exchange has closed.
+    let far = t + 1000;
+    let (status, reason) =
+        raw_request(src, authority().addr, "GET", &format!("/votes/{far}"), "").await;
+    assert_eq!(status, 425, "{reason}");
     still_serves(src).await;
 }
 
@@ -375,7 +415,7 @@ async fn serves_a_consensus_clients_accept() {
 
 #[tokio::test]
 async fn vote_bodies_read_at_once_are_limited() {
-    let src = [127, 0, 21, 12];
+    let src = [127, 22, 12, 1];
     let addr = authority().addr;
     for _attempt in 0..5 {
         // Four uploads that stall halfway through their body hold every reading slot (for

@@ -1,9 +1,10 @@
 //! The link handshake as a pure state machine over `snow` (`docs/spec.md` §6.1).
 //!
 //! Before the Noise messages, the initiator sends one preamble byte naming the pattern:
-//! [`LinkKind::Client`] (`Noise_NK_25519_ChaChaPoly_SHA256`) or [`LinkKind::Relay`]
-//! (`Noise_XK_25519_ChaChaPoly_SHA256`). The Noise prologue is `"shallot-link-v1"` followed by
-//! that byte, so a changed preamble fails the handshake. Handshake payloads are empty.
+//! [`LinkKind::Client`] (`Noise_NK_25519_ChaChaPoly_SHA256`), [`LinkKind::Relay`]
+//! (`Noise_XK_25519_ChaChaPoly_SHA256`) or [`LinkKind::Probe`] (NK, for an authority's
+//! reachability probe). The Noise prologue is `"shallot-link-v1"` followed by that byte, so a
+//! changed preamble fails the handshake. Handshake payloads are empty.
 
 use shallot_crypto::keys::LinkKeypair;
 use snow::{Builder, HandshakeState};
@@ -20,10 +21,13 @@ pub const MAX_HANDSHAKE_MSG: usize = 96;
 /// Which kind of peer opened the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkKind {
-    /// A client (or an authority's probe): anonymous, Noise NK.
+    /// A client: anonymous, Noise NK.
     Client,
     /// A relay: proves its static link key, Noise XK.
     Relay,
+    /// A directory authority's reachability probe: anonymous, Noise NK; the relay answers one
+    /// challenge on it (`docs/spec.md` §5.7) instead of carrying circuits.
+    Probe,
 }
 
 impl LinkKind {
@@ -32,6 +36,7 @@ impl LinkKind {
         match self {
             LinkKind::Client => 0x01,
             LinkKind::Relay => 0x02,
+            LinkKind::Probe => 0x03,
         }
     }
 
@@ -40,13 +45,14 @@ impl LinkKind {
         match b {
             0x01 => Ok(LinkKind::Client),
             0x02 => Ok(LinkKind::Relay),
+            0x03 => Ok(LinkKind::Probe),
             other => Err(LinkError::BadPreamble(other)),
         }
     }
 
     fn pattern(self) -> &'static str {
         match self {
-            LinkKind::Client => NK,
+            LinkKind::Client | LinkKind::Probe => NK,
             LinkKind::Relay => XK,
         }
     }
@@ -69,15 +75,21 @@ pub struct Handshake {
 impl Handshake {
     /// A client's handshake with the relay whose static link key is `relay_key`.
     pub fn client(relay_key: &[u8; 32]) -> Result<Self, LinkError> {
-        let prologue = [PROLOGUE, &[LinkKind::Client.preamble()]].concat();
-        let state = builder(LinkKind::Client)?
+        Self::anonymous(LinkKind::Client, relay_key)
+    }
+
+    /// An authority's probe handshake with the relay whose static link key is `relay_key`.
+    pub fn probe(relay_key: &[u8; 32]) -> Result<Self, LinkError> {
+        Self::anonymous(LinkKind::Probe, relay_key)
+    }
+
+    fn anonymous(kind: LinkKind, relay_key: &[u8; 32]) -> Result<Self, LinkError> {
+        let prologue = [PROLOGUE, &[kind.preamble()]].concat();
+        let state = builder(kind)?
             .prologue(&prologue)
             .remote_public_key(relay_key)
             .build_initiator()?;
-        Ok(Handshake {
-            state,
-            kind: LinkKind::Client,
-        })
+        Ok(Handshake { state, kind })
     }
 
     /// A relay's handshake with another relay whose static link key is `relay_key`.
@@ -142,6 +154,13 @@ impl Handshake {
         Ok(())
     }
 
+    /// The Noise handshake hash: the same on both ends of one finished handshake, different
+    /// for every other. It binds both sides' keys, so a signature over it is bound to this link.
+    pub fn handshake_hash(&self) -> Result<[u8; 32], LinkError> {
+        <[u8; 32]>::try_from(self.state.get_handshake_hash())
+            .map_err(|_| LinkError::Handshake("unexpected handshake hash length".into()))
+    }
+
     /// Ends the handshake: the record sealer and opener, and the peer's static key if the
     /// pattern proved one (a relay initiator, seen from the responder).
     pub fn finish(self) -> Result<(Sealer, Opener, Option<[u8; 32]>), LinkError> {
@@ -183,8 +202,16 @@ mod tests {
             Handshake::responder(LinkKind::Client, &relay).unwrap(),
         )
         .unwrap();
+        assert_eq!(c.handshake_hash().unwrap(), r.handshake_hash().unwrap());
         assert_eq!(r.finish().unwrap().2, None);
         c.finish().unwrap();
+
+        let (p, r) = run(
+            Handshake::probe(relay.public().as_bytes()).unwrap(),
+            Handshake::responder(LinkKind::Probe, &relay).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.handshake_hash().unwrap(), r.handshake_hash().unwrap());
 
         let other = LinkKeypair::generate(&mut rng);
         let (i, r) = run(
@@ -215,6 +242,12 @@ mod tests {
         assert!(run(
             Handshake::client(relay.public().as_bytes()).unwrap(),
             Handshake::responder(LinkKind::Relay, &relay).unwrap(),
+        )
+        .is_err());
+        // A probe and a client link use the same pattern, but not the same prologue.
+        assert!(run(
+            Handshake::probe(relay.public().as_bytes()).unwrap(),
+            Handshake::responder(LinkKind::Client, &relay).unwrap(),
         )
         .is_err());
         assert!(LinkKind::from_preamble(9).is_err());

@@ -8,11 +8,10 @@
 //!
 //! * [`handshake`]: the handshake as a pure state machine over `snow`;
 //! * [`record`]: sealing and opening records of cells, pure;
-//! * [`stream`]: both driven over a tokio `TcpStream`, and the authorities' reachability
-//!   [`stream::probe`].
+//! * [`stream`]: both driven over a tokio `TcpStream`.
 //!
-//! Directory authorities use the same code to test that a relay holds the link key it
-//! publishes.
+//! Directory authorities open probe links ([`stream::connect_probe`]) to test that a relay
+//! holds the link key it publishes and vouches for its identity on it.
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +21,9 @@ pub mod stream;
 
 pub use handshake::{Handshake, LinkKind};
 pub use record::{Opener, Sealer, MAX_CELLS_PER_RECORD};
-pub use stream::{accept, connect_client, connect_relay, probe, Accepted, LinkReader, LinkWriter};
+pub use stream::{
+    accept, connect_client, connect_probe, connect_relay, Accepted, LinkReader, LinkWriter,
+};
 
 use thiserror::Error;
 

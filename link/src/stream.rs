@@ -5,7 +5,6 @@
 //! The whole handshake runs under a caller-given time limit. Afterwards the stream splits into
 //! a [`LinkReader`] and a [`LinkWriter`] that work independently.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use shallot_crypto::keys::LinkKeypair;
@@ -134,15 +133,17 @@ async fn initiate(
     mut stream: TcpStream,
     mut hs: Handshake,
     limit: Duration,
-) -> Result<(LinkReader, LinkWriter), LinkError> {
+) -> Result<(LinkReader, LinkWriter, [u8; 32]), LinkError> {
     stream.set_nodelay(true)?;
     with_timeout(limit, async {
         stream.write_all(&[hs.kind().preamble()]).await?;
         drive(&mut stream, &mut hs).await
     })
     .await?;
+    let hash = hs.handshake_hash()?;
     let (sealer, opener, _) = hs.finish()?;
-    Ok(split(stream, sealer, opener))
+    let (r, w) = split(stream, sealer, opener);
+    Ok((r, w, hash))
 }
 
 /// Opens a client link (Noise NK) to a relay whose static link key is `relay_key`.
@@ -151,7 +152,8 @@ pub async fn connect_client(
     relay_key: &[u8; 32],
     limit: Duration,
 ) -> Result<(LinkReader, LinkWriter), LinkError> {
-    initiate(stream, Handshake::client(relay_key)?, limit).await
+    let (r, w, _) = initiate(stream, Handshake::client(relay_key)?, limit).await?;
+    Ok((r, w))
 }
 
 /// Opens a relay-to-relay link (Noise XK), proving `me` to a relay whose static link key is
@@ -162,7 +164,19 @@ pub async fn connect_relay(
     relay_key: &[u8; 32],
     limit: Duration,
 ) -> Result<(LinkReader, LinkWriter), LinkError> {
-    initiate(stream, Handshake::relay(me, relay_key)?, limit).await
+    let (r, w, _) = initiate(stream, Handshake::relay(me, relay_key)?, limit).await?;
+    Ok((r, w))
+}
+
+/// Opens a probe link (Noise NK, preamble `0x03`) to a relay whose static link key is
+/// `relay_key`; returns the halves and the handshake hash the relay's answer must sign
+/// (`docs/spec.md` §5.7).
+pub async fn connect_probe(
+    stream: TcpStream,
+    relay_key: &[u8; 32],
+    limit: Duration,
+) -> Result<(LinkReader, LinkWriter, [u8; 32]), LinkError> {
+    initiate(stream, Handshake::probe(relay_key)?, limit).await
 }
 
 /// A link accepted by a relay.
@@ -171,6 +185,8 @@ pub struct Accepted {
     pub kind: LinkKind,
     /// The peer's proven static link key, for relay links.
     pub peer_key: Option<[u8; 32]>,
+    /// The Noise handshake hash of this link.
+    pub handshake_hash: [u8; 32],
     /// The reading half.
     pub reader: LinkReader,
     /// The writing half.
@@ -193,28 +209,16 @@ pub async fn accept(
     })
     .await?;
     let kind = hs.kind();
+    let handshake_hash = hs.handshake_hash()?;
     let (sealer, opener, peer_key) = hs.finish()?;
     let (reader, writer) = split(stream, sealer, opener);
     Ok(Accepted {
         kind,
         peer_key,
+        handshake_hash,
         reader,
         writer,
     })
-}
-
-/// Tests that the relay at `addr` holds the static link key `link_key`: connects, runs a
-/// client handshake, and closes. Directory authorities use this before listing a relay as
-/// Running.
-pub async fn probe(
-    addr: SocketAddr,
-    link_key: &[u8; 32],
-    limit: Duration,
-) -> Result<(), LinkError> {
-    let stream = with_timeout(limit, async { Ok(TcpStream::connect(addr).await?) }).await?;
-    let (_, mut writer) = connect_client(stream, link_key, limit).await?;
-    writer.shutdown().await;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -250,32 +254,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn probe_checks_the_key() {
+    async fn probe_links_check_the_key_and_share_the_hash() {
         let relay = std::sync::Arc::new(LinkKeypair::generate(&mut rand::thread_rng()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let r2 = relay.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                let r3 = r2.clone();
+                let (r3, tx) = (r2.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let _ = accept(s, &r3, LIMIT).await;
+                    if let Ok(acc) = accept(s, &r3, LIMIT).await {
+                        let _ = tx.send((acc.kind, acc.handshake_hash));
+                    }
                 });
             }
         });
-        probe(addr, relay.public().as_bytes(), LIMIT).await.unwrap();
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (_, _, hash) = connect_probe(s, relay.public().as_bytes(), LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), (LinkKind::Probe, hash));
         let wrong = LinkKeypair::generate(&mut rand::thread_rng());
-        assert!(probe(addr, wrong.public().as_bytes(), LIMIT).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn silent_peer_times_out() {
-        let relay = LinkKeypair::generate(&mut rand::thread_rng());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (s, _) = listener.accept().await.unwrap();
-        let r = accept(s, &relay, Duration::from_millis(200)).await;
-        assert!(matches!(r, Err(LinkError::Timeout)));
+        let s = TcpStream::connect(addr).await.unwrap();
+        assert!(connect_probe(s, wrong.public().as_bytes(), LIMIT)
+            .await
+            .is_err());
     }
 }

@@ -256,6 +256,10 @@ async fn handshake(core: Arc<Core>, stream: TcpStream, peer: SocketAddr) {
     )
     .await;
     match accepted {
+        Ok(acc) if acc.kind == LinkKind::Probe => {
+            crate::publish::answer_probe(&core, acc, peer).await;
+            lock(&core.conns).release(peer.ip());
+        }
         Ok(acc) => {
             let peer_relay = match (acc.kind, acc.peer_key) {
                 (LinkKind::Relay, Some(key)) => core.netview().identify(&key),

@@ -1,6 +1,7 @@
-//! The relay's side of the directory (`docs/spec.md` §5.2, §6.7): publish a signed descriptor
-//! to every authority at start, periodically, and after each onion key rotation; and fetch the
-//! consensus to know which relays circuits may be extended to.
+//! The relay's side of the directory (`docs/spec.md` §5.2, §5.7, §6.7): publish a signed
+//! descriptor to every authority at start, periodically, and after each onion key rotation;
+//! answer the authorities' reachability probes; and fetch the consensus to know which relays
+//! circuits may be extended to.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +45,39 @@ pub(crate) fn signed_descriptor(core: &Core, address: std::net::SocketAddr) -> O
             warn!("cannot sign our descriptor: {e}");
             None
         }
+    }
+}
+
+/// Answers an authority's probe on an accepted probe link (`docs/spec.md` §5.7): proves the
+/// onion key under this relay's fingerprint and signs the link's handshake hash with the
+/// identity key, then sends the blocks asked for. Probes count against the same per-IP rate
+/// as circuit creation, since each costs a handshake and a signature.
+pub(crate) async fn answer_probe(
+    core: &Core,
+    acc: shallot_link::Accepted,
+    peer: std::net::SocketAddr,
+) {
+    if !core.allow_create(peer.ip()) {
+        debug!("probe from {peer} refused: over its rate");
+        return;
+    }
+    let onion = core.onion_keys();
+    let keys = shallot_directory::probe::RelayProbeKeys {
+        identity: &core.keys.identity,
+        onion: onion.accepted(SystemTime::now()),
+    };
+    let limit = core.config.limits.handshake_timeout;
+    match shallot_directory::probe::respond(
+        &keys,
+        &acc.handshake_hash,
+        acc.reader,
+        acc.writer,
+        limit,
+    )
+    .await
+    {
+        Ok(()) => debug!("answered a reachability probe from {peer}"),
+        Err(e) => debug!("reachability probe from {peer} not answered: {e}"),
     }
 }
 

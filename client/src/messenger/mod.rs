@@ -238,7 +238,9 @@ impl Messenger {
             .iter()
             .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
             .map(|r| r.id);
-        let replicas = ring::replicas(&mailbox, relays, ring::REPLICAS);
+        // The ring of `epoch` is laid out by its shared random value (`docs/spec.md` §9.2).
+        let srv = consensus.srv_for_epoch(epoch);
+        let replicas = ring::replicas(&mailbox, &srv, epoch, relays, ring::REPLICAS);
         if replicas.is_empty() {
             return Err(MessengerError::NoMailboxes);
         }

@@ -48,7 +48,11 @@ fn synthetic(seed: u64) -> Consensus {
         valid_after: 0,
         fresh_until: 1,
         valid_until: 2,
-        params: ConsensusParams { epoch_secs: 86400 },
+        params: ConsensusParams {
+            epoch_secs: 86400,
+            max_share_ppm: 50_000,
+        },
+        shared_rand: Default::default(),
         relays,
         signatures: Vec::new(),
     }
@@ -104,7 +108,7 @@ fn selection_frequency_tracks_bandwidth() {
     let draws = 200_000u32;
     let mut hits = std::collections::HashMap::<u64, u32>::new();
     for _ in 0..draws {
-        let r = weighted_pick(&all, &mut rng).unwrap();
+        let r = weighted_pick(&all, 50_000, &mut rng).unwrap();
         *hits.entry(r.bandwidth).or_default() += 1;
     }
     let total: u64 = c.relays.iter().map(|r| r.bandwidth).sum();
@@ -179,4 +183,66 @@ fn impossible_requests_are_clear_errors() {
         choose_path(&c, 3, None, None, &everyone, &mut rng),
         Err(PathError::NotEnoughRelays { .. })
     ));
+}
+
+#[test]
+fn capped_weights_hold_every_relay_to_the_share() {
+    // Nothing above the share: unchanged (0 counts as 1).
+    assert_eq!(capped_weights(&[10, 20, 0], 700_000), vec![10, 20, 1]);
+    // 20 of 31 is more than half: capped at 11, which is half of 10 + 11 + 1.
+    assert_eq!(capped_weights(&[10, 20, 0], 500_000), vec![10, 11, 1]);
+    // One huge relay among 99 of weight 1,000, at 5%: its weight is capped so that it holds
+    // exactly 5% of the total.
+    let mut w = vec![1_000u64; 99];
+    w.push(u64::MAX);
+    let c = capped_weights(&w, 50_000);
+    let total: u128 = c.iter().sum();
+    assert_eq!(c[..99], vec![1_000u128; 99][..]);
+    assert!(c[99] * 1_000_000 <= 50_000 * total, "{} of {total}", c[99]);
+    assert!((c[99] + 1) * 1_000_000 > 50_000 * total);
+    // Several heavy relays: each ends at the same cap, and none above the share.
+    let mut w = vec![10u64; 50];
+    w.extend([1_000_000, 2_000_000, 3_000_000]);
+    let c = capped_weights(&w, 100_000);
+    let total: u128 = c.iter().sum();
+    assert!(c.iter().all(|x| x * 1_000_000 <= 100_000 * total));
+    assert_eq!(c[50], c[52]);
+    // Too few relays for the share: all equal.
+    assert_eq!(capped_weights(&[5, 1_000_000, 7], 100_000), vec![1, 1, 1]);
+}
+
+/// Review finding 4: a relay whose weight is absurd (a declared `u64::MAX` that reached the
+/// consensus, or a huge measurement) is drawn no more often than the share cap allows.
+#[test]
+fn an_absurd_weight_is_drawn_no_more_than_its_capped_share() {
+    let mut c = synthetic(21);
+    let liar = c.relays[17].id;
+    c.relays[17].bandwidth = u64::MAX;
+    let all: Vec<&RelayEntry> = c.relays.iter().collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+    let draws = 100_000u32;
+    let hits = (0..draws)
+        .filter(|_| {
+            weighted_pick(&all, c.params.max_share_ppm, &mut rng)
+                .unwrap()
+                .id
+                == liar
+        })
+        .count();
+    let share = hits as f64 / f64::from(draws);
+    assert!(share <= 0.05 + 0.003, "drawn {share:.4} of the time");
+    assert!(
+        share >= 0.05 - 0.005,
+        "capped at the share, not below: {share:.4}"
+    );
+    // Whole paths: it is in at most its share of each position.
+    let mut in_paths = 0;
+    for _ in 0..20_000 {
+        let path = choose_path(&c, 3, None, None, &HashSet::new(), &mut rng).unwrap();
+        in_paths += path.iter().filter(|r| r.id == liar).count();
+    }
+    assert!(
+        f64::from(in_paths as u32) / 60_000.0 <= 0.05 + 0.005,
+        "{in_paths}"
+    );
 }

@@ -3,10 +3,14 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future or too old; 409 not newer than the one held; 413 too large; 429 upload limit; 408 body too slow |
+//! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future, too old or not routable; 409 not newer than the one held, or link key or address proved by another relay; 413 too large; 429 upload or network limit, or link key claimed too often; 503 descriptor limit; 408 body too slow |
+//! | `GET /descriptor/<digest>` | 200 the descriptor with that digest, if held or named by a vote; 404 none |
 //! | `GET /consensus` | 200 the consensus with every signature collected; 404 none yet |
 //! | `GET /vote/<valid-after>` | 200 this authority's vote for that period; 404 none |
-//! | `POST /vote` | 200 `accepted`; 400 bad vote; 403 not a peer; 409 conflicting vote; 503 busy |
+//! | `GET /vote/<valid-after>/<authority>` | 200 the vote this authority holds from that authority; 404 none |
+//! | `GET /votes/<valid-after>` | 200 the list of every vote held (`equivocation::VoteList`); 425 before the exchange closed |
+//! | `GET /votes/<valid-after>/<digest>` | 200 the vote held with that digest; 404 none |
+//! | `POST /vote` | 200 `accepted`; 400 bad vote; 403 not a peer; 409 conflicting vote (kept as evidence) or exchange closed; 503 busy |
 //! | `GET /signature/<valid-after>` | 200 this authority's detached signature; 404 none |
 
 use std::net::SocketAddr;
@@ -22,9 +26,11 @@ use axum::{Extension, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use shallot_proto::dir::{DetachedSignature, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_LEN};
 
+use super::admit::AdmitError;
 use super::schedule::{now_secs, Schedule};
-use super::state::{AdmitError, VoteRecord};
+use super::state::VoteRecord;
 use super::Shared;
+use crate::equivocation::VoteList;
 
 /// Vote bodies read at once. Anyone can send one, and each may be 32 MiB, so this bounds
 /// the memory they can take; peers also fetch votes, so a refused push costs nothing.
@@ -42,7 +48,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         ApiError {
             status,
             reason: reason.into(),
@@ -80,9 +86,13 @@ fn document(body: impl Into<Bytes>) -> Response {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/descriptor", post(post_descriptor))
+        .route("/descriptor/{digest}", get(get_descriptor))
         .route("/consensus", get(get_consensus))
         .route("/vote", post(post_vote))
         .route("/vote/{valid_after}", get(get_vote))
+        .route("/vote/{valid_after}/{authority}", get(get_vote_from))
+        .route("/votes/{valid_after}", get(get_vote_list))
+        .route("/votes/{valid_after}/{digest}", get(get_vote_by_digest))
         .route("/signature/{valid_after}", get(get_signature))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such resource") })
         .method_not_allowed_fallback(|| async {
@@ -143,7 +153,8 @@ async fn post_descriptor(
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "upload limit of {} descriptors per minute from {} reached; try later",
+                "upload limit of {} descriptors per minute from the network of {} reached; \
+                 try later",
                 params.max_uploads_per_minute,
                 peer.ip()
             ),
@@ -158,15 +169,27 @@ async fn post_descriptor(
         .admit(&text, now_secs(), &params)
         .map_err(|e| {
             let status = match e {
-                AdmitError::NotNewer { .. } => StatusCode::CONFLICT,
+                AdmitError::NotNewer { .. }
+                | AdmitError::LinkKeyTaken(_)
+                | AdmitError::AddressTaken(_) => StatusCode::CONFLICT,
+                AdmitError::LinkKeyLimit { .. } | AdmitError::NetworkFull { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                AdmitError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
             ApiError::new(status, e.to_string())
         })?;
     tracing::info!("accepted descriptor of {} from {peer}", admitted.id);
     let id = admitted.id;
+    let evicted = admitted.evicted.clone();
     shared
-        .persist("descriptor", move |store| store.save_descriptor(&id, &text))
+        .persist("descriptor", move |store| {
+            for e in &evicted {
+                store.remove_descriptor(e);
+            }
+            store.save_descriptor(&id, &text)
+        })
         .await;
     drop(_serial);
     if admitted.needs_probe {
@@ -178,6 +201,39 @@ async fn post_descriptor(
 
 fn text_ok() -> Response {
     text(StatusCode::OK, "accepted".into())
+}
+
+fn parse_hex32(raw: &str, what: &str) -> Result<[u8; 32], ApiError> {
+    shallot_crypto::hex::decode_array(raw).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{what} is not 64 hex digits"),
+        )
+    })
+}
+
+async fn get_descriptor(
+    State(shared): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let digest = parse_hex32(&raw, "the digest")?;
+    let text = {
+        let state = shared.state();
+        #[cfg(feature = "misbehave")]
+        if let Some(text) = shared
+            .misbehaviour
+            .as_ref()
+            .and_then(|m| m.forged_text(&digest))
+        {
+            return Ok(document(text));
+        }
+        state
+            .by_digest
+            .get(&digest)
+            .map(|(a, _)| a.text.clone())
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no descriptor with that digest"))?
+    };
+    Ok(document(text))
 }
 
 async fn get_consensus(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
@@ -206,6 +262,55 @@ async fn get_vote(
         .and_then(|by_auth| by_auth.get(shared.me.as_bytes()))
         .map(|r| r.text.clone())
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no vote for that period"))?;
+    Ok(document(text))
+}
+
+async fn get_vote_from(
+    State(shared): State<Arc<Shared>>,
+    Path((raw, author)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let t = parse_period(&raw)?;
+    let author = parse_hex32(&author, "the authority key")?;
+    let text = shared
+        .state()
+        .votes
+        .get(&t)
+        .and_then(|by_auth| by_auth.get(&author))
+        .map(|r| r.text.clone())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no vote from that authority"))?;
+    Ok(document(text))
+}
+
+async fn get_vote_list(
+    State(shared): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = parse_period(&raw)?;
+    let state = shared.state();
+    if !state.frozen.contains(&t) {
+        return Err(ApiError::new(
+            StatusCode::TOO_EARLY,
+            "the vote exchange for that period has not closed yet",
+        ));
+    }
+    let list = VoteList {
+        valid_after: t,
+        votes: state.holdings(t),
+    };
+    Ok(document(list.encode()))
+}
+
+async fn get_vote_by_digest(
+    State(shared): State<Arc<Shared>>,
+    Path((raw, digest)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let t = parse_period(&raw)?;
+    let digest = parse_hex32(&digest, "the digest")?;
+    let text = shared
+        .state()
+        .vote_by_digest(t, &digest)
+        .map(|r| r.text.clone())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no vote with that digest"))?;
     Ok(document(text))
 }
 
@@ -243,25 +348,20 @@ async fn post_vote(
     if vote.valid_after + i < now || vote.valid_after > now + 2 * i {
         return Err(bad("the vote is not for a current period"));
     }
+    let t = vote.valid_after;
     let mut state = shared.state();
-    let by_auth = state.votes.entry(vote.valid_after).or_default();
-    match by_auth.get(vote.authority.as_bytes()) {
-        Some(held) if held.text == text.as_bytes() => {}
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "a different vote from that authority is already held for that period",
-            ))
-        }
-        None => {
-            by_auth.insert(
-                *vote.authority.as_bytes(),
-                Arc::new(VoteRecord {
-                    vote,
-                    text: text.into(),
-                }),
-            );
-        }
+    if state.frozen.contains(&t) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the vote exchange for that period has closed",
+        ));
+    }
+    if !state.add_vote(t, VoteRecord::new(vote, text)) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "a different vote from that authority is already held for that period; both are \
+             kept as evidence",
+        ));
     }
     Ok(text_ok())
 }

@@ -3,22 +3,30 @@
 //! (`docs/spec.md` §5.2–5.8).
 //!
 //! * [`schedule`]: the voting timetable, pure;
-//! * [`state`]: what the authority holds in memory and the pure decisions over it;
+//! * [`state`]: what the authority holds in memory; [`admit`]: which descriptors it accepts;
+//!   [`vote_builder`]: what it votes; [`bandwidth`]: where measurements come from (all pure);
 //! * [`store`]: its files, so that descriptors, relay history and the last consensus
 //!   survive a restart;
-//! * [`server`] and [`api`]: the HTTP side, with its time, size and rate limits;
-//! * [`reachability`]: probing relays' link keys;
-//! * [`voting`]: the loop that votes, computes, signs and collects signatures.
+//! * [`server`] and [`api`]: the HTTP side, with its time, size, rate and slot limits;
+//! * [`reachability`]: probing relays, in rounds that end inside the voting interval;
+//! * [`voting`] and [`exchange`]: the loop that votes, exchanges and compares votes,
+//!   computes, signs and collects signatures.
 //!
 //! [`Authority::start`] runs all of it inside the caller's tokio runtime, so tests and the
 //! local test network can run several authorities in one process.
 
+pub mod admit;
 pub mod api;
+pub mod bandwidth;
+pub mod exchange;
+#[cfg(feature = "misbehave")]
+pub mod misbehave;
 pub mod reachability;
 pub mod schedule;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod vote_builder;
 pub mod voting;
 
 use std::net::SocketAddr;
@@ -35,7 +43,13 @@ use tokio::task::JoinSet;
 
 use crate::network::NetworkFile;
 use schedule::now_secs;
-use state::{ConsensusRecord, RelayRecord, State};
+use state::{ConsensusRecord, State};
+
+#[cfg(feature = "misbehave")]
+use misbehave::Misbehaviour;
+/// Without the `misbehave` feature there is no misbehaviour to ask for.
+#[cfg(not(feature = "misbehave"))]
+type Misbehaviour = std::convert::Infallible;
 use store::{Store, KEY_FILE};
 
 /// How to run an authority.
@@ -81,6 +95,9 @@ pub(crate) struct Shared {
     /// Bounds the vote bodies (up to 32 MiB each) read at once, whoever sends them.
     pub vote_uploads: tokio::sync::Semaphore,
     pub limits: Arc<server::Limits>,
+    /// How a test makes this authority misbehave (never in a production build).
+    #[cfg(feature = "misbehave")]
+    pub misbehaviour: Option<misbehave::Misbehaviour>,
 }
 
 impl Shared {
@@ -116,6 +133,25 @@ impl Authority {
     /// Loads the authority's key and state from its data directory, binds its listener and
     /// starts serving, probing and voting in the current tokio runtime.
     pub async fn start(config: AuthorityConfig) -> Result<AuthorityHandle, AuthorityError> {
+        Self::start_with(config, None).await
+    }
+
+    /// Starts an authority that misbehaves as `misbehaviour` says: for tests of what honest
+    /// authorities do about it. Only in builds with the `misbehave` feature.
+    #[cfg(feature = "misbehave")]
+    pub async fn start_misbehaving(
+        config: AuthorityConfig,
+        misbehaviour: misbehave::Misbehaviour,
+    ) -> Result<AuthorityHandle, AuthorityError> {
+        Self::start_with(config, Some(misbehaviour)).await
+    }
+
+    async fn start_with(
+        config: AuthorityConfig,
+        #[cfg_attr(not(feature = "misbehave"), allow(unused_variables))] misbehaviour: Option<
+            Misbehaviour,
+        >,
+    ) -> Result<AuthorityHandle, AuthorityError> {
         ensure_private_dir(&config.data_dir)?;
         let key = IdentityKeypair::load(&config.data_dir.join(KEY_FILE))?;
         let me = key.public();
@@ -143,7 +179,9 @@ impl Authority {
         let shared = Arc::new(Shared {
             key,
             me,
-            limits: Arc::new(server::Limits::new(&config.network.params)),
+            limits: Arc::new(server::Limits::new(&config.network, &me)),
+            #[cfg(feature = "misbehave")]
+            misbehaviour,
             network: config.network,
             store,
             state: Mutex::new(state),
@@ -198,6 +236,23 @@ impl AuthorityHandle {
         self.shared.state().descriptors.keys().copied().collect()
     }
 
+    /// The equivocations it caught, oldest first: (period, authority). Each is also logged at
+    /// WARN when caught.
+    pub fn equivocations(&self) -> Vec<(u64, VerifyingKey)> {
+        self.shared.state().equivocations.iter().copied().collect()
+    }
+
+    /// Relays whose last probe succeeded.
+    pub fn reachable_relays(&self) -> Vec<RelayId> {
+        let state = self.shared.state();
+        state
+            .descriptors
+            .keys()
+            .filter(|id| state.proven(id))
+            .copied()
+            .collect()
+    }
+
     /// Stops serving, probing and voting. Everything it accepted is already on disk.
     pub async fn shutdown(mut self) {
         self.tasks.shutdown().await;
@@ -207,7 +262,7 @@ impl AuthorityHandle {
 /// Rebuilds the state from the store, verifying everything again and dropping what no
 /// longer holds (bad or expired descriptors, a consensus that no longer verifies).
 fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
-    let mut state = State::default();
+    let mut state = State::new(&network.params);
     let max_age = network.params.descriptor_max_age_secs;
     let history = store.load_relays();
     for (id, text) in store.load_descriptors() {
@@ -224,14 +279,7 @@ fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
                     first_seen: now,
                     running_since: None,
                 });
-                state.relays.insert(
-                    id,
-                    RelayRecord {
-                        history,
-                        last_probe: None,
-                    },
-                );
-                state.descriptors.insert(id, state::Accepted { desc, text });
+                state.insert_loaded(state::Accepted::new(desc, text), history);
             }
             Err(e) => {
                 tracing::warn!("dropping saved descriptor {id}: {e}");

@@ -1,10 +1,11 @@
 //! The voting schedule as pure functions of time (`docs/spec.md` §5.6).
 //!
 //! Periods start at multiples of the voting interval `I` (unix time). For the period starting
-//! at `T`, authorities vote at `T − I/2`, fetch each other's votes until `T − I/4`, compute
-//! and sign the consensus at `T − I/4`, collect signatures until `T + I/2`, and serve it from
-//! `T`. Its valid-after is `T`, fresh-until `T + I`, valid-until `T + 3I`. Times here are unix
-//! milliseconds unless a name says seconds.
+//! at `T`, authorities vote at `T − 3I/4`, fetch each other's votes until `T − I/2`, when the
+//! exchange closes; compare what each holds until `T − I/4`; compute and sign the consensus
+//! at `T − I/4`, collect signatures until `T + I/2`, and serve it from `T`. Its valid-after is
+//! `T`, fresh-until `T + I`, valid-until `T + 3I`. Times here are unix milliseconds unless a
+//! name says seconds.
 
 use crate::compute::Period;
 
@@ -38,6 +39,11 @@ impl Schedule {
 
     /// When to vote for the period starting at `t` seconds.
     pub fn vote_at(&self, t: u64) -> u64 {
+        (t * 1000).saturating_sub(self.interval_ms * 3 / 4)
+    }
+
+    /// When the vote exchange for period `t` closes and the comparison of views begins.
+    pub fn freeze_at(&self, t: u64) -> u64 {
         (t * 1000).saturating_sub(self.interval_ms / 2)
     }
 
@@ -96,7 +102,8 @@ mod tests {
     fn times_of_one_period() {
         let s = Schedule::new(3600);
         let t = 7200;
-        assert_eq!(s.vote_at(t), 7_200_000 - 1_800_000);
+        assert_eq!(s.vote_at(t), 7_200_000 - 2_700_000);
+        assert_eq!(s.freeze_at(t), 7_200_000 - 1_800_000);
         assert_eq!(s.compute_at(t), 7_200_000 - 900_000);
         assert_eq!(s.signatures_until(t), 7_200_000 + 1_800_000);
         let p = s.period(t);

@@ -1,65 +1,107 @@
-//! The authority's HTTP server: hyper HTTP/1 connections with time limits, a cap on
-//! connections per client IP address and in total, and the per-IP upload rate limit
-//! (`docs/spec.md` §5.8).
+//! The authority's HTTP server: hyper HTTP/1 connections with time limits, connection slots
+//! counted per client network, and the per-network upload rate limit (`docs/spec.md` §5.8).
 //!
 //! Each connection must send complete request headers within `request_timeout_secs`, and
 //! lives at most [`MAX_CONNECTION_SECS_FACTOR`] times that long in all. Bodies are read by
 //! the handlers in [`super::api`] under the same time limit and a size cap.
+//!
+//! Connection slots: at most `max_connections_per_network` from one /24 (IPv4) or /64 (IPv6),
+//! and `max_connections` in all, of which `reserved_authority_connections` only the other
+//! authorities may take (votes, signatures, descriptors) and `reserved_fetch_connections` are
+//! kept for consensus fetches: a connection in one of those may only `GET /consensus`. So a
+//! flood of uploads from many networks cannot keep clients from the consensus, nor the
+//! authorities from each other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::api::{router, PeerAddr};
+use super::api::{router, ApiError, PeerAddr};
 use super::Shared;
-use crate::network::NetworkParams;
+use crate::network::NetworkFile;
+use crate::routable::client_network;
 
-/// Connections one client IP address may hold open at once.
-pub const MAX_CONNECTIONS_PER_IP: usize = 32;
-/// Connections held open at once, in total.
-pub const MAX_CONNECTIONS: usize = 1024;
 /// A connection lives at most this many request timeouts.
 pub const MAX_CONNECTION_SECS_FACTOR: u64 = 6;
-/// Client addresses whose upload counts are tracked at once; beyond this, uploads from new
-/// addresses are refused until old windows expire.
+/// Client networks whose upload counts are tracked at once; beyond this, uploads from new
+/// networks are refused until old windows expire.
 const MAX_TRACKED_UPLOADERS: usize = 100_000;
 const UPLOAD_WINDOW: Duration = Duration::from_secs(60);
 
+/// Which pool a connection's slot came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotClass {
+    /// The shared pool: any request.
+    General,
+    /// Kept for the other authorities.
+    Authority,
+    /// Kept for consensus fetches: `GET /consensus` only.
+    Fetch,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_network: HashMap<[u8; 9], u64>,
+    general: u64,
+    authority: u64,
+    fetch: u64,
+}
+
 /// Connection counts and upload windows.
 pub(crate) struct Limits {
-    connections: Mutex<(HashMap<IpAddr, usize>, usize)>,
-    uploads: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    connections: Mutex<Counts>,
+    uploads: Mutex<HashMap<[u8; 9], (Instant, u64)>>,
     uploads_per_minute: u64,
+    per_network: u64,
+    general: u64,
+    authority: u64,
+    fetch: u64,
+    authorities: HashSet<IpAddr>,
 }
 
 impl Limits {
-    pub fn new(params: &NetworkParams) -> Self {
+    pub fn new(network: &NetworkFile, me: &shallot_crypto::keys::VerifyingKey) -> Self {
+        let p = &network.params;
+        let authority = p.reserved_authority_connections;
+        let fetch = p.reserved_fetch_connections;
         Limits {
-            connections: Mutex::new((HashMap::new(), 0)),
+            connections: Mutex::new(Counts::default()),
             uploads: Mutex::new(HashMap::new()),
-            uploads_per_minute: params.max_uploads_per_minute,
+            uploads_per_minute: p.max_uploads_per_minute,
+            per_network: p.max_connections_per_network,
+            general: p.max_connections.saturating_sub(authority + fetch),
+            authority,
+            fetch,
+            authorities: network
+                .authorities
+                .iter()
+                .filter(|a| &a.key != me)
+                .map(|a| a.address.ip())
+                .collect(),
         }
     }
 
-    /// Counts one upload from `ip`; false if it is over its limit for the current minute
-    /// (a window that starts at its first upload).
+    /// Counts one upload from `ip`'s network; false if it is over its limit for the current
+    /// minute (a window that starts at its first upload).
     pub fn allow_upload(&self, ip: IpAddr) -> bool {
+        let net = client_network(ip);
         let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if map.len() >= MAX_TRACKED_UPLOADERS {
             map.retain(|_, (start, _)| now.duration_since(*start) < UPLOAD_WINDOW);
-            if map.len() >= MAX_TRACKED_UPLOADERS && !map.contains_key(&ip) {
+            if map.len() >= MAX_TRACKED_UPLOADERS && !map.contains_key(&net) {
                 return false;
             }
         }
-        let (start, count) = map.entry(ip).or_insert((now, 0));
+        let (start, count) = map.entry(net).or_insert((now, 0));
         if now.duration_since(*start) >= UPLOAD_WINDOW {
             *start = now;
             *count = 0;
@@ -68,44 +110,66 @@ impl Limits {
         *count <= self.uploads_per_minute
     }
 
-    fn open_connection(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
-        let mut guard = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        let (per_ip, total) = &mut *guard;
-        if *total >= MAX_CONNECTIONS {
+    /// A slot for a connection from `ip`, or `None` when there is none for it.
+    pub(crate) fn open_connection(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut c = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let net = client_network(ip);
+        let is_authority = self.authorities.contains(&ip);
+        let in_network = c.per_network.get(&net).copied().unwrap_or(0);
+        if in_network >= self.per_network && !is_authority {
             return None;
         }
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_IP {
+        let class = if c.general < self.general {
+            c.general += 1;
+            SlotClass::General
+        } else if is_authority && c.authority < self.authority {
+            c.authority += 1;
+            SlotClass::Authority
+        } else if c.fetch < self.fetch {
+            c.fetch += 1;
+            SlotClass::Fetch
+        } else {
             return None;
-        }
-        *n += 1;
-        *total += 1;
+        };
+        *c.per_network.entry(net).or_insert(0) += 1;
         Some(ConnectionSlot {
             limits: self.clone(),
-            ip,
+            net,
+            class,
         })
     }
 }
 
 /// One counted connection; uncounted when dropped.
-struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     limits: Arc<Limits>,
-    ip: IpAddr,
+    net: [u8; 9],
+    class: SlotClass,
+}
+
+impl ConnectionSlot {
+    /// The pool it came from.
+    pub fn class(&self) -> SlotClass {
+        self.class
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut guard = self
+        let mut c = self
             .limits
             .connections
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let (per_ip, total) = &mut *guard;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n -= 1;
+        match self.class {
+            SlotClass::General => c.general = c.general.saturating_sub(1),
+            SlotClass::Authority => c.authority = c.authority.saturating_sub(1),
+            SlotClass::Fetch => c.fetch = c.fetch.saturating_sub(1),
+        }
+        if let Some(n) = c.per_network.get_mut(&self.net) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                per_ip.remove(&self.ip);
+                c.per_network.remove(&self.net);
             }
         }
     }
@@ -137,10 +201,23 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         connections.spawn(async move {
+            let fetch_only = slot.class() == SlotClass::Fetch;
             let _slot = slot;
-            let service = hyper::service::service_fn(move |mut req| {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 req.extensions_mut().insert(PeerAddr(peer));
-                svc.call(req)
+                let allowed = !fetch_only
+                    || (req.method() == hyper::Method::GET && req.uri().path() == "/consensus");
+                let call = allowed.then(|| svc.call(req));
+                async move {
+                    match call {
+                        Some(call) => call.await,
+                        None => Ok(ApiError::new(
+                            hyper::StatusCode::SERVICE_UNAVAILABLE,
+                            "the authority is busy: only consensus fetches are served now",
+                        )
+                        .into_response()),
+                    }
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

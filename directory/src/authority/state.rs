@@ -1,30 +1,50 @@
-//! An authority's in-memory state and the pure decisions over it (`docs/spec.md` §5.2, §5.7):
-//! which descriptors to accept, what this authority votes, and which consensus it serves.
+//! An authority's in-memory state (`docs/spec.md` §5.2, §5.6–5.7): the descriptors it holds
+//! and every descriptor its votes name, relay records and probe results, the votes of each
+//! period (with any second vote that proves an equivocation), the consensuses it computed,
+//! and its shared-random reveals. Admission is in [`super::admit`], vote building in
+//! [`super::vote_builder`].
 //!
 //! Nothing here does I/O; the caller persists what changed (see `store`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Bytes;
 use shallot_crypto::keys::{RelayId, VerifyingKey};
 use shallot_proto::dir::consensus::digest;
-use shallot_proto::dir::{Consensus, DocError, Flags, RelayDescriptor, RelayEntry, Vote};
-use thiserror::Error;
+use shallot_proto::dir::descriptor::descriptor_digest;
+use shallot_proto::dir::{Consensus, DocError, RelayDescriptor, Vote};
 
+use super::admit::Index;
+use super::bandwidth::Measurements;
 use super::store::RelayHistory;
-use crate::compute::{apply_sybil_limit, Period};
+use crate::equivocation::Holdings;
 use crate::network::NetworkParams;
-use crate::verify::CLOCK_SKEW_SECS;
 
-/// A descriptor the authority accepted, with its exact text.
+/// Equivocations remembered for [`State::equivocations`].
+const EQUIVOCATION_LOG: usize = 64;
+
+/// A verified descriptor, with its exact text and digest.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     /// The parsed descriptor.
     pub desc: RelayDescriptor,
-    /// The text the relay uploaded.
+    /// Its signed text.
     pub text: String,
+    /// SHA-256 of the text: what votes name it by.
+    pub digest: [u8; 32],
+}
+
+impl Accepted {
+    /// A descriptor that parsed and verified, from its text.
+    pub fn new(desc: RelayDescriptor, text: String) -> Self {
+        Accepted {
+            digest: descriptor_digest(&text),
+            desc,
+            text,
+        }
+    }
 }
 
 /// The outcome of the last reachability probe of a relay.
@@ -32,12 +52,24 @@ pub struct Accepted {
 pub struct Probe {
     /// When it finished, unix seconds.
     pub at: u64,
-    /// Whether the relay proved its link key.
+    /// Whether the relay proved its link key, onion key and identity.
     pub ok: bool,
     /// The address probed.
     pub address: SocketAddr,
     /// The link key expected.
     pub link_key: [u8; 32],
+    /// The onion key expected.
+    pub ntor_key: [u8; 32],
+}
+
+impl Probe {
+    /// Whether this probe proved what `d` claims.
+    pub fn proves(&self, d: &RelayDescriptor) -> bool {
+        self.ok
+            && self.address == d.address
+            && self.link_key == d.link_key
+            && self.ntor_key == d.ntor_key
+    }
 }
 
 /// What the authority knows about one relay besides its descriptor.
@@ -49,16 +81,31 @@ pub struct RelayRecord {
     pub last_probe: Option<Probe>,
 }
 
-/// A vote held for a period, with its text.
+/// A vote held for a period, with its text and digest.
 #[derive(Debug, Clone)]
 pub struct VoteRecord {
     /// The parsed vote.
     pub vote: Vote,
     /// Its signed text, shared by every response that serves it.
     pub text: Bytes,
+    /// SHA-256 of the text.
+    pub digest: [u8; 32],
 }
 
-/// A consensus this authority computed (or reloaded), with the signatures collected so far.
+impl VoteRecord {
+    /// A record for a verified vote and its text.
+    pub fn new(vote: Vote, text: impl Into<Bytes>) -> Self {
+        let text = text.into();
+        VoteRecord {
+            digest: shallot_proto::dir::consensus::digest_bytes(&text),
+            vote,
+            text,
+        }
+    }
+}
+
+/// A consensus this authority computed (or reloaded, or adopted), with the signatures
+/// collected so far.
 #[derive(Debug, Clone)]
 pub struct ConsensusRecord {
     /// The consensus and its signatures.
@@ -86,119 +133,56 @@ impl ConsensusRecord {
     }
 }
 
-/// Why a descriptor was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum AdmitError {
-    /// It does not parse or its signature does not verify.
-    #[error("{0}")]
-    Document(#[from] DocError),
-    /// It claims to be published in the future.
-    #[error("descriptor published at {published} is in the future (authority time {now})")]
-    Future {
-        /// Its published time.
-        published: u64,
-        /// The authority's time.
-        now: u64,
-    },
-    /// It is older than the authority keeps descriptors for.
-    #[error(
-        "descriptor published at {published} is too old (limit {max_age} s, authority time {now})"
-    )]
-    TooOld {
-        /// Its published time.
-        published: u64,
-        /// The age limit.
-        max_age: u64,
-        /// The authority's time.
-        now: u64,
-    },
-    /// A descriptor at least as new is already held: a replay or a stale upload.
-    #[error("a descriptor published at {have} is already held; refusing one published at {got}")]
-    NotNewer {
-        /// The held descriptor's published time.
-        have: u64,
-        /// The refused one's.
-        got: u64,
-    },
-}
-
-/// What accepting a descriptor changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Admitted {
-    /// The relay.
-    pub id: RelayId,
-    /// Whether its reachability must be (re)tested: new relay, or new address or link key.
-    pub needs_probe: bool,
-}
-
 /// Everything an authority holds in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct State {
     /// The newest accepted descriptor of each relay.
-    pub descriptors: BTreeMap<RelayId, Accepted>,
+    pub descriptors: BTreeMap<RelayId, Arc<Accepted>>,
+    /// Counts of held descriptors by network, link key and address, for the flood limits.
+    pub(crate) index: Index,
+    /// Every descriptor this authority can serve by digest (`GET /descriptor/<digest>`): those
+    /// it holds, those its votes named, those it fetched from peers; with the last period
+    /// that needed each.
+    pub by_digest: HashMap<[u8; 32], (Arc<Accepted>, u64)>,
     /// Per-relay history and probe results.
     pub relays: BTreeMap<RelayId, RelayRecord>,
-    /// Votes held, by period start then authority key.
+    /// Measured capacities.
+    pub measurements: Measurements,
+    /// Votes held, by period start then voting authority key: the first one received.
     pub votes: BTreeMap<u64, BTreeMap<[u8; 32], Arc<VoteRecord>>>,
+    /// A second, different vote from the same authority for the same period: the evidence of
+    /// an equivocation.
+    pub conflicts: BTreeMap<u64, BTreeMap<[u8; 32], Arc<VoteRecord>>>,
+    /// Periods whose vote exchange has closed: no more votes are taken from their authors.
+    pub frozen: BTreeSet<u64>,
     /// Consensuses computed, by period start.
     pub consensuses: BTreeMap<u64, ConsensusRecord>,
+    /// This authority's shared-random reveals, by the period whose vote committed to them.
+    pub reveals: BTreeMap<u64, [u8; 32]>,
+    /// Equivocations caught, newest last: (period, authority).
+    pub equivocations: VecDeque<(u64, VerifyingKey)>,
 }
 
 impl State {
-    /// Checks an uploaded descriptor and keeps it if it is the relay's newest.
-    pub fn admit(
-        &mut self,
-        text: &str,
-        now: u64,
-        params: &NetworkParams,
-    ) -> Result<Admitted, AdmitError> {
-        let desc = RelayDescriptor::parse_and_verify(text)?;
-        check_age(desc.published, now, params.descriptor_max_age_secs)?;
-        let id = desc.fingerprint();
-        let needs_probe = match self.descriptors.get(&id) {
-            Some(old) if old.desc.published >= desc.published => {
-                return Err(AdmitError::NotNewer {
-                    have: old.desc.published,
-                    got: desc.published,
-                })
-            }
-            Some(old) => old.desc.address != desc.address || old.desc.link_key != desc.link_key,
-            None => true,
-        };
-        self.relays.entry(id).or_insert(RelayRecord {
-            history: RelayHistory {
-                first_seen: now,
-                running_since: None,
-            },
-            last_probe: None,
-        });
-        self.descriptors.insert(
-            id,
-            Accepted {
-                desc,
-                text: text.to_string(),
-            },
-        );
-        Ok(Admitted { id, needs_probe })
-    }
-
-    /// Drops descriptors (and relay records) older than the age limit; returns their ids.
-    pub fn expire(&mut self, now: u64, max_age: u64) -> Vec<RelayId> {
-        let old: Vec<RelayId> = self
-            .descriptors
-            .iter()
-            .filter(|(_, a)| a.desc.published.saturating_add(max_age) < now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &old {
-            self.descriptors.remove(id);
-            self.relays.remove(id);
+    /// An empty state for a network with these parameters.
+    pub fn new(params: &NetworkParams) -> Self {
+        State {
+            descriptors: BTreeMap::new(),
+            index: Index::default(),
+            by_digest: HashMap::new(),
+            relays: BTreeMap::new(),
+            measurements: Measurements::new(3 * params.voting_interval_secs),
+            votes: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
+            frozen: BTreeSet::new(),
+            consensuses: BTreeMap::new(),
+            reveals: BTreeMap::new(),
+            equivocations: VecDeque::new(),
         }
-        old
     }
 
-    /// Records a probe result, keeping running-since up to date.
-    pub fn record_probe(&mut self, id: &RelayId, probe: Probe) {
+    /// Records a probe result, keeping running-since and the measurement up to date.
+    pub fn record_probe(&mut self, id: &RelayId, probe: Probe, measured: Option<u64>) {
         if let Some(rec) = self.relays.get_mut(id) {
             rec.history.running_since = match (probe.ok, rec.history.running_since) {
                 (true, Some(since)) => Some(since),
@@ -206,6 +190,17 @@ impl State {
                 (false, _) => None,
             };
             rec.last_probe = Some(probe);
+            if let Some(m) = measured {
+                self.measurements.record(*id, probe.at, m);
+            }
+        }
+    }
+
+    /// Whether relay `id`'s last probe proved its current descriptor.
+    pub fn proven(&self, id: &RelayId) -> bool {
+        match (self.descriptors.get(id), self.relays.get(id)) {
+            (Some(a), Some(r)) => r.last_probe.is_some_and(|p| p.proves(&a.desc)),
+            _ => false,
         }
     }
 
@@ -214,33 +209,72 @@ impl State {
         self.relays.iter().map(|(id, r)| (*id, r.history)).collect()
     }
 
-    /// This authority's vote for `period` at time `now` (`docs/spec.md` §5.7).
-    pub fn build_vote(
-        &self,
-        me: VerifyingKey,
-        period: Period,
-        now: u64,
-        params: &NetworkParams,
-    ) -> Vote {
-        let mut relays: Vec<RelayEntry> = self
-            .descriptors
-            .iter()
-            .filter(|(_, a)| {
-                a.desc
-                    .published
-                    .saturating_add(params.descriptor_max_age_secs)
-                    >= now
-            })
-            .map(|(id, a)| entry_for(id, &a.desc, self.relays.get(id), now, params))
-            .collect();
-        apply_sybil_limit(&mut relays);
-        Vote {
-            authority: me,
-            valid_after: period.valid_after,
-            fresh_until: period.fresh_until,
-            valid_until: period.valid_until,
-            relays,
+    /// Keeps `accepted` servable by digest until period `until` has been computed.
+    pub fn keep_by_digest(&mut self, accepted: Arc<Accepted>, until: u64) {
+        let entry = self
+            .by_digest
+            .entry(accepted.digest)
+            .or_insert((accepted, until));
+        entry.1 = entry.1.max(until);
+    }
+
+    /// The votes held for `t`, as the vote list reports them.
+    pub fn holdings(&self, t: u64) -> Holdings {
+        let mut out = Holdings::new();
+        for map in [self.votes.get(&t), self.conflicts.get(&t)]
+            .into_iter()
+            .flatten()
+        {
+            for (author, rec) in map {
+                out.entry(*author).or_default().insert(rec.digest);
+            }
         }
+        out
+    }
+
+    /// Adds a verified vote for `t`: the first from its author is kept as its vote, a second,
+    /// different one as evidence. Returns false if a different vote was already held (the
+    /// caller reports a conflict).
+    pub fn add_vote(&mut self, t: u64, record: VoteRecord) -> bool {
+        let author = *record.vote.authority.as_bytes();
+        let votes = self.votes.entry(t).or_default();
+        match votes.get(&author) {
+            None => {
+                votes.insert(author, Arc::new(record));
+                true
+            }
+            Some(held) if held.digest == record.digest => true,
+            Some(_) => {
+                self.conflicts
+                    .entry(t)
+                    .or_default()
+                    .entry(author)
+                    .or_insert_with(|| Arc::new(record));
+                false
+            }
+        }
+    }
+
+    /// A vote for `t` held here with this digest, first or conflicting.
+    pub fn vote_by_digest(&self, t: u64, d: &[u8; 32]) -> Option<Arc<VoteRecord>> {
+        [self.votes.get(&t), self.conflicts.get(&t)]
+            .into_iter()
+            .flatten()
+            .flat_map(|m| m.values())
+            .find(|r| r.digest == *d)
+            .cloned()
+    }
+
+    /// Remembers that `authority` equivocated in period `t` (once).
+    pub fn note_equivocation(&mut self, t: u64, authority: VerifyingKey) -> bool {
+        if self.equivocations.contains(&(t, authority)) {
+            return false;
+        }
+        if self.equivocations.len() == EQUIVOCATION_LOG {
+            self.equivocations.pop_front();
+        }
+        self.equivocations.push_back((t, authority));
+        true
     }
 
     /// The consensus to serve at `now`: the newest whose period has started.
@@ -248,173 +282,18 @@ impl State {
         self.consensuses.range(..=now).next_back().map(|(_, r)| r)
     }
 
-    /// Forgets votes for periods before `oldest` and all but the newest three consensuses.
+    /// Forgets votes, reveals and descriptors kept by digest for periods before `oldest`, and
+    /// all but the newest three consensuses.
     pub fn prune(&mut self, oldest: u64) {
         self.votes = self.votes.split_off(&oldest);
+        self.conflicts = self.conflicts.split_off(&oldest);
+        self.frozen = self.frozen.split_off(&oldest);
+        self.reveals = self.reveals.split_off(&oldest);
+        let current: HashSet<[u8; 32]> = self.descriptors.values().map(|a| a.digest).collect();
+        self.by_digest
+            .retain(|d, (_, until)| *until >= oldest || current.contains(d));
         while self.consensuses.len() > 3 {
             self.consensuses.pop_first();
         }
-    }
-}
-
-/// Refuses a published time in the future (beyond the clock skew allowed) or too old.
-fn check_age(published: u64, now: u64, max_age: u64) -> Result<(), AdmitError> {
-    if published > now.saturating_add(CLOCK_SKEW_SECS) {
-        return Err(AdmitError::Future { published, now });
-    }
-    if published.saturating_add(max_age) < now {
-        return Err(AdmitError::TooOld {
-            published,
-            max_age,
-            now,
-        });
-    }
-    Ok(())
-}
-
-/// One relay's entry in this authority's vote.
-fn entry_for(
-    id: &RelayId,
-    d: &RelayDescriptor,
-    rec: Option<&RelayRecord>,
-    now: u64,
-    p: &NetworkParams,
-) -> RelayEntry {
-    let fresh_probe = rec.and_then(|r| r.last_probe).filter(|probe| {
-        probe.ok
-            && probe.address == d.address
-            && probe.link_key == d.link_key
-            && probe.at.saturating_add(2 * p.voting_interval_secs) >= now
-    });
-    let running = fresh_probe.is_some();
-    let fast = d.bandwidth >= p.fast_min_bandwidth;
-    let stable = running
-        && rec
-            .and_then(|r| r.history.running_since)
-            .is_some_and(|since| now.saturating_sub(since) >= p.stable_min_uptime_secs);
-    let known =
-        rec.is_some_and(|r| now.saturating_sub(r.history.first_seen) >= p.guard_min_known_secs);
-    let guard = fast && stable && d.bandwidth >= p.guard_min_bandwidth && known;
-    let mut flags = Flags::VALID;
-    flags.set(Flags::RUNNING, running);
-    flags.set(Flags::FAST, fast);
-    flags.set(Flags::STABLE, stable);
-    flags.set(Flags::GUARD, guard);
-    flags.set(Flags::MAILBOX, d.mailbox && running);
-    RelayEntry {
-        id: *id,
-        nickname: d.nickname.clone(),
-        identity: d.identity,
-        address: d.address,
-        bandwidth: d.bandwidth,
-        ntor_key: d.ntor_key,
-        link_key: d.link_key,
-        published: d.published,
-        flags,
-        family: d.family.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shallot_crypto::keys::IdentityKeypair;
-
-    fn params() -> NetworkParams {
-        NetworkParams {
-            voting_interval_secs: 10,
-            descriptor_max_age_secs: 1000,
-            stable_min_uptime_secs: 50,
-            guard_min_known_secs: 100,
-            fast_min_bandwidth: 100,
-            guard_min_bandwidth: 200,
-            ..NetworkParams::default()
-        }
-    }
-
-    fn descriptor(id: &IdentityKeypair, published: u64, bandwidth: u64) -> String {
-        RelayDescriptor {
-            nickname: "r".into(),
-            address: "10.0.0.1:9000".parse().unwrap(),
-            identity: id.public(),
-            ntor_key: [1; 32],
-            link_key: [2; 32],
-            bandwidth,
-            family: vec![],
-            mailbox: true,
-            published,
-        }
-        .sign(id)
-        .unwrap()
-    }
-
-    #[test]
-    fn admission_checks_time_and_replay() {
-        let id = IdentityKeypair::generate(&mut rand::thread_rng());
-        let mut s = State::default();
-        let p = params();
-        let now = 10_000;
-        assert!(matches!(
-            s.admit(&descriptor(&id, now + 61, 1), now, &p),
-            Err(AdmitError::Future { .. })
-        ));
-        assert!(matches!(
-            s.admit(&descriptor(&id, now - 1001, 1), now, &p),
-            Err(AdmitError::TooOld { .. })
-        ));
-        let first = s.admit(&descriptor(&id, now - 5, 1), now, &p).unwrap();
-        assert!(first.needs_probe);
-        assert!(matches!(
-            s.admit(&descriptor(&id, now - 5, 1), now, &p),
-            Err(AdmitError::NotNewer { .. })
-        ));
-        assert!(matches!(
-            s.admit(&descriptor(&id, now - 6, 1), now, &p),
-            Err(AdmitError::NotNewer { .. })
-        ));
-        let second = s.admit(&descriptor(&id, now, 1), now, &p).unwrap();
-        assert!(!second.needs_probe, "same address and link key");
-        assert_eq!(
-            s.expire(now + 1001, p.descriptor_max_age_secs),
-            vec![first.id]
-        );
-        assert!(s.descriptors.is_empty());
-    }
-
-    #[test]
-    fn vote_flags_follow_the_thresholds() {
-        let id = IdentityKeypair::generate(&mut rand::thread_rng());
-        let mut s = State::default();
-        let p = params();
-        let t0 = 10_000;
-        let a = s.admit(&descriptor(&id, t0, 250), t0, &p).unwrap();
-        let period = Period {
-            valid_after: t0,
-            fresh_until: t0 + 10,
-            valid_until: t0 + 30,
-        };
-        let flags = |s: &State, now| s.build_vote(id.public(), period, now, &p).relays[0].flags;
-        assert_eq!(flags(&s, t0), Flags::VALID | Flags::FAST);
-        let probe = |at, ok| Probe {
-            at,
-            ok,
-            address: "10.0.0.1:9000".parse().unwrap(),
-            link_key: [2; 32],
-        };
-        s.record_probe(&a.id, probe(t0, true));
-        assert_eq!(
-            flags(&s, t0),
-            Flags::VALID | Flags::FAST | Flags::RUNNING | Flags::MAILBOX
-        );
-        // A probe older than two intervals no longer counts.
-        assert!(!flags(&s, t0 + 21).contains(Flags::RUNNING));
-        s.record_probe(&a.id, probe(t0 + 60, true));
-        assert!(flags(&s, t0 + 60).contains(Flags::STABLE));
-        assert!(!flags(&s, t0 + 60).contains(Flags::GUARD));
-        s.record_probe(&a.id, probe(t0 + 100, true));
-        assert!(flags(&s, t0 + 100).contains(Flags::GUARD));
-        s.record_probe(&a.id, probe(t0 + 101, false));
-        assert_eq!(flags(&s, t0 + 101), Flags::VALID | Flags::FAST);
-        assert_eq!(s.relays[&a.id].history.running_since, None);
     }
 }

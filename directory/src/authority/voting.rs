@@ -1,22 +1,31 @@
-//! The voting loop (`docs/spec.md` §5.6): for each period `T`, vote at `T − I/2` and
-//! exchange votes with the peers until `T − I/4`; then compute and sign the consensus if a
-//! majority of all authorities' votes are held, and collect the peers' signatures over the
-//! same body until `T + I/2`. The consensus is served from `T` (see [`super::state::State::serving`]).
+//! The voting loop (`docs/spec.md` §5.6): for each period `T`, vote at `T − 3I/4` and
+//! exchange votes with the peers until `T − I/2`, when the exchange closes; then compare what
+//! every authority holds ([`super::exchange`]) until `T − I/4`; then compute and sign the
+//! consensus from the confirmed votes if they are a majority of all authorities, and collect
+//! the peers' signatures over the same body until `T + I/2`. The consensus is served from `T`
+//! (see [`super::state::State::serving`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
+use rand::RngCore;
 use shallot_crypto::hex;
-use shallot_proto::dir::{DetachedSignature, Vote, MAX_VOTE_LEN};
+use shallot_proto::dir::srv::commitment;
+use shallot_proto::dir::{Consensus, DetachedSignature, Vote, MAX_VOTE_LEN};
 use tokio::task::JoinSet;
 
+use super::exchange::{compare, exchange_votes};
 use super::schedule::{now_ms, now_secs, sleep_until_ms, Schedule};
 use super::state::{ConsensusRecord, VoteRecord};
+use super::vote_builder::{SrvFields, VoteSpec};
 use super::Shared;
-use crate::compute::compute_consensus;
-use crate::fetch::http_request;
+use crate::compute::{compute_consensus, needed_descriptors, ComputeParams, Descriptors};
+use crate::equivocation::{judge, VoteList};
+use crate::fetch::{fetch_consensus, http_request};
 use crate::network::AuthorityInfo;
+use crate::shared_random::{self, Base};
 
 /// Runs the schedule until aborted.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -28,8 +37,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             tracing::error!("cannot vote for period {t}: {e}");
         }
         exchange_votes(&shared, &schedule, t).await;
+        sleep_until_ms(schedule.freeze_at(t)).await;
+        shared.state().frozen.insert(t);
+        let lists = compare(&shared, &schedule, t).await;
         sleep_until_ms(schedule.compute_at(t)).await;
-        if compute(&shared, &schedule, t).await {
+        if compute(&shared, &schedule, t, &lists).await {
             collect_signatures(&shared, &schedule, t).await;
         }
         // If this round overran (a suspended machine, a slow disk), skip to a period there
@@ -39,35 +51,73 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 /// The wait between retries of peers that have not answered yet.
-fn retry_delay(schedule: &Schedule) -> Duration {
+pub(crate) fn retry_delay(schedule: &Schedule) -> Duration {
     Duration::from_millis((schedule.interval_secs() * 1000 / 20).clamp(100, 5000))
 }
 
-/// Builds, signs and stores this authority's vote for `t`; expires old descriptors and
-/// saves the relay history on the way.
+/// The time left before `deadline` (unix ms), capped at the request timeout.
+pub(crate) fn time_left(shared: &Shared, deadline: u64) -> Duration {
+    let cap = Duration::from_secs(shared.network.params.request_timeout_secs);
+    Duration::from_millis(deadline.saturating_sub(now_ms()).max(1)).min(cap)
+}
+
+/// Builds, signs and stores this authority's vote for `t`, with a fresh shared-random
+/// commitment and the reveal of its last one; expires old descriptors and saves the relay
+/// history on the way; then sends the vote to every peer.
 async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), String> {
     let params = shared.network.params;
     let now = now_secs();
-    let (text, expired, history) = {
+    let mut reveal = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut reveal);
+    let (vote, text, expired, history) = {
         let _serial = shared.descriptor_lock.lock().await;
         let mut state = shared.state();
         let expired = state.expire(now, params.descriptor_max_age_secs);
-        let vote = state.build_vote(shared.me, schedule.period(t), now, &params);
+        state.reveals.insert(t, reveal);
+        let srv = SrvFields {
+            commit: commitment(&shared.me, t, &reveal),
+            reveal: state
+                .reveals
+                .get(&t.saturating_sub(schedule.interval_secs()))
+                .copied(),
+        };
+        let spec = VoteSpec {
+            me: shared.me,
+            period: schedule.period(t),
+            now,
+            srv,
+            max_len: MAX_VOTE_LEN,
+        };
+        let built = state.build_vote(&spec, &params, &state.measurements);
+        #[allow(unused_mut)]
+        let mut vote = built.vote;
+        #[cfg(feature = "misbehave")]
+        if let Some(m) = &shared.misbehaviour {
+            m.adjust_vote(&mut vote);
+        }
+        if built.dropped > 0 {
+            tracing::warn!(
+                "vote for period {t} would exceed {MAX_VOTE_LEN} bytes: left out the {} newest \
+                 unproven relays",
+                built.dropped
+            );
+        }
         let text = vote.sign(&shared.key).map_err(|e| e.to_string())?;
         tracing::info!("voting for period {t}: {} relays", vote.relays.len());
-        state.votes.entry(t).or_default().insert(
-            *shared.me.as_bytes(),
-            Arc::new(VoteRecord {
-                vote,
-                text: text.clone().into(),
-            }),
-        );
+        for e in &vote.relays {
+            if let Some(a) = state.descriptors.get(&e.id).cloned() {
+                if a.digest == e.descriptor {
+                    state.keep_by_digest(a, t);
+                }
+            }
+        }
+        state.add_vote(t, VoteRecord::new(vote.clone(), text.clone()));
         state.prune(t.saturating_sub(2 * schedule.interval_secs()));
         let history = state.history();
         for id in &expired {
             shared.store.remove_descriptor(id);
         }
-        (text, expired, history)
+        (vote, text, expired, history)
     };
     if !expired.is_empty() {
         tracing::info!("dropped {} expired descriptors", expired.len());
@@ -75,16 +125,30 @@ async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), S
     shared
         .persist("relay history", move |store| store.save_relays(&history))
         .await;
-    push_vote(shared, schedule, t, text).await;
+    push_vote(shared, schedule, t, &vote, text).await;
     Ok(())
 }
 
-/// Sends this authority's vote to every peer, each within the time left before compute.
-async fn push_vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64, text: String) {
-    let deadline = schedule.compute_at(t);
+/// Sends this authority's vote to every peer, each within the time left before the exchange
+/// closes.
+async fn push_vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64, vote: &Vote, text: String) {
+    let deadline = schedule.freeze_at(t);
     let mut posts = JoinSet::new();
-    for peer in shared.peers().cloned() {
-        let text = text.clone();
+    for (_i, peer) in shared.peers().cloned().enumerate() {
+        #[allow(unused_mut)]
+        let mut text = text.clone();
+        #[cfg(feature = "misbehave")]
+        if let Some(variant) = shared
+            .misbehaviour
+            .as_ref()
+            .and_then(|m| m.variant_for_peer(vote, _i))
+        {
+            match variant.sign(&shared.key) {
+                Ok(v) => text = v,
+                Err(e) => tracing::error!("misbehave: {e}"),
+            }
+        }
+        let _ = vote;
         let limit = time_left(shared, deadline);
         posts.spawn(async move {
             let r =
@@ -99,118 +163,95 @@ async fn push_vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64, text: Stri
     while posts.join_next().await.is_some() {}
 }
 
-/// The time left before `deadline` (unix ms), capped at the request timeout.
-fn time_left(shared: &Shared, deadline: u64) -> Duration {
-    let cap = Duration::from_secs(shared.network.params.request_timeout_secs);
-    Duration::from_millis(deadline.saturating_sub(now_ms()).max(1)).min(cap)
-}
-
-/// Fetches the votes of peers whose vote is not held yet, until all are or compute time.
-async fn exchange_votes(shared: &Arc<Shared>, schedule: &Schedule, t: u64) {
-    let deadline = schedule.compute_at(t);
-    while now_ms() < deadline {
-        let missing: Vec<AuthorityInfo> = {
-            let state = shared.state();
-            let held = state.votes.get(&t);
-            shared
-                .peers()
-                .filter(|p| !held.is_some_and(|h| h.contains_key(p.key.as_bytes())))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            return;
-        }
-        let mut gets = JoinSet::new();
-        for peer in missing {
-            let limit = time_left(shared, deadline);
-            gets.spawn(async move {
-                let path = format!("/vote/{t}");
-                let r =
-                    http_request(peer.address, Method::GET, &path, None, limit, MAX_VOTE_LEN).await;
-                (peer, r)
-            });
-        }
-        while let Some(Ok((peer, r))) = gets.join_next().await {
-            match r {
-                Ok(r) if r.status == StatusCode::OK => {
-                    if let Err(e) = accept_peer_vote(shared, &peer, t, r.body) {
-                        tracing::warn!("vote from {} refused: {e}", peer.name);
-                    }
-                }
-                Ok(r) => tracing::debug!("{} has no vote yet: {}", peer.name, r.text()),
-                Err(e) => tracing::debug!("cannot fetch the vote of {}: {e}", peer.name),
+/// Judges the views, then computes and signs the consensus for `t` from the confirmed votes
+/// if they are a majority of all authorities; returns whether it did.
+async fn compute(
+    shared: &Arc<Shared>,
+    schedule: &Schedule,
+    t: u64,
+    lists: &BTreeMap<[u8; 32], VoteList>,
+) -> bool {
+    let network = &shared.network;
+    let n = network.authorities.len();
+    let (votes, descriptors) = {
+        let mut state = shared.state();
+        let verdict = judge(n, shared.me.as_bytes(), &state.holdings(t), lists);
+        for author in &verdict.equivocators {
+            let Some(info) = network
+                .authorities
+                .iter()
+                .find(|a| a.key.as_bytes() == author)
+            else {
+                continue;
+            };
+            if state.note_equivocation(t, info.key) {
+                tracing::warn!(
+                    "authority {} ({}) showed different votes for period {t}: its vote is left \
+                     out",
+                    info.name,
+                    hex::encode(author)
+                );
             }
         }
-        let wait =
-            retry_delay(schedule).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// Checks a vote fetched from `peer` for period `t` and keeps it.
-fn accept_peer_vote(
-    shared: &Shared,
-    peer: &AuthorityInfo,
-    t: u64,
-    body: Vec<u8>,
-) -> Result<(), String> {
-    let text = String::from_utf8(body).map_err(|_| "not UTF-8 text".to_string())?;
-    let vote = Vote::parse_and_verify(&text).map_err(|e| e.to_string())?;
-    if vote.authority != peer.key {
-        return Err("signed by another key".into());
-    }
-    let schedule = Schedule::new(shared.network.params.voting_interval_secs);
-    if vote.valid_after != t
-        || (vote.fresh_until, vote.valid_until)
-            != (
-                schedule.period(t).fresh_until,
-                schedule.period(t).valid_until,
-            )
-    {
-        return Err("for another period".into());
-    }
-    shared
-        .state()
-        .votes
-        .entry(t)
-        .or_default()
-        .entry(*peer.key.as_bytes())
-        .or_insert_with(|| {
-            Arc::new(VoteRecord {
-                vote,
-                text: text.into(),
+        let held = state.votes.get(&t);
+        let votes: Vec<Vote> = verdict
+            .confirmed
+            .iter()
+            .filter_map(|(author, digest)| {
+                held.and_then(|h| h.get(author))
+                    .filter(|r| r.digest == *digest)
+                    .map(|r| r.vote.clone())
             })
-        });
-    Ok(())
-}
-
-/// Computes and signs the consensus for `t` if a majority of votes are held; returns
-/// whether it did.
-async fn compute(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> bool {
-    let network = &shared.network;
-    let votes: Vec<Vote> = {
-        let state = shared.state();
-        state
-            .votes
-            .get(&t)
-            .map(|h| h.values().map(|r| r.vote.clone()).collect())
-            .unwrap_or_default()
+            .collect();
+        let mut descriptors = Descriptors::new();
+        for d in needed_descriptors(&votes, n) {
+            match state.by_digest.get(&d) {
+                Some((a, _)) => {
+                    descriptors.insert(d, a.desc.clone());
+                }
+                None => tracing::info!(
+                    "period {t}: descriptor {} named by a majority is not held; its relay is \
+                     left out",
+                    hex::encode(&d)
+                ),
+            }
+        }
+        (votes, descriptors)
     };
     if votes.len() < network.majority() {
         tracing::warn!(
-            "no consensus for period {t}: {} of {} votes held, {} needed",
+            "no consensus for period {t}: {} of {} votes confirmed, {} needed",
             votes.len(),
-            network.authorities.len(),
+            n,
             network.majority()
         );
         return false;
     }
+    let base = chain_base(shared, schedule, t).await;
+    let params = &network.params;
+    let shared_rand = shared_random::compute(
+        t,
+        schedule.interval_secs(),
+        params.epoch_secs,
+        n,
+        &votes,
+        base.as_ref().map(|c| Base {
+            valid_after: c.valid_after,
+            shared_rand: &c.shared_rand,
+        }),
+    );
+    let compute_params = ComputeParams {
+        consensus: params.consensus_params(),
+        unmeasured_weight_cap: params.unmeasured_weight_cap,
+        descriptor_max_age_secs: params.descriptor_max_age_secs,
+    };
     let signed = compute_consensus(
         &votes,
-        network.authorities.len(),
+        n,
         schedule.period(t),
-        network.params.consensus_params(),
+        &compute_params,
+        &descriptors,
+        shared_rand,
     )
     .map_err(|e| e.to_string())
     .and_then(|mut c| {
@@ -237,6 +278,43 @@ async fn compute(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> bool {
         .persist("consensus", move |store| store.save_consensus(&text))
         .await;
     true
+}
+
+/// The consensus the shared random values continue from: the newest before `t` that a
+/// majority of authorities signed. If this authority's own one for the previous period lacks
+/// a majority (it computed another body, or none), the one the peers serve is adopted.
+async fn chain_base(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Option<Consensus> {
+    let keys = shared.network.keys();
+    let majority = shared.network.majority();
+    let previous = t.saturating_sub(schedule.interval_secs());
+    let local: Vec<Consensus> = shared
+        .state()
+        .consensuses
+        .range(..t)
+        .rev()
+        .map(|(_, r)| r.consensus.clone())
+        .collect();
+    let local = local
+        .into_iter()
+        .find(|c| c.valid_signers(&keys).is_ok_and(|s| s.len() >= majority));
+    if local.as_ref().is_some_and(|c| c.valid_after == previous) {
+        return local;
+    }
+    let limit = Duration::from_secs(shared.network.params.request_timeout_secs)
+        .min(time_left(shared, schedule.compute_at(t) + 1000));
+    match fetch_consensus(&shared.network, local.as_ref(), now_secs(), limit).await {
+        Ok((c, _)) if c.valid_after < t => {
+            tracing::info!(
+                "adopting the consensus for period {} the peers signed",
+                c.valid_after
+            );
+            if let Ok(record) = ConsensusRecord::new(c.clone()) {
+                shared.state().consensuses.insert(c.valid_after, record);
+            }
+            Some(c)
+        }
+        _ => local,
+    }
 }
 
 /// Fetches peers' signatures over this authority's consensus body for `t`, until every

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shallot_crypto::keyfile::ensure_private_dir;
-use shallot_crypto::keys::{IdentityKeypair, LinkKeypair};
+use shallot_crypto::keys::{IdentityKeypair, LinkKeypair, OnionKeypair};
+use shallot_directory::probe::{respond, RelayProbeKeys};
 use shallot_directory::{AuthorityConfig, AuthorityInfo, NetworkFile, NetworkParams};
 use shallot_proto::dir::RelayDescriptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,6 +50,10 @@ pub fn test_params(interval: u64) -> NetworkParams {
         guard_min_known_secs: 0,
         request_timeout_secs: 1,
         max_uploads_per_minute: 10,
+        fast_min_bandwidth: 0,
+        guard_min_bandwidth: 0,
+        mailbox_min_known_secs: 0,
+        test_network: true,
         ..NetworkParams::default()
     }
 }
@@ -96,32 +101,51 @@ pub fn authorities(
     (configs, network)
 }
 
-/// A relay simulated by test code: keys, and a listener that answers link handshakes.
+/// A relay simulated by test code: keys, and a listener that answers link handshakes and
+/// reachability probes (as a real relay does, `shallot_directory::probe::respond`).
 pub struct TestRelay {
-    pub identity: IdentityKeypair,
+    pub identity: Arc<IdentityKeypair>,
+    pub onion: Arc<OnionKeypair>,
     pub link: Arc<LinkKeypair>,
     pub address: SocketAddr,
+    pub bandwidth: u64,
 }
 
 impl TestRelay {
-    /// Starts a link responder on `ip` (port chosen by the system).
+    /// Starts a relay on `ip` (port chosen by the system).
     pub async fn start(ip: [u8; 4]) -> TestRelay {
-        let link = Arc::new(LinkKeypair::generate(&mut rand::thread_rng()));
+        let mut rng = rand::thread_rng();
+        let identity = Arc::new(IdentityKeypair::generate(&mut rng));
+        let onion = Arc::new(OnionKeypair::generate(&mut rng));
+        let link = Arc::new(LinkKeypair::generate(&mut rng));
         let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await.unwrap();
         let address = listener.local_addr().unwrap();
-        let key = link.clone();
+        let (i, o, l) = (identity.clone(), onion.clone(), link.clone());
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                let key = key.clone();
+                let (i, o, l) = (i.clone(), o.clone(), l.clone());
                 tokio::spawn(async move {
-                    let _ = shallot_link::accept(s, &key, Duration::from_secs(5)).await;
+                    let limit = Duration::from_secs(5);
+                    let Ok(acc) = shallot_link::accept(s, &l, limit).await else {
+                        return;
+                    };
+                    if acc.kind == shallot_link::LinkKind::Probe {
+                        let keys = RelayProbeKeys {
+                            identity: &i,
+                            onion: vec![&o],
+                        };
+                        let _ = respond(&keys, &acc.handshake_hash, acc.reader, acc.writer, limit)
+                            .await;
+                    }
                 });
             }
         });
         TestRelay {
-            identity: IdentityKeypair::generate(&mut rand::thread_rng()),
+            identity,
+            onion,
             link,
             address,
+            bandwidth: 1_000_000,
         }
     }
 
@@ -130,9 +154,9 @@ impl TestRelay {
             nickname: "testrelay".into(),
             address: self.address,
             identity: self.identity.public(),
-            ntor_key: [7; 32],
+            ntor_key: self.onion.public().to_bytes(),
             link_key: *self.link.public().as_bytes(),
-            bandwidth: 1_000_000,
+            bandwidth: self.bandwidth,
             family: vec![],
             mailbox: true,
             published,
@@ -144,7 +168,8 @@ impl TestRelay {
     }
 }
 
-/// A signed descriptor for a fresh identity (nothing listens at its address).
+/// A signed descriptor for a fresh identity, with a fresh link key (nothing listens at its
+/// address).
 pub fn any_descriptor(published: u64) -> (IdentityKeypair, String) {
     let id = IdentityKeypair::generate(&mut rand::thread_rng());
     let text = RelayDescriptor {
@@ -152,7 +177,7 @@ pub fn any_descriptor(published: u64) -> (IdentityKeypair, String) {
         address: "127.99.0.1:9".parse().unwrap(),
         identity: id.public(),
         ntor_key: [1; 32],
-        link_key: [2; 32],
+        link_key: rand::random(),
         bandwidth: 1000,
         family: vec![],
         mailbox: false,

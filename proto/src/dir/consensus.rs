@@ -2,11 +2,15 @@
 //! (`docs/spec.md` §5.4).
 //!
 //! ```text
-//! shallot-consensus 1
+//! shallot-consensus 2
 //! valid-after <unix seconds>
 //! fresh-until <unix seconds>
 //! valid-until <unix seconds>
-//! params epoch-secs=<u64>
+//! params epoch-secs=<u64> max-share-ppm=<u64>
+//! shared-rand-previous <hex32>                 optional: the previous round's value
+//! shared-rand-current <hex32>                  this round's value
+//! shared-rand-epoch <epoch> <hex32>            zero or more, epochs ascending
+//! shared-rand-commit <authority hex32> <hex32> zero or more, sorted by key
 //! r … / f …                                  one entry per relay, sorted by fingerprint
 //! directory-signature <authority hex32> <signature hex64>   one or more, sorted by key
 //! ```
@@ -21,18 +25,130 @@ use shallot_crypto::hex;
 use shallot_crypto::keys::{IdentityKeypair, RelayId, Signature, VerifyingKey};
 
 use super::entry::{check_entries, read_entries, write_entries, RelayEntry};
-use super::lines::{LineReader, LineWriter};
+use super::lines::{parse_u64, Args, LineReader, LineWriter};
 use super::vote::{check_times, read_times};
-use super::{check_len, signed_bytes, DocError};
+use super::{check_len, signed_bytes, srv, DocError};
 
 /// The largest consensus a client accepts, in bytes.
 pub const MAX_CONSENSUS_LEN: usize = 32 * 1024 * 1024;
+
+/// Parts per million: the unit of [`ConsensusParams::max_share_ppm`].
+pub const PPM: u64 = 1_000_000;
 
 /// Network parameters the consensus carries to clients and relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsensusParams {
     /// Length of a mailbox epoch, seconds.
     pub epoch_secs: u64,
+    /// The largest share of the total weight any one relay may get in path selection, in
+    /// parts per million (`docs/spec.md` §11.2).
+    pub max_share_ppm: u64,
+}
+
+/// The shared random values a consensus carries (`docs/spec.md` §5.10).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedRandom {
+    /// The value of the previous round, when that round had a consensus.
+    pub previous: Option<[u8; 32]>,
+    /// The value of this round.
+    pub current: [u8; 32],
+    /// The value each mailbox epoch in the carried window uses, by epoch, ascending.
+    pub epochs: Vec<(u64, [u8; 32])>,
+    /// The commitments of this round's votes, by authority key, sorted by key: the next
+    /// round's reveals are checked against them.
+    pub commits: Vec<(VerifyingKey, [u8; 32])>,
+}
+
+impl SharedRandom {
+    /// The commitment of `authority` in this round, if its vote counted and carried one.
+    pub fn commit(&self, authority: &VerifyingKey) -> Option<&[u8; 32]> {
+        self.commits
+            .binary_search_by(|(k, _)| k.as_bytes().cmp(authority.as_bytes()))
+            .ok()
+            .map(|i| &self.commits[i].1)
+    }
+
+    fn check(&self) -> Result<(), DocError> {
+        if self.epochs.windows(2).any(|p| p[0].0 >= p[1].0) {
+            return Err(DocError::invalid(
+                "shared-rand-epoch",
+                "epochs not ascending",
+            ));
+        }
+        if self
+            .commits
+            .windows(2)
+            .any(|p| p[0].0.as_bytes() >= p[1].0.as_bytes())
+        {
+            return Err(DocError::invalid(
+                "shared-rand-commit",
+                "not sorted by key, or repeated",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write(&self, w: &mut LineWriter) {
+        if let Some(p) = &self.previous {
+            w.line("shared-rand-previous", [hex::encode(p)]);
+        }
+        w.line("shared-rand-current", [hex::encode(&self.current)]);
+        for (epoch, value) in &self.epochs {
+            w.line("shared-rand-epoch", [epoch.to_string(), hex::encode(value)]);
+        }
+        for (key, commit) in &self.commits {
+            w.line(
+                "shared-rand-commit",
+                [hex::encode(key.as_bytes()), hex::encode(commit)],
+            );
+        }
+    }
+
+    fn read(r: &mut LineReader<'_>) -> Result<SharedRandom, DocError> {
+        let previous = match r.maybe("shared-rand-previous")? {
+            Some(mut a) => {
+                let v = a.hex32("value")?;
+                a.end()?;
+                Some(v)
+            }
+            None => None,
+        };
+        let mut a = r.expect("shared-rand-current")?;
+        let current = a.hex32("value")?;
+        a.end()?;
+        let mut epochs: Vec<(u64, [u8; 32])> = Vec::new();
+        while let Some(mut a) = r.maybe("shared-rand-epoch")? {
+            let epoch = a.u64("epoch")?;
+            let value = a.hex32("value")?;
+            if epochs.last().is_some_and(|(prev, _)| *prev >= epoch) {
+                return Err(a.error("epochs are not ascending"));
+            }
+            if epochs.len() as u64 > srv::LEAD_EPOCHS + srv::KEEP_EPOCHS {
+                return Err(a.error("more epochs than the window carries"));
+            }
+            a.end()?;
+            epochs.push((epoch, value));
+        }
+        let mut commits: Vec<(VerifyingKey, [u8; 32])> = Vec::new();
+        while let Some(mut a) = r.maybe("shared-rand-commit")? {
+            let key = a.key("authority key")?;
+            let commit = a.hex32("commitment")?;
+            if commits
+                .last()
+                .is_some_and(|(prev, _)| prev.as_bytes() >= key.as_bytes())
+            {
+                return Err(a.error("commitments are not sorted by key, or repeat one"));
+            }
+            a.end()?;
+            commits.push((key, commit));
+        }
+        Ok(SharedRandom {
+            previous,
+            current,
+            epochs,
+            commits,
+        })
+    }
 }
 
 /// A consensus document.
@@ -46,6 +162,8 @@ pub struct Consensus {
     pub valid_until: u64,
     /// Network parameters.
     pub params: ConsensusParams,
+    /// The shared random values.
+    pub shared_rand: SharedRandom,
     /// The relays, sorted by fingerprint.
     pub relays: Vec<RelayEntry>,
     /// Authority signatures over the body, sorted by key, one per key.
@@ -57,6 +175,7 @@ impl Consensus {
     /// back (see [`Consensus::body_digest`] for the unchecked text).
     pub fn encode_body(&self) -> Result<String, DocError> {
         check_times(self.valid_after, self.fresh_until, self.valid_until)?;
+        self.shared_rand.check()?;
         check_entries(&self.relays)?;
         Ok(self.body_text())
     }
@@ -65,13 +184,30 @@ impl Consensus {
     /// every consensus that passes them (every parsed one does).
     fn body_text(&self) -> String {
         let mut w = LineWriter::new();
-        w.line("shallot-consensus", [1]);
+        w.line("shallot-consensus", [2]);
         w.line("valid-after", [self.valid_after]);
         w.line("fresh-until", [self.fresh_until]);
         w.line("valid-until", [self.valid_until]);
-        w.line("params", [format!("epoch-secs={}", self.params.epoch_secs)]);
+        w.line(
+            "params",
+            [
+                format!("epoch-secs={}", self.params.epoch_secs),
+                format!("max-share-ppm={}", self.params.max_share_ppm),
+            ],
+        );
+        self.shared_rand.write(&mut w);
         write_entries(&mut w, &self.relays);
         w.finish()
+    }
+
+    /// The shared random value that places mailboxes in `epoch` (`docs/spec.md` §9.2): the
+    /// one this consensus carries for it, or the fixed fallback of that epoch.
+    pub fn srv_for_epoch(&self, epoch: u64) -> [u8; 32] {
+        self.shared_rand
+            .epochs
+            .binary_search_by(|(e, _)| e.cmp(&epoch))
+            .map(|i| self.shared_rand.epochs[i].1)
+            .unwrap_or_else(|_| srv::fallback_value(epoch))
     }
 
     /// The whole document: body and signatures (at least one, sorted, unique).
@@ -150,18 +286,16 @@ impl Consensus {
         check_len(text, MAX_CONSENSUS_LEN)?;
         let mut r = LineReader::new(text)?;
         let mut a = r.expect("shallot-consensus")?;
-        if a.word("version")? != "1" {
+        if a.word("version")? != "2" {
             return Err(a.error("unsupported version"));
         }
         a.end()?;
         let (valid_after, fresh_until, valid_until) = read_times(&mut r)?;
         let mut a = r.expect("params")?;
-        let w = a.word("epoch-secs")?;
-        let epoch_secs = w
-            .strip_prefix("epoch-secs=")
-            .and_then(super::lines::parse_u64)
-            .ok_or_else(|| a.error(format!("`{w}` is not epoch-secs=<integer>")))?;
+        let epoch_secs = param(&mut a, "epoch-secs")?;
+        let max_share_ppm = param(&mut a, "max-share-ppm")?;
         a.end()?;
+        let shared_rand = SharedRandom::read(&mut r)?;
         let relays = read_entries(&mut r)?;
         let mut signatures: Vec<(VerifyingKey, Signature)> = Vec::new();
         while let Some(mut a) = r.maybe("directory-signature")? {
@@ -189,16 +323,34 @@ impl Consensus {
             valid_after,
             fresh_until,
             valid_until,
-            params: ConsensusParams { epoch_secs },
+            params: ConsensusParams {
+                epoch_secs,
+                max_share_ppm,
+            },
+            shared_rand,
             relays,
             signatures,
         })
     }
 }
 
+/// Reads one `name=<integer>` argument of the `params` line.
+fn param(a: &mut Args<'_>, name: &str) -> Result<u64, DocError> {
+    let w = a.word(name)?;
+    w.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('='))
+        .and_then(parse_u64)
+        .ok_or_else(|| a.error(format!("`{w}` is not {name}=<integer>")))
+}
+
 /// SHA-256 of a document body.
 pub fn digest(body: &str) -> [u8; 32] {
-    Sha256::digest(body.as_bytes()).into()
+    digest_bytes(body.as_bytes())
+}
+
+/// SHA-256 of a document's bytes (a vote's digest is of its whole signed text).
+pub fn digest_bytes(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 /// One authority's signature on a consensus body, as authorities exchange them:
@@ -264,10 +416,22 @@ mod tests {
             valid_after: 3600,
             fresh_until: 7200,
             valid_until: 14400,
-            params: ConsensusParams { epoch_secs: 86400 },
+            params: ConsensusParams {
+                epoch_secs: 86400,
+                max_share_ppm: 50_000,
+            },
+            shared_rand: SharedRandom {
+                previous: Some([1; 32]),
+                current: [2; 32],
+                epochs: vec![(5, [3; 32]), (6, [4; 32])],
+                commits: keys.iter().map(|k| (k.public(), [5; 32])).collect(),
+            },
             relays,
             signatures: vec![],
         };
+        c.shared_rand
+            .commits
+            .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         for k in keys {
             let sig = c.sign_body(k).unwrap();
             c.add_signature(k.public(), sig);
@@ -313,6 +477,29 @@ mod tests {
     }
 
     #[test]
+    fn shared_random_lines_are_checked_and_looked_up() {
+        let ks = keys(2);
+        let c = signed(vec![], &ks);
+        let text = c.encode().unwrap();
+        assert!(text.contains(&format!(
+            "\nshared-rand-epoch 5 {}\n",
+            hex::encode(&[3; 32])
+        )));
+        assert_eq!(c.srv_for_epoch(6), [4; 32]);
+        assert_eq!(c.srv_for_epoch(7), srv::fallback_value(7));
+        assert_eq!(c.shared_rand.commit(&ks[1].public()), Some(&[5; 32]));
+        let swapped = text.replace("shared-rand-epoch 5", "shared-rand-epoch 7");
+        assert!(Consensus::parse(&swapped).is_err(), "epochs must ascend");
+        let no_current = text.replace("shared-rand-current", "shared-rand-now");
+        assert!(Consensus::parse(&no_current).is_err());
+        let bad_params = text.replace("max-share-ppm=", "max-share=");
+        assert!(Consensus::parse(&bad_params).is_err());
+        let mut unsorted = c.clone();
+        unsorted.shared_rand.commits.reverse();
+        assert!(unsorted.encode_body().is_err());
+    }
+
+    #[test]
     fn detached_signatures_round_trip() {
         let ks = keys(1);
         let c = signed(vec![], &ks);
@@ -329,8 +516,22 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
-        fn round_trips_canonically(relays in arb_entries(6), n in 1usize..4) {
-            let c = signed(relays, &keys(n));
+        fn round_trips_canonically(
+            relays in arb_entries(6),
+            n in 1usize..4,
+            previous in proptest::option::of(any::<[u8; 32]>()),
+            epochs in proptest::collection::btree_map(any::<u64>(), any::<[u8; 32]>(), 0..16),
+        ) {
+            let mut c = signed(relays, &[]);
+            c.shared_rand.previous = previous;
+            c.shared_rand.epochs = epochs.into_iter().collect();
+            let ks = keys(n);
+            c.shared_rand.commits = ks.iter().map(|k| (k.public(), [7; 32])).collect();
+            c.shared_rand.commits.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for k in &ks {
+                let sig = c.sign_body(k).unwrap();
+                c.add_signature(k.public(), sig);
+            }
             let text = c.encode().unwrap();
             let back = Consensus::parse(&text).unwrap();
             prop_assert_eq!(&back, &c);

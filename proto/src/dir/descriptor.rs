@@ -28,6 +28,11 @@ use super::{check_family, check_len, check_nickname, signed_bytes, DocError};
 /// The largest descriptor an authority accepts, in bytes.
 pub const MAX_DESCRIPTOR_LEN: usize = 8 * 1024;
 
+/// The digest votes name a descriptor by: SHA-256 of its whole signed text.
+pub fn descriptor_digest(text: &str) -> [u8; 32] {
+    super::consensus::digest(text)
+}
+
 /// A relay's self-description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayDescriptor {

@@ -1,4 +1,5 @@
-//! Relay entries and flags, shared by votes and the consensus (`docs/spec.md` §5.3).
+//! Consensus relay entries and the flags shared by votes and the consensus (`docs/spec.md`
+//! §5.3–5.4).
 //!
 //! An entry is one `r` line and, when the relay declares a family, one `f` line:
 //!
@@ -109,7 +110,8 @@ impl fmt::Debug for Flags {
     }
 }
 
-/// One relay as a vote or the consensus lists it.
+/// One relay as the consensus lists it, with the fields of the descriptor a majority of
+/// authorities voted for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayEntry {
     /// The fingerprint, derived from `identity` (it is not written separately).
@@ -120,7 +122,8 @@ pub struct RelayEntry {
     pub identity: VerifyingKey,
     /// Its link address.
     pub address: SocketAddr,
-    /// Bandwidth, bytes per second (in the consensus: the median of the votes).
+    /// Its consensus weight, bytes per second: the low median of the authorities'
+    /// measurements, or a small capped figure while unmeasured (`docs/spec.md` §5.7).
     pub bandwidth: u64,
     /// Its ntor onion key.
     pub ntor_key: [u8; 32],
@@ -214,7 +217,7 @@ impl RelayEntry {
     }
 }
 
-fn parse_flags(words: &[&str]) -> Result<Flags, String> {
+pub(crate) fn parse_flags(words: &[&str]) -> Result<Flags, String> {
     match words {
         [] => return Err("missing flags".into()),
         ["-"] => return Ok(Flags::empty()),

@@ -7,20 +7,27 @@
 //! every byte before its first signature line.
 //!
 //! * [`descriptor`]: what a relay uploads about itself, signed by its identity key;
-//! * [`entry`]: the one-line relay entry and [`Flags`] shared by votes and the consensus;
-//! * [`vote`]: one authority's signed opinion of the relays for one period;
-//! * [`consensus`]: the document clients use, with one signature per authority.
+//! * [`entry`]: the consensus's relay entry and the [`Flags`] votes and the consensus share;
+//! * [`vote`]: one authority's signed opinion of the relays for one period, naming each
+//!   relay's descriptor by digest;
+//! * [`consensus`]: the document clients use, with one signature per authority;
+//! * [`srv`]: the hash functions of the shared random value;
+//! * [`probe`]: the reachability probe's challenge and answer (binary, not text).
 
 pub mod consensus;
 pub mod descriptor;
 pub mod entry;
 pub mod lines;
+pub mod probe;
+pub mod srv;
 pub mod vote;
 
-pub use consensus::{Consensus, ConsensusParams, DetachedSignature, MAX_CONSENSUS_LEN};
+pub use consensus::{
+    Consensus, ConsensusParams, DetachedSignature, SharedRandom, MAX_CONSENSUS_LEN,
+};
 pub use descriptor::{RelayDescriptor, MAX_DESCRIPTOR_LEN};
 pub use entry::{Flags, RelayEntry};
-pub use vote::{Vote, MAX_VOTE_LEN};
+pub use vote::{Vote, VoteEntry, MAX_VOTE_LEN};
 
 use thiserror::Error;
 

@@ -1,0 +1,332 @@
+//! Which descriptors an authority accepts (`docs/spec.md` §5.2): the document checks, the
+//! address rule, the binding of a link key and an address to the relay that proved them, and
+//! the flood limits (per /16 or /64, per link key, in all). Pure, over [`State`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::{DocError, RelayDescriptor};
+use thiserror::Error;
+
+use super::state::{Accepted, RelayRecord, State};
+use super::store::RelayHistory;
+use crate::network::NetworkParams;
+use crate::routable::{descriptor_network, not_global};
+use crate::verify::CLOCK_SKEW_SECS;
+
+/// Why a descriptor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AdmitError {
+    /// It does not parse or its signature does not verify.
+    #[error("{0}")]
+    Document(#[from] DocError),
+    /// It claims to be published in the future.
+    #[error("descriptor published at {published} is in the future (authority time {now})")]
+    Future {
+        /// Its published time.
+        published: u64,
+        /// The authority's time.
+        now: u64,
+    },
+    /// It is older than the authority keeps descriptors for.
+    #[error(
+        "descriptor published at {published} is too old (limit {max_age} s, authority time {now})"
+    )]
+    TooOld {
+        /// Its published time.
+        published: u64,
+        /// The age limit.
+        max_age: u64,
+        /// The authority's time.
+        now: u64,
+    },
+    /// A descriptor at least as new is already held: a replay or a stale upload.
+    #[error("a descriptor published at {have} is already held; refusing one published at {got}")]
+    NotNewer {
+        /// The held descriptor's published time.
+        have: u64,
+        /// The refused one's.
+        got: u64,
+    },
+    /// Its address is not globally routable (and the network is not a test network).
+    #[error("address {address} is not globally routable: {reason}")]
+    NotRoutable {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Another relay holds this link key and proved it.
+    #[error("link key already listed for relay {0}, which proved it")]
+    LinkKeyTaken(RelayId),
+    /// Another relay is at this address and proved its keys there.
+    #[error("address already listed for relay {0}, which proved its keys there")]
+    AddressTaken(RelayId),
+    /// Too many relays claim this link key and none of them has failed its probe yet.
+    #[error("{limit} relays already claim this link key; try again after their probes")]
+    LinkKeyLimit {
+        /// The limit.
+        limit: u64,
+    },
+    /// Too many descriptors with addresses in this network.
+    #[error("the authority holds {limit} descriptors in {network} already")]
+    NetworkFull {
+        /// The network, as text.
+        network: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The authority holds as many descriptors as it may.
+    #[error("the authority holds its limit of {limit} descriptors")]
+    Full {
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// What accepting a descriptor changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The relay.
+    pub id: RelayId,
+    /// Whether its reachability must be (re)tested: new relay, or new address or keys.
+    pub needs_probe: bool,
+    /// Relays whose descriptors were dropped to make room: they claimed the same link key
+    /// and failed their probe.
+    pub evicted: Vec<RelayId>,
+}
+
+/// Counts of the held descriptors, kept in step with [`State::descriptors`].
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    by_network: HashMap<[u8; 9], u64>,
+    by_link_key: HashMap<[u8; 32], Vec<RelayId>>,
+    by_address: HashMap<SocketAddr, Vec<RelayId>>,
+}
+
+impl Index {
+    fn add(&mut self, id: RelayId, d: &RelayDescriptor) {
+        *self
+            .by_network
+            .entry(descriptor_network(d.address.ip()))
+            .or_default() += 1;
+        self.by_link_key.entry(d.link_key).or_default().push(id);
+        self.by_address.entry(d.address).or_default().push(id);
+    }
+
+    fn remove(&mut self, id: &RelayId, d: &RelayDescriptor) {
+        let net = descriptor_network(d.address.ip());
+        if let Some(n) = self.by_network.get_mut(&net) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_network.remove(&net);
+            }
+        }
+        remove_from(&mut self.by_link_key, &d.link_key, id);
+        remove_from(&mut self.by_address, &d.address, id);
+    }
+
+    fn network_count(&self, d: &RelayDescriptor) -> u64 {
+        self.by_network
+            .get(&descriptor_network(d.address.ip()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<RelayId>>, k: &K, id: &RelayId) {
+    if let Some(v) = map.get_mut(k) {
+        v.retain(|x| x != id);
+        if v.is_empty() {
+            map.remove(k);
+        }
+    }
+}
+
+impl State {
+    /// Checks an uploaded descriptor and keeps it if it is the relay's newest
+    /// (`docs/spec.md` §5.2).
+    pub fn admit(
+        &mut self,
+        text: &str,
+        now: u64,
+        params: &NetworkParams,
+    ) -> Result<Admitted, AdmitError> {
+        let desc = RelayDescriptor::parse_and_verify(text)?;
+        check_age(desc.published, now, params.descriptor_max_age_secs)?;
+        if !params.test_network {
+            if let Some(reason) = not_global(desc.address.ip()) {
+                return Err(AdmitError::NotRoutable {
+                    address: desc.address,
+                    reason,
+                });
+            }
+        }
+        let id = desc.fingerprint();
+        let old = self.descriptors.get(&id).cloned();
+        if let Some(old) = &old {
+            if old.desc.published >= desc.published {
+                return Err(AdmitError::NotNewer {
+                    have: old.desc.published,
+                    got: desc.published,
+                });
+            }
+        }
+        let evicted = self.check_claims(&id, &desc, params)?;
+        let same_network = old.as_ref().is_some_and(|o| {
+            descriptor_network(o.desc.address.ip()) == descriptor_network(desc.address.ip())
+        });
+        let in_network = self.index.network_count(&desc) - u64::from(same_network);
+        let limit = if desc.address.is_ipv4() {
+            params.max_descriptors_per_ipv4_16
+        } else {
+            params.max_descriptors_per_ipv6_64
+        };
+        if in_network >= limit {
+            let network = match desc.address.ip() {
+                std::net::IpAddr::V4(v4) => {
+                    let o = v4.octets();
+                    format!("{}.{}.0.0/16", o[0], o[1])
+                }
+                std::net::IpAddr::V6(v6) => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            };
+            return Err(AdmitError::NetworkFull { network, limit });
+        }
+        if old.is_none() && self.descriptors.len() as u64 >= params.max_descriptors {
+            return Err(AdmitError::Full {
+                limit: params.max_descriptors,
+            });
+        }
+        for e in &evicted {
+            self.drop_relay(e);
+        }
+        let needs_probe = old.as_ref().is_none_or(|o| {
+            o.desc.address != desc.address
+                || o.desc.link_key != desc.link_key
+                || o.desc.ntor_key != desc.ntor_key
+        });
+        if let Some(old) = &old {
+            self.index.remove(&id, &old.desc);
+        }
+        self.index.add(id, &desc);
+        self.relays.entry(id).or_insert(RelayRecord {
+            history: RelayHistory {
+                first_seen: now,
+                running_since: None,
+            },
+            last_probe: None,
+        });
+        self.descriptors
+            .insert(id, Arc::new(Accepted::new(desc, text.to_string())));
+        Ok(Admitted {
+            id,
+            needs_probe,
+            evicted,
+        })
+    }
+
+    /// Refuses a link key or address another relay proved; makes room under the per-link-key
+    /// limit by evicting claimants that failed their probe (returned).
+    fn check_claims(
+        &self,
+        id: &RelayId,
+        desc: &RelayDescriptor,
+        params: &NetworkParams,
+    ) -> Result<Vec<RelayId>, AdmitError> {
+        let others = |ids: Option<&Vec<RelayId>>| -> Vec<RelayId> {
+            ids.map(|v| v.iter().filter(|o| *o != id).copied().collect())
+                .unwrap_or_default()
+        };
+        let same_key = others(self.index.by_link_key.get(&desc.link_key));
+        if let Some(owner) = same_key.iter().find(|o| self.proven(o)) {
+            return Err(AdmitError::LinkKeyTaken(*owner));
+        }
+        let same_addr = others(self.index.by_address.get(&desc.address));
+        if let Some(owner) = same_addr.iter().find(|o| self.proven(o)) {
+            return Err(AdmitError::AddressTaken(*owner));
+        }
+        let limit = params.max_descriptors_per_link_key;
+        let excess = (same_key.len() as u64 + 1).saturating_sub(limit);
+        if excess == 0 {
+            return Ok(Vec::new());
+        }
+        let failed: Vec<RelayId> = same_key
+            .into_iter()
+            .filter(|o| {
+                self.relays
+                    .get(o)
+                    .and_then(|r| r.last_probe)
+                    .is_some_and(|p| !p.ok)
+            })
+            .take(usize::try_from(excess).unwrap_or(usize::MAX))
+            .collect();
+        if (failed.len() as u64) < excess {
+            return Err(AdmitError::LinkKeyLimit { limit });
+        }
+        Ok(failed)
+    }
+
+    /// Forgets a relay's descriptor and record.
+    pub(crate) fn drop_relay(&mut self, id: &RelayId) {
+        if let Some(a) = self.descriptors.remove(id) {
+            self.index.remove(id, &a.desc);
+        }
+        self.relays.remove(id);
+        self.measurements.forget(id);
+    }
+
+    /// Keeps a descriptor reloaded from disk (verified again by the caller), without the
+    /// upload checks.
+    pub(crate) fn insert_loaded(&mut self, accepted: Accepted, history: RelayHistory) {
+        let id = accepted.desc.fingerprint();
+        if let Some(old) = self.descriptors.remove(&id) {
+            self.index.remove(&id, &old.desc);
+        }
+        self.index.add(id, &accepted.desc);
+        self.relays.insert(
+            id,
+            RelayRecord {
+                history,
+                last_probe: None,
+            },
+        );
+        self.descriptors.insert(id, Arc::new(accepted));
+    }
+
+    /// Drops descriptors (and relay records) older than the age limit; returns their ids.
+    pub fn expire(&mut self, now: u64, max_age: u64) -> Vec<RelayId> {
+        let old: Vec<RelayId> = self
+            .descriptors
+            .iter()
+            .filter(|(_, a)| a.desc.published.saturating_add(max_age) < now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            self.drop_relay(id);
+        }
+        old
+    }
+}
+
+/// Refuses a published time in the future (beyond the clock skew allowed) or too old.
+fn check_age(published: u64, now: u64, max_age: u64) -> Result<(), AdmitError> {
+    if published > now.saturating_add(CLOCK_SKEW_SECS) {
+        return Err(AdmitError::Future { published, now });
+    }
+    if published.saturating_add(max_age) < now {
+        return Err(AdmitError::TooOld {
+            published,
+            max_age,
+            now,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! Review finding 5, connection slots, against one real authority on loopback: slots are
+//! counted per /24, and when the shared pool is full of idle connections from many networks,
+//! the slots kept for consensus fetches still serve `GET /consensus` (and nothing else), and
+//! the slots kept for the other authorities still take their requests.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shallot_directory::{Authority, NetworkParams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `request` on `s` and returns the status (0 if the connection was closed unanswered).
+async fn ask(mut s: TcpStream, request: &str) -> (u16, String) {
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+const FETCH: &str = "GET /consensus HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+const UPLOAD: &str =
+    "POST /descriptor HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 2\r\n\r\nx\n";
+const VOTE: &str =
+    "POST /vote HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 2\r\n\r\nx\n";
+
+/// Opens a connection from `source` and waits until the authority has taken it (a served
+/// probe request on another connection would race it otherwise).
+async fn hold(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    let s = connect_from(source, to).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_slots_keep_fetches_and_authorities_served() {
+    let params = NetworkParams {
+        max_connections: 12,
+        max_connections_per_network: 4,
+        reserved_authority_connections: 2,
+        reserved_fetch_connections: 3,
+        request_timeout_secs: 20,
+        ..test_params(4)
+    };
+    // Two authorities; only the first runs. The second's address is a peer's.
+    let (mut configs, network) = authorities(2, 51, params);
+    let peer_ip = match network.authorities[1].address.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets(),
+        _ => unreachable!(),
+    };
+    let auth = Authority::start(configs.remove(0)).await.unwrap();
+    let addr = auth.local_addr();
+
+    // Per /24: the fifth connection from one network is closed unanswered.
+    let mut idle = Vec::new();
+    for host in 1..=4 {
+        idle.push(hold([127, 54, 1, host], addr).await);
+    }
+    assert_eq!(
+        ask(connect_from([127, 54, 1, 9], addr).await, FETCH)
+            .await
+            .0,
+        0
+    );
+    // The shared pool is 12 − 2 − 3 = 7: three more idle connections from another network.
+    for host in 1..=3 {
+        idle.push(hold([127, 54, 2, host], addr).await);
+    }
+    // A new network now gets a fetch slot: it may fetch the consensus, and nothing else.
+    let (status, text) = ask(connect_from([127, 54, 3, 1], addr).await, UPLOAD).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("only consensus fetches"), "{text}");
+    let (status, text) = ask(connect_from([127, 54, 3, 2], addr).await, FETCH).await;
+    assert!(status == 200 || status == 404, "{text}");
+    // The other authority gets one of its own slots, and its vote request is read.
+    let (status, text) = ask(connect_from(peer_ip, addr).await, VOTE).await;
+    assert_eq!(status, 400, "{text}");
+    // With the fetch slots full too, a stranger is closed unanswered; the peer still gets in.
+    for host in 1..=3 {
+        idle.push(hold([127, 54, 4, host], addr).await);
+    }
+    assert_eq!(
+        ask(connect_from([127, 54, 5, 1], addr).await, FETCH)
+            .await
+            .0,
+        0
+    );
+    assert_eq!(ask(connect_from(peer_ip, addr).await, VOTE).await.0, 400);
+    // Once the idle connections go, everyone is served again.
+    drop(idle);
+    let start = Instant::now();
+    loop {
+        let (status, _) = ask(connect_from([127, 54, 6, 1], addr).await, UPLOAD).await;
+        if status == 400 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    auth.shutdown().await;
+}
