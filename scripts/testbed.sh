@@ -136,6 +136,7 @@ voting_interval_secs = ${VOTING_INTERVAL:-3}
 reachability_timeout_secs = 2
 stable_min_uptime_secs = 0
 guard_min_known_secs = 0
+mailbox_min_known_secs = 0
 fast_min_bandwidth = 0
 guard_min_bandwidth = 0
 epoch_secs = 86400
