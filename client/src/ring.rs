@@ -26,7 +26,9 @@ pub fn mailbox_id(
     epoch: u64,
     epoch_secs: u64,
 ) -> Result<MailboxId, BlindError> {
-    Ok(blind_public_key(identity, epoch, epoch_secs)?.to_bytes())
+    Ok(MailboxId(
+        blind_public_key(identity, epoch, epoch_secs)?.to_bytes(),
+    ))
 }
 
 fn relay_position(id: &RelayId) -> [u8; 32] {
@@ -39,7 +41,7 @@ fn relay_position(id: &RelayId) -> [u8; 32] {
 fn mailbox_position(mailbox: &MailboxId) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"shallot-mailbox-v1");
-    h.update(mailbox);
+    h.update(mailbox.0);
     h.finalize().into()
 }
 
@@ -77,7 +79,7 @@ mod tests {
     #[test]
     fn replicas_are_distinct_stable_and_follow_the_mailbox() {
         let all = relays(10);
-        let m = [7u8; 32];
+        let m = MailboxId([7u8; 32]);
         let a = replicas(&m, all.clone(), 3);
         assert_eq!(a.len(), 3);
         let mut uniq = a.clone();
@@ -105,14 +107,14 @@ mod tests {
 
     #[test]
     fn few_relays_give_few_replicas() {
-        assert_eq!(replicas(&[1; 32], relays(2), 3).len(), 2);
-        assert!(replicas(&[1; 32], Vec::new(), 3).is_empty());
+        assert_eq!(replicas(&MailboxId([1; 32]), relays(2), 3).len(), 2);
+        assert!(replicas(&MailboxId([1; 32]), Vec::new(), 3).is_empty());
     }
 
     #[test]
     fn removing_one_replica_keeps_the_other_two() {
         let all = relays(12);
-        let m = [9u8; 32];
+        let m = MailboxId([9u8; 32]);
         let a = replicas(&m, all.clone(), 3);
         let without: Vec<_> = all.into_iter().filter(|r| *r != a[1]).collect();
         let b = replicas(&m, without, 3);

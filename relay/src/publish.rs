@@ -3,24 +3,18 @@
 //! consensus to know which relays circuits may be extended to.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
 use shallot_directory::network::NetworkFile;
 use shallot_proto::dir::descriptor::RelayDescriptor;
 use shallot_proto::dir::{Consensus, Flags};
+use shallot_rt::unix_now;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::core::Core;
 use crate::netview::{NetView, PeerInfo};
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// This relay's descriptor as of now, signed.
 pub(crate) fn signed_descriptor(core: &Core, address: std::net::SocketAddr) -> Option<String> {
