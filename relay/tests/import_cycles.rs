@@ -92,7 +92,7 @@ fn tokens(text: &str) -> Vec<Tok> {
                 i += 1;
             }
             i += 1;
-        } else if c == 'r' && b.get(i + 1) == Some(&'#') || c == 'r' && b.get(i + 1) == Some(&'"') {
+        } else if c == 'r' && matches!(b.get(i + 1), Some('#') | Some('"')) {
             // Raw strings: r"…", r#"…"#.
             let mut j = i + 1;
             let mut hashes = 0;

@@ -154,7 +154,7 @@ impl CircuitError {
     }
 
     /// The neighbour that ended the circuit itself (and so is not told).
-    pub(crate) fn from_side(&self) -> Option<Side> {
+    pub(crate) fn ended_by(&self) -> Option<Side> {
         match self {
             CircuitError::Destroyed { side, .. } | CircuitError::LinkClosed(side) => Some(*side),
             _ => None,

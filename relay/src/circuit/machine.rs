@@ -100,7 +100,7 @@ impl CircuitMachine {
 
     /// Whether an extend is waiting for its link (the shell may attach the next hop).
     pub(crate) fn is_connecting(&self) -> bool {
-        matches!(self.next, Next::Connecting(_))
+        !self.destroyed && matches!(self.next, Next::Connecting(_))
     }
 
     /// When CREATED is due, while it is awaited.
@@ -139,8 +139,8 @@ impl CircuitMachine {
             return;
         }
         let result = match input {
-            Input::Relay(Side::Prev, payload) => self.from_prev(payload, now, out),
-            Input::Relay(Side::Next, payload) => self.from_next(payload, out),
+            Input::Relay(Side::Prev, payload) => self.cell_from_prev(payload, now, out),
+            Input::Relay(Side::Next, payload) => self.cell_from_next(payload, out),
             Input::Created(Side::Next, reply) => self.on_created(reply, now, out),
             Input::Created(Side::Prev, _) => Err(Violation::CreatedFromPrev.into()),
             Input::Destroy(side, reason) => Err(CircuitError::Destroyed { side, reason }),
@@ -170,7 +170,7 @@ impl CircuitMachine {
         self.destroyed = true;
         self.waiting.clear();
         self.waiting_cells = 0;
-        let from = cause.from_side();
+        let from = cause.ended_by();
         let has_next = matches!(self.next, Next::AwaitingCreated(_) | Next::Open);
         out.push(Action::Destroyed(Teardown {
             reason: cause.destroy_reason(),
@@ -181,7 +181,7 @@ impl CircuitMachine {
     }
 
     /// A RELAY cell from the client's side: peel, then forward or deliver.
-    fn from_prev(
+    fn cell_from_prev(
         &mut self,
         mut payload: Box<Payload>,
         now: Instant,
@@ -211,7 +211,7 @@ impl CircuitMachine {
     }
 
     /// A RELAY cell from the next hop: add this relay's layer and send it toward the client.
-    fn from_next(
+    fn cell_from_next(
         &mut self,
         mut payload: Box<Payload>,
         out: &mut Vec<Action>,
