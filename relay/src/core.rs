@@ -21,7 +21,7 @@ use crate::channel::{Channel, ChannelId, Peer};
 use crate::circuit::{CircuitError, Input, Side};
 use crate::config::RelayConfig;
 use crate::create::Admission;
-use crate::dispatch::{handle_cell, Origin};
+use crate::dispatch::handle_cell;
 use crate::keys::{OnionKeys, RelayKeys};
 use crate::limits::ConnectionCounts;
 use crate::netview::NetView;
@@ -48,7 +48,6 @@ pub(crate) struct Core {
     pub(crate) env: Arc<Env>,
     /// CREATE admission: onion keys and the create rate.
     pub(crate) admission: Admission,
-    origin: Origin,
     /// The relays it may extend to.
     pub(crate) netview: RwLock<Arc<NetView>>,
     /// Signalled when the descriptor must be published again (after an onion key rotation).
@@ -80,6 +79,8 @@ impl Core {
     ) -> Self {
         let limits = &config.limits;
         let env = Arc::new(Env {
+            me: keys.id,
+            extend_timeout: limits.extend_timeout,
             budget: Arc::new(QueueBudget::default()),
             stats: Stats::default(),
             circuit_queue_cells: limits.circuit_queue_cells,
@@ -90,10 +91,6 @@ impl Core {
         });
         Core {
             admission: Admission::new(onion, limits),
-            origin: Origin {
-                me: keys.id,
-                extend_timeout: limits.extend_timeout,
-            },
             env,
             keys,
             config,
@@ -173,7 +170,7 @@ impl Core {
         let (core, l) = (self.clone(), link.clone());
         tokio::spawn(async move {
             let end = shallot_link::read_loop(reader, &l.chan.signals, |cell| {
-                handle_cell(&core.env, &core.admission, &core.origin, &l, cell);
+                handle_cell(&core.env, &core.admission, &l, cell);
                 // Cells enter the relay here, so this is where memory pressure is relieved:
                 // at once, with no lock held, before the next cell can add to it.
                 if oom::over_cap(core.env.budget.queued(), core.env.queue_cap_cells) {

@@ -5,36 +5,20 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use shallot_crypto::keys::RelayId;
 use shallot_link::LinkKind;
 use shallot_proto::cell::{Cell, ChanMsg, CircId, Create, DestroyReason};
 use tracing::debug;
 
-use crate::circuit::{CircuitError, CircuitMachine, Input, Placement, Side, Violation};
+use crate::circuit::{CircuitError, CircuitMachine, Input, Side, Violation};
 use crate::create::{answer_now, Admission};
 use crate::shell::{CircRef, Circuit, Env, Link};
 use crate::stats::Stats;
 
-/// What a new circuit at this relay is told about where it sits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Origin {
-    /// This relay.
-    pub(crate) me: RelayId,
-    /// Time the next hop has to answer an extend's CREATE.
-    pub(crate) extend_timeout: std::time::Duration,
-}
-
 /// Handles one cell read from `link`.
-pub(crate) fn handle_cell(
-    env: &Env,
-    admission: &Admission,
-    origin: &Origin,
-    link: &Arc<Link>,
-    cell: Cell,
-) {
+pub(crate) fn handle_cell(env: &Env, admission: &Admission, link: &Arc<Link>, cell: Cell) {
     let id = cell.circ_id;
     let (r, input) = match cell.msg {
-        ChanMsg::Create(create) => return handle_create(env, admission, origin, link, id, create),
+        ChanMsg::Create(create) => return handle_create(env, admission, link, id, create),
         ChanMsg::Destroy(reason) => match link.circuit(id) {
             Some(r) => {
                 let side = r.side;
@@ -68,14 +52,7 @@ fn refuse(env: &Env, link: &Link, id: CircId, reason: DestroyReason) {
 /// CREATE: refused with DESTROY (no circuit made), in this order, for a wrong id parity, an id
 /// in use (that circuit is destroyed instead), a full link, the create rate, or a failed
 /// handshake; otherwise the circuit is recorded and CREATED answers.
-fn handle_create(
-    env: &Env,
-    admission: &Admission,
-    origin: &Origin,
-    link: &Arc<Link>,
-    id: CircId,
-    create: Create,
-) {
+fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId, create: Create) {
     let peer = link.chan.peer;
     // The peer chooses ids with the top bit set exactly when it opened the link.
     if id.chosen_by_initiator() == peer.we_initiated {
@@ -98,20 +75,11 @@ fn handle_create(
     if rate_limited && !admission.allow_create(peer.ip, Instant::now()) {
         return refuse(env, link, id, DestroyReason::ResourceLimit);
     }
-    let (layer, reply) = match answer_now(admission, &origin.me, &create, SystemTime::now()) {
+    let (layer, reply) = match answer_now(admission, &env.me, &create, SystemTime::now()) {
         Ok(done) => done,
         Err(reason) => return refuse(env, link, id, reason),
     };
-    let at = Placement {
-        me: origin.me,
-        prev_relay: peer.relay,
-        extend_timeout: origin.extend_timeout,
-    };
-    let circ = Arc::new(Circuit::new(
-        CircuitMachine::new(layer, at),
-        link.clone(),
-        id,
-    ));
+    let circ = Arc::new(Circuit::new(CircuitMachine::new(layer), link.clone(), id));
     link.insert(
         id,
         CircRef {
@@ -130,7 +98,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
-    use shallot_crypto::keys::OnionKeypair;
+    use shallot_crypto::keys::{OnionKeypair, RelayId};
     use shallot_crypto::ntor::ClientHandshake;
     use shallot_link::CellQueue;
     use shallot_proto::cell::CELL_LEN;
@@ -147,7 +115,6 @@ mod tests {
     struct Rig {
         env: Env,
         admission: Admission,
-        origin: Origin,
         onion: Arc<OnionKeypair>,
         link: Arc<Link>,
     }
@@ -156,6 +123,8 @@ mod tests {
         let (extends, _) = mpsc::unbounded_channel();
         let budget = Arc::new(QueueBudget::default());
         let env = Env {
+            me: ME,
+            extend_timeout: Duration::from_secs(10),
             budget: budget.clone(),
             stats: Stats::default(),
             circuit_queue_cells: 100,
@@ -180,10 +149,6 @@ mod tests {
         Rig {
             env,
             admission: Admission::new(keys, &limits),
-            origin: Origin {
-                me: ME,
-                extend_timeout: Duration::from_secs(10),
-            },
             onion,
             link: Arc::new(Link::new(Channel::new(ChannelId(1), peer, budget))),
         }
@@ -200,7 +165,7 @@ mod tests {
                     handshake,
                 }),
             );
-            handle_cell(&self.env, &self.admission, &self.origin, &self.link, cell);
+            handle_cell(&self.env, &self.admission, &self.link, cell);
         }
 
         fn answers(&self) -> Vec<ChanMsg> {
@@ -292,9 +257,9 @@ mod tests {
         let r = rig(Limits::default(), LinkKind::Client);
         let id = CircId::new(0x8000_0009).unwrap();
         let cell = Cell::new(id, ChanMsg::Relay(Box::new([0; 509])));
-        handle_cell(&r.env, &r.admission, &r.origin, &r.link, cell);
+        handle_cell(&r.env, &r.admission, &r.link, cell);
         let cell = Cell::new(id, ChanMsg::Destroy(DestroyReason::None));
-        handle_cell(&r.env, &r.admission, &r.origin, &r.link, cell);
+        handle_cell(&r.env, &r.admission, &r.link, cell);
         assert!(r.answers().is_empty());
         assert_eq!(r.env.stats.snapshot().cells_for_unknown_circuits, 1);
     }

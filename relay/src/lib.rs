@@ -19,7 +19,7 @@
 //!    RELAY and DESTROY are looked up in the link's circuit table (`shell::Link::circuit`) and
 //!    become an `Input` from that side (`Prev` toward the client, `Next` away from it).
 //! 3. **Decide.** `shell::Circuit::input` locks the circuit and calls
-//!    `CircuitMachine::handle(input, now, actions)` (`circuit/machine.rs`), which owns no
+//!    `CircuitMachine::handle(input, now, placement, actions)` (`circuit/machine.rs`), which owns no
 //!    socket, task or clock: a RELAY cell from the previous hop is peeled (`cell_from_prev`) and
 //!    either forwarded (`Action::Relay(Next, ..)`) or delivered here (`deliver`: reassembled,
 //!    checked against the flow-control window, then `act`ed on: a SENDME opens the window and

@@ -26,7 +26,7 @@ enum Next {
     /// The circuit ends here.
     None,
     /// EXTEND accepted; the shell is finding a link to the target.
-    Connecting(ClientMessage),
+    Connecting(Box<ClientMessage>),
     /// CREATE sent; CREATED is due by the deadline.
     AwaitingCreated(Instant),
     /// Cells flow to and from the next hop.
@@ -42,7 +42,8 @@ struct Waiting {
     since: Instant,
 }
 
-/// What a circuit needs to know about where it sits, fixed when it is created.
+/// Where a circuit sits, the same for every input: given to [`CircuitMachine::handle`] by the
+/// shell rather than kept in each circuit, which keeps an idle circuit small.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Placement {
     /// This relay.
@@ -56,7 +57,6 @@ pub(crate) struct Placement {
 /// A circuit passing through (or ending at) this relay.
 pub(crate) struct CircuitMachine {
     layer: RelayLayer,
-    at: Placement,
     next: Next,
     destroyed: bool,
     reassembler: Reassembler,
@@ -72,10 +72,9 @@ pub(crate) struct CircuitMachine {
 
 impl CircuitMachine {
     /// A circuit just created with `layer` (which knows its depth).
-    pub(crate) fn new(layer: RelayLayer, at: Placement) -> Self {
+    pub(crate) fn new(layer: RelayLayer) -> Self {
         CircuitMachine {
             layer,
-            at,
             next: Next::None,
             destroyed: false,
             reassembler: Reassembler::new(MAX_RELAY_MSG_LEN),
@@ -133,20 +132,27 @@ impl CircuitMachine {
         self.waiting.is_empty() && self.send.available() as usize >= cells
     }
 
-    /// Handles one input at `now`, appending what must be done to `out`.
-    pub(crate) fn handle(&mut self, input: Input, now: Instant, out: &mut Vec<Action>) {
+    /// Handles one input at `now`, for a circuit placed `at`, appending what must be done to
+    /// `out`.
+    pub(crate) fn handle(
+        &mut self,
+        input: Input,
+        now: Instant,
+        at: &Placement,
+        out: &mut Vec<Action>,
+    ) {
         if self.destroyed {
             return;
         }
         let result = match input {
-            Input::Relay(Side::Prev, payload) => self.cell_from_prev(payload, now, out),
+            Input::Relay(Side::Prev, payload) => self.cell_from_prev(payload, now, at, out),
             Input::Relay(Side::Next, payload) => self.cell_from_next(payload, out),
             Input::Created(Side::Next, reply) => self.on_created(reply, now, out),
             Input::Created(Side::Prev, _) => Err(Violation::CreatedFromPrev.into()),
             Input::Destroy(side, reason) => Err(CircuitError::Destroyed { side, reason }),
             Input::LinkClosed(side) => Err(CircuitError::LinkClosed(side)),
             Input::NextAttached => {
-                self.on_attached(now, out);
+                self.on_attached(now, at, out);
                 Ok(())
             }
             Input::ExtendFailed(refusal) if self.is_connecting() => Err(refusal.into()),
@@ -185,6 +191,7 @@ impl CircuitMachine {
         &mut self,
         mut payload: Box<Payload>,
         now: Instant,
+        at: &Placement,
         out: &mut Vec<Action>,
     ) -> Result<(), CircuitError> {
         match self
@@ -205,7 +212,7 @@ impl CircuitMachine {
             Peeled::Deliver => {
                 out.push(Action::Count(Count::CellDelivered));
                 let body_len = self.layer.body_len();
-                self.deliver(&payload[..body_len], now, out)
+                self.deliver(&payload[..body_len], now, at, out)
             }
         }
     }
@@ -231,6 +238,7 @@ impl CircuitMachine {
         &mut self,
         body: &[u8],
         now: Instant,
+        at: &Placement,
         out: &mut Vec<Action>,
     ) -> Result<(), CircuitError> {
         self.fragments += 1;
@@ -252,7 +260,7 @@ impl CircuitMachine {
                 return Err(Violation::WindowOverrun.into());
             }
         }
-        self.act(msg, now, out)?;
+        self.act(msg, now, at, out)?;
         if counted {
             match self.waiting.back_mut() {
                 // A reply is waiting: acknowledge when it leaves.
@@ -268,12 +276,13 @@ impl CircuitMachine {
         &mut self,
         msg: RelayMsg,
         now: Instant,
+        at: &Placement,
         out: &mut Vec<Action>,
     ) -> Result<(), CircuitError> {
         match msg {
             RelayMsg::Sendme => self.on_sendme(now, out),
             RelayMsg::Data(bytes) => self.send_msg(&RelayMsg::Data(bytes), now, out),
-            RelayMsg::Extend(ext) => self.on_extend(ext, out),
+            RelayMsg::Extend(ext) => self.on_extend(ext, at, out),
             RelayMsg::Mailbox(
                 MailboxMsg::Result { .. } | MailboxMsg::Envelope { .. } | MailboxMsg::Bundle { .. },
             ) => Err(Violation::MailboxAnswerFromClient.into()),
@@ -286,35 +295,40 @@ impl CircuitMachine {
     }
 
     /// EXTEND: checks what needs no network, then asks the shell for a link.
-    fn on_extend(&mut self, ext: Extend, out: &mut Vec<Action>) -> Result<(), CircuitError> {
+    fn on_extend(
+        &mut self,
+        ext: Extend,
+        at: &Placement,
+        out: &mut Vec<Action>,
+    ) -> Result<(), CircuitError> {
         if !matches!(self.next, Next::None) {
             return Err(Violation::SecondExtend.into());
         }
         if self.depth() >= MAX_HOPS {
             return Err(ExtendRefusal::TooDeep(self.depth()).into());
         }
-        if ext.target == self.at.me {
+        if ext.target == at.me {
             return Err(ExtendRefusal::ToSelf.into());
         }
-        if self.at.prev_relay == Some(ext.target) {
+        if at.prev_relay == Some(ext.target) {
             return Err(ExtendRefusal::BackAlongCircuit.into());
         }
-        self.next = Next::Connecting(ext.handshake);
+        self.next = Next::Connecting(Box::new(ext.handshake));
         out.push(Action::Extend(ext.target));
         Ok(())
     }
 
-    fn on_attached(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn on_attached(&mut self, now: Instant, at: &Placement, out: &mut Vec<Action>) {
         if !self.is_connecting() {
             return;
         }
-        let deadline = now + self.at.extend_timeout;
+        let deadline = now + at.extend_timeout;
         if let Next::Connecting(handshake) =
             std::mem::replace(&mut self.next, Next::AwaitingCreated(deadline))
         {
             out.push(Action::Create(Create {
                 depth: self.depth() + 1,
-                handshake,
+                handshake: *handshake,
             }));
         }
     }

@@ -48,6 +48,7 @@ struct Rig {
     /// The hop after the machine, once the client has added it.
     after: Option<RelayLayer>,
     m: CircuitMachine,
+    at: Placement,
     now: Instant,
     reassembler: Reassembler,
 }
@@ -80,7 +81,8 @@ impl Rig {
             client,
             before,
             after: None,
-            m: CircuitMachine::new(machine.unwrap(), at),
+            m: CircuitMachine::new(machine.unwrap()),
+            at,
             now: Instant::now(),
             reassembler: Reassembler::new(MAX_RELAY_MSG_LEN),
         }
@@ -92,7 +94,7 @@ impl Rig {
 
     fn feed(&mut self, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
-        self.m.handle(input, self.now, &mut out);
+        self.m.handle(input, self.now, &self.at, &mut out);
         out
     }
 

@@ -20,7 +20,9 @@ use tracing::debug;
 
 use crate::channel::Channel;
 use crate::circtable::CircTable;
-use crate::circuit::{Action, CircuitError, CircuitMachine, Count, Input, Side, Teardown};
+use crate::circuit::{
+    Action, CircuitError, CircuitMachine, Count, Input, Placement, Side, Teardown,
+};
 use crate::queue::QueueBudget;
 use crate::stats::Stats;
 
@@ -28,6 +30,10 @@ use crate::stats::Stats;
 /// doors to the services that run outside any circuit's lock.
 #[derive(Debug)]
 pub(crate) struct Env {
+    /// This relay.
+    pub(crate) me: RelayId,
+    /// Time the next hop has to answer an extend's CREATE.
+    pub(crate) extend_timeout: Duration,
     /// Cells held relay-wide (link queues and replies waiting for a window).
     pub(crate) budget: Arc<QueueBudget>,
     /// The relay's counters.
@@ -263,15 +269,21 @@ impl Circuit {
     /// Runs the machine on `input`, then carries out its actions (and the inputs they feed
     /// back) until none are left.
     fn step(self: &Arc<Self>, env: &Env, hop: &mut Hop, input: Input) {
+        let at = Placement {
+            me: env.me,
+            prev_relay: self.prev.chan.peer.relay,
+            extend_timeout: env.extend_timeout,
+        };
         let waiting_before = hop.machine.waiting_cells();
-        hop.machine.handle(input, Instant::now(), &mut hop.actions);
+        hop.machine
+            .handle(input, Instant::now(), &at, &mut hop.actions);
         let mut batch = Vec::new();
         while !hop.actions.is_empty() {
             std::mem::swap(&mut batch, &mut hop.actions);
             for action in batch.drain(..) {
                 if let Some(feedback) = self.perform(env, hop, action) {
                     hop.machine
-                        .handle(feedback, Instant::now(), &mut hop.actions);
+                        .handle(feedback, Instant::now(), &at, &mut hop.actions);
                 }
             }
         }

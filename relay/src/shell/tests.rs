@@ -15,7 +15,6 @@ use shallot_proto::relay_msg::{fragment, Extend};
 
 use super::*;
 use crate::channel::{ChannelId, Peer};
-use crate::circuit::Placement;
 
 const ME: RelayId = RelayId([1; 20]);
 
@@ -57,6 +56,8 @@ impl Rig {
             None => (None, None),
         };
         let env = Env {
+            me: ME,
+            extend_timeout: Duration::from_secs(10),
             budget: budget.clone(),
             stats: Stats::default(),
             circuit_queue_cells: queue_cells,
@@ -74,18 +75,9 @@ impl Rig {
             .push_hop(&HopKeys::from_key_seed(&client_hs.finish(&reply).unwrap()).unwrap())
             .unwrap();
         let layer = RelayLayer::new(1, &HopKeys::from_key_seed(&seed).unwrap()).unwrap();
-        let at = Placement {
-            me: ME,
-            prev_relay: None,
-            extend_timeout: Duration::from_secs(10),
-        };
         let prev = link(1, &budget);
         let id = CircId::new(0x8000_0001).unwrap();
-        let circ = Arc::new(Circuit::new(
-            CircuitMachine::new(layer, at),
-            prev.clone(),
-            id,
-        ));
+        let circ = Arc::new(Circuit::new(CircuitMachine::new(layer), prev.clone(), id));
         prev.insert(
             id,
             CircRef {
