@@ -19,12 +19,12 @@
 //!    RELAY and DESTROY are looked up in the link's circuit table (`shell::Link::circuit`) and
 //!    become an `Input` from that side (`Prev` toward the client, `Next` away from it).
 //! 3. **Decide.** `shell::Circuit::input` locks the circuit and calls
-//!    `CircuitMachine::handle(input, now, placement, actions)` (`circuit/machine.rs`), which owns no
-//!    socket, task or clock: a RELAY cell from the previous hop is peeled (`cell_from_prev`) and
-//!    either forwarded (`Action::Relay(Next, ..)`) or delivered here (`deliver`: reassembled,
-//!    checked against the flow-control window, then `act`ed on: a SENDME opens the window and
-//!    releases waiting replies, DATA is echoed, EXTEND becomes `Action::Extend`, a mailbox
-//!    request `Action::Mailbox`); a cell from the next hop gets this relay's layer
+//!    `CircuitMachine::handle(input, now, placement, actions)` (`circuit/machine.rs`), which
+//!    owns no socket, task or clock: a RELAY cell from the previous hop is peeled
+//!    (`cell_from_prev`) and either forwarded (`Action::Relay(Next, ..)`) or delivered here
+//!    (`deliver`: reassembled, checked against the flow-control window, then `act`ed on: a
+//!    SENDME opens the window and releases waiting replies, DATA is echoed, EXTEND becomes
+//!    `Action::Extend`, a mailbox request `Action::Mailbox`); a cell from the next hop gets this relay's layer
 //!    (`cell_from_next`, `Action::Relay(Prev, ..)`); anything that ends the circuit becomes one
 //!    `Action::Destroyed` naming the reason and which neighbours to tell.
 //! 4. **Act.** Still under the circuit's lock, `Circuit::step` carries the actions out, in
