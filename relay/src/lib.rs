@@ -24,9 +24,9 @@
 //!    (`cell_from_prev`) and either forwarded (`Action::Relay(Next, ..)`) or delivered here
 //!    (`deliver`: reassembled, checked against the flow-control window, then `act`ed on: a
 //!    SENDME opens the window and releases waiting replies, DATA is echoed, EXTEND becomes
-//!    `Action::Extend`, a mailbox request `Action::Mailbox`); a cell from the next hop gets this relay's layer
-//!    (`cell_from_next`, `Action::Relay(Prev, ..)`); anything that ends the circuit becomes one
-//!    `Action::Destroyed` naming the reason and which neighbours to tell.
+//!    `Action::Extend`, a mailbox request `Action::Mailbox`); a cell from the next hop gets this
+//!    relay's layer (`cell_from_next`, `Action::Relay(Prev, ..)`); anything that ends the
+//!    circuit becomes one `Action::Destroyed` naming the reason and which neighbours to tell.
 //! 4. **Act.** Still under the circuit's lock, `Circuit::step` carries the actions out, in
 //!    order (so cells leave in the order their nonces were used): cells are queued on the
 //!    neighbour's `channel::Channel` (a full queue feeds `Input::QueueFull` back), CREATE is
