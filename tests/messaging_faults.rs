@@ -49,7 +49,10 @@ fn now() -> u64 {
 }
 
 /// A user's mailbox for this epoch: its id, the relays that keep it, and their testnet indices.
-fn mailbox_of(n: &Net, user: &TestUser) -> ([u8; 32], Vec<(RelayEntry, usize)>) {
+fn mailbox_of(
+    n: &Net,
+    user: &TestUser,
+) -> (shallot_proto::mailbox::MailboxId, Vec<(RelayEntry, usize)>) {
     let secs = n.consensus.params.epoch_secs;
     let epoch = ring::epoch_of(now(), secs);
     let mailbox = ring::mailbox_id(user.address.key(), epoch, secs).unwrap();

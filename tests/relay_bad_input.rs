@@ -113,8 +113,11 @@ fn an_unknown_cell_command_drops_the_link() {
     rt().block_on(async {
         let before = r[2].handle.stats().links_dropped_for_protocol;
         let mut link = RawLink::connect(r[2].addr(), &r[2].handle.link_key()).await;
-        let mut cell =
-            Cell::new(CircId(0x8000_0001), ChanMsg::Destroy(DestroyReason::None)).encode();
+        let mut cell = Cell::new(
+            CircId::new(0x8000_0001).unwrap(),
+            ChanMsg::Destroy(DestroyReason::None),
+        )
+        .encode();
         cell[4] = 99;
         link.send_cells(&cell).await;
         assert!(closed_by_peer(&mut link.stream, WAIT).await);
@@ -129,13 +132,16 @@ fn relay_cells_on_unknown_circuits_are_dropped_and_the_link_lives() {
     rt().block_on(async {
         let before = r[3].handle.stats().cells_for_unknown_circuits;
         let mut link = RawLink::connect(r[3].addr(), &r[3].handle.link_key()).await;
-        let relay = Cell::new(CircId(0x8000_0042), ChanMsg::Relay(Box::new([7u8; 509])));
+        let relay = Cell::new(
+            CircId::new(0x8000_0042).unwrap(),
+            ChanMsg::Relay(Box::new([7u8; 509])),
+        );
         link.send_cells(&relay.encode()).await;
         // The same link still creates circuits.
         let (_hs, create) = create_cell(&r[3], 0x8000_0043, 1);
         link.send_cells(&create).await;
         let reply = link.next_cell(WAIT).await.expect("relay answered");
-        assert_eq!(reply.circ_id, CircId(0x8000_0043));
+        assert_eq!(reply.circ_id, CircId::new(0x8000_0043).unwrap());
         assert!(matches!(reply.msg, ChanMsg::Created(_)));
         assert_eq!(r[3].handle.stats().cells_for_unknown_circuits, before + 1);
     });
@@ -155,7 +161,7 @@ fn create_on_a_circuit_id_in_use_is_refused() {
         let (_hs, again) = create_cell(&r[0], 0x8000_0007, 1);
         link.send_cells(&again).await;
         let reply = link.next_cell(WAIT).await.unwrap();
-        assert_eq!(reply.circ_id, CircId(0x8000_0007));
+        assert_eq!(reply.circ_id, CircId::new(0x8000_0007).unwrap());
         assert_eq!(reply.msg, ChanMsg::Destroy(DestroyReason::Protocol));
         // An id of the wrong parity (the relay's half of the id space) is refused too.
         let (_hs, wrong) = create_cell(&r[0], 0x0000_0009, 1);
@@ -192,7 +198,7 @@ fn a_cell_tampered_at_hop_one_is_caught_at_hop_two() {
         let (mut rd, mut wr) = shallot_link::connect_relay(s, &me, &hop2.handle.link_key(), WAIT)
             .await
             .unwrap();
-        let id = CircId(0x8000_0100);
+        let id = CircId::new(0x8000_0100).unwrap();
         let (hs2, m2) = ClientHandshake::start(
             &mut rng,
             hop2.handle.id(),
@@ -210,7 +216,9 @@ fn a_cell_tampered_at_hop_one_is_caught_at_hop_two() {
         )
         .await
         .unwrap();
-        let created = Cell::decode(&rd.read_cells().await.unwrap()[..CELL_LEN]).unwrap();
+        let created = Cell::decode(&rd.read_cells().await.unwrap()[..CELL_LEN])
+            .unwrap()
+            .unwrap();
         let ChanMsg::Created(reply2) = created.msg else {
             panic!("no CREATED: {created:?}")
         };
@@ -250,7 +258,9 @@ fn a_cell_tampered_at_hop_one_is_caught_at_hop_two() {
         wr.write_cells(&send(&mut client, &mut hop1, 2, &ext, false))
             .await
             .unwrap();
-        let back = Cell::decode(&rd.read_cells().await.unwrap()[..CELL_LEN]).unwrap();
+        let back = Cell::decode(&rd.read_cells().await.unwrap()[..CELL_LEN])
+            .unwrap()
+            .unwrap();
         let ChanMsg::Relay(mut payload) = back.msg else {
             panic!("expected EXTENDED, got {back:?}")
         };
@@ -278,7 +288,9 @@ fn a_cell_tampered_at_hop_one_is_caught_at_hop_two() {
             .unwrap();
 
         // Hop 2 destroys the circuit back toward us...
-        let back = Cell::decode(&rd.read_cells().await.unwrap()[..CELL_LEN]).unwrap();
+        let back = Cell::decode(&rd.read_cells().await.unwrap()[..CELL_LEN])
+            .unwrap()
+            .unwrap();
         assert_eq!(
             back,
             Cell::new(id, ChanMsg::Destroy(DestroyReason::Protocol))

@@ -94,7 +94,9 @@ impl ClientChannel {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut table = lock(&self.circuits);
         loop {
-            let id = CircId(rand::random::<u32>() | CircId::INITIATOR_BIT);
+            let Some(id) = CircId::from_random(rand::random(), true) else {
+                continue;
+            };
             if let std::collections::hash_map::Entry::Vacant(e) = table.entry(id) {
                 e.insert(tx);
                 return Ok((id, rx));
@@ -171,15 +173,14 @@ async fn read_loop(chan: Arc<ClientChannel>, mut reader: LinkReader) {
         };
         for raw in cells.chunks_exact(CELL_LEN) {
             let cell = match Cell::decode(raw) {
-                Ok(cell) => cell,
+                Ok(Some(cell)) => cell,
+                // Padding.
+                Ok(None) => continue,
                 Err(e) => {
                     debug!("relay sent a bad cell: {e}");
                     break 'outer;
                 }
             };
-            if matches!(cell.msg, ChanMsg::Padding) {
-                continue;
-            }
             let tx = lock(&chan.circuits).get(&cell.circ_id).cloned();
             if let Some(tx) = tx {
                 let _ = tx.send(CircEvent::Cell(cell.msg));

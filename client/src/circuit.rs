@@ -423,7 +423,7 @@ async fn reactor(
                     break Err(e);
                 }
             }
-            ChanMsg::Create(_) | ChanMsg::Padding => {
+            ChanMsg::Create(_) => {
                 shared.chan.destroy(shared.id);
                 break Err(CircuitError::Protocol("unexpected cell".into()));
             }

@@ -68,7 +68,7 @@ fn now() -> u64 {
 
 /// Signs an owner's request for `relay`.
 pub fn authorize(key: &BlindedKeypair, relay: &RelayId, op: u8, body: &[u8]) -> MailboxAuth {
-    let mailbox = key.public().to_bytes();
+    let mailbox = MailboxId(key.public().to_bytes());
     let nonce: [u8; 16] = rand::random();
     let timestamp = now();
     let sig = key.sign(&auth_message(relay, op, &mailbox, timestamp, &nonce, body));

@@ -29,7 +29,9 @@ pub fn mailbox_id(
     epoch: u64,
     epoch_secs: u64,
 ) -> Result<MailboxId, BlindError> {
-    Ok(blind_public_key(identity, epoch, epoch_secs)?.to_bytes())
+    Ok(MailboxId(
+        blind_public_key(identity, epoch, epoch_secs)?.to_bytes(),
+    ))
 }
 
 /// A relay's position on the ring of `epoch`, whose shared random value is `srv`.
@@ -45,7 +47,7 @@ pub fn relay_position(srv: &[u8; 32], id: &RelayId, epoch: u64) -> [u8; 32] {
 fn mailbox_position(mailbox: &MailboxId) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"shallot-mailbox-v1");
-    h.update(mailbox);
+    h.update(mailbox.0);
     h.finalize().into()
 }
 
@@ -89,7 +91,7 @@ mod tests {
     #[test]
     fn replicas_are_distinct_stable_and_follow_the_mailbox() {
         let all = relays(10);
-        let m = [7u8; 32];
+        let m = MailboxId([7u8; 32]);
         let a = replicas(&m, &SRV, E, all.clone(), 3);
         assert_eq!(a.len(), 3);
         let mut uniq = a.clone();
@@ -120,14 +122,17 @@ mod tests {
 
     #[test]
     fn few_relays_give_few_replicas() {
-        assert_eq!(replicas(&[1; 32], &SRV, E, relays(2), 3).len(), 2);
-        assert!(replicas(&[1; 32], &SRV, E, Vec::new(), 3).is_empty());
+        assert_eq!(
+            replicas(&MailboxId([1; 32]), &SRV, E, relays(2), 3).len(),
+            2
+        );
+        assert!(replicas(&MailboxId([1; 32]), &SRV, E, Vec::new(), 3).is_empty());
     }
 
     #[test]
     fn removing_one_replica_keeps_the_other_two() {
         let all = relays(12);
-        let m = [9u8; 32];
+        let m = MailboxId([9u8; 32]);
         let a = replicas(&m, &SRV, E, all.clone(), 3);
         let without: Vec<_> = all.into_iter().filter(|r| *r != a[1]).collect();
         let b = replicas(&m, &SRV, E, without, 3);
@@ -179,7 +184,7 @@ mod tests {
         assert_ne!(f(100), f(101));
         // A relay that ground its key to be the first replica of a mailbox in one epoch keeps
         // that place in another epoch only by chance (about 3 in 50 relays here).
-        let m = [7u8; 32];
+        let m = MailboxId([7u8; 32]);
         let mut kept = 0;
         for trial in 0..200u32 {
             let mut others: Vec<RelayId> = (0..49u8).map(|i| RelayId([i; 20])).collect();

@@ -9,8 +9,8 @@
 use shallot_crypto::keys::LinkKeypair;
 use snow::{Builder, HandshakeState};
 
+use crate::error::LinkError;
 use crate::record::{Opener, Sealer};
-use crate::LinkError;
 
 const NK: &str = "Noise_NK_25519_ChaChaPoly_SHA256";
 const XK: &str = "Noise_XK_25519_ChaChaPoly_SHA256";
@@ -59,10 +59,7 @@ impl LinkKind {
 }
 
 fn builder(kind: LinkKind) -> Result<Builder<'static>, LinkError> {
-    let params = kind
-        .pattern()
-        .parse()
-        .map_err(|e: snow::Error| LinkError::Handshake(e.to_string()))?;
+    let params = kind.pattern().parse::<snow::params::NoiseParams>()?;
     Ok(Builder::new(params))
 }
 
@@ -144,12 +141,12 @@ impl Handshake {
     /// Consumes the peer's next handshake message. Fails if it does not authenticate.
     pub fn read(&mut self, msg: &[u8]) -> Result<(), LinkError> {
         if msg.len() > MAX_HANDSHAKE_MSG {
-            return Err(LinkError::Handshake("handshake message too long".into()));
+            return Err(LinkError::HandshakeMessageTooLong(msg.len()));
         }
         let mut buf = [0u8; MAX_HANDSHAKE_MSG];
         let n = self.state.read_message(msg, &mut buf)?;
         if n != 0 {
-            return Err(LinkError::Handshake("unexpected handshake payload".into()));
+            return Err(LinkError::HandshakePayload);
         }
         Ok(())
     }
@@ -157,18 +154,15 @@ impl Handshake {
     /// The Noise handshake hash: the same on both ends of one finished handshake, different
     /// for every other. It binds both sides' keys, so a signature over it is bound to this link.
     pub fn handshake_hash(&self) -> Result<[u8; 32], LinkError> {
-        <[u8; 32]>::try_from(self.state.get_handshake_hash())
-            .map_err(|_| LinkError::Handshake("unexpected handshake hash length".into()))
+        let hash = self.state.get_handshake_hash();
+        <[u8; 32]>::try_from(hash).map_err(|_| LinkError::BadHandshakeHash(hash.len()))
     }
 
     /// Ends the handshake: the record sealer and opener, and the peer's static key if the
     /// pattern proved one (a relay initiator, seen from the responder).
     pub fn finish(self) -> Result<(Sealer, Opener, Option<[u8; 32]>), LinkError> {
         let peer = match self.state.get_remote_static() {
-            Some(k) => Some(
-                <[u8; 32]>::try_from(k)
-                    .map_err(|_| LinkError::Handshake("bad remote static key".into()))?,
-            ),
+            Some(k) => Some(<[u8; 32]>::try_from(k).map_err(|_| LinkError::BadStaticKey(k.len()))?),
             None => None,
         };
         let transport = std::sync::Arc::new(self.state.into_stateless_transport_mode()?);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use shallot_proto::cell::CELL_LEN;
 use snow::StatelessTransportState;
 
-use crate::LinkError;
+use crate::error::LinkError;
 
 /// Bytes of Noise tag per record.
 pub const TAG_LEN: usize = 16;
@@ -100,18 +100,26 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::{Handshake, LinkKind};
-    use shallot_crypto::keys::LinkKeypair;
 
+    /// Two ends of a transport, from a bare Noise NN handshake (the link's own handshakes are
+    /// tested in `handshake`, which builds on this module).
     fn pair() -> ((Sealer, Opener), (Sealer, Opener)) {
-        let relay = LinkKeypair::generate(&mut rand::thread_rng());
-        let mut a = Handshake::client(relay.public().as_bytes()).unwrap();
-        let mut b = Handshake::responder(LinkKind::Client, &relay).unwrap();
-        b.read(&a.write().unwrap()).unwrap();
-        a.read(&b.write().unwrap()).unwrap();
-        let (sa, oa, _) = a.finish().unwrap();
-        let (sb, ob, _) = b.finish().unwrap();
-        ((sa, oa), (sb, ob))
+        let params: snow::params::NoiseParams = "Noise_NN_25519_ChaChaPoly_SHA256".parse().unwrap();
+        let mut a = snow::Builder::new(params.clone())
+            .build_initiator()
+            .unwrap();
+        let mut b = snow::Builder::new(params).build_responder().unwrap();
+        let (mut m, mut p) = ([0u8; 96], [0u8; 96]);
+        let n = a.write_message(&[], &mut m).unwrap();
+        b.read_message(&m[..n], &mut p).unwrap();
+        let n = b.write_message(&[], &mut m).unwrap();
+        a.read_message(&m[..n], &mut p).unwrap();
+        let ta = Arc::new(a.into_stateless_transport_mode().unwrap());
+        let tb = Arc::new(b.into_stateless_transport_mode().unwrap());
+        (
+            (Sealer::new(ta.clone()), Opener::new(ta)),
+            (Sealer::new(tb.clone()), Opener::new(tb)),
+        )
     }
 
     #[test]

@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::error::LinkError;
 use crate::handshake::{Handshake, LinkKind, MAX_HANDSHAKE_MSG};
 use crate::record::{Opener, Sealer, MAX_RECORD_LEN};
-use crate::LinkError;
 
 /// The reading half of a link.
 pub struct LinkReader {
@@ -98,9 +98,7 @@ async fn recv_msg(stream: &mut TcpStream) -> Result<Vec<u8>, LinkError> {
     stream.read_exact(&mut len).await?;
     let len = usize::from(u16::from_be_bytes(len));
     if len > MAX_HANDSHAKE_MSG {
-        return Err(LinkError::Handshake(format!(
-            "handshake message of {len} bytes is too long"
-        )));
+        return Err(LinkError::HandshakeMessageTooLong(len));
     }
     let mut msg = vec![0u8; len];
     stream.read_exact(&mut msg).await?;

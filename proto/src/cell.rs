@@ -3,6 +3,12 @@
 //! Every cell is 514 bytes: a 4-byte big-endian circuit id, a 1-byte command and a 509-byte
 //! payload. Commands are padding, create, created, relay and destroy. Fields inside the
 //! payload are followed by zero padding, which the decoder checks.
+//!
+//! A padding cell belongs to no circuit and says nothing: it is 514 zero bytes
+//! ([`PADDING_CELL`]), and [`Cell::decode`] reads it as `None`. Every other cell is a [`Cell`],
+//! whose [`CircId`] cannot be zero.
+
+use std::num::NonZeroU32;
 
 use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SERVER_MESSAGE_LEN};
 use shallot_crypto::onion::{Payload, CELL_PAYLOAD_LEN, MAX_HOPS};
@@ -14,18 +20,51 @@ pub const CELL_LEN: usize = 4 + 1 + CELL_PAYLOAD_LEN;
 /// The handshake type number of ntor (as in Tor).
 pub const HTYPE_NTOR: u16 = 2;
 
-/// A circuit's id on one link. Zero is reserved for link-level cells (padding). The side that
-/// opened the link picks ids with the top bit set; the other side picks ids with it clear.
+/// A padding cell: circuit id 0, command 0, a zero payload.
+pub const PADDING_CELL: [u8; CELL_LEN] = [0u8; CELL_LEN];
+
+/// A circuit's id on one link: never zero (zero is the padding cell's). The side that opened
+/// the link picks ids with the top bit set; the other side picks ids with it clear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CircId(pub u32);
+pub struct CircId(NonZeroU32);
 
 impl CircId {
     /// The top bit, set on ids chosen by the side that opened the link.
     pub const INITIATOR_BIT: u32 = 0x8000_0000;
 
+    /// The id `v`, unless it is zero.
+    pub const fn new(v: u32) -> Option<CircId> {
+        match NonZeroU32::new(v) {
+            Some(v) => Some(CircId(v)),
+            None => None,
+        }
+    }
+
+    /// An id made from random bits for the side that opened the link (`opened_link`) or the
+    /// other side: the top bit is set or cleared to match. `None` when that leaves zero (draw
+    /// again).
+    pub const fn from_random(bits: u32, opened_link: bool) -> Option<CircId> {
+        if opened_link {
+            CircId::new(bits | Self::INITIATOR_BIT)
+        } else {
+            CircId::new(bits & !Self::INITIATOR_BIT)
+        }
+    }
+
+    /// The id as a number.
+    pub const fn get(self) -> u32 {
+        self.0.get()
+    }
+
     /// Whether this id was chosen by the side that opened the link.
-    pub fn chosen_by_initiator(self) -> bool {
-        self.0 & Self::INITIATOR_BIT != 0
+    pub const fn chosen_by_initiator(self) -> bool {
+        self.get() & Self::INITIATOR_BIT != 0
+    }
+}
+
+impl std::fmt::Display for CircId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#010x}", self.get())
     }
 }
 
@@ -155,11 +194,9 @@ pub struct Create {
     pub handshake: ClientMessage,
 }
 
-/// What a cell says.
+/// What a cell on a circuit says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChanMsg {
-    /// Link padding.
-    Padding,
     /// Open a circuit.
     Create(Create),
     /// Circuit opened.
@@ -174,7 +211,6 @@ impl ChanMsg {
     /// The command byte this message is sent with.
     pub fn command(&self) -> ChanCmd {
         match self {
-            ChanMsg::Padding => ChanCmd::Padding,
             ChanMsg::Create(_) => ChanCmd::Create,
             ChanMsg::Created(_) => ChanCmd::Created,
             ChanMsg::Relay(_) => ChanCmd::Relay,
@@ -183,10 +219,10 @@ impl ChanMsg {
     }
 }
 
-/// A decoded cell.
+/// A decoded cell on a circuit (padding cells, which belong to none, decode to `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cell {
-    /// The circuit it belongs to (zero for padding).
+    /// The circuit it belongs to.
     pub circ_id: CircId,
     /// What it says.
     pub msg: ChanMsg,
@@ -200,11 +236,10 @@ impl Cell {
 
     /// Encodes into `out`, which must be [`CELL_LEN`] bytes.
     pub fn encode_into(&self, out: &mut [u8; CELL_LEN]) {
-        out[..4].copy_from_slice(&self.circ_id.0.to_be_bytes());
+        out[..4].copy_from_slice(&self.circ_id.get().to_be_bytes());
         out[4] = self.msg.command() as u8;
         let payload = &mut out[5..];
         match &self.msg {
-            ChanMsg::Padding => payload.fill(0),
             ChanMsg::Create(c) => {
                 payload.fill(0);
                 payload[0] = c.depth;
@@ -232,24 +267,25 @@ impl Cell {
         out
     }
 
-    /// Decodes exactly one cell.
-    pub fn decode(bytes: &[u8]) -> Result<Cell, DecodeError> {
+    /// Decodes exactly one cell: `None` for a padding cell, which belongs to no circuit.
+    pub fn decode(bytes: &[u8]) -> Result<Option<Cell>, DecodeError> {
         let mut r = Reader::new(bytes);
-        let circ_id = CircId(r.u32()?);
+        let circ_id = CircId::new(r.u32()?);
         let command = ChanCmd::try_from(r.u8()?)?;
         let payload = r.take(CELL_PAYLOAD_LEN)?;
         r.finish()?;
-        if (command == ChanCmd::Padding) != (circ_id.0 == 0) {
-            return Err(DecodeError::BadValue {
-                field: "circuit id",
-                reason: "zero is for padding cells only, and padding uses zero",
-            });
+        let bad_id = DecodeError::BadValue {
+            field: "circuit id",
+            reason: "zero is for padding cells only, and padding uses zero",
+        };
+        if (command == ChanCmd::Padding) != circ_id.is_none() {
+            return Err(bad_id);
         }
         let mut p = Reader::new(payload);
         let msg = match command {
             ChanCmd::Padding => {
                 p.finish_zero_padded()?;
-                ChanMsg::Padding
+                return Ok(None);
             }
             ChanCmd::Create => {
                 let depth = p.u8()?;
@@ -288,7 +324,8 @@ impl Cell {
                 ChanMsg::Destroy(reason)
             }
         };
-        Ok(Cell { circ_id, msg })
+        let circ_id = circ_id.ok_or(bad_id)?;
+        Ok(Some(Cell { circ_id, msg }))
     }
 }
 
@@ -339,8 +376,8 @@ mod tests {
     proptest! {
         #[test]
         fn cells_round_trip(circ in 1u32.., msg in arb_msg()) {
-            let cell = Cell::new(CircId(circ), msg);
-            prop_assert_eq!(Cell::decode(&cell.encode()).unwrap(), cell);
+            let cell = Cell::new(CircId::new(circ).unwrap(), msg);
+            prop_assert_eq!(Cell::decode(&cell.encode()).unwrap(), Some(cell));
         }
 
         #[test]
@@ -350,22 +387,37 @@ mod tests {
 
         #[test]
         fn arbitrary_full_cells_never_panic(bytes in proptest::collection::vec(any::<u8>(), CELL_LEN)) {
-            if let Ok(cell) = Cell::decode(&bytes) {
+            match Cell::decode(&bytes) {
                 // Whatever decodes re-encodes to the same bytes: the encoding is canonical.
-                prop_assert_eq!(&cell.encode()[..], &bytes[..]);
+                Ok(Some(cell)) => prop_assert_eq!(&cell.encode()[..], &bytes[..]),
+                Ok(None) => prop_assert_eq!(&PADDING_CELL[..], &bytes[..]),
+                Err(_) => {}
             }
         }
     }
 
     #[test]
-    fn padding_round_trips() {
-        let cell = Cell::new(CircId(0), ChanMsg::Padding);
-        assert_eq!(Cell::decode(&cell.encode()).unwrap(), cell);
+    fn padding_decodes_to_no_cell() {
+        assert_eq!(Cell::decode(&PADDING_CELL), Ok(None));
+    }
+
+    #[test]
+    fn circuit_ids_cannot_be_zero_and_keep_their_parity() {
+        assert_eq!(CircId::new(0), None);
+        assert_eq!(CircId::from_random(0, false), None);
+        let mine = CircId::from_random(0, true).unwrap();
+        assert!(mine.chosen_by_initiator());
+        assert_eq!(mine.get(), CircId::INITIATOR_BIT);
+        let theirs = CircId::from_random(u32::MAX, false).unwrap();
+        assert!(!theirs.chosen_by_initiator());
+        assert_eq!(theirs.get(), u32::MAX >> 1);
+        assert_eq!(mine.to_string(), "0x80000000");
     }
 
     #[test]
     fn bad_cells_are_typed_errors() {
-        let mut raw = Cell::new(CircId(5), ChanMsg::Destroy(DestroyReason::Protocol)).encode();
+        let id = |v| CircId::new(v).unwrap();
+        let mut raw = Cell::new(id(5), ChanMsg::Destroy(DestroyReason::Protocol)).encode();
         raw[4] = 99;
         assert_eq!(Cell::decode(&raw), Err(DecodeError::UnknownCommand(99)));
         raw[4] = ChanCmd::Destroy as u8;
@@ -378,13 +430,27 @@ mod tests {
         let mut long = raw.to_vec();
         long.push(0);
         assert_eq!(Cell::decode(&long), Err(DecodeError::TrailingBytes(1)));
-        let pad = Cell::new(CircId(3), ChanMsg::Padding).encode();
+        // Padding on a circuit, and a circuit message on id 0.
+        let mut pad = PADDING_CELL;
+        pad[3] = 3;
         assert!(matches!(
             Cell::decode(&pad),
-            Err(DecodeError::BadValue { .. })
+            Err(DecodeError::BadValue {
+                field: "circuit id",
+                ..
+            })
+        ));
+        let mut destroy0 = Cell::new(id(1), ChanMsg::Destroy(DestroyReason::None)).encode();
+        destroy0[3] = 0;
+        assert!(matches!(
+            Cell::decode(&destroy0),
+            Err(DecodeError::BadValue {
+                field: "circuit id",
+                ..
+            })
         ));
         let mut create = Cell::new(
-            CircId(9),
+            id(9),
             ChanMsg::Create(Create {
                 depth: 1,
                 handshake: ClientMessage::from_bytes(&[1u8; CLIENT_MESSAGE_LEN]),

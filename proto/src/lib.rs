@@ -1,5 +1,8 @@
 //! Shallot's wire formats, as pure encode and decode functions with no I/O.
 //!
+//! It sits at the bottom of the layering beside `crypto` (on which it builds): `link`,
+//! `directory`, the relay and the client all speak through these types.
+//!
 //! * [`cell`]: the fixed-size 514-byte cell and the channel commands (`docs/spec.md` §2);
 //! * [`relay_msg`]: the messages a circuit carries inside its onion layers, and their
 //!   fragmentation into cells (`docs/spec.md` §4.5);
@@ -12,14 +15,17 @@
 //! by every parser in Shallot.
 //!
 //! Every decoder checks every length, refuses trailing bytes, and allocates no more than the
-//! input it was given; unknown commands are typed errors.
+//! input it was given; unknown commands are typed errors. Encoders fail with [`EncodeError`]
+//! (a field over its limit: the caller's fault), never with [`DecodeError`].
 
 #![forbid(unsafe_code)]
 
 pub mod cell;
 pub mod dir;
+pub mod encode;
 pub mod flow;
 pub mod mailbox;
 pub mod relay_msg;
 
+pub use encode::EncodeError;
 pub use shallot_crypto::reader::{DecodeError, Reader, Writer};

@@ -10,10 +10,28 @@ use sha2::{Digest, Sha256};
 use shallot_crypto::keys::RelayId;
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
+use crate::encode::{check_len, put_u16_prefixed, EncodeError};
+
 /// A mailbox's name: its owner's blinded identity key for one epoch.
-pub type MailboxId = [u8; 32];
-/// An envelope's name at a mailbox: the first 16 bytes of SHA-256 of its bytes.
-pub type EnvelopeId = [u8; 16];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailboxId(pub [u8; 32]);
+
+/// An envelope's name at a mailbox: the first 16 bytes of SHA-256 of its bytes
+/// ([`envelope_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnvelopeId(pub [u8; 16]);
+
+impl AsRef<[u8]> for MailboxId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for EnvelopeId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// The largest sealed envelope a mailbox accepts.
 pub const MAX_ENVELOPE_LEN: usize = 20 * 1024;
@@ -49,7 +67,7 @@ pub fn envelope_id(envelope: &[u8]) -> EnvelopeId {
     let digest = Sha256::digest(envelope);
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
-    id
+    EnvelopeId(id)
 }
 
 /// An owner's proof of control over a mailbox, for one request to one relay.
@@ -79,7 +97,7 @@ pub fn auth_message(
     m.put(b"shallot-mailbox-request-v1");
     m.put(&relay.0);
     m.put_u8(op);
-    m.put(mailbox);
+    m.put(&mailbox.0);
     m.put_u64(timestamp);
     m.put(nonce);
     m.put(&Sha256::digest(body));
@@ -237,7 +255,7 @@ pub enum MailboxMsg {
 }
 
 fn put_auth(out: &mut Vec<u8>, a: &MailboxAuth) {
-    out.put(&a.mailbox);
+    out.put(&a.mailbox.0);
     out.put_u64(a.timestamp);
     out.put(&a.nonce);
     out.put(&a.signature);
@@ -245,7 +263,7 @@ fn put_auth(out: &mut Vec<u8>, a: &MailboxAuth) {
 
 fn read_auth(r: &mut Reader<'_>) -> Result<MailboxAuth, DecodeError> {
     Ok(MailboxAuth {
-        mailbox: r.array()?,
+        mailbox: MailboxId(r.array()?),
         timestamp: r.u64()?,
         nonce: r.array()?,
         signature: r.array()?,
@@ -256,7 +274,31 @@ fn too_long(len: usize, max: usize) -> DecodeError {
     DecodeError::TooLong { len, max }
 }
 
+/// The field names and limits an encoder checks.
+const ENVELOPE: (&str, usize) = ("envelope", MAX_ENVELOPE_LEN);
+const BUNDLE: (&str, usize) = ("prekey bundle", MAX_BUNDLE_LEN);
+const ACK_IDS: (&str, usize) = ("acknowledged ids", MAX_ACK_IDS);
+
+fn check((field, max): (&'static str, usize), len: usize) -> Result<(), EncodeError> {
+    check_len(field, len, max)
+}
+
 impl MailboxMsg {
+    /// The request id the message carries (for an answer, the request it answers).
+    pub fn request_id(&self) -> u32 {
+        match self {
+            MailboxMsg::Deposit { req, .. }
+            | MailboxMsg::Fetch { req, .. }
+            | MailboxMsg::Subscribe { req, .. }
+            | MailboxMsg::Ack { req, .. }
+            | MailboxMsg::PutBundle { req, .. }
+            | MailboxMsg::GetBundle { req, .. }
+            | MailboxMsg::Result { req, .. }
+            | MailboxMsg::Envelope { req, .. }
+            | MailboxMsg::Bundle { req, .. } => *req,
+        }
+    }
+
     /// Whether `kind` is a mailbox message type.
     pub fn is_mailbox_kind(kind: u8) -> bool {
         (kind::DEPOSIT..=kind::BUNDLE).contains(&kind)
@@ -264,7 +306,7 @@ impl MailboxMsg {
 
     /// The body an operation's [`MailboxAuth`] covers (see [`auth_message`]).
     pub fn ack_body(ids: &[EnvelopeId]) -> Vec<u8> {
-        ids.concat()
+        ids.iter().flat_map(|id| id.0).collect()
     }
 
     /// The body a put-bundle's [`MailboxAuth`] covers.
@@ -276,20 +318,18 @@ impl MailboxMsg {
     }
 
     /// Encodes the message, type byte first.
-    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             MailboxMsg::Deposit {
                 req,
                 mailbox,
                 envelope,
             } => {
-                if envelope.len() > MAX_ENVELOPE_LEN {
-                    return Err(too_long(envelope.len(), MAX_ENVELOPE_LEN));
-                }
+                check(ENVELOPE, envelope.len())?;
                 out.put_u8(kind::DEPOSIT);
                 out.put_u32(*req);
-                out.put(mailbox);
-                out.put_u16_prefixed(envelope)?;
+                out.put(&mailbox.0);
+                put_u16_prefixed(out, ENVELOPE.0, envelope)?;
             }
             MailboxMsg::Fetch { req, auth } => {
                 out.put_u8(kind::FETCH);
@@ -302,15 +342,13 @@ impl MailboxMsg {
                 put_auth(out, auth);
             }
             MailboxMsg::Ack { req, auth, ids } => {
-                if ids.len() > MAX_ACK_IDS {
-                    return Err(too_long(ids.len(), MAX_ACK_IDS));
-                }
+                check(ACK_IDS, ids.len())?;
                 out.put_u8(kind::ACK);
                 out.put_u32(*req);
                 put_auth(out, auth);
                 out.put_u16(ids.len() as u16);
                 for id in ids {
-                    out.put(id);
+                    out.put(&id.0);
                 }
             }
             MailboxMsg::PutBundle {
@@ -319,19 +357,17 @@ impl MailboxMsg {
                 expires,
                 bundle,
             } => {
-                if bundle.len() > MAX_BUNDLE_LEN {
-                    return Err(too_long(bundle.len(), MAX_BUNDLE_LEN));
-                }
+                check(BUNDLE, bundle.len())?;
                 out.put_u8(kind::PUT_BUNDLE);
                 out.put_u32(*req);
                 put_auth(out, auth);
                 out.put_u64(*expires);
-                out.put_u16_prefixed(bundle)?;
+                put_u16_prefixed(out, BUNDLE.0, bundle)?;
             }
             MailboxMsg::GetBundle { req, mailbox } => {
                 out.put_u8(kind::GET_BUNDLE);
                 out.put_u32(*req);
-                out.put(mailbox);
+                out.put(&mailbox.0);
             }
             MailboxMsg::Result { req, status, count } => {
                 out.put_u8(kind::RESULT);
@@ -340,21 +376,17 @@ impl MailboxMsg {
                 out.put_u32(*count);
             }
             MailboxMsg::Envelope { req, id, envelope } => {
-                if envelope.len() > MAX_ENVELOPE_LEN {
-                    return Err(too_long(envelope.len(), MAX_ENVELOPE_LEN));
-                }
+                check(ENVELOPE, envelope.len())?;
                 out.put_u8(kind::ENVELOPE);
                 out.put_u32(*req);
-                out.put(id);
-                out.put_u16_prefixed(envelope)?;
+                out.put(&id.0);
+                put_u16_prefixed(out, ENVELOPE.0, envelope)?;
             }
             MailboxMsg::Bundle { req, bundle } => {
-                if bundle.len() > MAX_BUNDLE_LEN {
-                    return Err(too_long(bundle.len(), MAX_BUNDLE_LEN));
-                }
+                check(BUNDLE, bundle.len())?;
                 out.put_u8(kind::BUNDLE);
                 out.put_u32(*req);
-                out.put_u16_prefixed(bundle)?;
+                put_u16_prefixed(out, BUNDLE.0, bundle)?;
             }
         }
         Ok(())
@@ -366,7 +398,7 @@ impl MailboxMsg {
         let req = r.u32()?;
         let msg = match kind {
             kind::DEPOSIT => {
-                let mailbox = r.array()?;
+                let mailbox = MailboxId(r.array()?);
                 let envelope = r.u16_prefixed()?;
                 if envelope.len() > MAX_ENVELOPE_LEN {
                     return Err(too_long(envelope.len(), MAX_ENVELOPE_LEN));
@@ -400,7 +432,7 @@ impl MailboxMsg {
                 }
                 let mut ids = Vec::with_capacity(n);
                 for _ in 0..n {
-                    ids.push(r.array()?);
+                    ids.push(EnvelopeId(r.array()?));
                 }
                 MailboxMsg::Ack { req, auth, ids }
             }
@@ -420,7 +452,7 @@ impl MailboxMsg {
             }
             kind::GET_BUNDLE => MailboxMsg::GetBundle {
                 req,
-                mailbox: r.array()?,
+                mailbox: MailboxId(r.array()?),
             },
             kind::RESULT => MailboxMsg::Result {
                 req,
@@ -428,7 +460,7 @@ impl MailboxMsg {
                 count: r.u32()?,
             },
             kind::ENVELOPE => {
-                let id = r.array()?;
+                let id = EnvelopeId(r.array()?);
                 let envelope = r.u16_prefixed()?;
                 if envelope.len() > MAX_ENVELOPE_LEN {
                     return Err(too_long(envelope.len(), MAX_ENVELOPE_LEN));
@@ -473,7 +505,7 @@ pub(crate) mod tests {
                 signature[..32].copy_from_slice(&s1);
                 signature[32..].copy_from_slice(&s2);
                 MailboxAuth {
-                    mailbox,
+                    mailbox: MailboxId(mailbox),
                     timestamp,
                     nonce,
                     signature,
@@ -491,7 +523,7 @@ pub(crate) mod tests {
             (any::<u32>(), any::<[u8; 32]>(), bytes(3000)).prop_map(|(req, mailbox, envelope)| {
                 MailboxMsg::Deposit {
                     req,
-                    mailbox,
+                    mailbox: MailboxId(mailbox),
                     envelope,
                 }
             }),
@@ -500,7 +532,7 @@ pub(crate) mod tests {
             (
                 any::<u32>(),
                 arb_auth(),
-                proptest::collection::vec(any::<[u8; 16]>(), 0..40)
+                proptest::collection::vec(any::<[u8; 16]>().prop_map(EnvelopeId), 0..40)
             )
                 .prop_map(|(req, auth, ids)| MailboxMsg::Ack { req, auth, ids }),
             (
@@ -515,12 +547,19 @@ pub(crate) mod tests {
                     expires,
                     bundle
                 }),
-            (any::<u32>(), any::<[u8; 32]>())
-                .prop_map(|(req, mailbox)| MailboxMsg::GetBundle { req, mailbox }),
+            (any::<u32>(), any::<[u8; 32]>()).prop_map(|(req, mailbox)| MailboxMsg::GetBundle {
+                req,
+                mailbox: MailboxId(mailbox)
+            }),
             (any::<u32>(), arb_status(), any::<u32>())
                 .prop_map(|(req, status, count)| MailboxMsg::Result { req, status, count }),
-            (any::<u32>(), any::<[u8; 16]>(), bytes(3000))
-                .prop_map(|(req, id, envelope)| MailboxMsg::Envelope { req, id, envelope }),
+            (any::<u32>(), any::<[u8; 16]>(), bytes(3000)).prop_map(|(req, id, envelope)| {
+                MailboxMsg::Envelope {
+                    req,
+                    id: EnvelopeId(id),
+                    envelope,
+                }
+            }),
             (any::<u32>(), bytes(MAX_BUNDLE_LEN))
                 .prop_map(|(req, bundle)| MailboxMsg::Bundle { req, bundle }),
         ]
@@ -531,10 +570,17 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let big = MailboxMsg::Deposit {
             req: 1,
-            mailbox: [0; 32],
+            mailbox: MailboxId([0; 32]),
             envelope: vec![0; MAX_ENVELOPE_LEN + 1],
         };
-        assert!(big.encode_into(&mut out).is_err());
+        assert_eq!(
+            big.encode_into(&mut out),
+            Err(EncodeError::TooLong {
+                field: "envelope",
+                len: MAX_ENVELOPE_LEN + 1,
+                max: MAX_ENVELOPE_LEN
+            })
+        );
         // An ack claiming more ids than the bytes hold fails before allocating.
         let mut raw = vec![0u8; 4 + 32 + 8 + 16 + 64];
         raw.extend_from_slice(&200u16.to_be_bytes());
@@ -549,30 +595,31 @@ pub(crate) mod tests {
     #[test]
     fn auth_message_binds_every_field() {
         let relay = RelayId([1; 20]);
-        let base = auth_message(&relay, kind::FETCH, &[2; 32], 3, &[4; 16], b"x");
+        let (m2, m9) = (MailboxId([2; 32]), MailboxId([9; 32]));
+        let base = auth_message(&relay, kind::FETCH, &m2, 3, &[4; 16], b"x");
         assert_ne!(
             base,
-            auth_message(&RelayId([9; 20]), kind::FETCH, &[2; 32], 3, &[4; 16], b"x")
+            auth_message(&RelayId([9; 20]), kind::FETCH, &m2, 3, &[4; 16], b"x")
         );
         assert_ne!(
             base,
-            auth_message(&relay, kind::ACK, &[2; 32], 3, &[4; 16], b"x")
+            auth_message(&relay, kind::ACK, &m2, 3, &[4; 16], b"x")
         );
         assert_ne!(
             base,
-            auth_message(&relay, kind::FETCH, &[9; 32], 3, &[4; 16], b"x")
+            auth_message(&relay, kind::FETCH, &m9, 3, &[4; 16], b"x")
         );
         assert_ne!(
             base,
-            auth_message(&relay, kind::FETCH, &[2; 32], 4, &[4; 16], b"x")
+            auth_message(&relay, kind::FETCH, &m2, 4, &[4; 16], b"x")
         );
         assert_ne!(
             base,
-            auth_message(&relay, kind::FETCH, &[2; 32], 3, &[9; 16], b"x")
+            auth_message(&relay, kind::FETCH, &m2, 3, &[9; 16], b"x")
         );
         assert_ne!(
             base,
-            auth_message(&relay, kind::FETCH, &[2; 32], 3, &[4; 16], b"y")
+            auth_message(&relay, kind::FETCH, &m2, 3, &[4; 16], b"y")
         );
     }
 }

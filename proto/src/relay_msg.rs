@@ -11,6 +11,7 @@ use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SER
 
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
+use crate::encode::{check_len, EncodeError};
 use crate::mailbox::MailboxMsg;
 
 /// Bytes of fragment header in each cell body.
@@ -60,7 +61,7 @@ impl RelayMsg {
     }
 
     /// Encodes the message (without fragment framing).
-    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::new();
         match self {
             RelayMsg::Extend(e) => {
@@ -79,12 +80,7 @@ impl RelayMsg {
             }
             RelayMsg::Mailbox(m) => m.encode_into(&mut out)?,
         }
-        if out.len() > MAX_RELAY_MSG_LEN {
-            return Err(DecodeError::TooLong {
-                len: out.len(),
-                max: MAX_RELAY_MSG_LEN,
-            });
-        }
+        check_len("relay message", out.len(), MAX_RELAY_MSG_LEN)?;
         Ok(out)
     }
 
@@ -123,20 +119,12 @@ impl RelayMsg {
 }
 
 /// Splits an encoded message into cell bodies of `body_len` bytes each.
-pub fn fragment(msg: &[u8], body_len: usize) -> Result<Vec<Vec<u8>>, DecodeError> {
+pub fn fragment(msg: &[u8], body_len: usize) -> Result<Vec<Vec<u8>>, EncodeError> {
     let chunk = body_len
         .checked_sub(FRAGMENT_HEADER_LEN)
         .filter(|&c| c > 0)
-        .ok_or(DecodeError::BadValue {
-            field: "cell body length",
-            reason: "too short to carry a fragment",
-        })?;
-    if msg.len() > MAX_RELAY_MSG_LEN {
-        return Err(DecodeError::TooLong {
-            len: msg.len(),
-            max: MAX_RELAY_MSG_LEN,
-        });
-    }
+        .ok_or(EncodeError::BodyTooShort(body_len))?;
+    check_len("relay message", msg.len(), MAX_RELAY_MSG_LEN)?;
     let pieces: Vec<&[u8]> = if msg.is_empty() {
         vec![&[][..]]
     } else {
@@ -282,8 +270,18 @@ mod tests {
             r.push(&frags[2]),
             Err(DecodeError::TooLong { .. })
         ));
-        assert!(fragment(&[0u8; MAX_RELAY_MSG_LEN + 1], 400).is_err());
-        assert!(fragment(b"x", 3).is_err());
+        assert!(matches!(
+            fragment(&[0u8; MAX_RELAY_MSG_LEN + 1], 400),
+            Err(EncodeError::TooLong { .. })
+        ));
+        assert_eq!(fragment(b"x", 3), Err(EncodeError::BodyTooShort(3)));
+        assert!(matches!(
+            RelayMsg::Data(vec![0; MAX_RELAY_MSG_LEN]).encode(),
+            Err(EncodeError::TooLong {
+                field: "relay message",
+                ..
+            })
+        ));
     }
 
     #[test]

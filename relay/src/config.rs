@@ -1,11 +1,13 @@
 //! Relay configuration: identity of the daemon, its limits and its timers
-//! (`docs/spec.md` §6.6, §6.7). Every limit has a production default chosen here.
+//! (`docs/spec.md` §6.6, §6.7, §9.3–9.4). Every limit, the mailbox service's and its store's
+//! included, has a production default chosen here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
+use shallot_proto::cell::CELL_LEN;
 use shallot_proto::flow::WINDOW_START;
 
 /// Resource limits. Each one is documented in `docs/spec.md` §6.6 and has a test that hits it.
@@ -53,6 +55,70 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The relay-wide count of queued cells beyond which the out-of-memory handler runs.
+    pub fn queue_cap_cells(&self) -> usize {
+        self.queue_memory_bytes / CELL_LEN
+    }
+}
+
+/// Mailbox service limits, each with a production default (`docs/spec.md` §9.4).
+#[derive(Debug, Clone)]
+pub struct MailboxLimits {
+    /// The store's limits.
+    pub store: StoreLimits,
+    /// Mailbox requests being handled at once, relay-wide; more are refused as busy.
+    pub pending_requests: usize,
+    /// Subscriptions one circuit may hold.
+    pub subscriptions_per_circuit: usize,
+    /// Subscriptions the relay holds in all.
+    pub subscriptions: usize,
+    /// Request nonces remembered for replay protection.
+    pub replay_cache: usize,
+    /// How often expired envelopes are deleted.
+    pub expiry_interval: Duration,
+}
+
+impl Default for MailboxLimits {
+    fn default() -> Self {
+        MailboxLimits {
+            store: StoreLimits::default(),
+            pending_requests: 4096,
+            subscriptions_per_circuit: 8,
+            subscriptions: 100_000,
+            replay_cache: 200_000,
+            expiry_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Mailbox store limits, each with a production default (`docs/spec.md` §9.4).
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    /// How long an envelope is kept if never acknowledged, in seconds.
+    pub expiry_secs: u64,
+    /// Envelopes one mailbox may hold.
+    pub envelopes_per_mailbox: u64,
+    /// Bytes of envelopes one mailbox may hold.
+    pub bytes_per_mailbox: u64,
+    /// Bytes of envelopes the whole store may hold.
+    pub total_bytes: u64,
+    /// Prekey bundles the store may hold (each at most 1 KiB).
+    pub bundles: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            expiry_secs: 7 * 24 * 3600,
+            envelopes_per_mailbox: 1000,
+            bytes_per_mailbox: 4 * 1024 * 1024,
+            total_bytes: 1024 * 1024 * 1024,
+            bundles: 100_000,
+        }
+    }
+}
+
 /// Timers.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -95,7 +161,7 @@ pub struct RelayConfig {
     /// Whether it offers a mailbox.
     pub mailbox: bool,
     /// Mailbox service limits (when `mailbox`).
-    pub mailbox_limits: crate::mailbox::MailboxLimits,
+    pub mailbox_limits: MailboxLimits,
     /// Resource limits.
     pub limits: Limits,
     /// Timers.
@@ -116,7 +182,7 @@ impl RelayConfig {
             bandwidth: 1024 * 1024,
             family: Vec::new(),
             mailbox: false,
-            mailbox_limits: crate::mailbox::MailboxLimits::default(),
+            mailbox_limits: MailboxLimits::default(),
             limits: Limits::default(),
             timing: Timing::default(),
             network: None,

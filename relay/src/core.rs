@@ -1,270 +1,311 @@
-//! The state every task of a relay shares: configuration, keys, the channel registry, the
-//! queue budget and the admission limits.
+//! The parts of a running relay and the life of its links (`docs/spec.md` §6.2–6.6): the
+//! shared [`Core`] that owns them, starting a link's two loops, closing a link, and relieving
+//! memory pressure. The relay's services (accepting, extending, the mailbox, the directory)
+//! are built on it in `daemon`, `extend`, `mailbox` and `publish`; it knows none of them.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
-use shallot_proto::cell::{DestroyReason, CELL_LEN};
-use tokio::sync::Notify;
+use shallot_link::{LinkKind, LinkReader, LinkWriter};
+use shallot_rt::lock;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
+use tracing::debug;
 
-use crate::channel::{lock, Channel};
+use crate::channel::{Channel, ChannelId, Peer};
+use crate::circuit::{CircuitError, Input, Side};
 use crate::config::RelayConfig;
+use crate::create::Admission;
+use crate::dispatch::handle_cell;
 use crate::keys::{OnionKeys, RelayKeys};
-use crate::limits::{ConnectionCounts, CreateLimiter};
+use crate::limits::ConnectionCounts;
 use crate::netview::NetView;
+use crate::oom;
 use crate::queue::QueueBudget;
+use crate::shell::{Env, ExtendRequest, Link, MailboxDoor};
 use crate::stats::Stats;
 
-/// Open channels, by id and by the relay at the other end.
+/// Open links, by channel and by the relay at the other end.
 #[derive(Default)]
-pub(crate) struct Registry {
-    by_id: HashMap<u64, Arc<Channel>>,
-    writers: HashMap<u64, AbortHandle>,
-    by_relay: HashMap<RelayId, Vec<u64>>,
+struct Registry {
+    by_id: HashMap<ChannelId, Arc<Link>>,
+    writers: HashMap<ChannelId, AbortHandle>,
+    by_relay: HashMap<RelayId, Vec<ChannelId>>,
 }
 
-/// Shared relay state.
+/// What every task of a relay shares.
 pub(crate) struct Core {
-    pub config: RelayConfig,
-    pub keys: RelayKeys,
-    pub onion: RwLock<OnionKeys>,
-    pub netview: RwLock<Arc<NetView>>,
-    pub budget: QueueBudget,
-    pub oom: Notify,
+    /// Its configuration.
+    pub(crate) config: RelayConfig,
+    /// Its fixed keys.
+    pub(crate) keys: RelayKeys,
+    /// What circuits act on.
+    pub(crate) env: Arc<Env>,
+    /// CREATE admission: onion keys and the create rate.
+    pub(crate) admission: Admission,
+    /// The relays it may extend to.
+    pub(crate) netview: RwLock<Arc<NetView>>,
     /// Signalled when the descriptor must be published again (after an onion key rotation).
-    pub republish: Notify,
+    pub(crate) republish: Notify,
     /// Signalled to fetch the consensus now (an extend named a relay we do not know).
-    pub refetch: Notify,
+    pub(crate) refetch: Notify,
     /// Signalled whenever a new view of the network is installed.
-    pub netview_changed: Notify,
-    pub creates: Mutex<CreateLimiter>,
-    pub conns: Mutex<ConnectionCounts>,
-    pub stats: Stats,
-    pub registry: Mutex<Registry>,
-    pub connect_locks: Mutex<HashMap<RelayId, Arc<tokio::sync::Mutex<()>>>>,
-    pub shutting_down: AtomicBool,
-    /// The mailbox service, on relays that offer one.
-    pub mailbox: Option<crate::mailbox::MailboxService>,
+    pub(crate) netview_changed: Notify,
+    /// Accepted connections per address.
+    pub(crate) conns: Mutex<ConnectionCounts>,
+    /// One connection attempt at a time per relay.
+    pub(crate) connect_locks: Mutex<HashMap<RelayId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set once the relay starts stopping.
+    pub(crate) shutting_down: AtomicBool,
+    registry: Mutex<Registry>,
     relieving: AtomicBool,
     next_channel: AtomicU64,
 }
 
 impl Core {
+    /// A relay's core, sending extend requests to `extends` and mailbox requests through
+    /// `mailbox`.
     pub(crate) fn new(
         config: RelayConfig,
         keys: RelayKeys,
         onion: OnionKeys,
-        mailbox: Option<crate::mailbox::MailboxService>,
+        extends: mpsc::UnboundedSender<ExtendRequest>,
+        mailbox: Option<MailboxDoor>,
     ) -> Self {
-        let creates = CreateLimiter::new(
-            config.limits.creates_per_sec_per_ip,
-            config.limits.create_burst_per_ip,
-        );
-        Core {
-            config,
-            keys,
-            onion: RwLock::new(onion),
-            netview: RwLock::new(Arc::new(NetView::default())),
-            budget: QueueBudget::default(),
+        let limits = &config.limits;
+        let env = Arc::new(Env {
+            me: keys.id,
+            extend_timeout: limits.extend_timeout,
+            budget: Arc::new(QueueBudget::default()),
+            stats: Stats::default(),
+            circuit_queue_cells: limits.circuit_queue_cells,
+            queue_cap_cells: limits.queue_cap_cells(),
             oom: Notify::new(),
+            extends,
+            mailbox,
+        });
+        Core {
+            admission: Admission::new(onion, limits),
+            env,
+            keys,
+            config,
+            netview: RwLock::new(Arc::new(NetView::default())),
             republish: Notify::new(),
             refetch: Notify::new(),
             netview_changed: Notify::new(),
-            creates: Mutex::new(creates),
             conns: Mutex::new(ConnectionCounts::default()),
-            stats: Stats::default(),
-            registry: Mutex::new(Registry::default()),
             connect_locks: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
-            mailbox,
+            registry: Mutex::new(Registry::default()),
             relieving: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),
         }
     }
 
-    /// The queued-cell count beyond which the out-of-memory handler runs.
-    pub fn queue_cap_cells(&self) -> usize {
-        self.config.limits.queue_memory_bytes / CELL_LEN
-    }
-
-    pub fn next_channel_id(&self) -> u64 {
-        self.next_channel.fetch_add(1, Ordering::Relaxed)
+    /// Its counters.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.env.stats
     }
 
     /// The current view of the network.
-    pub fn netview(&self) -> Arc<NetView> {
+    pub(crate) fn netview(&self) -> Arc<NetView> {
         match self.netview.read() {
             Ok(v) => v.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
 
-    /// The onion keys accepted now.
-    pub fn onion_keys(&self) -> OnionKeys {
-        match self.onion.read() {
-            Ok(k) => k.clone(),
-            Err(p) => p.into_inner().clone(),
+    /// Installs a new view of the network.
+    pub(crate) fn set_netview(&self, view: NetView) {
+        match self.netview.write() {
+            Ok(mut v) => *v = Arc::new(view),
+            Err(p) => *p.into_inner() = Arc::new(view),
         }
     }
 
-    /// Adds a channel to the registry and starts its reader and writer.
-    pub fn start_channel(
+    /// The onion keys accepted now.
+    pub(crate) fn onion_keys(&self) -> OnionKeys {
+        self.admission.onion_keys()
+    }
+
+    /// Starts a link whose handshake is done: records it and runs its two loops (the link
+    /// crate's), handing each cell read to [`handle_cell`].
+    pub(crate) fn start_channel(
         self: &Arc<Self>,
-        chan: Channel,
-        reader: shallot_link::LinkReader,
-        writer: shallot_link::LinkWriter,
-    ) -> Arc<Channel> {
-        let chan = Arc::new(chan);
-        Stats::bump(&self.stats.links_opened);
-        let w = tokio::spawn(crate::channel::write_loop(
-            self.clone(),
-            chan.clone(),
-            writer,
-        ));
+        peer: Peer,
+        reader: LinkReader,
+        writer: LinkWriter,
+    ) -> Arc<Link> {
+        let id = ChannelId(self.next_channel.fetch_add(1, Ordering::Relaxed));
+        let link = Arc::new(Link::new(Channel::new(id, peer, self.env.budget.clone())));
+        Stats::bump(&self.stats().links_opened);
+        let (core, l) = (self.clone(), link.clone());
+        let w = tokio::spawn(async move {
+            let stats = core.stats();
+            let wrote = shallot_link::write_loop(writer, &l.chan.signals, &l.chan, |cells| {
+                Stats::bump(&stats.records_written);
+                stats
+                    .cells_written
+                    .fetch_add(cells as u64, Ordering::Relaxed);
+            })
+            .await;
+            if let Err(e) = wrote {
+                debug!(channel = l.chan.id.0, "write failed: {e}");
+            }
+            core.close_channel(&l);
+        });
         {
             let mut reg = lock(&self.registry);
-            reg.by_id.insert(chan.id, chan.clone());
-            reg.writers.insert(chan.id, w.abort_handle());
-            if let Some(relay) = chan.peer_relay {
-                reg.by_relay.entry(relay).or_default().push(chan.id);
+            reg.by_id.insert(id, link.clone());
+            reg.writers.insert(id, w.abort_handle());
+            if let Some(relay) = peer.relay {
+                reg.by_relay.entry(relay).or_default().push(id);
             }
         }
-        tokio::spawn(crate::channel::read_loop(
-            self.clone(),
-            chan.clone(),
-            reader,
-        ));
-        chan
+        let (core, l) = (self.clone(), link.clone());
+        tokio::spawn(async move {
+            let end = shallot_link::read_loop(reader, &l.chan.signals, |cell| {
+                handle_cell(&core.env, &core.admission, &l, cell);
+                // Cells enter the relay here, so this is where memory pressure is relieved:
+                // at once, with no lock held, before the next cell can add to it.
+                if oom::over_cap(core.env.budget.queued(), core.env.queue_cap_cells) {
+                    core.relieve_memory_pressure();
+                }
+                Ok::<(), Infallible>(())
+            })
+            .await;
+            if end.is_violation() {
+                if l.chan.peer.kind == LinkKind::Relay {
+                    tracing::info!(channel = l.chan.id.0, "dropping relay link: {end}");
+                } else {
+                    debug!(channel = l.chan.id.0, "dropping client link: {end}");
+                }
+                Stats::bump(&core.stats().links_dropped_for_protocol);
+            } else {
+                debug!(channel = l.chan.id.0, "link closed: {end}");
+            }
+            core.close_channel(&l);
+        });
+        link
     }
 
-    /// An open channel to relay `id`, if there is one.
-    pub fn channel_to(&self, id: &RelayId) -> Option<Arc<Channel>> {
+    /// An open link to relay `id`, if there is one.
+    pub(crate) fn link_to(&self, id: &RelayId) -> Option<Arc<Link>> {
         let reg = lock(&self.registry);
         reg.by_relay
             .get(id)?
             .iter()
             .filter_map(|c| reg.by_id.get(c))
-            .find(|c| !c.is_closed())
+            .find(|l| !l.chan.is_closed())
             .cloned()
     }
 
-    /// Every open channel.
-    pub fn channels(&self) -> Vec<Arc<Channel>> {
+    /// Every open link.
+    pub(crate) fn links(&self) -> Vec<Arc<Link>> {
         lock(&self.registry).by_id.values().cloned().collect()
     }
 
-    /// Closes a channel: destroys its circuits (telling the other side of each), forgets it,
+    /// Closes a link: destroys its circuits (telling the other side of each), forgets it,
     /// and gives its writer a moment to flush before stopping it.
-    pub fn close_channel(self: &Arc<Self>, chan: &Arc<Channel>) {
-        chan.begin_close();
-        let removed = {
+    pub(crate) fn close_channel(&self, link: &Arc<Link>) {
+        link.chan.close();
+        let id = link.chan.id;
+        let (removed, writer) = {
             let mut reg = lock(&self.registry);
-            let removed = reg.by_id.remove(&chan.id).is_some();
-            let writer = reg.writers.remove(&chan.id);
-            if let Some(relay) = chan.peer_relay {
+            let removed = reg.by_id.remove(&id).is_some();
+            if let Some(relay) = link.chan.peer.relay {
                 if let Some(list) = reg.by_relay.get_mut(&relay) {
-                    list.retain(|c| *c != chan.id);
+                    list.retain(|c| *c != id);
                     if list.is_empty() {
                         reg.by_relay.remove(&relay);
                     }
                 }
             }
-            if let Some(w) = writer {
-                let (core, chan) = (self.clone(), chan.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    w.abort();
-                    chan.drop_queued(&core);
-                });
-            }
-            removed
+            (removed, reg.writers.remove(&id))
         };
+        if let Some(w) = writer {
+            let link = link.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                w.abort();
+                link.chan.drop_queued();
+            });
+        }
         if !removed {
             return;
         }
-        let circuits: Vec<_> = lock(&chan.circuits).drain().collect();
-        for (_, r) in circuits {
-            r.circ
-                .destroy(self, DestroyReason::LinkClosed, Some(r.side));
+        for (_, r) in link.take_all() {
+            r.circ.input(&self.env, Input::LinkClosed(r.side));
         }
-        if chan.counted {
-            lock(&self.conns).release(chan.peer_ip);
+        if link.chan.peer.counted {
+            lock(&self.conns).release(link.chan.peer.ip);
         }
     }
 
-    /// Drops every channel at once, sending nothing more on any of them.
-    pub fn abort_all_channels(&self) {
-        let (channels, writers): (Vec<_>, Vec<_>) = {
+    /// Drops every link at once, sending nothing more on any of them.
+    pub(crate) fn abort_all_channels(&self) {
+        let (links, writers): (Vec<_>, Vec<_>) = {
             let mut reg = lock(&self.registry);
             reg.by_relay.clear();
             (
-                reg.by_id.drain().map(|(_, c)| c).collect(),
+                reg.by_id.drain().map(|(_, l)| l).collect(),
                 reg.writers.drain().map(|(_, w)| w).collect(),
             )
         };
         for w in writers {
             w.abort();
         }
-        for chan in channels {
-            chan.begin_close();
-            lock(&chan.circuits).clear();
-            chan.drop_queued(self);
+        for link in links {
+            link.chan.close();
+            link.take_all();
+            link.chan.drop_queued();
         }
     }
 
-    /// Whether circuit creation from `ip` is within its rate.
-    pub fn allow_create(&self, ip: IpAddr) -> bool {
-        lock(&self.creates).allow(ip, std::time::Instant::now())
+    /// Whether `ip` may open another connection; counts it if so.
+    pub(crate) fn admit_connection(&self, ip: IpAddr) -> bool {
+        let limits = &self.config.limits;
+        lock(&self.conns).admit(ip, limits.connections_per_ip, limits.max_connections)
     }
 
     /// Destroys the circuits holding the oldest queued cells until the queues are back under
     /// 90% of the memory cap (`docs/spec.md` §6.6).
-    pub fn relieve_memory_pressure(self: &Arc<Self>) {
-        let cap = self.queue_cap_cells();
-        if self.budget.queued() <= cap || self.relieving.swap(true, Ordering::AcqRel) {
+    pub(crate) fn relieve_memory_pressure(&self) {
+        let env = &self.env;
+        let cap = env.queue_cap_cells;
+        if !oom::over_cap(env.budget.queued(), cap) || self.relieving.swap(true, Ordering::AcqRel) {
             return;
         }
         let mut candidates = Vec::new();
-        for chan in self.channels() {
-            for (t, id) in chan.oldest_cells() {
-                candidates.push((t, chan.clone(), id));
+        for link in self.links() {
+            for (t, id) in link.chan.oldest_cells() {
+                candidates.push((t, (link.clone(), id)));
             }
             // Replies waiting for a client's window hold memory too.
-            let ends: Vec<_> = lock(&chan.circuits)
-                .iter()
-                .filter(|(_, r)| r.side == crate::channel::Side::Prev)
-                .map(|(id, r)| (*id, r.circ.clone()))
-                .collect();
-            for (id, circ) in ends {
-                if let Some(t) = circ.oldest_waiting() {
-                    candidates.push((t, chan.clone(), id));
-                }
-            }
-        }
-        candidates.sort_by_key(|(t, _, _)| *t);
-        let target = cap / 10 * 9;
-        for (_, chan, id) in candidates {
-            if self.budget.queued() <= target {
-                break;
-            }
-            match chan.circuit(id) {
-                Some(r) => {
-                    if r.circ
-                        .destroy_if_alive(self, DestroyReason::ResourceLimit, None)
-                    {
-                        Stats::bump(&self.stats.circuits_destroyed_for_memory);
+            for (id, r) in link.circuits() {
+                if r.side == Side::Prev {
+                    if let Some(t) = r.circ.oldest_waiting() {
+                        candidates.push((t, (link.clone(), id)));
                     }
                 }
-                None => chan.forget_circuit(self, id),
             }
         }
+        oom::relieve(
+            candidates,
+            cap,
+            || env.budget.queued(),
+            |(link, id)| match link.circuit(id) {
+                Some(r) => r.circ.input(env, Input::Kill(CircuitError::MemoryPressure)),
+                None => link.chan.drop_circuit_cells(id),
+            },
+        );
         tracing::warn!(
-            queued_cells = self.budget.queued(),
+            queued_cells = env.budget.queued(),
             "queue memory over its cap: destroyed the circuits with the oldest queued cells"
         );
         self.relieving.store(false, Ordering::Release);

@@ -9,18 +9,21 @@ use std::time::{Duration, SystemTime};
 use shallot_crypto::keyfile::KeyFileError;
 use shallot_crypto::keys::RelayId;
 use shallot_link::LinkKind;
-use shallot_proto::cell::DestroyReason;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use crate::channel::{lock, Channel};
+use crate::channel::Peer;
+use crate::circuit::{CircuitError, Input, Side};
 use crate::config::RelayConfig;
 use crate::core::Core;
 use crate::keys;
+use crate::mailbox::store::StoreError;
+use crate::mailbox::MailboxService;
 use crate::netview::NetView;
+use crate::shell::MailboxDoor;
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Why a relay could not start.
@@ -30,8 +33,8 @@ pub enum RelayError {
     #[error("{0}")]
     Keys(#[from] KeyFileError),
     /// Its mailbox store could not be opened.
-    #[error("{0}")]
-    Mailbox(crate::mailbox::store::StoreError),
+    #[error("cannot open the mailbox store: {0}")]
+    Mailbox(#[source] StoreError),
     /// It could not listen on its address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -40,6 +43,18 @@ pub enum RelayError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl RelayError {
+    /// Whether starting again later may succeed (the address may be freed, the store's
+    /// thread started); keys that do not load will not load next time either.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RelayError::Keys(_) => false,
+            RelayError::Mailbox(e) => !matches!(e, StoreError::Db(_) | StoreError::File(_)),
+            RelayError::Listen { .. } => true,
+        }
+    }
 }
 
 /// A running relay.
@@ -69,29 +84,39 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         addr: config.listen,
         source,
     })?;
-    let mailbox = if config.mailbox {
+    let mut mailbox = None;
+    let mut door = None;
+    if config.mailbox {
         let path = config.data_dir.join("mailbox.db");
-        Some(
-            crate::mailbox::MailboxService::open(&path, config.mailbox_limits.clone())
-                .map_err(RelayError::Mailbox)?,
-        )
-    } else {
-        None
-    };
+        let limits = config.mailbox_limits.clone();
+        let pending = Arc::new(Semaphore::new(limits.pending_requests));
+        let service = MailboxService::open(&path, limits, keys.id, pending.clone())
+            .map_err(RelayError::Mailbox)?;
+        let (requests, incoming) = mpsc::unbounded_channel();
+        mailbox = Some((Arc::new(service), incoming));
+        door = Some(MailboxDoor { requests, pending });
+    }
     // A relay listening on port 0 publishes the port it got.
     let address = match config.advertise {
         Some(a) => a,
         None => local_addr,
     };
     let network = config.network.clone();
-    let core = Arc::new(Core::new(config, keys, onion, mailbox));
+    let (extends, extend_requests) = mpsc::unbounded_channel();
+    let core = Arc::new(Core::new(config, keys, onion, extends, door));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(accept_loop(core.clone(), listener, stopped.clone())),
         tokio::spawn(oom_loop(core.clone(), stopped.clone())),
         tokio::spawn(rotation_loop(core.clone(), stopped.clone())),
-        tokio::spawn(crate::mailbox::MailboxService::expiry_loop(core.clone())),
+        tokio::spawn(crate::extend::serve(core.clone(), extend_requests)),
     ];
+    if let Some((service, incoming)) = mailbox {
+        tasks.push(tokio::spawn(
+            service.clone().serve(core.env.clone(), incoming),
+        ));
+        tasks.push(tokio::spawn(service.expiry_loop()));
+    }
     if let Some(network) = network {
         tasks.push(tokio::spawn(crate::publish::directory_loop(
             core.clone(),
@@ -122,25 +147,20 @@ impl RelayHandle {
 
     /// Its counters.
     pub fn stats(&self) -> StatsSnapshot {
-        self.core.stats.snapshot()
+        self.core.stats().snapshot()
     }
 
     /// Cells queued on all its links now.
     pub fn queued_cells(&self) -> usize {
-        self.core.budget.queued()
+        self.core.env.budget.queued()
     }
 
     /// Circuits open now (counted once per circuit).
     pub fn open_circuits(&self) -> usize {
         self.core
-            .channels()
+            .links()
             .iter()
-            .map(|c| {
-                lock(&c.circuits)
-                    .values()
-                    .filter(|r| r.side == crate::channel::Side::Prev)
-                    .count()
-            })
+            .map(|l| l.count_side(Side::Prev))
             .sum()
     }
 
@@ -151,10 +171,7 @@ impl RelayHandle {
 
     /// Replaces its view of the network (normally from each new consensus).
     pub fn set_netview(&self, view: NetView) {
-        match self.core.netview.write() {
-            Ok(mut v) => *v = Arc::new(view),
-            Err(p) => *p.into_inner() = Arc::new(view),
-        }
+        self.core.set_netview(view);
     }
 
     /// The onion key it publishes now.
@@ -190,21 +207,20 @@ impl RelayHandle {
         for t in &self.tasks {
             t.abort();
         }
-        let channels = self.core.channels();
-        for chan in &channels {
-            let circuits: Vec<_> = lock(&chan.circuits).values().cloned().collect();
-            for r in circuits {
+        let links = self.core.links();
+        for link in &links {
+            for (_, r) in link.circuits() {
                 r.circ
-                    .destroy(&self.core, DestroyReason::ShuttingDown, None);
+                    .input(&self.core.env, Input::Kill(CircuitError::ShuttingDown));
             }
         }
         // Let writers flush the destroy cells (bounded), then close everything.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.core.budget.queued() > 0 && tokio::time::Instant::now() < deadline {
+        while self.core.env.budget.queued() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        for chan in channels {
-            self.core.close_channel(&chan);
+        for link in links {
+            self.core.close_channel(&link);
         }
         info!("relay stopped");
     }
@@ -237,11 +253,8 @@ async fn accept_loop(core: Arc<Core>, listener: TcpListener, mut stopped: watch:
             },
             _ = stopped.changed() => return,
         };
-        let limits = &core.config.limits;
-        let admitted =
-            lock(&core.conns).admit(peer.ip(), limits.connections_per_ip, limits.max_connections);
-        if !admitted {
-            Stats::bump(&core.stats.connections_refused);
+        if !core.admit_connection(peer.ip()) {
+            Stats::bump(&core.stats().connections_refused);
             continue;
         }
         tokio::spawn(handshake(core.clone(), stream, peer));
@@ -258,27 +271,26 @@ async fn handshake(core: Arc<Core>, stream: TcpStream, peer: SocketAddr) {
     match accepted {
         Ok(acc) if acc.kind == LinkKind::Probe => {
             crate::publish::answer_probe(&core, acc, peer).await;
-            lock(&core.conns).release(peer.ip());
+            shallot_rt::lock(&core.conns).release(peer.ip());
         }
         Ok(acc) => {
             let peer_relay = match (acc.kind, acc.peer_key) {
                 (LinkKind::Relay, Some(key)) => core.netview().identify(&key),
                 _ => None,
             };
-            let chan = Channel::new(
-                core.next_channel_id(),
-                acc.kind,
-                peer.ip(),
-                peer_relay,
-                false,
-                true,
-            );
-            core.start_channel(chan, acc.reader, acc.writer);
+            let who = Peer {
+                kind: acc.kind,
+                ip: peer.ip(),
+                relay: peer_relay,
+                we_initiated: false,
+                counted: true,
+            };
+            core.start_channel(who, acc.reader, acc.writer);
         }
         Err(e) => {
             debug!("link handshake failed: {e}");
-            Stats::bump(&core.stats.handshakes_failed);
-            lock(&core.conns).release(peer.ip());
+            Stats::bump(&core.stats().handshakes_failed);
+            shallot_rt::lock(&core.conns).release(peer.ip());
         }
     }
 }
@@ -286,7 +298,7 @@ async fn handshake(core: Arc<Core>, stream: TcpStream, peer: SocketAddr) {
 async fn oom_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = core.oom.notified() => core.relieve_memory_pressure(),
+            _ = core.env.oom.notified() => core.relieve_memory_pressure(),
             _ = stopped.changed() => return,
         }
     }
@@ -313,10 +325,7 @@ async fn rotation_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
                     info!("rotated the onion key");
                     core.republish.notify_one();
                 }
-                match core.onion.write() {
-                    Ok(mut k) => *k = onion,
-                    Err(p) => *p.into_inner() = onion,
-                }
+                core.admission.set_onion_keys(onion);
             }
             Err(e) => tracing::warn!("onion key rotation failed: {e}"),
         }

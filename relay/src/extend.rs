@@ -1,28 +1,36 @@
-//! Extending a circuit to the next relay (`docs/spec.md` §6.4): check the target, reuse or
-//! open a link to it (proving our link key, checking theirs against the consensus), send a
-//! create, and wait for the answer.
+//! The extend service (`docs/spec.md` §6.4): for each circuit whose machine asked to be
+//! extended, look the target up in the consensus (fetching a new one once if it is unknown),
+//! reuse or open a link to it (proving our link key, checking theirs), record the circuit
+//! there, and hand the result back to the circuit; then wake it when CREATED is due.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shallot_crypto::onion::MAX_HOPS;
-use shallot_link::LinkKind;
-use shallot_proto::cell::{ChanMsg, Create, DestroyReason};
-use shallot_proto::relay_msg::Extend;
+use shallot_link::{LinkError, LinkKind};
+use shallot_rt::lock;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::channel::{lock, Channel, CircRef, Side};
-use crate::circuit::Circuit;
+use crate::channel::Peer;
+use crate::circuit::{ExtendRefusal, Input, Side};
 use crate::core::Core;
 use crate::netview::PeerInfo;
-use crate::stats::Stats;
+use crate::shell::{CircRef, ExtendRequest, Link};
+
+/// Serves extend requests until the relay stops, each in a task of its own.
+pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver<ExtendRequest>) {
+    while let Some(request) = requests.recv().await {
+        tokio::spawn(run(core.clone(), request));
+    }
+}
 
 /// Runs one extend request to completion (or to the circuit's destruction).
-pub(crate) async fn run(core: Arc<Core>, circ: Arc<Circuit>, ext: Extend) {
-    let mut checked = check_target(&core, &circ, &ext);
-    if checked == Err(DestroyReason::ConnectFailed) && core.config.network.is_some() {
+async fn run(core: Arc<Core>, ExtendRequest { circ, target }: ExtendRequest) {
+    let env = &core.env;
+    let mut peer = core.netview().lookup(&target).cloned();
+    if peer.is_none() && core.config.network.is_some() {
         // The target may be newer than our consensus: fetch one and look again.
         let changed = core.netview_changed.notified();
         tokio::pin!(changed);
@@ -32,113 +40,68 @@ pub(crate) async fn run(core: Arc<Core>, circ: Arc<Circuit>, ext: Extend) {
             .await
             .is_ok()
         {
-            checked = check_target(&core, &circ, &ext);
+            peer = core.netview().lookup(&target).cloned();
         }
     }
-    let peer = match checked {
-        Ok(peer) => peer,
-        Err(reason) => {
-            Stats::bump(&core.stats.extends_refused);
-            return circ.destroy(&core, reason, None);
-        }
+    let Some(peer) = peer else {
+        return circ.input(env, Input::ExtendFailed(ExtendRefusal::NotListed));
     };
-    let chan = match channel_to(&core, &peer).await {
-        Ok(chan) => chan,
+    let link = match link_to(&core, &peer).await {
+        Ok(link) => link,
         Err(e) => {
             debug!("extend to {} failed: {e}", peer.id);
-            Stats::bump(&core.stats.extends_refused);
-            return circ.destroy(&core, DestroyReason::ConnectFailed, None);
+            return circ.input(env, Input::ExtendFailed(ExtendRefusal::Unreachable(e)));
         }
     };
-    {
-        let mut st = lock(&circ.state);
-        if st.destroyed {
-            return;
-        }
-        let Some(id) = chan.add_outbound_circuit(
-            &core,
-            CircRef {
-                circ: circ.clone(),
-                side: Side::Next,
-            },
-        ) else {
-            drop(st);
-            return circ.destroy(&core, DestroyReason::ResourceLimit, None);
-        };
-        st.next = Some((chan.clone(), id));
-        chan.send_control(
-            &core,
-            id,
-            ChanMsg::Create(Create {
-                depth: circ.depth + 1,
-                handshake: ext.handshake,
-            }),
-        );
+    let entry = CircRef {
+        circ: circ.clone(),
+        side: Side::Next,
+    };
+    let Some(id) = link.add_outbound(entry, core.config.limits.circuits_per_link) else {
+        return circ.input(env, Input::ExtendFailed(ExtendRefusal::NoFreeId));
+    };
+    if !circ.attach_next(env, link, id) {
+        return;
     }
-    tokio::time::sleep(core.config.limits.extend_timeout).await;
-    let timed_out = {
-        let st = lock(&circ.state);
-        st.extending && !st.destroyed
-    };
-    if timed_out {
-        circ.destroy(&core, DestroyReason::Timeout, None);
+    while let Some(deadline) = circ.created_deadline() {
+        tokio::time::sleep_until(deadline.into()).await;
+        circ.input(env, Input::Timer);
     }
 }
 
-fn check_target(core: &Core, circ: &Circuit, ext: &Extend) -> Result<PeerInfo, DestroyReason> {
-    if circ.depth >= MAX_HOPS {
-        return Err(DestroyReason::Protocol);
-    }
-    if ext.target == core.keys.id {
-        debug!("refusing to extend to ourselves");
-        return Err(DestroyReason::Protocol);
-    }
-    if circ.prev.peer_relay == Some(ext.target) {
-        debug!("refusing to extend back along the circuit");
-        return Err(DestroyReason::Protocol);
-    }
-    core.netview()
-        .lookup(&ext.target)
-        .cloned()
-        .ok_or(DestroyReason::ConnectFailed)
-}
-
-/// An open channel to `peer`, opening one if there is none.
-pub(crate) async fn channel_to(
-    core: &Arc<Core>,
-    peer: &PeerInfo,
-) -> Result<Arc<Channel>, shallot_link::LinkError> {
-    if let Some(chan) = core.channel_to(&peer.id) {
-        return Ok(chan);
+/// An open link to `peer`, opening one if there is none (one attempt at a time per peer).
+async fn link_to(core: &Arc<Core>, peer: &PeerInfo) -> Result<Arc<Link>, LinkError> {
+    if let Some(link) = core.link_to(&peer.id) {
+        return Ok(link);
     }
     let gate = lock(&core.connect_locks)
         .entry(peer.id)
         .or_default()
         .clone();
     let _held = gate.lock().await;
-    if let Some(chan) = core.channel_to(&peer.id) {
-        return Ok(chan);
+    if let Some(link) = core.link_to(&peer.id) {
+        return Ok(link);
     }
-    let limit = core.config.limits.handshake_timeout;
-    let stream = connect_from(
-        core.config.listen,
-        peer.address,
-        core.config.limits.socket_send_buffer,
-    );
-    let stream = tokio::time::timeout(limit, stream)
+    let limits = &core.config.limits;
+    let stream = connect_from(core.config.listen, peer.address, limits.socket_send_buffer);
+    let stream = tokio::time::timeout(limits.handshake_timeout, stream)
         .await
-        .map_err(|_| shallot_link::LinkError::Timeout)??;
-    let (reader, writer) =
-        shallot_link::connect_relay(stream, &core.keys.link, &peer.link_key, limit).await?;
-    let chan = Channel::new(
-        core.next_channel_id(),
-        LinkKind::Relay,
-        peer.address.ip(),
-        Some(peer.id),
-        true,
-        false,
-    );
-    Ok(core.start_channel(chan, reader, writer))
+        .map_err(|_| LinkError::Timeout)??;
+    let (reader, writer) = shallot_link::connect_relay(
+        stream,
+        &core.keys.link,
+        &peer.link_key,
+        limits.handshake_timeout,
+    )
+    .await?;
+    let who = Peer {
+        kind: LinkKind::Relay,
+        ip: peer.address.ip(),
+        relay: Some(peer.id),
+        we_initiated: true,
+        counted: false,
+    };
+    Ok(core.start_channel(who, reader, writer))
 }
 
 /// Connects to `to` from this relay's own listening address (when it names one), so that

@@ -4,24 +4,18 @@
 //! circuits may be extended to.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
 use shallot_directory::network::NetworkFile;
 use shallot_proto::dir::descriptor::RelayDescriptor;
 use shallot_proto::dir::{Consensus, Flags};
+use shallot_rt::unix_now;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::core::Core;
 use crate::netview::{NetView, PeerInfo};
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// This relay's descriptor as of now, signed.
 pub(crate) fn signed_descriptor(core: &Core, address: std::net::SocketAddr) -> Option<String> {
@@ -57,14 +51,17 @@ pub(crate) async fn answer_probe(
     acc: shallot_link::Accepted,
     peer: std::net::SocketAddr,
 ) {
-    if !core.allow_create(peer.ip()) {
+    if !core
+        .admission
+        .allow_create(peer.ip(), std::time::Instant::now())
+    {
         debug!("probe from {peer} refused: over its rate");
         return;
     }
     let onion = core.onion_keys();
     let keys = shallot_directory::probe::RelayProbeKeys {
         identity: &core.keys.identity,
-        onion: onion.accepted(SystemTime::now()),
+        onion: onion.accepted(std::time::SystemTime::now()),
     };
     let limit = core.config.limits.handshake_timeout;
     match shallot_directory::probe::respond(

@@ -45,13 +45,13 @@ pub const MAX_CONTROL_CELLS: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CircuitQueueFull;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct CircQueue {
     cells: VecDeque<(Instant, RawCell)>,
 }
 
 /// The outbound queue of one link.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OutQueue {
     control: VecDeque<RawCell>,
     circuits: HashMap<CircId, CircQueue>,
@@ -166,6 +166,10 @@ impl OutQueue {
 mod tests {
     use super::*;
 
+    fn id(v: u32) -> CircId {
+        CircId::new(v).unwrap()
+    }
+
     fn cell(tag: u8) -> RawCell {
         let mut c = [0u8; CELL_LEN];
         c[10] = tag;
@@ -177,10 +181,8 @@ mod tests {
         let budget = QueueBudget::default();
         let mut q = OutQueue::default();
         for i in 0..3 {
-            q.push_circuit(CircId(1), cell(10 + i), 100, &budget)
-                .unwrap();
-            q.push_circuit(CircId(2), cell(20 + i), 100, &budget)
-                .unwrap();
+            q.push_circuit(id(1), cell(10 + i), 100, &budget).unwrap();
+            q.push_circuit(id(2), cell(20 + i), 100, &budget).unwrap();
         }
         q.push_control(cell(1), &budget).unwrap();
         assert_eq!(budget.queued(), 7);
@@ -197,14 +199,14 @@ mod tests {
         let budget = QueueBudget::default();
         let mut q = OutQueue::default();
         for _ in 0..5 {
-            q.push_circuit(CircId(1), cell(0), 5, &budget).unwrap();
+            q.push_circuit(id(1), cell(0), 5, &budget).unwrap();
         }
         assert_eq!(
-            q.push_circuit(CircId(1), cell(0), 5, &budget),
+            q.push_circuit(id(1), cell(0), 5, &budget),
             Err(CircuitQueueFull)
         );
         // Other circuits are unaffected.
-        assert!(q.push_circuit(CircId(2), cell(0), 5, &budget).is_ok());
+        assert!(q.push_circuit(id(2), cell(0), 5, &budget).is_ok());
     }
 
     #[test]
@@ -212,11 +214,11 @@ mod tests {
         let budget = QueueBudget::default();
         let mut q = OutQueue::default();
         for _ in 0..4 {
-            q.push_circuit(CircId(7), cell(0), 10, &budget).unwrap();
+            q.push_circuit(id(7), cell(0), 10, &budget).unwrap();
         }
-        q.push_circuit(CircId(8), cell(0), 10, &budget).unwrap();
+        q.push_circuit(id(8), cell(0), 10, &budget).unwrap();
         assert_eq!(q.oldest_cells().len(), 2);
-        assert_eq!(q.remove_circuit(CircId(7), &budget), 4);
+        assert_eq!(q.remove_circuit(id(7), &budget), 4);
         assert_eq!(budget.queued(), 1);
         let mut out = Vec::new();
         assert_eq!(q.drain_into(10, &mut out, &budget), 1);
@@ -241,7 +243,7 @@ mod tests {
         let budget = QueueBudget::default();
         let mut q = OutQueue::default();
         for _ in 0..200 {
-            q.push_circuit(CircId(1), cell(0), 1000, &budget).unwrap();
+            q.push_circuit(id(1), cell(0), 1000, &budget).unwrap();
         }
         let mut out = Vec::new();
         assert_eq!(q.drain_into(127, &mut out, &budget), 127);

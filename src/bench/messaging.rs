@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerConfig, MessengerEvent};
 use shallot_client::store::Store;
+use shallot_proto::mailbox::{EnvelopeId, MailboxId};
 use shallot_proto::relay_msg::RelayMsg;
 use tokio::sync::mpsc;
 
@@ -173,7 +174,7 @@ async fn commit_time(dir: &Path) -> Result<Duration, BenchError> {
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&i.to_be_bytes());
         store
-            .deposit([1; 32], id, vec![0; 600], 1)
+            .deposit(MailboxId([1; 32]), EnvelopeId(id), vec![0; 600], 1)
             .await
             .map_err(BenchError::other)?;
         times.push(start.elapsed());

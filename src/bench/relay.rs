@@ -181,7 +181,9 @@ fn create_cells(
     let mut cells = Vec::with_capacity(count * CELL_LEN);
     for i in 0..count {
         let (_, handshake) = ClientHandshake::start(rng, relay, onion_key);
-        let id = CircId(CircId::INITIATOR_BIT | (link * 100_000 + i + 1) as u32);
+        let Some(id) = CircId::from_random((link * 100_000 + i + 1) as u32, true) else {
+            continue;
+        };
         let create = ChanMsg::Create(Create {
             depth: 1,
             handshake,

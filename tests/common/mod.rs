@@ -182,7 +182,7 @@ impl RawLink {
         let cells = tokio::time::timeout(limit, self.read_cells())
             .await
             .ok()??;
-        Some(shallot_proto::cell::Cell::decode(&cells[..shallot_proto::cell::CELL_LEN]).unwrap())
+        shallot_proto::cell::Cell::decode(&cells[..shallot_proto::cell::CELL_LEN]).unwrap()
     }
 }
 
@@ -225,7 +225,7 @@ pub fn create_cell(
         &x25519_dalek::PublicKey::from(relay.handle.onion_key()),
     );
     let cell = Cell::new(
-        CircId(id),
+        CircId::new(id).unwrap(),
         ChanMsg::Create(Create {
             depth,
             handshake: msg,
@@ -280,10 +280,10 @@ impl StalledRelay {
                     };
                     let mut replies = Vec::new();
                     for raw in cells.chunks_exact(CELL_LEN) {
-                        if let Ok(Cell {
+                        if let Ok(Some(Cell {
                             circ_id,
                             msg: ChanMsg::Create(c),
-                        }) = Cell::decode(raw)
+                        })) = Cell::decode(raw)
                         {
                             let (reply, _) = shallot_crypto::ntor::server_handshake(
                                 &mut rand::thread_rng(),

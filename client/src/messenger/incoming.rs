@@ -66,7 +66,7 @@ impl Messenger {
             debug!("a relay sent an envelope under the wrong id");
             return Ok(Handled::Rejected);
         }
-        if !store.first_sight_of_envelope(id, now)? {
+        if !store.first_sight_of_envelope(&id.0, now)? {
             return Ok(Handled::Duplicate);
         }
         let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {

@@ -62,7 +62,7 @@ impl Messenger {
             let body = shallot_crypto::published::seal(
                 &mut rand::thread_rng(),
                 &self.me.public(),
-                &mailbox,
+                &mailbox.0,
                 &plain,
             )
             .map_err(|err| MessengerError::BadText(err.to_string()))?;
@@ -113,7 +113,7 @@ impl Messenger {
             .await;
             match got {
                 Ok(Some(record)) => {
-                    let opened = shallot_crypto::published::open(peer, &mailbox, &record)
+                    let opened = shallot_crypto::published::open(peer, &mailbox.0, &record)
                         .map_err(|e| e.to_string())
                         .and_then(|bytes| PrekeyBundle::decode(&bytes).map_err(|e| e.to_string()));
                     match opened {

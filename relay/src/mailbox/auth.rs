@@ -74,7 +74,7 @@ pub fn check(
     if auth.timestamp.abs_diff(now) > FRESHNESS_SECS {
         return Err(Status::Stale);
     }
-    let key = VerifyingKey::from_bytes(&auth.mailbox).map_err(|_| Status::BadSignature)?;
+    let key = VerifyingKey::from_bytes(&auth.mailbox.0).map_err(|_| Status::BadSignature)?;
     let msg = auth_message(me, op, &auth.mailbox, auth.timestamp, &auth.nonce, body);
     key.verify_strict(&msg, &Signature::from_bytes(&auth.signature))
         .map_err(|_| Status::BadSignature)?;
@@ -103,7 +103,7 @@ mod tests {
         ts: u64,
         nonce: [u8; 16],
     ) -> MailboxAuth {
-        let mailbox = key.verifying_key().to_bytes();
+        let mailbox = MailboxId(key.verifying_key().to_bytes());
         let sig = key.sign(&auth_message(me, op, &mailbox, ts, &nonce, b""));
         MailboxAuth {
             mailbox,
@@ -193,16 +193,16 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_never_locks_owners_out() {
         let mut cache = ReplayCache::new(2);
-        assert!(cache.insert([0; 32], [1; 16], 10, 0));
-        assert!(cache.insert([0; 32], [2; 16], 20, 0));
+        assert!(cache.insert(MailboxId([0; 32]), [1; 16], 10, 0));
+        assert!(cache.insert(MailboxId([0; 32]), [2; 16], 20, 0));
         assert!(
-            !cache.insert([0; 32], [2; 16], 20, 1),
+            !cache.insert(MailboxId([0; 32]), [2; 16], 20, 1),
             "a replay is refused"
         );
         // Full of fresh nonces: a new request is still accepted, the oldest nonce forgotten.
-        assert!(cache.insert([1; 32], [3; 16], 20, 5));
+        assert!(cache.insert(MailboxId([1; 32]), [3; 16], 20, 5));
         assert_eq!(cache.seen.len(), 2);
-        assert!(!cache.seen.contains_key(&([0; 32], [1; 16])));
-        assert!(!cache.insert([1; 32], [3; 16], 30, 11));
+        assert!(!cache.seen.contains_key(&(MailboxId([0; 32]), [1; 16])));
+        assert!(!cache.insert(MailboxId([1; 32]), [3; 16], 30, 11));
     }
 }

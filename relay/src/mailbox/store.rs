@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use shallot_proto::mailbox::{EnvelopeId, MailboxId};
@@ -15,42 +16,25 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-/// Store limits, each with a production default (`docs/spec.md` §9.4).
-#[derive(Debug, Clone)]
-pub struct StoreLimits {
-    /// How long an envelope is kept if never acknowledged, in seconds.
-    pub expiry_secs: u64,
-    /// Envelopes one mailbox may hold.
-    pub envelopes_per_mailbox: u64,
-    /// Bytes of envelopes one mailbox may hold.
-    pub bytes_per_mailbox: u64,
-    /// Bytes of envelopes the whole store may hold.
-    pub total_bytes: u64,
-    /// Prekey bundles the store may hold (each at most 1 KiB).
-    pub bundles: u64,
-}
-
-impl Default for StoreLimits {
-    fn default() -> Self {
-        StoreLimits {
-            expiry_secs: 7 * 24 * 3600,
-            envelopes_per_mailbox: 1000,
-            bytes_per_mailbox: 4 * 1024 * 1024,
-            total_bytes: 1024 * 1024 * 1024,
-            bundles: 100_000,
-        }
-    }
-}
+pub use crate::config::StoreLimits;
 
 /// Why a store operation failed.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
+///
+/// Clone, because one failed commit answers every request of its batch.
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// The mailbox (or the whole store) has no room.
     #[error("mailbox full")]
     Full,
     /// The database failed.
-    #[error("mailbox database error: {0}")]
-    Db(String),
+    #[error("mailbox database error")]
+    Db(#[source] Arc<rusqlite::Error>),
+    /// The database file could not be created with its permissions.
+    #[error("cannot create the mailbox database file")]
+    File(#[source] Arc<shallot_crypto::keyfile::KeyFileError>),
+    /// The store thread could not be started.
+    #[error("cannot start the mailbox store thread")]
+    Thread(#[source] Arc<std::io::Error>),
     /// The store thread has stopped.
     #[error("mailbox store stopped")]
     Stopped,
@@ -58,7 +42,7 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(e.to_string())
+        StoreError::Db(Arc::new(e))
     }
 }
 
@@ -138,7 +122,7 @@ impl Store {
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
         if !path.exists() {
             shallot_crypto::keyfile::write_private_file(path, b"")
-                .map_err(|e| StoreError::Db(e.to_string()))?;
+                .map_err(|e| StoreError::File(Arc::new(e)))?;
         }
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
@@ -156,7 +140,7 @@ impl Store {
         std::thread::Builder::new()
             .name("mailbox-store".into())
             .spawn(move || worker.run(rx))
-            .map_err(|e| StoreError::Db(e.to_string()))?;
+            .map_err(|e| StoreError::Thread(Arc::new(e)))?;
         Ok(Store { jobs })
     }
 
@@ -281,7 +265,7 @@ impl Worker {
             warn!("mailbox store commit failed: {e}");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.total_bytes = bytes_before;
-            StoreError::Db(e.to_string())
+            StoreError::from(e)
         });
         for answer in answers {
             answer(failed.clone());
@@ -346,7 +330,7 @@ impl Worker {
             .conn
             .query_row(
                 "SELECT 1 FROM envelopes WHERE mailbox = ?1 AND id = ?2",
-                params![&mailbox[..], &id[..]],
+                params![&mailbox.0[..], &id.0[..]],
                 |r| r.get(0),
             )
             .optional()?;
@@ -355,7 +339,7 @@ impl Worker {
         }
         let (count, bytes): (i64, i64) = self.conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM envelopes WHERE mailbox = ?1",
-            params![&mailbox[..]],
+            params![&mailbox.0[..]],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let len = body.len() as u64;
@@ -368,8 +352,8 @@ impl Worker {
         self.conn.execute(
             "INSERT INTO envelopes (mailbox, id, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
-                &mailbox[..],
-                &id[..],
+                &mailbox.0[..],
+                &id.0[..],
                 body,
                 now as i64,
                 now.saturating_add(self.limits.expiry_secs) as i64
@@ -387,7 +371,7 @@ impl Worker {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, body FROM envelopes WHERE mailbox = ?1 AND expires_at > ?2 ORDER BY stored_at",
         )?;
-        let rows = stmt.query_map(params![&mailbox[..], now as i64], |r| {
+        let rows = stmt.query_map(params![&mailbox.0[..], now as i64], |r| {
             let id: Vec<u8> = r.get(0)?;
             let body: Vec<u8> = r.get(1)?;
             Ok((id, body))
@@ -395,8 +379,8 @@ impl Worker {
         let mut out = Vec::new();
         for row in rows {
             let (id, body) = row?;
-            if let Ok(id) = EnvelopeId::try_from(id.as_slice()) {
-                out.push((id, body));
+            if let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) {
+                out.push((EnvelopeId(id), body));
             }
         }
         Ok(out)
@@ -409,7 +393,7 @@ impl Worker {
                 .conn
                 .query_row(
                     "DELETE FROM envelopes WHERE mailbox = ?1 AND id = ?2 RETURNING LENGTH(body)",
-                    params![&mailbox[..], &id[..]],
+                    params![&mailbox.0[..], &id.0[..]],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -426,7 +410,7 @@ impl Worker {
             .conn
             .query_row(
                 "SELECT 1 FROM bundles WHERE mailbox = ?1",
-                params![&mailbox[..]],
+                params![&mailbox.0[..]],
                 |r| r.get(0),
             )
             .optional()?;
@@ -441,7 +425,7 @@ impl Worker {
         self.conn.execute(
             "INSERT INTO bundles (mailbox, body, expires_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (mailbox) DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
-            params![&mailbox[..], body, expires as i64],
+            params![&mailbox.0[..], body, expires as i64],
         )?;
         Ok(())
     }
@@ -451,7 +435,7 @@ impl Worker {
             .conn
             .query_row(
                 "SELECT body FROM bundles WHERE mailbox = ?1 AND expires_at > ?2",
-                params![&mailbox[..], now as i64],
+                params![&mailbox.0[..], now as i64],
                 |r| r.get(0),
             )
             .optional()?)
@@ -490,29 +474,54 @@ mod tests {
     #[tokio::test]
     async fn deposit_fetch_ack() {
         let (store, _) = open(StoreLimits::default());
-        let m = [1u8; 32];
+        let m = MailboxId([1; 32]);
         assert_eq!(
-            store.deposit(m, [1; 16], b"one".to_vec(), 100).await,
-            Ok(Deposited::Stored)
+            store
+                .deposit(m, EnvelopeId([1; 16]), b"one".to_vec(), 100)
+                .await
+                .unwrap(),
+            Deposited::Stored
         );
         assert_eq!(
-            store.deposit(m, [2; 16], b"two".to_vec(), 101).await,
-            Ok(Deposited::Stored)
+            store
+                .deposit(m, EnvelopeId([2; 16]), b"two".to_vec(), 101)
+                .await
+                .unwrap(),
+            Deposited::Stored
         );
         assert_eq!(
-            store.deposit(m, [1; 16], b"one".to_vec(), 102).await,
-            Ok(Deposited::Duplicate)
+            store
+                .deposit(m, EnvelopeId([1; 16]), b"one".to_vec(), 102)
+                .await
+                .unwrap(),
+            Deposited::Duplicate
         );
         let got = store.fetch(m, 103).await.unwrap();
         assert_eq!(
             got,
-            vec![([1; 16], b"one".to_vec()), ([2; 16], b"two".to_vec())]
+            vec![
+                (EnvelopeId([1; 16]), b"one".to_vec()),
+                (EnvelopeId([2; 16]), b"two".to_vec())
+            ]
         );
-        assert!(store.fetch([9u8; 32], 103).await.unwrap().is_empty());
-        assert_eq!(store.ack(m, vec![[1; 16], [7; 16]]).await, Ok(1));
+        assert!(store
+            .fetch(MailboxId([9; 32]), 103)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(
-            store.ack([9u8; 32], vec![[2; 16]]).await,
-            Ok(0),
+            store
+                .ack(m, vec![EnvelopeId([1; 16]), EnvelopeId([7; 16])])
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .ack(MailboxId([9; 32]), vec![EnvelopeId([2; 16])])
+                .await
+                .unwrap(),
+            0,
             "another mailbox's ack deletes nothing"
         );
         assert_eq!(store.fetch(m, 104).await.unwrap().len(), 1);
@@ -526,26 +535,40 @@ mod tests {
             total_bytes: 15,
             ..StoreLimits::default()
         });
-        let m = [1u8; 32];
-        store.deposit(m, [1; 16], vec![0; 4], 1).await.unwrap();
-        store.deposit(m, [2; 16], vec![0; 4], 1).await.unwrap();
-        assert_eq!(
-            store.deposit(m, [3; 16], vec![0; 1], 1).await,
+        let m = MailboxId([1; 32]);
+        store
+            .deposit(m, EnvelopeId([1; 16]), vec![0; 4], 1)
+            .await
+            .unwrap();
+        store
+            .deposit(m, EnvelopeId([2; 16]), vec![0; 4], 1)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.deposit(m, EnvelopeId([3; 16]), vec![0; 1], 1).await,
             Err(StoreError::Full)
-        );
-        let n = [2u8; 32];
-        assert_eq!(
-            store.deposit(n, [1; 16], vec![0; 11], 1).await,
+        ));
+        let n = MailboxId([2; 32]);
+        assert!(matches!(
+            store.deposit(n, EnvelopeId([1; 16]), vec![0; 11], 1).await,
             Err(StoreError::Full)
-        );
-        store.deposit(n, [2; 16], vec![0; 7], 1).await.unwrap();
-        assert_eq!(
-            store.deposit(n, [3; 16], vec![0; 1], 1).await,
-            Err(StoreError::Full),
+        ));
+        store
+            .deposit(n, EnvelopeId([2; 16]), vec![0; 7], 1)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.deposit(n, EnvelopeId([3; 16]), vec![0; 1], 1).await,
+                Err(StoreError::Full)
+            ),
             "total"
         );
-        store.ack(m, vec![[1; 16]]).await.unwrap();
-        store.deposit(n, [3; 16], vec![0; 1], 1).await.unwrap();
+        store.ack(m, vec![EnvelopeId([1; 16])]).await.unwrap();
+        store
+            .deposit(n, EnvelopeId([3; 16]), vec![0; 1], 1)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -555,8 +578,11 @@ mod tests {
             bundles: 1,
             ..StoreLimits::default()
         });
-        let m = [1u8; 32];
-        store.deposit(m, [1; 16], b"x".to_vec(), 100).await.unwrap();
+        let m = MailboxId([1; 32]);
+        store
+            .deposit(m, EnvelopeId([1; 16]), b"x".to_vec(), 100)
+            .await
+            .unwrap();
         assert_eq!(store.fetch(m, 109).await.unwrap().len(), 1);
         assert!(store.fetch(m, 110).await.unwrap().is_empty());
         store.put_bundle(m, b"bundle".to_vec(), 200).await.unwrap();
@@ -566,15 +592,17 @@ mod tests {
         );
         // Replacing is allowed at the cap; a new mailbox's bundle is not.
         store.put_bundle(m, b"newer".to_vec(), 200).await.unwrap();
-        assert_eq!(
-            store.put_bundle([2u8; 32], b"x".to_vec(), 200).await,
+        assert!(matches!(
+            store
+                .put_bundle(MailboxId([2; 32]), b"x".to_vec(), 200)
+                .await,
             Err(StoreError::Full)
-        );
+        ));
         assert_eq!(
             store.get_bundle(m, 150).await.unwrap(),
             Some(b"newer".to_vec())
         );
-        assert_eq!(store.expire(200).await, Ok(1));
+        assert_eq!(store.expire(200).await.unwrap(), 1);
         assert_eq!(store.get_bundle(m, 150).await.unwrap(), None);
     }
 
@@ -582,14 +610,14 @@ mod tests {
     async fn envelopes_survive_reopening() {
         let (store, path) = open(StoreLimits::default());
         store
-            .deposit([5; 32], [5; 16], b"kept".to_vec(), 1)
+            .deposit(MailboxId([5; 32]), EnvelopeId([5; 16]), b"kept".to_vec(), 1)
             .await
             .unwrap();
         drop(store);
         let again = Store::open(&path, StoreLimits::default()).unwrap();
         assert_eq!(
-            again.fetch([5; 32], 2).await.unwrap(),
-            vec![([5; 16], b"kept".to_vec())]
+            again.fetch(MailboxId([5; 32]), 2).await.unwrap(),
+            vec![(EnvelopeId([5; 16]), b"kept".to_vec())]
         );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(

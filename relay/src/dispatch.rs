@@ -1,0 +1,266 @@
+//! Dispatch of each cell a link reads (`docs/spec.md` §6.3): CREATE is admitted or refused
+//! here; CREATED, RELAY and DESTROY go to the circuit the link knows by that id, as the input
+//! from that side. Cells that do not decode never get here: the link's read loop ends the link.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use shallot_link::LinkKind;
+use shallot_proto::cell::{Cell, ChanMsg, CircId, Create, DestroyReason};
+use tracing::debug;
+
+use crate::circuit::{CircuitError, CircuitMachine, Input, Side, Violation};
+use crate::create::{answer_now, Admission};
+use crate::shell::{CircRef, Circuit, Env, Link};
+use crate::stats::Stats;
+
+/// Handles one cell read from `link`.
+pub(crate) fn handle_cell(env: &Env, admission: &Admission, link: &Arc<Link>, cell: Cell) {
+    let id = cell.circ_id;
+    let (r, input) = match cell.msg {
+        ChanMsg::Create(create) => return handle_create(env, admission, link, id, create),
+        ChanMsg::Destroy(reason) => match link.circuit(id) {
+            Some(r) => {
+                let side = r.side;
+                (r, Input::Destroy(side, reason))
+            }
+            None => return,
+        },
+        ChanMsg::Created(reply) => match link.circuit(id) {
+            Some(r) => {
+                let side = r.side;
+                (r, Input::Created(side, reply))
+            }
+            None => return Stats::bump(&env.stats.cells_for_unknown_circuits),
+        },
+        ChanMsg::Relay(payload) => match link.circuit(id) {
+            Some(r) => {
+                let side = r.side;
+                (r, Input::Relay(side, payload))
+            }
+            None => return Stats::bump(&env.stats.cells_for_unknown_circuits),
+        },
+    };
+    r.circ.input(env, input);
+}
+
+fn refuse(env: &Env, link: &Link, id: CircId, reason: DestroyReason) {
+    Stats::bump(&env.stats.creates_refused);
+    link.chan.send_control(id, ChanMsg::Destroy(reason));
+}
+
+/// CREATE: refused with DESTROY (no circuit made), in this order, for a wrong id parity, an id
+/// in use (that circuit is destroyed instead), a full link, the create rate, or a failed
+/// handshake; otherwise the circuit is recorded and CREATED answers.
+fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId, create: Create) {
+    let peer = link.chan.peer;
+    // The peer chooses ids with the top bit set exactly when it opened the link.
+    if id.chosen_by_initiator() == peer.we_initiated {
+        return refuse(env, link, id, DestroyReason::Protocol);
+    }
+    if let Some(existing) = link.circuit(id) {
+        debug!(
+            channel = link.chan.id.0,
+            "create on a circuit id already in use"
+        );
+        // Destroying it sends the one DESTROY this id gets.
+        Stats::bump(&env.stats.creates_refused);
+        let cause = CircuitError::Violation(Violation::CircIdInUse);
+        return existing.circ.input(env, Input::Kill(cause));
+    }
+    if link.circuit_count() >= admission.circuits_per_link {
+        return refuse(env, link, id, DestroyReason::ResourceLimit);
+    }
+    let rate_limited = peer.kind == LinkKind::Client || !peer.is_listed_relay();
+    if rate_limited && !admission.allow_create(peer.ip, Instant::now()) {
+        return refuse(env, link, id, DestroyReason::ResourceLimit);
+    }
+    let (layer, reply) = match answer_now(admission, &env.me, &create, SystemTime::now()) {
+        Ok(done) => done,
+        Err(reason) => return refuse(env, link, id, reason),
+    };
+    let circ = Arc::new(Circuit::new(CircuitMachine::new(layer), link.clone(), id));
+    link.insert(
+        id,
+        CircRef {
+            circ,
+            side: Side::Prev,
+        },
+    );
+    Stats::bump(&env.stats.circuits_created);
+    link.chan.send_control(id, ChanMsg::Created(reply));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use shallot_crypto::keys::{OnionKeypair, RelayId};
+    use shallot_crypto::ntor::ClientHandshake;
+    use shallot_link::CellQueue;
+    use shallot_proto::cell::CELL_LEN;
+    use tokio::sync::{mpsc, Notify};
+
+    use super::*;
+    use crate::channel::{Channel, ChannelId, Peer};
+    use crate::config::Limits;
+    use crate::keys::OnionKeys;
+    use crate::queue::QueueBudget;
+
+    const ME: RelayId = RelayId([1; 20]);
+
+    struct Rig {
+        env: Env,
+        admission: Admission,
+        onion: Arc<OnionKeypair>,
+        link: Arc<Link>,
+    }
+
+    fn rig(limits: Limits, kind: LinkKind) -> Rig {
+        let (extends, _) = mpsc::unbounded_channel();
+        let budget = Arc::new(QueueBudget::default());
+        let env = Env {
+            me: ME,
+            extend_timeout: Duration::from_secs(10),
+            budget: budget.clone(),
+            stats: Stats::default(),
+            circuit_queue_cells: 100,
+            queue_cap_cells: 1000,
+            oom: Notify::new(),
+            extends,
+            mailbox: None,
+        };
+        let onion = Arc::new(OnionKeypair::generate(&mut rand::thread_rng()));
+        let keys = OnionKeys {
+            current: onion.clone(),
+            current_since: SystemTime::now(),
+            previous: None,
+        };
+        let peer = Peer {
+            kind,
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            relay: None,
+            we_initiated: false,
+            counted: true,
+        };
+        Rig {
+            env,
+            admission: Admission::new(keys, &limits),
+            onion,
+            link: Arc::new(Link::new(Channel::new(ChannelId(1), peer, budget))),
+        }
+    }
+
+    impl Rig {
+        fn create(&self, id: u32, onion: &OnionKeypair) {
+            let (_, handshake) =
+                ClientHandshake::start(&mut rand::thread_rng(), ME, &onion.public());
+            let cell = Cell::new(
+                CircId::new(id).unwrap(),
+                ChanMsg::Create(Create {
+                    depth: 1,
+                    handshake,
+                }),
+            );
+            handle_cell(&self.env, &self.admission, &self.link, cell);
+        }
+
+        fn answers(&self) -> Vec<ChanMsg> {
+            let mut buf = Vec::new();
+            while self.link.chan.drain_into(127, &mut buf) > 0 {}
+            buf.chunks(CELL_LEN)
+                .map(|c| Cell::decode(c).unwrap().unwrap().msg)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_good_create_is_answered_and_recorded() {
+        let r = rig(Limits::default(), LinkKind::Client);
+        r.create(0x8000_0001, &r.onion.clone());
+        assert!(matches!(r.answers()[..], [ChanMsg::Created(_)]));
+        let circ = r.link.circuit(CircId::new(0x8000_0001).unwrap()).unwrap();
+        assert_eq!(circ.side, Side::Prev);
+        assert_eq!(r.env.stats.snapshot().circuits_created, 1);
+    }
+
+    #[test]
+    fn creates_are_refused_for_parity_full_links_rate_and_unknown_onion_keys() {
+        // The client opened the link, so its ids have the top bit set.
+        let r = rig(Limits::default(), LinkKind::Client);
+        r.create(0x0000_0001, &r.onion.clone());
+        assert_eq!(r.answers(), vec![ChanMsg::Destroy(DestroyReason::Protocol)]);
+        // An onion key this relay does not hold.
+        let stranger = OnionKeypair::generate(&mut rand::thread_rng());
+        r.create(0x8000_0002, &stranger);
+        assert_eq!(r.answers(), vec![ChanMsg::Destroy(DestroyReason::OnionKey)]);
+        // A full link.
+        let r = rig(
+            Limits {
+                circuits_per_link: 1,
+                ..Limits::default()
+            },
+            LinkKind::Client,
+        );
+        r.create(0x8000_0001, &r.onion.clone());
+        r.create(0x8000_0002, &r.onion.clone());
+        assert!(matches!(
+            r.answers()[..],
+            [
+                ChanMsg::Created(_),
+                ChanMsg::Destroy(DestroyReason::ResourceLimit)
+            ]
+        ));
+        // The create rate of one address.
+        let r = rig(
+            Limits {
+                create_burst_per_ip: 2.0,
+                creates_per_sec_per_ip: 0.001,
+                ..Limits::default()
+            },
+            LinkKind::Client,
+        );
+        for id in 1..=3 {
+            r.create(0x8000_0000 | id, &r.onion.clone());
+        }
+        assert!(matches!(
+            r.answers()[..],
+            [
+                ChanMsg::Created(_),
+                ChanMsg::Created(_),
+                ChanMsg::Destroy(DestroyReason::ResourceLimit)
+            ]
+        ));
+        assert_eq!(r.env.stats.snapshot().creates_refused, 1);
+    }
+
+    #[test]
+    fn a_create_on_an_id_in_use_destroys_that_circuit_once() {
+        let r = rig(Limits::default(), LinkKind::Client);
+        r.create(0x8000_0001, &r.onion.clone());
+        r.create(0x8000_0001, &r.onion.clone());
+        assert!(matches!(
+            r.answers()[..],
+            [
+                ChanMsg::Created(_),
+                ChanMsg::Destroy(DestroyReason::Protocol)
+            ]
+        ));
+        assert_eq!(r.link.circuit_count(), 0);
+    }
+
+    #[test]
+    fn cells_for_unknown_circuits_are_counted_and_dropped() {
+        let r = rig(Limits::default(), LinkKind::Client);
+        let id = CircId::new(0x8000_0009).unwrap();
+        let cell = Cell::new(id, ChanMsg::Relay(Box::new([0; 509])));
+        handle_cell(&r.env, &r.admission, &r.link, cell);
+        let cell = Cell::new(id, ChanMsg::Destroy(DestroyReason::None));
+        handle_cell(&r.env, &r.admission, &r.link, cell);
+        assert!(r.answers().is_empty());
+        assert_eq!(r.env.stats.snapshot().cells_for_unknown_circuits, 1);
+    }
+}

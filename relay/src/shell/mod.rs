@@ -1,0 +1,441 @@
+//! The I/O shell around circuits (`docs/spec.md` §6.3–6.5): it feeds each circuit's
+//! [`CircuitMachine`] its inputs under the circuit's lock and carries out the actions that come
+//! back (queueing cells on links, handing requests to the extend and mailbox services through
+//! channels, forgetting a destroyed circuit), with no task spawned and nothing awaited while
+//! the lock is held.
+//!
+//! Cells of one circuit are sealed and queued under its lock, so they leave in exactly the
+//! order their nonces were used.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shallot_crypto::keys::RelayId;
+use shallot_proto::cell::{ChanMsg, CircId};
+use shallot_proto::mailbox::{MailboxMsg, Status};
+use shallot_proto::relay_msg::RelayMsg;
+use shallot_rt::lock;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use crate::channel::Channel;
+use crate::circtable::CircTable;
+use crate::circuit::{
+    Action, CircuitError, CircuitMachine, Count, Input, Placement, Side, Teardown,
+};
+use crate::queue::QueueBudget;
+use crate::stats::Stats;
+
+/// What circuits act on: the relay-wide queue budget and counters, the queue limits, and the
+/// doors to the services that run outside any circuit's lock.
+#[derive(Debug)]
+pub(crate) struct Env {
+    /// This relay.
+    pub(crate) me: RelayId,
+    /// Time the next hop has to answer an extend's CREATE.
+    pub(crate) extend_timeout: Duration,
+    /// Cells held relay-wide (link queues and replies waiting for a window).
+    pub(crate) budget: Arc<QueueBudget>,
+    /// The relay's counters.
+    pub(crate) stats: Stats,
+    /// Relay cells one circuit may have queued on one link.
+    pub(crate) circuit_queue_cells: usize,
+    /// Cells held relay-wide beyond which the out-of-memory handler runs.
+    pub(crate) queue_cap_cells: usize,
+    /// Wakes the out-of-memory task.
+    pub(crate) oom: Notify,
+    /// Extend requests, to the extend service.
+    pub(crate) extends: mpsc::UnboundedSender<ExtendRequest>,
+    /// The mailbox service, on relays that offer one.
+    pub(crate) mailbox: Option<MailboxDoor>,
+}
+
+/// The way into the mailbox service: a request takes one of its `pending` places first.
+#[derive(Debug)]
+pub(crate) struct MailboxDoor {
+    /// Where requests go.
+    pub(crate) requests: mpsc::UnboundedSender<MailboxRequest>,
+    /// Places for requests being handled at once.
+    pub(crate) pending: Arc<Semaphore>,
+}
+
+/// A mailbox request delivered on a circuit.
+#[derive(Debug)]
+pub(crate) struct MailboxRequest {
+    /// The circuit it came on (answers go back on it).
+    pub(crate) circ: Arc<Circuit>,
+    /// The request.
+    pub(crate) msg: MailboxMsg,
+    /// Its place among the requests being handled.
+    pub(crate) permit: OwnedSemaphorePermit,
+}
+
+/// A circuit asking to be extended.
+#[derive(Debug)]
+pub(crate) struct ExtendRequest {
+    /// The circuit.
+    pub(crate) circ: Arc<Circuit>,
+    /// The relay to extend to.
+    pub(crate) target: RelayId,
+}
+
+impl Env {
+    fn queued(&self, total: usize) {
+        if total > self.queue_cap_cells {
+            self.oom.notify_one();
+        }
+    }
+}
+
+/// A circuit as one link's table holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct CircRef {
+    /// The circuit.
+    pub(crate) circ: Arc<Circuit>,
+    /// Which of its neighbours this link leads to.
+    pub(crate) side: Side,
+}
+
+/// An open link: its channel, and the circuits on it.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The channel.
+    pub(crate) chan: Channel,
+    circuits: Mutex<CircTable<CircRef>>,
+}
+
+impl Link {
+    /// A link with no circuits yet.
+    pub(crate) fn new(chan: Channel) -> Self {
+        Link {
+            chan,
+            circuits: Mutex::new(CircTable::default()),
+        }
+    }
+
+    /// The circuit this link knows as `id`.
+    pub(crate) fn circuit(&self, id: CircId) -> Option<CircRef> {
+        lock(&self.circuits).get(id).cloned()
+    }
+
+    /// How many circuits use this link.
+    pub(crate) fn circuit_count(&self) -> usize {
+        lock(&self.circuits).len()
+    }
+
+    /// How many circuits reach this link from the given side (`Prev`: circuits created here).
+    pub(crate) fn count_side(&self, side: Side) -> usize {
+        lock(&self.circuits)
+            .iter()
+            .filter(|(_, r)| r.side == side)
+            .count()
+    }
+
+    /// Every circuit on this link, with its id here.
+    pub(crate) fn circuits(&self) -> Vec<(CircId, CircRef)> {
+        lock(&self.circuits)
+            .iter()
+            .map(|(id, r)| (id, r.clone()))
+            .collect()
+    }
+
+    /// Records a circuit the peer opened.
+    pub(crate) fn insert(&self, id: CircId, r: CircRef) {
+        lock(&self.circuits).insert(id, r);
+    }
+
+    /// Records a circuit this relay extends over the link under a fresh id; `None` if the
+    /// link is closed or full.
+    pub(crate) fn add_outbound(&self, r: CircRef, cap: usize) -> Option<CircId> {
+        if self.chan.is_closed() {
+            return None;
+        }
+        let we_opened = self.chan.peer.we_initiated;
+        lock(&self.circuits).add_outbound(we_opened, cap, rand::random, r)
+    }
+
+    /// Forgets circuit `id` and drops the cells queued for it.
+    pub(crate) fn forget(&self, id: CircId) {
+        lock(&self.circuits).remove(id);
+        self.chan.drop_circuit_cells(id);
+    }
+
+    /// Forgets every circuit, returning them.
+    pub(crate) fn take_all(&self) -> Vec<(CircId, CircRef)> {
+        lock(&self.circuits).drain()
+    }
+}
+
+/// The locked part of a circuit.
+#[derive(Debug)]
+struct Hop {
+    machine: CircuitMachine,
+    /// The next hop's link and the circuit's id there, once attached.
+    next: Option<(Arc<Link>, CircId)>,
+    /// Reused for each input's actions.
+    actions: Vec<Action>,
+}
+
+/// A circuit through this relay: its machine behind a lock, and its neighbours' links.
+#[derive(Debug)]
+pub(crate) struct Circuit {
+    prev: Arc<Link>,
+    prev_id: CircId,
+    hop: Mutex<Hop>,
+    /// Signalled when a SENDME opens the send window (or the circuit is destroyed).
+    window_open: Notify,
+}
+
+impl Circuit {
+    /// A circuit created by a CREATE on `prev` under `prev_id`.
+    pub(crate) fn new(machine: CircuitMachine, prev: Arc<Link>, prev_id: CircId) -> Self {
+        Circuit {
+            prev,
+            prev_id,
+            hop: Mutex::new(Hop {
+                machine,
+                next: None,
+                actions: Vec::new(),
+            }),
+            window_open: Notify::new(),
+        }
+    }
+
+    /// Feeds one input and carries out what follows.
+    pub(crate) fn input(self: &Arc<Self>, env: &Env, input: Input) {
+        let mut hop = lock(&self.hop);
+        self.step(env, &mut hop, input);
+    }
+
+    /// Records the next hop's link once an extend has one; sends CREATE there. False (and
+    /// the link forgets the id) if the circuit is no longer waiting for a link.
+    pub(crate) fn attach_next(self: &Arc<Self>, env: &Env, link: Arc<Link>, id: CircId) -> bool {
+        let mut hop = lock(&self.hop);
+        if !hop.machine.is_connecting() {
+            drop(hop);
+            link.forget(id);
+            return false;
+        }
+        hop.next = Some((link, id));
+        self.step(env, &mut hop, Input::NextAttached);
+        true
+    }
+
+    /// When CREATED is due, while the circuit waits for it.
+    pub(crate) fn created_deadline(&self) -> Option<Instant> {
+        lock(&self.hop).machine.created_deadline()
+    }
+
+    /// Whether the circuit has been destroyed.
+    pub(crate) fn is_destroyed(&self) -> bool {
+        lock(&self.hop).machine.is_destroyed()
+    }
+
+    /// When its oldest reply started waiting for the client's window, if one waits.
+    pub(crate) fn oldest_waiting(&self) -> Option<Instant> {
+        lock(&self.hop).machine.oldest_waiting()
+    }
+
+    /// Sends a message to the client once the send window has room for all of it and no
+    /// reply waits, waiting at most `limit` (the lock is never held across the wait). False
+    /// if the circuit is gone or stayed full.
+    pub(crate) async fn send_when_open(
+        self: &Arc<Self>,
+        env: &Env,
+        msg: RelayMsg,
+        limit: Duration,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let opened = self.window_open.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            {
+                let mut hop = lock(&self.hop);
+                if hop.machine.is_destroyed() {
+                    return false;
+                }
+                if hop.machine.fits_now(&msg) {
+                    self.step(env, &mut hop, Input::Reply(msg));
+                    return !hop.machine.is_destroyed();
+                }
+            }
+            if tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Runs the machine on `input`, then carries out its actions (and the inputs they feed
+    /// back) until none are left.
+    fn step(self: &Arc<Self>, env: &Env, hop: &mut Hop, input: Input) {
+        let at = Placement {
+            me: env.me,
+            prev_relay: self.prev.chan.peer.relay,
+            extend_timeout: env.extend_timeout,
+        };
+        let waiting_before = hop.machine.waiting_cells();
+        hop.machine
+            .handle(input, Instant::now(), &at, &mut hop.actions);
+        let mut batch = Vec::new();
+        while !hop.actions.is_empty() {
+            std::mem::swap(&mut batch, &mut hop.actions);
+            for action in batch.drain(..) {
+                if let Some(feedback) = self.perform(env, hop, action) {
+                    hop.machine
+                        .handle(feedback, Instant::now(), &at, &mut hop.actions);
+                }
+            }
+        }
+        if hop.actions.capacity() < batch.capacity() {
+            hop.actions = batch;
+        }
+        let waiting = hop.machine.waiting_cells();
+        if waiting > waiting_before {
+            env.queued(env.budget.add(waiting - waiting_before));
+        } else {
+            env.budget.sub(waiting_before - waiting);
+        }
+    }
+
+    /// Carries out one action; returns the input it feeds back, if any.
+    fn perform(self: &Arc<Self>, env: &Env, hop: &mut Hop, action: Action) -> Option<Input> {
+        match action {
+            Action::Relay(side, payload) => {
+                if hop.machine.is_destroyed() {
+                    return None;
+                }
+                let (link, id) = match side {
+                    Side::Prev => (&self.prev, self.prev_id),
+                    Side::Next => match &hop.next {
+                        Some((link, id)) => (link, *id),
+                        None => return None,
+                    },
+                };
+                match link.chan.send_relay(id, &payload, env.circuit_queue_cells) {
+                    Ok(total) => {
+                        Stats::bump(&env.stats.cells_forwarded);
+                        env.queued(total);
+                        None
+                    }
+                    Err(_) => Some(Input::QueueFull(side)),
+                }
+            }
+            Action::Create(create) => {
+                if let Some((link, id)) = &hop.next {
+                    env.queued(link.chan.send_control(*id, ChanMsg::Create(create)));
+                }
+                None
+            }
+            Action::Extend(target) => {
+                let request = ExtendRequest {
+                    circ: self.clone(),
+                    target,
+                };
+                // Only a relay that is stopping has no extend service.
+                env.extends
+                    .send(request)
+                    .err()
+                    .map(|_| Input::Kill(CircuitError::ShuttingDown))
+            }
+            Action::Mailbox(msg) => self.hand_to_mailbox(env, msg),
+            Action::WindowOpened => {
+                self.window_open.notify_waiters();
+                None
+            }
+            Action::Count(Count::CellDelivered) => {
+                Stats::bump(&env.stats.cells_delivered);
+                None
+            }
+            Action::Count(Count::Extended) => {
+                Stats::bump(&env.stats.circuits_extended);
+                None
+            }
+            Action::Destroyed(teardown) => {
+                self.tear_down(env, hop, teardown);
+                None
+            }
+        }
+    }
+
+    /// Hands a mailbox request to the service; the two refusals (no service, too busy) come
+    /// back at once as a reply (`docs/spec.md` §9.3).
+    fn hand_to_mailbox(self: &Arc<Self>, env: &Env, msg: MailboxMsg) -> Option<Input> {
+        let req = msg.request_id();
+        let refuse = |status| {
+            Some(Input::Reply(RelayMsg::Mailbox(MailboxMsg::Result {
+                req,
+                status,
+                count: 0,
+            })))
+        };
+        let Some(door) = &env.mailbox else {
+            return refuse(Status::Unavailable);
+        };
+        let Ok(permit) = door.pending.clone().try_acquire_owned() else {
+            return refuse(Status::Internal);
+        };
+        let request = MailboxRequest {
+            circ: self.clone(),
+            msg,
+            permit,
+        };
+        match door.requests.send(request) {
+            Ok(()) => None,
+            Err(_) => refuse(Status::Internal),
+        }
+    }
+
+    /// Forgets the circuit on both links and tells the neighbours the teardown names.
+    fn tear_down(&self, env: &Env, hop: &mut Hop, t: Teardown) {
+        let stats = &env.stats;
+        Stats::bump(&stats.circuits_destroyed);
+        match &t.cause {
+            CircuitError::Tampered(_) => Stats::bump(&stats.circuits_destroyed_for_tamper),
+            CircuitError::QueueFull(_) => Stats::bump(&stats.circuits_destroyed_for_queue),
+            CircuitError::MemoryPressure => Stats::bump(&stats.circuits_destroyed_for_memory),
+            CircuitError::Extend(crate::circuit::ExtendRefusal::NoFreeId) => {}
+            CircuitError::Extend(_) => Stats::bump(&stats.extends_refused),
+            _ => {}
+        }
+        debug!(
+            reason = %t.reason,
+            peer_fault = t.cause.is_peer_fault(),
+            "circuit destroyed: {}",
+            ErrorChain(&t.cause)
+        );
+        self.prev.forget(self.prev_id);
+        if t.tell_prev {
+            env.queued(
+                self.prev
+                    .chan
+                    .send_control(self.prev_id, ChanMsg::Destroy(t.reason)),
+            );
+        }
+        if let Some((link, id)) = hop.next.take() {
+            link.forget(id);
+            if t.tell_next {
+                env.queued(link.chan.send_control(id, ChanMsg::Destroy(t.reason)));
+            }
+        }
+        self.window_open.notify_waiters();
+    }
+}
+
+/// Displays an error with its sources, `a: b: c`.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
