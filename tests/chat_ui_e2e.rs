@@ -13,8 +13,8 @@ use ratatui::Terminal;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::MessengerEvent;
-use shallot_client::ui::shared_backend::SharedBackend;
-use shallot_client::ui::{self, UiOptions};
+use shallot_tui::shared_backend::SharedBackend;
+use shallot_tui::{self as ui, UiOptions};
 
 fn key(code: KeyCode) -> Event {
     Event::Key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -68,7 +68,7 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         let (input_tx, input_rx) = tokio::sync::mpsc::unbounded_channel();
         let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
         let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel();
-        let backend = tokio::spawn(shallot_client::chat::run(
+        let backend = tokio::spawn(shallot_tui::chat::run(
             me.messenger.clone(),
             ui_tx,
             act_rx,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::circmgr::{CircError, CircuitConfig, CircuitManager};
-use shallot_client::netdir::{unix_now, DirError, NetDir};
+use shallot_net::circmgr::{CircError, CircuitConfig, CircuitManager};
+use shallot_net::netdir::{unix_now, DirError, NetDir};
 
 #[test]
 fn the_cached_consensus_carries_the_client_until_it_expires() {

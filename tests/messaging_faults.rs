@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::messaging::session;
-use shallot_client::messaging::wire::Content;
+use shallot_client::e2e::session;
+use shallot_client::e2e::wire::Content;
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::ring;
 use shallot_crypto::blind::BlindedKeypair;
@@ -45,7 +45,7 @@ fn net() -> &'static Net {
 }
 
 fn now() -> u64 {
-    shallot_client::netdir::unix_now()
+    shallot_net::netdir::unix_now()
 }
 
 /// A user's mailbox for this epoch: its id, the relays that keep it, and their testnet indices.
@@ -83,7 +83,7 @@ fn blinded(n: &Net, user: &TestUser) -> BlindedKeypair {
 }
 
 /// A circuit ending at `relay`, for raw mailbox requests.
-async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_client::Circuit> {
+async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_net::Circuit> {
     user.messenger
         .circuits()
         .build(Some(relay))
@@ -93,7 +93,7 @@ async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_
         .clone()
 }
 
-async fn ask(circ: &shallot_client::Circuit, msg: MailboxMsg) -> Vec<MailboxMsg> {
+async fn ask(circ: &shallot_net::Circuit, msg: MailboxMsg) -> Vec<MailboxMsg> {
     circ.send(3, &RelayMsg::Mailbox(msg)).await.unwrap();
     let mut out = Vec::new();
     loop {

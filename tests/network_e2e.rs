@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::{build, ClientChannel, HopSpec};
+use shallot_net::{build, ClientChannel, HopSpec};
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_proto::relay_msg::RelayMsg;
 

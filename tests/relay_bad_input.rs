@@ -302,7 +302,7 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
     let r = &net().relays;
     rt().block_on(async {
         let doomed = net().doomed.lock().unwrap().take().unwrap();
-        let circ = shallot_client::build(
+        let circ = shallot_net::build(
             r[0].channel().await,
             &[r[0].hop(), r[3].hop(), doomed.hop()],
             WAIT,
@@ -319,7 +319,7 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
         assert!(
             matches!(
                 err,
-                shallot_client::CircuitError::Destroyed(DestroyReason::LinkClosed)
+                shallot_net::CircuitError::Destroyed(DestroyReason::LinkClosed)
             ),
             "{err}"
         );

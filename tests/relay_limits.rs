@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shallot_client::CircuitError;
+use shallot_net::CircuitError;
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_relay::NetView;
@@ -50,7 +50,7 @@ fn connections_per_ip_are_capped() {
         eventually("a slot to free up", WAIT, || async {
             match tokio::time::timeout(
                 Duration::from_millis(500),
-                shallot_client::ClientChannel::connect(
+                shallot_net::ClientChannel::connect(
                     relay.addr(),
                     &relay.handle.link_key(),
                     WAIT,
@@ -74,12 +74,12 @@ fn circuits_per_link_are_capped() {
         let mut circuits = Vec::new();
         for _ in 0..3 {
             circuits.push(
-                shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+                shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT)
                     .await
                     .unwrap(),
             );
         }
-        let err = shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+        let err = shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT)
             .await
             .err()
             .expect("fourth circuit was created");
@@ -104,7 +104,7 @@ fn circuit_creations_per_ip_are_rate_limited() {
         let mut ok = 0;
         let mut refused = 0;
         for _ in 0..6 {
-            match shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT).await {
+            match shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT).await {
                 Ok(_) => ok += 1,
                 Err(CircuitError::Destroyed(DestroyReason::ResourceLimit)) => refused += 1,
                 Err(e) => panic!("unexpected error {e}"),
@@ -116,7 +116,7 @@ fn circuit_creations_per_ip_are_rate_limited() {
 }
 
 /// Sends `n` one-cell messages to hop 2 without waiting for anything.
-async fn flood(circ: &shallot_client::Circuit, n: usize) {
+async fn flood(circ: &shallot_net::Circuit, n: usize) {
     for _ in 0..n {
         if circ.send(2, &RelayMsg::Data(vec![0u8; 400])).await.is_err() {
             return;
@@ -136,7 +136,7 @@ fn a_full_circuit_queue_destroys_that_circuit() {
         relay
             .handle
             .set_netview(NetView::new([relay.peer(), stalled.peer.clone()]));
-        let circ = shallot_client::build(
+        let circ = shallot_net::build(
             relay.channel().await,
             &[relay.hop(), stalled.hop.clone()],
             WAIT,
@@ -183,7 +183,7 @@ fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
         let mut circuits = Vec::new();
         for _ in 0..3 {
             circuits.push(
-                shallot_client::build(chan.clone(), &[relay.hop(), stalled.hop.clone()], WAIT)
+                shallot_net::build(chan.clone(), &[relay.hop(), stalled.hop.clone()], WAIT)
                     .await
                     .unwrap(),
             );
@@ -245,7 +245,7 @@ fn a_client_that_stops_reading_holds_at_most_a_window_of_replies() {
     rt().block_on(async {
         let relay = start_relay("nonreader", 58, |_| {}).await;
         let circ = std::sync::Arc::new(
-            shallot_client::build(relay.channel().await, &[relay.hop()], WAIT)
+            shallot_net::build(relay.channel().await, &[relay.hop()], WAIT)
                 .await
                 .unwrap(),
         );

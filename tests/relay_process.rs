@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::{build, CircuitError, ClientChannel, HopSpec};
+use shallot_net::{build, CircuitError, ClientChannel, HopSpec};
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::relay_msg::RelayMsg;
 use tokio::io::AsyncWriteExt;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shallot_client::{Circuit, CircuitError};
+use shallot_net::{Circuit, CircuitError};
 use shallot_proto::cell::DestroyReason;
 
 #[test]

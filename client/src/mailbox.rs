@@ -16,8 +16,8 @@ use shallot_proto::relay_msg::RelayMsg;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::channel::lock;
-use crate::circuit::{Circuit, CircuitError};
+use shallot_rt::lock;
+use shallot_net::circuit::{Circuit, CircuitError};
 
 /// Why a mailbox request failed.
 #[derive(Debug, Clone, Error)]

@@ -12,7 +12,7 @@ use shallot_crypto::x3dh::SignedPrekey;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::messaging::wire::MessageId;
+use crate::e2e::wire::MessageId;
 
 /// Why the store refused or failed.
 #[derive(Debug, Error)]

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shallot_client::circmgr::{CircuitConfig, CircuitManager};
-use shallot_client::netdir::NetDir;
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::NetDir;
 use shallot_crypto::keys::{IdentityKeypair, OnionKeypair};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake};
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shallot_client::{build, ClientChannel, HopSpec};
+use shallot_net::{build, ClientChannel, HopSpec};
 use shallot_crypto::keys::{IdentityKeypair, LinkKeypair, OnionKeypair};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake};
 use shallot_crypto::onion::{HopKeys, RelayLayer, CELL_PAYLOAD_LEN};

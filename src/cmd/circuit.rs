@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use shallot_client::circmgr::{CircError, CircuitConfig, CircuitManager};
-use shallot_client::netdir::{DirError, NetDir};
+use shallot_net::circmgr::{CircError, CircuitConfig, CircuitManager};
+use shallot_net::netdir::{DirError, NetDir};
 use shallot_directory::{NetworkError, NetworkFile};
 use thiserror::Error;
 

@@ -15,9 +15,9 @@ use shallot_proto::mailbox::EnvelopeId;
 use tracing::debug;
 
 use super::{Messenger, MessengerError, MessengerEvent};
-use crate::messaging::session::{self, Opened};
-use crate::messaging::wire::Content;
-use crate::netdir::unix_now;
+use crate::e2e::session::{self, Opened};
+use crate::e2e::wire::Content;
+use shallot_net::netdir::unix_now;
 
 /// Epochs back that are drained when a client has been away.
 const DRAIN_EPOCHS: u64 = 7;

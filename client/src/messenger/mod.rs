@@ -26,11 +26,11 @@ use shallot_proto::mailbox::MailboxId;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::channel::lock;
-use crate::circmgr::{CircError, CircuitConfig, CircuitManager};
+use shallot_rt::lock;
+use shallot_net::circmgr::{CircError, CircuitConfig, CircuitManager};
 use crate::mailbox::{MailboxError, MailboxLink};
-use crate::messaging::wire::MessageId;
-use crate::netdir::{unix_now, DirError, NetDir};
+use crate::e2e::wire::MessageId;
+use shallot_net::netdir::{unix_now, DirError, NetDir};
 use crate::ring;
 use crate::store::{OutState, Store, StoreError, StoredMessage};
 

@@ -11,9 +11,9 @@ use futures_util::future::join_all;
 use shallot_crypto::keys::RelayId;
 
 use super::{Messenger, MessengerError, MessengerEvent};
-use crate::messaging::session::{self, SessionError};
-use crate::messaging::wire::{Content, MessageId, MAX_ACK_IDS, MAX_TEXT_LEN};
-use crate::netdir::unix_now;
+use crate::e2e::session::{self, SessionError};
+use crate::e2e::wire::{Content, MessageId, MAX_ACK_IDS, MAX_TEXT_LEN};
+use shallot_net::netdir::unix_now;
 use crate::store::{OutState, StoreError, StoredMessage};
 
 /// What sending achieved.

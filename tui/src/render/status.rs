@@ -7,10 +7,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::ui::app::App;
-use crate::ui::clock::age;
-use crate::ui::model::{MailboxState, NetworkStatus};
-use crate::ui::text::{one_line, truncate, width};
+use crate::app::App;
+use crate::clock::age;
+use crate::model::{MailboxState, NetworkStatus};
+use crate::text::{one_line, truncate, width};
 
 /// How many mailbox relays hold each user's mailbox.
 pub const MAILBOX_REPLICAS: u8 = 3;

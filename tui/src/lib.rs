@@ -17,9 +17,13 @@
 //! * [`render`]: drawing, and [`render_to_text`] for tests and captures;
 //! * [`event_loop`]: [`run`], the loop over input and backend events;
 //! * [`terminal`]: [`run_in_terminal`], the real terminal with a guaranteed restore, and
-//!   [`spawn_terminal_input`].
+//!   [`spawn_terminal_input`];
+//! * [`chat`]: the chat backend, between the messenger and the UI.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
+pub mod chat;
 pub mod clock;
 pub mod dialog;
 pub mod editor;

@@ -9,9 +9,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::{sleep, timeout};
 
 use super::*;
-use crate::ui::model::{Delivery, UiOptions};
-use crate::ui::shared_backend::SharedBackend;
-use crate::ui::test_support::*;
+use crate::model::{Delivery, UiOptions};
+use crate::shared_backend::SharedBackend;
+use crate::test_support::*;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

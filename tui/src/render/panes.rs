@@ -8,9 +8,9 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::pane;
-use crate::ui::app::{App, Focus};
-use crate::ui::roster::Peer;
-use crate::ui::text::{one_line, truncate, width, wrap};
+use crate::app::{App, Focus};
+use crate::roster::Peer;
+use crate::text::{one_line, truncate, width, wrap};
 
 /// One row of the contacts pane.
 fn entry(label: &str, count: usize, selected: bool, focused: bool, cols: usize) -> Line<'static> {

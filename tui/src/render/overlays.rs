@@ -8,11 +8,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Padding, Paragraph};
 use ratatui::Frame;
 
-use crate::ui::app::{App, Overlay};
-use crate::ui::dialog::{Field, FormError};
-use crate::ui::editor::Editor;
-use crate::ui::help::{keys_width, SECTIONS};
-use crate::ui::text::{char_width, one_line, width, wrap};
+use crate::app::{App, Overlay};
+use crate::dialog::{Field, FormError};
+use crate::editor::Editor;
+use crate::help::{keys_width, SECTIONS};
+use crate::text::{char_width, one_line, width, wrap};
 
 /// Width of one column of the help overlay.
 const HELP_COLUMN: u16 = 39;

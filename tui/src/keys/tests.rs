@@ -3,8 +3,8 @@
 use crossterm::event::{KeyEventState, KeyModifiers as M};
 
 use super::*;
-use crate::ui::model::{AppEvent, ContactView, UiOptions};
-use crate::ui::test_support::*;
+use crate::model::{AppEvent, ContactView, UiOptions};
+use crate::test_support::*;
 
 fn with(app: &mut App, code: KeyCode, modifiers: M) -> Vec<Action> {
     app.handle_event(Event::Key(KeyEvent::new(code, modifiers)))
@@ -113,7 +113,7 @@ fn select_message(app: &mut App, index: usize) {
 }
 
 fn render_once(app: &mut App) {
-    crate::ui::render_to_text(app, 80, 24);
+    crate::render_to_text(app, 80, 24);
 }
 
 #[test]

@@ -188,7 +188,7 @@ impl AcceptForm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ui::model::ContactView;
+    use crate::model::ContactView;
     use shallot_crypto::IdentityKeypair;
 
     fn address(seed: u64) -> String {

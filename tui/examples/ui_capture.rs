@@ -1,11 +1,11 @@
 //! Prints the chat UI at 80x24, drawn by the real widgets from a realistic state: a few
 //! contacts and a request, a conversation with a message in every delivery state, a draft
 //! in the input line and a healthy network in the status bar. The README's capture comes
-//! from here: `cargo run -p shallot-client --example ui_capture`.
+//! from here: `cargo run -p shallot-tui --example ui_capture`.
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use rand::SeedableRng;
-use shallot_client::ui::{
+use shallot_tui::{
     render_to_text, App, AppEvent, ContactRequest, ContactView, Delivery, MailboxState,
     MessageView, NetworkStatus, UiOptions,
 };

@@ -14,7 +14,7 @@ use shallot_crypto::x3dh::{self, InitialHeader, PrekeyBundle, X3dhError};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::messaging::wire::{Content, Inner};
+use crate::e2e::wire::{Content, Inner};
 use crate::store::{SessionRow, Store, StoreError};
 
 /// Why content could not be sealed or an envelope opened.

@@ -4,11 +4,11 @@
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 
 use super::*;
-use crate::ui::help::SECTIONS;
-use crate::ui::model::{
+use crate::help::SECTIONS;
+use crate::model::{
     AppEvent, ContactRequest, Delivery, MailboxState, NetworkStatus, UiOptions,
 };
-use crate::ui::test_support::*;
+use crate::test_support::*;
 
 fn press(app: &mut App, code: KeyCode) {
     app.handle_event(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));

@@ -1,4 +1,4 @@
-//! The chat backend (`shallot chat`, `shallot demo`): connects the [`crate::messenger`] to the
+//! The chat backend (`shallot chat`, `shallot demo`): connects the [`shallot_client::messenger`] to the
 //! terminal UI's events and actions. Everything slow (bootstrapping, circuits, deposits) runs
 //! in background tasks, so the UI never waits for the network.
 
@@ -12,11 +12,11 @@ use shallot_crypto::hex;
 use shallot_rt::AbortOnDrop;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use crate::messenger::outgoing::OnFailure;
-use crate::messenger::{Messenger, MessengerEvent};
-use crate::netdir::unix_now;
-use crate::store::{OutState, StoredMessage};
-use crate::ui::{
+use shallot_client::messenger::outgoing::OnFailure;
+use shallot_client::messenger::{Messenger, MessengerEvent};
+use shallot_rt::unix_now;
+use shallot_client::store::{OutState, StoredMessage};
+use crate::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus,
 };
