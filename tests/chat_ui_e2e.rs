@@ -68,11 +68,7 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         let (input_tx, input_rx) = tokio::sync::mpsc::unbounded_channel();
         let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
         let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel();
-        let backend = tokio::spawn(shallot_tui::chat::run(
-            me.messenger.clone(),
-            ui_tx,
-            act_rx,
-        ));
+        let backend = tokio::spawn(shallot_tui::chat::run(me.messenger.clone(), ui_tx, act_rx));
         let ui_screen = screen.clone();
         let ui_task = tokio::spawn(async move {
             let mut terminal = Terminal::new(ui_screen).unwrap();

@@ -20,6 +20,8 @@ struct Net {
     mgr: Arc<CircuitManager>,
     /// Relays killed by a test, which no other test may rely on.
     dead: Mutex<HashSet<usize>>,
+    /// Keeps the consensus fresh while the tests run.
+    _refresher: shallot_rt::AbortOnDrop<()>,
 }
 
 fn net() -> &'static Net {
@@ -36,7 +38,7 @@ fn net() -> &'static Net {
             let client_dir = scratch("client-faults-client");
             let dir = Arc::new(NetDir::new(net.network.clone(), &client_dir));
             dir.bootstrap().await.unwrap();
-            dir.spawn_refresher();
+            let refresher = dir.spawn_refresher();
             let mgr = CircuitManager::new(
                 dir,
                 client_dir,
@@ -49,13 +51,16 @@ fn net() -> &'static Net {
                 net: tokio::sync::Mutex::new(net),
                 mgr,
                 dead: Mutex::new(HashSet::new()),
+                _refresher: refresher,
             }
         })
     })
 }
 
 async fn echo(circ: &shallot_net::Circuit) -> bool {
-    let hop = circ.len();
+    let Some(hop) = circ.last_hop() else {
+        return false;
+    };
     if circ
         .send(hop, &RelayMsg::Data(b"ping".to_vec()))
         .await

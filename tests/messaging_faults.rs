@@ -6,6 +6,7 @@
 
 mod common;
 
+use shallot_net::HopNum;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ fn net() -> &'static Net {
 }
 
 fn now() -> u64 {
-    shallot_net::netdir::unix_now()
+    shallot_rt::unix_now()
 }
 
 /// A user's mailbox for this epoch: its id, the relays that keep it, and their testnet indices.
@@ -94,7 +95,9 @@ async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_
 }
 
 async fn ask(circ: &shallot_net::Circuit, msg: MailboxMsg) -> Vec<MailboxMsg> {
-    circ.send(3, &RelayMsg::Mailbox(msg)).await.unwrap();
+    circ.send(HopNum::THIRD, &RelayMsg::Mailbox(msg))
+        .await
+        .unwrap();
     let mut out = Vec::new();
     loop {
         let (_, reply) = tokio::time::timeout(Duration::from_secs(5), circ.recv())

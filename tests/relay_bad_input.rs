@@ -4,6 +4,7 @@
 
 mod common;
 
+use shallot_net::HopNum;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -309,7 +310,9 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
         )
         .await
         .unwrap();
-        circ.send(3, &RelayMsg::Data(b"x".to_vec())).await.unwrap();
+        circ.send(HopNum::THIRD, &RelayMsg::Data(b"x".to_vec()))
+            .await
+            .unwrap();
         circ.recv().await.unwrap();
         doomed.handle.abort().await;
         let err = tokio::time::timeout(WAIT, circ.recv())
@@ -319,7 +322,7 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
         assert!(
             matches!(
                 err,
-                shallot_net::CircuitError::Destroyed(DestroyReason::LinkClosed)
+                shallot_net::NetError::Destroyed(DestroyReason::LinkClosed)
             ),
             "{err}"
         );

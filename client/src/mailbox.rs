@@ -16,8 +16,8 @@ use shallot_proto::relay_msg::RelayMsg;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use shallot_net::{Circuit, NetError};
 use shallot_rt::lock;
-use shallot_net::circuit::{Circuit, CircuitError};
 
 /// Why a mailbox request failed.
 #[derive(Debug, Clone, Error)]
@@ -27,7 +27,7 @@ pub enum MailboxError {
     Refused(Status),
     /// The circuit failed.
     #[error("{0}")]
-    Circuit(#[from] CircuitError),
+    Circuit(#[from] NetError),
     /// No answer in time.
     #[error("mailbox relay did not answer in time")]
     Timeout,
@@ -124,13 +124,13 @@ impl MailboxLink {
                 p.streams.insert(req, s);
             }
         }
-        let hop = self.circ.len();
+        let hop = self.circ.last_hop().ok_or(NetError::NoSuchHop(0))?;
         let sent = self.circ.send(hop, &RelayMsg::Mailbox(make(req))).await;
         let answer = match sent {
             Ok(()) => match tokio::time::timeout(limit, rx).await {
                 Ok(Ok(a)) => Ok(a),
                 Ok(Err(_)) => Err(MailboxError::Circuit(
-                    self.circ.close_reason().unwrap_or(CircuitError::Closed),
+                    self.circ.close_reason().unwrap_or(NetError::Closed),
                 )),
                 Err(_) => Err(MailboxError::Timeout),
             },

@@ -4,20 +4,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_link::{LinkError, LinkReader, LinkWriter, MAX_CELLS_PER_RECORD};
-use shallot_proto::cell::{Cell, ChanMsg, CircId, DestroyReason, CELL_LEN};
+use shallot_proto::cell::{Cell, ChanMsg, CircId, CELL_LEN};
+use shallot_rt::lock;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tracing::debug;
-
-/// Locks a mutex, recovering from poisoning (no critical section here can leave data
-/// inconsistent).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What a channel tells a circuit.
 #[derive(Debug)]
@@ -119,12 +114,6 @@ impl ClientChannel {
         }
         lock(&self.out).push_back(raw);
         self.wake.notify_one();
-    }
-
-    /// Asks the relay to destroy a circuit, and forgets it.
-    pub(crate) fn destroy(&self, id: CircId) {
-        self.remove_circuit(id);
-        self.send(&Cell::new(id, ChanMsg::Destroy(DestroyReason::Requested)));
     }
 }
 

@@ -5,37 +5,35 @@
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use shallot_directory::fetch::fetch_consensus;
+use shallot_directory::fetch::{fetch_consensus, FetchError};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
 use shallot_proto::dir::Consensus;
+use shallot_rt::{AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
 
 /// Why no consensus is available.
 #[derive(Debug, Clone, Error)]
 pub enum DirError {
+    /// Nothing was cached and no fetch has been tried yet.
+    #[error("cannot get a consensus: no consensus fetched yet")]
+    NotYetFetched,
     /// No authority answered and nothing usable was cached.
     #[error("cannot get a consensus: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Arc<FetchError>),
     /// The consensus held has expired and no authority gave a newer one.
-    #[error("the consensus expired {ago} s ago and no authority answered: {reason}")]
+    #[error("the consensus expired {ago} s ago and no authority answered{}",
+        .last_failure.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     Expired {
         /// Seconds since it expired.
         ago: u64,
-        /// Why fetching failed.
-        reason: String,
+        /// Why the last fetch failed, if one was tried.
+        #[source]
+        last_failure: Option<Arc<FetchError>>,
     },
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The consensus this client uses, and how to get the next one.
@@ -43,14 +41,20 @@ pub struct NetDir {
     network: NetworkFile,
     cache: ConsensusCache,
     current: RwLock<Option<Arc<Consensus>>>,
-    last_error: RwLock<Option<String>>,
+    last_error: RwLock<Option<Arc<FetchError>>>,
     failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
+    clock: Arc<dyn WallClock>,
 }
 
 impl NetDir {
     /// A client of the authorities in `network`, caching in `data_dir/consensus.txt`.
     pub fn new(network: NetworkFile, data_dir: &Path) -> Self {
+        Self::with_clock(network, data_dir, Arc::new(SystemClock))
+    }
+
+    /// [`NetDir::new`] reading the time from `clock`.
+    pub fn with_clock(network: NetworkFile, data_dir: &Path, clock: Arc<dyn WallClock>) -> Self {
         let fetch_timeout = Duration::from_secs(network.params.request_timeout_secs);
         NetDir {
             cache: ConsensusCache::new(data_dir.join("consensus.txt")),
@@ -59,7 +63,21 @@ impl NetDir {
             last_error: RwLock::new(None),
             failures: std::sync::atomic::AtomicU32::new(0),
             fetch_timeout,
+            clock,
         }
+    }
+
+    /// A `NetDir` that already holds `consensus`, unverified, and knows no authority: for
+    /// testing the layers above without a network.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn preloaded(consensus: Consensus, clock: Arc<dyn WallClock>) -> Self {
+        let network = NetworkFile {
+            authorities: Vec::new(),
+            params: shallot_directory::network::NetworkParams::default(),
+        };
+        let dir = Self::with_clock(network, Path::new(""), clock);
+        dir.set(Arc::new(consensus));
+        dir
     }
 
     /// The network file.
@@ -85,7 +103,7 @@ impl NetDir {
     /// either gives a valid consensus.
     pub async fn bootstrap(&self) -> Result<Arc<Consensus>, DirError> {
         if self.held().is_none() {
-            match self.cache.load(&self.network, unix_now()) {
+            match self.cache.load(&self.network, self.clock.unix_now()) {
                 Ok(Some(c)) => {
                     debug!("using the cached consensus");
                     self.set(Arc::new(c));
@@ -104,7 +122,7 @@ impl NetDir {
         match fetch_consensus(
             &self.network,
             held.as_deref(),
-            unix_now(),
+            self.clock.unix_now(),
             self.fetch_timeout,
         )
         .await
@@ -122,32 +140,31 @@ impl NetDir {
                 Ok(c)
             }
             Err(e) => {
-                let reason = e.to_string();
+                let e = Arc::new(e);
                 if let Ok(mut last) = self.last_error.write() {
-                    *last = Some(reason.clone());
+                    *last = Some(e.clone());
                 }
                 self.failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(DirError::Unavailable(reason))
+                Err(DirError::Unavailable(e))
             }
         }
     }
 
     /// The consensus to use now: the one held, if still valid.
     pub fn consensus(&self) -> Result<Arc<Consensus>, DirError> {
-        let now = unix_now();
-        let reason = match self.last_error.read() {
+        let now = self.clock.unix_now();
+        let last_failure = match self.last_error.read() {
             Ok(e) => e.clone(),
             Err(p) => p.into_inner().clone(),
-        }
-        .unwrap_or_else(|| "no consensus fetched yet".into());
+        };
         match self.held() {
             Some(c) if now <= c.valid_until => Ok(c),
             Some(c) => Err(DirError::Expired {
                 ago: now - c.valid_until,
-                reason,
+                last_failure,
             }),
-            None => Err(DirError::Unavailable(reason)),
+            None => Err(last_failure.map_or(DirError::NotYetFetched, DirError::Unavailable)),
         }
     }
 
@@ -156,7 +173,7 @@ impl NetDir {
     /// random delay (up to an eighth of the period, at most 30 s, so that clients do not all
     /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 64 s.
     pub fn next_refresh(&self) -> Duration {
-        let now = unix_now();
+        let now = self.clock.unix_now();
         match self.held() {
             Some(c) if now < c.fresh_until => {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
@@ -173,16 +190,99 @@ impl NetDir {
         }
     }
 
-    /// Keeps the consensus fresh until the returned task is aborted.
-    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Keeps the consensus fresh until the returned handle is dropped.
+    pub fn spawn_refresher(self: &Arc<Self>) -> AbortOnDrop<()> {
         let dir = self.clone();
-        tokio::spawn(async move {
+        AbortOnDrop::new(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(dir.next_refresh()).await;
                 if let Err(e) = dir.refresh().await {
                     debug!("consensus refresh: {e}");
                 }
             }
-        })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::testing;
+    use shallot_rt::FakeClock;
+
+    /// A consensus valid from 1000, fresh until 1800, valid until 4600.
+    fn held(clock: &Arc<FakeClock>) -> NetDir {
+        let c = testing::consensus(testing::relays(3), 1000, 1800, 4600);
+        NetDir::preloaded(c, clock.clone())
+    }
+
+    #[test]
+    fn a_consensus_is_used_until_it_expires_and_refused_after() {
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        clock.set(4600);
+        assert_eq!(dir.consensus().unwrap().valid_until, 4600);
+        clock.set(4610);
+        let err = dir.consensus().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DirError::Expired {
+                    ago: 10,
+                    last_failure: None
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_consensus_the_error_says_none_was_fetched() {
+        let clock: Arc<FakeClock> = Arc::new(FakeClock::new(1000));
+        let network = NetworkFile {
+            authorities: Vec::new(),
+            params: shallot_directory::network::NetworkParams::default(),
+        };
+        let dir = NetDir::with_clock(network, Path::new(""), clock);
+        assert!(matches!(dir.consensus(), Err(DirError::NotYetFetched)));
+    }
+
+    #[test]
+    fn the_next_fetch_is_at_fresh_until_plus_a_bounded_delay() {
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        for _ in 0..50 {
+            let wait = dir.next_refresh().as_secs();
+            // 800 s to fresh-until, then up to min(800 / 8, 30) s of jitter.
+            assert!((800..830).contains(&wait), "{wait}");
+        }
+        clock.set(1700);
+        assert!((100..130).contains(&dir.next_refresh().as_secs()));
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_double_the_wait_up_to_a_minute() {
+        let clock = Arc::new(FakeClock::new(1900));
+        let dir = held(&clock);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            // No authority is configured: every fetch fails at once, without a socket.
+            let err = dir.refresh().await.unwrap_err();
+            assert!(matches!(err, DirError::Unavailable(_)));
+            waits.push(dir.next_refresh().as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64]);
+        // The consensus held is still used, with the failure kept as the reason once expired.
+        assert!(dir.consensus().is_ok());
+        clock.set(5000);
+        assert!(matches!(
+            dir.consensus(),
+            Err(DirError::Expired {
+                last_failure: Some(_),
+                ..
+            })
+        ));
     }
 }

@@ -9,8 +9,8 @@ use clap::Args;
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerConfig, MessengerError, MessengerEvent};
 use shallot_client::store::{Store, StoreError};
-use shallot_tui::{self as ui, UiError, UiOptions};
 use shallot_directory::{NetworkError, NetworkFile};
+use shallot_tui::{self as ui, UiError, UiOptions};
 use thiserror::Error;
 
 use crate::testnet::{Testnet, TestnetError, TestnetOptions};
@@ -72,7 +72,7 @@ pub fn chat(data_dir: &Path, args: ChatArgs) -> Result<(), ChatError> {
 /// Creates an identity in `dir` and opens its messenger.
 fn user(dir: &Path, name: &str, network: &NetworkFile) -> Result<Arc<Messenger>, ChatError> {
     let store = Store::open(dir)?;
-    store.create_identity(Some(name), shallot_net::netdir::unix_now())?;
+    store.create_identity(Some(name), shallot_rt::unix_now())?;
     drop(store);
     Ok(Messenger::open(
         dir,

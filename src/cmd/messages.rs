@@ -101,7 +101,7 @@ pub fn inbox(data_dir: &Path, args: InboxArgs) -> Result<(), MessagesError> {
                     _ => break,
                 }
             }
-            receiver.abort();
+            drop(receiver);
             // Acknowledge what arrived before leaving.
             let _ = m.send_acks().await;
         }

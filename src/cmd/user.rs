@@ -47,7 +47,7 @@ pub enum UserError {
 }
 
 fn now() -> u64 {
-    shallot_net::netdir::unix_now()
+    shallot_rt::unix_now()
 }
 
 /// Runs an `id` subcommand.

@@ -208,8 +208,9 @@ pub async fn still_serves(path: &[&TestRelay]) {
         .await
         .unwrap();
     let msg = shallot_proto::relay_msg::RelayMsg::Data(b"ping".to_vec());
-    circ.send(hops.len(), &msg).await.unwrap();
-    assert_eq!(circ.recv().await.unwrap(), (hops.len(), msg));
+    let last = circ.last_hop().unwrap();
+    circ.send(last, &msg).await.unwrap();
+    assert_eq!(circ.recv().await.unwrap(), (last, msg));
 }
 
 /// A `CREATE` cell for `relay` with a fresh handshake, and the handshake state.

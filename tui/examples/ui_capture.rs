@@ -5,11 +5,11 @@
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use rand::SeedableRng;
+use shallot_crypto::{Address, IdentityKeypair};
 use shallot_tui::{
     render_to_text, App, AppEvent, ContactRequest, ContactView, Delivery, MailboxState,
     MessageView, NetworkStatus, UiOptions,
 };
-use shallot_crypto::{Address, IdentityKeypair};
 
 /// 2024-06-03 18:40 UTC.
 const NOW: u64 = 1_717_440_000;

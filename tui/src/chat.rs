@@ -9,17 +9,16 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use shallot_crypto::address::Address;
 use shallot_crypto::hex;
-use shallot_rt::AbortOnDrop;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use shallot_client::messenger::outgoing::OnFailure;
-use shallot_client::messenger::{Messenger, MessengerEvent};
-use shallot_rt::unix_now;
-use shallot_client::store::{OutState, StoredMessage};
 use crate::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus,
 };
+use shallot_client::messenger::outgoing::OnFailure;
+use shallot_client::messenger::{Messenger, MessengerEvent};
+use shallot_client::store::{OutState, StoredMessage};
+use shallot_rt::unix_now;
 
 fn address_of(key: &[u8; 32]) -> String {
     VerifyingKey::from_bytes(key)
@@ -256,9 +255,9 @@ pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
         }
     }
     // Owned here, so that they stop when this future is dropped or aborted.
-    let _refresher = AbortOnDrop::new(m.netdir().spawn_refresher());
-    let _ahead = AbortOnDrop::new(m.circuits().spawn_maintenance());
-    let receiver = AbortOnDrop::new(m.spawn_receiver());
+    let _refresher = m.netdir().spawn_refresher();
+    let _ahead = m.circuits().spawn_maintenance();
+    let receiver = m.spawn_receiver();
     if let Err(e) = m.sync().await {
         notice(format!("fetching waiting messages: {e}"));
     }

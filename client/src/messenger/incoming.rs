@@ -17,7 +17,7 @@ use tracing::debug;
 use super::{Messenger, MessengerError, MessengerEvent};
 use crate::e2e::session::{self, Opened};
 use crate::e2e::wire::Content;
-use shallot_net::netdir::unix_now;
+use shallot_rt::{unix_now, AbortOnDrop};
 
 /// Epochs back that are drained when a client has been away.
 const DRAIN_EPOCHS: u64 = 7;
@@ -194,9 +194,9 @@ impl Messenger {
     /// Keeps this user subscribed to its current mailbox on every replica, handling each
     /// envelope as it is pushed and deleting it once recorded; resubscribes when a circuit
     /// fails and moves to the new mailbox at each epoch change. Runs until aborted.
-    pub fn spawn_receiver(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_receiver(self: &Arc<Self>) -> AbortOnDrop<()> {
         let me = self.clone();
-        tokio::spawn(async move {
+        AbortOnDrop::new(tokio::spawn(async move {
             let subscribed = Arc::new(AtomicU8::new(0));
             loop {
                 let Ok(consensus) = me.consensus() else {
@@ -229,7 +229,7 @@ impl Messenger {
                     debug!("draining the previous epoch: {e}");
                 }
             }
-        })
+        }))
     }
 }
 

@@ -8,7 +8,7 @@ use shallot_crypto::x3dh::{PrekeyBundle, SignedPrekey};
 use futures_util::future::join_all;
 
 use super::{Messenger, MessengerError};
-use shallot_net::netdir::unix_now;
+use shallot_rt::unix_now;
 
 impl Messenger {
     /// The newest signed prekey, making a new one if there is none or it is due for rotation.

@@ -26,13 +26,15 @@ use shallot_proto::mailbox::MailboxId;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use shallot_rt::lock;
-use shallot_net::circmgr::{CircError, CircuitConfig, CircuitManager};
-use crate::mailbox::{MailboxError, MailboxLink};
 use crate::e2e::wire::MessageId;
-use shallot_net::netdir::{unix_now, DirError, NetDir};
+use crate::mailbox::{MailboxError, MailboxLink};
 use crate::ring;
 use crate::store::{OutState, Store, StoreError, StoredMessage};
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::{DirError, NetDir};
+use shallot_net::NetError;
+use shallot_rt::lock;
+use shallot_rt::unix_now;
 
 /// Timers and limits of the messenger; the defaults are production values
 /// (`docs/spec.md` §10.7).
@@ -80,7 +82,7 @@ pub enum MessengerError {
     Dir(#[from] DirError),
     /// Circuits.
     #[error("{0}")]
-    Circuit(#[from] CircError),
+    Circuit(#[from] NetError),
     /// A mailbox.
     #[error("{0}")]
     Mailbox(#[from] MailboxError),

@@ -13,8 +13,8 @@ use shallot_crypto::keys::RelayId;
 use super::{Messenger, MessengerError, MessengerEvent};
 use crate::e2e::session::{self, SessionError};
 use crate::e2e::wire::{Content, MessageId, MAX_ACK_IDS, MAX_TEXT_LEN};
-use shallot_net::netdir::unix_now;
 use crate::store::{OutState, StoreError, StoredMessage};
+use shallot_rt::unix_now;
 
 /// What sending achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]

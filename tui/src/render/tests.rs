@@ -5,9 +5,7 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 
 use super::*;
 use crate::help::SECTIONS;
-use crate::model::{
-    AppEvent, ContactRequest, Delivery, MailboxState, NetworkStatus, UiOptions,
-};
+use crate::model::{AppEvent, ContactRequest, Delivery, MailboxState, NetworkStatus, UiOptions};
 use crate::test_support::*;
 
 fn press(app: &mut App, code: KeyCode) {
