@@ -124,7 +124,7 @@ fn seal(alice: &TestUser, bob: &TestUser, text: &str) -> Vec<u8> {
     let store = alice.messenger.store();
     let me = store.identity().unwrap();
     let content = Content::Text {
-        id: rand::random(),
+        id: shallot_client::MessageId(rand::random()),
         sent_at: now(),
         text: text.into(),
     };

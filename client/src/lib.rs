@@ -9,9 +9,16 @@
 //! * [`messenger`]: sending and receiving messages over the network.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::await_holding_lock, unreachable_pub)]
 
 pub mod e2e;
+pub mod err;
+pub mod ids;
 pub mod mailbox;
 pub mod messenger;
 pub mod ring;
 pub mod store;
+
+pub use err::MessengerError;
+pub use ids::{EnvelopeId, MessageId};
+pub use messenger::Messenger;

@@ -74,10 +74,7 @@ pub fn send(data_dir: &Path, args: SendArgs) -> Result<(), MessagesError> {
         let report = m.send(&args.name, &args.text, OnFailure::Fail).await?;
         println!(
             "sent to {}: stored on {} of {} mailboxes (id {})",
-            args.name,
-            report.stored,
-            report.wanted,
-            hex::encode(&report.id)
+            args.name, report.stored, report.wanted, report.id
         );
         Ok(())
     })
@@ -127,7 +124,7 @@ fn print_message(m: &Messenger, msg: &StoredMessage, json: bool) -> Result<(), M
     };
     if json {
         let line = serde_json::json!({
-            "id": hex::encode(&msg.id),
+            "id": msg.id.to_string(),
             "from": from,
             "request": request,
             "text": msg.text,

@@ -18,6 +18,7 @@ use crate::{
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerEvent};
 use shallot_client::store::{OutState, StoredMessage};
+use shallot_client::MessageId;
 use shallot_rt::unix_now;
 
 fn address_of(key: &[u8; 32]) -> String {
@@ -51,7 +52,7 @@ fn names(m: &Messenger) -> HashMap<[u8; 32], String> {
 
 fn view(msg: &StoredMessage, names: &HashMap<[u8; 32], String>) -> MessageView {
     MessageView {
-        id: hex::encode(&msg.id),
+        id: msg.id.to_string(),
         contact: names
             .get(&msg.peer)
             .cloned()
@@ -153,7 +154,7 @@ pub async fn run(
                     }
                     MessengerEvent::Delivery { id, state } => {
                         let _ = ui.send(AppEvent::DeliveryChanged {
-                            id: hex::encode(&id),
+                            id: id.to_string(),
                             delivery: delivery(&state),
                         });
                     }
@@ -179,12 +180,12 @@ pub async fn run(
                 });
             }
             Action::Retry { id } => {
-                let Ok(bytes) = hex::decode_array::<16>(&id) else {
+                let Some(id) = MessageId::from_hex(&id) else {
                     continue;
                 };
                 let (m, ui) = (m.clone(), ui.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = m.retry(&bytes).await {
+                    if let Err(e) = m.retry(&id).await {
                         notice(&ui, format!("retry failed: {e}"));
                     }
                 });

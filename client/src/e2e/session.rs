@@ -219,7 +219,7 @@ mod tests {
 
     fn text(n: u8) -> Content {
         Content::Text {
-            id: [n; 16],
+            id: crate::ids::MessageId([n; 16]),
             sent_at: 100,
             text: format!("message {n}"),
         }

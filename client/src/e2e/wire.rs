@@ -8,6 +8,8 @@ use shallot_crypto::ratchet::{Header, HEADER_LEN};
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 use shallot_crypto::x3dh::{InitialHeader, INITIAL_HEADER_LEN};
 
+use crate::ids::MessageId;
+
 /// The padded sizes of message content.
 pub const BUCKETS: [usize; 4] = [256, 1024, 4096, 16384];
 /// Bytes of padded content used by the length prefix.
@@ -18,9 +20,6 @@ const TEXT_OVERHEAD: usize = 1 + 16 + 8 + 2;
 pub const MAX_TEXT_LEN: usize = BUCKETS[3] - LEN_PREFIX - TEXT_OVERHEAD;
 /// The most message ids one acknowledgement carries.
 pub const MAX_ACK_IDS: usize = 255;
-
-/// A message's unique id, chosen by its sender.
-pub type MessageId = [u8; 16];
 
 const KIND_TEXT: u8 = 1;
 const KIND_ACK: u8 = 2;
@@ -56,7 +55,7 @@ impl Content {
                     });
                 }
                 out.put_u8(KIND_TEXT);
-                out.put(id);
+                out.put(id.as_bytes());
                 out.put_u64(*sent_at);
                 out.put_u16_prefixed(text.as_bytes())?;
             }
@@ -70,7 +69,7 @@ impl Content {
                 out.put_u8(KIND_ACK);
                 out.put_u8(ids.len() as u8);
                 for id in ids {
-                    out.put(id);
+                    out.put(id.as_bytes());
                 }
             }
         }
@@ -107,7 +106,7 @@ impl Content {
         r.finish_zero_padded()?;
         let content = match c.u8()? {
             KIND_TEXT => {
-                let id = c.array()?;
+                let id = MessageId(c.array()?);
                 let sent_at = c.u64()?;
                 let text = std::str::from_utf8(c.u16_prefixed()?)
                     .map_err(|_| DecodeError::BadValue {
@@ -127,7 +126,7 @@ impl Content {
                 }
                 let mut ids = Vec::with_capacity(n);
                 for _ in 0..n {
-                    ids.push(c.array()?);
+                    ids.push(MessageId(c.array()?));
                 }
                 Content::Ack { ids }
             }
@@ -227,9 +226,14 @@ mod tests {
 
     fn arb_content() -> impl Strategy<Value = Content> {
         prop_oneof![
-            (any::<[u8; 16]>(), any::<u64>(), "\\PC{0,300}")
-                .prop_map(|(id, sent_at, text)| Content::Text { id, sent_at, text }),
-            proptest::collection::vec(any::<[u8; 16]>(), 1..=255)
+            (any::<[u8; 16]>(), any::<u64>(), "\\PC{0,300}").prop_map(|(id, sent_at, text)| {
+                Content::Text {
+                    id: MessageId(id),
+                    sent_at,
+                    text,
+                }
+            }),
+            proptest::collection::vec(any::<[u8; 16]>().prop_map(MessageId), 1..=255)
                 .prop_map(|ids| Content::Ack { ids }),
         ]
     }
@@ -265,31 +269,31 @@ mod tests {
     #[test]
     fn short_texts_share_a_size() {
         let a = Content::Text {
-            id: [1; 16],
+            id: MessageId([1; 16]),
             sent_at: 1,
             text: "hi".into(),
         };
         let b = Content::Text {
-            id: [2; 16],
+            id: MessageId([2; 16]),
             sent_at: 2,
             text: "a somewhat longer message".into(),
         };
         assert_eq!(a.encode_padded().unwrap().len(), 256);
         assert_eq!(b.encode_padded().unwrap().len(), 256);
         let long = Content::Text {
-            id: [3; 16],
+            id: MessageId([3; 16]),
             sent_at: 3,
             text: "x".repeat(300),
         };
         assert_eq!(long.encode_padded().unwrap().len(), 1024);
         let max = Content::Text {
-            id: [3; 16],
+            id: MessageId([3; 16]),
             sent_at: 3,
             text: "x".repeat(MAX_TEXT_LEN),
         };
         assert_eq!(max.encode_padded().unwrap().len(), 16384);
         let over = Content::Text {
-            id: [3; 16],
+            id: MessageId([3; 16]),
             sent_at: 3,
             text: "x".repeat(MAX_TEXT_LEN + 1),
         };
@@ -321,7 +325,11 @@ mod tests {
 
     #[test]
     fn bad_padding_and_sizes_are_refused() {
-        let mut p = Content::Ack { ids: vec![[1; 16]] }.encode_padded().unwrap();
+        let mut p = Content::Ack {
+            ids: vec![MessageId([1; 16])],
+        }
+        .encode_padded()
+        .unwrap();
         p[200] = 1;
         assert_eq!(Content::decode_padded(&p), Err(DecodeError::NonZeroPadding));
         assert!(Content::decode_padded(&[0u8; 300]).is_err());

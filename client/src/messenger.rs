@@ -7,12 +7,18 @@
 //! * [`keys`]: signed prekeys and the bundles published beside each mailbox;
 //! * [`outgoing`]: sending, retransmission and end-to-end acknowledgements;
 //! * [`incoming`]: fetching, subscribing, and handling what arrives.
+//!
+//! The messenger reaches mailbox relays through a [`MailboxAccess`] (by default
+//! [`CircuitMailboxes`], over the circuit manager) and reads the time from a [`WallClock`],
+//! so that its retransmission, backoff and expiry are tested with in-memory mailboxes and a
+//! fake clock (`messenger/tests.rs`).
 
 pub mod incoming;
 pub mod keys;
 pub mod outgoing;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,20 +27,18 @@ use ed25519_dalek::VerifyingKey;
 use shallot_crypto::address::Address;
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_directory::network::NetworkFile;
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::NetDir;
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_proto::mailbox::MailboxId;
-use thiserror::Error;
+use shallot_rt::{lock, SystemClock, WallClock};
 use tokio::sync::mpsc;
 
-use crate::e2e::wire::MessageId;
-use crate::mailbox::{MailboxError, MailboxLink};
+pub use crate::err::{BundleError, MessengerError};
+use crate::ids::MessageId;
+use crate::mailbox::{CircuitMailboxes, MailboxAccess};
 use crate::ring;
-use crate::store::{OutState, Store, StoreError, StoredMessage};
-use shallot_net::circmgr::{CircuitConfig, CircuitManager};
-use shallot_net::netdir::{DirError, NetDir};
-use shallot_net::NetError;
-use shallot_rt::lock;
-use shallot_rt::unix_now;
+use crate::store::{OutState, Store, StoredMessage};
 
 /// Timers and limits of the messenger; the defaults are production values
 /// (`docs/spec.md` §10.7).
@@ -71,47 +75,6 @@ impl Default for MessengerConfig {
     }
 }
 
-/// Why a messenger operation failed, in the user's words.
-#[derive(Debug, Error)]
-pub enum MessengerError {
-    /// The local store.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    /// The consensus.
-    #[error("{0}")]
-    Dir(#[from] DirError),
-    /// Circuits.
-    #[error("{0}")]
-    Circuit(#[from] NetError),
-    /// A mailbox.
-    #[error("{0}")]
-    Mailbox(#[from] MailboxError),
-    /// Too few mailbox relays.
-    #[error("the network has no mailbox relays for this contact right now")]
-    NoMailboxes,
-    /// The message could not be stored on enough mailboxes.
-    #[error("message stored on only {stored} of {wanted} mailboxes: {reason}")]
-    NotStored {
-        /// Mailboxes that stored it.
-        stored: u8,
-        /// Mailboxes asked.
-        wanted: u8,
-        /// Why the others did not.
-        reason: String,
-    },
-    /// The contact's prekey bundle is missing or bad.
-    #[error("cannot start a conversation with {name}: {reason}")]
-    NoBundle {
-        /// The contact.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// Text too long or empty.
-    #[error("{0}")]
-    BadText(String),
-}
-
 /// Something the messenger tells whoever shows it (the chat UI).
 #[derive(Debug, Clone)]
 pub enum MessengerEvent {
@@ -136,35 +99,61 @@ pub enum MessengerEvent {
     },
 }
 
-/// A user's messenger.
-pub struct Messenger {
+/// A user's messenger, reaching mailbox relays through `M`.
+pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
     store: Mutex<Store>,
     me: IdentityKeypair,
     dir: Arc<NetDir>,
-    circuits: Arc<CircuitManager>,
-    links: tokio::sync::Mutex<HashMap<RelayId, (Arc<MailboxLink>, std::time::Instant)>>,
+    mailboxes: M,
+    clock: Arc<dyn WallClock>,
     config: MessengerConfig,
     events: Mutex<Option<mpsc::UnboundedSender<MessengerEvent>>>,
 }
 
 impl Messenger {
-    /// Opens the user's store in `data_dir` (which must hold an identity) for `network`.
+    /// Opens the user's store in `data_dir` (which must hold an identity) for `network`,
+    /// reaching mailboxes over circuits.
     pub fn open(
         data_dir: &Path,
         network: NetworkFile,
         config: MessengerConfig,
     ) -> Result<Arc<Messenger>, MessengerError> {
         let store = Store::open(data_dir)?;
-        let me = store.identity()?;
         let dir = Arc::new(NetDir::new(network, data_dir));
         let circuits =
             CircuitManager::new(dir.clone(), data_dir.to_path_buf(), config.circuits.clone());
+        Messenger::with_parts(
+            store,
+            dir,
+            CircuitMailboxes::new(circuits),
+            Arc::new(SystemClock),
+            config,
+        )
+    }
+
+    /// The circuit manager.
+    pub fn circuits(&self) -> &Arc<CircuitManager> {
+        self.mailboxes.circuits()
+    }
+}
+
+impl<M: MailboxAccess> Messenger<M> {
+    /// A messenger over `store` (which must hold an identity), taking the consensus from
+    /// `dir`, reaching mailboxes through `mailboxes` and the time from `clock`.
+    pub fn with_parts(
+        store: Store,
+        dir: Arc<NetDir>,
+        mailboxes: M,
+        clock: Arc<dyn WallClock>,
+        config: MessengerConfig,
+    ) -> Result<Arc<Self>, MessengerError> {
+        let me = store.identity()?;
         Ok(Arc::new(Messenger {
             store: Mutex::new(store),
             me,
             dir,
-            circuits,
-            links: tokio::sync::Mutex::new(HashMap::new()),
+            mailboxes,
+            clock,
             config,
             events: Mutex::new(None),
         }))
@@ -203,14 +192,19 @@ impl Messenger {
         &self.dir
     }
 
-    /// The circuit manager.
-    pub fn circuits(&self) -> &Arc<CircuitManager> {
-        &self.circuits
+    /// How mailbox relays are reached.
+    pub fn mailboxes(&self) -> &M {
+        &self.mailboxes
     }
 
     /// The configuration.
     pub fn config(&self) -> &MessengerConfig {
         &self.config
+    }
+
+    /// Seconds since the Unix epoch, by the messenger's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.unix_now()
     }
 
     fn consensus(&self) -> Result<Arc<Consensus>, MessengerError> {
@@ -220,7 +214,7 @@ impl Messenger {
     /// The epoch length and current epoch.
     fn epoch_now(&self, consensus: &Consensus) -> (u64, u64) {
         let secs = consensus.params.epoch_secs.max(1);
-        (secs, ring::epoch_of(unix_now(), secs))
+        (secs, ring::epoch_of(self.now(), secs))
     }
 
     /// The mailbox of `identity` for `epoch`, and the relays that keep it.
@@ -231,8 +225,7 @@ impl Messenger {
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
         let secs = consensus.params.epoch_secs.max(1);
-        let mailbox = ring::mailbox_id(identity, epoch, secs)
-            .map_err(|e| MessengerError::BadText(e.to_string()))?;
+        let mailbox = ring::mailbox_id(identity, epoch, secs)?;
         let relays = consensus
             .relays
             .iter()
@@ -245,42 +238,13 @@ impl Messenger {
         Ok((mailbox, replicas))
     }
 
-    /// A circuit ending at mailbox relay `relay`, reused while it works and is younger than
-    /// the circuit lifetime (an older one keeps serving whoever holds it, such as a
-    /// subscription, but gets no new work).
-    pub(crate) async fn link(&self, relay: RelayId) -> Result<Arc<MailboxLink>, MessengerError> {
-        let lifetime = self.config.circuits.lifetime;
-        let fresh_enough = |(l, at): &(Arc<MailboxLink>, std::time::Instant)| {
-            l.is_open() && at.elapsed() < lifetime
-        };
-        if let Some(entry) = self.links.lock().await.get(&relay) {
-            if fresh_enough(entry) {
-                return Ok(entry.0.clone());
-            }
-        }
-        // Built without holding the table, so links to different relays build in parallel.
-        let built = self.circuits.get(relay).await?;
-        let fresh = MailboxLink::new(built.circuit.clone(), relay);
-        let mut links = self.links.lock().await;
-        match links.get(&relay) {
-            Some(entry) if fresh_enough(entry) => {
-                fresh.circuit().close();
-                Ok(entry.0.clone())
-            }
-            _ => {
-                links.insert(relay, (fresh.clone(), built.built_at));
-                Ok(fresh)
-            }
-        }
+    /// A handle on mailbox relay `relay`.
+    pub(crate) async fn link(&self, relay: RelayId) -> Result<Arc<M::Link>, MessengerError> {
+        Ok(self.mailboxes.link(relay).await?)
     }
 
-    /// Circuits to mailbox relays that are open now.
+    /// Handles on mailbox relays whose circuits are open now.
     pub async fn open_links(&self) -> usize {
-        self.links
-            .lock()
-            .await
-            .values()
-            .filter(|(l, _)| l.is_open())
-            .count()
+        self.mailboxes.open_links().await
     }
 }
