@@ -8,11 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::MessengerEvent;
+use shallot_tui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use shallot_tui::ratatui::Terminal;
 use shallot_tui::shared_backend::SharedBackend;
 use shallot_tui::{self as ui, UiOptions};
 

@@ -4,14 +4,14 @@
 //! answers.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus, FetchError};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
 use shallot_proto::dir::Consensus;
-use shallot_rt::{AbortOnDrop, SystemClock, WallClock};
+use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
 
@@ -40,8 +40,8 @@ pub enum DirError {
 pub struct NetDir {
     network: NetworkFile,
     cache: ConsensusCache,
-    current: RwLock<Option<Arc<Consensus>>>,
-    last_error: RwLock<Option<Arc<FetchError>>>,
+    current: Mutex<Option<Arc<Consensus>>>,
+    last_error: Mutex<Option<Arc<FetchError>>>,
     failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
     clock: Arc<dyn WallClock>,
@@ -59,8 +59,8 @@ impl NetDir {
         NetDir {
             cache: ConsensusCache::new(data_dir.join("consensus.txt")),
             network,
-            current: RwLock::new(None),
-            last_error: RwLock::new(None),
+            current: Mutex::new(None),
+            last_error: Mutex::new(None),
             failures: std::sync::atomic::AtomicU32::new(0),
             fetch_timeout,
             clock,
@@ -86,17 +86,11 @@ impl NetDir {
     }
 
     fn held(&self) -> Option<Arc<Consensus>> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        lock(&self.current).clone()
     }
 
     fn set(&self, c: Arc<Consensus>) {
-        match self.current.write() {
-            Ok(mut cur) => *cur = Some(c),
-            Err(p) => *p.into_inner() = Some(c),
-        }
+        *lock(&self.current) = Some(c);
     }
 
     /// Loads the cached consensus (if still valid), then tries the authorities. Succeeds if
@@ -133,17 +127,13 @@ impl NetDir {
                 }
                 let c = Arc::new(c);
                 self.set(c.clone());
-                if let Ok(mut e) = self.last_error.write() {
-                    *e = None;
-                }
+                *lock(&self.last_error) = None;
                 self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
                 Ok(c)
             }
             Err(e) => {
                 let e = Arc::new(e);
-                if let Ok(mut last) = self.last_error.write() {
-                    *last = Some(e.clone());
-                }
+                *lock(&self.last_error) = Some(e.clone());
                 self.failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Err(DirError::Unavailable(e))
@@ -154,10 +144,7 @@ impl NetDir {
     /// The consensus to use now: the one held, if still valid.
     pub fn consensus(&self) -> Result<Arc<Consensus>, DirError> {
         let now = self.clock.unix_now();
-        let last_failure = match self.last_error.read() {
-            Ok(e) => e.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
+        let last_failure = lock(&self.last_error).clone();
         match self.held() {
             Some(c) if now <= c.valid_until => Ok(c),
             Some(c) => Err(DirError::Expired {

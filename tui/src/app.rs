@@ -4,7 +4,8 @@
 //! further `impl App` blocks.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use shallot_rt::unix_now;
 
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
@@ -85,12 +86,6 @@ pub(super) struct LayoutKey {
 
 /// How long a notice stays in the status bar, in seconds.
 pub const NOTICE_SECS: u64 = 15;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 impl App {
     /// A UI with nothing known yet, started as `options` asks.

@@ -3,11 +3,12 @@
 //! leave on another, so a circuit being built in the background never freezes the screen.
 
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossterm::event::Event;
 use ratatui::backend::Backend;
 use ratatui::Terminal;
+use shallot_rt::unix_now;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::app::App;
@@ -33,12 +34,6 @@ pub async fn run<B: Backend>(
 ) -> io::Result<()> {
     let mut app = App::new(options);
     drive(terminal, &mut app, input, events, actions).await
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Sends `list`; a backend that has gone is noted once, and the UI carries on.

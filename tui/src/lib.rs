@@ -1,6 +1,13 @@
-//! The terminal chat UI (`shallot chat`): a contacts pane, the open conversation with the
-//! delivery state of each of my messages, a multi-line input box and a status bar that says
-//! what the network is doing; keyboard-driven, with a help overlay listing every key.
+//! The terminal chat UI (`shallot chat`, `shallot demo`; `docs/spec.md` §12): a contacts
+//! pane, the open conversation with the delivery state of each of my messages, a multi-line
+//! input box and a status bar that says what the network is doing; keyboard-driven, with a
+//! help overlay listing every key.
+//!
+//! Where it sits: at the top of the library crates, over `shallot-client`'s messenger and
+//! under the `shallot` binary. It is the only crate that uses the terminal libraries
+//! (ratatui, crossterm); it re-exports both, since its interface speaks their types (a
+//! [`ratatui::Terminal`] to draw on, [`crossterm::event::Event`]s for input), so that its
+//! users need not depend on them.
 //!
 //! The UI talks to the rest of the client only through [`model`]: the backend sends
 //! [`AppEvent`]s and receives [`Action`]s over channels, so the network runs in background
@@ -21,6 +28,10 @@
 //! * [`chat`]: the chat backend, between the messenger and the UI.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::await_holding_lock, unreachable_pub)]
+
+pub use crossterm;
+pub use ratatui;
 
 pub mod app;
 pub mod chat;

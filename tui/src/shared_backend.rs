@@ -2,7 +2,7 @@
 //! lock, with a count of frames drawn. Tests drive the real event loop with it.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ratatui::backend::{Backend, ClearType, TestBackend, WindowSize};
 use ratatui::buffer::Cell;
@@ -21,7 +21,7 @@ impl SharedBackend {
     }
 
     fn lock(&self) -> MutexGuard<'_, (TestBackend, usize)> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        shallot_rt::lock(&self.0)
     }
 
     /// The screen as text, one line per row.

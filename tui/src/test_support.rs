@@ -11,16 +11,16 @@ use super::model::{
 };
 
 /// 2024-06-03 14:00 UTC.
-pub const T: u64 = 1_717_423_200;
+pub(crate) const T: u64 = 1_717_423_200;
 
 /// A valid address, the same for the same seed.
-pub fn address(seed: u64) -> String {
+pub(crate) fn address(seed: u64) -> String {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     Address::new(IdentityKeypair::generate(&mut rng).public()).to_string()
 }
 
 /// One message with alice (or whoever `contact` is).
-pub fn message(
+pub(crate) fn message(
     id: u32,
     contact: &str,
     text: &str,
@@ -39,7 +39,7 @@ pub fn message(
 }
 
 /// The conversation with alice: an incoming message and one of mine in every state.
-pub fn alice_messages() -> Vec<MessageView> {
+pub(crate) fn alice_messages() -> Vec<MessageView> {
     vec![
         message(1, "alice", "hi! is this the new onion messenger?", T, None),
         message(
@@ -84,7 +84,7 @@ pub fn alice_messages() -> Vec<MessageView> {
 }
 
 /// The snapshot behind [`demo_app`].
-pub fn demo_snapshot() -> AppEvent {
+pub(crate) fn demo_snapshot() -> AppEvent {
     let contact = |name: &str, seed, unread, last| ContactView {
         name: name.into(),
         address: address(seed),
@@ -117,7 +117,7 @@ pub fn demo_snapshot() -> AppEvent {
 
 /// The network as the status bar should show it: `consensus 2m old · 8 relays · 3 circuits
 /// · mailbox: subscribed (3/3)`.
-pub fn healthy() -> NetworkStatus {
+pub(crate) fn healthy() -> NetworkStatus {
     NetworkStatus {
         consensus_age_secs: Some(120),
         relays_known: 8,
@@ -127,7 +127,7 @@ pub fn healthy() -> NetworkStatus {
 }
 
 /// An app holding the demo state with alice's conversation open.
-pub fn demo_app(options: UiOptions) -> App {
+pub(crate) fn demo_app(options: UiOptions) -> App {
     let mut app = App::new(options);
     app.tick(T + 400);
     app.apply(demo_snapshot());
@@ -136,7 +136,7 @@ pub fn demo_app(options: UiOptions) -> App {
 }
 
 /// The demo app opened on alice with the cursor in the input line.
-pub fn alice_app() -> App {
+pub(crate) fn alice_app() -> App {
     let mut app = demo_app(UiOptions {
         select_contact: Some("alice".into()),
         focus_input: true,

@@ -211,19 +211,19 @@ impl<M: MailboxAccess> Messenger<M> {
                         continue;
                     }
                 };
-                let tasks: Vec<_> = replicas
+                // Owned here: they stop at the epoch's end, or when this task is aborted.
+                let tasks: Vec<AbortOnDrop<()>> = replicas
                     .into_iter()
                     .map(|relay| {
-                        tokio::spawn(subscription(me.clone(), epoch, relay, subscribed.clone()))
+                        let sub = subscription(me.clone(), epoch, relay, subscribed.clone());
+                        AbortOnDrop::new(tokio::spawn(sub))
                     })
                     .collect();
                 // Until the epoch ends; then drain what the old mailbox still holds.
                 let until_next = ((epoch + 1) * secs).saturating_sub(me.now());
                 tokio::time::sleep(Duration::from_secs(until_next) + Duration::from_millis(500))
                     .await;
-                for t in &tasks {
-                    t.abort();
-                }
+                drop(tasks);
                 subscribed.store(0, Ordering::Relaxed);
                 if let Err(e) = me.sync().await {
                     debug!("draining the previous epoch: {e}");

@@ -15,8 +15,10 @@
 //! | a fragment of a longer message | within the window and the size limit | [`Event::Nothing`] |
 //! | consumed *k* cells from *n* | open | SENDMEs to *n* as they fall due |
 //! | DESTROY | any | closed with the relay's reason, nothing sent |
-//! | anything out of protocol | any | closed, DESTROY (protocol) sent |
-//! | timer past the deadline | creating or extending | closed, DESTROY (timeout) sent |
+//! | anything out of protocol | any | closed, DESTROY sent |
+//! | timer past the deadline | creating or extending | closed, DESTROY sent |
+//! | the link closes | any | closed, nothing sent |
+//! | the user closes | any | closed, DESTROY sent |
 
 use std::time::{Duration, Instant};
 
@@ -200,14 +202,17 @@ impl CircuitState {
         }
     }
 
-    /// Closes the circuit with `error` (the first reason wins), telling the relays with
-    /// `destroy` if given. Returns the error the circuit is closed with.
-    fn fail(&mut self, error: NetError, destroy: Option<DestroyReason>) -> NetError {
+    /// Closes the circuit with `error` (the first reason wins), asking the relays to tear it
+    /// down if `destroy`. Returns the error the circuit is closed with.
+    ///
+    /// Whatever the cause, the client's DESTROY says only "requested" (reason 3,
+    /// `docs/spec.md` §6.5): the relays learn no more from it than that the client is done.
+    fn fail(&mut self, error: NetError, destroy: bool) -> NetError {
         if self.closed.is_none() {
             self.pending = Pending::Idle;
             self.closed = Some(error);
-            if let Some(reason) = destroy {
-                self.outbox.push(ChanMsg::Destroy(reason));
+            if destroy {
+                self.outbox.push(ChanMsg::Destroy(DestroyReason::Requested));
             }
         }
         self.closed.clone().unwrap_or(NetError::Closed)
@@ -291,9 +296,7 @@ impl CircuitState {
         for body in &msg.bodies {
             match self.layers.wrap(msg.hop.get(), body) {
                 Ok(payload) => self.outbox.push(ChanMsg::Relay(Box::new(payload))),
-                Err(e) => {
-                    return Err(self.fail(Violation::Layer(e).into(), Some(DestroyReason::Internal)))
-                }
+                Err(e) => return Err(self.fail(Violation::Layer(e).into(), true)),
             }
         }
         Ok(Sent::Queued)
@@ -311,12 +314,7 @@ impl CircuitState {
         h.unread = h.unread.saturating_sub(cells);
         let sendmes = match h.recv_window.received(cells) {
             Ok(n) => n,
-            Err(_) => {
-                return Err(self.fail(
-                    Violation::WindowOverrun(hop).into(),
-                    Some(DestroyReason::Protocol),
-                ))
-            }
+            Err(_) => return Err(self.fail(Violation::WindowOverrun(hop).into(), true)),
         };
         let sendme = Outgoing::new(hop, &RelayMsg::Sendme)?;
         for _ in 0..sendmes {
@@ -329,19 +327,13 @@ impl CircuitState {
     pub fn handle_cell(&mut self, msg: ChanMsg, now: Instant) -> Result<Event, NetError> {
         self.check_open()?;
         let result = match msg {
-            ChanMsg::Destroy(reason) => return Err(self.fail(NetError::Destroyed(reason), None)),
+            ChanMsg::Destroy(reason) => return Err(self.fail(NetError::Destroyed(reason), false)),
             ChanMsg::Created(reply) => self.on_created(&reply, now),
             ChanMsg::Relay(mut payload) => self.on_relay(&mut payload, now),
             ChanMsg::Create(_) => Err(Violation::UnexpectedCell("CREATE").into()),
             ChanMsg::Padding => Err(Violation::UnexpectedCell("PADDING").into()),
         };
-        result.map_err(|e| {
-            let reason = match e {
-                NetError::Timeout(_) => DestroyReason::Timeout,
-                _ => DestroyReason::Protocol,
-            };
-            self.fail(e, Some(reason))
-        })
+        result.map_err(|e| self.fail(e, true))
     }
 
     /// The timer fired at `now`: a handshake whose deadline has passed fails the circuit.
@@ -349,7 +341,7 @@ impl CircuitState {
         self.check_open()?;
         match self.pending.deadline() {
             Some((deadline, step)) if now >= deadline => {
-                Err(self.fail(NetError::Timeout(step), Some(DestroyReason::Timeout)))
+                Err(self.fail(NetError::Timeout(step), true))
             }
             _ => Ok(()),
         }
@@ -357,12 +349,12 @@ impl CircuitState {
 
     /// The link under the circuit closed.
     pub fn link_closed(&mut self) -> NetError {
-        self.fail(NetError::from(LinkError::Closed), None)
+        self.fail(NetError::from(LinkError::Closed), false)
     }
 
     /// The user closes the circuit: the relays are asked to tear it down.
     pub fn close(&mut self) {
-        self.fail(NetError::Closed, Some(DestroyReason::Requested));
+        self.fail(NetError::Closed, true);
     }
 
     fn on_created(&mut self, reply: &ServerMessage, now: Instant) -> Result<Event, NetError> {

@@ -13,7 +13,7 @@ use crate::model::{MailboxState, NetworkStatus};
 use crate::text::{one_line, truncate, width};
 
 /// How many mailbox relays hold each user's mailbox.
-pub const MAILBOX_REPLICAS: u8 = 3;
+pub(crate) const MAILBOX_REPLICAS: u8 = 3;
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -21,7 +21,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// The network part of the status bar, with the consensus aged by `elapsed` seconds since
 /// `status` arrived.
-pub fn network_spans(status: &NetworkStatus, elapsed: u64) -> Vec<Span<'static>> {
+pub(crate) fn network_spans(status: &NetworkStatus, elapsed: u64) -> Vec<Span<'static>> {
     let warn = Style::new().fg(Color::Yellow);
     let good = Style::new().fg(Color::Green);
     let dot = Span::styled(" · ", Style::new().add_modifier(Modifier::DIM));

@@ -278,7 +278,7 @@ fn created_that_answers_no_create_is_a_violation() {
         .handle_cell(ChanMsg::Created(reply), net.t0)
         .unwrap_err();
     assert_eq!(violation(&err), Violation::UnexpectedCreated);
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn extended_that_answers_no_extend_is_a_violation() {
     let cells = net.sent_by(3, &RelayMsg::Extended(reply));
     let err = net.feed(cells).unwrap_err();
     assert_eq!(violation(&err), Violation::UnexpectedExtended);
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
 }
 
 #[test]
@@ -323,7 +323,7 @@ fn a_reply_that_does_not_prove_the_onion_key_fails_the_handshake() {
         matches!(err, NetError::Handshake { ref hop, .. } if hop == "relay1"),
         "{err}"
     );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
     assert_eq!(net.state.len(), 0);
 }
 
@@ -357,7 +357,7 @@ fn create_times_out_at_its_deadline_and_not_before() {
         matches!(err, NetError::Timeout(BuildStep::Creating)),
         "{err}"
     );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Timeout));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
     assert_eq!(net.state.deadline(), None);
 }
 
@@ -377,7 +377,7 @@ fn extend_times_out_at_its_deadline() {
         matches!(err, NetError::Timeout(BuildStep::Extending)),
         "{err}"
     );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Timeout));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
 }
 
 #[test]
@@ -389,7 +389,7 @@ fn an_answer_after_the_deadline_counts_as_a_timeout() {
         matches!(err, NetError::Timeout(BuildStep::Creating)),
         "{err}"
     );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Timeout));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
     assert_eq!(net.state.len(), 0);
 }
 
@@ -445,7 +445,7 @@ fn a_destroy_during_creation_fails_the_build() {
 }
 
 #[test]
-fn closing_sends_one_requested_destroy() {
+fn closing_sends_one_destroy() {
     let mut net = Net::built();
     net.state.close();
     assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
@@ -513,7 +513,7 @@ fn create_and_padding_cells_on_a_circuit_are_violations() {
         let mut net = Net::built();
         let err = net.state.handle_cell(cell, net.t0).unwrap_err();
         assert_eq!(violation(&err), Violation::UnexpectedCell(name));
-        assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+        assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
     }
 }
 
@@ -541,7 +541,7 @@ fn a_changed_cell_fails_authentication_and_destroys_the_circuit() {
         violation(&err),
         Violation::Layer(OnionError::BadTag { hop: 1 })
     );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
 }
 
 // Sending.
@@ -613,7 +613,7 @@ fn a_sendme_for_cells_never_sent_is_a_violation() {
     let sendme = net.sent_by(2, &RelayMsg::Sendme);
     let err = net.feed(sendme).unwrap_err();
     assert_eq!(violation(&err), Violation::UnexpectedSendme(HopNum::SECOND));
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
 }
 
 #[test]
@@ -665,7 +665,7 @@ fn a_hop_that_sends_past_its_window_is_cut_off() {
     let one_more = net.sent_by(3, &data(1));
     let err = net.feed(one_more).unwrap_err();
     assert_eq!(violation(&err), Violation::WindowOverrun(HopNum::THIRD));
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Protocol));
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
 }
 
 #[test]
