@@ -7,6 +7,7 @@
 mod common;
 
 use shallot_net::HopNum;
+use shallot_rt::unix_now;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -45,14 +46,10 @@ fn net() -> &'static Net {
     })
 }
 
-fn now() -> u64 {
-    shallot_rt::unix_now()
-}
-
 /// A user's mailbox for this epoch: its id, the relays that keep it, and their testnet indices.
 fn mailbox_of(n: &Net, user: &TestUser) -> ([u8; 32], Vec<(RelayEntry, usize)>) {
     let secs = n.consensus.params.epoch_secs;
-    let epoch = ring::epoch_of(now(), secs);
+    let epoch = ring::epoch_of(unix_now(), secs);
     let mailbox = ring::mailbox_id(user.address.key(), epoch, secs).unwrap();
     let relays = n
         .consensus
@@ -80,7 +77,7 @@ fn mailbox_of(n: &Net, user: &TestUser) -> ([u8; 32], Vec<(RelayEntry, usize)>) 
 fn blinded(n: &Net, user: &TestUser) -> BlindedKeypair {
     let secs = n.consensus.params.epoch_secs;
     let id = user.messenger.store().identity().unwrap();
-    BlindedKeypair::derive(&id, ring::epoch_of(now(), secs), secs).unwrap()
+    BlindedKeypair::derive(&id, ring::epoch_of(unix_now(), secs), secs).unwrap()
 }
 
 /// A circuit ending at `relay`, for raw mailbox requests.
@@ -125,10 +122,10 @@ fn seal(alice: &TestUser, bob: &TestUser, text: &str) -> Vec<u8> {
     let me = store.identity().unwrap();
     let content = Content::Text {
         id: shallot_client::MessageId(rand::random()),
-        sent_at: now(),
+        sent_at: unix_now(),
         text: text.into(),
     };
-    session::seal_for(&store, &me, bob.address.key(), &content, None, now()).unwrap()
+    session::seal_for(&store, &me, bob.address.key(), &content, None, unix_now()).unwrap()
 }
 
 async fn pair(n: &Net, tag: &str) -> (TestUser, TestUser) {

@@ -15,6 +15,7 @@ use shallot_net::HopNum;
 use shallot_net::{build, ClientChannel, HopSpec};
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_proto::relay_msg::RelayMsg;
+use shallot_rt::unix_now;
 
 struct Net {
     net: Testnet,
@@ -98,7 +99,7 @@ fn a_rotated_onion_key_is_published_and_used() {
                 let (c, _) = shallot_directory::fetch::fetch_consensus(
                     &network,
                     None,
-                    now(),
+                    unix_now(),
                     Duration::from_secs(2),
                 )
                 .await
@@ -138,11 +139,4 @@ fn a_rotated_onion_key_is_published_and_used() {
         );
         relay.shutdown().await;
     });
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
