@@ -17,10 +17,7 @@ fn main() {
     if let Err(e) = shallot::cmd::run(cli) {
         // An error can carry text from the network (a relay's reason, say): one line, and
         // nothing in it reaches the terminal as a control sequence.
-        eprintln!(
-            "shallot: {}",
-            shallot_client::ui::text::one_line(&e.to_string())
-        );
+        eprintln!("shallot: {}", shallot_tui::text::one_line(&e.to_string()));
         std::process::exit(1);
     }
 }

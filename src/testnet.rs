@@ -11,7 +11,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
 use shallot_crypto::keys::IdentityKeypair;
@@ -24,6 +24,7 @@ use shallot_directory::{
 };
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_relay::{RelayConfig, RelayError, RelayHandle};
+use shallot_rt::unix_now;
 use thiserror::Error;
 use tokio::process::{Child, Command};
 
@@ -134,13 +135,6 @@ pub struct Testnet {
     relays: Vec<(String, Option<Node>)>,
     /// The address each in-process relay got, so a restart can take it again.
     relay_addrs: Vec<Option<SocketAddr>>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn octet_ip(octet: usize) -> Result<IpAddr, TestnetError> {

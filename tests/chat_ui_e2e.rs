@@ -8,13 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::MessengerEvent;
-use shallot_client::ui::shared_backend::SharedBackend;
-use shallot_client::ui::{self, UiOptions};
+use shallot_tui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use shallot_tui::ratatui::Terminal;
+use shallot_tui::shared_backend::SharedBackend;
+use shallot_tui::{self as ui, UiOptions};
 
 fn key(code: KeyCode) -> Event {
     Event::Key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -68,11 +68,7 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         let (input_tx, input_rx) = tokio::sync::mpsc::unbounded_channel();
         let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
         let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel();
-        let backend = tokio::spawn(shallot_client::chat::run(
-            me.messenger.clone(),
-            ui_tx,
-            act_rx,
-        ));
+        let backend = tokio::spawn(shallot_tui::chat::run(me.messenger.clone(), ui_tx, act_rx));
         let ui_screen = screen.clone();
         let ui_task = tokio::spawn(async move {
             let mut terminal = Terminal::new(ui_screen).unwrap();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::circmgr::{CircuitConfig, CircuitManager};
-use shallot_client::netdir::NetDir;
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::NetDir;
 use shallot_proto::dir::Flags;
 use shallot_proto::relay_msg::RelayMsg;
 
@@ -54,8 +54,10 @@ fn net() -> &'static Net {
     })
 }
 
-async fn echo(circ: &shallot_client::Circuit) -> bool {
-    let hop = circ.len();
+async fn echo(circ: &shallot_net::Circuit) -> bool {
+    let Some(hop) = circ.last_hop() else {
+        return false;
+    };
     if circ
         .send(hop, &RelayMsg::Data(b"ping".to_vec()))
         .await

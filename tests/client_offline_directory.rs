@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::circmgr::{CircError, CircuitConfig, CircuitManager};
-use shallot_client::netdir::{unix_now, DirError, NetDir};
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::{DirError, NetDir};
+use shallot_net::HopNum;
+use shallot_net::NetError;
+use shallot_rt::unix_now;
 
 #[test]
 fn the_cached_consensus_carries_the_client_until_it_expires() {
@@ -33,7 +36,10 @@ fn the_cached_consensus_carries_the_client_until_it_expires() {
         let mgr = CircuitManager::new(dir.clone(), client_dir, CircuitConfig::default());
         let c = mgr.build(None).await.unwrap();
         c.circuit
-            .send(3, &shallot_proto::relay_msg::RelayMsg::Data(b"x".to_vec()))
+            .send(
+                HopNum::THIRD,
+                &shallot_proto::relay_msg::RelayMsg::Data(b"x".to_vec()),
+            )
             .await
             .unwrap();
         c.circuit.recv().await.unwrap();
@@ -48,7 +54,7 @@ fn the_cached_consensus_carries_the_client_until_it_expires() {
             .err()
             .expect("an expired consensus is refused");
         assert!(
-            matches!(err, CircError::Dir(DirError::Expired { .. })),
+            matches!(err, NetError::Dir(DirError::Expired { .. })),
             "{err}"
         );
         let text = err.to_string();

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
+use shallot_rt::lock;
 
 /// The demo's voting interval (`shallot testnet`'s default).
 const VOTING_INTERVAL: Duration = Duration::from_secs(3);
@@ -21,7 +22,7 @@ const VOTING_INTERVAL: Duration = Duration::from_secs(3);
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+    lock(&ONE_AT_A_TIME)
 }
 
 /// A fresh, empty directory for one test.
@@ -84,10 +85,7 @@ impl Pty {
                 if n == 0 {
                     break;
                 }
-                parser
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .process(&buf[..n]);
+                lock(&parser).process(&buf[..n]);
             }
         });
         let writer = pair.master.take_writer().unwrap();
@@ -101,11 +99,7 @@ impl Pty {
     }
 
     fn contents(&self) -> String {
-        self.screen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .screen()
-            .contents()
+        lock(&self.screen).screen().contents()
     }
 
     /// Waits until the screen satisfies `ready`, failing with the screen after `limit`.
@@ -113,7 +107,7 @@ impl Pty {
         let start = Instant::now();
         loop {
             {
-                let parser = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+                let parser = lock(&self.screen);
                 if ready(parser.screen()) {
                     return;
                 }
@@ -218,7 +212,7 @@ fn is_empty(dir: &Path) -> bool {
 /// and line editing and echo on.
 fn assert_terminal_restored(pty: &Pty) {
     {
-        let parser = pty.screen.lock().unwrap_or_else(|e| e.into_inner());
+        let parser = lock(&pty.screen);
         let screen = parser.screen();
         assert!(!screen.alternate_screen(), "still on the alternate screen");
         assert!(!screen.hide_cursor(), "cursor still hidden");

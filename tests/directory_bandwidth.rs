@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::*;
 use integrity::{params, ProcNet};
 use rand::SeedableRng;
-use shallot_client::path::{capped_weights, weighted_pick};
 use shallot_directory::NetworkParams;
+use shallot_net::path::{capped_weights, weighted_pick};
 use shallot_proto::dir::{Flags, RelayEntry};
 
 #[test]

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use common::*;
 use integrity::{params, ProcNet, ProcRelay};
-use shallot_client::circmgr::{CircuitConfig, CircuitManager};
-use shallot_client::netdir::{unix_now, NetDir};
 use shallot_crypto::hex;
 use shallot_crypto::keys::IdentityKeypair;
 use shallot_directory::authority::misbehave::Misbehaviour;
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::NetDir;
 use shallot_proto::dir::descriptor::descriptor_digest;
 use shallot_proto::dir::{signed_bytes, Consensus, Flags, RelayDescriptor};
+use shallot_rt::unix_now;
 
 /// A listener at the forged address that counts every connection made to it.
 async fn trap(ip: [u8; 4]) -> (SocketAddr, Arc<AtomicUsize>) {

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use common::*;
 use integrity::{params, ProcNet};
-use shallot_client::circmgr::{CircuitConfig, CircuitManager};
-use shallot_client::netdir::{unix_now, NetDir};
 use shallot_crypto::keys::IdentityKeypair;
 use shallot_directory::upload_descriptor;
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::NetDir;
 use shallot_proto::dir::{Flags, RelayDescriptor};
+use shallot_rt::unix_now;
 
 #[test]
 fn copies_of_a_relay_cannot_push_it_out() {

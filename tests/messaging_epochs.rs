@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
-use shallot_client::netdir::unix_now;
+use shallot_rt::unix_now;
 
 async fn next_epoch(epoch_secs: u64) {
     let now = unix_now();

@@ -6,13 +6,15 @@
 
 mod common;
 
+use shallot_net::HopNum;
+use shallot_rt::unix_now;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::messaging::session;
-use shallot_client::messaging::wire::Content;
+use shallot_client::e2e::session;
+use shallot_client::e2e::wire::Content;
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::ring;
 use shallot_crypto::blind::BlindedKeypair;
@@ -44,17 +46,13 @@ fn net() -> &'static Net {
     })
 }
 
-fn now() -> u64 {
-    shallot_client::netdir::unix_now()
-}
-
 /// A user's mailbox for this epoch: its id, the relays that keep it, and their testnet indices.
 fn mailbox_of(
     n: &Net,
     user: &TestUser,
 ) -> (shallot_proto::mailbox::MailboxId, Vec<(RelayEntry, usize)>) {
     let secs = n.consensus.params.epoch_secs;
-    let epoch = ring::epoch_of(now(), secs);
+    let epoch = ring::epoch_of(unix_now(), secs);
     let mailbox = ring::mailbox_id(user.address.key(), epoch, secs).unwrap();
     let relays = n
         .consensus
@@ -83,11 +81,11 @@ fn mailbox_of(
 fn blinded(n: &Net, user: &TestUser) -> BlindedKeypair {
     let secs = n.consensus.params.epoch_secs;
     let id = user.messenger.store().identity().unwrap();
-    BlindedKeypair::derive(&id, ring::epoch_of(now(), secs), secs).unwrap()
+    BlindedKeypair::derive(&id, ring::epoch_of(unix_now(), secs), secs).unwrap()
 }
 
 /// A circuit ending at `relay`, for raw mailbox requests.
-async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_client::Circuit> {
+async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_net::Circuit> {
     user.messenger
         .circuits()
         .build(Some(relay))
@@ -97,8 +95,10 @@ async fn raw_circuit(user: &TestUser, relay: RelayId) -> std::sync::Arc<shallot_
         .clone()
 }
 
-async fn ask(circ: &shallot_client::Circuit, msg: MailboxMsg) -> Vec<MailboxMsg> {
-    circ.send(3, &RelayMsg::Mailbox(msg)).await.unwrap();
+async fn ask(circ: &shallot_net::Circuit, msg: MailboxMsg) -> Vec<MailboxMsg> {
+    circ.send(HopNum::THIRD, &RelayMsg::Mailbox(msg))
+        .await
+        .unwrap();
     let mut out = Vec::new();
     loop {
         let (_, reply) = tokio::time::timeout(Duration::from_secs(5), circ.recv())
@@ -125,11 +125,11 @@ fn seal(alice: &TestUser, bob: &TestUser, text: &str) -> Vec<u8> {
     let store = alice.messenger.store();
     let me = store.identity().unwrap();
     let content = Content::Text {
-        id: rand::random(),
-        sent_at: now(),
+        id: shallot_client::MessageId(rand::random()),
+        sent_at: unix_now(),
         text: text.into(),
     };
-    session::seal_for(&store, &me, bob.address.key(), &content, None, now()).unwrap()
+    session::seal_for(&store, &me, bob.address.key(), &content, None, unix_now()).unwrap()
 }
 
 async fn pair(n: &Net, tag: &str) -> (TestUser, TestUser) {

@@ -12,9 +12,9 @@ use std::time::Duration;
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
-use shallot_client::netdir::unix_now;
 use shallot_directory::fetch::fetch_consensus;
 use shallot_proto::dir::srv::fallback_value;
+use shallot_rt::unix_now;
 
 #[test]
 fn sender_and_owner_agree_on_the_ring_of_a_shared_random_epoch() {

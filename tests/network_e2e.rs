@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::{build, ClientChannel, HopSpec};
+use shallot_net::HopNum;
+use shallot_net::{build, ClientChannel, HopSpec};
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_proto::relay_msg::RelayMsg;
+use shallot_rt::unix_now;
 
 struct Net {
     net: Testnet,
@@ -65,12 +67,12 @@ fn a_client_builds_three_hops_from_the_consensus_and_gets_a_reply() {
             .await
             .unwrap();
         let circ = build(chan, &path, Duration::from_secs(5)).await.unwrap();
-        circ.send(3, &RelayMsg::Data(b"hello, exit".to_vec()))
+        circ.send(HopNum::THIRD, &RelayMsg::Data(b"hello, exit".to_vec()))
             .await
             .unwrap();
         assert_eq!(
             circ.recv().await.unwrap(),
-            (3, RelayMsg::Data(b"hello, exit".to_vec()))
+            (HopNum::THIRD, RelayMsg::Data(b"hello, exit".to_vec()))
         );
     });
 }
@@ -97,7 +99,7 @@ fn a_rotated_onion_key_is_published_and_used() {
                 let (c, _) = shallot_directory::fetch::fetch_consensus(
                     &network,
                     None,
-                    now(),
+                    unix_now(),
                     Duration::from_secs(2),
                 )
                 .await
@@ -128,7 +130,7 @@ fn a_rotated_onion_key_is_published_and_used() {
         let circ = build(chan, &[HopSpec::from(&entry)], Duration::from_secs(5))
             .await
             .unwrap();
-        circ.send(1, &RelayMsg::Data(b"new key".to_vec()))
+        circ.send(HopNum::FIRST, &RelayMsg::Data(b"new key".to_vec()))
             .await
             .unwrap();
         assert_eq!(
@@ -137,11 +139,4 @@ fn a_rotated_onion_key_is_published_and_used() {
         );
         relay.shutdown().await;
     });
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }

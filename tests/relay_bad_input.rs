@@ -4,6 +4,7 @@
 
 mod common;
 
+use shallot_net::HopNum;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -314,14 +315,16 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
     let r = &net().relays;
     rt().block_on(async {
         let doomed = net().doomed.lock().unwrap().take().unwrap();
-        let circ = shallot_client::build(
+        let circ = shallot_net::build(
             r[0].channel().await,
             &[r[0].hop(), r[3].hop(), doomed.hop()],
             WAIT,
         )
         .await
         .unwrap();
-        circ.send(3, &RelayMsg::Data(b"x".to_vec())).await.unwrap();
+        circ.send(HopNum::THIRD, &RelayMsg::Data(b"x".to_vec()))
+            .await
+            .unwrap();
         circ.recv().await.unwrap();
         doomed.handle.abort().await;
         let err = tokio::time::timeout(WAIT, circ.recv())
@@ -331,7 +334,7 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
         assert!(
             matches!(
                 err,
-                shallot_client::CircuitError::Destroyed(DestroyReason::LinkClosed)
+                shallot_net::NetError::Destroyed(DestroyReason::LinkClosed)
             ),
             "{err}"
         );

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use shallot_client::{build, CircuitError};
+use shallot_net::HopNum;
+use shallot_net::{build, NetError};
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::relay_msg::RelayMsg;
 
@@ -42,7 +43,7 @@ fn three_hops_carry_data_both_ways() {
         .await
         .unwrap();
         assert_eq!(circ.len(), 3);
-        for hop in 1..=3 {
+        for hop in [HopNum::FIRST, HopNum::SECOND, HopNum::THIRD] {
             let data = format!("hello hop {hop}").into_bytes();
             circ.send(hop, &RelayMsg::Data(data.clone())).await.unwrap();
             let (from, msg) = circ.recv().await.unwrap();
@@ -50,8 +51,13 @@ fn three_hops_carry_data_both_ways() {
         }
         // A message spanning many cells.
         let big: Vec<u8> = (0..20_000).map(|i| (i % 251) as u8).collect();
-        circ.send(3, &RelayMsg::Data(big.clone())).await.unwrap();
-        assert_eq!(circ.recv().await.unwrap(), (3, RelayMsg::Data(big)));
+        circ.send(HopNum::THIRD, &RelayMsg::Data(big.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            circ.recv().await.unwrap(),
+            (HopNum::THIRD, RelayMsg::Data(big))
+        );
     });
 }
 
@@ -70,7 +76,7 @@ fn flow_control_keeps_a_long_stream_moving() {
         // 3,000 cells each way: six times the window, so SENDMEs must flow both ways.
         let sender = async {
             for i in 0..3000u32 {
-                circ.send(3, &RelayMsg::Data(i.to_be_bytes().to_vec()))
+                circ.send(HopNum::THIRD, &RelayMsg::Data(i.to_be_bytes().to_vec()))
                     .await
                     .unwrap();
             }
@@ -89,9 +95,9 @@ fn flow_control_keeps_a_long_stream_moving() {
     });
 }
 
-async fn destroyed_reason(err: CircuitError) -> DestroyReason {
+async fn destroyed_reason(err: NetError) -> DestroyReason {
     match err {
-        CircuitError::Destroyed(reason) => reason,
+        NetError::Destroyed(reason) => reason,
         other => panic!("expected a destroy, got {other}"),
     }
 }
@@ -128,7 +134,7 @@ fn bad_extends_are_refused() {
         let circ = build(r[2].channel().await, &[r[2].hop(), r[0].hop()], HOP)
             .await
             .unwrap();
-        circ.send(2, &RelayMsg::Data(b"still here".to_vec()))
+        circ.send(HopNum::SECOND, &RelayMsg::Data(b"still here".to_vec()))
             .await
             .unwrap();
         assert_eq!(

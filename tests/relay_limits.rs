@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shallot_client::CircuitError;
+use shallot_net::HopNum;
+use shallot_net::NetError;
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_relay::NetView;
@@ -50,11 +51,7 @@ fn connections_per_ip_are_capped() {
         eventually("a slot to free up", WAIT, || async {
             match tokio::time::timeout(
                 Duration::from_millis(500),
-                shallot_client::ClientChannel::connect(
-                    relay.addr(),
-                    &relay.handle.link_key(),
-                    WAIT,
-                ),
+                shallot_net::ClientChannel::connect(relay.addr(), &relay.handle.link_key(), WAIT),
             )
             .await
             {
@@ -74,17 +71,17 @@ fn circuits_per_link_are_capped() {
         let mut circuits = Vec::new();
         for _ in 0..3 {
             circuits.push(
-                shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+                shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT)
                     .await
                     .unwrap(),
             );
         }
-        let err = shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+        let err = shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT)
             .await
             .err()
             .expect("fourth circuit was created");
         assert!(
-            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            matches!(err, NetError::Destroyed(DestroyReason::ResourceLimit)),
             "{err}"
         );
         // Another link may still create circuits.
@@ -104,9 +101,9 @@ fn circuit_creations_per_ip_are_rate_limited() {
         let mut ok = 0;
         let mut refused = 0;
         for _ in 0..6 {
-            match shallot_client::Circuit::create(chan.clone(), &relay.hop(), WAIT).await {
+            match shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT).await {
                 Ok(_) => ok += 1,
-                Err(CircuitError::Destroyed(DestroyReason::ResourceLimit)) => refused += 1,
+                Err(NetError::Destroyed(DestroyReason::ResourceLimit)) => refused += 1,
                 Err(e) => panic!("unexpected error {e}"),
             }
         }
@@ -116,9 +113,13 @@ fn circuit_creations_per_ip_are_rate_limited() {
 }
 
 /// Sends `n` one-cell messages to hop 2 without waiting for anything.
-async fn flood(circ: &shallot_client::Circuit, n: usize) {
+async fn flood(circ: &shallot_net::Circuit, n: usize) {
     for _ in 0..n {
-        if circ.send(2, &RelayMsg::Data(vec![0u8; 400])).await.is_err() {
+        if circ
+            .send(HopNum::SECOND, &RelayMsg::Data(vec![0u8; 400]))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -136,7 +137,7 @@ fn a_full_circuit_queue_destroys_that_circuit() {
         relay
             .handle
             .set_netview(NetView::new([relay.peer(), stalled.peer.clone()]));
-        let circ = shallot_client::build(
+        let circ = shallot_net::build(
             relay.channel().await,
             &[relay.hop(), stalled.hop.clone()],
             WAIT,
@@ -152,7 +153,7 @@ fn a_full_circuit_queue_destroys_that_circuit() {
             .unwrap()
             .unwrap_err();
         assert!(
-            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            matches!(err, NetError::Destroyed(DestroyReason::ResourceLimit)),
             "{err}"
         );
         assert_eq!(relay.handle.stats().circuits_destroyed_for_queue, 1);
@@ -183,7 +184,7 @@ fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
         let mut circuits = Vec::new();
         for _ in 0..3 {
             circuits.push(
-                shallot_client::build(chan.clone(), &[relay.hop(), stalled.hop.clone()], WAIT)
+                shallot_net::build(chan.clone(), &[relay.hop(), stalled.hop.clone()], WAIT)
                     .await
                     .unwrap(),
             );
@@ -210,7 +211,7 @@ fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
             if stats.circuits_destroyed_for_memory > 0 {
                 break;
             }
-            circuits[2].send(2, &one).await.unwrap();
+            circuits[2].send(HopNum::SECOND, &one).await.unwrap();
             let deadline = tokio::time::Instant::now() + WAIT;
             while relay.handle.stats().cells_forwarded == stats.cells_forwarded
                 && relay.handle.stats().circuits_destroyed_for_memory == 0
@@ -227,7 +228,7 @@ fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
             .unwrap()
             .unwrap_err();
         assert!(
-            matches!(err, CircuitError::Destroyed(DestroyReason::ResourceLimit)),
+            matches!(err, NetError::Destroyed(DestroyReason::ResourceLimit)),
             "{err}"
         );
         // Oldest first: the second circuit goes too only if the first held too little to bring
@@ -245,7 +246,7 @@ fn a_client_that_stops_reading_holds_at_most_a_window_of_replies() {
     rt().block_on(async {
         let relay = start_relay("nonreader", 58, |_| {}).await;
         let circ = std::sync::Arc::new(
-            shallot_client::build(relay.channel().await, &[relay.hop()], WAIT)
+            shallot_net::build(relay.channel().await, &[relay.hop()], WAIT)
                 .await
                 .unwrap(),
         );
@@ -254,7 +255,11 @@ fn a_client_that_stops_reading_holds_at_most_a_window_of_replies() {
             let circ = circ.clone();
             tokio::spawn(async move {
                 let mut sent = 0u32;
-                while circ.send(1, &RelayMsg::Data(vec![1; 400])).await.is_ok() {
+                while circ
+                    .send(HopNum::FIRST, &RelayMsg::Data(vec![1; 400]))
+                    .await
+                    .is_ok()
+                {
                     sent += 1;
                 }
                 sent

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
-use shallot_client::{build, CircuitError, ClientChannel, HopSpec};
+use shallot_net::HopNum;
+use shallot_net::{build, ClientChannel, HopSpec, NetError};
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::relay_msg::RelayMsg;
 use tokio::io::AsyncWriteExt;
@@ -67,9 +68,12 @@ fn a_relay_process_serves_then_stops_gracefully_on_sigterm() {
             nickname: "procrelay".into(),
         };
         let circ = build(chan, &[hop], Duration::from_secs(5)).await.unwrap();
-        circ.send(1, &RelayMsg::Data(b"are you a process?".to_vec()))
-            .await
-            .unwrap();
+        circ.send(
+            HopNum::FIRST,
+            &RelayMsg::Data(b"are you a process?".to_vec()),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             circ.recv().await.unwrap().1,
             RelayMsg::Data(b"are you a process?".to_vec())
@@ -91,7 +95,7 @@ fn a_relay_process_serves_then_stops_gracefully_on_sigterm() {
             .unwrap()
             .unwrap_err();
         assert!(
-            matches!(err, CircuitError::Destroyed(DestroyReason::ShuttingDown)),
+            matches!(err, NetError::Destroyed(DestroyReason::ShuttingDown)),
             "{err}"
         );
         let status = tokio::time::timeout(Duration::from_secs(10), child.wait())

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shallot_client::{Circuit, CircuitError};
+use shallot_net::{Circuit, NetError};
 use shallot_proto::cell::DestroyReason;
 
 #[test]
@@ -53,7 +53,7 @@ fn the_previous_onion_key_works_for_the_grace_period_then_is_refused() {
         )
         .await;
         assert!(
-            matches!(err, CircuitError::Destroyed(DestroyReason::OnionKey)),
+            matches!(err, NetError::Destroyed(DestroyReason::OnionKey)),
             "{err}"
         );
         assert!(rotated_at.elapsed() >= Duration::from_millis(1900));

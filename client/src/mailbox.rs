@@ -1,6 +1,12 @@
 //! Talking to one mailbox relay over a circuit that ends there (`docs/spec.md` §9.3):
 //! requests matched to answers by request id, and subscriptions whose pushed envelopes arrive
 //! on a channel.
+//!
+//! [`access`] is the seam between the messenger and the mailbox relays: the operations on
+//! one relay ([`MailboxOps`]) and how a relay is reached ([`MailboxAccess`]), with the real
+//! implementation over the circuit manager.
+
+pub mod access;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,15 +15,17 @@ use std::time::Duration;
 
 use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::RelayId;
-use shallot_proto::mailbox::{
-    auth_message, kind, EnvelopeId, MailboxAuth, MailboxId, MailboxMsg, Status,
-};
+use shallot_proto::mailbox::{auth_message, kind, MailboxAuth, MailboxId, MailboxMsg, Status};
 use shallot_proto::relay_msg::RelayMsg;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::channel::lock;
-use crate::circuit::{Circuit, CircuitError};
+use shallot_net::{Circuit, NetError};
+
+pub use access::{CircuitMailboxes, MailboxAccess, MailboxOps};
+
+use crate::ids::EnvelopeId;
+use shallot_rt::{lock, unix_now};
 
 /// Why a mailbox request failed.
 #[derive(Debug, Clone, Error)]
@@ -25,15 +33,30 @@ pub enum MailboxError {
     /// The relay refused it.
     #[error("{0}")]
     Refused(Status),
-    /// The circuit failed.
-    #[error("{0}")]
-    Circuit(#[from] CircuitError),
+    /// No circuit to the relay, or the circuit failed.
+    #[error(transparent)]
+    Circuit(#[from] NetError),
     /// No answer in time.
     #[error("mailbox relay did not answer in time")]
     Timeout,
-    /// The relay answered with something that is not an answer to this request.
-    #[error("mailbox relay answered out of protocol")]
-    Protocol,
+    /// The relay answered a request with an answer of another kind (a bundle to a deposit,
+    /// a plain result to a bundle request).
+    #[error("mailbox relay answered a {0} request out of protocol")]
+    WrongAnswer(&'static str),
+}
+
+impl MailboxError {
+    /// Whether asking again later, or another replica, may succeed: true unless the relay
+    /// refused the request itself (a bad signature, something too large, nothing there).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MailboxError::Refused(status) => matches!(
+                status,
+                Status::Full | Status::Stale | Status::Unavailable | Status::Internal
+            ),
+            MailboxError::Circuit(_) | MailboxError::Timeout | MailboxError::WrongAnswer(_) => true,
+        }
+    }
 }
 
 /// A waiting envelope or a pushed one: its id and bytes.
@@ -59,18 +82,11 @@ pub struct MailboxLink {
     next: AtomicU32,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Signs an owner's request for `relay`.
 pub fn authorize(key: &BlindedKeypair, relay: &RelayId, op: u8, body: &[u8]) -> MailboxAuth {
     let mailbox = MailboxId(key.public().to_bytes());
     let nonce: [u8; 16] = rand::random();
-    let timestamp = now();
+    let timestamp = unix_now();
     let sig = key.sign(&auth_message(relay, op, &mailbox, timestamp, &nonce, body));
     MailboxAuth {
         mailbox,
@@ -124,13 +140,13 @@ impl MailboxLink {
                 p.streams.insert(req, s);
             }
         }
-        let hop = self.circ.len();
+        let hop = self.circ.last_hop().ok_or(NetError::NoSuchHop(0))?;
         let sent = self.circ.send(hop, &RelayMsg::Mailbox(make(req))).await;
         let answer = match sent {
             Ok(()) => match tokio::time::timeout(limit, rx).await {
                 Ok(Ok(a)) => Ok(a),
                 Ok(Err(_)) => Err(MailboxError::Circuit(
-                    self.circ.close_reason().unwrap_or(CircuitError::Closed),
+                    self.circ.close_reason().unwrap_or(NetError::Closed),
                 )),
                 Err(_) => Err(MailboxError::Timeout),
             },
@@ -140,11 +156,11 @@ impl MailboxLink {
         answer
     }
 
-    fn expect_ok(answer: Answer) -> Result<u32, MailboxError> {
+    fn expect_ok(answer: Answer, asked: &'static str) -> Result<u32, MailboxError> {
         match answer {
             Answer::Result(Status::Ok, n) => Ok(n),
             Answer::Result(status, _) => Err(MailboxError::Refused(status)),
-            Answer::Bundle(_) => Err(MailboxError::Protocol),
+            Answer::Bundle(_) => Err(MailboxError::WrongAnswer(asked)),
         }
     }
 
@@ -166,7 +182,7 @@ impl MailboxLink {
                 limit,
             )
             .await?;
-        Self::expect_ok(a).map(|_| ())
+        Self::expect_ok(a, "deposit").map(|_| ())
     }
 
     /// The prekey bundle kept for `mailbox`, if any.
@@ -181,7 +197,7 @@ impl MailboxLink {
         {
             Answer::Bundle(b) => Ok(Some(b)),
             Answer::Result(Status::NotFound, _) => Ok(None),
-            other => Self::expect_ok(other).and(Err(MailboxError::Protocol)),
+            other => Self::expect_ok(other, "bundle").and(Err(MailboxError::WrongAnswer("bundle"))),
         }
     }
 
@@ -211,7 +227,7 @@ impl MailboxLink {
                 limit,
             )
             .await?;
-        Self::expect_ok(a).map(|_| ())
+        Self::expect_ok(a, "put-bundle").map(|_| ())
     }
 
     /// Subscribes to the mailbox: returns a channel that first carries every waiting envelope
@@ -226,7 +242,7 @@ impl MailboxLink {
         let a = self
             .request(|req| MailboxMsg::Subscribe { req, auth }, Some(tx), limit)
             .await?;
-        Ok((rx, Self::expect_ok(a)?))
+        Ok((rx, Self::expect_ok(a, "subscribe")?))
     }
 
     /// Every envelope waiting in the mailbox.
@@ -240,7 +256,7 @@ impl MailboxLink {
         let req_answer = self
             .request(|req| MailboxMsg::Fetch { req, auth }, Some(tx), limit)
             .await;
-        let n = Self::expect_ok(req_answer?)?;
+        let n = Self::expect_ok(req_answer?, "fetch")?;
         // The result follows the envelopes it counts, so they are all here; the stream is
         // done (its entry is dropped at the next message, its receiver being gone).
         let mut out = Vec::with_capacity(n as usize);
@@ -263,7 +279,7 @@ impl MailboxLink {
         let a = self
             .request(|req| MailboxMsg::Ack { req, auth, ids }, None, limit)
             .await?;
-        Self::expect_ok(a)
+        Self::expect_ok(a, "ack")
     }
 }
 

@@ -12,7 +12,7 @@ use shallot_crypto::x3dh::SignedPrekey;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::messaging::wire::MessageId;
+use crate::ids::{EnvelopeId, MessageId};
 
 /// Why the store refused or failed.
 #[derive(Debug, Error)]
@@ -162,6 +162,7 @@ fn key32(v: Vec<u8>) -> Result<[u8; 32], StoreError> {
 
 fn id16(v: Vec<u8>) -> Result<MessageId, StoreError> {
     v.try_into()
+        .map(MessageId)
         .map_err(|_| StoreError::Corrupt("bad id length".into()))
 }
 
@@ -461,7 +462,7 @@ impl Store {
         self.conn.execute(
             "INSERT INTO messages (id, peer, outgoing, text, sent_at, state, expires_at, next_attempt_at)
              VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?4)",
-            params![&id[..], &peer[..], text, sent_at as i64, ST_SENDING, expires_at as i64],
+            params![&id.as_bytes()[..], &peer[..], text, sent_at as i64, ST_SENDING, expires_at as i64],
         )?;
         Ok(())
     }
@@ -479,7 +480,7 @@ impl Store {
             "INSERT OR IGNORE INTO messages (id, peer, outgoing, text, sent_at, received_at, state)
              VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
             params![
-                &id[..],
+                &id.as_bytes()[..],
                 &peer[..],
                 text,
                 sent_at as i64,
@@ -507,7 +508,7 @@ impl Store {
         self.conn.execute(
             "UPDATE messages SET state = ?2, copies = MAX(copies, ?3), failure = ?4,
              attempts = attempts + 1, next_attempt_at = ?5 WHERE id = ?1 AND outgoing = 1 AND state != ?6",
-            params![&id[..], code, copies, failure, next_attempt_at.map(|t| t as i64), ST_DELIVERED],
+            params![&id.as_bytes()[..], code, copies, failure, next_attempt_at.map(|t| t as i64), ST_DELIVERED],
         )?;
         Ok(())
     }
@@ -523,7 +524,7 @@ impl Store {
             let n = self.conn.execute(
                 "UPDATE messages SET state = ?3, failure = NULL, next_attempt_at = NULL
                  WHERE id = ?1 AND peer = ?2 AND outgoing = 1 AND state != ?3",
-                params![&id[..], &peer[..], ST_DELIVERED],
+                params![&id.as_bytes()[..], &peer[..], ST_DELIVERED],
             )?;
             if n == 1 {
                 changed.push(*id);
@@ -602,7 +603,7 @@ impl Store {
         );
         let row = self
             .conn
-            .query_row(&sql, params![&id[..]], Self::row_to_message)
+            .query_row(&sql, params![&id.as_bytes()[..]], Self::row_to_message)
             .optional()?;
         row.map(Self::build_message).transpose()
     }
@@ -632,7 +633,7 @@ impl Store {
         for m in &msgs {
             self.conn.execute(
                 "UPDATE messages SET reported = 1 WHERE id = ?1",
-                params![&m.id[..]],
+                params![&m.id.as_bytes()[..]],
             )?;
         }
         Ok(msgs)
@@ -652,10 +653,10 @@ impl Store {
     }
 
     /// Records an envelope id; false if it was seen before.
-    pub fn first_sight_of_envelope(&self, id: &[u8; 16], now: u64) -> Result<bool, StoreError> {
+    pub fn first_sight_of_envelope(&self, id: &EnvelopeId, now: u64) -> Result<bool, StoreError> {
         Ok(self.conn.execute(
             "INSERT OR IGNORE INTO seen_envelopes (id, seen_at) VALUES (?1, ?2)",
-            params![&id[..], now as i64],
+            params![&id.as_bytes()[..], now as i64],
         )? == 1)
     }
 
@@ -683,7 +684,7 @@ impl Store {
     pub fn queue_ack(&self, peer: &[u8; 32], id: &MessageId) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT OR IGNORE INTO pending_acks (peer, id) VALUES (?1, ?2)",
-            params![&peer[..], &id[..]],
+            params![&peer[..], &id.as_bytes()[..]],
         )?;
         Ok(())
     }
@@ -713,7 +714,7 @@ impl Store {
         for id in ids {
             self.conn.execute(
                 "DELETE FROM pending_acks WHERE peer = ?1 AND id = ?2",
-                params![&peer[..], &id[..]],
+                params![&peer[..], &id.as_bytes()[..]],
             )?;
         }
         Ok(())
@@ -819,32 +820,39 @@ mod tests {
         let s = store();
         s.create_identity(None, 1).unwrap();
         let peer = [7u8; 32];
-        s.insert_outgoing(&[1; 16], &peer, "hi", 10, 1000).unwrap();
+        s.insert_outgoing(&MessageId([1; 16]), &peer, "hi", 10, 1000)
+            .unwrap();
         assert_eq!(s.due_outgoing(10).unwrap().len(), 1);
-        s.update_outgoing(&[1; 16], &OutState::Stored(2), Some(100))
+        s.update_outgoing(&MessageId([1; 16]), &OutState::Stored(2), Some(100))
             .unwrap();
         assert!(s.due_outgoing(50).unwrap().is_empty());
         assert_eq!(s.due_outgoing(100).unwrap()[0].1, 1);
-        assert_eq!(s.mark_delivered(&peer, &[[1; 16]]).unwrap(), vec![[1; 16]]);
         assert_eq!(
-            s.mark_delivered(&peer, &[[1; 16]]).unwrap(),
+            s.mark_delivered(&peer, &[MessageId([1; 16])]).unwrap(),
+            vec![MessageId([1; 16])]
+        );
+        assert_eq!(
+            s.mark_delivered(&peer, &[MessageId([1; 16])]).unwrap(),
             Vec::<MessageId>::new()
         );
         assert_eq!(
-            s.message(&[1; 16]).unwrap().unwrap().state,
+            s.message(&MessageId([1; 16])).unwrap().unwrap().state,
             Some(OutState::Delivered)
         );
         // A late attempt result never undoes delivery.
-        s.update_outgoing(&[1; 16], &OutState::Stored(3), None)
+        s.update_outgoing(&MessageId([1; 16]), &OutState::Stored(3), None)
             .unwrap();
         assert_eq!(
-            s.message(&[1; 16]).unwrap().unwrap().state,
+            s.message(&MessageId([1; 16])).unwrap().unwrap().state,
             Some(OutState::Delivered)
         );
 
-        assert!(s.insert_incoming(&[2; 16], &peer, "yo", 11, 12).unwrap());
+        assert!(s
+            .insert_incoming(&MessageId([2; 16]), &peer, "yo", 11, 12)
+            .unwrap());
         assert!(
-            !s.insert_incoming(&[2; 16], &peer, "yo", 11, 13).unwrap(),
+            !s.insert_incoming(&MessageId([2; 16]), &peer, "yo", 11, 13)
+                .unwrap(),
             "duplicate"
         );
         assert_eq!(s.take_unreported().unwrap().len(), 1);
@@ -873,18 +881,25 @@ mod tests {
     #[test]
     fn dedup_tables_and_acks() {
         let s = store();
-        assert!(s.first_sight_of_envelope(&[1; 16], 1).unwrap());
-        assert!(!s.first_sight_of_envelope(&[1; 16], 2).unwrap());
+        assert!(s.first_sight_of_envelope(&EnvelopeId([1; 16]), 1).unwrap());
+        assert!(!s.first_sight_of_envelope(&EnvelopeId([1; 16]), 2).unwrap());
         assert!(s.first_sight_of_start(&[2; 32], 1).unwrap());
         assert!(!s.first_sight_of_start(&[2; 32], 1).unwrap());
         s.forget_seen_before(2).unwrap();
-        assert!(s.first_sight_of_envelope(&[1; 16], 3).unwrap(), "forgotten");
+        assert!(
+            s.first_sight_of_envelope(&EnvelopeId([1; 16]), 3).unwrap(),
+            "forgotten"
+        );
         assert!(s.first_sight_of_start(&[2; 32], 3).unwrap(), "forgotten");
-        s.queue_ack(&[9; 32], &[1; 16]).unwrap();
-        s.queue_ack(&[9; 32], &[2; 16]).unwrap();
+        s.queue_ack(&[9; 32], &MessageId([1; 16])).unwrap();
+        s.queue_ack(&[9; 32], &MessageId([2; 16])).unwrap();
         let acks = s.pending_acks().unwrap();
-        assert_eq!(acks, vec![([9; 32], vec![[1; 16], [2; 16]])]);
-        s.acks_sent(&[9; 32], &[[1; 16], [2; 16]]).unwrap();
+        assert_eq!(
+            acks,
+            vec![([9; 32], vec![MessageId([1; 16]), MessageId([2; 16])])]
+        );
+        s.acks_sent(&[9; 32], &[MessageId([1; 16]), MessageId([2; 16])])
+            .unwrap();
         assert!(s.pending_acks().unwrap().is_empty());
     }
 }

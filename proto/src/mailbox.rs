@@ -17,9 +17,33 @@ use crate::encode::{check_len, put_u16_prefixed, EncodeError};
 pub struct MailboxId(pub [u8; 32]);
 
 /// An envelope's name at a mailbox: the first 16 bytes of SHA-256 of its bytes
-/// ([`envelope_id`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// ([`envelope_id`]). Its `Display` is hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EnvelopeId(pub [u8; 16]);
+
+impl EnvelopeId {
+    /// The id of `envelope`.
+    pub fn of(envelope: &[u8]) -> Self {
+        envelope_id(envelope)
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EnvelopeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&shallot_crypto::hex::encode(&self.0))
+    }
+}
+
+impl std::fmt::Debug for EnvelopeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EnvelopeId({self})")
+    }
+}
 
 impl AsRef<[u8]> for MailboxId {
     fn as_ref(&self) -> &[u8] {

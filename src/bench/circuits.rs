@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shallot_client::circmgr::{CircuitConfig, CircuitManager};
-use shallot_client::netdir::NetDir;
 use shallot_crypto::keys::{IdentityKeypair, OnionKeypair};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake};
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::NetDir;
 
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;

@@ -2,6 +2,7 @@
 //! subscribed recipient (p50, p99) and messages per second sustained, beside the limits under
 //! them measured in the same run: a 3-hop circuit round trip, and a durable store commit.
 
+use shallot_net::HopNum;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,7 +119,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
     for s in senders {
         let _ = s.await;
     }
-    receiver.abort();
+    drop(receiver);
 
     // The limits under them: a 3-hop round trip on this network, and a durable commit.
     let circ = alice
@@ -130,7 +131,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
     for _ in 0..200 {
         let start = Instant::now();
         circ.circuit
-            .send(3, &RelayMsg::Data(vec![0; 100]))
+            .send(HopNum::THIRD, &RelayMsg::Data(vec![0; 100]))
             .await
             .map_err(BenchError::other)?;
         circ.circuit.recv().await.map_err(BenchError::other)?;

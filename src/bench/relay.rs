@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shallot_client::{build, ClientChannel, HopSpec};
 use shallot_crypto::keys::{IdentityKeypair, LinkKeypair, OnionKeypair};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake};
 use shallot_crypto::onion::{HopKeys, RelayLayer, CELL_PAYLOAD_LEN};
 use shallot_link::{Handshake, LinkKind};
+use shallot_net::HopNum;
+use shallot_net::{build, ClientChannel, HopSpec};
 use shallot_proto::cell::{Cell, ChanMsg, CircId, Create, CELL_LEN};
 use shallot_proto::dir::Consensus;
 use shallot_proto::relay_msg::RelayMsg;
@@ -224,7 +225,11 @@ async fn forwarding(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, Be
         let (tx, rx) = (c.clone(), c.clone());
         tasks.push(tokio::spawn(async move {
             for _ in 0..per_circuit {
-                if tx.send(2, &RelayMsg::Data(vec![0x42; 400])).await.is_err() {
+                if tx
+                    .send(HopNum::SECOND, &RelayMsg::Data(vec![0x42; 400]))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -9,8 +9,8 @@ use clap::Args;
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerConfig, MessengerError, MessengerEvent};
 use shallot_client::store::{Store, StoreError};
-use shallot_client::ui::{self, UiError, UiOptions};
 use shallot_directory::{NetworkError, NetworkFile};
+use shallot_tui::{self as ui, UiError, UiOptions};
 use thiserror::Error;
 
 use crate::testnet::{Testnet, TestnetError, TestnetOptions};
@@ -56,7 +56,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ChatError> {
 async fn chat_ui(messenger: Arc<Messenger>, options: UiOptions) -> Result<(), ChatError> {
     let (ui_tx, ui_rx) = tokio::sync::mpsc::unbounded_channel();
     let (act_tx, act_rx) = tokio::sync::mpsc::unbounded_channel();
-    let backend = tokio::spawn(shallot_client::chat::run(messenger, ui_tx, act_rx));
+    let backend = tokio::spawn(shallot_tui::chat::run(messenger, ui_tx, act_rx));
     let result = ui::run_in_terminal(ui_rx, act_tx, options).await;
     backend.abort();
     Ok(result?)
@@ -72,7 +72,7 @@ pub fn chat(data_dir: &Path, args: ChatArgs) -> Result<(), ChatError> {
 /// Creates an identity in `dir` and opens its messenger.
 fn user(dir: &Path, name: &str, network: &NetworkFile) -> Result<Arc<Messenger>, ChatError> {
     let store = Store::open(dir)?;
-    store.create_identity(Some(name), shallot_client::netdir::unix_now())?;
+    store.create_identity(Some(name), shallot_rt::unix_now())?;
     drop(store);
     Ok(Messenger::open(
         dir,
@@ -82,12 +82,12 @@ fn user(dir: &Path, name: &str, network: &NetworkFile) -> Result<Arc<Messenger>,
 }
 
 /// The demo's echo contact: a whole client, kept online by the same background work as the
-/// chat ([`shallot_client::chat::keep_online`]), that answers every message from `me` with an
+/// chat ([`shallot_tui::chat::keep_online`]), that answers every message from `me` with an
 /// echo of it, for as long as the demo runs.
 async fn echo_bot(echo: Arc<Messenger>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     echo.set_events(tx);
-    let online = tokio::spawn(shallot_client::chat::keep_online(echo.clone(), |notice| {
+    let online = tokio::spawn(shallot_tui::chat::keep_online(echo.clone(), |notice| {
         tracing::debug!("echo contact: {notice}")
     }));
     let mut replies = tokio::task::JoinSet::new();

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use shallot_client::circmgr::{CircError, CircuitConfig, CircuitManager};
-use shallot_client::netdir::{DirError, NetDir};
 use shallot_directory::{NetworkError, NetworkFile};
+use shallot_net::circmgr::{CircuitConfig, CircuitManager};
+use shallot_net::netdir::{DirError, NetDir};
+use shallot_net::NetError;
 use thiserror::Error;
 
 /// What to build.
@@ -34,9 +35,9 @@ pub enum CircuitCmdError {
     /// No consensus.
     #[error(transparent)]
     Dir(#[from] DirError),
-    /// A circuit failed.
+    /// No circuit could be built.
     #[error(transparent)]
-    Circuit(#[from] CircError),
+    Circuit(#[from] NetError),
     /// The runtime.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),

@@ -74,10 +74,7 @@ pub fn send(data_dir: &Path, args: SendArgs) -> Result<(), MessagesError> {
         let report = m.send(&args.name, &args.text, OnFailure::Fail).await?;
         println!(
             "sent to {}: stored on {} of {} mailboxes (id {})",
-            args.name,
-            report.stored,
-            report.wanted,
-            hex::encode(&report.id)
+            args.name, report.stored, report.wanted, report.id
         );
         Ok(())
     })
@@ -101,7 +98,7 @@ pub fn inbox(data_dir: &Path, args: InboxArgs) -> Result<(), MessagesError> {
                     _ => break,
                 }
             }
-            receiver.abort();
+            drop(receiver);
             // Acknowledge what arrived before leaving.
             let _ = m.send_acks().await;
         }
@@ -127,7 +124,7 @@ fn print_message(m: &Messenger, msg: &StoredMessage, json: bool) -> Result<(), M
     };
     if json {
         let line = serde_json::json!({
-            "id": hex::encode(&msg.id),
+            "id": msg.id.to_string(),
             "from": from,
             "request": request,
             "text": msg.text,
@@ -146,7 +143,7 @@ fn print_message(m: &Messenger, msg: &StoredMessage, json: bool) -> Result<(), M
 /// as `�`, as in the chat), and a line break in it is indented, so that no message can print
 /// a line that looks like another sender's or hide the "(contact request)" tag.
 fn plain_line(from: &str, request: bool, text: &str) -> String {
-    use shallot_client::ui::text::sanitize;
+    use shallot_tui::text::sanitize;
     let tag = if request { " (contact request)" } else { "" };
     let body = sanitize(text).replace('\n', "\n    ");
     format!("{}{tag}: {body}", sanitize(from).replace('\n', " "))

@@ -6,6 +6,7 @@ use std::path::Path;
 use clap::Subcommand;
 use shallot_client::store::{Store, StoreError};
 use shallot_crypto::address::{Address, AddressError};
+use shallot_rt::unix_now;
 use thiserror::Error;
 
 /// The `id` subcommands.
@@ -46,16 +47,12 @@ pub enum UserError {
     Address(#[from] AddressError),
 }
 
-fn now() -> u64 {
-    shallot_client::netdir::unix_now()
-}
-
 /// Runs an `id` subcommand.
 pub fn run_id(data_dir: &Path, cmd: IdCommand) -> Result<(), UserError> {
     let store = Store::open(data_dir)?;
     match cmd {
         IdCommand::New { name } => {
-            let id = store.create_identity(name.as_deref(), now())?;
+            let id = store.create_identity(name.as_deref(), unix_now())?;
             println!("{}", Address::new(id.public()));
         }
         IdCommand::Show => println!("{}", Address::new(store.identity()?.public())),
@@ -69,7 +66,7 @@ pub fn run_contact(data_dir: &Path, cmd: ContactCommand) -> Result<(), UserError
     match cmd {
         ContactCommand::Add { name, address } => {
             let address: Address = address.parse()?;
-            store.add_contact(&name, &address, now())?;
+            store.add_contact(&name, &address, unix_now())?;
             println!("added {name}");
         }
         ContactCommand::List => {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use shallot_client::{ClientChannel, HopSpec};
+use shallot_net::{ClientChannel, HopSpec};
 use shallot_relay::{NetView, PeerInfo, RelayConfig, RelayHandle};
 use tokio::runtime::Runtime;
 
@@ -204,12 +204,13 @@ pub async fn closed_by_peer(stream: &mut tokio::net::TcpStream, limit: Duration)
 /// the proof, after each bad input, that a relay still serves everyone else.
 pub async fn still_serves(path: &[&TestRelay]) {
     let hops: Vec<HopSpec> = path.iter().map(|r| r.hop()).collect();
-    let circ = shallot_client::build(path[0].channel().await, &hops, Duration::from_secs(5))
+    let circ = shallot_net::build(path[0].channel().await, &hops, Duration::from_secs(5))
         .await
         .unwrap();
     let msg = shallot_proto::relay_msg::RelayMsg::Data(b"ping".to_vec());
-    circ.send(hops.len(), &msg).await.unwrap();
-    assert_eq!(circ.recv().await.unwrap(), (hops.len(), msg));
+    let last = circ.last_hop().unwrap();
+    circ.send(last, &msg).await.unwrap();
+    assert_eq!(circ.recv().await.unwrap(), (last, msg));
 }
 
 /// A `CREATE` cell for `relay` with a fresh handshake, and the handshake state.
@@ -332,7 +333,7 @@ impl TestUser {
         drop(store);
         let config = shallot_client::messenger::MessengerConfig {
             request_timeout: Duration::from_secs(5),
-            circuits: shallot_client::circmgr::CircuitConfig {
+            circuits: shallot_net::circmgr::CircuitConfig {
                 per_hop_timeout: Duration::from_secs(3),
                 ..Default::default()
             },

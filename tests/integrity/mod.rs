@@ -214,7 +214,7 @@ impl ProcNet {
     ) -> Consensus {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let now = shallot_client::netdir::unix_now();
+            let now = shallot_rt::unix_now();
             let last = match fetch_consensus(&self.network, None, now, Duration::from_secs(2)).await
             {
                 Ok((c, _)) if ready(&c) => return c,

@@ -11,13 +11,14 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::RelayId;
-use shallot_proto::mailbox::EnvelopeId;
+use shallot_rt::AbortOnDrop;
 use tracing::debug;
 
 use super::{Messenger, MessengerError, MessengerEvent};
-use crate::messaging::session::{self, Opened};
-use crate::messaging::wire::Content;
-use crate::netdir::unix_now;
+use crate::e2e::session::{self, Opened};
+use crate::e2e::wire::Content;
+use crate::ids::EnvelopeId;
+use crate::mailbox::{MailboxAccess, MailboxOps};
 
 /// Epochs back that are drained when a client has been away.
 const DRAIN_EPOCHS: u64 = 7;
@@ -35,7 +36,7 @@ pub enum Handled {
     Rejected,
 }
 
-impl Messenger {
+impl<M: MailboxAccess> Messenger<M> {
     /// Opens and records one envelope from one of this user's mailboxes, in one transaction.
     pub fn handle_envelope(
         &self,
@@ -59,14 +60,14 @@ impl Messenger {
         envelope: &[u8],
         events: &mut Vec<MessengerEvent>,
     ) -> Result<Handled, MessengerError> {
-        let now = unix_now();
+        let now = self.now();
         // The id is the hash of the bytes: a relay that sends other bytes under a real
         // envelope's id gets them refused here, without the genuine copies being marked seen.
-        if shallot_proto::mailbox::envelope_id(envelope) != *id {
+        if EnvelopeId::of(envelope) != *id {
             debug!("a relay sent an envelope under the wrong id");
             return Ok(Handled::Rejected);
         }
-        if !store.first_sight_of_envelope(&id.0, now)? {
+        if !store.first_sight_of_envelope(id, now)? {
             return Ok(Handled::Duplicate);
         }
         let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {
@@ -114,8 +115,7 @@ impl Messenger {
     fn my_mailbox(&self, epoch: u64) -> Result<(BlindedKeypair, Vec<RelayId>), MessengerError> {
         let consensus = self.consensus()?;
         let secs = consensus.params.epoch_secs.max(1);
-        let key = BlindedKeypair::derive(&self.me, epoch, secs)
-            .map_err(|e| MessengerError::BadText(e.to_string()))?;
+        let key = BlindedKeypair::derive(&self.me, epoch, secs)?;
         let (_, replicas) = self.placement(&consensus, &self.me.public(), epoch)?;
         Ok((key, replicas))
     }
@@ -183,7 +183,7 @@ impl Messenger {
             store.set("synced_epoch", &epoch.to_be_bytes())?;
             // Envelopes expire at the relays within a week and session starts cannot open
             // once their prekey is gone (three weeks): older records are of no more use.
-            let month_ago = unix_now().saturating_sub(30 * 86_400);
+            let month_ago = self.now().saturating_sub(30 * 86_400);
             store.forget_seen_before(month_ago)?;
         }
         self.send_acks().await?;
@@ -194,9 +194,9 @@ impl Messenger {
     /// Keeps this user subscribed to its current mailbox on every replica, handling each
     /// envelope as it is pushed and deleting it once recorded; resubscribes when a circuit
     /// fails and moves to the new mailbox at each epoch change. Runs until aborted.
-    pub fn spawn_receiver(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_receiver(self: &Arc<Self>) -> AbortOnDrop<()> {
         let me = self.clone();
-        tokio::spawn(async move {
+        AbortOnDrop::new(tokio::spawn(async move {
             let subscribed = Arc::new(AtomicU8::new(0));
             loop {
                 let Ok(consensus) = me.consensus() else {
@@ -211,30 +211,35 @@ impl Messenger {
                         continue;
                     }
                 };
-                let tasks: Vec<_> = replicas
+                // Owned here: they stop at the epoch's end, or when this task is aborted.
+                let tasks: Vec<AbortOnDrop<()>> = replicas
                     .into_iter()
                     .map(|relay| {
-                        tokio::spawn(subscription(me.clone(), epoch, relay, subscribed.clone()))
+                        let sub = subscription(me.clone(), epoch, relay, subscribed.clone());
+                        AbortOnDrop::new(tokio::spawn(sub))
                     })
                     .collect();
                 // Until the epoch ends; then drain what the old mailbox still holds.
-                let until_next = ((epoch + 1) * secs).saturating_sub(unix_now());
+                let until_next = ((epoch + 1) * secs).saturating_sub(me.now());
                 tokio::time::sleep(Duration::from_secs(until_next) + Duration::from_millis(500))
                     .await;
-                for t in &tasks {
-                    t.abort();
-                }
+                drop(tasks);
                 subscribed.store(0, Ordering::Relaxed);
                 if let Err(e) = me.sync().await {
                     debug!("draining the previous epoch: {e}");
                 }
             }
-        })
+        }))
     }
 }
 
 /// One replica's subscription, kept up until aborted.
-async fn subscription(me: Arc<Messenger>, epoch: u64, relay: RelayId, subscribed: Arc<AtomicU8>) {
+async fn subscription<M: MailboxAccess>(
+    me: Arc<Messenger<M>>,
+    epoch: u64,
+    relay: RelayId,
+    subscribed: Arc<AtomicU8>,
+) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let result = async {

@@ -8,13 +8,14 @@ use shallot_crypto::x3dh::{PrekeyBundle, SignedPrekey};
 use futures_util::future::join_all;
 
 use super::{Messenger, MessengerError};
-use crate::netdir::unix_now;
+use crate::err::BundleError;
+use crate::mailbox::{MailboxAccess, MailboxOps};
 
-impl Messenger {
+impl<M: MailboxAccess> Messenger<M> {
     /// The newest signed prekey, making a new one if there is none or it is due for rotation.
     /// Prekeys are kept one rotation period past their bundle's expiry.
     pub(crate) fn current_prekey(&self) -> Result<SignedPrekey, MessengerError> {
-        let now = unix_now();
+        let now = self.now();
         let rotation = self.config.prekey_rotation.as_secs().max(1);
         let store = self.store();
         store.drop_old_prekeys(now)?;
@@ -55,8 +56,7 @@ impl Messenger {
         let mut published = 0;
         let mut last_error = None;
         for e in epoch..=epoch + self.config.bundle_epochs_ahead {
-            let key = BlindedKeypair::derive(&self.me, e, secs)
-                .map_err(|err| MessengerError::BadText(err.to_string()))?;
+            let key = BlindedKeypair::derive(&self.me, e, secs)?;
             let (mailbox, replicas) = self.placement(&consensus, &self.me.public(), e)?;
             // Readable by whoever knows this user's address, not by the relay that keeps it.
             let body = shallot_crypto::published::seal(
@@ -65,7 +65,7 @@ impl Messenger {
                 &mailbox.0,
                 &plain,
             )
-            .map_err(|err| MessengerError::BadText(err.to_string()))?;
+            .map_err(MessengerError::SealBundle)?;
             let expires = (e + 1) * secs + secs;
             let puts = replicas.into_iter().map(|relay| {
                 let (key, body) = (&key, body.clone());
@@ -99,9 +99,7 @@ impl Messenger {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
         let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
-        let mut reason = String::from(
-            "no mailbox relay holds their prekey bundle (they may never have been online)",
-        );
+        let mut reason = BundleError::Missing;
         for relay in replicas {
             let got = async {
                 let link = self.link(relay).await?;
@@ -111,26 +109,33 @@ impl Messenger {
                 )
             }
             .await;
-            match got {
-                Ok(Some(record)) => {
-                    let opened = shallot_crypto::published::open(peer, &mailbox.0, &record)
-                        .map_err(|e| e.to_string())
-                        .and_then(|bytes| PrekeyBundle::decode(&bytes).map_err(|e| e.to_string()));
-                    match opened {
-                        Ok(b) => match b.verify(peer, unix_now()) {
-                            Ok(()) => return Ok(b),
-                            Err(e) => reason = format!("their bundle was refused: {e}"),
-                        },
-                        Err(e) => reason = format!("their bundle is malformed: {e}"),
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => reason = e.to_string(),
-            }
+            reason = match got {
+                Ok(Some(record)) => match check_bundle(peer, &mailbox, &record, self.now()) {
+                    Ok(b) => return Ok(b),
+                    Err(e) => e,
+                },
+                // A replica without it says nothing against the others' answers.
+                Ok(None) => reason,
+                Err(e) => BundleError::Unreachable(Box::new(e)),
+            };
         }
         Err(MessengerError::NoBundle {
             name: name.to_string(),
             reason,
         })
     }
+}
+
+/// Opens and checks a bundle record published beside `mailbox` by `peer`.
+fn check_bundle(
+    peer: &ed25519_dalek::VerifyingKey,
+    mailbox: &shallot_proto::mailbox::MailboxId,
+    record: &[u8],
+    now: u64,
+) -> Result<PrekeyBundle, BundleError> {
+    let bytes = shallot_crypto::published::open(peer, &mailbox.0, record)
+        .map_err(BundleError::Unreadable)?;
+    let bundle = PrekeyBundle::decode(&bytes).map_err(BundleError::Malformed)?;
+    bundle.verify(peer, now).map_err(BundleError::Refused)?;
+    Ok(bundle)
 }

@@ -4,16 +4,19 @@
 //! lifetime ends, when they are reported failed. Acknowledgements of received messages go back
 //! the same way.
 
+use std::fmt;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use futures_util::future::join_all;
 use shallot_crypto::keys::RelayId;
 
-use super::{Messenger, MessengerError, MessengerEvent};
-use crate::messaging::session::{self, SessionError};
-use crate::messaging::wire::{Content, MessageId, MAX_ACK_IDS, MAX_TEXT_LEN};
-use crate::netdir::unix_now;
+use super::{Messenger, MessengerEvent};
+use crate::e2e::session::{self, SessionError};
+use crate::e2e::wire::{Content, MAX_ACK_IDS, MAX_TEXT_LEN};
+use crate::err::{BundleError, MessengerError};
+use crate::ids::MessageId;
+use crate::mailbox::{MailboxAccess, MailboxOps};
 use crate::store::{OutState, StoreError, StoredMessage};
 
 /// What sending achieved.
@@ -41,7 +44,41 @@ fn needed(wanted: u8) -> u8 {
     wanted.min(2)
 }
 
-impl Messenger {
+/// What depositing one envelope on a mailbox's replicas achieved.
+#[derive(Debug)]
+pub struct DepositOutcome {
+    /// Replicas asked.
+    pub wanted: u8,
+    /// Replicas that stored it.
+    pub stored: u8,
+    /// Why each of the others did not.
+    pub failures: Vec<(RelayId, MessengerError)>,
+}
+
+impl DepositOutcome {
+    /// Whether enough replicas stored it for it to count as sent.
+    pub fn enough(&self) -> bool {
+        self.stored >= needed(self.wanted)
+    }
+}
+
+impl fmt::Display for DepositOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "message stored on only {} of {} mailboxes",
+            self.stored, self.wanted
+        )?;
+        let mut reasons: Vec<String> = self.failures.iter().map(|(_, e)| e.to_string()).collect();
+        reasons.dedup();
+        if !reasons.is_empty() {
+            write!(f, ": {}", reasons.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+impl<M: MailboxAccess> Messenger<M> {
     /// Sends `text` to the contact called `name`. Returns once the message is stored on at
     /// least two of the contact's mailbox relays; otherwise the error says why.
     pub async fn send(
@@ -51,20 +88,20 @@ impl Messenger {
         on_failure: OnFailure,
     ) -> Result<SendReport, MessengerError> {
         if text.trim().is_empty() {
-            return Err(MessengerError::BadText("the message is empty".into()));
+            return Err(MessengerError::EmptyText);
         }
         if text.len() > MAX_TEXT_LEN {
-            return Err(MessengerError::BadText(format!(
-                "the message is {} bytes; the most is {MAX_TEXT_LEN}",
-                text.len()
-            )));
+            return Err(MessengerError::TextTooLong {
+                len: text.len(),
+                max: MAX_TEXT_LEN,
+            });
         }
         let contact = self
             .store()
             .contact(name)?
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
-        let id: MessageId = rand::random();
-        let now = unix_now();
+        let id = MessageId::random(&mut rand::thread_rng());
+        let now = self.now();
         let peer = *contact.address.key();
         let content = Content::Text {
             id,
@@ -91,6 +128,7 @@ impl Messenger {
                     &content,
                     None,
                     &contact.name,
+                    now,
                 )?)
             };
             let msg = store
@@ -138,32 +176,28 @@ impl Messenger {
         msg: &StoredMessage,
         attempt: u32,
         on_failure: OnFailure,
-        outcome: Result<(u8, u8, String), MessengerError>,
+        outcome: Result<DepositOutcome, MessengerError>,
     ) -> Result<SendReport, MessengerError> {
-        let now = unix_now();
+        let now = self.now();
         let (state, next, result) = match outcome {
-            Ok((stored, wanted, _)) if stored >= needed(wanted) => {
+            Ok(outcome) if outcome.enough() => {
                 let backoff = backoff(
                     self.config.retransmit_after,
                     self.config.retransmit_max,
                     attempt,
                 );
                 (
-                    OutState::Stored(stored),
+                    OutState::Stored(outcome.stored),
                     Some(now + backoff.as_secs()),
                     Ok(SendReport {
                         id: msg.id,
-                        stored,
-                        wanted,
+                        stored: outcome.stored,
+                        wanted: outcome.wanted,
                     }),
                 )
             }
-            Ok((stored, wanted, reason)) => {
-                let err = MessengerError::NotStored {
-                    stored,
-                    wanted,
-                    reason,
-                };
+            Ok(outcome) => {
+                let err = MessengerError::NotStored(outcome);
                 self.failed_attempt(msg, err, attempt, on_failure, now)
             }
             Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
@@ -175,7 +209,8 @@ impl Messenger {
 
     /// What a failed attempt leaves: a message already stored somewhere stays stored and is
     /// retransmitted on schedule (it may still be delivered); one never stored is retried soon
-    /// (in the chat, up to three attempts) or reported failed.
+    /// (in the chat, up to three attempts, while the error is one a retry may fix) or
+    /// reported failed.
     fn failed_attempt(
         &self,
         msg: &StoredMessage,
@@ -193,21 +228,22 @@ impl Messenger {
             return (OutState::Stored(k), Some(now + wait.as_secs()), Err(err));
         }
         match on_failure {
-            OnFailure::Retry if attempt < 2 => (OutState::Sending, Some(now + 30), Err(err)),
+            OnFailure::Retry if attempt < 2 && err.is_retryable() => {
+                (OutState::Sending, Some(now + 30), Err(err))
+            }
             _ => (OutState::Failed(err.to_string()), None, Err(err)),
         }
     }
 
     /// Seals `content` for `peer` (fetching its bundle first if there is no session yet) and
-    /// deposits it on every relay keeping `peer`'s mailbox. Returns (stored, asked, why some
-    /// did not store it).
+    /// deposits it on every relay keeping `peer`'s mailbox.
     pub(crate) async fn seal_and_deposit(
         &self,
         peer: &[u8; 32],
         content: &Content,
-    ) -> Result<(u8, u8, String), MessengerError> {
+    ) -> Result<DepositOutcome, MessengerError> {
         let key = VerifyingKey::from_bytes(peer)
-            .map_err(|_| MessengerError::BadText("stored contact key is invalid".into()))?;
+            .map_err(|_| StoreError::Corrupt("a stored contact key is invalid".into()))?;
         let name = self
             .store()
             .contact_by_key(peer)?
@@ -226,6 +262,7 @@ impl Messenger {
             content,
             bundle.as_ref(),
             &name,
+            self.now(),
         )?;
         self.deposit_everywhere(&key, envelope).await
     }
@@ -235,36 +272,41 @@ impl Messenger {
         &self,
         peer: &VerifyingKey,
         envelope: Vec<u8>,
-    ) -> Result<(u8, u8, String), MessengerError> {
+    ) -> Result<DepositOutcome, MessengerError> {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
         let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
-        let wanted = replicas.len() as u8;
+        let wanted = u8::try_from(replicas.len()).unwrap_or(u8::MAX);
         let deposits = replicas.into_iter().map(|relay: RelayId| {
             let envelope = envelope.clone();
             async move {
-                let link = self.link(relay).await?;
-                link.deposit(mailbox, envelope, self.config.request_timeout)
-                    .await
-                    .map_err(MessengerError::from)
+                let deposited = async {
+                    let link = self.link(relay).await?;
+                    link.deposit(mailbox, envelope, self.config.request_timeout)
+                        .await
+                        .map_err(MessengerError::from)
+                };
+                (relay, deposited.await)
             }
         });
-        let mut stored = 0u8;
-        let mut reasons = Vec::new();
-        for r in join_all(deposits).await {
+        let mut outcome = DepositOutcome {
+            wanted,
+            stored: 0,
+            failures: Vec::new(),
+        };
+        for (relay, r) in join_all(deposits).await {
             match r {
-                Ok(()) => stored += 1,
-                Err(e) => reasons.push(e.to_string()),
+                Ok(()) => outcome.stored += 1,
+                Err(e) => outcome.failures.push((relay, e)),
             }
         }
-        reasons.dedup();
-        Ok((stored, wanted, reasons.join("; ")))
+        Ok(outcome)
     }
 
     /// Sends again every message due for retransmission, and reports failed those whose
     /// lifetime is over. Returns how many were handled.
     pub async fn retransmit_due(&self) -> Result<usize, MessengerError> {
-        let now = unix_now();
+        let now = self.now();
         let due = self.store().due_outgoing(now)?;
         let n = due.len();
         for (msg, attempts, expires) in due {
@@ -293,7 +335,7 @@ impl Messenger {
                     ids: chunk.to_vec(),
                 };
                 match self.seal_and_deposit(&peer, &content).await {
-                    Ok((stored, _, _)) if stored > 0 => self.store().acks_sent(&peer, chunk)?,
+                    Ok(outcome) if outcome.stored > 0 => self.store().acks_sent(&peer, chunk)?,
                     Ok(_) => {}
                     Err(e) => tracing::debug!("acknowledgement not sent: {e}"),
                 }
@@ -303,7 +345,7 @@ impl Messenger {
     }
 }
 
-/// Seals `content` for `peer` in `store`, with the errors a user should see.
+/// Seals `content` for `peer` in `store` at `now`, with the errors a user should see.
 fn seal_with(
     store: &crate::store::Store,
     me: &shallot_crypto::keys::IdentityKeypair,
@@ -311,12 +353,17 @@ fn seal_with(
     content: &Content,
     bundle: Option<&shallot_crypto::x3dh::PrekeyBundle>,
     name: &str,
+    now: u64,
 ) -> Result<Vec<u8>, MessengerError> {
-    session::seal_for(store, me, peer, content, bundle, unix_now()).map_err(|e| match e {
+    session::seal_for(store, me, peer, content, bundle, now).map_err(|e| match e {
         SessionError::Store(s) => MessengerError::Store(s),
+        SessionError::Bundle(x) => MessengerError::NoBundle {
+            name: name.to_string(),
+            reason: BundleError::Refused(x),
+        },
         other => MessengerError::NoBundle {
             name: name.to_string(),
-            reason: other.to_string(),
+            reason: BundleError::Session(other),
         },
     })
 }

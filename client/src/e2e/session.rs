@@ -1,0 +1,434 @@
+//! Sealing content for a peer and opening what arrives (`docs/spec.md` §10.6): choosing or
+//! starting the ratchet session, and keeping sessions in the store.
+//!
+//! A peer may have up to three sessions (two users who start sessions with each other at the
+//! same moment each end up with one of each); a message is sent on the session most recently
+//! used to receive (or, before any, the newest), and an arriving message is tried against
+//! each. A message sent before its session's peer has answered carries the session start.
+
+use ed25519_dalek::VerifyingKey;
+use shallot_crypto::keys::IdentityKeypair;
+use shallot_crypto::ratchet::{Ratchet, RatchetError};
+use shallot_crypto::sealed::{self, SealError};
+use shallot_crypto::x3dh::{self, InitialHeader, PrekeyBundle, X3dhError};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::e2e::wire::{Content, Inner};
+use crate::store::{SessionRow, Store, StoreError};
+
+/// Why content could not be sealed or an envelope opened.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// There is no session yet and no prekey bundle was given to start one.
+    #[error("no session with this contact yet")]
+    NeedBundle,
+    /// The peer's prekey bundle was refused.
+    #[error("the contact's prekey bundle was refused: {0}")]
+    Bundle(#[from] X3dhError),
+    /// The envelope is not for us, or was changed.
+    #[error("envelope refused: {0}")]
+    Envelope(#[from] SealError),
+    /// The envelope's contents are malformed.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The session start names a prekey we no longer hold.
+    #[error("the message starts a session with a prekey this client no longer holds")]
+    UnknownPrekey,
+    /// A session start seen before, whose session is gone: a replay.
+    #[error("replayed session start")]
+    ReplayedStart,
+    /// No session could decrypt it (changed, replayed, or from a forgotten session).
+    #[error("message could not be decrypted: {0}")]
+    Undecryptable(RatchetError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// An opened envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The sender's identity key.
+    pub sender: [u8; 32],
+    /// What it said.
+    pub content: Content,
+}
+
+fn ratchet_of(row: &SessionRow) -> Result<Ratchet, SessionError> {
+    Ratchet::from_bytes(&row.state).map_err(|e| SessionError::Malformed(e.to_string()))
+}
+
+/// Seals `content` for `peer`, starting a session from `bundle` if there is none.
+pub fn seal_for(
+    store: &Store,
+    me: &IdentityKeypair,
+    peer: &VerifyingKey,
+    content: &Content,
+    bundle: Option<&PrekeyBundle>,
+    now: u64,
+) -> Result<Vec<u8>, SessionError> {
+    let mut rng = rand::thread_rng();
+    let peer_key = peer.to_bytes();
+    let (mut row, mut ratchet, used_at) = match store.sessions(&peer_key)?.into_iter().next() {
+        Some(row) => {
+            let ratchet = ratchet_of(&row)?;
+            (row, ratchet, 0)
+        }
+        None => {
+            let bundle = bundle.ok_or(SessionError::NeedBundle)?;
+            bundle.verify(peer, now)?;
+            let (sk, start, ad) = x3dh::initiate(&mut rng, me, bundle)?;
+            let ratchet = Ratchet::init_initiator(sk, bundle.prekey(), ad);
+            let row = SessionRow {
+                sid: start.ephemeral,
+                state: Zeroizing::new(Vec::new()),
+                start: Some(start.to_bytes().to_vec()),
+            };
+            (row, ratchet, now)
+        }
+    };
+    let padded = Zeroizing::new(
+        content
+            .encode_padded()
+            .map_err(|e| SessionError::Malformed(e.to_string()))?,
+    );
+    let (header, ciphertext) = ratchet
+        .encrypt(&mut rng, &padded)
+        .map_err(SessionError::Undecryptable)?;
+    let start = row
+        .start
+        .as_deref()
+        .map(InitialHeader::from_bytes)
+        .transpose()
+        .map_err(|e| SessionError::Malformed(e.to_string()))?;
+    let inner = Inner {
+        sender: me.public().to_bytes(),
+        start,
+        header,
+        ciphertext,
+    };
+    let envelope = sealed::seal(&mut rng, peer, &inner.encode())?;
+    row.state = ratchet.to_bytes();
+    store.save_session(&peer_key, &row, used_at)?;
+    Ok(envelope)
+}
+
+/// Opens an envelope sealed for `me`, advancing (or starting) the sender's session. Nothing is
+/// saved unless the message decrypts, so a changed or replayed envelope leaves every session
+/// as it was.
+pub fn open(
+    store: &Store,
+    me: &IdentityKeypair,
+    envelope: &[u8],
+    now: u64,
+) -> Result<Opened, SessionError> {
+    let inner = Zeroizing::new(sealed::open(me, envelope)?);
+    let inner = Inner::decode(&inner).map_err(|e| SessionError::Malformed(e.to_string()))?;
+    let sender = VerifyingKey::from_bytes(&inner.sender)
+        .map_err(|_| SessionError::Malformed("sender is not a key".into()))?;
+    let sessions = store.sessions(&inner.sender)?;
+    let known = inner
+        .start
+        .as_ref()
+        .and_then(|s| sessions.iter().find(|row| row.sid == s.ephemeral));
+    let (plaintext, row) = match (&inner.start, known) {
+        (Some(start), None) => {
+            let prekey = store
+                .prekeys()?
+                .into_iter()
+                .find(|p| p.id() == start.prekey_id)
+                .ok_or(SessionError::UnknownPrekey)?;
+            let (sk, ad) = x3dh::respond(me, &prekey, &sender, start)?;
+            let mut ratchet = Ratchet::init_responder(sk, prekey.secret(), ad);
+            let plaintext = ratchet
+                .decrypt(&inner.header, &inner.ciphertext)
+                .map_err(SessionError::Undecryptable)?;
+            // The content must decode too before the start counts as seen: a start that
+            // cannot be used must not block the genuine one.
+            Content::decode_padded(&plaintext)
+                .map_err(|e| SessionError::Malformed(e.to_string()))?;
+            if !store.first_sight_of_start(&start.ephemeral, now)? {
+                return Err(SessionError::ReplayedStart);
+            }
+            let row = SessionRow {
+                sid: start.ephemeral,
+                state: ratchet.to_bytes(),
+                start: None,
+            };
+            (plaintext, row)
+        }
+        _ => {
+            let candidates: Vec<&SessionRow> = match known {
+                Some(row) => vec![row],
+                None => sessions.iter().collect(),
+            };
+            let mut last = RatchetError::BadMessage;
+            let mut opened = None;
+            for row in candidates {
+                let mut ratchet = ratchet_of(row)?;
+                match ratchet.decrypt(&inner.header, &inner.ciphertext) {
+                    Ok(plaintext) => {
+                        let row = SessionRow {
+                            sid: row.sid,
+                            state: ratchet.to_bytes(),
+                            // The peer has answered on this session: no more start headers.
+                            start: None,
+                        };
+                        opened = Some((plaintext, row));
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            opened.ok_or(SessionError::Undecryptable(last))?
+        }
+    };
+    let plaintext = Zeroizing::new(plaintext);
+    let content =
+        Content::decode_padded(&plaintext).map_err(|e| SessionError::Malformed(e.to_string()))?;
+    store.save_session(&inner.sender, &row, now)?;
+    Ok(Opened {
+        sender: inner.sender,
+        content,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shallot_crypto::x3dh::SignedPrekey;
+
+    struct User {
+        store: Store,
+        id: IdentityKeypair,
+    }
+
+    fn user() -> User {
+        let dir = std::env::temp_dir().join(format!("shallot-session-{}", rand::random::<u64>()));
+        let store = Store::open(&dir).unwrap();
+        let id = store.create_identity(None, 1).unwrap();
+        User { store, id }
+    }
+
+    fn bundle(u: &User, id: u32) -> PrekeyBundle {
+        let spk = SignedPrekey::generate(&mut rand::thread_rng(), id, 0, 10_000);
+        u.store.add_prekey(&spk, 20_000).unwrap();
+        spk.bundle(&u.id)
+    }
+
+    fn text(n: u8) -> Content {
+        Content::Text {
+            id: crate::ids::MessageId([n; 16]),
+            sent_at: 100,
+            text: format!("message {n}"),
+        }
+    }
+
+    #[test]
+    fn a_conversation_starts_and_continues() {
+        let (alice, bob) = (user(), user());
+        let b = bundle(&bob, 7);
+        let e1 = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(1),
+            Some(&b),
+            100,
+        )
+        .unwrap();
+        let e2 = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(2),
+            None,
+            101,
+        )
+        .unwrap();
+        // Out of order, both open; both carried the start.
+        assert_eq!(
+            open(&bob.store, &bob.id, &e2, 102).unwrap().content,
+            text(2)
+        );
+        assert_eq!(
+            open(&bob.store, &bob.id, &e1, 103).unwrap().content,
+            text(1)
+        );
+        let r = seal_for(&bob.store, &bob.id, &alice.id.public(), &text(3), None, 104).unwrap();
+        let got = open(&alice.store, &alice.id, &r, 105).unwrap();
+        assert_eq!(
+            (got.sender, got.content),
+            (bob.id.public().to_bytes(), text(3))
+        );
+        // After the answer, Alice's messages no longer carry the start.
+        let e4 = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(4),
+            None,
+            106,
+        )
+        .unwrap();
+        assert!(
+            alice.store.sessions(&bob.id.public().to_bytes()).unwrap()[0]
+                .start
+                .is_none()
+        );
+        assert_eq!(
+            open(&bob.store, &bob.id, &e4, 107).unwrap().content,
+            text(4)
+        );
+    }
+
+    #[test]
+    fn replays_and_tampering_change_nothing() {
+        let (alice, bob) = (user(), user());
+        let b = bundle(&bob, 1);
+        let e1 = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(1),
+            Some(&b),
+            100,
+        )
+        .unwrap();
+        open(&bob.store, &bob.id, &e1, 101).unwrap();
+        assert!(
+            open(&bob.store, &bob.id, &e1, 102).is_err(),
+            "replay refused"
+        );
+        let e2 = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(2),
+            None,
+            103,
+        )
+        .unwrap();
+        let mut bad = e2.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            open(&bob.store, &bob.id, &bad, 104),
+            Err(SessionError::Envelope(_))
+        ));
+        assert_eq!(
+            open(&bob.store, &bob.id, &e2, 105).unwrap().content,
+            text(2)
+        );
+    }
+
+    #[test]
+    fn simultaneous_starts_converge() {
+        let (alice, bob) = (user(), user());
+        let (ba, bb) = (bundle(&alice, 1), bundle(&bob, 2));
+        let a1 = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(1),
+            Some(&bb),
+            100,
+        )
+        .unwrap();
+        let b1 = seal_for(
+            &bob.store,
+            &bob.id,
+            &alice.id.public(),
+            &text(2),
+            Some(&ba),
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            open(&bob.store, &bob.id, &a1, 101).unwrap().content,
+            text(1)
+        );
+        assert_eq!(
+            open(&alice.store, &alice.id, &b1, 101).unwrap().content,
+            text(2)
+        );
+        for n in 3..8u8 {
+            let a = seal_for(
+                &alice.store,
+                &alice.id,
+                &bob.id.public(),
+                &text(n),
+                None,
+                102 + u64::from(n),
+            )
+            .unwrap();
+            assert_eq!(
+                open(&bob.store, &bob.id, &a, 103 + u64::from(n))
+                    .unwrap()
+                    .content,
+                text(n)
+            );
+            let b = seal_for(
+                &bob.store,
+                &bob.id,
+                &alice.id.public(),
+                &text(n + 100),
+                None,
+                104 + u64::from(n),
+            )
+            .unwrap();
+            assert_eq!(
+                open(&alice.store, &alice.id, &b, 105 + u64::from(n))
+                    .unwrap()
+                    .content,
+                text(n + 100)
+            );
+        }
+    }
+
+    #[test]
+    fn a_start_needs_a_valid_bundle_and_a_held_prekey() {
+        let (alice, bob, eve) = (user(), user(), user());
+        assert!(matches!(
+            seal_for(
+                &alice.store,
+                &alice.id,
+                &bob.id.public(),
+                &text(1),
+                None,
+                100
+            ),
+            Err(SessionError::NeedBundle)
+        ));
+        // Eve's bundle offered as Bob's.
+        let evil = bundle(&eve, 1);
+        assert!(matches!(
+            seal_for(
+                &alice.store,
+                &alice.id,
+                &bob.id.public(),
+                &text(1),
+                Some(&evil),
+                100
+            ),
+            Err(SessionError::Bundle(_))
+        ));
+        // A start naming a prekey Bob dropped.
+        let b = bundle(&bob, 5);
+        let e = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(1),
+            Some(&b),
+            100,
+        )
+        .unwrap();
+        bob.store.drop_old_prekeys(30_000).unwrap();
+        assert!(matches!(
+            open(&bob.store, &bob.id, &e, 101),
+            Err(SessionError::UnknownPrekey)
+        ));
+    }
+}

@@ -1,0 +1,572 @@
+//! The messenger's delivery rules with mailboxes in memory and a fake clock: storing on a
+//! majority of replicas, retransmission with doubling waits, acknowledgement, expiry, and
+//! which failures are retried. No socket, no circuit; real sessions, store and sealing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use shallot_crypto::blind::BlindedKeypair;
+use shallot_net::{BuildStep, NetError};
+use shallot_proto::dir::RelayEntry;
+use shallot_rt::FakeClock;
+
+use super::outgoing::{backoff, OnFailure};
+use super::*;
+use crate::ids::EnvelopeId;
+use crate::mailbox::{Delivered, MailboxError, MailboxOps};
+
+/// One mailbox relay, in memory.
+#[derive(Default)]
+struct FakeRelay {
+    mailboxes: HashMap<MailboxId, Vec<Delivered>>,
+    bundles: HashMap<MailboxId, Vec<u8>>,
+    subscribers: HashMap<MailboxId, Vec<mpsc::UnboundedSender<Delivered>>>,
+    deposits: usize,
+    down: bool,
+}
+
+/// Every mailbox relay of the test network.
+#[derive(Default)]
+struct FakeNet {
+    relays: Mutex<HashMap<RelayId, FakeRelay>>,
+}
+
+impl FakeNet {
+    fn with<T>(&self, relay: RelayId, f: impl FnOnce(&mut FakeRelay) -> T) -> T {
+        f(lock(&self.relays).entry(relay).or_default())
+    }
+
+    fn deposits(&self) -> usize {
+        lock(&self.relays).values().map(|r| r.deposits).sum()
+    }
+
+    fn set_down(&self, relays: &[RelayId], down: bool) {
+        for r in relays {
+            self.with(*r, |r| r.down = down);
+        }
+    }
+}
+
+struct FakeMailboxes(Arc<FakeNet>);
+
+struct FakeLink {
+    net: Arc<FakeNet>,
+    relay: RelayId,
+}
+
+fn unreachable() -> MailboxError {
+    MailboxError::Circuit(NetError::Timeout(BuildStep::Creating))
+}
+
+impl FakeLink {
+    fn up<T>(&self, f: impl FnOnce(&mut FakeRelay) -> T) -> Result<T, MailboxError> {
+        self.net.with(self.relay, |r| {
+            if r.down {
+                Err(MailboxError::Timeout)
+            } else {
+                Ok(f(r))
+            }
+        })
+    }
+}
+
+impl MailboxAccess for FakeMailboxes {
+    type Link = FakeLink;
+
+    async fn link(&self, relay: RelayId) -> Result<Arc<FakeLink>, MailboxError> {
+        if self.0.with(relay, |r| r.down) {
+            return Err(unreachable());
+        }
+        Ok(Arc::new(FakeLink {
+            net: self.0.clone(),
+            relay,
+        }))
+    }
+
+    async fn open_links(&self) -> usize {
+        0
+    }
+}
+
+impl MailboxOps for FakeLink {
+    fn is_open(&self) -> bool {
+        true
+    }
+
+    async fn deposit(
+        &self,
+        mailbox: MailboxId,
+        envelope: Vec<u8>,
+        _: Duration,
+    ) -> Result<(), MailboxError> {
+        self.up(|r| {
+            r.deposits += 1;
+            let d = (EnvelopeId::of(&envelope), envelope);
+            if let Some(subs) = r.subscribers.get(&mailbox) {
+                for s in subs {
+                    let _ = s.send(d.clone());
+                }
+            }
+            r.mailboxes.entry(mailbox).or_default().push(d);
+        })
+    }
+
+    async fn get_bundle(
+        &self,
+        mailbox: MailboxId,
+        _: Duration,
+    ) -> Result<Option<Vec<u8>>, MailboxError> {
+        self.up(|r| r.bundles.get(&mailbox).cloned())
+    }
+
+    async fn put_bundle(
+        &self,
+        key: &BlindedKeypair,
+        _: u64,
+        bundle: Vec<u8>,
+        _: Duration,
+    ) -> Result<(), MailboxError> {
+        self.up(|r| {
+            r.bundles.insert(MailboxId(key.public().to_bytes()), bundle);
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        key: &BlindedKeypair,
+        _: Duration,
+    ) -> Result<(mpsc::UnboundedReceiver<Delivered>, u32), MailboxError> {
+        let mailbox = MailboxId(key.public().to_bytes());
+        self.up(|r| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let waiting = r.mailboxes.get(&mailbox).cloned().unwrap_or_default();
+            for d in &waiting {
+                let _ = tx.send(d.clone());
+            }
+            r.subscribers.entry(mailbox).or_default().push(tx);
+            (rx, waiting.len() as u32)
+        })
+    }
+
+    async fn fetch(
+        &self,
+        key: &BlindedKeypair,
+        _: Duration,
+    ) -> Result<Vec<Delivered>, MailboxError> {
+        let mailbox = MailboxId(key.public().to_bytes());
+        self.up(|r| r.mailboxes.get(&mailbox).cloned().unwrap_or_default())
+    }
+
+    async fn ack(
+        &self,
+        key: &BlindedKeypair,
+        ids: Vec<EnvelopeId>,
+        _: Duration,
+    ) -> Result<u32, MailboxError> {
+        let mailbox = MailboxId(key.public().to_bytes());
+        self.up(|r| {
+            let held = r.mailboxes.entry(mailbox).or_default();
+            let before = held.len();
+            held.retain(|(id, _)| !ids.contains(id));
+            (before - held.len()) as u32
+        })
+    }
+}
+
+/// 2023-11-15 00:00 UTC, the start of a one-day epoch, plus a little.
+const T0: u64 = 1_700_006_400 + 100;
+
+/// A network of six mailbox relays in memory, one clock, and the users on it.
+struct World {
+    net: Arc<FakeNet>,
+    clock: Arc<FakeClock>,
+    relays: Vec<RelayEntry>,
+    config: MessengerConfig,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+type User = Arc<Messenger<FakeMailboxes>>;
+
+impl World {
+    fn new() -> World {
+        World {
+            net: Arc::new(FakeNet::default()),
+            clock: Arc::new(FakeClock::new(T0)),
+            relays: shallot_net::testing::relays(6),
+            config: MessengerConfig {
+                retransmit_after: Duration::from_secs(300),
+                retransmit_max: Duration::from_secs(1200),
+                message_lifetime: Duration::from_secs(6 * 3600),
+                ..MessengerConfig::default()
+            },
+            dirs: Vec::new(),
+        }
+    }
+
+    fn user(&mut self, name: &str) -> User {
+        let dir = std::env::temp_dir().join(format!(
+            "shallot-messenger-{name}-{}",
+            rand::random::<u64>()
+        ));
+        self.dirs.push(dir.clone());
+        let store = Store::open(&dir).unwrap();
+        store.create_identity(Some(name), T0).unwrap();
+        let consensus = shallot_net::testing::consensus(
+            self.relays.clone(),
+            T0 - 100,
+            T0 + 3600,
+            T0 + 30 * 86_400,
+        );
+        let netdir = Arc::new(NetDir::preloaded(consensus, self.clock.clone()));
+        Messenger::with_parts(
+            store,
+            netdir,
+            FakeMailboxes(self.net.clone()),
+            self.clock.clone(),
+            self.config.clone(),
+        )
+        .unwrap()
+    }
+
+    /// Alice and Bob, contacts of each other, Bob's bundle published.
+    async fn pair(&mut self) -> (User, User) {
+        let alice = self.user("alice");
+        let bob = self.user("bob");
+        alice
+            .store()
+            .add_contact("bob", &bob.address(), T0)
+            .unwrap();
+        bob.store()
+            .add_contact("alice", &alice.address(), T0)
+            .unwrap();
+        bob.ensure_bundle_published().await.unwrap();
+        alice.ensure_bundle_published().await.unwrap();
+        (alice, bob)
+    }
+
+    /// The relays that keep `user`'s mailbox now.
+    fn replicas_of(&self, user: &User) -> Vec<RelayId> {
+        let consensus = user.netdir().consensus().unwrap();
+        let (_, epoch) = user.epoch_now(&consensus);
+        user.placement(&consensus, &user.me.public(), epoch)
+            .unwrap()
+            .1
+    }
+
+    fn advance(&self, secs: u64) {
+        self.clock.advance(secs);
+    }
+}
+
+fn state(user: &User, id: &MessageId) -> OutState {
+    user.store().message(id).unwrap().unwrap().state.unwrap()
+}
+
+// Storing.
+
+#[tokio::test]
+async fn a_message_stored_on_every_replica_is_sent_and_scheduled_for_retransmission() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    let before = w.net.deposits();
+    let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert_eq!((report.stored, report.wanted), (3, 3));
+    assert_eq!(w.net.deposits() - before, 3);
+    assert_eq!(state(&alice, &report.id), OutState::Stored(3));
+    // Bob's replicas hold it, once each.
+    for r in w.replicas_of(&bob) {
+        assert_eq!(w.net.with(r, |r| r.mailboxes.values().flatten().count()), 1);
+    }
+}
+
+#[tokio::test]
+async fn one_replica_down_still_counts_as_sent() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    let replicas = w.replicas_of(&bob);
+    w.net.set_down(&replicas[..1], true);
+    let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert_eq!((report.stored, report.wanted), (2, 3));
+    assert_eq!(state(&alice, &report.id), OutState::Stored(2));
+}
+
+#[tokio::test]
+async fn one_replica_alone_is_not_enough_and_the_error_names_why() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    // A first message so that Alice has a session: no bundle is needed after.
+    alice.send("bob", "first", OnFailure::Fail).await.unwrap();
+    let replicas = w.replicas_of(&bob);
+    w.net.set_down(&replicas[..2], true);
+    let err = alice
+        .send("bob", "second", OnFailure::Fail)
+        .await
+        .unwrap_err();
+    let MessengerError::NotStored(outcome) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((outcome.stored, outcome.wanted), (1, 3));
+    let failed: Vec<RelayId> = outcome.failures.iter().map(|(r, _)| *r).collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.iter().all(|r| replicas[..2].contains(r)));
+    assert!(err.is_retryable());
+    assert!(
+        err.to_string()
+            .starts_with("message stored on only 1 of 3 mailboxes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn empty_and_overlong_messages_are_refused_before_anything_is_stored() {
+    let mut w = World::new();
+    let (alice, _bob) = w.pair().await;
+    let before = w.net.deposits();
+    let empty = alice.send("bob", "  ", OnFailure::Retry).await.unwrap_err();
+    assert!(matches!(empty, MessengerError::EmptyText));
+    let long = "x".repeat(crate::e2e::wire::MAX_TEXT_LEN + 1);
+    let err = alice
+        .send("bob", &long, OnFailure::Retry)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MessengerError::TextTooLong { .. }));
+    assert!(!err.is_retryable());
+    assert_eq!(w.net.deposits(), before);
+    assert!(alice.store().history().unwrap().is_empty());
+}
+
+// Retransmission and backoff.
+
+#[tokio::test]
+async fn an_unacknowledged_message_is_sent_again_after_doubling_waits_up_to_the_maximum() {
+    let mut w = World::new();
+    let (alice, _bob) = w.pair().await;
+    alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    let mut deposits = w.net.deposits();
+    // 300 s, then 600 s, then the 1200 s maximum, twice.
+    for wait in [300, 600, 1200, 1200] {
+        w.advance(wait - 1);
+        assert_eq!(
+            alice.retransmit_due().await.unwrap(),
+            0,
+            "not yet, at {wait} - 1"
+        );
+        assert_eq!(w.net.deposits(), deposits);
+        w.advance(1);
+        assert_eq!(alice.retransmit_due().await.unwrap(), 1, "due after {wait}");
+        assert_eq!(w.net.deposits(), deposits + 3, "every replica again");
+        deposits = w.net.deposits();
+    }
+}
+
+#[tokio::test]
+async fn a_retransmission_reaches_the_recipient_once() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    w.advance(300);
+    alice.retransmit_due().await.unwrap();
+    // Six copies wait on Bob's replicas: two transmissions, three replicas each.
+    assert_eq!(bob.sync().await.unwrap(), 1);
+    let history = bob.store().history().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].text, "hello");
+}
+
+#[tokio::test]
+async fn an_acknowledged_message_is_delivered_and_not_sent_again() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    alice.set_events(tx);
+    let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    // Bob receives it and acknowledges; Alice reads the acknowledgement.
+    assert_eq!(bob.sync().await.unwrap(), 1);
+    alice.sync().await.unwrap();
+    assert_eq!(state(&alice, &report.id), OutState::Delivered);
+    let mut delivered = false;
+    while let Ok(e) = events.try_recv() {
+        if let MessengerEvent::Delivery { id, state } = e {
+            delivered |= id == report.id && state == OutState::Delivered;
+        }
+    }
+    assert!(delivered, "the listener was told");
+    let deposits = w.net.deposits();
+    w.advance(3600);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 0);
+    assert_eq!(w.net.deposits(), deposits);
+}
+
+#[tokio::test]
+async fn a_message_unacknowledged_at_the_end_of_its_lifetime_is_reported_failed() {
+    let mut w = World::new();
+    let (alice, _bob) = w.pair().await;
+    let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    // Retransmissions until the lifetime (six hours) runs out.
+    let mut now = 0;
+    while now < 6 * 3600 - 1200 {
+        w.advance(1200);
+        now += 1200;
+        alice.retransmit_due().await.unwrap();
+        assert!(matches!(state(&alice, &report.id), OutState::Stored(_)));
+    }
+    w.advance(6 * 3600 - now);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 1);
+    assert_eq!(
+        state(&alice, &report.id),
+        OutState::Failed("not acknowledged before it expired".into())
+    );
+    let deposits = w.net.deposits();
+    w.advance(86_400);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 0, "no more attempts");
+    assert_eq!(w.net.deposits(), deposits);
+}
+
+#[tokio::test]
+async fn a_stored_message_stays_stored_when_a_retransmission_fails() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    let report = alice.send("bob", "hello", OnFailure::Retry).await.unwrap();
+    w.net.set_down(&w.replicas_of(&bob), true);
+    w.advance(300);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 1);
+    assert_eq!(state(&alice, &report.id), OutState::Stored(3));
+    // And it is tried again on the backoff schedule, not given up.
+    w.advance(599);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 0);
+    w.advance(1);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 1);
+}
+
+// Which failures are retried.
+
+#[tokio::test]
+async fn a_message_no_replica_stored_is_retried_soon_then_reported_failed() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "first", OnFailure::Retry).await.unwrap();
+    w.net.set_down(&w.replicas_of(&bob), true);
+    let err = alice
+        .send("bob", "second", OnFailure::Retry)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MessengerError::NotStored(_)), "{err}");
+    let id = alice
+        .store()
+        .history()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.text == "second")
+        .unwrap()
+        .id;
+    assert_eq!(state(&alice, &id), OutState::Sending);
+    // Tried again 30 s later, twice, then given up.
+    w.advance(29);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 0);
+    w.advance(1);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 1);
+    assert_eq!(state(&alice, &id), OutState::Sending);
+    w.advance(30);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 1);
+    assert!(matches!(state(&alice, &id), OutState::Failed(_)));
+}
+
+#[tokio::test]
+async fn from_the_command_line_a_message_not_stored_fails_at_once() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "first", OnFailure::Fail).await.unwrap();
+    w.net.set_down(&w.replicas_of(&bob), true);
+    assert!(alice.send("bob", "second", OnFailure::Fail).await.is_err());
+    let second = alice
+        .store()
+        .history()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.text == "second")
+        .unwrap();
+    assert!(matches!(second.state, Some(OutState::Failed(_))));
+}
+
+#[tokio::test]
+async fn a_bundle_that_does_not_open_fails_the_message_at_once_even_in_the_chat() {
+    let mut w = World::new();
+    let alice = w.user("alice");
+    let bob = w.user("bob");
+    alice
+        .store()
+        .add_contact("bob", &bob.address(), T0)
+        .unwrap();
+    // Every replica of Bob's mailbox holds garbage where his bundle should be.
+    let consensus = bob.netdir().consensus().unwrap();
+    let (_, epoch) = bob.epoch_now(&consensus);
+    let (mailbox, replicas) = bob.placement(&consensus, &bob.me.public(), epoch).unwrap();
+    for r in replicas {
+        w.net
+            .with(r, |r| r.bundles.insert(mailbox, b"not a bundle".to_vec()));
+    }
+    let err = alice.send("bob", "hi", OnFailure::Retry).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MessengerError::NoBundle {
+                reason: BundleError::Unreadable(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+    let msg = &alice.store().history().unwrap()[0];
+    assert!(
+        matches!(msg.state, Some(OutState::Failed(_))),
+        "not retried"
+    );
+}
+
+#[tokio::test]
+async fn a_contact_without_a_bundle_yet_is_tried_again() {
+    let mut w = World::new();
+    let alice = w.user("alice");
+    let bob = w.user("bob");
+    alice
+        .store()
+        .add_contact("bob", &bob.address(), T0)
+        .unwrap();
+    let err = alice.send("bob", "hi", OnFailure::Retry).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MessengerError::NoBundle {
+                reason: BundleError::Missing,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let id = alice.store().history().unwrap()[0].id;
+    assert_eq!(state(&alice, &id), OutState::Sending);
+    // Bob comes online and publishes; the retry delivers.
+    bob.ensure_bundle_published().await.unwrap();
+    w.advance(30);
+    assert_eq!(alice.retransmit_due().await.unwrap(), 1);
+    assert_eq!(state(&alice, &id), OutState::Stored(3));
+}
+
+#[test]
+fn the_wait_doubles_from_its_base_to_its_maximum() {
+    let (base, max) = (Duration::from_secs(300), Duration::from_secs(6 * 3600));
+    let waits: Vec<u64> = (0..8).map(|a| backoff(base, max, a).as_secs()).collect();
+    assert_eq!(waits, [300, 600, 1200, 2400, 4800, 9600, 19200, 21600]);
+    assert_eq!(backoff(base, max, u32::MAX), max, "no overflow");
+}

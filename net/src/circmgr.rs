@@ -1,0 +1,410 @@
+//! The circuit manager (`docs/spec.md` §11.3): builds circuits hop by hop with a time limit per
+//! hop, retries with other relays after a failure (remembering recent failures), keeps a few
+//! circuits built ahead of need (all but their last hop, which is added when a purpose names
+//! it), and stops handing circuits out after their lifetime or when they close.
+//!
+//! The manager decides; a [`CircuitBuilder`] does the building. [`OnionBuilder`] builds real
+//! circuits over links; tests give the manager a fake one and pause tokio's clock, which is
+//! the manager's clock, so that retries, timeouts and relay avoidance run in milliseconds.
+//! The submodule [`pool`] holds the decisions that need no builder at all.
+
+pub mod pool;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::RelayEntry;
+use shallot_rt::{lock, AbortOnDrop};
+use tracing::debug;
+
+use crate::channel::ClientChannel;
+use crate::circuit::{Circuit, HopSpec};
+use crate::err::{BuildStep, NetError};
+use crate::guards::GuardSet;
+use crate::netdir::NetDir;
+use crate::path::choose_path;
+
+pub use pool::{pick_guard, prefix_fits, Failures};
+
+/// How circuits are built and kept; the defaults are production values.
+#[derive(Debug, Clone)]
+pub struct CircuitConfig {
+    /// Hops per circuit.
+    pub hops: usize,
+    /// Time limit for adding each hop (for the first, opening the link to it included).
+    pub per_hop_timeout: Duration,
+    /// Paths tried before giving up on one request.
+    pub attempts: usize,
+    /// A circuit is not handed out for new work after this long.
+    pub lifetime: Duration,
+    /// Circuits kept built ahead of need, each missing only its last hop.
+    pub preemptive: usize,
+    /// How long a relay that failed is left out of new paths.
+    pub failure_memory: Duration,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            hops: 3,
+            per_hop_timeout: Duration::from_secs(10),
+            attempts: 4,
+            lifetime: Duration::from_secs(600),
+            preemptive: 2,
+            failure_memory: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The manager's clock: tokio's, so that tests can pause and advance it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A circuit as the manager sees it.
+pub trait ManagedCircuit: Send + Sync + 'static {
+    /// Whether it has closed.
+    fn is_closed(&self) -> bool;
+    /// Closes it.
+    fn close(&self);
+}
+
+impl ManagedCircuit for Circuit {
+    fn is_closed(&self) -> bool {
+        Circuit::is_closed(self)
+    }
+    fn close(&self) {
+        Circuit::close(self)
+    }
+}
+
+/// Builds circuits one hop at a time for the manager, which sets the time limits.
+pub trait CircuitBuilder: Send + Sync + 'static {
+    /// The circuits it builds.
+    type Circuit: ManagedCircuit;
+
+    /// Opens a circuit to `first`.
+    fn create(
+        &self,
+        first: &RelayEntry,
+    ) -> impl Future<Output = Result<Self::Circuit, NetError>> + Send;
+
+    /// Extends `circ` by `next`.
+    fn extend(
+        &self,
+        circ: &Self::Circuit,
+        next: &RelayEntry,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+}
+
+/// Builds real circuits, over one link per first hop shared by its circuits.
+pub struct OnionBuilder {
+    per_hop: Duration,
+    channels: Mutex<HashMap<RelayId, Arc<ClientChannel>>>,
+}
+
+impl OnionBuilder {
+    /// A builder whose links and handshakes each get `per_hop`.
+    pub fn new(per_hop: Duration) -> Self {
+        OnionBuilder {
+            per_hop,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn channel_to(&self, relay: &RelayEntry) -> Result<Arc<ClientChannel>, NetError> {
+        let open = lock(&self.channels)
+            .get(&relay.id)
+            .filter(|c| !c.is_closed())
+            .cloned();
+        if let Some(c) = open {
+            return Ok(c);
+        }
+        let chan = ClientChannel::connect(relay.address, &relay.link_key, self.per_hop).await?;
+        lock(&self.channels).insert(relay.id, chan.clone());
+        Ok(chan)
+    }
+}
+
+impl CircuitBuilder for OnionBuilder {
+    type Circuit = Circuit;
+
+    async fn create(&self, first: &RelayEntry) -> Result<Circuit, NetError> {
+        let chan = self.channel_to(first).await?;
+        Circuit::create(chan, &HopSpec::from(first), self.per_hop).await
+    }
+
+    async fn extend(&self, circ: &Circuit, next: &RelayEntry) -> Result<(), NetError> {
+        circ.extend(&HopSpec::from(next), self.per_hop).await
+    }
+}
+
+/// A circuit the manager built.
+pub struct BuiltCircuit<C = Circuit> {
+    /// The circuit.
+    pub circuit: Arc<C>,
+    /// Its relays, first to last.
+    pub path: Vec<RelayEntry>,
+    /// How long building it took.
+    pub build_time: Duration,
+    /// When it was built.
+    pub built_at: Instant,
+}
+
+impl<C: ManagedCircuit> BuiltCircuit<C> {
+    /// Whether it can still be handed out for new work.
+    pub fn usable(&self, lifetime: Duration) -> bool {
+        self.usable_at(lifetime, now())
+    }
+
+    /// Whether it can still be handed out for new work at `now`.
+    pub fn usable_at(&self, lifetime: Duration, now: Instant) -> bool {
+        !self.circuit.is_closed() && now.saturating_duration_since(self.built_at) < lifetime
+    }
+
+    /// The nicknames along its path, joined by arrows.
+    pub fn describe(&self) -> String {
+        self.path
+            .iter()
+            .map(|r| r.nickname.as_str())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+}
+
+/// Builds and keeps circuits for one client.
+pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
+    dir: Arc<NetDir>,
+    config: CircuitConfig,
+    builder: B,
+    guards: Mutex<GuardSet>,
+    failures: Mutex<Failures>,
+    pool: Mutex<Vec<Arc<BuiltCircuit<B::Circuit>>>>,
+}
+
+impl CircuitManager {
+    /// A manager building real circuits, using `dir`'s consensus and the guard set saved in
+    /// `data_dir`.
+    pub fn new(dir: Arc<NetDir>, data_dir: PathBuf, config: CircuitConfig) -> Arc<Self> {
+        let builder = OnionBuilder::new(config.per_hop_timeout);
+        Self::with_builder(dir, data_dir, config, builder)
+    }
+}
+
+impl<B: CircuitBuilder> CircuitManager<B> {
+    /// A manager that builds with `builder`.
+    pub fn with_builder(
+        dir: Arc<NetDir>,
+        data_dir: PathBuf,
+        config: CircuitConfig,
+        builder: B,
+    ) -> Arc<Self> {
+        Arc::new(CircuitManager {
+            dir,
+            config,
+            builder,
+            guards: Mutex::new(GuardSet::load(&data_dir)),
+            failures: Mutex::new(Failures::default()),
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The consensus source.
+    pub fn netdir(&self) -> &Arc<NetDir> {
+        &self.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CircuitConfig {
+        &self.config
+    }
+
+    /// Relays that failed recently and are left out of new paths.
+    pub fn recent_failures(&self) -> HashSet<RelayId> {
+        lock(&self.failures).recent(now(), self.config.failure_memory)
+    }
+
+    /// The current guard set.
+    pub fn guards(&self) -> Vec<RelayId> {
+        lock(&self.guards).guards().to_vec()
+    }
+
+    /// Builds one circuit now: `hops` relays ending at `exit` if given (or, with `hops` one
+    /// less than a full circuit and no exit, a prefix to extend later), trying other paths
+    /// after a failure.
+    async fn build_hops(
+        &self,
+        hops: usize,
+        exit: Option<RelayId>,
+    ) -> Result<BuiltCircuit<B::Circuit>, NetError> {
+        let mut last = None;
+        for _ in 0..self.config.attempts {
+            let consensus = self.dir.consensus()?;
+            let avoid = self.recent_failures();
+            let exit_entry = exit.as_ref().and_then(|e| consensus.relay(e));
+            let guard = {
+                let mut guards = lock(&self.guards);
+                guards.update(&consensus, &mut rand::thread_rng());
+                pick_guard(&guards.guards(), &consensus, exit_entry, &avoid, hops)?
+            };
+            let path: Vec<RelayEntry> = choose_path(
+                &consensus,
+                hops,
+                guard.as_ref(),
+                exit.as_ref(),
+                &avoid,
+                &mut rand::thread_rng(),
+            )?
+            .into_iter()
+            .cloned()
+            .collect();
+            let started = now();
+            match self.build_path(&path).await {
+                Ok(circuit) => {
+                    return Ok(BuiltCircuit {
+                        circuit: Arc::new(circuit),
+                        path,
+                        build_time: now().saturating_duration_since(started),
+                        built_at: now(),
+                    })
+                }
+                Err((hop, e)) => {
+                    debug!("circuit build failed: {e} at {}", path[hop].nickname);
+                    // Blame the relay being added (its predecessor may be at fault, but a
+                    // relay that fails repeatedly is avoided either way), unless it is the
+                    // exit we were asked for.
+                    if Some(path[hop].id) != exit || hop == 0 {
+                        debug!(relay = %path[hop].id, "leaving a failed relay out of new paths");
+                        lock(&self.failures).note(path[hop].id, now());
+                    }
+                    let retryable = e.is_retryable();
+                    last = Some((path[hop].nickname.clone(), e));
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        let (relay, last) = last.unwrap_or_else(|| (String::new(), NetError::EmptyPath));
+        Err(NetError::Build {
+            attempts: self.config.attempts,
+            relay,
+            last: Box::new(last),
+        })
+    }
+
+    /// Builds one full circuit now, ending at `exit` if given, trying other paths after a
+    /// failure.
+    pub async fn build(&self, exit: Option<RelayId>) -> Result<BuiltCircuit<B::Circuit>, NetError> {
+        self.build_hops(self.config.hops, exit).await
+    }
+
+    /// Builds along `path`, each hop within the time limit; on failure, says at which hop.
+    async fn build_path(&self, path: &[RelayEntry]) -> Result<B::Circuit, (usize, NetError)> {
+        let limit = self.config.per_hop_timeout;
+        let first = path.first().ok_or((0, NetError::EmptyPath))?;
+        let circ = tokio::time::timeout(limit, self.builder.create(first))
+            .await
+            .map_err(|_| (0, NetError::Timeout(BuildStep::Creating)))?
+            .map_err(|e| (0, e))?;
+        for (i, hop) in path.iter().enumerate().skip(1) {
+            let extended = tokio::time::timeout(limit, self.builder.extend(&circ, hop)).await;
+            let failure = match extended {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => NetError::Timeout(BuildStep::Extending),
+            };
+            circ.close();
+            return Err((i, failure));
+        }
+        Ok(circ)
+    }
+
+    /// A circuit for new work ending at `exit`: a prefix from the pool (built ahead, the last
+    /// hop missing) extended to `exit` when one fits the path rules, else a fresh circuit.
+    pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
+        let consensus = self.dir.consensus()?;
+        let avoid = self.recent_failures();
+        let prefix = consensus.relay(&exit).and_then(|e| {
+            let at = now();
+            let mut pool = lock(&self.pool);
+            pool.retain(|c| c.usable_at(self.config.lifetime, at));
+            let i = pool
+                .iter()
+                .position(|c| prefix_fits(&c.path, e, &consensus, &avoid))?;
+            Some((pool.swap_remove(i), e.clone()))
+        });
+        if let Some((prefix, exit_entry)) = prefix {
+            let started = now();
+            let extended = tokio::time::timeout(
+                self.config.per_hop_timeout,
+                self.builder.extend(&prefix.circuit, &exit_entry),
+            )
+            .await
+            .unwrap_or(Err(NetError::Timeout(BuildStep::Extending)));
+            match extended {
+                Ok(()) => {
+                    let mut path = prefix.path.clone();
+                    path.push(exit_entry);
+                    return Ok(Arc::new(BuiltCircuit {
+                        circuit: prefix.circuit.clone(),
+                        path,
+                        build_time: now().saturating_duration_since(started),
+                        built_at: prefix.built_at,
+                    }));
+                }
+                Err(e) => {
+                    debug!("extending a ready circuit failed: {e}");
+                    prefix.circuit.close();
+                }
+            }
+        }
+        Ok(Arc::new(self.build(Some(exit)).await?))
+    }
+
+    /// Circuits built ahead of need and ready now.
+    pub fn ready(&self) -> usize {
+        let at = now();
+        let mut pool = lock(&self.pool);
+        pool.retain(|c| c.usable_at(self.config.lifetime, at));
+        pool.len()
+    }
+
+    /// Builds one circuit ahead of need if fewer than [`CircuitConfig::preemptive`] are
+    /// ready: every hop but the last, which [`CircuitManager::get`] adds. Returns whether the
+    /// pool is full.
+    pub async fn top_up(&self) -> Result<bool, NetError> {
+        if self.ready() >= self.config.preemptive {
+            return Ok(true);
+        }
+        let prefix_hops = self.config.hops.saturating_sub(1).max(1);
+        let built = self.build_hops(prefix_hops, None).await?;
+        lock(&self.pool).push(Arc::new(built));
+        Ok(false)
+    }
+
+    /// Keeps [`CircuitConfig::preemptive`] circuits built ahead of need, replacing those that
+    /// closed or aged out, until the returned handle is dropped.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> AbortOnDrop<()> {
+        let mgr = self.clone();
+        AbortOnDrop::new(tokio::spawn(async move {
+            loop {
+                match mgr.top_up().await {
+                    Ok(false) => continue,
+                    Ok(true) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(e) => {
+                        debug!("preemptive circuit: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! The circuit manager's decisions that need no network (`docs/spec.md` §11.3): which relays
+//! to leave out after failures, which guard starts a path, and which circuit built ahead may
+//! be extended to a requested last hop. Time is an argument.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use shallot_crypto::keys::RelayId;
+use shallot_proto::dir::{Consensus, Flags, RelayEntry};
+
+use crate::path::{related, PathError};
+
+/// Relays that failed lately, and when.
+#[derive(Debug, Default)]
+pub struct Failures(HashMap<RelayId, Instant>);
+
+impl Failures {
+    /// `relay` failed at `now`.
+    pub fn note(&mut self, relay: RelayId, now: Instant) {
+        self.0.insert(relay, now);
+    }
+
+    /// The relays that failed less than `memory` before `now`; older failures are forgotten.
+    pub fn recent(&mut self, now: Instant, memory: Duration) -> HashSet<RelayId> {
+        self.0
+            .retain(|_, at| now.saturating_duration_since(*at) < memory);
+        self.0.keys().copied().collect()
+    }
+}
+
+/// The guard to start a `hops`-hop path with: the first of `guards` that has not failed
+/// recently and is unrelated to `exit`; failing that, the first unrelated one even if it
+/// failed (a path never starts outside the guard set while the set has a usable guard).
+/// `None` if the set is empty.
+pub fn pick_guard(
+    guards: &[RelayId],
+    consensus: &Consensus,
+    exit: Option<&RelayEntry>,
+    avoid: &HashSet<RelayId>,
+    hops: usize,
+) -> Result<Option<RelayId>, PathError> {
+    if guards.is_empty() {
+        return Ok(None);
+    }
+    let unrelated: Vec<RelayId> = guards
+        .iter()
+        .copied()
+        .filter(|id| match (consensus.relay(id), exit) {
+            (Some(g), Some(e)) => !related(g, e),
+            (Some(_), None) => true,
+            _ => false,
+        })
+        .collect();
+    match unrelated
+        .iter()
+        .find(|id| !avoid.contains(id))
+        .or(unrelated.first())
+    {
+        Some(id) => Ok(Some(*id)),
+        None => Err(PathError::NotEnoughRelays {
+            hops,
+            reason: "every guard is related to the requested last hop",
+        }),
+    }
+}
+
+/// Whether a circuit built ahead along `prefix` may be extended to `exit`: each of its
+/// relays is still running in `consensus`, has not failed lately, and is unrelated to `exit`.
+pub fn prefix_fits(
+    prefix: &[RelayEntry],
+    exit: &RelayEntry,
+    consensus: &Consensus,
+    avoid: &HashSet<RelayId>,
+) -> bool {
+    let running = |id: &RelayId| {
+        consensus
+            .relay(id)
+            .is_some_and(|r| r.flags.contains(Flags::RUNNING))
+    };
+    running(&exit.id)
+        && prefix
+            .iter()
+            .all(|r| running(&r.id) && !avoid.contains(&r.id) && !related(r, exit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn failures_are_forgotten_after_the_memory() {
+        let t0 = Instant::now();
+        let memory = Duration::from_secs(60);
+        let mut f = Failures::default();
+        let (a, b) = (RelayId([1; 20]), RelayId([2; 20]));
+        f.note(a, t0);
+        f.note(b, t0 + Duration::from_secs(30));
+        assert_eq!(f.recent(t0 + Duration::from_secs(59), memory).len(), 2);
+        let later = f.recent(t0 + Duration::from_secs(60), memory);
+        assert_eq!(later, HashSet::from([b]));
+        assert!(f.recent(t0 + Duration::from_secs(90), memory).is_empty());
+    }
+
+    #[test]
+    fn the_first_guard_that_has_not_failed_starts_the_path() {
+        let relays = testing::relays(6);
+        let c = testing::consensus(relays.clone(), 0, 1, 2);
+        let guards: Vec<_> = relays[..3].iter().map(|r| r.id).collect();
+        let none = HashSet::new();
+        assert_eq!(pick_guard(&guards, &c, None, &none, 3), Ok(Some(guards[0])));
+        let avoid = HashSet::from([guards[0]]);
+        assert_eq!(
+            pick_guard(&guards, &c, None, &avoid, 3),
+            Ok(Some(guards[1]))
+        );
+        // Every guard failed: still a guard, never a relay outside the set.
+        let all: HashSet<_> = guards.iter().copied().collect();
+        assert_eq!(pick_guard(&guards, &c, None, &all, 3), Ok(Some(guards[0])));
+        assert_eq!(pick_guard(&[], &c, None, &none, 3), Ok(None));
+    }
+
+    #[test]
+    fn a_guard_related_to_the_exit_is_passed_over() {
+        let mut relays = testing::relays(6);
+        // The first guard declares the exit as family.
+        let exit = relays[5].clone();
+        relays[0].family.push(exit.id);
+        let c = testing::consensus(relays.clone(), 0, 1, 2);
+        let guards = [relays[0].id, relays[1].id];
+        let none = HashSet::new();
+        assert_eq!(
+            pick_guard(&guards, &c, Some(&exit), &none, 3),
+            Ok(Some(relays[1].id))
+        );
+        let only_related = [relays[0].id];
+        assert!(pick_guard(&only_related, &c, Some(&exit), &none, 3).is_err());
+    }
+
+    #[test]
+    fn a_prefix_fits_only_if_every_relay_runs_has_not_failed_and_is_unrelated() {
+        let mut relays = testing::relays(5);
+        let prefix = vec![relays[0].clone(), relays[1].clone()];
+        let exit = relays[4].clone();
+        let c = testing::consensus(relays.clone(), 0, 1, 2);
+        let none = HashSet::new();
+        assert!(prefix_fits(&prefix, &exit, &c, &none));
+        assert!(
+            !prefix_fits(&prefix, &relays[1], &c, &none),
+            "the exit is on it"
+        );
+        assert!(!prefix_fits(
+            &prefix,
+            &exit,
+            &c,
+            &HashSet::from([relays[0].id])
+        ));
+        // The second relay stops running.
+        relays[1].flags.set(Flags::RUNNING, false);
+        let c = testing::consensus(relays, 0, 1, 2);
+        assert!(!prefix_fits(&prefix, &exit, &c, &none));
+    }
+}

@@ -1,0 +1,407 @@
+//! The circuit manager with a fake builder and tokio's clock paused: retries, timeouts,
+//! relay avoidance and circuits built ahead, without a socket, in milliseconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shallot_proto::dir::Flags;
+use shallot_rt::FakeClock;
+
+use super::*;
+use crate::netdir::DirError;
+use crate::testing;
+
+/// What the fake builder does when asked to add a relay.
+#[derive(Clone)]
+enum Behaviour {
+    /// Fails with this error.
+    Fail(NetError),
+    /// Never answers.
+    Hang,
+    /// Never answers this time; answers from then on.
+    HangOnce,
+}
+
+struct FakeCircuit {
+    hops: Mutex<Vec<RelayId>>,
+    closed: AtomicBool,
+}
+
+impl ManagedCircuit for FakeCircuit {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct FakeBuilder {
+    behaviour: Mutex<HashMap<RelayId, Behaviour>>,
+    /// Every relay the manager asked to add, in order, and whether by create.
+    log: Mutex<Vec<(RelayId, bool)>>,
+}
+
+impl FakeBuilder {
+    async fn add(&self, relay: &RelayEntry, create: bool) -> Result<(), NetError> {
+        lock(&self.log).push((relay.id, create));
+        let behaviour = {
+            let mut table = lock(&self.behaviour);
+            match table.get(&relay.id) {
+                Some(Behaviour::HangOnce) => table.remove(&relay.id),
+                other => other.cloned(),
+            }
+        };
+        match behaviour {
+            None => Ok(()),
+            Some(Behaviour::Fail(e)) => Err(e),
+            Some(Behaviour::Hang | Behaviour::HangOnce) => std::future::pending().await,
+        }
+    }
+}
+
+impl CircuitBuilder for FakeBuilder {
+    type Circuit = FakeCircuit;
+
+    async fn create(&self, first: &RelayEntry) -> Result<FakeCircuit, NetError> {
+        self.add(first, true).await?;
+        Ok(FakeCircuit {
+            hops: Mutex::new(vec![first.id]),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    async fn extend(&self, circ: &FakeCircuit, next: &RelayEntry) -> Result<(), NetError> {
+        self.add(next, false).await?;
+        lock(&circ.hops).push(next.id);
+        Ok(())
+    }
+}
+
+/// A manager over six relays of which only the first is a guard; the builder fails or
+/// stalls on the relays named.
+struct Setup {
+    mgr: Arc<CircuitManager<FakeBuilder>>,
+    relays: Vec<RelayEntry>,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config() -> CircuitConfig {
+    CircuitConfig {
+        hops: 3,
+        per_hop_timeout: Duration::from_secs(5),
+        attempts: 4,
+        lifetime: Duration::from_secs(600),
+        preemptive: 2,
+        failure_memory: Duration::from_secs(60),
+    }
+}
+
+fn setup(guards: usize, config: CircuitConfig, behaviour: &[(usize, Behaviour)]) -> Setup {
+    let mut relays = testing::relays(6);
+    for r in &mut relays[guards..] {
+        r.flags.set(Flags::GUARD, false);
+    }
+    let consensus = testing::consensus(relays.clone(), 1000, 2000, 5000);
+    let dir = Arc::new(NetDir::preloaded(consensus, Arc::new(FakeClock::new(1500))));
+    let data =
+        TempDir(std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>())));
+    std::fs::create_dir_all(&data.0).unwrap();
+    let builder = FakeBuilder::default();
+    for (i, b) in behaviour {
+        lock(&builder.behaviour).insert(relays[*i].id, b.clone());
+    }
+    let mgr = CircuitManager::with_builder(dir, data.0.clone(), config, builder);
+    Setup {
+        mgr,
+        relays,
+        _dir: data,
+    }
+}
+
+fn destroyed() -> Behaviour {
+    Behaviour::Fail(NetError::Destroyed(
+        shallot_proto::cell::DestroyReason::ConnectFailed,
+    ))
+}
+
+impl Setup {
+    fn log(&self) -> Vec<(RelayId, bool)> {
+        lock(&self.mgr.builder.log).clone()
+    }
+
+    fn tries_of(&self, i: usize) -> usize {
+        self.log()
+            .iter()
+            .filter(|(id, _)| *id == self.relays[i].id)
+            .count()
+    }
+
+    fn ids(&self, range: std::ops::Range<usize>) -> Vec<RelayId> {
+        self.relays[range].iter().map(|r| r.id).collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_circuit_starts_at_a_guard_and_has_distinct_relays() {
+    let s = setup(1, config(), &[]);
+    let built = s.mgr.build(None).await.unwrap();
+    assert_eq!(built.path.len(), 3);
+    assert_eq!(s.mgr.guards(), vec![s.relays[0].id]);
+    assert_eq!(built.path[0].id, s.relays[0].id);
+    let hops = lock(&built.circuit.hops).clone();
+    assert_eq!(hops, built.path.iter().map(|r| r.id).collect::<Vec<_>>());
+    let mut distinct = hops.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(s.log().iter().filter(|(_, create)| *create).count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relay_that_fails_is_left_out_of_the_next_paths() {
+    // Relays 1, 2 and 3 always fail; 4 and 5 work: within four attempts a path of 0, 4 and 5
+    // is found, and no failing relay is tried twice.
+    let bad = [(1, destroyed()), (2, destroyed()), (3, destroyed())];
+    let s = setup(1, config(), &bad);
+    let built = s.mgr.build(None).await.unwrap();
+    let mut ids: Vec<_> = built.path.iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want = vec![s.relays[0].id, s.relays[4].id, s.relays[5].id];
+    want.sort();
+    assert_eq!(ids, want);
+    let recent = s.mgr.recent_failures();
+    for i in 1..=3 {
+        assert!(
+            s.tries_of(i) <= 1,
+            "relay {i} tried {} times",
+            s.tries_of(i)
+        );
+        assert_eq!(recent.contains(&s.relays[i].id), s.tries_of(i) == 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_are_forgotten_after_the_failure_memory() {
+    let s = setup(
+        1,
+        config(),
+        &[(1, destroyed()), (2, destroyed()), (3, destroyed())],
+    );
+    s.mgr.build(None).await.unwrap();
+    assert!(!s.mgr.recent_failures().is_empty());
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(!s.mgr.recent_failures().is_empty());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(s.mgr.recent_failures().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_every_attempt_fails_the_last_error_is_reported() {
+    let all_bad: Vec<_> = (1..6).map(|i| (i, destroyed())).collect();
+    let s = setup(1, config(), &all_bad);
+    let err = match s.mgr.build(None).await {
+        Err(e) => e,
+        Ok(_) => panic!("built through failing relays"),
+    };
+    let NetError::Build { attempts, last, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*attempts, 4);
+    assert!(matches!(**last, NetError::Destroyed(_)), "{last}");
+    assert!(!err.is_retryable());
+    assert_eq!(s.log().iter().filter(|(_, create)| *create).count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hop_that_never_answers_times_out_and_is_avoided() {
+    let s = setup(1, config(), &[(1, Behaviour::Hang), (2, Behaviour::Hang)]);
+    let started = tokio::time::Instant::now();
+    let built = s.mgr.build(None).await.unwrap();
+    let stalls = s.tries_of(1) + s.tries_of(2);
+    // Each stall costs one hop's time limit on the paused clock (to the timer's millisecond).
+    let limit = config().per_hop_timeout * stalls as u32;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= limit && elapsed < limit + Duration::from_millis(10),
+        "{elapsed:?}"
+    );
+    assert!(built
+        .path
+        .iter()
+        .all(|r| r.id != s.relays[1].id && r.id != s.relays[2].id));
+    for i in [1, 2] {
+        assert!(s.tries_of(i) <= 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_extension_that_never_answers_times_out_at_that_hop() {
+    let s = setup(1, config(), &[(1, Behaviour::Hang)]);
+    let err = tokio::time::timeout(
+        Duration::from_secs(3600),
+        s.mgr
+            .build_path(&[s.relays[0].clone(), s.relays[1].clone()]),
+    )
+    .await
+    .unwrap();
+    let Err((hop, e)) = err else {
+        panic!("built through a stalled relay")
+    };
+    assert_eq!(hop, 1);
+    assert!(matches!(e, NetError::Timeout(BuildStep::Extending)), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_that_fails_is_blamed_and_the_next_guard_starts_the_path() {
+    let s = setup(3, config(), &[]);
+    s.mgr.build(None).await.unwrap();
+    let guards = s.mgr.guards();
+    assert_eq!(guards.len(), 3);
+    let first = s.relays.iter().position(|r| r.id == guards[0]).unwrap();
+    lock(&s.mgr.builder.behaviour).insert(guards[0], destroyed());
+    let built = s.mgr.build(None).await.unwrap();
+    assert_eq!(built.path[0].id, guards[1]);
+    assert!(s.mgr.recent_failures().contains(&guards[0]));
+    let failed_creates = s
+        .log()
+        .iter()
+        .filter(|(id, create)| *create && *id == s.relays[first].id)
+        .count();
+    assert_eq!(failed_creates, 2, "once in the first build, once failing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_requested_last_hop_is_not_blamed_for_failing() {
+    let s = setup(1, config(), &[(5, destroyed())]);
+    let exit = s.relays[5].id;
+    assert!(s.mgr.build(Some(exit)).await.is_err());
+    assert_eq!(s.tries_of(5), 4, "tried on every attempt");
+    assert!(!s.mgr.recent_failures().contains(&exit));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_no_retry_can_fix_stops_the_attempts() {
+    let s = setup(1, config(), &[(0, Behaviour::Fail(NetError::EmptyPath))]);
+    assert!(s.mgr.build(None).await.is_err());
+    assert_eq!(s.log().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_valid_consensus_nothing_is_built() {
+    let s = setup(1, config(), &[]);
+    let dir = NetDir::preloaded(
+        testing::consensus(s.relays.clone(), 0, 1, 2),
+        Arc::new(FakeClock::new(100)),
+    );
+    let data = std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>()));
+    let mgr = CircuitManager::with_builder(Arc::new(dir), data, config(), FakeBuilder::default());
+    let err = match mgr.build(None).await {
+        Err(e) => e,
+        Ok(_) => panic!("built without a consensus"),
+    };
+    assert!(
+        matches!(err, NetError::Dir(DirError::Expired { .. })),
+        "{err}"
+    );
+    assert!(lock(&mgr.builder.log).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuits_built_ahead_lack_their_last_hop_until_a_purpose_names_it() {
+    let s = setup(1, config(), &[]);
+    assert!(!s.mgr.top_up().await.unwrap());
+    assert!(!s.mgr.top_up().await.unwrap());
+    assert!(s.mgr.top_up().await.unwrap(), "full at two");
+    assert_eq!(s.mgr.ready(), 2);
+    let creates = s.log().iter().filter(|(_, c)| *c).count();
+    assert_eq!(creates, 2);
+    // The exit must be unrelated to both hops of some prefix: any relay not on one will do.
+    let exit = s
+        .relays
+        .iter()
+        .map(|r| r.id)
+        .find(|id| {
+            lock(&s.mgr.pool)
+                .iter()
+                .any(|c| c.path.iter().all(|r| r.id != *id))
+        })
+        .unwrap();
+    let got = s.mgr.get(exit).await.unwrap();
+    assert_eq!(got.path.len(), 3);
+    assert_eq!(got.path[2].id, exit);
+    assert_eq!(
+        s.log().iter().filter(|(_, c)| *c).count(),
+        2,
+        "no new circuit"
+    );
+    assert_eq!(s.mgr.ready(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuits_built_ahead_age_out_after_their_lifetime() {
+    let s = setup(1, config(), &[]);
+    s.mgr.top_up().await.unwrap();
+    assert_eq!(s.mgr.ready(), 1);
+    tokio::time::advance(Duration::from_secs(599)).await;
+    assert_eq!(s.mgr.ready(), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(s.mgr.ready(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_circuit_built_ahead_is_not_handed_out() {
+    let s = setup(1, config(), &[]);
+    s.mgr.top_up().await.unwrap();
+    lock(&s.mgr.pool)[0].circuit.close();
+    assert_eq!(s.mgr.ready(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefix_with_a_relay_that_failed_since_is_passed_over() {
+    let s = setup(1, config(), &[]);
+    s.mgr.top_up().await.unwrap();
+    let prefix: Vec<RelayId> = lock(&s.mgr.pool)[0].path.iter().map(|r| r.id).collect();
+    lock(&s.mgr.failures).note(prefix[1], now());
+    let exit = s
+        .ids(0..6)
+        .into_iter()
+        .find(|id| !prefix.contains(id))
+        .unwrap();
+    let got = s.mgr.get(exit).await.unwrap();
+    assert!(!got.path.iter().any(|r| r.id == prefix[1]));
+    assert_eq!(
+        s.log().iter().filter(|(_, c)| *c).count(),
+        2,
+        "a fresh circuit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_extension_of_a_prefix_falls_back_to_a_fresh_circuit() {
+    let s = setup(1, config(), &[]);
+    s.mgr.top_up().await.unwrap();
+    let prefix: Vec<RelayId> = lock(&s.mgr.pool)[0].path.iter().map(|r| r.id).collect();
+    let exit = s
+        .ids(0..6)
+        .into_iter()
+        .find(|id| !prefix.contains(id))
+        .unwrap();
+    // The exit stalls once (the prefix's extension), then answers.
+    lock(&s.mgr.builder.behaviour).insert(exit, Behaviour::HangOnce);
+    let got = s.mgr.get(exit).await.unwrap();
+    assert_eq!(got.path.len(), 3);
+    assert_eq!(got.path[2].id, exit);
+    assert_eq!(s.log().iter().filter(|(_, c)| *c).count(), 2);
+    assert_eq!(s.mgr.ready(), 0);
+}

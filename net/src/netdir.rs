@@ -1,0 +1,298 @@
+//! The client's consensus (`docs/spec.md` §5.9, §11.1): bootstrap from the cache or the
+//! authorities, fetch the next one as soon as the authorities publish it (at the current one's
+//! fresh-until), and keep using a cached consensus while it is still valid when no authority
+//! answers.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shallot_directory::fetch::{fetch_consensus, FetchError};
+use shallot_directory::network::NetworkFile;
+use shallot_directory::verify::ConsensusCache;
+use shallot_proto::dir::Consensus;
+use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
+use thiserror::Error;
+use tracing::{debug, info};
+
+/// Why no consensus is available.
+#[derive(Debug, Clone, Error)]
+pub enum DirError {
+    /// Nothing was cached and no fetch has been tried yet.
+    #[error("cannot get a consensus: no consensus fetched yet")]
+    NotYetFetched,
+    /// No authority answered and nothing usable was cached.
+    #[error("cannot get a consensus: {0}")]
+    Unavailable(#[source] Arc<FetchError>),
+    /// The consensus held has expired and no newer one was fetched.
+    #[error("the consensus expired {ago} s ago{}", match (.last_failure, .refreshing) {
+        (Some(e), _) => format!(" and no authority answered: {e}"),
+        (None, true) => "; no newer one fetched yet".to_string(),
+        (None, false) => "; nothing refreshes it in this process".to_string(),
+    })]
+    Expired {
+        /// Seconds since it expired.
+        ago: u64,
+        /// Why the last fetch failed, if one was tried since the last success.
+        #[source]
+        last_failure: Option<Arc<FetchError>>,
+        /// Whether a background refresh runs ([`NetDir::start_refresher`]).
+        refreshing: bool,
+    },
+}
+
+/// The consensus this client uses, and how to get the next one.
+pub struct NetDir {
+    network: NetworkFile,
+    cache: ConsensusCache,
+    current: Mutex<Option<Arc<Consensus>>>,
+    last_error: Mutex<Option<Arc<FetchError>>>,
+    failures: std::sync::atomic::AtomicU32,
+    fetch_timeout: Duration,
+    clock: Arc<dyn WallClock>,
+    /// The background refresh, once started; it stops when this is dropped.
+    refresher: Mutex<Option<AbortOnDrop<()>>>,
+}
+
+impl NetDir {
+    /// A client of the authorities in `network`, caching in `data_dir/consensus.txt`.
+    pub fn new(network: NetworkFile, data_dir: &Path) -> Self {
+        Self::with_clock(network, data_dir, Arc::new(SystemClock))
+    }
+
+    /// [`NetDir::new`] reading the time from `clock`.
+    pub fn with_clock(network: NetworkFile, data_dir: &Path, clock: Arc<dyn WallClock>) -> Self {
+        let fetch_timeout = Duration::from_secs(network.params.request_timeout_secs);
+        NetDir {
+            cache: ConsensusCache::new(data_dir.join("consensus.txt")),
+            network,
+            current: Mutex::new(None),
+            last_error: Mutex::new(None),
+            failures: std::sync::atomic::AtomicU32::new(0),
+            fetch_timeout,
+            clock,
+            refresher: Mutex::new(None),
+        }
+    }
+
+    /// A `NetDir` that already holds `consensus`, unverified, and knows no authority: for
+    /// testing the layers above without a network.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn preloaded(consensus: Consensus, clock: Arc<dyn WallClock>) -> Self {
+        let network = NetworkFile {
+            authorities: Vec::new(),
+            params: shallot_directory::network::NetworkParams::default(),
+        };
+        let dir = Self::with_clock(network, Path::new(""), clock);
+        dir.set(Arc::new(consensus));
+        dir
+    }
+
+    /// The network file.
+    pub fn network(&self) -> &NetworkFile {
+        &self.network
+    }
+
+    fn held(&self) -> Option<Arc<Consensus>> {
+        lock(&self.current).clone()
+    }
+
+    fn set(&self, c: Arc<Consensus>) {
+        *lock(&self.current) = Some(c);
+    }
+
+    /// Loads the cached consensus (if still valid), then tries the authorities. Succeeds if
+    /// either gives a valid consensus.
+    pub async fn bootstrap(&self) -> Result<Arc<Consensus>, DirError> {
+        if self.held().is_none() {
+            match self.cache.load(&self.network, self.clock.unix_now()) {
+                Ok(Some(c)) => {
+                    debug!("using the cached consensus");
+                    self.set(Arc::new(c));
+                }
+                Ok(None) => {}
+                Err(e) => debug!("cached consensus not usable: {e}"),
+            }
+        }
+        let _ = self.refresh().await;
+        self.consensus()
+    }
+
+    /// Fetches a newer consensus; keeps the held one if none comes.
+    pub async fn refresh(&self) -> Result<Arc<Consensus>, DirError> {
+        let held = self.held();
+        match fetch_consensus(
+            &self.network,
+            held.as_deref(),
+            self.clock.unix_now(),
+            self.fetch_timeout,
+        )
+        .await
+        {
+            Ok((c, text)) => {
+                if let Err(e) = self.cache.store(&text) {
+                    info!("cannot cache the consensus: {e}");
+                }
+                let c = Arc::new(c);
+                self.set(c.clone());
+                *lock(&self.last_error) = None;
+                self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
+                Ok(c)
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                *lock(&self.last_error) = Some(e.clone());
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(DirError::Unavailable(e))
+            }
+        }
+    }
+
+    /// The consensus to use now: the one held, if still valid.
+    pub fn consensus(&self) -> Result<Arc<Consensus>, DirError> {
+        let now = self.clock.unix_now();
+        let last_failure = lock(&self.last_error).clone();
+        match self.held() {
+            Some(c) if now <= c.valid_until => Ok(c),
+            Some(c) => Err(DirError::Expired {
+                ago: now - c.valid_until,
+                last_failure,
+                refreshing: lock(&self.refresher).is_some(),
+            }),
+            None => Err(last_failure.map_or(DirError::NotYetFetched, DirError::Unavailable)),
+        }
+    }
+
+    /// When to fetch next. Authorities publish each consensus at the previous one's
+    /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus a
+    /// random delay (up to an eighth of the period, at most 30 s, so that clients do not all
+    /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 64 s.
+    pub fn next_refresh(&self) -> Duration {
+        let now = self.clock.unix_now();
+        match self.held() {
+            Some(c) if now < c.fresh_until => {
+                let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
+                let jitter = rand::random::<u64>() % (span / 8).clamp(1, 30);
+                Duration::from_secs(c.fresh_until - now + jitter)
+            }
+            _ => {
+                let failures = self
+                    .failures
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .min(6);
+                Duration::from_secs(1 << failures)
+            }
+        }
+    }
+
+    /// Keeps the consensus fresh from now until this `NetDir` is dropped: every user of the
+    /// network calls this once it has bootstrapped (a one-shot command as much as the chat,
+    /// since a consensus on a test network lives for seconds). Calling it again does nothing.
+    pub fn start_refresher(self: &Arc<Self>) {
+        let mut slot = lock(&self.refresher);
+        if slot.is_some() {
+            return;
+        }
+        // The task holds only a weak reference, so that dropping the last `Arc` ends it.
+        let weak = Arc::downgrade(self);
+        *slot = Some(AbortOnDrop::new(tokio::spawn(async move {
+            loop {
+                let Some(wait) = weak.upgrade().map(|dir| dir.next_refresh()) else {
+                    return;
+                };
+                tokio::time::sleep(wait).await;
+                let Some(dir) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = dir.refresh().await {
+                    debug!("consensus refresh: {e}");
+                }
+            }
+        })));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::testing;
+    use shallot_rt::FakeClock;
+
+    /// A consensus valid from 1000, fresh until 1800, valid until 4600.
+    fn held(clock: &Arc<FakeClock>) -> NetDir {
+        let c = testing::consensus(testing::relays(3), 1000, 1800, 4600);
+        NetDir::preloaded(c, clock.clone())
+    }
+
+    #[test]
+    fn a_consensus_is_used_until_it_expires_and_refused_after() {
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        clock.set(4600);
+        assert_eq!(dir.consensus().unwrap().valid_until, 4600);
+        clock.set(4610);
+        let err = dir.consensus().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DirError::Expired {
+                    ago: 10,
+                    last_failure: None,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_consensus_the_error_says_none_was_fetched() {
+        let clock: Arc<FakeClock> = Arc::new(FakeClock::new(1000));
+        let network = NetworkFile {
+            authorities: Vec::new(),
+            params: shallot_directory::network::NetworkParams::default(),
+        };
+        let dir = NetDir::with_clock(network, Path::new(""), clock);
+        assert!(matches!(dir.consensus(), Err(DirError::NotYetFetched)));
+    }
+
+    #[test]
+    fn the_next_fetch_is_at_fresh_until_plus_a_bounded_delay() {
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        for _ in 0..50 {
+            let wait = dir.next_refresh().as_secs();
+            // 800 s to fresh-until, then up to min(800 / 8, 30) s of jitter.
+            assert!((800..830).contains(&wait), "{wait}");
+        }
+        clock.set(1700);
+        assert!((100..130).contains(&dir.next_refresh().as_secs()));
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_double_the_wait_up_to_a_minute() {
+        let clock = Arc::new(FakeClock::new(1900));
+        let dir = held(&clock);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            // No authority is configured: every fetch fails at once, without a socket.
+            let err = dir.refresh().await.unwrap_err();
+            assert!(matches!(err, DirError::Unavailable(_)));
+            waits.push(dir.next_refresh().as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64]);
+        // The consensus held is still used, with the failure kept as the reason once expired.
+        assert!(dir.consensus().is_ok());
+        clock.set(5000);
+        assert!(matches!(
+            dir.consensus(),
+            Err(DirError::Expired {
+                last_failure: Some(_),
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,320 @@
+//! The chat UI's state, with no I/O: what it knows (the [`Roster`] and the network status),
+//! where the user is (selection, focus, scroll, dialogs, drafts), and how the backend's
+//! events change it. Keys are handled in `keys` and drawing is in `render`, both as
+//! further `impl App` blocks.
+
+use std::collections::HashMap;
+
+use shallot_rt::unix_now;
+
+use super::dialog::{AcceptForm, AddContactForm};
+use super::editor::Editor;
+use super::model::{Action, AppEvent, NetworkStatus, UiOptions};
+use super::roster::{Peer, Roster};
+use super::transcript::{self, Transcript, Viewport};
+
+/// Which pane has the keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    /// The contacts pane.
+    Contacts,
+    /// The conversation pane.
+    Conversation,
+    /// The input line.
+    Input,
+}
+
+/// A window over the panes, which takes the keyboard while open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    /// The key list, scrolled by this many rows.
+    Help {
+        /// Rows scrolled.
+        scroll: usize,
+    },
+    /// The add-contact form.
+    AddContact(AddContactForm),
+    /// My address, to copy.
+    MyAddress,
+    /// Naming the sender of a contact request being accepted.
+    Accept(AcceptForm),
+}
+
+/// The chat UI: everything it shows and how the user moves through it.
+#[derive(Debug)]
+pub struct App {
+    pub(super) roster: Roster,
+    pub(super) status: NetworkStatus,
+    /// `now` when the status arrived, to age the consensus between updates.
+    pub(super) status_at: u64,
+    /// The latest notice and when (`now`) it came.
+    pub(super) notice: Option<(String, u64)>,
+    pub(super) selected: Option<Peer>,
+    pub(super) focus: Focus,
+    pub(super) overlay: Option<Overlay>,
+    /// Unsent text, per conversation (`None`: typed before any conversation was open).
+    pub(super) drafts: HashMap<Option<Peer>, Editor>,
+    pub(super) view: Viewport,
+    /// Newer messages arrived below the view.
+    pub(super) unseen_below: bool,
+    /// Width and height of the conversation text at the last render.
+    pub(super) conversation_size: (usize, usize),
+    /// A contact to select as soon as it exists.
+    pub(super) pending_select: Option<String>,
+    pub(super) pending_focus_input: bool,
+    /// Waiting for the contact the UI was started on: select nothing else meanwhile, so
+    /// that text typed straight away goes to that contact.
+    pub(super) awaiting_start: bool,
+    pub(super) quit: bool,
+    pub(super) outbox: Vec<Action>,
+    /// Unix seconds, as of the last [`App::tick`].
+    pub(super) now: u64,
+    /// The user's time zone, in seconds east of UTC.
+    pub(super) utc_offset: i32,
+    /// The open conversation laid out for the screen, and what from.
+    pub(super) laid_out: Option<(LayoutKey, Transcript)>,
+}
+
+/// What a laid-out conversation depends on: when any of it changes, it is laid out again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LayoutKey {
+    peer: Option<Peer>,
+    cols: usize,
+    generation: u64,
+    utc_offset: i32,
+}
+
+/// How long a notice stays in the status bar, in seconds.
+pub const NOTICE_SECS: u64 = 15;
+
+impl App {
+    /// A UI with nothing known yet, started as `options` asks.
+    pub fn new(options: UiOptions) -> Self {
+        App {
+            roster: Roster::default(),
+            status: NetworkStatus::default(),
+            status_at: 0,
+            notice: None,
+            selected: None,
+            focus: if options.focus_input {
+                Focus::Input
+            } else {
+                Focus::Contacts
+            },
+            overlay: None,
+            drafts: HashMap::new(),
+            view: Viewport::default(),
+            unseen_below: false,
+            conversation_size: (0, 0),
+            pending_focus_input: options.focus_input && options.select_contact.is_some(),
+            awaiting_start: options.select_contact.is_some(),
+            pending_select: options.select_contact,
+            quit: false,
+            outbox: Vec::new(),
+            now: unix_now(),
+            utc_offset: 0,
+            laid_out: None,
+        }
+    }
+
+    /// Shows times in a time zone `secs` east of UTC (UTC until told).
+    pub fn set_utc_offset(&mut self, secs: i32) {
+        self.utc_offset = secs;
+    }
+
+    /// Tells the UI the time (unix seconds), to age what it shows.
+    pub fn tick(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Whether the user has quit.
+    pub fn should_quit(&self) -> bool {
+        self.quit
+    }
+
+    /// Which pane has the keyboard.
+    pub fn focus(&self) -> Focus {
+        self.focus
+    }
+
+    /// The open dialog or overlay, if any.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.overlay.as_ref()
+    }
+
+    /// The contact or request whose conversation is shown.
+    pub fn selected(&self) -> Option<&Peer> {
+        self.selected.as_ref()
+    }
+
+    /// Takes the actions the UI decided on outside [`App::handle_event`], such as marking a
+    /// conversation read when a message arrives in it while it is open.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Applies what the backend says.
+    pub fn apply(&mut self, event: AppEvent) {
+        match event {
+            AppEvent::Snapshot {
+                me,
+                contacts,
+                messages,
+                requests,
+            } => {
+                self.roster.replace(me, contacts, messages, requests);
+                self.view = Viewport::default();
+            }
+            AppEvent::MessageAdded(m) => {
+                let here = match &self.selected {
+                    Some(Peer::Contact(name)) => *name == m.contact,
+                    Some(Peer::Request(address)) => *address == m.contact,
+                    None => false,
+                };
+                let counts = self.roster.add_message(m);
+                if here {
+                    if counts {
+                        self.mark_read();
+                    }
+                    let (_, height) = self.conversation_size;
+                    if self.view.top.is_some() && height > 0 {
+                        self.unseen_below = true;
+                    }
+                }
+            }
+            AppEvent::DeliveryChanged { id, delivery } => {
+                self.roster.set_delivery(&id, delivery);
+            }
+            AppEvent::ContactAdded(contact) => {
+                let name = contact.name.clone();
+                let folded = self.roster.upsert_contact(contact);
+                if folded.is_some() && self.selected == folded.map(Peer::Request) {
+                    self.selected = Some(Peer::Contact(name.clone()));
+                    self.view = Viewport::default();
+                }
+                if self.selected == Some(Peer::Contact(name)) {
+                    self.mark_read();
+                }
+            }
+            AppEvent::ContactRequest(request) => self.roster.upsert_request(request),
+            AppEvent::Status(status) => {
+                self.status = status;
+                self.status_at = self.now;
+            }
+            AppEvent::Notice(text) => self.say(text),
+        }
+        self.settle_selection();
+    }
+
+    /// Selects the contact asked for (at start-up or by adding it) once it exists, and
+    /// otherwise keeps a selection that still exists, or picks the first in the list (but
+    /// not while waiting for the contact the UI was started on).
+    fn settle_selection(&mut self) {
+        if let Some(name) = self.pending_select.clone() {
+            let peer = Peer::Contact(name);
+            if self.roster.contains(&peer) {
+                self.pending_select = None;
+                self.awaiting_start = false;
+                self.select(peer);
+                if std::mem::take(&mut self.pending_focus_input) {
+                    self.focus = Focus::Input;
+                }
+                return;
+            }
+        }
+        if self.awaiting_start {
+            return;
+        }
+        let still_there = self
+            .selected
+            .as_ref()
+            .is_some_and(|p| self.roster.contains(p));
+        if !still_there {
+            match self.roster.peers().into_iter().next() {
+                Some(first) => self.select(first),
+                None => self.selected = None,
+            }
+        }
+    }
+
+    /// Shows `text` in the status bar for a while.
+    pub(super) fn say(&mut self, text: impl Into<String>) {
+        self.notice = Some((text.into(), self.now));
+    }
+
+    /// The notice to show now, if one is recent enough.
+    pub(super) fn current_notice(&self) -> Option<&str> {
+        self.notice
+            .as_ref()
+            .filter(|(_, at)| self.now < at.saturating_add(NOTICE_SECS))
+            .map(|(text, _)| text.as_str())
+    }
+
+    /// Shows the conversation with `peer`, marking it read. An unsent draft typed before any
+    /// conversation was open moves into it.
+    pub(super) fn select(&mut self, peer: Peer) {
+        if self.selected.as_ref() != Some(&peer) {
+            self.view = Viewport::default();
+            self.unseen_below = false;
+        }
+        if let Some(orphan) = self.drafts.remove(&None) {
+            let draft = self.drafts.entry(Some(peer.clone())).or_default();
+            if draft.text().is_empty() {
+                *draft = orphan;
+            }
+        }
+        self.selected = Some(peer);
+        self.mark_read();
+    }
+
+    /// Marks the open conversation read, telling the backend if anything was unread.
+    pub(super) fn mark_read(&mut self) {
+        if let Some(Peer::Contact(name)) = &self.selected {
+            if self.roster.clear_unread(name) {
+                self.outbox.push(Action::MarkRead {
+                    contact: name.clone(),
+                });
+            }
+        }
+    }
+
+    /// The draft of the open conversation.
+    pub(super) fn draft_mut(&mut self) -> &mut Editor {
+        self.drafts.entry(self.selected.clone()).or_default()
+    }
+
+    /// The draft of the open conversation, if any text was typed.
+    pub(super) fn draft(&self) -> Option<&Editor> {
+        self.drafts.get(&self.selected)
+    }
+
+    /// Lays the open conversation out `cols` wide into `laid_out`, unless it already is.
+    pub(super) fn lay_out(&mut self, cols: usize) {
+        let key = LayoutKey {
+            peer: self.selected.clone(),
+            cols,
+            generation: self.roster.generation(),
+            utc_offset: self.utc_offset,
+        };
+        if self.laid_out.as_ref().is_some_and(|(k, _)| *k == key) {
+            return;
+        }
+        let transcript = match &self.selected {
+            Some(peer) => {
+                let label = match peer {
+                    Peer::Contact(name) => name,
+                    Peer::Request(address) => address,
+                };
+                let messages = self.roster.messages(peer);
+                transcript::build(messages, label, cols, self.utc_offset)
+            }
+            None => Transcript::default(),
+        };
+        self.laid_out = Some((key, transcript));
+    }
+
+    /// The open conversation as last laid out.
+    pub(super) fn laid_out(&self) -> Option<&Transcript> {
+        self.laid_out.as_ref().map(|(_, t)| t)
+    }
+}

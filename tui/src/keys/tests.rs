@@ -1,0 +1,442 @@
+//! Key-handling tests: what each key does in each place, and the actions that come out.
+
+use crossterm::event::{KeyEventState, KeyModifiers as M};
+
+use super::*;
+use crate::model::{AppEvent, ContactView, UiOptions};
+use crate::test_support::*;
+
+fn with(app: &mut App, code: KeyCode, modifiers: M) -> Vec<Action> {
+    app.handle_event(Event::Key(KeyEvent::new(code, modifiers)))
+}
+
+fn press(app: &mut App, code: KeyCode) -> Vec<Action> {
+    with(app, code, M::NONE)
+}
+
+fn type_text(app: &mut App, text: &str) -> Vec<Action> {
+    text.chars()
+        .flat_map(|c| press(app, KeyCode::Char(c)))
+        .collect()
+}
+
+fn draft(app: &App) -> String {
+    app.draft().map(|d| d.text().to_owned()).unwrap_or_default()
+}
+
+fn send(contact: &str, text: &str) -> Action {
+    Action::Send {
+        contact: contact.into(),
+        text: text.into(),
+    }
+}
+
+#[test]
+fn enter_sends_the_text_and_clears_the_input() {
+    let mut app = alice_app();
+    assert_eq!(app.focus(), Focus::Input);
+    assert_eq!(type_text(&mut app, "hello"), vec![]);
+    assert_eq!(draft(&app), "hello");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![send("alice", "hello")]
+    );
+    assert_eq!(draft(&app), "");
+    assert_eq!(press(&mut app, KeyCode::Enter), vec![]);
+}
+
+#[test]
+fn blank_text_is_not_sent() {
+    let mut app = alice_app();
+    type_text(&mut app, "   ");
+    with(&mut app, KeyCode::Enter, M::ALT);
+    type_text(&mut app, " ");
+    assert_eq!(press(&mut app, KeyCode::Enter), vec![]);
+}
+
+#[test]
+fn alt_enter_ctrl_j_and_paste_make_multi_line_messages() {
+    let mut app = alice_app();
+    type_text(&mut app, "one");
+    with(&mut app, KeyCode::Enter, M::ALT);
+    type_text(&mut app, "two");
+    with(&mut app, KeyCode::Char('j'), M::CONTROL);
+    app.handle_event(Event::Paste("three\r\nfour".into()));
+    assert_eq!(draft(&app), "one\ntwo\nthree\nfour");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![send("alice", "one\ntwo\nthree\nfour")]
+    );
+}
+
+#[test]
+fn editing_keys_move_and_delete() {
+    let mut app = alice_app();
+    type_text(&mut app, "helo");
+    press(&mut app, KeyCode::Left);
+    type_text(&mut app, "l");
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::Delete);
+    press(&mut app, KeyCode::End);
+    press(&mut app, KeyCode::Backspace);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(draft(&app), "ell");
+    with(&mut app, KeyCode::Enter, M::ALT);
+    type_text(&mut app, "x");
+    press(&mut app, KeyCode::Up);
+    type_text(&mut app, "!");
+    assert_eq!(draft(&app), "e!ll\nx");
+    with(&mut app, KeyCode::Char('u'), M::CONTROL);
+    assert_eq!(draft(&app), "");
+}
+
+#[test]
+fn drafts_stay_with_their_conversation() {
+    let mut app = alice_app();
+    type_text(&mut app, "for alice");
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    assert_eq!(draft(&app), "");
+    press(&mut app, KeyCode::Up);
+    assert_eq!(draft(&app), "for alice");
+}
+
+/// Selects message `index` of the open conversation from the conversation pane.
+fn select_message(app: &mut App, index: usize) {
+    render_once(app);
+    app.focus = Focus::Conversation;
+    press(app, KeyCode::Home);
+    for _ in 0..index {
+        press(app, KeyCode::Down);
+    }
+}
+
+fn render_once(app: &mut App) {
+    crate::render_to_text(app, 80, 24);
+}
+
+#[test]
+fn r_retries_the_selected_failed_message() {
+    let mut app = alice_app();
+    select_message(&mut app, 6);
+    assert_eq!(app.view.cursor, Some(6));
+    assert_eq!(
+        type_text(&mut app, "r"),
+        vec![Action::Retry { id: "0007".into() }]
+    );
+    let retried = app.roster.message("0007").and_then(|m| m.delivery.clone());
+    assert_eq!(retried, Some(Delivery::Sending));
+    // On a message that did not fail, r only explains itself.
+    select_message(&mut app, 1);
+    assert_eq!(type_text(&mut app, "r"), vec![]);
+    assert!(app.current_notice().is_some_and(|n| n.contains("failed")));
+}
+
+#[test]
+fn q_quits_only_from_the_contacts_pane() {
+    let mut app = alice_app();
+    assert_eq!(type_text(&mut app, "q"), vec![]);
+    assert_eq!(draft(&app), "q");
+    app.focus = Focus::Conversation;
+    assert_eq!(type_text(&mut app, "q"), vec![]);
+    assert!(!app.should_quit());
+    app.focus = Focus::Contacts;
+    assert_eq!(type_text(&mut app, "q"), vec![Action::Quit]);
+    assert!(app.should_quit());
+}
+
+#[test]
+fn a_opens_the_add_contact_dialog_only_outside_the_input() {
+    let mut app = alice_app();
+    type_text(&mut app, "a");
+    assert_eq!(app.overlay(), None);
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, "a");
+    assert!(matches!(app.overlay(), Some(Overlay::AddContact(_))));
+}
+
+#[test]
+fn ctrl_c_quits_from_anywhere() {
+    let ctrl_c = |app: &mut App| with(app, KeyCode::Char('c'), M::CONTROL);
+    let mut app = alice_app();
+    assert_eq!(ctrl_c(&mut app), vec![Action::Quit]);
+    assert!(app.should_quit());
+    let mut app = alice_app();
+    press(&mut app, KeyCode::F(1));
+    assert_eq!(ctrl_c(&mut app), vec![Action::Quit]);
+    let mut app = demo_app(UiOptions::default());
+    type_text(&mut app, "a");
+    assert_eq!(ctrl_c(&mut app), vec![Action::Quit]);
+    let mut app = App::new(UiOptions::default());
+    assert_eq!(ctrl_c(&mut app), vec![Action::Quit]);
+}
+
+#[test]
+fn tab_and_shift_tab_cycle_the_panes() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Focus::Contacts);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Focus::Conversation);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Focus::Input);
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.focus(), Focus::Conversation);
+}
+
+#[test]
+fn help_opens_with_question_mark_or_f1_and_closes_with_esc() {
+    let mut app = alice_app();
+    type_text(&mut app, "?");
+    assert_eq!(draft(&app), "?", "? is typed in the input line");
+    press(&mut app, KeyCode::F(1));
+    assert_eq!(app.overlay(), Some(&Overlay::Help { scroll: 0 }));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay(), None);
+    app.focus = Focus::Contacts;
+    type_text(&mut app, "?");
+    assert!(app.overlay().is_some());
+    type_text(&mut app, "?");
+    assert_eq!(app.overlay(), None);
+}
+
+#[test]
+fn moving_through_contacts_marks_them_read() {
+    let mut app = demo_app(UiOptions::default());
+    app.take_actions();
+    // The request comes first, then alice, then bob with 2 unread.
+    assert_eq!(app.selected(), Some(&Peer::Request(address(9))));
+    assert_eq!(type_text(&mut app, "j"), vec![]);
+    assert_eq!(
+        type_text(&mut app, "j"),
+        vec![Action::MarkRead {
+            contact: "bob".into()
+        }]
+    );
+    assert_eq!(app.roster.contact("bob").map(|c| c.unread), Some(0));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected(), Some(&Peer::Contact("carol".into())));
+    press(&mut app, KeyCode::Up);
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![Action::MarkRead {
+            contact: "bob".into()
+        }]
+    );
+    assert_eq!(app.focus(), Focus::Input);
+}
+
+#[test]
+fn starting_on_a_contact_lets_typing_send_at_once() {
+    let mut app = App::new(UiOptions {
+        select_contact: Some("bob".into()),
+        focus_input: true,
+    });
+    // Typed before the backend's snapshot arrived: kept for bob.
+    type_text(&mut app, "hi");
+    app.apply(demo_snapshot());
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    assert_eq!(
+        app.take_actions(),
+        vec![Action::MarkRead {
+            contact: "bob".into()
+        }]
+    );
+    type_text(&mut app, " bob");
+    assert_eq!(press(&mut app, KeyCode::Enter), vec![send("bob", "hi bob")]);
+}
+
+#[test]
+fn adding_a_contact_validates_the_address_in_the_dialog() {
+    let mut app = demo_app(UiOptions::default());
+    app.take_actions();
+    type_text(&mut app, "a");
+    type_text(&mut app, "dave");
+    press(&mut app, KeyCode::Tab);
+    let good = address(4);
+    let mut bad = good.clone();
+    bad.replace_range(40..41, if &good[40..41] == "q" { "p" } else { "q" });
+    app.handle_event(Event::Paste(bad));
+    let Some(Overlay::AddContact(form)) = app.overlay() else {
+        panic!("dialog closed");
+    };
+    assert!(
+        form.error.is_some(),
+        "a full-length address is checked at once"
+    );
+    assert_eq!(press(&mut app, KeyCode::Enter), vec![]);
+    assert!(matches!(app.overlay(), Some(Overlay::AddContact(_))));
+    with(&mut app, KeyCode::Char('u'), M::CONTROL);
+    for _ in 0..80 {
+        press(&mut app, KeyCode::Backspace);
+    }
+    app.handle_event(Event::Paste(good.to_uppercase()));
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![Action::AddContact {
+            name: "dave".into(),
+            address: good.clone(),
+        }]
+    );
+    assert_eq!(app.overlay(), None);
+    // When the backend confirms, dave's conversation opens, ready to write.
+    app.apply(AppEvent::ContactAdded(ContactView {
+        name: "dave".into(),
+        address: good,
+        unread: 0,
+        last_activity: None,
+    }));
+    assert_eq!(app.selected(), Some(&Peer::Contact("dave".into())));
+    assert_eq!(app.focus(), Focus::Input);
+}
+
+#[test]
+fn esc_cancels_the_add_contact_dialog() {
+    let mut app = demo_app(UiOptions::default());
+    type_text(&mut app, "a");
+    type_text(&mut app, "x");
+    assert_eq!(press(&mut app, KeyCode::Esc), vec![]);
+    assert_eq!(app.overlay(), None);
+}
+
+#[test]
+fn requests_are_accepted_with_a_name_or_ignored() {
+    let requester = address(9);
+    let mut app = demo_app(UiOptions::default());
+    app.take_actions();
+    assert_eq!(app.selected(), Some(&Peer::Request(requester.clone())));
+    type_text(&mut app, "y");
+    assert!(matches!(app.overlay(), Some(Overlay::Accept(_))));
+    assert_eq!(press(&mut app, KeyCode::Enter), vec![], "a name is needed");
+    type_text(&mut app, "erin");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![Action::AcceptRequest {
+            address: requester.clone(),
+            name: "erin".into()
+        }]
+    );
+    app.apply(AppEvent::ContactAdded(ContactView {
+        name: "erin".into(),
+        address: requester.clone(),
+        unread: 0,
+        last_activity: Some(T - 60),
+    }));
+    assert_eq!(app.selected(), Some(&Peer::Contact("erin".into())));
+    assert_eq!(app.roster.messages(&Peer::Contact("erin".into())).len(), 1);
+
+    let mut app = demo_app(UiOptions::default());
+    assert_eq!(
+        type_text(&mut app, "n"),
+        vec![Action::IgnoreRequest {
+            address: requester.clone()
+        }]
+    );
+    assert!(app.roster.request(&requester).is_none());
+    assert_eq!(app.selected(), Some(&Peer::Contact("alice".into())));
+}
+
+#[test]
+fn incoming_messages_in_the_open_conversation_are_marked_read() {
+    let mut app = alice_app();
+    app.apply(AppEvent::MessageAdded(message(
+        40,
+        "alice",
+        "still there?",
+        T + 500,
+        None,
+    )));
+    assert_eq!(
+        app.take_actions(),
+        vec![Action::MarkRead {
+            contact: "alice".into()
+        }]
+    );
+    app.apply(AppEvent::MessageAdded(message(
+        41,
+        "bob",
+        "ping",
+        T + 501,
+        None,
+    )));
+    assert_eq!(app.take_actions(), vec![]);
+    assert_eq!(app.roster.contact("bob").map(|c| c.unread), Some(3));
+}
+
+#[test]
+fn releases_and_resizes_do_nothing() {
+    let mut app = alice_app();
+    let mut release = KeyEvent::new(KeyCode::Char('x'), M::NONE);
+    release.kind = KeyEventKind::Release;
+    release.state = KeyEventState::NONE;
+    assert_eq!(app.handle_event(Event::Key(release)), vec![]);
+    assert_eq!(app.handle_event(Event::Resize(100, 40)), vec![]);
+    assert_eq!(draft(&app), "");
+}
+
+#[test]
+fn page_keys_scroll_the_conversation_from_the_input_line() {
+    let mut app = alice_app();
+    for i in 0..40 {
+        app.apply(AppEvent::MessageAdded(message(
+            100 + i,
+            "alice",
+            "filler",
+            T + 1000 + u64::from(i),
+            None,
+        )));
+    }
+    render_once(&mut app);
+    assert_eq!(app.view.top, None);
+    press(&mut app, KeyCode::PageUp);
+    assert!(app.view.top.is_some());
+    assert_eq!(app.focus(), Focus::Input);
+    app.apply(AppEvent::MessageAdded(message(
+        200,
+        "alice",
+        "new",
+        T + 2000,
+        None,
+    )));
+    assert!(app.unseen_below);
+    press(&mut app, KeyCode::PageDown);
+    press(&mut app, KeyCode::PageDown);
+    press(&mut app, KeyCode::PageDown);
+    assert_eq!(app.view.top, None);
+    assert!(!app.unseen_below);
+}
+
+#[test]
+fn text_typed_while_waiting_for_the_start_contact_goes_to_it() {
+    let mut app = App::new(UiOptions {
+        select_contact: Some("echo".into()),
+        focus_input: true,
+    });
+    // The snapshot does not hold the contact yet: nothing else gets selected meanwhile.
+    app.apply(demo_snapshot());
+    assert_eq!(app.selected(), None);
+    type_text(&mut app, "ping");
+    app.apply(AppEvent::ContactAdded(ContactView {
+        name: "echo".into(),
+        address: address(8),
+        unread: 0,
+        last_activity: None,
+    }));
+    assert_eq!(app.selected(), Some(&Peer::Contact("echo".into())));
+    assert_eq!(app.focus(), Focus::Input);
+    assert_eq!(press(&mut app, KeyCode::Enter), vec![send("echo", "ping")]);
+}
+
+#[test]
+fn tab_skips_the_input_line_on_a_request() {
+    let mut app = demo_app(UiOptions::default());
+    assert!(matches!(app.selected(), Some(Peer::Request(_))));
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Focus::Conversation);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Focus::Contacts);
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.focus(), Focus::Conversation);
+}

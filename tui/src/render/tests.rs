@@ -1,0 +1,341 @@
+//! Rendering tests: the main states of the UI drawn on an in-memory terminal, checked by
+//! the text on screen.
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+
+use super::*;
+use crate::help::SECTIONS;
+use crate::model::{AppEvent, ContactRequest, Delivery, MailboxState, NetworkStatus, UiOptions};
+use crate::test_support::*;
+
+fn press(app: &mut App, code: KeyCode) {
+    app.handle_event(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        press(app, KeyCode::Char(c));
+    }
+}
+
+/// The screen with its lines joined by spaces, to find text that wrapped.
+fn flat(screen: &str) -> String {
+    screen
+        .lines()
+        .map(|l| l.trim_matches(|c: char| "│┃║ ".contains(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The 80x24 screen of the demo state, with alice's conversation open and the cursor in
+/// the input line: every pane, every delivery mark, the status bar.
+const ALICE_80X24: &str = "\
+┌ Contacts ──────────────┐┌ alice · shallot1pl7r6pv9rclqvaqn7njk6tlmeuadyf… ───┐
+│Requests (1)            ││                                                    │
+│  shallot1pqrfpvy8y… (1)││                                                    │
+│Contacts (3)            ││                                                    │
+│▸ alice                 ││                                                    │
+│  bob                (2)││                                                    │
+│  carol                 ││                                                    │
+│                        ││                                                    │
+│                        ││                                                    │
+│                        ││──────────────────── 2024-06-03 ────────────────────│
+│                        ││14:00 alice hi! is this the new onion messenger?    │
+│                        ││14:01 me    yes, three hops and no metadata ✓✓      │
+│                        ││14:02 me    first copy ✓1                           │
+│                        ││14:03 me    second copy ✓2                          │
+│                        ││14:04 me    all three copies ✓3                     │
+│                        ││14:05 me    on its way …                            │
+│                        ││14:06 me    this one failed                         │
+│                        ││            ✗ failed: no circuit to the mailboxes   │
+│                        ││            (r: retry)                              │
+│                        │└────────────────────────────────────────────────────┘
+│                        │┏ to alice ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+│                        │┃Enter sends · Alt-Enter new line                    ┃
+└ a add · i me · ? keys ─┘┗━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┛
+consensus 2m old · 8 relays · 3 circuits · mailbox: subscribed (3/3)      ? help
+";
+
+#[test]
+fn conversation_at_80x24() {
+    let mut app = alice_app();
+    assert_eq!(render_to_text(&mut app, 80, 24), ALICE_80X24);
+}
+
+#[test]
+fn every_delivery_state_and_an_incoming_message_show_as_text() {
+    let mut app = alice_app();
+    let screen = render_to_text(&mut app, 80, 24);
+    for line in [
+        "14:00 alice hi! is this the new onion messenger?",
+        "14:01 me    yes, three hops and no metadata ✓✓",
+        "14:02 me    first copy ✓1",
+        "14:03 me    second copy ✓2",
+        "14:04 me    all three copies ✓3",
+        "14:05 me    on its way …",
+    ] {
+        assert!(screen.contains(line), "missing {line:?} in\n{screen}");
+    }
+    assert!(flat(&screen).contains("✗ failed: no circuit to the mailboxes (r: retry)"));
+}
+
+#[test]
+fn a_delivery_change_shows_at_once() {
+    let mut app = alice_app();
+    app.apply(AppEvent::DeliveryChanged {
+        id: "0006".into(),
+        delivery: Delivery::Stored { copies: 2 },
+    });
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("14:05 me    on its way ✓2"), "{screen}");
+}
+
+#[test]
+fn empty_state_says_what_to_do() {
+    let mut app = App::new(UiOptions::default());
+    app.apply(AppEvent::Snapshot {
+        me: address(0),
+        contacts: vec![],
+        messages: vec![],
+        requests: vec![],
+    });
+    let screen = render_to_text(&mut app, 80, 24);
+    let text = flat(&screen);
+    assert!(
+        text.contains("Press a to add a contact, i to show your address"),
+        "{screen}"
+    );
+    assert!(screen.contains("no contacts yet"));
+    assert!(screen.contains("no consensus yet · 0 relays · 0 circuits · mailbox: offline"));
+}
+
+#[test]
+fn help_lists_every_key_at_80x24() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::F(1));
+    let screen = render_to_text(&mut app, 80, 24);
+    for section in SECTIONS {
+        assert!(screen.contains(section.title), "{} missing", section.title);
+        for k in section.keys {
+            let row = screen
+                .lines()
+                .find(|l| l.contains(k.keys) && l.contains(k.does));
+            assert!(row.is_some(), "{k:?} missing from\n{screen}");
+        }
+    }
+}
+
+#[test]
+fn help_scrolls_when_it_does_not_fit() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::F(1));
+    let top = render_to_text(&mut app, 50, 20);
+    assert!(top.contains("Anywhere"));
+    assert!(!top.contains("Marks on my messages"));
+    for _ in 0..100 {
+        press(&mut app, KeyCode::Down);
+    }
+    let bottom = render_to_text(&mut app, 50, 20);
+    assert!(bottom.contains("Marks on my messages"), "{bottom}");
+    assert!(bottom.contains("delivered"));
+}
+
+#[test]
+fn add_contact_dialog_shows_a_bad_address_error() {
+    let mut app = demo_app(UiOptions::default());
+    type_text(&mut app, "a");
+    type_text(&mut app, "dave");
+    press(&mut app, KeyCode::Tab);
+    let mut typo = address(4);
+    typo.replace_range(40..41, if &typo[40..41] == "q" { "p" } else { "q" });
+    app.handle_event(Event::Paste(typo.clone()));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Add a contact"));
+    assert!(screen.contains("  dave"));
+    assert!(screen.contains(&format!("> {typo}")), "{screen}");
+    assert!(
+        screen.contains("✗ address checksum does not match: check it for typos"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("✗ address checksum does not match"));
+    // Too short, when Enter is pressed: the length error.
+    for _ in 0..60 {
+        press(&mut app, KeyCode::Backspace);
+    }
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(
+        screen.contains("✗ an address has 67 characters, this has 7"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn my_address_is_shown_whole_on_one_line() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, "i");
+    let screen = render_to_text(&mut app, 80, 24);
+    let me = address(0);
+    let line = screen.lines().find(|l| l.contains(&me));
+    assert!(line.is_some(), "{screen}");
+    assert!(screen.contains("Copy it from here"));
+}
+
+#[test]
+fn contact_request_view_offers_accept_and_ignore() {
+    let mut app = demo_app(UiOptions::default());
+    let requester = address(9);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Requests (1)"));
+    assert!(screen.contains("▸ shallot1pqrfpvy8y… (1)"));
+    assert!(screen.contains("Contact request"));
+    let right: String = screen
+        .lines()
+        .map(|l| {
+            l.chars()
+                .skip(27)
+                .take(52)
+                .collect::<String>()
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    assert!(right.contains(&requester), "{screen}");
+    assert!(screen.contains("y accept (you name them) · n ignore"));
+    assert!(screen.contains("hello, we met at the meetup"));
+    type_text(&mut app, "y");
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Accept contact request"));
+    assert!(screen.contains("Name them"));
+}
+
+#[test]
+fn status_bar_says_what_the_network_is_doing() {
+    let mut app = alice_app();
+    let screen = render_to_text(&mut app, 80, 24);
+    let last = screen.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("consensus 2m old · 8 relays · 3 circuits · mailbox: subscribed (3/3)")
+    );
+    app.apply(AppEvent::Status(NetworkStatus {
+        consensus_age_secs: Some(30),
+        relays_known: 1,
+        circuits_ready: 1,
+        mailbox: MailboxState::Connecting,
+    }));
+    app.apply(AppEvent::Notice("contact added".into()));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains(
+        "contact added │ consensus 30s old · 1 relay · 1 circuit · mailbox: connecting…"
+    ));
+    // The consensus ages between updates, and the notice goes after a while.
+    app.tick(T + 400 + 600);
+    let screen = render_to_text(&mut app, 80, 24);
+    let last = screen.lines().last().unwrap_or_default();
+    assert!(last.starts_with("consensus 10m old"), "{screen}");
+    // A long notice pushes the network status out of sight, not the other way round.
+    app.apply(AppEvent::Notice(format!(
+        "could not reach the directory: {}",
+        "x".repeat(60)
+    )));
+    let screen = render_to_text(&mut app, 80, 24);
+    let last = screen.lines().last().unwrap_or_default();
+    assert!(last.starts_with("could not reach the directory: xxx"));
+    assert!(last.ends_with('…'));
+    assert_eq!(last.chars().count(), 80);
+}
+
+#[test]
+fn input_grows_to_five_lines_and_follows_the_cursor() {
+    let mut app = alice_app();
+    for i in 1..=7 {
+        type_text(&mut app, &format!("line {i}"));
+        app.handle_event(Event::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)));
+    }
+    type_text(&mut app, "last");
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("┃last"));
+    assert!(screen.contains("┃line 4"));
+    assert!(!screen.contains("line 3"));
+    let rows = screen
+        .lines()
+        .filter(|l| l.contains("┃line") || l.contains("┃last"))
+        .count();
+    assert_eq!(rows, 5);
+}
+
+#[test]
+fn focus_shows_as_a_heavy_frame() {
+    let mut app = alice_app();
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("┏ to alice"));
+    assert!(screen.contains("┌ Contacts"));
+    press(&mut app, KeyCode::Esc);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("┏ Contacts"));
+    assert!(screen.contains("┌ to alice"));
+}
+
+#[test]
+fn tiny_terminals_get_a_message_not_a_panic() {
+    let mut app = alice_app();
+    let screen = render_to_text(&mut app, 20, 5);
+    assert!(screen.starts_with("terminal too small"), "{screen}");
+    for (w, h) in [(0, 0), (1, 1), (43, 30), (200, 9), (44, 10)] {
+        render_to_text(&mut app, w, h);
+    }
+    press(&mut app, KeyCode::F(1));
+    render_to_text(&mut app, 44, 10);
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, "a");
+    render_to_text(&mut app, 44, 10);
+}
+
+#[test]
+fn layout_follows_resizes() {
+    let mut app = alice_app();
+    for (w, h) in [(80, 24), (120, 40), (44, 10), (60, 16), (80, 24)] {
+        let screen = render_to_text(&mut app, w, h);
+        assert_eq!(screen.lines().count(), usize::from(h));
+        assert!(screen
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("consensus")));
+        assert!(screen.contains("retry)"), "{w}x{h}:\n{screen}");
+    }
+    assert_eq!(render_to_text(&mut app, 80, 24), ALICE_80X24);
+}
+
+#[test]
+fn long_requests_and_many_contacts_stay_in_their_pane() {
+    let mut app = demo_app(UiOptions::default());
+    for i in 0..30 {
+        app.apply(AppEvent::ContactRequest(ContactRequest {
+            address: address(100 + i),
+            messages: vec![],
+        }));
+    }
+    // The selection stays visible however long the list.
+    for _ in 0..32 {
+        press(&mut app, KeyCode::Down);
+    }
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("▸ bob"), "{screen}");
+}
+
+#[test]
+fn the_selected_message_stays_in_view_across_a_resize() {
+    let mut app = alice_app();
+    render_to_text(&mut app, 80, 24);
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::Up);
+    let screen = render_to_text(&mut app, 44, 10);
+    assert!(screen.contains("14:04 me    all three"), "{screen}");
+    assert!(screen.contains("↓ more below · End"));
+}
