@@ -21,6 +21,7 @@ fn shallot(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
         .args(args)
         .env_remove("SHALLOT_HOME")
+        .env_remove("SHALLOT_PASSPHRASE_FILE")
         .output()
         .unwrap();
     (
@@ -218,7 +219,7 @@ fn a_second_process_on_one_data_directory_is_refused() {
     // A user directory held by another process (this test, through the same lock).
     let user = dir.join("user");
     let u = user.display().to_string();
-    let (code, _) = shallot(&["--data-dir", &u, "id", "new"]);
+    let (code, _) = shallot(&["--data-dir", &u, "--no-passphrase", "id", "new"]);
     assert_eq!(code, Some(0));
     {
         let _held = shallot_rt::DirLock::acquire(&user).unwrap();
@@ -279,5 +280,104 @@ fn a_second_process_on_one_data_directory_is_refused() {
     );
     let _ = first.kill();
     let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `shallot ARGS` with the passphrase files `pass` and `new` (if given) in the
+/// environment; returns its exit code, standard output and standard error.
+fn with_passphrase(
+    args: &[&str],
+    pass: Option<&Path>,
+    new: Option<&Path>,
+) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shallot"));
+    cmd.args(args)
+        .env_remove("SHALLOT_HOME")
+        .env_remove("SHALLOT_PASSPHRASE_FILE")
+        .env_remove("SHALLOT_NEW_PASSPHRASE_FILE");
+    if let Some(p) = pass {
+        cmd.env("SHALLOT_PASSPHRASE_FILE", p);
+    }
+    if let Some(p) = new {
+        cmd.env("SHALLOT_NEW_PASSPHRASE_FILE", p);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The store's passphrase from the command line: set from a file at `id new`, refused when
+/// wrong or missing with one line, changed and removed with `id passwd`.
+#[test]
+fn the_store_passphrase_is_needed_checked_and_changed() {
+    let dir = scratch("passphrase");
+    let user = dir.join("user");
+    let u = user.display().to_string();
+    let db = user.join("shallot.db");
+    let (first, second, wrong) = (dir.join("first"), dir.join("second"), dir.join("wrong"));
+    std::fs::write(&first, "first secret\n").unwrap();
+    std::fs::write(&second, "second secret\n").unwrap();
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let one_line = |(code, _, err): (Option<i32>, String, String), needle: &str| {
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+    };
+
+    let (code, addr, err) = with_passphrase(&["--data-dir", &u, "id", "new"], Some(&first), None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(addr.starts_with("shallot1"), "{addr}");
+    assert!(!std::fs::read(&db)
+        .unwrap()
+        .starts_with(b"SQLite format 3\0"));
+    let show = ["--data-dir", &u, "id", "show"];
+    assert_eq!(with_passphrase(&show, Some(&first), None).1, addr);
+    one_line(
+        with_passphrase(&show, Some(&wrong), None),
+        "wrong passphrase",
+    );
+    one_line(
+        with_passphrase(&show, None, None),
+        "SHALLOT_PASSPHRASE_FILE",
+    );
+    one_line(
+        with_passphrase(
+            &["--no-passphrase", "--data-dir", &u, "id", "show"],
+            None,
+            None,
+        ),
+        "encrypted",
+    );
+
+    let passwd = ["--data-dir", &u, "id", "passwd"];
+    let (code, _, err) = with_passphrase(&passwd, Some(&first), Some(&second));
+    assert_eq!(code, Some(0), "{err}");
+    one_line(
+        with_passphrase(&show, Some(&first), None),
+        "wrong passphrase",
+    );
+    assert_eq!(with_passphrase(&show, Some(&second), None).1, addr);
+
+    let (code, _, err) = with_passphrase(
+        &["--data-dir", &u, "id", "passwd", "--remove"],
+        Some(&second),
+        None,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::read(&db)
+        .unwrap()
+        .starts_with(b"SQLite format 3\0"));
+    assert_eq!(
+        with_passphrase(
+            &["--no-passphrase", "--data-dir", &u, "id", "show"],
+            None,
+            None
+        )
+        .1,
+        addr
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

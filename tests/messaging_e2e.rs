@@ -32,11 +32,23 @@ fn net() -> &'static Net {
     })
 }
 
+/// A file holding the passphrase every store made through the command line here is
+/// encrypted with (as a script would give it).
+fn passphrase_file() -> &'static std::path::Path {
+    static FILE: OnceLock<std::path::PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let file = scratch("passphrase").join("passphrase");
+        std::fs::write(&file, "a passphrase for the test users\n").unwrap();
+        file
+    })
+}
+
 fn shallot(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
         .arg("--data-dir")
         .arg(dir)
         .args(args)
+        .env("SHALLOT_PASSPHRASE_FILE", passphrase_file())
         .output()
         .unwrap();
     (
@@ -85,6 +97,19 @@ fn two_users_talk_through_the_command_line_online_and_offline() {
     }
     // Nothing new the second time.
     assert_eq!(shallot(&bob, &["inbox", "--network", &network]).1, "");
+    // Bob's store is encrypted (its passphrase came from the file): the message is in
+    // neither the database nor its log.
+    for file in ["shallot.db", "shallot.db-wal"] {
+        let bytes = std::fs::read(bob.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.starts_with(b"SQLite format 3\0"),
+            "{file} is not encrypted"
+        );
+        assert!(
+            !bytes.windows(9).any(|w| w == b"hello bob"),
+            "{file} holds the message in the clear"
+        );
+    }
 
     // Bob answers; Alice waits for it.
     assert!(shallot(&bob, &["send", "--network", &network, "alice", "hi alice"]).0);

@@ -38,6 +38,7 @@ pub use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
 use crate::mailbox::{CircuitMailboxes, MailboxAccess};
 use crate::ring;
+use crate::store::strangers::StrangerLimits;
 use crate::store::{OutState, Store, StoredMessage};
 
 /// Timers and limits of the messenger; the defaults are production values
@@ -59,6 +60,8 @@ pub struct MessengerConfig {
     pub bundle_epochs_ahead: u64,
     /// How circuits are built.
     pub circuits: CircuitConfig,
+    /// What strangers may make the store hold.
+    pub strangers: StrangerLimits,
 }
 
 impl Default for MessengerConfig {
@@ -71,6 +74,7 @@ impl Default for MessengerConfig {
             prekey_rotation: Duration::from_secs(7 * 24 * 3600),
             bundle_epochs_ahead: 6,
             circuits: CircuitConfig::default(),
+            strangers: StrangerLimits::default(),
         }
     }
 }
@@ -97,6 +101,8 @@ pub enum MessengerEvent {
         /// Replicas currently pushing.
         copies: u8,
     },
+    /// Something the user should be told, in words (messages from strangers were dropped).
+    Notice(String),
 }
 
 /// A user's messenger, reaching mailbox relays through `M`.
@@ -111,14 +117,26 @@ pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
 }
 
 impl Messenger {
-    /// Opens the user's store in `data_dir` (which must hold an identity) for `network`,
-    /// reaching mailboxes over circuits.
+    /// Opens the user's store in `data_dir` (which must hold an identity, and must not be
+    /// encrypted: see [`Messenger::open_store`]) for `network`, reaching mailboxes over
+    /// circuits.
     pub fn open(
         data_dir: &Path,
         network: NetworkFile,
         config: MessengerConfig,
     ) -> Result<Arc<Messenger>, MessengerError> {
-        let store = Store::open(data_dir)?;
+        Messenger::open_store(Store::open(data_dir)?, network, config)
+    }
+
+    /// A messenger over `store`, already opened (with its passphrase, if any), for `network`,
+    /// reaching mailboxes over circuits.
+    pub fn open_store(
+        store: Store,
+        network: NetworkFile,
+        config: MessengerConfig,
+    ) -> Result<Arc<Messenger>, MessengerError> {
+        let data_dir = store.dir().to_path_buf();
+        let data_dir = data_dir.as_path();
         let dir = Arc::new(NetDir::new(network, data_dir));
         let circuits =
             CircuitManager::new(dir.clone(), data_dir.to_path_buf(), config.circuits.clone());

@@ -1,6 +1,13 @@
 //! The client's local store (`docs/spec.md` §10.7): one SQLite file, mode 0600, in the user's
 //! data directory, holding the identity, contacts, contact requests, ratchet sessions, signed
 //! prekeys, message history and the outbox.
+//!
+//! The file is encrypted with a key derived from the user's passphrase, or plain for a store
+//! made without one ([`at_rest`]); what strangers may make it hold is bounded
+//! ([`strangers`]). The schema grows by [`MIGRATIONS`], applied in order.
+
+pub mod at_rest;
+pub mod strangers;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +20,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::ids::{EnvelopeId, MessageId};
+pub use at_rest::AtRest;
 
 /// Why the store refused or failed.
 #[derive(Debug, Error)]
@@ -47,6 +55,21 @@ pub enum StoreError {
     /// Stored data is corrupt.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store is encrypted and no passphrase was given.
+    #[error("the store in {0} is encrypted; give its passphrase (on the terminal or in the file named by SHALLOT_PASSPHRASE_FILE)")]
+    NeedPassphrase(PathBuf),
+    /// The passphrase does not open the store.
+    #[error("wrong passphrase for the store in {0}")]
+    WrongPassphrase(PathBuf),
+    /// The store was made by a newer version.
+    #[error("the store in {0} was made by a newer shallot (schema {1}); upgrade shallot")]
+    TooNew(PathBuf, usize),
+    /// Deriving the key from the passphrase failed.
+    #[error("deriving the store key: {0}")]
+    Kdf(String),
+    /// Reading or replacing the store file failed.
+    #[error("store file: {0}")]
+    Io(#[source] std::io::Error),
 }
 
 /// A contact.
@@ -123,9 +146,20 @@ pub struct Store {
     dir: PathBuf,
 }
 
-const SCHEMA: &str = "
+/// The store's file in the data directory.
+pub const DB_FILE: &str = "shallot.db";
+
+/// Set on every connection: the write-ahead log, a flush per transaction, and deleted content
+/// overwritten with zeros (old ratchet states and prekeys must not stay in free pages).
+const CONNECTION_SETUP: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = FULL;
+    PRAGMA secure_delete = ON;
+";
+
+/// The schema as it stood when migrations began: idempotent, so that stores made before
+/// (whose `user_version` is 0) pass through it unchanged.
+const SCHEMA_V1: &str = "
     CREATE TABLE IF NOT EXISTS identity (
         one INTEGER PRIMARY KEY CHECK (one = 1), seed BLOB NOT NULL, name TEXT, created_at INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS contacts (
@@ -149,6 +183,10 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 ";
 
+/// The schema's steps, in order: `PRAGMA user_version` counts those applied to a store.
+/// Append new steps at the end; never edit or reorder one that has shipped.
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
 const ST_SENDING: i64 = 0;
 const ST_STORED: i64 = 1;
 const ST_DELIVERED: i64 = 2;
@@ -164,6 +202,25 @@ fn id16(v: Vec<u8>) -> Result<MessageId, StoreError> {
     v.try_into()
         .map(MessageId)
         .map_err(|_| StoreError::Corrupt("bad id length".into()))
+}
+
+/// Brings the schema up to date, one migration per transaction.
+fn migrate(conn: &Connection, dir: &Path) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::TooNew(dir.to_path_buf(), applied));
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {step}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+    }
+    Ok(())
 }
 
 fn contact_from(name: String, key: Vec<u8>) -> Result<Contact, StoreError> {
@@ -185,10 +242,20 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Opens the store in `dir`, creating the directory (0700) and file (0600) if needed.
+    /// Opens the store in `dir` without a passphrase, creating the directory (0700) and file
+    /// (0600) if needed. A new store made this way is not encrypted; an encrypted store is
+    /// refused with [`StoreError::NeedPassphrase`]. For test networks, demos and benchmarks.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(dir, None)
+    }
+
+    /// Opens the store in `dir`. A new store is encrypted under `passphrase` if one is given;
+    /// an encrypted store needs its passphrase; a plain store (made without a passphrase, or
+    /// before stores were encrypted) opens as it is, whatever is given, until
+    /// [`Store::change_passphrase`] encrypts it.
+    pub fn open_with(dir: &Path, passphrase: Option<&[u8]>) -> Result<Store, StoreError> {
         keyfile::ensure_private_dir(dir)?;
-        let path = dir.join("shallot.db");
+        let path = dir.join(DB_FILE);
         if !path.exists() {
             keyfile::write_private_file(&path, b"")?;
         } else {
@@ -196,20 +263,107 @@ impl Store {
             keyfile::check_private_file(&path)?;
         }
         let conn = Connection::open(&path)?;
+        let salt = match (at_rest::at_rest(&path)?, passphrase) {
+            (AtRest::Encrypted(_), None) => {
+                return Err(StoreError::NeedPassphrase(dir.to_path_buf()))
+            }
+            (AtRest::Encrypted(salt), Some(p)) => Some((salt, p)),
+            (AtRest::New, Some(p)) => Some((at_rest::new_salt(), p)),
+            (AtRest::New | AtRest::Plain, _) => None,
+        };
+        if let Some((salt, passphrase)) = salt {
+            let key = at_rest::sqlcipher_key(passphrase, &salt)?;
+            let pragma = Zeroizing::new(format!("PRAGMA key = \"{}\";", key.as_str()));
+            conn.execute_batch(&pragma)?;
+        }
+        // The first read of an encrypted file is where a wrong key shows.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => {
+                StoreError::WrongPassphrase(dir.to_path_buf())
+            }
+            _ => StoreError::Db(e),
+        })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(CONNECTION_SETUP)?;
+        migrate(&conn, dir)?;
         Ok(Store {
             conn,
             dir: dir.to_path_buf(),
         })
     }
 
+    /// Whether the store file is encrypted.
+    pub fn is_encrypted(&self) -> Result<bool, StoreError> {
+        Ok(matches!(
+            at_rest::at_rest(&self.dir.join(DB_FILE))?,
+            AtRest::Encrypted(_)
+        ))
+    }
+
+    /// Re-encrypts the store under `new` (a fresh salt), or decrypts it with `None`, and
+    /// reopens it. The contents are exported to a new file that then replaces the old one in
+    /// one rename, so an interruption leaves either the old store or the new one. The old
+    /// file's blocks are freed, not overwritten: on a plain store being encrypted, its
+    /// content may stay in the file system's free space.
+    pub fn change_passphrase(self, new: Option<&[u8]>) -> Result<Store, StoreError> {
+        let path = self.dir.join(DB_FILE);
+        let tmp = self.dir.join(format!("{DB_FILE}.rekey"));
+        let _ = std::fs::remove_file(&tmp);
+        keyfile::write_private_file(&tmp, b"")?;
+        let key = match new {
+            Some(p) => at_rest::sqlcipher_key(p, &at_rest::new_salt())?,
+            None => Zeroizing::new(String::new()),
+        };
+        let tmp_name = tmp
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt("the data directory's path is not UTF-8".into()))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        self.scrub_wal();
+        self.conn.execute(
+            "ATTACH DATABASE ?1 AS rekeyed KEY ?2",
+            params![tmp_name, key.as_str()],
+        )?;
+        let exported = self
+            .conn
+            .query_row("SELECT sqlcipher_export('rekeyed')", [], |_| Ok(()))
+            .and_then(|()| {
+                self.conn
+                    .execute_batch(&format!("PRAGMA rekeyed.user_version = {version};"))
+            });
+        self.conn.execute_batch("DETACH DATABASE rekeyed")?;
+        if let Err(e) = exported {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        let dir = self.dir.clone();
+        // Closing the last connection checkpoints the log into the old file and removes it,
+        // so no log of the old file can be applied to the new one.
+        drop(self);
+        for stale in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{DB_FILE}{stale}")));
+        }
+        std::fs::rename(&tmp, &path).map_err(StoreError::Io)?;
+        Store::open_with(&dir, new)
+    }
+
     /// Runs `f` as one transaction: everything it writes reaches the disk together, with one
-    /// flush, or not at all if it fails.
+    /// flush, or not at all if it fails. Inside another `atomically`, `f` joins the outer
+    /// transaction. The write lock is taken at the start (`BEGIN IMMEDIATE`), so what `f`
+    /// reads cannot change under it, even from another process. After the commit the
+    /// write-ahead log is checkpointed and truncated, so what the transaction replaced or
+    /// deleted does not stay in the log.
     pub fn atomically<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| E::from(StoreError::Db(e)))?;
@@ -218,12 +372,24 @@ impl Store {
                 self.conn
                     .execute_batch("COMMIT")
                     .map_err(|e| E::from(StoreError::Db(e)))?;
+                self.scrub_wal();
                 Ok(v)
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(e)
             }
+        }
+    }
+
+    /// Copies the write-ahead log into the database and truncates it to nothing (unless
+    /// another connection is reading, when the next transaction's checkpoint does it).
+    fn scrub_wal(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::debug!("checkpoint: {e}");
         }
     }
 
@@ -443,11 +609,14 @@ impl Store {
 
     /// Deletes prekeys kept past their time.
     pub fn drop_old_prekeys(&self, now: u64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM prekeys WHERE expires_at <= ?1",
-            params![now as i64],
-        )?;
-        Ok(())
+        // In a transaction of its own, so the log is truncated after it.
+        self.atomically(|s| {
+            s.conn.execute(
+                "DELETE FROM prekeys WHERE expires_at <= ?1",
+                params![now as i64],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records an outgoing message as sending.

@@ -44,6 +44,9 @@ pub enum ChatError {
     /// The runtime or a file.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The store's passphrase.
+    #[error(transparent)]
+    Passphrase(#[from] super::passphrase::PassphraseError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ChatError> {
@@ -63,9 +66,14 @@ async fn chat_ui(messenger: Arc<Messenger>, options: UiOptions) -> Result<(), Ch
 }
 
 /// `shallot chat`.
-pub fn chat(data_dir: &Path, args: ChatArgs) -> Result<(), ChatError> {
+pub fn chat(
+    unlock: &super::passphrase::Unlock,
+    data_dir: &Path,
+    args: ChatArgs,
+) -> Result<(), ChatError> {
     let network = NetworkFile::load(&args.network)?;
-    let messenger = Messenger::open(data_dir, network, MessengerConfig::default())?;
+    let store = unlock.open(data_dir)?;
+    let messenger = Messenger::open_store(store, network, MessengerConfig::default())?;
     runtime()?.block_on(chat_ui(messenger, UiOptions::default()))
 }
 

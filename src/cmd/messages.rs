@@ -14,6 +14,8 @@ use shallot_crypto::hex;
 use shallot_directory::{NetworkError, NetworkFile};
 use thiserror::Error;
 
+use super::passphrase::{PassphraseError, Unlock};
+
 /// `send`'s arguments.
 #[derive(Args, Debug)]
 pub struct SendArgs {
@@ -52,6 +54,9 @@ pub enum MessagesError {
     /// The runtime.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The store's passphrase.
+    #[error(transparent)]
+    Passphrase(#[from] PassphraseError),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, MessagesError> {
@@ -60,17 +65,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, MessagesError> {
         .build()?)
 }
 
-async fn open(data_dir: &Path, network: &Path) -> Result<Arc<Messenger>, MessagesError> {
+async fn open(
+    unlock: &Unlock,
+    data_dir: &Path,
+    network: &Path,
+) -> Result<Arc<Messenger>, MessagesError> {
     let network = NetworkFile::load(network)?;
-    let m = Messenger::open(data_dir, network, MessengerConfig::default())?;
+    let store = unlock.open(data_dir)?;
+    let m = Messenger::open_store(store, network, MessengerConfig::default())?;
     m.connect().await?;
     Ok(m)
 }
 
 /// Sends one message; succeeds once it is stored on at least two mailbox relays.
-pub fn send(data_dir: &Path, args: SendArgs) -> Result<(), MessagesError> {
+pub fn send(unlock: &Unlock, data_dir: &Path, args: SendArgs) -> Result<(), MessagesError> {
     runtime()?.block_on(async {
-        let m = open(data_dir, &args.network).await?;
+        let m = open(unlock, data_dir, &args.network).await?;
         let report = m.send(&args.name, &args.text, OnFailure::Fail).await?;
         println!(
             "sent to {}: stored on {} of {} mailboxes (id {})",
@@ -81,9 +91,9 @@ pub fn send(data_dir: &Path, args: SendArgs) -> Result<(), MessagesError> {
 }
 
 /// Prints what has arrived since the last call.
-pub fn inbox(data_dir: &Path, args: InboxArgs) -> Result<(), MessagesError> {
+pub fn inbox(unlock: &Unlock, data_dir: &Path, args: InboxArgs) -> Result<(), MessagesError> {
     runtime()?.block_on(async {
-        let m = open(data_dir, &args.network).await?;
+        let m = open(unlock, data_dir, &args.network).await?;
         let new = m.sync().await?;
         let waiting = !m.store().has_unreported().map_err(MessengerError::from)?;
         if new == 0 && waiting && args.wait > 0 {
@@ -105,6 +115,17 @@ pub fn inbox(data_dir: &Path, args: InboxArgs) -> Result<(), MessagesError> {
         let messages = m.store().take_unreported().map_err(MessengerError::from)?;
         for msg in &messages {
             print_message(&m, msg, args.json)?;
+        }
+        // On standard error, so that the JSON lines stay exactly one per message.
+        let dropped = m
+            .store()
+            .take_dropped_from_strangers()
+            .map_err(MessengerError::from)?;
+        if dropped > 0 {
+            eprintln!(
+                "shallot: {}",
+                shallot_client::store::strangers::dropped_notice(dropped)
+            );
         }
         Ok(())
     })

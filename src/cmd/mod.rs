@@ -8,6 +8,7 @@ pub mod circuit;
 pub mod directory;
 pub mod manuals;
 pub mod messages;
+pub mod passphrase;
 pub mod preflight;
 pub mod relay;
 pub mod testnet;
@@ -25,6 +26,10 @@ pub struct Cli {
     /// The directory holding this node's keys and state.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Never ask for the store's passphrase: a new store is made unencrypted, an encrypted
+    /// one is refused (for test networks and scripts that need no secrecy at rest).
+    #[arg(long, global = true)]
+    pub no_passphrase: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -45,7 +50,7 @@ pub enum Command {
     Circuit(circuit::CircuitArgs),
     /// Measure performance on a local network, beside the raw limits.
     Bench(bench::BenchArgs),
-    /// Create or show this user's identity.
+    /// Create or show this user's identity, or change the store's passphrase.
     #[command(subcommand)]
     Id(user::IdCommand),
     /// Manage contacts.
@@ -124,6 +129,9 @@ fn existing_user_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
 /// Runs the command the user gave. Every command that uses a data directory holds its lock
 /// (`shallot_rt::DirLock`) until it returns.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    let unlock = passphrase::Unlock {
+        no_passphrase: cli.no_passphrase,
+    };
     match cli.command {
         Command::Directory(cmd) => {
             let data_dir = cli.data_dir.ok_or(CliError::NeedDataDir)?;
@@ -147,18 +155,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Id(cmd @ user::IdCommand::New { .. }) => {
             let dir = new_user_dir(cli.data_dir)?;
             let _lock = lock(&dir)?;
-            user::run_id(&dir, cmd)?
+            user::run_id(&unlock, &dir, cmd)?
         }
         // Commands that need an identity made before.
         user_command => {
             let dir = existing_user_dir(cli.data_dir)?;
             let _lock = lock(&dir)?;
             match user_command {
-                Command::Id(cmd) => user::run_id(&dir, cmd)?,
-                Command::Contact(cmd) => user::run_contact(&dir, cmd)?,
-                Command::Send(args) => messages::send(&dir, args)?,
-                Command::Inbox(args) => messages::inbox(&dir, args)?,
-                Command::Chat(args) => chat::chat(&dir, args)?,
+                Command::Id(cmd) => user::run_id(&unlock, &dir, cmd)?,
+                Command::Contact(cmd) => user::run_contact(&unlock, &dir, cmd)?,
+                Command::Send(args) => messages::send(&unlock, &dir, args)?,
+                Command::Inbox(args) => messages::inbox(&unlock, &dir, args)?,
+                Command::Chat(args) => chat::chat(&unlock, &dir, args)?,
                 _ => {}
             }
         }

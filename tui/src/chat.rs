@@ -159,6 +159,7 @@ pub async fn run(
                         });
                     }
                     MessengerEvent::Request { .. } => {}
+                    MessengerEvent::Notice(text) => notice(&ui, text),
                     MessengerEvent::Subscribed { copies: n } => {
                         copies.store(n, std::sync::atomic::Ordering::Relaxed)
                     }

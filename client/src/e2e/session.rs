@@ -68,6 +68,21 @@ pub fn seal_for(
     bundle: Option<&PrekeyBundle>,
     now: u64,
 ) -> Result<Vec<u8>, SessionError> {
+    // Reading the session, using its next message key and saving the advanced state are one
+    // transaction, holding the store's write lock throughout: two sealers (two processes, or
+    // one interrupted) can never use one message key twice or save an older state over a
+    // newer one.
+    store.atomically(|store| seal_in(store, me, peer, content, bundle, now))
+}
+
+fn seal_in(
+    store: &Store,
+    me: &IdentityKeypair,
+    peer: &VerifyingKey,
+    content: &Content,
+    bundle: Option<&PrekeyBundle>,
+    now: u64,
+) -> Result<Vec<u8>, SessionError> {
     let mut rng = rand::thread_rng();
     let peer_key = peer.to_bytes();
     let (mut row, mut ratchet, used_at) = match store.sessions(&peer_key)?.into_iter().next() {
@@ -118,6 +133,15 @@ pub fn seal_for(
 /// saved unless the message decrypts, so a changed or replayed envelope leaves every session
 /// as it was.
 pub fn open(
+    store: &Store,
+    me: &IdentityKeypair,
+    envelope: &[u8],
+    now: u64,
+) -> Result<Opened, SessionError> {
+    store.atomically(|store| open_in(store, me, envelope, now))
+}
+
+fn open_in(
     store: &Store,
     me: &IdentityKeypair,
     envelope: &[u8],
@@ -223,6 +247,62 @@ mod tests {
             sent_at: 100,
             text: format!("message {n}"),
         }
+    }
+
+    /// The ratchet header an envelope for `to` carries.
+    fn header_of(to: &User, envelope: &[u8]) -> (Vec<u8>, u32) {
+        let inner = sealed::open(&to.id, envelope).unwrap();
+        let h = Inner::decode(&inner).unwrap().header;
+        (h.dh.to_vec(), h.n)
+    }
+
+    #[test]
+    fn two_sealers_on_one_store_never_share_a_message_key() {
+        // Two handles on one file, as two processes without the directory lock would have:
+        // every envelope must use its own message key (its own ratchet key and number), and
+        // the saved state must have counted every one of them.
+        let (alice, bob) = (user(), user());
+        let b = bundle(&bob, 7);
+        let first = seal_for(
+            &alice.store,
+            &alice.id,
+            &bob.id.public(),
+            &text(0),
+            Some(&b),
+            100,
+        )
+        .unwrap();
+        let dir = alice.store.dir().to_path_buf();
+        let seed = alice.id.secret_bytes();
+        let peer = bob.id.public();
+        const EACH: u8 = 40;
+        let sealers: Vec<_> = (0..2)
+            .map(|_| {
+                let (dir, seed) = (dir.clone(), seed.clone());
+                std::thread::spawn(move || {
+                    let store = Store::open(&dir).unwrap();
+                    let me = IdentityKeypair::from_secret_bytes(&seed);
+                    (1..=EACH)
+                        .map(|n| seal_for(&store, &me, &peer, &text(n), None, 101).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut envelopes = vec![first];
+        for s in sealers {
+            envelopes.extend(s.join().unwrap());
+        }
+        let mut keys: Vec<_> = envelopes.iter().map(|e| header_of(&bob, e)).collect();
+        let total = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), total, "a message key was used twice");
+        let next = seal_for(&alice.store, &alice.id, &peer, &text(99), None, 102).unwrap();
+        assert_eq!(
+            header_of(&bob, &next).1 as usize,
+            total,
+            "the saved state went back"
+        );
     }
 
     #[test]

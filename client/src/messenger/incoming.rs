@@ -53,6 +53,22 @@ impl<M: MailboxAccess> Messenger<M> {
         Ok(handled)
     }
 
+    /// Keeps what strangers make the store hold within the configured limits, telling the
+    /// user when something was dropped.
+    fn limit_strangers(
+        &self,
+        store: &crate::store::Store,
+        events: &mut Vec<MessengerEvent>,
+    ) -> Result<(), MessengerError> {
+        let dropped = store.limit_strangers(&self.config.strangers)?;
+        if dropped > 0 {
+            events.push(MessengerEvent::Notice(
+                crate::store::strangers::dropped_notice(dropped),
+            ));
+        }
+        Ok(())
+    }
+
     fn record_envelope(
         &self,
         store: &crate::store::Store,
@@ -85,6 +101,9 @@ impl<M: MailboxAccess> Messenger<M> {
                 if stranger && !store.is_ignored(&sender)? {
                     store.note_request(&sender, now)?;
                 }
+                if stranger {
+                    self.limit_strangers(store, events)?;
+                }
                 let msg = store.message(&id)?;
                 if new {
                     if stranger {
@@ -99,6 +118,10 @@ impl<M: MailboxAccess> Messenger<M> {
                 }
             }
             Content::Ack { ids } => {
+                if store.contact_by_key(&sender)?.is_none() {
+                    // A stranger's acknowledgement acknowledges nothing; its session goes.
+                    self.limit_strangers(store, events)?;
+                }
                 let changed = store.mark_delivered(&sender, &ids)?;
                 for id in changed {
                     events.push(MessengerEvent::Delivery {

@@ -570,3 +570,67 @@ fn the_wait_doubles_from_its_base_to_its_maximum() {
     assert_eq!(waits, [300, 600, 1200, 2400, 4800, 9600, 19200, 21600]);
     assert_eq!(backoff(base, max, u32::MAX), max, "no overflow");
 }
+
+// Strangers.
+
+#[tokio::test]
+async fn a_stranger_flood_stays_within_the_limits_and_leaves_contacts_alone() {
+    let mut w = World::new();
+    w.config.strangers = crate::store::strangers::StrangerLimits {
+        max_strangers: 3,
+        max_messages: 5,
+        max_bytes: 10_000,
+    };
+    let (alice, bob) = w.pair().await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    bob.set_events(tx);
+    for n in 0..3 {
+        alice
+            .send("bob", &format!("friend {n}"), OnFailure::Fail)
+            .await
+            .unwrap();
+    }
+    let mut strangers = Vec::new();
+    for i in 0..8 {
+        let s = w.user(&format!("stranger{i}"));
+        s.store().add_contact("bob", &bob.address(), T0).unwrap();
+        for n in 0..2 {
+            s.send("bob", &format!("buy {i}.{n}"), OnFailure::Fail)
+                .await
+                .unwrap();
+        }
+        strangers.push(s);
+    }
+    bob.sync().await.unwrap();
+    let store = bob.store();
+    let history = store.history().unwrap();
+    let alice_key = *alice.address().key().as_bytes();
+    let from_alice: Vec<_> = history.iter().filter(|m| m.peer == alice_key).collect();
+    assert_eq!(from_alice.len(), 3, "a contact's message was dropped");
+    let from_strangers = history.len() - from_alice.len();
+    assert!(
+        (1..=5).contains(&from_strangers),
+        "{from_strangers} messages from strangers kept"
+    );
+    assert_eq!(store.requests().unwrap().len(), 3);
+    let with_sessions = strangers
+        .iter()
+        .filter(|s| {
+            !store
+                .sessions(s.address().key().as_bytes())
+                .unwrap()
+                .is_empty()
+        })
+        .count();
+    assert_eq!(with_sessions, 3, "only the strangers kept keep a session");
+    assert!(!store.sessions(&alice_key).unwrap().is_empty());
+    drop(store);
+    let mut told = false;
+    while let Ok(e) = events.try_recv() {
+        if let MessengerEvent::Notice(text) = e {
+            told |= text.contains("not your contacts");
+        }
+    }
+    assert!(told, "the user was not told");
+    assert!(bob.store().take_dropped_from_strangers().unwrap() > 0);
+}
