@@ -255,6 +255,8 @@ impl Store {
     /// [`Store::change_passphrase`] encrypts it.
     pub fn open_with(dir: &Path, passphrase: Option<&[u8]>) -> Result<Store, StoreError> {
         keyfile::ensure_private_dir(dir)?;
+        // A copy left by an interrupted passphrase change (which may be unencrypted).
+        let _ = std::fs::remove_file(dir.join(format!("{DB_FILE}.rekey")));
         let path = dir.join(DB_FILE);
         if !path.exists() {
             keyfile::write_private_file(&path, b"")?;
