@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use shallot_net::{Circuit, NetError};
 
-pub use access::{CircuitMailboxes, MailboxAccess, MailboxOps};
+pub use access::{CircuitMailboxes, Isolation, MailboxAccess, MailboxOps};
 
 use crate::ids::EnvelopeId;
 use shallot_rt::{lock, unix_now};

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 
 use super::{Messenger, MessengerError};
 use crate::err::BundleError;
-use crate::mailbox::{MailboxAccess, MailboxOps};
+use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
 
 impl<M: MailboxAccess> Messenger<M> {
     /// The newest signed prekey, making a new one if there is none or it is due for rotation.
@@ -67,14 +67,16 @@ impl<M: MailboxAccess> Messenger<M> {
             )
             .map_err(MessengerError::SealBundle)?;
             let expires = (e + 1) * secs + secs;
+            // Each put on a circuit of its own: one circuit carrying the bundles of several
+            // epochs would link this user's mailboxes across them.
             let puts = replicas.into_iter().map(|relay| {
                 let (key, body) = (&key, body.clone());
-                async move {
-                    let link = self.link(relay).await?;
+                self.on_replica(async move {
+                    let link = self.link(relay, Isolation::OneShot).await?;
                     link.put_bundle(key, expires, body, self.config.request_timeout)
                         .await
                         .map_err(MessengerError::from)
-                }
+                })
             });
             for r in join_all(puts).await {
                 match r {
@@ -90,7 +92,9 @@ impl<M: MailboxAccess> Messenger<M> {
         Ok(())
     }
 
-    /// Fetches and checks `peer`'s bundle from its mailbox replicas for this epoch.
+    /// Fetches and checks `peer`'s bundle from its mailbox replicas for this epoch, trying
+    /// them one by one (and, should they lack it, the relays where `peer` may have published
+    /// by another consensus), each on a circuit of its own.
     pub(crate) async fn fetch_bundle(
         &self,
         name: &str,
@@ -98,17 +102,17 @@ impl<M: MailboxAccess> Messenger<M> {
     ) -> Result<PrekeyBundle, MessengerError> {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
-        let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
+        let (mailbox, replicas) = self.read_targets(&consensus, peer, epoch)?;
         let mut reason = BundleError::Missing;
         for relay in replicas {
-            let got = async {
-                let link = self.link(relay).await?;
-                Ok::<_, MessengerError>(
-                    link.get_bundle(mailbox, self.config.request_timeout)
-                        .await?,
-                )
-            }
-            .await;
+            let got = self
+                .on_replica(async {
+                    let link = self.link(relay, Isolation::OneShot).await?;
+                    Ok(link
+                        .get_bundle(mailbox, self.config.request_timeout)
+                        .await?)
+                })
+                .await;
             reason = match got {
                 Ok(Some(record)) => match check_bundle(peer, &mailbox, &record, self.now()) {
                     Ok(b) => return Ok(b),

@@ -15,7 +15,7 @@ use shallot_rt::FakeClock;
 use super::outgoing::{backoff, OnFailure};
 use super::*;
 use crate::ids::EnvelopeId;
-use crate::mailbox::{Delivered, MailboxError, MailboxOps};
+use crate::mailbox::{Delivered, Isolation, MailboxError, MailboxOps};
 
 /// One mailbox relay, in memory.
 #[derive(Default)]
@@ -25,12 +25,18 @@ struct FakeRelay {
     subscribers: HashMap<MailboxId, Vec<mpsc::UnboundedSender<Delivered>>>,
     deposits: usize,
     down: bool,
+    /// Takes requests and never answers (nor opens its window).
+    hung: bool,
 }
 
 /// Every mailbox relay of the test network.
 #[derive(Default)]
 struct FakeNet {
     relays: Mutex<HashMap<RelayId, FakeRelay>>,
+    /// Every request made: on which handle (numbered), asked for which isolation, what, and
+    /// for which mailbox.
+    log: Mutex<Vec<(usize, Isolation, &'static str, MailboxId)>>,
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeNet {
@@ -54,6 +60,8 @@ struct FakeMailboxes(Arc<FakeNet>);
 struct FakeLink {
     net: Arc<FakeNet>,
     relay: RelayId,
+    handle: usize,
+    isolation: Isolation,
 }
 
 fn unreachable() -> MailboxError {
@@ -61,7 +69,16 @@ fn unreachable() -> MailboxError {
 }
 
 impl FakeLink {
-    fn up<T>(&self, f: impl FnOnce(&mut FakeRelay) -> T) -> Result<T, MailboxError> {
+    async fn up<T>(
+        &self,
+        op: &'static str,
+        mailbox: MailboxId,
+        f: impl FnOnce(&mut FakeRelay) -> T,
+    ) -> Result<T, MailboxError> {
+        lock(&self.net.log).push((self.handle, self.isolation, op, mailbox));
+        if self.net.with(self.relay, |r| r.hung) {
+            std::future::pending::<()>().await;
+        }
         self.net.with(self.relay, |r| {
             if r.down {
                 Err(MailboxError::Timeout)
@@ -75,13 +92,23 @@ impl FakeLink {
 impl MailboxAccess for FakeMailboxes {
     type Link = FakeLink;
 
-    async fn link(&self, relay: RelayId) -> Result<Arc<FakeLink>, MailboxError> {
+    async fn link(
+        &self,
+        relay: RelayId,
+        isolation: Isolation,
+    ) -> Result<Arc<FakeLink>, MailboxError> {
         if self.0.with(relay, |r| r.down) {
             return Err(unreachable());
         }
+        let handle = self
+            .0
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(FakeLink {
             net: self.0.clone(),
             relay,
+            handle,
+            isolation,
         }))
     }
 
@@ -101,7 +128,7 @@ impl MailboxOps for FakeLink {
         envelope: Vec<u8>,
         _: Duration,
     ) -> Result<(), MailboxError> {
-        self.up(|r| {
+        self.up("deposit", mailbox, |r| {
             r.deposits += 1;
             let d = (EnvelopeId::of(&envelope), envelope);
             if let Some(subs) = r.subscribers.get(&mailbox) {
@@ -111,6 +138,7 @@ impl MailboxOps for FakeLink {
             }
             r.mailboxes.entry(mailbox).or_default().push(d);
         })
+        .await
     }
 
     async fn get_bundle(
@@ -118,7 +146,8 @@ impl MailboxOps for FakeLink {
         mailbox: MailboxId,
         _: Duration,
     ) -> Result<Option<Vec<u8>>, MailboxError> {
-        self.up(|r| r.bundles.get(&mailbox).cloned())
+        self.up("get-bundle", mailbox, |r| r.bundles.get(&mailbox).cloned())
+            .await
     }
 
     async fn put_bundle(
@@ -128,9 +157,11 @@ impl MailboxOps for FakeLink {
         bundle: Vec<u8>,
         _: Duration,
     ) -> Result<(), MailboxError> {
-        self.up(|r| {
-            r.bundles.insert(MailboxId(key.public().to_bytes()), bundle);
+        let mailbox = MailboxId(key.public().to_bytes());
+        self.up("put-bundle", mailbox, |r| {
+            r.bundles.insert(mailbox, bundle);
         })
+        .await
     }
 
     async fn subscribe(
@@ -139,7 +170,7 @@ impl MailboxOps for FakeLink {
         _: Duration,
     ) -> Result<(mpsc::UnboundedReceiver<Delivered>, u32), MailboxError> {
         let mailbox = MailboxId(key.public().to_bytes());
-        self.up(|r| {
+        self.up("subscribe", mailbox, |r| {
             let (tx, rx) = mpsc::unbounded_channel();
             let waiting = r.mailboxes.get(&mailbox).cloned().unwrap_or_default();
             for d in &waiting {
@@ -148,6 +179,7 @@ impl MailboxOps for FakeLink {
             r.subscribers.entry(mailbox).or_default().push(tx);
             (rx, waiting.len() as u32)
         })
+        .await
     }
 
     async fn fetch(
@@ -156,7 +188,10 @@ impl MailboxOps for FakeLink {
         _: Duration,
     ) -> Result<Vec<Delivered>, MailboxError> {
         let mailbox = MailboxId(key.public().to_bytes());
-        self.up(|r| r.mailboxes.get(&mailbox).cloned().unwrap_or_default())
+        self.up("fetch", mailbox, |r| {
+            r.mailboxes.get(&mailbox).cloned().unwrap_or_default()
+        })
+        .await
     }
 
     async fn ack(
@@ -166,12 +201,13 @@ impl MailboxOps for FakeLink {
         _: Duration,
     ) -> Result<u32, MailboxError> {
         let mailbox = MailboxId(key.public().to_bytes());
-        self.up(|r| {
+        self.up("ack", mailbox, |r| {
             let held = r.mailboxes.entry(mailbox).or_default();
             let before = held.len();
             held.retain(|(id, _)| !ids.contains(id));
             (before - held.len()) as u32
         })
+        .await
     }
 }
 
