@@ -48,7 +48,16 @@ impl<M: MailboxAccess> Messenger<M> {
         let consensus = self.consensus()?;
         let (secs, epoch) = self.epoch_now(&consensus);
         let bundle = self.bundle()?;
-        let marker = format!("{epoch}:{}", bundle.prekey_id());
+        // Published again when the epoch, the prekey or the relays that should hold it
+        // change (a new consensus moving the ring).
+        let (_, here, extra) = self.deposit_targets(&consensus, &self.me.public(), epoch)?;
+        let mut where_hash = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(here, extra), &mut where_hash);
+        let marker = format!(
+            "{epoch}:{}:{:x}",
+            bundle.prekey_id(),
+            std::hash::Hasher::finish(&where_hash)
+        );
         if self.store().get("bundle_published")?.as_deref() == Some(marker.as_bytes()) {
             return Ok(());
         }
@@ -57,7 +66,10 @@ impl<M: MailboxAccess> Messenger<M> {
         let mut last_error = None;
         for e in epoch..=epoch + self.config.bundle_epochs_ahead {
             let key = BlindedKeypair::derive(&self.me, e, secs)?;
-            let (mailbox, replicas) = self.placement(&consensus, &self.me.public(), e)?;
+            // While the ring settles, also where the previous consensus put it: senders
+            // still holding that consensus look there.
+            let (mailbox, replicas, extra) =
+                self.deposit_targets(&consensus, &self.me.public(), e)?;
             // Readable by whoever knows this user's address, not by the relay that keeps it.
             let body = shallot_crypto::published::seal(
                 &mut rand::thread_rng(),
@@ -69,7 +81,7 @@ impl<M: MailboxAccess> Messenger<M> {
             let expires = (e + 1) * secs + secs;
             // Each put on a circuit of its own: one circuit carrying the bundles of several
             // epochs would link this user's mailboxes across them.
-            let puts = replicas.into_iter().map(|relay| {
+            let puts = replicas.into_iter().chain(extra).map(|relay| {
                 let (key, body) = (&key, body.clone());
                 self.on_replica(async move {
                     let link = self.link(relay, Isolation::OneShot).await?;
