@@ -281,7 +281,12 @@ impl<M: MailboxAccess> Messenger<M> {
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
         let (mailbox, _) = self.placement(consensus, identity, epoch)?;
-        let mut targets = ring_of(consensus, &mailbox, epoch, ring::REPLICAS + ring::READ_SLACK);
+        let mut targets = ring_of(
+            consensus,
+            &mailbox,
+            epoch,
+            ring::REPLICAS + ring::READ_SLACK,
+        );
         if let Some(prev) = self.previous_consensus() {
             for r in ring_of(&prev, &mailbox, epoch, ring::REPLICAS) {
                 if !targets.contains(&r) {

@@ -17,8 +17,8 @@ use crate::e2e::wire::{Content, MAX_ACK_IDS, MAX_TEXT_LEN};
 use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
 use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
-use tracing::debug;
 use crate::store::{OutState, StoreError, StoredMessage};
+use tracing::debug;
 
 /// What sending achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]

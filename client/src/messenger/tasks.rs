@@ -30,6 +30,16 @@ pub enum Job {
 impl Job {
     /// Every job.
     pub const ALL: [Job; 4] = [Job::Fetch, Job::Acks, Job::Retransmit, Job::Bundles];
+
+    /// How often the job runs when the others run every `every`: fetching, a fallback behind
+    /// the subscriptions (and the way to the slack and previous-ring replicas, which have no
+    /// subscription), six times less often.
+    pub fn period(self, every: Duration) -> Duration {
+        match self {
+            Job::Fetch => every.saturating_mul(6),
+            Job::Acks | Job::Retransmit | Job::Bundles => every,
+        }
+    }
 }
 
 impl<M: MailboxAccess> Messenger<M> {
@@ -43,8 +53,8 @@ impl<M: MailboxAccess> Messenger<M> {
         }
     }
 
-    /// Starts every [`Job`] as its own task, each running once every `every`; `failed` is told
-    /// of each failure. They stop when the returned handles are dropped.
+    /// Starts every [`Job`] as its own task, each running once every [`Job::period`] of
+    /// `every`; `failed` is told of each failure. They stop when the returned handles are dropped.
     pub fn spawn_periodic(
         self: &Arc<Self>,
         every: Duration,
@@ -55,7 +65,7 @@ impl<M: MailboxAccess> Messenger<M> {
             .into_iter()
             .map(|job| {
                 let (me, failed) = (self.clone(), failed.clone());
-                spawn_every(every, move || {
+                spawn_every(job.period(every), move || {
                     let (me, failed) = (me.clone(), failed.clone());
                     async move {
                         if let Err(e) = me.run_job(job).await {

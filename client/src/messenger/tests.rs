@@ -661,12 +661,17 @@ async fn no_handle_carries_two_mailboxes_or_an_owner_request_beside_a_deposit() 
     let (mut owner, mut oneshot) = (0, 0);
     for (h, reqs) in &by_handle {
         let mailboxes: std::collections::HashSet<_> = reqs.iter().map(|r| r.2).collect();
-        assert_eq!(mailboxes.len(), 1, "handle {h} carried two mailboxes: {reqs:?}");
+        assert_eq!(
+            mailboxes.len(),
+            1,
+            "handle {h} carried two mailboxes: {reqs:?}"
+        );
         match reqs[0].0 {
             Isolation::Owner(m) => {
                 owner += 1;
                 assert!(
-                    reqs.iter().all(|(_, op, mb)| owner_ops.contains(op) && *mb == m),
+                    reqs.iter()
+                        .all(|(_, op, mb)| owner_ops.contains(op) && *mb == m),
                     "owner handle {h} carried {reqs:?}"
                 );
             }
@@ -700,8 +705,16 @@ async fn a_replica_that_never_answers_costs_only_its_own_answer() {
     let (alice, bob) = w.pair().await;
     let hung = hang_first_replica(&w, &bob);
     let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
-    assert_eq!((report.stored, report.wanted), (2, 3), "stored on the others");
-    assert_eq!(state(&alice, &report.id), OutState::Stored(2), "the user sees 2");
+    assert_eq!(
+        (report.stored, report.wanted),
+        (2, 3),
+        "stored on the others"
+    );
+    assert_eq!(
+        state(&alice, &report.id),
+        OutState::Stored(2),
+        "the user sees 2"
+    );
     // Bob reads the other replicas within the deadline, and gets it.
     assert_eq!(bob.fetch_waiting().await.unwrap(), 1);
     // Again with the session in place: still the truth, 2 of 3, and nothing on the silent
@@ -718,7 +731,11 @@ async fn with_a_silent_replica_each_periodic_task_carries_on() {
     hang_first_replica(&w, &bob);
     // And one of Alice's that does not keep Bob's mailbox, if any.
     let bobs = w.replicas_of(&bob);
-    if let Some(r) = w.replicas_of(&alice).into_iter().find(|r| !bobs.contains(r)) {
+    if let Some(r) = w
+        .replicas_of(&alice)
+        .into_iter()
+        .find(|r| !bobs.contains(r))
+    {
         w.net.with(r, |r| r.hung = true);
     }
     let report = alice.send("bob", "hello", OnFailure::Retry).await.unwrap();
