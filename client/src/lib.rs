@@ -33,10 +33,12 @@
 //!    relays that keep it (`Messenger::placement`: [`ring::mailbox_id`], Bob's identity key
 //!    blinded for the epoch, and [`ring::replicas`], the three Mailbox relays after it on the
 //!    ring).
-//! 3. **Carried.** For each replica at once, `Messenger::link` asks the
-//!    [`mailbox::MailboxAccess`] for a handle: [`mailbox::CircuitMailboxes`] reuses its circuit
-//!    to that relay or gets one from [`shallot_net::circmgr::CircuitManager::get`], which
-//!    extends a circuit built ahead to that relay (or builds one). Then
+//! 3. **Carried.** For each replica at once, each within its own deadline
+//!    (`Messenger::on_replica`), `Messenger::link` asks the [`mailbox::MailboxAccess`] for a
+//!    one-shot handle ([`mailbox::Isolation::OneShot`]): [`mailbox::CircuitMailboxes`] gets a
+//!    circuit of its own from [`shallot_net::circmgr::CircuitManager::get`], which extends a
+//!    circuit built ahead to that relay (or builds one), and closes it after this one
+//!    request. Then
 //!    [`mailbox::MailboxLink::deposit`] sends a DEPOSIT request with
 //!    [`shallot_net::Circuit::send`]: the circuit's state machine takes the cells from the
 //!    last hop's window and wraps one onion layer per hop
@@ -47,8 +49,10 @@
 //!    ([`messenger::outgoing::backoff`]) and tells the UI ([`messenger::MessengerEvent`]).
 //! 5. **Pushed.** Bob's [`Messenger::spawn_receiver`] keeps a subscription on each replica
 //!    of his mailbox ([`mailbox::MailboxLink::subscribe`], signed with his blinded key by
-//!    [`mailbox::authorize`]); the relay pushes the new envelope, and the link's reader task
-//!    routes it to the subscription.
+//!    [`mailbox::authorize`]), each over an owner circuit carrying nothing but his requests
+//!    for that one mailbox ([`mailbox::Isolation::Owner`]); the relay pushes the new
+//!    envelope, and the link's reader task routes it to the subscription, listening to the
+//!    last hop only.
 //! 6. **Handled once.** [`Messenger::handle_envelope`] checks that the envelope hashes to
 //!    its [`EnvelopeId`], drops copies from the other replicas
 //!    ([`store::Store::first_sight_of_envelope`]), opens it ([`e2e::session::open`]: unseal,

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use shallot_net::{Circuit, NetError};
 
-pub use access::{CircuitMailboxes, MailboxAccess, MailboxOps};
+pub use access::{CircuitMailboxes, Isolation, MailboxAccess, MailboxOps};
 
 use crate::ids::EnvelopeId;
 use shallot_rt::{lock, unix_now};
@@ -141,18 +141,31 @@ impl MailboxLink {
             }
         }
         let hop = self.circ.last_hop().ok_or(NetError::NoSuchHop(0))?;
-        let sent = self.circ.send(hop, &RelayMsg::Mailbox(make(req))).await;
-        let answer = match sent {
-            Ok(()) => match tokio::time::timeout(limit, rx).await {
-                Ok(Ok(a)) => Ok(a),
-                Ok(Err(_)) => Err(MailboxError::Circuit(
+        // One deadline covers both the wait for a send window (a relay that never sends
+        // SENDME) and the wait for the answer (a relay that never answers).
+        let exchange = async {
+            self.circ
+                .send(hop, &RelayMsg::Mailbox(make(req)))
+                .await
+                .map_err(MailboxError::from)?;
+            match rx.await {
+                Ok(a) => Ok(a),
+                Err(_) => Err(MailboxError::Circuit(
                     self.circ.close_reason().unwrap_or(NetError::Closed),
                 )),
-                Err(_) => Err(MailboxError::Timeout),
-            },
-            Err(e) => Err(e.into()),
+            }
         };
-        lock(&self.pending).answers.remove(&req);
+        let answer = match tokio::time::timeout(limit, exchange).await {
+            Ok(a) => a,
+            Err(_) => Err(MailboxError::Timeout),
+        };
+        {
+            let mut p = lock(&self.pending);
+            p.answers.remove(&req);
+            if answer.is_err() {
+                p.streams.remove(&req);
+            }
+        }
         answer
     }
 
@@ -291,40 +304,60 @@ impl Drop for MailboxLink {
     }
 }
 
-/// Routes what the relay sends: results and bundles to their requests, envelopes to their
-/// fetch or subscription. Ends when the circuit does.
+/// Routes what the relay sends to the requests waiting on `pending`. Ends when the circuit
+/// does.
 async fn read_answers(circ: Arc<Circuit>, pending: Arc<Mutex<Pending>>) {
-    while let Ok((_, msg)) = circ.recv().await {
-        let RelayMsg::Mailbox(msg) = msg else {
-            continue;
-        };
-        let mut p = lock(&pending);
-        match msg {
-            MailboxMsg::Result { req, status, count } => {
-                if let Some(tx) = p.answers.remove(&req) {
-                    let _ = tx.send(Answer::Result(status, count));
-                }
-                // A fetch's stream ends with its result; a subscription's lives on.
-                if status != Status::Ok {
-                    p.streams.remove(&req);
-                }
-            }
-            MailboxMsg::Bundle { req, bundle } => {
-                if let Some(tx) = p.answers.remove(&req) {
-                    let _ = tx.send(Answer::Bundle(bundle));
-                }
-            }
-            MailboxMsg::Envelope { req, id, envelope } => {
-                if let Some(s) = p.streams.get(&req) {
-                    if s.send((id, envelope)).is_err() {
-                        p.streams.remove(&req);
-                    }
-                }
-            }
-            _ => {}
-        }
+    while let Ok((hop, msg)) = circ.recv().await {
+        let from_last = circ.last_hop() == Some(hop);
+        route(&mut lock(&pending), from_last, msg);
     }
     let mut p = lock(&pending);
     p.answers.clear();
     p.streams.clear();
 }
+
+/// Routes one message that came up the circuit: results and bundles to their requests,
+/// envelopes to their fetch or subscription. Only the last hop (the mailbox relay) speaks
+/// for the mailbox (`docs/spec.md` §9.3): a guard or middle relay that originates a RESULT,
+/// BUNDLE or ENVELOPE (to make a dropped deposit look stored, say) is not listened to.
+/// Returns whether the message was taken.
+fn route(p: &mut Pending, from_last: bool, msg: RelayMsg) -> bool {
+    let RelayMsg::Mailbox(msg) = msg else {
+        return false;
+    };
+    if !from_last {
+        tracing::debug!("a relay before the mailbox relay sent a mailbox message; ignored");
+        return false;
+    }
+    match msg {
+        MailboxMsg::Result { req, status, count } => {
+            let known = match p.answers.remove(&req) {
+                Some(tx) => tx.send(Answer::Result(status, count)).is_ok(),
+                None => false,
+            };
+            // A fetch's stream ends with its result; a subscription's lives on.
+            if status != Status::Ok {
+                p.streams.remove(&req);
+            }
+            known
+        }
+        MailboxMsg::Bundle { req, bundle } => match p.answers.remove(&req) {
+            Some(tx) => tx.send(Answer::Bundle(bundle)).is_ok(),
+            None => false,
+        },
+        MailboxMsg::Envelope { req, id, envelope } => match p.streams.get(&req) {
+            Some(s) => {
+                if s.send((id, envelope)).is_err() {
+                    p.streams.remove(&req);
+                    return false;
+                }
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

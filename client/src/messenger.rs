@@ -16,6 +16,7 @@
 pub mod incoming;
 pub mod keys;
 pub mod outgoing;
+pub mod tasks;
 #[cfg(test)]
 mod tests;
 
@@ -32,11 +33,12 @@ use shallot_net::netdir::NetDir;
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_proto::mailbox::MailboxId;
 use shallot_rt::{lock, SystemClock, WallClock};
+use std::future::Future;
 use tokio::sync::mpsc;
 
 pub use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
-use crate::mailbox::{CircuitMailboxes, MailboxAccess};
+use crate::mailbox::{CircuitMailboxes, Isolation, MailboxAccess};
 use crate::ring;
 use crate::store::strangers::StrangerLimits;
 use crate::store::{OutState, Store, StoredMessage};
@@ -45,8 +47,14 @@ use crate::store::{OutState, Store, StoredMessage};
 /// (`docs/spec.md` §10.7).
 #[derive(Debug, Clone)]
 pub struct MessengerConfig {
-    /// Time allowed for one mailbox request.
+    /// Time allowed for one mailbox request (the wait for a send window included).
     pub request_timeout: Duration,
+    /// Time allowed for everything asked of one replica at once (reaching it included): past
+    /// it, that replica's answer is given up and the others' stand.
+    pub replica_timeout: Duration,
+    /// How long after a consensus changed the mailbox ring the replicas the old one named are
+    /// still read, and deposited at (`docs/spec.md` §9.2).
+    pub ring_settle: Duration,
     /// First wait before a stored but unacknowledged message is sent again; doubles each time.
     pub retransmit_after: Duration,
     /// Longest wait between retransmissions.
@@ -68,6 +76,8 @@ impl Default for MessengerConfig {
     fn default() -> Self {
         MessengerConfig {
             request_timeout: Duration::from_secs(15),
+            replica_timeout: Duration::from_secs(60),
+            ring_settle: Duration::from_secs(24 * 3600),
             retransmit_after: Duration::from_secs(300),
             retransmit_max: Duration::from_secs(6 * 3600),
             message_lifetime: Duration::from_secs(7 * 24 * 3600),
@@ -246,27 +256,99 @@ impl<M: MailboxAccess> Messenger<M> {
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
         let secs = consensus.params.epoch_secs.max(1);
         let mailbox = ring::mailbox_id(identity, epoch, secs)?;
-        let relays = consensus
-            .relays
-            .iter()
-            .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
-            .map(|r| r.id);
-        // The ring of `epoch` is laid out by its shared random value (`docs/spec.md` §9.2).
-        let srv = consensus.srv_for_epoch(epoch);
-        let replicas = ring::replicas(&mailbox, &srv, epoch, relays, ring::REPLICAS);
+        let replicas = ring_of(consensus, &mailbox, epoch, ring::REPLICAS);
         if replicas.is_empty() {
             return Err(MessengerError::NoMailboxes);
         }
         Ok((mailbox, replicas))
     }
 
-    /// A handle on mailbox relay `relay`.
-    pub(crate) async fn link(&self, relay: RelayId) -> Result<Arc<M::Link>, MessengerError> {
-        Ok(self.mailboxes.link(relay).await?)
+    /// The consensus before the last change of the mailbox ring, while the ring settles.
+    fn previous_consensus(&self) -> Option<Arc<Consensus>> {
+        self.dir.previous(self.config.ring_settle.as_secs())
+    }
+
+    /// Where to deposit for `identity` in `epoch`: its replicas by the current consensus
+    /// (those that count), and, while the ring settles, those the previous consensus named
+    /// that are not among them (best effort: an owner still on that consensus reads there).
+    fn deposit_targets(
+        &self,
+        consensus: &Consensus,
+        identity: &VerifyingKey,
+        epoch: u64,
+    ) -> Result<(MailboxId, Vec<RelayId>, Vec<RelayId>), MessengerError> {
+        let (mailbox, replicas) = self.placement(consensus, identity, epoch)?;
+        let extra = match self.previous_consensus() {
+            Some(prev) => ring_of(&prev, &mailbox, epoch, ring::REPLICAS)
+                .into_iter()
+                .filter(|r| !replicas.contains(r))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((mailbox, replicas, extra))
+    }
+
+    /// Every relay where mail for `identity`'s mailbox of `epoch` may wait, nearest first:
+    /// the replicas by the current consensus and [`ring::READ_SLACK`] successors after them
+    /// (a sender whose consensus lacks relays this one has deposited there), then, while the
+    /// ring settles, the replicas the previous consensus named.
+    fn read_targets(
+        &self,
+        consensus: &Consensus,
+        identity: &VerifyingKey,
+        epoch: u64,
+    ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
+        let (mailbox, _) = self.placement(consensus, identity, epoch)?;
+        let mut targets = ring_of(
+            consensus,
+            &mailbox,
+            epoch,
+            ring::REPLICAS + ring::READ_SLACK,
+        );
+        if let Some(prev) = self.previous_consensus() {
+            for r in ring_of(&prev, &mailbox, epoch, ring::REPLICAS) {
+                if !targets.contains(&r) {
+                    targets.push(r);
+                }
+            }
+        }
+        Ok((mailbox, targets))
+    }
+
+    /// A handle on mailbox relay `relay` for requests of the class `isolation`.
+    pub(crate) async fn link(
+        &self,
+        relay: RelayId,
+        isolation: Isolation,
+    ) -> Result<Arc<M::Link>, MessengerError> {
+        Ok(self.mailboxes.link(relay, isolation).await?)
+    }
+
+    /// Runs `work` (all that is asked of one replica) within the replica deadline, so that a
+    /// relay that never answers, or never opens its window, costs only its own answer.
+    pub(crate) async fn on_replica<T>(
+        &self,
+        work: impl Future<Output = Result<T, MessengerError>>,
+    ) -> Result<T, MessengerError> {
+        match tokio::time::timeout(self.config.replica_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::mailbox::MailboxError::Timeout.into()),
+        }
     }
 
     /// Handles on mailbox relays whose circuits are open now.
     pub async fn open_links(&self) -> usize {
         self.mailboxes.open_links().await
     }
+}
+
+/// The first `n` relays after `mailbox` on `consensus`'s ring of `epoch` (laid out by its
+/// shared random value, `docs/spec.md` §9.2).
+fn ring_of(consensus: &Consensus, mailbox: &MailboxId, epoch: u64, n: usize) -> Vec<RelayId> {
+    let relays = consensus
+        .relays
+        .iter()
+        .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
+        .map(|r| r.id);
+    ring::replicas(mailbox, &consensus.srv_for_epoch(epoch), epoch, relays, n)
 }

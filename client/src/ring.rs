@@ -18,6 +18,10 @@ use shallot_proto::mailbox::MailboxId;
 /// Relays that keep each mailbox.
 pub const REPLICAS: usize = 3;
 
+/// Relays past the [`REPLICAS`] that an owner also reads: a sender whose consensus lacks up to
+/// this many mailbox relays that precede a replica on the owner's ring deposited there.
+pub const READ_SLACK: usize = 2;
+
 /// The epoch `now` falls in.
 pub fn epoch_of(now: u64, epoch_secs: u64) -> u64 {
     now / epoch_secs.max(1)

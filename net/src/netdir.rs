@@ -1,7 +1,9 @@
 //! The client's consensus (`docs/spec.md` §5.9, §11.1): bootstrap from the cache or the
 //! authorities, fetch the next one as soon as the authorities publish it (at the current one's
 //! fresh-until), and keep using a cached consensus while it is still valid when no authority
-//! answers.
+//! answers. When a new consensus changes the mailbox ring, the one it replaced is kept beside
+//! it for a while ([`NetDir::previous`]), so that owners read, and senders deposit at, the
+//! replicas it named while the ring settles (`docs/spec.md` §9.2).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use std::time::Duration;
 use shallot_directory::fetch::{fetch_consensus, FetchError};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
-use shallot_proto::dir::Consensus;
+use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
@@ -46,6 +48,9 @@ pub struct NetDir {
     network: NetworkFile,
     cache: ConsensusCache,
     current: Mutex<Option<Arc<Consensus>>>,
+    /// The last consensus whose mailbox ring differs from the current one's, and when it was
+    /// replaced (Unix seconds).
+    previous: Mutex<Option<(Arc<Consensus>, u64)>>,
     last_error: Mutex<Option<Arc<FetchError>>>,
     failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
@@ -67,6 +72,7 @@ impl NetDir {
             cache: ConsensusCache::new(data_dir.join("consensus.txt")),
             network,
             current: Mutex::new(None),
+            previous: Mutex::new(None),
             last_error: Mutex::new(None),
             failures: std::sync::atomic::AtomicU32::new(0),
             fetch_timeout,
@@ -98,7 +104,30 @@ impl NetDir {
     }
 
     fn set(&self, c: Arc<Consensus>) {
-        *lock(&self.current) = Some(c);
+        let replaced = lock(&self.current).replace(c.clone());
+        if let Some(old) = replaced {
+            if !same_ring(&old, &c) {
+                *lock(&self.previous) = Some((old, self.clock.unix_now()));
+            }
+        }
+    }
+
+    /// Replaces the consensus held with `consensus`, unverified, as a refresh would: for
+    /// testing the layers above without a network.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn install(&self, consensus: Consensus) {
+        self.set(Arc::new(consensus));
+    }
+
+    /// The last consensus whose mailbox ring differs from the current one's, if it was
+    /// replaced less than `settle` seconds ago: the ring is settling, and mail may still sit
+    /// on the replicas it named.
+    pub fn previous(&self, settle: u64) -> Option<Arc<Consensus>> {
+        let now = self.clock.unix_now();
+        lock(&self.previous)
+            .as_ref()
+            .filter(|(_, at)| now < at.saturating_add(settle))
+            .map(|(c, _)| c.clone())
     }
 
     /// Loads the cached consensus (if still valid), then tries the authorities. Succeeds if
@@ -213,6 +242,19 @@ impl NetDir {
     }
 }
 
+/// Whether two consensuses lay out the same mailbox rings: the same Running mailbox relays
+/// and the same shared random values for the epochs.
+fn same_ring(a: &Consensus, b: &Consensus) -> bool {
+    let members = |c: &Consensus| -> Vec<_> {
+        c.relays
+            .iter()
+            .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
+            .map(|r| r.id)
+            .collect()
+    };
+    a.shared_rand.epochs == b.shared_rand.epochs && members(a) == members(b)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -246,6 +288,24 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_consensus_that_changes_the_ring_is_kept_as_previous_while_it_settles() {
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        assert!(dir.previous(600).is_none());
+        // The same ring again: nothing to remember.
+        dir.install(testing::consensus(testing::relays(3), 1800, 2600, 5400));
+        assert!(dir.previous(600).is_none());
+        // Two more mailbox relays: the old ring is kept for the settling time.
+        dir.install(testing::consensus(testing::relays(5), 2600, 3400, 6200));
+        assert_eq!(dir.previous(600).unwrap().relays.len(), 3);
+        assert_eq!(dir.consensus().unwrap().relays.len(), 5);
+        clock.set(1599);
+        assert!(dir.previous(600).is_some());
+        clock.set(1600);
+        assert!(dir.previous(600).is_none(), "settled");
     }
 
     #[test]

@@ -235,8 +235,8 @@ pub async fn run(
     }
 }
 
-/// How often [`keep_online`] retransmits what is due, sends owed acknowledgements and checks
-/// the prekey bundle.
+/// How often [`keep_online`] fetches what waits, retransmits what is due, sends owed
+/// acknowledgements and checks the prekey bundle (each its own task).
 const PERIODIC_WORK: Duration = Duration::from_secs(10);
 
 /// Keeps a messenger online for as long as the returned future runs: bootstraps (retrying
@@ -244,7 +244,7 @@ const PERIODIC_WORK: Duration = Duration::from_secs(10);
 /// and retransmits, acknowledges and republishes what is due. Every client that stays
 /// connected runs exactly this: the chat, and the demo's echo contact. `notice` is told what
 /// a user should see. Dropping or aborting the future stops all of its tasks.
-pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
+pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send + Sync + 'static) {
     let mut wait = Duration::from_millis(500);
     loop {
         match m.connect().await {
@@ -262,16 +262,17 @@ pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send) {
     if let Err(e) = m.sync().await {
         notice(format!("fetching waiting messages: {e}"));
     }
-    loop {
+    // Fetching, acknowledging, retransmitting and publishing each run on their own, so that
+    // one silent relay stalls none of the others (`docs/spec.md` §10.7).
+    let notice = std::sync::Arc::new(notice);
+    let told = notice.clone();
+    let _periodic = m.spawn_periodic(PERIODIC_WORK, move |job, e| {
+        if job == shallot_client::messenger::tasks::Job::Bundles {
+            told(format!("publishing your prekey bundle: {e}"));
+        }
+    });
+    while !receiver.is_finished() {
         tokio::time::sleep(PERIODIC_WORK).await;
-        let _ = m.retransmit_due().await;
-        let _ = m.send_acks().await;
-        if let Err(e) = m.ensure_bundle_published().await {
-            notice(format!("publishing your prekey bundle: {e}"));
-        }
-        if receiver.is_finished() {
-            break;
-        }
     }
 }
 

@@ -2,9 +2,12 @@
 //! what the messenger decides (what to deposit where, when to send again) and the network.
 //!
 //! [`MailboxOps`] is what one mailbox relay can be asked; [`MailboxAccess`] gives a handle
-//! on a relay. [`CircuitMailboxes`] is the real thing: one circuit per mailbox relay from the
-//! circuit manager, reused while it works and is young enough. Tests give the messenger an
-//! in-memory set of mailboxes instead.
+//! on a relay for one [`Isolation`] class. [`CircuitMailboxes`] is the real thing, over the
+//! circuit manager: an owner's requests for one mailbox travel on a circuit of their own
+//! (reused while it works and is young enough), and every deposit, bundle fetch and bundle
+//! put on a fresh circuit closed after it (`docs/spec.md` §9.3, circuit isolation), so that a
+//! mailbox relay never sees two blinded ids, or an owner beside a depositor, on one circuit.
+//! Tests give the messenger an in-memory set of mailboxes instead.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -73,15 +76,28 @@ pub trait MailboxOps: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u32, MailboxError>> + Send;
 }
 
+/// Which requests may share a circuit (`docs/spec.md` §9.3, circuit isolation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isolation {
+    /// The owner's requests (SUBSCRIBE, FETCH, ACK) for its mailbox with this blinded id:
+    /// one circuit per relay and mailbox, shared by nothing else.
+    Owner(MailboxId),
+    /// One request alone (a deposit, a bundle fetch or a bundle put): a fresh circuit, closed
+    /// once the handle is dropped.
+    OneShot,
+}
+
 /// How the messenger gets a handle on a mailbox relay.
 pub trait MailboxAccess: Send + Sync + 'static {
     /// A handle on one relay.
     type Link: MailboxOps;
 
-    /// A handle on mailbox relay `relay`.
+    /// A handle on mailbox relay `relay` for requests of the class `isolation`; a handle got
+    /// for [`Isolation::OneShot`] is used for one request and dropped.
     fn link(
         &self,
         relay: RelayId,
+        isolation: Isolation,
     ) -> impl Future<Output = Result<Arc<Self::Link>, MailboxError>> + Send;
 
     /// Handles whose way to their relay is open now.
@@ -149,12 +165,13 @@ impl MailboxOps for MailboxLink {
 /// A link and when its circuit was built.
 type Held = (Arc<MailboxLink>, Instant);
 
-/// Mailbox relays reached over circuits from the circuit manager: one circuit per relay,
-/// reused while it works and is younger than the circuit lifetime (an older one keeps serving
-/// whoever holds it, such as a subscription, but gets no new work).
+/// Mailbox relays reached over circuits from the circuit manager: for an owner, one circuit
+/// per relay and mailbox, reused while it works and is younger than the circuit lifetime (an
+/// older one keeps serving whoever holds it, such as a subscription, but gets no new work);
+/// for anything else, a fresh circuit per request.
 pub struct CircuitMailboxes {
     circuits: Arc<CircuitManager>,
-    links: tokio::sync::Mutex<HashMap<RelayId, Held>>,
+    links: tokio::sync::Mutex<HashMap<(RelayId, MailboxId), Held>>,
 }
 
 impl CircuitMailboxes {
@@ -179,9 +196,27 @@ impl CircuitMailboxes {
 impl MailboxAccess for CircuitMailboxes {
     type Link = MailboxLink;
 
-    async fn link(&self, relay: RelayId) -> Result<Arc<MailboxLink>, MailboxError> {
-        if let Some(held) = self.links.lock().await.get(&relay) {
-            if self.fresh_enough(held) {
+    async fn link(
+        &self,
+        relay: RelayId,
+        isolation: Isolation,
+    ) -> Result<Arc<MailboxLink>, MailboxError> {
+        let mailbox = match isolation {
+            Isolation::Owner(mailbox) => mailbox,
+            Isolation::OneShot => {
+                // `CircuitManager::get` never hands out a circuit twice: this one is ours
+                // alone, and closes when the returned handle is dropped.
+                let built = self.circuits.get(relay).await?;
+                return Ok(MailboxLink::new(built.circuit.clone(), relay));
+            }
+        };
+        let key = (relay, mailbox);
+        {
+            // Links past their lifetime (last epoch's mailboxes among them) leave the table;
+            // whoever still holds one keeps it until done.
+            let mut links = self.links.lock().await;
+            links.retain(|_, held| self.fresh_enough(held));
+            if let Some(held) = links.get(&key) {
                 return Ok(held.0.clone());
             }
         }
@@ -189,13 +224,13 @@ impl MailboxAccess for CircuitMailboxes {
         let built = self.circuits.get(relay).await?;
         let fresh = MailboxLink::new(built.circuit.clone(), relay);
         let mut links = self.links.lock().await;
-        match links.get(&relay) {
+        match links.get(&key) {
             Some(held) if self.fresh_enough(held) => {
                 fresh.circuit().close();
                 Ok(held.0.clone())
             }
             _ => {
-                links.insert(relay, (fresh.clone(), built.built_at));
+                links.insert(key, (fresh.clone(), built.built_at));
                 Ok(fresh)
             }
         }

@@ -18,7 +18,8 @@ use super::{Messenger, MessengerError, MessengerEvent};
 use crate::e2e::session::{self, Opened};
 use crate::e2e::wire::Content;
 use crate::ids::EnvelopeId;
-use crate::mailbox::{MailboxAccess, MailboxOps};
+use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
+use shallot_proto::mailbox::MailboxId;
 
 /// Epochs back that are drained when a client has been away.
 const DRAIN_EPOCHS: u64 = 7;
@@ -143,6 +144,20 @@ impl<M: MailboxAccess> Messenger<M> {
         Ok((key, replicas))
     }
 
+    /// This user's mailbox key for `epoch`, and every relay where its mail may wait (the
+    /// replicas, the ring slack, and while the ring settles the previous consensus's
+    /// replicas).
+    fn my_read_targets(
+        &self,
+        epoch: u64,
+    ) -> Result<(BlindedKeypair, Vec<RelayId>), MessengerError> {
+        let consensus = self.consensus()?;
+        let secs = consensus.params.epoch_secs.max(1);
+        let key = BlindedKeypair::derive(&self.me, epoch, secs)?;
+        let (_, targets) = self.read_targets(&consensus, &self.me.public(), epoch)?;
+        Ok((key, targets))
+    }
+
     /// Fetches, handles and deletes what waits on one replica of one epoch's mailbox.
     async fn drain(
         &self,
@@ -150,7 +165,8 @@ impl<M: MailboxAccess> Messenger<M> {
         relay: RelayId,
         key: &BlindedKeypair,
     ) -> Result<usize, MessengerError> {
-        let link = self.link(relay).await?;
+        let mailbox = MailboxId(key.public().to_bytes());
+        let link = self.link(relay, Isolation::Owner(mailbox)).await?;
         let waiting = link.fetch(key, self.config.request_timeout).await?;
         let mut new = 0;
         let mut done = Vec::new();
@@ -171,6 +187,16 @@ impl<M: MailboxAccess> Messenger<M> {
     /// up to a week back): handles and deletes everything waiting, then sends the
     /// acknowledgements owed and any retransmissions due. Returns the new messages.
     pub async fn sync(&self) -> Result<usize, MessengerError> {
+        let new = self.fetch_waiting().await?;
+        self.send_acks().await?;
+        self.retransmit_due().await?;
+        Ok(new)
+    }
+
+    /// Handles and deletes everything waiting in this user's mailboxes (the current epoch,
+    /// and those since the last pass, up to a week back), each relay on its own within its
+    /// deadline. Succeeds if at least one relay was read. Returns the new messages.
+    pub async fn fetch_waiting(&self) -> Result<usize, MessengerError> {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
         let last: Option<u64> = self
@@ -186,8 +212,10 @@ impl<M: MailboxAccess> Messenger<M> {
         let mut reached = 0;
         let mut last_error = None;
         for e in first..=epoch {
-            let (key, replicas) = self.my_mailbox(e)?;
-            let drains = replicas.iter().map(|r| self.drain(e, *r, &key));
+            let (key, targets) = self.my_read_targets(e)?;
+            let drains = targets
+                .iter()
+                .map(|r| self.on_replica(self.drain(e, *r, &key)));
             for r in join_all(drains).await {
                 match r {
                     Ok(n) => {
@@ -209,8 +237,6 @@ impl<M: MailboxAccess> Messenger<M> {
             let month_ago = self.now().saturating_sub(30 * 86_400);
             store.forget_seen_before(month_ago)?;
         }
-        self.send_acks().await?;
-        self.retransmit_due().await?;
         Ok(new)
     }
 
@@ -248,7 +274,7 @@ impl<M: MailboxAccess> Messenger<M> {
                     .await;
                 drop(tasks);
                 subscribed.store(0, Ordering::Relaxed);
-                if let Err(e) = me.sync().await {
+                if let Err(e) = me.fetch_waiting().await {
                     debug!("draining the previous epoch: {e}");
                 }
             }
@@ -267,7 +293,8 @@ async fn subscription<M: MailboxAccess>(
     loop {
         let result = async {
             let (key, _) = me.my_mailbox(epoch)?;
-            let link = me.link(relay).await?;
+            let mailbox = MailboxId(key.public().to_bytes());
+            let link = me.link(relay, Isolation::Owner(mailbox)).await?;
             let (mut rx, _) = link.subscribe(&key, me.config.request_timeout).await?;
             let n = subscribed.fetch_add(1, Ordering::Relaxed) + 1;
             me.emit(MessengerEvent::Subscribed { copies: n });
@@ -285,8 +312,12 @@ async fn subscription<M: MailboxAccess>(
                 };
                 let handled = me.handle_envelope(&id, &envelope)?;
                 if handled == Handled::NewMessage {
-                    // Acknowledge to the sender promptly; a failure is retried next sync.
-                    let _ = me.send_acks().await;
+                    // Acknowledge to the sender promptly, beside this subscription rather
+                    // than in its way; a failure is retried by the periodic acknowledgements.
+                    let m = me.clone();
+                    tokio::spawn(async move {
+                        let _ = m.send_acks().await;
+                    });
                 }
                 if let Err(e) = link.ack(&key, vec![id], me.config.request_timeout).await {
                     debug!("mailbox ack failed: {e}");

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 
 use super::{Messenger, MessengerError};
 use crate::err::BundleError;
-use crate::mailbox::{MailboxAccess, MailboxOps};
+use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
 
 impl<M: MailboxAccess> Messenger<M> {
     /// The newest signed prekey, making a new one if there is none or it is due for rotation.
@@ -48,7 +48,16 @@ impl<M: MailboxAccess> Messenger<M> {
         let consensus = self.consensus()?;
         let (secs, epoch) = self.epoch_now(&consensus);
         let bundle = self.bundle()?;
-        let marker = format!("{epoch}:{}", bundle.prekey_id());
+        // Published again when the epoch, the prekey or the relays that should hold it
+        // change (a new consensus moving the ring).
+        let (_, here, extra) = self.deposit_targets(&consensus, &self.me.public(), epoch)?;
+        let mut where_hash = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&(here, extra), &mut where_hash);
+        let marker = format!(
+            "{epoch}:{}:{:x}",
+            bundle.prekey_id(),
+            std::hash::Hasher::finish(&where_hash)
+        );
         if self.store().get("bundle_published")?.as_deref() == Some(marker.as_bytes()) {
             return Ok(());
         }
@@ -57,7 +66,10 @@ impl<M: MailboxAccess> Messenger<M> {
         let mut last_error = None;
         for e in epoch..=epoch + self.config.bundle_epochs_ahead {
             let key = BlindedKeypair::derive(&self.me, e, secs)?;
-            let (mailbox, replicas) = self.placement(&consensus, &self.me.public(), e)?;
+            // While the ring settles, also where the previous consensus put it: senders
+            // still holding that consensus look there.
+            let (mailbox, replicas, extra) =
+                self.deposit_targets(&consensus, &self.me.public(), e)?;
             // Readable by whoever knows this user's address, not by the relay that keeps it.
             let body = shallot_crypto::published::seal(
                 &mut rand::thread_rng(),
@@ -67,14 +79,16 @@ impl<M: MailboxAccess> Messenger<M> {
             )
             .map_err(MessengerError::SealBundle)?;
             let expires = (e + 1) * secs + secs;
-            let puts = replicas.into_iter().map(|relay| {
+            // Each put on a circuit of its own: one circuit carrying the bundles of several
+            // epochs would link this user's mailboxes across them.
+            let puts = replicas.into_iter().chain(extra).map(|relay| {
                 let (key, body) = (&key, body.clone());
-                async move {
-                    let link = self.link(relay).await?;
+                self.on_replica(async move {
+                    let link = self.link(relay, Isolation::OneShot).await?;
                     link.put_bundle(key, expires, body, self.config.request_timeout)
                         .await
                         .map_err(MessengerError::from)
-                }
+                })
             });
             for r in join_all(puts).await {
                 match r {
@@ -90,7 +104,9 @@ impl<M: MailboxAccess> Messenger<M> {
         Ok(())
     }
 
-    /// Fetches and checks `peer`'s bundle from its mailbox replicas for this epoch.
+    /// Fetches and checks `peer`'s bundle from its mailbox replicas for this epoch, trying
+    /// them one by one (and, should they lack it, the relays where `peer` may have published
+    /// by another consensus), each on a circuit of its own.
     pub(crate) async fn fetch_bundle(
         &self,
         name: &str,
@@ -98,17 +114,17 @@ impl<M: MailboxAccess> Messenger<M> {
     ) -> Result<PrekeyBundle, MessengerError> {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
-        let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
+        let (mailbox, replicas) = self.read_targets(&consensus, peer, epoch)?;
         let mut reason = BundleError::Missing;
         for relay in replicas {
-            let got = async {
-                let link = self.link(relay).await?;
-                Ok::<_, MessengerError>(
-                    link.get_bundle(mailbox, self.config.request_timeout)
-                        .await?,
-                )
-            }
-            .await;
+            let got = self
+                .on_replica(async {
+                    let link = self.link(relay, Isolation::OneShot).await?;
+                    Ok(link
+                        .get_bundle(mailbox, self.config.request_timeout)
+                        .await?)
+                })
+                .await;
             reason = match got {
                 Ok(Some(record)) => match check_bundle(peer, &mailbox, &record, self.now()) {
                     Ok(b) => return Ok(b),

@@ -16,8 +16,9 @@ use crate::e2e::session::{self, SessionError};
 use crate::e2e::wire::{Content, MAX_ACK_IDS, MAX_TEXT_LEN};
 use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
-use crate::mailbox::{MailboxAccess, MailboxOps};
+use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
 use crate::store::{OutState, StoreError, StoredMessage};
+use tracing::debug;
 
 /// What sending achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,7 +268,9 @@ impl<M: MailboxAccess> Messenger<M> {
         self.deposit_everywhere(&key, envelope).await
     }
 
-    /// Deposits an envelope on all of `peer`'s mailbox replicas for this epoch, at once.
+    /// Deposits an envelope on all of `peer`'s mailbox replicas for this epoch, at once, each
+    /// on a circuit of its own and within its own deadline; while the ring settles, also on
+    /// the replicas the previous consensus named (not counted).
     async fn deposit_everywhere(
         &self,
         peer: &VerifyingKey,
@@ -275,17 +278,18 @@ impl<M: MailboxAccess> Messenger<M> {
     ) -> Result<DepositOutcome, MessengerError> {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
-        let (mailbox, replicas) = self.placement(&consensus, peer, epoch)?;
+        let (mailbox, replicas, extra) = self.deposit_targets(&consensus, peer, epoch)?;
         let wanted = u8::try_from(replicas.len()).unwrap_or(u8::MAX);
-        let deposits = replicas.into_iter().map(|relay: RelayId| {
+        let counted = replicas.len();
+        let deposits = replicas.into_iter().chain(extra).map(|relay: RelayId| {
             let envelope = envelope.clone();
             async move {
-                let deposited = async {
-                    let link = self.link(relay).await?;
+                let deposited = self.on_replica(async {
+                    let link = self.link(relay, Isolation::OneShot).await?;
                     link.deposit(mailbox, envelope, self.config.request_timeout)
                         .await
                         .map_err(MessengerError::from)
-                };
+                });
                 (relay, deposited.await)
             }
         });
@@ -294,10 +298,12 @@ impl<M: MailboxAccess> Messenger<M> {
             stored: 0,
             failures: Vec::new(),
         };
-        for (relay, r) in join_all(deposits).await {
+        for (i, (relay, r)) in join_all(deposits).await.into_iter().enumerate() {
             match r {
-                Ok(()) => outcome.stored += 1,
-                Err(e) => outcome.failures.push((relay, e)),
+                Ok(()) if i < counted => outcome.stored += 1,
+                Ok(()) => {}
+                Err(e) if i < counted => outcome.failures.push((relay, e)),
+                Err(e) => debug!("deposit on a replica of the previous ring: {e}"),
             }
         }
         Ok(outcome)

@@ -15,7 +15,7 @@ use shallot_rt::FakeClock;
 use super::outgoing::{backoff, OnFailure};
 use super::*;
 use crate::ids::EnvelopeId;
-use crate::mailbox::{Delivered, MailboxError, MailboxOps};
+use crate::mailbox::{Delivered, Isolation, MailboxError, MailboxOps};
 
 /// One mailbox relay, in memory.
 #[derive(Default)]
@@ -25,12 +25,18 @@ struct FakeRelay {
     subscribers: HashMap<MailboxId, Vec<mpsc::UnboundedSender<Delivered>>>,
     deposits: usize,
     down: bool,
+    /// Takes requests and never answers (nor opens its window).
+    hung: bool,
 }
 
 /// Every mailbox relay of the test network.
 #[derive(Default)]
 struct FakeNet {
     relays: Mutex<HashMap<RelayId, FakeRelay>>,
+    /// Every request made: on which handle (numbered), asked for which isolation, what, and
+    /// for which mailbox.
+    log: Mutex<Vec<(usize, Isolation, &'static str, MailboxId)>>,
+    handles: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeNet {
@@ -54,6 +60,8 @@ struct FakeMailboxes(Arc<FakeNet>);
 struct FakeLink {
     net: Arc<FakeNet>,
     relay: RelayId,
+    handle: usize,
+    isolation: Isolation,
 }
 
 fn unreachable() -> MailboxError {
@@ -61,7 +69,16 @@ fn unreachable() -> MailboxError {
 }
 
 impl FakeLink {
-    fn up<T>(&self, f: impl FnOnce(&mut FakeRelay) -> T) -> Result<T, MailboxError> {
+    async fn up<T>(
+        &self,
+        op: &'static str,
+        mailbox: MailboxId,
+        f: impl FnOnce(&mut FakeRelay) -> T,
+    ) -> Result<T, MailboxError> {
+        lock(&self.net.log).push((self.handle, self.isolation, op, mailbox));
+        if self.net.with(self.relay, |r| r.hung) {
+            std::future::pending::<()>().await;
+        }
         self.net.with(self.relay, |r| {
             if r.down {
                 Err(MailboxError::Timeout)
@@ -75,13 +92,23 @@ impl FakeLink {
 impl MailboxAccess for FakeMailboxes {
     type Link = FakeLink;
 
-    async fn link(&self, relay: RelayId) -> Result<Arc<FakeLink>, MailboxError> {
+    async fn link(
+        &self,
+        relay: RelayId,
+        isolation: Isolation,
+    ) -> Result<Arc<FakeLink>, MailboxError> {
         if self.0.with(relay, |r| r.down) {
             return Err(unreachable());
         }
+        let handle = self
+            .0
+            .handles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(FakeLink {
             net: self.0.clone(),
             relay,
+            handle,
+            isolation,
         }))
     }
 
@@ -101,7 +128,7 @@ impl MailboxOps for FakeLink {
         envelope: Vec<u8>,
         _: Duration,
     ) -> Result<(), MailboxError> {
-        self.up(|r| {
+        self.up("deposit", mailbox, |r| {
             r.deposits += 1;
             let d = (EnvelopeId::of(&envelope), envelope);
             if let Some(subs) = r.subscribers.get(&mailbox) {
@@ -111,6 +138,7 @@ impl MailboxOps for FakeLink {
             }
             r.mailboxes.entry(mailbox).or_default().push(d);
         })
+        .await
     }
 
     async fn get_bundle(
@@ -118,7 +146,8 @@ impl MailboxOps for FakeLink {
         mailbox: MailboxId,
         _: Duration,
     ) -> Result<Option<Vec<u8>>, MailboxError> {
-        self.up(|r| r.bundles.get(&mailbox).cloned())
+        self.up("get-bundle", mailbox, |r| r.bundles.get(&mailbox).cloned())
+            .await
     }
 
     async fn put_bundle(
@@ -128,9 +157,11 @@ impl MailboxOps for FakeLink {
         bundle: Vec<u8>,
         _: Duration,
     ) -> Result<(), MailboxError> {
-        self.up(|r| {
-            r.bundles.insert(MailboxId(key.public().to_bytes()), bundle);
+        let mailbox = MailboxId(key.public().to_bytes());
+        self.up("put-bundle", mailbox, |r| {
+            r.bundles.insert(mailbox, bundle);
         })
+        .await
     }
 
     async fn subscribe(
@@ -139,7 +170,7 @@ impl MailboxOps for FakeLink {
         _: Duration,
     ) -> Result<(mpsc::UnboundedReceiver<Delivered>, u32), MailboxError> {
         let mailbox = MailboxId(key.public().to_bytes());
-        self.up(|r| {
+        self.up("subscribe", mailbox, |r| {
             let (tx, rx) = mpsc::unbounded_channel();
             let waiting = r.mailboxes.get(&mailbox).cloned().unwrap_or_default();
             for d in &waiting {
@@ -148,6 +179,7 @@ impl MailboxOps for FakeLink {
             r.subscribers.entry(mailbox).or_default().push(tx);
             (rx, waiting.len() as u32)
         })
+        .await
     }
 
     async fn fetch(
@@ -156,7 +188,10 @@ impl MailboxOps for FakeLink {
         _: Duration,
     ) -> Result<Vec<Delivered>, MailboxError> {
         let mailbox = MailboxId(key.public().to_bytes());
-        self.up(|r| r.mailboxes.get(&mailbox).cloned().unwrap_or_default())
+        self.up("fetch", mailbox, |r| {
+            r.mailboxes.get(&mailbox).cloned().unwrap_or_default()
+        })
+        .await
     }
 
     async fn ack(
@@ -166,12 +201,13 @@ impl MailboxOps for FakeLink {
         _: Duration,
     ) -> Result<u32, MailboxError> {
         let mailbox = MailboxId(key.public().to_bytes());
-        self.up(|r| {
+        self.up("ack", mailbox, |r| {
             let held = r.mailboxes.entry(mailbox).or_default();
             let before = held.len();
             held.retain(|(id, _)| !ids.contains(id));
             (before - held.len()) as u32
         })
+        .await
     }
 }
 
@@ -214,6 +250,23 @@ impl World {
     }
 
     fn user(&mut self, name: &str) -> User {
+        let relays = self.relays.clone();
+        self.user_seeing(name, relays, None)
+    }
+
+    /// A user whose consensus lists `relays`, and which replaced one listing `previous`.
+    fn user_seeing(
+        &mut self,
+        name: &str,
+        relays: Vec<RelayEntry>,
+        previous: Option<Vec<RelayEntry>>,
+    ) -> User {
+        let store = self.store(name);
+        self.user_of(store, relays, previous)
+    }
+
+    /// A store holding a new identity.
+    fn store(&mut self, name: &str) -> Store {
         let dir = std::env::temp_dir().join(format!(
             "shallot-messenger-{name}-{}",
             rand::random::<u64>()
@@ -221,13 +274,28 @@ impl World {
         self.dirs.push(dir.clone());
         let store = Store::open(&dir).unwrap();
         store.create_identity(Some(name), T0).unwrap();
-        let consensus = shallot_net::testing::consensus(
-            self.relays.clone(),
-            T0 - 100,
-            T0 + 3600,
-            T0 + 30 * 86_400,
-        );
-        let netdir = Arc::new(NetDir::preloaded(consensus, self.clock.clone()));
+        store
+    }
+
+    /// The user of `store`, whose consensus lists `relays`, and which replaced one listing
+    /// `previous`.
+    fn user_of(
+        &mut self,
+        store: Store,
+        relays: Vec<RelayEntry>,
+        previous: Option<Vec<RelayEntry>>,
+    ) -> User {
+        let consensus =
+            |relays| shallot_net::testing::consensus(relays, T0 - 100, T0 + 3600, T0 + 30 * 86_400);
+        let netdir = match previous {
+            Some(old) => {
+                let dir = NetDir::preloaded(consensus(old), self.clock.clone());
+                dir.install(consensus(relays));
+                dir
+            }
+            None => NetDir::preloaded(consensus(relays), self.clock.clone()),
+        };
+        let netdir = Arc::new(netdir);
         Messenger::with_parts(
             store,
             netdir,
@@ -633,4 +701,213 @@ async fn a_stranger_flood_stays_within_the_limits_and_leaves_contacts_alone() {
     }
     assert!(told, "the user was not told");
     assert!(bob.store().take_dropped_from_strangers().unwrap() > 0);
+}
+
+// Circuit isolation (`docs/spec.md` §9.3).
+
+#[tokio::test]
+async fn no_handle_carries_two_mailboxes_or_an_owner_request_beside_a_deposit() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "one", OnFailure::Fail).await.unwrap();
+    alice.send("bob", "two", OnFailure::Fail).await.unwrap();
+    bob.sync().await.unwrap();
+    alice.sync().await.unwrap();
+    w.advance(86_400);
+    bob.ensure_bundle_published().await.unwrap();
+    bob.sync().await.unwrap();
+    let log = lock(&w.net.log).clone();
+    let owner_ops = ["subscribe", "fetch", "ack"];
+    let mut by_handle: HashMap<usize, Vec<(Isolation, &str, MailboxId)>> = HashMap::new();
+    for (h, iso, op, mailbox) in &log {
+        by_handle.entry(*h).or_default().push((*iso, op, *mailbox));
+    }
+    let (mut owner, mut oneshot) = (0, 0);
+    for (h, reqs) in &by_handle {
+        let mailboxes: std::collections::HashSet<_> = reqs.iter().map(|r| r.2).collect();
+        assert_eq!(
+            mailboxes.len(),
+            1,
+            "handle {h} carried two mailboxes: {reqs:?}"
+        );
+        match reqs[0].0 {
+            Isolation::Owner(m) => {
+                owner += 1;
+                assert!(
+                    reqs.iter()
+                        .all(|(_, op, mb)| owner_ops.contains(op) && *mb == m),
+                    "owner handle {h} carried {reqs:?}"
+                );
+            }
+            Isolation::OneShot => {
+                oneshot += 1;
+                assert_eq!(reqs.len(), 1, "a one-shot handle reused: {reqs:?}");
+                assert!(!owner_ops.contains(&reqs[0].1), "{reqs:?}");
+            }
+        }
+    }
+    // Both kinds were exercised: deposits, bundles, fetches and acks.
+    assert!(owner > 0 && oneshot > 0, "{owner} {oneshot}");
+    let ops: std::collections::HashSet<&str> = log.iter().map(|l| l.2).collect();
+    for op in ["deposit", "get-bundle", "put-bundle", "fetch", "ack"] {
+        assert!(ops.contains(op), "{op} never made");
+    }
+}
+
+// One bad relay costs only its own answer.
+
+/// The first replica of `user`'s mailbox stops answering: it takes requests and is silent.
+fn hang_first_replica(w: &World, user: &User) -> RelayId {
+    let hung = w.replicas_of(user)[0];
+    w.net.with(hung, |r| r.hung = true);
+    hung
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_never_answers_costs_only_its_own_answer() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    let hung = hang_first_replica(&w, &bob);
+    let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert_eq!(
+        (report.stored, report.wanted),
+        (2, 3),
+        "stored on the others"
+    );
+    assert_eq!(
+        state(&alice, &report.id),
+        OutState::Stored(2),
+        "the user sees 2"
+    );
+    // Bob reads the other replicas within the deadline, and gets it.
+    assert_eq!(bob.fetch_waiting().await.unwrap(), 1);
+    // Again with the session in place: still the truth, 2 of 3, and nothing on the silent
+    // relay (its requests were given up at the deadline, not taken as stored).
+    let again = alice.send("bob", "again", OnFailure::Fail).await.unwrap();
+    assert_eq!((again.stored, again.wanted), (2, 3));
+    assert!(w.net.with(hung, |r| r.mailboxes.is_empty()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_silent_replica_each_periodic_task_carries_on() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    hang_first_replica(&w, &bob);
+    // And one of Alice's that does not keep Bob's mailbox, if any.
+    let bobs = w.replicas_of(&bob);
+    if let Some(r) = w
+        .replicas_of(&alice)
+        .into_iter()
+        .find(|r| !bobs.contains(r))
+    {
+        w.net.with(r, |r| r.hung = true);
+    }
+    let report = alice.send("bob", "hello", OnFailure::Retry).await.unwrap();
+    assert_eq!(report.stored, 2);
+    let every = Duration::from_secs(10);
+    let _bob_tasks = bob.spawn_periodic(every, |_, _| {});
+    let _alice_tasks = alice.spawn_periodic(every, |_, _| {});
+    // Bob's fetch task reads it, his ack task acknowledges, Alice's fetch task sees the
+    // acknowledgement: each through the silent relays' deadlines, none waiting on another.
+    let mut waited = Duration::ZERO;
+    while state(&alice, &report.id) != OutState::Delivered {
+        assert!(waited < Duration::from_secs(3600), "not delivered");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += Duration::from_secs(1);
+    }
+    assert_eq!(bob.store().history().unwrap().len(), 1);
+    // Fetching runs every 60 s and each round waits the replica deadline (60 s) on a silent
+    // relay at most once: Bob's first rounds, his acknowledgement and Alice's next rounds fit
+    // in a few of them, not an unbounded wait.
+    assert!(waited < 10 * w.config.replica_timeout, "{waited:?}");
+}
+
+// Placement when sender and owner hold different consensuses (`docs/spec.md` §9.2).
+
+/// A world of twelve mailbox relays; `bob`'s ring for today, nearest first.
+fn ring_world() -> (World, Vec<RelayEntry>) {
+    let mut w = World::new();
+    w.relays = shallot_net::testing::relays(12);
+    let all = w.relays.clone();
+    (w, all)
+}
+
+fn without(relays: &[RelayEntry], gone: &[RelayId]) -> Vec<RelayEntry> {
+    relays
+        .iter()
+        .filter(|r| !gone.contains(&r.id))
+        .cloned()
+        .collect()
+}
+
+/// The ring order (nearest first) of the mailbox for today of the identity in `store`, by a
+/// consensus of `relays`.
+fn ring_order(store: &Store, relays: &[RelayEntry]) -> Vec<RelayId> {
+    let c = shallot_net::testing::consensus(relays.to_vec(), 0, 1, 2);
+    let epoch = ring::epoch_of(T0, c.params.epoch_secs);
+    let key = store.identity().unwrap().public();
+    let mailbox = ring::mailbox_id(&key, epoch, c.params.epoch_secs).unwrap();
+    ring_of(&c, &mailbox, epoch, relays.len())
+}
+
+async fn meet(alice: &User, bob: &User) {
+    alice
+        .store()
+        .add_contact("bob", &bob.address(), T0)
+        .unwrap();
+    bob.store()
+        .add_contact("alice", &alice.address(), T0)
+        .unwrap();
+    bob.ensure_bundle_published().await.unwrap();
+    let report = alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert!(report.stored >= 2);
+    assert_eq!(bob.fetch_waiting().await.unwrap(), 1, "bob got it");
+    assert_eq!(bob.store().history().unwrap()[0].text, "hello");
+}
+
+#[tokio::test]
+async fn an_owner_whose_consensus_has_three_new_relays_still_meets_a_sender_without_them() {
+    let (mut w, all) = ring_world();
+    let bob = w.store("bob");
+    // The three relays nearest Bob's mailbox are new: Alice's consensus predates them, so
+    // she deposits where none of Bob's current replicas are; reading the ring Bob's
+    // consensus replaced is what meets her.
+    let order = ring_order(&bob, &all);
+    let old = without(&all, &order[..3]);
+    let alice_targets = ring_order(&bob, &old)[..3].to_vec();
+    assert!(order[..3].iter().all(|r| !alice_targets.contains(r)));
+    let bob = w.user_of(bob, all.clone(), Some(old.clone()));
+    let alice = w.user_seeing("alice", old, None);
+    meet(&alice, &bob).await;
+}
+
+#[tokio::test]
+async fn a_sender_whose_consensus_has_three_new_relays_still_meets_an_owner_without_them() {
+    let (mut w, all) = ring_world();
+    let bob = w.store("bob");
+    // Bob (the owner) has not seen the three new relays nearest his mailbox; Alice has, so
+    // her current replicas for Bob are all unknown to him: she meets him by also
+    // depositing on the replicas her previous consensus named.
+    let order = ring_order(&bob, &all);
+    let old = without(&all, &order[..3]);
+    let bob = w.user_of(bob, old.clone(), None);
+    assert!(order[..3].iter().all(|r| !w.replicas_of(&bob).contains(r)));
+    let alice = w.user_seeing("alice", all, Some(old));
+    meet(&alice, &bob).await;
+}
+
+#[tokio::test]
+async fn without_a_previous_ring_an_owner_reads_past_relays_the_sender_lacks() {
+    let (mut w, all) = ring_world();
+    let bob = w.store("bob");
+    let order = ring_order(&bob, &all);
+    // Alice's consensus lacks Bob's two nearest relays and one elsewhere, and Bob never held
+    // hers: his read slack covers them.
+    let alice_view = without(&all, &[order[0], order[1], order[7]]);
+    let alice_targets = ring_order(&bob, &alice_view)[..3].to_vec();
+    assert!(!alice_targets.iter().all(|r| order[..3].contains(r)));
+    let bob = w.user_of(bob, all, None);
+    assert!(bob.previous_consensus().is_none());
+    let alice = w.user_seeing("alice", alice_view, None);
+    meet(&alice, &bob).await;
 }
