@@ -294,12 +294,14 @@ pub async fn run(
             Err(_) => break,
         }
     }
+    let rss_silent = resident_bytes(pid).unwrap_or(0);
     let per_link = size.circuits / FLOOD_LINKS;
     let mut links = Vec::new();
     for l in 0..FLOOD_LINKS {
         links.push(flood_link(addr, &link_key, keys.id, &onion_key, l, per_link).await?);
     }
     let circuits: usize = links.iter().map(|l| l.circuits.len()).sum();
+    let rss_circuits = resident_bytes(pid).unwrap_or(0);
     // The client keeps building while the flood runs.
     let flooding = tokio::spawn({
         let fragments = size.fragments;
@@ -335,9 +337,12 @@ pub async fn run(
     Ok(vec![
         Figure::new("soak: relay peak resident memory", mib(peak), "MiB").note(format!(
             "beside its memory budget of {} MiB (cells held: queued, waiting, unfinished \
-             messages); {:.1} MiB before the attack, {:.1} MiB at its end",
+             messages); resident {:.1} MiB before the attack, {:.1} MiB with the silent links \
+             open, {:.1} MiB with the flood's circuits created, {:.1} MiB at the end",
             size.budget_mib,
             mib(rss_quiet),
+            mib(rss_silent),
+            mib(rss_circuits),
             mib(rss_end)
         )),
         Figure::new(
