@@ -341,3 +341,71 @@ fn a_next_hop_that_dies_destroys_the_circuit_back_to_the_client() {
         still_serves(&[&r[0], &r[3]]).await;
     });
 }
+
+/// The test plays a malicious next hop: a relay extends a client's circuit to it, and it
+/// answers with DESTROY carrying the undefined reason byte 0xA7, meant as a tag for a colluding
+/// relay further along. The client must receive the generic reason 0 instead.
+#[test]
+fn an_unknown_destroy_reason_arrives_clamped() {
+    let r = &net().relays;
+    rt().block_on(async {
+        let mut rng = rand::thread_rng();
+        let fake_id = IdentityKeypair::generate(&mut rng).relay_id();
+        let fake_link = LinkKeypair::generate(&mut rng);
+        let fake_onion = shallot_crypto::keys::OnionKeypair::generate(&mut rng);
+        let fake_hop = shallot_net::HopSpec {
+            id: fake_id,
+            ntor_key: fake_onion.public().to_bytes(),
+            nickname: "evil".into(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.47.0.1:0").await.unwrap();
+        // Only r[3] learns of the fake relay; other tests never extend to it.
+        let mut peers: Vec<_> = r.iter().map(|x| x.peer()).collect();
+        peers.push(shallot_relay::PeerInfo {
+            id: fake_id,
+            address: listener.local_addr().unwrap(),
+            link_key: fake_link.public().to_bytes(),
+        });
+        r[3].handle.set_netview(shallot_relay::NetView::new(peers));
+        let evil = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut acc = shallot_link::accept(stream, &fake_link, WAIT)
+                .await
+                .unwrap();
+            let cell = Cell::decode(&acc.reader.read_cells().await.unwrap()[..CELL_LEN])
+                .unwrap()
+                .unwrap();
+            let ChanMsg::Create(create) = cell.msg else {
+                panic!("no CREATE: {cell:?}")
+            };
+            let (reply, _) = server_handshake(
+                &mut rand::thread_rng(),
+                &fake_id,
+                &[&fake_onion],
+                &create.handshake,
+            )
+            .unwrap();
+            let created = Cell::new(cell.circ_id, ChanMsg::Created(reply));
+            acc.writer.write_cells(&created.encode()).await.unwrap();
+            let mut destroy = Cell::new(cell.circ_id, ChanMsg::Destroy(DestroyReason::None))
+                .encode()
+                .to_vec();
+            destroy[5] = 0xA7;
+            acc.writer.write_cells(&destroy).await.unwrap();
+            acc
+        });
+        let built = shallot_net::build(r[3].channel().await, &[r[3].hop(), fake_hop], WAIT).await;
+        let err = match built {
+            Ok(circ) => circ.recv().await.unwrap_err(),
+            Err(e) => e,
+        };
+        match err {
+            shallot_net::NetError::Destroyed(reason) => {
+                assert_eq!(reason, DestroyReason::None, "passed on unclamped")
+            }
+            other => panic!("expected a destroy, got {other}"),
+        }
+        let _link = evil.await.unwrap();
+        still_serves(&[&r[3], &r[0]]).await;
+    });
+}

@@ -291,3 +291,70 @@ fn a_client_that_stops_reading_holds_at_most_a_window_of_replies() {
         sender.abort();
     });
 }
+
+/// The attack on the connection limit: silent links (handshake done, no circuit) fill
+/// `max_connections`, and new clients are refused; once the link idle timeout closes them,
+/// the relay takes and serves new clients again.
+#[test]
+fn silent_links_that_fill_the_connection_limit_are_closed_when_idle() {
+    rt().block_on(async {
+        let relay = start_relay("idlelinks", 59, |c| {
+            c.limits.max_connections = 6;
+            c.limits.connections_per_ip = 100;
+            c.limits.link_idle_timeout = Duration::from_secs(4);
+        })
+        .await;
+        let mut silent = Vec::new();
+        for _ in 0..6 {
+            silent.push(relay.channel().await);
+        }
+        let mut s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
+        assert!(
+            closed_by_peer(&mut s, WAIT).await,
+            "a seventh connection was not refused"
+        );
+        let stats = relay.handle.stats();
+        assert!(stats.connections_refused >= 1);
+        assert_eq!(
+            stats.links_closed_idle, 0,
+            "the refusal must come while the silent links are open"
+        );
+        // The relay closes them once idle, and a new client is served.
+        eventually(
+            "the silent links to be closed",
+            Duration::from_secs(60),
+            || {
+                let all = silent.iter().all(|c| c.is_closed());
+                async move { all.then_some(()) }
+            },
+        )
+        .await;
+        assert!(relay.handle.stats().links_closed_idle >= 6);
+        still_serves(&[&relay]).await;
+    });
+}
+
+/// A circuit that passes no cell for the circuit idle timeout is destroyed with reason 6.
+#[test]
+fn an_idle_circuit_is_destroyed() {
+    rt().block_on(async {
+        let relay = start_relay("idlecircs", 61, |c| {
+            c.limits.circuit_idle_timeout = Duration::from_secs(2);
+        })
+        .await;
+        let chan = relay.channel().await;
+        let circ = shallot_net::Circuit::create(chan.clone(), &relay.hop(), WAIT)
+            .await
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(60), circ.recv())
+            .await
+            .expect("the idle circuit was not destroyed")
+            .unwrap_err();
+        assert!(
+            matches!(err, NetError::Destroyed(DestroyReason::Timeout)),
+            "{err}"
+        );
+        assert_eq!(relay.handle.stats().circuits_destroyed_idle, 1);
+        still_serves(&[&relay]).await;
+    });
+}

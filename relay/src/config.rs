@@ -27,11 +27,18 @@ pub struct Limits {
     pub create_burst_per_ip: f64,
     /// Cells queued for one circuit toward one link before the circuit is destroyed.
     pub circuit_queue_cells: usize,
-    /// Bytes of queued cells across the relay beyond which the circuits holding the oldest
-    /// queued data are destroyed.
+    /// Bytes of cells held across the relay (queued on links, replies waiting for a window,
+    /// unfinished messages being reassembled) beyond which the circuits holding the oldest
+    /// are destroyed.
     pub queue_memory_bytes: usize,
     /// Time to wait for the next hop's answer when extending.
     pub extend_timeout: Duration,
+    /// Time a link may carry no circuit before it is closed (`docs/spec.md` §6.6): silent
+    /// links would otherwise fill `max_connections` for good.
+    pub link_idle_timeout: Duration,
+    /// Time a circuit may pass no cell, in either direction, before it is destroyed with
+    /// reason 6 (timeout). Longer than a client keeps a circuit in use (10 minutes).
+    pub circuit_idle_timeout: Duration,
     /// Kernel send-buffer size for every link socket, bounding the kernel memory a stalled
     /// peer can hold; `None` leaves the operating system's (auto-tuned) default.
     pub socket_send_buffer: Option<u32>,
@@ -50,6 +57,8 @@ impl Default for Limits {
             circuit_queue_cells: WINDOW_START as usize + 100,
             queue_memory_bytes: 256 * 1024 * 1024,
             extend_timeout: Duration::from_secs(10),
+            link_idle_timeout: Duration::from_secs(180),
+            circuit_idle_timeout: Duration::from_secs(1200),
             socket_send_buffer: None,
         }
     }

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
 use shallot_link::{LinkKind, LinkReader, LinkWriter};
@@ -277,37 +277,201 @@ impl Core {
     /// 90% of the memory cap (`docs/spec.md` §6.6).
     pub(crate) fn relieve_memory_pressure(&self) {
         let env = &self.env;
-        let cap = env.queue_cap_cells;
-        if !oom::over_cap(env.budget.queued(), cap) || self.relieving.swap(true, Ordering::AcqRel) {
+        if !oom::over_cap(env.budget.queued(), env.queue_cap_cells)
+            || self.relieving.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        let mut candidates = Vec::new();
-        for link in self.links() {
-            for (t, id) in link.chan.oldest_cells() {
-                candidates.push((t, (link.clone(), id)));
-            }
-            // Replies waiting for a client's window hold memory too.
-            for (id, r) in link.circuits() {
-                if r.side == Side::Prev {
-                    if let Some(t) = r.circ.oldest_waiting() {
-                        candidates.push((t, (link.clone(), id)));
-                    }
-                }
-            }
-        }
-        oom::relieve(
-            candidates,
-            cap,
-            || env.budget.queued(),
-            |(link, id)| match link.circuit(id) {
-                Some(r) => r.circ.input(env, Input::Kill(CircuitError::MemoryPressure)),
-                None => link.chan.drop_circuit_cells(id),
-            },
-        );
+        relieve_links(env, &self.links());
         tracing::warn!(
             queued_cells = env.budget.queued(),
             "queue memory over its cap: destroyed the circuits with the oldest queued cells"
         );
         self.relieving.store(false, Ordering::Release);
+    }
+
+    /// Closes links that have carried no circuit for the link idle timeout and destroys
+    /// circuits that have seen no cell for the circuit idle timeout (`docs/spec.md` §6.6).
+    pub(crate) fn expire_idle(&self, now: Instant) {
+        let limits = &self.config.limits;
+        let idle = expire_idle(
+            &self.env,
+            &self.links(),
+            now,
+            limits.link_idle_timeout,
+            limits.circuit_idle_timeout,
+        );
+        for link in idle {
+            debug!(channel = link.chan.id.0, "closing an idle link");
+            Stats::bump(&self.stats().links_closed_idle);
+            self.close_channel(&link);
+        }
+    }
+}
+
+/// Destroys, among `links`' circuits, those holding the oldest cells (queued on a link,
+/// replies waiting for a window, or an unfinished message being reassembled) until the cells
+/// it can free ([`QueueBudget::freeable`](crate::queue::QueueBudget::freeable)) are back under
+/// 90% of the cap.
+pub(crate) fn relieve_links(env: &Env, links: &[Arc<Link>]) {
+    let mut candidates = Vec::new();
+    for link in links {
+        for (t, id) in link.chan.oldest_cells() {
+            candidates.push((t, (link.clone(), id)));
+        }
+        // Replies waiting for a client's window and unfinished messages hold memory too.
+        for (id, r) in link.circuits() {
+            if r.side == Side::Prev {
+                if let Some(t) = r.circ.oldest_held() {
+                    candidates.push((t, (link.clone(), id)));
+                }
+            }
+        }
+    }
+    oom::relieve(
+        candidates,
+        env.queue_cap_cells,
+        || env.budget.freeable(),
+        |(link, id)| match link.circuit(id) {
+            Some(r) => r.circ.input(env, Input::Kill(CircuitError::MemoryPressure)),
+            None => link.chan.drop_circuit_cells(id),
+        },
+    );
+}
+
+/// Destroys the circuits among `links` idle for `circuit_timeout` at `now`, then returns the
+/// links idle (no circuit) for `link_timeout`, for the caller to close.
+pub(crate) fn expire_idle(
+    env: &Env,
+    links: &[Arc<Link>],
+    now: Instant,
+    link_timeout: Duration,
+    circuit_timeout: Duration,
+) -> Vec<Arc<Link>> {
+    for link in links {
+        for (_, r) in link.circuits() {
+            // Each circuit once: from the link it was created on.
+            if r.side == Side::Prev && r.circ.is_idle(now, circuit_timeout) {
+                r.circ.input(env, Input::Kill(CircuitError::Idle));
+            }
+        }
+    }
+    links
+        .iter()
+        .filter(|l| l.is_idle(now, link_timeout))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::shell::testing::{self, CircuitMaker};
+
+    /// The attack: 10,000 circuits, each holding an unfinished message. With a memory
+    /// cap of 10,000 cells (about 5 MB) and two cells each, the circuits would hold twice the
+    /// cap; the handler, run as a link's read loop runs it after each cell, keeps what is held
+    /// within the cap, destroying the circuits whose unfinished messages are oldest.
+    #[test]
+    fn ten_thousand_unfinished_messages_stay_within_the_memory_budget() {
+        const CIRCUITS: usize = 10_000;
+        const CAP: usize = 10_000;
+        let (env, _extends) = testing::env(CAP, None);
+        let maker = CircuitMaker::new();
+        let links: Vec<Arc<Link>> = (1..=4).map(|n| testing::link(&env, n)).collect();
+        let mut circuits = Vec::new();
+        let now = Instant::now();
+        for i in 0..CIRCUITS {
+            let link = &links[i % links.len()];
+            circuits.push(maker.circuit(link, 0x8000_0000 | (i as u32 + 1), now));
+        }
+        let body = testing::unfinished_fragment();
+        let mut peak = 0;
+        for round in 0..2 {
+            for (i, (circ, client)) in circuits.iter_mut().enumerate() {
+                testing::send_body(&env, circ, client, &body);
+                peak = peak.max(env.budget.queued());
+                if oom::over_cap(env.budget.queued(), CAP) {
+                    relieve_links(&env, &links);
+                    // The links' writers send the DESTROYs.
+                    for link in &links {
+                        let mut out = Vec::new();
+                        while shallot_link::CellQueue::drain_into(&link.chan, 127, &mut out) > 0 {
+                            out.clear();
+                        }
+                    }
+                }
+                assert!(
+                    env.budget.queued() <= CAP,
+                    "round {round}, circuit {i}: {} cells held",
+                    env.budget.queued()
+                );
+            }
+        }
+        assert!(peak <= CAP + 1, "peak {peak}");
+        let destroyed = env.stats.snapshot().circuits_destroyed_for_memory;
+        assert!(destroyed > 0, "the handler never ran");
+        // What the budget counts is what the circuits hold, plus the DESTROY cells queued.
+        let held: usize = circuits.iter().map(|(c, _)| c.held_cells()).sum();
+        let queued: usize = links.iter().map(|l| l.chan.oldest_cells().len()).sum();
+        assert_eq!(queued, 0, "no relay cells were queued");
+        assert!(held <= CAP);
+        assert!(held > 0);
+        assert_eq!(
+            circuits.iter().filter(|(c, _)| c.is_destroyed()).count() as u64,
+            destroyed
+        );
+        // The circuits that kept their messages are the ones that were filled last.
+        assert!(circuits[0].0.is_destroyed());
+        assert!(!circuits[CIRCUITS - 1].0.is_destroyed());
+    }
+
+    /// Idle timeouts under a fake clock: a circuit that passes no cell is destroyed with
+    /// reason 6, one that does survives; a link with no circuit left is closed only once it
+    /// has had none for the link timeout.
+    #[test]
+    fn idle_circuits_are_destroyed_and_idle_links_found() {
+        let (env, _extends) = testing::env(1_000_000, None);
+        let maker = CircuitMaker::new();
+        let quiet = testing::link(&env, 1);
+        let busy = testing::link(&env, 2);
+        let empty = testing::link(&env, 3);
+        let links = vec![quiet.clone(), busy.clone(), empty.clone()];
+        let t0 = Instant::now();
+        let (q, _) = maker.circuit(&quiet, 0x8000_0001, t0);
+        let (b, mut b_client) = maker.circuit(&busy, 0x8000_0002, t0);
+        let (link_t, circ_t) = (Duration::from_secs(60), Duration::from_secs(600));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // Before either timeout nothing happens (links with circuits are never idle).
+        assert!(expire_idle(&env, &links, at(59), link_t, circ_t).is_empty());
+        // The empty link has had no circuit for the link timeout.
+        let idle = expire_idle(&env, &links, at(61), link_t, circ_t);
+        assert_eq!(idle.len(), 1);
+        assert!(Arc::ptr_eq(&idle[0], &empty));
+        // The busy circuit passes a cell (the shell stamps it with the real clock, after t0).
+        testing::send_body(&env, &b, &mut b_client, &testing::unfinished_fragment());
+        assert!(!q.is_idle(at(599), circ_t));
+        assert!(q.is_idle(at(600), circ_t));
+        assert!(!b.is_idle(at(600), circ_t));
+        expire_idle(&env, &links, at(600), link_t, circ_t);
+        assert!(q.is_destroyed());
+        assert!(!b.is_destroyed());
+        assert_eq!(env.stats.snapshot().circuits_destroyed_idle, 1);
+        let mut cells = Vec::new();
+        while shallot_link::CellQueue::drain_into(&quiet.chan, 127, &mut cells) > 0 {}
+        let cell = shallot_proto::cell::Cell::decode(&cells).unwrap().unwrap();
+        assert_eq!(
+            cell.msg,
+            shallot_proto::cell::ChanMsg::Destroy(shallot_proto::cell::DestroyReason::Timeout)
+        );
+        // The quiet link lost its circuit just now: idle only a link timeout from now.
+        let now = Instant::now();
+        let idle = expire_idle(&env, &links, now + Duration::from_secs(30), link_t, circ_t);
+        assert!(!idle.iter().any(|l| Arc::ptr_eq(l, &quiet)));
+        let idle = expire_idle(&env, &links, now + Duration::from_secs(61), link_t, circ_t);
+        assert!(idle.iter().any(|l| Arc::ptr_eq(l, &quiet)));
+        assert!(!idle.iter().any(|l| Arc::ptr_eq(l, &busy)));
     }
 }

@@ -93,8 +93,13 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         let service = MailboxService::open(&path, limits, keys.id, pending.clone())
             .map_err(RelayError::Mailbox)?;
         let (requests, incoming) = mpsc::unbounded_channel();
-        mailbox = Some((Arc::new(service), incoming));
-        door = Some(MailboxDoor { requests, pending });
+        let (gone, gone_incoming) = mpsc::unbounded_channel();
+        mailbox = Some((Arc::new(service), incoming, gone_incoming));
+        door = Some(MailboxDoor {
+            requests,
+            pending,
+            gone,
+        });
     }
     // A relay listening on port 0 publishes the port it got.
     let address = match config.advertise {
@@ -108,13 +113,16 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let mut tasks = vec![
         tokio::spawn(accept_loop(core.clone(), listener, stopped.clone())),
         tokio::spawn(oom_loop(core.clone(), stopped.clone())),
+        tokio::spawn(idle_loop(core.clone(), stopped.clone())),
         tokio::spawn(rotation_loop(core.clone(), stopped.clone())),
         tokio::spawn(crate::extend::serve(core.clone(), extend_requests)),
     ];
-    if let Some((service, incoming)) = mailbox {
-        tasks.push(tokio::spawn(
-            service.clone().serve(core.env.clone(), incoming),
-        ));
+    if let Some((service, incoming, gone)) = mailbox {
+        tasks.push(tokio::spawn(service.clone().serve(
+            core.env.clone(),
+            incoming,
+            gone,
+        )));
         tasks.push(tokio::spawn(service.expiry_loop()));
     }
     if let Some(network) = network {
@@ -299,6 +307,19 @@ async fn oom_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = core.env.oom.notified() => core.relieve_memory_pressure(),
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Closes idle links and destroys idle circuits, checking four times per shorter timeout.
+async fn idle_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
+    let limits = &core.config.limits;
+    let tick = (limits.link_idle_timeout.min(limits.circuit_idle_timeout) / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => core.expire_idle(std::time::Instant::now()),
             _ = stopped.changed() => return,
         }
     }

@@ -9,7 +9,7 @@ use shallot_link::LinkKind;
 use shallot_proto::cell::{Cell, ChanMsg, CircId, Create, DestroyReason};
 use tracing::debug;
 
-use crate::circuit::{CircuitError, CircuitMachine, Input, Side, Violation};
+use crate::circuit::{CircuitError, CircuitMachine, Input, Side, Violation, MAX_CIRCUIT_DEPTH};
 use crate::create::{answer_now, Admission};
 use crate::shell::{CircRef, Circuit, Env, Link};
 use crate::stats::Stats;
@@ -50,8 +50,9 @@ fn refuse(env: &Env, link: &Link, id: CircId, reason: DestroyReason) {
 }
 
 /// CREATE: refused with DESTROY (no circuit made), in this order, for a wrong id parity, an id
-/// in use (that circuit is destroyed instead), a full link, the create rate, or a failed
-/// handshake; otherwise the circuit is recorded and CREATED answers.
+/// in use (that circuit is destroyed instead), a depth past [`MAX_CIRCUIT_DEPTH`], a full
+/// link, the create rate, or a failed handshake; otherwise the circuit is recorded and CREATED
+/// answers.
 fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId, create: Create) {
     let peer = link.chan.peer;
     // The peer chooses ids with the top bit set exactly when it opened the link.
@@ -68,6 +69,9 @@ fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId,
         let cause = CircuitError::Violation(Violation::CircIdInUse);
         return existing.circ.input(env, Input::Kill(cause));
     }
+    if create.depth > MAX_CIRCUIT_DEPTH {
+        return refuse(env, link, id, DestroyReason::Protocol);
+    }
     if link.circuit_count() >= admission.circuits_per_link {
         return refuse(env, link, id, DestroyReason::ResourceLimit);
     }
@@ -79,7 +83,11 @@ fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId,
         Ok(done) => done,
         Err(reason) => return refuse(env, link, id, reason),
     };
-    let circ = Arc::new(Circuit::new(CircuitMachine::new(layer), link.clone(), id));
+    let circ = Arc::new(Circuit::new(
+        CircuitMachine::new(layer, Instant::now()),
+        link.clone(),
+        id,
+    ));
     link.insert(
         id,
         CircRef {
@@ -156,14 +164,15 @@ mod tests {
 
     impl Rig {
         fn create(&self, id: u32, onion: &OnionKeypair) {
+            self.create_at(id, onion, 1);
+        }
+
+        fn create_at(&self, id: u32, onion: &OnionKeypair, depth: u8) {
             let (_, handshake) =
                 ClientHandshake::start(&mut rand::thread_rng(), ME, &onion.public());
             let cell = Cell::new(
                 CircId::new(id).unwrap(),
-                ChanMsg::Create(Create {
-                    depth: 1,
-                    handshake,
-                }),
+                ChanMsg::Create(Create { depth, handshake }),
             );
             handle_cell(&self.env, &self.admission, &self.link, cell);
         }
@@ -235,6 +244,25 @@ mod tests {
             ]
         ));
         assert_eq!(r.env.stats.snapshot().creates_refused, 1);
+    }
+
+    #[test]
+    fn a_create_deeper_than_clients_build_is_refused() {
+        let r = rig(Limits::default(), LinkKind::Relay);
+        let onion = r.onion.clone();
+        // A relay extending a circuit from depth 2, 3 and 7.
+        r.create_at(0x8000_0001, &onion, 3);
+        r.create_at(0x8000_0002, &onion, 4);
+        r.create_at(0x8000_0003, &onion, 8);
+        assert!(matches!(
+            r.answers()[..],
+            [
+                ChanMsg::Created(_),
+                ChanMsg::Destroy(DestroyReason::Protocol),
+                ChanMsg::Destroy(DestroyReason::Protocol)
+            ]
+        ));
+        assert_eq!(r.link.circuit_count(), 1);
     }
 
     #[test]

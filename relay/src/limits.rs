@@ -1,9 +1,26 @@
 //! Per-address admission limits: open connections and circuit creations per IP address
-//! (`docs/spec.md` §6.6). Pure bookkeeping; the caller supplies the time.
+//! (`docs/spec.md` §6.6), an IPv6 address counted with the rest of its /64. Pure bookkeeping;
+//! the caller supplies the time.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
+
+/// The key an address is limited under: an IPv4 address itself (also when written as an
+/// IPv4-mapped IPv6 address), an IPv6 address its /64. One host is normally given a whole /64,
+/// so keying on the full IPv6 address would give it 2^64 separate allowances.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -30,8 +47,10 @@ impl CreateLimiter {
         }
     }
 
-    /// Whether `ip` may create a circuit at `now`; takes a token if so.
+    /// Whether `ip` (with the rest of its [`limit_key`]) may create a circuit at `now`; takes a
+    /// token if so.
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let ip = limit_key(ip);
         if self.buckets.len() > 100_000 {
             // Forget addresses whose buckets have refilled: they are indistinguishable from
             // new ones. This bounds the table under address-spraying.
@@ -55,7 +74,7 @@ impl CreateLimiter {
     }
 }
 
-/// Counts open connections per IP address and in total.
+/// Counts open connections per IP address (by [`limit_key`]) and in total.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
     per_ip: HashMap<IpAddr, usize>,
@@ -65,6 +84,7 @@ pub struct ConnectionCounts {
 impl ConnectionCounts {
     /// Admits a connection from `ip` if neither limit is reached.
     pub fn admit(&mut self, ip: IpAddr, per_ip: usize, total: usize) -> bool {
+        let ip = limit_key(ip);
         let n = self.per_ip.get(&ip).copied().unwrap_or(0);
         if n >= per_ip || self.total >= total {
             return false;
@@ -76,6 +96,7 @@ impl ConnectionCounts {
 
     /// A connection from `ip` closed.
     pub fn release(&mut self, ip: IpAddr) {
+        let ip = limit_key(ip);
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -109,6 +130,38 @@ mod tests {
         assert!(!l.allow(ip, t0 + Duration::from_millis(500)));
         // Another address has its own bucket.
         assert!(l.allow("10.0.0.2".parse().unwrap(), t0));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_limited_by_their_64() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let key = limit_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"));
+        assert_eq!(key, ip("2001:db8:1:2::"));
+        assert_eq!(limit_key(ip("2001:db8:1:2::1")), key);
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), key);
+        assert_eq!(limit_key(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(limit_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        // Connections: one /64 under many addresses shares one allowance; another /64 has its own.
+        let mut c = ConnectionCounts::default();
+        for host in 1..=3 {
+            assert!(c.admit(ip(&format!("2001:db8:1:2::{host}")), 3, 100));
+        }
+        assert!(
+            !c.admit(ip("2001:db8:1:2:ffff::9"), 3, 100),
+            "fourth from the /64"
+        );
+        assert!(c.admit(ip("2001:db8:1:3::1"), 3, 100));
+        c.release(ip("2001:db8:1:2::77"));
+        assert!(c.admit(ip("2001:db8:1:2::5"), 3, 100));
+        assert_eq!(c.total(), 4);
+        // Creations: a burst from one /64, spread over addresses, is still one burst.
+        let mut l = CreateLimiter::new(0.001, 4.0);
+        let t0 = Instant::now();
+        for host in 0..4 {
+            assert!(l.allow(ip(&format!("2001:db8:7:7::{host:x}")), t0));
+        }
+        assert!(!l.allow(ip("2001:db8:7:7:1234::1"), t0));
+        assert!(l.allow(ip("2001:db8:7:8::1"), t0));
     }
 
     #[test]

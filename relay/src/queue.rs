@@ -19,12 +19,31 @@ pub type RawCell = [u8; CELL_LEN];
 #[derive(Debug, Default)]
 pub struct QueueBudget {
     queued: AtomicUsize,
+    /// Of those, link-level cells (CREATE, CREATED, DESTROY) queued on links.
+    control: AtomicUsize,
 }
 
 impl QueueBudget {
     /// Cells queued across all links now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The cells held that destroying circuits can free: all but the link-level cells, which
+    /// leave as soon as the links' writers run. The out-of-memory handler measures its progress
+    /// by these, since each circuit it destroys queues a DESTROY of its own: by the total, a
+    /// circuit holding one cell would free nothing, and the handler would destroy them all.
+    pub fn freeable(&self) -> usize {
+        self.queued()
+            .saturating_sub(self.control.load(Ordering::Relaxed))
+    }
+
+    fn add_control(&self, n: usize) {
+        self.control.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub_control(&self, n: usize) {
+        self.control.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Counts `n` more cells held; returns the new total.
@@ -71,6 +90,7 @@ impl OutQueue {
             return Err(CircuitQueueFull);
         }
         self.control.push_back(cell);
+        budget.add_control(1);
         Ok(budget.add(1))
     }
 
@@ -122,6 +142,7 @@ impl OutQueue {
             out.extend_from_slice(&cell);
             n += 1;
         }
+        budget.sub_control(n);
         while n < max {
             let Some(id) = self.active.pop_front() else {
                 break;
@@ -154,6 +175,7 @@ impl OutQueue {
     /// Drops everything (the link is closing), returning how many cells were dropped.
     pub fn clear(&mut self, budget: &QueueBudget) -> usize {
         let n = self.control.len() + self.circuits.values().map(|q| q.cells.len()).sum::<usize>();
+        budget.sub_control(self.control.len());
         self.control.clear();
         self.circuits.clear();
         self.active.clear();
@@ -186,11 +208,13 @@ mod tests {
         }
         q.push_control(cell(1), &budget).unwrap();
         assert_eq!(budget.queued(), 7);
+        assert_eq!(budget.freeable(), 6, "the link-level cell leaves by itself");
         let mut out = Vec::new();
         assert_eq!(q.drain_into(127, &mut out, &budget), 7);
         let tags: Vec<u8> = out.chunks(CELL_LEN).map(|c| c[10]).collect();
         assert_eq!(tags, vec![1, 10, 20, 11, 21, 12, 22]);
         assert_eq!(budget.queued(), 0);
+        assert_eq!(budget.freeable(), 0);
         assert!(q.is_empty());
     }
 
@@ -234,8 +258,10 @@ mod tests {
             q.push_control(cell(0), &budget).unwrap();
         }
         assert_eq!(q.push_control(cell(0), &budget), Err(CircuitQueueFull));
+        assert_eq!(budget.freeable(), 0);
         assert_eq!(q.clear(&budget), MAX_CONTROL_CELLS);
         assert_eq!(budget.queued(), 0);
+        assert_eq!(budget.control.load(Ordering::Relaxed), 0);
     }
 
     #[test]

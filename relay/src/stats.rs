@@ -48,6 +48,10 @@ counters! {
     circuits_destroyed_for_memory,
     /// Circuits destroyed because their queue was full.
     circuits_destroyed_for_queue,
+    /// Circuits destroyed because no cell passed for the circuit idle timeout.
+    circuits_destroyed_idle,
+    /// Links closed because they carried no circuit for the link idle timeout.
+    links_closed_idle,
     /// Relay cells forwarded in either direction.
     cells_forwarded,
     /// Relay cells delivered to this hop.

@@ -6,6 +6,7 @@ pub mod circuits;
 pub mod cpu;
 pub mod messaging;
 pub mod relay;
+pub mod soak;
 
 use std::path::PathBuf;
 use std::time::Duration;

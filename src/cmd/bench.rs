@@ -1,5 +1,6 @@
-//! `shallot bench [--json]`: starts its own test network and prints performance figures, each
-//! beside the raw limit measured in the same run.
+//! `shallot bench [--json] [--soak]`: starts its own test network and prints performance
+//! figures, each beside the raw limit measured in the same run (or, with `--soak`, the relay
+//! soak run's figures).
 
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ pub struct BenchArgs {
     /// Circuits to build for the circuit figures.
     #[arg(long, default_value_t = 200)]
     pub circuits: usize,
+    /// Run only the relay soak instead: one relay under 10,000 circuits each holding an
+    /// unfinished message and 8,000 silent links while a client keeps building circuits.
+    #[arg(long)]
+    pub soak: bool,
 }
 
 /// Runs every benchmark.
@@ -33,6 +38,15 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         let result = async {
             let consensus = net.wait_ready(Duration::from_secs(60)).await?;
             let mut figures: Vec<Figure> = Vec::new();
+            if args.soak {
+                let binary = std::env::current_exe().map_err(BenchError::other)?;
+                let size = bench::soak::SoakSize::default();
+                let dir = scratch.join("soak");
+                figures.extend(
+                    bench::soak::run(&consensus, &binary, &net.network_path, &dir, size).await?,
+                );
+                return Ok(figures);
+            }
             figures
                 .extend(bench::circuits::run(&net, &scratch.join("client"), args.circuits).await?);
             figures.extend(bench::messaging::run(&net, &scratch.join("messaging"), 200).await?);

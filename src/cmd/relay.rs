@@ -59,6 +59,16 @@ pub struct RunArgs {
     /// Circuit creations one IP address may make in a burst.
     #[arg(long)]
     pub create_burst: Option<f64>,
+    /// MiB of cells the relay may hold (queued on links, replies waiting for a window,
+    /// unfinished messages) before it destroys the circuits holding the oldest [default: 256].
+    #[arg(long, value_name = "MIB")]
+    pub queue_memory: Option<usize>,
+    /// Seconds a link may carry no circuit before it is closed [default: 180].
+    #[arg(long, value_name = "SECS")]
+    pub link_idle_timeout: Option<u64>,
+    /// Seconds a circuit may pass no cell before it is destroyed [default: 1200].
+    #[arg(long, value_name = "SECS")]
+    pub circuit_idle_timeout: Option<u64>,
     /// Seconds between descriptor uploads.
     #[arg(long)]
     pub publish_interval: Option<u64>,
@@ -175,6 +185,15 @@ pub fn config(data_dir: &Path, args: &RunArgs) -> Result<RelayConfig, RelayCmdEr
     }
     if let Some(v) = args.create_burst {
         l.create_burst_per_ip = v;
+    }
+    if let Some(v) = args.queue_memory {
+        l.queue_memory_bytes = v.max(1).saturating_mul(1024 * 1024);
+    }
+    if let Some(v) = args.link_idle_timeout {
+        l.link_idle_timeout = Duration::from_secs(v.max(1));
+    }
+    if let Some(v) = args.circuit_idle_timeout {
+        l.circuit_idle_timeout = Duration::from_secs(v.max(1));
     }
     let t = &mut c.timing;
     let secs = Duration::from_secs;

@@ -93,6 +93,17 @@ impl ExtendRefusal {
     }
 }
 
+/// The reason passed on to the other neighbour when one neighbour destroys a circuit: a
+/// defined reason as it came, any other byte as [`DestroyReason::None`] (`docs/spec.md` §6.5).
+/// Passing unknown bytes on unchanged would give two colluding relays on one circuit, not
+/// adjacent, an 8-bit channel through the relays between them.
+pub(crate) fn forwarded_reason(reason: DestroyReason) -> DestroyReason {
+    match reason {
+        DestroyReason::Other(_) => DestroyReason::None,
+        defined => defined,
+    }
+}
+
 /// Why a circuit ended at this relay.
 #[derive(Debug, Error)]
 pub(crate) enum CircuitError {
@@ -122,9 +133,13 @@ pub(crate) enum CircuitError {
     Destroyed {
         /// Who sent DESTROY.
         side: Side,
-        /// The reason it gave (passed on unchanged).
+        /// The reason it gave (passed on only if it is one of the defined reasons, see
+        /// [`forwarded_reason`]).
         reason: DestroyReason,
     },
+    /// No cell passed on it for the circuit idle timeout.
+    #[error("no cell for the circuit idle timeout")]
+    Idle,
     /// A link carrying it closed.
     #[error("the link to the {0} closed")]
     LinkClosed(Side),
@@ -147,7 +162,8 @@ impl CircuitError {
                 DestroyReason::ResourceLimit
             }
             CircuitError::ShuttingDown => DestroyReason::ShuttingDown,
-            CircuitError::Destroyed { reason, .. } => *reason,
+            CircuitError::Idle => DestroyReason::Timeout,
+            CircuitError::Destroyed { reason, .. } => forwarded_reason(*reason),
             CircuitError::LinkClosed(_) => DestroyReason::LinkClosed,
             CircuitError::Encode(_) | CircuitError::Seal(_) => DestroyReason::Internal,
         }

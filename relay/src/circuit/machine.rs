@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
 use shallot_crypto::ntor::{ClientMessage, ServerMessage};
-use shallot_crypto::onion::{Payload, Peeled, RelayLayer, CELL_PAYLOAD_LEN, MAX_HOPS};
+use shallot_crypto::onion::{Payload, Peeled, RelayLayer, CELL_PAYLOAD_LEN};
 use shallot_proto::cell::Create;
 use shallot_proto::flow::{RecvWindow, SendWindow};
 use shallot_proto::mailbox::MailboxMsg;
@@ -19,6 +19,11 @@ use shallot_proto::relay_msg::{
 use super::error::{CircuitError, ExtendRefusal, Violation};
 use super::side::Side;
 use super::step::{Action, Count, Input, Teardown};
+
+/// The deepest hop a circuit may have at this relay: clients build three-hop circuits, so an EXTEND at the third hop and a CREATE deeper than it are
+/// refused; a longer circuit would only multiply the bandwidth one client can take from the
+/// network (`docs/spec.md` §6.4).
+pub(crate) const MAX_CIRCUIT_DEPTH: u8 = 3;
 
 /// Where a circuit's next hop stands.
 #[derive(Debug)]
@@ -60,7 +65,12 @@ pub(crate) struct CircuitMachine {
     next: Next,
     destroyed: bool,
     reassembler: Reassembler,
+    /// Cells of the message being reassembled (each holds at most one cell's body of it).
     fragments: u32,
+    /// When the first of those cells arrived.
+    partial_since: Option<Instant>,
+    /// When a cell of this circuit last arrived from either side (or it was created).
+    last_cell: Instant,
     recv: RecvWindow,
     send: SendWindow,
     /// Whole messages (as cell bodies) waiting for the send window to open.
@@ -71,14 +81,16 @@ pub(crate) struct CircuitMachine {
 }
 
 impl CircuitMachine {
-    /// A circuit just created with `layer` (which knows its depth).
-    pub(crate) fn new(layer: RelayLayer) -> Self {
+    /// A circuit created at `now` with `layer` (which knows its depth).
+    pub(crate) fn new(layer: RelayLayer, now: Instant) -> Self {
         CircuitMachine {
             layer,
             next: Next::None,
             destroyed: false,
             reassembler: Reassembler::new(MAX_RELAY_MSG_LEN),
             fragments: 0,
+            partial_since: None,
+            last_cell: now,
             recv: RecvWindow::default(),
             send: SendWindow::default(),
             waiting: VecDeque::new(),
@@ -110,15 +122,26 @@ impl CircuitMachine {
         }
     }
 
-    /// Cells of replies waiting for the client's window (they count toward the relay's
-    /// queue memory).
-    pub(crate) fn waiting_cells(&self) -> usize {
-        self.waiting_cells
+    /// Cells this circuit holds in memory, counted toward the relay's memory budget: replies
+    /// waiting for the client's window, and the cells of an unfinished message being
+    /// reassembled (up to [`MAX_RELAY_MSG_LEN`] bytes, `docs/spec.md` §6.6).
+    pub(crate) fn held_cells(&self) -> usize {
+        self.waiting_cells + self.fragments as usize
     }
 
-    /// When the oldest waiting reply started waiting.
-    pub(crate) fn oldest_waiting(&self) -> Option<Instant> {
-        self.waiting.front().map(|w| w.since)
+    /// When the oldest cell it holds arrived (or its oldest reply started waiting).
+    pub(crate) fn oldest_held(&self) -> Option<Instant> {
+        let waiting = self.waiting.front().map(|w| w.since);
+        match (waiting, self.partial_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether no cell has arrived from either side for `timeout` before `now`
+    /// (`docs/spec.md` §6.6, circuit idle timeout).
+    pub(crate) fn is_idle(&self, now: Instant, timeout: Duration) -> bool {
+        !self.destroyed && now.saturating_duration_since(self.last_cell) >= timeout
     }
 
     /// Whether `msg` would be sent at once, whole (no reply waits and the window takes all
@@ -143,6 +166,9 @@ impl CircuitMachine {
     ) {
         if self.destroyed {
             return;
+        }
+        if matches!(input, Input::Relay(..) | Input::Created(..)) {
+            self.last_cell = now;
         }
         let result = match input {
             Input::Relay(Side::Prev, payload) => self.cell_from_prev(payload, now, at, out),
@@ -176,6 +202,9 @@ impl CircuitMachine {
         self.destroyed = true;
         self.waiting.clear();
         self.waiting_cells = 0;
+        self.reassembler = Reassembler::new(MAX_RELAY_MSG_LEN);
+        self.fragments = 0;
+        self.partial_since = None;
         let from = cause.ended_by();
         let has_next = matches!(self.next, Next::AwaitingCreated(_) | Next::Open);
         out.push(Action::Destroyed(Teardown {
@@ -242,6 +271,7 @@ impl CircuitMachine {
         out: &mut Vec<Action>,
     ) -> Result<(), CircuitError> {
         self.fragments += 1;
+        self.partial_since.get_or_insert(now);
         let bytes = match self
             .reassembler
             .push(body)
@@ -251,6 +281,7 @@ impl CircuitMachine {
             None => return Ok(()),
         };
         let cells = std::mem::take(&mut self.fragments);
+        self.partial_since = None;
         let msg = RelayMsg::decode(&bytes).map_err(Violation::BadMessage)?;
         let counted = msg.counts_for_flow_control();
         if counted {
@@ -304,7 +335,7 @@ impl CircuitMachine {
         if !matches!(self.next, Next::None) {
             return Err(Violation::SecondExtend.into());
         }
-        if self.depth() >= MAX_HOPS {
+        if self.depth() >= MAX_CIRCUIT_DEPTH {
             return Err(ExtendRefusal::TooDeep(self.depth()).into());
         }
         if ext.target == at.me {

@@ -14,6 +14,6 @@ pub(crate) mod step;
 mod tests;
 
 pub(crate) use error::{CircuitError, ExtendRefusal, Violation};
-pub(crate) use machine::{CircuitMachine, Placement};
+pub(crate) use machine::{CircuitMachine, Placement, MAX_CIRCUIT_DEPTH};
 pub(crate) use side::Side;
 pub(crate) use step::{Action, Count, Input, Teardown};

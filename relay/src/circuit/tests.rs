@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::{OnionKeypair, RelayId};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake, ClientMessage, ServerMessage};
-use shallot_crypto::onion::{body_len, ClientLayers, HopKeys, Payload, RelayLayer, MAX_HOPS};
+use shallot_crypto::onion::{body_len, ClientLayers, HopKeys, Payload, RelayLayer};
 use shallot_link::LinkError;
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::flow::{WINDOW_INCREMENT, WINDOW_START};
@@ -81,7 +81,7 @@ impl Rig {
             client,
             before,
             after: None,
-            m: CircuitMachine::new(machine.unwrap()),
+            m: CircuitMachine::new(machine.unwrap(), Instant::now()),
             at,
             now: Instant::now(),
             reassembler: Reassembler::new(MAX_RELAY_MSG_LEN),
@@ -230,22 +230,22 @@ fn replies_wait_whole_for_the_window_and_a_sendme_releases_them() {
             .count();
     }
     assert_eq!(echoed, WINDOW_START as usize);
-    assert_eq!(rig.m.waiting_cells(), 0);
+    assert_eq!(rig.m.held_cells(), 0);
     // The next echoes wait, whole, counting toward the relay's memory, oldest first.
     rig.now += Duration::from_secs(1);
     let first_wait = rig.now;
     assert!(rig.exchange(&data(1000)).is_empty());
     rig.now += Duration::from_secs(1);
     assert!(rig.exchange(&data(1001)).is_empty());
-    assert_eq!(rig.m.waiting_cells(), 2);
-    assert_eq!(rig.m.oldest_waiting(), Some(first_wait));
+    assert_eq!(rig.m.held_cells(), 2);
+    assert_eq!(rig.m.oldest_held(), Some(first_wait));
     assert!(!rig.m.fits_now(&data(5)));
     // One SENDME from the client opens 50 cells: both waiting replies leave, in order.
     let out = rig.send(&RelayMsg::Sendme);
     assert!(out.iter().any(|a| matches!(a, Action::WindowOpened)));
     assert_eq!(rig.replies_here(out), vec![data(1000), data(1001)]);
-    assert_eq!(rig.m.waiting_cells(), 0);
-    assert_eq!(rig.m.oldest_waiting(), None);
+    assert_eq!(rig.m.held_cells(), 0);
+    assert_eq!(rig.m.oldest_held(), None);
     assert!(rig.m.fits_now(&data(5)));
 }
 
@@ -504,10 +504,19 @@ fn extends_to_this_relay_back_along_the_circuit_or_past_the_deepest_hop_are_refu
         extend_to(&mut Rig::with(1, Some(PREV_RELAY)), PREV_RELAY),
         "BackAlongCircuit"
     );
+    // Clients build three hops: the third may not extend (a fourth hop, or an eighth, would
+    // only multiply what one client takes from the network).
     assert_eq!(
-        extend_to(&mut Rig::at_depth(MAX_HOPS), OTHER),
-        format!("TooDeep({MAX_HOPS})")
+        extend_to(&mut Rig::at_depth(MAX_CIRCUIT_DEPTH), OTHER),
+        "TooDeep(3)"
     );
+    assert_eq!(MAX_CIRCUIT_DEPTH, 3);
+    let mut second = Rig::at_depth(2);
+    let out = second.send(&RelayMsg::Extend(Extend {
+        target: OTHER,
+        handshake: handshake(),
+    }));
+    assert!(matches!(out.last(), Some(Action::Extend(OTHER))));
     // A relay that is not the previous one is a fine target from a listed relay's link.
     let mut rig = Rig::with(1, Some(PREV_RELAY));
     let out = rig.send(&RelayMsg::Extend(Extend {
@@ -662,18 +671,19 @@ fn a_failed_extend_sends_the_reason_of_its_cause_to_the_client_only() {
 // Destroy: each reason, each direction.
 
 #[test]
-fn a_destroy_from_one_side_goes_on_to_the_other_with_the_same_reason() {
+fn a_destroy_from_one_side_goes_on_to_the_other_with_its_defined_reason() {
     for from in [Side::Prev, Side::Next] {
-        for reason in [
-            DestroyReason::Requested,
-            DestroyReason::Timeout,
-            DestroyReason::Other(200),
+        for (reason, sent) in [
+            (DestroyReason::Requested, DestroyReason::Requested),
+            (DestroyReason::Timeout, DestroyReason::Timeout),
+            // An unknown reason is not passed on as it came (a covert channel).
+            (DestroyReason::Other(200), DestroyReason::None),
         ] {
             let mut rig = Rig::at_depth(1);
             rig.extend();
             let out = rig.feed(Input::Destroy(from, reason));
             let t = teardown(&out);
-            assert_eq!(t.reason, reason);
+            assert_eq!(t.reason, sent);
             assert_eq!(t.tell_prev, from == Side::Next);
             assert_eq!(t.tell_next, from == Side::Prev);
         }
@@ -739,11 +749,11 @@ fn a_destroyed_circuit_drops_its_waiting_replies_and_ignores_what_follows() {
     for i in 0..WINDOW_START + 3 {
         rig.send(&data(i));
     }
-    assert_eq!(rig.m.waiting_cells(), 3);
+    assert_eq!(rig.m.held_cells(), 3);
     rig.feed(Input::Kill(CircuitError::MemoryPressure));
     assert!(rig.m.is_destroyed());
-    assert_eq!(rig.m.waiting_cells(), 0);
-    assert_eq!(rig.m.oldest_waiting(), None);
+    assert_eq!(rig.m.held_cells(), 0);
+    assert_eq!(rig.m.oldest_held(), None);
     assert!(rig.send(&data(1)).is_empty());
     assert!(rig
         .feed(Input::Destroy(Side::Prev, DestroyReason::None))
@@ -781,7 +791,7 @@ fn every_cause_names_its_reason_and_who_already_knows() {
                 side: Side::Next,
                 reason: DestroyReason::Other(77),
             },
-            DestroyReason::Other(77),
+            DestroyReason::None,
             Some(Side::Next),
             false,
         ),
@@ -872,4 +882,70 @@ fn answers_sent_toward_a_relay_are_violations() {
         teardown(&out).cause,
         CircuitError::Violation(Violation::ExtendedFromClient)
     ));
+}
+
+// Limits added against exhaustion and covert channels (issue 13).
+
+#[test]
+fn an_unfinished_message_is_held_and_counted_until_it_completes_or_the_circuit_dies() {
+    let mut rig = Rig::at_depth(1);
+    let big = RelayMsg::Data(vec![1; 5000]);
+    let bodies = fragment(&big.encode().unwrap(), body_len(1)).unwrap();
+    let n = bodies.len();
+    let first_at = rig.now;
+    for body in &bodies[..n - 1] {
+        let p = rig.wrapped(1, body);
+        assert!(rig
+            .feed(Input::Relay(Side::Prev, p))
+            .iter()
+            .all(|a| matches!(a, Action::Count(_))));
+        rig.now += Duration::from_secs(1);
+    }
+    assert_eq!(rig.m.held_cells(), n - 1);
+    assert_eq!(rig.m.oldest_held(), Some(first_at));
+    let p = rig.wrapped(1, &bodies[n - 1]);
+    let out = rig.feed(Input::Relay(Side::Prev, p));
+    assert_eq!(rig.replies_here(out), vec![big]);
+    assert_eq!(rig.m.held_cells(), 0);
+    assert_eq!(rig.m.oldest_held(), None);
+    // Another unfinished message is freed when the circuit is destroyed.
+    let p = rig.wrapped(1, &bodies[0]);
+    rig.feed(Input::Relay(Side::Prev, p));
+    assert_eq!(rig.m.held_cells(), 1);
+    rig.feed(Input::Kill(CircuitError::MemoryPressure));
+    assert_eq!(rig.m.held_cells(), 0);
+    assert_eq!(rig.m.oldest_held(), None);
+}
+
+#[test]
+fn an_unknown_destroy_reason_is_passed_on_as_no_reason() {
+    let mut rig = Rig::at_depth(1);
+    rig.extend();
+    let out = rig.feed(Input::Destroy(Side::Next, DestroyReason::Other(0xA7)));
+    let t = teardown(&out);
+    assert_eq!(t.reason, DestroyReason::None);
+    assert!(t.tell_prev && !t.tell_next);
+    // A defined reason goes on as it came.
+    let mut rig = Rig::at_depth(1);
+    rig.extend();
+    let out = rig.feed(Input::Destroy(Side::Prev, DestroyReason::Requested));
+    assert_eq!(teardown(&out).reason, DestroyReason::Requested);
+}
+
+#[test]
+fn a_circuit_is_idle_once_no_cell_passes_for_the_timeout() {
+    let mut rig = Rig::at_depth(1);
+    let timeout = Duration::from_secs(600);
+    let t0 = rig.now;
+    assert!(!rig.m.is_idle(t0 + Duration::from_secs(599), timeout));
+    rig.now = t0 + Duration::from_secs(500);
+    rig.exchange(&data(1));
+    assert!(!rig.m.is_idle(t0 + Duration::from_secs(1000), timeout));
+    assert!(rig.m.is_idle(t0 + Duration::from_secs(1100), timeout));
+    let out = rig.feed(Input::Kill(CircuitError::Idle));
+    assert_eq!(teardown(&out).reason, DestroyReason::Timeout);
+    assert!(
+        !rig.m.is_idle(t0 + Duration::from_secs(5000), timeout),
+        "already gone"
+    );
 }

@@ -1,10 +1,12 @@
 //! Checking an owner's request signature, timestamp and nonce (`docs/spec.md` §9.3).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use shallot_crypto::keys::RelayId;
 use shallot_proto::mailbox::{auth_message, MailboxAuth, MailboxId, Status};
+use shallot_rt::lock;
 
 /// How far a request's timestamp may be from the relay's clock, in seconds.
 pub const FRESHNESS_SECS: u64 = 120;
@@ -62,14 +64,16 @@ impl ReplayCache {
 }
 
 /// Checks that `auth` is a fresh, unreplayed request for operation `op` with `body`, signed by
-/// the mailbox's key and meant for relay `me`.
+/// the mailbox's key and meant for relay `me`. The signature is verified before the relay-wide
+/// replay cache is locked, which is then held only to record the nonce: a flood of requests
+/// with bad signatures costs its sender the verifications and never holds up anyone else's.
 pub fn check(
     me: &RelayId,
     op: u8,
     auth: &MailboxAuth,
     body: &[u8],
     now: u64,
-    cache: &mut ReplayCache,
+    cache: &Mutex<ReplayCache>,
 ) -> Result<(), Status> {
     if auth.timestamp.abs_diff(now) > FRESHNESS_SECS {
         return Err(Status::Stale);
@@ -79,7 +83,7 @@ pub fn check(
     key.verify_strict(&msg, &Signature::from_bytes(&auth.signature))
         .map_err(|_| Status::BadSignature)?;
     // The nonce is remembered until the timestamp could no longer pass the freshness check.
-    if !cache.insert(
+    if !lock(cache).insert(
         auth.mailbox,
         auth.nonce,
         auth.timestamp + FRESHNESS_SECS + 1,
@@ -117,11 +121,11 @@ mod tests {
     fn accepts_once_then_refuses_replays() {
         let key = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
         let me = RelayId([3; 20]);
-        let mut cache = ReplayCache::new(100);
+        let cache = Mutex::new(ReplayCache::new(100));
         let a = signed(&key, &me, kind::FETCH, 1000, [1; 16]);
-        assert_eq!(check(&me, kind::FETCH, &a, b"", 1000, &mut cache), Ok(()));
+        assert_eq!(check(&me, kind::FETCH, &a, b"", 1000, &cache), Ok(()));
         assert_eq!(
-            check(&me, kind::FETCH, &a, b"", 1001, &mut cache),
+            check(&me, kind::FETCH, &a, b"", 1001, &cache),
             Err(Status::Stale)
         );
         // Another relay, another op, another body, a stale or future time: all refused.
@@ -132,7 +136,7 @@ mod tests {
                 &signed(&key, &me, kind::FETCH, 1000, [2; 16]),
                 b"",
                 1000,
-                &mut cache
+                &cache
             ),
             Err(Status::BadSignature)
         );
@@ -143,7 +147,7 @@ mod tests {
                 &signed(&key, &me, kind::FETCH, 1000, [3; 16]),
                 b"",
                 1000,
-                &mut cache
+                &cache
             ),
             Err(Status::BadSignature)
         );
@@ -154,7 +158,7 @@ mod tests {
                 &signed(&key, &me, kind::FETCH, 1000, [4; 16]),
                 b"x",
                 1000,
-                &mut cache
+                &cache
             ),
             Err(Status::BadSignature)
         );
@@ -165,7 +169,7 @@ mod tests {
                 &signed(&key, &me, kind::FETCH, 800, [5; 16]),
                 b"",
                 1000,
-                &mut cache
+                &cache
             ),
             Err(Status::Stale)
         );
@@ -176,7 +180,7 @@ mod tests {
                 &signed(&key, &me, kind::FETCH, 1200, [6; 16]),
                 b"",
                 1000,
-                &mut cache
+                &cache
             ),
             Err(Status::Stale)
         );
@@ -185,8 +189,37 @@ mod tests {
         let mut forged = signed(&other, &me, kind::FETCH, 1000, [7; 16]);
         forged.mailbox = a.mailbox;
         assert_eq!(
-            check(&me, kind::FETCH, &forged, b"", 1000, &mut cache),
+            check(&me, kind::FETCH, &forged, b"", 1000, &cache),
             Err(Status::BadSignature)
+        );
+    }
+
+    #[test]
+    fn signatures_are_checked_before_the_replay_cache_is_locked() {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
+        let me = RelayId([3; 20]);
+        let cache = std::sync::Arc::new(Mutex::new(ReplayCache::new(100)));
+        let mut forged = signed(&key, &me, kind::FETCH, 1000, [1; 16]);
+        forged.signature[0] ^= 1;
+        // Another request holds the cache: a forged request is still answered at once, so
+        // none is verified under the lock.
+        let held = lock(&cache);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = cache.clone();
+        let worker = std::thread::spawn(move || {
+            tx.send(check(&me, kind::FETCH, &forged, b"", 1000, &c))
+                .unwrap();
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(held);
+        worker.join().unwrap();
+        assert_eq!(answer, Ok(Err(Status::BadSignature)));
+        // A good one takes the lock to record its nonce, once.
+        let good = signed(&key, &me, kind::FETCH, 1000, [2; 16]);
+        assert_eq!(check(&me, kind::FETCH, &good, b"", 1000, &cache), Ok(()));
+        assert_eq!(
+            check(&me, kind::FETCH, &good, b"", 1000, &cache),
+            Err(Status::Stale)
         );
     }
 

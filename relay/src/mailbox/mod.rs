@@ -30,8 +30,66 @@ use store::{Store, StoreError};
 struct Subscriber {
     circ: Weak<Circuit>,
     req: u32,
-    /// Order of subscription, for evicting a circuit's oldest.
-    since: u64,
+}
+
+/// A circuit's key in the subscription index: its address, unique while the index holds a
+/// `Weak` to it (the allocation outlives the circuit until every `Weak` is gone).
+type CircKey = usize;
+
+fn circ_key(circ: &Arc<Circuit>) -> CircKey {
+    Arc::as_ptr(circ) as CircKey
+}
+
+/// Live subscriptions, indexed both by mailbox (for pushes) and by circuit (for SUBSCRIBE's
+/// per-circuit limit and for teardown), so that neither scans every subscription.
+#[derive(Default)]
+struct Subscriptions {
+    by_mailbox: HashMap<MailboxId, Vec<Subscriber>>,
+    /// Each circuit's mailboxes, oldest subscription first.
+    by_circuit: HashMap<CircKey, Vec<MailboxId>>,
+    total: usize,
+}
+
+impl Subscriptions {
+    /// Drops circuit `key`'s subscription to `mailbox`, if it has one.
+    fn remove(&mut self, key: CircKey, mailbox: MailboxId) {
+        if let Some(list) = self.by_mailbox.get_mut(&mailbox) {
+            let before = list.len();
+            list.retain(|s| s.circ.as_ptr() as CircKey != key);
+            self.total -= before - list.len();
+            if list.is_empty() {
+                self.by_mailbox.remove(&mailbox);
+            }
+        }
+        if let Some(mine) = self.by_circuit.get_mut(&key) {
+            mine.retain(|m| *m != mailbox);
+            if mine.is_empty() {
+                self.by_circuit.remove(&key);
+            }
+        }
+    }
+
+    /// Drops every subscription of circuit `key`.
+    fn forget_circuit(&mut self, key: CircKey) {
+        for mailbox in self.by_circuit.remove(&key).unwrap_or_default() {
+            self.remove(key, mailbox);
+        }
+    }
+
+    fn add(&mut self, circ: &Arc<Circuit>, mailbox: MailboxId, req: u32) {
+        self.by_mailbox
+            .entry(mailbox)
+            .or_default()
+            .push(Subscriber {
+                circ: Arc::downgrade(circ),
+                req,
+            });
+        self.by_circuit
+            .entry(circ_key(circ))
+            .or_default()
+            .push(mailbox);
+        self.total += 1;
+    }
 }
 
 /// The running mailbox service.
@@ -40,8 +98,7 @@ pub(crate) struct MailboxService {
     store: Store,
     limits: MailboxLimits,
     pending: Arc<Semaphore>,
-    subscribers: Mutex<HashMap<MailboxId, Vec<Subscriber>>>,
-    next_subscription: std::sync::atomic::AtomicU64,
+    subscribers: Mutex<Subscriptions>,
     replay: Mutex<ReplayCache>,
 }
 
@@ -57,25 +114,37 @@ impl MailboxService {
             me,
             store: Store::open(path, limits.store.clone())?,
             pending,
-            subscribers: Mutex::new(HashMap::new()),
-            next_subscription: std::sync::atomic::AtomicU64::new(0),
+            subscribers: Mutex::new(Subscriptions::default()),
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
             limits,
         })
     }
 
-    /// Handles requests until the relay stops, each in a task of its own holding its place.
+    /// Handles requests until the relay stops, each in a task of its own holding its place,
+    /// and forgets the subscriptions of each subscribed circuit `gone` names once it is
+    /// destroyed.
     pub(crate) async fn serve(
         self: Arc<Self>,
         env: Arc<Env>,
         mut requests: mpsc::UnboundedReceiver<MailboxRequest>,
+        mut gone: mpsc::UnboundedReceiver<Weak<Circuit>>,
     ) {
-        while let Some(MailboxRequest { circ, msg, permit }) = requests.recv().await {
-            let (service, env) = (self.clone(), env.clone());
-            tokio::spawn(async move {
-                service.handle(&env, &circ, msg).await;
-                drop(permit);
-            });
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(MailboxRequest { circ, msg, permit }) = request else {
+                        return;
+                    };
+                    let (service, env) = (self.clone(), env.clone());
+                    tokio::spawn(async move {
+                        service.handle(&env, &circ, msg).await;
+                        drop(permit);
+                    });
+                }
+                Some(circ) = gone.recv() => {
+                    lock(&self.subscribers).forget_circuit(circ.as_ptr() as CircKey);
+                }
+            }
         }
     }
 
@@ -112,7 +181,7 @@ impl MailboxService {
         let me = self.me;
         let t = unix_now();
         let check = |op: u8, auth: &shallot_proto::mailbox::MailboxAuth, body: &[u8]| {
-            auth::check(&me, op, auth, body, t, &mut lock(&service.replay))
+            auth::check(&me, op, auth, body, t, &service.replay)
         };
         let answer = match msg {
             MailboxMsg::Deposit {
@@ -223,54 +292,32 @@ impl MailboxService {
 
     /// Registers `circ` as a subscriber of `mailbox`, replacing its earlier subscription to the
     /// same mailbox; a circuit over its limit loses its oldest subscription (clients subscribe
-    /// anew each epoch on the same circuit). False if the relay-wide limit refuses it.
+    /// anew each epoch on the same circuit). False if the relay-wide limit refuses it. Touches
+    /// only this circuit's subscriptions; those of destroyed circuits are dropped when they
+    /// are destroyed (`crate::shell::Circuit::tear_down`).
     fn subscribe(&self, circ: &Arc<Circuit>, mailbox: MailboxId, req: u32) -> bool {
-        let service = self;
-        let mut subs = lock(&service.subscribers);
-        let ptr = Arc::as_ptr(circ);
-        // Forget circuits that are gone.
-        subs.retain(|_, list| {
-            list.retain(|s| s.circ.upgrade().is_some_and(|c| !c.is_destroyed()));
-            !list.is_empty()
-        });
-        let mut mine: Vec<(u64, MailboxId)> = subs
-            .iter()
-            .flat_map(|(m, list)| {
-                list.iter()
-                    .filter(|s| s.circ.as_ptr() == ptr)
-                    .map(move |s| (s.since, *m))
-            })
-            .collect();
-        mine.sort();
+        let key = circ_key(circ);
+        let mut subs = lock(&self.subscribers);
+        let mine = subs.by_circuit.get(&key).cloned().unwrap_or_default();
         // This circuit's own subscription to this mailbox is replaced; beyond its limit, its
         // oldest others go. Decide first, so that a refusal changes nothing.
-        let replacing = mine.iter().any(|(_, m)| *m == mailbox);
-        let others: Vec<MailboxId> = mine
-            .iter()
-            .map(|(_, m)| *m)
-            .filter(|m| *m != mailbox)
-            .collect();
-        let evict = (others.len() + 1).saturating_sub(service.limits.subscriptions_per_circuit);
-        let total: usize = subs.values().map(Vec::len).sum();
+        let replacing = mine.contains(&mailbox);
+        let others: Vec<MailboxId> = mine.into_iter().filter(|m| *m != mailbox).collect();
+        let evict = (others.len() + 1).saturating_sub(self.limits.subscriptions_per_circuit);
         let freed = usize::from(replacing) + evict;
-        if total - freed >= service.limits.subscriptions {
+        if subs.total - freed >= self.limits.subscriptions {
             return false;
         }
-        let mut gone: Vec<MailboxId> = others.into_iter().take(evict).collect();
-        gone.push(mailbox);
-        for m in gone {
-            if let Some(list) = subs.get_mut(&m) {
-                list.retain(|s| s.circ.as_ptr() != ptr);
-            }
+        for m in others.into_iter().take(evict).chain([mailbox]) {
+            subs.remove(key, m);
         }
-        let since = service
-            .next_subscription
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        subs.entry(mailbox).or_default().push(Subscriber {
-            circ: Arc::downgrade(circ),
-            req,
-            since,
-        });
+        subs.add(circ, mailbox, req);
+        // Marked before looking whether it is destroyed: a teardown either comes before the
+        // look (and the subscription goes now) or sees the mark (and sends it to `gone`).
+        circ.mark_subscribed();
+        if circ.is_destroyed() {
+            subs.forget_circuit(key);
+        }
         true
     }
 
@@ -281,16 +328,19 @@ impl MailboxService {
         let service = self;
         let targets: Vec<(Arc<Circuit>, u32)> = {
             let mut subs = lock(&service.subscribers);
-            let Some(list) = subs.get_mut(&mailbox) else {
+            let Some(list) = subs.by_mailbox.get(&mailbox) else {
                 return;
             };
-            list.retain(|s| s.circ.upgrade().is_some_and(|c| !c.is_destroyed()));
-            let live = list
-                .iter()
-                .filter_map(|s| s.circ.upgrade().map(|c| (c, s.req)))
-                .collect();
-            if list.is_empty() {
-                subs.remove(&mailbox);
+            let mut live = Vec::new();
+            let mut dead = Vec::new();
+            for s in list {
+                match s.circ.upgrade() {
+                    Some(c) if !c.is_destroyed() => live.push((c, s.req)),
+                    _ => dead.push(s.circ.as_ptr() as CircKey),
+                }
+            }
+            for key in dead {
+                subs.forget_circuit(key);
             }
             live
         };
@@ -309,5 +359,88 @@ impl MailboxService {
                 drop(permit);
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Instant;
+
+    use super::*;
+    use crate::circuit::{CircuitError, Input};
+    use crate::shell::testing::{self, CircuitMaker};
+
+    fn service(limits: MailboxLimits) -> MailboxService {
+        let dir = std::env::temp_dir().join(format!("shallot-subs-{}", rand::random::<u64>()));
+        shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
+        let pending = Arc::new(Semaphore::new(16));
+        MailboxService::open(&dir.join("mailbox.db"), limits, testing::ME, pending).unwrap()
+    }
+
+    fn mailboxes_of(s: &MailboxService, circ: &Arc<Circuit>) -> Vec<MailboxId> {
+        let subs = lock(&s.subscribers);
+        subs.by_circuit
+            .get(&circ_key(circ))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The index keeps the behaviour of the scan it replaced: a circuit's subscription to a
+    /// mailbox is replaced, its oldest goes beyond the per-circuit limit, the relay-wide limit
+    /// refuses without changing anything, and a destroyed circuit's subscriptions leave both
+    /// indexes (through the teardown's notice) so that they stop counting.
+    #[test]
+    fn subscriptions_are_indexed_per_circuit_and_forgotten_at_teardown() {
+        let limits = MailboxLimits {
+            subscriptions_per_circuit: 2,
+            subscriptions: 3,
+            ..MailboxLimits::default()
+        };
+        let s = service(limits);
+        let (gone_tx, mut gone) = mpsc::unbounded_channel();
+        let door = crate::shell::MailboxDoor {
+            requests: mpsc::unbounded_channel().0,
+            pending: Arc::new(Semaphore::new(1)),
+            gone: gone_tx,
+        };
+        let (env, _extends) = testing::env(1_000_000, Some(door));
+        let link = testing::link(&env, 1);
+        let maker = CircuitMaker::new();
+        let now = Instant::now();
+        let (a, _) = maker.circuit(&link, 0x8000_0001, now);
+        let (b, _) = maker.circuit(&link, 0x8000_0002, now);
+        let m = |i: u8| MailboxId([i; 32]);
+        assert!(s.subscribe(&a, m(1), 10));
+        assert!(s.subscribe(&a, m(1), 11), "replaces its own");
+        assert_eq!(lock(&s.subscribers).total, 1);
+        assert_eq!(lock(&s.subscribers).by_mailbox[&m(1)][0].req, 11);
+        assert!(s.subscribe(&a, m(2), 12));
+        assert!(s.subscribe(&a, m(3), 13), "its oldest (1) goes");
+        assert_eq!(mailboxes_of(&s, &a), vec![m(2), m(3)]);
+        assert!(!lock(&s.subscribers).by_mailbox.contains_key(&m(1)));
+        assert!(s.subscribe(&b, m(1), 20));
+        assert_eq!(lock(&s.subscribers).total, 3);
+        assert!(!s.subscribe(&b, m(4), 21), "relay-wide limit");
+        assert_eq!(
+            mailboxes_of(&s, &b),
+            vec![m(1)],
+            "a refusal changes nothing"
+        );
+        // A's teardown tells the service, which forgets both of its subscriptions.
+        a.input(&env, Input::Kill(CircuitError::ShuttingDown));
+        let notice = gone.try_recv().unwrap();
+        lock(&s.subscribers).forget_circuit(notice.as_ptr() as CircKey);
+        assert!(mailboxes_of(&s, &a).is_empty());
+        assert_eq!(lock(&s.subscribers).total, 1);
+        assert!(s.subscribe(&b, m(4), 21), "room again");
+        // A circuit destroyed before its SUBSCRIBE is handled keeps no subscription.
+        let (c, _) = maker.circuit(&link, 0x8000_0003, now);
+        c.input(&env, Input::Kill(CircuitError::ShuttingDown));
+        assert!(gone.try_recv().is_err(), "it had no subscription then");
+        assert!(s.subscribe(&c, m(5), 30));
+        assert!(mailboxes_of(&s, &c).is_empty());
+        assert_eq!(lock(&s.subscribers).total, 2);
     }
 }

@@ -7,7 +7,8 @@
 //! Cells of one circuit are sealed and queued under its lock, so they leave in exactly the
 //! order their nonces were used.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
@@ -57,6 +58,9 @@ pub(crate) struct MailboxDoor {
     pub(crate) requests: mpsc::UnboundedSender<MailboxRequest>,
     /// Places for requests being handled at once.
     pub(crate) pending: Arc<Semaphore>,
+    /// Circuits with subscriptions, once destroyed (the service forgets their subscriptions;
+    /// the `Weak` keeps the circuit's address from being reused until it has).
+    pub(crate) gone: mpsc::UnboundedSender<Weak<Circuit>>,
 }
 
 /// A mailbox request delivered on a circuit.
@@ -101,31 +105,49 @@ pub(crate) struct CircRef {
 pub(crate) struct Link {
     /// The channel.
     pub(crate) chan: Channel,
-    circuits: Mutex<CircTable<CircRef>>,
+    circuits: Mutex<Circuits>,
+}
+
+/// A link's circuit table, and when it last changed (for the link idle timeout).
+#[derive(Debug)]
+struct Circuits {
+    table: CircTable<CircRef>,
+    changed: Instant,
 }
 
 impl Link {
-    /// A link with no circuits yet.
+    /// A link with no circuits yet, opened now.
     pub(crate) fn new(chan: Channel) -> Self {
         Link {
             chan,
-            circuits: Mutex::new(CircTable::default()),
+            circuits: Mutex::new(Circuits {
+                table: CircTable::default(),
+                changed: Instant::now(),
+            }),
         }
     }
 
     /// The circuit this link knows as `id`.
     pub(crate) fn circuit(&self, id: CircId) -> Option<CircRef> {
-        lock(&self.circuits).get(id).cloned()
+        lock(&self.circuits).table.get(id).cloned()
     }
 
     /// How many circuits use this link.
     pub(crate) fn circuit_count(&self) -> usize {
-        lock(&self.circuits).len()
+        lock(&self.circuits).table.len()
+    }
+
+    /// Whether the link has carried no circuit for `timeout` before `now` (`docs/spec.md`
+    /// §6.6, link idle timeout).
+    pub(crate) fn is_idle(&self, now: Instant, timeout: Duration) -> bool {
+        let c = lock(&self.circuits);
+        c.table.len() == 0 && now.saturating_duration_since(c.changed) >= timeout
     }
 
     /// How many circuits reach this link from the given side (`Prev`: circuits created here).
     pub(crate) fn count_side(&self, side: Side) -> usize {
         lock(&self.circuits)
+            .table
             .iter()
             .filter(|(_, r)| r.side == side)
             .count()
@@ -134,6 +156,7 @@ impl Link {
     /// Every circuit on this link, with its id here.
     pub(crate) fn circuits(&self) -> Vec<(CircId, CircRef)> {
         lock(&self.circuits)
+            .table
             .iter()
             .map(|(id, r)| (id, r.clone()))
             .collect()
@@ -141,7 +164,9 @@ impl Link {
 
     /// Records a circuit the peer opened.
     pub(crate) fn insert(&self, id: CircId, r: CircRef) {
-        lock(&self.circuits).insert(id, r);
+        let mut c = lock(&self.circuits);
+        c.table.insert(id, r);
+        c.changed = Instant::now();
     }
 
     /// Records a circuit this relay extends over the link under a fresh id; `None` if the
@@ -151,18 +176,26 @@ impl Link {
             return None;
         }
         let we_opened = self.chan.peer.we_initiated;
-        lock(&self.circuits).add_outbound(we_opened, cap, rand::random, r)
+        let mut c = lock(&self.circuits);
+        c.changed = Instant::now();
+        c.table.add_outbound(we_opened, cap, rand::random, r)
     }
 
     /// Forgets circuit `id` and drops the cells queued for it.
     pub(crate) fn forget(&self, id: CircId) {
-        lock(&self.circuits).remove(id);
+        {
+            let mut c = lock(&self.circuits);
+            c.table.remove(id);
+            c.changed = Instant::now();
+        }
         self.chan.drop_circuit_cells(id);
     }
 
     /// Forgets every circuit, returning them.
     pub(crate) fn take_all(&self) -> Vec<(CircId, CircRef)> {
-        lock(&self.circuits).drain()
+        let mut c = lock(&self.circuits);
+        c.changed = Instant::now();
+        c.table.drain()
     }
 }
 
@@ -184,6 +217,8 @@ pub(crate) struct Circuit {
     hop: Mutex<Hop>,
     /// Signalled when a SENDME opens the send window (or the circuit is destroyed).
     window_open: Notify,
+    /// Whether the mailbox service holds a subscription for it.
+    subscribed: AtomicBool,
 }
 
 impl Circuit {
@@ -198,7 +233,14 @@ impl Circuit {
                 actions: Vec::new(),
             }),
             window_open: Notify::new(),
+            subscribed: AtomicBool::new(false),
         }
+    }
+
+    /// Notes that the mailbox service holds a subscription for this circuit, so that its
+    /// teardown tells the service.
+    pub(crate) fn mark_subscribed(&self) {
+        self.subscribed.store(true, Ordering::SeqCst);
     }
 
     /// Feeds one input and carries out what follows.
@@ -231,9 +273,21 @@ impl Circuit {
         lock(&self.hop).machine.is_destroyed()
     }
 
-    /// When its oldest reply started waiting for the client's window, if one waits.
-    pub(crate) fn oldest_waiting(&self) -> Option<Instant> {
-        lock(&self.hop).machine.oldest_waiting()
+    /// When the oldest cell it holds in memory arrived (a reply waiting for the client's
+    /// window, or the first cell of an unfinished message), if it holds any.
+    pub(crate) fn oldest_held(&self) -> Option<Instant> {
+        lock(&self.hop).machine.oldest_held()
+    }
+
+    /// Cells it holds in memory (counted in the relay's budget).
+    #[cfg(test)]
+    pub(crate) fn held_cells(&self) -> usize {
+        lock(&self.hop).machine.held_cells()
+    }
+
+    /// Whether no cell has passed for `timeout` before `now`.
+    pub(crate) fn is_idle(&self, now: Instant, timeout: Duration) -> bool {
+        lock(&self.hop).machine.is_idle(now, timeout)
     }
 
     /// Sends a message to the client once the send window has room for all of it and no
@@ -274,7 +328,7 @@ impl Circuit {
             prev_relay: self.prev.chan.peer.relay,
             extend_timeout: env.extend_timeout,
         };
-        let waiting_before = hop.machine.waiting_cells();
+        let held_before = hop.machine.held_cells();
         hop.machine
             .handle(input, Instant::now(), &at, &mut hop.actions);
         let mut batch = Vec::new();
@@ -290,11 +344,11 @@ impl Circuit {
         if hop.actions.capacity() < batch.capacity() {
             hop.actions = batch;
         }
-        let waiting = hop.machine.waiting_cells();
-        if waiting > waiting_before {
-            env.queued(env.budget.add(waiting - waiting_before));
+        let held = hop.machine.held_cells();
+        if held > held_before {
+            env.queued(env.budget.add(held - held_before));
         } else {
-            env.budget.sub(waiting_before - waiting);
+            env.budget.sub(held_before - held);
         }
     }
 
@@ -387,13 +441,14 @@ impl Circuit {
     }
 
     /// Forgets the circuit on both links and tells the neighbours the teardown names.
-    fn tear_down(&self, env: &Env, hop: &mut Hop, t: Teardown) {
+    fn tear_down(self: &Arc<Self>, env: &Env, hop: &mut Hop, t: Teardown) {
         let stats = &env.stats;
         Stats::bump(&stats.circuits_destroyed);
         match &t.cause {
             CircuitError::Tampered(_) => Stats::bump(&stats.circuits_destroyed_for_tamper),
             CircuitError::QueueFull(_) => Stats::bump(&stats.circuits_destroyed_for_queue),
             CircuitError::MemoryPressure => Stats::bump(&stats.circuits_destroyed_for_memory),
+            CircuitError::Idle => Stats::bump(&stats.circuits_destroyed_idle),
             CircuitError::Extend(crate::circuit::ExtendRefusal::NoFreeId) => {}
             CircuitError::Extend(_) => Stats::bump(&stats.extends_refused),
             _ => {}
@@ -419,6 +474,11 @@ impl Circuit {
             }
         }
         self.window_open.notify_waiters();
+        if self.subscribed.load(Ordering::SeqCst) {
+            if let Some(door) = &env.mailbox {
+                let _ = door.gone.send(Arc::downgrade(self));
+            }
+        }
     }
 }
 
@@ -437,5 +497,7 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -50,6 +50,7 @@ impl Rig {
                 let door = MailboxDoor {
                     requests: tx,
                     pending: Arc::new(Semaphore::new(n)),
+                    gone: mpsc::unbounded_channel().0,
                 };
                 (Some(door), Some(rx))
             }
@@ -77,7 +78,11 @@ impl Rig {
         let layer = RelayLayer::new(1, &HopKeys::from_key_seed(&seed).unwrap()).unwrap();
         let prev = link(1, &budget);
         let id = CircId::new(0x8000_0001).unwrap();
-        let circ = Arc::new(Circuit::new(CircuitMachine::new(layer), prev.clone(), id));
+        let circ = Arc::new(Circuit::new(
+            CircuitMachine::new(layer, Instant::now()),
+            prev.clone(),
+            id,
+        ));
         prev.insert(
             id,
             CircRef {
@@ -200,7 +205,7 @@ fn replies_waiting_for_the_window_count_toward_the_budget_until_destroyed() {
     }
     // 500 echoes on the link's queue (plus 10 SENDMEs), 3 waiting for the client's window.
     assert_eq!(rig.env.budget.queued(), WINDOW_START as usize + 10 + 3);
-    assert!(rig.circ.oldest_waiting().is_some());
+    assert!(rig.circ.oldest_held().is_some());
     rig.circ
         .input(&rig.env, Input::Kill(CircuitError::MemoryPressure));
     // Everything the circuit held is gone; only its DESTROY waits on the link.
@@ -274,4 +279,84 @@ fn a_link_found_after_the_circuit_died_is_not_used() {
     assert!(!rig.circ.attach_next(&rig.env, next.clone(), id));
     assert_eq!(next.circuit_count(), 0);
     assert!(drain(&next).is_empty());
+}
+
+#[test]
+fn an_unfinished_message_counts_toward_the_budget_until_destroyed() {
+    let mut rig = Rig::new(100, None);
+    let body = testing::unfinished_fragment();
+    for _ in 0..3 {
+        testing::send_body(&rig.env, &rig.circ, &mut rig.client, &body);
+    }
+    // Three cells of a message not yet whole are held here, and nothing was answered.
+    assert_eq!(rig.env.budget.queued(), 3);
+    assert_eq!(rig.circ.held_cells(), 3);
+    assert!(rig.circ.oldest_held().is_some());
+    assert!(drain(&rig.prev).is_empty());
+    rig.circ
+        .input(&rig.env, Input::Kill(CircuitError::MemoryPressure));
+    assert_eq!(rig.circ.held_cells(), 0);
+    assert_eq!(rig.env.budget.queued(), 1, "only the DESTROY is left");
+    assert_eq!(
+        destroys(&drain(&rig.prev)),
+        vec![DestroyReason::ResourceLimit]
+    );
+    assert_eq!(rig.env.budget.queued(), 0);
+}
+
+#[test]
+fn a_finished_message_frees_its_cells() {
+    let mut rig = Rig::new(100, None);
+    let big = RelayMsg::Data(vec![7; 3000]);
+    let bodies = fragment(&big.encode().unwrap(), body_len(1)).unwrap();
+    let n = bodies.len();
+    for body in &bodies[..n - 1] {
+        testing::send_body(&rig.env, &rig.circ, &mut rig.client, body);
+    }
+    assert_eq!(rig.circ.held_cells(), n - 1);
+    testing::send_body(&rig.env, &rig.circ, &mut rig.client, &bodies[n - 1]);
+    assert_eq!(rig.circ.held_cells(), 0);
+    assert_eq!(rig.circ.oldest_held(), None);
+    // What is left is the echo queued on the link.
+    assert_eq!(rig.env.budget.queued(), drain(&rig.prev).len());
+}
+
+#[test]
+fn a_destroy_with_an_unknown_reason_is_passed_on_as_no_reason() {
+    let mut rig = Rig::new(100, None);
+    rig.send(&RelayMsg::Extend(Extend {
+        target: RelayId([5; 20]),
+        handshake: ClientMessage::from_bytes(&[7; 84]),
+    }));
+    let next = link(2, &rig.env.budget);
+    let r = CircRef {
+        circ: rig.circ.clone(),
+        side: Side::Next,
+    };
+    let id = next.add_outbound(r, 10).unwrap();
+    assert!(rig.circ.attach_next(&rig.env, next.clone(), id));
+    drain(&next);
+    // The next hop's DESTROY, as it comes off the wire with reason byte 0xA7.
+    let mut raw = [0u8; CELL_LEN];
+    raw[..4].copy_from_slice(&id.get().to_be_bytes());
+    raw[4] = shallot_proto::cell::ChanCmd::Destroy as u8;
+    raw[5] = 0xA7;
+    let cell = Cell::decode(&raw).unwrap().unwrap();
+    let ChanMsg::Destroy(reason) = cell.msg else {
+        panic!("{cell:?}");
+    };
+    assert_eq!(reason, DestroyReason::Other(0xA7));
+    rig.circ.input(&rig.env, Input::Destroy(Side::Next, reason));
+    assert_eq!(destroys(&drain(&rig.prev)), vec![DestroyReason::None]);
+    // Every defined reason is passed on as it came.
+    for byte in 0..=10u8 {
+        let defined = DestroyReason::from_byte(byte);
+        assert_eq!(crate::circuit::error::forwarded_reason(defined), defined);
+    }
+    for byte in 11..=255u8 {
+        assert_eq!(
+            crate::circuit::error::forwarded_reason(DestroyReason::from_byte(byte)),
+            DestroyReason::None
+        );
+    }
 }
