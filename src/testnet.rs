@@ -15,13 +15,11 @@ use std::time::Duration;
 
 use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_directory::authority::store::KEY_FILE;
+use shallot_authority::store::KEY_FILE;
+use shallot_authority::{Authority, AuthorityConfig, AuthorityError, AuthorityHandle};
 use shallot_directory::fetch::fetch_consensus;
 use shallot_directory::network::NetworkParams;
-use shallot_directory::{
-    Authority, AuthorityConfig, AuthorityError, AuthorityHandle, AuthorityInfo, NetworkError,
-    NetworkFile,
-};
+use shallot_directory::{AuthorityInfo, NetworkError, NetworkFile};
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_relay::{RelayConfig, RelayError, RelayHandle};
 use shallot_rt::unix_now;

@@ -6,7 +6,6 @@
 //!   deterministic; [`shared_random`]: its shared random values; [`equivocation`]: catching an
 //!   authority that shows different votes to different peers; [`routable`]: address rules;
 //! * [`probe`]: the reachability probe, the authority's side and the relay's answer;
-//! * [`authority`]: the authority server (descriptors, reachability, voting, serving);
 //! * [`verify`]: client-side consensus verification and the on-disk cache;
 //! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients).
 //!
@@ -14,7 +13,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod authority;
 pub mod compute;
 pub mod equivocation;
 pub mod fetch;
@@ -24,7 +22,6 @@ pub mod routable;
 pub mod shared_random;
 pub mod verify;
 
-pub use authority::{Authority, AuthorityConfig, AuthorityError, AuthorityHandle};
 pub use fetch::{fetch_consensus, upload_descriptor, FetchError, HttpError, UploadError};
 pub use network::{AuthorityInfo, NetworkError, NetworkFile, NetworkParams};
 pub use verify::{verify_consensus, ConsensusCache, VerifyError};

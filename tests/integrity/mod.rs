@@ -1,6 +1,6 @@
 //! A network of real `shallot directory run` and `shallot relay run` processes on loopback, for
 //! the directory-integrity tests, with room for rogue authorities run in this process (the
-//! `misbehave` feature of `shallot-directory`, enabled for tests only).
+//! `misbehave` feature of `shallot-authority`, enabled for tests only).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use shallot_crypto::keys::{IdentityKeypair, RelayId, VerifyingKey};
-use shallot_directory::authority::misbehave::Misbehaviour;
+use shallot_authority::misbehave::Misbehaviour;
+use shallot_authority::{Authority, AuthorityConfig, AuthorityHandle};
 use shallot_directory::fetch::fetch_consensus;
-use shallot_directory::{
-    Authority, AuthorityConfig, AuthorityHandle, AuthorityInfo, NetworkFile, NetworkParams,
-};
+use shallot_directory::{AuthorityInfo, NetworkFile, NetworkParams};
 use shallot_proto::dir::Consensus;
 use tokio::process::{Child, Command};
 

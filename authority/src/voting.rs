@@ -21,11 +21,11 @@ use super::schedule::{now_ms, now_secs, sleep_until_ms, Schedule};
 use super::state::{ConsensusRecord, VoteRecord};
 use super::vote_builder::{SrvFields, VoteSpec};
 use super::Shared;
-use crate::compute::{compute_consensus, needed_descriptors, ComputeParams, Descriptors};
-use crate::equivocation::{judge, VoteList};
-use crate::fetch::{fetch_consensus, http_request};
-use crate::network::AuthorityInfo;
-use crate::shared_random::{self, Base};
+use shallot_directory::compute::{compute_consensus, needed_descriptors, ComputeParams, Descriptors};
+use shallot_directory::equivocation::{judge, VoteList};
+use shallot_directory::fetch::{fetch_consensus, http_request};
+use shallot_directory::network::AuthorityInfo;
+use shallot_directory::shared_random::{self, Base};
 
 /// Runs the schedule until aborted.
 pub(crate) async fn run(shared: Arc<Shared>) {
