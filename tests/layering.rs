@@ -84,7 +84,13 @@ fn http_server_and_terminal_libraries_stay_in_their_crates() {
                 "{krate} compiles {banned}: it belongs to the authority or the UI crate alone"
             );
         }
-        assert!(!reached.contains("shallot-authority"), "{krate} depends on the authority");
-        assert!(!reached.contains("shallot-tui"), "{krate} depends on the UI");
+        assert!(
+            !reached.contains("shallot-authority"),
+            "{krate} depends on the authority"
+        );
+        assert!(
+            !reached.contains("shallot-tui"),
+            "{krate} depends on the UI"
+        );
     }
 }

@@ -49,8 +49,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use shallot_directory::network::NetworkFile;
 use schedule::now_secs;
+use shallot_directory::network::NetworkFile;
 use state::{ConsensusRecord, State};
 
 #[cfg(feature = "misbehave")]

@@ -205,8 +205,8 @@ async fn probe_one(shared: &Shared, id: RelayId, limit: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shallot_directory::network::NetworkParams;
     use shallot_crypto::keys::IdentityKeypair;
+    use shallot_directory::network::NetworkParams;
     use shallot_proto::dir::RelayDescriptor;
 
     #[test]

@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use shallot_authority::{Authority, AuthorityHandle};
 use shallot_crypto::hex;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_authority::{Authority, AuthorityHandle};
 use shallot_directory::NetworkFile;
 use shallot_proto::dir::{signed_bytes, Vote, MAX_DESCRIPTOR_LEN};
 use tokio::io::AsyncWriteExt;

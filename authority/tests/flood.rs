@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use shallot_crypto::keys::IdentityKeypair;
 use shallot_authority::Authority;
+use shallot_crypto::keys::IdentityKeypair;
 use shallot_directory::{upload_descriptor, NetworkParams};
 use shallot_proto::dir::{Consensus, Flags, RelayDescriptor};
 

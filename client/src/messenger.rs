@@ -27,6 +27,7 @@ use ed25519_dalek::VerifyingKey;
 use shallot_crypto::address::Address;
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_directory::network::NetworkFile;
+use shallot_directory::VerifiedConsensus;
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
 use shallot_proto::dir::{Consensus, Flags};
@@ -209,7 +210,7 @@ impl<M: MailboxAccess> Messenger<M> {
         self.clock.unix_now()
     }
 
-    fn consensus(&self) -> Result<Arc<Consensus>, MessengerError> {
+    fn consensus(&self) -> Result<Arc<VerifiedConsensus>, MessengerError> {
         Ok(self.dir.consensus()?)
     }
 
@@ -222,7 +223,7 @@ impl<M: MailboxAccess> Messenger<M> {
     /// The mailbox of `identity` for `epoch`, and the relays that keep it.
     fn placement(
         &self,
-        consensus: &Consensus,
+        consensus: &VerifiedConsensus,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::network::NetworkFile;
-use crate::verify::{verify_consensus, VerifyError};
+use crate::verify::{verify_consensus, VerifiedConsensus, VerifyError};
 use shallot_proto::dir::Consensus;
 
 /// The largest reply to a descriptor upload that is read.
@@ -89,7 +89,10 @@ async fn exchange(
     body: Option<String>,
     max_body: usize,
 ) -> Result<HttpResponse, HttpError> {
-    if path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(HttpError::Protocol(format!("bad request path {path:?}")));
     }
     let mut stream = TcpStream::connect(addr).await.map_err(HttpError::Connect)?;
@@ -313,7 +316,7 @@ pub async fn fetch_consensus(
     cached: Option<&Consensus>,
     now: u64,
     per_try_timeout: Duration,
-) -> Result<(Consensus, String), FetchError> {
+) -> Result<(VerifiedConsensus, String), FetchError> {
     let mut order: Vec<_> = network.authorities.iter().collect();
     order.shuffle(&mut rand::thread_rng());
     let mut failures = Vec::new();
@@ -392,10 +395,14 @@ mod tests {
     #[test]
     fn oversized_bodies_are_refused_before_they_arrive() {
         let declared = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n";
-        assert!(matches!(parse(declared, false), Err(HttpError::TooLarge(16))));
+        assert!(matches!(
+            parse(declared, false),
+            Err(HttpError::TooLarge(16))
+        ));
         let chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\n";
         assert!(matches!(parse(chunk, false), Err(HttpError::TooLarge(16))));
-        let chunks = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n9\r\n";
+        let chunks =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n9\r\n";
         assert!(matches!(parse(chunks, false), Err(HttpError::TooLarge(16))));
         let stream = b"HTTP/1.1 200 OK\r\n\r\n0123456789abcdefg";
         assert!(matches!(parse(stream, false), Err(HttpError::TooLarge(16))));
@@ -419,8 +426,14 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
-        assert!(matches!(parse(b"HTTP/1.1 200", true), Err(HttpError::Protocol(_))));
+        assert!(matches!(
+            parse(b"HTTP/1.1 200", true),
+            Err(HttpError::Protocol(_))
+        ));
         let endless = vec![b'a'; MAX_HEAD_LEN + 1];
-        assert!(matches!(parse(&endless, false), Err(HttpError::Protocol(_))));
+        assert!(matches!(
+            parse(&endless, false),
+            Err(HttpError::Protocol(_))
+        ));
     }
 }

@@ -24,4 +24,6 @@ pub mod verify;
 
 pub use fetch::{fetch_consensus, upload_descriptor, FetchError, HttpError, UploadError};
 pub use network::{AuthorityInfo, NetworkError, NetworkFile, NetworkParams};
-pub use verify::{verify_consensus, ConsensusCache, VerifyError};
+pub use verify::{
+    verify_consensus, ConsensusCache, UnverifiedConsensus, VerifiedConsensus, VerifyError,
+};
