@@ -156,7 +156,7 @@ impl UnverifiedConsensus {
 /// guard selection and the circuit manager take. It reads as the document it wraps
 /// (`Deref<Target = Consensus>`), but cannot be built from one outside this module (except by
 /// tests, behind the test-only `testing` feature).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedConsensus(Consensus);
 
 impl VerifiedConsensus {
