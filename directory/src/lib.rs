@@ -10,6 +10,13 @@
 //! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients).
 //!
 //! The documents themselves live in [`shallot_proto::dir`].
+//!
+//! Where it sits: above `shallot-proto` and `shallot-link` (the probe is a link handshake),
+//! below `shallot-net`, `shallot-relay` and the authority daemon (`shallot-authority`, which
+//! runs these rules behind its HTTP server). It has no HTTP server and no HTTP library beyond
+//! the `http` crate's request and status types, so relays and clients that depend on it do
+//! not compile one. Parsing yields an [`UnverifiedConsensus`]; only
+//! [`UnverifiedConsensus::verify`] yields the [`VerifiedConsensus`] the layers above accept.
 
 #![forbid(unsafe_code)]
 
