@@ -13,15 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use shallot_authority::store::KEY_FILE;
+use shallot_authority::{Authority, AuthorityConfig, AuthorityError, AuthorityHandle};
 use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_directory::authority::store::KEY_FILE;
 use shallot_directory::fetch::fetch_consensus;
 use shallot_directory::network::NetworkParams;
-use shallot_directory::{
-    Authority, AuthorityConfig, AuthorityError, AuthorityHandle, AuthorityInfo, NetworkError,
-    NetworkFile,
-};
+use shallot_directory::{AuthorityInfo, NetworkError, NetworkFile};
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_relay::{RelayConfig, RelayError, RelayHandle};
 use shallot_rt::unix_now;
@@ -379,7 +377,7 @@ impl Testnet {
                         // Relay processes fetch the consensus every second.
                         tokio::time::sleep(Duration::from_millis(1500)).await;
                     }
-                    return Ok(c);
+                    return Ok(c.into_inner());
                 }
                 detail = format!("{running} of {want} relays running in the consensus");
             }

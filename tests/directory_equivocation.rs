@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use integrity::{params, ProcNet};
-use shallot_directory::authority::misbehave::Misbehaviour;
+use shallot_authority::misbehave::Misbehaviour;
 use shallot_proto::dir::Flags;
 
 #[test]

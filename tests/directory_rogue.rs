@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use common::*;
 use integrity::{params, ProcNet, ProcRelay};
+use shallot_authority::misbehave::Misbehaviour;
 use shallot_crypto::hex;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_directory::authority::misbehave::Misbehaviour;
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
 use shallot_proto::dir::descriptor::descriptor_digest;

@@ -28,6 +28,7 @@ use ed25519_dalek::VerifyingKey;
 use shallot_crypto::address::Address;
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_directory::network::NetworkFile;
+use shallot_directory::VerifiedConsensus;
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
 use shallot_proto::dir::{Consensus, Flags};
@@ -237,7 +238,7 @@ impl<M: MailboxAccess> Messenger<M> {
         self.clock.unix_now()
     }
 
-    fn consensus(&self) -> Result<Arc<Consensus>, MessengerError> {
+    fn consensus(&self) -> Result<Arc<VerifiedConsensus>, MessengerError> {
         Ok(self.dir.consensus()?)
     }
 
@@ -250,7 +251,7 @@ impl<M: MailboxAccess> Messenger<M> {
     /// The mailbox of `identity` for `epoch`, and the relays that keep it.
     fn placement(
         &self,
-        consensus: &Consensus,
+        consensus: &VerifiedConsensus,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
@@ -264,7 +265,7 @@ impl<M: MailboxAccess> Messenger<M> {
     }
 
     /// The consensus before the last change of the mailbox ring, while the ring settles.
-    fn previous_consensus(&self) -> Option<Arc<Consensus>> {
+    fn previous_consensus(&self) -> Option<Arc<VerifiedConsensus>> {
         self.dir.previous(self.config.ring_settle.as_secs())
     }
 
@@ -273,7 +274,7 @@ impl<M: MailboxAccess> Messenger<M> {
     /// that are not among them (best effort: an owner still on that consensus reads there).
     fn deposit_targets(
         &self,
-        consensus: &Consensus,
+        consensus: &VerifiedConsensus,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>, Vec<RelayId>), MessengerError> {
@@ -294,7 +295,7 @@ impl<M: MailboxAccess> Messenger<M> {
     /// ring settles, the replicas the previous consensus named.
     fn read_targets(
         &self,
-        consensus: &Consensus,
+        consensus: &VerifiedConsensus,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {

@@ -1,28 +1,35 @@
 //! The HTTP client side of the directory: uploading descriptors (relays) and fetching a
-//! verified consensus (clients), over hyper's client connection API on a tokio `TcpStream`
-//! (`docs/spec.md` §5.8–5.9).
+//! verified consensus (clients) (`docs/spec.md` §5.8–5.9).
 //!
-//! Every request runs under one time limit covering connect, request and response, and a
-//! response body larger than the caller's cap is refused while it is being read.
+//! The client is a small HTTP/1.1 one written here rather than hyper's, so that relays and
+//! clients do not compile an HTTP stack for two kinds of request: one request per connection
+//! (`Connection: close`), a response framed by `Content-Length`, chunked encoding or the end of
+//! the stream, parsed by the pure [`parse_response`]. Every request runs under one time limit
+//! covering connect, request and response, and a response body larger than the caller's cap is
+//! refused while it is being read.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+pub use http::{Method, StatusCode};
 use rand::seq::SliceRandom;
-use shallot_proto::dir::{Consensus, MAX_CONSENSUS_LEN};
+use shallot_proto::dir::MAX_CONSENSUS_LEN;
 use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::network::NetworkFile;
-use crate::verify::{verify_consensus, VerifyError};
+use crate::verify::{verify_consensus, VerifiedConsensus, VerifyError};
+use shallot_proto::dir::Consensus;
 
 /// The largest reply to a descriptor upload that is read.
 const MAX_REPLY_LEN: usize = 4096;
+
+/// The largest response head (status line and headers) that is read.
+const MAX_HEAD_LEN: usize = 16 * 1024;
+
+/// The longest chunk-size line of a chunked body.
+const MAX_CHUNK_LINE_LEN: usize = 1024;
 
 /// Why an HTTP exchange failed.
 #[derive(Debug, Error)]
@@ -30,6 +37,9 @@ pub enum HttpError {
     /// The TCP connection failed.
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
+    /// Sending the request or reading the response failed.
+    #[error("connection failed: {0}")]
+    Io(std::io::Error),
     /// The exchange did not finish in time.
     #[error("no complete answer within {0:?}")]
     Timeout(Duration),
@@ -57,15 +67,6 @@ impl HttpResponse {
     }
 }
 
-/// Aborts a spawned task when dropped, so no connection outlives its request.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Sends one request to `addr` and reads the whole response, within `limit`; a response
 /// body over `max_body` bytes fails with [`HttpError::TooLarge`].
 pub async fn http_request(
@@ -88,39 +89,160 @@ async fn exchange(
     body: Option<String>,
     max_body: usize,
 ) -> Result<HttpResponse, HttpError> {
-    let proto = |e: &dyn std::fmt::Display| HttpError::Protocol(e.to_string());
-    let stream = TcpStream::connect(addr).await.map_err(HttpError::Connect)?;
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(HttpError::Protocol(format!("bad request path {path:?}")));
+    }
+    let mut stream = TcpStream::connect(addr).await.map_err(HttpError::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| proto(&e))?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| proto(&e))?;
-    let response = sender.send_request(request).await.map_err(|e| proto(&e))?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), max_body)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                HttpError::TooLarge(max_body)
-            } else {
-                HttpError::Protocol(e.to_string())
+    let body = body.unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body.as_bytes());
+    stream.write_all(&request).await.map_err(HttpError::Io)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(HttpError::Io)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(response) = parse_response(&buf, n == 0, max_body)? {
+            return Ok(response);
+        }
+    }
+}
+
+/// Parses the response held so far in `buf`; `eof` says the server has closed the stream.
+/// `Ok(None)` asks for more bytes. A body over `max_body` bytes is refused as soon as that is
+/// known (a declared length, a chunk size, or the bytes themselves).
+pub fn parse_response(
+    buf: &[u8],
+    eof: bool,
+    max_body: usize,
+) -> Result<Option<HttpResponse>, HttpError> {
+    let bad = |what: &str| HttpError::Protocol(what.to_string());
+    let Some(head_len) = find(buf, b"\r\n\r\n") else {
+        if buf.len() > MAX_HEAD_LEN {
+            return Err(bad("response head too long"));
+        }
+        if eof {
+            return Err(bad("connection closed before the response head"));
+        }
+        return Ok(None);
+    };
+    if head_len > MAX_HEAD_LEN {
+        return Err(bad("response head too long"));
+    }
+    let head = std::str::from_utf8(&buf[..head_len]).map_err(|_| bad("response head not text"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(bad("not an HTTP/1 response"));
+    }
+    let status = parts
+        .next()
+        .filter(|c| c.len() == 3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| bad("bad status code"))?;
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or_else(|| bad("bad header line"))?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .parse::<usize>()
+                .map_err(|_| bad("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("two different Content-Lengths"));
             }
-        })?
-        .to_bytes();
-    Ok(HttpResponse {
-        status,
-        body: body.to_vec(),
-    })
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+            if !chunked {
+                return Err(bad("unsupported Transfer-Encoding"));
+            }
+        }
+    }
+    let rest = &buf[head_len + 4..];
+    let body = if chunked {
+        match decode_chunked(rest, max_body)? {
+            Some(body) => body,
+            None if eof => return Err(bad("connection closed inside a chunked body")),
+            None => return Ok(None),
+        }
+    } else if let Some(n) = length {
+        if n > max_body {
+            return Err(HttpError::TooLarge(max_body));
+        }
+        if rest.len() < n {
+            if eof {
+                return Err(bad("connection closed before the whole body"));
+            }
+            return Ok(None);
+        }
+        rest[..n].to_vec()
+    } else {
+        if rest.len() > max_body {
+            return Err(HttpError::TooLarge(max_body));
+        }
+        if !eof {
+            return Ok(None);
+        }
+        rest.to_vec()
+    };
+    Ok(Some(HttpResponse { status, body }))
+}
+
+/// Decodes a complete chunked body from `buf`, or `Ok(None)` if it is not complete yet.
+fn decode_chunked(mut buf: &[u8], max_body: usize) -> Result<Option<Vec<u8>>, HttpError> {
+    let bad = |what: &str| HttpError::Protocol(what.to_string());
+    let mut body = Vec::new();
+    loop {
+        let Some(line_len) = find(buf, b"\r\n") else {
+            if buf.len() > MAX_CHUNK_LINE_LEN {
+                return Err(bad("chunk size line too long"));
+            }
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&buf[..line_len]).map_err(|_| bad("bad chunk size"))?;
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| bad("bad chunk size"))?;
+        buf = &buf[line_len + 2..];
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            if buf.starts_with(b"\r\n") || find(buf, b"\r\n\r\n").is_some() {
+                return Ok(Some(body));
+            }
+            return Ok(None);
+        }
+        if size > max_body.saturating_sub(body.len()) {
+            return Err(HttpError::TooLarge(max_body));
+        }
+        if buf.len() < size + 2 {
+            return Ok(None);
+        }
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err(bad("chunk not followed by CRLF"));
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf = &buf[size + 2..];
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Why a descriptor upload failed.
@@ -194,7 +316,7 @@ pub async fn fetch_consensus(
     cached: Option<&Consensus>,
     now: u64,
     per_try_timeout: Duration,
-) -> Result<(Consensus, String), FetchError> {
+) -> Result<(VerifiedConsensus, String), FetchError> {
     let mut order: Vec<_> = network.authorities.iter().collect();
     order.shuffle(&mut rand::thread_rng());
     let mut failures = Vec::new();
@@ -225,4 +347,93 @@ pub async fn fetch_consensus(
         }
     }
     Err(FetchError::AllFailed(failures))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(raw: &[u8], eof: bool) -> Result<Option<HttpResponse>, HttpError> {
+        parse_response(raw, eof, 16)
+    }
+
+    #[test]
+    fn content_length_body_is_complete_without_eof() {
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        let r = parse(raw, false).unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, b"hello");
+        // Half a body waits for more, and a close in the middle is an error.
+        assert!(parse(&raw[..raw.len() - 2], false).unwrap().is_none());
+        assert!(matches!(
+            parse(&raw[..raw.len() - 2], true),
+            Err(HttpError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn chunked_body_is_reassembled() {
+        let raw = b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        let r = parse(raw, false).unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(r.body, b"abcde");
+        for cut in 40..raw.len() {
+            assert!(parse(&raw[..cut], false).unwrap().is_none(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn body_to_end_of_stream() {
+        let raw = b"HTTP/1.0 503 Service Unavailable\r\n\r\nbusy\n";
+        assert!(parse(raw, false).unwrap().is_none());
+        let r = parse(raw, true).unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.text(), "busy");
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_they_arrive() {
+        let declared = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n";
+        assert!(matches!(
+            parse(declared, false),
+            Err(HttpError::TooLarge(16))
+        ));
+        let chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\n";
+        assert!(matches!(parse(chunk, false), Err(HttpError::TooLarge(16))));
+        let chunks =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n123456789\r\n9\r\n";
+        assert!(matches!(parse(chunks, false), Err(HttpError::TooLarge(16))));
+        let stream = b"HTTP/1.1 200 OK\r\n\r\n0123456789abcdefg";
+        assert!(matches!(parse(stream, false), Err(HttpError::TooLarge(16))));
+    }
+
+    #[test]
+    fn broken_heads_are_refused() {
+        for raw in [
+            &b"SMTP 220 hi\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+        ] {
+            assert!(
+                matches!(parse(raw, true), Err(HttpError::Protocol(_))),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        assert!(matches!(
+            parse(b"HTTP/1.1 200", true),
+            Err(HttpError::Protocol(_))
+        ));
+        let endless = vec![b'a'; MAX_HEAD_LEN + 1];
+        assert!(matches!(
+            parse(&endless, false),
+            Err(HttpError::Protocol(_))
+        ));
+    }
 }

@@ -6,15 +6,20 @@
 //!   deterministic; [`shared_random`]: its shared random values; [`equivocation`]: catching an
 //!   authority that shows different votes to different peers; [`routable`]: address rules;
 //! * [`probe`]: the reachability probe, the authority's side and the relay's answer;
-//! * [`authority`]: the authority server (descriptors, reachability, voting, serving);
 //! * [`verify`]: client-side consensus verification and the on-disk cache;
 //! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients).
 //!
 //! The documents themselves live in [`shallot_proto::dir`].
+//!
+//! Where it sits: above `shallot-proto` and `shallot-link` (the probe is a link handshake),
+//! below `shallot-net`, `shallot-relay` and the authority daemon (`shallot-authority`, which
+//! runs these rules behind its HTTP server). It has no HTTP server and no HTTP library beyond
+//! the `http` crate's request and status types, so relays and clients that depend on it do
+//! not compile one. Parsing yields an [`UnverifiedConsensus`]; only
+//! [`UnverifiedConsensus::verify`] yields the [`VerifiedConsensus`] the layers above accept.
 
 #![forbid(unsafe_code)]
 
-pub mod authority;
 pub mod compute;
 pub mod equivocation;
 pub mod fetch;
@@ -24,7 +29,8 @@ pub mod routable;
 pub mod shared_random;
 pub mod verify;
 
-pub use authority::{Authority, AuthorityConfig, AuthorityError, AuthorityHandle};
 pub use fetch::{fetch_consensus, upload_descriptor, FetchError, HttpError, UploadError};
 pub use network::{AuthorityInfo, NetworkError, NetworkFile, NetworkParams};
-pub use verify::{verify_consensus, ConsensusCache, VerifyError};
+pub use verify::{
+    verify_consensus, ConsensusCache, UnverifiedConsensus, VerifiedConsensus, VerifyError,
+};

@@ -5,6 +5,10 @@
 //! than half of the configured authorities (signatures by other keys are ignored), the
 //! current time is inside `[valid-after − 60 s, valid-until]`, and it is not older than the
 //! consensus the client already holds.
+//!
+//! The types keep that order: parsing yields an [`UnverifiedConsensus`], and only its
+//! [`verify`](UnverifiedConsensus::verify) yields the [`VerifiedConsensus`] that path selection
+//! accepts.
 
 use std::path::{Path, PathBuf};
 
@@ -64,45 +68,128 @@ pub enum VerifyError {
     },
 }
 
-/// Parses and verifies a consensus text for a client configured with `network`, at time
-/// `now` (unix seconds), holding a consensus with valid-after `cached_valid_after` if any.
+/// A consensus as parsed: well formed, but its signatures, times and freshness not yet
+/// checked. Nothing that picks relays accepts it; [`UnverifiedConsensus::verify`] is the only
+/// way from here to a [`VerifiedConsensus`].
+///
+/// Handing it to anything that wants a verified consensus does not compile:
+///
+/// ```compile_fail
+/// # use shallot_directory::{UnverifiedConsensus, VerifiedConsensus};
+/// fn select_path(_: &VerifiedConsensus) {}
+/// fn skip_verification(parsed: UnverifiedConsensus) {
+///     select_path(&parsed);
+/// }
+/// ```
+///
+/// nor does reading its relays before verification:
+///
+/// ```compile_fail
+/// # use shallot_directory::UnverifiedConsensus;
+/// fn peek(parsed: &UnverifiedConsensus) -> usize {
+///     parsed.relays.len()
+/// }
+/// ```
+///
+/// nor does wrapping a parsed document by hand:
+///
+/// ```compile_fail
+/// # use shallot_directory::VerifiedConsensus;
+/// fn forge(doc: shallot_proto::dir::Consensus) -> VerifiedConsensus {
+///     VerifiedConsensus(doc)
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnverifiedConsensus(Consensus);
+
+impl UnverifiedConsensus {
+    /// Parses a consensus text strictly.
+    pub fn parse(text: &str) -> Result<Self, VerifyError> {
+        Ok(UnverifiedConsensus(Consensus::parse(text)?))
+    }
+
+    /// Verifies the consensus for a client configured with `network`, at time `now` (unix
+    /// seconds), holding a consensus with valid-after `cached_valid_after` if any: more than
+    /// half of the configured authorities signed it validly, `now` is inside its lifetime
+    /// (with [`CLOCK_SKEW_SECS`] of skew), and it is not older than the one held.
+    pub fn verify(
+        self,
+        network: &NetworkFile,
+        now: u64,
+        cached_valid_after: Option<u64>,
+    ) -> Result<VerifiedConsensus, VerifyError> {
+        let consensus = self.0;
+        let signers = consensus.valid_signers(&network.keys())?;
+        let needed = network.majority();
+        if signers.len() < needed {
+            return Err(VerifyError::NotEnoughSignatures {
+                valid: signers.len(),
+                needed,
+                configured: network.authorities.len(),
+            });
+        }
+        if now.saturating_add(CLOCK_SKEW_SECS) < consensus.valid_after {
+            return Err(VerifyError::NotYetValid {
+                valid_after: consensus.valid_after,
+                now,
+            });
+        }
+        if now > consensus.valid_until {
+            return Err(VerifyError::Expired {
+                valid_until: consensus.valid_until,
+                now,
+            });
+        }
+        if let Some(cached) = cached_valid_after {
+            if consensus.valid_after < cached {
+                return Err(VerifyError::OlderThanCached {
+                    valid_after: consensus.valid_after,
+                    cached,
+                });
+            }
+        }
+        Ok(VerifiedConsensus(consensus))
+    }
+}
+
+/// A consensus that [`UnverifiedConsensus::verify`] accepted: the only form path selection,
+/// guard selection and the circuit manager take. It reads as the document it wraps
+/// (`Deref<Target = Consensus>`), but cannot be built from one outside this module (except by
+/// tests, behind the test-only `testing` feature).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedConsensus(Consensus);
+
+impl VerifiedConsensus {
+    /// Trusts `consensus` without checking it: for unit tests that build synthetic networks.
+    /// Only with the test-only `testing` feature, never in a production build.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn assume_verified(consensus: Consensus) -> Self {
+        VerifiedConsensus(consensus)
+    }
+
+    /// The document itself, giving up the proof that it was verified.
+    pub fn into_inner(self) -> Consensus {
+        self.0
+    }
+}
+
+impl std::ops::Deref for VerifiedConsensus {
+    type Target = Consensus;
+
+    fn deref(&self) -> &Consensus {
+        &self.0
+    }
+}
+
+/// Parses and verifies a consensus text: [`UnverifiedConsensus::parse`] then
+/// [`UnverifiedConsensus::verify`].
 pub fn verify_consensus(
     text: &str,
     network: &NetworkFile,
     now: u64,
     cached_valid_after: Option<u64>,
-) -> Result<Consensus, VerifyError> {
-    let consensus = Consensus::parse(text)?;
-    let signers = consensus.valid_signers(&network.keys())?;
-    let needed = network.majority();
-    if signers.len() < needed {
-        return Err(VerifyError::NotEnoughSignatures {
-            valid: signers.len(),
-            needed,
-            configured: network.authorities.len(),
-        });
-    }
-    if now.saturating_add(CLOCK_SKEW_SECS) < consensus.valid_after {
-        return Err(VerifyError::NotYetValid {
-            valid_after: consensus.valid_after,
-            now,
-        });
-    }
-    if now > consensus.valid_until {
-        return Err(VerifyError::Expired {
-            valid_until: consensus.valid_until,
-            now,
-        });
-    }
-    if let Some(cached) = cached_valid_after {
-        if consensus.valid_after < cached {
-            return Err(VerifyError::OlderThanCached {
-                valid_after: consensus.valid_after,
-                cached,
-            });
-        }
-    }
-    Ok(consensus)
+) -> Result<VerifiedConsensus, VerifyError> {
+    UnverifiedConsensus::parse(text)?.verify(network, now, cached_valid_after)
 }
 
 /// Why the consensus cache could not be used.
@@ -144,7 +231,11 @@ impl ConsensusCache {
 
     /// Loads the cached consensus, verifying it again as if fetched now; `None` if there is
     /// none.
-    pub fn load(&self, network: &NetworkFile, now: u64) -> Result<Option<Consensus>, CacheError> {
+    pub fn load(
+        &self,
+        network: &NetworkFile,
+        now: u64,
+    ) -> Result<Option<VerifiedConsensus>, CacheError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -225,6 +316,38 @@ mod tests {
     }
 
     const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn verify_refuses_too_few_signatures_and_unknown_keys() {
+        let ks = keys(3);
+        let strangers = keys(3);
+        let net = network(&ks);
+        // One of three configured authorities is not a majority.
+        let one = UnverifiedConsensus::parse(&consensus_text(T, &[&ks[0]])).unwrap();
+        assert!(matches!(
+            one.verify(&net, T, None),
+            Err(VerifyError::NotEnoughSignatures {
+                valid: 1,
+                needed: 2,
+                configured: 3
+            })
+        ));
+        // Three valid signatures by keys the client does not trust count for nothing.
+        let text = consensus_text(T, &[&strangers[0], &strangers[1], &strangers[2]]);
+        let foreign = UnverifiedConsensus::parse(&text).unwrap();
+        assert!(matches!(
+            foreign.verify(&net, T, None),
+            Err(VerifyError::NotEnoughSignatures { valid: 0, .. })
+        ));
+        // The same document passes for a client that trusts those keys, and not after expiry.
+        let good = UnverifiedConsensus::parse(&text).unwrap();
+        let verified = good.clone().verify(&network(&strangers), T, None).unwrap();
+        assert_eq!(verified.valid_after, T);
+        assert!(matches!(
+            good.verify(&network(&strangers), T + 3 * 3600 + 1, None),
+            Err(VerifyError::Expired { .. })
+        ));
+    }
 
     #[test]
     fn accepts_a_majority_signed_current_consensus() {

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use shallot_crypto::keyfile;
 use shallot_crypto::keys::RelayId;
-use shallot_proto::dir::{Consensus, Flags};
+use shallot_directory::VerifiedConsensus;
+use shallot_proto::dir::Flags;
 
 use crate::path::{related, weighted_pick};
 
@@ -87,7 +88,7 @@ impl GuardSet {
     }
 
     /// Updates the set from `consensus` at the current time; see [`GuardSet::update_at`].
-    pub fn update<R: Rng>(&mut self, consensus: &Consensus, rng: &mut R) {
+    pub fn update<R: Rng>(&mut self, consensus: &VerifiedConsensus, rng: &mut R) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -105,7 +106,7 @@ impl GuardSet {
     /// 3. if none of them is usable, one temporary guard is drawn, up to [`MAX_SAMPLED`];
     /// 4. temporary guards beyond [`GUARDS`] are dropped once the first [`GUARDS`] are all
     ///    usable again.
-    pub fn update_at<R: Rng>(&mut self, consensus: &Consensus, now: u64, rng: &mut R) {
+    pub fn update_at<R: Rng>(&mut self, consensus: &VerifiedConsensus, now: u64, rng: &mut R) {
         let before = self.guards.clone();
         let usable = |id: &RelayId| {
             consensus
@@ -145,7 +146,7 @@ impl GuardSet {
     }
 
     /// Draws one new guard; false if none qualifies.
-    fn sample<R: Rng>(&mut self, consensus: &Consensus, rng: &mut R) -> bool {
+    fn sample<R: Rng>(&mut self, consensus: &VerifiedConsensus, rng: &mut R) -> bool {
         let chosen: Vec<_> = self
             .guards
             .iter()

@@ -12,7 +12,10 @@ use std::time::Duration;
 use shallot_directory::fetch::{fetch_consensus, FetchError};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
-use shallot_proto::dir::{Consensus, Flags};
+use shallot_directory::VerifiedConsensus;
+#[cfg(any(test, feature = "testing"))]
+use shallot_proto::dir::Consensus;
+use shallot_proto::dir::Flags;
 use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
@@ -47,10 +50,10 @@ pub enum DirError {
 pub struct NetDir {
     network: NetworkFile,
     cache: ConsensusCache,
-    current: Mutex<Option<Arc<Consensus>>>,
+    current: Mutex<Option<Arc<VerifiedConsensus>>>,
     /// The last consensus whose mailbox ring differs from the current one's, and when it was
     /// replaced (Unix seconds).
-    previous: Mutex<Option<(Arc<Consensus>, u64)>>,
+    previous: Mutex<Option<(Arc<VerifiedConsensus>, u64)>>,
     last_error: Mutex<Option<Arc<FetchError>>>,
     failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
@@ -81,8 +84,8 @@ impl NetDir {
         }
     }
 
-    /// A `NetDir` that already holds `consensus`, unverified, and knows no authority: for
-    /// testing the layers above without a network.
+    /// A `NetDir` that already holds `consensus`, unverified (trusted as if verified), and
+    /// knows no authority: for testing the layers above without a network.
     #[cfg(any(test, feature = "testing"))]
     pub fn preloaded(consensus: Consensus, clock: Arc<dyn WallClock>) -> Self {
         let network = NetworkFile {
@@ -90,7 +93,7 @@ impl NetDir {
             params: shallot_directory::network::NetworkParams::default(),
         };
         let dir = Self::with_clock(network, Path::new(""), clock);
-        dir.set(Arc::new(consensus));
+        dir.set(Arc::new(VerifiedConsensus::assume_verified(consensus)));
         dir
     }
 
@@ -99,11 +102,11 @@ impl NetDir {
         &self.network
     }
 
-    fn held(&self) -> Option<Arc<Consensus>> {
+    fn held(&self) -> Option<Arc<VerifiedConsensus>> {
         lock(&self.current).clone()
     }
 
-    fn set(&self, c: Arc<Consensus>) {
+    fn set(&self, c: Arc<VerifiedConsensus>) {
         let replaced = lock(&self.current).replace(c.clone());
         if let Some(old) = replaced {
             if !same_ring(&old, &c) {
@@ -116,13 +119,13 @@ impl NetDir {
     /// testing the layers above without a network.
     #[cfg(any(test, feature = "testing"))]
     pub fn install(&self, consensus: Consensus) {
-        self.set(Arc::new(consensus));
+        self.set(Arc::new(VerifiedConsensus::assume_verified(consensus)));
     }
 
     /// The last consensus whose mailbox ring differs from the current one's, if it was
     /// replaced less than `settle` seconds ago: the ring is settling, and mail may still sit
     /// on the replicas it named.
-    pub fn previous(&self, settle: u64) -> Option<Arc<Consensus>> {
+    pub fn previous(&self, settle: u64) -> Option<Arc<VerifiedConsensus>> {
         let now = self.clock.unix_now();
         lock(&self.previous)
             .as_ref()
@@ -132,7 +135,7 @@ impl NetDir {
 
     /// Loads the cached consensus (if still valid), then tries the authorities. Succeeds if
     /// either gives a valid consensus.
-    pub async fn bootstrap(&self) -> Result<Arc<Consensus>, DirError> {
+    pub async fn bootstrap(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         if self.held().is_none() {
             match self.cache.load(&self.network, self.clock.unix_now()) {
                 Ok(Some(c)) => {
@@ -148,11 +151,11 @@ impl NetDir {
     }
 
     /// Fetches a newer consensus; keeps the held one if none comes.
-    pub async fn refresh(&self) -> Result<Arc<Consensus>, DirError> {
+    pub async fn refresh(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         let held = self.held();
         match fetch_consensus(
             &self.network,
-            held.as_deref(),
+            held.as_deref().map(|c| &**c),
             self.clock.unix_now(),
             self.fetch_timeout,
         )
@@ -179,7 +182,7 @@ impl NetDir {
     }
 
     /// The consensus to use now: the one held, if still valid.
-    pub fn consensus(&self) -> Result<Arc<Consensus>, DirError> {
+    pub fn consensus(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         let now = self.clock.unix_now();
         let last_failure = lock(&self.last_error).clone();
         match self.held() {

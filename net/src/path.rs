@@ -9,8 +9,9 @@ use std::net::IpAddr;
 
 use rand::Rng;
 use shallot_crypto::keys::RelayId;
+use shallot_directory::VerifiedConsensus;
 use shallot_proto::dir::consensus::PPM;
-use shallot_proto::dir::{Consensus, Flags, RelayEntry};
+use shallot_proto::dir::{Flags, RelayEntry};
 use thiserror::Error;
 
 /// Why no path could be chosen.
@@ -109,7 +110,7 @@ pub fn weighted_pick<'a, R: Rng>(
 /// Chooses a `hops`-relay path: `first` (a guard) when given, `last` when given, the rest
 /// bandwidth-weighted among Running relays not in `avoid`, all under the path rules.
 pub fn choose_path<'a, R: Rng>(
-    consensus: &'a Consensus,
+    consensus: &'a VerifiedConsensus,
     hops: usize,
     first: Option<&RelayId>,
     last: Option<&RelayId>,

@@ -162,7 +162,7 @@ pub(crate) async fn directory_loop(
                         Err(p) => *p.into_inner() = Arc::new(view),
                     }
                     core.netview_changed.notify_waiters();
-                    consensus = Some(c);
+                    consensus = Some(c.into_inner());
                     failures = 0;
                 }
                 Err(e) => {

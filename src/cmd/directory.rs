@@ -5,13 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use shallot_authority::store::KEY_FILE;
+use shallot_authority::{Authority, AuthorityConfig, AuthorityError};
 use shallot_crypto::hex;
 use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_directory::authority::store::KEY_FILE;
-use shallot_directory::{
-    Authority, AuthorityConfig, AuthorityError, AuthorityInfo, NetworkError, NetworkFile,
-};
+use shallot_directory::{AuthorityInfo, NetworkError, NetworkFile};
 use thiserror::Error;
 
 /// The `directory` subcommands.

@@ -1,18 +1,17 @@
 //! A network of real `shallot directory run` and `shallot relay run` processes on loopback, for
 //! the directory-integrity tests, with room for rogue authorities run in this process (the
-//! `misbehave` feature of `shallot-directory`, enabled for tests only).
+//! `misbehave` feature of `shallot-authority`, enabled for tests only).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use shallot_authority::misbehave::Misbehaviour;
+use shallot_authority::{Authority, AuthorityConfig, AuthorityHandle};
 use shallot_crypto::keys::{IdentityKeypair, RelayId, VerifyingKey};
-use shallot_directory::authority::misbehave::Misbehaviour;
 use shallot_directory::fetch::fetch_consensus;
-use shallot_directory::{
-    Authority, AuthorityConfig, AuthorityHandle, AuthorityInfo, NetworkFile, NetworkParams,
-};
+use shallot_directory::{AuthorityInfo, NetworkFile, NetworkParams};
 use shallot_proto::dir::Consensus;
 use tokio::process::{Child, Command};
 
@@ -217,7 +216,7 @@ impl ProcNet {
             let now = shallot_rt::unix_now();
             let last = match fetch_consensus(&self.network, None, now, Duration::from_secs(2)).await
             {
-                Ok((c, _)) if ready(&c) => return c,
+                Ok((c, _)) if ready(&c) => return c.into_inner(),
                 Ok((c, _)) => format!("consensus {} not ready", c.valid_after),
                 Err(e) => e.to_string(),
             };

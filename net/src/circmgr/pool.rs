@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
-use shallot_proto::dir::{Consensus, Flags, RelayEntry};
+use shallot_directory::VerifiedConsensus;
+use shallot_proto::dir::{Flags, RelayEntry};
 
 use crate::path::{related, PathError};
 
@@ -34,7 +35,7 @@ impl Failures {
 /// `None` if the set is empty.
 pub fn pick_guard(
     guards: &[RelayId],
-    consensus: &Consensus,
+    consensus: &VerifiedConsensus,
     exit: Option<&RelayEntry>,
     avoid: &HashSet<RelayId>,
     hops: usize,
@@ -69,7 +70,7 @@ pub fn pick_guard(
 pub fn prefix_fits(
     prefix: &[RelayEntry],
     exit: &RelayEntry,
-    consensus: &Consensus,
+    consensus: &VerifiedConsensus,
     avoid: &HashSet<RelayId>,
 ) -> bool {
     let running = |id: &RelayId| {
@@ -105,7 +106,7 @@ mod tests {
     #[test]
     fn the_first_guard_that_has_not_failed_starts_the_path() {
         let relays = testing::relays(6);
-        let c = testing::consensus(relays.clone(), 0, 1, 2);
+        let c = VerifiedConsensus::assume_verified(testing::consensus(relays.clone(), 0, 1, 2));
         let guards: Vec<_> = relays[..3].iter().map(|r| r.id).collect();
         let none = HashSet::new();
         assert_eq!(pick_guard(&guards, &c, None, &none, 3), Ok(Some(guards[0])));
@@ -126,7 +127,7 @@ mod tests {
         // The first guard declares the exit as family.
         let exit = relays[5].clone();
         relays[0].family.push(exit.id);
-        let c = testing::consensus(relays.clone(), 0, 1, 2);
+        let c = VerifiedConsensus::assume_verified(testing::consensus(relays.clone(), 0, 1, 2));
         let guards = [relays[0].id, relays[1].id];
         let none = HashSet::new();
         assert_eq!(
@@ -142,7 +143,7 @@ mod tests {
         let mut relays = testing::relays(5);
         let prefix = vec![relays[0].clone(), relays[1].clone()];
         let exit = relays[4].clone();
-        let c = testing::consensus(relays.clone(), 0, 1, 2);
+        let c = VerifiedConsensus::assume_verified(testing::consensus(relays.clone(), 0, 1, 2));
         let none = HashSet::new();
         assert!(prefix_fits(&prefix, &exit, &c, &none));
         assert!(
@@ -157,7 +158,7 @@ mod tests {
         ));
         // The second relay stops running.
         relays[1].flags.set(Flags::RUNNING, false);
-        let c = testing::consensus(relays, 0, 1, 2);
+        let c = VerifiedConsensus::assume_verified(testing::consensus(relays, 0, 1, 2));
         assert!(!prefix_fits(&prefix, &exit, &c, &none));
     }
 }

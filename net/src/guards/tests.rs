@@ -4,11 +4,11 @@
 use super::*;
 use rand::SeedableRng;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_proto::dir::{ConsensusParams, RelayEntry};
+use shallot_proto::dir::{Consensus, ConsensusParams, RelayEntry};
 
 const DAY: u64 = 86_400;
 
-fn consensus(n: u8) -> Consensus {
+fn consensus(n: u8) -> VerifiedConsensus {
     let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(n));
     let mut relays: Vec<RelayEntry> = (0..n)
         .map(|i| {
@@ -28,7 +28,7 @@ fn consensus(n: u8) -> Consensus {
         })
         .collect();
     relays.sort_by_key(|r| r.id);
-    Consensus {
+    VerifiedConsensus::assume_verified(Consensus {
         valid_after: 0,
         fresh_until: 1,
         valid_until: 2,
@@ -39,7 +39,7 @@ fn consensus(n: u8) -> Consensus {
         shared_rand: Default::default(),
         relays,
         signatures: Vec::new(),
-    }
+    })
 }
 
 fn scratch() -> PathBuf {
@@ -48,10 +48,10 @@ fn scratch() -> PathBuf {
     dir
 }
 
-fn without(c: &Consensus, gone: &[RelayId]) -> Consensus {
-    let mut c = c.clone();
+fn without(c: &VerifiedConsensus, gone: &[RelayId]) -> VerifiedConsensus {
+    let mut c = c.clone().into_inner();
     c.relays.retain(|r| !gone.contains(&r.id));
-    c
+    VerifiedConsensus::assume_verified(c)
 }
 
 #[test]

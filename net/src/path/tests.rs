@@ -5,11 +5,11 @@ use super::*;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_proto::dir::ConsensusParams;
+use shallot_proto::dir::{Consensus, ConsensusParams};
 
 /// 1,000 relays in 250 /16s (four per /16), families of five, bandwidths spread over three
 /// orders of magnitude, every third one a guard.
-fn synthetic(seed: u64) -> Consensus {
+fn synthetic(seed: u64) -> VerifiedConsensus {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut relays: Vec<RelayEntry> = (0..1000u32)
         .map(|i| {
@@ -44,7 +44,7 @@ fn synthetic(seed: u64) -> Consensus {
         r.family = fam;
     }
     relays.sort_by_key(|r| r.id);
-    Consensus {
+    VerifiedConsensus::assume_verified(Consensus {
         valid_after: 0,
         fresh_until: 1,
         valid_until: 2,
@@ -55,7 +55,7 @@ fn synthetic(seed: u64) -> Consensus {
         shared_rand: Default::default(),
         relays,
         signatures: Vec::new(),
-    }
+    })
 }
 
 fn check_rules(path: &[&RelayEntry]) {
@@ -76,7 +76,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
     fn the_rules_always_hold(seed in any::<u64>(), want_exit in any::<bool>(), want_guard in any::<bool>()) {
-        static C: std::sync::OnceLock<Consensus> = std::sync::OnceLock::new();
+        static C: std::sync::OnceLock<VerifiedConsensus> = std::sync::OnceLock::new();
         let c = C.get_or_init(|| synthetic(7));
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let exit = want_exit.then(|| c.relays[(seed % 1000) as usize].id);
@@ -215,7 +215,7 @@ fn capped_weights_hold_every_relay_to_the_share() {
 /// consensus, or a huge measurement) is drawn no more often than the share cap allows.
 #[test]
 fn an_absurd_weight_is_drawn_no_more_than_its_capped_share() {
-    let mut c = synthetic(21);
+    let mut c = synthetic(21).into_inner();
     let liar = c.relays[17].id;
     c.relays[17].bandwidth = u64::MAX;
     let all: Vec<&RelayEntry> = c.relays.iter().collect();
@@ -236,6 +236,7 @@ fn an_absurd_weight_is_drawn_no_more_than_its_capped_share() {
         "capped at the share, not below: {share:.4}"
     );
     // Whole paths: it is in at most its share of each position.
+    let c = VerifiedConsensus::assume_verified(c);
     let mut in_paths = 0;
     for _ in 0..20_000 {
         let path = choose_path(&c, 3, None, None, &HashSet::new(), &mut rng).unwrap();

@@ -19,8 +19,8 @@ use shallot_proto::dir::{Consensus, DocError, RelayDescriptor, Vote};
 use super::admit::Index;
 use super::bandwidth::Measurements;
 use super::store::RelayHistory;
-use crate::equivocation::Holdings;
-use crate::network::NetworkParams;
+use shallot_directory::equivocation::Holdings;
+use shallot_directory::network::NetworkParams;
 
 /// Equivocations remembered for [`State::equivocations`].
 const EQUIVOCATION_LOG: usize = 64;

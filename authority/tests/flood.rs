@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use shallot_authority::Authority;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_directory::{upload_descriptor, Authority, NetworkParams};
+use shallot_directory::{upload_descriptor, NetworkParams};
 use shallot_proto::dir::{Consensus, Flags, RelayDescriptor};
 
 /// A listener that accepts connections and never says a word.

@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use shallot_authority::AuthorityConfig;
 use shallot_crypto::keyfile::ensure_private_dir;
 use shallot_crypto::keys::{IdentityKeypair, LinkKeypair, OnionKeypair};
 use shallot_directory::probe::{respond, RelayProbeKeys};
-use shallot_directory::{AuthorityConfig, AuthorityInfo, NetworkFile, NetworkParams};
+use shallot_directory::{AuthorityInfo, NetworkFile, NetworkParams};
 use shallot_proto::dir::RelayDescriptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};

@@ -21,11 +21,13 @@ use super::schedule::{now_ms, now_secs, sleep_until_ms, Schedule};
 use super::state::{ConsensusRecord, VoteRecord};
 use super::vote_builder::{SrvFields, VoteSpec};
 use super::Shared;
-use crate::compute::{compute_consensus, needed_descriptors, ComputeParams, Descriptors};
-use crate::equivocation::{judge, VoteList};
-use crate::fetch::{fetch_consensus, http_request};
-use crate::network::AuthorityInfo;
-use crate::shared_random::{self, Base};
+use shallot_directory::compute::{
+    compute_consensus, needed_descriptors, ComputeParams, Descriptors,
+};
+use shallot_directory::equivocation::{judge, VoteList};
+use shallot_directory::fetch::{fetch_consensus, http_request};
+use shallot_directory::network::AuthorityInfo;
+use shallot_directory::shared_random::{self, Base};
 
 /// Runs the schedule until aborted.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -304,6 +306,7 @@ async fn chain_base(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Option
         .min(time_left(shared, schedule.compute_at(t) + 1000));
     match fetch_consensus(&shared.network, local.as_ref(), now_secs(), limit).await {
         Ok((c, _)) if c.valid_after < t => {
+            let c = c.into_inner();
             tracing::info!(
                 "adopting the consensus for period {} the peers signed",
                 c.valid_after

@@ -11,7 +11,7 @@
 //!   a vote is fetched only from a peer that is not its author: evidence an honest authority
 //!   found still spreads to every other, but an author that reveals a second vote of its own
 //!   only at the last moment, to some, is not believed by anyone. The last lists fetched go to
-//!   [`crate::equivocation::judge`].
+//!   [`shallot_directory::equivocation::judge`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +26,10 @@ use super::schedule::{now_ms, Schedule};
 use super::state::{Accepted, VoteRecord};
 use super::voting::{retry_delay, time_left};
 use super::Shared;
-use crate::compute::needed_descriptors;
-use crate::equivocation::{missing, missing_from_others, VoteList, MAX_VOTE_LIST_LEN};
-use crate::fetch::http_request;
-use crate::network::AuthorityInfo;
+use shallot_directory::compute::needed_descriptors;
+use shallot_directory::equivocation::{missing, missing_from_others, VoteList, MAX_VOTE_LIST_LEN};
+use shallot_directory::fetch::http_request;
+use shallot_directory::network::AuthorityInfo;
 
 /// Fetches the votes of peers whose vote is not held yet, until all are or the exchange
 /// closes.

@@ -8,8 +8,8 @@ use shallot_proto::dir::{Flags, RelayDescriptor, Vote, VoteEntry};
 
 use super::bandwidth::MeasurementSource;
 use super::state::{RelayRecord, State};
-use crate::compute::Period;
-use crate::network::NetworkParams;
+use shallot_directory::compute::Period;
+use shallot_directory::network::NetworkParams;
 
 /// The shared-random fields of a vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +156,8 @@ fn entry_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::bandwidth::Measurements;
-    use crate::authority::state::Probe;
+    use crate::bandwidth::Measurements;
+    use crate::state::Probe;
     use shallot_crypto::keys::IdentityKeypair;
     use shallot_proto::dir::MAX_VOTE_LEN;
 

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shallot_directory::{Authority, NetworkParams};
+use shallot_authority::Authority;
+use shallot_directory::NetworkParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shallot_directory::{fetch_consensus, upload_descriptor, Authority, ConsensusCache};
+use shallot_authority::Authority;
+use shallot_directory::{fetch_consensus, upload_descriptor, ConsensusCache};
 use shallot_proto::dir::{Consensus, Flags};
 
 const RELAYS: u8 = 4;

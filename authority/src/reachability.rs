@@ -1,5 +1,5 @@
 //! Reachability: before listing a relay as Running, the authority probes it at the address its
-//! descriptor names, for the link key, onion key and identity it names ([`crate::probe`];
+//! descriptor names, for the link key, onion key and identity it names ([`shallot_directory::probe`];
 //! `docs/spec.md` §5.7).
 //!
 //! Probes run in rounds, one every voting interval, and each round ends inside the interval:
@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use super::schedule::now_secs;
 use super::state::{Probe, State};
 use super::Shared;
-use crate::probe::{probe, ProbeTarget};
+use shallot_directory::probe::{probe, ProbeTarget};
 
 /// Relays waiting for a first probe; beyond this, they wait for the next round.
 pub const QUEUE_LEN: usize = 1024;
@@ -205,8 +205,8 @@ async fn probe_one(shared: &Shared, id: RelayId, limit: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::NetworkParams;
     use shallot_crypto::keys::IdentityKeypair;
+    use shallot_directory::network::NetworkParams;
     use shallot_proto::dir::RelayDescriptor;
 
     #[test]

@@ -30,7 +30,7 @@ use super::admit::AdmitError;
 use super::schedule::{now_secs, Schedule};
 use super::state::VoteRecord;
 use super::Shared;
-use crate::equivocation::VoteList;
+use shallot_directory::equivocation::VoteList;
 
 /// Vote bodies read at once. Anyone can send one, and each may be 32 MiB, so this bounds
 /// the memory they can take; peers also fetch votes, so a refused push costs nothing.
@@ -366,8 +366,8 @@ async fn post_vote(
     Ok(text_ok())
 }
 
-fn vote_period(v: &Vote) -> crate::compute::Period {
-    crate::compute::Period {
+fn vote_period(v: &Vote) -> shallot_directory::compute::Period {
+    shallot_directory::compute::Period {
         valid_after: v.valid_after,
         fresh_until: v.fresh_until,
         valid_until: v.valid_until,

@@ -13,9 +13,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use shallot_authority::{Authority, AuthorityHandle};
 use shallot_crypto::hex;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_directory::{Authority, AuthorityHandle, NetworkFile};
+use shallot_directory::NetworkFile;
 use shallot_proto::dir::{signed_bytes, Vote, MAX_DESCRIPTOR_LEN};
 use tokio::io::AsyncWriteExt;
 
@@ -421,7 +422,7 @@ async fn vote_bodies_read_at_once_are_limited() {
         // Four uploads that stall halfway through their body hold every reading slot (for
         // up to the 1 s body timeout).
         let mut holders = Vec::new();
-        for _ in 0..shallot_directory::authority::api::MAX_VOTE_UPLOADS {
+        for _ in 0..shallot_authority::api::MAX_VOTE_UPLOADS {
             let mut s = connect_from(src, addr).await;
             s.write_all(
                 b"POST /vote HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nshallot-vote 1\n",

@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 
 use super::api::{router, ApiError, PeerAddr};
 use super::Shared;
-use crate::network::NetworkFile;
-use crate::routable::client_network;
+use shallot_directory::network::NetworkFile;
+use shallot_directory::routable::client_network;
 
 /// A connection lives at most this many request timeouts.
 pub const MAX_CONNECTION_SECS_FACTOR: u64 = 6;

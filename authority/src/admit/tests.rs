@@ -2,7 +2,7 @@
 //! that proved them, and every flood limit hit.
 
 use super::*;
-use crate::authority::state::Probe;
+use crate::state::Probe;
 use shallot_crypto::keys::IdentityKeypair;
 
 fn params() -> NetworkParams {

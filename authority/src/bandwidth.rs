@@ -3,7 +3,7 @@
 //!
 //! A vote carries, for each relay, this authority's *measured* capacity, never the declared
 //! one: [`MeasurementSource::measured`] answers it. Today the only source is the timed
-//! transfer at the end of each reachability probe ([`crate::probe`]): a relay sends a few
+//! transfer at the end of each reachability probe ([`shallot_directory::probe`]): a relay sends a few
 //! hundred blocks straight to the authority over the probe link, and the rate is recorded
 //! here. That is a one-hop measurement the relay knows it is under, not Tor's scanner (a timed
 //! download through a two-hop circuit the relay cannot tell from a client's); a scanner can

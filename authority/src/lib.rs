@@ -14,6 +14,14 @@
 //!
 //! [`Authority::start`] runs all of it inside the caller's tokio runtime, so tests and the
 //! local test network can run several authorities in one process.
+//!
+//! Where it sits: above `shallot-directory` (whose pure rules it runs: computing the
+//! consensus, shared random values, equivocation, address rules, probes) and beside the
+//! relay and client crates, which never depend on it. It is the only crate with an HTTP server
+//! (axum, hyper); relays and clients reach it through `shallot_directory::fetch`'s small client.
+//! Only the `shallot` binary (`shallot directory run`, the test network) depends on it.
+
+#![forbid(unsafe_code)]
 
 pub mod admit;
 pub mod api;
@@ -41,8 +49,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::network::NetworkFile;
 use schedule::now_secs;
+use shallot_directory::network::NetworkFile;
 use state::{ConsensusRecord, State};
 
 #[cfg(feature = "misbehave")]
@@ -108,7 +116,7 @@ impl Shared {
     }
 
     /// The peers: every configured authority but this one.
-    pub fn peers(&self) -> impl Iterator<Item = &crate::network::AuthorityInfo> {
+    pub fn peers(&self) -> impl Iterator<Item = &shallot_directory::network::AuthorityInfo> {
         self.network.authorities.iter().filter(|a| a.key != self.me)
     }
 

@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shallot_directory::{upload_descriptor, Authority, UploadError};
+use shallot_authority::Authority;
+use shallot_directory::{upload_descriptor, UploadError};
 use shallot_proto::dir::Flags;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

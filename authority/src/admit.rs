@@ -12,9 +12,9 @@ use thiserror::Error;
 
 use super::state::{Accepted, RelayRecord, State};
 use super::store::RelayHistory;
-use crate::network::NetworkParams;
-use crate::routable::{descriptor_network, not_global};
-use crate::verify::CLOCK_SKEW_SECS;
+use shallot_directory::network::NetworkParams;
+use shallot_directory::routable::{descriptor_network, not_global};
+use shallot_directory::verify::CLOCK_SKEW_SECS;
 
 /// Why a descriptor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
