@@ -28,8 +28,8 @@ pub mod encode;
 pub mod flow;
 pub mod mailbox;
 pub mod placement;
-pub mod repair;
 pub mod relay_msg;
+pub mod repair;
 
 pub use encode::EncodeError;
 pub use shallot_crypto::reader::{DecodeError, Reader, Writer};

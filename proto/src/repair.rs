@@ -262,7 +262,10 @@ mod tests {
         let r = ring(&all);
         let h = holders(&r, &M, HOLDERS, |_| false);
         let outsider = *all.iter().find(|x| !h.contains(x)).unwrap_or(&all[0]);
-        assert_eq!(duty(&outsider, &r, &M, |_| false), Duty::HandOver { to: h.clone() });
+        assert_eq!(
+            duty(&outsider, &r, &M, |_| false),
+            Duty::HandOver { to: h.clone() }
+        );
         match duty(&h[2], &r, &M, |_| false) {
             Duty::Keep { peers } => {
                 assert_eq!(peers.len(), HOLDERS - 1);
@@ -331,9 +334,7 @@ mod tests {
         let before = holders(&old, &M, HOLDERS, |_| false);
         // Only relay before[4] is left of the old holders, and the ring gained none near it:
         // make it fall out by marking the others down and putting newcomers in front.
-        let newcomers: Vec<RelayId> = (100..140u8)
-            .map(|i| RelayId([i; 20]))
-            .collect();
+        let newcomers: Vec<RelayId> = (100..140u8).map(|i| RelayId([i; 20])).collect();
         let mut bigger = all.clone();
         bigger.extend(newcomers);
         let new = ring(&bigger);

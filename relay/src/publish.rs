@@ -162,6 +162,7 @@ pub(crate) async fn directory_loop(
                         Err(p) => *p.into_inner() = Arc::new(view),
                     }
                     core.netview_changed.notify_waiters();
+                    core.consensus.send_replace(Some(Arc::new(c.clone())));
                     consensus = Some(c);
                     failures = 0;
                 }
