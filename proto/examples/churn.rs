@@ -318,7 +318,7 @@ impl Sim {
                 previous = std::mem::replace(&mut self.ring, fresh);
                 last_ring = Some(previous.clone());
             }
-            let hour = t % 3600 == 0;
+            let hour = t.is_multiple_of(3600);
             if hour {
                 self.at_switch = self.retrievable(&previous).0;
             }
