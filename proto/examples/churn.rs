@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use shallot_crypto::keys::RelayId;
 use shallot_proto::mailbox::{EnvelopeId, MailboxId};
 use shallot_proto::placement::{Ring, REPLICAS};
-use shallot_proto::repair::{self, Duty, Held, Summary, HOLDERS};
+use shallot_proto::repair::{self, Duty, Held, Senders, Summary, HOLDERS};
 
 /// Assumed size of one sealed envelope on the wire, for the traffic figures.
 const ENVELOPE_BYTES: u64 = 4096;
@@ -216,7 +216,9 @@ impl Sim {
                         ids: vec![envelope],
                     }];
                     let pushes = old
-                        .map(|old| repair::plan(&me, old, &self.ring, &held, down).pushes)
+                        .map(|old| {
+                            repair::plan(&me, old, &self.ring, &held, Senders::Nearest, down).pushes
+                        })
                         .unwrap_or_default();
                     (pushes, repair::duty(&me, &self.ring, &mailbox, down))
                 };

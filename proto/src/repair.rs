@@ -122,12 +122,25 @@ pub struct Plan {
     pub forget: Vec<MailboxId>,
 }
 
+/// Who sends a mailbox to a relay that became one of its holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Senders {
+    /// Only the nearest continuing holder: right when holders reconcile ([`reconcile`]), so
+    /// that every continuing holder has what the nearest one has.
+    Nearest,
+    /// Every holder that has the mailbox: right while holders do not reconcile, when a
+    /// continuing holder (a spare, say) may lack what the others hold. Duplicates cost the
+    /// target nothing but the transfer.
+    Every,
+}
+
 /// The [`Plan`] of `me`, holding `held`, for the ring changing from `old` to `new`.
 pub fn plan(
     me: &RelayId,
     old: &Ring,
     new: &Ring,
     held: &[Held],
+    senders: Senders,
     down: impl Fn(&RelayId) -> bool,
 ) -> Plan {
     let mut out = Plan::default();
@@ -136,7 +149,7 @@ pub fn plan(
         let targets: Vec<RelayId> = match duty(me, new, &h.mailbox, &down) {
             Duty::HandOver { to } => {
                 out.forget.push(h.mailbox);
-                if to.iter().any(|r| before.contains(r)) {
+                if senders == Senders::Nearest && to.iter().any(|r| before.contains(r)) {
                     // A continuing holder sends to the newcomers; this relay's envelopes
                     // reach the holders by anti-entropy before it forgets them.
                     continue;
@@ -147,7 +160,7 @@ pub fn plan(
                 let sender = holders(new, &h.mailbox, HOLDERS, |r| r != me && down(r))
                     .into_iter()
                     .find(|r| before.contains(r));
-                if sender.is_some() && sender != Some(*me) {
+                if senders == Senders::Nearest && sender.is_some() && sender != Some(*me) {
                     continue;
                 }
                 peers.into_iter().filter(|r| !before.contains(r)).collect()
@@ -314,7 +327,7 @@ mod tests {
             if gone.contains(me) {
                 continue;
             }
-            let p = plan(me, &old, &new, &held, |_| false);
+            let p = plan(me, &old, &new, &held, Senders::Nearest, |_| false);
             assert!(p.forget.is_empty());
             for t in p.pushes {
                 assert_eq!(t.ids, held[0].ids);
@@ -344,7 +357,7 @@ mod tests {
             ids: vec![eid(1)],
         }];
         for me in &before {
-            let p = plan(me, &old, &new, &held, |_| false);
+            let p = plan(me, &old, &new, &held, Senders::Nearest, |_| false);
             if after.contains(me) {
                 assert!(p.forget.is_empty());
             } else {
@@ -361,6 +374,30 @@ mod tests {
     }
 
     #[test]
+    fn without_reconciliation_every_holder_sends_to_a_newcomer() {
+        let all = relays(30);
+        let old = ring(&all);
+        let before = holders(&old, &M, HOLDERS, |_| false);
+        let rest: Vec<RelayId> = all.iter().copied().filter(|x| *x != before[0]).collect();
+        let new = ring(&rest);
+        let after = holders(&new, &M, HOLDERS, |_| false);
+        let newcomer = after[HOLDERS - 1];
+        assert!(!before.contains(&newcomer));
+        let held = [Held {
+            mailbox: M,
+            ids: vec![eid(1)],
+        }];
+        // Only the spare at the end holds the mailbox (the replicas missed it): with
+        // `Nearest` it would wait for the nearest holder, which has nothing to send.
+        let spare = before[HOLDERS - 1];
+        let nearest = plan(&spare, &old, &new, &held, Senders::Nearest, |_| false);
+        assert!(nearest.pushes.is_empty());
+        let every = plan(&spare, &old, &new, &held, Senders::Every, |_| false);
+        let to: Vec<RelayId> = every.pushes.iter().map(|t| t.to).collect();
+        assert_eq!(to, vec![newcomer]);
+    }
+
+    #[test]
     fn empty_mailboxes_move_nothing() {
         let all = relays(10);
         let p = plan(
@@ -371,6 +408,7 @@ mod tests {
                 mailbox: M,
                 ids: Vec::new(),
             }],
+            Senders::Every,
             |_| false,
         );
         assert_eq!(p, Plan::default());

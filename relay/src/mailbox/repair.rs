@@ -22,7 +22,7 @@ use shallot_proto::dir::{Consensus, Flags, RelayEntry};
 use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status};
 use shallot_proto::placement::Ring;
 use shallot_proto::relay_msg::RelayMsg;
-use shallot_proto::repair::{self, Held, Transfer};
+use shallot_proto::repair::{self, Held, Senders, Transfer};
 use shallot_rt::{lock, unix_now};
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -120,7 +120,8 @@ impl Repairer {
         for (epoch, held) in by_epoch(holdings, new.params.epoch_secs) {
             let before = old.map(|c| ring_of(c, epoch)).unwrap_or_default();
             let after = ring_of(new, epoch);
-            let plan = repair::plan(&self.me, &before, &after, &held, |_| false);
+            // Holders do not reconcile yet (§9.6), so every holder sends to newcomers.
+            let plan = repair::plan(&self.me, &before, &after, &held, Senders::Every, |_| false);
             transfers.extend(plan.pushes);
         }
         if transfers.is_empty() {
