@@ -47,6 +47,8 @@ pub struct TestnetOptions {
     pub first_octet: u8,
     /// Envelopes one mailbox may hold (in-process relays; `None` keeps the default).
     pub mailbox_quota: Option<u64>,
+    /// Whether relays added later ([`Testnet::add_relay`]) offer mailboxes.
+    pub add_mailbox_relays: bool,
 }
 
 impl TestnetOptions {
@@ -63,6 +65,7 @@ impl TestnetOptions {
             epoch_secs: 86_400,
             first_octet: 1,
             mailbox_quota: None,
+            add_mailbox_relays: false,
         }
     }
 
@@ -312,7 +315,8 @@ impl Testnet {
             Some(Some(addr)) => *addr,
             _ => SocketAddr::new(self.relay_ip(i)?, 0),
         };
-        let mailbox = i < self.options.mailbox_relays();
+        let mailbox = i < self.options.mailbox_relays()
+            || (i >= self.options.relays && self.options.add_mailbox_relays);
         if self.options.processes {
             let mut args: Vec<String> = vec![
                 "relay".into(),
@@ -424,6 +428,13 @@ impl Testnet {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Stops relay `i` gracefully (SIGTERM for a process, then SIGKILL after 5 s).
+    pub async fn stop_relay(&mut self, i: usize) {
+        if let Some(node) = self.relays.get_mut(i).and_then(|(_, n)| n.take()) {
+            stop_node(node).await;
         }
     }
 

@@ -7,16 +7,19 @@
 //! value the consensus carries for `e` (§5.10): fixed by the authorities after the relay's key,
 //! so no key can be ground for a position. A mailbox sits at
 //! `SHA-256("shallot-mailbox-v1" ‖ mailbox id)` and is kept by the [`REPLICAS`] relays that
-//! follow it clockwise.
+//! follow it clockwise. The ring is computed in `shallot_proto::placement`, which relays
+//! also run to repair mailboxes as the ring changes.
 
 use ed25519_dalek::VerifyingKey;
-use sha2::{Digest, Sha256};
 use shallot_crypto::blind::{blind_public_key, BlindError};
-use shallot_crypto::keys::RelayId;
 use shallot_proto::mailbox::MailboxId;
 
-/// Relays that keep each mailbox.
-pub const REPLICAS: usize = 3;
+#[cfg(test)]
+use shallot_crypto::keys::RelayId;
+#[cfg(test)]
+use shallot_proto::placement::mailbox_position;
+/// The placement itself lives in `shallot_proto::placement`, shared with the relays' repair.
+pub use shallot_proto::placement::{relay_position, replicas, Ring, REPLICAS};
 
 /// Relays past the [`REPLICAS`] that an owner also reads: a sender whose consensus lacks up to
 /// this many mailbox relays that precede a replica on the owner's ring deposited there.
@@ -36,49 +39,6 @@ pub fn mailbox_id(
     Ok(MailboxId(
         blind_public_key(identity, epoch, epoch_secs)?.to_bytes(),
     ))
-}
-
-/// A relay's position on the ring of `epoch`, whose shared random value is `srv`.
-pub fn relay_position(srv: &[u8; 32], id: &RelayId, epoch: u64) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"shallot-ring-v2");
-    h.update(srv);
-    h.update(id.0);
-    h.update(epoch.to_be_bytes());
-    h.finalize().into()
-}
-
-fn mailbox_position(mailbox: &MailboxId) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"shallot-mailbox-v1");
-    h.update(mailbox.0);
-    h.finalize().into()
-}
-
-/// The relays (from `mailbox_relays`, the consensus's Running relays with the Mailbox flag)
-/// that keep `mailbox` in `epoch`, whose shared random value is `srv`, nearest first: up to
-/// `n` of them.
-pub fn replicas(
-    mailbox: &MailboxId,
-    srv: &[u8; 32],
-    epoch: u64,
-    mailbox_relays: impl IntoIterator<Item = RelayId>,
-    n: usize,
-) -> Vec<RelayId> {
-    let mut ring: Vec<([u8; 32], RelayId)> = mailbox_relays
-        .into_iter()
-        .map(|id| (relay_position(srv, &id, epoch), id))
-        .collect();
-    ring.sort();
-    ring.dedup_by(|a, b| a.1 == b.1);
-    let target = mailbox_position(mailbox);
-    let start = ring.partition_point(|(pos, _)| *pos <= target);
-    ring.iter()
-        .cycle()
-        .skip(start)
-        .take(n.min(ring.len()))
-        .map(|(_, id)| *id)
-        .collect()
 }
 
 #[cfg(test)]

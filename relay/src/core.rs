@@ -62,6 +62,8 @@ pub(crate) struct Core {
     pub(crate) connect_locks: Mutex<HashMap<RelayId, Arc<tokio::sync::Mutex<()>>>>,
     /// Set once the relay starts stopping.
     pub(crate) shutting_down: AtomicBool,
+    /// The consensus it follows, for mailbox repair (`docs/spec.md` §9.6).
+    pub(crate) consensus: tokio::sync::watch::Sender<Option<Arc<shallot_proto::dir::Consensus>>>,
     registry: Mutex<Registry>,
     relieving: AtomicBool,
     next_channel: AtomicU64,
@@ -101,6 +103,7 @@ impl Core {
             conns: Mutex::new(ConnectionCounts::default()),
             connect_locks: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            consensus: tokio::sync::watch::Sender::new(None),
             registry: Mutex::new(Registry::default()),
             relieving: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),

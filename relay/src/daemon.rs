@@ -20,6 +20,7 @@ use crate::circuit::{CircuitError, Input, Side};
 use crate::config::RelayConfig;
 use crate::core::Core;
 use crate::keys;
+use crate::mailbox::repair::{Repairer, HANDOFF_LIMIT};
 use crate::mailbox::store::StoreError;
 use crate::mailbox::MailboxService;
 use crate::netview::NetView;
@@ -63,6 +64,7 @@ pub struct RelayHandle {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    repair: Option<Arc<Repairer>>,
 }
 
 /// Starts a relay whose keys are already in `config.data_dir` (see [`keys::init`]).
@@ -117,7 +119,15 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         tokio::spawn(rotation_loop(core.clone(), stopped.clone())),
         tokio::spawn(crate::extend::serve(core.clone(), extend_requests)),
     ];
+    let mut repair = None;
     if let Some((service, incoming, gone)) = mailbox {
+        let repairer = Arc::new(Repairer::new(core.keys.id, service.store()));
+        tasks.push(tokio::spawn(
+            repairer
+                .clone()
+                .follow(core.consensus.subscribe(), stopped.clone()),
+        ));
+        repair = Some(repairer);
         tasks.push(tokio::spawn(service.clone().serve(
             core.env.clone(),
             incoming,
@@ -139,6 +149,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         local_addr,
         stop,
         tasks,
+        repair,
     })
 }
 
@@ -207,9 +218,13 @@ impl RelayHandle {
         }
     }
 
-    /// Stops gracefully: stops accepting, destroys every circuit (telling both neighbours),
-    /// gives links a moment to flush, and returns.
+    /// Stops gracefully: hands its mailboxes over to the relays that will hold them (within
+    /// a time limit, `docs/spec.md` §9.6), stops accepting, destroys every circuit (telling
+    /// both neighbours), gives links a moment to flush, and returns.
     pub async fn shutdown(self) {
+        if let Some(repair) = &self.repair {
+            repair.hand_over(HANDOFF_LIMIT).await;
+        }
         self.core.shutting_down.store(true, Ordering::Release);
         let _ = self.stop.send(true);
         for t in &self.tasks {

@@ -162,7 +162,9 @@ pub(crate) async fn directory_loop(
                         Err(p) => *p.into_inner() = Arc::new(view),
                     }
                     core.netview_changed.notify_waiters();
-                    consensus = Some(c.into_inner());
+                    let c = c.into_inner();
+                    core.consensus.send_replace(Some(Arc::new(c.clone())));
+                    consensus = Some(c);
                     failures = 0;
                 }
                 Err(e) => {

@@ -350,6 +350,30 @@ impl TestUser {
         }
     }
 
+    /// Opens again the user whose data is in `dir` (after its messenger was dropped).
+    pub async fn reopen(
+        dir: &std::path::Path,
+        network: &shallot_directory::NetworkFile,
+    ) -> TestUser {
+        let config = shallot_client::messenger::MessengerConfig {
+            request_timeout: Duration::from_secs(5),
+            circuits: shallot_net::circmgr::CircuitConfig {
+                per_hop_timeout: Duration::from_secs(3),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let messenger =
+            shallot_client::messenger::Messenger::open(dir, network.clone(), config).unwrap();
+        messenger.connect().await.unwrap();
+        let address = messenger.address();
+        TestUser {
+            dir: dir.to_path_buf(),
+            messenger,
+            address,
+        }
+    }
+
     pub fn add_contact(&self, name: &str, other: &TestUser) {
         self.messenger
             .store()

@@ -9,6 +9,7 @@
 //! acknowledged, so it finds them at its next fetch.
 
 pub mod auth;
+pub(crate) mod repair;
 pub mod store;
 
 use std::collections::HashMap;
@@ -118,6 +119,11 @@ impl MailboxService {
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
             limits,
         })
+    }
+
+    /// A handle on its store.
+    pub(crate) fn store(&self) -> Store {
+        self.store.clone()
     }
 
     /// Handles requests until the relay stops, each in a task of its own holding its place,

@@ -90,6 +90,21 @@ enum Job {
         now: u64,
         reply: Reply<u64>,
     },
+    Holdings {
+        now: u64,
+        reply: Reply<Vec<Holding>>,
+    },
+}
+
+/// What the store holds for one mailbox, for repair (`docs/spec.md` §9.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// The mailbox.
+    pub mailbox: MailboxId,
+    /// When its oldest unexpired envelope was stored here (Unix seconds).
+    pub oldest: u64,
+    /// Its unexpired envelopes.
+    pub ids: Vec<EnvelopeId>,
 }
 
 /// A handle to the store thread.
@@ -226,6 +241,11 @@ impl Store {
     pub async fn expire(&self, now: u64) -> Result<u64, StoreError> {
         self.ask(|reply| Job::Expire { now, reply }).await
     }
+
+    /// Every mailbox with unexpired envelopes at `now`, with their ids.
+    pub async fn holdings(&self, now: u64) -> Result<Vec<Holding>, StoreError> {
+        self.ask(|reply| Job::Holdings { now, reply }).await
+    }
 }
 
 struct Worker {
@@ -316,6 +336,7 @@ impl Worker {
                 reply,
             } => answer(reply, self.get_bundle(&mailbox, now)),
             Job::Expire { now, reply } => answer(reply, self.expire(now)),
+            Job::Holdings { now, reply } => answer(reply, self.holdings(now)),
         }
     }
 
@@ -441,6 +462,41 @@ impl Worker {
             .optional()?)
     }
 
+    fn holdings(&self, now: u64) -> Result<Vec<Holding>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mailbox, id, stored_at FROM envelopes WHERE expires_at > ?1 ORDER BY mailbox, stored_at",
+        )?;
+        let rows = stmt.query_map(params![now as i64], |r| {
+            let mailbox: Vec<u8> = r.get(0)?;
+            let id: Vec<u8> = r.get(1)?;
+            let at: i64 = r.get(2)?;
+            Ok((mailbox, id, at))
+        })?;
+        let mut out: Vec<Holding> = Vec::new();
+        for row in rows {
+            let (mailbox, id, at) = row?;
+            let (Ok(mailbox), Ok(id)) = (
+                <[u8; 32]>::try_from(mailbox.as_slice()),
+                <[u8; 16]>::try_from(id.as_slice()),
+            ) else {
+                continue;
+            };
+            let at = u64::try_from(at).unwrap_or(0);
+            match out.last_mut() {
+                Some(h) if h.mailbox.0 == mailbox => {
+                    h.oldest = h.oldest.min(at);
+                    h.ids.push(EnvelopeId(id));
+                }
+                _ => out.push(Holding {
+                    mailbox: MailboxId(mailbox),
+                    oldest: at,
+                    ids: vec![EnvelopeId(id)],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
     fn expire(&mut self, now: u64) -> Result<u64, StoreError> {
         let freed: i64 = self.conn.query_row(
             "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM envelopes WHERE expires_at <= ?1",
@@ -525,6 +581,39 @@ mod tests {
             "another mailbox's ack deletes nothing"
         );
         assert_eq!(store.fetch(m, 104).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn holdings_list_each_mailbox_once_with_its_oldest_envelope() {
+        let (store, _) = open(StoreLimits::default());
+        let (a, b) = (MailboxId([1; 32]), MailboxId([2; 32]));
+        for (m, i, at) in [(b, 3u8, 50u64), (a, 1, 20), (b, 4, 40), (a, 2, 30)] {
+            store
+                .deposit(m, EnvelopeId([i; 16]), vec![i], at)
+                .await
+                .unwrap();
+        }
+        let held = store.holdings(60).await.unwrap();
+        assert_eq!(
+            held,
+            vec![
+                Holding {
+                    mailbox: a,
+                    oldest: 20,
+                    ids: vec![EnvelopeId([1; 16]), EnvelopeId([2; 16])]
+                },
+                Holding {
+                    mailbox: b,
+                    oldest: 40,
+                    ids: vec![EnvelopeId([4; 16]), EnvelopeId([3; 16])]
+                },
+            ]
+        );
+        // Expired envelopes are not held.
+        let expiry = StoreLimits::default().expiry_secs;
+        assert!(store.holdings(50 + expiry).await.unwrap().is_empty());
+        store.ack(a, vec![EnvelopeId([1; 16])]).await.unwrap();
+        assert_eq!(store.holdings(60).await.unwrap()[0].oldest, 30);
     }
 
     #[tokio::test]

@@ -1,0 +1,292 @@
+//! Repair under churn, the relay's side (`docs/spec.md` §9.6): the I/O around the pure
+//! decisions of [`shallot_proto::repair`].
+//!
+//! * On each new consensus, the relay runs [`repair::plan`] for every mailbox it holds,
+//!   comparing the ring of the mailbox's epoch in the previous consensus with the new one,
+//!   and pushes the envelopes it is told to the relays that became holders.
+//! * On graceful shutdown, [`Repairer::hand_over`] pushes every mailbox to the holders of the
+//!   ring without this relay ([`repair::leaving`]), within a time limit.
+//!
+//! A push is an ordinary DEPOSIT, sent as a client would: over a one-hop circuit to the
+//! target, one circuit per mailbox (so no circuit carries two mailbox ids), the circuits to
+//! one target sharing one link. The target stores it like any deposit and answers RESULT; a
+//! duplicate costs nothing. Pushes that fail are retried at the next consensus.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shallot_crypto::keys::RelayId;
+use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec};
+use shallot_proto::dir::{Consensus, Flags, RelayEntry};
+use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status};
+use shallot_proto::placement::Ring;
+use shallot_proto::relay_msg::RelayMsg;
+use shallot_proto::repair::{self, Held, Senders, Transfer};
+use shallot_rt::{lock, unix_now};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::store::{Holding, Store};
+
+/// How long one push (link, circuit, deposits and their answers) may take.
+const PUSH_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long a relay shutting down spends handing its mailboxes over.
+pub(crate) const HANDOFF_LIMIT: Duration = Duration::from_secs(20);
+
+/// A relay's repair: what it acted on last, and pushes still owed.
+pub(crate) struct Repairer {
+    me: RelayId,
+    store: Store,
+    latest: Mutex<Option<Arc<Consensus>>>,
+    owed: Mutex<Vec<Transfer>>,
+}
+
+/// The ring of `epoch` in `consensus`: its Running relays with the Mailbox flag.
+pub(crate) fn ring_of(consensus: &Consensus, epoch: u64) -> Ring {
+    let relays = consensus
+        .relays
+        .iter()
+        .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
+        .map(|r| r.id);
+    Ring::new(&consensus.srv_for_epoch(epoch), epoch, relays)
+}
+
+/// The epoch a held mailbox belongs to: that of its oldest envelope here. Deposits go to the
+/// current epoch's mailbox, so this is right for deposits; a mailbox received by repair after
+/// its epoch ended is placed by a later epoch's ring (`docs/spec.md` §9.6 says what that
+/// costs).
+fn epoch_of(h: &Holding, epoch_secs: u64) -> u64 {
+    h.oldest / epoch_secs.max(1)
+}
+
+/// Groups `holdings` by epoch, as the pure planner takes them.
+fn by_epoch(holdings: Vec<Holding>, epoch_secs: u64) -> BTreeMap<u64, Vec<Held>> {
+    let mut out: BTreeMap<u64, Vec<Held>> = BTreeMap::new();
+    for h in holdings {
+        out.entry(epoch_of(&h, epoch_secs)).or_default().push(Held {
+            mailbox: h.mailbox,
+            ids: h.ids,
+        });
+    }
+    out
+}
+
+impl Repairer {
+    /// Repair for relay `me`, whose mailboxes are in `store`.
+    pub(crate) fn new(me: RelayId, store: Store) -> Self {
+        Repairer {
+            me,
+            store,
+            latest: Mutex::new(None),
+            owed: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Acts on every new consensus until the relay stops.
+    pub(crate) async fn follow(
+        self: Arc<Self>,
+        mut consensus: watch::Receiver<Option<Arc<Consensus>>>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = consensus.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stopped.changed() => return,
+            }
+            let Some(new) = consensus.borrow_and_update().clone() else {
+                continue;
+            };
+            let old = lock(&self.latest).replace(new.clone());
+            self.on_change(old.as_deref(), &new).await;
+        }
+    }
+
+    /// The pushes a change from `old` to `new` calls for, made now.
+    async fn on_change(&self, old: Option<&Consensus>, new: &Consensus) {
+        let holdings = match self.store.holdings(unix_now()).await {
+            Ok(h) => h,
+            Err(e) => {
+                debug!("repair: cannot list mailboxes: {e}");
+                return;
+            }
+        };
+        let mut transfers: Vec<Transfer> = std::mem::take(&mut *lock(&self.owed));
+        for (epoch, held) in by_epoch(holdings, new.params.epoch_secs) {
+            let before = old.map(|c| ring_of(c, epoch)).unwrap_or_default();
+            let after = ring_of(new, epoch);
+            // Holders do not reconcile yet (§9.6), so every holder sends to newcomers.
+            let plan = repair::plan(&self.me, &before, &after, &held, Senders::Every, |_| false);
+            transfers.extend(plan.pushes);
+        }
+        if transfers.is_empty() {
+            return;
+        }
+        let failed = self.push_all(new, transfers).await;
+        lock(&self.owed).extend(failed);
+    }
+
+    /// Hands every mailbox over to the holders of the ring without this relay, spending at
+    /// most `limit`. Returns how many envelopes the holders took.
+    pub(crate) async fn hand_over(&self, limit: Duration) -> usize {
+        let Some(consensus) = lock(&self.latest).clone() else {
+            return 0;
+        };
+        let work = async {
+            let holdings = self.store.holdings(unix_now()).await.unwrap_or_default();
+            let mut transfers = Vec::new();
+            for (epoch, held) in by_epoch(holdings, consensus.params.epoch_secs) {
+                let ring = ring_of(&consensus, epoch);
+                for h in held {
+                    for to in repair::leaving(&self.me, &ring, &h.mailbox, |_| false) {
+                        transfers.push(Transfer {
+                            to,
+                            mailbox: h.mailbox,
+                            ids: h.ids.clone(),
+                        });
+                    }
+                }
+            }
+            let total: usize = transfers.iter().map(|t| t.ids.len()).sum();
+            let failed: usize = self
+                .push_all(&consensus, transfers)
+                .await
+                .iter()
+                .map(|t| t.ids.len())
+                .sum();
+            total - failed
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(n) => {
+                info!("handed {n} envelopes over before stopping");
+                n
+            }
+            Err(_) => {
+                info!("mailbox hand-over cut short after {limit:?}");
+                0
+            }
+        }
+    }
+
+    /// Makes `transfers`, each target at once; returns those that failed.
+    async fn push_all(&self, consensus: &Consensus, transfers: Vec<Transfer>) -> Vec<Transfer> {
+        let mut by_target: BTreeMap<RelayId, Vec<Transfer>> = BTreeMap::new();
+        for t in transfers.into_iter().filter(|t| t.to != self.me) {
+            by_target.entry(t.to).or_default().push(t);
+        }
+        let mut tasks = Vec::new();
+        for (to, list) in by_target {
+            let Some(entry) = consensus.relays.iter().find(|r| r.id == to).cloned() else {
+                continue;
+            };
+            let store = self.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut failed = Vec::new();
+                match tokio::time::timeout(PUSH_LIMIT, push_to(&store, &entry, &list)).await {
+                    Ok(Ok(done)) => {
+                        debug!(to = %entry.id, mailboxes = list.len(), "repair pushed");
+                        for (t, ok) in list.into_iter().zip(done) {
+                            if !ok {
+                                failed.push(t);
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        debug!(to = %entry.id, "repair push failed: {e}");
+                        failed = list;
+                    }
+                    Err(_) => {
+                        debug!(to = %entry.id, "repair push timed out");
+                        failed = list;
+                    }
+                }
+                failed
+            }));
+        }
+        let mut failed = Vec::new();
+        for t in tasks {
+            if let Ok(f) = t.await {
+                failed.extend(f);
+            }
+        }
+        failed
+    }
+}
+
+/// Deposits each transfer's envelopes at `entry`, one circuit per mailbox over one link.
+/// Returns, per transfer, whether every envelope was taken.
+async fn push_to(
+    store: &Store,
+    entry: &RelayEntry,
+    list: &[Transfer],
+) -> Result<Vec<bool>, shallot_net::NetError> {
+    let chan = ClientChannel::connect(entry.address, &entry.link_key, PUSH_LIMIT)
+        .await
+        .map_err(shallot_net::NetError::from)?;
+    let hop = HopSpec::from(entry);
+    let mut done = Vec::with_capacity(list.len());
+    for t in list {
+        done.push(push_mailbox(store, &chan, &hop, t.mailbox, &t.ids).await);
+    }
+    chan.close();
+    Ok(done)
+}
+
+/// Deposits the envelopes `ids` of `mailbox` over a circuit of their own; true if the target
+/// took every one (stored or already held).
+async fn push_mailbox(
+    store: &Store,
+    chan: &Arc<ClientChannel>,
+    hop: &HopSpec,
+    mailbox: MailboxId,
+    ids: &[EnvelopeId],
+) -> bool {
+    let Ok(waiting) = store.fetch(mailbox, unix_now()).await else {
+        return false;
+    };
+    let envelopes: Vec<Vec<u8>> = waiting
+        .into_iter()
+        .filter(|(id, _)| ids.contains(id))
+        .map(|(_, body)| body)
+        .collect();
+    if envelopes.is_empty() {
+        // Acknowledged or expired meanwhile: nothing owed.
+        return true;
+    }
+    let Ok(circ) = Circuit::create(chan.clone(), hop, PUSH_LIMIT).await else {
+        return false;
+    };
+    let mut sent = 0u32;
+    for (req, envelope) in (1u32..).zip(envelopes) {
+        let msg = RelayMsg::Mailbox(MailboxMsg::Deposit {
+            req,
+            mailbox,
+            envelope,
+        });
+        if circ.send(HopNum::FIRST, &msg).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let mut ok = 0u32;
+    let mut answered = 0u32;
+    while answered < sent {
+        match circ.recv().await {
+            Ok((_, RelayMsg::Mailbox(MailboxMsg::Result { status, .. }))) => {
+                answered += 1;
+                if status == Status::Ok {
+                    ok += 1;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    circ.close();
+    ok == sent && usize::try_from(sent).is_ok_and(|s| s > 0)
+}
