@@ -133,15 +133,6 @@ run() {
 [params]
 test_network = true
 voting_interval_secs = ${VOTING_INTERVAL:-3}
-reachability_timeout_secs = 2
-stable_min_uptime_secs = 0
-guard_min_known_secs = 0
-mailbox_min_known_secs = 0
-fast_min_bandwidth = 0
-guard_min_bandwidth = 0
-epoch_secs = 86400
-max_uploads_per_minute = 600
-request_timeout_secs = 5
 EOF
     grep -c '^\[\[authority\]\]' "$net" | grep -qx 3 || fail "network.toml lacks authorities"
     for h in "${AUTHS[@]}"; do

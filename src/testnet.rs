@@ -151,22 +151,13 @@ fn free_port(ip: IpAddr) -> Result<SocketAddr, TestnetError> {
         .map_err(|e| TestnetError::Io(format!("cannot bind {ip}: {e}")))
 }
 
-/// The parameters of a test network: seconds instead of hours, every relay eligible for
-/// every flag at once, and loopback addresses allowed (`test_network`).
+/// The parameters of a test network: the `test_network` preset with this testnet's voting
+/// interval and epoch.
 fn params(options: &TestnetOptions) -> NetworkParams {
     NetworkParams {
         voting_interval_secs: options.voting_interval_secs,
-        reachability_timeout_secs: 2,
-        stable_min_uptime_secs: 0,
-        guard_min_known_secs: 0,
-        mailbox_min_known_secs: 0,
-        fast_min_bandwidth: 0,
-        guard_min_bandwidth: 0,
         epoch_secs: options.epoch_secs,
-        max_uploads_per_minute: 600,
-        request_timeout_secs: 5,
-        test_network: true,
-        ..NetworkParams::default()
+        ..NetworkParams::test_network_preset()
     }
 }
 

@@ -22,6 +22,8 @@ fn shallot(args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .env_remove("SHALLOT_HOME")
         .env_remove("SHALLOT_PASSPHRASE_FILE")
+        // No configuration file from the developer's own config directory.
+        .env("XDG_CONFIG_HOME", "/nonexistent/shallot-test-config")
         .output()
         .unwrap();
     (
@@ -378,6 +380,190 @@ fn the_store_passphrase_is_needed_checked_and_changed() {
         )
         .1,
         addr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_configuration_files_are_refused_naming_the_key() {
+    let dir = scratch("config");
+    let net = network_file(&dir);
+    let keys = dir.join("relay");
+    let keys_s = keys.display().to_string();
+    let (code, _) = shallot(&["relay", "init", "--data-dir", &keys_s]);
+    assert_eq!(code, Some(0));
+    let conf = dir.join("relay.toml");
+    let conf_s = conf.display().to_string();
+    let with_file = |text: &str, needles: &[&str]| {
+        std::fs::write(&conf, format!("network = {net:?}\n{text}")).unwrap();
+        refused(
+            &["relay", "run", "--data-dir", &keys_s, "--config", &conf_s],
+            needles,
+        );
+    };
+    with_file(
+        "listen = \"127.0.0.1:0\"\npublish_interval = \"soon\"\n",
+        &["relay.toml", "`publish_interval`", "\"10m\""],
+    );
+    with_file(
+        "listen = \"127.0.0.1:0\"\nbandwidth = \"lots\"\n",
+        &["`bandwidth`", "256M"],
+    );
+    with_file(
+        "listen = \"127.0.0.1:0\"\nnickname = \"bad name!\"\n",
+        &["`nickname`", "letters and digits"],
+    );
+    with_file(
+        "listn = \"127.0.0.1:0\"\n",
+        &["`listn`", "unknown key", "listen"],
+    );
+    with_file("listen = 9001\n", &["`listen`", "quoted string"]);
+    with_file(
+        "listen = \"127.0.0.1:0\"\nmailbox = \"yes\"\n",
+        &["`mailbox`", "true or false"],
+    );
+    with_file(
+        "listen = \"127.0.0.1:0\"\ncircuits_per_link = 0\n",
+        &["`circuits_per_link`", "at least 1"],
+    );
+    with_file("listen = [", &["relay.toml", "not valid TOML"]);
+    with_file("", &["no listen given", "--listen", "relay.toml"]);
+    // The file's listen address needs --advertise ...
+    with_file(
+        "listen = \"0.0.0.0:9001\"\n",
+        &["0.0.0.0:9001", "--advertise"],
+    );
+    // ... unless a flag overrides it: this one then gets as far as the missing keys.
+    let empty = dir.join("empty").display().to_string();
+    std::fs::create_dir_all(&empty).unwrap();
+    refused(
+        &[
+            "relay",
+            "run",
+            "--data-dir",
+            &empty,
+            "--config",
+            &conf_s,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &["holds no relay keys"],
+    );
+    refused(
+        &[
+            "relay",
+            "run",
+            "--data-dir",
+            &keys_s,
+            "--config",
+            "/nonexistent/relay.toml",
+        ],
+        &["cannot read /nonexistent/relay.toml"],
+    );
+
+    // Without --config, relay.toml and authority.toml are read from $XDG_CONFIG_HOME/shallot/.
+    let xdg = dir.join("xdg");
+    std::fs::create_dir_all(xdg.join("shallot")).unwrap();
+    std::fs::write(
+        xdg.join("shallot/relay.toml"),
+        "consensus_refresh = \"5 min\"\n",
+    )
+    .unwrap();
+    std::fs::write(xdg.join("shallot/authority.toml"), "listen = \"nowhere\"\n").unwrap();
+    let in_xdg = |args: &[&str], needles: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", &xdg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        for n in needles {
+            assert!(err.contains(n), "{err:?} lacks {n:?}");
+        }
+    };
+    in_xdg(
+        &[
+            "relay",
+            "run",
+            "--data-dir",
+            &keys_s,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &["shallot/relay.toml", "`consensus_refresh`"],
+    );
+    in_xdg(
+        &["directory", "run", "--data-dir", &keys_s],
+        &["shallot/authority.toml", "`listen`", "IP:PORT"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fingerprints_and_authority_entries_print_again_as_init_printed_them() {
+    let dir = scratch("identity");
+    let relay = dir.join("relay").display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let init = run(&["relay", "init", "--data-dir", &relay]);
+    let again = run(&["relay", "fingerprint", "--data-dir", &relay]);
+    let fp = again.lines().next().unwrap();
+    assert!(
+        fp.starts_with("Fingerprint:  ") && fp.len() == 14 + 40,
+        "{fp}"
+    );
+    for line in again.lines() {
+        assert!(
+            init.contains(line),
+            "{line:?} not in what init printed:\n{init}"
+        );
+    }
+    let auth = dir.join("auth").display().to_string();
+    let init = run(&[
+        "directory",
+        "init",
+        "--data-dir",
+        &auth,
+        "--name",
+        "a1",
+        "--address",
+        "198.51.100.7:7000",
+    ]);
+    let entry = run(&[
+        "directory",
+        "entry",
+        "--data-dir",
+        &auth,
+        "--name",
+        "a1",
+        "--address",
+        "198.51.100.7:7000",
+    ]);
+    assert!(entry.starts_with("[[authority]]\n"), "{entry}");
+    assert!(
+        init.ends_with(&entry),
+        "init printed:\n{init}\nentry printed:\n{entry}"
+    );
+    refused(
+        &[
+            "relay",
+            "fingerprint",
+            "--data-dir",
+            &dir.join("none").display().to_string(),
+        ],
+        &["no such directory", "relay init"],
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

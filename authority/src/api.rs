@@ -241,7 +241,19 @@ async fn get_consensus(State(shared): State<Arc<Shared>>) -> Result<Response, Ap
         .state()
         .serving(now_secs())
         .map(|r| r.text.clone())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no consensus yet"))?;
+        .ok_or_else(|| {
+            let due = shared
+                .network
+                .params
+                .next_consensus_at(super::schedule::now_ms());
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no consensus yet; the first is due at {}",
+                    shallot_directory::network::clock_utc(due)
+                ),
+            )
+        })?;
     Ok(document(text))
 }
 

@@ -30,7 +30,7 @@ pub mod exchange;
 #[cfg(feature = "misbehave")]
 pub mod misbehave;
 pub mod reachability;
-pub mod schedule;
+pub use shallot_directory::schedule;
 pub mod server;
 pub mod state;
 pub mod store;

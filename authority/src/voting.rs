@@ -33,6 +33,13 @@ use shallot_directory::shared_random::{self, Base};
 pub(crate) async fn run(shared: Arc<Shared>) {
     let schedule = Schedule::new(shared.network.params.voting_interval_secs);
     let mut t = schedule.next_period(now_ms());
+    if shared.state().serving(now_secs()).is_none() {
+        tracing::info!(
+            "no consensus yet: the first is due at {} (votes every {} s)",
+            shallot_directory::network::clock_utc(t),
+            schedule.interval_secs()
+        );
+    }
     loop {
         sleep_until_ms(schedule.vote_at(t)).await;
         if let Err(e) = vote(&shared, &schedule, t).await {

@@ -26,6 +26,7 @@ pub mod fetch;
 pub mod network;
 pub mod probe;
 pub mod routable;
+pub mod schedule;
 pub mod shared_random;
 pub mod verify;
 

@@ -9,8 +9,11 @@
 //!
 //! [params]                     # optional; missing values take production defaults
 //! voting_interval_secs = 3600
-//! test_network = true          # only for networks on loopback or private addresses
 //! ```
+//!
+//! `test_network = true` under `[params]` (only for networks on loopback or private
+//! addresses) allows such addresses and makes every parameter the file leaves out take the
+//! test-network preset ([`NetworkParams::test_network_preset`]) instead.
 //!
 //! Loading checks everything: unknown keys, duplicate names, keys or addresses, keys that are
 //! not usable ed25519 points, and parameters that would stop the network from working.
@@ -169,6 +172,49 @@ impl Default for NetworkParams {
 }
 
 impl NetworkParams {
+    /// The values `test_network = true` gives every parameter the file leaves out: the
+    /// test-network relaxations in one place (a vote every 10 s, every relay eligible for
+    /// every flag at once, quick probes and timeouts, generous upload limits). Values the
+    /// file sets win.
+    pub fn test_network_preset() -> Self {
+        NetworkParams {
+            voting_interval_secs: 10,
+            reachability_timeout_secs: 2,
+            stable_min_uptime_secs: 0,
+            guard_min_known_secs: 0,
+            mailbox_min_known_secs: 0,
+            fast_min_bandwidth: 0,
+            guard_min_bandwidth: 0,
+            max_uploads_per_minute: 600,
+            request_timeout_secs: 5,
+            test_network: true,
+            ..NetworkParams::default()
+        }
+    }
+
+    /// `[params]` as written, over the production defaults or, with `test_network = true`,
+    /// over [`NetworkParams::test_network_preset`].
+    fn from_table(given: Option<&toml::Value>) -> Result<Self, String> {
+        let Some(given) = given else {
+            return Ok(NetworkParams::default());
+        };
+        let is_test = given.get("test_network") == Some(&toml::Value::Boolean(true));
+        if !is_test {
+            return given
+                .clone()
+                .try_into()
+                .map_err(|e| one_line(&e.to_string()));
+        }
+        let mut merged = toml::Table::try_from(NetworkParams::test_network_preset())
+            .map_err(|e| one_line(&e.to_string()))?;
+        if let Some(t) = given.as_table() {
+            merged.extend(t.clone());
+        }
+        toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| one_line(&e.to_string()))
+    }
+
     fn check(&self) -> Result<(), String> {
         let positive = [
             ("voting_interval_secs", self.voting_interval_secs),
@@ -231,6 +277,14 @@ impl NetworkParams {
         Ok(())
     }
 
+    /// When the next consensus is due (unix seconds) at `now_ms` (unix milliseconds): the
+    /// start of the first voting period whose consensus is still to be computed, as the
+    /// authorities' schedule has it (`docs/spec.md` §5.6). Before a network's first
+    /// consensus, this is when its authorities serve one (given relays to list).
+    pub fn next_consensus_at(&self, now_ms: u64) -> u64 {
+        crate::schedule::Schedule::new(self.voting_interval_secs).next_period(now_ms)
+    }
+
     /// The parameters a consensus carries.
     pub fn consensus_params(&self) -> ConsensusParams {
         ConsensusParams {
@@ -278,10 +332,16 @@ impl NetworkFile {
 
     /// Parses and checks the text of a network file; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<NetworkFile, NetworkError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| NetworkError::Syntax {
+        let syntax = |message: String| NetworkError::Syntax {
             path: path.to_path_buf(),
-            message: one_line(&e.to_string()),
-        })?;
+            message,
+        };
+        let mut raw: RawFile =
+            toml::from_str(text).map_err(|e| syntax(one_line(&e.to_string())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| syntax(one_line(&e.to_string())))?;
+        raw.params = NetworkParams::from_table(table.get("params")).map_err(syntax)?;
         let invalid = |message: String| NetworkError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -395,6 +455,12 @@ impl NetworkFile {
     }
 }
 
+/// A unix time as `HH:MM:SS UTC`, for messages that say when something is due.
+pub fn clock_utc(unix_secs: u64) -> String {
+    let s = unix_secs % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -438,6 +504,49 @@ mod tests {
         assert!(test.to_toml().contains("test_network = true\n"));
         assert_eq!(parse(&test.to_toml()).unwrap(), test);
         assert_eq!(net.authority(&net.authorities[1].key).unwrap().name, "b");
+    }
+
+    #[test]
+    fn due_times_are_on_the_voting_schedule() {
+        let p = NetworkParams {
+            voting_interval_secs: 60,
+            ..NetworkParams::default()
+        };
+        // At 12:00:10 the 12:01:00 consensus is still to be computed (at 12:00:45).
+        assert_eq!(p.next_consensus_at(43_210_000), 43_260);
+        // At 12:00:50 it is too late for 12:01:00: the next is 12:02:00.
+        assert_eq!(p.next_consensus_at(43_250_000), 43_320);
+        assert_eq!(clock_utc(43_260), "12:01:00 UTC");
+        assert_eq!(clock_utc(86_399), "23:59:59 UTC");
+    }
+
+    #[test]
+    fn test_network_is_a_preset_that_explicit_values_override() {
+        let head = format!(
+            "[[authority]]\nname = \"a\"\naddress = \"127.1.0.1:7000\"\nkey = \"{}\"\n",
+            key_hex()
+        );
+        let preset = parse(&format!("{head}[params]\ntest_network = true\n")).unwrap();
+        assert_eq!(preset.params, NetworkParams::test_network_preset());
+        assert_eq!(preset.params.guard_min_known_secs, 0);
+        assert_eq!(preset.params.mailbox_min_known_secs, 0);
+        assert_eq!(preset.params.voting_interval_secs, 10);
+        let tuned = parse(&format!(
+            "{head}[params]\nvoting_interval_secs = 3\ntest_network = true\n\
+             guard_min_known_secs = 60\n"
+        ))
+        .unwrap();
+        assert_eq!(tuned.params.voting_interval_secs, 3);
+        assert_eq!(tuned.params.guard_min_known_secs, 60);
+        assert_eq!(tuned.params.stable_min_uptime_secs, 0);
+        // Without the preset, production defaults.
+        let real = parse(&format!("{head}[params]\nvoting_interval_secs = 3\n")).unwrap();
+        assert_eq!(real.params.guard_min_known_secs, 691_200);
+        // Unknown keys are still refused under the preset.
+        let e = parse(&format!(
+            "{head}[params]\ntest_network = true\nvoting = 3\n"
+        ));
+        assert!(e.unwrap_err().to_string().contains("voting"));
     }
 
     #[test]

@@ -188,6 +188,13 @@ impl RelayHandle {
         self.core.netview().len()
     }
 
+    /// A view of its figures that can be kept and read while it runs.
+    pub fn monitor(&self) -> RelayMonitor {
+        RelayMonitor {
+            core: self.core.clone(),
+        }
+    }
+
     /// Replaces its view of the network (normally from each new consensus).
     pub fn set_netview(&self, view: NetView) {
         self.core.set_netview(view);
@@ -246,6 +253,58 @@ impl RelayHandle {
             self.core.close_channel(&link);
         }
         info!("relay stopped");
+    }
+}
+
+/// Reads a running relay's figures, for heartbeats and metrics.
+#[derive(Clone)]
+pub struct RelayMonitor {
+    core: Arc<Core>,
+}
+
+/// A running relay's figures at one moment.
+#[derive(Debug, Clone)]
+pub struct RelayReport {
+    /// Its fingerprint.
+    pub id: RelayId,
+    /// Its counters.
+    pub stats: StatsSnapshot,
+    /// Circuits open now.
+    pub circuits: usize,
+    /// Links open now.
+    pub links: usize,
+    /// Bytes of cells queued on all its links now.
+    pub queued_bytes: u64,
+    /// Relays it may extend to, from its consensus.
+    pub known_relays: usize,
+}
+
+impl RelayReport {
+    /// How often a limit refused or cut something: connections, creations and extends
+    /// refused, circuits destroyed for memory or a full queue.
+    pub fn limits_hit(&self) -> u64 {
+        let s = &self.stats;
+        s.connections_refused
+            + s.creates_refused
+            + s.extends_refused
+            + s.circuits_destroyed_for_memory
+            + s.circuits_destroyed_for_queue
+    }
+}
+
+impl RelayMonitor {
+    /// The figures now.
+    pub fn report(&self) -> RelayReport {
+        let links = self.core.links();
+        RelayReport {
+            id: self.core.keys.id,
+            stats: self.core.stats().snapshot(),
+            circuits: links.iter().map(|l| l.count_side(Side::Prev)).sum(),
+            links: links.len(),
+            queued_bytes: (self.core.env.budget.queued() as u64)
+                .saturating_mul(shallot_proto::cell::CELL_LEN as u64),
+            known_relays: self.core.netview().len(),
+        }
     }
 }
 

@@ -156,6 +156,12 @@ pub(crate) async fn directory_loop(
             match fetch_consensus(&network, consensus.as_ref(), unix_now(), limit).await {
                 Ok((c, _)) => {
                     let view = netview_of(&c);
+                    if consensus.is_none() {
+                        info!(
+                            relays = view.len(),
+                            "consensus received: circuits can extend"
+                        );
+                    }
                     debug!(relays = view.len(), "new consensus");
                     match core.netview.write() {
                         Ok(mut v) => *v = Arc::new(view),
@@ -163,12 +169,26 @@ pub(crate) async fn directory_loop(
                     }
                     core.netview_changed.notify_waiters();
                     let c = c.into_inner();
+                    core.stats()
+                        .consensus_valid_after
+                        .store(c.valid_after, std::sync::atomic::Ordering::Relaxed);
                     core.consensus.send_replace(Some(Arc::new(c.clone())));
                     consensus = Some(c);
                     failures = 0;
                 }
                 Err(e) => {
                     debug!("consensus fetch: {e}");
+                    if consensus.is_none() && failures == 0 {
+                        let due = network
+                            .params
+                            .next_consensus_at(unix_now().saturating_mul(1000));
+                        info!(
+                            "no consensus yet; the next is due at {} (votes every {} s); \
+                             retrying until then",
+                            shallot_directory::network::clock_utc(due),
+                            network.params.voting_interval_secs
+                        );
+                    }
                     failures += 1;
                 }
             }

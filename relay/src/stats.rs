@@ -3,17 +3,25 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Live counters, updated as the relay works.
         #[derive(Debug, Default)]
         pub struct Stats {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
         }
 
         /// A copy of the counters at one moment.
         #[derive(Debug, Default, Clone, PartialEq, Eq)]
         pub struct StatsSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl StatsSnapshot {
+            /// Every counter as (name, what it counts, value), in declaration order: for
+            /// heartbeats and the metrics endpoint.
+            pub fn named(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), concat!($($doc),*).trim_start(), self.$name),)*]
+            }
         }
 
         impl Stats {
@@ -66,6 +74,15 @@ counters! {
     records_written,
     /// Cells written, in all records.
     cells_written,
+    /// Mailbox requests handled (deposits, fetches, acknowledgements, bundles, subscriptions).
+    mailbox_requests,
+    /// Envelopes newly stored by the mailbox service.
+    mailbox_envelopes_stored,
+    /// Envelopes sent to their owners from the store.
+    mailbox_envelopes_sent,
+    /// The valid-after time (unix seconds) of the consensus in use; 0 before the first. A
+    /// gauge, not a counter.
+    consensus_valid_after,
 }
 
 impl Stats {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use shallot_authority::store::KEY_FILE;
 use shallot_authority::{Authority, AuthorityConfig, AuthorityError};
 use shallot_crypto::hex;
@@ -12,6 +12,11 @@ use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
 use shallot_crypto::keys::IdentityKeypair;
 use shallot_directory::{AuthorityInfo, NetworkError, NetworkFile};
 use thiserror::Error;
+
+use super::config::{ConfigError, ConfigFile};
+use super::observe::{Kind, Metric, OpsArgs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The `directory` subcommands.
 #[derive(Subcommand, Debug)]
@@ -26,14 +31,61 @@ pub enum DirectoryCommand {
         address: SocketAddr,
     },
     /// Run the authority: accept descriptors, vote, and serve the consensus.
-    Run {
-        /// The address to serve HTTP on.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// The network file naming every authority.
-        #[arg(long, value_name = "FILE")]
-        network: PathBuf,
+    Run(RunArgs),
+    /// Print a short summary of a running authority, read from its metrics endpoint.
+    Status(super::relay::StatusArgs),
+    /// Print this authority's network.toml entry again, from its key.
+    Entry {
+        /// The authority's name in network.toml.
+        #[arg(long, default_value = "authority")]
+        name: String,
+        /// The HTTP address other nodes reach it at.
+        #[arg(long, value_parser = super::preflight::reachable_addr)]
+        address: SocketAddr,
     },
+}
+
+/// How to run an authority. Every flag also has a key of the same name (dashes as
+/// underscores) in `authority.toml`; a flag given here wins over the file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// The configuration file [default: authority.toml in $XDG_CONFIG_HOME/shallot/ or
+    /// ~/.config/shallot/, if there].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The address to serve HTTP on.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The network file naming every authority.
+    #[arg(long, value_name = "FILE")]
+    pub network: Option<PathBuf>,
+    /// Heartbeat, metrics and log file.
+    #[command(flatten)]
+    pub ops: OpsArgs,
+}
+
+/// The keys `authority.toml` may hold.
+const AUTHORITY_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "network",
+    "heartbeat",
+    "metrics",
+    "metrics_public",
+    "log_file",
+];
+
+impl RunArgs {
+    /// Fills every setting not given as a flag from the configuration file, checking each
+    /// value; also returns the data directory the file names, if any.
+    pub fn merge(mut self, file: &ConfigFile) -> Result<(RunArgs, Option<PathBuf>), ConfigError> {
+        file.only(AUTHORITY_KEYS)?;
+        let data_dir = file.path_value("data_dir")?;
+        self.listen = self.listen.or(file.addr("listen")?);
+        self.network = self.network.or(file.path_value("network")?);
+        self.ops.merge(file)?;
+        Ok((self, data_dir))
+    }
 }
 
 /// Why a directory command failed.
@@ -63,32 +115,168 @@ pub enum DirectoryError {
     /// Another authority runs on this data directory.
     #[error(transparent)]
     Locked(#[from] shallot_rt::DirLockError),
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No data directory, on the command line or in the configuration file.
+    #[error("this command needs --data-dir DIR (or data_dir in authority.toml)")]
+    NeedDataDir,
+    /// A setting with no default was given neither as a flag nor in the file.
+    #[error("no {1} given: add {0}, or `{1} = ...` in authority.toml")]
+    Need(&'static str, &'static str),
+    /// A setting that cannot work, or a status that could not be read.
+    #[error("{0}")]
+    Refused(String),
 }
 
-/// Runs one `directory` subcommand with the given data directory.
-pub fn run(data_dir: &Path, cmd: DirectoryCommand) -> Result<(), DirectoryError> {
+/// Runs one `directory` subcommand with the data directory given by `--data-dir`, if any.
+pub fn run(data_dir: Option<PathBuf>, cmd: DirectoryCommand) -> Result<(), DirectoryError> {
     match cmd {
-        DirectoryCommand::Init { name, address } => init(data_dir, &name, address),
-        DirectoryCommand::Run { listen, network } => {
+        DirectoryCommand::Init { name, address } => init(
+            &data_dir.ok_or(DirectoryError::NeedDataDir)?,
+            &name,
+            address,
+        ),
+        DirectoryCommand::Run(args) => {
+            let file = ConfigFile::locate(args.config.as_deref(), "authority.toml")?;
+            let (args, file_dir) = match &file {
+                Some(f) => args.merge(f)?,
+                None => (args, None),
+            };
+            let data_dir = data_dir.or(file_dir).ok_or(DirectoryError::NeedDataDir)?;
+            let data_dir = data_dir.as_path();
+            let listen = args
+                .listen
+                .ok_or(DirectoryError::Need("--listen IP:PORT", "listen"))?;
+            let network = args
+                .network
+                .ok_or(DirectoryError::Need("--network FILE", "network"))?;
             super::preflight::initialised(
                 data_dir,
                 KEY_FILE,
                 "authority key",
                 "create it with `shallot directory init --data-dir {dir}`",
             )?;
+            args.ops.check().map_err(DirectoryError::Refused)?;
             let _lock = shallot_rt::DirLock::acquire(data_dir)?;
             let network = NetworkFile::load(&network)?;
-            super::init_logging();
+            super::init_logging_to(args.ops.log_file.as_deref())?;
+            if let Some(f) = &file {
+                tracing::info!("configuration read from {}", f.path().display());
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(AuthorityConfig {
+            let config = AuthorityConfig {
                 data_dir: data_dir.to_path_buf(),
                 listen,
                 network,
-            }))
+            };
+            runtime.block_on(serve(config, args.ops))
+        }
+        DirectoryCommand::Entry { name, address } => {
+            let data_dir = data_dir.ok_or(DirectoryError::NeedDataDir)?;
+            super::preflight::initialised(
+                &data_dir,
+                KEY_FILE,
+                "authority key",
+                "create it with `shallot directory init --data-dir {dir}`",
+            )?;
+            let key = IdentityKeypair::load(&data_dir.join(KEY_FILE))?;
+            let info = AuthorityInfo {
+                name,
+                address,
+                key: key.public(),
+            };
+            NetworkFile::parse(&info.to_toml(), Path::new("--name"))
+                .map_err(|e| DirectoryError::BadName(e.to_string()))?;
+            print!("{}", info.to_toml());
+            Ok(())
+        }
+        DirectoryCommand::Status(args) => {
+            let addr = args
+                .address("authority.toml")
+                .map_err(DirectoryError::Refused)?;
+            let m = super::observe::fetch_metrics(addr).map_err(DirectoryError::Refused)?;
+            let get = |n: &str| {
+                m.get(&format!("shallot_authority_{n}"))
+                    .copied()
+                    .unwrap_or(0.0) as u64
+            };
+            println!(
+                "consensus:  {}, {} relays listed",
+                super::observe::age(get("consensus_valid_after_seconds")),
+                get("consensus_relays")
+            );
+            println!(
+                "relays:     {} known, {} reachable",
+                get("known_relays"),
+                get("reachable_relays")
+            );
+            println!("equivocations seen: {}", get("equivocations"));
+            Ok(())
         }
     }
+}
+
+/// An authority's figures at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct AuthorityReport {
+    consensus_valid_after: u64,
+    consensus_relays: usize,
+    known_relays: usize,
+    reachable_relays: usize,
+    equivocations: usize,
+}
+
+fn report(handle: &shallot_authority::AuthorityHandle) -> AuthorityReport {
+    let consensus = handle.current_consensus();
+    AuthorityReport {
+        consensus_valid_after: consensus.as_ref().map_or(0, |c| c.valid_after),
+        consensus_relays: consensus.as_ref().map_or(0, |c| c.relays.len()),
+        known_relays: handle.known_relays().len(),
+        reachable_relays: handle.reachable_relays().len(),
+        equivocations: handle.equivocations().len(),
+    }
+}
+
+fn authority_metrics(r: &AuthorityReport) -> Vec<Metric> {
+    let g = |name: &str, help: &str, v: usize| {
+        Metric::new(
+            name,
+            help,
+            Kind::Gauge,
+            u64::try_from(v).unwrap_or(u64::MAX),
+        )
+    };
+    vec![
+        Metric::new(
+            "authority_consensus_valid_after_seconds",
+            "Valid-after time (unix seconds) of the consensus served; 0 before the first.",
+            Kind::Gauge,
+            r.consensus_valid_after,
+        ),
+        g(
+            "authority_consensus_relays",
+            "Relays in the consensus served.",
+            r.consensus_relays,
+        ),
+        g(
+            "authority_known_relays",
+            "Relays whose descriptors this authority holds.",
+            r.known_relays,
+        ),
+        g(
+            "authority_reachable_relays",
+            "Relays this authority found reachable.",
+            r.reachable_relays,
+        ),
+        g(
+            "authority_equivocations",
+            "Authorities caught signing two votes for one period.",
+            r.equivocations,
+        ),
+    ]
 }
 
 fn init(data_dir: &Path, name: &str, address: SocketAddr) -> Result<(), DirectoryError> {
@@ -116,10 +304,59 @@ fn init(data_dir: &Path, name: &str, address: SocketAddr) -> Result<(), Director
     Ok(())
 }
 
-async fn serve(config: AuthorityConfig) -> Result<(), DirectoryError> {
+async fn serve(config: AuthorityConfig, ops: OpsArgs) -> Result<(), DirectoryError> {
+    let metrics = match ops.metrics {
+        Some(addr) => Some(super::observe::bind_metrics(addr).await.map_err(|e| {
+            DirectoryError::Refused(format!("cannot serve metrics on {addr}: {e}"))
+        })?),
+        None => None,
+    };
     let handle = Authority::start(config).await?;
-    let why = super::wait_for_stop().await?;
+    // The metrics endpoint reads a copy the loop below refreshes, so the handle stays here.
+    let latest = Arc::new(Mutex::new(report(&handle)));
+    let server = metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("serving metrics at http://{addr}/metrics");
+        }
+        let latest = latest.clone();
+        let render = Arc::new(move || {
+            let r = *shallot_rt::lock(&latest);
+            super::observe::exposition(&authority_metrics(&r))
+        });
+        tokio::spawn(super::observe::serve_metrics(listener, render))
+    });
+    let heartbeat = ops.heartbeat_period();
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    let mut next_beat = heartbeat.map(|p| tokio::time::Instant::now() + p);
+    let stop = super::wait_for_stop();
+    tokio::pin!(stop);
+    let why = loop {
+        tokio::select! {
+            why = &mut stop => break why?,
+            _ = refresh.tick() => {
+                let r = report(&handle);
+                *shallot_rt::lock(&latest) = r;
+                if let (Some(at), Some(p)) = (next_beat, heartbeat) {
+                    if tokio::time::Instant::now() >= at {
+                        next_beat = Some(at + p);
+                        tracing::info!(
+                            "heartbeat: consensus {} listing {} relays; {} relays known, {} \
+                             reachable; {} equivocations seen",
+                            super::observe::age(r.consensus_valid_after),
+                            r.consensus_relays,
+                            r.known_relays,
+                            r.reachable_relays,
+                            r.equivocations
+                        );
+                    }
+                }
+            }
+        }
+    };
     tracing::info!("stopping ({why})");
+    if let Some(s) = server {
+        s.abort();
+    }
     handle.shutdown().await;
     Ok(())
 }

@@ -5,9 +5,11 @@
 pub mod bench;
 pub mod chat;
 pub mod circuit;
+pub mod config;
 pub mod directory;
 pub mod manuals;
 pub mod messages;
+pub mod observe;
 pub mod passphrase;
 pub mod preflight;
 pub mod relay;
@@ -133,14 +135,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         no_passphrase: cli.no_passphrase,
     };
     match cli.command {
-        Command::Directory(cmd) => {
-            let data_dir = cli.data_dir.ok_or(CliError::NeedDataDir)?;
-            directory::run(&data_dir, cmd)?;
-        }
-        Command::Relay(cmd) => {
-            let data_dir = cli.data_dir.ok_or(CliError::NeedDataDir)?;
-            relay::run(&data_dir, cmd)?;
-        }
+        Command::Directory(cmd) => directory::run(cli.data_dir, cmd)?,
+        Command::Relay(cmd) => relay::run(cli.data_dir, cmd)?,
         Command::Testnet(args) => testnet::run(*args)?,
         Command::Bench(args) => bench::run(args)?,
         Command::Demo => chat::demo()?,
@@ -254,11 +250,31 @@ async fn stdin_closed() {
 /// Starts logging to standard error for long-running commands: `RUST_LOG` if set, else
 /// `info`.
 pub fn init_logging() {
+    let _ = init_logging_to(None);
+}
+
+/// Starts logging (`RUST_LOG` if set, else `info`) to standard error, or appended to `file`.
+/// Colours only on a terminal, so journald and log files get plain lines.
+pub fn init_logging_to(file: Option<&std::path::Path>) -> Result<(), std::io::Error> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init()
+        }
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
+    Ok(())
 }

@@ -186,6 +186,7 @@ impl MailboxService {
         let service = self;
         let me = self.me;
         let t = unix_now();
+        crate::stats::Stats::bump(&env.stats.mailbox_requests);
         let check = |op: u8, auth: &shallot_proto::mailbox::MailboxAuth, body: &[u8]| {
             auth::check(&me, op, auth, body, t, &service.replay)
         };
@@ -202,6 +203,7 @@ impl MailboxService {
                     .await
                 {
                     Ok(store::Deposited::Stored) => {
+                        crate::stats::Stats::bump(&env.stats.mailbox_envelopes_stored);
                         service.push(env, mailbox, id, envelope);
                         result(req, Status::Ok, 1)
                     }
@@ -288,6 +290,7 @@ impl MailboxService {
                     if !circ.send_when_open(env, msg, SEND_LIMIT).await {
                         break;
                     }
+                    crate::stats::Stats::bump(&env.stats.mailbox_envelopes_sent);
                     sent += 1;
                 }
                 result(req, Status::Ok, sent)

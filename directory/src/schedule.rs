@@ -7,7 +7,7 @@
 //! `T`, fresh-until `T + I`, valid-until `T + 3I`. Times here are unix milliseconds unless a
 //! name says seconds.
 
-use shallot_directory::compute::Period;
+use crate::compute::Period;
 
 /// The schedule of one network, from its voting interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
