@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 
 use crate::ids::{EnvelopeId, MessageId};
 
+mod ui_state;
+
 /// Why the store refused or failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -198,6 +200,7 @@ impl Store {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        ui_state::migrate(&conn)?;
         Ok(Store {
             conn,
             dir: dir.to_path_buf(),
@@ -608,10 +611,10 @@ impl Store {
         row.map(Self::build_message).transpose()
     }
 
-    /// Every message, oldest first.
+    /// Every message, in the order this device recorded them.
     pub fn history(&self) -> Result<Vec<StoredMessage>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM messages ORDER BY sent_at, rowid",
+            "SELECT {} FROM messages ORDER BY rowid",
             Self::MESSAGE_COLUMNS
         );
         let mut stmt = self.conn.prepare(&sql)?;

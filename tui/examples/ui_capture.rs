@@ -29,6 +29,7 @@ fn message(
     let at = NOW - ago;
     MessageView {
         id: format!("{id:016x}"),
+        seq: u64::from(id),
         contact: contact.to_owned(),
         outgoing: delivery.is_some(),
         text: text.to_owned(),
@@ -117,6 +118,7 @@ fn main() {
         relays_known: 8,
         circuits_ready: 3,
         mailbox: MailboxState::Subscribed { copies: 3 },
+        offline: None,
     }));
     for c in "on my way".chars() {
         app.handle_event(Event::Key(KeyEvent::new(

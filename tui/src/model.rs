@@ -41,6 +41,9 @@ pub struct MessageView {
     pub id: String,
     /// The contact's name, or the sender's address for a message in a contact request.
     pub contact: String,
+    /// Where it stands in the conversation: the order in which this device recorded the
+    /// messages, which neither a peer's clock nor whole-second times can shuffle.
+    pub seq: u64,
     /// Whether I sent it.
     pub outgoing: bool,
     /// The text, which may span several lines.
@@ -87,6 +90,18 @@ pub struct NetworkStatus {
     pub circuits_ready: usize,
     /// My mailbox subscription.
     pub mailbox: MailboxState,
+    /// Not connected: the last attempt failed and the next one is due; `None` once
+    /// connected.
+    pub offline: Option<Offline>,
+}
+
+/// The network could not be reached: why, and when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offline {
+    /// When the next attempt starts (unix seconds).
+    pub retry_at: u64,
+    /// Why the last attempt failed, in full (it may span lines).
+    pub error: String,
 }
 
 impl Default for NetworkStatus {
@@ -97,6 +112,7 @@ impl Default for NetworkStatus {
             relays_known: 0,
             circuits_ready: 0,
             mailbox: MailboxState::Offline,
+            offline: None,
         }
     }
 }
@@ -131,8 +147,19 @@ pub enum AppEvent {
     ContactRequest(ContactRequest),
     /// The network status changed.
     Status(NetworkStatus),
-    /// One line for the status bar: errors, "contact added", …
+    /// One line for the status bar: errors, "contact added", … Only the first line shows
+    /// there; the whole text is kept in the log (Ctrl-L).
     Notice(String),
+    /// A message asked for with [`Action::Send`] was refused before it was recorded (too
+    /// long, no such contact, …): the UI gives its text back to the draft.
+    SendFailed {
+        /// The contact it was for.
+        contact: String,
+        /// The text, as sent.
+        text: String,
+        /// Why, in the user's words.
+        reason: String,
+    },
 }
 
 /// Everything the UI asks of the backend.
@@ -176,6 +203,28 @@ pub enum Action {
         /// The contact's name.
         contact: String,
     },
+    /// Try the network again now: cut short the wait before the next connection attempt
+    /// and send every message still waiting.
+    RetryNow,
+    /// Give the contact `from` the name `to`.
+    RenameContact {
+        /// The contact's name now.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// Remove the contact `name` (their messages go with them).
+    RemoveContact {
+        /// The contact's name.
+        name: String,
+    },
+    /// Remove the contact `name` and ignore whatever they send from now on.
+    BlockContact {
+        /// The contact's name.
+        name: String,
+    },
+    /// List the ignored addresses (the backend answers with a notice).
+    ListIgnored,
     /// The user quit: the UI is gone.
     Quit,
 }

@@ -8,6 +8,10 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::pane;
+use shallot_client::e2e::wire::MAX_TEXT_LEN;
+
+/// From this length on (three quarters of the limit), the input box counts the bytes.
+const COUNT_FROM: usize = MAX_TEXT_LEN / 4 * 3;
 use crate::app::{App, Focus};
 use crate::roster::Peer;
 use crate::text::{one_line, truncate, width, wrap};
@@ -203,7 +207,17 @@ impl App {
             Some(Peer::Request(_)) => "accept the request to reply".to_owned(),
             None => "message".to_owned(),
         };
-        let block = pane(format!(" {title} "), self.focus == Focus::Input);
+        let mut block = pane(format!(" {title} "), self.focus == Focus::Input);
+        let len = self.draft().map_or(0, |d| d.text().len());
+        if len >= COUNT_FROM {
+            let style = if len > MAX_TEXT_LEN {
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new().fg(Color::Yellow)
+            };
+            let counter = Line::styled(format!(" {len}/{MAX_TEXT_LEN} bytes "), style);
+            block = block.title_bottom(counter.right_aligned());
+        }
         let inner = block.inner(area);
         frame.render_widget(block, area);
         if inner.width == 0 || inner.height == 0 {
