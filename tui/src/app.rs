@@ -10,7 +10,7 @@ use shallot_rt::unix_now;
 use super::command::CommandLine;
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
-use super::model::{Action, AppEvent, Delivery, NetworkStatus, UiOptions};
+use super::model::{Action, AppEvent, Delivery, NetworkDetails, NetworkStatus, UiOptions};
 use super::roster::{Peer, Roster};
 use super::transcript::{self, Transcript, Viewport};
 
@@ -50,6 +50,11 @@ pub enum Overlay {
     },
     /// Messages found by a search across all conversations.
     Search(Search),
+    /// The network panel, scrolled by this many rows.
+    Network {
+        /// Rows scrolled.
+        scroll: usize,
+    },
 }
 
 /// Something that cannot be undone, waiting for a yes.
@@ -79,6 +84,8 @@ pub struct Search {
 pub struct App {
     pub(super) roster: Roster,
     pub(super) status: NetworkStatus,
+    /// What the network panel shows.
+    pub(super) network: NetworkDetails,
     /// `now` when the status arrived, to age the consensus between updates.
     pub(super) status_at: u64,
     /// The latest notice and when (`now`) it came.
@@ -92,6 +99,8 @@ pub struct App {
     pub(super) bell: bool,
     /// A bell is owed to the terminal.
     pub(super) ring: bool,
+    /// Text to put on the clipboard through the terminal.
+    pub(super) copy: Option<String>,
     pub(super) selected: Option<Peer>,
     pub(super) focus: Focus,
     pub(super) overlay: Option<Overlay>,
@@ -102,6 +111,10 @@ pub struct App {
     pub(super) unseen_below: bool,
     /// Width and height of the conversation text at the last render.
     pub(super) conversation_size: (usize, usize),
+    /// Where the panes were at the last render, for the mouse.
+    pub(super) areas: Option<super::render::Areas>,
+    /// The screen row of each entry of the contacts pane at the last render.
+    pub(super) contact_rows: Vec<(u16, Peer)>,
     /// A contact to select as soon as it exists.
     pub(super) pending_select: Option<String>,
     pub(super) pending_focus_input: bool,
@@ -138,12 +151,14 @@ impl App {
         App {
             roster: Roster::default(),
             status: NetworkStatus::default(),
+            network: NetworkDetails::default(),
             status_at: 0,
             notice: None,
             log: Vec::new(),
             unsent: HashMap::new(),
             bell: true,
             ring: false,
+            copy: None,
             selected: None,
             focus: if options.focus_input {
                 Focus::Input
@@ -155,6 +170,8 @@ impl App {
             view: Viewport::default(),
             unseen_below: false,
             conversation_size: (0, 0),
+            areas: None,
+            contact_rows: Vec::new(),
             pending_focus_input: options.focus_input && options.select_contact.is_some(),
             awaiting_start: options.select_contact.is_some(),
             pending_select: options.select_contact,
@@ -180,6 +197,11 @@ impl App {
     /// screen, with the bell on); clears it.
     pub fn take_bell(&mut self) -> bool {
         std::mem::take(&mut self.ring)
+    }
+
+    /// Text the user asked to copy to the clipboard, if any; clears it.
+    pub fn take_copy(&mut self) -> Option<String> {
+        self.copy.take()
     }
 
     /// Whether the user has quit.
@@ -292,6 +314,7 @@ impl App {
                 self.status = status;
                 self.status_at = self.now;
             }
+            AppEvent::Network(details) => self.network = details,
             AppEvent::Notice(text) => self.say(text),
         }
         self.settle_selection();

@@ -13,6 +13,7 @@ use shallot_crypto::hex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
+use crate::model::{CircuitView, ConsensusView, NetworkDetails, ReplicaView};
 use crate::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus, Offline,
@@ -21,6 +22,7 @@ use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerEvent};
 use shallot_client::store::{OutState, StoredMessage};
 use shallot_client::MessageId;
+use shallot_crypto::keys::RelayId;
 use shallot_rt::unix_now;
 
 fn address_of(key: &[u8; 32]) -> String {
@@ -440,6 +442,60 @@ pub async fn keep_online_with(
     }
 }
 
+/// What the network panel shows, from the messenger's read-only views.
+async fn details(m: &Messenger) -> NetworkDetails {
+    let consensus = m.netdir().consensus().ok();
+    let nickname = |id: &RelayId| {
+        consensus
+            .as_ref()
+            .and_then(|c| c.relay(id))
+            .map_or_else(|| id.to_string(), |r| r.nickname.clone())
+    };
+    let open = m.mailboxes().open_relays().await;
+    let replicas = m
+        .my_replicas()
+        .unwrap_or_default()
+        .iter()
+        .map(|id| ReplicaView {
+            relay: nickname(id),
+            open: open.contains(id),
+        })
+        .collect();
+    let network = m.netdir().network();
+    let consensus_view = consensus.as_ref().map(|c| ConsensusView {
+        valid_after: c.valid_after,
+        valid_until: c.valid_until,
+        signed_by: c
+            .signatures
+            .iter()
+            .map(|(key, _)| {
+                network
+                    .authorities
+                    .iter()
+                    .find(|a| a.key == *key)
+                    .map_or_else(|| hex::encode(key.as_bytes()), |a| a.name.clone())
+            })
+            .collect(),
+        authorities: network.authorities.len(),
+    });
+    NetworkDetails {
+        guards: m.circuits().guards().iter().map(nickname).collect(),
+        circuits: m
+            .circuits()
+            .snapshot()
+            .into_iter()
+            .map(|c| CircuitView {
+                relays: c.relays,
+                age_secs: c.age.as_secs(),
+            })
+            .collect(),
+        replicas,
+        consensus: consensus_view,
+        // Shallot does not compare its clock with anyone's yet.
+        clock_skew_secs: None,
+    }
+}
+
 /// Reports the network's state every second.
 async fn status(
     m: Arc<Messenger>,
@@ -464,6 +520,7 @@ async fn status(
             offline: online.offline(),
         };
         let _ = ui.send(AppEvent::Status(status));
+        let _ = ui.send(AppEvent::Network(details(&m).await));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -33,6 +33,7 @@ pub const COMMANDS: &[CommandHelp] = &[
     cmd("ignored", "", "list ignored addresses"),
     cmd("log", "", "every notice and error in full"),
     cmd("me", "", "show my address"),
+    cmd("network", "", "the network panel"),
     cmd("next", "", "next conversation with unread"),
     cmd("quit", "", "quit"),
     cmd("remove", "", "remove this contact"),
@@ -62,6 +63,8 @@ pub enum Command {
     Log,
     /// `me`.
     Me,
+    /// `network`.
+    Network,
     /// `next`.
     Next,
     /// `quit`.
@@ -113,6 +116,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "ignored" => Command::Ignored,
         "log" => Command::Log,
         "me" => Command::Me,
+        "network" => Command::Network,
         "next" => Command::Next,
         "quit" => Command::Quit,
         "remove" => Command::Remove,

@@ -4,7 +4,10 @@
 
 use std::ops::Range;
 
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
 
 use super::app::{App, Confirm, Focus, Overlay, Search};
 use super::command::{self, Command, CommandLine};
@@ -55,10 +58,45 @@ impl App {
         match event {
             Event::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
             Event::Paste(text) => self.on_paste(&text),
+            Event::Mouse(mouse) if self.overlay.is_none() => self.on_mouse(mouse),
             // A resize needs nothing but the next render, which lays out afresh.
             _ => {}
         }
         self.take_actions()
+    }
+
+    /// The wheel scrolls the conversation; a click selects a contact or moves the focus to
+    /// the pane clicked.
+    fn on_mouse(&mut self, mouse: MouseEvent) {
+        let Some(areas) = self.areas else { return };
+        let at = Position::new(mouse.column, mouse.row);
+        let inside = |r: Rect| r.contains(at);
+        match mouse.kind {
+            MouseEventKind::ScrollUp => self.scroll(|v, ranges, h| v.scroll_lines(-3, ranges, h)),
+            MouseEventKind::ScrollDown => self.scroll(|v, ranges, h| v.scroll_lines(3, ranges, h)),
+            MouseEventKind::Down(MouseButton::Left) if inside(areas.contacts) => {
+                self.focus = Focus::Contacts;
+                let peer = self
+                    .contact_rows
+                    .iter()
+                    .find(|(row, _)| *row == mouse.row)
+                    .map(|(_, p)| p.clone());
+                if let Some(peer) = peer {
+                    self.awaiting_start = false;
+                    self.pending_select = None;
+                    self.select(peer);
+                }
+            }
+            MouseEventKind::Down(MouseButton::Left) if inside(areas.conversation) => {
+                self.focus = Focus::Conversation;
+            }
+            MouseEventKind::Down(MouseButton::Left)
+                if inside(areas.input) && !matches!(self.selected, Some(Peer::Request(_))) =>
+            {
+                self.focus = Focus::Input;
+            }
+            _ => {}
+        }
     }
 
     fn quit(&mut self) {
@@ -93,6 +131,7 @@ impl App {
         let free = self.focus != Focus::Input || empty_input;
         match key.code {
             KeyCode::F(1) => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            KeyCode::F(2) => self.overlay = Some(Overlay::Network { scroll: 0 }),
             KeyCode::Char('?') if free && plain(key).is_some() => {
                 self.overlay = Some(Overlay::Help { scroll: 0 })
             }
@@ -277,6 +316,7 @@ impl App {
             Command::Ignored => self.outbox.push(Action::ListIgnored),
             Command::Log => return Some(Overlay::Log { scroll: 0 }),
             Command::Me => return Some(Overlay::MyAddress),
+            Command::Network => return Some(Overlay::Network { scroll: 0 }),
             Command::Next => self.next_unread(),
             Command::Quit => self.quit(),
             Command::Remove => self.confirm_on_contact(Confirm::RemoveContact, "remove"),
@@ -525,6 +565,13 @@ impl App {
             },
             Overlay::MyAddress => match key.code {
                 KeyCode::Enter => None,
+                KeyCode::Char('c') => {
+                    if let Some(me) = self.roster.me() {
+                        self.copy = Some(me.to_owned());
+                        self.say("address copied (if your terminal allows OSC 52)");
+                    }
+                    None
+                }
                 _ => Some(Overlay::MyAddress),
             },
             Overlay::Log { scroll } => match key.code {
@@ -541,6 +588,20 @@ impl App {
                 KeyCode::Enter => None,
                 _ if is_ctrl(key, 'l') => None,
                 _ => Some(Overlay::Log { scroll }),
+            },
+            Overlay::Network { scroll } => match key.code {
+                KeyCode::Up => Some(Overlay::Network {
+                    scroll: scroll.saturating_sub(1),
+                }),
+                KeyCode::Down => Some(Overlay::Network { scroll: scroll + 1 }),
+                KeyCode::PageUp => Some(Overlay::Network {
+                    scroll: scroll.saturating_sub(10),
+                }),
+                KeyCode::PageDown => Some(Overlay::Network {
+                    scroll: scroll + 10,
+                }),
+                KeyCode::F(2) | KeyCode::Enter => None,
+                _ => Some(Overlay::Network { scroll }),
             },
             Overlay::Confirm(what) => match plain(key) {
                 Some('y') => {

@@ -117,6 +117,52 @@ impl Default for NetworkStatus {
     }
 }
 
+/// What the network panel shows: where this client's traffic goes and what it trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkDetails {
+    /// The guards in use (nickname, or fingerprint when not in the consensus).
+    pub guards: Vec<String>,
+    /// Circuits built and ready.
+    pub circuits: Vec<CircuitView>,
+    /// The relays keeping my mailbox this epoch.
+    pub replicas: Vec<ReplicaView>,
+    /// The consensus in use, if any.
+    pub consensus: Option<ConsensusView>,
+    /// How far the local clock is off (seconds, positive: ahead), when measured.
+    pub clock_skew_secs: Option<i64>,
+}
+
+/// One circuit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitView {
+    /// Relay nicknames, guard first.
+    pub relays: Vec<String>,
+    /// Seconds since it was built.
+    pub age_secs: u64,
+}
+
+/// One of my mailbox replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// The relay's nickname.
+    pub relay: String,
+    /// Whether a circuit to it is open and working now.
+    pub open: bool,
+}
+
+/// The consensus in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusView {
+    /// When it became valid (unix seconds).
+    pub valid_after: u64,
+    /// When it stops being valid.
+    pub valid_until: u64,
+    /// The authorities whose signatures it carries (names from the network file).
+    pub signed_by: Vec<String>,
+    /// Authorities in the network file.
+    pub authorities: usize,
+}
+
 /// Everything the backend tells the UI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppEvent {
@@ -147,6 +193,8 @@ pub enum AppEvent {
     ContactRequest(ContactRequest),
     /// The network status changed.
     Status(NetworkStatus),
+    /// What the network panel shows, refreshed.
+    Network(NetworkDetails),
     /// One line for the status bar: errors, "contact added", … Only the first line shows
     /// there; the whole text is kept in the log (Ctrl-L).
     Notice(String),

@@ -23,6 +23,7 @@ use ratatui::{Frame, Terminal};
 use super::app::{App, Focus};
 use super::text;
 
+mod network;
 mod overlays;
 mod panels;
 mod panes;
@@ -111,6 +112,7 @@ impl App {
             ..area
         };
         let areas = areas(panes, input_rows);
+        self.areas = Some(areas);
         self.render_contacts(frame, areas.contacts);
         self.render_conversation(frame, areas.conversation);
         self.render_input(frame, areas.input);

@@ -324,6 +324,17 @@ impl Viewport {
         }
     }
 
+    /// Scrolls `by` lines (negative: up, towards older), as a mouse wheel does, keeping
+    /// the selection in view if there is one.
+    pub fn scroll_lines(&mut self, by: isize, ranges: &[Range<usize>], height: usize) {
+        let total = ranges.last().map_or(0, |r| r.end);
+        let top = self.top(total, height).saturating_add_signed(by);
+        self.set_top(top, total, height);
+        if self.cursor.is_some() {
+            self.ensure_cursor(ranges, height);
+        }
+    }
+
     /// Goes to the oldest message.
     pub fn home(&mut self, ranges: &[Range<usize>], height: usize) {
         let total = ranges.last().map_or(0, |r| r.end);

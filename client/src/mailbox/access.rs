@@ -166,6 +166,17 @@ impl CircuitMailboxes {
         }
     }
 
+    /// The relays to which a handle is open now (read-only, for display).
+    pub async fn open_relays(&self) -> Vec<RelayId> {
+        self.links
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, (l, _))| l.is_open())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The circuit manager.
     pub fn circuits(&self) -> &Arc<CircuitManager> {
         &self.circuits

@@ -1,6 +1,6 @@
 //! Key-handling tests: what each key does in each place, and the actions that come out.
 
-use crossterm::event::{KeyEventState, KeyModifiers as M};
+use crossterm::event::{KeyEventState, KeyModifiers as M, MouseButton, MouseEvent, MouseEventKind};
 
 use super::*;
 use crate::app::Confirm;
@@ -494,6 +494,10 @@ fn global_keys_work_in_every_focus() {
         press(&mut app, KeyCode::F(1));
         assert_eq!(app.overlay(), Some(&Overlay::Help { scroll: 0 }));
         press(&mut app, KeyCode::Esc);
+        press(&mut app, KeyCode::F(2));
+        assert_eq!(app.overlay(), Some(&Overlay::Network { scroll: 0 }));
+        press(&mut app, KeyCode::F(2));
+        assert_eq!(app.overlay(), None);
         ctrl(&mut app, 'n');
         assert_eq!(
             app.selected(),
@@ -593,6 +597,9 @@ fn commands_run_with_completion() {
     press(&mut app, KeyCode::Esc);
     command(&mut app, "log");
     assert_eq!(app.overlay(), Some(&Overlay::Log { scroll: 0 }));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "network");
+    assert_eq!(app.overlay(), Some(&Overlay::Network { scroll: 0 }));
     press(&mut app, KeyCode::Esc);
     command(&mut app, "bell");
     assert!(!app.bell);
@@ -749,4 +756,65 @@ fn the_bell_rings_for_other_conversations_only() {
         None,
     )));
     assert!(!app.take_bell());
+}
+
+/// c in the my-address dialog copies the address (the event loop sends it as OSC 52).
+#[test]
+fn c_copies_my_address() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, "i");
+    assert_eq!(app.overlay(), Some(&Overlay::MyAddress));
+    type_text(&mut app, "c");
+    assert_eq!(app.overlay(), None);
+    assert_eq!(app.take_copy(), Some(address(0)));
+    assert_eq!(app.take_copy(), None);
+}
+
+fn mouse(app: &mut App, kind: MouseEventKind, column: u16, row: u16) -> Vec<Action> {
+    app.handle_event(Event::Mouse(MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: M::NONE,
+    }))
+}
+
+/// A click on a contact selects it; a click on a pane focuses it; the wheel scrolls the
+/// conversation wherever the focus is.
+#[test]
+fn the_mouse_selects_contacts_and_scrolls() {
+    let mut app = alice_app();
+    render_once(&mut app);
+    let click = MouseEventKind::Down(MouseButton::Left);
+    // Row 5 of the 80x24 screen is bob (see the capture in render/tests.rs).
+    mouse(&mut app, click, 5, 5);
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    assert_eq!(app.focus(), Focus::Contacts);
+    mouse(&mut app, click, 5, 2);
+    assert_eq!(app.selected(), Some(&Peer::Request(address(9))));
+    mouse(&mut app, click, 5, 4);
+    assert_eq!(app.selected(), Some(&Peer::Contact("alice".into())));
+    mouse(&mut app, click, 40, 21);
+    assert_eq!(app.focus(), Focus::Input);
+    mouse(&mut app, click, 40, 10);
+    assert_eq!(app.focus(), Focus::Conversation);
+    // alice's conversation fits; make it taller than the pane to scroll.
+    for i in 0..30 {
+        app.apply(AppEvent::MessageAdded(message(
+            100 + i,
+            "alice",
+            "more",
+            T + 390,
+            None,
+        )));
+    }
+    render_once(&mut app);
+    app.focus = Focus::Input;
+    assert_eq!(app.view.top, None);
+    mouse(&mut app, MouseEventKind::ScrollUp, 40, 10);
+    assert!(app.view.top.is_some());
+    mouse(&mut app, MouseEventKind::ScrollDown, 40, 10);
+    assert_eq!(app.view.top, None);
+    assert_eq!(app.focus(), Focus::Input);
 }

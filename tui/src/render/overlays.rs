@@ -188,6 +188,10 @@ impl App {
                 self.draw_dialog(frame, area, block, lines, cols, Some((row, name_x)));
                 self.overlay = Some(Overlay::Accept(form));
             }
+            Some(Overlay::Network { scroll }) => {
+                let scroll = self.render_network(frame, area, scroll);
+                self.overlay = Some(Overlay::Network { scroll });
+            }
             Some(other) => {
                 self.render_panel(frame, area, &other);
                 self.overlay = Some(other);
@@ -234,7 +238,7 @@ impl App {
                 lines.extend(wrapped(me, cols, bold));
                 lines.push(Line::from(""));
                 lines.extend(wrapped(
-                    "Copy it from here: select it with the mouse.",
+                    "c copies it to the clipboard, or select it with the mouse.",
                     cols,
                     Style::new(),
                 ));
@@ -246,7 +250,7 @@ impl App {
             )),
         }
         lines.push(Line::from(""));
-        lines.push(dim("Esc closes"));
+        lines.push(dim("c copy · Esc closes"));
         self.draw_dialog(frame, area, dialog("My address"), lines, cols, None);
     }
 

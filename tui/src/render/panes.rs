@@ -53,11 +53,13 @@ impl App {
         let requests = self.roster.requests();
         let contacts = self.roster.contacts();
         let mut lines = Vec::new();
+        let mut rows: Vec<(usize, Peer)> = Vec::new();
         let mut selected_row = 0;
         if !requests.is_empty() {
             lines.push(heading(format!("Requests ({})", requests.len())));
             for r in &requests {
                 let selected = self.selected.as_ref() == Some(&Peer::Request(r.address.clone()));
+                rows.push((lines.len(), Peer::Request(r.address.clone())));
                 if selected {
                     selected_row = lines.len();
                 }
@@ -67,6 +69,7 @@ impl App {
         }
         for c in &contacts {
             let selected = self.selected.as_ref() == Some(&Peer::Contact(c.name.clone()));
+            rows.push((lines.len(), Peer::Contact(c.name.clone())));
             if selected {
                 selected_row = lines.len();
             }
@@ -79,6 +82,11 @@ impl App {
         }
         let height = usize::from(inner.height);
         let skip = (selected_row + 1).saturating_sub(height);
+        self.contact_rows = rows
+            .into_iter()
+            .filter(|(row, _)| *row >= skip && *row < skip + height)
+            .map(|(row, peer)| (inner.y + (row - skip) as u16, peer))
+            .collect();
         let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
         frame.render_widget(Paragraph::new(shown), inner);
     }

@@ -6,7 +6,8 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use super::*;
 use crate::help::SECTIONS;
 use crate::model::{
-    AppEvent, ContactRequest, Delivery, MailboxState, NetworkStatus, Offline, UiOptions,
+    AppEvent, CircuitView, ConsensusView, ContactRequest, Delivery, MailboxState, NetworkDetails,
+    NetworkStatus, Offline, ReplicaView, UiOptions,
 };
 use crate::test_support::*;
 use shallot_client::e2e::wire::MAX_TEXT_LEN;
@@ -190,7 +191,7 @@ fn my_address_is_shown_whole_on_one_line() {
     let me = address(0);
     let line = screen.lines().find(|l| l.contains(&me));
     assert!(line.is_some(), "{screen}");
-    assert!(screen.contains("Copy it from here"));
+    assert!(screen.contains("c copies it to the clipboard"), "{screen}");
 }
 
 #[test]
@@ -451,4 +452,139 @@ fn the_selected_message_stays_in_view_across_a_resize() {
     let screen = render_to_text(&mut app, 44, 10);
     assert!(screen.contains("14:04 me    all three"), "{screen}");
     assert!(screen.contains("↓ more below · End"));
+}
+
+fn network_details() -> NetworkDetails {
+    NetworkDetails {
+        guards: vec!["relay3".into()],
+        circuits: vec![CircuitView {
+            relays: vec!["relay3".into(), "relay5".into(), "relay1".into()],
+            age_secs: 90,
+        }],
+        replicas: vec![
+            ReplicaView {
+                relay: "relay1".into(),
+                open: true,
+            },
+            ReplicaView {
+                relay: "relay7".into(),
+                open: false,
+            },
+        ],
+        consensus: Some(ConsensusView {
+            valid_after: T + 400 - 120,
+            valid_until: T + 400 + 3600,
+            signed_by: vec!["auth1".into(), "auth2".into()],
+            authorities: 3,
+        }),
+        clock_skew_secs: None,
+    }
+}
+
+/// F2 shows guards, circuits, replicas, the consensus and its signers, the clock, and what
+/// is not protected; every part at 80x24, scrolling where needed.
+#[test]
+fn network_panel_at_80x24() {
+    let mut app = alice_app();
+    app.apply(AppEvent::Network(network_details()));
+    press(&mut app, KeyCode::F(2));
+    let mut screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Network"), "{screen}");
+    assert!(
+        screen.contains("relay3  (in use since: not recorded)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("relay3 → relay5 → relay1  (1m old)"),
+        "{screen}"
+    );
+    assert!(screen.contains("relay1  circuit open"), "{screen}");
+    assert!(screen.contains("relay7  no circuit open now"), "{screen}");
+    for _ in 0..30 {
+        press(&mut app, KeyCode::Down);
+        screen.push_str(&render_to_text(&mut app, 80, 24));
+    }
+    assert!(screen.contains("2m old, valid for 1h more"), "{screen}");
+    assert!(
+        screen.contains("signed by 2 of 3 authorities: auth1, auth2"),
+        "{screen}"
+    );
+    assert!(screen.contains("skew not measured"), "{screen}");
+    assert!(
+        screen.contains("What this does not protect against"),
+        "{screen}"
+    );
+    assert!(
+        flat(&screen).contains("no mixing or cover traffic"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay(), None);
+}
+
+/// Before anything is known, the panel says so rather than showing nothing.
+#[test]
+fn network_panel_before_the_first_consensus() {
+    let mut app = App::new(UiOptions::default());
+    app.tick(T);
+    press(&mut app, KeyCode::F(2));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("none chosen yet"), "{screen}");
+    assert!(screen.contains("none built yet"), "{screen}");
+    assert!(screen.contains("not known: no consensus yet"), "{screen}");
+}
+
+/// The command line shows what the typed word can become, and why a line was refused.
+#[test]
+fn command_line_at_80x24() {
+    let mut app = alice_app();
+    type_text(&mut app, ":re");
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Command"), "{screen}");
+    assert!(screen.contains("rename NAME"), "{screen}");
+    assert!(screen.contains("remove"), "{screen}");
+    assert!(screen.contains("retry"), "{screen}");
+    assert!(!screen.contains("search"), "{screen}");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(
+        screen.contains("✗ \"re\" could be remove, rename, retry"),
+        "{screen}"
+    );
+}
+
+/// Confirmation, log and search views at 80x24.
+#[test]
+fn confirm_log_and_search_at_80x24() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":block");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Block contact"), "{screen}");
+    assert!(
+        flat(&screen).contains("Remove alice and ignore whatever they send"),
+        "{screen}"
+    );
+    assert!(screen.contains("y yes · n or Esc no"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('l'),
+        KeyModifiers::CONTROL,
+    )));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Log"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":search copy");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Search: copy"), "{screen}");
+    assert!(screen.contains("alice        me: second copy"), "{screen}");
+    assert!(!screen.contains("all three copies"), "{screen}");
+    assert!(screen.contains("alice        me: first copy"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":search nothing like this");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("No message contains that."), "{screen}");
 }
