@@ -337,6 +337,15 @@ impl<M: MailboxAccess> Messenger<M> {
         }
     }
 
+    /// The relays that keep this user's mailbox for the current epoch (read-only, for the
+    /// network panel).
+    pub fn my_replicas(&self) -> Result<Vec<RelayId>, MessengerError> {
+        let consensus = self.consensus()?;
+        let (_, epoch) = self.epoch_now(&consensus);
+        let (_, relays) = self.placement(&consensus, &self.me.public(), epoch)?;
+        Ok(relays)
+    }
+
     /// Handles on mailbox relays whose circuits are open now.
     pub async fn open_links(&self) -> usize {
         self.mailboxes.open_links().await

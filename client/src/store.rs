@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 use crate::ids::{EnvelopeId, MessageId};
 pub use at_rest::AtRest;
 
+mod ui_state;
+
 /// Why the store refused or failed.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -291,6 +293,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(CONNECTION_SETUP)?;
         migrate(&conn, dir)?;
+        ui_state::migrate(&conn)?;
         Ok(Store {
             conn,
             dir: dir.to_path_buf(),
@@ -779,10 +782,10 @@ impl Store {
         row.map(Self::build_message).transpose()
     }
 
-    /// Every message, oldest first.
+    /// Every message, in the order this device recorded them.
     pub fn history(&self) -> Result<Vec<StoredMessage>, StoreError> {
         let sql = format!(
-            "SELECT {} FROM messages ORDER BY sent_at, rowid",
+            "SELECT {} FROM messages ORDER BY rowid",
             Self::MESSAGE_COLUMNS
         );
         let mut stmt = self.conn.prepare(&sql)?;

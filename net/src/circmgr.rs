@@ -176,6 +176,17 @@ impl<C: ManagedCircuit> BuiltCircuit<C> {
     }
 }
 
+/// One circuit as the user's network panel shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitSummary {
+    /// The nicknames of its relays, first (the guard) to last.
+    pub relays: Vec<String>,
+    /// How long ago it was built.
+    pub age: Duration,
+    /// How long building it took.
+    pub build_time: Duration,
+}
+
 /// Builds and keeps circuits for one client.
 pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
     dir: Arc<NetDir>,
@@ -364,6 +375,21 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             }
         }
         Ok(Arc::new(self.build(Some(exit)).await?))
+    }
+
+    /// The circuits built ahead of need and usable now, for display: read-only, and
+    /// nothing in it is secret from the user whose circuits they are.
+    pub fn snapshot(&self) -> Vec<CircuitSummary> {
+        let at = now();
+        lock(&self.pool)
+            .iter()
+            .filter(|c| c.usable_at(self.config.lifetime, at))
+            .map(|c| CircuitSummary {
+                relays: c.path.iter().map(|r| r.nickname.clone()).collect(),
+                age: at.saturating_duration_since(c.built_at),
+                build_time: c.build_time,
+            })
+            .collect()
     }
 
     /// Circuits built ahead of need and ready now.

@@ -1,14 +1,15 @@
 //! Prints the chat UI at 80x24, drawn by the real widgets from a realistic state: a few
 //! contacts and a request, a conversation with a message in every delivery state, a draft
-//! in the input line and a healthy network in the status bar. The README's capture comes
-//! from here: `cargo run -p shallot-tui --example ui_capture`.
+//! in the input line and a healthy network in the status bar; then the network panel (F2).
+//! The README's captures come from here: `cargo run -p shallot-tui --example ui_capture`.
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use rand::SeedableRng;
 use shallot_crypto::{Address, IdentityKeypair};
+use shallot_tui::model::{CircuitView, ConsensusView, ReplicaView};
 use shallot_tui::{
     render_to_text, App, AppEvent, ContactRequest, ContactView, Delivery, MailboxState,
-    MessageView, NetworkStatus, UiOptions,
+    MessageView, NetworkDetails, NetworkStatus, UiOptions,
 };
 
 /// 2024-06-03 18:40 UTC.
@@ -29,6 +30,7 @@ fn message(
     let at = NOW - ago;
     MessageView {
         id: format!("{id:016x}"),
+        seq: u64::from(id),
         contact: contact.to_owned(),
         outgoing: delivery.is_some(),
         text: text.to_owned(),
@@ -117,6 +119,7 @@ fn main() {
         relays_known: 8,
         circuits_ready: 3,
         mailbox: MailboxState::Subscribed { copies: 3 },
+        offline: None,
     }));
     for c in "on my way".chars() {
         app.handle_event(Event::Key(KeyEvent::new(
@@ -124,5 +127,35 @@ fn main() {
             KeyModifiers::NONE,
         )));
     }
+    print!("{}", render_to_text(&mut app, 80, 24));
+    println!();
+    app.apply(AppEvent::Network(NetworkDetails {
+        guards: vec!["relay3".into(), "relay6".into()],
+        circuits: vec![
+            CircuitView {
+                relays: vec!["relay3".into(), "relay5".into(), "relay1".into()],
+                age_secs: 95,
+            },
+            CircuitView {
+                relays: vec!["relay6".into(), "relay2".into()],
+                age_secs: 40,
+            },
+        ],
+        replicas: ["relay1", "relay4", "relay8"]
+            .iter()
+            .map(|r| ReplicaView {
+                relay: (*r).into(),
+                open: *r != "relay8",
+            })
+            .collect(),
+        consensus: Some(ConsensusView {
+            valid_after: NOW - 120,
+            valid_until: NOW + 3480,
+            signed_by: vec!["auth1".into(), "auth2".into(), "auth3".into()],
+            authorities: 3,
+        }),
+        clock_skew_secs: None,
+    }));
+    app.handle_event(Event::Key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE)));
     print!("{}", render_to_text(&mut app, 80, 24));
 }

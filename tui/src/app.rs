@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use shallot_rt::unix_now;
 
+use super::command::CommandLine;
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
-use super::model::{Action, AppEvent, NetworkStatus, UiOptions};
+use super::model::{Action, AppEvent, Delivery, NetworkDetails, NetworkStatus, UiOptions};
 use super::roster::{Peer, Roster};
 use super::transcript::{self, Transcript, Viewport};
 
@@ -38,6 +39,44 @@ pub enum Overlay {
     MyAddress,
     /// Naming the sender of a contact request being accepted.
     Accept(AcceptForm),
+    /// A question before something that cannot be undone.
+    Confirm(Confirm),
+    /// The `:` command line.
+    Command(CommandLine),
+    /// Every notice and error so far, in full, newest last, scrolled up by this many rows.
+    Log {
+        /// Rows scrolled up from the newest.
+        scroll: usize,
+    },
+    /// Messages found by a search across all conversations.
+    Search(Search),
+    /// The network panel, scrolled by this many rows.
+    Network {
+        /// Rows scrolled.
+        scroll: usize,
+    },
+}
+
+/// Something that cannot be undone, waiting for a yes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    /// Ignore the contact request from this address.
+    IgnoreRequest(String),
+    /// Remove this contact and the conversation.
+    RemoveContact(String),
+    /// Remove this contact and ignore them from now on.
+    BlockContact(String),
+}
+
+/// A search's results: where each message is, and which one is selected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    /// What was searched for.
+    pub query: String,
+    /// The conversation and message id of each match, newest first.
+    pub hits: Vec<(super::roster::Peer, String)>,
+    /// The selected match.
+    pub selected: usize,
 }
 
 /// The chat UI: everything it shows and how the user moves through it.
@@ -45,10 +84,23 @@ pub enum Overlay {
 pub struct App {
     pub(super) roster: Roster,
     pub(super) status: NetworkStatus,
+    /// What the network panel shows.
+    pub(super) network: NetworkDetails,
     /// `now` when the status arrived, to age the consensus between updates.
     pub(super) status_at: u64,
     /// The latest notice and when (`now`) it came.
     pub(super) notice: Option<(String, u64)>,
+    /// Every notice in full, oldest first, at most [`LOG_LINES`].
+    pub(super) log: Vec<String>,
+    /// Texts sent to each contact and not yet seen back as recorded messages: a refusal
+    /// gives them back to the draft.
+    pub(super) unsent: HashMap<String, Vec<String>>,
+    /// Ring the terminal bell when a message arrives in a conversation not on screen.
+    pub(super) bell: bool,
+    /// A bell is owed to the terminal.
+    pub(super) ring: bool,
+    /// Text to put on the clipboard through the terminal.
+    pub(super) copy: Option<String>,
     pub(super) selected: Option<Peer>,
     pub(super) focus: Focus,
     pub(super) overlay: Option<Overlay>,
@@ -59,6 +111,10 @@ pub struct App {
     pub(super) unseen_below: bool,
     /// Width and height of the conversation text at the last render.
     pub(super) conversation_size: (usize, usize),
+    /// Where the panes were at the last render, for the mouse.
+    pub(super) areas: Option<super::render::Areas>,
+    /// The screen row of each entry of the contacts pane at the last render.
+    pub(super) contact_rows: Vec<(u16, Peer)>,
     /// A contact to select as soon as it exists.
     pub(super) pending_select: Option<String>,
     pub(super) pending_focus_input: bool,
@@ -86,6 +142,8 @@ pub(super) struct LayoutKey {
 
 /// How long a notice stays in the status bar, in seconds.
 pub const NOTICE_SECS: u64 = 15;
+/// How many notices the log (Ctrl-L) keeps.
+pub const LOG_LINES: usize = 200;
 
 impl App {
     /// A UI with nothing known yet, started as `options` asks.
@@ -93,8 +151,14 @@ impl App {
         App {
             roster: Roster::default(),
             status: NetworkStatus::default(),
+            network: NetworkDetails::default(),
             status_at: 0,
             notice: None,
+            log: Vec::new(),
+            unsent: HashMap::new(),
+            bell: true,
+            ring: false,
+            copy: None,
             selected: None,
             focus: if options.focus_input {
                 Focus::Input
@@ -106,6 +170,8 @@ impl App {
             view: Viewport::default(),
             unseen_below: false,
             conversation_size: (0, 0),
+            areas: None,
+            contact_rows: Vec::new(),
             pending_focus_input: options.focus_input && options.select_contact.is_some(),
             awaiting_start: options.select_contact.is_some(),
             pending_select: options.select_contact,
@@ -125,6 +191,17 @@ impl App {
     /// Tells the UI the time (unix seconds), to age what it shows.
     pub fn tick(&mut self, now: u64) {
         self.now = now;
+    }
+
+    /// Whether a bell is owed to the terminal (a message arrived in a conversation not on
+    /// screen, with the bell on); clears it.
+    pub fn take_bell(&mut self) -> bool {
+        std::mem::take(&mut self.ring)
+    }
+
+    /// Text the user asked to copy to the clipboard, if any; clears it.
+    pub fn take_copy(&mut self) -> Option<String> {
+        self.copy.take()
     }
 
     /// Whether the user has quit.
@@ -171,6 +248,9 @@ impl App {
                     Some(Peer::Request(address)) => *address == m.contact,
                     None => false,
                 };
+                if m.outgoing {
+                    self.sent_back(&m.contact, &m.text);
+                }
                 let counts = self.roster.add_message(m);
                 if here {
                     if counts {
@@ -180,10 +260,38 @@ impl App {
                     if self.view.top.is_some() && height > 0 {
                         self.unseen_below = true;
                     }
+                } else if counts && self.bell {
+                    self.ring = true;
                 }
             }
             AppEvent::DeliveryChanged { id, delivery } => {
+                if let Delivery::Failed { reason } = &delivery {
+                    let to = self.roster.message(&id).map(|m| m.contact.clone());
+                    self.log_line(format!(
+                        "not delivered to {}: {reason}",
+                        to.unwrap_or_default()
+                    ));
+                }
                 self.roster.set_delivery(&id, delivery);
+            }
+            AppEvent::SendFailed {
+                contact,
+                text,
+                reason,
+            } => {
+                if self.sent_back(&contact, &text) {
+                    let draft = self
+                        .drafts
+                        .entry(Some(Peer::Contact(contact.clone())))
+                        .or_default();
+                    let rest = draft.take();
+                    draft.insert_str(&text);
+                    if !rest.trim().is_empty() {
+                        draft.insert_str("\n");
+                        draft.insert_str(&rest);
+                    }
+                }
+                self.say(format!("not sent to {contact} (text kept): {reason}"));
             }
             AppEvent::ContactAdded(contact) => {
                 let name = contact.name.clone();
@@ -196,11 +304,17 @@ impl App {
                     self.mark_read();
                 }
             }
-            AppEvent::ContactRequest(request) => self.roster.upsert_request(request),
+            AppEvent::ContactRequest(request) => {
+                if self.bell && self.selected != Some(Peer::Request(request.address.clone())) {
+                    self.ring = true;
+                }
+                self.roster.upsert_request(request);
+            }
             AppEvent::Status(status) => {
                 self.status = status;
                 self.status_at = self.now;
             }
+            AppEvent::Network(details) => self.network = details,
             AppEvent::Notice(text) => self.say(text),
         }
         self.settle_selection();
@@ -237,9 +351,34 @@ impl App {
         }
     }
 
-    /// Shows `text` in the status bar for a while.
+    /// Shows the first line of `text` in the status bar for a while, and keeps all of it in
+    /// the log.
     pub(super) fn say(&mut self, text: impl Into<String>) {
-        self.notice = Some((text.into(), self.now));
+        let text = text.into();
+        self.log_line(text.clone());
+        self.notice = Some((text, self.now));
+    }
+
+    /// Keeps `text` in the log only.
+    pub(super) fn log_line(&mut self, text: String) {
+        if self.log.len() >= LOG_LINES {
+            self.log.remove(0);
+        }
+        self.log.push(text);
+    }
+
+    /// Forgets `text` as unsent to `contact`; returns whether it was.
+    fn sent_back(&mut self, contact: &str, text: &str) -> bool {
+        let Some(list) = self.unsent.get_mut(contact) else {
+            return false;
+        };
+        match list.iter().position(|t| t == text) {
+            Some(i) => {
+                list.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The notice to show now, if one is recent enough.
@@ -247,7 +386,14 @@ impl App {
         self.notice
             .as_ref()
             .filter(|(_, at)| self.now < at.saturating_add(NOTICE_SECS))
-            .map(|(text, _)| text.as_str())
+            .map(|(text, _)| text.lines().next().unwrap_or_default())
+    }
+
+    /// Whether the current notice has more than its first line (shown in the log).
+    pub(super) fn notice_has_more(&self) -> bool {
+        self.notice
+            .as_ref()
+            .is_some_and(|(text, _)| text.trim_end().contains('\n'))
     }
 
     /// Shows the conversation with `peer`, marking it read. An unsent draft typed before any

@@ -33,7 +33,7 @@ pub async fn run<B: Backend>(
     options: UiOptions,
 ) -> io::Result<()> {
     let mut app = App::new(options);
-    drive(terminal, &mut app, input, events, actions).await
+    drive(terminal, &mut app, input, events, actions, |_| {}).await
 }
 
 /// Sends `list`; a backend that has gone is noted once, and the UI carries on.
@@ -47,16 +47,18 @@ fn send_all(app: &mut App, actions: &UnboundedSender<Action>, list: Vec<Action>)
     }
 }
 
-/// [`run`] for an [`App`] already made (for example with its time zone set). However it
-/// ends, the backend is told [`Action::Quit`].
+/// [`run`] for an [`App`] already made (for example with its time zone set), giving `raw`
+/// what the app owes the terminal beside the screen: a bell, text to copy (OSC 52). However it ends, the backend is told
+/// [`Action::Quit`].
 pub(super) async fn drive<B: Backend>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     input: UnboundedReceiver<Event>,
     events: UnboundedReceiver<AppEvent>,
     actions: UnboundedSender<Action>,
+    raw: fn(&[u8]),
 ) -> io::Result<()> {
-    let result = event_loop(terminal, app, input, events, &actions).await;
+    let result = event_loop(terminal, app, input, events, &actions, raw).await;
     if result.is_err() {
         let _ = actions.send(Action::Quit);
     }
@@ -69,6 +71,7 @@ async fn event_loop<B: Backend>(
     mut input: UnboundedReceiver<Event>,
     mut events: UnboundedReceiver<AppEvent>,
     actions: &UnboundedSender<Action>,
+    raw: fn(&[u8]),
 ) -> io::Result<()> {
     let mut backend_open = true;
     let mut tick = tokio::time::interval(TICK);
@@ -121,6 +124,12 @@ async fn event_loop<B: Backend>(
             return Ok(());
         }
         terminal.draw(|frame| app.render(frame))?;
+        if app.take_bell() {
+            raw(b"\x07");
+        }
+        if let Some(text) = app.take_copy() {
+            raw(&super::clipboard::osc52(&text));
+        }
     }
 }
 

@@ -31,7 +31,14 @@ pub const SECTIONS: &[HelpSection] = &[
         keys: &[
             key("Tab Shift-Tab", "next / previous pane"),
             key("PgUp PgDn", "scroll conversation"),
-            key("?  F1", "help (F1 in input)"),
+            key("?  F1", "help; ? not mid-text"),
+            key(":  /", "command line (Tab)"),
+            key("F2", "network panel"),
+            key("Ctrl-N", "next unread chat"),
+            key("Ctrl-F", "search all chats"),
+            key("Ctrl-R", "retry network now"),
+            key("Ctrl-L", "log of notices"),
+            key("click  wheel", "select / scroll"),
             key("Ctrl-C", "quit"),
         ],
     },
@@ -51,7 +58,7 @@ pub const SECTIONS: &[HelpSection] = &[
         keys: &[
             key("↑ ↓  k j", "select, scroll"),
             key("Home End", "oldest / newest"),
-            key("r", "retry failed message"),
+            key("r", "resend ✗ or … message"),
             key("Enter", "write a message"),
             key("Esc", "back to contacts"),
             key("a i y n", "as in contacts"),
@@ -71,10 +78,27 @@ pub const SECTIONS: &[HelpSection] = &[
         ],
     },
     HelpSection {
+        title: "Commands (after :)",
+        keys: &[
+            key("rename NAME", "rename this contact"),
+            key("remove  block", "remove / block (asks)"),
+            key("ignored", "list ignored people"),
+            key("search TEXT", "as Ctrl-F"),
+            key("bell", "bell on/off"),
+            key("next retry log", "as Ctrl-N, -R, -L"),
+            key("network", "as F2"),
+            key("help me add", "as ?, i, a"),
+            key("accept ignore", "as y, n"),
+            key("quit", "quit"),
+        ],
+    },
+    HelpSection {
         title: "Dialogs and help",
         keys: &[
             key("Enter", "confirm, close"),
             key("Tab ↑ ↓", "next field / scroll"),
+            key("y  n", "answer a question"),
+            key("c", "copy my address"),
             key("Esc", "cancel, close"),
         ],
     },
@@ -102,6 +126,19 @@ pub fn keys_width() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command of the command line is in the help.
+    #[test]
+    fn every_command_is_listed() {
+        let listed: String = SECTIONS
+            .iter()
+            .flat_map(|s| s.keys)
+            .map(|k| format!(" {} ", k.keys))
+            .collect();
+        for c in crate::command::COMMANDS {
+            assert!(listed.contains(&format!(" {}", c.name)), "{}", c.name);
+        }
+    }
 
     /// Two columns of help fit in 80 columns: each row at most 39 cells.
     #[test]

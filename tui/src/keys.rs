@@ -4,14 +4,19 @@
 
 use std::ops::Range;
 
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{
+    Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
 
-use super::app::{App, Focus, Overlay};
+use super::app::{App, Confirm, Focus, Overlay, Search};
+use super::command::{self, Command, CommandLine};
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
 use super::model::{Action, Delivery};
 use super::roster::Peer;
 use super::transcript;
+use shallot_client::e2e::wire::MAX_TEXT_LEN;
 
 /// An editing key for a one-line field; returns whether it was one.
 fn edit_field(field: &mut Editor, key: &KeyEvent) -> bool {
@@ -53,10 +58,45 @@ impl App {
         match event {
             Event::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
             Event::Paste(text) => self.on_paste(&text),
+            Event::Mouse(mouse) if self.overlay.is_none() => self.on_mouse(mouse),
             // A resize needs nothing but the next render, which lays out afresh.
             _ => {}
         }
         self.take_actions()
+    }
+
+    /// The wheel scrolls the conversation; a click selects a contact or moves the focus to
+    /// the pane clicked.
+    fn on_mouse(&mut self, mouse: MouseEvent) {
+        let Some(areas) = self.areas else { return };
+        let at = Position::new(mouse.column, mouse.row);
+        let inside = |r: Rect| r.contains(at);
+        match mouse.kind {
+            MouseEventKind::ScrollUp => self.scroll(|v, ranges, h| v.scroll_lines(-3, ranges, h)),
+            MouseEventKind::ScrollDown => self.scroll(|v, ranges, h| v.scroll_lines(3, ranges, h)),
+            MouseEventKind::Down(MouseButton::Left) if inside(areas.contacts) => {
+                self.focus = Focus::Contacts;
+                let peer = self
+                    .contact_rows
+                    .iter()
+                    .find(|(row, _)| *row == mouse.row)
+                    .map(|(_, p)| p.clone());
+                if let Some(peer) = peer {
+                    self.awaiting_start = false;
+                    self.pending_select = None;
+                    self.select(peer);
+                }
+            }
+            MouseEventKind::Down(MouseButton::Left) if inside(areas.conversation) => {
+                self.focus = Focus::Conversation;
+            }
+            MouseEventKind::Down(MouseButton::Left)
+                if inside(areas.input) && !matches!(self.selected, Some(Peer::Request(_))) =>
+            {
+                self.focus = Focus::Input;
+            }
+            _ => {}
+        }
     }
 
     fn quit(&mut self) {
@@ -73,20 +113,80 @@ impl App {
             self.overlay = self.on_overlay_key(overlay, &key);
             return;
         }
-        let typing = self.focus == Focus::Input;
+        if self.on_global_key(&key) {
+            return;
+        }
+        match self.focus {
+            Focus::Contacts => self.on_contacts_key(&key),
+            Focus::Conversation => self.on_conversation_key(&key),
+            Focus::Input => self.on_input_key(&key),
+        }
+    }
+
+    /// The keys that do the same wherever the focus is; returns whether `key` was one.
+    /// `?`, `:` and `/` count only where they would not be typed: outside the input line,
+    /// or in it while it is empty.
+    fn on_global_key(&mut self, key: &KeyEvent) -> bool {
+        let empty_input = self.draft().is_none_or(|d| d.text().is_empty());
+        let free = self.focus != Focus::Input || empty_input;
         match key.code {
             KeyCode::F(1) => self.overlay = Some(Overlay::Help { scroll: 0 }),
-            KeyCode::Char('?') if !typing => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            KeyCode::F(2) => self.overlay = Some(Overlay::Network { scroll: 0 }),
+            KeyCode::Char('?') if free && plain(key).is_some() => {
+                self.overlay = Some(Overlay::Help { scroll: 0 })
+            }
+            KeyCode::Char(':' | '/') if free && plain(key).is_some() => {
+                self.overlay = Some(Overlay::Command(CommandLine::default()))
+            }
             KeyCode::Tab => self.cycle_focus(true),
             KeyCode::BackTab => self.cycle_focus(false),
             KeyCode::PageUp => self.scroll(transcript::Viewport::page_up),
             KeyCode::PageDown => self.scroll(transcript::Viewport::page_down),
-            _ => match self.focus {
-                Focus::Contacts => self.on_contacts_key(&key),
-                Focus::Conversation => self.on_conversation_key(&key),
-                Focus::Input => self.on_input_key(&key),
-            },
+            _ if is_ctrl(key, 'n') => self.next_unread(),
+            _ if is_ctrl(key, 'r') => self.retry_now(),
+            _ if is_ctrl(key, 'l') => self.overlay = Some(Overlay::Log { scroll: 0 }),
+            _ if is_ctrl(key, 'f') => {
+                let mut line = CommandLine::default();
+                line.line.insert_str("search ");
+                self.overlay = Some(Overlay::Command(line));
+            }
+            _ => return false,
         }
+        true
+    }
+
+    /// Opens the next conversation (after the open one, wrapping) with unread messages,
+    /// or a request.
+    fn next_unread(&mut self) {
+        let peers = self.roster.peers();
+        let at = self
+            .selected
+            .as_ref()
+            .and_then(|s| peers.iter().position(|p| p == s))
+            .map_or(0, |i| i + 1);
+        let unread = |p: &Peer| match p {
+            Peer::Contact(name) => self.roster.contact(name).is_some_and(|c| c.unread > 0),
+            Peer::Request(_) => true,
+        };
+        let n = peers.len();
+        let next = (0..n)
+            .map(|k| &peers[(at + k) % n])
+            .find(|p| unread(p) && Some(*p) != self.selected.as_ref())
+            .cloned();
+        match next {
+            Some(peer) => {
+                self.awaiting_start = false;
+                self.pending_select = None;
+                self.select(peer);
+            }
+            None => self.say("nothing unread"),
+        }
+    }
+
+    /// Asks the backend to try the network and every waiting message now.
+    fn retry_now(&mut self) {
+        self.outbox.push(Action::RetryNow);
+        self.say("trying the network again now");
     }
 
     /// Tab and Shift-Tab. The input line is skipped on a contact request, which cannot be
@@ -134,30 +234,140 @@ impl App {
         }
     }
 
-    /// Keys that work in both the contacts and the conversation panes.
+    /// Letters that work in both the contacts and the conversation panes. Any other letter
+    /// only says where typing goes: nothing runs by surprise.
     fn on_command(&mut self, c: char) {
         match c {
             'a' => self.overlay = Some(Overlay::AddContact(AddContactForm::default())),
             'i' => self.overlay = Some(Overlay::MyAddress),
-            'y' | 'n' => match self.selected.clone() {
-                Some(Peer::Request(address)) if c == 'y' => {
-                    self.overlay = Some(Overlay::Accept(AcceptForm::new(address)));
-                }
-                Some(Peer::Request(address)) => {
-                    self.roster.remove_request(&address);
-                    self.outbox.push(Action::IgnoreRequest { address });
-                    self.say("request ignored");
-                    self.selected = None;
-                    self.settle_after_removal();
-                }
-                _ => {
-                    self.say(format!(
-                        "{c} answers a contact request: select one in the contacts pane"
-                    ));
-                }
-            },
-            _ => {}
+            'y' => self.accept(),
+            'n' => self.ignore(),
+            _ => {
+                let hint = match &self.selected {
+                    Some(Peer::Contact(name)) => format!("Enter to write to {name}"),
+                    _ => "a to add a contact".to_owned(),
+                };
+                self.say(format!(
+                    "{c} does nothing here: {hint}, : for commands, ? for keys"
+                ));
+            }
         }
+    }
+
+    fn accept(&mut self) {
+        match self.selected.clone() {
+            Some(Peer::Request(address)) => {
+                self.overlay = Some(Overlay::Accept(AcceptForm::new(address)));
+            }
+            _ => self.say("y accepts a contact request: select one in the contacts pane"),
+        }
+    }
+
+    fn ignore(&mut self) {
+        match self.selected.clone() {
+            Some(Peer::Request(address)) => {
+                self.overlay = Some(Overlay::Confirm(Confirm::IgnoreRequest(address)));
+            }
+            _ => self.say("n ignores a contact request: select one in the contacts pane"),
+        }
+    }
+
+    /// Asks before removing or blocking the open contact.
+    fn confirm_on_contact(&mut self, make: fn(String) -> Confirm, what: &str) {
+        match self.selected.clone() {
+            Some(Peer::Contact(name)) => self.overlay = Some(Overlay::Confirm(make(name))),
+            _ => self.say(format!(":{what} works on a contact: select one first")),
+        }
+    }
+
+    /// Carries out what was confirmed.
+    fn confirmed(&mut self, what: Confirm) {
+        match what {
+            Confirm::IgnoreRequest(address) => {
+                self.roster.remove_request(&address);
+                self.outbox.push(Action::IgnoreRequest { address });
+                self.say("request ignored");
+                self.selected = None;
+                self.settle_after_removal();
+            }
+            Confirm::RemoveContact(name) => {
+                self.say(format!("removing {name}…"));
+                self.outbox.push(Action::RemoveContact { name });
+            }
+            Confirm::BlockContact(name) => {
+                self.say(format!("blocking {name}…"));
+                self.outbox.push(Action::BlockContact { name });
+            }
+        }
+    }
+
+    /// Runs a command from the `:` line.
+    fn run_command(&mut self, command: Command) -> Option<Overlay> {
+        match command {
+            Command::Accept => self.accept(),
+            Command::Add => return Some(Overlay::AddContact(AddContactForm::default())),
+            Command::Bell => {
+                self.bell = !self.bell;
+                self.say(if self.bell { "bell on" } else { "bell off" });
+            }
+            Command::Block => self.confirm_on_contact(Confirm::BlockContact, "block"),
+            Command::Help => return Some(Overlay::Help { scroll: 0 }),
+            Command::Ignore => self.ignore(),
+            Command::Ignored => self.outbox.push(Action::ListIgnored),
+            Command::Log => return Some(Overlay::Log { scroll: 0 }),
+            Command::Me => return Some(Overlay::MyAddress),
+            Command::Network => return Some(Overlay::Network { scroll: 0 }),
+            Command::Next => self.next_unread(),
+            Command::Quit => self.quit(),
+            Command::Remove => self.confirm_on_contact(Confirm::RemoveContact, "remove"),
+            Command::Rename(to) => match self.selected.clone() {
+                Some(Peer::Contact(from)) => {
+                    self.say(format!("renaming {from}…"));
+                    self.pending_select = Some(to.clone());
+                    self.outbox.push(Action::RenameContact { from, to });
+                }
+                _ => self.say(":rename works on a contact: select one first"),
+            },
+            Command::Retry => self.retry_now(),
+            Command::Search(query) => return Some(Overlay::Search(self.search(&query))),
+        }
+        self.overlay.take()
+    }
+
+    /// Every message containing `query` (ignoring case), newest first.
+    fn search(&self, query: &str) -> Search {
+        let needle = query.to_lowercase();
+        let mut found: Vec<(u64, Peer, String)> = self
+            .roster
+            .all_messages()
+            .filter(|m| m.text.to_lowercase().contains(&needle))
+            .map(|m| {
+                let peer = if self.roster.request(&m.contact).is_some() {
+                    Peer::Request(m.contact.clone())
+                } else {
+                    Peer::Contact(m.contact.clone())
+                };
+                (crate::roster::local_time(m), peer, m.id.clone())
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+        Search {
+            query: query.to_owned(),
+            hits: found.into_iter().map(|(_, p, id)| (p, id)).collect(),
+            selected: 0,
+        }
+    }
+
+    /// Opens the conversation of a search hit with that message selected.
+    fn open_hit(&mut self, peer: Peer, id: &str) {
+        self.awaiting_start = false;
+        self.pending_select = None;
+        self.select(peer.clone());
+        let index = self.roster.messages(&peer).iter().position(|m| m.id == id);
+        self.focus = Focus::Conversation;
+        self.view.cursor = index;
+        self.view.top = None;
+        self.scroll(|v, ranges, height| v.ensure_cursor(ranges, height));
     }
 
     fn settle_after_removal(&mut self) {
@@ -226,25 +436,31 @@ impl App {
         }
     }
 
-    /// Retries the selected message if it failed.
+    /// Sends the selected message again if it failed or is still waiting for its first copy
+    /// to be stored.
     fn retry(&mut self) {
         let Some(peer) = self.selected.clone() else {
             return;
         };
-        let failed = self
+        let stuck = self
             .view
             .cursor
             .and_then(|i| self.roster.messages(&peer).get(i))
-            .filter(|m| matches!(m.delivery, Some(Delivery::Failed { .. })))
+            .filter(|m| {
+                matches!(
+                    m.delivery,
+                    Some(Delivery::Failed { .. } | Delivery::Sending)
+                )
+            })
             .map(|m| m.id.clone());
-        match failed {
+        match stuck {
             Some(id) => {
                 self.roster.set_delivery(&id, Delivery::Sending);
                 self.outbox.push(Action::Retry { id });
                 self.say("sending again");
             }
             None => {
-                self.say("r retries a failed message: select one (marked ✗) with ↑ ↓");
+                self.say("r sends a message again: select one marked ✗ or … with ↑ ↓");
             }
         }
     }
@@ -281,8 +497,19 @@ impl App {
                 if self.draft().is_none_or(|d| d.is_blank()) {
                     return;
                 }
+                let len = self.draft().map_or(0, |d| d.text().len());
+                if len > MAX_TEXT_LEN {
+                    self.say(format!(
+                        "too long to send: {len} of at most {MAX_TEXT_LEN} bytes; the text is kept"
+                    ));
+                    return;
+                }
                 let text = self.draft_mut().take();
                 let text = text.trim_end().trim_start_matches('\n').to_owned();
+                self.unsent
+                    .entry(contact.clone())
+                    .or_default()
+                    .push(text.clone());
                 self.outbox.push(Action::Send { contact, text });
                 self.view = transcript::Viewport::default();
                 self.unseen_below = false;
@@ -303,6 +530,7 @@ impl App {
                 form.edited(&self.roster);
             }
             Some(Overlay::Accept(form)) => form.name.insert_line(text),
+            Some(Overlay::Command(line)) => line.line.insert_line(text),
             Some(_) => {}
             None => {
                 if matches!(self.selected, Some(Peer::Contact(_))) {
@@ -337,7 +565,88 @@ impl App {
             },
             Overlay::MyAddress => match key.code {
                 KeyCode::Enter => None,
+                KeyCode::Char('c') => {
+                    if let Some(me) = self.roster.me() {
+                        self.copy = Some(me.to_owned());
+                        self.say("address copied (if your terminal allows OSC 52)");
+                    }
+                    None
+                }
                 _ => Some(Overlay::MyAddress),
+            },
+            Overlay::Log { scroll } => match key.code {
+                KeyCode::Up => Some(Overlay::Log { scroll: scroll + 1 }),
+                KeyCode::Down => Some(Overlay::Log {
+                    scroll: scroll.saturating_sub(1),
+                }),
+                KeyCode::PageUp => Some(Overlay::Log {
+                    scroll: scroll + 10,
+                }),
+                KeyCode::PageDown => Some(Overlay::Log {
+                    scroll: scroll.saturating_sub(10),
+                }),
+                KeyCode::Enter => None,
+                _ if is_ctrl(key, 'l') => None,
+                _ => Some(Overlay::Log { scroll }),
+            },
+            Overlay::Network { scroll } => match key.code {
+                KeyCode::Up => Some(Overlay::Network {
+                    scroll: scroll.saturating_sub(1),
+                }),
+                KeyCode::Down => Some(Overlay::Network { scroll: scroll + 1 }),
+                KeyCode::PageUp => Some(Overlay::Network {
+                    scroll: scroll.saturating_sub(10),
+                }),
+                KeyCode::PageDown => Some(Overlay::Network {
+                    scroll: scroll + 10,
+                }),
+                KeyCode::F(2) | KeyCode::Enter => None,
+                _ => Some(Overlay::Network { scroll }),
+            },
+            Overlay::Confirm(what) => match plain(key) {
+                Some('y') => {
+                    self.confirmed(what);
+                    None
+                }
+                Some('n') => None,
+                _ => Some(Overlay::Confirm(what)),
+            },
+            Overlay::Command(mut line) => match key.code {
+                KeyCode::Tab => {
+                    line.complete();
+                    Some(Overlay::Command(line))
+                }
+                KeyCode::Enter => match command::parse(line.line.text()) {
+                    Ok(c) => self.run_command(c),
+                    Err(e) => {
+                        line.error = Some(e);
+                        Some(Overlay::Command(line))
+                    }
+                },
+                KeyCode::Backspace if line.line.text().is_empty() => None,
+                _ => {
+                    if edit_field(&mut line.line, key) {
+                        line.error = None;
+                    }
+                    Some(Overlay::Command(line))
+                }
+            },
+            Overlay::Search(mut found) => match key.code {
+                KeyCode::Up | KeyCode::Char('k') => {
+                    found.selected = found.selected.saturating_sub(1);
+                    Some(Overlay::Search(found))
+                }
+                KeyCode::Down | KeyCode::Char('j') => {
+                    found.selected = (found.selected + 1).min(found.hits.len().saturating_sub(1));
+                    Some(Overlay::Search(found))
+                }
+                KeyCode::Enter => {
+                    if let Some((peer, id)) = found.hits.get(found.selected).cloned() {
+                        self.open_hit(peer, &id);
+                    }
+                    None
+                }
+                _ => Some(Overlay::Search(found)),
             },
             Overlay::AddContact(mut form) => {
                 match key.code {

@@ -16,11 +16,11 @@
 //!
 //! * [`model`]: the interface types;
 //! * [`app`]: the UI state and how backend events change it; `keys`: what each key does;
-//!   [`help`]: the table of every key;
+//!   [`help`]: the table of every key; [`command`]: the `:` command line and its completion;
 //! * [`roster`]: contacts, requests and conversations; [`transcript`]: a conversation laid
 //!   out in lines, and scrolling through it; [`dialog`]: the add-contact and accept forms;
 //!   [`editor`]: editable text; [`text`]: sanitizing, measuring and wrapping text;
-//!   [`clock`]: times and ages;
+//!   [`clock`]: times and ages; [`clipboard`]: copying through the terminal (OSC 52);
 //! * [`render`]: drawing, and [`render_to_text`] for tests and captures;
 //! * [`event_loop`]: [`run`], the loop over input and backend events;
 //! * [`terminal`]: [`run_in_terminal`], the real terminal with a guaranteed restore, and
@@ -35,7 +35,9 @@ pub use ratatui;
 
 pub mod app;
 pub mod chat;
+pub mod clipboard;
 pub mod clock;
+pub mod command;
 pub mod dialog;
 pub mod editor;
 pub mod event_loop;
@@ -55,7 +57,7 @@ pub use app::{App, Focus, Overlay};
 pub use event_loop::run;
 pub use model::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
-    NetworkStatus, UiOptions,
+    NetworkDetails, NetworkStatus, Offline, UiOptions,
 };
 pub use render::render_to_text;
 pub use terminal::{run_in_terminal, spawn_terminal_input, UiError};

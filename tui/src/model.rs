@@ -41,6 +41,9 @@ pub struct MessageView {
     pub id: String,
     /// The contact's name, or the sender's address for a message in a contact request.
     pub contact: String,
+    /// Where it stands in the conversation: the order in which this device recorded the
+    /// messages, which neither a peer's clock nor whole-second times can shuffle.
+    pub seq: u64,
     /// Whether I sent it.
     pub outgoing: bool,
     /// The text, which may span several lines.
@@ -87,6 +90,18 @@ pub struct NetworkStatus {
     pub circuits_ready: usize,
     /// My mailbox subscription.
     pub mailbox: MailboxState,
+    /// Not connected: the last attempt failed and the next one is due; `None` once
+    /// connected.
+    pub offline: Option<Offline>,
+}
+
+/// The network could not be reached: why, and when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offline {
+    /// When the next attempt starts (unix seconds).
+    pub retry_at: u64,
+    /// Why the last attempt failed, in full (it may span lines).
+    pub error: String,
 }
 
 impl Default for NetworkStatus {
@@ -97,8 +112,55 @@ impl Default for NetworkStatus {
             relays_known: 0,
             circuits_ready: 0,
             mailbox: MailboxState::Offline,
+            offline: None,
         }
     }
+}
+
+/// What the network panel shows: where this client's traffic goes and what it trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkDetails {
+    /// The guards in use (nickname, or fingerprint when not in the consensus).
+    pub guards: Vec<String>,
+    /// Circuits built and ready.
+    pub circuits: Vec<CircuitView>,
+    /// The relays keeping my mailbox this epoch.
+    pub replicas: Vec<ReplicaView>,
+    /// The consensus in use, if any.
+    pub consensus: Option<ConsensusView>,
+    /// How far the local clock is off (seconds, positive: ahead), when measured.
+    pub clock_skew_secs: Option<i64>,
+}
+
+/// One circuit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitView {
+    /// Relay nicknames, guard first.
+    pub relays: Vec<String>,
+    /// Seconds since it was built.
+    pub age_secs: u64,
+}
+
+/// One of my mailbox replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaView {
+    /// The relay's nickname.
+    pub relay: String,
+    /// Whether a circuit to it is open and working now.
+    pub open: bool,
+}
+
+/// The consensus in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusView {
+    /// When it became valid (unix seconds).
+    pub valid_after: u64,
+    /// When it stops being valid.
+    pub valid_until: u64,
+    /// The authorities whose signatures it carries (names from the network file).
+    pub signed_by: Vec<String>,
+    /// Authorities in the network file.
+    pub authorities: usize,
 }
 
 /// Everything the backend tells the UI.
@@ -131,8 +193,21 @@ pub enum AppEvent {
     ContactRequest(ContactRequest),
     /// The network status changed.
     Status(NetworkStatus),
-    /// One line for the status bar: errors, "contact added", …
+    /// What the network panel shows, refreshed.
+    Network(NetworkDetails),
+    /// One line for the status bar: errors, "contact added", … Only the first line shows
+    /// there; the whole text is kept in the log (Ctrl-L).
     Notice(String),
+    /// A message asked for with [`Action::Send`] was refused before it was recorded (too
+    /// long, no such contact, …): the UI gives its text back to the draft.
+    SendFailed {
+        /// The contact it was for.
+        contact: String,
+        /// The text, as sent.
+        text: String,
+        /// Why, in the user's words.
+        reason: String,
+    },
 }
 
 /// Everything the UI asks of the backend.
@@ -176,6 +251,28 @@ pub enum Action {
         /// The contact's name.
         contact: String,
     },
+    /// Try the network again now: cut short the wait before the next connection attempt
+    /// and send every message still waiting.
+    RetryNow,
+    /// Give the contact `from` the name `to`.
+    RenameContact {
+        /// The contact's name now.
+        from: String,
+        /// The new name.
+        to: String,
+    },
+    /// Remove the contact `name` (their messages go with them).
+    RemoveContact {
+        /// The contact's name.
+        name: String,
+    },
+    /// Remove the contact `name` and ignore whatever they send from now on.
+    BlockContact {
+        /// The contact's name.
+        name: String,
+    },
+    /// List the ignored addresses (the backend answers with a notice).
+    ListIgnored,
     /// The user quit: the UI is gone.
     Quit,
 }

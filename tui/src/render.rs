@@ -23,7 +23,9 @@ use ratatui::{Frame, Terminal};
 use super::app::{App, Focus};
 use super::text;
 
+mod network;
 mod overlays;
+mod panels;
 mod panes;
 mod status;
 
@@ -102,11 +104,28 @@ impl App {
         let input_width = usize::from(contacts_width(area.width).min(area.width));
         let input_width = usize::from(area.width).saturating_sub(input_width + 2);
         let input_rows = self.input_rows(input_width);
-        let areas = areas(area, input_rows);
+        // A notice takes a row of its own above the status bar, so that the network's
+        // state stays in sight.
+        let notice = self.current_notice().is_some();
+        let panes = Rect {
+            height: area.height - u16::from(notice),
+            ..area
+        };
+        let areas = areas(panes, input_rows);
+        self.areas = Some(areas);
         self.render_contacts(frame, areas.contacts);
         self.render_conversation(frame, areas.conversation);
         self.render_input(frame, areas.input);
-        self.render_status(frame, areas.status);
+        if notice {
+            self.render_notice(frame, areas.status);
+            let below = Rect {
+                y: areas.status.y + 1,
+                ..areas.status
+            };
+            self.render_status(frame, below);
+        } else {
+            self.render_status(frame, areas.status);
+        }
         if self.overlay.is_some() {
             let over = Rect::new(area.x, area.y, area.width, area.height.saturating_sub(1));
             self.render_overlay(frame, over);

@@ -1,9 +1,10 @@
 //! What the UI knows about people and messages: contacts, contact requests and the
 //! conversations with each, kept in display order as the backend's events arrive.
 //!
-//! Conversations are ordered by local time, the moment a message was sent from or reached
-//! this device, which a peer cannot forge; the time a peer claims to have sent a message is
-//! shown beside it when the two differ much.
+//! Conversations are ordered by sequence ([`MessageView::seq`]): the order in which this
+//! device recorded the messages, which a peer cannot forge and whole-second times cannot
+//! shuffle. The time a peer claims to have sent a message is shown beside it when it differs
+//! much from when it arrived.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,10 +29,9 @@ pub fn local_time(m: &MessageView) -> u64 {
     }
 }
 
-/// Inserts `m` into `list` in local-time order, after messages of the same time.
+/// Inserts `m` into `list` in sequence order.
 fn insert_sorted(list: &mut Vec<MessageView>, m: MessageView) {
-    let t = local_time(&m);
-    let at = list.partition_point(|x| local_time(x) <= t);
+    let at = list.partition_point(|x| x.seq <= m.seq);
     list.insert(at, m);
 }
 
@@ -90,7 +90,7 @@ impl Roster {
             .values_mut()
             .chain(self.requests.iter_mut().map(|r| &mut r.messages));
         for list in lists {
-            list.sort_by_key(local_time);
+            list.sort_by_key(|m| m.seq);
         }
     }
 
@@ -195,9 +195,14 @@ impl Roster {
         self.insert_message(m, true)
     }
 
-    fn insert_message(&mut self, m: MessageView, count_unread: bool) -> bool {
+    fn insert_message(&mut self, mut m: MessageView, count_unread: bool) -> bool {
         self.generation += 1;
-        let known = self.remove_message(&m.id).is_some();
+        let old = self.remove_message(&m.id);
+        let known = old.is_some();
+        // A message reported again keeps its place.
+        if let Some(old) = old {
+            m.seq = old.seq;
+        }
         let t = local_time(&m);
         if let Some(r) = self.requests.iter_mut().find(|r| r.address == m.contact) {
             insert_sorted(&mut r.messages, m);
@@ -263,7 +268,7 @@ impl Roster {
     /// Adds a request or replaces the one from the same address.
     pub fn upsert_request(&mut self, mut request: ContactRequest) {
         self.generation += 1;
-        request.messages.sort_by_key(local_time);
+        request.messages.sort_by_key(|m| m.seq);
         match self
             .requests
             .iter_mut()
@@ -272,6 +277,14 @@ impl Roster {
             Some(r) => *r = request,
             None => self.requests.push(request),
         }
+    }
+
+    /// Every message in every conversation and request, for searching.
+    pub fn all_messages(&self) -> impl Iterator<Item = &MessageView> {
+        self.conversations
+            .values()
+            .flatten()
+            .chain(self.requests.iter().flat_map(|r| &r.messages))
     }
 
     /// Drops the request from `address`.
@@ -309,6 +322,7 @@ mod tests {
     fn msg(id: &str, contact: &str, outgoing: bool, at: u64) -> MessageView {
         MessageView {
             id: id.into(),
+            seq: at,
             contact: contact.into(),
             outgoing,
             text: format!("text {id}"),
@@ -352,6 +366,31 @@ mod tests {
         assert_eq!(r.messages(&a)[0].delivery, Some(Delivery::Delivered));
         assert!(r.clear_unread("a"));
         assert!(!r.clear_unread("a"));
+    }
+
+    /// Two messages in the same second, or a peer whose clock runs behind, keep the order
+    /// in which they were recorded.
+    #[test]
+    fn messages_follow_their_sequence_not_their_times() {
+        let mut r = Roster::default();
+        r.replace("me".into(), vec![contact("a", None)], vec![], vec![]);
+        let mut reply = msg("r", "a", false, 100);
+        reply.seq = 2;
+        let mut mine = msg("m", "a", true, 100);
+        mine.seq = 1;
+        let mut late = msg("l", "a", false, 50);
+        late.seq = 3;
+        r.add_message(late);
+        r.add_message(reply);
+        r.add_message(mine.clone());
+        let a = Peer::Contact("a".into());
+        let ids: Vec<_> = r.messages(&a).iter().map(|m| m.id.clone()).collect();
+        assert_eq!(ids, ["m", "r", "l"]);
+        // Reported again with a later number (a retry), it stays where it was.
+        mine.seq = 9;
+        r.add_message(mine);
+        let ids: Vec<_> = r.messages(&a).iter().map(|m| m.id.clone()).collect();
+        assert_eq!(ids, ["m", "r", "l"]);
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossterm::event::{self, DisableBracketedPaste, EnableBracketedPaste, Event};
+use crossterm::event::{
+    self, DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event,
+};
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
@@ -84,6 +87,7 @@ fn restore_terminal() {
         let _ = execute!(
             io::stdout(),
             DisableBracketedPaste,
+            DisableMouseCapture,
             LeaveAlternateScreen,
             cursor::Show
         );
@@ -98,7 +102,12 @@ impl TerminalGuard {
         enable_raw_mode()?;
         ACTIVE.store(true, Ordering::Release);
         let guard = TerminalGuard;
-        execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
+        execute!(
+            io::stdout(),
+            EnterAlternateScreen,
+            EnableBracketedPaste,
+            EnableMouseCapture
+        )?;
         Ok(guard)
     }
 }
@@ -107,6 +116,13 @@ impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore_terminal();
     }
+}
+
+/// Writes `bytes` to the terminal beside the screen (a bell, an OSC 52 copy).
+fn raw(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = io::stdout();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
 }
 
 /// Resolves when the process is asked to stop: SIGTERM, SIGHUP (the terminal was closed) or
@@ -179,7 +195,7 @@ pub async fn run_in_terminal(
         terminal.clear().map_err(UiError::Setup)?;
         let input = spawn_terminal_input();
         tokio::select! {
-            result = drive(&mut terminal, &mut app, input, events, actions.clone()) => {
+            result = drive(&mut terminal, &mut app, input, events, actions.clone(), raw) => {
                 result.map_err(UiError::Terminal)
             }
             () = panicked.notified() => {

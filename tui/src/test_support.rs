@@ -29,6 +29,7 @@ pub(crate) fn message(
 ) -> MessageView {
     MessageView {
         id: format!("{id:04x}"),
+        seq: u64::from(id),
         contact: contact.into(),
         outgoing: delivery.is_some(),
         text: text.into(),
@@ -123,6 +124,7 @@ pub(crate) fn healthy() -> NetworkStatus {
         relays_known: 8,
         circuits_ready: 3,
         mailbox: MailboxState::Subscribed { copies: 3 },
+        offline: None,
     }
 }
 

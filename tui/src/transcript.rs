@@ -59,7 +59,10 @@ pub fn delivery_mark(delivery: &Delivery) -> String {
         Delivery::Sending => "…".to_owned(),
         Delivery::Stored { copies } => format!("✓{copies}"),
         Delivery::Delivered => "✓✓".to_owned(),
-        Delivery::Failed { reason } => format!("✗ failed: {} (r: retry)", one_line(reason)),
+        Delivery::Failed { reason } => format!(
+            "✗ failed: {} (r: retry)",
+            one_line(reason.lines().next().unwrap_or_default())
+        ),
     }
 }
 
@@ -74,9 +77,13 @@ fn delivery_style(delivery: &Delivery) -> Style {
 
 /// What follows a message's text: my message's delivery mark, or when an incoming
 /// message says it was sent long before (or after) it arrived, that time.
-fn suffix(m: &MessageView, utc_offset: i32) -> Option<(String, Style)> {
+fn suffix(m: &MessageView, utc_offset: i32, unanswered: bool) -> Option<(String, Style)> {
     if let Some(d) = &m.delivery {
-        return Some((delivery_mark(d), delivery_style(d)));
+        let mut mark = delivery_mark(d);
+        if unanswered && matches!(d, Delivery::Stored { .. }) {
+            mark.push_str(" waiting for them to accept");
+        }
+        return Some((mark, delivery_style(d)));
     }
     let arrived = local_time(m);
     if m.outgoing || arrived.abs_diff(m.sent_at) <= CLAIMED_TIME_SHOWN_AFTER {
@@ -102,7 +109,14 @@ fn date_line(day: &LocalTime, cols: usize) -> Line<'static> {
 }
 
 /// Lays out `messages` with the peer called `peer` in `cols` cells.
+///
+/// While nothing has come back from the peer (no message, no acknowledgement), my stored
+/// messages say they wait for the peer to accept me: a peer acknowledges nothing from a
+/// stranger until it has made them a contact.
 pub fn build(messages: &[MessageView], peer: &str, cols: usize, utc_offset: i32) -> Transcript {
+    let unanswered = messages
+        .iter()
+        .all(|m| m.outgoing && m.delivery != Some(Delivery::Delivered));
     let cols = cols.max(1);
     let peer = truncate(&one_line(peer), MAX_SENDER_WIDTH.min(cols / 4).max(2));
     let sender_width = width(&peer).max(2);
@@ -128,7 +142,7 @@ pub fn build(messages: &[MessageView], peer: &str, cols: usize, utc_offset: i32)
             .into_iter()
             .map(|row| vec![Span::raw(row)])
             .collect();
-        if let Some((text, style)) = suffix(m, utc_offset) {
+        if let Some((text, style)) = suffix(m, utc_offset, unanswered) {
             let last_width = rows
                 .last()
                 .map_or(0, |r| r.iter().map(|s| s.width()).sum::<usize>());
@@ -305,6 +319,17 @@ impl Viewport {
         let total = ranges.last().map_or(0, |r| r.end);
         let top = self.top(total, height);
         self.set_top(top + height.saturating_sub(1).max(1), total, height);
+        if self.cursor.is_some() {
+            self.ensure_cursor(ranges, height);
+        }
+    }
+
+    /// Scrolls `by` lines (negative: up, towards older), as a mouse wheel does, keeping
+    /// the selection in view if there is one.
+    pub fn scroll_lines(&mut self, by: isize, ranges: &[Range<usize>], height: usize) {
+        let total = ranges.last().map_or(0, |r| r.end);
+        let top = self.top(total, height).saturating_add_signed(by);
+        self.set_top(top, total, height);
         if self.cursor.is_some() {
             self.ensure_cursor(ranges, height);
         }

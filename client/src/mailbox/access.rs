@@ -183,6 +183,21 @@ impl CircuitMailboxes {
         }
     }
 
+    /// The relays to which an owner's handle is open now (read-only, for display).
+    pub async fn open_relays(&self) -> Vec<RelayId> {
+        let mut open: Vec<RelayId> = self
+            .links
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, (l, _))| l.is_open())
+            .map(|((id, _), _)| *id)
+            .collect();
+        open.sort();
+        open.dedup();
+        open
+    }
+
     /// The circuit manager.
     pub fn circuits(&self) -> &Arc<CircuitManager> {
         &self.circuits

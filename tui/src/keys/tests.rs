@@ -1,8 +1,9 @@
 //! Key-handling tests: what each key does in each place, and the actions that come out.
 
-use crossterm::event::{KeyEventState, KeyModifiers as M};
+use crossterm::event::{KeyEventState, KeyModifiers as M, MouseButton, MouseEvent, MouseEventKind};
 
 use super::*;
+use crate::app::Confirm;
 use crate::model::{AppEvent, ContactView, UiOptions};
 use crate::test_support::*;
 
@@ -130,7 +131,15 @@ fn r_retries_the_selected_failed_message() {
     // On a message that did not fail, r only explains itself.
     select_message(&mut app, 1);
     assert_eq!(type_text(&mut app, "r"), vec![]);
-    assert!(app.current_notice().is_some_and(|n| n.contains("failed")));
+    assert!(app
+        .current_notice()
+        .is_some_and(|n| n.contains("marked ✗ or …")));
+    // A message stuck at … can be sent again too.
+    select_message(&mut app, 5);
+    assert_eq!(
+        type_text(&mut app, "r"),
+        vec![Action::Retry { id: "0006".into() }]
+    );
 }
 
 #[test]
@@ -189,7 +198,12 @@ fn tab_and_shift_tab_cycle_the_panes() {
 fn help_opens_with_question_mark_or_f1_and_closes_with_esc() {
     let mut app = alice_app();
     type_text(&mut app, "?");
-    assert_eq!(draft(&app), "?", "? is typed in the input line");
+    assert_eq!(draft(&app), "", "? in an empty input line is help");
+    assert_eq!(app.overlay(), Some(&Overlay::Help { scroll: 0 }));
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, "why?");
+    assert_eq!(draft(&app), "why?", "? is typed after text");
+    assert_eq!(app.overlay(), None);
     press(&mut app, KeyCode::F(1));
     assert_eq!(app.overlay(), Some(&Overlay::Help { scroll: 0 }));
     press(&mut app, KeyCode::Esc);
@@ -328,8 +342,13 @@ fn requests_are_accepted_with_a_name_or_ignored() {
     assert_eq!(app.roster.messages(&Peer::Contact("erin".into())).len(), 1);
 
     let mut app = demo_app(UiOptions::default());
+    assert_eq!(type_text(&mut app, "n"), vec![], "n asks first");
+    assert!(matches!(app.overlay(), Some(Overlay::Confirm(_))));
+    assert_eq!(press(&mut app, KeyCode::Esc), vec![]);
+    assert!(app.roster.request(&requester).is_some());
+    type_text(&mut app, "n");
     assert_eq!(
-        type_text(&mut app, "n"),
+        type_text(&mut app, "y"),
         vec![Action::IgnoreRequest {
             address: requester.clone()
         }]
@@ -439,4 +458,363 @@ fn tab_skips_the_input_line_on_a_request() {
     assert_eq!(app.focus(), Focus::Contacts);
     press(&mut app, KeyCode::BackTab);
     assert_eq!(app.focus(), Focus::Conversation);
+}
+
+fn ctrl(app: &mut App, c: char) -> Vec<Action> {
+    with(app, KeyCode::Char(c), M::CONTROL)
+}
+
+const FOCUSES: [Focus; 3] = [Focus::Contacts, Focus::Conversation, Focus::Input];
+
+/// The keys the help lists under "Anywhere" do the same in every pane.
+#[test]
+fn global_keys_work_in_every_focus() {
+    for focus in FOCUSES {
+        let mut app = alice_app();
+        app.focus = focus;
+        assert_eq!(ctrl(&mut app, 'r'), vec![Action::RetryNow], "{focus:?}");
+        ctrl(&mut app, 'l');
+        assert_eq!(
+            app.overlay(),
+            Some(&Overlay::Log { scroll: 0 }),
+            "{focus:?}"
+        );
+        press(&mut app, KeyCode::Esc);
+        ctrl(&mut app, 'f');
+        assert!(
+            matches!(app.overlay(), Some(Overlay::Command(c)) if c.line.text() == "search "),
+            "{focus:?}"
+        );
+        press(&mut app, KeyCode::Esc);
+        for key in [':', '/', '?'] {
+            type_text(&mut app, &key.to_string());
+            assert!(app.overlay().is_some(), "{key} in {focus:?}");
+            press(&mut app, KeyCode::Esc);
+        }
+        press(&mut app, KeyCode::F(1));
+        assert_eq!(app.overlay(), Some(&Overlay::Help { scroll: 0 }));
+        press(&mut app, KeyCode::Esc);
+        press(&mut app, KeyCode::F(2));
+        assert_eq!(app.overlay(), Some(&Overlay::Network { scroll: 0 }));
+        press(&mut app, KeyCode::F(2));
+        assert_eq!(app.overlay(), None);
+        ctrl(&mut app, 'n');
+        assert_eq!(
+            app.selected(),
+            Some(&Peer::Contact("bob".into())),
+            "{focus:?}"
+        );
+        assert_eq!(app.focus(), focus);
+    }
+    // Once text is typed, : and / are text.
+    let mut app = alice_app();
+    type_text(&mut app, "a:b/c");
+    assert_eq!(draft(&app), "a:b/c");
+    assert_eq!(app.overlay(), None);
+}
+
+/// Ctrl-N goes round the conversations with something unread, then says there is none.
+#[test]
+fn ctrl_n_jumps_to_the_next_unread_conversation() {
+    let mut app = alice_app();
+    let actions = ctrl(&mut app, 'n');
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    assert_eq!(app.roster.contact("bob").map(|c| c.unread), Some(0));
+    assert!(actions.contains(&Action::MarkRead {
+        contact: "bob".into()
+    }));
+    ctrl(&mut app, 'n');
+    assert_eq!(app.selected(), Some(&Peer::Request(address(9))));
+    ctrl(&mut app, 'n');
+    assert_eq!(
+        app.selected(),
+        Some(&Peer::Request(address(9))),
+        "nothing else unread"
+    );
+    let mut app = alice_app();
+    app.roster.remove_request(&address(9));
+    app.roster.clear_unread("bob");
+    ctrl(&mut app, 'n');
+    assert_eq!(app.selected(), Some(&Peer::Contact("alice".into())));
+    assert_eq!(app.current_notice(), Some("nothing unread"));
+}
+
+/// Letters with no meaning in the contacts or conversation pane only say so.
+#[test]
+fn unbound_letters_run_nothing() {
+    for focus in [Focus::Contacts, Focus::Conversation] {
+        let mut app = alice_app();
+        app.focus = focus;
+        for c in "hello wxz".chars() {
+            assert_eq!(type_text(&mut app, &c.to_string()), vec![], "{c}");
+            assert_eq!(app.overlay(), None, "{c}");
+            assert!(!app.should_quit());
+        }
+        assert!(app
+            .current_notice()
+            .is_some_and(|n| n.contains("Enter to write to alice")));
+        assert_eq!(draft(&app), "");
+    }
+}
+
+fn command(app: &mut App, line: &str) -> Vec<Action> {
+    let mut out = type_text(app, ":");
+    out.extend(type_text(app, line));
+    out.extend(press(app, KeyCode::Enter));
+    out
+}
+
+/// Every command does what its key does; Tab completes; a bad one says why and stays open.
+#[test]
+fn commands_run_with_completion() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":ren");
+    press(&mut app, KeyCode::Tab);
+    assert!(matches!(app.overlay(), Some(Overlay::Command(c)) if c.line.text() == "rename "));
+    type_text(&mut app, "alicia");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![Action::RenameContact {
+            from: "alice".into(),
+            to: "alicia".into()
+        }]
+    );
+    assert_eq!(app.overlay(), None);
+    assert_eq!(command(&mut app, "zap"), vec![]);
+    assert!(matches!(app.overlay(), Some(Overlay::Command(c)) if c.error.is_some()));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(command(&mut app, "retry"), vec![Action::RetryNow]);
+    assert_eq!(command(&mut app, "ignored"), vec![Action::ListIgnored]);
+    command(&mut app, "help");
+    assert_eq!(app.overlay(), Some(&Overlay::Help { scroll: 0 }));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "me");
+    assert_eq!(app.overlay(), Some(&Overlay::MyAddress));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "add");
+    assert!(matches!(app.overlay(), Some(Overlay::AddContact(_))));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "log");
+    assert_eq!(app.overlay(), Some(&Overlay::Log { scroll: 0 }));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "network");
+    assert_eq!(app.overlay(), Some(&Overlay::Network { scroll: 0 }));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "bell");
+    assert!(!app.bell);
+    command(&mut app, "bell");
+    assert!(app.bell);
+    command(&mut app, "next");
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    command(&mut app, "next");
+    assert_eq!(app.selected(), Some(&Peer::Request(address(9))));
+    command(&mut app, "accept");
+    assert!(matches!(app.overlay(), Some(Overlay::Accept(_))));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "ignore");
+    assert!(matches!(
+        app.overlay(),
+        Some(Overlay::Confirm(Confirm::IgnoreRequest(_)))
+    ));
+    press(&mut app, KeyCode::Esc);
+    // Backspace on an empty command line closes it.
+    type_text(&mut app, ":");
+    press(&mut app, KeyCode::Backspace);
+    assert_eq!(app.overlay(), None);
+    assert_eq!(command(&mut app, "quit"), vec![Action::Quit]);
+}
+
+/// Remove and block ask first, and act on the open contact only.
+#[test]
+fn remove_and_block_ask_first() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(command(&mut app, "remove"), vec![]);
+    assert_eq!(
+        app.overlay(),
+        Some(&Overlay::Confirm(Confirm::RemoveContact("alice".into())))
+    );
+    assert_eq!(type_text(&mut app, "n"), vec![]);
+    assert_eq!(app.overlay(), None);
+    command(&mut app, "remove");
+    assert_eq!(
+        type_text(&mut app, "y"),
+        vec![Action::RemoveContact {
+            name: "alice".into()
+        }]
+    );
+    command(&mut app, "block");
+    assert_eq!(
+        type_text(&mut app, "y"),
+        vec![Action::BlockContact {
+            name: "alice".into()
+        }]
+    );
+    let mut app = demo_app(UiOptions::default());
+    assert_eq!(command(&mut app, "block"), vec![]);
+    assert_eq!(app.overlay(), None, "a request is not a contact");
+}
+
+/// Search finds text in every conversation and opens the one chosen at that message.
+#[test]
+fn search_finds_across_conversations_and_opens_a_hit() {
+    let mut app = alice_app();
+    render_once(&mut app);
+    ctrl(&mut app, 'f');
+    type_text(&mut app, "O");
+    press(&mut app, KeyCode::Enter);
+    let Some(Overlay::Search(found)) = app.overlay() else {
+        panic!("no search results");
+    };
+    // "or friday" (bob), "hello, we met…" (request) and alice's.
+    assert!(found
+        .hits
+        .iter()
+        .any(|(p, _)| *p == Peer::Contact("bob".into())));
+    assert!(found
+        .hits
+        .iter()
+        .any(|(p, _)| *p == Peer::Request(address(9))));
+    let bob = found
+        .hits
+        .iter()
+        .position(|(_, id)| id == "0015")
+        .unwrap_or(usize::MAX);
+    for _ in 0..bob {
+        press(&mut app, KeyCode::Down);
+    }
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.overlay(), None);
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    assert_eq!(app.focus(), Focus::Conversation);
+    assert_eq!(app.view.cursor, Some(1));
+}
+
+/// A send refused by the backend gives its text back to the draft, before anything typed
+/// since; a send recorded as a message does not.
+#[test]
+fn a_refused_send_keeps_the_text() {
+    let mut app = alice_app();
+    type_text(&mut app, "first");
+    press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "second");
+    press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "third");
+    app.apply(AppEvent::MessageAdded(message(
+        50,
+        "alice",
+        "second",
+        T + 400,
+        Some(Delivery::Sending),
+    )));
+    app.apply(AppEvent::SendFailed {
+        contact: "alice".into(),
+        text: "second".into(),
+        reason: "no".into(),
+    });
+    assert_eq!(draft(&app), "third");
+    app.apply(AppEvent::SendFailed {
+        contact: "alice".into(),
+        text: "first".into(),
+        reason: "database locked\nmore".into(),
+    });
+    assert_eq!(draft(&app), "first\nthird");
+    assert!(app
+        .current_notice()
+        .is_some_and(|n| n.starts_with("not sent to alice (text kept): database locked")));
+}
+
+/// A message in a conversation not on screen rings the bell, unless switched off.
+#[test]
+fn the_bell_rings_for_other_conversations_only() {
+    let mut app = alice_app();
+    app.apply(AppEvent::MessageAdded(message(
+        60,
+        "alice",
+        "here",
+        T + 401,
+        None,
+    )));
+    assert!(!app.take_bell());
+    app.apply(AppEvent::MessageAdded(message(
+        61,
+        "bob",
+        "there",
+        T + 402,
+        None,
+    )));
+    assert!(app.take_bell());
+    assert!(!app.take_bell());
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "bell");
+    app.apply(AppEvent::MessageAdded(message(
+        62,
+        "bob",
+        "again",
+        T + 403,
+        None,
+    )));
+    assert!(!app.take_bell());
+}
+
+/// c in the my-address dialog copies the address (the event loop sends it as OSC 52).
+#[test]
+fn c_copies_my_address() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, "i");
+    assert_eq!(app.overlay(), Some(&Overlay::MyAddress));
+    type_text(&mut app, "c");
+    assert_eq!(app.overlay(), None);
+    assert_eq!(app.take_copy(), Some(address(0)));
+    assert_eq!(app.take_copy(), None);
+}
+
+fn mouse(app: &mut App, kind: MouseEventKind, column: u16, row: u16) -> Vec<Action> {
+    app.handle_event(Event::Mouse(MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: M::NONE,
+    }))
+}
+
+/// A click on a contact selects it; a click on a pane focuses it; the wheel scrolls the
+/// conversation wherever the focus is.
+#[test]
+fn the_mouse_selects_contacts_and_scrolls() {
+    let mut app = alice_app();
+    render_once(&mut app);
+    let click = MouseEventKind::Down(MouseButton::Left);
+    // Row 5 of the 80x24 screen is bob (see the capture in render/tests.rs).
+    mouse(&mut app, click, 5, 5);
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    assert_eq!(app.focus(), Focus::Contacts);
+    mouse(&mut app, click, 5, 2);
+    assert_eq!(app.selected(), Some(&Peer::Request(address(9))));
+    mouse(&mut app, click, 5, 4);
+    assert_eq!(app.selected(), Some(&Peer::Contact("alice".into())));
+    mouse(&mut app, click, 40, 21);
+    assert_eq!(app.focus(), Focus::Input);
+    mouse(&mut app, click, 40, 10);
+    assert_eq!(app.focus(), Focus::Conversation);
+    // alice's conversation fits; make it taller than the pane to scroll.
+    for i in 0..30 {
+        app.apply(AppEvent::MessageAdded(message(
+            100 + i,
+            "alice",
+            "more",
+            T + 390,
+            None,
+        )));
+    }
+    render_once(&mut app);
+    app.focus = Focus::Input;
+    assert_eq!(app.view.top, None);
+    mouse(&mut app, MouseEventKind::ScrollUp, 40, 10);
+    assert!(app.view.top.is_some());
+    mouse(&mut app, MouseEventKind::ScrollDown, 40, 10);
+    assert_eq!(app.view.top, None);
+    assert_eq!(app.focus(), Focus::Input);
 }

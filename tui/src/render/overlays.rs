@@ -18,7 +18,7 @@ use crate::text::{char_width, one_line, width, wrap};
 const HELP_COLUMN: u16 = 39;
 
 /// A rectangle of at most `w` × `h` in the middle of `area`.
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect::new(
@@ -30,7 +30,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 /// A frame for an overlay, set apart from the panes by its double line.
-fn overlay_frame(title: &str) -> Block<'static> {
+pub(super) fn overlay_frame(title: &str) -> Block<'static> {
     Block::bordered()
         .border_type(BorderType::Double)
         .title(Span::styled(
@@ -40,16 +40,16 @@ fn overlay_frame(title: &str) -> Block<'static> {
 }
 
 /// A dialog's frame: an overlay frame with a column of space inside each side.
-fn dialog(title: &str) -> Block<'static> {
+pub(super) fn dialog(title: &str) -> Block<'static> {
     overlay_frame(title).padding(Padding::horizontal(1))
 }
 
-fn dim(text: &str) -> Line<'static> {
+pub(super) fn dim(text: &str) -> Line<'static> {
     Line::styled(text.to_owned(), Style::new().add_modifier(Modifier::DIM))
 }
 
 /// `text` wrapped to `cols`, every row in `style`.
-fn wrapped(text: &str, cols: u16, style: Style) -> Vec<Line<'static>> {
+pub(super) fn wrapped(text: &str, cols: u16, style: Style) -> Vec<Line<'static>> {
     wrap(&one_line(text), usize::from(cols))
         .into_iter()
         .map(|row| Line::styled(row, style))
@@ -69,7 +69,7 @@ fn error_lines(error: Option<&FormError>, hint: &str, cols: u16) -> Vec<Line<'st
 
 /// A one-line field `cols` wide: `> ` when it has the cursor, then as much of the text as
 /// fits around the cursor. Returns the line and the cursor's column in it.
-fn field(editor: &Editor, active: bool, cols: u16) -> (Line<'static>, u16) {
+pub(super) fn field(editor: &Editor, active: bool, cols: u16) -> (Line<'static>, u16) {
     let layout = editor.layout(usize::MAX / 4);
     let text = layout.rows.concat();
     let room = usize::from(cols).saturating_sub(2).max(1);
@@ -188,13 +188,21 @@ impl App {
                 self.draw_dialog(frame, area, block, lines, cols, Some((row, name_x)));
                 self.overlay = Some(Overlay::Accept(form));
             }
+            Some(Overlay::Network { scroll }) => {
+                let scroll = self.render_network(frame, area, scroll);
+                self.overlay = Some(Overlay::Network { scroll });
+            }
+            Some(other) => {
+                self.render_panel(frame, area, &other);
+                self.overlay = Some(other);
+            }
             None => {}
         }
     }
 
     /// Draws a dialog of `lines` (`cols` wide inside) centred in `area`, with the cursor at
     /// `cursor` (row, column) inside it.
-    fn draw_dialog(
+    pub(super) fn draw_dialog(
         &self,
         frame: &mut Frame,
         area: Rect,
@@ -230,7 +238,7 @@ impl App {
                 lines.extend(wrapped(me, cols, bold));
                 lines.push(Line::from(""));
                 lines.extend(wrapped(
-                    "Copy it from here: select it with the mouse.",
+                    "c copies it to the clipboard, or select it with the mouse.",
                     cols,
                     Style::new(),
                 ));
@@ -242,7 +250,7 @@ impl App {
             )),
         }
         lines.push(Line::from(""));
-        lines.push(dim("Esc closes"));
+        lines.push(dim("c copy · Esc closes"));
         self.draw_dialog(frame, area, dialog("My address"), lines, cols, None);
     }
 

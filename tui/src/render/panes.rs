@@ -8,6 +8,10 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::pane;
+use shallot_client::e2e::wire::MAX_TEXT_LEN;
+
+/// From this length on (three quarters of the limit), the input box counts the bytes.
+const COUNT_FROM: usize = MAX_TEXT_LEN / 4 * 3;
 use crate::app::{App, Focus};
 use crate::roster::Peer;
 use crate::text::{one_line, truncate, width, wrap};
@@ -49,11 +53,13 @@ impl App {
         let requests = self.roster.requests();
         let contacts = self.roster.contacts();
         let mut lines = Vec::new();
+        let mut rows: Vec<(usize, Peer)> = Vec::new();
         let mut selected_row = 0;
         if !requests.is_empty() {
             lines.push(heading(format!("Requests ({})", requests.len())));
             for r in &requests {
                 let selected = self.selected.as_ref() == Some(&Peer::Request(r.address.clone()));
+                rows.push((lines.len(), Peer::Request(r.address.clone())));
                 if selected {
                     selected_row = lines.len();
                 }
@@ -63,6 +69,7 @@ impl App {
         }
         for c in &contacts {
             let selected = self.selected.as_ref() == Some(&Peer::Contact(c.name.clone()));
+            rows.push((lines.len(), Peer::Contact(c.name.clone())));
             if selected {
                 selected_row = lines.len();
             }
@@ -75,6 +82,11 @@ impl App {
         }
         let height = usize::from(inner.height);
         let skip = (selected_row + 1).saturating_sub(height);
+        self.contact_rows = rows
+            .into_iter()
+            .filter(|(row, _)| *row >= skip && *row < skip + height)
+            .map(|(row, peer)| (inner.y + (row - skip) as u16, peer))
+            .collect();
         let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
         frame.render_widget(Paragraph::new(shown), inner);
     }
@@ -203,7 +215,17 @@ impl App {
             Some(Peer::Request(_)) => "accept the request to reply".to_owned(),
             None => "message".to_owned(),
         };
-        let block = pane(format!(" {title} "), self.focus == Focus::Input);
+        let mut block = pane(format!(" {title} "), self.focus == Focus::Input);
+        let len = self.draft().map_or(0, |d| d.text().len());
+        if len >= COUNT_FROM {
+            let style = if len > MAX_TEXT_LEN {
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new().fg(Color::Yellow)
+            };
+            let counter = Line::styled(format!(" {len}/{MAX_TEXT_LEN} bytes "), style);
+            block = block.title_bottom(counter.right_aligned());
+        }
         let inner = block.inner(area);
         frame.render_widget(block, area);
         if inner.width == 0 || inner.height == 0 {

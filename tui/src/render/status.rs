@@ -1,5 +1,6 @@
 //! The status bar: what the network is doing (consensus age, relays, circuits, mailbox
-//! subscription) and the latest notice, on one line.
+//! subscription), or that it cannot be reached and when it is tried again; and the latest
+//! notice, on a line of its own above it.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -21,8 +22,21 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// The network part of the status bar, with the consensus aged by `elapsed` seconds since
 /// `status` arrived.
-pub(crate) fn network_spans(status: &NetworkStatus, elapsed: u64) -> Vec<Span<'static>> {
+pub(crate) fn network_spans(status: &NetworkStatus, elapsed: u64, now: u64) -> Vec<Span<'static>> {
     let warn = Style::new().fg(Color::Yellow);
+    if let Some(offline) = &status.offline {
+        let bad = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+        let secs = offline.retry_at.saturating_sub(now);
+        let error = offline.error.lines().next().unwrap_or_default();
+        return vec![
+            Span::styled(format!("offline, retrying in {secs} s"), bad),
+            Span::styled(
+                " · Ctrl-R retry now · ",
+                Style::new().add_modifier(Modifier::DIM),
+            ),
+            Span::styled(one_line(error), warn),
+        ];
+    }
     let good = Style::new().fg(Color::Green);
     let dot = Span::styled(" · ", Style::new().add_modifier(Modifier::DIM));
     let consensus = match status.consensus_age_secs {
@@ -81,25 +95,33 @@ impl App {
     pub(super) fn render_status(&mut self, frame: &mut Frame, area: Rect) {
         let cols = usize::from(area.width);
         let elapsed = self.now.saturating_sub(self.status_at);
-        let network = network_spans(&self.status, elapsed);
-        // A fresh notice comes first: it answers what the user just did.
-        let mut spans = match self.current_notice() {
-            Some(notice) => {
-                let bold = Style::new().add_modifier(Modifier::BOLD);
-                let mut spans = vec![
-                    Span::styled(one_line(notice), bold),
-                    Span::styled(" │ ", Style::new().add_modifier(Modifier::DIM)),
-                ];
-                spans.extend(network);
-                spans
-            }
-            None => network,
-        };
+        let mut spans = network_spans(&self.status, elapsed, self.now);
         let used: usize = spans.iter().map(Span::width).sum();
         let help = "? help";
         if used + 1 + width(help) <= cols {
             spans.push(Span::raw(" ".repeat(cols - used - width(help))));
             spans.push(Span::styled(help, Style::new().add_modifier(Modifier::DIM)));
+        }
+        frame.render_widget(Paragraph::new(Line::from(fit(spans, cols))), area);
+    }
+
+    /// The latest notice's first line, and where the rest is if there is more.
+    pub(super) fn render_notice(&mut self, frame: &mut Frame, area: Rect) {
+        let cols = usize::from(area.width);
+        let Some(notice) = self.current_notice() else {
+            return;
+        };
+        let bold = Style::new().add_modifier(Modifier::BOLD);
+        let more = " · Ctrl-L details";
+        let room = if self.notice_has_more() {
+            cols.saturating_sub(width(more))
+        } else {
+            cols
+        };
+        let text = truncate(&format!("› {}", one_line(notice)), room);
+        let mut spans = vec![Span::styled(text, bold)];
+        if self.notice_has_more() {
+            spans.push(Span::styled(more, Style::new().add_modifier(Modifier::DIM)));
         }
         frame.render_widget(Paragraph::new(Line::from(fit(spans, cols))), area);
     }

@@ -5,8 +5,12 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 
 use super::*;
 use crate::help::SECTIONS;
-use crate::model::{AppEvent, ContactRequest, Delivery, MailboxState, NetworkStatus, UiOptions};
+use crate::model::{
+    AppEvent, CircuitView, ConsensusView, ContactRequest, Delivery, MailboxState, NetworkDetails,
+    NetworkStatus, Offline, ReplicaView, UiOptions,
+};
 use crate::test_support::*;
+use shallot_client::e2e::wire::MAX_TEXT_LEN;
 
 fn press(app: &mut App, code: KeyCode) {
     app.handle_event(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
@@ -113,7 +117,13 @@ fn empty_state_says_what_to_do() {
 fn help_lists_every_key_at_80x24() {
     let mut app = alice_app();
     press(&mut app, KeyCode::F(1));
-    let screen = render_to_text(&mut app, 80, 24);
+    // Every row is on screen at once or after scrolling down.
+    let mut screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Anywhere"));
+    for _ in 0..40 {
+        press(&mut app, KeyCode::Down);
+        screen.push_str(&render_to_text(&mut app, 80, 24));
+    }
     for section in SECTIONS {
         assert!(screen.contains(section.title), "{} missing", section.title);
         for k in section.keys {
@@ -181,7 +191,7 @@ fn my_address_is_shown_whole_on_one_line() {
     let me = address(0);
     let line = screen.lines().find(|l| l.contains(&me));
     assert!(line.is_some(), "{screen}");
-    assert!(screen.contains("Copy it from here"));
+    assert!(screen.contains("c copies it to the clipboard"), "{screen}");
 }
 
 #[test]
@@ -225,27 +235,131 @@ fn status_bar_says_what_the_network_is_doing() {
         relays_known: 1,
         circuits_ready: 1,
         mailbox: MailboxState::Connecting,
+        offline: None,
     }));
     app.apply(AppEvent::Notice("contact added".into()));
     let screen = render_to_text(&mut app, 80, 24);
-    assert!(screen.contains(
-        "contact added │ consensus 30s old · 1 relay · 1 circuit · mailbox: connecting…"
-    ));
+    let lines: Vec<&str> = screen.lines().collect();
+    assert_eq!(lines[22], "› contact added", "{screen}");
+    assert!(lines[23].starts_with("consensus 30s old · 1 relay · 1 circuit · mailbox: connecting…"));
     // The consensus ages between updates, and the notice goes after a while.
     app.tick(T + 400 + 600);
     let screen = render_to_text(&mut app, 80, 24);
     let last = screen.lines().last().unwrap_or_default();
     assert!(last.starts_with("consensus 10m old"), "{screen}");
-    // A long notice pushes the network status out of sight, not the other way round.
+    assert!(!screen.contains("contact added"));
+    // A long notice is cut to its row; the network status stays whole below it.
     app.apply(AppEvent::Notice(format!(
         "could not reach the directory: {}",
-        "x".repeat(60)
+        "x".repeat(80)
     )));
     let screen = render_to_text(&mut app, 80, 24);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[22].starts_with("› could not reach the directory: xxx"));
+    assert!(lines[22].ends_with('…'));
+    assert_eq!(lines[22].chars().count(), 80);
+    assert!(lines[23].starts_with("consensus 10m old"), "{screen}");
+}
+
+/// An error of many lines shows as one, with the rest a key away in the log.
+#[test]
+fn long_errors_show_one_line_and_the_log_has_the_rest() {
+    let mut app = alice_app();
+    app.apply(AppEvent::Notice(
+        "not sent to alice: no circuit\n  relay 1: refused\n  relay 2: timed out".into(),
+    ));
+    let screen = render_to_text(&mut app, 80, 24);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[22].starts_with("› not sent to alice: no circuit · Ctrl-L details"));
+    assert!(!screen.contains("relay 2"));
+    press(&mut app, KeyCode::Esc);
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('l'),
+        KeyModifiers::CONTROL,
+    )));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Log"), "{screen}");
+    assert!(
+        screen.contains("• not sent to alice: no circuit"),
+        "{screen}"
+    );
+    assert!(screen.contains("relay 2: timed out"), "{screen}");
+}
+
+/// Offline: when the next attempt is, the key that makes it now, and why, on one line.
+#[test]
+fn offline_says_when_it_retries_and_how_to_retry_now() {
+    let mut app = alice_app();
+    app.apply(AppEvent::Status(NetworkStatus {
+        offline: Some(Offline {
+            retry_at: T + 400 + 8,
+            error: "no authority answered\n  a1: connection refused".into(),
+        }),
+        ..NetworkStatus::default()
+    }));
+    let screen = render_to_text(&mut app, 80, 24);
     let last = screen.lines().last().unwrap_or_default();
-    assert!(last.starts_with("could not reach the directory: xxx"));
-    assert!(last.ends_with('…'));
-    assert_eq!(last.chars().count(), 80);
+    assert!(
+        last.starts_with("offline, retrying in 8 s · Ctrl-R retry now · no authority answered"),
+        "{screen}"
+    );
+    app.tick(T + 400 + 5);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("offline, retrying in 3 s"), "{screen}");
+}
+
+/// My messages to someone who has answered nothing yet say what they wait for.
+#[test]
+fn unanswered_messages_wait_for_acceptance() {
+    let mut app = demo_app(UiOptions {
+        select_contact: Some("carol".into()),
+        focus_input: false,
+    });
+    app.apply(AppEvent::MessageAdded(message(
+        40,
+        "carol",
+        "hello carol",
+        T + 390,
+        Some(Delivery::Stored { copies: 3 }),
+    )));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(
+        flat(&screen).contains("hello carol ✓3 waiting for them to accept"),
+        "{screen}"
+    );
+    app.apply(AppEvent::MessageAdded(message(
+        41,
+        "carol",
+        "hi!",
+        T + 395,
+        None,
+    )));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(!screen.contains("waiting for them"), "{screen}");
+}
+
+/// Near the limit the input box counts bytes; over it, in red, and Enter keeps the text.
+#[test]
+fn the_input_counts_bytes_near_the_limit() {
+    let mut app = alice_app();
+    app.handle_event(Event::Paste("x".repeat(100)));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(!screen.contains("bytes"));
+    app.handle_event(Event::Paste("x".repeat(MAX_TEXT_LEN)));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(
+        screen.contains(&format!("{}/{MAX_TEXT_LEN} bytes", MAX_TEXT_LEN + 100)),
+        "{screen}"
+    );
+    assert!(app
+        .handle_event(Event::Key(KeyEvent::new(
+            KeyCode::Enter,
+            KeyModifiers::NONE
+        )))
+        .is_empty());
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("too long to send"), "{screen}");
+    assert!(screen.contains(&format!("{}/{MAX_TEXT_LEN} bytes", MAX_TEXT_LEN + 100)));
 }
 
 #[test]
@@ -338,4 +452,139 @@ fn the_selected_message_stays_in_view_across_a_resize() {
     let screen = render_to_text(&mut app, 44, 10);
     assert!(screen.contains("14:04 me    all three"), "{screen}");
     assert!(screen.contains("↓ more below · End"));
+}
+
+fn network_details() -> NetworkDetails {
+    NetworkDetails {
+        guards: vec!["relay3".into()],
+        circuits: vec![CircuitView {
+            relays: vec!["relay3".into(), "relay5".into(), "relay1".into()],
+            age_secs: 90,
+        }],
+        replicas: vec![
+            ReplicaView {
+                relay: "relay1".into(),
+                open: true,
+            },
+            ReplicaView {
+                relay: "relay7".into(),
+                open: false,
+            },
+        ],
+        consensus: Some(ConsensusView {
+            valid_after: T + 400 - 120,
+            valid_until: T + 400 + 3600,
+            signed_by: vec!["auth1".into(), "auth2".into()],
+            authorities: 3,
+        }),
+        clock_skew_secs: None,
+    }
+}
+
+/// F2 shows guards, circuits, replicas, the consensus and its signers, the clock, and what
+/// is not protected; every part at 80x24, scrolling where needed.
+#[test]
+fn network_panel_at_80x24() {
+    let mut app = alice_app();
+    app.apply(AppEvent::Network(network_details()));
+    press(&mut app, KeyCode::F(2));
+    let mut screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Network"), "{screen}");
+    assert!(
+        screen.contains("relay3  (in use since: not recorded)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("relay3 → relay5 → relay1  (1m old)"),
+        "{screen}"
+    );
+    assert!(screen.contains("relay1  circuit open"), "{screen}");
+    assert!(screen.contains("relay7  no circuit open now"), "{screen}");
+    for _ in 0..30 {
+        press(&mut app, KeyCode::Down);
+        screen.push_str(&render_to_text(&mut app, 80, 24));
+    }
+    assert!(screen.contains("2m old, valid for 1h more"), "{screen}");
+    assert!(
+        screen.contains("signed by 2 of 3 authorities: auth1, auth2"),
+        "{screen}"
+    );
+    assert!(screen.contains("skew not measured"), "{screen}");
+    assert!(
+        screen.contains("What this does not protect against"),
+        "{screen}"
+    );
+    assert!(
+        flat(&screen).contains("no mixing or cover traffic"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay(), None);
+}
+
+/// Before anything is known, the panel says so rather than showing nothing.
+#[test]
+fn network_panel_before_the_first_consensus() {
+    let mut app = App::new(UiOptions::default());
+    app.tick(T);
+    press(&mut app, KeyCode::F(2));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("none chosen yet"), "{screen}");
+    assert!(screen.contains("none built yet"), "{screen}");
+    assert!(screen.contains("not known: no consensus yet"), "{screen}");
+}
+
+/// The command line shows what the typed word can become, and why a line was refused.
+#[test]
+fn command_line_at_80x24() {
+    let mut app = alice_app();
+    type_text(&mut app, ":re");
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Command"), "{screen}");
+    assert!(screen.contains("rename NAME"), "{screen}");
+    assert!(screen.contains("remove"), "{screen}");
+    assert!(screen.contains("retry"), "{screen}");
+    assert!(!screen.contains("search"), "{screen}");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(
+        screen.contains("✗ \"re\" could be remove, rename, retry"),
+        "{screen}"
+    );
+}
+
+/// Confirmation, log and search views at 80x24.
+#[test]
+fn confirm_log_and_search_at_80x24() {
+    let mut app = alice_app();
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":block");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Block contact"), "{screen}");
+    assert!(
+        flat(&screen).contains("Remove alice and ignore whatever they send"),
+        "{screen}"
+    );
+    assert!(screen.contains("y yes · n or Esc no"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    app.handle_event(Event::Key(KeyEvent::new(
+        KeyCode::Char('l'),
+        KeyModifiers::CONTROL,
+    )));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Log"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":search copy");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Search: copy"), "{screen}");
+    assert!(screen.contains("alice        me: second copy"), "{screen}");
+    assert!(!screen.contains("all three copies"), "{screen}");
+    assert!(screen.contains("alice        me: first copy"), "{screen}");
+    press(&mut app, KeyCode::Esc);
+    type_text(&mut app, ":search nothing like this");
+    press(&mut app, KeyCode::Enter);
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("No message contains that."), "{screen}");
 }

@@ -9,6 +9,7 @@ fn text_of(line: &Line<'_>) -> String {
 fn msg(id: u32, outgoing: bool, text: &str, at: u64, delivery: Option<Delivery>) -> MessageView {
     MessageView {
         id: format!("{id:02x}"),
+        seq: u64::from(id),
         contact: "alice".into(),
         outgoing,
         text: text.into(),
