@@ -398,10 +398,7 @@ const PERIODIC_WORK: Duration = Duration::from_secs(10);
 /// and retransmits, acknowledges and republishes what is due. Every client that stays
 /// connected runs exactly this: the chat, and the demo's echo contact. `notice` is told what
 /// a user should see. Dropping or aborting the future stops all of its tasks.
-pub async fn keep_online(
-    m: Arc<Messenger>,
-    notice: impl Fn(String) + Send + Sync + 'static,
-) {
+pub async fn keep_online(m: Arc<Messenger>, notice: impl Fn(String) + Send + Sync + 'static) {
     keep_online_with(m, Arc::new(Reconnect::default()), notice).await;
 }
 
