@@ -154,8 +154,11 @@ EOF
     wait_until 120 "a consensus listing 8 relays" consensus_lists 8
     log "consensus published"
 
-    # Users: identities and contacts.
+    # Users: identities and contacts, with stores encrypted under a passphrase as a real
+    # user's are (read from a file, as scripts do).
     local a="$WORK/alice" b="$WORK/bob"
+    printf 'testbed passphrase\n' >"$WORK/passphrase"
+    export SHALLOT_PASSPHRASE_FILE="$WORK/passphrase"
     "$BIN" --data-dir "$a" id new --name alice >/dev/null
     "$BIN" --data-dir "$b" id new --name bob >/dev/null
     "$BIN" --data-dir "$a" contact add bob "$("$BIN" --data-dir "$b" id show | tail -1)"

@@ -13,9 +13,7 @@ use shallot_directory::fetch::{fetch_consensus, FetchError};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
 use shallot_directory::VerifiedConsensus;
-#[cfg(any(test, feature = "testing"))]
-use shallot_proto::dir::Consensus;
-use shallot_proto::dir::Flags;
+use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
