@@ -3,6 +3,7 @@
 //! (`README.md`, "Performance").
 
 pub mod circuits;
+pub mod compare;
 pub mod cpu;
 pub mod messaging;
 pub mod relay;

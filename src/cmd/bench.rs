@@ -1,6 +1,6 @@
-//! `shallot bench [--json] [--soak]`: starts its own test network and prints performance
-//! figures, each beside the raw limit measured in the same run (or, with `--soak`, the relay
-//! soak run's figures).
+//! `shallot bench [--json] [--compare FILE] [--soak]`: starts its own test network and prints
+//! performance figures, each beside the raw limit measured in the same run (or, with `--soak`,
+//! the relay soak run's figures); `--compare` sets them beside a run saved with `--json`.
 
 use std::time::Duration;
 
@@ -22,10 +22,25 @@ pub struct BenchArgs {
     /// unfinished message and 8,000 silent links while a client keeps building circuits.
     #[arg(long)]
     pub soak: bool,
+    /// Print each figure beside the same figure of a run saved with `--json`, with the ratio
+    /// and whether it got better or worse.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub compare: Option<std::path::PathBuf>,
 }
 
 /// Runs every benchmark.
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+    // Read and check the saved run first, so a wrong file fails before a long benchmark.
+    let saved = match &args.compare {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                BenchError::Other(format!("cannot read the saved run {}: {e}", path.display()))
+            })?;
+            bench::compare::compare(&[], &text).map_err(BenchError::other)?;
+            Some(text)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,7 +75,11 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         let _ = std::fs::remove_dir_all(&scratch);
         result
     })?;
-    if args.json {
+    if let Some(saved) = saved {
+        for row in bench::compare::compare(&figures, &saved).map_err(BenchError::other)? {
+            println!("{}", bench::compare::render(&row));
+        }
+    } else if args.json {
         let json = serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))
             .map_err(BenchError::other)?;
         println!("{json}");
