@@ -103,12 +103,14 @@ async fn hostile_vote_lists_fetch_nothing_for_strangers_and_little_at_once() {
         (seen.lock().unwrap().digests.len() >= 2 * configured.len()).then_some(())
     })
     .await;
-    let g = seen.lock().unwrap();
-    assert!(!g.digests.contains(&STRANGER), "fetched a stranger's vote");
-    assert_eq!(g.max_in_flight, MAX_VOTE_FETCHES, "vote fetches at once");
+    let (digests, max_in_flight) = {
+        let g = seen.lock().unwrap();
+        (g.digests.clone(), g.max_in_flight)
+    };
+    assert!(!digests.contains(&STRANGER), "fetched a stranger's vote");
+    assert_eq!(max_in_flight, MAX_VOTE_FETCHES, "vote fetches at once");
     // No vote is fetched twice in a period.
-    let unique: BTreeSet<_> = g.digests.iter().collect();
-    assert_eq!(unique.len(), g.digests.len());
-    drop(g);
+    let unique: BTreeSet<_> = digests.iter().collect();
+    assert_eq!(unique.len(), digests.len());
     auth.shutdown().await;
 }
