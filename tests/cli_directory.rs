@@ -136,7 +136,7 @@ fn run_serves_a_consensus() {
     let net = dir.join("network.toml");
     std::fs::write(
         &net,
-        format!("{entry}\n[params]\nvoting_interval_secs = 2\n"),
+        format!("{entry}\n[params]\ntest_network = true\nvoting_interval_secs = 2\n"),
     )
     .unwrap();
 

@@ -153,6 +153,32 @@ fn authority_mistakes_are_refused() {
         &["no such directory", "shallot directory init"],
     );
     assert!(!typo.exists());
+    // Issue 10, finding I: a request timeout of an eighth of the voting interval or more
+    // would let a slow peer hold back evidence of an equivocation past compute time.
+    let slow = dir.join("slow.toml");
+    let text = std::fs::read_to_string(&net).unwrap()
+        + "[params]\nvoting_interval_secs = 60\nrequest_timeout_secs = 10\n";
+    std::fs::write(&slow, text).unwrap();
+    let auth2 = dir.join("auth2").display().to_string();
+    let (code, _) = shallot(&["directory", "init", "--data-dir", &auth2]);
+    assert_eq!(code, Some(0));
+    refused(
+        &[
+            "directory",
+            "run",
+            "--data-dir",
+            &auth2,
+            "--listen",
+            "127.0.0.1:0",
+            "--network",
+            &slow.display().to_string(),
+        ],
+        &[
+            "slow.toml",
+            "request_timeout_secs",
+            "voting_interval_secs / 8",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

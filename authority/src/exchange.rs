@@ -10,10 +10,14 @@
 //!   over and over, so that late evidence still arrives. In the second half of the comparison
 //!   a vote is fetched only from a peer that is not its author: evidence an honest authority
 //!   found still spreads to every other, but an author that reveals a second vote of its own
-//!   only at the last moment, to some, is not believed by anyone. The last lists fetched go to
-//!   [`shallot_directory::equivocation::judge`].
+//!   only at the last moment, to some, is not believed by anyone. A vote fetched from its
+//!   author must arrive by `T − 3I/8`, so the whole second half is left to pass it on. What a
+//!   peer's list can make this authority fetch is bounded
+//!   ([`shallot_directory::equivocation::missing`]: no author that is not configured, one
+//!   vote per author per pass, no fetch twice), and at most [`MAX_VOTE_FETCHES`] run at
+//!   once. The last lists fetched go to [`shallot_directory::equivocation::judge`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +31,14 @@ use super::state::{Accepted, VoteRecord};
 use super::voting::{retry_delay, time_left};
 use super::Shared;
 use shallot_directory::compute::needed_descriptors;
-use shallot_directory::equivocation::{missing, missing_from_others, VoteList, MAX_VOTE_LIST_LEN};
+use shallot_directory::equivocation::{
+    missing, missing_from_others, Fetch, VoteList, MAX_VOTE_LIST_LEN,
+};
 use shallot_directory::fetch::http_request;
 use shallot_directory::network::AuthorityInfo;
+
+/// Votes (up to 32 MiB each) fetched at once during the comparison, whatever peers list.
+pub const MAX_VOTE_FETCHES: usize = 4;
 
 /// Fetches the votes of peers whose vote is not held yet, until all are or the exchange
 /// closes.
@@ -119,10 +128,27 @@ pub(crate) async fn compare(
     let deadline = schedule.compute_at(t);
     let authors_until = (schedule.freeze_at(t) + deadline) / 2;
     let mut lists: BTreeMap<[u8; 32], VoteList> = BTreeMap::new();
+    let mut fetches = Fetches::default();
     loop {
         fetch_lists(shared, deadline, t, &mut lists).await;
         let from_authors = now_ms() < authors_until;
-        fetch_listed_votes(shared, schedule, deadline, t, &lists, from_authors).await;
+        // A vote fetched from its author must arrive before the second half begins, so
+        // that every other authority has that half to fetch it from here.
+        let votes_until = if from_authors {
+            authors_until
+        } else {
+            deadline
+        };
+        fetch_listed_votes(
+            shared,
+            schedule,
+            votes_until,
+            t,
+            &lists,
+            from_authors,
+            &mut fetches,
+        )
+        .await;
         fetch_descriptors(shared, deadline, t).await;
         let left = deadline.saturating_sub(now_ms());
         if left == 0 {
@@ -130,6 +156,14 @@ pub(crate) async fn compare(
         }
         tokio::time::sleep(retry_delay(schedule).min(Duration::from_millis(left))).await;
     }
+}
+
+/// What the comparison of one period has fetched of the listed votes, so that nothing is
+/// fetched twice, and which peers were reported for listing strangers.
+#[derive(Debug, Default)]
+pub(crate) struct Fetches {
+    tried: BTreeSet<Fetch>,
+    reported: BTreeSet<[u8; 32]>,
 }
 
 async fn fetch_lists(
@@ -182,32 +216,64 @@ async fn fetch_listed_votes(
     t: u64,
     lists: &BTreeMap<[u8; 32], VoteList>,
     from_authors: bool,
+    fetches: &mut Fetches,
 ) {
     let holdings = shared.state().holdings(t);
+    let authorities: BTreeSet<[u8; 32]> = shared
+        .network
+        .authorities
+        .iter()
+        .map(|a| *a.key.as_bytes())
+        .collect();
     let wanted = if from_authors {
-        missing(&holdings, lists)
+        missing(&holdings, lists, &authorities, &fetches.tried)
     } else {
-        missing_from_others(&holdings, lists)
+        missing_from_others(&holdings, lists, &authorities, &fetches.tried)
     };
+    for (peer, count) in &wanted.strangers {
+        if fetches.reported.insert(*peer) {
+            let name = shared
+                .network
+                .authorities
+                .iter()
+                .find(|a| a.key.as_bytes() == peer)
+                .map_or("a peer", |a| a.name.as_str());
+            tracing::warn!(
+                "{name} lists votes of {count} authorities that are not configured for period                  {t}: ignored"
+            );
+        }
+    }
+    fetches.tried.extend(wanted.fetch.iter().copied());
     let mut gets = JoinSet::new();
-    for (peer, author, digest) in wanted {
-        let Some(info) = shared
-            .network
-            .authorities
-            .iter()
-            .find(|a| a.key.as_bytes() == &peer)
-            .cloned()
-        else {
+    let mut queue = wanted.fetch.into_iter();
+    loop {
+        while gets.len() < MAX_VOTE_FETCHES {
+            let Some((peer, author, digest)) = queue.next() else {
+                break;
+            };
+            let Some(info) = shared
+                .network
+                .authorities
+                .iter()
+                .find(|a| a.key.as_bytes() == &peer)
+                .cloned()
+            else {
+                continue;
+            };
+            let limit = time_left(shared, deadline);
+            gets.spawn(async move {
+                let path = format!("/votes/{t}/{}", shallot_crypto::hex::encode(&digest));
+                let r =
+                    http_request(info.address, Method::GET, &path, None, limit, MAX_VOTE_LEN).await;
+                (info, author, digest, r)
+            });
+        }
+        let Some(joined) = gets.join_next().await else {
+            break;
+        };
+        let Ok((peer, author, digest, r)) = joined else {
             continue;
         };
-        let limit = time_left(shared, deadline);
-        gets.spawn(async move {
-            let path = format!("/votes/{t}/{}", shallot_crypto::hex::encode(&digest));
-            let r = http_request(info.address, Method::GET, &path, None, limit, MAX_VOTE_LEN).await;
-            (info, author, digest, r)
-        });
-    }
-    while let Some(Ok((peer, author, digest, r))) = gets.join_next().await {
         let Ok(r) = r else { continue };
         if r.status != StatusCode::OK {
             tracing::info!("{} listed a vote it does not serve", peer.name);

@@ -295,6 +295,8 @@ fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
             }
         }
     }
+    // Reveals committed to before a restart are revealed after it.
+    state.reveals = store.load_reveals();
     if let Some(text) = store.load_consensus() {
         match reload_consensus(&text, network, now) {
             Ok(record) => {

@@ -7,6 +7,7 @@
 //! <data-dir>/state/descriptors/<fp>.txt       each relay's newest accepted descriptor
 //! <data-dir>/state/relays                     first-seen and running-since times
 //! <data-dir>/state/consensus.txt              the newest consensus with its signatures
+//! <data-dir>/state/reveals                     its shared-random reveals, by round
 //! ```
 //!
 //! This module only moves text; what the text means is checked by the caller on load.
@@ -104,6 +105,29 @@ impl Store {
         })
     }
 
+    /// Saves this authority's shared-random reveals (secret until revealed: mode 0600, like
+    /// every file here). Called before the vote that commits to the newest one is sent, so a
+    /// restart cannot lose a reveal the network is waiting for.
+    pub fn save_reveals(&self, reveals: &BTreeMap<u64, [u8; 32]>) -> Result<(), KeyFileError> {
+        write_private_file(
+            &self.state.join("reveals"),
+            encode_reveals(reveals).as_bytes(),
+        )
+    }
+
+    /// Loads the saved reveals (none if there are none or the file is unreadable, with a
+    /// warning).
+    pub fn load_reveals(&self) -> BTreeMap<u64, [u8; 32]> {
+        let path = self.state.join("reveals");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return BTreeMap::new();
+        };
+        decode_reveals(&text).unwrap_or_else(|e| {
+            tracing::warn!("ignoring {}: {e}", path.display());
+            BTreeMap::new()
+        })
+    }
+
     /// Saves the consensus text.
     pub fn save_consensus(&self, text: &[u8]) -> Result<(), KeyFileError> {
         write_private_file(&self.state.join("consensus.txt"), text)
@@ -113,6 +137,42 @@ impl Store {
     pub fn load_consensus(&self) -> Option<String> {
         std::fs::read_to_string(self.state.join("consensus.txt")).ok()
     }
+}
+
+/// `shallot-authority-reveals 1` then `reveal <round> <hex32>` per round, ascending.
+fn encode_reveals(reveals: &BTreeMap<u64, [u8; 32]>) -> String {
+    let mut w = LineWriter::new();
+    w.line("shallot-authority-reveals", [1]);
+    for (round, r) in reveals {
+        w.line(
+            "reveal",
+            [round.to_string(), shallot_crypto::hex::encode(r)],
+        );
+    }
+    w.finish()
+}
+
+fn decode_reveals(text: &str) -> Result<BTreeMap<u64, [u8; 32]>, DocError> {
+    let mut r = LineReader::new(text)?;
+    let mut a = r.expect("shallot-authority-reveals")?;
+    if a.word("version")? != "1" {
+        return Err(a.error("unsupported version"));
+    }
+    a.end()?;
+    let mut out = BTreeMap::new();
+    while let Some(mut a) = r.maybe("reveal")? {
+        let round = a.u64("round")?;
+        let reveal = a.hex32("reveal")?;
+        a.end()?;
+        if out.insert(round, reveal).is_some() {
+            return Err(DocError::Malformed {
+                line: r.line_no(),
+                reason: "a round is listed twice".into(),
+            });
+        }
+    }
+    r.finish()?;
+    Ok(out)
 }
 
 /// `shallot-authority-relays 1` then `relay <fp> <first-seen> <running-since or ->` per
@@ -175,6 +235,25 @@ fn a_dup(r: &LineReader<'_>) -> DocError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finding J: reveals survive a restart, and a damaged file is refused.
+    #[test]
+    fn reveals_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!(
+            "shallot-reveals-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let store = Store::open(&dir).unwrap();
+        assert!(store.load_reveals().is_empty());
+        let reveals: BTreeMap<u64, [u8; 32]> = [(10, [1; 32]), (20, [2; 32])].into();
+        store.save_reveals(&reveals).unwrap();
+        assert_eq!(Store::open(&dir).unwrap().load_reveals(), reveals);
+        let text = encode_reveals(&reveals);
+        assert!(decode_reveals(&text.replace("reveal 20", "reveal 10")).is_err());
+        assert!(decode_reveals(&text.replace(" 10 ", " x ")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn relay_history_round_trips() {

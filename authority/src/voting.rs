@@ -76,13 +76,31 @@ pub(crate) fn time_left(shared: &Shared, deadline: u64) -> Duration {
 async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), String> {
     let params = shared.network.params;
     let now = now_secs();
-    let mut reveal = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut reveal);
+    // The reveal this vote commits to is on disk before the vote exists, so a restart
+    // cannot lose it: the next vote reveals it. A vote for the same period again (after a
+    // restart inside the round) commits to the same reveal.
+    let (reveal, reveals) = {
+        let mut state = shared.state();
+        let reveal = *state.reveals.entry(t).or_insert_with(|| {
+            let mut r = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut r);
+            r
+        });
+        let keep = t.saturating_sub(2 * schedule.interval_secs());
+        (
+            reveal,
+            state.reveals.range(keep..).map(|(k, v)| (*k, *v)).collect(),
+        )
+    };
+    shared
+        .persist("shared-random reveals", move |store| {
+            store.save_reveals(&reveals)
+        })
+        .await;
     let (vote, text, expired, history) = {
         let _serial = shared.descriptor_lock.lock().await;
         let mut state = shared.state();
         let expired = state.expire(now, params.descriptor_max_age_secs);
-        state.reveals.insert(t, reveal);
         let srv = SrvFields {
             commit: commitment(&shared.me, t, &reveal),
             reveal: state
@@ -143,7 +161,9 @@ async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), S
 async fn push_vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64, vote: &Vote, text: String) {
     let deadline = schedule.freeze_at(t);
     let mut posts = JoinSet::new();
-    for (_i, peer) in shared.peers().cloned().enumerate() {
+    // The index is used only by the test-only `misbehave` feature (zip, not enumerate, so
+    // that clippy accepts it unused).
+    for (_i, peer) in (0usize..).zip(shared.peers().cloned()) {
         #[allow(unused_mut)]
         let mut text = text.clone();
         #[cfg(feature = "misbehave")]

@@ -69,3 +69,47 @@ async fn state_survives_a_restart() {
     );
     auth.shutdown().await;
 }
+
+/// Finding J: an authority restarted between committing to a reveal (its vote for `T`) and
+/// revealing it (its vote for `T + I`) still reveals it: the round's value is a real shared
+/// value, not the disaster value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_round_keeps_the_reveal() {
+    use shallot_proto::dir::srv::disaster_value;
+    let interval = 6;
+    let (mut configs, _network) = authorities(1, 33, test_params(interval));
+    let config = configs.remove(0);
+    let auth = Authority::start(config.clone()).await.unwrap();
+    // A consensus whose commitment lists this authority (its first vote's), caught early in
+    // its period: the vote for the next period is due I/4 after it starts.
+    let first = poll(
+        Duration::from_secs(60),
+        "a consensus with a commitment, early in its period",
+        || {
+            auth.current_consensus().filter(|c| {
+                !c.shared_rand.commits.is_empty()
+                    && now() * 1000 < c.valid_after * 1000 + interval * 1000 / 8
+            })
+        },
+    )
+    .await;
+    auth.shutdown().await;
+    let auth = Authority::start(config).await.unwrap();
+    let next = poll(Duration::from_secs(60), "the next consensus", || {
+        auth.current_consensus()
+            .filter(|c| c.valid_after > first.valid_after)
+    })
+    .await;
+    assert_eq!(
+        next.valid_after,
+        first.valid_after + interval,
+        "the restarted authority missed a period"
+    );
+    assert_eq!(next.shared_rand.previous, Some(first.shared_rand.current));
+    assert_ne!(
+        next.shared_rand.current,
+        disaster_value(next.valid_after, Some(&first.shared_rand.current)),
+        "the reveal was lost in the restart"
+    );
+    auth.shutdown().await;
+}

@@ -9,12 +9,13 @@
 //!   valid-after and no earlier than the descriptor age limit before it;
 //! * every field of its entry (nickname, address, keys, family, published) comes from that
 //!   descriptor: no vote can set any of them;
-//! * its flags are those set by more than half of the votes naming that descriptor;
-//! * its weight is the low median of the measurements in those votes, capped by the declared
-//!   bandwidth, when more than half of them carry one; otherwise the declared bandwidth capped
-//!   at `unmeasured_weight_cap`;
-//! * its known-since is the upper median of those votes' known-since times, so that fewer than
-//!   half cannot make it look older;
+//! * every threshold below counts all `n` configured authorities, not the votes naming the
+//!   descriptor, so rogues that are many among few voters gain nothing ([`vote_values`]);
+//! * its flags are those set by more than `n / 2` of the votes naming that descriptor;
+//! * its weight is, when more than `n / 2` of those votes carry a measurement, the
+//!   measurement no coalition of `⌊n/2⌋` authorities can raise, capped by the declared
+//!   bandwidth; otherwise the declared bandwidth capped at `unmeasured_weight_cap`;
+//! * its known-since is the claim no coalition of `⌊n/2⌋` authorities can make older;
 //! * then the Sybil limit ([`apply_sybil_limit`]): at most two relays per IP address keep
 //!   Running, the longest known.
 //!
@@ -177,22 +178,7 @@ fn relay_entry(
     if d.fingerprint() != *id || d.published > period.valid_after || d.published < oldest {
         return None;
     }
-    let k = voters.len();
-    let mut flags = Flags::empty();
-    for (flag, _) in Flags::ALL {
-        let set = voters.iter().filter(|e| e.flags.contains(flag)).count();
-        flags.set(flag, set * 2 > k);
-    }
-    let mut measured: Vec<u64> = voters.iter().filter_map(|e| e.measured).collect();
-    let weight = if measured.len() * 2 > k {
-        measured.sort_unstable();
-        measured[(measured.len() - 1) / 2].min(d.bandwidth)
-    } else {
-        d.bandwidth.min(params.unmeasured_weight_cap)
-    };
-    let mut since: Vec<u64> = voters.iter().map(|e| e.known_since).collect();
-    since.sort_unstable();
-    let known_since = since[k / 2];
+    let (flags, weight, known_since) = vote_values(&voters, n, d.bandwidth, params);
     let entry = RelayEntry {
         id: *id,
         nickname: d.nickname.clone(),
@@ -206,6 +192,53 @@ fn relay_entry(
         family: d.family.clone(),
     };
     Some((entry, known_since))
+}
+
+/// The flags, weight and known-since of an entry, from the `voters` naming its descriptor,
+/// out of `n` configured authorities.
+///
+/// Every threshold counts all `n` authorities, never only the `k` voters: a relay that
+/// uploaded to the rogues and to one honest authority is named by few votes, and among those
+/// the rogues may be the majority. Let `t = ⌊n/2⌋`, the most authorities that are not a
+/// majority: any coalition of rogues has at most `t` members, and each rule holds against
+/// `t` of them, whoever else voted.
+///
+/// * A flag needs more than `n/2` votes for it, so `t` rogues need an honest vote too.
+/// * The weight: the `m` measurements sorted ascending, the element at index `m − 1 − t`
+///   (when `m > t`, that is more than `n/2` measured). At least `t + 1` measurements are at or
+///   above it, and one of those is honest: rogues cannot raise it above an honest
+///   measurement. With `m ≤ t` every measurement may be a rogue's: the declared bandwidth,
+///   capped at `unmeasured_weight_cap`.
+/// * The known-since: the claims sorted ascending (oldest first), the element at index `t`
+///   (it exists: `k > n/2`). At least `t + 1` claims are at or before it, and one of those is
+///   honest: rogues cannot make the relay look older than an honest authority says it is.
+///
+/// With all `n` votes in, `m − 1 − t = ⌊(n − 1)/2⌋` and `t = ⌊n/2⌋`: the low median of the
+/// measurements and the upper median of the claims, as when thresholds counted the voters.
+fn vote_values(
+    voters: &[&VoteEntry],
+    n: usize,
+    declared: u64,
+    params: &ComputeParams,
+) -> (Flags, u64, u64) {
+    let t = n / 2;
+    let mut flags = Flags::empty();
+    for (flag, _) in Flags::ALL {
+        let set = voters.iter().filter(|e| e.flags.contains(flag)).count();
+        flags.set(flag, set * 2 > n);
+    }
+    let mut measured: Vec<u64> = voters.iter().filter_map(|e| e.measured).collect();
+    measured.sort_unstable();
+    let weight = match measured.len().checked_sub(t + 1) {
+        Some(i) => measured[i].min(declared),
+        None => declared.min(params.unmeasured_weight_cap),
+    };
+    let mut since: Vec<u64> = voters.iter().map(|e| e.known_since).collect();
+    since.sort_unstable();
+    // Listed relays have more than n/2 voters, so index t exists; the fallback (the newest
+    // claim) is the safe side if it ever did not.
+    let known_since = since.get(t).or(since.last()).copied().unwrap_or(u64::MAX);
+    (flags, weight, known_since)
 }
 
 /// Lets at most [`MAX_RUNNING_PER_IP`] relays per IP address keep Running: the longest known

@@ -110,25 +110,57 @@ pub struct Verdict {
     pub equivocators: BTreeSet<[u8; 32]>,
 }
 
-/// The votes peers list that this authority does not hold: (peer, voting authority, digest),
-/// to fetch from that peer and check.
+/// One vote to fetch: (peer to fetch it from, voting authority, vote digest).
+pub type Fetch = ([u8; 32], [u8; 32], [u8; 32]);
+
+/// What to fetch of the votes peers list and this authority does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Wanted {
+    /// The fetches, at most one per configured voting authority.
+    pub fetch: Vec<Fetch>,
+    /// For each peer whose list names authorities that are not configured, how many: those
+    /// entries are ignored (the caller logs them).
+    pub strangers: BTreeMap<[u8; 32], usize>,
+}
+
+/// The votes peers list that this authority does not hold, to fetch from that peer and
+/// check. `authorities` are the configured authorities' keys; `tried` the fetches already
+/// made this period (none is made twice).
+///
+/// A peer's list is the peer's word only, so what it can make this authority fetch is
+/// bounded: entries by authorities that are not configured are ignored; nothing is fetched
+/// for an author of whom two votes are held already (that is the proof of equivocation,
+/// and the most kept); and at most one vote per author per call, so one call makes at most
+/// one fetch per configured authority, each at most once per period.
 pub fn missing(
     mine: &Holdings,
     lists: &BTreeMap<[u8; 32], VoteList>,
-) -> Vec<([u8; 32], [u8; 32], [u8; 32])> {
-    let mut out = Vec::new();
-    let mut asked = BTreeSet::new();
+    authorities: &BTreeSet<[u8; 32]>,
+    tried: &BTreeSet<Fetch>,
+) -> Wanted {
+    let mut wanted = Wanted::default();
+    let mut chosen: BTreeMap<[u8; 32], Fetch> = BTreeMap::new();
     for (peer, list) in lists {
         for (author, digests) in &list.votes {
-            for d in digests {
-                let held = mine.get(author).is_some_and(|m| m.contains(d));
-                if !held && asked.insert((*author, *d)) {
-                    out.push((*peer, *author, *d));
-                }
+            if !authorities.contains(author) {
+                *wanted.strangers.entry(*peer).or_default() += 1;
+                continue;
+            }
+            let held = mine.get(author);
+            if chosen.contains_key(author) || held.is_some_and(|h| h.len() >= 2) {
+                continue;
+            }
+            let pick = digests
+                .iter()
+                .map(|d| (*peer, *author, *d))
+                .find(|f| !held.is_some_and(|h| h.contains(&f.2)) && !tried.contains(f));
+            if let Some(f) = pick {
+                chosen.insert(*author, f);
             }
         }
     }
-    out
+    wanted.fetch = chosen.into_values().collect();
+    wanted
 }
 
 /// Like [`missing`], but only votes listed by a peer that is not their author, each from such
@@ -136,7 +168,9 @@ pub fn missing(
 pub fn missing_from_others(
     mine: &Holdings,
     lists: &BTreeMap<[u8; 32], VoteList>,
-) -> Vec<([u8; 32], [u8; 32], [u8; 32])> {
+    authorities: &BTreeSet<[u8; 32]>,
+    tried: &BTreeSet<Fetch>,
+) -> Wanted {
     let others: BTreeMap<[u8; 32], VoteList> = lists
         .iter()
         .map(|(peer, list)| {
@@ -145,7 +179,7 @@ pub fn missing_from_others(
             (*peer, list)
         })
         .collect();
-    missing(mine, &others)
+    missing(mine, &others, authorities, tried)
 }
 
 /// Judges the votes of one period. `me` is this authority; `mine` what it holds (every digest
@@ -193,6 +227,19 @@ mod tests {
             .collect()
     }
 
+    /// Authorities 1 to 4 are configured.
+    fn configured() -> BTreeSet<[u8; 32]> {
+        (1..=4u8).map(|a| [a; 32]).collect()
+    }
+
+    fn fetch(mine: &Holdings, lists: &BTreeMap<[u8; 32], VoteList>) -> Vec<Fetch> {
+        missing(mine, lists, &configured(), &BTreeSet::new()).fetch
+    }
+
+    fn fetch_from_others(mine: &Holdings, lists: &BTreeMap<[u8; 32], VoteList>) -> Vec<Fetch> {
+        missing_from_others(mine, lists, &configured(), &BTreeSet::new()).fetch
+    }
+
     fn list(entries: &[(u8, &[u8])]) -> VoteList {
         VoteList {
             valid_after: 60,
@@ -231,7 +278,7 @@ mod tests {
         let mine_1 = holdings(&[(1, &[10]), (2, &[20]), (3, &[31])]);
         // Before fetching, authority 1 sees what it lacks.
         assert_eq!(
-            missing(&mine_1, &lists_for_1),
+            fetch(&mine_1, &lists_for_1),
             vec![([2; 32], [3; 32], [32; 32])]
         );
         // After fetching and verifying vote 32, it holds both.
@@ -263,12 +310,12 @@ mod tests {
             ([2; 32], list(&[(1, &[10]), (3, &[31])])),
         ]
         .into();
-        assert_eq!(missing(&mine, &lists), vec![([3; 32], [3; 32], [32; 32])]);
-        assert!(missing_from_others(&mine, &lists).is_empty());
+        assert_eq!(fetch(&mine, &lists), vec![([3; 32], [3; 32], [32; 32])]);
+        assert!(fetch_from_others(&mine, &lists).is_empty());
         let mut passed_on = lists.clone();
         passed_on.insert([2; 32], list(&[(1, &[10]), (3, &[31, 32])]));
         assert_eq!(
-            missing_from_others(&mine, &passed_on),
+            fetch_from_others(&mine, &passed_on),
             vec![([2; 32], [3; 32], [32; 32])]
         );
     }
@@ -290,5 +337,56 @@ mod tests {
         let v = judge(5, &[1; 32], &mine, &three);
         assert_eq!(v.confirmed, [([1; 32], [10; 32])].into());
         assert!(v.equivocators.is_empty());
+    }
+    /// Finding D: a rogue's list naming 1,000 authors that are not configured, and two
+    /// digests for each configured one, makes this authority fetch nothing for the strangers
+    /// and at most one vote per configured author.
+    #[test]
+    fn a_hostile_list_asks_for_little() {
+        let mine = holdings(&[(1, &[10])]);
+        let mut votes = Holdings::new();
+        for i in 0..1000u32 {
+            let mut author = [0xaa; 32];
+            author[..4].copy_from_slice(&i.to_be_bytes());
+            votes.insert(author, [[1; 32], [2; 32]].into());
+        }
+        for a in 1..=3u8 {
+            votes.insert([a; 32], [[a + 40; 32], [a + 50; 32]].into());
+        }
+        let lists: BTreeMap<[u8; 32], VoteList> = [(
+            [3; 32],
+            VoteList {
+                valid_after: 60,
+                votes,
+            },
+        )]
+        .into();
+        let authorities: BTreeSet<[u8; 32]> = (1..=3u8).map(|a| [a; 32]).collect();
+        let mut tried = BTreeSet::new();
+        let wanted = missing(&mine, &lists, &authorities, &tried);
+        assert_eq!(wanted.strangers, [([3; 32], 1000)].into());
+        // One per configured author: 1 already held one vote, 2 and 3 none.
+        assert_eq!(
+            wanted.fetch,
+            vec![
+                ([3; 32], [1; 32], [41; 32]),
+                ([3; 32], [2; 32], [42; 32]),
+                ([3; 32], [3; 32], [43; 32]),
+            ]
+        );
+        // Those fetches failed (the rogue serves nothing): the next call asks for the other
+        // digests, then nothing more, ever.
+        tried.extend(wanted.fetch);
+        let next = missing(&mine, &lists, &authorities, &tried).fetch;
+        assert_eq!(next.len(), 3);
+        assert!(next.iter().all(|f| f.2[0] > 50));
+        tried.extend(next);
+        assert!(missing(&mine, &lists, &authorities, &tried)
+            .fetch
+            .is_empty());
+        // An author of whom two votes are held already: nothing more is fetched.
+        let both = holdings(&[(1, &[10, 11])]);
+        let w = missing(&both, &lists, &authorities, &BTreeSet::new());
+        assert!(w.fetch.iter().all(|f| f.1 != [1; 32]));
     }
 }

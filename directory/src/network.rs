@@ -255,6 +255,22 @@ impl NetworkParams {
         if self.voting_interval_secs > 86400 * 7 {
             return Err("params.voting_interval_secs must be at most a week".into());
         }
+        // The comparison's second eighth of the interval (T - 3I/8 to T - I/4) is when
+        // evidence of an equivocation passes between honest authorities; a peer that stalls
+        // each request for the whole timeout must not be able to fill it (docs/spec.md §5.6).
+        // Test networks on one machine keep their short intervals: the defence is not
+        // promised there.
+        if !self.test_network
+            && self.request_timeout_secs.saturating_mul(8) >= self.voting_interval_secs
+        {
+            return Err(format!(
+                "params.request_timeout_secs ({}) must be less than voting_interval_secs / 8 \
+                 ({} s), or a slow peer could hold back the evidence of an equivocation \
+                 (docs/spec.md §5.6); lower it or lengthen the interval",
+                self.request_timeout_secs,
+                self.voting_interval_secs as f64 / 8.0
+            ));
+        }
         if self.max_relay_share_ppm > shallot_proto::dir::consensus::PPM {
             return Err("params.max_relay_share_ppm must be at most 1000000".into());
         }
@@ -487,13 +503,13 @@ mod tests {
         let text = format!(
             "[[authority]]\nname = \"a\"\naddress = \"127.1.0.1:7000\"\nkey = \"{}\"\n\n\
              [[authority]]\nname = \"b\"\naddress = \"127.2.0.1:7000\"\nkey = \"{}\"\n\n\
-             [params]\nvoting_interval_secs = 4\n",
+             [params]\nvoting_interval_secs = 400\n",
             key_hex(),
             key_hex()
         );
         let net = parse(&text).unwrap();
         assert_eq!(net.authorities.len(), 2);
-        assert_eq!(net.params.voting_interval_secs, 4);
+        assert_eq!(net.params.voting_interval_secs, 400);
         assert_eq!(net.params.epoch_secs, 86400);
         assert!(!net.params.test_network);
         assert_eq!(net.majority(), 2);
@@ -540,7 +556,7 @@ mod tests {
         assert_eq!(tuned.params.guard_min_known_secs, 60);
         assert_eq!(tuned.params.stable_min_uptime_secs, 0);
         // Without the preset, production defaults.
-        let real = parse(&format!("{head}[params]\nvoting_interval_secs = 3\n")).unwrap();
+        let real = parse(&format!("{head}[params]\nvoting_interval_secs = 300\n")).unwrap();
         assert_eq!(real.params.guard_min_known_secs, 691_200);
         // Unknown keys are still refused under the preset.
         let e = parse(&format!(
@@ -555,6 +571,12 @@ mod tests {
         let entry = |name: &str, addr: &str, key: &str| {
             format!("[[authority]]\nname = \"{name}\"\naddress = \"{addr}\"\nkey = \"{key}\"\n")
         };
+        // Just under the limit, and the test-network preset: accepted.
+        let ok = entry("a", "127.0.0.1:1", &k)
+            + "[params]\nvoting_interval_secs = 81\nrequest_timeout_secs = 10\n";
+        assert!(parse(&ok).is_ok());
+        let test = entry("a", "127.0.0.1:1", &k) + "[params]\ntest_network = true\n";
+        assert!(parse(&test).is_ok());
         let cases = [
             (String::new(), "no [[authority]]"),
             (entry("a", "nowhere", &k), "not ip:port"),
@@ -580,6 +602,16 @@ mod tests {
                 "less than max_connections",
             ),
             ("[[authority]]\nname = \"a\"\n".to_string(), "missing field"),
+            // Issue 10, finding I: a request may not take an eighth of the interval.
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\nvoting_interval_secs = 80\nrequest_timeout_secs = 10\n",
+                "params.request_timeout_secs",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nvoting_interval_secs = 60\n",
+                "voting_interval_secs / 8",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(&text).unwrap_err().to_string();

@@ -4,7 +4,8 @@
 //! * **Current**: the reveals of this round's votes that match the commitments the previous
 //!   round's consensus lists are valid; with valid reveals from more than half of all
 //!   authorities the value is [`shared_value`] of them chained with the previous value,
-//!   otherwise [`disaster_value`] of the previous value.
+//!   otherwise [`disaster_value`] of the newest agreed value (the base's, even when the base is
+//!   older than the last round, so that a failed round does not make the value predictable).
 //! * **Epochs**: the consensus carries the value of each mailbox epoch from `KEEP_EPOCHS`
 //!   before the current epoch to `LEAD_EPOCHS` after it. A value carried by the base consensus
 //!   is copied; the newest epoch, entering the window, takes this round's current value; any
@@ -53,10 +54,15 @@ pub fn compute(
             .collect(),
         None => Vec::new(),
     };
+    // The value chains from the newest agreed one, whatever round it is from: after a
+    // round without a consensus the disaster value still depends on a value nobody knew
+    // before that consensus, and is not computable years ahead. (Valid reveals imply a
+    // base for the last round, so then this is `previous`.)
+    let chain = base.map(|b| b.shared_rand.current);
     let current = if reveals.len() * 2 > n_authorities {
-        shared_value(round, previous.as_ref(), &reveals)
+        shared_value(round, chain.as_ref(), &reveals)
     } else {
-        disaster_value(round, previous.as_ref())
+        disaster_value(round, chain.as_ref())
     };
 
     let epoch = round / epoch_secs.max(1);
@@ -191,7 +197,10 @@ mod tests {
             Some((r0, &s0)),
         );
         assert_eq!(s2.previous, None);
-        assert_eq!(s2.current, disaster_value(r1 + I, None));
+        // Finding J: after a round without a consensus, the disaster value still chains from
+        // the newest agreed value, so it cannot be computed before that value was known.
+        assert_ne!(s2.current, disaster_value(r1 + I, None));
+        assert_eq!(s2.current, disaster_value(r1 + I, Some(&s0.current)));
     }
 
     #[test]

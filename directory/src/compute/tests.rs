@@ -349,3 +349,123 @@ proptest! {
         }
     }
 }
+
+/// Votes for relay `seed` (descriptor `digest`): the first `rogues` of `n` authorities claim
+/// every flag, a measurement of `u64::MAX` and known-since 0; `honest` more authorities say
+/// Running and Valid, measured at 700, known since 90,000; the rest do not name it.
+fn split_votes(
+    seed: u8,
+    digest: [u8; 32],
+    rogues: usize,
+    honest: usize,
+) -> Vec<(usize, VoteEntry)> {
+    let mut out = Vec::new();
+    for a in 0..rogues {
+        out.push((
+            a,
+            ve(seed, digest, 0, Some(u64::MAX), Flags::from_bits(0x3f)),
+        ));
+    }
+    for a in rogues..rogues + honest {
+        out.push((a, ve(seed, digest, 90_000, Some(700), RV)));
+    }
+    out
+}
+
+/// Attacker-role review, finding A: rogues that are a minority of all authorities but a
+/// majority of the votes naming a relay's descriptor (their own relay, which uploaded to them
+/// and to one honest authority only) set no flag, no weight and no known-since of their
+/// choosing, and cannot push long-known honest relays out of Running through the per-IP
+/// rule. Two rogues of five with one honest voter, and one rogue of three with one.
+#[test]
+fn rogues_naming_a_descriptor_with_few_honest_voters_set_nothing() {
+    let ip = [10, 7, 7, 7];
+    let (h1, d1) = descriptor(1, 1, ip, 1000, 99_000);
+    let (h2, d2) = descriptor(2, 2, ip, 1000, 99_000);
+    let (sybil, ds3) = descriptor(3, 3, ip, u64::MAX, 99_000);
+    let ds = held(&[(h1.clone(), d1), (h2.clone(), d2), (sybil.clone(), ds3)]);
+    for (n, rogues) in [(5usize, 2usize), (3, 1)] {
+        // Every authority knows the honest relays, long since.
+        let mut by_auth: Vec<Vec<VoteEntry>> = (0..n)
+            .map(|_| {
+                vec![
+                    ve(1, d1, 50_000, Some(900), RV | Flags::GUARD),
+                    ve(2, d2, 60_000, Some(900), RV | Flags::GUARD),
+                ]
+            })
+            .collect();
+        // The sybil is named by the rogues and by just enough honest authorities to be
+        // listed.
+        let honest = n / 2 + 1 - rogues;
+        for (a, e) in split_votes(3, ds3, rogues, honest) {
+            by_auth[a].push(e);
+        }
+        let votes: Vec<Vote> = by_auth
+            .into_iter()
+            .enumerate()
+            .map(|(a, r)| vote(a as u8, r))
+            .collect();
+        let c = compute(&votes, n, &ds);
+        let s = c
+            .relays
+            .iter()
+            .find(|e| e.id == sybil.fingerprint())
+            .unwrap();
+        assert_eq!(s.flags, Flags::VALID, "{rogues} of {n}: the sybil's flags");
+        assert_eq!(s.bandwidth, 700, "{rogues} of {n}: the sybil's weight");
+        for h in [&h1, &h2] {
+            let e = c.relays.iter().find(|e| e.id == h.fingerprint()).unwrap();
+            assert_eq!(
+                e.flags,
+                RV | Flags::GUARD,
+                "{rogues} of {n}: an honest relay"
+            );
+            assert_eq!(e.bandwidth, 900);
+        }
+    }
+}
+
+/// Every threshold counts all `n` configured authorities: with two of five absent, a flag
+/// set by two of the three present is not set; a measurement by two of them is not enough.
+#[test]
+fn thresholds_count_all_configured_authorities() {
+    let (d, h) = descriptor(1, 1, [10, 0, 0, 1], 10_000, 99_000);
+    let ds = held(&[(d, h)]);
+    let votes = [
+        vote(0, vec![ve(1, h, 5, Some(800), RV | Flags::STABLE)]),
+        vote(1, vec![ve(1, h, 5, Some(900), RV | Flags::STABLE)]),
+        vote(2, vec![ve(1, h, 5, None, RV)]),
+    ];
+    let e = &compute(&votes, 5, &ds).relays[0];
+    assert_eq!(e.flags, RV);
+    assert_eq!(
+        e.bandwidth, 500,
+        "two measurements of five: the capped declaration"
+    );
+    // With three measurements of five, the lowest: two liars cannot raise it.
+    let mut votes = votes;
+    votes[2].relays[0].measured = Some(u64::MAX);
+    votes[1].relays[0].measured = Some(u64::MAX);
+    assert_eq!(compute(&votes, 5, &ds).relays[0].bandwidth, 800);
+}
+
+/// With every authority voting, the rules give what the old medians over the `k` voters
+/// gave, for any `n`: an honest, complete network sees no change.
+#[test]
+fn a_full_honest_vote_gives_the_medians() {
+    let (d, h) = descriptor(1, 1, [10, 0, 0, 1], 1_000_000, 99_000);
+    let ds = held(&[(d, h)]);
+    for n in 1..=7usize {
+        let votes: Vec<Vote> = (0..n)
+            .map(|a| {
+                let x = a as u64 + 1;
+                vote(a as u8, vec![ve(1, h, 1000 * x, Some(100 * x), RV)])
+            })
+            .collect();
+        let c = compute(&votes, n, &ds);
+        let e = &c.relays[0];
+        assert_eq!(e.flags, RV);
+        // Low median of 100, 200, …, 100n.
+        assert_eq!(e.bandwidth, 100 * ((n as u64 - 1) / 2 + 1), "n = {n}");
+    }
+}
