@@ -151,7 +151,7 @@ fn decode_relays(text: &str) -> Result<BTreeMap<RelayId, RelayHistory>, DocError
                 "-" => Ok(None),
                 w => shallot_proto::dir::lines::parse_u64(w)
                     .map(Some)
-                    .ok_or_else(|| a.error(&format!("{what} is not an integer or -"))),
+                    .ok_or_else(|| a.error(format!("{what} is not an integer or -"))),
             }
         };
         let history = if v1 {
