@@ -599,6 +599,19 @@ mod tests {
                 entry("a", "127.0.0.1:1", &k) + "[params]\nreserved_fetch_connections = 5000\n",
                 "less than max_connections",
             ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\nmax_connections = 200\nreserved_relay_connections = 40\n",
+                "reserved_relay_connections must be less than max_connections",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nmax_unproven_per_uploader = 0\n",
+                "max_unproven_per_uploader",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nmax_unproven_secs = 0\n",
+                "max_unproven_secs",
+            ),
             ("[[authority]]\nname = \"a\"\n".to_string(), "missing field"),
         ];
         for (text, want) in cases {
