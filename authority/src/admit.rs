@@ -1,9 +1,10 @@
-//! Which descriptors an authority accepts (`docs/spec.md` §5.2): the document checks, the
-//! address rule, the binding of a link key and an address to the relay that proved them, and
-//! the flood limits (per /16 or /64, per link key, in all). Pure, over [`State`].
+//! Which descriptors an authority accepts and how long it keeps them (`docs/spec.md` §5.2):
+//! the document checks, the address rule, the binding of a link key and an address to the
+//! relay that proved them, and the flood limits (per /16 or /64, per link key, unproven ones
+//! per uploader network, in all). Pure, over [`State`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use shallot_crypto::keys::RelayId;
@@ -13,7 +14,7 @@ use thiserror::Error;
 use super::state::{Accepted, RelayRecord, State};
 use super::store::RelayHistory;
 use shallot_directory::network::NetworkParams;
-use shallot_directory::routable::{descriptor_network, not_global};
+use shallot_directory::routable::{client_network, descriptor_network, not_global};
 use shallot_directory::verify::CLOCK_SKEW_SECS;
 
 /// Why a descriptor was refused.
@@ -78,6 +79,17 @@ pub enum AdmitError {
         /// The limit.
         limit: u64,
     },
+    /// The uploader's network already has as many unproven descriptors held as it may.
+    #[error(
+        "the authority holds {limit} descriptors uploaded from {network} that no probe has \
+         proven yet; try again once their relays are reachable"
+    )]
+    UploaderFull {
+        /// The uploader's network, as text.
+        network: String,
+        /// The limit.
+        limit: u64,
+    },
     /// The authority holds as many descriptors as it may.
     #[error("the authority holds its limit of {limit} descriptors")]
     Full {
@@ -93,8 +105,8 @@ pub struct Admitted {
     pub id: RelayId,
     /// Whether its reachability must be (re)tested: new relay, or new address or keys.
     pub needs_probe: bool,
-    /// Relays whose descriptors were dropped to make room: they claimed the same link key
-    /// and failed their probe.
+    /// Relays whose descriptors were dropped to make room: they claimed the same link key,
+    /// never proved it, and failed their probe.
     pub evicted: Vec<RelayId>,
 }
 
@@ -104,9 +116,21 @@ pub(crate) struct Index {
     by_network: HashMap<[u8; 9], u64>,
     by_link_key: HashMap<[u8; 32], Vec<RelayId>>,
     by_address: HashMap<SocketAddr, Vec<RelayId>>,
+    /// Relays no probe has proven yet, by the network that uploaded them.
+    unproven_by_uploader: HashMap<[u8; 9], u64>,
 }
 
 impl Index {
+    /// One relay uploaded from `net` was proven (or dropped): it no longer counts.
+    pub(crate) fn proven(&mut self, net: &[u8; 9]) {
+        if let Some(n) = self.unproven_by_uploader.get_mut(net) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.unproven_by_uploader.remove(net);
+            }
+        }
+    }
+
     fn add(&mut self, id: RelayId, d: &RelayDescriptor) {
         *self
             .by_network
@@ -146,13 +170,36 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<RelayId>>, k: &
 }
 
 impl State {
-    /// Checks an uploaded descriptor and keeps it if it is the relay's newest
-    /// (`docs/spec.md` §5.2).
+    /// Checks a descriptor and keeps it if it is the relay's newest (`docs/spec.md` §5.2),
+    /// without counting who uploaded it (see [`State::admit_from`]).
     pub fn admit(
         &mut self,
         text: &str,
         now: u64,
         params: &NetworkParams,
+    ) -> Result<Admitted, AdmitError> {
+        self.admit_inner(text, now, params, None)
+    }
+
+    /// Checks a descriptor uploaded from `uploader` and keeps it if it is the relay's newest
+    /// (`docs/spec.md` §5.2); a relay not yet held counts against its uploader network's
+    /// limit of unproven descriptors until a probe proves it.
+    pub fn admit_from(
+        &mut self,
+        text: &str,
+        now: u64,
+        params: &NetworkParams,
+        uploader: IpAddr,
+    ) -> Result<Admitted, AdmitError> {
+        self.admit_inner(text, now, params, Some(uploader))
+    }
+
+    fn admit_inner(
+        &mut self,
+        text: &str,
+        now: u64,
+        params: &NetworkParams,
+        uploader: Option<IpAddr>,
     ) -> Result<Admitted, AdmitError> {
         let desc = RelayDescriptor::parse_and_verify(text)?;
         check_age(desc.published, now, params.descriptor_max_age_secs)?;
@@ -197,6 +244,25 @@ impl State {
             };
             return Err(AdmitError::NetworkFull { network, limit });
         }
+        let uploader = match uploader {
+            Some(ip) if old.is_none() => {
+                let net = client_network(ip);
+                let held = self
+                    .index
+                    .unproven_by_uploader
+                    .get(&net)
+                    .copied()
+                    .unwrap_or(0);
+                if held >= params.max_unproven_per_uploader {
+                    return Err(AdmitError::UploaderFull {
+                        network: client_network_text(ip),
+                        limit: params.max_unproven_per_uploader,
+                    });
+                }
+                Some(net)
+            }
+            _ => None,
+        };
         if old.is_none() && self.descriptors.len() as u64 >= params.max_descriptors {
             return Err(AdmitError::Full {
                 limit: params.max_descriptors,
@@ -214,13 +280,13 @@ impl State {
             self.index.remove(&id, &old.desc);
         }
         self.index.add(id, &desc);
-        self.relays.entry(id).or_insert(RelayRecord {
-            history: RelayHistory {
-                first_seen: now,
-                running_since: None,
-            },
-            last_probe: None,
-        });
+        if !self.relays.contains_key(&id) {
+            if let Some(net) = uploader {
+                *self.index.unproven_by_uploader.entry(net).or_default() += 1;
+            }
+            self.relays
+                .insert(id, RelayRecord::new(RelayHistory::default(), now, uploader));
+        }
         self.descriptors
             .insert(id, Arc::new(Accepted::new(desc, text.to_string())));
         Ok(Admitted {
@@ -230,8 +296,26 @@ impl State {
         })
     }
 
-    /// Refuses a link key or address another relay proved; makes room under the per-link-key
-    /// limit by evicting claimants that failed their probe (returned).
+    /// Whether relay `id` proved what it claims: the link key (`key`) or the address of its
+    /// descriptor, by its last successful probe, whatever probes failed since.
+    fn proved_claim(&self, id: &RelayId, key: bool) -> bool {
+        let (Some(a), Some(proof)) = (
+            self.descriptors.get(id),
+            self.relays.get(id).and_then(|r| r.last_proof),
+        ) else {
+            return false;
+        };
+        if key {
+            proof.link_key == a.desc.link_key
+        } else {
+            proof.address == a.desc.address
+        }
+    }
+
+    /// Refuses a link key or address another relay proved (even if its last probe failed);
+    /// makes room under the per-link-key limit by evicting claimants that never proved the
+    /// key and failed their last probe, newest first (returned); otherwise the newcomer, the
+    /// newest unproven claimant, is refused.
     fn check_claims(
         &self,
         id: &RelayId,
@@ -243,11 +327,11 @@ impl State {
                 .unwrap_or_default()
         };
         let same_key = others(self.index.by_link_key.get(&desc.link_key));
-        if let Some(owner) = same_key.iter().find(|o| self.proven(o)) {
+        if let Some(owner) = same_key.iter().find(|o| self.proved_claim(o, true)) {
             return Err(AdmitError::LinkKeyTaken(*owner));
         }
         let same_addr = others(self.index.by_address.get(&desc.address));
-        if let Some(owner) = same_addr.iter().find(|o| self.proven(o)) {
+        if let Some(owner) = same_addr.iter().find(|o| self.proved_claim(o, false)) {
             return Err(AdmitError::AddressTaken(*owner));
         }
         let limit = params.max_descriptors_per_link_key;
@@ -255,14 +339,19 @@ impl State {
         if excess == 0 {
             return Ok(Vec::new());
         }
-        let failed: Vec<RelayId> = same_key
+        let mut failed: Vec<(u64, RelayId)> = same_key
             .into_iter()
-            .filter(|o| {
-                self.relays
-                    .get(o)
-                    .and_then(|r| r.last_probe)
+            .filter_map(|o| {
+                let r = self.relays.get(&o)?;
+                r.last_probe
                     .is_some_and(|p| !p.ok)
+                    .then_some((r.unproven_from, o))
             })
+            .collect();
+        failed.sort_by(|a, b| b.cmp(a));
+        let failed: Vec<RelayId> = failed
+            .into_iter()
+            .map(|(_, o)| o)
             .take(usize::try_from(excess).unwrap_or(usize::MAX))
             .collect();
         if (failed.len() as u64) < excess {
@@ -276,40 +365,65 @@ impl State {
         if let Some(a) = self.descriptors.remove(id) {
             self.index.remove(id, &a.desc);
         }
-        self.relays.remove(id);
+        if let Some(net) = self.relays.remove(id).and_then(|r| r.uploader) {
+            self.index.proven(&net);
+        }
         self.measurements.forget(id);
     }
 
-    /// Keeps a descriptor reloaded from disk (verified again by the caller), without the
-    /// upload checks.
-    pub(crate) fn insert_loaded(&mut self, accepted: Accepted, history: RelayHistory) {
+    /// Keeps a descriptor reloaded from disk at `now` (verified again by the caller), without
+    /// the upload checks.
+    pub(crate) fn insert_loaded(&mut self, accepted: Accepted, history: RelayHistory, now: u64) {
         let id = accepted.desc.fingerprint();
         if let Some(old) = self.descriptors.remove(&id) {
             self.index.remove(&id, &old.desc);
         }
         self.index.add(id, &accepted.desc);
-        self.relays.insert(
-            id,
-            RelayRecord {
-                history,
-                last_probe: None,
-            },
-        );
+        if let Some(net) = self.relays.remove(&id).and_then(|r| r.uploader) {
+            self.index.proven(&net);
+        }
+        self.relays.insert(id, RelayRecord::new(history, now, None));
         self.descriptors.insert(id, Arc::new(accepted));
     }
 
-    /// Drops descriptors (and relay records) older than the age limit; returns their ids.
+    /// Drops descriptors (and relay records) older than the age limit, and relays no probe
+    /// has proven for `max_unproven_secs` (never, since they were accepted, or not since their
+    /// last success): their history goes with them. Returns their ids.
     pub fn expire(&mut self, now: u64, max_age: u64) -> Vec<RelayId> {
+        let lapse = self.max_unproven_secs;
         let old: Vec<RelayId> = self
             .descriptors
             .iter()
-            .filter(|(_, a)| a.desc.published.saturating_add(max_age) < now)
+            .filter(|(id, a)| {
+                a.desc.published.saturating_add(max_age) < now
+                    || self
+                        .relays
+                        .get(id)
+                        .is_none_or(|r| r.unproven_from.saturating_add(lapse) < now)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in &old {
             self.drop_relay(id);
         }
         old
+    }
+}
+
+/// An uploader's network as text: `a.b.c.0/24` or `x:x:x:x::/64`.
+fn client_network_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => client_network_text(IpAddr::V4(v4)),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future, too old or not routable; 409 not newer than the one held, or link key or address proved by another relay; 413 too large; 429 upload or network limit, or link key claimed too often; 503 descriptor limit; 408 body too slow |
+//! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future, too old or not routable; 409 not newer than the one held, or link key or address proved by another relay; 413 too large; 429 upload or network limit, unproven descriptors from the uploader's network, or link key claimed too often; 503 descriptor limit; 408 body too slow |
 //! | `GET /descriptor/<digest>` | 200 the descriptor with that digest, if held or named by a vote; 404 none |
 //! | `GET /consensus` | 200 the consensus with every signature collected; 404 none yet |
 //! | `GET /vote/<valid-after>` | 200 this authority's vote for that period; 404 none |
@@ -166,15 +166,15 @@ async fn post_descriptor(
     let _serial = shared.descriptor_lock.lock().await;
     let admitted = shared
         .state()
-        .admit(&text, now_secs(), &params)
+        .admit_from(&text, now_secs(), &params, peer.ip())
         .map_err(|e| {
             let status = match e {
                 AdmitError::NotNewer { .. }
                 | AdmitError::LinkKeyTaken(_)
                 | AdmitError::AddressTaken(_) => StatusCode::CONFLICT,
-                AdmitError::LinkKeyLimit { .. } | AdmitError::NetworkFull { .. } => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
+                AdmitError::LinkKeyLimit { .. }
+                | AdmitError::NetworkFull { .. }
+                | AdmitError::UploaderFull { .. } => StatusCode::TOO_MANY_REQUESTS,
                 AdmitError::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };

@@ -283,11 +283,8 @@ fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
                 store.remove_descriptor(&id);
             }
             Ok(desc) => {
-                let history = history.get(&id).copied().unwrap_or(store::RelayHistory {
-                    first_seen: now,
-                    running_since: None,
-                });
-                state.insert_loaded(state::Accepted::new(desc, text), history);
+                let history = history.get(&id).copied().unwrap_or_default();
+                state.insert_loaded(state::Accepted::new(desc, text), history, now);
             }
             Err(e) => {
                 tracing::warn!("dropping saved descriptor {id}: {e}");

@@ -5,11 +5,14 @@
 //! Probes run in rounds, one every voting interval, and each round ends inside the interval:
 //! a probe may take at most [`RoundTiming::probe_limit`], at most `max_concurrent_probes` run
 //! at once, so a round fits [`RoundTiming::capacity`] probes in its budget of half an interval;
-//! [`plan_round`] picks them, each relay once, the relays that were Running first and then the
-//! longest known, so that a flood of new descriptors waits behind the relays clients use. A
-//! relay whose descriptor is new or changed address or keys is probed at once, unless a probe
-//! of it is already waiting or running; such probes have their own slots (a quarter of
-//! `max_concurrent_probes`, at least one), so that they cannot hold up a round.
+//! [`plan_round`] picks them, each relay once, least recently planned first, the relays a
+//! probe has proven before the others (which keep a quarter of the round), so that rounds
+//! rotate over more relays than one holds and a flood of new descriptors waits behind the
+//! relays clients use. A relay whose descriptor is new or changed address or keys is probed at
+//! once, unless a probe of it is already waiting or running; such probes have their own slots
+//! (a quarter of `max_concurrent_probes`, at least one), so that they cannot hold up a round.
+//! Each round also tells the server which addresses are proven relays'
+//! ([`super::server`]'s slots kept for relays).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -60,23 +63,41 @@ impl RoundTiming {
     }
 }
 
-/// The relays one round probes, in order: every relay with a descriptor once, those whose last
-/// probe succeeded first, then by first seen (oldest first), then by fingerprint; at most
-/// `capacity` of them.
-pub fn plan_round(state: &State, capacity: usize) -> Vec<RelayId> {
-    let mut order: Vec<(bool, u64, RelayId)> = state
-        .descriptors
-        .keys()
-        .map(|id| {
-            let rec = state.relays.get(id);
-            let was_up = rec.and_then(|r| r.last_probe).is_some_and(|p| p.ok);
-            let first_seen = rec.map_or(u64::MAX, |r| r.history.first_seen);
-            (!was_up, first_seen, *id)
-        })
+/// The relays one round at `now` probes, at most `capacity`, each once, and marks them
+/// planned at `now`. Relays a probe has proven at some time go first, the others (never
+/// proven) get what is left but at least a quarter of the round; within each group, the least
+/// recently planned go first (a new relay counts as planned when it was accepted), then by
+/// fingerprint. So, with `n` relays in one group and the round to itself, every relay is
+/// probed within ⌈n / capacity⌉ rounds.
+pub fn plan_round(state: &mut State, capacity: usize, now: u64) -> Vec<RelayId> {
+    let mut known: Vec<(u64, RelayId)> = Vec::new();
+    let mut unknown: Vec<(u64, RelayId)> = Vec::new();
+    for id in state.descriptors.keys() {
+        let rec = state.relays.get(id);
+        let entry = (rec.map_or(0, |r| r.last_planned), *id);
+        if rec.is_some_and(|r| r.history.known_since.is_some()) {
+            known.push(entry);
+        } else {
+            unknown.push(entry);
+        }
+    }
+    known.sort_unstable();
+    unknown.sort_unstable();
+    let unknown_share = unknown.len().min(capacity.div_ceil(4));
+    let take_known = known.len().min(capacity.saturating_sub(unknown_share));
+    let take_unknown = unknown.len().min(capacity.saturating_sub(take_known));
+    let plan: Vec<RelayId> = known
+        .into_iter()
+        .take(take_known)
+        .chain(unknown.into_iter().take(take_unknown))
+        .map(|(_, id)| id)
         .collect();
-    order.sort();
-    order.truncate(capacity);
-    order.into_iter().map(|(_, _, id)| id).collect()
+    for id in &plan {
+        if let Some(r) = state.relays.get_mut(id) {
+            r.last_planned = now;
+        }
+    }
+    plan
 }
 
 /// Probes relays as they are accepted and in rounds, until aborted.
@@ -102,7 +123,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
                 if let Some(mut old) = round.take() {
                     old.abort_all();
                 }
-                let plan = plan_round(&shared.state(), timing.capacity());
+                let (plan, relay_ips) = {
+                    let mut state = shared.state();
+                    (plan_round(&mut state, timing.capacity(), now_secs()), state.known_relay_ips())
+                };
+                shared.limits.set_relay_ips(relay_ips);
                 let mut set = JoinSet::new();
                 for id in plan {
                     spawn_probe(&mut set, &shared, &permits, &in_flight, id, timing.probe_limit);
@@ -182,6 +207,7 @@ async fn probe_one(shared: &Shared, id: RelayId, limit: Duration) {
     let measured = match &result {
         Ok(out) => {
             tracing::debug!("relay {id} at {} is reachable", target.address);
+            shared.limits.add_relay_ip(target.address.ip());
             out.measured
         }
         Err(e) => {
@@ -268,13 +294,166 @@ mod tests {
             },
             None,
         );
-        let plan = plan_round(&s, 5);
+        let plan = plan_round(&mut s, 5, t);
         assert_eq!(plan.len(), 5);
         assert_eq!(plan[0], up, "the relay that was up goes first");
-        assert_eq!(plan[1], old, "then the longest known");
-        let all = plan_round(&s, 1000);
+        assert_eq!(plan[1], old, "then the longest waiting");
+        let all = plan_round(&mut s, 1000, t + 1);
         assert_eq!(all.len(), 2 + flood.len());
         let unique: HashSet<RelayId> = all.iter().copied().collect();
         assert_eq!(unique.len(), all.len(), "each relay once");
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    //! Issue 10, finding F: with more relays than a round holds, rounds rotate, so that every
+    //! relay is probed within ⌈N / capacity⌉ rounds. A fake clock; no sockets.
+
+    use super::*;
+    use crate::state::Accepted;
+    use crate::store::RelayHistory;
+    use shallot_crypto::keys::IdentityKeypair;
+    use shallot_directory::network::NetworkParams;
+    use shallot_proto::dir::RelayDescriptor;
+    use std::collections::HashMap;
+
+    const INTERVAL: u64 = 3600;
+
+    /// `n` relays loaded from disk (as after a restart), `proven` of them with a history.
+    fn loaded(n: u32, proven: u32, p: &NetworkParams) -> State {
+        let mut s = State::new(p);
+        for i in 0..n {
+            let mut seed = [7u8; 32];
+            seed[..4].copy_from_slice(&i.to_be_bytes());
+            let id = IdentityKeypair::from_secret_bytes(&seed);
+            let b = i.to_be_bytes();
+            let desc = RelayDescriptor {
+                nickname: "r".into(),
+                address: format!("8.{}.{}.{}:9000", b[1], b[2], b[3])
+                    .parse()
+                    .unwrap(),
+                identity: id.public(),
+                ntor_key: [1; 32],
+                link_key: seed,
+                bandwidth: 1,
+                family: vec![],
+                mailbox: false,
+                published: 1,
+            };
+            let known_since = (i < proven).then_some(1);
+            s.insert_loaded(
+                Accepted::new(desc, String::new()),
+                RelayHistory {
+                    known_since,
+                    running_since: None,
+                },
+                1,
+            );
+        }
+        s
+    }
+
+    fn plan(s: &mut State, capacity: usize, now: u64) -> Vec<RelayId> {
+        plan_round(s, capacity, now)
+    }
+
+    /// Runs `rounds` rounds, a relay's probes succeeding iff it was proven before (or every
+    /// probe succeeding, with `all_ok`), and returns the rounds in which each relay was probed.
+    fn run_rounds(
+        s: &mut State,
+        capacity: usize,
+        rounds: u64,
+        all_ok: bool,
+    ) -> HashMap<RelayId, Vec<u64>> {
+        let mut seen: HashMap<RelayId, Vec<u64>> = HashMap::new();
+        for r in 0..rounds {
+            let now = 1_000_000 + r * INTERVAL;
+            let planned = plan(s, capacity, now);
+            assert!(planned.len() <= capacity);
+            for id in planned {
+                seen.entry(id).or_default().push(r);
+                let ok = all_ok || s.relays[&id].history.known_since.is_some();
+                let d = s.descriptors[&id].desc.clone();
+                s.record_probe(
+                    &id,
+                    Probe {
+                        at: now + 1,
+                        ok,
+                        address: d.address,
+                        link_key: d.link_key,
+                        ntor_key: d.ntor_key,
+                    },
+                    None,
+                );
+            }
+        }
+        seen
+    }
+
+    /// Every relay of `ids` is probed in every window of `window` consecutive rounds.
+    fn assert_covered<'a>(
+        seen: &HashMap<RelayId, Vec<u64>>,
+        ids: impl Iterator<Item = &'a RelayId>,
+        window: u64,
+        rounds: u64,
+    ) {
+        for id in ids {
+            let at = seen.get(id).map_or(&[][..], |v| &v[..]);
+            assert!(!at.is_empty(), "{id} was never probed");
+            let mut last: Option<u64> = None;
+            for &r in at {
+                let gap = last.map_or(r + 1, |l| r - l);
+                assert!(
+                    gap <= window,
+                    "{id}: a gap of {gap} rounds (window {window})"
+                );
+                last = Some(r);
+            }
+            let tail = rounds - last.unwrap_or(0);
+            assert!(tail <= window, "{id}: not probed in the last {tail} rounds");
+        }
+    }
+
+    #[test]
+    fn rounds_rotate_over_more_relays_than_they_hold() {
+        let p = NetworkParams {
+            test_network: true,
+            ..NetworkParams::default()
+        };
+        let capacity = RoundTiming::new(INTERVAL, 10, 16).capacity();
+        assert_eq!(capacity, 1440);
+        // A large network of proven relays (as after a restart), every probe succeeding; and
+        // as many relays never proven, every probe failing.
+        for (n, proven) in [(5_000u32, 5_000), (3_000, 0)] {
+            let mut s = loaded(n, proven, &p);
+            let window = u64::from(n).div_ceil(capacity as u64);
+            let rounds = 4 * window;
+            let seen = run_rounds(&mut s, capacity, rounds, proven > 0);
+            assert_eq!(seen.len(), n as usize);
+            assert_covered(&seen, s.descriptors.keys(), window, rounds);
+        }
+    }
+
+    /// A flood of never-proven descriptors beside the proven relays: the proven ones are
+    /// probed every round (while they fit in three quarters of it), and the flood still
+    /// rotates through the rest.
+    #[test]
+    fn a_flood_rotates_behind_the_proven_relays() {
+        let p = NetworkParams {
+            test_network: true,
+            ..NetworkParams::default()
+        };
+        let capacity = 1440;
+        let mut s = loaded(6_000, 1_000, &p);
+        let rounds = 30;
+        let seen = run_rounds(&mut s, capacity, rounds, false);
+        let (known, flood): (Vec<RelayId>, Vec<RelayId>) = s
+            .descriptors
+            .keys()
+            .partition(|id| s.relays[id].history.known_since.is_some());
+        assert_eq!((known.len(), flood.len()), (1_000, 5_000));
+        assert_covered(&seen, known.iter(), 1, rounds);
+        assert_covered(&seen, flood.iter(), 5_000u64.div_ceil(440), rounds);
     }
 }

@@ -7,10 +7,12 @@
 //!
 //! Connection slots: at most `max_connections_per_network` from one /24 (IPv4) or /64 (IPv6),
 //! and `max_connections` in all, of which `reserved_authority_connections` only the other
-//! authorities may take (votes, signatures, descriptors) and `reserved_fetch_connections` are
-//! kept for consensus fetches: a connection in one of those may only `GET /consensus`. So a
-//! flood of uploads from many networks cannot keep clients from the consensus, nor the
-//! authorities from each other.
+//! authorities may take (votes, signatures, descriptors), `reserved_relay_connections` only
+//! relays a probe has proven, from their own address ([`RELAY_SLOTS_PER_IP`] each; descriptor
+//! uploads and consensus fetches), and `reserved_fetch_connections` are kept for consensus
+//! fetches: a connection in one of those may only `GET /consensus`. So a flood of connections
+//! from many networks cannot keep clients from the consensus, known relays from updating their
+//! descriptors, nor the authorities from each other.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -35,6 +37,8 @@ pub const MAX_CONNECTION_SECS_FACTOR: u64 = 6;
 /// networks are refused until old windows expire.
 const MAX_TRACKED_UPLOADERS: usize = 100_000;
 const UPLOAD_WINDOW: Duration = Duration::from_secs(60);
+/// Connections one proven relay's address may hold in the slots kept for relays.
+pub const RELAY_SLOTS_PER_IP: u64 = 2;
 
 /// Which pool a connection's slot came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +49,20 @@ pub enum SlotClass {
     Authority,
     /// Kept for consensus fetches: `GET /consensus` only.
     Fetch,
+    /// Kept for proven relays: `POST /descriptor` and `GET /consensus` only.
+    Relay,
+}
+
+impl SlotClass {
+    /// Whether a connection in this pool may make this request.
+    pub fn allows(self, method: &hyper::Method, path: &str) -> bool {
+        let fetch = method == hyper::Method::GET && path == "/consensus";
+        match self {
+            SlotClass::General | SlotClass::Authority => true,
+            SlotClass::Fetch => fetch,
+            SlotClass::Relay => fetch || (method == hyper::Method::POST && path == "/descriptor"),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +71,8 @@ struct Counts {
     general: u64,
     authority: u64,
     fetch: u64,
+    relay: u64,
+    relay_per_ip: HashMap<IpAddr, u64>,
 }
 
 /// Connection counts and upload windows.
@@ -64,7 +84,10 @@ pub(crate) struct Limits {
     general: u64,
     authority: u64,
     fetch: u64,
+    relay: u64,
     authorities: HashSet<IpAddr>,
+    /// The addresses of relays a probe has proven, refreshed each probe round.
+    relay_ips: Mutex<HashSet<IpAddr>>,
 }
 
 impl Limits {
@@ -72,14 +95,19 @@ impl Limits {
         let p = &network.params;
         let authority = p.reserved_authority_connections;
         let fetch = p.reserved_fetch_connections;
+        let relay = p.reserved_relay_connections;
         Limits {
             connections: Mutex::new(Counts::default()),
             uploads: Mutex::new(HashMap::new()),
             uploads_per_minute: p.max_uploads_per_minute,
             per_network: p.max_connections_per_network,
-            general: p.max_connections.saturating_sub(authority + fetch),
+            general: p
+                .max_connections
+                .saturating_sub(authority.saturating_add(fetch).saturating_add(relay)),
             authority,
             fetch,
+            relay,
+            relay_ips: Mutex::new(HashSet::new()),
             authorities: network
                 .authorities
                 .iter()
@@ -110,22 +138,50 @@ impl Limits {
         *count <= self.uploads_per_minute
     }
 
-    /// A slot for a connection from `ip`, or `None` when there is none for it.
+    /// Replaces the set of proven relays' addresses.
+    pub(crate) fn set_relay_ips(&self, ips: HashSet<IpAddr>) {
+        *self.relay_ips.lock().unwrap_or_else(|e| e.into_inner()) = ips;
+    }
+
+    /// Adds a proven relay's address (until the next [`Limits::set_relay_ips`]).
+    pub(crate) fn add_relay_ip(&self, ip: IpAddr) {
+        self.relay_ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip);
+    }
+
+    fn is_relay(&self, ip: &IpAddr) -> bool {
+        self.relay_ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(ip)
+    }
+
+    /// A slot for a connection from `ip`, or `None` when there is none for it. The shared
+    /// pool first (within the per-network limit, which the other authorities are exempt
+    /// from); then another authority's pool; then, for a proven relay's address, the relays'
+    /// pool (whatever its network holds); then the fetch pool.
     pub(crate) fn open_connection(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let mut c = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         let net = client_network(ip);
         let is_authority = self.authorities.contains(&ip);
         let in_network = c.per_network.get(&net).copied().unwrap_or(0);
-        if in_network >= self.per_network && !is_authority {
-            return None;
-        }
-        let class = if c.general < self.general {
+        let network_ok = in_network < self.per_network || is_authority;
+        let class = if network_ok && c.general < self.general {
             c.general += 1;
             SlotClass::General
         } else if is_authority && c.authority < self.authority {
             c.authority += 1;
             SlotClass::Authority
-        } else if c.fetch < self.fetch {
+        } else if c.relay < self.relay
+            && c.relay_per_ip.get(&ip).copied().unwrap_or(0) < RELAY_SLOTS_PER_IP
+            && self.is_relay(&ip)
+        {
+            c.relay += 1;
+            *c.relay_per_ip.entry(ip).or_insert(0) += 1;
+            SlotClass::Relay
+        } else if network_ok && c.fetch < self.fetch {
             c.fetch += 1;
             SlotClass::Fetch
         } else {
@@ -135,6 +191,7 @@ impl Limits {
         Some(ConnectionSlot {
             limits: self.clone(),
             net,
+            ip,
             class,
         })
     }
@@ -144,6 +201,7 @@ impl Limits {
 pub(crate) struct ConnectionSlot {
     limits: Arc<Limits>,
     net: [u8; 9],
+    ip: IpAddr,
     class: SlotClass,
 }
 
@@ -165,6 +223,15 @@ impl Drop for ConnectionSlot {
             SlotClass::General => c.general = c.general.saturating_sub(1),
             SlotClass::Authority => c.authority = c.authority.saturating_sub(1),
             SlotClass::Fetch => c.fetch = c.fetch.saturating_sub(1),
+            SlotClass::Relay => {
+                c.relay = c.relay.saturating_sub(1);
+                if let Some(n) = c.relay_per_ip.get_mut(&self.ip) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        c.relay_per_ip.remove(&self.ip);
+                    }
+                }
+            }
         }
         if let Some(n) = c.per_network.get_mut(&self.net) {
             *n = n.saturating_sub(1);
@@ -201,19 +268,23 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         connections.spawn(async move {
-            let fetch_only = slot.class() == SlotClass::Fetch;
+            let class = slot.class();
             let _slot = slot;
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 req.extensions_mut().insert(PeerAddr(peer));
-                let allowed = !fetch_only
-                    || (req.method() == hyper::Method::GET && req.uri().path() == "/consensus");
+                let allowed = class.allows(req.method(), req.uri().path());
                 let call = allowed.then(|| svc.call(req));
                 async move {
                     match call {
                         Some(call) => call.await,
                         None => Ok(ApiError::new(
                             hyper::StatusCode::SERVICE_UNAVAILABLE,
-                            "the authority is busy: only consensus fetches are served now",
+                            if class == SlotClass::Relay {
+                                "the authority is busy: only descriptor uploads and consensus \
+                                 fetches are served now"
+                            } else {
+                                "the authority is busy: only consensus fetches are served now"
+                            },
                         )
                         .into_response()),
                     }

@@ -79,6 +79,31 @@ pub struct RelayRecord {
     pub history: RelayHistory,
     /// The last probe, if any since start.
     pub last_probe: Option<Probe>,
+    /// The last probe that succeeded, if any since start: the address and keys the relay
+    /// proved, kept through failed probes (a failure costs Running, not this).
+    pub last_proof: Option<Probe>,
+    /// Since when no probe has proven the relay: when its descriptor was accepted (or
+    /// reloaded), moved on by every successful probe. `max_unproven_secs` later it is dropped.
+    pub unproven_from: u64,
+    /// When a probe round last planned it (at first: when accepted), so that rounds rotate.
+    pub last_planned: u64,
+    /// The network (/24 or /64) that uploaded its first descriptor, while no probe has proven
+    /// it: counted against `max_unproven_per_uploader`.
+    pub uploader: Option<[u8; 9]>,
+}
+
+impl RelayRecord {
+    /// A record for a relay first held at `now`.
+    pub fn new(history: RelayHistory, now: u64, uploader: Option<[u8; 9]>) -> Self {
+        RelayRecord {
+            history,
+            last_probe: None,
+            last_proof: None,
+            unproven_from: now,
+            last_planned: now,
+            uploader: uploader.filter(|_| history.known_since.is_none()),
+        }
+    }
 }
 
 /// A vote held for a period, with its text and digest.
@@ -161,6 +186,9 @@ pub struct State {
     pub reveals: BTreeMap<u64, [u8; 32]>,
     /// Equivocations caught, newest last: (period, authority).
     pub equivocations: VecDeque<(u64, VerifyingKey)>,
+    /// `max_unproven_secs` of the network: how long a relay may go unproven before it is
+    /// dropped (see [`State::expire`]).
+    pub(crate) max_unproven_secs: u64,
 }
 
 impl State {
@@ -178,10 +206,13 @@ impl State {
             consensuses: BTreeMap::new(),
             reveals: BTreeMap::new(),
             equivocations: VecDeque::new(),
+            max_unproven_secs: params.max_unproven_secs,
         }
     }
 
-    /// Records a probe result, keeping running-since and the measurement up to date.
+    /// Records a probe result, keeping running-since and the measurement up to date. The
+    /// first success starts the relay's age (known-since); a failure ends its Running streak
+    /// but keeps its age and what it proved.
     pub fn record_probe(&mut self, id: &RelayId, probe: Probe, measured: Option<u64>) {
         if let Some(rec) = self.relays.get_mut(id) {
             rec.history.running_since = match (probe.ok, rec.history.running_since) {
@@ -189,6 +220,14 @@ impl State {
                 (true, None) => Some(probe.at),
                 (false, _) => None,
             };
+            if probe.ok {
+                rec.history.known_since.get_or_insert(probe.at);
+                rec.last_proof = Some(probe);
+                rec.unproven_from = rec.unproven_from.max(probe.at);
+                if let Some(net) = rec.uploader.take() {
+                    self.index.proven(&net);
+                }
+            }
             rec.last_probe = Some(probe);
             if let Some(m) = measured {
                 self.measurements.record(*id, probe.at, m);
@@ -202,6 +241,20 @@ impl State {
             (Some(a), Some(r)) => r.last_probe.is_some_and(|p| p.proves(&a.desc)),
             _ => false,
         }
+    }
+
+    /// The IP addresses of the relays a probe has proven at some time (whatever their last
+    /// probe said), for the connection slots kept for relays.
+    pub fn known_relay_ips(&self) -> HashSet<std::net::IpAddr> {
+        self.descriptors
+            .iter()
+            .filter(|(id, _)| {
+                self.relays
+                    .get(id)
+                    .is_some_and(|r| r.history.known_since.is_some())
+            })
+            .map(|(_, a)| a.desc.address.ip())
+            .collect()
     }
 
     /// The persisted part of the relay records.

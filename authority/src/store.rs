@@ -5,7 +5,7 @@
 //! ```text
 //! <data-dir>/authority.key                    ed25519 identity (key file)
 //! <data-dir>/state/descriptors/<fp>.txt       each relay's newest accepted descriptor
-//! <data-dir>/state/relays                     first-seen and running-since times
+//! <data-dir>/state/relays                     known-since and running-since times
 //! <data-dir>/state/consensus.txt              the newest consensus with its signatures
 //! <data-dir>/state/reveals                     its shared-random reveals, by round
 //! ```
@@ -24,10 +24,12 @@ use shallot_proto::dir::DocError;
 pub const KEY_FILE: &str = "authority.key";
 
 /// Relay history kept across restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelayHistory {
-    /// When the authority first accepted a descriptor for the relay, unix seconds.
-    pub first_seen: u64,
+    /// When a probe first proved the relay (its link key, onion key and identity), unix
+    /// seconds: the relay's age counts from here, not from its first descriptor. `None` until
+    /// a probe proved it.
+    pub known_since: Option<u64>,
     /// Since when probes have succeeded without a failure, if they do.
     pub running_since: Option<u64>,
 }
@@ -175,49 +177,58 @@ fn decode_reveals(text: &str) -> Result<BTreeMap<u64, [u8; 32]>, DocError> {
     Ok(out)
 }
 
-/// `shallot-authority-relays 1` then `relay <fp> <first-seen> <running-since or ->` per
-/// relay, sorted by fingerprint.
+/// `shallot-authority-relays 2` then `relay <fp> <known-since or -> <running-since or ->`
+/// per relay, sorted by fingerprint.
 fn encode_relays(relays: &BTreeMap<RelayId, RelayHistory>) -> String {
+    let time = |t: Option<u64>| t.map_or_else(|| "-".to_string(), |s| s.to_string());
     let mut w = LineWriter::new();
-    w.line("shallot-authority-relays", [1]);
+    w.line("shallot-authority-relays", [2]);
     for (id, h) in relays {
-        let since = h
-            .running_since
-            .map_or_else(|| "-".to_string(), |s| s.to_string());
-        w.line("relay", [id.to_string(), h.first_seen.to_string(), since]);
+        w.line(
+            "relay",
+            [id.to_string(), time(h.known_since), time(h.running_since)],
+        );
     }
     w.finish()
 }
 
+/// Reads version 2, and version 1 (`relay <fp> <first-seen> <running-since or ->`), whose
+/// first-seen time proved nothing: a relay running then was proven since it started running.
 fn decode_relays(text: &str) -> Result<BTreeMap<RelayId, RelayHistory>, DocError> {
     let mut r = LineReader::new(text)?;
     let mut a = r.expect("shallot-authority-relays")?;
-    if a.word("version")? != "1" {
+    let version = a.word("version")?;
+    if version != "1" && version != "2" {
         return Err(a.error("unsupported version"));
     }
+    let v1 = version == "1";
     a.end()?;
     let mut out = BTreeMap::new();
     while let Some(mut a) = r.maybe("relay")? {
         let id = a.relay_id("fingerprint")?;
-        let first_seen = a.u64("first-seen")?;
-        let running_since = match a.word("running-since")? {
-            "-" => None,
-            w => Some(
-                shallot_proto::dir::lines::parse_u64(w)
-                    .ok_or_else(|| a.error("running-since is not an integer or -"))?,
-            ),
+        let mut time = |what: &str| -> Result<Option<u64>, DocError> {
+            match a.word(what)? {
+                "-" => Ok(None),
+                w => shallot_proto::dir::lines::parse_u64(w)
+                    .map(Some)
+                    .ok_or_else(|| a.error(format!("{what} is not an integer or -"))),
+            }
+        };
+        let history = if v1 {
+            let _first_seen = time("first-seen")?;
+            let running_since = time("running-since")?;
+            RelayHistory {
+                known_since: running_since,
+                running_since,
+            }
+        } else {
+            RelayHistory {
+                known_since: time("known-since")?,
+                running_since: time("running-since")?,
+            }
         };
         a.end()?;
-        if out
-            .insert(
-                id,
-                RelayHistory {
-                    first_seen,
-                    running_since,
-                },
-            )
-            .is_some()
-        {
+        if out.insert(id, history).is_some() {
             return Err(a_dup(&r));
         }
     }
@@ -261,22 +272,41 @@ mod tests {
         m.insert(
             RelayId([1; 20]),
             RelayHistory {
-                first_seen: 5,
+                known_since: Some(5),
                 running_since: None,
             },
         );
         m.insert(
             RelayId([2; 20]),
             RelayHistory {
-                first_seen: 6,
+                known_since: Some(6),
                 running_since: Some(7),
             },
         );
+        m.insert(RelayId([3; 20]), RelayHistory::default());
         let text = encode_relays(&m);
         assert_eq!(decode_relays(&text).unwrap(), m);
         assert!(decode_relays(&text.replace(" 7\n", " 07\n")).is_err());
-        assert!(decode_relays("shallot-authority-relays 1\n")
+        assert!(decode_relays("shallot-authority-relays 2\n")
             .unwrap()
             .is_empty());
+        assert!(decode_relays("shallot-authority-relays 3\n").is_err());
+        // Version 1 (first-seen, running-since): only a running relay keeps an age, counted
+        // from when it started running.
+        let fp = |b: u8| RelayId([b; 20]).to_string();
+        let v1 = format!(
+            "shallot-authority-relays 1\nrelay {} 5 -\nrelay {} 6 7\n",
+            fp(1),
+            fp(2)
+        );
+        let old = decode_relays(&v1).unwrap();
+        assert_eq!(old[&RelayId([1; 20])], RelayHistory::default());
+        assert_eq!(
+            old[&RelayId([2; 20])],
+            RelayHistory {
+                known_since: Some(7),
+                running_since: Some(7),
+            }
+        );
     }
 }

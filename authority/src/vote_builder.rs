@@ -1,7 +1,8 @@
-//! What an authority votes (`docs/spec.md` §5.7): for each descriptor it holds and verified,
-//! its digest, when the relay was first seen, this authority's measurement, and the flags it
-//! earns; kept under the vote size limit by leaving out the newest unproven relays first.
-//! Pure, over [`State`].
+//! What an authority votes (`docs/spec.md` §5.7): for each descriptor it holds and verified
+//! whose relay a probe has proven at some time, its digest, when the relay was first proven
+//! (its age: a descriptor that was never proven does not age), this authority's measurement,
+//! and the flags it earns; kept under the vote size limit by leaving out the newest relays
+//! that are not Running first. Pure, over [`State`].
 
 use shallot_crypto::keys::{RelayId, VerifyingKey};
 use shallot_proto::dir::{Flags, RelayDescriptor, Vote, VoteEntry};
@@ -66,11 +67,12 @@ impl State {
             .descriptors
             .iter()
             .filter(|(_, a)| a.desc.published <= period.valid_after && a.desc.published >= oldest)
-            .map(|(id, a)| {
-                let rec = self.relays.get(id);
-                let e = entry_for(id, &a.desc, a.digest, rec, now, params, source);
+            .filter_map(|(id, a)| {
+                let rec = self.relays.get(id)?;
+                let known_since = rec.history.known_since?;
+                let e = entry_for(id, &a.desc, a.digest, rec, known_since, now, params, source);
                 let priority = (!e.flags.contains(Flags::RUNNING), e.known_since);
-                (e, priority)
+                Some((e, priority))
             })
             .collect();
         let mut vote = Vote {
@@ -106,17 +108,19 @@ impl State {
     }
 }
 
-/// One relay's entry in this authority's vote.
+/// One relay's entry in this authority's vote; `known_since` is when a probe first proved it.
+#[allow(clippy::too_many_arguments)]
 fn entry_for(
     id: &RelayId,
     d: &RelayDescriptor,
     digest: [u8; 32],
-    rec: Option<&RelayRecord>,
+    rec: &RelayRecord,
+    known_since: u64,
     now: u64,
     p: &NetworkParams,
     source: &dyn MeasurementSource,
 ) -> VoteEntry {
-    let running = rec.and_then(|r| r.last_probe).is_some_and(|probe| {
+    let running = rec.last_probe.is_some_and(|probe| {
         probe.proves(d) && probe.at.saturating_add(2 * p.voting_interval_secs) >= now
     });
     let measured = if running {
@@ -126,12 +130,12 @@ fn entry_for(
     };
     // Flags go by the measurement when there is one: a relay cannot declare its way to them.
     let bandwidth = measured.map_or(d.bandwidth, |m| m.min(d.bandwidth));
-    let first_seen = rec.map_or(now, |r| r.history.first_seen);
-    let known = now.saturating_sub(first_seen);
+    let known = now.saturating_sub(known_since);
     let fast = bandwidth >= p.fast_min_bandwidth;
     let stable = running
         && rec
-            .and_then(|r| r.history.running_since)
+            .history
+            .running_since
             .is_some_and(|since| now.saturating_sub(since) >= p.stable_min_uptime_secs);
     let guard =
         fast && stable && bandwidth >= p.guard_min_bandwidth && known >= p.guard_min_known_secs;
@@ -147,7 +151,7 @@ fn entry_for(
     VoteEntry {
         id: *id,
         descriptor: digest,
-        known_since: first_seen,
+        known_since,
         measured,
         flags,
     }
@@ -237,16 +241,15 @@ mod tests {
                 .relays[0]
                 .clone()
         };
-        let e = vote(&s, t0, &none);
-        assert_eq!(e.flags, Flags::VALID | Flags::FAST);
-        assert_eq!(e.descriptor, s.descriptors[&a.id].digest);
-        assert_eq!((e.known_since, e.measured), (t0, None));
+        // Not voted until a probe proved it.
+        let spec0 = spec(id.public(), t0, t0, MAX_VOTE_LEN);
+        assert!(s.build_vote(&spec0, &p, &none).vote.relays.is_empty());
         let pr = probe(&s, &a.id, t0, true);
         s.record_probe(&a.id, pr, None);
-        assert_eq!(
-            vote(&s, t0, &none).flags,
-            Flags::VALID | Flags::FAST | Flags::RUNNING
-        );
+        let e = vote(&s, t0, &none);
+        assert_eq!(e.flags, Flags::VALID | Flags::FAST | Flags::RUNNING);
+        assert_eq!(e.descriptor, s.descriptors[&a.id].digest);
+        assert_eq!((e.known_since, e.measured), (t0, None));
         // Mailbox once known long enough (a key ground against a known shared random value
         // comes too late); a probe older than two intervals no longer counts.
         assert!(vote(&s, t0 + 20, &none).flags.contains(Flags::MAILBOX));
@@ -268,6 +271,11 @@ mod tests {
         s.record_probe(&a.id, pr, None);
         assert_eq!(vote(&s, t0 + 101, &none).flags, Flags::VALID | Flags::FAST);
         assert_eq!(s.relays[&a.id].history.running_since, None);
+        assert_eq!(
+            s.relays[&a.id].history.known_since,
+            Some(t0),
+            "a failed probe keeps the age"
+        );
         // A probe of other keys than the descriptor's proves nothing.
         let mut other = probe(&s, &a.id, t0 + 102, true);
         other.ntor_key = [9; 32];
@@ -280,8 +288,11 @@ mod tests {
         let id = IdentityKeypair::generate(&mut rand::thread_rng());
         let p = params();
         let mut s = State::new(&p);
-        s.admit(&descriptor(&id, 1, 10_050, 250), 10_000, &p)
+        let a = s
+            .admit(&descriptor(&id, 1, 10_050, 250), 10_000, &p)
             .unwrap();
+        let pr = probe(&s, &a.id, 10_000, true);
+        s.record_probe(&a.id, pr, None);
         let none = Measurements::new(100);
         let built = s.build_vote(&spec(id.public(), 10_040, 10_000, MAX_VOTE_LEN), &p, &none);
         assert!(built.vote.relays.is_empty());
@@ -289,8 +300,65 @@ mod tests {
         assert_eq!(built.vote.relays.len(), 1);
     }
 
+    /// Issue 10, finding B (ring grinding): descriptors uploaded for identities that never
+    /// ran do not age. Until a probe proves a relay it is not voted at all; when it comes up,
+    /// its age starts at that probe, so a pre-aged identity gets neither Mailbox nor Guard
+    /// then, only once it has been proven for as long as an honest newcomer.
+    #[test]
+    fn pre_aged_never_proven_identities_get_neither_guard_nor_mailbox() {
+        let p = params();
+        let mut s = State::new(&p);
+        let none = Measurements::new(100);
+        let me = IdentityKeypair::generate(&mut rand::thread_rng());
+        let t0 = 10_000;
+        let mut ids = Vec::new();
+        for octet in 1..=20u8 {
+            let id = IdentityKeypair::generate(&mut rand::thread_rng());
+            ids.push(
+                s.admit(&descriptor(&id, octet, t0, 250), t0, &p)
+                    .unwrap()
+                    .id,
+            );
+        }
+        // Long after (kept fresh by uploads, here simply within the age limit), never proven:
+        // nothing is voted.
+        let t = t0 + 500;
+        let vote = |s: &State, now| {
+            s.build_vote(&spec(me.public(), now, now, MAX_VOTE_LEN), &p, &none)
+                .vote
+        };
+        assert!(
+            vote(&s, t).relays.is_empty(),
+            "never-proven relays are not voted"
+        );
+        // The attacker brings up the one whose ring position suits it.
+        let chosen = ids[7];
+        let pr = probe(&s, &chosen, t, true);
+        s.record_probe(&chosen, pr, None);
+        let v = vote(&s, t);
+        assert_eq!(v.relays.len(), 1);
+        let e = &v.relays[0];
+        assert_eq!(
+            (e.id, e.known_since),
+            (chosen, t),
+            "known since its first proof"
+        );
+        assert!(e.flags.contains(Flags::RUNNING));
+        assert!(!e.flags.contains(Flags::MAILBOX), "{:?}", e.flags);
+        assert!(!e.flags.contains(Flags::GUARD), "{:?}", e.flags);
+        // It earns them like any newcomer: Mailbox after mailbox_min_known_secs of being known,
+        // Guard after guard_min_known_secs.
+        for at in [t + 10, t + 60, t + 100] {
+            let pr = probe(&s, &chosen, at, true);
+            s.record_probe(&chosen, pr, None);
+        }
+        assert!(vote(&s, t + 10).relays[0].flags.contains(Flags::MAILBOX));
+        assert!(!vote(&s, t + 99).relays[0].flags.contains(Flags::GUARD));
+        assert!(vote(&s, t + 100).relays[0].flags.contains(Flags::GUARD));
+    }
+
     /// Review finding 5: a vote that would exceed its size limit leaves out the newest
-    /// unproven relays instead of failing.
+    /// relays that are not Running instead of failing.
     #[test]
     fn an_oversized_vote_drops_the_newest_unknown_relays() {
         let p = params();
@@ -313,6 +381,11 @@ mod tests {
                 s.record_probe(&a.id, pr, None);
                 running.push(a.id);
             } else {
+                // Proven once when they came, down now.
+                for (at, ok) in [(seen, true), (t, false)] {
+                    let pr = probe(&s, &a.id, at, ok);
+                    s.record_probe(&a.id, pr, None);
+                }
                 newcomers.push((seen, a.id));
             }
         }

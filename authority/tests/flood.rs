@@ -152,13 +152,10 @@ async fn floods_hit_their_limits_and_honest_relays_keep_running() {
             "honest relays lost Running in {}",
             c.valid_after
         );
-        assert_eq!(c.relays.len(), 60, "the flood is listed, not Running");
         assert_eq!(
-            c.relays
-                .iter()
-                .filter(|e| e.flags.contains(Flags::RUNNING))
-                .count(),
-            3
+            c.relays.len(),
+            3,
+            "the flood, which no probe proved, is not listed"
         );
         last = c.valid_after;
     }

@@ -1,7 +1,8 @@
 //! Review finding 5, connection slots, against one real authority on loopback: slots are
 //! counted per /24, and when the shared pool is full of idle connections from many networks,
-//! the slots kept for consensus fetches still serve `GET /consensus` (and nothing else), and
-//! the slots kept for the other authorities still take their requests.
+//! the slots kept for consensus fetches still serve `GET /consensus` (and nothing else), the
+//! slots kept for the other authorities still take their requests, and (issue 10, finding H)
+//! the slots kept for proven relays still take their descriptor uploads.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -52,6 +53,7 @@ async fn reserved_slots_keep_fetches_and_authorities_served() {
         max_connections_per_network: 4,
         reserved_authority_connections: 2,
         reserved_fetch_connections: 3,
+        reserved_relay_connections: 0,
         request_timeout_secs: 20,
         ..test_params(4)
     };
@@ -113,5 +115,69 @@ async fn reserved_slots_keep_fetches_and_authorities_served() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    auth.shutdown().await;
+}
+
+/// Issue 10, finding H: a flood of idle connections from many networks holds every shared and
+/// fetch slot. A relay the authority has proven still uploads its descriptor, from its own
+/// address, in the slots kept for relays (and may do nothing else there), so its entry does
+/// not expire for want of uploads; a stranger is turned away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proven_relay_still_uploads_when_the_shared_slots_are_full() {
+    let params = NetworkParams {
+        max_connections: 12,
+        max_connections_per_network: 4,
+        reserved_authority_connections: 1,
+        reserved_fetch_connections: 2,
+        reserved_relay_connections: 2,
+        request_timeout_secs: 20,
+        ..test_params(3)
+    };
+    let (mut configs, _network) = authorities(1, 61, params);
+    let params = _network.params;
+    let auth = Authority::start(configs.remove(0)).await.unwrap();
+    let addr = auth.local_addr();
+    let relay_ip = [127, 63, 0, 1];
+    let relay = TestRelay::start(relay_ip).await;
+    let id = relay.identity.relay_id();
+    let first = relay.signed(now() - 5);
+    let (status, body) = raw_request(relay_ip, addr, "POST", "/descriptor", &first).await;
+    assert_eq!(status, 200, "{body}");
+    poll(Duration::from_secs(30), "the relay proven", || {
+        auth.reachable_relays().contains(&id).then_some(())
+    })
+    .await;
+
+    // The shared pool is 12 − 1 − 2 − 2 = 7, the fetch pool 2: nine idle connections from
+    // three other networks hold both.
+    let strangers = params.max_connections
+        - params.reserved_authority_connections
+        - params.reserved_relay_connections;
+    let mut idle = Vec::new();
+    for i in 0..strangers as u8 {
+        idle.push(hold([127, 64, 1 + i / 3, 1 + i % 3], addr).await);
+    }
+    assert_eq!(
+        ask(connect_from([127, 64, 9, 1], addr).await, FETCH)
+            .await
+            .0,
+        0,
+        "a stranger is turned away"
+    );
+    // The relay's newer descriptor is taken.
+    let newer = relay.signed(now());
+    let upload = format!(
+        "POST /descriptor HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{newer}",
+        newer.len()
+    );
+    let (status, text) = ask(connect_from(relay_ip, addr).await, &upload).await;
+    assert_eq!(status, 200, "the relay's upload: {text}");
+    // In the relays' slots, only uploads and consensus fetches are served.
+    let (status, text) = ask(connect_from(relay_ip, addr).await, VOTE).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("only descriptor uploads"), "{text}");
+    let (status, text) = ask(connect_from(relay_ip, addr).await, FETCH).await;
+    assert!(status == 200 || status == 404, "{text}");
+    drop(idle);
     auth.shutdown().await;
 }

@@ -116,6 +116,12 @@ pub struct NetworkParams {
     pub max_descriptors_per_ipv6_64: u64,
     /// Descriptors (of different relays) an authority holds that claim one link key.
     pub max_descriptors_per_link_key: u64,
+    /// Descriptors of relays no probe has proven yet that an authority holds from one
+    /// uploader's network (/24 or /64).
+    pub max_unproven_per_uploader: u64,
+    /// A relay no probe has proven for this long (since its descriptor was accepted, or since
+    /// its last successful probe) is dropped with its history, seconds.
+    pub max_unproven_secs: u64,
     /// Connections an authority holds open at once, in all.
     pub max_connections: u64,
     /// Connections an authority holds open from one client network (/24 or /64).
@@ -124,6 +130,9 @@ pub struct NetworkParams {
     pub reserved_authority_connections: u64,
     /// Of `max_connections`, those kept for consensus fetches.
     pub reserved_fetch_connections: u64,
+    /// Of `max_connections`, those kept for relays a probe has proven (their descriptor
+    /// uploads and consensus fetches), by their addresses.
+    pub reserved_relay_connections: u64,
     /// Reachability probes run at once.
     pub max_concurrent_probes: u64,
     /// Blocks of 514 bytes a relay sends after answering a probe, timed to measure it
@@ -158,10 +167,13 @@ impl Default for NetworkParams {
             max_descriptors_per_ipv4_16: 64,
             max_descriptors_per_ipv6_64: 8,
             max_descriptors_per_link_key: 2,
+            max_unproven_per_uploader: 32,
+            max_unproven_secs: 86400,
             max_connections: 1024,
             max_connections_per_network: 32,
             reserved_authority_connections: 32,
             reserved_fetch_connections: 128,
+            reserved_relay_connections: 64,
             max_concurrent_probes: 16,
             probe_transfer_blocks: 256,
             unmeasured_weight_cap: 20_480,
@@ -174,7 +186,8 @@ impl Default for NetworkParams {
 impl NetworkParams {
     /// The values `test_network = true` gives every parameter the file leaves out: the
     /// test-network relaxations in one place (a vote every 10 s, every relay eligible for
-    /// every flag at once, quick probes and timeouts, generous upload limits). Values the
+    /// every flag at once, quick probes and timeouts, generous upload limits, since every
+    /// relay on one machine uploads from one network). Values the
     /// file sets win.
     pub fn test_network_preset() -> Self {
         NetworkParams {
@@ -186,6 +199,7 @@ impl NetworkParams {
             fast_min_bandwidth: 0,
             guard_min_bandwidth: 0,
             max_uploads_per_minute: 600,
+            max_unproven_per_uploader: 1000,
             request_timeout_secs: 5,
             test_network: true,
             ..NetworkParams::default()
@@ -236,6 +250,8 @@ impl NetworkParams {
                 "max_descriptors_per_link_key",
                 self.max_descriptors_per_link_key,
             ),
+            ("max_unproven_per_uploader", self.max_unproven_per_uploader),
+            ("max_unproven_secs", self.max_unproven_secs),
             ("max_connections", self.max_connections),
             (
                 "max_connections_per_network",
@@ -282,11 +298,12 @@ impl NetworkParams {
         }
         let reserved = self
             .reserved_authority_connections
-            .saturating_add(self.reserved_fetch_connections);
+            .saturating_add(self.reserved_fetch_connections)
+            .saturating_add(self.reserved_relay_connections);
         if reserved >= self.max_connections {
             return Err(
-                "params.reserved_authority_connections + reserved_fetch_connections must be \
-                 less than max_connections"
+                "params.reserved_authority_connections + reserved_fetch_connections + \
+                 reserved_relay_connections must be less than max_connections"
                     .into(),
             );
         }
@@ -442,10 +459,13 @@ impl NetworkFile {
             max_descriptors_per_ipv4_16,
             max_descriptors_per_ipv6_64,
             max_descriptors_per_link_key,
+            max_unproven_per_uploader,
+            max_unproven_secs,
             max_connections,
             max_connections_per_network,
             reserved_authority_connections,
             reserved_fetch_connections,
+            reserved_relay_connections,
             max_concurrent_probes,
             probe_transfer_blocks,
             unmeasured_weight_cap,
@@ -600,6 +620,19 @@ mod tests {
             (
                 entry("a", "127.0.0.1:1", &k) + "[params]\nreserved_fetch_connections = 5000\n",
                 "less than max_connections",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\nmax_connections = 200\nreserved_relay_connections = 40\n",
+                "reserved_relay_connections must be less than max_connections",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nmax_unproven_per_uploader = 0\n",
+                "max_unproven_per_uploader",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nmax_unproven_secs = 0\n",
+                "max_unproven_secs",
             ),
             ("[[authority]]\nname = \"a\"\n".to_string(), "missing field"),
             // Issue 10, finding I: a request may not take an eighth of the interval.

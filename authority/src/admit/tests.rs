@@ -326,3 +326,168 @@ fn a_flood_of_100000_descriptors_stays_within_the_total_limit() {
             .unwrap();
     }
 }
+
+/// Issue 10, finding C: one failed probe does not let strangers claiming a relay's link key or
+/// address evict the relay that proved them, nor wipe its history: it loses Running, not its
+/// place.
+#[test]
+fn a_failed_probe_does_not_let_strangers_evict_a_proven_relay() {
+    let p = params();
+    let mut s = State::new(&p);
+    let victim = s
+        .admit(
+            &descriptor(&fresh(), "10.0.0.1:9000", [7; 32], NOW - 100),
+            NOW - 100,
+            &p,
+        )
+        .unwrap()
+        .id;
+    prove(&mut s, &victim, NOW - 50, true);
+    prove(&mut s, &victim, NOW - 10, false);
+    for port in [9000, 9001] {
+        let addr = format!("10.0.0.1:{port}");
+        let copy = descriptor(&fresh(), &addr, [7; 32], NOW);
+        assert_eq!(
+            s.admit(&copy, NOW, &p),
+            Err(AdmitError::LinkKeyTaken(victim)),
+            "{addr}"
+        );
+    }
+    let same_addr = descriptor(&fresh(), "10.0.0.1:9000", [8; 32], NOW);
+    assert_eq!(
+        s.admit(&same_addr, NOW, &p),
+        Err(AdmitError::AddressTaken(victim))
+    );
+    assert!(s.descriptors.contains_key(&victim));
+    assert_eq!(s.descriptors.len(), 1, "no claimant was taken");
+    let rec = s.relays[&victim];
+    assert_eq!(rec.history.running_since, None, "it lost Running");
+    assert_eq!(rec.history.known_since, Some(NOW - 50), "not its age");
+    // Nor does expiry take it while the failure is transient.
+    assert!(s.expire(NOW, p.descriptor_max_age_secs).is_empty());
+    assert_eq!(s.relays[&victim].history.known_since, Some(NOW - 50));
+}
+
+/// Issue 10, finding C: among claimants of one link key that none has proven, a newcomer
+/// beyond the limit takes the place of the newest one whose probe failed, or is refused (it
+/// is then the newest unproven one).
+#[test]
+fn among_unproven_claimants_the_newest_loses() {
+    let p = params();
+    let mut s = State::new(&p);
+    let key = [12; 32];
+    let older = s
+        .admit(
+            &descriptor(&fresh(), "10.0.0.1:1", key, NOW - 20),
+            NOW - 20,
+            &p,
+        )
+        .unwrap()
+        .id;
+    let newer = s
+        .admit(
+            &descriptor(&fresh(), "10.0.0.2:1", key, NOW - 10),
+            NOW - 10,
+            &p,
+        )
+        .unwrap()
+        .id;
+    let third = descriptor(&fresh(), "10.0.0.3:1", key, NOW);
+    assert_eq!(
+        s.admit(&third, NOW, &p),
+        Err(AdmitError::LinkKeyLimit { limit: 2 }),
+        "no claimant failed a probe yet: the newcomer loses"
+    );
+    prove(&mut s, &older, NOW, false);
+    prove(&mut s, &newer, NOW, false);
+    let c = s.admit(&third, NOW, &p).unwrap();
+    assert_eq!(c.evicted, vec![newer], "the newest failed claimant goes");
+    assert!(s.descriptors.contains_key(&older));
+}
+
+/// Issue 10, finding B: a relay no probe has proven is dropped `max_unproven_secs` after it
+/// was accepted, or after its last successful probe; a proven relay that keeps passing probes
+/// stays.
+#[test]
+fn unproven_relays_are_dropped_after_a_bounded_time() {
+    let p = NetworkParams {
+        max_unproven_secs: 300,
+        ..params()
+    };
+    let mut s = State::new(&p);
+    let never = s
+        .admit(&descriptor(&fresh(), "10.0.0.1:1", [1; 32], NOW), NOW, &p)
+        .unwrap()
+        .id;
+    let honest = s
+        .admit(&descriptor(&fresh(), "10.0.0.2:1", [2; 32], NOW), NOW, &p)
+        .unwrap()
+        .id;
+    let lapsed = s
+        .admit(&descriptor(&fresh(), "10.0.0.3:1", [3; 32], NOW), NOW, &p)
+        .unwrap()
+        .id;
+    prove(&mut s, &lapsed, NOW + 10, true);
+    for at in [NOW + 10, NOW + 200, NOW + 400] {
+        prove(&mut s, &honest, at, true);
+    }
+    prove(&mut s, &lapsed, NOW + 200, false);
+    assert!(s.expire(NOW + 300, p.descriptor_max_age_secs).is_empty());
+    assert_eq!(s.expire(NOW + 301, p.descriptor_max_age_secs), vec![never]);
+    assert_eq!(s.expire(NOW + 311, p.descriptor_max_age_secs), vec![lapsed]);
+    assert!(s.expire(NOW + 600, p.descriptor_max_age_secs).is_empty());
+    assert_eq!(s.descriptors.keys().collect::<Vec<_>>(), vec![&honest]);
+}
+
+/// Issue 10, finding B: one uploader network (/24 or /64) holds at most
+/// `max_unproven_per_uploader` descriptors of relays no probe has proven; a proof, or a drop,
+/// makes room; other networks are not affected.
+#[test]
+fn unproven_descriptors_per_uploader_network_are_limited() {
+    let p = NetworkParams {
+        max_unproven_per_uploader: 2,
+        ..params()
+    };
+    let mut s = State::new(&p);
+    let key_a = fresh();
+    let from = |s: &mut State, i: u8, uploader: &str| {
+        let addr = format!("10.9.{i}.1:1");
+        let other = fresh();
+        let key = if i == 1 { &key_a } else { &other };
+        s.admit_from(
+            &descriptor(key, &addr, [100 + i; 32], NOW),
+            NOW,
+            &p,
+            uploader.parse().unwrap(),
+        )
+    };
+    let a = from(&mut s, 1, "192.0.2.1").unwrap().id;
+    from(&mut s, 2, "192.0.2.200").unwrap();
+    let err = from(&mut s, 3, "192.0.2.7").unwrap_err();
+    assert_eq!(
+        err,
+        AdmitError::UploaderFull {
+            network: "192.0.2.0/24".into(),
+            limit: 2
+        }
+    );
+    assert!(err.to_string().contains("no probe has proven"), "{err}");
+    from(&mut s, 4, "192.0.3.1").unwrap();
+    // A relay already held may update from the full network.
+    let update = descriptor(&key_a, "10.9.1.1:1", [101; 32], NOW + 1);
+    s.admit_from(&update, NOW + 1, &p, "192.0.2.9".parse().unwrap())
+        .unwrap();
+    // Once one is proven, there is room again.
+    prove(&mut s, &a, NOW, true);
+    from(&mut s, 5, "192.0.2.7").unwrap();
+    assert!(matches!(
+        from(&mut s, 6, "192.0.2.8"),
+        Err(AdmitError::UploaderFull { .. })
+    ));
+    // IPv6: by /64.
+    for i in 7..9 {
+        from(&mut s, i, &format!("2001:db8:1:2::{i}")).unwrap();
+    }
+    let err = from(&mut s, 9, "2001:db8:1:2:ffff::1").unwrap_err();
+    assert!(err.to_string().contains("2001:db8:1:2::/64"), "{err}");
+}
