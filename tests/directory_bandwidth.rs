@@ -1,7 +1,7 @@
 //! Review finding 4, end to end: a relay declaring `u64::MAX` bytes per second. Authorities
 //! and relays run as their own processes. The consensus weight of every relay is the low
-//! median of the authorities' measurements (the timed transfer at the end of each
-//! reachability probe), never the declared figure; and the client's path selection draws
+//! median of the authorities' measurements (the scanner's timed transfer through a two-hop
+//! circuit, `docs/spec.md` §5.7), never the declared figure; and the client's path selection draws
 //! the liar no more often than its share of those weights.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -2,12 +2,14 @@
 //! vote and whatever measures.
 //!
 //! A vote carries, for each relay, this authority's *measured* capacity, never the declared
-//! one: [`MeasurementSource::measured`] answers it. Today the only source is the timed
-//! transfer at the end of each reachability probe ([`shallot_directory::probe`]): a relay sends a few
-//! hundred blocks straight to the authority over the probe link, and the rate is recorded
-//! here. That is a one-hop measurement the relay knows it is under, not Tor's scanner (a timed
-//! download through a two-hop circuit the relay cannot tell from a client's); a scanner can
-//! record into [`Measurements`] (or implement the trait) without the vote changing.
+//! one: [`MeasurementSource::measured`] answers it. The figure voted is the scanner's
+//! ([`crate::scanner`]): a timed transfer through a two-hop circuit, helper then relay, that
+//! the relay cannot tell from a client's by where it comes from. The one-hop timed transfer at
+//! the end of each reachability probe ([`shallot_directory::probe`]), which the relay knows it
+//! is under and could serve faster than anyone else, is kept apart
+//! ([`Measurements::record_probe`]): logged beside the scanner's figure, never voted. A relay
+//! the scanner has not measured has no measurement, and its weight is capped
+//! (`unmeasured_weight_cap`).
 
 use std::collections::HashMap;
 
@@ -23,7 +25,10 @@ pub trait MeasurementSource {
 /// The latest measurement of each relay, each usable for `max_age` seconds.
 #[derive(Debug, Clone)]
 pub struct Measurements {
+    /// The scanner's figures: (when, bytes per second).
     latest: HashMap<RelayId, (u64, u64)>,
+    /// The probes' one-hop figures, never voted: (when, bytes per second).
+    probed: HashMap<RelayId, (u64, u64)>,
     max_age: u64,
 }
 
@@ -32,26 +37,40 @@ impl Measurements {
     pub fn new(max_age: u64) -> Self {
         Measurements {
             latest: HashMap::new(),
+            probed: HashMap::new(),
             max_age,
         }
     }
 
-    /// Records that `relay` was measured at `bytes_per_sec` at time `at`.
+    /// Records that the scanner measured `relay` at `bytes_per_sec` at time `at`: the figure
+    /// voted.
     pub fn record(&mut self, relay: RelayId, at: u64, bytes_per_sec: u64) {
         self.latest.insert(relay, (at, bytes_per_sec));
+    }
+
+    /// Records the one-hop figure of a reachability probe of `relay` at time `at`: kept for
+    /// comparison with the scanner's, never voted.
+    pub fn record_probe(&mut self, relay: RelayId, at: u64, bytes_per_sec: u64) {
+        self.probed.insert(relay, (at, bytes_per_sec));
+    }
+
+    /// The last probe's one-hop figure for `relay`, fresh or not.
+    pub fn probe_figure(&self, relay: &RelayId) -> Option<u64> {
+        self.probed.get(relay).map(|(_, v)| *v)
     }
 
     /// Forgets a relay (its descriptor was dropped).
     pub fn forget(&mut self, relay: &RelayId) {
         self.latest.remove(relay);
+        self.probed.remove(relay);
     }
 
-    /// Relays with a measurement, fresh or not.
+    /// Relays with a scanner measurement, fresh or not.
     pub fn len(&self) -> usize {
         self.latest.len()
     }
 
-    /// Whether no relay has a measurement.
+    /// Whether no relay has a scanner measurement.
     pub fn is_empty(&self) -> bool {
         self.latest.is_empty()
     }
@@ -80,5 +99,19 @@ mod tests {
         assert_eq!(m.measured(&r, 131), None);
         m.forget(&r);
         assert!(m.is_empty());
+    }
+
+    /// A probe's one-hop figure, which a relay can serve faster to the authority than to
+    /// anyone, is never voted.
+    #[test]
+    fn a_probe_figure_is_never_voted() {
+        let mut m = Measurements::new(30);
+        let r = RelayId([2; 20]);
+        m.record_probe(r, 100, 1_000_000_000);
+        assert_eq!(m.measured(&r, 100), None);
+        assert_eq!(m.probe_figure(&r), Some(1_000_000_000));
+        m.record(r, 101, 5000);
+        m.record_probe(r, 102, 2_000_000_000);
+        assert_eq!(m.measured(&r, 102), Some(5000));
     }
 }

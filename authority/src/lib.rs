@@ -9,6 +9,7 @@
 //!   survive a restart;
 //! * [`server`] and [`api`]: the HTTP side, with its time, size, rate and slot limits;
 //! * [`reachability`]: probing relays, in rounds that end inside the voting interval;
+//! * [`scanner`]: measuring relays' capacity through two-hop circuits, for the vote;
 //! * [`voting`] and [`exchange`]: the loop that votes, exchanges and compares votes,
 //!   computes, signs and collects signatures.
 //!
@@ -16,7 +17,8 @@
 //! local test network can run several authorities in one process.
 //!
 //! Where it sits: above `shallot-directory` (whose pure rules it runs: computing the
-//! consensus, shared random values, equivocation, address rules, probes) and beside the
+//! consensus, shared random values, equivocation, address rules, probes) and `shallot-net`
+//! (whose circuits the scanner builds, as a client does), and beside the
 //! relay and client crates, which never depend on it. It is the only crate with an HTTP server
 //! (axum, hyper); relays and clients reach it through `shallot_directory::fetch`'s small client.
 //! Only the `shallot` binary (`shallot directory run`, the test network) depends on it.
@@ -30,6 +32,7 @@ pub mod exchange;
 #[cfg(feature = "misbehave")]
 pub mod misbehave;
 pub mod reachability;
+pub mod scanner;
 pub use shallot_directory::schedule;
 pub mod server;
 pub mod state;
@@ -205,6 +208,7 @@ impl Authority {
         tasks.spawn(server::serve(shared.clone(), listener));
         tasks.spawn(reachability::run(shared.clone(), probe_rx));
         tasks.spawn(voting::run(shared.clone()));
+        tasks.spawn(scanner::run(shared.clone()));
         Ok(AuthorityHandle {
             local_addr,
             shared,

@@ -210,9 +210,9 @@ impl State {
         }
     }
 
-    /// Records a probe result, keeping running-since and the measurement up to date. The
-    /// first success starts the relay's age (known-since); a failure ends its Running streak
-    /// but keeps its age and what it proved.
+    /// Records a probe result, keeping running-since and the probe's one-hop figure (never
+    /// voted, `bandwidth`) up to date. The first success starts the relay's age (known-since);
+    /// a failure ends its Running streak but keeps its age and what it proved.
     pub fn record_probe(&mut self, id: &RelayId, probe: Probe, measured: Option<u64>) {
         if let Some(rec) = self.relays.get_mut(id) {
             rec.history.running_since = match (probe.ok, rec.history.running_since) {
@@ -230,7 +230,7 @@ impl State {
             }
             rec.last_probe = Some(probe);
             if let Some(m) = measured {
-                self.measurements.record(*id, probe.at, m);
+                self.measurements.record_probe(*id, probe.at, m);
             }
         }
     }

@@ -244,6 +244,11 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         lock(&self.guards).guards().to_vec()
     }
 
+    /// Every guard in the sampled set, usable now or not, in order of preference.
+    pub fn sampled_guards(&self) -> Vec<RelayId> {
+        lock(&self.guards).sampled().iter().map(|g| g.id).collect()
+    }
+
     /// Builds one circuit now: `hops` relays ending at `exit` if given (or, with `hops` one
     /// less than a full circuit and no exit, a prefix to extend later), trying other paths
     /// after a failure.
@@ -259,13 +264,13 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             let exit_entry = exit.as_ref().and_then(|e| consensus.relay(e));
             let guard = {
                 let mut guards = lock(&self.guards);
-                guards.update(&consensus, &mut rand::thread_rng());
+                guards.update_at(&consensus, self.dir.unix_now(), &mut rand::thread_rng());
                 pick_guard(&guards.guards(), &consensus, exit_entry, &avoid, hops)?
             };
             let path: Vec<RelayEntry> = choose_path(
                 &consensus,
                 hops,
-                guard.as_ref(),
+                Some(&guard),
                 exit.as_ref(),
                 &avoid,
                 &mut rand::thread_rng(),

@@ -1,5 +1,6 @@
 //! The persistent guard set (`docs/spec.md` §11.3): a client's first hop always comes from a
-//! small set of guards, kept in its data directory, so that it meets few first hops over time.
+//! small sampled set of guards, kept in its data directory, so that it meets few first hops
+//! over time, as Tor's guard specification (`guard-spec.txt`) has it.
 //!
 //! A guard that goes missing from the consensus (or loses the Guard or Running flag) is kept,
 //! unused, for the retention period (Tor keeps unlisted guards for weeks), and used again as
@@ -7,9 +8,17 @@
 //! the set's size, so one consensus that lists none of them does not make the client pick a
 //! new set: it adds at most one temporary guard while none of its own is usable, and drops it
 //! again once its own guards are back.
+//!
+//! Growth is bounded: at most [`MAX_NEW_GUARDS`] guards are added within
+//! [`NEW_GUARD_PERIOD`] (the first ones included), and the set never holds more than
+//! [`MAX_SAMPLED`]. So a directory that keeps leaving out the client's guards cannot make it
+//! spread its first hops over many relays: once the budget is spent and none of its guards is
+//! usable, the client has no first hop at all ([`GuardSet::guards`] is empty) and its
+//! circuits fail with "no usable guard" until a consensus lists one; a first hop is never
+//! drawn from outside the set.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand::Rng;
 use shallot_crypto::keyfile;
@@ -19,10 +28,14 @@ use shallot_proto::dir::Flags;
 
 use crate::path::{related, weighted_pick};
 
-/// Guards a client keeps.
+/// Guards a client keeps (its primary guards).
 pub const GUARDS: usize = 3;
-/// Guards a client keeps at most, counting temporary ones.
-pub const MAX_SAMPLED: usize = GUARDS + 2;
+/// Guards a client keeps at most, counting temporary ones and unlisted ones.
+pub const MAX_SAMPLED: usize = 8;
+/// Guards a client may add to its set within [`NEW_GUARD_PERIOD`], its first ones included.
+pub const MAX_NEW_GUARDS: usize = 6;
+/// The period over which [`MAX_NEW_GUARDS`] is counted: 7 days.
+pub const NEW_GUARD_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a guard missing from the consensus is kept by default: 20 days, as Tor's
 /// `guard-remove-unlisted-guards-after-days`.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(20 * 24 * 3600);
@@ -42,6 +55,9 @@ pub struct Guard {
 pub struct GuardSet {
     path: PathBuf,
     guards: Vec<Guard>,
+    /// When each guard added within the last [`NEW_GUARD_PERIOD`] was added, unix seconds,
+    /// oldest first; kept when the guard itself is dropped.
+    added: Vec<u64>,
     retention: Duration,
 }
 
@@ -50,19 +66,25 @@ impl GuardSet {
     /// corrupt line is skipped), keeping unlisted guards for [`DEFAULT_RETENTION`].
     pub fn load(data_dir: &Path) -> Self {
         let path = data_dir.join("guards");
-        let guards = keyfile::read_private_file(&path)
+        let text = keyfile::read_private_file(&path)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
-            .map(|text| {
-                text.lines()
-                    .filter_map(parse_line)
-                    .take(MAX_SAMPLED)
-                    .collect()
-            })
             .unwrap_or_default();
+        let guards = text
+            .lines()
+            .filter_map(parse_line)
+            .take(MAX_SAMPLED)
+            .collect();
+        let mut added: Vec<u64> = text
+            .lines()
+            .filter_map(parse_added)
+            .take(MAX_NEW_GUARDS)
+            .collect();
+        added.sort_unstable();
         GuardSet {
             path,
             guards,
+            added,
             retention: DEFAULT_RETENTION,
         }
     }
@@ -78,7 +100,8 @@ impl GuardSet {
         &self.guards
     }
 
-    /// The guards the consensus last seen lists as usable, in order of preference.
+    /// The guards the consensus last seen lists as usable, in order of preference: the only
+    /// relays a circuit may start at. Empty when none is usable and the set may not grow.
     pub fn guards(&self) -> Vec<RelayId> {
         self.guards
             .iter()
@@ -87,13 +110,15 @@ impl GuardSet {
             .collect()
     }
 
-    /// Updates the set from `consensus` at the current time; see [`GuardSet::update_at`].
-    pub fn update<R: Rng>(&mut self, consensus: &VerifiedConsensus, rng: &mut R) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.update_at(consensus, now, rng);
+    /// How many more guards may be added before `now` (unix seconds) under the growth bound.
+    pub fn budget_at(&self, now: u64) -> usize {
+        let period = NEW_GUARD_PERIOD.as_secs();
+        let recent = self
+            .added
+            .iter()
+            .filter(|t| **t <= now && now - **t < period)
+            .count();
+        MAX_NEW_GUARDS.saturating_sub(recent)
     }
 
     /// Updates the set from `consensus` at `now` (unix seconds), and saves it if it changed:
@@ -103,11 +128,14 @@ impl GuardSet {
     ///    retention period;
     /// 2. while fewer than [`GUARDS`] are kept, new ones are drawn (bandwidth-weighted, under
     ///    the weight cap, unrelated to the usable ones);
-    /// 3. if none of them is usable, one temporary guard is drawn, up to [`MAX_SAMPLED`];
+    /// 3. if none of them is usable, one temporary guard is drawn;
     /// 4. temporary guards beyond [`GUARDS`] are dropped once the first [`GUARDS`] are all
     ///    usable again.
+    ///
+    /// Steps 2 and 3 add a guard only while fewer than [`MAX_NEW_GUARDS`] were added within
+    /// [`NEW_GUARD_PERIOD`] before `now` and fewer than [`MAX_SAMPLED`] are kept.
     pub fn update_at<R: Rng>(&mut self, consensus: &VerifiedConsensus, now: u64, rng: &mut R) {
-        let before = self.guards.clone();
+        let before = (self.guards.clone(), self.added.clone());
         let usable = |id: &RelayId| {
             consensus
                 .relay(id)
@@ -125,13 +153,15 @@ impl GuardSet {
             g.unlisted_since
                 .is_none_or(|since| now.saturating_sub(since) <= retention)
         });
+        let period = NEW_GUARD_PERIOD.as_secs();
+        self.added.retain(|t| *t <= now && now - *t < period);
         while self.guards.len() < GUARDS {
-            if !self.sample(consensus, rng) {
+            if !self.sample(consensus, now, rng) {
                 break;
             }
         }
-        if self.guards().is_empty() && self.guards.len() < MAX_SAMPLED {
-            self.sample(consensus, rng);
+        if self.guards().is_empty() {
+            self.sample(consensus, now, rng);
         }
         if self.guards.len() > GUARDS
             && self.guards[..GUARDS]
@@ -140,13 +170,16 @@ impl GuardSet {
         {
             self.guards.truncate(GUARDS);
         }
-        if self.guards != before {
+        if (&self.guards, &self.added) != (&before.0, &before.1) {
             self.save();
         }
     }
 
-    /// Draws one new guard; false if none qualifies.
-    fn sample<R: Rng>(&mut self, consensus: &VerifiedConsensus, rng: &mut R) -> bool {
+    /// Draws one new guard at `now`; false if none qualifies or the growth bound forbids it.
+    fn sample<R: Rng>(&mut self, consensus: &VerifiedConsensus, now: u64, rng: &mut R) -> bool {
+        if self.guards.len() >= MAX_SAMPLED || self.budget_at(now) == 0 {
+            return false;
+        }
         let chosen: Vec<_> = self
             .guards
             .iter()
@@ -165,6 +198,7 @@ impl GuardSet {
                     id: r.id,
                     unlisted_since: None,
                 });
+                self.added.push(now);
                 true
             }
             None => false,
@@ -172,14 +206,12 @@ impl GuardSet {
     }
 
     fn save(&self) {
-        let text: String = self
-            .guards
-            .iter()
-            .map(|g| match g.unlisted_since {
-                Some(since) => format!("{} {since}\n", g.id),
-                None => format!("{}\n", g.id),
-            })
-            .collect();
+        let guards = self.guards.iter().map(|g| match g.unlisted_since {
+            Some(since) => format!("{} {since}\n", g.id),
+            None => format!("{}\n", g.id),
+        });
+        let added = self.added.iter().map(|t| format!("added {t}\n"));
+        let text: String = guards.chain(added).collect();
         if let Err(e) = keyfile::write_private_file(&self.path, text.as_bytes()) {
             tracing::info!("cannot save the guard set: {e}");
         }
@@ -198,6 +230,11 @@ fn parse_line(line: &str) -> Option<Guard> {
         return None;
     }
     Some(Guard { id, unlisted_since })
+}
+
+/// `added <unix seconds>`: when a guard was added to the set.
+fn parse_added(line: &str) -> Option<u64> {
+    shallot_proto::dir::lines::parse_u64(line.strip_prefix("added ")?)
 }
 
 #[cfg(test)]

@@ -95,6 +95,11 @@ impl NetDir {
         dir
     }
 
+    /// The time by this directory's clock, unix seconds.
+    pub fn unix_now(&self) -> u64 {
+        self.clock.unix_now()
+    }
+
     /// The network file.
     pub fn network(&self) -> &NetworkFile {
         &self.network

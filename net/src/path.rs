@@ -28,6 +28,11 @@ pub enum PathError {
         /// Which position could not be filled.
         reason: &'static str,
     },
+    /// None of the client's guards is listed as usable and it may not add another now
+    /// (`docs/spec.md` §11.3): it starts no circuit rather than use a first hop outside its
+    /// guards.
+    #[error("no usable guard; waiting for a consensus that lists one")]
+    NoUsableGuard,
 }
 
 /// The network a relay is in for the path rules: its /16 (IPv4) or /32 (IPv6), tagged with

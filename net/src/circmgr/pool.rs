@@ -31,17 +31,17 @@ impl Failures {
 
 /// The guard to start a `hops`-hop path with: the first of `guards` that has not failed
 /// recently and is unrelated to `exit`; failing that, the first unrelated one even if it
-/// failed (a path never starts outside the guard set while the set has a usable guard).
-/// `None` if the set is empty.
+/// failed. A path never starts outside the guard set: with no usable guard there is no first
+/// hop ([`PathError::NoUsableGuard`]).
 pub fn pick_guard(
     guards: &[RelayId],
     consensus: &VerifiedConsensus,
     exit: Option<&RelayEntry>,
     avoid: &HashSet<RelayId>,
     hops: usize,
-) -> Result<Option<RelayId>, PathError> {
+) -> Result<RelayId, PathError> {
     if guards.is_empty() {
-        return Ok(None);
+        return Err(PathError::NoUsableGuard);
     }
     let unrelated: Vec<RelayId> = guards
         .iter()
@@ -57,7 +57,7 @@ pub fn pick_guard(
         .find(|id| !avoid.contains(id))
         .or(unrelated.first())
     {
-        Some(id) => Ok(Some(*id)),
+        Some(id) => Ok(*id),
         None => Err(PathError::NotEnoughRelays {
             hops,
             reason: "every guard is related to the requested last hop",
@@ -109,16 +109,17 @@ mod tests {
         let c = VerifiedConsensus::assume_verified(testing::consensus(relays.clone(), 0, 1, 2));
         let guards: Vec<_> = relays[..3].iter().map(|r| r.id).collect();
         let none = HashSet::new();
-        assert_eq!(pick_guard(&guards, &c, None, &none, 3), Ok(Some(guards[0])));
+        assert_eq!(pick_guard(&guards, &c, None, &none, 3), Ok(guards[0]));
         let avoid = HashSet::from([guards[0]]);
-        assert_eq!(
-            pick_guard(&guards, &c, None, &avoid, 3),
-            Ok(Some(guards[1]))
-        );
+        assert_eq!(pick_guard(&guards, &c, None, &avoid, 3), Ok(guards[1]));
         // Every guard failed: still a guard, never a relay outside the set.
         let all: HashSet<_> = guards.iter().copied().collect();
-        assert_eq!(pick_guard(&guards, &c, None, &all, 3), Ok(Some(guards[0])));
-        assert_eq!(pick_guard(&[], &c, None, &none, 3), Ok(None));
+        assert_eq!(pick_guard(&guards, &c, None, &all, 3), Ok(guards[0]));
+        assert_eq!(
+            pick_guard(&[], &c, None, &none, 3),
+            Err(PathError::NoUsableGuard),
+            "no usable guard: no first hop, never a relay outside the set"
+        );
     }
 
     #[test]
@@ -132,7 +133,7 @@ mod tests {
         let none = HashSet::new();
         assert_eq!(
             pick_guard(&guards, &c, Some(&exit), &none, 3),
-            Ok(Some(relays[1].id))
+            Ok(relays[1].id)
         );
         let only_related = [relays[0].id];
         assert!(pick_guard(&only_related, &c, Some(&exit), &none, 3).is_err());

@@ -405,3 +405,79 @@ async fn a_failed_extension_of_a_prefix_falls_back_to_a_fresh_circuit() {
     assert_eq!(s.log().iter().filter(|(_, c)| *c).count(), 2);
     assert_eq!(s.mgr.ready(), 0);
 }
+
+/// Issue 10, hole E: a directory that lists none of the client's guards time after time (each
+/// time leaving out every guard the client sampled so far) cannot make it start circuits at
+/// relays outside its sampled set, nor sample more than the growth bound; once that is spent,
+/// circuits fail with a clear error; the original guards start circuits again once they are
+/// listed again.
+#[tokio::test(start_paused = true)]
+async fn hostile_consensuses_without_the_guards_never_give_a_random_first_hop() {
+    let relays = testing::relays(40);
+    let honest = testing::consensus(relays.clone(), 1000, 2000, 5000);
+    let dir = Arc::new(NetDir::preloaded(
+        honest.clone(),
+        Arc::new(FakeClock::new(1500)),
+    ));
+    let data =
+        TempDir(std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>())));
+    std::fs::create_dir_all(&data.0).unwrap();
+    let mgr = CircuitManager::with_builder(
+        dir.clone(),
+        data.0.clone(),
+        config(),
+        FakeBuilder::default(),
+    );
+    let built = mgr.build(None).await.unwrap();
+    let original = mgr.guards();
+    assert_eq!(original.len(), crate::guards::GUARDS);
+    assert_eq!(built.path[0].id, original[0]);
+
+    let mut ever_sampled: HashSet<RelayId> = original.iter().copied().collect();
+    let mut refused = 0;
+    for _ in 0..6 {
+        let gone = mgr.sampled_guards();
+        let mut hostile = honest.clone();
+        hostile.relays.retain(|r| !gone.contains(&r.id));
+        dir.install(hostile);
+        for _ in 0..5 {
+            match mgr.build(None).await {
+                Ok(b) => {
+                    let first = b.path[0].id;
+                    assert!(
+                        mgr.sampled_guards().contains(&first),
+                        "a circuit started at {first}, outside the sampled guards"
+                    );
+                }
+                Err(e) => {
+                    assert!(
+                        e.to_string()
+                            .contains("no usable guard; waiting for a consensus that lists one"),
+                        "{e}"
+                    );
+                    refused += 1;
+                }
+            }
+            ever_sampled.extend(mgr.sampled_guards());
+        }
+    }
+    assert!(refused > 0, "the hostile consensuses leave no usable guard");
+    assert_eq!(
+        ever_sampled.len(),
+        crate::guards::MAX_NEW_GUARDS,
+        "sampled {} guards",
+        ever_sampled.len()
+    );
+    let first_hops: HashSet<RelayId> = lock(&mgr.builder.log)
+        .iter()
+        .filter(|(_, create)| *create)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(first_hops.is_subset(&ever_sampled), "{first_hops:?}");
+
+    // The honest consensus again: the original guards, the first of them first.
+    dir.install(honest);
+    let built = mgr.build(None).await.unwrap();
+    assert_eq!(built.path[0].id, original[0]);
+    assert_eq!(mgr.guards(), original);
+}

@@ -159,3 +159,99 @@ fn old_and_corrupt_files_are_read_safely() {
         ]
     );
 }
+
+/// A consensus listing `c`'s relays except every guard `g` holds.
+fn hostile(c: &VerifiedConsensus, g: &GuardSet) -> VerifiedConsensus {
+    let gone: Vec<RelayId> = g.sampled().iter().map(|x| x.id).collect();
+    without(c, &gone)
+}
+
+/// Issue 10, hole E: consensuses that each leave out every guard the client holds make it add
+/// one temporary guard each, up to the growth bound; then it has no usable guard (no first
+/// hop at all, never one from outside the set), and its own guards are back once listed.
+#[test]
+fn hostile_consensuses_cannot_empty_the_set_into_random_first_hops() {
+    let dir = scratch();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let c = consensus(30);
+    let mut g = GuardSet::load(&dir);
+    let t = 3_000_000;
+    g.update_at(&c, t, &mut rng);
+    let first = g.guards();
+    assert_eq!(g.budget_at(t), MAX_NEW_GUARDS - GUARDS);
+    for round in 1..=3 {
+        let h = hostile(&c, &g);
+        g.update_at(&h, t + round * 3600, &mut rng);
+        // The one usable guard is the temporary one just drawn, from the set.
+        assert_eq!(g.sampled().len(), GUARDS + round as usize);
+        assert_eq!(g.guards().len(), 1);
+        assert_eq!(g.guards()[0], g.sampled().last().unwrap().id);
+    }
+    assert_eq!(g.budget_at(t + 3 * 3600), 0);
+    // A fourth: the budget is spent; no guard is usable, and a circuit has no first hop.
+    let h = hostile(&c, &g);
+    g.update_at(&h, t + 4 * 3600, &mut rng);
+    assert_eq!(g.sampled().len(), MAX_NEW_GUARDS);
+    assert!(g.guards().is_empty());
+    let picked = crate::circmgr::pick_guard(&g.guards(), &h, None, &Default::default(), 3);
+    assert_eq!(picked, Err(crate::path::PathError::NoUsableGuard));
+    assert_eq!(
+        picked.unwrap_err().to_string(),
+        "no usable guard; waiting for a consensus that lists one"
+    );
+    // A restart does not reset the budget.
+    let mut g = GuardSet::load(&dir);
+    g.update_at(&hostile(&c, &g), t + 5 * 3600, &mut rng);
+    assert!(g.guards().is_empty());
+    assert_eq!(g.sampled().len(), MAX_NEW_GUARDS);
+    // The honest consensus again: the original guards, the temporary ones dropped.
+    g.update_at(&c, t + 6 * 3600, &mut rng);
+    assert_eq!(g.guards(), first);
+    assert_eq!(g.sampled().len(), GUARDS);
+}
+
+/// A directory that hides the client's guards for a month, once an hour, never makes it add
+/// more than [`MAX_NEW_GUARDS`] in any [`NEW_GUARD_PERIOD`], nor hold more than
+/// [`MAX_SAMPLED`].
+#[test]
+fn a_hostile_sequence_cannot_make_the_set_grow_past_the_bound() {
+    let dir = scratch();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let c = consensus(200);
+    let mut g = GuardSet::load(&dir).with_retention(Duration::from_secs(10 * DAY));
+    let t0 = 4_000_000;
+    let mut additions: Vec<u64> = Vec::new();
+    let mut known: Vec<RelayId> = Vec::new();
+    for hour in 0..30 * 24 {
+        let now = t0 + hour * 3600;
+        let h = if hour == 0 {
+            c.clone()
+        } else {
+            hostile(&c, &g)
+        };
+        g.update_at(&h, now, &mut rng);
+        for x in g.sampled() {
+            if !known.contains(&x.id) {
+                known.push(x.id);
+                additions.push(now);
+            }
+        }
+        assert!(g.sampled().len() <= MAX_SAMPLED);
+        // Every usable guard is in the set: no first hop from outside it.
+        assert!(g
+            .guards()
+            .iter()
+            .all(|id| g.sampled().iter().any(|x| x.id == *id)));
+    }
+    let period = NEW_GUARD_PERIOD.as_secs();
+    for (i, start) in additions.iter().enumerate() {
+        let within = additions[i..]
+            .iter()
+            .take_while(|a| **a < start + period)
+            .count();
+        assert!(within <= MAX_NEW_GUARDS, "{within} added in one period");
+    }
+    // Over 30 days the bound allows a few more, and the month did use them.
+    assert!(additions.len() > MAX_NEW_GUARDS);
+    assert!(additions.len() <= 5 * MAX_NEW_GUARDS);
+}
