@@ -51,6 +51,7 @@ async fn consensus(net: &Testnet) -> Consensus {
         .await
         .unwrap()
         .0
+        .into_inner()
 }
 
 fn entry<'a>(c: &'a Consensus, id: &RelayId) -> &'a RelayEntry {
@@ -99,8 +100,9 @@ fn deposit(req: u32, mailbox: MailboxId, envelope: &[u8]) -> MailboxMsg {
 
 #[test]
 fn a_replica_that_missed_a_deposit_gets_it_by_anti_entropy() {
+    let n = net();
     rt().block_on(async {
-        let net = net().lock().await;
+        let net = n.lock().await;
         let c = consensus(&net).await;
         // A mailbox whose key the test holds, so that it can fetch as its owner.
         let owner = IdentityKeypair::generate(&mut rand::rngs::OsRng);
@@ -203,9 +205,10 @@ fn violations(net: &Testnet) -> u64 {
 
 #[test]
 fn chat_traffic_never_breaks_isolation_at_a_relay_and_a_mixed_circuit_is_caught() {
+    let n = net();
     rt().block_on(async {
-        let network = net().lock().await.network.clone();
-        let requests_before: u64 = stats(&*net().lock().await)
+        let network = n.lock().await.network.clone();
+        let requests_before: u64 = stats(&*n.lock().await)
             .iter()
             .map(|(_, s)| s.mailbox_requests)
             .sum();
@@ -230,7 +233,7 @@ fn chat_traffic_never_breaks_isolation_at_a_relay_and_a_mixed_circuit_is_caught(
                 alice.receive(&text).await;
             }
         }
-        let net = net().lock().await;
+        let net = n.lock().await;
         let requests: u64 = stats(&net).iter().map(|(_, s)| s.mailbox_requests).sum();
         assert!(
             requests > requests_before + 12,
