@@ -260,7 +260,8 @@ impl Repairer {
         for (epoch, held) in by_epoch(holdings, new.params.epoch_secs) {
             let before = old.map(|c| ring_of(c, epoch)).unwrap_or_default();
             let after = ring_of(new, epoch);
-            // Holders do not reconcile yet (§9.6), so every holder sends to newcomers.
+            // Every holder sends to newcomers at once, not waiting for the anti-entropy
+            // round that follows (which a budget may cut short), §9.6.
             let plan = repair::plan(&self.me, &before, &after, &held, Senders::Every, |_| false);
             transfers.extend(plan.pushes);
         }
