@@ -49,6 +49,10 @@ pub struct TestnetOptions {
     pub mailbox_quota: Option<u64>,
     /// Whether relays added later ([`Testnet::add_relay`]) offer mailboxes.
     pub add_mailbox_relays: bool,
+    /// Whether mailbox relays repair under churn (tests turn it off to show the loss).
+    pub repair: bool,
+    /// The mean time between the mailbox relays' anti-entropy rounds (`None`: the default).
+    pub sync_interval: Option<Duration>,
 }
 
 impl TestnetOptions {
@@ -66,6 +70,8 @@ impl TestnetOptions {
             first_octet: 1,
             mailbox_quota: None,
             add_mailbox_relays: false,
+            repair: true,
+            sync_interval: None,
         }
     }
 
@@ -335,6 +341,13 @@ impl Testnet {
             if mailbox {
                 args.push("--mailbox".into());
             }
+            if !self.options.repair {
+                args.push("--no-repair".into());
+            }
+            if let Some(d) = self.options.sync_interval {
+                args.push("--sync-interval".into());
+                args.push(d.as_secs().max(1).to_string());
+            }
             return self.spawn(&name, &args);
         }
         let mut config = RelayConfig::new(dir, listen);
@@ -343,6 +356,10 @@ impl Testnet {
         config.network = Some(self.network.clone());
         if let Some(q) = self.options.mailbox_quota {
             config.mailbox_limits.store.envelopes_per_mailbox = q;
+        }
+        config.mailbox_limits.repair.enabled = self.options.repair;
+        if let Some(d) = self.options.sync_interval {
+            config.mailbox_limits.repair.sync_interval = d;
         }
         relax(&mut config);
         Ok(Node::Relay(shallot_relay::start(config).await?))

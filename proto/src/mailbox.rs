@@ -63,6 +63,8 @@ pub const MAX_ENVELOPE_LEN: usize = 20 * 1024;
 pub const MAX_BUNDLE_LEN: usize = 1024;
 /// The most envelope ids one acknowledgement names.
 pub const MAX_ACK_IDS: usize = 256;
+/// The most envelope ids one anti-entropy summary (SYNC) or its answer (WANT) names.
+pub const MAX_SYNC_IDS: usize = 256;
 
 /// Type bytes of the mailbox messages (within the relay message type space).
 pub mod kind {
@@ -84,6 +86,11 @@ pub mod kind {
     pub const ENVELOPE: u8 = 23;
     /// A prekey bundle.
     pub const BUNDLE: u8 = 24;
+    /// Anti-entropy between the holders of a mailbox: the envelope ids one holds
+    /// (`docs/spec.md` §9.6).
+    pub const SYNC: u8 = 30;
+    /// The answer to SYNC: the ids of its summary the answering relay lacks.
+    pub const WANT: u8 = 31;
 }
 
 /// The name of an envelope's bytes.
@@ -276,6 +283,23 @@ pub enum MailboxMsg {
         /// The bundle.
         bundle: Vec<u8>,
     },
+    /// Anti-entropy (anyone may; relays holding the mailbox send it): "these are envelopes of
+    /// this mailbox I hold; which do you lack?"
+    Sync {
+        /// Request id, echoed in the WANT.
+        req: u32,
+        /// The mailbox.
+        mailbox: MailboxId,
+        /// Envelopes the sender holds there (at most [`MAX_SYNC_IDS`]).
+        ids: Vec<EnvelopeId>,
+    },
+    /// The answer to a SYNC: which of its ids the relay would store if deposited.
+    Want {
+        /// The SYNC it answers.
+        req: u32,
+        /// The ids it lacks, a subset of the SYNC's.
+        ids: Vec<EnvelopeId>,
+    },
 }
 
 fn put_auth(out: &mut Vec<u8>, a: &MailboxAuth) {
@@ -302,6 +326,34 @@ fn too_long(len: usize, max: usize) -> DecodeError {
 const ENVELOPE: (&str, usize) = ("envelope", MAX_ENVELOPE_LEN);
 const BUNDLE: (&str, usize) = ("prekey bundle", MAX_BUNDLE_LEN);
 const ACK_IDS: (&str, usize) = ("acknowledged ids", MAX_ACK_IDS);
+const SYNC_IDS: (&str, usize) = ("anti-entropy ids", MAX_SYNC_IDS);
+
+fn put_ids(out: &mut Vec<u8>, ids: &[EnvelopeId]) {
+    out.put_u16(ids.len() as u16);
+    for id in ids {
+        out.put(&id.0);
+    }
+}
+
+/// Reads `count(2) ‖ count × id(16)`, at most `max` ids, checking the count against what is
+/// left before allocating.
+fn read_ids(r: &mut Reader<'_>, max: usize) -> Result<Vec<EnvelopeId>, DecodeError> {
+    let n = usize::from(r.u16()?);
+    if n > max {
+        return Err(too_long(n, max));
+    }
+    if n * 16 > r.remaining() {
+        return Err(DecodeError::Truncated {
+            needed: n * 16,
+            remaining: r.remaining(),
+        });
+    }
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(EnvelopeId(r.array()?));
+    }
+    Ok(ids)
+}
 
 fn check((field, max): (&'static str, usize), len: usize) -> Result<(), EncodeError> {
     check_len(field, len, max)
@@ -319,13 +371,15 @@ impl MailboxMsg {
             | MailboxMsg::GetBundle { req, .. }
             | MailboxMsg::Result { req, .. }
             | MailboxMsg::Envelope { req, .. }
-            | MailboxMsg::Bundle { req, .. } => *req,
+            | MailboxMsg::Bundle { req, .. }
+            | MailboxMsg::Sync { req, .. }
+            | MailboxMsg::Want { req, .. } => *req,
         }
     }
 
     /// Whether `kind` is a mailbox message type.
     pub fn is_mailbox_kind(kind: u8) -> bool {
-        (kind::DEPOSIT..=kind::BUNDLE).contains(&kind)
+        (kind::DEPOSIT..=kind::BUNDLE).contains(&kind) || kind == kind::SYNC || kind == kind::WANT
     }
 
     /// The body an operation's [`MailboxAuth`] covers (see [`auth_message`]).
@@ -370,10 +424,7 @@ impl MailboxMsg {
                 out.put_u8(kind::ACK);
                 out.put_u32(*req);
                 put_auth(out, auth);
-                out.put_u16(ids.len() as u16);
-                for id in ids {
-                    out.put(&id.0);
-                }
+                put_ids(out, ids);
             }
             MailboxMsg::PutBundle {
                 req,
@@ -412,6 +463,19 @@ impl MailboxMsg {
                 out.put_u32(*req);
                 put_u16_prefixed(out, BUNDLE.0, bundle)?;
             }
+            MailboxMsg::Sync { req, mailbox, ids } => {
+                check(SYNC_IDS, ids.len())?;
+                out.put_u8(kind::SYNC);
+                out.put_u32(*req);
+                out.put(&mailbox.0);
+                put_ids(out, ids);
+            }
+            MailboxMsg::Want { req, ids } => {
+                check(SYNC_IDS, ids.len())?;
+                out.put_u8(kind::WANT);
+                out.put_u32(*req);
+                put_ids(out, ids);
+            }
         }
         Ok(())
     }
@@ -443,21 +507,7 @@ impl MailboxMsg {
             },
             kind::ACK => {
                 let auth = read_auth(r)?;
-                let n = usize::from(r.u16()?);
-                if n > MAX_ACK_IDS {
-                    return Err(too_long(n, MAX_ACK_IDS));
-                }
-                // Checked against what is left before allocating.
-                if n * 16 > r.remaining() {
-                    return Err(DecodeError::Truncated {
-                        needed: n * 16,
-                        remaining: r.remaining(),
-                    });
-                }
-                let mut ids = Vec::with_capacity(n);
-                for _ in 0..n {
-                    ids.push(EnvelopeId(r.array()?));
-                }
+                let ids = read_ids(r, MAX_ACK_IDS)?;
                 MailboxMsg::Ack { req, auth, ids }
             }
             kind::PUT_BUNDLE => {
@@ -505,6 +555,15 @@ impl MailboxMsg {
                     bundle: bundle.to_vec(),
                 }
             }
+            kind::SYNC => MailboxMsg::Sync {
+                req,
+                mailbox: MailboxId(r.array()?),
+                ids: read_ids(r, MAX_SYNC_IDS)?,
+            },
+            kind::WANT => MailboxMsg::Want {
+                req,
+                ids: read_ids(r, MAX_SYNC_IDS)?,
+            },
             other => return Err(DecodeError::UnknownRelayMessage(other)),
         };
         Ok(msg)
@@ -539,6 +598,10 @@ pub(crate) mod tests {
 
     fn arb_status() -> impl Strategy<Value = Status> {
         (0u8..8).prop_map(|b| Status::from_byte(b).unwrap())
+    }
+
+    fn arb_ids() -> impl Strategy<Value = Vec<EnvelopeId>> {
+        proptest::collection::vec(any::<[u8; 16]>().prop_map(EnvelopeId), 0..MAX_SYNC_IDS + 1)
     }
 
     pub(crate) fn arb_mailbox_msg() -> impl Strategy<Value = MailboxMsg> {
@@ -586,6 +649,14 @@ pub(crate) mod tests {
             }),
             (any::<u32>(), bytes(MAX_BUNDLE_LEN))
                 .prop_map(|(req, bundle)| MailboxMsg::Bundle { req, bundle }),
+            (any::<u32>(), any::<[u8; 32]>(), arb_ids()).prop_map(|(req, mailbox, ids)| {
+                MailboxMsg::Sync {
+                    req,
+                    mailbox: MailboxId(mailbox),
+                    ids,
+                }
+            }),
+            (any::<u32>(), arb_ids()).prop_map(|(req, ids)| MailboxMsg::Want { req, ids }),
         ]
     }
 
@@ -614,6 +685,22 @@ pub(crate) mod tests {
         raw.extend_from_slice(&300u16.to_be_bytes());
         let err = MailboxMsg::decode_fields(kind::ACK, &mut Reader::new(&raw)).unwrap_err();
         assert!(matches!(err, DecodeError::TooLong { .. }), "{err}");
+        // So do a summary and an answer naming more ids than allowed.
+        let mut raw = vec![0u8; 4 + 32];
+        raw.extend_from_slice(&257u16.to_be_bytes());
+        raw.extend(std::iter::repeat_n(0u8, 257 * 16));
+        let err = MailboxMsg::decode_fields(kind::SYNC, &mut Reader::new(&raw)).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLong { .. }), "{err}");
+        let mut raw = vec![0u8; 4];
+        raw.extend_from_slice(&2u16.to_be_bytes());
+        raw.extend_from_slice(&[0u8; 16]);
+        let err = MailboxMsg::decode_fields(kind::WANT, &mut Reader::new(&raw)).unwrap_err();
+        assert!(matches!(err, DecodeError::Truncated { .. }), "{err}");
+        let too_many = MailboxMsg::Want {
+            req: 1,
+            ids: vec![EnvelopeId([0; 16]); MAX_SYNC_IDS + 1],
+        };
+        assert!(too_many.encode_into(&mut Vec::new()).is_err());
     }
 
     #[test]

@@ -86,6 +86,34 @@ pub struct MailboxLimits {
     pub replay_cache: usize,
     /// How often expired envelopes are deleted.
     pub expiry_interval: Duration,
+    /// Repair under churn (`docs/spec.md` §9.6).
+    pub repair: RepairSettings,
+}
+
+/// How a mailbox relay repairs under churn (`docs/spec.md` §9.6), with production defaults.
+#[derive(Debug, Clone)]
+pub struct RepairSettings {
+    /// Whether it repairs at all (pushes on ring change, hand-over on stop, anti-entropy).
+    /// Off only in tests that show what is lost without repair (`--no-repair`).
+    pub enabled: bool,
+    /// The mean time between anti-entropy rounds; each wait is drawn uniformly from half to
+    /// one and a half times it.
+    pub sync_interval: Duration,
+    /// The most mailboxes one anti-entropy round covers (the next round goes on from there).
+    pub sync_mailboxes: usize,
+    /// The most bytes one round sends: summaries and pushed envelopes.
+    pub sync_bytes: u64,
+}
+
+impl Default for RepairSettings {
+    fn default() -> Self {
+        RepairSettings {
+            enabled: true,
+            sync_interval: Duration::from_secs(600),
+            sync_mailboxes: 512,
+            sync_bytes: 4 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for MailboxLimits {
@@ -97,6 +125,7 @@ impl Default for MailboxLimits {
             subscriptions: 100_000,
             replay_cache: 200_000,
             expiry_interval: Duration::from_secs(60),
+            repair: RepairSettings::default(),
         }
     }
 }

@@ -121,13 +121,22 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     ];
     let mut repair = None;
     if let Some((service, incoming, gone)) = mailbox {
-        let repairer = Arc::new(Repairer::new(core.keys.id, service.store()));
-        tasks.push(tokio::spawn(
-            repairer
-                .clone()
-                .follow(core.consensus.subscribe(), stopped.clone()),
-        ));
-        repair = Some(repairer);
+        let settings = core.config.mailbox_limits.repair.clone();
+        if settings.enabled {
+            let repairer = Arc::new(Repairer::new(
+                core.keys.id,
+                service.store(),
+                core.env.clone(),
+                settings,
+            ));
+            tasks.push(tokio::spawn(
+                repairer
+                    .clone()
+                    .follow(core.consensus.subscribe(), stopped.clone()),
+            ));
+            tasks.push(tokio::spawn(repairer.clone().sync_loop(stopped.clone())));
+            repair = Some(repairer);
+        }
         tasks.push(tokio::spawn(service.clone().serve(
             core.env.clone(),
             incoming,

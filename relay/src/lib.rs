@@ -81,6 +81,6 @@ pub mod queue;
 mod shell;
 pub mod stats;
 
-pub use config::{Limits, MailboxLimits, RelayConfig, StoreLimits, Timing};
+pub use config::{Limits, MailboxLimits, RelayConfig, RepairSettings, StoreLimits, Timing};
 pub use daemon::{start, RelayError, RelayHandle};
 pub use netview::{NetView, PeerInfo};

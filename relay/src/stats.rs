@@ -80,6 +80,13 @@ counters! {
     mailbox_envelopes_stored,
     /// Envelopes sent to their owners from the store.
     mailbox_envelopes_sent,
+    /// Circuits seen carrying mailbox requests that circuit isolation keeps apart
+    /// (`docs/spec.md` §10.7): two mailbox ids, or an owner's requests beside any other.
+    mailbox_isolation_violations,
+    /// Anti-entropy summaries (SYNC) sent to other holders (`docs/spec.md` §9.6).
+    mailbox_sync_sent,
+    /// Envelopes pushed to other holders because their answer to a SYNC said they lacked them.
+    mailbox_sync_pushed,
     /// The valid-after time (unix seconds) of the consensus in use; 0 before the first. A
     /// gauge, not a counter.
     consensus_valid_after,

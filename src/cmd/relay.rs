@@ -126,6 +126,13 @@ pub struct RunArgs {
     /// Time the previous onion key is still accepted after a rotation [default: 1d].
     #[arg(long, value_parser = parse_duration)]
     pub onion_key_grace: Option<Duration>,
+    /// Tests only: no mailbox repair (no pushes on ring change, no hand-over on stop, no
+    /// anti-entropy), to show what churn loses without it. Not in relay.toml.
+    #[arg(long, hide = true)]
+    pub no_repair: bool,
+    /// Tests only: mean time between anti-entropy rounds [default: 10m]. Not in relay.toml.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub sync_interval: Option<Duration>,
     /// Heartbeat, metrics and log file.
     #[command(flatten)]
     pub ops: OpsArgs,
@@ -533,6 +540,11 @@ pub fn config(data_dir: &Path, args: &RunArgs) -> Result<RelayConfig, RelayCmdEr
     }
     if let Some(v) = args.onion_key_grace {
         t.onion_key_grace = v;
+    }
+    let repair = &mut c.mailbox_limits.repair;
+    repair.enabled = !args.no_repair;
+    if let Some(v) = args.sync_interval {
+        repair.sync_interval = at_least_a_second(v);
     }
     Ok(c)
 }

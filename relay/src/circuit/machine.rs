@@ -315,7 +315,10 @@ impl CircuitMachine {
             RelayMsg::Data(bytes) => self.send_msg(&RelayMsg::Data(bytes), now, out),
             RelayMsg::Extend(ext) => self.on_extend(ext, at, out),
             RelayMsg::Mailbox(
-                MailboxMsg::Result { .. } | MailboxMsg::Envelope { .. } | MailboxMsg::Bundle { .. },
+                MailboxMsg::Result { .. }
+                | MailboxMsg::Envelope { .. }
+                | MailboxMsg::Bundle { .. }
+                | MailboxMsg::Want { .. },
             ) => Err(Violation::MailboxAnswerFromClient.into()),
             RelayMsg::Mailbox(request) => {
                 out.push(Action::Mailbox(request));

@@ -867,6 +867,10 @@ fn answers_sent_toward_a_relay_are_violations() {
             req: 1,
             bundle: vec![2],
         },
+        MailboxMsg::Want {
+            req: 1,
+            ids: vec![EnvelopeId([3; 16])],
+        },
     ];
     for answer in answers {
         let mut rig = Rig::at_depth(1);

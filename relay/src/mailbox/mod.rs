@@ -9,8 +9,10 @@
 //! acknowledged, so it finds them at its next fetch.
 
 pub mod auth;
+pub(crate) mod isolation;
 pub(crate) mod repair;
 pub mod store;
+pub(crate) mod sync;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -101,6 +103,8 @@ pub(crate) struct MailboxService {
     pending: Arc<Semaphore>,
     subscribers: Mutex<Subscriptions>,
     replay: Mutex<ReplayCache>,
+    isolation: isolation::IsolationWatch,
+    tombstones: Mutex<sync::Tombstones>,
 }
 
 impl MailboxService {
@@ -117,6 +121,8 @@ impl MailboxService {
             pending,
             subscribers: Mutex::new(Subscriptions::default()),
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
+            isolation: isolation::IsolationWatch::default(),
+            tombstones: Mutex::new(sync::Tombstones::default()),
             limits,
         })
     }
@@ -187,6 +193,9 @@ impl MailboxService {
         let me = self.me;
         let t = unix_now();
         crate::stats::Stats::bump(&env.stats.mailbox_requests);
+        if service.isolation.record(circ, &msg).is_some() {
+            crate::stats::Stats::bump(&env.stats.mailbox_isolation_violations);
+        }
         let check = |op: u8, auth: &shallot_proto::mailbox::MailboxAuth, body: &[u8]| {
             auth::check(&me, op, auth, body, t, &service.replay)
         };
@@ -228,8 +237,12 @@ impl MailboxService {
             MailboxMsg::Ack { req, auth, ids } => {
                 match check(kind::ACK, &auth, &MailboxMsg::ack_body(&ids)) {
                     Err(status) => result(req, status, 0),
-                    Ok(()) => match service.store.ack(auth.mailbox, ids).await {
-                        Ok(n) => result(req, Status::Ok, n),
+                    Ok(()) => match service.store.ack(auth.mailbox, ids.clone()).await {
+                        Ok(n) => {
+                            let keep = service.limits.store.expiry_secs;
+                            lock(&service.tombstones).acked(auth.mailbox, &ids, t, keep);
+                            result(req, Status::Ok, n)
+                        }
                         Err(e) => result(req, store_status(&e), 0),
                     },
                 }
@@ -265,8 +278,24 @@ impl MailboxService {
                     Err(e) => result(req, store_status(&e), 0),
                 }
             }
+            MailboxMsg::Sync { req, mailbox, ids } => {
+                // Acknowledged ones are not wanted back (§9.6).
+                let ids: Vec<EnvelopeId> = {
+                    let tombs = lock(&service.tombstones);
+                    ids.into_iter()
+                        .filter(|id| !tombs.contains(&mailbox, id, t))
+                        .collect()
+                };
+                match service.store.lacks(mailbox, ids).await {
+                    Ok(ids) => RelayMsg::Mailbox(MailboxMsg::Want { req, ids }),
+                    Err(e) => result(req, store_status(&e), 0),
+                }
+            }
             // Answers travel toward clients: a circuit's machine refuses them before they get here.
-            MailboxMsg::Result { .. } | MailboxMsg::Envelope { .. } | MailboxMsg::Bundle { .. } => {
+            MailboxMsg::Result { .. }
+            | MailboxMsg::Envelope { .. }
+            | MailboxMsg::Bundle { .. }
+            | MailboxMsg::Want { .. } => {
                 return;
             }
         };

@@ -7,27 +7,35 @@
 //! * On graceful shutdown, [`Repairer::hand_over`] pushes every mailbox to the holders of the
 //!   ring without this relay ([`repair::leaving`]), within a time limit.
 //!
+//! * After those pushes, and every `sync_interval` (with jitter) besides, it runs an
+//!   anti-entropy round ([`Repairer::sync_round`], `super::sync`) with the other holders of
+//!   the mailboxes it holds, within the round's bounds on mailboxes and bytes.
+//!
 //! A push is an ordinary DEPOSIT, sent as a client would: over a one-hop circuit to the
 //! target, one circuit per mailbox (so no circuit carries two mailbox ids), the circuits to
 //! one target sharing one link. The target stores it like any deposit and answers RESULT; a
 //! duplicate costs nothing. Pushes that fail are retried at the next consensus.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
 use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec};
 use shallot_proto::dir::{Consensus, Flags, RelayEntry};
-use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status};
+use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status, MAX_SYNC_IDS};
 use shallot_proto::placement::Ring;
 use shallot_proto::relay_msg::RelayMsg;
-use shallot_proto::repair::{self, Held, Senders, Transfer};
+use shallot_proto::repair::{self, Duty, Held, Senders, Transfer};
 use shallot_rt::{lock, unix_now};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::store::{Holding, Store};
+use super::sync::{self, Budget};
+use crate::config::RepairSettings;
+use crate::shell::Env;
 
 /// How long one push (link, circuit, deposits and their answers) may take.
 const PUSH_LIMIT: Duration = Duration::from_secs(15);
@@ -39,8 +47,27 @@ pub(crate) const HANDOFF_LIMIT: Duration = Duration::from_secs(20);
 pub(crate) struct Repairer {
     me: RelayId,
     store: Store,
+    env: Arc<Env>,
+    settings: RepairSettings,
     latest: Mutex<Option<Arc<Consensus>>>,
     owed: Mutex<Vec<Transfer>>,
+    /// The last mailbox the previous anti-entropy round covered: the next goes on after it.
+    cursor: Mutex<Option<MailboxId>>,
+    /// Anti-entropy rounds run, which moves the window of a large mailbox's ids.
+    rounds: AtomicUsize,
+    /// Serialises rounds (a periodic one and one after a consensus change).
+    round_lock: tokio::sync::Mutex<()>,
+}
+
+/// What one anti-entropy round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoundReport {
+    /// Mailboxes covered.
+    pub(crate) mailboxes: usize,
+    /// Summaries sent (one per mailbox and peer).
+    pub(crate) summaries: usize,
+    /// Envelopes the peers lacked and took.
+    pub(crate) pushed: usize,
 }
 
 /// The ring of `epoch` in `consensus`: its Running relays with the Mailbox flag.
@@ -51,6 +78,16 @@ pub(crate) fn ring_of(consensus: &Consensus, epoch: u64) -> Ring {
         .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
         .map(|r| r.id);
     Ring::new(&consensus.srv_for_epoch(epoch), epoch, relays)
+}
+
+/// The relays on `consensus`'s rings: its Running relays with the Mailbox flag.
+fn mailbox_relays(consensus: &Consensus) -> std::collections::BTreeSet<RelayId> {
+    consensus
+        .relays
+        .iter()
+        .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
+        .map(|r| r.id)
+        .collect()
 }
 
 /// The epoch a held mailbox belongs to: that of its oldest envelope here. Deposits go to the
@@ -74,14 +111,117 @@ fn by_epoch(holdings: Vec<Holding>, epoch_secs: u64) -> BTreeMap<u64, Vec<Held>>
 }
 
 impl Repairer {
-    /// Repair for relay `me`, whose mailboxes are in `store`.
-    pub(crate) fn new(me: RelayId, store: Store) -> Self {
+    /// Repair for relay `me`, whose mailboxes are in `store`, counting in `env`'s stats.
+    pub(crate) fn new(me: RelayId, store: Store, env: Arc<Env>, settings: RepairSettings) -> Self {
         Repairer {
             me,
             store,
+            env,
+            settings,
             latest: Mutex::new(None),
             owed: Mutex::new(Vec::new()),
+            cursor: Mutex::new(None),
+            rounds: AtomicUsize::new(0),
+            round_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Runs an anti-entropy round every `sync_interval`, each wait drawn uniformly from half
+    /// to one and a half times it (so that relays do not all sync at once), until the relay
+    /// stops.
+    pub(crate) async fn sync_loop(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        loop {
+            let mean = self.settings.sync_interval.as_secs_f64();
+            let wait = Duration::from_secs_f64(mean * (0.5 + rand::random::<f64>()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopped.changed() => return,
+            }
+            let Some(consensus) = lock(&self.latest).clone() else {
+                continue;
+            };
+            self.sync_round(&consensus).await;
+        }
+    }
+
+    /// One anti-entropy round (`docs/spec.md` §9.6): for up to `sync_mailboxes` of the
+    /// mailboxes held here, going on from where the last round stopped, a SYNC to each other
+    /// holder of `consensus`'s ring and the deposits its WANT asks for, all peers at once,
+    /// within `sync_bytes` in all.
+    pub(crate) async fn sync_round(&self, consensus: &Consensus) -> RoundReport {
+        let _one_at_a_time = self.round_lock.lock().await;
+        let holdings = match self.store.holdings(unix_now()).await {
+            Ok(h) => h,
+            Err(e) => {
+                debug!("anti-entropy: cannot list mailboxes: {e}");
+                return RoundReport::default();
+            }
+        };
+        let cursor = *lock(&self.cursor);
+        let start = holdings.partition_point(|h| Some(h.mailbox) <= cursor);
+        let chosen: Vec<&Holding> = holdings[start..]
+            .iter()
+            .chain(holdings[..start].iter())
+            .take(self.settings.sync_mailboxes)
+            .collect();
+        *lock(&self.cursor) = chosen.last().map(|h| h.mailbox);
+        let offset = self.rounds.fetch_add(1, Ordering::Relaxed) * MAX_SYNC_IDS;
+        let mut rings: BTreeMap<u64, Ring> = BTreeMap::new();
+        let mut by_peer: BTreeMap<RelayId, Vec<(MailboxId, Vec<EnvelopeId>)>> = BTreeMap::new();
+        let mut report = RoundReport {
+            mailboxes: chosen.len(),
+            ..RoundReport::default()
+        };
+        for h in &chosen {
+            let epoch = epoch_of(h, consensus.params.epoch_secs);
+            let ring = rings
+                .entry(epoch)
+                .or_insert_with(|| ring_of(consensus, epoch));
+            let peers = match repair::duty(&self.me, ring, &h.mailbox, |_| false) {
+                Duty::Keep { peers } => peers,
+                Duty::HandOver { to } => to,
+            };
+            let ids = sync::window(&h.ids, offset);
+            for p in peers.into_iter().filter(|p| *p != self.me) {
+                by_peer.entry(p).or_default().push((h.mailbox, ids.clone()));
+                report.summaries += 1;
+            }
+        }
+        let budget = Arc::new(Budget::new(self.settings.sync_bytes));
+        let limit = sync::SYNC_LIMIT.max(self.settings.sync_interval / 2);
+        let mut tasks = Vec::new();
+        for (peer, list) in by_peer {
+            let Some(entry) = consensus.relays.iter().find(|r| r.id == peer).cloned() else {
+                continue;
+            };
+            let (store, env, budget) = (self.store.clone(), self.env.clone(), budget.clone());
+            tasks.push(tokio::spawn(async move {
+                let work = sync::sync_with(&store, &env.stats, &entry, &list, &budget);
+                match tokio::time::timeout(limit, work).await {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => {
+                        debug!(to = %entry.id, "anti-entropy failed: {e}");
+                        0
+                    }
+                    Err(_) => {
+                        debug!(to = %entry.id, "anti-entropy timed out");
+                        0
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            report.pushed += t.await.unwrap_or(0);
+        }
+        if report.pushed > 0 {
+            info!(
+                ?report,
+                "anti-entropy round pushed envelopes other holders lacked"
+            );
+        } else {
+            debug!(?report, "anti-entropy round");
+        }
+        report
     }
 
     /// Acts on every new consensus until the relay stops.
@@ -120,15 +260,20 @@ impl Repairer {
         for (epoch, held) in by_epoch(holdings, new.params.epoch_secs) {
             let before = old.map(|c| ring_of(c, epoch)).unwrap_or_default();
             let after = ring_of(new, epoch);
-            // Holders do not reconcile yet (§9.6), so every holder sends to newcomers.
+            // Every holder sends to newcomers at once, not waiting for the anti-entropy
+            // round that follows (which a budget may cut short), §9.6.
             let plan = repair::plan(&self.me, &before, &after, &held, Senders::Every, |_| false);
             transfers.extend(plan.pushes);
         }
-        if transfers.is_empty() {
-            return;
+        if !transfers.is_empty() {
+            let failed = self.push_all(new, transfers).await;
+            lock(&self.owed).extend(failed);
         }
-        let failed = self.push_all(new, transfers).await;
-        lock(&self.owed).extend(failed);
+        // When the ring changed, holders that missed a deposit or a push catch up now rather
+        // than at the next periodic round.
+        if old.is_none_or(|old| mailbox_relays(old) != mailbox_relays(new)) {
+            self.sync_round(new).await;
+        }
     }
 
     /// Hands every mailbox over to the holders of the ring without this relay, spending at

@@ -94,6 +94,17 @@ enum Job {
         now: u64,
         reply: Reply<Vec<Holding>>,
     },
+    Lacks {
+        mailbox: MailboxId,
+        ids: Vec<EnvelopeId>,
+        reply: Reply<Vec<EnvelopeId>>,
+    },
+    Bodies {
+        mailbox: MailboxId,
+        ids: Vec<EnvelopeId>,
+        now: u64,
+        reply: Reply<Vec<(EnvelopeId, Vec<u8>)>>,
+    },
 }
 
 /// What the store holds for one mailbox, for repair (`docs/spec.md` §9.6).
@@ -246,6 +257,37 @@ impl Store {
     pub async fn holdings(&self, now: u64) -> Result<Vec<Holding>, StoreError> {
         self.ask(|reply| Job::Holdings { now, reply }).await
     }
+
+    /// Those of `ids` that a deposit into `mailbox` would store: not held, expired or not
+    /// (for anti-entropy, `docs/spec.md` §9.6).
+    pub async fn lacks(
+        &self,
+        mailbox: MailboxId,
+        ids: Vec<EnvelopeId>,
+    ) -> Result<Vec<EnvelopeId>, StoreError> {
+        self.ask(|reply| Job::Lacks {
+            mailbox,
+            ids,
+            reply,
+        })
+        .await
+    }
+
+    /// The unexpired envelopes of `mailbox` among `ids`, with their bytes.
+    pub async fn bodies(
+        &self,
+        mailbox: MailboxId,
+        ids: Vec<EnvelopeId>,
+        now: u64,
+    ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
+        self.ask(|reply| Job::Bodies {
+            mailbox,
+            ids,
+            now,
+            reply,
+        })
+        .await
+    }
 }
 
 struct Worker {
@@ -337,7 +379,59 @@ impl Worker {
             } => answer(reply, self.get_bundle(&mailbox, now)),
             Job::Expire { now, reply } => answer(reply, self.expire(now)),
             Job::Holdings { now, reply } => answer(reply, self.holdings(now)),
+            Job::Lacks {
+                mailbox,
+                ids,
+                reply,
+            } => answer(reply, self.lacks(&mailbox, &ids)),
+            Job::Bodies {
+                mailbox,
+                ids,
+                now,
+                reply,
+            } => answer(reply, self.bodies(&mailbox, &ids, now)),
         }
+    }
+
+    fn lacks(
+        &self,
+        mailbox: &MailboxId,
+        ids: &[EnvelopeId],
+    ) -> Result<Vec<EnvelopeId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM envelopes WHERE mailbox = ?1 AND id = ?2")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let held: Option<i64> = stmt
+                .query_row(params![&mailbox.0[..], &id.0[..]], |r| r.get(0))
+                .optional()?;
+            if held.is_none() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn bodies(
+        &self,
+        mailbox: &MailboxId,
+        ids: &[EnvelopeId],
+        now: u64,
+    ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT body FROM envelopes WHERE mailbox = ?1 AND id = ?2 AND expires_at > ?3",
+        )?;
+        let mut out = Vec::new();
+        for id in ids {
+            let body: Option<Vec<u8>> = stmt
+                .query_row(params![&mailbox.0[..], &id.0[..], now as i64], |r| r.get(0))
+                .optional()?;
+            if let Some(body) = body {
+                out.push((*id, body));
+            }
+        }
+        Ok(out)
     }
 
     fn deposit(

@@ -1,0 +1,284 @@
+//! Anti-entropy between the holders of a mailbox, on the wire (`docs/spec.md` §9.6): the
+//! I/O around [`shallot_proto::repair::reconcile`]'s rule.
+//!
+//! A holder sends each other holder, over a one-hop circuit of its own per mailbox, a SYNC
+//! naming the envelope ids it holds there; the peer answers WANT with those it lacks (would
+//! store if deposited) and has not seen its owner acknowledge; the holder then deposits those
+//! on the same circuit. Every holder does this with every other, so each direction is
+//! covered by the holder that has the envelopes. The peer learns only ids of a mailbox it
+//! holds; the sender learns only which of its own envelopes the peer lacks, which a deposit
+//! of each would tell it too. Nobody learns an owner.
+//!
+//! The answering side keeps in memory the ids its owners acknowledged ([`Tombstones`]), so
+//! that an acknowledged envelope still held elsewhere (a spare, which owners do not read, or a
+//! replica whose acknowledgement was lost) does not come back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec, NetError};
+use shallot_proto::dir::RelayEntry;
+use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status, MAX_SYNC_IDS};
+use shallot_proto::relay_msg::RelayMsg;
+use shallot_rt::unix_now;
+
+use super::store::Store;
+use crate::stats::Stats;
+
+/// Acknowledged envelopes a relay remembers, at most; the oldest are forgotten first.
+const MAX_TOMBSTONES: usize = 200_000;
+
+/// Envelope ids owners acknowledged here, each kept until its envelope would have expired.
+#[derive(Default)]
+pub(crate) struct Tombstones {
+    until: HashMap<(MailboxId, EnvelopeId), u64>,
+    order: VecDeque<(u64, MailboxId, EnvelopeId)>,
+}
+
+impl Tombstones {
+    /// Remembers that the owner of `mailbox` acknowledged `ids` at `now`, for `keep` seconds.
+    pub(crate) fn acked(&mut self, mailbox: MailboxId, ids: &[EnvelopeId], now: u64, keep: u64) {
+        self.forget_expired(now);
+        let until = now.saturating_add(keep);
+        for id in ids {
+            if self.until.insert((mailbox, *id), until).is_none() {
+                self.order.push_back((until, mailbox, *id));
+            }
+        }
+        while self.until.len() > MAX_TOMBSTONES {
+            match self.order.pop_front() {
+                Some((_, m, id)) => {
+                    self.until.remove(&(m, id));
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Whether the owner of `mailbox` acknowledged `id` here (and it has not expired).
+    pub(crate) fn contains(&self, mailbox: &MailboxId, id: &EnvelopeId, now: u64) -> bool {
+        self.until.get(&(*mailbox, *id)).is_some_and(|u| *u > now)
+    }
+
+    fn forget_expired(&mut self, now: u64) {
+        while let Some((until, m, id)) = self.order.front().copied() {
+            if until > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.until.get(&(m, id)) == Some(&until) {
+                self.until.remove(&(m, id));
+            }
+        }
+    }
+}
+
+/// What one anti-entropy round may still spend, in bytes, shared by its tasks.
+pub(crate) struct Budget(AtomicU64);
+
+impl Budget {
+    /// A budget of `bytes`.
+    pub(crate) fn new(bytes: u64) -> Self {
+        Budget(AtomicU64::new(bytes))
+    }
+
+    /// Takes `n` bytes if that many are left.
+    pub(crate) fn take(&self, n: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
+/// The bytes a SYNC naming `n` ids takes: type, req, mailbox, count, ids.
+pub(crate) fn sync_bytes(n: usize) -> u64 {
+    (1 + 4 + 32 + 2 + 16 * n) as u64
+}
+
+/// The ids one SYNC for a mailbox holding `ids` names: all of them if they fit, else a
+/// window of [`MAX_SYNC_IDS`] starting at `start` (taken round), so that successive rounds
+/// cover a large mailbox.
+pub(crate) fn window(ids: &[EnvelopeId], start: usize) -> Vec<EnvelopeId> {
+    if ids.len() <= MAX_SYNC_IDS {
+        return ids.to_vec();
+    }
+    let start = start % ids.len();
+    ids.iter()
+        .cycle()
+        .skip(start)
+        .take(MAX_SYNC_IDS)
+        .copied()
+        .collect()
+}
+
+/// How long one exchange with one peer (link, circuits, summaries, pushes) may take.
+pub(crate) const SYNC_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs the exchange for each of `list` (a mailbox and the ids to offer) with the relay
+/// `entry`, one circuit per mailbox over one link. Returns how many envelopes it pushed.
+pub(crate) async fn sync_with(
+    store: &Store,
+    stats: &Stats,
+    entry: &RelayEntry,
+    list: &[(MailboxId, Vec<EnvelopeId>)],
+    budget: &Budget,
+) -> Result<usize, NetError> {
+    let chan = ClientChannel::connect(entry.address, &entry.link_key, SYNC_LIMIT)
+        .await
+        .map_err(NetError::from)?;
+    let hop = HopSpec::from(entry);
+    let mut pushed = 0;
+    for (mailbox, ids) in list {
+        if !budget.take(sync_bytes(ids.len())) {
+            break;
+        }
+        match sync_mailbox(store, stats, &chan, &hop, *mailbox, ids, budget).await {
+            Ok(n) => pushed += n,
+            Err(e) => {
+                tracing::debug!(to = %entry.id, "anti-entropy exchange failed: {e}");
+                if chan.is_closed() {
+                    break;
+                }
+            }
+        }
+    }
+    chan.close();
+    Ok(pushed)
+}
+
+/// One mailbox's exchange over a circuit of its own: SYNC, WANT, then the deposits.
+async fn sync_mailbox(
+    store: &Store,
+    stats: &Stats,
+    chan: &Arc<ClientChannel>,
+    hop: &HopSpec,
+    mailbox: MailboxId,
+    ids: &[EnvelopeId],
+    budget: &Budget,
+) -> Result<usize, NetError> {
+    let circ = Circuit::create(chan.clone(), hop, SYNC_LIMIT).await?;
+    let result = exchange(store, stats, &circ, mailbox, ids, budget).await;
+    circ.close();
+    result
+}
+
+async fn exchange(
+    store: &Store,
+    stats: &Stats,
+    circ: &Circuit,
+    mailbox: MailboxId,
+    ids: &[EnvelopeId],
+    budget: &Budget,
+) -> Result<usize, NetError> {
+    let sync = MailboxMsg::Sync {
+        req: 1,
+        mailbox,
+        ids: ids.to_vec(),
+    };
+    circ.send(HopNum::FIRST, &RelayMsg::Mailbox(sync)).await?;
+    Stats::bump(&stats.mailbox_sync_sent);
+    let want = loop {
+        match circ.recv().await? {
+            (_, RelayMsg::Mailbox(MailboxMsg::Want { req: 1, ids: want })) => break want,
+            // Refused (no mailbox service, busy): nothing to push.
+            (_, RelayMsg::Mailbox(MailboxMsg::Result { req: 1, .. })) => return Ok(0),
+            _ => {}
+        }
+    };
+    // Only ids this relay offered: a peer cannot make it send others.
+    let want: Vec<EnvelopeId> = want.into_iter().filter(|id| ids.contains(id)).collect();
+    if want.is_empty() {
+        return Ok(0);
+    }
+    let bodies = store
+        .bodies(mailbox, want, unix_now())
+        .await
+        .unwrap_or_default();
+    let mut sent = 0u32;
+    for (req, (_, envelope)) in (2u32..).zip(bodies) {
+        if !budget.take(envelope.len() as u64) {
+            break;
+        }
+        let msg = RelayMsg::Mailbox(MailboxMsg::Deposit {
+            req,
+            mailbox,
+            envelope,
+        });
+        circ.send(HopNum::FIRST, &msg).await?;
+        sent += 1;
+    }
+    let mut stored = 0;
+    let mut answered = 0;
+    while answered < sent {
+        if let (_, RelayMsg::Mailbox(MailboxMsg::Result { status, .. })) = circ.recv().await? {
+            answered += 1;
+            if status == Status::Ok {
+                stored += 1;
+                Stats::bump(&stats.mailbox_sync_pushed);
+            }
+        }
+    }
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn eid(i: u16) -> EnvelopeId {
+        let mut b = [0u8; 16];
+        b[..2].copy_from_slice(&i.to_be_bytes());
+        EnvelopeId(b)
+    }
+
+    #[test]
+    fn tombstones_expire_and_stay_bounded() {
+        let m = MailboxId([1; 32]);
+        let mut t = Tombstones::default();
+        t.acked(m, &[eid(1), eid(2)], 100, 50);
+        assert!(t.contains(&m, &eid(1), 149));
+        assert!(!t.contains(&m, &eid(1), 150), "expired");
+        assert!(!t.contains(&MailboxId([2; 32]), &eid(1), 120));
+        t.acked(m, &[eid(3)], 200, 50);
+        assert_eq!(t.until.len(), 1, "the expired ones went");
+        let many: Vec<EnvelopeId> = (0..u16::MAX).map(eid).collect();
+        for _ in 0..4 {
+            t.acked(MailboxId(rand::random()), &many, 300, 50);
+        }
+        assert!(t.until.len() <= MAX_TOMBSTONES);
+        assert!(t.order.len() >= t.until.len());
+    }
+
+    #[test]
+    fn windows_cover_a_large_mailbox_round_by_round() {
+        let small: Vec<EnvelopeId> = (0..10).map(eid).collect();
+        assert_eq!(window(&small, 7), small);
+        let big: Vec<EnvelopeId> = (0..600).map(eid).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut start = 0;
+        for _ in 0..3 {
+            let w = window(&big, start);
+            assert_eq!(w.len(), MAX_SYNC_IDS);
+            seen.extend(w);
+            start += MAX_SYNC_IDS;
+        }
+        assert_eq!(seen.len(), 600);
+    }
+
+    #[test]
+    fn a_budget_is_never_overspent() {
+        let b = Budget::new(100);
+        assert!(b.take(60));
+        assert!(!b.take(41));
+        assert!(b.take(40));
+        assert!(!b.take(1));
+        assert_eq!(sync_bytes(0), 39);
+        assert_eq!(sync_bytes(MAX_SYNC_IDS), 39 + 4096);
+    }
+}
