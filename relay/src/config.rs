@@ -86,6 +86,10 @@ pub struct MailboxLimits {
     pub replay_cache: usize,
     /// How often expired envelopes are deleted.
     pub expiry_interval: Duration,
+    /// Limits on each circuit's requests (`docs/spec.md` §9.5).
+    pub circuit: crate::mailbox::admission::CircuitLimits,
+    /// Rate limits on deposits, new mailbox ids and bundle puts, and the puzzle (§9.5).
+    pub admission: crate::mailbox::admission::AdmissionLimits,
 }
 
 impl Default for MailboxLimits {
@@ -97,6 +101,8 @@ impl Default for MailboxLimits {
             subscriptions: 100_000,
             replay_cache: 200_000,
             expiry_interval: Duration::from_secs(60),
+            circuit: Default::default(),
+            admission: Default::default(),
         }
     }
 }
