@@ -130,7 +130,7 @@ pub fn auth_message(
 }
 
 /// The outcome of a mailbox request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     /// Done.
     Ok,
