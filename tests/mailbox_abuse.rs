@@ -1,4 +1,4 @@
-//! Floods against a mailbox relay (issue 12, item 4; `docs/spec.md` §9.5), each against a real
+//! Floods against a mailbox relay (issue 12, item 4; `docs/spec.md` §9.7), each against a real
 //! relay on loopback: deposits to random ids, bundle puts with throw-away keys, one known
 //! user's mailbox filled, one circuit's request flood, and a fetch of a mailbox larger than
 //! the relay's memory budget. In each, the flood is refused with a clear status, an honest

@@ -93,7 +93,7 @@ pub struct MailboxLink {
 const PUZZLE_TRIES: usize = 3;
 
 /// Solves relay `relay`'s puzzle of `bits` for request `op` on `mailbox` with `body`
-/// (`docs/spec.md` §9.5), off the event loop; refused when the relay asks for more than
+/// (`docs/spec.md` §9.7), off the event loop; refused when the relay asks for more than
 /// [`MAX_CLIENT_DIFFICULTY`] bits.
 async fn solve_puzzle(
     relay: RelayId,

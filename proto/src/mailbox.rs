@@ -151,7 +151,7 @@ pub enum Status {
     /// Too many requests on this circuit at once or too fast; ask again later.
     Busy,
     /// The relay is under load: solve its puzzle (`count` is the difficulty in bits) and ask
-    /// again with the solution (`docs/spec.md` §9.5).
+    /// again with the solution (`docs/spec.md` §9.7).
     PuzzleRequired,
 }
 

@@ -1,5 +1,5 @@
 //! The client puzzle a busy mailbox relay asks for before it takes a deposit or a bundle
-//! (`docs/spec.md` §9.5): hashcash over SHA-256, bound to the relay, the request and a
+//! (`docs/spec.md` §9.7): hashcash over SHA-256, bound to the relay, the request and a
 //! timestamp, with a difficulty the relay adapts to its load.
 //!
 //! A solution is a timestamp and a nonce such that

@@ -86,9 +86,9 @@ pub struct MailboxLimits {
     pub replay_cache: usize,
     /// How often expired envelopes are deleted.
     pub expiry_interval: Duration,
-    /// Limits on each circuit's requests (`docs/spec.md` §9.5).
+    /// Limits on each circuit's requests (`docs/spec.md` §9.7).
     pub circuit: crate::mailbox::admission::CircuitLimits,
-    /// Rate limits on deposits, new mailbox ids and bundle puts, and the puzzle (§9.5).
+    /// Rate limits on deposits, new mailbox ids and bundle puts, and the puzzle (§9.7).
     pub admission: crate::mailbox::admission::AdmissionLimits,
 }
 

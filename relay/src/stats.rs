@@ -80,13 +80,13 @@ counters! {
     mailbox_envelopes_stored,
     /// Envelopes sent to their owners from the store.
     mailbox_envelopes_sent,
-    /// Mailbox requests refused for their circuit's limits (in flight or rate, §9.5).
+    /// Mailbox requests refused for their circuit's limits (in flight or rate, §9.7).
     mailbox_refused_busy,
-    /// Deposits and bundle puts answered with a puzzle to solve (§9.5).
+    /// Deposits and bundle puts answered with a puzzle to solve (§9.7).
     mailbox_puzzles_asked,
-    /// Deposits and bundle puts admitted by a puzzle solution (§9.5).
+    /// Deposits and bundle puts admitted by a puzzle solution (§9.7).
     mailbox_puzzles_solved,
-    /// Fetches cut short because the relay's memory budget had no room (§9.5).
+    /// Fetches cut short because the relay's memory budget had no room (§9.7).
     mailbox_fetches_cut,
     /// The valid-after time (unix seconds) of the consensus in use; 0 before the first. A
     /// gauge, not a counter.

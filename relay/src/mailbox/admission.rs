@@ -1,4 +1,4 @@
-//! What a mailbox request costs before a relay acts on it (`docs/spec.md` §9.5): per-circuit
+//! What a mailbox request costs before a relay acts on it (`docs/spec.md` §9.7): per-circuit
 //! limits on requests in flight and their rate, rate limits on deposits into one mailbox, on
 //! new mailbox ids and on bundle puts, and the adaptive client puzzle a relay asks for when
 //! those limits are reached.

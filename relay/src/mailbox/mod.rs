@@ -8,7 +8,7 @@
 //! effort: a subscriber that stops reading misses pushes, but the envelopes stay stored until
 //! acknowledged, so it finds them at its next fetch.
 //!
-//! What abuse costs (§9.5) is decided in [`admission`]: each circuit's requests in flight and
+//! What abuse costs (§9.7) is decided in [`admission`]: each circuit's requests in flight and
 //! their rate are limited where the circuit hands them over (`crate::shell`); deposits, new
 //! mailbox ids and bundle puts are rate-limited here, and beyond those limits a request must
 //! carry a solution to the relay's puzzle. A fetch streams the mailbox a page at a time, and
@@ -288,32 +288,34 @@ impl MailboxService {
                 expires,
                 bundle,
                 pow,
-            } => match check(
-                kind::PUT_BUNDLE,
-                &auth,
-                &MailboxMsg::bundle_body(expires, &bundle),
-            )
-            .map_err(|status| result(req, status, 0))
-            .and_then(|()| {
+            } => {
                 let body = MailboxMsg::bundle_body(expires, &bundle);
-                service
-                    .admit(env, Op::PutBundle, auth.mailbox, &body, pow.as_ref(), t)
-                    .map_err(|r| refusal(req, r))
-            }) {
-                Err(answer) => answer,
-                Ok(()) => {
-                    // A bundle is kept no longer than envelopes are.
-                    let expires = expires.min(t + service.limits.store.expiry_secs);
-                    match service
-                        .store
-                        .put_bundle(auth.mailbox, bundle, expires)
-                        .await
-                    {
-                        Ok(()) => result(req, Status::Ok, 1),
-                        Err(e) => result(req, store_status(&e), 0),
-                    }
+                match check(kind::PUT_BUNDLE, &auth, &body) {
+                    Err(status) => result(req, status, 0),
+                    Ok(()) => match service.admit(
+                        env,
+                        Op::PutBundle,
+                        auth.mailbox,
+                        &body,
+                        pow.as_ref(),
+                        t,
+                    ) {
+                        Err(r) => refusal(req, r),
+                        Ok(()) => {
+                            // A bundle is kept no longer than envelopes are.
+                            let expires = expires.min(t + service.limits.store.expiry_secs);
+                            match service
+                                .store
+                                .put_bundle(auth.mailbox, bundle, expires)
+                                .await
+                            {
+                                Ok(()) => result(req, Status::Ok, 1),
+                                Err(e) => result(req, store_status(&e), 0),
+                            }
+                        }
+                    },
                 }
-            },
+            }
             MailboxMsg::GetBundle { req, mailbox } => {
                 match service.store.get_bundle(mailbox, t).await {
                     Ok(Some(bundle)) => RelayMsg::Mailbox(MailboxMsg::Bundle { req, bundle }),
@@ -354,7 +356,7 @@ impl MailboxService {
         }
     }
 
-    /// Admits a deposit or bundle put on `mailbox` (`docs/spec.md` §9.5): by its solution
+    /// Admits a deposit or bundle put on `mailbox` (`docs/spec.md` §9.7): by its solution
     /// to the puzzle (over `body`) if it carries one, else by the rate limits.
     fn admit(
         &self,

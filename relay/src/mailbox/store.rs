@@ -212,7 +212,7 @@ impl Store {
 
     /// The mailbox's unexpired envelopes after `after` (from the first when `None`), in the
     /// order `(stored_at, id)`, as many as fit in `max_bytes` plus at most one more: a fetch
-    /// streams a mailbox page by page instead of loading it whole (`docs/spec.md` §9.5).
+    /// streams a mailbox page by page instead of loading it whole (`docs/spec.md` §9.7).
     pub async fn fetch_page(
         &self,
         mailbox: MailboxId,

@@ -62,7 +62,7 @@ pub(crate) struct MailboxDoor {
     /// Circuits with subscriptions, once destroyed (the service forgets their subscriptions;
     /// the `Weak` keeps the circuit's address from being reused until it has).
     pub(crate) gone: mpsc::UnboundedSender<Weak<Circuit>>,
-    /// Limits on each circuit's requests in flight and their rate (`docs/spec.md` §9.5).
+    /// Limits on each circuit's requests in flight and their rate (`docs/spec.md` §9.7).
     pub(crate) circuit_limits: CircuitLimits,
 }
 
