@@ -109,7 +109,7 @@ async fn solve_puzzle(
     let salt: [u8; 8] = rand::random();
     let started = std::time::Instant::now();
     let solved = tokio::task::spawn_blocking(move || {
-        pow::solve(&relay, op, &mailbox, &body, bits, unix_now(), salt)
+        pow::solve(&relay, op, &mailbox.0, &body, bits, unix_now(), salt)
     })
     .await
     .map_err(|_| MailboxError::Refused(Status::PuzzleRequired))?;

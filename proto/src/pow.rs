@@ -11,8 +11,6 @@ use sha2::{Digest, Sha256};
 use shallot_crypto::keys::RelayId;
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
-use crate::mailbox::MailboxId;
-
 /// Bytes of a solution on the wire: timestamp(8) ‖ nonce(16).
 pub const POW_LEN: usize = 24;
 
@@ -48,12 +46,12 @@ impl Pow {
 }
 
 /// The hasher state before timestamp and nonce, shared by every attempt of one puzzle.
-fn prefix(relay: &RelayId, op: u8, mailbox: &MailboxId, body: &[u8]) -> Sha256 {
+fn prefix(relay: &RelayId, op: u8, mailbox: &[u8; 32], body: &[u8]) -> Sha256 {
     let mut h = Sha256::new();
     h.update(DOMAIN);
     h.update(relay.0);
     h.update([op]);
-    h.update(mailbox.0);
+    h.update(mailbox);
     h.update(Sha256::digest(body));
     h
 }
@@ -65,7 +63,7 @@ fn finish(mut h: Sha256, pow: &Pow) -> [u8; 32] {
 }
 
 /// The digest a solution is judged by.
-pub fn digest(relay: &RelayId, op: u8, mailbox: &MailboxId, body: &[u8], pow: &Pow) -> [u8; 32] {
+pub fn digest(relay: &RelayId, op: u8, mailbox: &[u8; 32], body: &[u8], pow: &Pow) -> [u8; 32] {
     finish(prefix(relay, op, mailbox, body), pow)
 }
 
@@ -82,13 +80,14 @@ pub fn effort(digest: &[u8; 32]) -> u32 {
     bits
 }
 
-/// Finds a solution of at least `difficulty` bits for request `op` on `mailbox` with `body`
+/// Finds a solution of at least `difficulty` bits for request `op` on mailbox id `mailbox`
+/// with `body`
 /// at relay `relay`, stamped `timestamp`. Expected work: 2^difficulty hashes. `salt`, random,
 /// keeps two solvers of the same request apart; a counter fills the rest of the nonce.
 pub fn solve(
     relay: &RelayId,
     op: u8,
-    mailbox: &MailboxId,
+    mailbox: &[u8; 32],
     body: &[u8],
     difficulty: u8,
     timestamp: u64,
@@ -125,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_solution_holds_for_its_request_only() {
-        let (relay, mailbox) = (RelayId([1; 20]), MailboxId([2; 32]));
+        let (relay, mailbox) = (RelayId([1; 20]), [2u8; 32]);
         let pow = solve(
             &relay,
             kind::DEPOSIT,
@@ -135,7 +134,7 @@ mod tests {
             1000,
             [5; 8],
         );
-        let ok = |r: &RelayId, op, m: &MailboxId, body: &[u8], p: &Pow| {
+        let ok = |r: &RelayId, op, m: &[u8; 32], body: &[u8], p: &Pow| {
             effort(&digest(r, op, m, body, p)) >= 12
         };
         assert!(ok(&relay, kind::DEPOSIT, &mailbox, b"envelope", &pow));
@@ -150,13 +149,7 @@ mod tests {
                 &pow,
             ),
             ok(&relay, kind::PUT_BUNDLE, &mailbox, b"envelope", &pow),
-            ok(
-                &relay,
-                kind::DEPOSIT,
-                &MailboxId([3; 32]),
-                b"envelope",
-                &pow,
-            ),
+            ok(&relay, kind::DEPOSIT, &[3u8; 32], b"envelope", &pow),
             ok(&relay, kind::DEPOSIT, &mailbox, b"other", &pow),
             ok(
                 &relay,

@@ -475,8 +475,8 @@ mod tests {
     }
 
     fn solved(relay: &RelayId, m: &MailboxId, bits: u8, ts: u64, salt: u8) -> (Pow, u32) {
-        let p = pow::solve(relay, kind::DEPOSIT, m, b"env", bits, ts, [salt; 8]);
-        let e = pow::effort(&pow::digest(relay, kind::DEPOSIT, m, b"env", &p));
+        let p = pow::solve(relay, kind::DEPOSIT, &m.0, b"env", bits, ts, [salt; 8]);
+        let e = pow::effort(&pow::digest(relay, kind::DEPOSIT, &m.0, b"env", &p));
         (p, e)
     }
 

@@ -375,7 +375,7 @@ impl MailboxService {
                     Op::PutBundle => kind::PUT_BUNDLE,
                 };
                 // Hashed before the lock is taken.
-                let effort = pow::effort(&pow::digest(&self.me, kind, &mailbox, body, p));
+                let effort = pow::effort(&pow::digest(&self.me, kind, &mailbox.0, body, p));
                 let outcome = lock(&self.admission).admit_solved(mailbox, p, effort, t, now);
                 if outcome.is_ok() {
                     Stats::bump(&env.stats.mailbox_puzzles_solved);
