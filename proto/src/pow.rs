@@ -110,7 +110,9 @@ pub fn solve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailbox::kind;
+    // DEPOSIT and PUT_BUNDLE (`crate::mailbox::kind`, not imported: mailbox uses this file).
+    const DEPOSIT: u8 = 16;
+    const PUT_BUNDLE: u8 = 20;
 
     #[test]
     fn effort_counts_leading_zero_bits() {
@@ -125,35 +127,21 @@ mod tests {
     #[test]
     fn a_solution_holds_for_its_request_only() {
         let (relay, mailbox) = (RelayId([1; 20]), [2u8; 32]);
-        let pow = solve(
-            &relay,
-            kind::DEPOSIT,
-            &mailbox,
-            b"envelope",
-            12,
-            1000,
-            [5; 8],
-        );
+        let pow = solve(&relay, DEPOSIT, &mailbox, b"envelope", 12, 1000, [5; 8]);
         let ok = |r: &RelayId, op, m: &[u8; 32], body: &[u8], p: &Pow| {
             effort(&digest(r, op, m, body, p)) >= 12
         };
-        assert!(ok(&relay, kind::DEPOSIT, &mailbox, b"envelope", &pow));
+        assert!(ok(&relay, DEPOSIT, &mailbox, b"envelope", &pow));
         // Another relay, type, mailbox, body or time: the work does not carry over (each
         // fails with probability 1 - 2^-12; fixed inputs keep the test deterministic).
         let others = [
-            ok(
-                &RelayId([9; 20]),
-                kind::DEPOSIT,
-                &mailbox,
-                b"envelope",
-                &pow,
-            ),
-            ok(&relay, kind::PUT_BUNDLE, &mailbox, b"envelope", &pow),
-            ok(&relay, kind::DEPOSIT, &[3u8; 32], b"envelope", &pow),
-            ok(&relay, kind::DEPOSIT, &mailbox, b"other", &pow),
+            ok(&RelayId([9; 20]), DEPOSIT, &mailbox, b"envelope", &pow),
+            ok(&relay, PUT_BUNDLE, &mailbox, b"envelope", &pow),
+            ok(&relay, DEPOSIT, &[3u8; 32], b"envelope", &pow),
+            ok(&relay, DEPOSIT, &mailbox, b"other", &pow),
             ok(
                 &relay,
-                kind::DEPOSIT,
+                DEPOSIT,
                 &mailbox,
                 b"envelope",
                 &Pow {
