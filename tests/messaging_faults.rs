@@ -210,6 +210,7 @@ fn replayed_deposits_are_shown_once() {
                         req,
                         mailbox,
                         envelope: envelope.clone(),
+                        pow: None,
                     },
                 )
                 .await;
@@ -235,6 +236,7 @@ fn replayed_deposits_are_shown_once() {
                 req: 9,
                 mailbox,
                 envelope,
+                pow: None,
             },
         )
         .await;
@@ -260,6 +262,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
                 req: 1,
                 mailbox,
                 envelope: envelope.clone(),
+                pow: None,
             },
         )
         .await;
@@ -296,6 +299,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
                 req: 3,
                 mailbox,
                 envelope,
+                pow: None,
             },
         )
         .await;
@@ -400,6 +404,7 @@ fn a_tampered_envelope_is_rejected_and_the_session_goes_on() {
                     req: 1,
                     mailbox,
                     envelope: envelope.clone(),
+                    pow: None,
                 },
             )
             .await;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::RelayId;
 use shallot_proto::mailbox::{auth_message, kind, MailboxAuth, MailboxId, MailboxMsg, Status};
+use shallot_proto::pow::{self, Pow, MAX_CLIENT_DIFFICULTY};
 use shallot_proto::relay_msg::RelayMsg;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -52,7 +53,12 @@ impl MailboxError {
         match self {
             MailboxError::Refused(status) => matches!(
                 status,
-                Status::Full | Status::Stale | Status::Unavailable | Status::Internal
+                Status::Full
+                    | Status::Stale
+                    | Status::Unavailable
+                    | Status::Internal
+                    | Status::Busy
+                    | Status::PuzzleRequired
             ),
             MailboxError::Circuit(_) | MailboxError::Timeout | MailboxError::WrongAnswer(_) => true,
         }
@@ -80,6 +86,35 @@ pub struct MailboxLink {
     relay: RelayId,
     pending: Arc<Mutex<Pending>>,
     next: AtomicU32,
+}
+
+/// How many times a request is sent again with a solution when the relay asks for a puzzle
+/// (the difficulty may rise between the ask and the answer).
+const PUZZLE_TRIES: usize = 3;
+
+/// Solves relay `relay`'s puzzle of `bits` for request `op` on `mailbox` with `body`
+/// (`docs/spec.md` §9.7), off the event loop; refused when the relay asks for more than
+/// [`MAX_CLIENT_DIFFICULTY`] bits.
+async fn solve_puzzle(
+    relay: RelayId,
+    op: u8,
+    mailbox: MailboxId,
+    body: Vec<u8>,
+    bits: u32,
+) -> Result<Pow, MailboxError> {
+    let bits = u8::try_from(bits)
+        .ok()
+        .filter(|b| *b <= MAX_CLIENT_DIFFICULTY)
+        .ok_or(MailboxError::Refused(Status::PuzzleRequired))?;
+    let salt: [u8; 8] = rand::random();
+    let started = std::time::Instant::now();
+    let solved = tokio::task::spawn_blocking(move || {
+        pow::solve(&relay, op, &mailbox.0, &body, bits, unix_now(), salt)
+    })
+    .await
+    .map_err(|_| MailboxError::Refused(Status::PuzzleRequired))?;
+    tracing::debug!(bits, elapsed = ?started.elapsed(), "solved a mailbox relay's puzzle");
+    Ok(solved)
 }
 
 /// Signs an owner's request for `relay`.
@@ -177,25 +212,43 @@ impl MailboxLink {
         }
     }
 
-    /// Leaves an envelope in `mailbox`; Ok once the relay has it on disk.
+    /// Leaves an envelope in `mailbox`; Ok once the relay has it on disk. A relay under load
+    /// asks for a puzzle: it is solved and the deposit sent again, all within `limit`.
     pub async fn deposit(
         &self,
         mailbox: MailboxId,
         envelope: Vec<u8>,
         limit: Duration,
     ) -> Result<(), MailboxError> {
-        let a = self
-            .request(
-                |req| MailboxMsg::Deposit {
-                    req,
-                    mailbox,
-                    envelope,
-                },
-                None,
-                limit,
-            )
-            .await?;
-        Self::expect_ok(a, "deposit").map(|_| ())
+        let attempts = async {
+            let mut solution = None;
+            for _ in 0..PUZZLE_TRIES {
+                let a = self
+                    .request(
+                        |req| MailboxMsg::Deposit {
+                            req,
+                            mailbox,
+                            envelope: envelope.clone(),
+                            pow: solution,
+                        },
+                        None,
+                        limit,
+                    )
+                    .await?;
+                match a {
+                    Answer::Result(Status::PuzzleRequired, bits) => {
+                        let body = envelope.clone();
+                        let op = kind::DEPOSIT;
+                        solution = Some(solve_puzzle(self.relay, op, mailbox, body, bits).await?);
+                    }
+                    other => return Self::expect_ok(other, "deposit").map(|_| ()),
+                }
+            }
+            Err(MailboxError::Refused(Status::PuzzleRequired))
+        };
+        tokio::time::timeout(limit, attempts)
+            .await
+            .unwrap_or(Err(MailboxError::Timeout))
     }
 
     /// The prekey bundle kept for `mailbox`, if any.
@@ -222,25 +275,39 @@ impl MailboxLink {
         bundle: Vec<u8>,
         limit: Duration,
     ) -> Result<(), MailboxError> {
-        let auth = authorize(
-            key,
-            &self.relay,
-            kind::PUT_BUNDLE,
-            &MailboxMsg::bundle_body(expires, &bundle),
-        );
-        let a = self
-            .request(
-                |req| MailboxMsg::PutBundle {
-                    req,
-                    auth,
-                    expires,
-                    bundle,
-                },
-                None,
-                limit,
-            )
-            .await?;
-        Self::expect_ok(a, "put-bundle").map(|_| ())
+        let body = MailboxMsg::bundle_body(expires, &bundle);
+        let mailbox = MailboxId(key.public().to_bytes());
+        let attempts = async {
+            let mut solution = None;
+            for _ in 0..PUZZLE_TRIES {
+                // Signed anew each time: the relay keeps the nonce of a request it refused.
+                let auth = authorize(key, &self.relay, kind::PUT_BUNDLE, &body);
+                let a = self
+                    .request(
+                        |req| MailboxMsg::PutBundle {
+                            req,
+                            auth,
+                            expires,
+                            bundle: bundle.clone(),
+                            pow: solution,
+                        },
+                        None,
+                        limit,
+                    )
+                    .await?;
+                match a {
+                    Answer::Result(Status::PuzzleRequired, bits) => {
+                        let (op, b) = (kind::PUT_BUNDLE, body.clone());
+                        solution = Some(solve_puzzle(self.relay, op, mailbox, b, bits).await?);
+                    }
+                    other => return Self::expect_ok(other, "put-bundle").map(|_| ()),
+                }
+            }
+            Err(MailboxError::Refused(Status::PuzzleRequired))
+        };
+        tokio::time::timeout(limit, attempts)
+            .await
+            .unwrap_or(Err(MailboxError::Timeout))
     }
 
     /// Subscribes to the mailbox: returns a channel that first carries every waiting envelope

@@ -8,6 +8,7 @@
 //!   fragmentation into cells (`docs/spec.md` §4.5);
 //! * [`flow`]: the end-to-end flow-control windows (`docs/spec.md` §4.6);
 //! * [`mailbox`]: the mailbox protocol's messages (`docs/spec.md` §9.3);
+//! * [`pow`]: the client puzzle a busy mailbox relay asks for (`docs/spec.md` §9.7);
 //! * [`placement`]: the hash ring that says which relays keep a mailbox (`docs/spec.md` §9.2);
 //! * [`repair`]: which envelopes go where when the ring changes (`docs/spec.md` §9.6);
 //! * [`dir`]: directory documents (descriptors, votes, the consensus) as strict signed text
@@ -28,6 +29,7 @@ pub mod encode;
 pub mod flow;
 pub mod mailbox;
 pub mod placement;
+pub mod pow;
 pub mod relay_msg;
 pub mod repair;
 

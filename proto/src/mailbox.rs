@@ -11,6 +11,7 @@ use shallot_crypto::keys::RelayId;
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
 use crate::encode::{check_len, put_u16_prefixed, EncodeError};
+use crate::pow::{Pow, POW_LEN};
 
 /// A mailbox's name: its owner's blinded identity key for one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,7 +137,7 @@ pub fn auth_message(
 }
 
 /// The outcome of a mailbox request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     /// Done.
     Ok,
@@ -154,6 +155,11 @@ pub enum Status {
     Unavailable,
     /// The relay failed to do it.
     Internal,
+    /// Too many requests on this circuit at once or too fast; ask again later.
+    Busy,
+    /// The relay is under load: solve its puzzle (`count` is the difficulty in bits) and ask
+    /// again with the solution (`docs/spec.md` §9.7).
+    PuzzleRequired,
 }
 
 impl Status {
@@ -167,6 +173,8 @@ impl Status {
             Status::TooLarge => 5,
             Status::Unavailable => 6,
             Status::Internal => 7,
+            Status::Busy => 8,
+            Status::PuzzleRequired => 9,
         }
     }
 
@@ -180,6 +188,8 @@ impl Status {
             5 => Status::TooLarge,
             6 => Status::Unavailable,
             7 => Status::Internal,
+            8 => Status::Busy,
+            9 => Status::PuzzleRequired,
             _ => {
                 return Err(DecodeError::BadValue {
                     field: "mailbox status",
@@ -201,6 +211,8 @@ impl std::fmt::Display for Status {
             Status::TooLarge => "too large",
             Status::Unavailable => "relay offers no mailbox",
             Status::Internal => "relay error",
+            Status::Busy => "too many requests on this circuit: try again later",
+            Status::PuzzleRequired => "the relay is busy and asks for proof of work",
         })
     }
 }
@@ -216,6 +228,8 @@ pub enum MailboxMsg {
         mailbox: MailboxId,
         /// The sealed envelope.
         envelope: Vec<u8>,
+        /// A solution to the relay's puzzle, when it asked for one (body: the envelope).
+        pow: Option<Pow>,
     },
     /// Send every waiting envelope (owner only).
     Fetch {
@@ -250,6 +264,8 @@ pub enum MailboxMsg {
         expires: u64,
         /// The bundle (opaque to the relay).
         bundle: Vec<u8>,
+        /// A solution to the relay's puzzle, when it asked for one (body: `expires ‖ bundle`).
+        pow: Option<Pow>,
     },
     /// Send the mailbox's prekey bundle (anyone may).
     GetBundle {
@@ -316,6 +332,21 @@ fn read_auth(r: &mut Reader<'_>) -> Result<MailboxAuth, DecodeError> {
         nonce: r.array()?,
         signature: r.array()?,
     })
+}
+
+/// The optional puzzle solution at the end of a DEPOSIT or PUT_BUNDLE: present when bytes
+/// are left (anything but exactly [`POW_LEN`] of them fails, here or at the reader's end).
+fn read_pow(r: &mut Reader<'_>) -> Result<Option<Pow>, DecodeError> {
+    if r.remaining() == 0 {
+        return Ok(None);
+    }
+    if r.remaining() < POW_LEN {
+        return Err(DecodeError::Truncated {
+            needed: POW_LEN,
+            remaining: r.remaining(),
+        });
+    }
+    Pow::read(r).map(Some)
 }
 
 fn too_long(len: usize, max: usize) -> DecodeError {
@@ -402,12 +433,16 @@ impl MailboxMsg {
                 req,
                 mailbox,
                 envelope,
+                pow,
             } => {
                 check(ENVELOPE, envelope.len())?;
                 out.put_u8(kind::DEPOSIT);
                 out.put_u32(*req);
                 out.put(&mailbox.0);
                 put_u16_prefixed(out, ENVELOPE.0, envelope)?;
+                if let Some(p) = pow {
+                    p.encode_into(out);
+                }
             }
             MailboxMsg::Fetch { req, auth } => {
                 out.put_u8(kind::FETCH);
@@ -431,6 +466,7 @@ impl MailboxMsg {
                 auth,
                 expires,
                 bundle,
+                pow,
             } => {
                 check(BUNDLE, bundle.len())?;
                 out.put_u8(kind::PUT_BUNDLE);
@@ -438,6 +474,9 @@ impl MailboxMsg {
                 put_auth(out, auth);
                 out.put_u64(*expires);
                 put_u16_prefixed(out, BUNDLE.0, bundle)?;
+                if let Some(p) = pow {
+                    p.encode_into(out);
+                }
             }
             MailboxMsg::GetBundle { req, mailbox } => {
                 out.put_u8(kind::GET_BUNDLE);
@@ -495,6 +534,7 @@ impl MailboxMsg {
                     req,
                     mailbox,
                     envelope: envelope.to_vec(),
+                    pow: read_pow(r)?,
                 }
             }
             kind::FETCH => MailboxMsg::Fetch {
@@ -522,6 +562,7 @@ impl MailboxMsg {
                     auth,
                     expires,
                     bundle: bundle.to_vec(),
+                    pow: read_pow(r)?,
                 }
             }
             kind::GET_BUNDLE => MailboxMsg::GetBundle {
@@ -596,8 +637,15 @@ pub(crate) mod tests {
             })
     }
 
+    fn arb_pow() -> impl Strategy<Value = Option<Pow>> {
+        proptest::option::of(
+            (any::<u64>(), any::<[u8; 16]>())
+                .prop_map(|(timestamp, nonce)| Pow { timestamp, nonce }),
+        )
+    }
+
     fn arb_status() -> impl Strategy<Value = Status> {
-        (0u8..8).prop_map(|b| Status::from_byte(b).unwrap())
+        (0u8..10).prop_map(|b| Status::from_byte(b).unwrap())
     }
 
     fn arb_ids() -> impl Strategy<Value = Vec<EnvelopeId>> {
@@ -607,13 +655,14 @@ pub(crate) mod tests {
     pub(crate) fn arb_mailbox_msg() -> impl Strategy<Value = MailboxMsg> {
         let bytes = |max| proptest::collection::vec(any::<u8>(), 0..max);
         prop_oneof![
-            (any::<u32>(), any::<[u8; 32]>(), bytes(3000)).prop_map(|(req, mailbox, envelope)| {
-                MailboxMsg::Deposit {
+            (any::<u32>(), any::<[u8; 32]>(), bytes(3000), arb_pow()).prop_map(
+                |(req, mailbox, envelope, pow)| MailboxMsg::Deposit {
                     req,
                     mailbox: MailboxId(mailbox),
                     envelope,
+                    pow,
                 }
-            }),
+            ),
             (any::<u32>(), arb_auth()).prop_map(|(req, auth)| MailboxMsg::Fetch { req, auth }),
             (any::<u32>(), arb_auth()).prop_map(|(req, auth)| MailboxMsg::Subscribe { req, auth }),
             (
@@ -626,13 +675,15 @@ pub(crate) mod tests {
                 any::<u32>(),
                 arb_auth(),
                 any::<u64>(),
-                bytes(MAX_BUNDLE_LEN)
+                bytes(MAX_BUNDLE_LEN),
+                arb_pow()
             )
-                .prop_map(|(req, auth, expires, bundle)| MailboxMsg::PutBundle {
+                .prop_map(|(req, auth, expires, bundle, pow)| MailboxMsg::PutBundle {
                     req,
                     auth,
                     expires,
-                    bundle
+                    bundle,
+                    pow
                 }),
             (any::<u32>(), any::<[u8; 32]>()).prop_map(|(req, mailbox)| MailboxMsg::GetBundle {
                 req,
@@ -667,6 +718,7 @@ pub(crate) mod tests {
             req: 1,
             mailbox: MailboxId([0; 32]),
             envelope: vec![0; MAX_ENVELOPE_LEN + 1],
+            pow: None,
         };
         assert_eq!(
             big.encode_into(&mut out),
@@ -701,6 +753,34 @@ pub(crate) mod tests {
             ids: vec![EnvelopeId([0; 16]); MAX_SYNC_IDS + 1],
         };
         assert!(too_many.encode_into(&mut Vec::new()).is_err());
+    }
+
+    /// A puzzle solution is the last 24 bytes of a DEPOSIT, or nothing: any other tail is
+    /// refused.
+    #[test]
+    fn a_deposit_carries_a_whole_solution_or_none() {
+        let mut raw = vec![0u8; 4 + 32];
+        raw.extend_from_slice(&3u16.to_be_bytes());
+        raw.extend_from_slice(b"abc");
+        let plain = MailboxMsg::decode_fields(kind::DEPOSIT, &mut Reader::new(&raw)).unwrap();
+        assert!(matches!(plain, MailboxMsg::Deposit { pow: None, .. }));
+        let mut solved = raw.clone();
+        solved.extend_from_slice(&[1; POW_LEN]);
+        let mut r = Reader::new(&solved);
+        let msg = MailboxMsg::decode_fields(kind::DEPOSIT, &mut r).unwrap();
+        r.finish().unwrap();
+        assert!(matches!(msg, MailboxMsg::Deposit { pow: Some(_), .. }));
+        for tail in [1, POW_LEN - 1] {
+            let mut bad = raw.clone();
+            bad.extend(std::iter::repeat_n(0u8, tail));
+            let err = MailboxMsg::decode_fields(kind::DEPOSIT, &mut Reader::new(&bad));
+            assert!(matches!(err, Err(DecodeError::Truncated { .. })), "{err:?}");
+        }
+        let mut long = raw;
+        long.extend_from_slice(&[1; POW_LEN + 1]);
+        let mut r = Reader::new(&long);
+        MailboxMsg::decode_fields(kind::DEPOSIT, &mut r).unwrap();
+        assert!(r.finish().is_err(), "a byte after the solution");
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct MailboxLimits {
     pub replay_cache: usize,
     /// How often expired envelopes are deleted.
     pub expiry_interval: Duration,
+    /// Limits on each circuit's requests (`docs/spec.md` §9.7).
+    pub circuit: crate::mailbox::admission::CircuitLimits,
+    /// Rate limits on deposits, new mailbox ids and bundle puts, and the puzzle (§9.7).
+    pub admission: crate::mailbox::admission::AdmissionLimits,
     /// Repair under churn (`docs/spec.md` §9.6).
     pub repair: RepairSettings,
 }
@@ -125,6 +129,8 @@ impl Default for MailboxLimits {
             subscriptions: 100_000,
             replay_cache: 200_000,
             expiry_interval: Duration::from_secs(60),
+            circuit: Default::default(),
+            admission: Default::default(),
             repair: RepairSettings::default(),
         }
     }

@@ -101,6 +101,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
             requests,
             pending,
             gone,
+            circuit_limits: config.mailbox_limits.circuit,
         });
     }
     // A relay listening on port 0 publishes the port it got.

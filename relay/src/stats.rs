@@ -87,6 +87,14 @@ counters! {
     mailbox_sync_sent,
     /// Envelopes pushed to other holders because their answer to a SYNC said they lacked them.
     mailbox_sync_pushed,
+    /// Mailbox requests refused for their circuit's limits (in flight or rate, §9.7).
+    mailbox_refused_busy,
+    /// Deposits and bundle puts answered with a puzzle to solve (§9.7).
+    mailbox_puzzles_asked,
+    /// Deposits and bundle puts admitted by a puzzle solution (§9.7).
+    mailbox_puzzles_solved,
+    /// Fetches cut short because the relay's memory budget had no room (§9.7).
+    mailbox_fetches_cut,
     /// The valid-after time (unix seconds) of the consensus in use; 0 before the first. A
     /// gauge, not a counter.
     consensus_valid_after,

@@ -44,7 +44,13 @@ impl ReplayCache {
     /// requests (they arrive inside the circuit's layers and are bound to this relay), so
     /// filling the cache cannot be turned into a replay by anyone else, while refusing would
     /// let anyone with keys lock every owner out.
-    fn insert(&mut self, mailbox: MailboxId, nonce: [u8; 16], until: u64, now: u64) -> bool {
+    pub(crate) fn insert(
+        &mut self,
+        mailbox: MailboxId,
+        nonce: [u8; 16],
+        until: u64,
+        now: u64,
+    ) -> bool {
         self.forget_expired(now);
         if self.seen.contains_key(&(mailbox, nonce)) {
             return false;

@@ -7,7 +7,14 @@
 //! mailbox's subscribers, and answers go back on the circuit that asked. Pushes are best
 //! effort: a subscriber that stops reading misses pushes, but the envelopes stay stored until
 //! acknowledged, so it finds them at its next fetch.
+//!
+//! What abuse costs (§9.7) is decided in [`admission`]: each circuit's requests in flight and
+//! their rate are limited where the circuit hands them over (`crate::shell`); deposits, new
+//! mailbox ids and bundle puts are rate-limited here, and beyond those limits a request must
+//! carry a solution to the relay's puzzle. A fetch streams the mailbox a page at a time, and
+//! what a request's task holds is counted in the relay's memory budget.
 
+pub mod admission;
 pub mod auth;
 pub(crate) mod isolation;
 pub(crate) mod repair;
@@ -19,14 +26,21 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
-use shallot_proto::mailbox::{envelope_id, kind, EnvelopeId, MailboxId, MailboxMsg, Status};
+use shallot_proto::cell::CELL_LEN;
+use shallot_proto::mailbox::{
+    envelope_id, kind, EnvelopeId, MailboxId, MailboxMsg, Status, MAX_ENVELOPE_LEN,
+};
+use shallot_proto::pow::{self, Pow};
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_rt::{lock, unix_now};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::debug;
 
 use crate::config::MailboxLimits;
+use crate::queue::QueueBudget;
 use crate::shell::{Circuit, Env, MailboxRequest};
+use crate::stats::Stats;
+use admission::{Admission, Op, Refusal};
 use auth::ReplayCache;
 use store::{Store, StoreError};
 
@@ -105,7 +119,35 @@ pub(crate) struct MailboxService {
     replay: Mutex<ReplayCache>,
     isolation: isolation::IsolationWatch,
     tombstones: Mutex<sync::Tombstones>,
+    admission: Mutex<Admission>,
 }
+
+/// Memory a request's task holds (an envelope, a page of a mailbox), counted in the relay's
+/// memory budget (`docs/spec.md` §6.6) for as long as it lives, in cells' worth.
+struct Held {
+    budget: Arc<QueueBudget>,
+    cells: usize,
+}
+
+impl Held {
+    fn new(env: &Env, bytes: usize) -> Held {
+        let cells = bytes.div_ceil(CELL_LEN);
+        env.queued(env.budget.add(cells));
+        Held {
+            budget: env.budget.clone(),
+            cells,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.sub(self.cells);
+    }
+}
+
+/// A fetch loads the mailbox this many bytes at a time (plus at most one envelope).
+const PAGE_BYTES: usize = 64 * 1024;
 
 impl MailboxService {
     /// Opens the store at `path` for relay `me`; requests take places from `pending`.
@@ -123,6 +165,10 @@ impl MailboxService {
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
             isolation: isolation::IsolationWatch::default(),
             tombstones: Mutex::new(sync::Tombstones::default()),
+            admission: Mutex::new(Admission::new(
+                limits.admission.clone(),
+                std::time::Instant::now(),
+            )),
             limits,
         })
     }
@@ -144,13 +190,14 @@ impl MailboxService {
         loop {
             tokio::select! {
                 request = requests.recv() => {
-                    let Some(MailboxRequest { circ, msg, permit }) = request else {
+                    let Some(MailboxRequest { circ, msg, permit, slot }) = request else {
                         return;
                     };
                     let (service, env) = (self.clone(), env.clone());
                     tokio::spawn(async move {
                         service.handle(&env, &circ, msg).await;
                         drop(permit);
+                        drop(slot);
                     });
                 }
                 Some(circ) = gone.recv() => {
@@ -180,6 +227,15 @@ fn result(req: u32, status: Status, count: u32) -> RelayMsg {
 /// How long an answer waits for the circuit's window before it is dropped.
 const SEND_LIMIT: Duration = Duration::from_secs(30);
 
+fn refusal(req: u32, r: Refusal) -> RelayMsg {
+    match r {
+        Refusal::Puzzle(bits) | Refusal::TooEasy(bits) => {
+            result(req, Status::PuzzleRequired, u32::from(bits))
+        }
+        Refusal::Stale | Refusal::Replayed => result(req, Status::Stale, 0),
+    }
+}
+
 fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::Full => Status::Full,
@@ -199,26 +255,18 @@ impl MailboxService {
         let check = |op: u8, auth: &shallot_proto::mailbox::MailboxAuth, body: &[u8]| {
             auth::check(&me, op, auth, body, t, &service.replay)
         };
+        // The request's bytes, in memory until it is answered.
+        let _held = Held::new(env, request_bytes(&msg));
         let answer = match msg {
             MailboxMsg::Deposit {
                 req,
                 mailbox,
                 envelope,
+                pow,
             } => {
-                let id = envelope_id(&envelope);
-                match service
-                    .store
-                    .deposit(mailbox, id, envelope.clone(), t)
+                service
+                    .deposit(env, req, mailbox, envelope, pow.as_ref(), t)
                     .await
-                {
-                    Ok(store::Deposited::Stored) => {
-                        crate::stats::Stats::bump(&env.stats.mailbox_envelopes_stored);
-                        service.push(env, mailbox, id, envelope);
-                        result(req, Status::Ok, 1)
-                    }
-                    Ok(store::Deposited::Duplicate) => result(req, Status::Ok, 0),
-                    Err(e) => result(req, store_status(&e), 0),
-                }
             }
             MailboxMsg::Fetch { req, auth } => match check(kind::FETCH, &auth, b"") {
                 Err(status) => result(req, status, 0),
@@ -252,25 +300,35 @@ impl MailboxService {
                 auth,
                 expires,
                 bundle,
-            } => match check(
-                kind::PUT_BUNDLE,
-                &auth,
-                &MailboxMsg::bundle_body(expires, &bundle),
-            ) {
-                Err(status) => result(req, status, 0),
-                Ok(()) => {
-                    // A bundle is kept no longer than envelopes are.
-                    let expires = expires.min(t + service.limits.store.expiry_secs);
-                    match service
-                        .store
-                        .put_bundle(auth.mailbox, bundle, expires)
-                        .await
-                    {
-                        Ok(()) => result(req, Status::Ok, 1),
-                        Err(e) => result(req, store_status(&e), 0),
-                    }
+                pow,
+            } => {
+                let body = MailboxMsg::bundle_body(expires, &bundle);
+                match check(kind::PUT_BUNDLE, &auth, &body) {
+                    Err(status) => result(req, status, 0),
+                    Ok(()) => match service.admit(
+                        env,
+                        Op::PutBundle,
+                        auth.mailbox,
+                        &body,
+                        pow.as_ref(),
+                        t,
+                    ) {
+                        Err(r) => refusal(req, r),
+                        Ok(()) => {
+                            // A bundle is kept no longer than envelopes are.
+                            let expires = expires.min(t + service.limits.store.expiry_secs);
+                            match service
+                                .store
+                                .put_bundle(auth.mailbox, bundle, expires)
+                                .await
+                            {
+                                Ok(()) => result(req, Status::Ok, 1),
+                                Err(e) => result(req, store_status(&e), 0),
+                            }
+                        }
+                    },
                 }
-            },
+            }
             MailboxMsg::GetBundle { req, mailbox } => {
                 match service.store.get_bundle(mailbox, t).await {
                     Ok(Some(bundle)) => RelayMsg::Mailbox(MailboxMsg::Bundle { req, bundle }),
@@ -302,7 +360,71 @@ impl MailboxService {
         circ.send_when_open(env, answer, SEND_LIMIT).await;
     }
 
-    /// Sends every waiting envelope, then the result carrying their count.
+    /// Stores an envelope if it is admitted, and pushes it to the mailbox's subscribers.
+    async fn deposit(
+        &self,
+        env: &Arc<Env>,
+        req: u32,
+        mailbox: MailboxId,
+        envelope: Vec<u8>,
+        solution: Option<&Pow>,
+        t: u64,
+    ) -> RelayMsg {
+        if let Err(r) = self.admit(env, Op::Deposit, mailbox, &envelope, solution, t) {
+            return refusal(req, r);
+        }
+        let id = envelope_id(&envelope);
+        match self.store.deposit(mailbox, id, envelope.clone(), t).await {
+            Ok(store::Deposited::Stored) => {
+                Stats::bump(&env.stats.mailbox_envelopes_stored);
+                self.push(env, mailbox, id, envelope);
+                result(req, Status::Ok, 1)
+            }
+            Ok(store::Deposited::Duplicate) => result(req, Status::Ok, 0),
+            Err(e) => result(req, store_status(&e), 0),
+        }
+    }
+
+    /// Admits a deposit or bundle put on `mailbox` (`docs/spec.md` §9.7): by its solution
+    /// to the puzzle (over `body`) if it carries one, else by the rate limits.
+    fn admit(
+        &self,
+        env: &Env,
+        op: Op,
+        mailbox: MailboxId,
+        body: &[u8],
+        solution: Option<&Pow>,
+        t: u64,
+    ) -> Result<(), Refusal> {
+        let now = std::time::Instant::now();
+        let outcome = match solution {
+            Some(p) => {
+                let kind = match op {
+                    Op::Deposit => kind::DEPOSIT,
+                    Op::PutBundle => kind::PUT_BUNDLE,
+                };
+                // Hashed before the lock is taken.
+                let effort = pow::effort(&pow::digest(&self.me, kind, &mailbox.0, body, p));
+                let outcome = lock(&self.admission).admit_solved(mailbox, p, effort, t, now);
+                if outcome.is_ok() {
+                    Stats::bump(&env.stats.mailbox_puzzles_solved);
+                }
+                outcome
+            }
+            None => lock(&self.admission).admit(op, mailbox, now),
+        };
+        if let Err(r) = &outcome {
+            debug!("mailbox request refused: {r}");
+            if matches!(r, Refusal::Puzzle(_) | Refusal::TooEasy(_)) {
+                Stats::bump(&env.stats.mailbox_puzzles_asked);
+            }
+        }
+        outcome
+    }
+
+    /// Sends every waiting envelope, a page at a time, then the result carrying their count.
+    /// A page is loaded only when the relay's memory budget has room for it, and is counted
+    /// in the budget while held; without room, the fetch ends with RESULT(Busy, sent).
     async fn send_waiting(
         &self,
         env: &Env,
@@ -311,20 +433,36 @@ impl MailboxService {
         mailbox: MailboxId,
         t: u64,
     ) -> RelayMsg {
-        match self.store.fetch(mailbox, t).await {
-            Ok(waiting) => {
-                let mut sent = 0u32;
-                for (id, envelope) in waiting {
-                    let msg = RelayMsg::Mailbox(MailboxMsg::Envelope { req, id, envelope });
-                    if !circ.send_when_open(env, msg, SEND_LIMIT).await {
-                        break;
-                    }
-                    crate::stats::Stats::bump(&env.stats.mailbox_envelopes_sent);
-                    sent += 1;
-                }
-                result(req, Status::Ok, sent)
+        let mut sent = 0u32;
+        let mut after = None;
+        let page_cells = (PAGE_BYTES + MAX_ENVELOPE_LEN).div_ceil(CELL_LEN);
+        loop {
+            if env.budget.queued() + page_cells > env.queue_cap_cells {
+                Stats::bump(&env.stats.mailbox_fetches_cut);
+                return result(req, Status::Busy, sent);
             }
-            Err(e) => result(req, store_status(&e), 0),
+            // Counted before it is loaded, so the budget never holds less than is in memory.
+            let _page_held = Held::new(env, PAGE_BYTES + MAX_ENVELOPE_LEN);
+            let page = match self.store.fetch_page(mailbox, t, after, PAGE_BYTES).await {
+                Ok(page) => page,
+                Err(e) => return result(req, store_status(&e), sent),
+            };
+            if page.is_empty() {
+                return result(req, Status::Ok, sent);
+            }
+            for (cursor, envelope) in page {
+                after = Some(cursor);
+                let msg = RelayMsg::Mailbox(MailboxMsg::Envelope {
+                    req,
+                    id: cursor.1,
+                    envelope,
+                });
+                if !circ.send_when_open(env, msg, SEND_LIMIT).await {
+                    return result(req, Status::Ok, sent);
+                }
+                Stats::bump(&env.stats.mailbox_envelopes_sent);
+                sent += 1;
+            }
         }
     }
 
@@ -392,11 +530,22 @@ impl MailboxService {
                 envelope: envelope.clone(),
             });
             let env = env.clone();
+            let held = Held::new(&env, envelope.len());
             tokio::spawn(async move {
                 circ.send_when_open(&env, msg, SEND_LIMIT).await;
+                drop(held);
                 drop(permit);
             });
         }
+    }
+}
+
+/// The bytes a request brings with it (its envelope or bundle; the rest is small).
+fn request_bytes(msg: &MailboxMsg) -> usize {
+    match msg {
+        MailboxMsg::Deposit { envelope, .. } => envelope.len(),
+        MailboxMsg::PutBundle { bundle, .. } => bundle.len(),
+        _ => 0,
     }
 }
 
@@ -442,6 +591,7 @@ mod tests {
             requests: mpsc::unbounded_channel().0,
             pending: Arc::new(Semaphore::new(1)),
             gone: gone_tx,
+            circuit_limits: Default::default(),
         };
         let (env, _extends) = testing::env(1_000_000, Some(door));
         let link = testing::link(&env, 1);

@@ -412,6 +412,7 @@ async fn push_mailbox(
             req,
             mailbox,
             envelope,
+            pow: None,
         });
         if circ.send(HopNum::FIRST, &msg).await.is_err() {
             break;

@@ -70,6 +70,13 @@ enum Job {
         now: u64,
         reply: Reply<Vec<(EnvelopeId, Vec<u8>)>>,
     },
+    FetchPage {
+        mailbox: MailboxId,
+        now: u64,
+        after: Option<Cursor>,
+        max_bytes: usize,
+        reply: Reply<Vec<Stored>>,
+    },
     Ack {
         mailbox: MailboxId,
         ids: Vec<EnvelopeId>,
@@ -117,6 +124,12 @@ pub struct Holding {
     /// Its unexpired envelopes.
     pub ids: Vec<EnvelopeId>,
 }
+
+/// Where a paged fetch stands: the `stored_at` and id of the last envelope it returned.
+pub type Cursor = (u64, EnvelopeId);
+
+/// An envelope as a paged fetch returns it: where it stands in the order, and its bytes.
+pub type Stored = (Cursor, Vec<u8>);
 
 /// A handle to the store thread.
 #[derive(Clone)]
@@ -203,6 +216,26 @@ impl Store {
         self.ask(|reply| Job::Fetch {
             mailbox,
             now,
+            reply,
+        })
+        .await
+    }
+
+    /// The mailbox's unexpired envelopes after `after` (from the first when `None`), in the
+    /// order `(stored_at, id)`, as many as fit in `max_bytes` plus at most one more: a fetch
+    /// streams a mailbox page by page instead of loading it whole (`docs/spec.md` §9.7).
+    pub async fn fetch_page(
+        &self,
+        mailbox: MailboxId,
+        now: u64,
+        after: Option<Cursor>,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.ask(|reply| Job::FetchPage {
+            mailbox,
+            now,
+            after,
+            max_bytes,
             reply,
         })
         .await
@@ -361,6 +394,13 @@ impl Worker {
                 now,
                 reply,
             } => answer(reply, self.fetch(&mailbox, now)),
+            Job::FetchPage {
+                mailbox,
+                now,
+                after,
+                max_bytes,
+                reply,
+            } => answer(reply, self.fetch_page(&mailbox, now, after, max_bytes)),
             Job::Ack {
                 mailbox,
                 ids,
@@ -496,6 +536,41 @@ impl Worker {
             let (id, body) = row?;
             if let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) {
                 out.push((EnvelopeId(id), body));
+            }
+        }
+        Ok(out)
+    }
+
+    fn fetch_page(
+        &self,
+        mailbox: &MailboxId,
+        now: u64,
+        after: Option<Cursor>,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT stored_at, id, body FROM envelopes WHERE mailbox = ?1 AND expires_at > ?2 \
+             AND (stored_at > ?3 OR (stored_at = ?3 AND id > ?4)) ORDER BY stored_at, id",
+        )?;
+        // Before the first: every stored_at is at least 0, and every id is longer than this.
+        let (at, id) = match &after {
+            Some((at, id)) => (i64::try_from(*at).unwrap_or(i64::MAX), &id.0[..]),
+            None => (-1, &[][..]),
+        };
+        let mut rows = stmt.query(params![&mailbox.0[..], now as i64, at, id])?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while bytes < max_bytes {
+            let Some(row) = rows.next()? else {
+                break;
+            };
+            let stored_at: i64 = row.get(0)?;
+            let id: Vec<u8> = row.get(1)?;
+            let body: Vec<u8> = row.get(2)?;
+            if let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) {
+                bytes += body.len();
+                let at = u64::try_from(stored_at).unwrap_or(0);
+                out.push(((at, EnvelopeId(id)), body));
             }
         }
         Ok(out)

@@ -24,6 +24,7 @@ use crate::circtable::CircTable;
 use crate::circuit::{
     Action, CircuitError, CircuitMachine, Count, Input, Placement, Side, Teardown,
 };
+use crate::mailbox::admission::{CircuitLimits, CircuitQuota};
 use crate::queue::QueueBudget;
 use crate::stats::Stats;
 
@@ -61,6 +62,8 @@ pub(crate) struct MailboxDoor {
     /// Circuits with subscriptions, once destroyed (the service forgets their subscriptions;
     /// the `Weak` keeps the circuit's address from being reused until it has).
     pub(crate) gone: mpsc::UnboundedSender<Weak<Circuit>>,
+    /// Limits on each circuit's requests in flight and their rate (`docs/spec.md` §9.7).
+    pub(crate) circuit_limits: CircuitLimits,
 }
 
 /// A mailbox request delivered on a circuit.
@@ -72,6 +75,20 @@ pub(crate) struct MailboxRequest {
     pub(crate) msg: MailboxMsg,
     /// Its place among the requests being handled.
     pub(crate) permit: OwnedSemaphorePermit,
+    /// Its place among its circuit's requests being handled.
+    pub(crate) slot: InFlight,
+}
+
+/// One of a circuit's places for mailbox requests in flight, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Circuit>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(q) = lock(&self.0.mailbox_quota).as_mut() {
+            q.done();
+        }
+    }
 }
 
 /// A circuit asking to be extended.
@@ -84,7 +101,8 @@ pub(crate) struct ExtendRequest {
 }
 
 impl Env {
-    fn queued(&self, total: usize) {
+    /// Wakes the out-of-memory task if `total` cells held are over the cap.
+    pub(crate) fn queued(&self, total: usize) {
         if total > self.queue_cap_cells {
             self.oom.notify_one();
         }
@@ -219,6 +237,8 @@ pub(crate) struct Circuit {
     window_open: Notify,
     /// Whether the mailbox service holds a subscription for it.
     subscribed: AtomicBool,
+    /// Its mailbox requests in flight and their rate, from its first one on.
+    mailbox_quota: Mutex<Option<CircuitQuota>>,
 }
 
 impl Circuit {
@@ -234,7 +254,16 @@ impl Circuit {
             }),
             window_open: Notify::new(),
             subscribed: AtomicBool::new(false),
+            mailbox_quota: Mutex::new(None),
         }
+    }
+
+    /// Takes a place for one more mailbox request if the circuit's limits allow it.
+    fn start_mailbox_request(self: &Arc<Self>, limits: &CircuitLimits) -> Option<InFlight> {
+        let now = Instant::now();
+        let mut quota = lock(&self.mailbox_quota);
+        let q = quota.get_or_insert_with(|| CircuitQuota::new(limits, now));
+        q.start(limits, now).then(|| InFlight(self.clone()))
     }
 
     /// Notes that the mailbox service holds a subscription for this circuit, so that its
@@ -426,6 +455,11 @@ impl Circuit {
         let Some(door) = &env.mailbox else {
             return refuse(Status::Unavailable);
         };
+        // The circuit's own limits first: one circuit cannot take the relay-wide places.
+        let Some(slot) = self.start_mailbox_request(&door.circuit_limits) else {
+            Stats::bump(&env.stats.mailbox_refused_busy);
+            return refuse(Status::Busy);
+        };
         let Ok(permit) = door.pending.clone().try_acquire_owned() else {
             return refuse(Status::Internal);
         };
@@ -433,6 +467,7 @@ impl Circuit {
             circ: self.clone(),
             msg,
             permit,
+            slot,
         };
         match door.requests.send(request) {
             Ok(()) => None,

@@ -51,6 +51,7 @@ impl Rig {
                     requests: tx,
                     pending: Arc::new(Semaphore::new(n)),
                     gone: mpsc::unbounded_channel().0,
+                    circuit_limits: Default::default(),
                 };
                 (Some(door), Some(rx))
             }
