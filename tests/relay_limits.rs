@@ -172,7 +172,7 @@ fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
     rt().block_on(async {
         // Room for 400 queued cells in all; each circuit may queue up to 600.
         let relay = start_relay("oom", 56, |c| {
-            c.limits.queue_memory_bytes = 400 * shallot_proto::cell::CELL_LEN;
+            c.limits.queue_memory_bytes = 400 * shallot_relay::queue::HELD_CELL_BYTES;
             c.limits.socket_send_buffer = Some(8192);
         })
         .await;
@@ -293,30 +293,57 @@ fn a_client_that_stops_reading_holds_at_most_a_window_of_replies() {
 }
 
 /// The attack on the connection limit: silent links (handshake done, no circuit) fill
-/// `max_connections`, and new clients are refused; once the link idle timeout closes them,
+/// what the memory budget allows for links. Each link's fixed cost is counted: with a budget
+/// of 256 KiB, a quarter of it buys 8 links at `LINK_BYTES` each, one kept for relays and
+/// probes. Seven silent clients fill the clients' share and an eighth client is refused, while
+/// an authority's probe is still answered; once the link idle timeout closes the silent links,
 /// the relay takes and serves new clients again.
 #[test]
-fn silent_links_that_fill_the_connection_limit_are_closed_when_idle() {
+fn silent_links_that_fill_the_link_budget_are_refused_beyond_it_and_closed_when_idle() {
+    use shallot_relay::config::{LINK_BYTES, LINK_SHARE};
     rt().block_on(async {
         let relay = start_relay("idlelinks", 59, |c| {
-            c.limits.max_connections = 6;
+            c.limits.queue_memory_bytes = 8 * LINK_SHARE * LINK_BYTES;
             c.limits.connections_per_ip = 100;
             c.limits.link_idle_timeout = Duration::from_secs(4);
         })
         .await;
+        let limits = shallot_relay::Limits {
+            queue_memory_bytes: 8 * LINK_SHARE * LINK_BYTES,
+            ..Default::default()
+        };
+        assert_eq!(limits.max_links(), 8);
+        assert_eq!(limits.max_client_links(), 7);
         let mut silent = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..7 {
             silent.push(relay.channel().await);
         }
-        let mut s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
-        assert!(
-            closed_by_peer(&mut s, WAIT).await,
-            "a seventh connection was not refused"
-        );
+        // An eighth client completes its handshake (the relay cannot tell a client before it)
+        // and is dropped at once.
+        let s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
+        let (mut r, _w) = shallot_link::connect_client(s, &relay.handle.link_key(), WAIT)
+            .await
+            .unwrap();
+        let end = tokio::time::timeout(WAIT, r.read_cells())
+            .await
+            .expect("an eighth client link was not refused");
+        assert!(end.is_err());
         let stats = relay.handle.stats();
         assert!(stats.connections_refused >= 1);
+        // The authorities' probe uses the link kept for it.
+        let keys = shallot_relay::keys::load(&relay.dir).unwrap();
+        let target = shallot_directory::probe::ProbeTarget {
+            address: relay.addr(),
+            link_key: relay.handle.link_key(),
+            identity: keys.identity.public(),
+            ntor_key: relay.handle.onion_key(),
+        };
+        shallot_directory::probe::probe(&target, 0, WAIT)
+            .await
+            .expect("the probe was refused while clients filled their links");
         assert_eq!(
-            stats.links_closed_idle, 0,
+            relay.handle.stats().links_closed_idle,
+            0,
             "the refusal must come while the silent links are open"
         );
         // The relay closes them once idle, and a new client is served.
@@ -329,7 +356,7 @@ fn silent_links_that_fill_the_connection_limit_are_closed_when_idle() {
             },
         )
         .await;
-        assert!(relay.handle.stats().links_closed_idle >= 6);
+        assert!(relay.handle.stats().links_closed_idle >= 7);
         still_serves(&[&relay]).await;
     });
 }

@@ -9,6 +9,9 @@
 //! calls [`LinkSignals::wake_writer`] after queueing cells and [`LinkSignals::close`] to end
 //! the link (the writer flushes what is queued, then stops; the reader stops at once).
 //!
+//! Neither loop holds a buffer while its link is quiet: buffers grow with a burst and are
+//! freed when it ends, so an idle link costs only its fixed state (`docs/spec.md` §6.6).
+//!
 //! ```no_run
 //! use std::collections::VecDeque;
 //! use std::sync::{Arc, Mutex};
@@ -102,14 +105,15 @@ impl CellQueue for Mutex<VecDeque<[u8; CELL_LEN]>> {
 }
 
 /// Writes queued cells until the link closes (and its queue is empty) or a write fails, then
-/// shuts the sending direction. `on_write` is told how many cells each record carried.
+/// shuts the sending direction. `on_write` is told how many cells each record carried. Its
+/// buffers are freed whenever the queue runs dry.
 pub async fn write_loop<Q: CellQueue + ?Sized>(
     mut writer: LinkWriter,
     signals: &LinkSignals,
     queue: &Q,
     mut on_write: impl FnMut(usize),
 ) -> Result<(), LinkError> {
-    let mut buf = Vec::with_capacity(MAX_CELLS_PER_RECORD * CELL_LEN);
+    let mut buf = Vec::new();
     let result = loop {
         buf.clear();
         let n = queue.drain_into(MAX_CELLS_PER_RECORD, &mut buf);
@@ -117,6 +121,9 @@ pub async fn write_loop<Q: CellQueue + ?Sized>(
             if signals.is_closed() {
                 break Ok(());
             }
+            // Quiet: hold no buffer while waiting, so an idle link costs only its fixed state.
+            buf = Vec::new();
+            writer.release_buffer();
             signals.wake.notified().await;
             continue;
         }

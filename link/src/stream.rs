@@ -8,41 +8,91 @@
 use std::time::Duration;
 
 use shallot_crypto::keys::LinkKeypair;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::error::LinkError;
 use crate::handshake::{Handshake, LinkKind, MAX_HANDSHAKE_MSG};
-use crate::record::{Opener, Sealer, MAX_RECORD_LEN};
+use crate::record::{Opener, Sealer};
+
+/// The least a reader asks of the socket at once. Its buffer grows (doubling) only as bytes
+/// arrive, so a peer that announces a long record and stalls makes it hold about what it sent.
+const READ_CHUNK: usize = 4096;
 
 /// The reading half of a link.
+///
+/// It holds no buffer while the link is quiet: its buffers are allocated when bytes arrive,
+/// grow with them, and are freed whenever everything received has been handed out and the
+/// socket has nothing more (`docs/spec.md` §6.6), so a silent link costs only its fixed state.
 pub struct LinkReader {
-    inner: BufReader<OwnedReadHalf>,
+    inner: OwnedReadHalf,
     opener: Opener,
-    record: Vec<u8>,
+    /// Bytes received and not yet opened, from `start` on.
+    received: Vec<u8>,
+    start: usize,
+    /// The cells of the record last opened.
     plain: Vec<u8>,
 }
 
 impl LinkReader {
+    fn new(inner: OwnedReadHalf, opener: Opener) -> Self {
+        LinkReader {
+            inner,
+            opener,
+            received: Vec::new(),
+            start: 0,
+            plain: Vec::new(),
+        }
+    }
+
     /// Reads the next record and returns the cells it carries, concatenated (a whole number
     /// of 514-byte cells). Fails with [`LinkError::Closed`] when the peer closes cleanly
-    /// between records.
+    /// between records. Cancel-safe: bytes already received stay for the next call.
     pub async fn read_cells(&mut self) -> Result<&[u8], LinkError> {
-        let mut len = [0u8; 2];
-        match self.inner.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(LinkError::Closed)
+        loop {
+            let pending = &self.received[self.start..];
+            if let [hi, lo, rest @ ..] = pending {
+                let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+                Opener::check_len(len)?;
+                if let Some(record) = rest.get(..len) {
+                    self.opener.open(record, &mut self.plain)?;
+                    self.start += 2 + len;
+                    return Ok(&self.plain);
+                }
             }
-            Err(e) => return Err(e.into()),
+            self.fill().await?;
         }
-        let len = usize::from(u16::from_be_bytes(len));
-        Opener::check_len(len)?;
-        self.record.resize(len, 0);
-        self.inner.read_exact(&mut self.record).await?;
-        self.opener.open(&self.record, &mut self.plain)?;
-        Ok(&self.plain)
+    }
+
+    /// Bytes of buffer this reader holds now (its allocations' capacity).
+    pub fn buffered_capacity(&self) -> usize {
+        self.received.capacity() + self.plain.capacity()
+    }
+
+    /// Receives at least one more byte, waiting with no buffer held if nothing is pending.
+    async fn fill(&mut self) -> Result<(), LinkError> {
+        if self.start > 0 {
+            self.received.drain(..self.start);
+            self.start = 0;
+        }
+        loop {
+            self.received.reserve(READ_CHUNK);
+            match self.inner.try_read_buf(&mut self.received) {
+                Ok(0) if self.received.is_empty() => return Err(LinkError::Closed),
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.received.is_empty() {
+                        // Quiet: free the buffers rather than keep a burst's worth per link.
+                        self.received = Vec::new();
+                        self.plain = Vec::new();
+                    }
+                    self.inner.readable().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -62,6 +112,16 @@ impl LinkWriter {
         Ok(())
     }
 
+    /// Frees the buffer the last records were sealed into (the link has gone quiet).
+    pub(crate) fn release_buffer(&mut self) {
+        self.wire = Vec::new();
+    }
+
+    /// Bytes of buffer this writer holds now (its allocation's capacity).
+    pub fn buffered_capacity(&self) -> usize {
+        self.wire.capacity()
+    }
+
     /// Closes the sending direction.
     pub async fn shutdown(&mut self) {
         let _ = self.inner.shutdown().await;
@@ -71,12 +131,7 @@ impl LinkWriter {
 fn split(stream: TcpStream, sealer: Sealer, opener: Opener) -> (LinkReader, LinkWriter) {
     let (r, w) = stream.into_split();
     (
-        LinkReader {
-            inner: BufReader::with_capacity(MAX_RECORD_LEN + 2, r),
-            opener,
-            record: Vec::with_capacity(MAX_RECORD_LEN),
-            plain: Vec::with_capacity(MAX_RECORD_LEN),
-        },
+        LinkReader::new(r, opener),
         LinkWriter {
             inner: w,
             sealer,
@@ -249,6 +304,67 @@ mod tests {
         assert_eq!(r.read_cells().await.unwrap(), &cells[..]);
         server.await.unwrap();
         assert!(matches!(r.read_cells().await, Err(LinkError::Closed)));
+    }
+
+    /// Both ends of a client link over loopback.
+    async fn client_link() -> ((LinkReader, LinkWriter), Accepted) {
+        let relay = std::sync::Arc::new(LinkKeypair::generate(&mut rand::thread_rng()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let key = *relay.public().as_bytes();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            accept(s, &relay, LIMIT).await.unwrap()
+        });
+        let s = TcpStream::connect(addr).await.unwrap();
+        let client = connect_client(s, &key, LIMIT).await.unwrap();
+        (client, server.await.unwrap())
+    }
+
+    /// A silent link holds no buffer; one that carried a full record frees its buffers
+    /// once it is quiet again.
+    #[tokio::test]
+    async fn quiet_links_hold_no_buffers() {
+        let ((_r, mut w), mut acc) = client_link().await;
+        assert_eq!(acc.reader.buffered_capacity(), 0);
+        assert_eq!(acc.writer.buffered_capacity(), 0);
+        assert_eq!(w.buffered_capacity(), 0);
+        let cells = vec![7u8; crate::MAX_CELLS_PER_RECORD * CELL_LEN];
+        w.write_cells(&cells).await.unwrap();
+        assert_eq!(acc.reader.read_cells().await.unwrap(), &cells[..]);
+        assert!(acc.reader.buffered_capacity() >= cells.len());
+        // Nothing more arrives: the next read frees the buffers before it waits.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(100), acc.reader.read_cells()).await;
+        assert!(waited.is_err(), "nothing was sent");
+        assert_eq!(acc.reader.buffered_capacity(), 0);
+    }
+
+    /// A peer that announces a full record and sends it a few bytes at a time makes the
+    /// reader hold about what it sent, not the announced length; the record still arrives.
+    #[tokio::test]
+    async fn a_record_trickling_in_is_buffered_as_it_arrives() {
+        let ((_r, mut w), mut acc) = client_link().await;
+        let cells: Vec<u8> = (0..crate::MAX_CELLS_PER_RECORD * CELL_LEN)
+            .map(|i| i as u8)
+            .collect();
+        let mut wire = Vec::new();
+        w.sealer.seal(&cells, &mut wire).unwrap();
+        w.inner.write_all(&wire[..200]).await.unwrap();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(200), acc.reader.read_cells()).await;
+        assert!(waited.is_err(), "the record is not complete");
+        let held = acc.reader.buffered_capacity();
+        assert!(held <= 4 * READ_CHUNK, "{held} bytes held for 200 received");
+        let sender = tokio::spawn(async move {
+            for piece in wire[200..].chunks(999) {
+                w.inner.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            w
+        });
+        assert_eq!(acc.reader.read_cells().await.unwrap(), &cells[..]);
+        let _w = sender.await.unwrap();
     }
 
     #[tokio::test]

@@ -144,10 +144,18 @@ pub fn fragment(msg: &[u8], body_len: usize) -> Result<Vec<Vec<u8>>, EncodeError
         .collect())
 }
 
+/// Bytes of each piece an unfinished message is kept in. Pieces all of one size are reused
+/// exactly by the allocator, so many unfinished messages growing side by side do not fragment
+/// the heap (as buffers doubling in turn would), and a message holds less than one piece more
+/// than it has received.
+pub const REASSEMBLY_PIECE: usize = 2048;
+
 /// Joins fragments back into messages, in order, refusing any message over its limit.
 #[derive(Debug)]
 pub struct Reassembler {
-    buf: Vec<u8>,
+    /// The unfinished message, in pieces of [`REASSEMBLY_PIECE`] bytes' capacity.
+    pieces: Vec<Vec<u8>>,
+    len: usize,
     max: usize,
 }
 
@@ -155,14 +163,22 @@ impl Reassembler {
     /// A reassembler that refuses messages longer than `max` bytes.
     pub fn new(max: usize) -> Self {
         Reassembler {
-            buf: Vec::new(),
+            pieces: Vec::new(),
+            len: 0,
             max,
         }
     }
 
     /// Whether a message is partly received.
     pub fn is_partial(&self) -> bool {
-        !self.buf.is_empty()
+        self.len > 0
+    }
+
+    /// Bytes allocated for the unfinished message (capacity, not length): what it costs in
+    /// memory.
+    pub fn held_bytes(&self) -> usize {
+        self.pieces.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.pieces.iter().map(Vec::capacity).sum::<usize>()
     }
 
     /// Adds one cell body; returns a whole message when this fragment completes one.
@@ -177,18 +193,44 @@ impl Reassembler {
         }
         let data = r.u16_prefixed()?;
         r.finish_zero_padded()?;
-        if self.buf.len() + data.len() > self.max {
+        if self.len + data.len() > self.max {
             return Err(DecodeError::TooLong {
-                len: self.buf.len() + data.len(),
+                len: self.len + data.len(),
                 max: self.max,
             });
         }
-        self.buf.extend_from_slice(data);
-        if flags & FLAG_FINAL != 0 {
-            Ok(Some(std::mem::take(&mut self.buf)))
-        } else {
-            Ok(None)
+        let last = flags & FLAG_FINAL != 0;
+        if last && self.len == 0 {
+            // A message in one cell: no pieces needed.
+            self.pieces = Vec::new();
+            return Ok(Some(data.to_vec()));
         }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let piece = match self.pieces.last_mut() {
+                Some(p) if p.len() < REASSEMBLY_PIECE => p,
+                _ => {
+                    self.pieces.push(Vec::with_capacity(REASSEMBLY_PIECE));
+                    match self.pieces.last_mut() {
+                        Some(p) => p,
+                        None => break,
+                    }
+                }
+            };
+            let n = (REASSEMBLY_PIECE - piece.len()).min(rest.len());
+            piece.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        self.len += data.len();
+        if !last {
+            return Ok(None);
+        }
+        let mut msg = Vec::with_capacity(self.len);
+        for piece in std::mem::take(&mut self.pieces) {
+            msg.extend_from_slice(&piece);
+        }
+        self.len = 0;
+        Ok(Some(msg))
     }
 }
 
@@ -258,6 +300,35 @@ mod tests {
             RelayMsg::decode(&[kind::EXTENDED, 1, 2]),
             Err(DecodeError::Truncated { .. })
         ));
+    }
+
+    /// An unfinished message is held in equal pieces: what it costs grows with what it has
+    /// received, less than one piece ahead, and is all freed when it completes.
+    #[test]
+    fn unfinished_messages_are_held_in_pieces() {
+        let msg: Vec<u8> = (0..MAX_RELAY_MSG_LEN).map(|i| i as u8).collect();
+        let frags = fragment(&msg, 509).unwrap();
+        let mut r = Reassembler::new(MAX_RELAY_MSG_LEN);
+        assert_eq!(r.held_bytes(), 0);
+        let mut received = 0;
+        for f in &frags[..frags.len() - 1] {
+            assert_eq!(r.push(f).unwrap(), None);
+            received += 509 - FRAGMENT_HEADER_LEN;
+            let held = r.held_bytes();
+            assert!(held >= received, "{held} < {received}");
+            let pieces = received.div_ceil(REASSEMBLY_PIECE);
+            assert!(
+                held <= pieces * REASSEMBLY_PIECE + 32 * 24,
+                "{held} for {received}"
+            );
+        }
+        assert_eq!(r.push(&frags[frags.len() - 1]).unwrap(), Some(msg));
+        assert_eq!(r.held_bytes(), 0);
+        assert!(!r.is_partial());
+        // A message in one cell never takes a piece.
+        let one = fragment(b"hello", 509).unwrap();
+        assert_eq!(r.push(&one[0]).unwrap(), Some(b"hello".to_vec()));
+        assert_eq!(r.held_bytes(), 0);
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
-use shallot_proto::cell::CELL_LEN;
 use shallot_proto::flow::WINDOW_START;
+
+use crate::queue::HELD_CELL_BYTES;
 
 /// Resource limits. Each one is documented in `docs/spec.md` §6.6 and has a test that hits it.
 #[derive(Debug, Clone)]
@@ -17,7 +18,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Open connections accepted from one IP address.
     pub connections_per_ip: usize,
-    /// Open connections in total.
+    /// Open connections in total; the memory budget may lower it (see
+    /// [`Limits::max_links`]).
     pub max_connections: usize,
     /// Circuits open on one link.
     pub circuits_per_link: usize,
@@ -64,10 +66,38 @@ impl Default for Limits {
     }
 }
 
+/// What one open, quiet link costs this process, bytes: its state, its two tasks and the
+/// allocator's bookkeeping (its buffers are freed while it is quiet). Measured with the soak
+/// (`shallot bench --soak`, `docs/spec.md` §6.6) and rounded up.
+pub const LINK_BYTES: usize = 8 * 1024;
+
+/// Open links may take at most 1/`LINK_SHARE` of the memory budget at [`LINK_BYTES`] each.
+pub const LINK_SHARE: usize = 4;
+
+/// The fewest links a relay accepts, however small its memory budget.
+pub const MIN_LINKS: usize = 8;
+
 impl Limits {
-    /// The relay-wide count of queued cells beyond which the out-of-memory handler runs.
+    /// Links open at once (accepted, handshaking included): `max_connections`, or fewer when
+    /// that many would cost more than 1/[`LINK_SHARE`] of `queue_memory_bytes` at
+    /// [`LINK_BYTES`] each (never fewer than [`MIN_LINKS`]).
+    pub fn max_links(&self) -> usize {
+        let affordable = self.queue_memory_bytes / LINK_SHARE / LINK_BYTES;
+        self.max_connections.min(affordable.max(MIN_LINKS))
+    }
+
+    /// Of [`max_links`](Self::max_links), those anonymous clients may hold: an eighth (at
+    /// least one) is kept for other relays and the authorities' probes, so clients filling
+    /// their share cannot cut the relay off from the network or out of the consensus.
+    pub fn max_client_links(&self) -> usize {
+        let all = self.max_links();
+        all.saturating_sub((all / 8).max(1))
+    }
+
+    /// The relay-wide count of held cells (in [`HELD_CELL_BYTES`] units) beyond which the
+    /// out-of-memory handler runs.
     pub fn queue_cap_cells(&self) -> usize {
-        self.queue_memory_bytes / CELL_LEN
+        self.queue_memory_bytes / HELD_CELL_BYTES
     }
 }
 

@@ -246,7 +246,11 @@ impl Core {
             r.circ.input(&self.env, Input::LinkClosed(r.side));
         }
         if link.chan.peer.counted {
-            lock(&self.conns).release(link.chan.peer.ip);
+            let mut conns = lock(&self.conns);
+            conns.release(link.chan.peer.ip);
+            if link.chan.peer.kind == LinkKind::Client {
+                conns.release_client();
+            }
         }
     }
 
@@ -273,7 +277,13 @@ impl Core {
     /// Whether `ip` may open another connection; counts it if so.
     pub(crate) fn admit_connection(&self, ip: IpAddr) -> bool {
         let limits = &self.config.limits;
-        lock(&self.conns).admit(ip, limits.connections_per_ip, limits.max_connections)
+        lock(&self.conns).admit(ip, limits.connections_per_ip, limits.max_links())
+    }
+
+    /// Whether an admitted connection whose handshake made it a client link may stay: client
+    /// links may not take the links kept for relays and probes; counts it if so.
+    pub(crate) fn admit_client_link(&self) -> bool {
+        lock(&self.conns).admit_client(self.config.limits.max_client_links())
     }
 
     /// Destroys the circuits holding the oldest queued cells until the queues are back under
@@ -374,8 +384,8 @@ mod tests {
     use crate::shell::testing::{self, CircuitMaker};
 
     /// The attack: 10,000 circuits, each holding an unfinished message. With a memory
-    /// cap of 10,000 cells (about 5 MB) and two cells each, the circuits would hold twice the
-    /// cap; the handler, run as a link's read loop runs it after each cell, keeps what is held
+    /// cap of 10,000 cells (about 5 MB) and a 2 KiB reassembly piece each, the circuits would
+    /// hold four times the cap; the handler, run as a link's read loop runs it after each cell, keeps what is held
     /// within the cap, destroying the circuits whose unfinished messages are oldest.
     #[test]
     fn ten_thousand_unfinished_messages_stay_within_the_memory_budget() {
@@ -413,7 +423,10 @@ mod tests {
                 );
             }
         }
-        assert!(peak <= CAP + 1, "peak {peak}");
+        // Each circuit's unfinished message takes one reassembly piece.
+        let per_circuit = circuits[CIRCUITS - 1].0.held_cells();
+        assert!(per_circuit > 0);
+        assert!(peak <= CAP + per_circuit, "peak {peak}");
         let destroyed = env.stats.snapshot().circuits_destroyed_for_memory;
         assert!(destroyed > 0, "the handler never ran");
         // What the budget counts is what the circuits hold, plus the DESTROY cells queued.

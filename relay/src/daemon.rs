@@ -312,7 +312,7 @@ impl RelayMonitor {
             circuits: links.iter().map(|l| l.count_side(Side::Prev)).sum(),
             links: links.len(),
             queued_bytes: (self.core.env.budget.queued() as u64)
-                .saturating_mul(shallot_proto::cell::CELL_LEN as u64),
+                .saturating_mul(crate::queue::HELD_CELL_BYTES as u64),
             known_relays: self.core.netview().len(),
         }
     }
@@ -364,6 +364,12 @@ async fn handshake(core: Arc<Core>, stream: TcpStream, peer: SocketAddr) {
         Ok(acc) if acc.kind == LinkKind::Probe => {
             crate::publish::answer_probe(&core, acc, peer).await;
             shallot_rt::lock(&core.conns).release(peer.ip());
+        }
+        Ok(acc) if acc.kind == LinkKind::Client && !core.admit_client_link() => {
+            debug!("client links full: refusing one");
+            Stats::bump(&core.stats().connections_refused);
+            shallot_rt::lock(&core.conns).release(peer.ip());
+            drop(acc);
         }
         Ok(acc) => {
             let peer_relay = match (acc.kind, acc.peer_key) {

@@ -74,11 +74,13 @@ impl CreateLimiter {
     }
 }
 
-/// Counts open connections per IP address (by [`limit_key`]) and in total.
+/// Counts open connections per IP address (by [`limit_key`]) and in total, and of those the
+/// links anonymous clients hold.
 #[derive(Debug, Default)]
 pub struct ConnectionCounts {
     per_ip: HashMap<IpAddr, usize>,
     total: usize,
+    clients: usize,
 }
 
 impl ConnectionCounts {
@@ -109,6 +111,26 @@ impl ConnectionCounts {
     /// Open connections in total.
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    /// Admits an admitted connection, its handshake done, as a client link if fewer than
+    /// `limit` are open.
+    pub fn admit_client(&mut self, limit: usize) -> bool {
+        if self.clients >= limit {
+            return false;
+        }
+        self.clients += 1;
+        true
+    }
+
+    /// A client link closed.
+    pub fn release_client(&mut self) {
+        self.clients = self.clients.saturating_sub(1);
+    }
+
+    /// Client links open.
+    pub fn clients(&self) -> usize {
+        self.clients
     }
 }
 
@@ -177,5 +199,12 @@ mod tests {
         c.release(a);
         assert!(c.admit(b, 2, 3));
         assert_eq!(c.total(), 3);
+        // Client links have a share of their own within the total.
+        assert!(c.admit_client(2));
+        assert!(c.admit_client(2));
+        assert!(!c.admit_client(2));
+        c.release_client();
+        assert_eq!(c.clients(), 1);
+        assert!(c.admit_client(2));
     }
 }

@@ -14,6 +14,16 @@ use shallot_proto::cell::{CircId, CELL_LEN};
 /// An encoded cell, ready for the link.
 pub type RawCell = [u8; CELL_LEN];
 
+/// The unit the memory budget counts in, bytes: what one queued cell takes in a link's queue
+/// (the cell and when it was queued). Replies waiting for a window take one unit each, and an
+/// unfinished message the units its allocation spans, so the budget counts what is allocated,
+/// not payload bytes (`docs/spec.md` §6.6).
+pub const HELD_CELL_BYTES: usize = std::mem::size_of::<(Instant, RawCell)>();
+
+/// Spare capacity a drained queue may keep; beyond it, a queue left empty after a burst is
+/// freed rather than kept at the burst's size.
+const KEEP_EMPTY: usize = 64;
+
 /// Relay-wide count of cells held in memory for sending (link queues and replies waiting for
 /// a circuit's window), shared by every link.
 #[derive(Debug, Default)]
@@ -161,6 +171,17 @@ impl OutQueue {
             }
         }
         budget.sub(n);
+        if self.control.is_empty() && self.control.capacity() > KEEP_EMPTY {
+            self.control = VecDeque::new();
+        }
+        if self.active.is_empty() {
+            if self.active.capacity() > KEEP_EMPTY {
+                self.active = VecDeque::new();
+            }
+            if self.circuits.capacity() > KEEP_EMPTY {
+                self.circuits = HashMap::new();
+            }
+        }
         n
     }
 
@@ -176,9 +197,9 @@ impl OutQueue {
     pub fn clear(&mut self, budget: &QueueBudget) -> usize {
         let n = self.control.len() + self.circuits.values().map(|q| q.cells.len()).sum::<usize>();
         budget.sub_control(self.control.len());
-        self.control.clear();
-        self.circuits.clear();
-        self.active.clear();
+        self.control = VecDeque::new();
+        self.circuits = HashMap::new();
+        self.active = VecDeque::new();
         budget.sub(n);
         n
     }

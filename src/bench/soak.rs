@@ -282,8 +282,16 @@ pub async fn run(
     let mut quiet = build_times(&chan, &under_test, &seconds, size.builds).await?;
     let rss_quiet = resident_bytes(pid).unwrap_or(0);
 
-    // The attack: silent links first, then the flood's circuits and their fragments.
+    // The attack: the flood's links and circuits first, then silent links (as many as the
+    // relay admits: it caps links by its memory budget), then the fragments.
     let attack_started = Instant::now();
+    let per_link = size.circuits / FLOOD_LINKS;
+    let mut links = Vec::new();
+    for l in 0..FLOOD_LINKS {
+        links.push(flood_link(addr, &link_key, keys.id, &onion_key, l, per_link).await?);
+    }
+    let circuits: usize = links.iter().map(|l| l.circuits.len()).sum();
+    let rss_circuits = resident_bytes(pid).unwrap_or(0);
     let mut silent = Vec::with_capacity(size.silent_links);
     for _ in 0..size.silent_links {
         let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
@@ -295,13 +303,6 @@ pub async fn run(
         }
     }
     let rss_silent = resident_bytes(pid).unwrap_or(0);
-    let per_link = size.circuits / FLOOD_LINKS;
-    let mut links = Vec::new();
-    for l in 0..FLOOD_LINKS {
-        links.push(flood_link(addr, &link_key, keys.id, &onion_key, l, per_link).await?);
-    }
-    let circuits: usize = links.iter().map(|l| l.circuits.len()).sum();
-    let rss_circuits = resident_bytes(pid).unwrap_or(0);
     // The client keeps building while the flood runs.
     let flooding = tokio::spawn({
         let fragments = size.fragments;
@@ -327,7 +328,16 @@ pub async fn run(
     let attack_secs = attack_started.elapsed().as_secs_f64();
     let peak = peak_resident_bytes(pid).unwrap_or(0);
     let rss_end = resident_bytes(pid).unwrap_or(0);
-    let silent_open = silent.len();
+    // Links the relay refused after their handshake read as closed.
+    let mut silent_open = 0;
+    for (reader, _) in silent.iter_mut() {
+        if tokio::time::timeout(Duration::ZERO, reader.read_cells())
+            .await
+            .is_err()
+        {
+            silent_open += 1;
+        }
+    }
     let _ = child.kill().await;
     drop(kept);
     drop(silent);
@@ -337,12 +347,12 @@ pub async fn run(
     Ok(vec![
         Figure::new("soak: relay peak resident memory", mib(peak), "MiB").note(format!(
             "beside its memory budget of {} MiB (cells held: queued, waiting, unfinished \
-             messages); resident {:.1} MiB before the attack, {:.1} MiB with the silent links \
-             open, {:.1} MiB with the flood's circuits created, {:.1} MiB at the end",
+             messages); resident {:.1} MiB before the attack, {:.1} MiB with the flood's \
+             circuits created, {:.1} MiB with the silent links open too, {:.1} MiB at the end",
             size.budget_mib,
             mib(rss_quiet),
-            mib(rss_silent),
             mib(rss_circuits),
+            mib(rss_silent),
             mib(rss_end)
         )),
         Figure::new(
@@ -352,9 +362,10 @@ pub async fn run(
         )
         .note(format!(
             "{flood_cells} fragments on {circuits} circuits ({} each), {:.1}× the budget; \
-                 {silent_open} silent links open; attack lasted {attack_secs:.1} s",
+                 {silent_open} of {} silent links admitted; attack lasted {attack_secs:.1} s",
             size.fragments,
-            offered / budget_bytes
+            offered / budget_bytes,
+            size.silent_links
         )),
         Figure::new(
             "soak: 2-hop circuit build, median, no attack",

@@ -19,6 +19,7 @@ use shallot_proto::relay_msg::{
 use super::error::{CircuitError, ExtendRefusal, Violation};
 use super::side::Side;
 use super::step::{Action, Count, Input, Teardown};
+use crate::queue::HELD_CELL_BYTES;
 
 /// The deepest hop a circuit may have at this relay: clients build three-hop circuits, so an EXTEND at the third hop and a CREATE deeper than it are
 /// refused; a longer circuit would only multiply the bandwidth one client can take from the
@@ -122,11 +123,12 @@ impl CircuitMachine {
         }
     }
 
-    /// Cells this circuit holds in memory, counted toward the relay's memory budget: replies
-    /// waiting for the client's window, and the cells of an unfinished message being
-    /// reassembled (up to [`MAX_RELAY_MSG_LEN`] bytes, `docs/spec.md` §6.6).
+    /// Cells this circuit holds in memory, counted toward the relay's memory budget in
+    /// [`HELD_CELL_BYTES`] units: replies waiting for the client's window, one unit each, and
+    /// the bytes allocated for an unfinished message being reassembled (up to
+    /// [`MAX_RELAY_MSG_LEN`] bytes, `docs/spec.md` §6.6), by their allocation's size.
     pub(crate) fn held_cells(&self) -> usize {
-        self.waiting_cells + self.fragments as usize
+        self.waiting_cells + self.reassembler.held_bytes().div_ceil(HELD_CELL_BYTES)
     }
 
     /// When the oldest cell it holds arrived (or its oldest reply started waiting).

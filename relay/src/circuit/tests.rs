@@ -11,9 +11,13 @@ use shallot_link::LinkError;
 use shallot_proto::cell::DestroyReason;
 use shallot_proto::flow::{WINDOW_INCREMENT, WINDOW_START};
 use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status};
-use shallot_proto::relay_msg::{fragment, Extend, Reassembler, RelayMsg, MAX_RELAY_MSG_LEN};
+use shallot_proto::relay_msg::{
+    fragment, Extend, Reassembler, RelayMsg, FRAGMENT_HEADER_LEN, MAX_RELAY_MSG_LEN,
+    REASSEMBLY_PIECE,
+};
 
 use super::*;
+use crate::queue::HELD_CELL_BYTES;
 
 const ME: RelayId = RelayId([1; 20]);
 const PREV_RELAY: RelayId = RelayId([2; 20]);
@@ -890,6 +894,11 @@ fn answers_sent_toward_a_relay_are_violations() {
 
 // Limits added against exhaustion and covert channels (issue 13).
 
+/// Budget units an unfinished message of one piece takes: the piece and the list holding it.
+fn one_piece_units() -> usize {
+    (REASSEMBLY_PIECE + 4 * std::mem::size_of::<Vec<u8>>()).div_ceil(HELD_CELL_BYTES)
+}
+
 #[test]
 fn an_unfinished_message_is_held_and_counted_until_it_completes_or_the_circuit_dies() {
     let mut rig = Rig::at_depth(1);
@@ -905,7 +914,17 @@ fn an_unfinished_message_is_held_and_counted_until_it_completes_or_the_circuit_d
             .all(|a| matches!(a, Action::Count(_))));
         rig.now += Duration::from_secs(1);
     }
-    assert_eq!(rig.m.held_cells(), n - 1);
+    // Counted by what the unfinished message's pieces take, not by its payload.
+    let received = (n - 1) * (body_len(1) - FRAGMENT_HEADER_LEN);
+    let held = rig.m.held_cells() * HELD_CELL_BYTES;
+    assert!(
+        held >= received.div_ceil(REASSEMBLY_PIECE) * REASSEMBLY_PIECE,
+        "{held}"
+    );
+    assert!(
+        held < received + REASSEMBLY_PIECE + 2 * HELD_CELL_BYTES,
+        "{held}"
+    );
     assert_eq!(rig.m.oldest_held(), Some(first_at));
     let p = rig.wrapped(1, &bodies[n - 1]);
     let out = rig.feed(Input::Relay(Side::Prev, p));
@@ -915,7 +934,7 @@ fn an_unfinished_message_is_held_and_counted_until_it_completes_or_the_circuit_d
     // Another unfinished message is freed when the circuit is destroyed.
     let p = rig.wrapped(1, &bodies[0]);
     rig.feed(Input::Relay(Side::Prev, p));
-    assert_eq!(rig.m.held_cells(), 1);
+    assert_eq!(rig.m.held_cells(), one_piece_units());
     rig.feed(Input::Kill(CircuitError::MemoryPressure));
     assert_eq!(rig.m.held_cells(), 0);
     assert_eq!(rig.m.oldest_held(), None);

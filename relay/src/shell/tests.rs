@@ -289,9 +289,12 @@ fn an_unfinished_message_counts_toward_the_budget_until_destroyed() {
     for _ in 0..3 {
         testing::send_body(&rig.env, &rig.circ, &mut rig.client, &body);
     }
-    // Three cells of a message not yet whole are held here, and nothing was answered.
-    assert_eq!(rig.env.budget.queued(), 3);
-    assert_eq!(rig.circ.held_cells(), 3);
+    // Three cells of a message not yet whole are held here (in one piece of the reassembly
+    // buffer, counted by its size), and nothing was answered.
+    let units = (shallot_proto::relay_msg::REASSEMBLY_PIECE + 4 * std::mem::size_of::<Vec<u8>>())
+        .div_ceil(crate::queue::HELD_CELL_BYTES);
+    assert_eq!(rig.circ.held_cells(), units);
+    assert_eq!(rig.env.budget.queued(), units);
     assert!(rig.circ.oldest_held().is_some());
     assert!(drain(&rig.prev).is_empty());
     rig.circ
@@ -314,7 +317,8 @@ fn a_finished_message_frees_its_cells() {
     for body in &bodies[..n - 1] {
         testing::send_body(&rig.env, &rig.circ, &mut rig.client, body);
     }
-    assert_eq!(rig.circ.held_cells(), n - 1);
+    assert!(rig.circ.held_cells() > 0);
+    assert_eq!(rig.env.budget.queued(), rig.circ.held_cells());
     testing::send_body(&rig.env, &rig.circ, &mut rig.client, &bodies[n - 1]);
     assert_eq!(rig.circ.held_cells(), 0);
     assert_eq!(rig.circ.oldest_held(), None);
