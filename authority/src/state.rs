@@ -161,6 +161,11 @@ pub struct State {
     pub reveals: BTreeMap<u64, [u8; 32]>,
     /// Equivocations caught, newest last: (period, authority).
     pub equivocations: VecDeque<(u64, VerifyingKey)>,
+    /// Votes taken in since start (this authority's own and its peers', each once), for the
+    /// operator's metrics.
+    pub votes_taken: u64,
+    /// Consensuses this authority computed and signed since start, for the metrics.
+    pub consensuses_made: u64,
 }
 
 impl State {
@@ -178,6 +183,8 @@ impl State {
             consensuses: BTreeMap::new(),
             reveals: BTreeMap::new(),
             equivocations: VecDeque::new(),
+            votes_taken: 0,
+            consensuses_made: 0,
         }
     }
 
@@ -241,6 +248,7 @@ impl State {
         match votes.get(&author) {
             None => {
                 votes.insert(author, Arc::new(record));
+                self.votes_taken += 1;
                 true
             }
             Some(held) if held.digest == record.digest => true,
@@ -253,6 +261,12 @@ impl State {
                 false
             }
         }
+    }
+
+    /// Keeps the consensus this authority computed for `t`, counting it.
+    pub fn add_consensus(&mut self, t: u64, record: ConsensusRecord) {
+        self.consensuses.insert(t, record);
+        self.consensuses_made += 1;
     }
 
     /// A vote for `t` held here with this digest, first or conflicting.
