@@ -98,7 +98,22 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
+        .layer(axum::middleware::map_request_with_state(
+            shared.clone(),
+            count_request,
+        ))
         .with_state(shared)
+}
+
+/// Counts every request the router answers, for the operator's metrics.
+async fn count_request(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+) -> axum::extract::Request {
+    shared
+        .requests_served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    req
 }
 
 /// Reads a whole text body of at most `cap` bytes within `limit`.

@@ -42,6 +42,7 @@ pub mod voting;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
@@ -106,6 +107,8 @@ pub(crate) struct Shared {
     /// Bounds the vote bodies (up to 32 MiB each) read at once, whoever sends them.
     pub vote_uploads: tokio::sync::Semaphore,
     pub limits: Arc<server::Limits>,
+    /// HTTP requests answered since start, for the operator's metrics.
+    pub requests_served: AtomicU64,
     /// How a test makes this authority misbehave (never in a production build).
     #[cfg(feature = "misbehave")]
     pub misbehaviour: Option<misbehave::Misbehaviour>,
@@ -199,6 +202,7 @@ impl Authority {
             descriptor_lock: tokio::sync::Mutex::new(()),
             probe_tx,
             vote_uploads: tokio::sync::Semaphore::new(api::MAX_VOTE_UPLOADS),
+            requests_served: AtomicU64::new(0),
         });
         tracing::info!(
             "authority {} listening on {local_addr}",
@@ -215,6 +219,17 @@ impl Authority {
             tasks,
         })
     }
+}
+
+/// Counts of what an authority has done since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthorityCounters {
+    /// Votes taken in: its own and its peers', each once.
+    pub votes_taken: u64,
+    /// Consensuses it computed and signed.
+    pub consensuses_made: u64,
+    /// HTTP requests it answered (descriptor uploads, consensus and vote fetches, ...).
+    pub requests_served: u64,
 }
 
 /// A running authority.
@@ -263,6 +278,16 @@ impl AuthorityHandle {
             .filter(|id| state.proven(id))
             .copied()
             .collect()
+    }
+
+    /// What it has done since it started, for the operator's metrics.
+    pub fn counters(&self) -> AuthorityCounters {
+        let state = self.shared.state();
+        AuthorityCounters {
+            votes_taken: state.votes_taken,
+            consensuses_made: state.consensuses_made,
+            requests_served: self.shared.requests_served.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops serving, probing and voting. Everything it accepted is already on disk.

@@ -189,6 +189,11 @@ pub struct State {
     /// `max_unproven_secs` of the network: how long a relay may go unproven before it is
     /// dropped (see [`State::expire`]).
     pub(crate) max_unproven_secs: u64,
+    /// Votes taken in since start (this authority's own and its peers', each once), for the
+    /// operator's metrics.
+    pub votes_taken: u64,
+    /// Consensuses this authority computed and signed since start, for the metrics.
+    pub consensuses_made: u64,
 }
 
 impl State {
@@ -207,6 +212,8 @@ impl State {
             reveals: BTreeMap::new(),
             equivocations: VecDeque::new(),
             max_unproven_secs: params.max_unproven_secs,
+            votes_taken: 0,
+            consensuses_made: 0,
         }
     }
 
@@ -294,6 +301,7 @@ impl State {
         match votes.get(&author) {
             None => {
                 votes.insert(author, Arc::new(record));
+                self.votes_taken += 1;
                 true
             }
             Some(held) if held.digest == record.digest => true,
@@ -306,6 +314,12 @@ impl State {
                 false
             }
         }
+    }
+
+    /// Keeps the consensus this authority computed for `t`, counting it.
+    pub fn add_consensus(&mut self, t: u64, record: ConsensusRecord) {
+        self.consensuses.insert(t, record);
+        self.consensuses_made += 1;
     }
 
     /// A vote for `t` held here with this digest, first or conflicting.

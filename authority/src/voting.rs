@@ -302,7 +302,7 @@ async fn compute(
         hex::encode(&record.digest)
     );
     let text = record.text.clone();
-    shared.state().consensuses.insert(t, record);
+    shared.state().add_consensus(t, record);
     shared
         .persist("consensus", move |store| store.save_consensus(&text))
         .await;

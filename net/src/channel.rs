@@ -1,17 +1,18 @@
-//! The client's end of a link to its first hop (`docs/spec.md` §6.2): a writer that batches
-//! queued cells into records, and a reader that hands each cell to its circuit.
+//! The client's end of a link to its first hop (`docs/spec.md` §6.2): its queue of cells to
+//! send and its table of circuits. The link's read and write loops are `shallot_link::pump`'s,
+//! the same the relay runs; this module only says where each cell read goes (to its circuit)
+//! and what happens when the link ends (every circuit on it is told).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shallot_link::{LinkError, LinkReader, LinkWriter, MAX_CELLS_PER_RECORD};
+use shallot_link::{read_loop, write_loop, LinkError, LinkSignals, ReadEnd};
 use shallot_proto::cell::{Cell, ChanMsg, CircId, CELL_LEN};
 use shallot_rt::lock;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 /// What a channel tells a circuit.
@@ -26,10 +27,8 @@ pub(crate) enum CircEvent {
 /// A link from this client to a relay, shared by the circuits that start there.
 pub struct ClientChannel {
     out: Mutex<VecDeque<[u8; CELL_LEN]>>,
-    wake: Notify,
+    signals: LinkSignals,
     circuits: Mutex<HashMap<CircId, mpsc::UnboundedSender<CircEvent>>>,
-    closed: AtomicBool,
-    closing: Notify,
     peer: SocketAddr,
 }
 
@@ -46,15 +45,42 @@ impl ClientChannel {
         let (reader, writer) = shallot_link::connect_client(stream, link_key, limit).await?;
         let chan = Arc::new(ClientChannel {
             out: Mutex::new(VecDeque::new()),
-            wake: Notify::new(),
+            signals: LinkSignals::default(),
             circuits: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
-            closing: Notify::new(),
             peer: addr,
         });
-        tokio::spawn(write_loop(chan.clone(), writer));
-        tokio::spawn(read_loop(chan.clone(), reader));
+        let c = chan.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_loop(writer, &c.signals, &c.out, |_| {}).await {
+                debug!("client link write failed: {e}");
+            }
+            c.close();
+        });
+        let c = chan.clone();
+        tokio::spawn(async move {
+            let end = read_loop(reader, &c.signals, |cell| {
+                c.deliver(cell);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+            if !matches!(end, ReadEnd::Closed) {
+                debug!("client link closed: {end}");
+            }
+            c.close();
+            let circuits: Vec<_> = lock(&c.circuits).drain().collect();
+            for (_, tx) in circuits {
+                let _ = tx.send(CircEvent::LinkClosed);
+            }
+        });
         Ok(chan)
+    }
+
+    /// Hands a cell read from the link to its circuit; a cell for no circuit is dropped.
+    fn deliver(&self, cell: Cell) {
+        let tx = lock(&self.circuits).get(&cell.circ_id).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(CircEvent::Cell(cell.msg));
+        }
     }
 
     /// The relay's address.
@@ -64,14 +90,12 @@ impl ClientChannel {
 
     /// Whether the link has closed.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.signals.is_closed()
     }
 
     /// Closes the link; every circuit on it ends.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.wake.notify_one();
-        self.closing.notify_one();
+        self.signals.close();
     }
 
     /// How many circuits use this link.
@@ -115,70 +139,6 @@ impl ClientChannel {
             return;
         }
         lock(&self.out).push_back(raw);
-        self.wake.notify_one();
-    }
-}
-
-async fn write_loop(chan: Arc<ClientChannel>, mut writer: LinkWriter) {
-    let mut buf = Vec::with_capacity(MAX_CELLS_PER_RECORD * CELL_LEN);
-    loop {
-        buf.clear();
-        {
-            let mut out = lock(&chan.out);
-            while buf.len() < MAX_CELLS_PER_RECORD * CELL_LEN {
-                match out.pop_front() {
-                    Some(cell) => buf.extend_from_slice(&cell),
-                    None => break,
-                }
-            }
-        }
-        if buf.is_empty() {
-            if chan.is_closed() {
-                break;
-            }
-            chan.wake.notified().await;
-            continue;
-        }
-        if let Err(e) = writer.write_cells(&buf).await {
-            debug!("client link write failed: {e}");
-            break;
-        }
-    }
-    writer.shutdown().await;
-    chan.close();
-}
-
-async fn read_loop(chan: Arc<ClientChannel>, mut reader: LinkReader) {
-    'outer: loop {
-        let cells = tokio::select! {
-            r = reader.read_cells() => match r {
-                Ok(cells) => cells,
-                Err(e) => {
-                    debug!("client link closed: {e}");
-                    break;
-                }
-            },
-            _ = chan.closing.notified() => break,
-        };
-        for raw in cells.chunks_exact(CELL_LEN) {
-            let cell = match Cell::decode(raw) {
-                Ok(Some(cell)) => cell,
-                // Padding.
-                Ok(None) => continue,
-                Err(e) => {
-                    debug!("relay sent a bad cell: {e}");
-                    break 'outer;
-                }
-            };
-            let tx = lock(&chan.circuits).get(&cell.circ_id).cloned();
-            if let Some(tx) = tx {
-                let _ = tx.send(CircEvent::Cell(cell.msg));
-            }
-        }
-    }
-    chan.close();
-    let circuits: Vec<_> = lock(&chan.circuits).drain().collect();
-    for (_, tx) in circuits {
-        let _ = tx.send(CircEvent::LinkClosed);
+        self.signals.wake_writer();
     }
 }

@@ -390,7 +390,7 @@ fn link_files_import_each_other_in_no_circle() {
     check("link", &[]);
 }
 
-/// `proto::dir` (directory documents) is left out: `dir/mod.rs` and its children still import
+/// `proto::dir` (directory documents) is left out: `dir.rs` and its children still import
 /// each other, and that module belongs to the directory-integrity work.
 #[test]
 fn proto_files_import_each_other_in_no_circle() {

@@ -9,7 +9,7 @@ use shallot_authority::store::KEY_FILE;
 use shallot_authority::{Authority, AuthorityConfig, AuthorityError};
 use shallot_crypto::hex;
 use shallot_crypto::keyfile::{ensure_private_dir, KeyFileError};
-use shallot_crypto::keys::IdentityKeypair;
+use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_directory::{AuthorityInfo, NetworkError, NetworkFile};
 use thiserror::Error;
 
@@ -42,6 +42,17 @@ pub enum DirectoryCommand {
         /// The HTTP address other nodes reach it at.
         #[arg(long, value_parser = super::preflight::reachable_addr)]
         address: SocketAddr,
+    },
+    /// Fetch the consensus from the network's authorities and list its relays, each by its
+    /// fingerprint (the form `shallot relay fingerprint` prints).
+    Relays {
+        /// The network file naming the authorities.
+        #[arg(long, value_name = "FILE")]
+        network: PathBuf,
+        /// List only the relay with this fingerprint (40 hex digits); fail if it is not
+        /// listed.
+        #[arg(long, value_parser = super::relay::parse_fingerprint)]
+        fingerprint: Option<RelayId>,
     },
 }
 
@@ -193,6 +204,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: DirectoryCommand) -> Result<(), Direc
             print!("{}", info.to_toml());
             Ok(())
         }
+        DirectoryCommand::Relays {
+            network,
+            fingerprint,
+        } => relays(&NetworkFile::load(&network)?, fingerprint),
         DirectoryCommand::Status(args) => {
             let addr = args
                 .address("authority.toml")
@@ -213,10 +228,57 @@ pub fn run(data_dir: Option<PathBuf>, cmd: DirectoryCommand) -> Result<(), Direc
                 get("known_relays"),
                 get("reachable_relays")
             );
+            println!(
+                "since start: {} votes taken, {} consensuses made, {} requests served",
+                get("votes_total"),
+                get("consensuses_made_total"),
+                get("requests_total")
+            );
             println!("equivocations seen: {}", get("equivocations"));
             Ok(())
         }
     }
+}
+
+/// Prints the relays of the consensus the authorities serve: one line each, fingerprint
+/// first, or only the one with `only`'s fingerprint.
+fn relays(network: &NetworkFile, only: Option<RelayId>) -> Result<(), DirectoryError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let limit = Duration::from_secs(network.params.request_timeout_secs);
+    let (consensus, _) = runtime
+        .block_on(shallot_directory::fetch::fetch_consensus(
+            network,
+            None,
+            shallot_rt::unix_now(),
+            limit,
+        ))
+        .map_err(|e| DirectoryError::Refused(e.to_string()))?;
+    let consensus = consensus.into_inner();
+    let listed: Vec<_> = consensus
+        .relays
+        .iter()
+        .filter(|r| only.is_none_or(|id| r.id == id))
+        .collect();
+    if let (Some(id), true) = (only, listed.is_empty()) {
+        return Err(DirectoryError::Refused(format!(
+            "relay {id} is not in the consensus ({} relays listed)",
+            consensus.relays.len()
+        )));
+    }
+    println!(
+        "consensus {}, {} relays",
+        super::observe::age(consensus.valid_after),
+        consensus.relays.len()
+    );
+    for r in listed {
+        println!(
+            "{}  {}  {}  {} B/s  {}",
+            r.id, r.nickname, r.address, r.bandwidth, r.flags
+        );
+    }
+    Ok(())
 }
 
 /// An authority's figures at one moment.
@@ -227,6 +289,7 @@ struct AuthorityReport {
     known_relays: usize,
     reachable_relays: usize,
     equivocations: usize,
+    counters: shallot_authority::AuthorityCounters,
 }
 
 fn report(handle: &shallot_authority::AuthorityHandle) -> AuthorityReport {
@@ -237,6 +300,7 @@ fn report(handle: &shallot_authority::AuthorityHandle) -> AuthorityReport {
         known_relays: handle.known_relays().len(),
         reachable_relays: handle.reachable_relays().len(),
         equivocations: handle.equivocations().len(),
+        counters: handle.counters(),
     }
 }
 
@@ -275,6 +339,24 @@ fn authority_metrics(r: &AuthorityReport) -> Vec<Metric> {
             "authority_equivocations",
             "Authorities caught signing two votes for one period.",
             r.equivocations,
+        ),
+        Metric::new(
+            "authority_votes_total",
+            "Votes taken in since start: this authority's own and its peers', each once.",
+            Kind::Counter,
+            r.counters.votes_taken,
+        ),
+        Metric::new(
+            "authority_consensuses_made_total",
+            "Consensuses this authority computed and signed since start.",
+            Kind::Counter,
+            r.counters.consensuses_made,
+        ),
+        Metric::new(
+            "authority_requests_total",
+            "HTTP requests answered since start (uploads, consensus and vote fetches).",
+            Kind::Counter,
+            r.counters.requests_served,
         ),
     ]
 }

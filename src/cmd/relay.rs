@@ -231,8 +231,22 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a rate like 500K, 2M or 1048576"))
 }
 
-fn parse_fingerprint(text: &str) -> Result<RelayId, String> {
-    RelayId::from_hex(text).map_err(|e| format!("not a relay fingerprint: {e}"))
+/// Parses a relay fingerprint as `relay fingerprint` prints it: 40 hex digits. A 64-digit
+/// identity key is refused with its fingerprint, so the mistake takes one step to fix.
+pub fn parse_fingerprint(text: &str) -> Result<RelayId, String> {
+    if let Ok(key) = hex::decode_array::<32>(text) {
+        if let Ok(key) = shallot_crypto::keys::VerifyingKey::from_bytes(&key) {
+            return Err(format!(
+                "{text} is an identity key, not a fingerprint: its fingerprint is {}",
+                RelayId::of(&key)
+            ));
+        }
+    }
+    RelayId::from_hex(text).map_err(|e| {
+        format!(
+            "not a relay fingerprint (40 hex digits, as `shallot relay fingerprint` prints): {e}"
+        )
+    })
 }
 
 /// Why a relay command failed.
@@ -368,18 +382,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: RelayCommand) -> Result<(), RelayCmdE
     }
 }
 
-/// The fingerprint (as `relay run` logs it and `--family` takes it), the identity key (as the
-/// consensus `r` line shows it) and the link key.
+/// The fingerprint: the one form in which every command, log and panel shows a relay
+/// (`docs/spec.md` §3).
 fn print_identity(keys: &shallot_relay::keys::RelayKeys) {
     println!("Fingerprint:  {}", keys.id);
-    println!(
-        "Identity key: {}",
-        hex::encode(keys.identity.public().as_bytes())
-    );
-    println!(
-        "Link key:     {}",
-        hex::encode(keys.link.public().as_bytes())
-    );
 }
 
 /// The relay's metrics, from its report.
