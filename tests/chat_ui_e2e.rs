@@ -75,6 +75,7 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
             let options = UiOptions {
                 select_contact: Some("bob".into()),
                 focus_input: true,
+                ..UiOptions::default()
             };
             ui::run(&mut terminal, input_rx, ui_rx, act_tx, options).await
         });

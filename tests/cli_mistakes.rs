@@ -524,6 +524,23 @@ fn bad_configuration_files_are_refused_naming_the_key() {
         &["directory", "run", "--data-dir", &keys_s],
         &["shallot/authority.toml", "`listen`", "IP:PORT"],
     );
+    // The chat's tui.toml is checked before the demo starts anything (no network, no
+    // terminal needed to be refused).
+    std::fs::write(
+        xdg.join("shallot/tui.toml"),
+        "[keys]\nnext_unread = \"x\"\n",
+    )
+    .unwrap();
+    in_xdg(
+        &["demo"],
+        &["shallot/tui.toml", "`keys.next_unread`", "ctrl-"],
+    );
+    std::fs::write(
+        xdg.join("shallot/tui.toml"),
+        "[theme]\ngood = \"blurple\"\n",
+    )
+    .unwrap();
+    in_xdg(&["demo"], &["`theme.good`", "#rrggbb"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

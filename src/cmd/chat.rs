@@ -10,7 +10,7 @@ use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerConfig, MessengerError, MessengerEvent};
 use shallot_client::store::{Store, StoreError};
 use shallot_directory::{NetworkError, NetworkFile};
-use shallot_tui::{self as ui, UiError, UiOptions};
+use shallot_tui::{self as ui, UiConfig, UiError, UiOptions};
 use thiserror::Error;
 
 use crate::testnet::{Testnet, TestnetError, TestnetOptions};
@@ -47,6 +47,32 @@ pub enum ChatError {
     /// The store's passphrase.
     #[error(transparent)]
     Passphrase(#[from] super::passphrase::PassphraseError),
+    /// The UI's configuration file (`tui.toml`).
+    #[error(transparent)]
+    UiConfig(#[from] shallot_tui::ConfigError),
+    /// The UI's configuration file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    UiConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        reason: String,
+    },
+}
+
+/// The UI's configuration: `tui.toml` in the platform's configuration directory (found as
+/// `relay.toml` is, [`super::config::default_path`]) if there is one, read and checked
+/// before anything starts; the colour depth comes from the terminal unless it says.
+fn ui_config() -> Result<UiConfig, ChatError> {
+    let depth = ui::theme::ColorDepth::from_env();
+    let Some(path) = super::config::default_path("tui.toml").filter(|p| p.is_file()) else {
+        return Ok(UiConfig::for_depth(depth));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| ChatError::UiConfigRead {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(UiConfig::parse(&text, &path, depth)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ChatError> {
@@ -71,10 +97,16 @@ pub fn chat(
     data_dir: &Path,
     args: ChatArgs,
 ) -> Result<(), ChatError> {
+    let config = ui_config()?;
     let network = NetworkFile::load(&args.network)?;
     let store = unlock.open(data_dir)?;
     let messenger = Messenger::open_store(store, network, MessengerConfig::default())?;
-    runtime()?.block_on(chat_ui(messenger, UiOptions::default()))
+    let options = UiOptions {
+        config,
+        data_dir: Some(data_dir.to_path_buf()),
+        ..UiOptions::default()
+    };
+    runtime()?.block_on(chat_ui(messenger, options))
 }
 
 /// Creates an identity in `dir` and opens its messenger.
@@ -120,6 +152,7 @@ async fn echo_bot(echo: Arc<Messenger>) {
 /// `shallot demo`: a network in a temporary directory, an echo contact, and the chat UI with
 /// that conversation open. Everything is stopped and removed on quit.
 pub fn demo() -> Result<(), ChatError> {
+    let config = ui_config()?;
     let dir = std::env::temp_dir().join(format!("shallot-demo-{}", std::process::id()));
     shallot_crypto::keyfile::ensure_private_dir(&dir).map_err(StoreError::from)?;
     let result = runtime()?.block_on(async {
@@ -149,6 +182,8 @@ pub fn demo() -> Result<(), ChatError> {
             let options = UiOptions {
                 select_contact: Some("echo".into()),
                 focus_input: true,
+                config,
+                data_dir: Some(dir.join("me")),
             };
             let r = chat_ui(me, options).await;
             bot.abort();

@@ -53,6 +53,7 @@ fn main() {
     let mut app = App::new(UiOptions {
         select_contact: Some("alice".to_owned()),
         focus_input: true,
+        ..UiOptions::default()
     });
     app.tick(NOW);
     let stored = |copies| Some(Delivery::Stored { copies });

@@ -10,8 +10,11 @@ use shallot_rt::unix_now;
 use super::command::CommandLine;
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
+use super::keymap::Keymap;
 use super::model::{Action, AppEvent, Delivery, NetworkDetails, NetworkStatus, UiOptions};
+use super::notify::NotifySettings;
 use super::roster::{Peer, Roster};
+use super::theme::Theme;
 use super::transcript::{self, Transcript, Viewport};
 
 /// Which pane has the keyboard.
@@ -95,10 +98,19 @@ pub struct App {
     /// Texts sent to each contact and not yet seen back as recorded messages: a refusal
     /// gives them back to the draft.
     pub(super) unsent: HashMap<String, Vec<String>>,
-    /// Ring the terminal bell when a message arrives in a conversation not on screen.
-    pub(super) bell: bool,
+    /// The bell and desktop notifications when a message arrives in a conversation not on
+    /// screen.
+    pub(super) notify: NotifySettings,
     /// A bell is owed to the terminal.
     pub(super) ring: bool,
+    /// A desktop notification is owed to the terminal, saying this.
+    pub(super) notification: Option<String>,
+    /// The colours.
+    pub(super) theme: Theme,
+    /// The user's key bindings.
+    pub(super) keys: Keymap,
+    /// The draft of this conversation is to be written in `$EDITOR`.
+    pub(super) edit_request: Option<Option<Peer>>,
     /// Text to put on the clipboard through the terminal.
     pub(super) copy: Option<String>,
     pub(super) selected: Option<Peer>,
@@ -156,8 +168,12 @@ impl App {
             notice: None,
             log: Vec::new(),
             unsent: HashMap::new(),
-            bell: true,
+            notify: options.config.notify,
             ring: false,
+            notification: None,
+            theme: options.config.theme,
+            keys: options.config.keys,
+            edit_request: None,
             copy: None,
             selected: None,
             focus: if options.focus_input {
@@ -197,6 +213,52 @@ impl App {
     /// screen, with the bell on); clears it.
     pub fn take_bell(&mut self) -> bool {
         std::mem::take(&mut self.ring)
+    }
+
+    /// A desktop notification owed to the terminal (its text), if any; clears it.
+    pub fn take_notification(&mut self) -> Option<String> {
+        self.notification.take()
+    }
+
+    /// The bell and a desktop notification saying `body`, as switched on.
+    fn alert(&mut self, body: String) {
+        self.ring |= self.notify.bell;
+        if self.notify.desktop {
+            self.notification = Some(body);
+        }
+    }
+
+    /// The notification settings (for the escape sequence to send).
+    pub fn notify_settings(&self) -> &NotifySettings {
+        &self.notify
+    }
+
+    /// The draft the user asked to write in `$EDITOR`, if any (its text); clears the
+    /// request. Give the edited text back with [`App::edited`].
+    pub fn take_edit_request(&mut self) -> Option<String> {
+        let peer = self.edit_request.clone()?;
+        Some(
+            self.drafts
+                .get(&peer)
+                .map(|d| d.text().to_owned())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The text written in `$EDITOR` (or why not) replaces the draft it started from.
+    pub fn edited(&mut self, result: Result<String, String>) {
+        let Some(peer) = self.edit_request.take() else {
+            return;
+        };
+        match result {
+            Ok(text) => {
+                let draft = self.drafts.entry(peer).or_default();
+                draft.take();
+                draft.insert_str(&text);
+                self.focus = Focus::Input;
+            }
+            Err(e) => self.say(format!("editor: {e}; the draft is kept")),
+        }
     }
 
     /// Text the user asked to copy to the clipboard, if any; clears it.
@@ -251,6 +313,7 @@ impl App {
                 if m.outgoing {
                     self.sent_back(&m.contact, &m.text);
                 }
+                let body = self.notify.body(&m.contact, &m.text);
                 let counts = self.roster.add_message(m);
                 if here {
                     if counts {
@@ -260,8 +323,8 @@ impl App {
                     if self.view.top.is_some() && height > 0 {
                         self.unseen_below = true;
                     }
-                } else if counts && self.bell {
-                    self.ring = true;
+                } else if counts {
+                    self.alert(body);
                 }
             }
             AppEvent::DeliveryChanged { id, delivery } => {
@@ -305,8 +368,8 @@ impl App {
                 }
             }
             AppEvent::ContactRequest(request) => {
-                if self.bell && self.selected != Some(Peer::Request(request.address.clone())) {
-                    self.ring = true;
+                if self.selected != Some(Peer::Request(request.address.clone())) {
+                    self.alert("new contact request".to_owned());
                 }
                 self.roster.upsert_request(request);
             }

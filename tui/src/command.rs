@@ -28,6 +28,7 @@ pub const COMMANDS: &[CommandHelp] = &[
     cmd("add", "", "add a contact"),
     cmd("bell", "", "bell on new messages on/off"),
     cmd("block", "", "remove and ignore this contact"),
+    cmd("edit", "", "write the message in $EDITOR"),
     cmd("help", "", "list every key"),
     cmd("ignore", "", "ignore the selected request"),
     cmd("ignored", "", "list ignored addresses"),
@@ -35,6 +36,7 @@ pub const COMMANDS: &[CommandHelp] = &[
     cmd("me", "", "show my address"),
     cmd("network", "", "the network panel"),
     cmd("next", "", "next conversation with unread"),
+    cmd("notify", "on|off", "desktop notifications on/off"),
     cmd("quit", "", "quit"),
     cmd("remove", "", "remove this contact"),
     cmd("rename", "NAME", "rename this contact"),
@@ -53,6 +55,8 @@ pub enum Command {
     Bell,
     /// `block`.
     Block,
+    /// `edit`.
+    Edit,
     /// `help`.
     Help,
     /// `ignore`.
@@ -67,6 +71,8 @@ pub enum Command {
     Network,
     /// `next`.
     Next,
+    /// `notify on` or `notify off`.
+    Notify(bool),
     /// `quit`.
     Quit,
     /// `remove`.
@@ -111,6 +117,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "add" => Command::Add,
         "bell" => Command::Bell,
         "block" => Command::Block,
+        "edit" => Command::Edit,
         "help" => Command::Help,
         "ignore" => Command::Ignore,
         "ignored" => Command::Ignored,
@@ -118,6 +125,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "me" => Command::Me,
         "network" => Command::Network,
         "next" => Command::Next,
+        "notify" => match rest {
+            "on" => Command::Notify(true),
+            "off" => Command::Notify(false),
+            _ => return Err("usage: :notify on|off".to_owned()),
+        },
         "quit" => Command::Quit,
         "remove" => Command::Remove,
         "rename" => Command::Rename(rest.to_owned()),
@@ -193,15 +205,19 @@ mod tests {
         assert!(parse("quit now").is_err());
         assert!(parse("zap").is_err_and(|e| e.contains("no command")));
         assert!(parse("").is_err());
+        assert_eq!(parse("notify off"), Ok(Command::Notify(false)));
+        assert_eq!(parse("no on"), Ok(Command::Notify(true)));
+        assert!(parse("notify maybe").is_err_and(|e| e.contains("on|off")));
+        assert_eq!(parse("ed"), Ok(Command::Edit));
     }
 
     #[test]
     fn every_command_parses_by_its_name() {
         for c in COMMANDS {
-            let line = if c.argument.is_empty() {
-                c.name.to_owned()
-            } else {
-                format!("{} x", c.name)
+            let line = match c.argument {
+                "" => c.name.to_owned(),
+                "on|off" => format!("{} on", c.name),
+                _ => format!("{} x", c.name),
             };
             assert!(parse(&line).is_ok(), "{line}");
         }

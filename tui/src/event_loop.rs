@@ -32,8 +32,24 @@ pub async fn run<B: Backend>(
     actions: UnboundedSender<Action>,
     options: UiOptions,
 ) -> io::Result<()> {
+    let outside = Outside {
+        raw: |_| {},
+        edit: |_, _| Err("no editor here".to_owned()),
+        edit_dir: std::env::temp_dir(),
+    };
     let mut app = App::new(options);
-    drive(terminal, &mut app, input, events, actions, |_| {}).await
+    drive(terminal, &mut app, input, events, actions, &outside).await
+}
+
+/// What the app owes the terminal beside the screen, and how it is paid.
+pub(super) struct Outside {
+    /// Writes bytes to the terminal (a bell, an OSC 52 copy, a notification).
+    pub(super) raw: fn(&[u8]),
+    /// Hands the terminal to the user's editor on a draft (in `edit_dir`) and returns the
+    /// text written, or why not.
+    pub(super) edit: fn(&str, &std::path::Path) -> Result<String, String>,
+    /// Where drafts are written for the editor.
+    pub(super) edit_dir: std::path::PathBuf,
 }
 
 /// Sends `list`; a backend that has gone is noted once, and the UI carries on.
@@ -47,8 +63,9 @@ fn send_all(app: &mut App, actions: &UnboundedSender<Action>, list: Vec<Action>)
     }
 }
 
-/// [`run`] for an [`App`] already made (for example with its time zone set), giving `raw`
-/// what the app owes the terminal beside the screen: a bell, text to copy (OSC 52). However it ends, the backend is told
+/// [`run`] for an [`App`] already made (for example with its time zone set), giving
+/// `outside` what the app owes the terminal beside the screen: a bell, a notification, text
+/// to copy (OSC 52), a draft to write in `$EDITOR`. However it ends, the backend is told
 /// [`Action::Quit`].
 pub(super) async fn drive<B: Backend>(
     terminal: &mut Terminal<B>,
@@ -56,9 +73,9 @@ pub(super) async fn drive<B: Backend>(
     input: UnboundedReceiver<Event>,
     events: UnboundedReceiver<AppEvent>,
     actions: UnboundedSender<Action>,
-    raw: fn(&[u8]),
+    outside: &Outside,
 ) -> io::Result<()> {
-    let result = event_loop(terminal, app, input, events, &actions, raw).await;
+    let result = event_loop(terminal, app, input, events, &actions, outside).await;
     if result.is_err() {
         let _ = actions.send(Action::Quit);
     }
@@ -71,7 +88,7 @@ async fn event_loop<B: Backend>(
     mut input: UnboundedReceiver<Event>,
     mut events: UnboundedReceiver<AppEvent>,
     actions: &UnboundedSender<Action>,
-    raw: fn(&[u8]),
+    outside: &Outside,
 ) -> io::Result<()> {
     let mut backend_open = true;
     let mut tick = tokio::time::interval(TICK);
@@ -123,13 +140,36 @@ async fn event_loop<B: Backend>(
         if app.should_quit() {
             return Ok(());
         }
+        if let Some(draft) = app.take_edit_request() {
+            let edited = run_editor(outside, draft).await;
+            app.edited(edited);
+            // The editor drew over the screen: draw all of it again.
+            terminal.clear()?;
+        }
         terminal.draw(|frame| app.render(frame))?;
+        let raw = outside.raw;
         if app.take_bell() {
             raw(b"\x07");
+        }
+        if let Some(body) = app.take_notification() {
+            raw(&app.notify_settings().sequence(&body));
         }
         if let Some(text) = app.take_copy() {
             raw(&super::clipboard::osc52(&text));
         }
+    }
+}
+
+/// Runs the editor hook, which blocks until the user leaves the editor, without holding up
+/// the runtime's other tasks where the runtime allows.
+async fn run_editor(outside: &Outside, draft: String) -> Result<String, String> {
+    let edit = outside.edit;
+    let dir = outside.edit_dir.clone();
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| edit(&draft, &dir))
+    } else {
+        edit(&draft, &dir)
     }
 }
 

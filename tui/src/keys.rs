@@ -13,6 +13,7 @@ use super::app::{App, Confirm, Focus, Overlay, Search};
 use super::command::{self, Command, CommandLine};
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
+use super::keymap::GlobalAction;
 use super::model::{Action, Delivery};
 use super::roster::Peer;
 use super::transcript;
@@ -41,6 +42,27 @@ fn has_command_modifier(key: &KeyEvent) -> bool {
 
 fn is_ctrl(key: &KeyEvent, c: char) -> bool {
     key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char(c)
+}
+
+/// What a key does by default wherever the focus is; `free`: whether a plain `?`, `:` or
+/// `/` would not be typed into a draft.
+fn default_global(key: &KeyEvent, free: bool) -> Option<GlobalAction> {
+    Some(match key.code {
+        KeyCode::F(1) => GlobalAction::Help,
+        KeyCode::F(2) => GlobalAction::Network,
+        KeyCode::Char('?') if free && plain(key).is_some() => GlobalAction::Help,
+        KeyCode::Char(':' | '/') if free && plain(key).is_some() => GlobalAction::Command,
+        KeyCode::Tab => GlobalAction::FocusNext,
+        KeyCode::BackTab => GlobalAction::FocusPrevious,
+        KeyCode::PageUp => GlobalAction::ScrollUp,
+        KeyCode::PageDown => GlobalAction::ScrollDown,
+        _ if is_ctrl(key, 'n') => GlobalAction::NextUnread,
+        _ if is_ctrl(key, 'r') => GlobalAction::Retry,
+        _ if is_ctrl(key, 'l') => GlobalAction::Log,
+        _ if is_ctrl(key, 'f') => GlobalAction::Search,
+        _ if is_ctrl(key, 'e') => GlobalAction::Edit,
+        _ => return None,
+    })
 }
 
 /// A plain character key (Shift allowed).
@@ -124,35 +146,52 @@ impl App {
     }
 
     /// The keys that do the same wherever the focus is; returns whether `key` was one.
-    /// `?`, `:` and `/` count only where they would not be typed: outside the input line,
-    /// or in it while it is empty.
+    /// A key bound in the configuration file comes first. `?`, `:` and `/` count only
+    /// where they would not be typed: outside the input line, or in it while it is empty.
     fn on_global_key(&mut self, key: &KeyEvent) -> bool {
         let empty_input = self.draft().is_none_or(|d| d.text().is_empty());
         let free = self.focus != Focus::Input || empty_input;
-        match key.code {
-            KeyCode::F(1) => self.overlay = Some(Overlay::Help { scroll: 0 }),
-            KeyCode::F(2) => self.overlay = Some(Overlay::Network { scroll: 0 }),
-            KeyCode::Char('?') if free && plain(key).is_some() => {
-                self.overlay = Some(Overlay::Help { scroll: 0 })
+        let action = self.keys.action(key).or_else(|| default_global(key, free));
+        match action {
+            Some(action) => {
+                self.global(action);
+                true
             }
-            KeyCode::Char(':' | '/') if free && plain(key).is_some() => {
-                self.overlay = Some(Overlay::Command(CommandLine::default()))
-            }
-            KeyCode::Tab => self.cycle_focus(true),
-            KeyCode::BackTab => self.cycle_focus(false),
-            KeyCode::PageUp => self.scroll(transcript::Viewport::page_up),
-            KeyCode::PageDown => self.scroll(transcript::Viewport::page_down),
-            _ if is_ctrl(key, 'n') => self.next_unread(),
-            _ if is_ctrl(key, 'r') => self.retry_now(),
-            _ if is_ctrl(key, 'l') => self.overlay = Some(Overlay::Log { scroll: 0 }),
-            _ if is_ctrl(key, 'f') => {
+            None => false,
+        }
+    }
+
+    /// Does what a key that works anywhere does.
+    fn global(&mut self, action: GlobalAction) {
+        match action {
+            GlobalAction::Help => self.overlay = Some(Overlay::Help { scroll: 0 }),
+            GlobalAction::Network => self.overlay = Some(Overlay::Network { scroll: 0 }),
+            GlobalAction::Command => self.overlay = Some(Overlay::Command(CommandLine::default())),
+            GlobalAction::FocusNext => self.cycle_focus(true),
+            GlobalAction::FocusPrevious => self.cycle_focus(false),
+            GlobalAction::ScrollUp => self.scroll(transcript::Viewport::page_up),
+            GlobalAction::ScrollDown => self.scroll(transcript::Viewport::page_down),
+            GlobalAction::NextUnread => self.next_unread(),
+            GlobalAction::Retry => self.retry_now(),
+            GlobalAction::Log => self.overlay = Some(Overlay::Log { scroll: 0 }),
+            GlobalAction::Edit => self.edit_in_editor(),
+            GlobalAction::Search => {
                 let mut line = CommandLine::default();
                 line.line.insert_str("search ");
                 self.overlay = Some(Overlay::Command(line));
             }
-            _ => return false,
         }
-        true
+    }
+
+    /// Asks for the open conversation's draft to be written in `$EDITOR`.
+    fn edit_in_editor(&mut self) {
+        match &self.selected {
+            Some(Peer::Contact(_)) => self.edit_request = Some(self.selected.clone()),
+            Some(Peer::Request(_)) => {
+                self.say("accept this request (y in the contacts pane) to reply");
+            }
+            None => self.say("no conversation open: add a contact first (Esc, then a)"),
+        }
     }
 
     /// Opens the next conversation (after the open one, wrapping) with unread messages,
@@ -307,8 +346,21 @@ impl App {
             Command::Accept => self.accept(),
             Command::Add => return Some(Overlay::AddContact(AddContactForm::default())),
             Command::Bell => {
-                self.bell = !self.bell;
-                self.say(if self.bell { "bell on" } else { "bell off" });
+                self.notify.bell = !self.notify.bell;
+                self.say(if self.notify.bell {
+                    "bell on"
+                } else {
+                    "bell off"
+                });
+            }
+            Command::Edit => self.edit_in_editor(),
+            Command::Notify(on) => {
+                self.notify.desktop = on;
+                self.say(if on {
+                    "desktop notifications on (if your terminal shows them)"
+                } else {
+                    "desktop notifications off"
+                });
             }
             Command::Block => self.confirm_on_contact(Confirm::BlockContact, "block"),
             Command::Help => return Some(Overlay::Help { scroll: 0 }),

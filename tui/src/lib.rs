@@ -21,6 +21,9 @@
 //!   out in lines, and scrolling through it; [`dialog`]: the add-contact and accept forms;
 //!   [`editor`]: editable text; [`text`]: sanitizing, measuring and wrapping text;
 //!   [`clock`]: times and ages; [`clipboard`]: copying through the terminal (OSC 52);
+//! * [`config`]: the configuration file (`tui.toml`): [`theme`] (colours and the 16-colour
+//!   fallback), [`keymap`] (key bindings), [`notify`] (bell and desktop notifications);
+//! * [`external_editor`]: writing a long message in `$EDITOR`;
 //! * [`render`]: drawing, and [`render_to_text`] for tests and captures;
 //! * [`event_loop`]: [`run`], the loop over input and backend events;
 //! * [`terminal`]: [`run_in_terminal`], the real terminal with a guaranteed restore, and
@@ -38,12 +41,16 @@ pub mod chat;
 pub mod clipboard;
 pub mod clock;
 pub mod command;
+pub mod config;
 pub mod dialog;
 pub mod editor;
 pub mod event_loop;
+pub mod external_editor;
 pub mod help;
+pub mod keymap;
 mod keys;
 pub mod model;
+pub mod notify;
 pub mod render;
 pub mod roster;
 pub mod shared_backend;
@@ -51,9 +58,11 @@ pub mod terminal;
 #[cfg(test)]
 mod test_support;
 pub mod text;
+pub mod theme;
 pub mod transcript;
 
 pub use app::{App, Focus, Overlay};
+pub use config::{ConfigError, UiConfig};
 pub use event_loop::run;
 pub use model::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,

@@ -285,4 +285,9 @@ pub struct UiOptions {
     /// Start with the cursor in the input line (with `select_contact`, typing and Enter sends
     /// at once).
     pub focus_input: bool,
+    /// The configuration file's theme, keys and notifications.
+    pub config: crate::config::UiConfig,
+    /// Where drafts being written in `$EDITOR` are kept meanwhile (the user's data
+    /// directory); the system's temporary directory when not given.
+    pub data_dir: Option<std::path::PathBuf>,
 }

@@ -99,6 +99,7 @@ impl App {
             );
             let p = Paragraph::new(text).wrap(Wrap { trim: true });
             frame.render_widget(p, area);
+            self.theme.paint(frame.buffer_mut());
             return;
         }
         let input_width = usize::from(contacts_width(area.width).min(area.width));
@@ -130,6 +131,7 @@ impl App {
             let over = Rect::new(area.x, area.y, area.width, area.height.saturating_sub(1));
             self.render_overlay(frame, over);
         }
+        self.theme.paint(frame.buffer_mut());
     }
 
     /// Lines the input box needs for the current draft, 1 to [`MAX_INPUT_ROWS`].

@@ -3,6 +3,7 @@
 //! the cursor), whether the UI ends normally, with an error, or by a panic anywhere.
 
 use std::io::{self, IsTerminal};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,8 @@ use tokio::sync::Notify;
 
 use super::app::App;
 use super::clock::parse_utc_offset;
-use super::event_loop::drive;
+use super::event_loop::{drive, Outside};
+use super::external_editor;
 use super::model::{Action, AppEvent, UiOptions};
 
 /// How often the input thread looks up from waiting to see whether the UI has gone.
@@ -58,8 +60,19 @@ pub fn spawn_terminal_input() -> UnboundedReceiver<Event> {
     rx
 }
 
+/// Set while another program (the editor) has the terminal: the input thread stops reading.
+static INPUT_PAUSED: AtomicBool = AtomicBool::new(false);
+/// Set by the input thread once it has stopped reading for [`INPUT_PAUSED`].
+static INPUT_PARKED: AtomicBool = AtomicBool::new(false);
+
 fn read_events(tx: &UnboundedSender<Event>) {
     while !tx.is_closed() {
+        if INPUT_PAUSED.load(Ordering::Acquire) {
+            INPUT_PARKED.store(true, Ordering::Release);
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        INPUT_PARKED.store(false, Ordering::Release);
         match event::poll(INPUT_POLL) {
             Ok(false) => continue,
             Ok(true) => match event::read() {
@@ -94,21 +107,48 @@ fn restore_terminal() {
     }
 }
 
+/// Puts the terminal in full-screen mode: raw mode, the alternate screen, bracketed paste,
+/// the mouse.
+fn enter_terminal() -> io::Result<()> {
+    enable_raw_mode()?;
+    ACTIVE.store(true, Ordering::Release);
+    execute!(
+        io::stdout(),
+        EnterAlternateScreen,
+        EnableBracketedPaste,
+        EnableMouseCapture
+    )
+}
+
 /// Restores the terminal when dropped, on every way out of [`run_in_terminal`].
 struct TerminalGuard;
 
 impl TerminalGuard {
     fn enter() -> io::Result<Self> {
-        enable_raw_mode()?;
-        ACTIVE.store(true, Ordering::Release);
         let guard = TerminalGuard;
-        execute!(
-            io::stdout(),
-            EnterAlternateScreen,
-            EnableBracketedPaste,
-            EnableMouseCapture
-        )?;
+        enter_terminal()?;
         Ok(guard)
+    }
+}
+
+/// Hands the terminal to `$VISUAL`/`$EDITOR` on `text` (see [`crate::external_editor`]):
+/// stops reading input, leaves full-screen mode, runs the editor, and takes the terminal
+/// back whatever happened.
+fn suspend_and_edit(text: &str, dir: &Path) -> Result<String, String> {
+    INPUT_PAUSED.store(true, Ordering::Release);
+    // The input thread looks up at least every INPUT_POLL; wait for it, within reason.
+    let deadline = std::time::Instant::now() + 10 * INPUT_POLL;
+    while !INPUT_PARKED.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    restore_terminal();
+    let result = external_editor::edit_text(dir, text, &external_editor::editor_command());
+    let resumed = enter_terminal();
+    INPUT_PAUSED.store(false, Ordering::Release);
+    match (result, resumed) {
+        (_, Err(e)) => Err(format!("could not take the terminal back: {e}")),
+        (Ok(text), Ok(())) => Ok(text),
+        (Err(e), Ok(())) => Err(e.to_string()),
     }
 }
 
@@ -172,8 +212,14 @@ pub async fn run_in_terminal(
         let _ = actions.send(Action::Quit);
         return Err(UiError::NotATerminal);
     }
+    let edit_dir = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut app = App::new(options);
     app.set_utc_offset(local_utc_offset().await);
+    let outside = Outside {
+        raw,
+        edit: suspend_and_edit,
+        edit_dir,
+    };
 
     let panicked = Arc::new(Notify::new());
     let previous = Arc::new(std::panic::take_hook());
@@ -195,7 +241,7 @@ pub async fn run_in_terminal(
         terminal.clear().map_err(UiError::Setup)?;
         let input = spawn_terminal_input();
         tokio::select! {
-            result = drive(&mut terminal, &mut app, input, events, actions.clone(), raw) => {
+            result = drive(&mut terminal, &mut app, input, events, actions.clone(), &outside) => {
                 result.map_err(UiError::Terminal)
             }
             () = panicked.notified() => {

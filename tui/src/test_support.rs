@@ -142,6 +142,7 @@ pub(crate) fn alice_app() -> App {
     let mut app = demo_app(UiOptions {
         select_contact: Some("alice".into()),
         focus_input: true,
+        ..UiOptions::default()
     });
     app.take_actions();
     app

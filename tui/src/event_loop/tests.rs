@@ -71,6 +71,7 @@ fn alice_first() -> UiOptions {
     UiOptions {
         select_contact: Some("alice".into()),
         focus_input: true,
+        ..UiOptions::default()
     }
 }
 

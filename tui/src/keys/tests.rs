@@ -247,6 +247,7 @@ fn starting_on_a_contact_lets_typing_send_at_once() {
     let mut app = App::new(UiOptions {
         select_contact: Some("bob".into()),
         focus_input: true,
+        ..UiOptions::default()
     });
     // Typed before the backend's snapshot arrived: kept for bob.
     type_text(&mut app, "hi");
@@ -432,6 +433,7 @@ fn text_typed_while_waiting_for_the_start_contact_goes_to_it() {
     let mut app = App::new(UiOptions {
         select_contact: Some("echo".into()),
         focus_input: true,
+        ..UiOptions::default()
     });
     // The snapshot does not hold the contact yet: nothing else gets selected meanwhile.
     app.apply(demo_snapshot());
@@ -602,9 +604,9 @@ fn commands_run_with_completion() {
     assert_eq!(app.overlay(), Some(&Overlay::Network { scroll: 0 }));
     press(&mut app, KeyCode::Esc);
     command(&mut app, "bell");
-    assert!(!app.bell);
+    assert!(!app.notify.bell);
     command(&mut app, "bell");
-    assert!(app.bell);
+    assert!(app.notify.bell);
     command(&mut app, "next");
     assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
     command(&mut app, "next");
@@ -817,4 +819,154 @@ fn the_mouse_selects_contacts_and_scrolls() {
     mouse(&mut app, MouseEventKind::ScrollDown, 40, 10);
     assert_eq!(app.view.top, None);
     assert_eq!(app.focus(), Focus::Input);
+}
+
+/// The app of `alice_app` with a configuration file's text.
+fn configured_alice_app(toml: &str) -> App {
+    let config = crate::config::UiConfig::parse(
+        toml,
+        std::path::Path::new("tui.toml"),
+        crate::theme::ColorDepth::TrueColor,
+    )
+    .unwrap();
+    let mut app = demo_app(UiOptions {
+        select_contact: Some("alice".into()),
+        focus_input: true,
+        config,
+        ..UiOptions::default()
+    });
+    app.take_actions();
+    app
+}
+
+/// A key bound in tui.toml does its action in every focus, even where it would be typed or
+/// mean something else; the default key keeps working.
+#[test]
+fn a_rebound_key_works_in_every_focus() {
+    let mut app = configured_alice_app("[keys]\nnext_unread = \"alt-u\"\nnetwork = \"f9\"\n");
+    // In the input line, with text typed: alt-u is not typed, it opens bob (unread).
+    type_text(&mut app, "draft");
+    with(&mut app, KeyCode::Char('u'), M::ALT);
+    assert_eq!(app.selected(), Some(&Peer::Contact("bob".into())));
+    for focus in [Focus::Contacts, Focus::Conversation, Focus::Input] {
+        app.focus = focus;
+        press(&mut app, KeyCode::F(9));
+        assert_eq!(
+            app.overlay(),
+            Some(&Overlay::Network { scroll: 0 }),
+            "{focus:?}"
+        );
+        press(&mut app, KeyCode::Esc);
+    }
+    // Ctrl-N still does what it did.
+    with(&mut app, KeyCode::Char('n'), M::CONTROL);
+    assert_eq!(app.selected(), Some(&Peer::Request(address(9))));
+    // The help lists the user's keys.
+    press(&mut app, KeyCode::F(1));
+    let screen = crate::render_to_text(&mut app, 80, 24);
+    assert!(screen.contains("Your keys (tui.toml)"), "{screen}");
+    assert!(
+        screen.contains("alt-u") && screen.contains("next unread"),
+        "{screen}"
+    );
+}
+
+/// Ctrl-E and :edit ask for the draft to go to $EDITOR; what comes back replaces it, and a
+/// failed editor keeps it.
+#[test]
+fn ctrl_e_and_edit_hand_the_draft_to_the_editor() {
+    let mut app = alice_app();
+    type_text(&mut app, "short");
+    assert_eq!(with(&mut app, KeyCode::Char('e'), M::CONTROL), vec![]);
+    assert_eq!(app.take_edit_request().as_deref(), Some("short"));
+    app.edited(Ok("a long\nmessage".into()));
+    assert_eq!(draft(&app), "a long\nmessage");
+    assert_eq!(app.take_edit_request(), None);
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![send("alice", "a long\nmessage")]
+    );
+
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "edit");
+    assert_eq!(app.take_edit_request().as_deref(), Some(""));
+    app.edited(Err("vi exited with status 1".into()));
+    assert!(app
+        .current_notice()
+        .is_some_and(|n| n.contains("vi exited") && n.contains("kept")));
+    // On a request there is nothing to write.
+    with(&mut app, KeyCode::Char('n'), M::CONTROL);
+    with(&mut app, KeyCode::Char('n'), M::CONTROL);
+    assert!(matches!(app.selected(), Some(Peer::Request(_))));
+    with(&mut app, KeyCode::Char('e'), M::CONTROL);
+    assert_eq!(app.take_edit_request(), None);
+}
+
+/// A message in a conversation not on screen asks for a desktop notification that names
+/// the sender but not the text (unless configured); :notify switches it while running.
+#[test]
+fn desktop_notifications_name_the_sender_not_the_text() {
+    let mut app = alice_app();
+    app.apply(AppEvent::MessageAdded(message(
+        60,
+        "alice",
+        "here",
+        T + 401,
+        None,
+    )));
+    assert_eq!(app.take_notification(), None);
+    app.apply(AppEvent::MessageAdded(message(
+        61,
+        "bob",
+        "secret",
+        T + 402,
+        None,
+    )));
+    let body = app.take_notification().unwrap();
+    assert_eq!(body, "new message from bob");
+    let seq = app.notify_settings().sequence(&body);
+    assert!(!String::from_utf8_lossy(&seq).contains("secret"));
+    press(&mut app, KeyCode::Esc);
+    command(&mut app, "notify off");
+    app.apply(AppEvent::MessageAdded(message(
+        62,
+        "bob",
+        "again",
+        T + 403,
+        None,
+    )));
+    assert_eq!(app.take_notification(), None);
+    assert!(app.take_bell(), "the bell is switched on its own");
+    command(&mut app, "notify on");
+    app.apply(AppEvent::MessageAdded(message(
+        63,
+        "bob",
+        "more",
+        T + 404,
+        None,
+    )));
+    assert_eq!(
+        app.take_notification().as_deref(),
+        Some("new message from bob")
+    );
+
+    let mut app = configured_alice_app("[notify]\ncontent = \"none\"\nbell = false\n");
+    app.apply(AppEvent::MessageAdded(message(
+        61,
+        "bob",
+        "secret",
+        T + 402,
+        None,
+    )));
+    assert_eq!(app.take_notification().as_deref(), Some("new message"));
+    assert!(!app.take_bell());
+    let mut app = configured_alice_app("[notify]\ndesktop = false\n");
+    app.apply(AppEvent::MessageAdded(message(
+        61,
+        "bob",
+        "secret",
+        T + 402,
+        None,
+    )));
+    assert_eq!(app.take_notification(), None);
 }

@@ -97,12 +97,29 @@ pub(super) fn field(editor: &Editor, active: bool, cols: u16) -> (Line<'static>,
     (line, 2 + cursor as u16)
 }
 
-/// The help overlay's sections as lines, one block of lines per section.
-fn help_sections() -> Vec<Vec<Line<'static>>> {
+/// The help overlay's sections as lines, one block of lines per section; the keys bound in
+/// the configuration file first, if any.
+fn help_sections(bound: &[(String, &'static str)]) -> Vec<Vec<Line<'static>>> {
     let kw = keys_width();
-    SECTIONS
-        .iter()
-        .map(|section| {
+    let title = |t: &str| {
+        Line::styled(
+            format!(" {t}"),
+            Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+        )
+    };
+    let mine = (!bound.is_empty()).then(|| {
+        let mut lines = vec![title("Your keys (tui.toml)")];
+        for (k, action) in bound {
+            let pad = " ".repeat(kw.saturating_sub(width(k)));
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {k}{pad} "), Style::new().fg(Color::Cyan)),
+                Span::raw(action.replace('_', " ")),
+            ]));
+        }
+        lines
+    });
+    mine.into_iter()
+        .chain(SECTIONS.iter().map(|section| {
             let mut lines = vec![Line::styled(
                 format!(" {}", section.title),
                 Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
@@ -115,7 +132,7 @@ fn help_sections() -> Vec<Vec<Line<'static>>> {
                 ]));
             }
             lines
-        })
+        }))
         .collect()
 }
 
@@ -260,7 +277,7 @@ impl App {
         let inner = block.inner(area);
         frame.render_widget(Clear, area);
         frame.render_widget(block, area);
-        let sections = help_sections();
+        let sections = help_sections(&self.keys.listed());
         let columns: Vec<Vec<Line<'static>>> = if inner.width >= 2 * HELP_COLUMN {
             // The split that makes the taller column shortest.
             let rows = |s: &[Vec<Line>]| s.iter().map(Vec::len).sum::<usize>() + s.len();

@@ -314,6 +314,7 @@ fn unanswered_messages_wait_for_acceptance() {
     let mut app = demo_app(UiOptions {
         select_contact: Some("carol".into()),
         focus_input: false,
+        ..UiOptions::default()
     });
     app.apply(AppEvent::MessageAdded(message(
         40,
@@ -587,4 +588,83 @@ fn confirm_log_and_search_at_80x24() {
     press(&mut app, KeyCode::Enter);
     let screen = render_to_text(&mut app, 80, 24);
     assert!(screen.contains("No message contains that."), "{screen}");
+}
+
+/// The alice screen drawn into a buffer, with the configuration file `toml` at `depth`.
+fn themed_buffer(toml: &str, depth: crate::theme::ColorDepth) -> ratatui::buffer::Buffer {
+    let config =
+        crate::config::UiConfig::parse(toml, std::path::Path::new("tui.toml"), depth).unwrap();
+    let mut app = demo_app(UiOptions {
+        select_contact: Some("alice".into()),
+        focus_input: true,
+        config,
+        ..UiOptions::default()
+    });
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    terminal.draw(|frame| app.render(frame)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+/// Under a custom theme the same text is drawn, each role in the theme's colour: ✓✓ in
+/// `good`, the failed message in `bad`, the background everywhere.
+#[test]
+fn a_custom_theme_colours_each_role() {
+    use ratatui::style::Color;
+    let plain = themed_buffer("", crate::theme::ColorDepth::TrueColor);
+    let themed = themed_buffer(
+        "[theme]\ngood = \"#00aa55\"\nbad = \"#ff5f00\"\nwarn = \"214\"\nbackground = \"#101010\"\n",
+        crate::theme::ColorDepth::TrueColor,
+    );
+    assert_eq!(buffer_text(&plain), buffer_text(&themed));
+    assert_eq!(buffer_text(&themed), ALICE_80X24);
+    let mut roles = 0;
+    for (a, b) in plain.content.iter().zip(themed.content.iter()) {
+        let expected = match a.fg {
+            Color::Green => Color::Rgb(0, 0xaa, 0x55),
+            Color::Red => Color::Rgb(0xff, 0x5f, 0),
+            Color::Yellow => Color::Indexed(214),
+            other => other,
+        };
+        roles += usize::from(expected != a.fg);
+        assert_eq!(b.fg, expected, "{:?}", a.symbol());
+        assert_eq!(b.bg, Color::Rgb(0x10, 0x10, 0x10));
+    }
+    assert!(roles > 10, "only {roles} coloured cells");
+    // The ✓✓ of the delivered message is drawn in the theme's `good`.
+    let area = themed.area;
+    let ticks = (0..area.height)
+        .flat_map(|y| (0..area.width).map(move |x| (x, y)))
+        .find(|&(x, y)| themed[(x, y)].symbol() == "✓" && themed[(x + 1, y)].symbol() == "✓")
+        .unwrap();
+    assert_eq!(themed[ticks].fg, Color::Rgb(0, 0xaa, 0x55));
+}
+
+/// With 16 colours (said in the file, or detected), a theme of 24-bit and palette colours
+/// is drawn with the 16 ANSI colours only.
+#[test]
+fn the_16_colour_fallback_uses_only_ansi_colours() {
+    let toml =
+        "[theme]\ngood = \"#00aa55\"\nbad = \"#ff5f00\"\nwarn = \"214\"\naccent = \"#8787ff\"\n\
+                text = \"250\"\nbackground = \"#101010\"\n";
+    let detected = themed_buffer(toml, crate::theme::ColorDepth::Ansi16);
+    let said = themed_buffer(
+        &format!("{toml}colors = 16\n"),
+        crate::theme::ColorDepth::TrueColor,
+    );
+    for buffer in [&detected, &said] {
+        for cell in buffer.content.iter() {
+            assert!(crate::theme::is_ansi16(cell.fg), "{:?}", cell.fg);
+            assert!(crate::theme::is_ansi16(cell.bg), "{:?}", cell.bg);
+        }
+        assert_eq!(buffer_text(buffer), ALICE_80X24);
+    }
+    assert_eq!(detected, said);
+    assert_eq!(detected.content[0].bg, ratatui::style::Color::Black);
+    // The 256-colour terminal gets palette colours, no 24-bit ones.
+    let indexed = themed_buffer(toml, crate::theme::ColorDepth::Indexed256);
+    assert!(indexed
+        .content
+        .iter()
+        .all(|c| !matches!(c.fg, ratatui::style::Color::Rgb(..))
+            && !matches!(c.bg, ratatui::style::Color::Rgb(..))));
 }
