@@ -95,6 +95,7 @@ fn deposit(req: u32, mailbox: MailboxId, envelope: &[u8]) -> MailboxMsg {
         req,
         mailbox,
         envelope: envelope.to_vec(),
+        pow: None,
     }
 }
 

@@ -154,6 +154,7 @@ mod tests {
             req: 1,
             mailbox: MailboxId([m; 32]),
             envelope: vec![1],
+            pow: None,
         }
     }
 

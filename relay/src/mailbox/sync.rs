@@ -207,6 +207,7 @@ async fn exchange(
             req,
             mailbox,
             envelope,
+            pow: None,
         });
         circ.send(HopNum::FIRST, &msg).await?;
         sent += 1;
