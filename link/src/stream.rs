@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(acc.reader.buffered_capacity(), 0);
         assert_eq!(acc.writer.buffered_capacity(), 0);
         assert_eq!(w.buffered_capacity(), 0);
-        let cells = vec![7u8; crate::MAX_CELLS_PER_RECORD * CELL_LEN];
+        let cells = vec![7u8; crate::record::MAX_CELLS_PER_RECORD * CELL_LEN];
         w.write_cells(&cells).await.unwrap();
         assert_eq!(acc.reader.read_cells().await.unwrap(), &cells[..]);
         assert!(acc.reader.buffered_capacity() >= cells.len());
@@ -345,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_trickling_in_is_buffered_as_it_arrives() {
         let ((_r, mut w), mut acc) = client_link().await;
-        let cells: Vec<u8> = (0..crate::MAX_CELLS_PER_RECORD * CELL_LEN)
+        let cells: Vec<u8> = (0..crate::record::MAX_CELLS_PER_RECORD * CELL_LEN)
             .map(|i| i as u8)
             .collect();
         let mut wire = Vec::new();
