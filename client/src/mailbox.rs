@@ -212,6 +212,35 @@ impl MailboxLink {
         }
     }
 
+    /// Sends the request `make` builds (given its number and the puzzle solution, if any)
+    /// and expects Ok; when the relay asks for a puzzle, solves it over `op`, `mailbox` and
+    /// `body` and sends the request again, at most [`PUZZLE_TRIES`] times, all within `limit`.
+    async fn admitted(
+        &self,
+        (op, mailbox, body): (u8, MailboxId, &[u8]),
+        asked: &'static str,
+        limit: Duration,
+        mut make: impl FnMut(u32, Option<Pow>) -> MailboxMsg,
+    ) -> Result<(), MailboxError> {
+        let attempts = async {
+            let mut solution = None;
+            for _ in 0..PUZZLE_TRIES {
+                let answer = self.request(|req| make(req, solution), None, limit).await?;
+                match answer {
+                    Answer::Result(Status::PuzzleRequired, bits) => {
+                        let body = body.to_vec();
+                        solution = Some(solve_puzzle(self.relay, op, mailbox, body, bits).await?);
+                    }
+                    other => return Self::expect_ok(other, asked).map(|_| ()),
+                }
+            }
+            Err(MailboxError::Refused(Status::PuzzleRequired))
+        };
+        tokio::time::timeout(limit, attempts)
+            .await
+            .unwrap_or(Err(MailboxError::Timeout))
+    }
+
     /// Leaves an envelope in `mailbox`; Ok once the relay has it on disk. A relay under load
     /// asks for a puzzle: it is solved and the deposit sent again, all within `limit`.
     pub async fn deposit(
@@ -220,35 +249,14 @@ impl MailboxLink {
         envelope: Vec<u8>,
         limit: Duration,
     ) -> Result<(), MailboxError> {
-        let attempts = async {
-            let mut solution = None;
-            for _ in 0..PUZZLE_TRIES {
-                let a = self
-                    .request(
-                        |req| MailboxMsg::Deposit {
-                            req,
-                            mailbox,
-                            envelope: envelope.clone(),
-                            pow: solution,
-                        },
-                        None,
-                        limit,
-                    )
-                    .await?;
-                match a {
-                    Answer::Result(Status::PuzzleRequired, bits) => {
-                        let body = envelope.clone();
-                        let op = kind::DEPOSIT;
-                        solution = Some(solve_puzzle(self.relay, op, mailbox, body, bits).await?);
-                    }
-                    other => return Self::expect_ok(other, "deposit").map(|_| ()),
-                }
-            }
-            Err(MailboxError::Refused(Status::PuzzleRequired))
-        };
-        tokio::time::timeout(limit, attempts)
-            .await
-            .unwrap_or(Err(MailboxError::Timeout))
+        let target = (kind::DEPOSIT, mailbox, envelope.as_slice());
+        self.admitted(target, "deposit", limit, |req, pow| MailboxMsg::Deposit {
+            req,
+            mailbox,
+            envelope: envelope.clone(),
+            pow,
+        })
+        .await
     }
 
     /// The prekey bundle kept for `mailbox`, if any.
@@ -277,37 +285,18 @@ impl MailboxLink {
     ) -> Result<(), MailboxError> {
         let body = MailboxMsg::bundle_body(expires, &bundle);
         let mailbox = MailboxId(key.public().to_bytes());
-        let attempts = async {
-            let mut solution = None;
-            for _ in 0..PUZZLE_TRIES {
+        let target = (kind::PUT_BUNDLE, mailbox, body.as_slice());
+        self.admitted(target, "put-bundle", limit, |req, pow| {
+            MailboxMsg::PutBundle {
+                req,
                 // Signed anew each time: the relay keeps the nonce of a request it refused.
-                let auth = authorize(key, &self.relay, kind::PUT_BUNDLE, &body);
-                let a = self
-                    .request(
-                        |req| MailboxMsg::PutBundle {
-                            req,
-                            auth,
-                            expires,
-                            bundle: bundle.clone(),
-                            pow: solution,
-                        },
-                        None,
-                        limit,
-                    )
-                    .await?;
-                match a {
-                    Answer::Result(Status::PuzzleRequired, bits) => {
-                        let (op, b) = (kind::PUT_BUNDLE, body.clone());
-                        solution = Some(solve_puzzle(self.relay, op, mailbox, b, bits).await?);
-                    }
-                    other => return Self::expect_ok(other, "put-bundle").map(|_| ()),
-                }
+                auth: authorize(key, &self.relay, kind::PUT_BUNDLE, &body),
+                expires,
+                bundle: bundle.clone(),
+                pow,
             }
-            Err(MailboxError::Refused(Status::PuzzleRequired))
-        };
-        tokio::time::timeout(limit, attempts)
-            .await
-            .unwrap_or(Err(MailboxError::Timeout))
+        })
+        .await
     }
 
     /// Subscribes to the mailbox: returns a channel that first carries every waiting envelope
