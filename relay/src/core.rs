@@ -90,6 +90,8 @@ impl Core {
             oom: Notify::new(),
             extends,
             mailbox,
+            #[cfg(feature = "misbehave")]
+            misbehaviour: Default::default(),
         });
         Core {
             admission: Admission::new(onion, limits),

@@ -220,6 +220,13 @@ impl RelayHandle {
         self.core.keys.link.public().to_bytes()
     }
 
+    /// Makes the relay misbehave as `how` from now on, on every circuit (`None`: behave
+    /// again). Only in builds with the test-only `misbehave` feature.
+    #[cfg(feature = "misbehave")]
+    pub fn set_misbehaviour(&self, how: Option<crate::misbehave::Misbehaviour>) {
+        self.core.env.misbehaviour.set(how);
+    }
+
     /// Stops at once without telling any peer, as a crash would: every link is dropped with
     /// nothing more sent on it. Returns once the listening socket is closed, so the address
     /// can be bound again. For fault tests.

@@ -140,6 +140,8 @@ mod tests {
             oom: Notify::new(),
             extends,
             mailbox: None,
+            #[cfg(feature = "misbehave")]
+            misbehaviour: Default::default(),
         };
         let onion = Arc::new(OnionKeypair::generate(&mut rand::thread_rng()));
         let keys = OnionKeys {

@@ -74,6 +74,8 @@ mod extend;
 pub mod keys;
 pub mod limits;
 pub mod mailbox;
+#[cfg(feature = "misbehave")]
+pub mod misbehave;
 pub mod netview;
 mod oom;
 mod publish;

@@ -50,6 +50,9 @@ pub(crate) struct Env {
     pub(crate) extends: mpsc::UnboundedSender<ExtendRequest>,
     /// The mailbox service, on relays that offer one.
     pub(crate) mailbox: Option<MailboxDoor>,
+    /// How this relay misbehaves, in tests only.
+    #[cfg(feature = "misbehave")]
+    pub(crate) misbehaviour: crate::misbehave::Switch,
 }
 
 /// The way into the mailbox service: a request takes one of its `pending` places first.
@@ -356,6 +359,8 @@ impl Circuit {
             me: env.me,
             prev_relay: self.prev.chan.peer.relay,
             extend_timeout: env.extend_timeout,
+            #[cfg(feature = "misbehave")]
+            misbehaviour: env.misbehaviour.get(),
         };
         let held_before = hop.machine.held_cells();
         hop.machine

@@ -19,6 +19,8 @@ use shallot_proto::relay_msg::{
 use super::error::{CircuitError, ExtendRefusal, Violation};
 use super::side::Side;
 use super::step::{Action, Count, Input, Teardown};
+#[cfg(feature = "misbehave")]
+use crate::misbehave::{Forger, Misbehaviour};
 use crate::queue::HELD_CELL_BYTES;
 
 /// The deepest hop a circuit may have at this relay: clients build three-hop circuits, so an EXTEND at the third hop and a CREATE deeper than it are
@@ -58,6 +60,9 @@ pub(crate) struct Placement {
     pub(crate) prev_relay: Option<RelayId>,
     /// How long the next hop has to answer CREATE.
     pub(crate) extend_timeout: Duration,
+    /// How this relay misbehaves, in tests only.
+    #[cfg(feature = "misbehave")]
+    pub(crate) misbehaviour: Option<Misbehaviour>,
 }
 
 /// A circuit passing through (or ending at) this relay.
@@ -79,6 +84,9 @@ pub(crate) struct CircuitMachine {
     waiting_cells: usize,
     /// Cells delivered here whose SENDME waits until the replies they caused are sent.
     unacked: u32,
+    /// What a forging hop remembers (tests only).
+    #[cfg(feature = "misbehave")]
+    forger: Forger,
 }
 
 impl CircuitMachine {
@@ -97,6 +105,8 @@ impl CircuitMachine {
             waiting: VecDeque::new(),
             waiting_cells: 0,
             unacked: 0,
+            #[cfg(feature = "misbehave")]
+            forger: Forger::default(),
         }
     }
 
@@ -172,6 +182,10 @@ impl CircuitMachine {
         if matches!(input, Input::Relay(..) | Input::Created(..)) {
             self.last_cell = now;
         }
+        #[cfg(feature = "misbehave")]
+        {
+            self.forger.how = at.misbehaviour;
+        }
         let result = match input {
             Input::Relay(Side::Prev, payload) => self.cell_from_prev(payload, now, at, out),
             Input::Relay(Side::Next, payload) => self.cell_from_next(payload, out),
@@ -231,6 +245,22 @@ impl CircuitMachine {
             .map_err(CircuitError::Tampered)?
         {
             Peeled::Forward => match self.next {
+                #[cfg(feature = "misbehave")]
+                Next::Open
+                    if at.misbehaviour == Some(Misbehaviour::ForgeResults)
+                        && self.forger.circuit_complete(
+                            MAX_CIRCUIT_DEPTH
+                                .saturating_sub(self.depth())
+                                .saturating_sub(1),
+                        ) =>
+                {
+                    let forged = MailboxMsg::Result {
+                        req: self.forger.next_req(),
+                        status: shallot_proto::mailbox::Status::Ok,
+                        count: 1,
+                    };
+                    self.send_msg(&RelayMsg::Mailbox(forged), now, out)
+                }
                 Next::Open => {
                     out.push(Action::Relay(Side::Next, payload));
                     Ok(())
@@ -257,6 +287,8 @@ impl CircuitMachine {
         if !matches!(self.next, Next::Open) {
             return Err(Violation::RelayBeforeCreated.into());
         }
+        #[cfg(feature = "misbehave")]
+        self.forger.saw_cell_from_next();
         self.layer
             .add_layer(&mut payload)
             .map_err(CircuitError::Seal)?;
@@ -322,6 +354,8 @@ impl CircuitMachine {
                 | MailboxMsg::Bundle { .. }
                 | MailboxMsg::Want { .. },
             ) => Err(Violation::MailboxAnswerFromClient.into()),
+            #[cfg(feature = "misbehave")]
+            RelayMsg::Mailbox(_) if at.misbehaviour == Some(Misbehaviour::NeverAnswer) => Ok(()),
             RelayMsg::Mailbox(request) => {
                 out.push(Action::Mailbox(request));
                 Ok(())
@@ -434,6 +468,12 @@ impl CircuitMachine {
     ) -> Result<(), CircuitError> {
         self.unacked = self.unacked.saturating_sub(cells);
         let sendmes = self.recv.received(cells).map_err(Violation::Flow)?;
+        // A withholding relay counts the SENDMEs as sent (so it never blames the client for
+        // cells it could send) but sends none.
+        #[cfg(feature = "misbehave")]
+        if self.forger.how == Some(Misbehaviour::WithholdSendme) {
+            return Ok(());
+        }
         for _ in 0..sendmes {
             self.send_msg(&RelayMsg::Sendme, now, out)?;
         }

@@ -80,6 +80,8 @@ impl Rig {
             me: ME,
             prev_relay,
             extend_timeout: EXTEND_TIMEOUT,
+            #[cfg(feature = "misbehave")]
+            misbehaviour: None,
         };
         Rig {
             client,

@@ -40,6 +40,8 @@ pub(crate) fn env(
         oom: Notify::new(),
         extends,
         mailbox,
+        #[cfg(feature = "misbehave")]
+        misbehaviour: Default::default(),
     };
     (env, requests)
 }

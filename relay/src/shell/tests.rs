@@ -67,6 +67,8 @@ impl Rig {
             oom: Notify::new(),
             extends: extends_tx,
             mailbox: door,
+            #[cfg(feature = "misbehave")]
+            misbehaviour: Default::default(),
         };
         let mut rng = rand::thread_rng();
         let onion = OnionKeypair::generate(&mut rng);
