@@ -88,11 +88,37 @@ impl Net {
     }
 }
 
+/// A new user on the network, with deadlines roomy enough for a machine under load: a
+/// replica that answers late would count as a failed one and change what the tests expect.
+async fn user(name: &str, n: &Net) -> TestUser {
+    let dir = scratch(name);
+    let store = shallot_client::store::Store::open(&dir).unwrap();
+    store.create_identity(Some(name), 1).unwrap();
+    drop(store);
+    let config = shallot_client::messenger::MessengerConfig {
+        request_timeout: Duration::from_secs(10),
+        circuits: shallot_net::circmgr::CircuitConfig {
+            per_hop_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let messenger =
+        shallot_client::messenger::Messenger::open(&dir, n.net.network.clone(), config).unwrap();
+    messenger.connect().await.unwrap();
+    let address = messenger.address();
+    TestUser {
+        dir,
+        messenger,
+        address,
+    }
+}
+
 /// Two users who know each other, with a session started (Alice's first message stored and
 /// read by Bob), so that no later send needs a prekey bundle.
 async fn pair(name: &str, n: &Net) -> (TestUser, TestUser) {
-    let alice = TestUser::new(&format!("{name}-alice"), &n.net.network).await;
-    let bob = TestUser::new(&format!("{name}-bob"), &n.net.network).await;
+    let alice = user(&format!("{name}-alice"), n).await;
+    let bob = user(&format!("{name}-bob"), n).await;
     alice.add_contact("bob", &bob);
     bob.add_contact("alice", &alice);
     bob.messenger.ensure_bundle_published().await.unwrap();
@@ -196,18 +222,18 @@ fn a_replica_that_never_answers_costs_only_its_own_answer() {
         let _silent = Misbehaving::start(n, &replicas[..1], Misbehaviour::NeverAnswer);
         let _tasks: Vec<_> = [&alice, &bob]
             .iter()
-            .flat_map(|u| u.messenger.spawn_periodic(Duration::from_secs(1), |_, _| {}))
+            .flat_map(|u| {
+                u.messenger
+                    .spawn_periodic(Duration::from_secs(1), |_, _| {})
+            })
             .collect();
 
-        let (one, two) = tokio::time::timeout(
-            Duration::from_secs(120),
-            async {
-                tokio::join!(
-                    alice.messenger.send("bob", "one", OnFailure::Fail),
-                    alice.messenger.send("bob", "two", OnFailure::Fail),
-                )
-            },
-        )
+        let (one, two) = tokio::time::timeout(Duration::from_secs(120), async {
+            tokio::join!(
+                alice.messenger.send("bob", "one", OnFailure::Fail),
+                alice.messenger.send("bob", "two", OnFailure::Fail),
+            )
+        })
         .await
         .expect("both sends end within their deadlines");
         for (text, report) in [("one", one), ("two", two)] {
@@ -222,16 +248,22 @@ fn a_replica_that_never_answers_costs_only_its_own_answer() {
 
         // Bob's fetch task reads the two other replicas; his acknowledgements reach Alice's
         // mailbox and her fetch task marks both delivered.
-        eventually("Bob reads both messages", Duration::from_secs(120), || async {
-            (received(&bob, "one") == 1 && received(&bob, "two") == 1).then_some(())
-        })
+        eventually(
+            "Bob reads both messages",
+            Duration::from_secs(120),
+            || async { (received(&bob, "one") == 1 && received(&bob, "two") == 1).then_some(()) },
+        )
         .await;
-        eventually("Alice sees both delivered", Duration::from_secs(120), || async {
-            let delivered = ["one", "two"]
-                .iter()
-                .all(|t| outgoing(&alice, t).state == Some(OutState::Delivered));
-            delivered.then_some(())
-        })
+        eventually(
+            "Alice sees both delivered",
+            Duration::from_secs(120),
+            || async {
+                let delivered = ["one", "two"]
+                    .iter()
+                    .all(|t| outgoing(&alice, t).state == Some(OutState::Delivered));
+                delivered.then_some(())
+            },
+        )
         .await;
         assert_eq!(received(&bob, "one"), 1);
         assert_eq!(received(&bob, "two"), 1);
@@ -312,10 +344,14 @@ fn a_replica_that_withholds_sendme_costs_only_its_own_answer() {
             .expect("sync ends within its deadlines");
         synced.unwrap();
         assert_eq!(received(&bob, "three"), 1);
-        eventually("Alice sees it delivered", Duration::from_secs(120), || async {
-            let _ = alice.messenger.sync().await;
-            (outgoing(&alice, "three").state == Some(OutState::Delivered)).then_some(())
-        })
+        eventually(
+            "Alice sees it delivered",
+            Duration::from_secs(120),
+            || async {
+                let _ = alice.messenger.sync().await;
+                (outgoing(&alice, "three").state == Some(OutState::Delivered)).then_some(())
+            },
+        )
         .await;
     });
 }
