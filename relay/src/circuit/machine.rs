@@ -84,7 +84,8 @@ pub(crate) struct CircuitMachine {
     waiting_cells: usize,
     /// Cells delivered here whose SENDME waits until the replies they caused are sent.
     unacked: u32,
-    /// What a forging hop remembers (tests only).
+    /// What a misbehaving hop remembers: how it misbehaves now and, when it forges, what it
+    /// has seen and forged (tests only).
     #[cfg(feature = "misbehave")]
     forger: Forger,
 }
