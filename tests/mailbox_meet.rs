@@ -16,8 +16,11 @@
 //!   whose consensus changed from one without them to one with them, meets him by also
 //!   depositing on the replicas the previous consensus named.
 //!
-//! Each test checks first that the two views name disjoint replicas, so that what it passes
-//! on is the agreement logic (with it disabled, both fail: see the report of issue 12).
+//! Each test checks first that the two views name disjoint replicas. With the agreement logic
+//! off (no read slack, no previous ring) both fail at the first message, whose bundle is not
+//! found; with only the sender's deposits on the previous ring off, the second fails because
+//! the owner never receives the messages. (Turning off only the owner's read slack did not
+//! make the first fail: the messages still arrived by another path, not yet identified.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
