@@ -19,9 +19,10 @@ use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::IdentityKeypair;
 use shallot_net::{Circuit, HopNum};
 use shallot_proto::cell::CELL_LEN;
-use shallot_proto::mailbox::{kind, MailboxId, MailboxMsg, Status};
+use shallot_proto::mailbox::{kind, MailboxId, MailboxMsg, Status, MAX_ENVELOPE_LEN};
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_relay::mailbox::admission::{AdmissionLimits, CircuitLimits};
+use shallot_relay::mailbox::PAGE_BYTES;
 use shallot_relay::RelayConfig;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -294,11 +295,28 @@ fn a_fetch_of_a_mailbox_larger_than_the_budget_streams_within_it() {
             envelope[..16].copy_from_slice(&rand::random::<[u8; 16]>());
             depositor.deposit(target, envelope, WAIT).await.unwrap();
         }
+        let before = relay.handle.stats();
         let fetcher = link(&relay).await;
         let got = within_budget(&relay, fetcher.fetch(&owner, WAIT * 4))
             .await
             .unwrap();
         assert_eq!(got.len(), 250);
+        // What the relay loaded from its store at once: a page at a time, each within what
+        // the budget counted for it, never the whole 5 MiB (which the budget above would not
+        // see, as it counts only what is queued and the page held).
+        let after = relay.handle.stats();
+        let page_cap = (PAGE_BYTES + MAX_ENVELOPE_LEN) as u64;
+        assert!(
+            after.mailbox_fetch_page_peak <= page_cap,
+            "{} bytes loaded at once, over a page of {page_cap}",
+            after.mailbox_fetch_page_peak
+        );
+        let pages = after.mailbox_fetch_pages - before.mailbox_fetch_pages;
+        let least = (250 * 20 * 1024u64).div_ceil(page_cap);
+        assert!(
+            pages >= least,
+            "{pages} pages for 5 MiB, fewer than {least}"
+        );
         // Each envelope came once, in full.
         let ids: std::collections::HashSet<_> = got.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids.len(), 250);

@@ -4,6 +4,9 @@
 //!
 //! * a replica that missed a deposit gets it from the other holders' anti-entropy rounds,
 //!   with no change of ring to set off the consensus-driven pushes;
+//! * a mailbox of more envelopes than a relay's per-mailbox burst reaches the other replicas
+//!   at once, its pushes solving the puzzles the receivers ask for, rather than a burst per
+//!   round;
 //! * two users chatting never make a relay see a circuit that breaks isolation, while a
 //!   circuit the test mixes on purpose is counted, so the check can fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -193,6 +196,87 @@ fn a_replica_that_missed_a_deposit_gets_it_by_anti_entropy() {
             ),
             ring,
             "the ring changed, so consensus-driven repair may have done it"
+        );
+    });
+}
+
+/// Envelopes in one mailbox: more than the per-mailbox burst a relay admits without a puzzle.
+const LARGE: usize = 150;
+
+#[test]
+fn a_mailbox_larger_than_the_deposit_burst_is_repaired_without_waiting_for_refills() {
+    use shallot_client::mailbox::MailboxLink;
+    use shallot_crypto::blind::BlindedKeypair;
+    use shallot_relay::mailbox::admission::AdmissionLimits;
+    let n = net();
+    rt().block_on(async {
+        let net = n.lock().await;
+        let c = consensus(&net).await;
+        let identity = IdentityKeypair::generate(&mut rand::rngs::OsRng);
+        let owner = BlindedKeypair::derive(&identity, 1, 86_400).unwrap();
+        let mailbox = MailboxId(owner.public().to_bytes());
+        let epoch = unix_now() / c.params.epoch_secs;
+        let ring = Ring::new(
+            &c.srv_for_epoch(epoch),
+            epoch,
+            c.relays
+                .iter()
+                .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
+                .map(|r| r.id),
+        );
+        let replicas = ring.replicas(&mailbox, 3);
+        assert_eq!(replicas.len(), 3);
+        let link = |id: RelayId| {
+            let to = entry(&c, &id).clone();
+            async move { MailboxLink::new(std::sync::Arc::new(one_hop(&to).await), to.id) }
+        };
+        let solved = |net: &Testnet| -> u64 {
+            stats(net)
+                .iter()
+                .map(|(_, s)| s.mailbox_push_puzzles_solved)
+                .sum()
+        };
+        let solved_before = solved(&net);
+        let started = tokio::time::Instant::now();
+        let limit = Duration::from_secs(150);
+        // Every envelope deposited at the first replica only (a client solving its puzzles
+        // past the burst), fifty to a circuit, under the circuit's own limits.
+        let mut ids = std::collections::HashSet::new();
+        for batch in 0..LARGE / 50 {
+            let depositor = link(replicas[0]).await;
+            for i in 0..50 {
+                let mut envelope: Vec<u8> = (0..300).map(|_| rand::random::<u8>()).collect();
+                envelope[..2].copy_from_slice(&((batch * 50 + i) as u16).to_be_bytes());
+                ids.insert(envelope_id(&envelope));
+                depositor.deposit(mailbox, envelope, T).await.unwrap();
+            }
+        }
+        assert_eq!(ids.len(), LARGE);
+        for r in &replicas[1..] {
+            eventually(
+                "another replica to hold the whole mailbox",
+                limit.saturating_sub(started.elapsed()),
+                || async {
+                    let held = link(*r).await.fetch(&owner, T).await.ok()?;
+                    let got: std::collections::HashSet<_> =
+                        held.iter().map(|(id, _)| *id).collect();
+                    if got == ids {
+                        return Some(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    None
+                },
+            )
+            .await;
+        }
+        // Without puzzles, each receiver would have taken its burst and then a token per
+        // refill since the first deposit: fewer than LARGE envelopes in this time.
+        let (rate, burst) = AdmissionLimits::default().mailbox_deposits;
+        let refills = burst + rate * started.elapsed().as_secs_f64();
+        assert!(refills < LARGE as f64, "{refills} deposits admitted free");
+        assert!(
+            solved(&net) > solved_before,
+            "no push solved a puzzle, so the burst was never passed"
         );
     });
 }

@@ -266,6 +266,91 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A truncated or corrupt `state/reveals` file is refused with an error naming the line,
+    /// never a panic, and loading it leaves the authority without reveals (it then reveals
+    /// nothing for those rounds, and the others' values stand) rather than stopping it.
+    #[test]
+    fn a_corrupt_reveals_file_is_refused_not_panicked_on() {
+        let reveals: BTreeMap<u64, [u8; 32]> = [(10, [0xab; 32]), (20, [0xcd; 32])].into();
+        let text = encode_reveals(&reveals);
+        // Cut anywhere: a whole-line prefix (with its newline) still reads; anything cut
+        // inside a line is an error naming the line, never a panic.
+        for cut in 0..text.len() {
+            match decode_reveals(&text[..cut]) {
+                Ok(got) => assert!(got.iter().all(|(k, v)| reveals.get(k) == Some(v))),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("line"), "cut at {cut}: {msg}");
+                }
+            }
+        }
+        let err = decode_reveals(&text[..text.len() - 10]).unwrap_err();
+        assert!(
+            matches!(err, DocError::Malformed { line: 3, .. }),
+            "truncated in the last reveal: {err}"
+        );
+        for bad in [
+            "",
+            "shallot-authority-reveals 2\n",
+            "shallot-authority-reveals 1\nreveal 10\n",
+            "shallot-authority-reveals 1\nreveal ten 00\n",
+            "shallot-authority-reveals 1\nreveal 10 abab\n",
+            "shallot-authority-reveals 1\nreveal 10 ab ab\n",
+            "shallot-authority-reveals 1\nsomething else\n",
+            "\u{0}\u{ff}\u{1f600}",
+        ] {
+            assert!(decode_reveals(bad).is_err(), "{bad:?} accepted");
+        }
+        // On disk: truncated, and not text at all.
+        let dir = std::env::temp_dir().join(format!(
+            "shallot-reveals-bad-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let store = Store::open(&dir).unwrap();
+        let path = dir.join("state").join("reveals");
+        std::fs::write(&path, &text.as_bytes()[..text.len() - 10]).unwrap();
+        assert!(store.load_reveals().is_empty());
+        std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+        assert!(store.load_reveals().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    mod garbage {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+            /// Any text: an error or reveals, never a panic.
+            #[test]
+            fn any_text_decodes_or_errs(text in "\\PC{0,300}") {
+                let _ = decode_reveals(&text);
+            }
+
+            /// A valid file with one byte replaced, cut, or garbage appended: the same.
+            #[test]
+            fn damaged_files_decode_or_err(
+                reveals in proptest::collection::btree_map(any::<u64>(), any::<[u8; 32]>(), 0..6),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                tail in "\\PC{0,40}",
+            ) {
+                let text = encode_reveals(&reveals);
+                prop_assert_eq!(decode_reveals(&text).unwrap(), reveals);
+                let mut bytes = text.clone().into_bytes();
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+                if let Ok(damaged) = String::from_utf8(bytes) {
+                    let _ = decode_reveals(&damaged);
+                }
+                let _ = decode_reveals(&text[..at.index(text.len() + 1)]);
+                let _ = decode_reveals(&(text + &tail));
+            }
+        }
+    }
+
     #[test]
     fn relay_history_round_trips() {
         let mut m = BTreeMap::new();

@@ -289,6 +289,18 @@ impl<M: MailboxAccess> Messenger<M> {
         Ok((mailbox, replicas, extra))
     }
 
+    /// Where this user publishes its bundle for `epoch`: as [`Self::read_targets`] reads,
+    /// its replicas and the [`ring::READ_SLACK`] relays after them (a sender whose consensus
+    /// lacks relays near the mailbox reads the bundle past them, and finds it there), then,
+    /// while the ring settles, the replicas the previous consensus named.
+    fn bundle_targets(
+        &self,
+        consensus: &VerifiedConsensus,
+        epoch: u64,
+    ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
+        self.read_targets(consensus, &self.me.public(), epoch)
+    }
+
     /// Every relay where mail for `identity`'s mailbox of `epoch` may wait, nearest first:
     /// the replicas by the current consensus and [`ring::READ_SLACK`] successors after them
     /// (a sender whose consensus lacks relays this one has deposited there), then, while the

@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod auth;
 pub(crate) mod isolation;
+pub(crate) mod push;
 pub(crate) mod repair;
 pub mod store;
 pub(crate) mod sync;
@@ -147,7 +148,7 @@ impl Drop for Held {
 }
 
 /// A fetch loads the mailbox this many bytes at a time (plus at most one envelope).
-const PAGE_BYTES: usize = 64 * 1024;
+pub const PAGE_BYTES: usize = 64 * 1024;
 
 impl MailboxService {
     /// Opens the store at `path` for relay `me`; requests take places from `pending`.
@@ -450,6 +451,11 @@ impl MailboxService {
             if page.is_empty() {
                 return result(req, Status::Ok, sent);
             }
+            let bytes: usize = page.iter().map(|(_, e)| e.len()).sum();
+            Stats::bump(&env.stats.mailbox_fetch_pages);
+            env.stats
+                .mailbox_fetch_page_peak
+                .fetch_max(bytes as u64, std::sync::atomic::Ordering::Relaxed);
             for (cursor, envelope) in page {
                 after = Some(cursor);
                 let msg = RelayMsg::Mailbox(MailboxMsg::Envelope {

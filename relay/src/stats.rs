@@ -95,6 +95,14 @@ counters! {
     mailbox_puzzles_solved,
     /// Fetches cut short because the relay's memory budget had no room (§9.7).
     mailbox_fetches_cut,
+    /// Pages of a mailbox loaded from the store to answer fetches (§9.7).
+    mailbox_fetch_pages,
+    /// The most envelope bytes one fetch page held in memory, a gauge (§9.7): FETCH loads a
+    /// mailbox a page at a time, never whole.
+    mailbox_fetch_page_peak,
+    /// Puzzles this relay solved to get its repair and anti-entropy pushes admitted by
+    /// another relay's per-mailbox limits (§9.6, §9.7).
+    mailbox_push_puzzles_solved,
     /// The valid-after time (unix seconds) of the consensus in use; 0 before the first. A
     /// gauge, not a counter.
     consensus_valid_after,

@@ -50,9 +50,9 @@ impl<M: MailboxAccess> Messenger<M> {
         let bundle = self.bundle()?;
         // Published again when the epoch, the prekey or the relays that should hold it
         // change (a new consensus moving the ring).
-        let (_, here, extra) = self.deposit_targets(&consensus, &self.me.public(), epoch)?;
+        let (_, here) = self.bundle_targets(&consensus, epoch)?;
         let mut where_hash = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&(here, extra), &mut where_hash);
+        std::hash::Hash::hash(&here, &mut where_hash);
         let marker = format!(
             "{epoch}:{}:{:x}",
             bundle.prekey_id(),
@@ -66,10 +66,7 @@ impl<M: MailboxAccess> Messenger<M> {
         let mut last_error = None;
         for e in epoch..=epoch + self.config.bundle_epochs_ahead {
             let key = BlindedKeypair::derive(&self.me, e, secs)?;
-            // While the ring settles, also where the previous consensus put it: senders
-            // still holding that consensus look there.
-            let (mailbox, replicas, extra) =
-                self.deposit_targets(&consensus, &self.me.public(), e)?;
+            let (mailbox, targets) = self.bundle_targets(&consensus, e)?;
             // Readable by whoever knows this user's address, not by the relay that keeps it.
             let body = shallot_crypto::published::seal(
                 &mut rand::thread_rng(),
@@ -81,7 +78,7 @@ impl<M: MailboxAccess> Messenger<M> {
             let expires = (e + 1) * secs + secs;
             // Each put on a circuit of its own: one circuit carrying the bundles of several
             // epochs would link this user's mailboxes across them.
-            let puts = replicas.into_iter().chain(extra).map(|relay| {
+            let puts = targets.into_iter().map(|relay| {
                 let (key, body) = (&key, body.clone());
                 self.on_replica(async move {
                     let link = self.link(relay, Isolation::OneShot).await?;

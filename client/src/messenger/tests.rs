@@ -911,3 +911,18 @@ async fn without_a_previous_ring_an_owner_reads_past_relays_the_sender_lacks() {
     let alice = w.user_seeing("alice", alice_view, None);
     meet(&alice, &bob).await;
 }
+
+#[tokio::test]
+async fn a_sender_lacking_the_three_relays_nearest_the_mailbox_finds_the_bundle_and_meets() {
+    let (mut w, all) = ring_world();
+    let bob = w.store("bob");
+    let order = ring_order(&bob, &all);
+    // Alice's consensus lacks all three of Bob's replicas, and neither of them ever held
+    // another: she reads his bundle, and deposits, past them, where his slack reaches.
+    let alice_view = without(&all, &order[..3]);
+    let bob = w.user_of(bob, all, None);
+    assert!(bob.previous_consensus().is_none());
+    let alice = w.user_seeing("alice", alice_view, None);
+    assert!(alice.previous_consensus().is_none());
+    meet(&alice, &bob).await;
+}

@@ -22,20 +22,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
-use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec};
+use shallot_net::{Circuit, ClientChannel, HopSpec};
 use shallot_proto::dir::{Consensus, Flags, RelayEntry};
-use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status, MAX_SYNC_IDS};
+use shallot_proto::mailbox::{EnvelopeId, MailboxId, MAX_SYNC_IDS};
 use shallot_proto::placement::Ring;
-use shallot_proto::relay_msg::RelayMsg;
 use shallot_proto::repair::{self, Duty, Held, Senders, Transfer};
 use shallot_rt::{lock, unix_now};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use super::push;
 use super::store::{Holding, Store};
 use super::sync::{self, Budget};
 use crate::config::RepairSettings;
 use crate::shell::Env;
+use crate::stats::Stats;
 
 /// How long one push (link, circuit, deposits and their answers) may take.
 const PUSH_LIMIT: Duration = Duration::from_secs(15);
@@ -329,10 +330,11 @@ impl Repairer {
             let Some(entry) = consensus.relays.iter().find(|r| r.id == to).cloned() else {
                 continue;
             };
-            let store = self.store.clone();
+            let (store, env) = (self.store.clone(), self.env.clone());
             tasks.push(tokio::spawn(async move {
                 let mut failed = Vec::new();
-                match tokio::time::timeout(PUSH_LIMIT, push_to(&store, &entry, &list)).await {
+                let push = push_to(&store, &env.stats, &entry, &list);
+                match tokio::time::timeout(PUSH_LIMIT, push).await {
                     Ok(Ok(done)) => {
                         debug!(to = %entry.id, mailboxes = list.len(), "repair pushed");
                         for (t, ok) in list.into_iter().zip(done) {
@@ -367,6 +369,7 @@ impl Repairer {
 /// Returns, per transfer, whether every envelope was taken.
 async fn push_to(
     store: &Store,
+    stats: &Stats,
     entry: &RelayEntry,
     list: &[Transfer],
 ) -> Result<Vec<bool>, shallot_net::NetError> {
@@ -376,29 +379,27 @@ async fn push_to(
     let hop = HopSpec::from(entry);
     let mut done = Vec::with_capacity(list.len());
     for t in list {
-        done.push(push_mailbox(store, &chan, &hop, t.mailbox, &t.ids).await);
+        done.push(push_mailbox(store, stats, &chan, &hop, t.mailbox, &t.ids).await);
     }
     chan.close();
     Ok(done)
 }
 
-/// Deposits the envelopes `ids` of `mailbox` over a circuit of their own; true if the target
-/// took every one (stored or already held).
+/// Deposits the envelopes `ids` of `mailbox` over a circuit of their own, solving the
+/// puzzles the target asks for ([`super::push`]); true if the target took every one (stored
+/// or already held).
 async fn push_mailbox(
     store: &Store,
+    stats: &Stats,
     chan: &Arc<ClientChannel>,
     hop: &HopSpec,
     mailbox: MailboxId,
     ids: &[EnvelopeId],
 ) -> bool {
-    let Ok(waiting) = store.fetch(mailbox, unix_now()).await else {
+    let Ok(waiting) = store.bodies(mailbox, ids.to_vec(), unix_now()).await else {
         return false;
     };
-    let envelopes: Vec<Vec<u8>> = waiting
-        .into_iter()
-        .filter(|(id, _)| ids.contains(id))
-        .map(|(_, body)| body)
-        .collect();
+    let envelopes: Vec<Vec<u8>> = waiting.into_iter().map(|(_, body)| body).collect();
     if envelopes.is_empty() {
         // Acknowledged or expired meanwhile: nothing owed.
         return true;
@@ -406,33 +407,16 @@ async fn push_mailbox(
     let Ok(circ) = Circuit::create(chan.clone(), hop, PUSH_LIMIT).await else {
         return false;
     };
-    let mut sent = 0u32;
-    for (req, envelope) in (1u32..).zip(envelopes) {
-        let msg = RelayMsg::Mailbox(MailboxMsg::Deposit {
-            req,
-            mailbox,
-            envelope,
-            pow: None,
-        });
-        if circ.send(HopNum::FIRST, &msg).await.is_err() {
-            break;
-        }
-        sent += 1;
-    }
-    let mut ok = 0u32;
-    let mut answered = 0u32;
-    while answered < sent {
-        match circ.recv().await {
-            Ok((_, RelayMsg::Mailbox(MailboxMsg::Result { status, .. }))) => {
-                answered += 1;
-                if status == Status::Ok {
-                    ok += 1;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
+    let sent = envelopes.len();
+    let pushed = push::deposit_all(&circ, hop.id, mailbox, envelopes, 1).await;
     circ.close();
-    ok == sent && usize::try_from(sent).is_ok_and(|s| s > 0)
+    match pushed {
+        Ok(p) => {
+            for _ in 0..p.solved {
+                Stats::bump(&stats.mailbox_push_puzzles_solved);
+            }
+            p.taken == sent
+        }
+        Err(_) => false,
+    }
 }

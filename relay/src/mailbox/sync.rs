@@ -18,12 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shallot_crypto::keys::RelayId;
 use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec, NetError};
 use shallot_proto::dir::RelayEntry;
-use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, Status, MAX_SYNC_IDS};
+use shallot_proto::mailbox::{EnvelopeId, MailboxId, MailboxMsg, MAX_SYNC_IDS};
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_rt::unix_now;
 
+use super::push;
 use super::store::Store;
 use crate::stats::Stats;
 
@@ -161,7 +163,7 @@ async fn sync_mailbox(
     budget: &Budget,
 ) -> Result<usize, NetError> {
     let circ = Circuit::create(chan.clone(), hop, SYNC_LIMIT).await?;
-    let result = exchange(store, stats, &circ, mailbox, ids, budget).await;
+    let result = exchange(store, stats, &circ, hop.id, mailbox, ids, budget).await;
     circ.close();
     result
 }
@@ -170,6 +172,7 @@ async fn exchange(
     store: &Store,
     stats: &Stats,
     circ: &Circuit,
+    to: RelayId,
     mailbox: MailboxId,
     ids: &[EnvelopeId],
     budget: &Budget,
@@ -198,32 +201,22 @@ async fn exchange(
         .bodies(mailbox, want, unix_now())
         .await
         .unwrap_or_default();
-    let mut sent = 0u32;
-    for (req, (_, envelope)) in (2u32..).zip(bodies) {
+    let mut envelopes = Vec::new();
+    for (_, envelope) in bodies {
         if !budget.take(envelope.len() as u64) {
             break;
         }
-        let msg = RelayMsg::Mailbox(MailboxMsg::Deposit {
-            req,
-            mailbox,
-            envelope,
-            pow: None,
-        });
-        circ.send(HopNum::FIRST, &msg).await?;
-        sent += 1;
+        envelopes.push(envelope);
     }
-    let mut stored = 0;
-    let mut answered = 0;
-    while answered < sent {
-        if let (_, RelayMsg::Mailbox(MailboxMsg::Result { status, .. })) = circ.recv().await? {
-            answered += 1;
-            if status == Status::Ok {
-                stored += 1;
-                Stats::bump(&stats.mailbox_sync_pushed);
-            }
-        }
+    // As a client would: puzzles solved when the peer's per-mailbox limit asks (§9.7).
+    let pushed = push::deposit_all(circ, to, mailbox, envelopes, 2).await?;
+    for _ in 0..pushed.taken {
+        Stats::bump(&stats.mailbox_sync_pushed);
     }
-    Ok(stored)
+    for _ in 0..pushed.solved {
+        Stats::bump(&stats.mailbox_push_puzzles_solved);
+    }
+    Ok(pushed.taken)
 }
 
 #[cfg(test)]
