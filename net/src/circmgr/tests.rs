@@ -463,7 +463,11 @@ async fn the_pool_never_holds_more_than_its_bound() {
     assert_eq!(s.mgr.ready(), 2);
     assert!(pool_paths(&s).iter().all(|(c, _)| !c.is_closed()));
     assert!(s.mgr.top_up().await.unwrap(), "full");
-    assert_eq!(s.log().iter().filter(|(_, c)| *c).count(), 3, "nothing more built");
+    assert_eq!(
+        s.log().iter().filter(|(_, c)| *c).count(),
+        3,
+        "nothing more built"
+    );
 }
 
 #[tokio::test(start_paused = true)]
