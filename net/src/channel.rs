@@ -12,23 +12,22 @@ use shallot_link::{read_loop, write_loop, LinkError, LinkSignals, ReadEnd};
 use shallot_proto::cell::{Cell, ChanMsg, CircId, CELL_LEN};
 use shallot_rt::lock;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::debug;
 
-/// What a channel tells a circuit.
-#[derive(Debug)]
-pub(crate) enum CircEvent {
+/// A circuit as its channel sees it: told each cell for it, and the link's end, in the
+/// channel's read task (no task hop between the link and the circuit's state).
+pub(crate) trait CircSink: Send + Sync {
     /// A cell for the circuit.
-    Cell(ChanMsg),
+    fn cell(&self, msg: ChanMsg);
     /// The link closed.
-    LinkClosed,
+    fn link_closed(&self);
 }
 
 /// A link from this client to a relay, shared by the circuits that start there.
 pub struct ClientChannel {
     out: Mutex<VecDeque<[u8; CELL_LEN]>>,
     signals: LinkSignals,
-    circuits: Mutex<HashMap<CircId, mpsc::UnboundedSender<CircEvent>>>,
+    circuits: Mutex<HashMap<CircId, Arc<dyn CircSink>>>,
     peer: SocketAddr,
 }
 
@@ -68,18 +67,19 @@ impl ClientChannel {
             }
             c.close();
             let circuits: Vec<_> = lock(&c.circuits).drain().collect();
-            for (_, tx) in circuits {
-                let _ = tx.send(CircEvent::LinkClosed);
+            for (_, circ) in circuits {
+                circ.link_closed();
             }
         });
         Ok(chan)
     }
 
-    /// Hands a cell read from the link to its circuit; a cell for no circuit is dropped.
+    /// Hands a cell read from the link to its circuit (outside the table's lock); a cell for
+    /// no circuit is dropped.
     fn deliver(&self, cell: Cell) {
-        let tx = lock(&self.circuits).get(&cell.circ_id).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.send(CircEvent::Cell(cell.msg));
+        let circ = lock(&self.circuits).get(&cell.circ_id).cloned();
+        if let Some(circ) = circ {
+            circ.cell(cell.msg);
         }
     }
 
@@ -103,22 +103,24 @@ impl ClientChannel {
         lock(&self.circuits).len()
     }
 
-    /// Registers a new circuit under a fresh id (top bit set: the client opened the link).
-    pub(crate) fn add_circuit(
+    /// Registers a new circuit under a fresh id (top bit set: the client opened the link),
+    /// made by `make` from that id.
+    pub(crate) fn add_circuit<C: CircSink + 'static>(
         &self,
-    ) -> Result<(CircId, mpsc::UnboundedReceiver<CircEvent>), LinkError> {
+        make: impl FnOnce(CircId) -> Arc<C>,
+    ) -> Result<Arc<C>, LinkError> {
         if self.is_closed() {
             return Err(LinkError::Closed);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
         let mut table = lock(&self.circuits);
         loop {
             let Some(id) = CircId::from_random(rand::random(), true) else {
                 continue;
             };
             if let std::collections::hash_map::Entry::Vacant(e) = table.entry(id) {
-                e.insert(tx);
-                return Ok((id, rx));
+                let circ = make(id);
+                e.insert(circ.clone());
+                return Ok(circ);
             }
         }
     }

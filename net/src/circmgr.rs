@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
+use shallot_directory::VerifiedConsensus;
 use shallot_proto::dir::RelayEntry;
 use shallot_rt::{lock, AbortOnDrop};
 use tracing::debug;
@@ -28,7 +29,7 @@ use crate::guards::GuardSet;
 use crate::netdir::NetDir;
 use crate::path::choose_path;
 
-pub use pool::{pick_guard, prefix_fits, Failures};
+pub use pool::{pick_guard, prefix_fits, prefix_usable, Failures};
 
 /// How circuits are built and kept; the defaults are production values.
 #[derive(Debug, Clone)]
@@ -343,12 +344,9 @@ impl<B: CircuitBuilder> CircuitManager<B> {
     /// A circuit for new work ending at `exit`: a prefix from the pool (built ahead, the last
     /// hop missing) extended to `exit` when one fits the path rules, else a fresh circuit.
     pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
-        let consensus = self.dir.consensus()?;
-        let avoid = self.recent_failures();
+        let (consensus, avoid) = self.prune()?;
         let prefix = consensus.relay(&exit).and_then(|e| {
-            let at = now();
             let mut pool = lock(&self.pool);
-            pool.retain(|c| c.usable_at(self.config.lifetime, at));
             let i = pool
                 .iter()
                 .position(|c| prefix_fits(&c.path, e, &consensus, &avoid))?;
@@ -397,24 +395,56 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             .collect()
     }
 
-    /// Circuits built ahead of need and ready now.
-    pub fn ready(&self) -> usize {
+    /// Closes and drops the circuits built ahead that may no longer be handed out: closed,
+    /// `lifetime` old, through a relay the held consensus no longer lists Running or that
+    /// failed lately, or all of them when no valid consensus is held. Returns that consensus
+    /// and the relays that failed lately.
+    fn prune(&self) -> Result<(Arc<VerifiedConsensus>, HashSet<RelayId>), NetError> {
+        let consensus = self.dir.consensus();
+        let avoid = self.recent_failures();
         let at = now();
-        let mut pool = lock(&self.pool);
-        pool.retain(|c| c.usable_at(self.config.lifetime, at));
-        pool.len()
+        let dropped: Vec<_> = {
+            let mut pool = lock(&self.pool);
+            let (keep, drop): (Vec<_>, Vec<_>) = pool.drain(..).partition(|c| {
+                c.usable_at(self.config.lifetime, at)
+                    && consensus
+                        .as_ref()
+                        .is_ok_and(|cons| prefix_usable(&c.path, cons, &avoid))
+            });
+            *pool = keep;
+            drop
+        };
+        for c in dropped {
+            debug!("dropping a circuit built ahead: {}", c.describe());
+            c.circuit.close();
+        }
+        Ok((consensus?, avoid))
+    }
+
+    /// Circuits built ahead of need and ready now (dropping those that may no longer be
+    /// handed out).
+    pub fn ready(&self) -> usize {
+        let _ = self.prune();
+        lock(&self.pool).len()
     }
 
     /// Builds one circuit ahead of need if fewer than [`CircuitConfig::preemptive`] are
     /// ready: every hop but the last, which [`CircuitManager::get`] adds. Returns whether the
-    /// pool is full.
+    /// pool was full already (nothing added). The pool never holds more than
+    /// [`CircuitConfig::preemptive`]: a prefix finished after others filled it is closed.
     pub async fn top_up(&self) -> Result<bool, NetError> {
         if self.ready() >= self.config.preemptive {
             return Ok(true);
         }
         let prefix_hops = self.config.hops.saturating_sub(1).max(1);
         let built = self.build_hops(prefix_hops, None).await?;
-        lock(&self.pool).push(Arc::new(built));
+        let mut pool = lock(&self.pool);
+        if pool.len() >= self.config.preemptive {
+            drop(pool);
+            built.circuit.close();
+            return Ok(true);
+        }
+        pool.push(Arc::new(built));
         Ok(false)
     }
 

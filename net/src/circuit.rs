@@ -4,36 +4,41 @@
 //! The protocol lives in [`state`], a state machine without I/O; [`hop`] holds what is kept
 //! per hop. This module is the thin shell around them: [`Circuit`] keeps the state behind one
 //! lock, queues on the channel the cells each transition leaves in its outbox (under that lock,
-//! so cells leave in the order their onion nonces were used), and runs a small task (the
-//! reactor) that feeds arriving cells to the state. Messages for the user wait in an inbox
+//! so cells leave in the order their onion nonces were used), and is fed arriving cells by its
+//! channel's read task directly (no task of its own). Messages for the user wait in an inbox
 //! until [`Circuit::recv`] takes them, and only then are they acknowledged, so a reader that
 //! stops reading stops the sender too.
 
 pub mod hop;
 pub mod state;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::onion::body_len;
-use shallot_proto::cell::{Cell, CircId};
+use shallot_proto::cell::{Cell, ChanMsg, CircId};
 use shallot_proto::relay_msg::{RelayMsg, MAX_RELAY_MSG_LEN};
-use shallot_rt::{lock, AbortOnDrop};
+use shallot_rt::lock;
 use tokio::sync::{mpsc, Notify};
 
 pub use hop::{HopNum, HopSpec};
 pub use state::{CircuitState, Delivery, Event, Outgoing, Sent};
 
-use crate::channel::{CircEvent, ClientChannel};
+use crate::channel::{CircSink, ClientChannel};
 use crate::err::NetError;
 
-/// The state and where its cells go; shared by the circuit and its reactor.
+/// The state and where its cells go; shared by the circuit and its channel.
 struct Shared {
     chan: Arc<ClientChannel>,
     id: CircId,
     state: Mutex<CircuitState>,
     /// Woken when a hop is built, a window opens, or the circuit closes.
     changed: Notify,
+    /// Where messages for the user go, then why the circuit ended (once).
+    inbox: mpsc::UnboundedSender<Result<Delivery, NetError>>,
+    /// Whether the inbox has been told the circuit ended.
+    ended: AtomicBool,
 }
 
 impl Shared {
@@ -49,13 +54,33 @@ impl Shared {
             for msg in state.take_outbox() {
                 self.chan.send(&Cell::new(self.id, msg));
             }
-            (result, state.closed().is_some())
+            (result, state.closed().cloned())
         };
-        if closed {
+        if let Some(why) = closed {
             self.chan.remove_circuit(self.id);
             self.changed.notify_waiters();
+            self.end(why);
         }
         result
+    }
+
+    /// Tells the inbox, once, why the circuit ended.
+    fn end(&self, why: NetError) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            let _ = self.inbox.send(Err(why));
+        }
+    }
+
+    /// Acts on what feeding the state an input gave.
+    fn handle(&self, result: Result<Event, NetError>) {
+        match result {
+            Ok(Event::Deliver(d)) => {
+                let _ = self.inbox.send(Ok(d));
+            }
+            Ok(Event::Built(_) | Event::WindowOpened(_)) => self.changed.notify_waiters(),
+            Ok(Event::Nothing) => {}
+            Err(e) => self.end(e),
+        }
     }
 
     fn error(&self) -> NetError {
@@ -66,11 +91,25 @@ impl Shared {
     }
 }
 
+impl CircSink for Shared {
+    fn cell(&self, msg: ChanMsg) {
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let result = self.apply(|s| s.handle_cell(msg, Instant::now()));
+        self.handle(result);
+    }
+
+    fn link_closed(&self) {
+        let result = self.apply(|s| Err(s.link_closed()));
+        self.handle(result);
+    }
+}
+
 /// A circuit from this client.
 pub struct Circuit {
     shared: Arc<Shared>,
     inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Result<Delivery, NetError>>>,
-    _reactor: AbortOnDrop<()>,
 }
 
 impl Circuit {
@@ -80,19 +119,20 @@ impl Circuit {
         first: &HopSpec,
         limit: Duration,
     ) -> Result<Circuit, NetError> {
-        let (id, events) = chan.add_circuit()?;
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            chan,
-            id,
-            state: Mutex::new(CircuitState::new()),
-            changed: Notify::new(),
-        });
-        let reactor = AbortOnDrop::new(tokio::spawn(reactor(shared.clone(), events, inbox_tx)));
+        let shared = chan.clone().add_circuit(|id| {
+            Arc::new(Shared {
+                chan,
+                id,
+                state: Mutex::new(CircuitState::new()),
+                changed: Notify::new(),
+                inbox: inbox_tx,
+                ended: AtomicBool::new(false),
+            })
+        })?;
         let circuit = Circuit {
             shared,
             inbox: tokio::sync::Mutex::new(inbox_rx),
-            _reactor: reactor,
         };
         circuit
             .shared
@@ -221,31 +261,6 @@ impl Drop for Circuit {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// Feeds the channel's events for this circuit to its state until it closes, passing
-/// messages to the inbox.
-async fn reactor(
-    shared: Arc<Shared>,
-    mut events: mpsc::UnboundedReceiver<CircEvent>,
-    inbox: mpsc::UnboundedSender<Result<Delivery, NetError>>,
-) {
-    let error = loop {
-        let result = match events.recv().await {
-            None => Err(shared.error()),
-            Some(CircEvent::LinkClosed) => shared.apply(|s| Err(s.link_closed())),
-            Some(CircEvent::Cell(msg)) => shared.apply(|s| s.handle_cell(msg, Instant::now())),
-        };
-        match result {
-            Ok(Event::Deliver(d)) => {
-                let _ = inbox.send(Ok(d));
-            }
-            Ok(Event::Built(_) | Event::WindowOpened(_)) => shared.changed.notify_waiters(),
-            Ok(Event::Nothing) => {}
-            Err(e) => break e,
-        }
-    };
-    let _ = inbox.send(Err(error));
 }
 
 /// Builds a circuit along `path` over `chan` (which must lead to `path[0]`), with a time

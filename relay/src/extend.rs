@@ -19,10 +19,26 @@ use crate::core::Core;
 use crate::netview::PeerInfo;
 use crate::shell::{CircRef, ExtendRequest, Link};
 
-/// Serves extend requests until the relay stops, each in a task of its own.
+/// Serves extend requests until the relay stops. The common case, a listed relay with a link
+/// open already, is attached here, so that CREATE leaves without waiting for another task to
+/// be scheduled; opening a link (or fetching a consensus first) runs in a task of its own, and
+/// so does each wait for CREATED's deadline.
 pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver<ExtendRequest>) {
     while let Some(request) = requests.recv().await {
-        tokio::spawn(run(core.clone(), request));
+        let open = core
+            .netview()
+            .lookup(&request.target)
+            .and_then(|peer| core.link_to(&peer.id));
+        match open {
+            Some(link) => {
+                if attach(&core, &request.circ, link) {
+                    tokio::spawn(await_created(core.clone(), request.circ));
+                }
+            }
+            None => {
+                tokio::spawn(run(core.clone(), request));
+            }
+        }
     }
 }
 
@@ -53,19 +69,31 @@ async fn run(core: Arc<Core>, ExtendRequest { circ, target }: ExtendRequest) {
             return circ.input(env, Input::ExtendFailed(ExtendRefusal::Unreachable(e)));
         }
     };
+    if attach(&core, &circ, link) {
+        await_created(core, circ).await;
+    }
+}
+
+/// Records `circ` on `link` and lets it send CREATE there; false if it was refused or the
+/// circuit went away meanwhile.
+fn attach(core: &Core, circ: &Arc<crate::shell::Circuit>, link: Arc<Link>) -> bool {
+    let env = &core.env;
     let entry = CircRef {
         circ: circ.clone(),
         side: Side::Next,
     };
     let Some(id) = link.add_outbound(entry, core.config.limits.circuits_per_link) else {
-        return circ.input(env, Input::ExtendFailed(ExtendRefusal::NoFreeId));
+        circ.input(env, Input::ExtendFailed(ExtendRefusal::NoFreeId));
+        return false;
     };
-    if !circ.attach_next(env, link, id) {
-        return;
-    }
+    circ.attach_next(env, link, id)
+}
+
+/// Fires the circuit's timer at CREATED's deadline until it has its answer.
+async fn await_created(core: Arc<Core>, circ: Arc<crate::shell::Circuit>) {
     while let Some(deadline) = circ.created_deadline() {
         tokio::time::sleep_until(deadline.into()).await;
-        circ.input(env, Input::Timer);
+        circ.input(&core.env, Input::Timer);
     }
 }
 

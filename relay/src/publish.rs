@@ -194,13 +194,33 @@ pub(crate) async fn directory_loop(
             }
             // Fetch again at the refresh interval or when the next consensus is published
             // (the current one's fresh-until), whichever comes first; while no fresh one can
-            // be had, back off from 1 s to 32 s.
+            // be had, back off from 1 s to 32 s, but with none at all, try again as soon as
+            // the schedule says the first is served (a new network's relays then hold it
+            // within moments, not up to a back-off later).
             let now_secs = unix_now();
             let wait = match &consensus {
                 Some(c) if now_secs < c.fresh_until && failures == 0 => {
                     Duration::from_secs(c.fresh_until - now_secs) + Duration::from_millis(200)
                 }
-                _ => Duration::from_secs(1 << failures.saturating_sub(1).min(5)),
+                Some(_) => Duration::from_secs(1 << failures.saturating_sub(1).min(5)),
+                None => {
+                    // The next period still to be computed, or the one computed already
+                    // and served from its start, if that start is still ahead.
+                    let now_ms = shallot_directory::schedule::now_ms();
+                    let next_ms = network
+                        .params
+                        .next_consensus_at(now_ms)
+                        .saturating_mul(1000);
+                    let previous_ms =
+                        next_ms.saturating_sub(network.params.voting_interval_secs * 1000);
+                    let due_ms = if previous_ms > now_ms {
+                        previous_ms
+                    } else {
+                        next_ms
+                    };
+                    let until_due = Duration::from_millis(due_ms.saturating_sub(now_ms) + 50);
+                    Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(until_due)
+                }
             };
             next_fetch = tokio::time::Instant::now() + timing.consensus_refresh.min(wait);
         }

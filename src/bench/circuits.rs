@@ -1,5 +1,8 @@
-//! Circuit building figures (`README.md`, "Performance"): build time p50 and p99, circuits
-//! built per second, beside the ntor handshakes one core does per second in the same run.
+//! Circuit building figures (`README.md`, "Performance"): build time p50 and p99 beside the
+//! bound computed in the same run (the round trips to hops 1, 2 and 3 plus six ntor
+//! handshakes), where each hop's time goes (CREATE, the two EXTENDs, each beside its round
+//! trip), the wait for a circuit when prefixes are built ahead, and circuits built per second
+//! beside the ntor handshakes one core does per second.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +12,8 @@ use shallot_crypto::keys::{IdentityKeypair, OnionKeypair};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake};
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
+use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec};
+use shallot_proto::relay_msg::RelayMsg;
 
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
@@ -27,6 +32,68 @@ pub fn ntor_per_second(cpu: Duration) -> f64 {
     })
 }
 
+/// Per hop of a 3-hop build: the time to add it (CREATE for the first, EXTEND for the
+/// others) and the plain round trip to it on a built circuit, p50 each.
+struct Hops {
+    add: [Duration; 3],
+    rtt: [Duration; 3],
+}
+
+/// Builds `count` circuits by hand along paths the manager chose, timing each hop, and
+/// measures the echo round trip to each depth on one of them.
+async fn per_hop(
+    mgr: &CircuitManager,
+    per_hop: Duration,
+    count: usize,
+) -> Result<Hops, BenchError> {
+    let mut adds: [Vec<Duration>; 3] = Default::default();
+    let mut rtts: [Vec<Duration>; 3] = Default::default();
+    let depths = [HopNum::FIRST, HopNum::SECOND, HopNum::THIRD];
+    for round in 0..count {
+        // The manager's own path and guard link, so that this is the build it times.
+        let built = mgr.build(None).await.map_err(BenchError::other)?;
+        built.circuit.close();
+        let first = &built.path[0];
+        let chan = ClientChannel::connect(first.address, &first.link_key, per_hop)
+            .await
+            .map_err(BenchError::other)?;
+        let started = Instant::now();
+        let circ = Circuit::create(chan.clone(), &HopSpec::from(first), per_hop)
+            .await
+            .map_err(BenchError::other)?;
+        adds[0].push(started.elapsed());
+        for (i, hop) in built.path.iter().enumerate().skip(1) {
+            let started = Instant::now();
+            circ.extend(&HopSpec::from(hop), per_hop)
+                .await
+                .map_err(BenchError::other)?;
+            adds[i].push(started.elapsed());
+        }
+        if round < 10 {
+            for _ in 0..20 {
+                for (i, hop) in depths.iter().enumerate() {
+                    let started = Instant::now();
+                    circ.send(*hop, &RelayMsg::Data(vec![0; 32]))
+                        .await
+                        .map_err(BenchError::other)?;
+                    circ.recv().await.map_err(BenchError::other)?;
+                    rtts[i].push(started.elapsed());
+                }
+            }
+        }
+        circ.close();
+        // The link was opened for this round only.
+        chan.close();
+    }
+    let p50 = |v: &mut Vec<Duration>| quantile(v, 0.5);
+    let [a0, a1, a2] = &mut adds;
+    let [r0, r1, r2] = &mut rtts;
+    Ok(Hops {
+        add: [p50(a0), p50(a1), p50(a2)],
+        rtt: [p50(r0), p50(r1), p50(r2)],
+    })
+}
+
 /// Builds circuits on `net` and reports the figures.
 pub async fn run(
     net: &Testnet,
@@ -36,14 +103,12 @@ pub async fn run(
     let dir = Arc::new(NetDir::new(net.network.clone(), client_dir));
     dir.bootstrap().await.map_err(BenchError::other)?;
     dir.start_refresher();
-    let mgr = CircuitManager::new(
-        dir,
-        client_dir.to_path_buf(),
-        CircuitConfig {
-            preemptive: 0,
-            ..CircuitConfig::default()
-        },
-    );
+    let config = CircuitConfig {
+        preemptive: 0,
+        ..CircuitConfig::default()
+    };
+    let limit = config.per_hop_timeout;
+    let mgr = CircuitManager::new(dir.clone(), client_dir.to_path_buf(), config);
     // Warm up links to the guards.
     for _ in 0..5 {
         mgr.build(None).await.map_err(BenchError::other)?;
@@ -56,6 +121,15 @@ pub async fn run(
     }
     let p50 = quantile(&mut times, 0.5);
     let p99 = quantile(&mut times, 0.99);
+
+    let ntor = tokio::task::spawn_blocking(|| ntor_per_second(Duration::from_secs(1)))
+        .await
+        .map_err(BenchError::other)?;
+    let hops = per_hop(&mgr, limit, (count / 4).max(10)).await?;
+    let ntor_time = Duration::from_secs_f64(1.0 / ntor.max(1.0));
+    let bound = hops.rtt.iter().sum::<Duration>() + ntor_time * 6;
+
+    let ready = ready_wait(&dir, client_dir, count).await?;
 
     let concurrency = 8;
     let started = Instant::now();
@@ -75,16 +149,50 @@ pub async fn run(
         t.await.map_err(BenchError::other)?;
     }
     let per_sec = (count / concurrency * concurrency) as f64 / started.elapsed().as_secs_f64();
-    let ntor = tokio::task::spawn_blocking(|| ntor_per_second(Duration::from_secs(1)))
-        .await
-        .map_err(BenchError::other)?;
     let note = format!(
         "each 3-hop circuit costs 6 ntor computations (3 relay, 3 client) on this machine's 2 cores: bound ≈ {:.0}/s",
         2.0 * ntor / 6.0
     );
+    let hop_figure = |i: usize, what: &str| {
+        Figure::new(
+            format!("circuit build: {what} (hop {}), p50", i + 1),
+            ms(hops.add[i]),
+            "ms",
+        )
+        .note(format!(
+            "round trip to hop {} {:.3} ms + 2 ntor {:.3} ms = {:.3} ms",
+            i + 1,
+            ms(hops.rtt[i]),
+            ms(ntor_time * 2),
+            ms(hops.rtt[i] + ntor_time * 2)
+        ))
+    };
     Ok(vec![
-        Figure::new("circuit build time p50", ms(p50), "ms"),
+        Figure::new("circuit build time p50", ms(p50), "ms").note(format!(
+            "{:.2} × the bound of this run, {:.3} ms: round trips to hops 1-3 ({:.3} + {:.3} + {:.3} ms) + 6 ntor ({:.3} ms each)",
+            p50.as_secs_f64() / bound.as_secs_f64().max(1e-9),
+            ms(bound),
+            ms(hops.rtt[0]),
+            ms(hops.rtt[1]),
+            ms(hops.rtt[2]),
+            ms(ntor_time)
+        )),
         Figure::new("circuit build time p99", ms(p99), "ms"),
+        Figure::new("circuit build bound (3 round trips + 6 ntor)", ms(bound), "ms"),
+        hop_figure(0, "CREATE on an open link"),
+        hop_figure(1, "EXTEND"),
+        hop_figure(2, "EXTEND"),
+        Figure::new(
+            "circuit for new work with prefixes built ahead, p50",
+            ms(ready.0),
+            "ms",
+        )
+        .note("a send waits for one EXTEND to its chosen last hop, not a whole build"),
+        Figure::new(
+            "circuit for new work with prefixes built ahead, p99",
+            ms(ready.1),
+            "ms",
+        ),
         Figure::new(
             "circuits built per second (8 at a time)",
             per_sec,
@@ -97,4 +205,31 @@ pub async fn run(
             "handshakes/s",
         ),
     ])
+}
+
+/// The wait for a circuit to a chosen last hop when the manager keeps prefixes built ahead
+/// (as the chat does), p50 and p99 over `count` requests, each after the pool is full again.
+async fn ready_wait(
+    dir: &Arc<NetDir>,
+    client_dir: &Path,
+    count: usize,
+) -> Result<(Duration, Duration), BenchError> {
+    let mgr = CircuitManager::new(
+        dir.clone(),
+        client_dir.to_path_buf(),
+        CircuitConfig::default(),
+    );
+    let consensus = dir.consensus().map_err(BenchError::other)?;
+    let relays: Vec<_> = consensus.relays.iter().map(|r| r.id).collect();
+    let mut waits = Vec::with_capacity(count);
+    for i in 0..count {
+        while !mgr.top_up().await.map_err(BenchError::other)? {}
+        // Any relay: the manager takes a prefix it fits, or builds afresh if none does.
+        let exit = relays[i % relays.len().max(1)];
+        let started = Instant::now();
+        let c = mgr.get(exit).await.map_err(BenchError::other)?;
+        waits.push(started.elapsed());
+        c.circuit.close();
+    }
+    Ok((quantile(&mut waits, 0.5), quantile(&mut waits, 0.99)))
 }

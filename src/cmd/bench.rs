@@ -1,4 +1,4 @@
-//! `shallot bench [--json] [--compare FILE] [--soak]`: starts its own test network and prints
+//! `shallot bench [--json] [--compare FILE] [--soak] [--only GROUP]`: starts its own test network and prints
 //! performance figures, each beside the raw limit measured in the same run (or, with `--soak`,
 //! the relay soak run's figures); `--compare` sets them beside a run saved with `--json`.
 
@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// and whether it got better or worse.
     #[arg(long, value_name = "FILE", conflicts_with = "json")]
     pub compare: Option<std::path::PathBuf>,
+    /// Run only one group of figures (the test network's readiness is always reported).
+    #[arg(long, value_parser = ["circuits", "messaging", "relay"])]
+    pub only: Option<String>,
 }
 
 /// Runs every benchmark.
@@ -49,10 +52,17 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         let scratch = bench::scratch()?;
         let mut options = TestnetOptions::new(scratch.join("net"));
         options.first_octet = 150;
+        let started = std::time::Instant::now();
         let net = Testnet::start(options).await?;
         let result = async {
             let consensus = net.wait_ready(Duration::from_secs(60)).await?;
-            let mut figures: Vec<Figure> = Vec::new();
+            let mut figures = vec![Figure::new(
+                "test network ready (3 authorities, 8 relays, in this process)",
+                started.elapsed().as_secs_f64(),
+                "s",
+            )
+            .note("from start to a consensus listing every relay Running, held by every relay")];
+            let wanted = |group: &str| args.only.as_deref().is_none_or(|o| o == group);
             if args.soak {
                 let binary = std::env::current_exe().map_err(BenchError::other)?;
                 let size = bench::soak::SoakSize::default();
@@ -62,12 +72,19 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
                 );
                 return Ok(figures);
             }
-            figures
-                .extend(bench::circuits::run(&net, &scratch.join("client"), args.circuits).await?);
-            figures.extend(bench::messaging::run(&net, &scratch.join("messaging"), 200).await?);
-            let binary = std::env::current_exe().map_err(BenchError::other)?;
-            figures
-                .extend(bench::relay::run(&consensus, &binary, &net.network_path, &scratch).await?);
+            if wanted("circuits") {
+                let dir = scratch.join("client");
+                figures.extend(bench::circuits::run(&net, &dir, args.circuits).await?);
+            }
+            if wanted("messaging") {
+                let dir = scratch.join("messaging");
+                figures.extend(bench::messaging::run(&net, &dir, 200).await?);
+            }
+            if wanted("relay") {
+                let binary = std::env::current_exe().map_err(BenchError::other)?;
+                let path = &net.network_path;
+                figures.extend(bench::relay::run(&consensus, &binary, path, &scratch).await?);
+            }
             Ok::<_, BenchError>(figures)
         }
         .await;

@@ -1,6 +1,6 @@
 //! The circuit manager's decisions that need no network (`docs/spec.md` §11.3): which relays
-//! to leave out after failures, which guard starts a path, and which circuit built ahead may
-//! be extended to a requested last hop. Time is an argument.
+//! to leave out after failures, which guard starts a path, which circuits built ahead may be
+//! kept, and which of them may be extended to a requested last hop. Time is an argument.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -65,23 +65,38 @@ pub fn pick_guard(
     }
 }
 
-/// Whether a circuit built ahead along `prefix` may be extended to `exit`: each of its
-/// relays is still running in `consensus`, has not failed lately, and is unrelated to `exit`.
+fn running(consensus: &VerifiedConsensus, id: &RelayId) -> bool {
+    consensus
+        .relay(id)
+        .is_some_and(|r| r.flags.contains(Flags::RUNNING))
+}
+
+/// Whether a circuit built ahead along `prefix` may still be kept for new work: each of its
+/// relays is still listed Running in `consensus` (the one held now) and has not failed lately.
+/// One that may not is closed and replaced, as Tor stops using circuits through relays the
+/// consensus no longer lists.
+pub fn prefix_usable(
+    prefix: &[RelayEntry],
+    consensus: &VerifiedConsensus,
+    avoid: &HashSet<RelayId>,
+) -> bool {
+    prefix
+        .iter()
+        .all(|r| running(consensus, &r.id) && !avoid.contains(&r.id))
+}
+
+/// Whether a circuit built ahead along `prefix` may be extended to `exit`: the prefix is
+/// still usable ([`prefix_usable`]), `exit` is running, and every relay of the prefix is
+/// unrelated to it.
 pub fn prefix_fits(
     prefix: &[RelayEntry],
     exit: &RelayEntry,
     consensus: &VerifiedConsensus,
     avoid: &HashSet<RelayId>,
 ) -> bool {
-    let running = |id: &RelayId| {
-        consensus
-            .relay(id)
-            .is_some_and(|r| r.flags.contains(Flags::RUNNING))
-    };
-    running(&exit.id)
-        && prefix
-            .iter()
-            .all(|r| running(&r.id) && !avoid.contains(&r.id) && !related(r, exit))
+    running(consensus, &exit.id)
+        && prefix_usable(prefix, consensus, avoid)
+        && prefix.iter().all(|r| !related(r, exit))
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ enum Behaviour {
     Hang,
     /// Never answers this time; answers from then on.
     HangOnce,
+    /// Answers after this long, every time.
+    Slow(Duration),
 }
 
 struct FakeCircuit {
@@ -58,6 +60,10 @@ impl FakeBuilder {
             None => Ok(()),
             Some(Behaviour::Fail(e)) => Err(e),
             Some(Behaviour::Hang | Behaviour::HangOnce) => std::future::pending().await,
+            Some(Behaviour::Slow(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
         }
     }
 }
@@ -85,6 +91,8 @@ impl CircuitBuilder for FakeBuilder {
 struct Setup {
     mgr: Arc<CircuitManager<FakeBuilder>>,
     relays: Vec<RelayEntry>,
+    /// The consensus source's wall clock (unix seconds; the consensus is valid 1000–5000).
+    clock: Arc<FakeClock>,
     _dir: TempDir,
 }
 
@@ -113,7 +121,8 @@ fn setup(guards: usize, config: CircuitConfig, behaviour: &[(usize, Behaviour)])
         r.flags.set(Flags::GUARD, false);
     }
     let consensus = testing::consensus(relays.clone(), 1000, 2000, 5000);
-    let dir = Arc::new(NetDir::preloaded(consensus, Arc::new(FakeClock::new(1500))));
+    let clock = Arc::new(FakeClock::new(1500));
+    let dir = Arc::new(NetDir::preloaded(consensus, clock.clone()));
     let data =
         TempDir(std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>())));
     std::fs::create_dir_all(&data.0).unwrap();
@@ -125,6 +134,7 @@ fn setup(guards: usize, config: CircuitConfig, behaviour: &[(usize, Behaviour)])
     Setup {
         mgr,
         relays,
+        clock,
         _dir: data,
     }
 }
@@ -372,6 +382,7 @@ async fn a_prefix_with_a_relay_that_failed_since_is_passed_over() {
     s.mgr.top_up().await.unwrap();
     let prefix: Vec<RelayId> = lock(&s.mgr.pool)[0].path.iter().map(|r| r.id).collect();
     lock(&s.mgr.failures).note(prefix[1], now());
+    assert_eq!(s.mgr.ready(), 0, "dropped, not kept and passed over");
     let exit = s
         .ids(0..6)
         .into_iter()
@@ -384,6 +395,98 @@ async fn a_prefix_with_a_relay_that_failed_since_is_passed_over() {
         2,
         "a fresh circuit"
     );
+}
+
+/// The circuits built ahead, each with its relays.
+fn pool_paths(s: &Setup) -> Vec<(Arc<FakeCircuit>, Vec<RelayId>)> {
+    lock(&s.mgr.pool)
+        .iter()
+        .map(|c| (c.circuit.clone(), c.path.iter().map(|r| r.id).collect()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefix_through_a_relay_the_consensus_drops_is_closed_and_replaced() {
+    let s = setup(1, config(), &[]);
+    while !s.mgr.top_up().await.unwrap() {}
+    let before = pool_paths(&s);
+    assert_eq!(before.len(), 2);
+    // Whichever middle relay the first prefix got leaves the consensus.
+    let gone = before[0].1[1];
+    let mut relays = s.relays.clone();
+    relays.retain(|r| r.id != gone);
+    s.mgr
+        .netdir()
+        .install(testing::consensus(relays, 1000, 2000, 5000));
+    let through_gone = before.iter().filter(|(_, p)| p.contains(&gone)).count();
+    assert!(through_gone >= 1);
+    assert_eq!(s.mgr.ready(), 2 - through_gone);
+    for (circ, path) in &before {
+        assert_eq!(circ.is_closed(), path.contains(&gone), "{path:?}");
+    }
+    // Topped up again, around the relay that left.
+    while !s.mgr.top_up().await.unwrap() {}
+    let after = pool_paths(&s);
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|(_, p)| !p.contains(&gone)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuits_built_ahead_go_when_the_consensus_expires() {
+    let s = setup(1, config(), &[]);
+    while !s.mgr.top_up().await.unwrap() {}
+    let before = pool_paths(&s);
+    // The consensus is valid until 5000.
+    s.clock.set(5000);
+    assert_eq!(s.mgr.ready(), 2);
+    s.clock.set(5001);
+    assert_eq!(s.mgr.ready(), 0);
+    assert!(before.iter().all(|(c, _)| c.is_closed()));
+    let exit = s.relays[5].id;
+    assert!(matches!(
+        s.mgr.get(exit).await,
+        Err(NetError::Dir(DirError::Expired { .. }))
+    ));
+    assert!(s.mgr.top_up().await.is_err());
+    assert_eq!(s.mgr.ready(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_never_holds_more_than_its_bound() {
+    // Every build waits a second at the guard, so three top-ups all see an empty pool and
+    // all build; the one finished last finds the pool full and closes its prefix.
+    let s = setup(1, config(), &[(0, Behaviour::Slow(Duration::from_secs(1)))]);
+    let (a, b, c) = tokio::join!(s.mgr.top_up(), s.mgr.top_up(), s.mgr.top_up());
+    let filled: Vec<bool> = [a, b, c].into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(s.log().iter().filter(|(_, c)| *c).count(), 3, "three built");
+    assert_eq!(filled.iter().filter(|f| **f).count(), 1, "{filled:?}");
+    assert_eq!(s.mgr.ready(), 2);
+    assert!(pool_paths(&s).iter().all(|(c, _)| !c.is_closed()));
+    assert!(s.mgr.top_up().await.unwrap(), "full");
+    assert_eq!(
+        s.log().iter().filter(|(_, c)| *c).count(),
+        3,
+        "nothing more built"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_prefixes_ready_a_circuit_costs_one_extend() {
+    // The wait a send sees: whatever paths were drawn, a last hop unrelated to a prefix is
+    // reached by extending it, with no CREATE and no other hop added.
+    let s = setup(1, config(), &[]);
+    while !s.mgr.top_up().await.unwrap() {}
+    let before = pool_paths(&s);
+    let exit = s
+        .ids(0..6)
+        .into_iter()
+        .find(|id| !before[0].1.contains(id))
+        .unwrap();
+    let logged = s.log().len();
+    let got = s.mgr.get(exit).await.unwrap();
+    assert_eq!(s.log()[logged..], [(exit, false)]);
+    assert_eq!(got.path.last().map(|r| r.id), Some(exit));
+    assert_eq!(s.mgr.ready(), 1);
 }
 
 #[tokio::test(start_paused = true)]
