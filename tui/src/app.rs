@@ -238,12 +238,7 @@ impl App {
     /// request. Give the edited text back with [`App::edited`].
     pub fn take_edit_request(&mut self) -> Option<String> {
         let peer = self.edit_request.clone()?;
-        Some(
-            self.drafts
-                .get(&peer)
-                .map(|d| d.text().to_owned())
-                .unwrap_or_default(),
-        )
+        Some(self.drafts.get(&peer).map(|d| d.text()).unwrap_or_default())
     }
 
     /// The text written in `$EDITOR` (or why not) replaces the draft it started from.
