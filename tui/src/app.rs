@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use jiff::tz::TimeZone;
 use shallot_rt::unix_now;
 
 use super::command::CommandLine;
@@ -137,8 +138,8 @@ pub struct App {
     pub(super) outbox: Vec<Action>,
     /// Unix seconds, as of the last [`App::tick`].
     pub(super) now: u64,
-    /// The user's time zone, in seconds east of UTC.
-    pub(super) utc_offset: i32,
+    /// The user's time zone.
+    pub(super) time_zone: TimeZone,
     /// The open conversation laid out for the screen, and what from.
     pub(super) laid_out: Option<(LayoutKey, Transcript)>,
 }
@@ -149,7 +150,7 @@ pub(super) struct LayoutKey {
     peer: Option<Peer>,
     cols: usize,
     generation: u64,
-    utc_offset: i32,
+    time_zone: TimeZone,
 }
 
 /// How long a notice stays in the status bar, in seconds.
@@ -194,14 +195,14 @@ impl App {
             quit: false,
             outbox: Vec::new(),
             now: unix_now(),
-            utc_offset: 0,
+            time_zone: TimeZone::UTC,
             laid_out: None,
         }
     }
 
-    /// Shows times in a time zone `secs` east of UTC (UTC until told).
-    pub fn set_utc_offset(&mut self, secs: i32) {
-        self.utc_offset = secs;
+    /// Shows times in time zone `tz` (UTC until told).
+    pub fn set_time_zone(&mut self, tz: TimeZone) {
+        self.time_zone = tz;
     }
 
     /// Tells the UI the time (unix seconds), to age what it shows.
@@ -237,12 +238,7 @@ impl App {
     /// request. Give the edited text back with [`App::edited`].
     pub fn take_edit_request(&mut self) -> Option<String> {
         let peer = self.edit_request.clone()?;
-        Some(
-            self.drafts
-                .get(&peer)
-                .map(|d| d.text().to_owned())
-                .unwrap_or_default(),
-        )
+        Some(self.drafts.get(&peer).map(|d| d.text()).unwrap_or_default())
     }
 
     /// The text written in `$EDITOR` (or why not) replaces the draft it started from.
@@ -503,7 +499,7 @@ impl App {
             peer: self.selected.clone(),
             cols,
             generation: self.roster.generation(),
-            utc_offset: self.utc_offset,
+            time_zone: self.time_zone.clone(),
         };
         if self.laid_out.as_ref().is_some_and(|(k, _)| *k == key) {
             return;
@@ -515,7 +511,7 @@ impl App {
                     Peer::Request(address) => address,
                 };
                 let messages = self.roster.messages(peer);
-                transcript::build(messages, label, cols, self.utc_offset)
+                transcript::build(messages, label, cols, &self.time_zone)
             }
             None => Transcript::default(),
         };

@@ -156,7 +156,7 @@ impl CommandLine {
         }
         COMMANDS
             .iter()
-            .filter(|c| c.name.starts_with(text))
+            .filter(|c| c.name.starts_with(text.as_str()))
             .collect()
     }
 

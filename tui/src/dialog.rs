@@ -127,15 +127,15 @@ impl AddContactForm {
     pub fn edited(&mut self, roster: &Roster) {
         self.error = None;
         if self.field == Field::Address && self.address.text().trim().len() >= ADDRESS_LEN {
-            self.error = check_address(self.address.text(), roster).err();
+            self.error = check_address(&self.address.text(), roster).err();
         }
     }
 
     /// Checks both fields; returns the name and canonical address when both are good, and
     /// otherwise keeps the error and puts the cursor in the field at fault.
     pub fn submit(&mut self, roster: &Roster) -> Option<(String, String)> {
-        let name = check_name(self.name.text(), roster);
-        let address = check_address(self.address.text(), roster);
+        let name = check_name(&self.name.text(), roster);
+        let address = check_address(&self.address.text(), roster);
         match (name, address) {
             (Ok(name), Ok(address)) => Some((name, address)),
             (Err(e), _) => {
@@ -175,7 +175,7 @@ impl AcceptForm {
 
     /// Checks the name; returns it when good, and otherwise keeps the error.
     pub fn submit(&mut self, roster: &Roster) -> Option<String> {
-        match check_name(self.name.text(), roster) {
+        match check_name(&self.name.text(), roster) {
             Ok(name) => Some(name),
             Err(e) => {
                 self.error = Some(e);

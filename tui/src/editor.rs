@@ -1,15 +1,26 @@
 //! An editable piece of text with a cursor: the message input line (several lines of text)
-//! and the fields of dialogs (one line). Pure: it knows characters and widths, not keys.
+//! and the fields of dialogs (one line). The buffer, cursor moves and edits are
+//! `tui-textarea`'s; this adds sanitizing of pastes and a layout that wraps long lines,
+//! which the widget does not. Pure: it knows characters and widths, not keys.
+
+use tui_textarea::{CursorMove, TextArea};
 
 use super::text::{char_width, sanitize};
 
-/// Text being edited, with a cursor between two characters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Text being edited, with a cursor: `tui-textarea`'s buffer, fed only sanitized text.
+#[derive(Debug, Clone, Default)]
 pub struct Editor {
-    text: String,
-    /// Byte offset of the cursor, always on a character boundary.
-    cursor: usize,
+    /// Boxed: the widget is large and forms hold several editors.
+    area: Box<TextArea<'static>>,
 }
+
+impl PartialEq for Editor {
+    fn eq(&self, other: &Self) -> bool {
+        self.area.lines() == other.area.lines() && self.area.cursor() == other.area.cursor()
+    }
+}
+
+impl Eq for Editor {}
 
 /// Editor text laid out in a box of some width.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,172 +38,113 @@ impl Editor {
     }
 
     /// The text.
-    pub fn text(&self) -> &str {
-        &self.text
+    pub fn text(&self) -> String {
+        self.area.lines().join("\n")
     }
 
     /// Whether the text is empty or only whitespace.
     pub fn is_blank(&self) -> bool {
-        self.text.trim().is_empty()
+        self.area.lines().iter().all(|l| l.trim().is_empty())
     }
 
     /// Empties the editor and returns what it held.
     pub fn take(&mut self) -> String {
-        self.cursor = 0;
-        std::mem::take(&mut self.text)
+        let text = self.text();
+        *self.area = TextArea::default();
+        text
     }
 
-    /// Inserts one character at the cursor.
+    /// Inserts one character at the cursor (`\n` starts a new line).
     pub fn insert_char(&mut self, c: char) {
-        self.text.insert(self.cursor, c);
-        self.cursor += c.len_utf8();
+        self.area.insert_char(c);
     }
 
     /// Inserts text at the cursor (a paste), made safe with [`sanitize`].
     pub fn insert_str(&mut self, text: &str) {
-        let clean = sanitize(text);
-        self.text.insert_str(self.cursor, &clean);
-        self.cursor += clean.len();
+        self.area.insert_str(sanitize(text));
     }
 
     /// Inserts a paste on one line: line breaks become spaces and surrounding space goes.
     pub fn insert_line(&mut self, text: &str) {
-        let clean = sanitize(text).replace('\n', " ");
-        let clean = clean.trim();
-        self.text.insert_str(self.cursor, clean);
-        self.cursor += clean.len();
-    }
-
-    fn prev_boundary(&self) -> Option<usize> {
-        self.text[..self.cursor]
-            .char_indices()
-            .next_back()
-            .map(|(i, _)| i)
-    }
-
-    fn next_boundary(&self) -> Option<usize> {
-        self.text[self.cursor..]
-            .chars()
-            .next()
-            .map(|c| self.cursor + c.len_utf8())
+        self.area
+            .insert_str(sanitize(text).replace('\n', " ").trim());
     }
 
     /// Deletes the character before the cursor.
     pub fn backspace(&mut self) {
-        if let Some(i) = self.prev_boundary() {
-            self.text.replace_range(i..self.cursor, "");
-            self.cursor = i;
-        }
+        self.area.delete_char();
     }
 
     /// Deletes the character after the cursor.
     pub fn delete(&mut self) {
-        if let Some(i) = self.next_boundary() {
-            self.text.replace_range(self.cursor..i, "");
-        }
+        self.area.delete_next_char();
     }
 
     /// Moves the cursor one character left.
     pub fn left(&mut self) {
-        if let Some(i) = self.prev_boundary() {
-            self.cursor = i;
-        }
+        self.area.move_cursor(CursorMove::Back);
     }
 
     /// Moves the cursor one character right.
     pub fn right(&mut self) {
-        if let Some(i) = self.next_boundary() {
-            self.cursor = i;
-        }
-    }
-
-    /// Start of the line the cursor is on.
-    fn line_start(&self, at: usize) -> usize {
-        self.text[..at].rfind('\n').map_or(0, |i| i + 1)
-    }
-
-    /// End of the line the cursor is on (before its `\n`).
-    fn line_end(&self, at: usize) -> usize {
-        self.text[at..]
-            .find('\n')
-            .map_or(self.text.len(), |i| at + i)
+        self.area.move_cursor(CursorMove::Forward);
     }
 
     /// Moves the cursor to the start of its line.
     pub fn home(&mut self) {
-        self.cursor = self.line_start(self.cursor);
+        self.area.move_cursor(CursorMove::Head);
     }
 
     /// Moves the cursor to the end of its line.
     pub fn end(&mut self) {
-        self.cursor = self.line_end(self.cursor);
-    }
-
-    /// Byte offset `column` characters into the line starting at `start`, or its end.
-    fn offset_in_line(&self, start: usize, column: usize) -> usize {
-        let end = self.line_end(start);
-        self.text[start..end]
-            .char_indices()
-            .nth(column)
-            .map_or(end, |(i, _)| start + i)
+        self.area.move_cursor(CursorMove::End);
     }
 
     /// Moves the cursor to the line above, keeping its column where it can; returns false
     /// when it is already on the first line.
     pub fn up(&mut self) -> bool {
-        let start = self.line_start(self.cursor);
-        if start == 0 {
-            return false;
-        }
-        let column = self.text[start..self.cursor].chars().count();
-        let above = self.line_start(start - 1);
-        self.cursor = self.offset_in_line(above, column);
-        true
+        let moves = self.area.cursor().0 > 0;
+        self.area.move_cursor(CursorMove::Up);
+        moves
     }
 
     /// Moves the cursor to the line below, keeping its column where it can; returns false
     /// when it is already on the last line.
     pub fn down(&mut self) -> bool {
-        let end = self.line_end(self.cursor);
-        if end == self.text.len() {
-            return false;
-        }
-        let column = self.text[self.line_start(self.cursor)..self.cursor]
-            .chars()
-            .count();
-        self.cursor = self.offset_in_line(end + 1, column);
-        true
+        let moves = self.area.cursor().0 + 1 < self.area.lines().len();
+        self.area.move_cursor(CursorMove::Down);
+        moves
     }
 
     /// Lays the text out in rows of at most `width` cells, breaking at line breaks and
     /// wherever a row is full, and finds the cursor in them.
     pub fn layout(&self, width: usize) -> EditorLayout {
         let width = width.max(1);
-        let mut rows = vec![String::new()];
-        let (mut row, mut col) = (0usize, 0usize);
+        let at = self.area.cursor();
+        let mut rows = Vec::new();
         let mut cursor = None;
-        for (i, c) in self.text.char_indices() {
-            if i == self.cursor {
-                cursor = Some((row, col));
+        for (n, line) in self.area.lines().iter().enumerate() {
+            rows.push(String::new());
+            let mut col = 0;
+            for (i, c) in line.chars().enumerate() {
+                let w = char_width(c);
+                if col + w > width && col > 0 {
+                    rows.push(String::new());
+                    col = 0;
+                }
+                if (n, i) == at {
+                    cursor = Some((rows.len() - 1, col));
+                }
+                if let Some(last) = rows.last_mut() {
+                    last.push(c);
+                }
+                col += w;
             }
-            if c == '\n' {
-                rows.push(String::new());
-                row += 1;
-                col = 0;
-                continue;
+            if cursor.is_none() && n == at.0 {
+                cursor = Some((rows.len() - 1, col));
             }
-            let w = char_width(c);
-            if col + w > width && col > 0 {
-                rows.push(String::new());
-                row += 1;
-                col = 0;
-            }
-            if let Some(last) = rows.last_mut() {
-                last.push(c);
-            }
-            col += w;
         }
-        let mut cursor = cursor.unwrap_or((row, col));
+        let mut cursor = cursor.unwrap_or((0, 0));
         if cursor.1 >= width {
             cursor = (cursor.0 + 1, 0);
             if cursor.0 >= rows.len() {

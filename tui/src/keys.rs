@@ -668,7 +668,7 @@ impl App {
                     line.complete();
                     Some(Overlay::Command(line))
                 }
-                KeyCode::Enter => match command::parse(line.line.text()) {
+                KeyCode::Enter => match command::parse(&line.line.text()) {
                     Ok(c) => self.run_command(c),
                     Err(e) => {
                         line.error = Some(e);

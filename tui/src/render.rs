@@ -182,4 +182,6 @@ pub fn render_to_text(app: &mut App, width: u16, height: u16) -> String {
 }
 
 #[cfg(test)]
+mod input_tests;
+#[cfg(test)]
 mod tests;

@@ -23,7 +23,6 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use super::app::App;
-use super::clock::parse_utc_offset;
 use super::event_loop::{drive, Outside};
 use super::external_editor;
 use super::model::{Action, AppEvent, UiOptions};
@@ -184,20 +183,6 @@ async fn stop_signal() {
     }
 }
 
-/// The user's offset from UTC, as `date +%z` reports it (respecting `TZ`), or UTC when
-/// that cannot be found.
-async fn local_utc_offset() -> i32 {
-    let output = tokio::process::Command::new("date")
-        .arg("+%z")
-        .output()
-        .await;
-    output
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| parse_utc_offset(&String::from_utf8_lossy(&o.stdout)))
-        .unwrap_or(0)
-}
-
 /// Runs the chat UI full-screen in this process's terminal until the user quits, then
 /// puts the terminal back. The terminal is restored on return, on error and on a panic in
 /// any thread: a panic hook restores it before the previous hook prints the report, and
@@ -214,7 +199,7 @@ pub async fn run_in_terminal(
     }
     let edit_dir = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     let mut app = App::new(options);
-    app.set_utc_offset(local_utc_offset().await);
+    app.set_time_zone(jiff::tz::TimeZone::system());
     let outside = Outside {
         raw,
         edit: suspend_and_edit,

@@ -1,5 +1,5 @@
 //! Text as the terminal shows it: making what peers send safe to display, measuring it in
-//! terminal cells, and wrapping or truncating it to a width.
+//! terminal cells, and wrapping (by `textwrap`) or truncating it to a width.
 //!
 //! Everything a peer controls (message text, and by extension names, addresses and reasons
 //! that pass through the backend) goes through [`sanitize`] before it reaches the screen: a
@@ -82,77 +82,14 @@ pub fn truncate(text: &str, max: usize) -> String {
 /// a word where a word is longer than a line. Each `\n` starts a new line; spaces where a line
 /// was broken are dropped. Always returns at least one line.
 pub fn wrap(text: &str, max: usize) -> Vec<String> {
-    let max = max.max(1);
-    let mut lines = Vec::new();
-    for paragraph in text.split('\n') {
-        wrap_paragraph(paragraph, max, &mut lines);
-    }
-    lines
-}
-
-fn wrap_paragraph(paragraph: &str, max: usize, lines: &mut Vec<String>) {
-    let mut line = String::new();
-    let mut used = 0;
-    let mut broken = false;
-    for (is_space, token) in tokens(paragraph) {
-        let w = width(token);
-        if is_space {
-            if broken && line.is_empty() {
-                continue;
-            }
-            if used + w <= max {
-                line.push_str(token);
-                used += w;
-            } else {
-                lines.push(std::mem::take(&mut line).trim_end().to_owned());
-                used = 0;
-                broken = true;
-            }
-            continue;
-        }
-        if used + w <= max {
-            line.push_str(token);
-            used += w;
-            continue;
-        }
-        if !line.is_empty() {
-            lines.push(std::mem::take(&mut line).trim_end().to_owned());
-            used = 0;
-            broken = true;
-        }
-        if w <= max {
-            line.push_str(token);
-            used = w;
-            continue;
-        }
-        for c in token.chars() {
-            let cw = char_width(c);
-            if used + cw > max && !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-                used = 0;
-                broken = true;
-            }
-            line.push(c);
-            used += cw;
-        }
-    }
-    lines.push(line.trim_end().to_owned());
-}
-
-/// Splits `text` into alternating runs of spaces and of other characters.
-fn tokens(text: &str) -> impl Iterator<Item = (bool, &str)> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        let first = rest.chars().next()?;
-        let space = first == ' ';
-        let end = rest
-            .char_indices()
-            .find(|&(_, c)| (c == ' ') != space)
-            .map_or(rest.len(), |(i, _)| i);
-        let (token, tail) = rest.split_at(end);
-        rest = tail;
-        Some((space, token))
-    })
+    let options = textwrap::Options::new(max.max(1))
+        .word_separator(textwrap::WordSeparator::AsciiSpace)
+        .wrap_algorithm(textwrap::WrapAlgorithm::FirstFit)
+        .break_words(true);
+    textwrap::wrap(text, options)
+        .into_iter()
+        .map(|line| line.trim_end().to_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -210,5 +147,28 @@ mod tests {
                 assert!(width(&line) <= max.max(2), "{line:?} wider than {max}");
             }
         }
+    }
+
+    /// Wide characters (CJK, emoji) take two cells: at 80 columns no line is wider than
+    /// 80 cells, none is cut inside a character, and nothing is lost.
+    #[test]
+    fn wrap_counts_wide_characters_and_emoji_at_80_columns() {
+        let text = format!(
+            "{} {} {}",
+            "日本語のテキスト".repeat(8),
+            "🙂🎉🚀".repeat(20),
+            "mixed 漢字 and emoji 🙂 words ".repeat(6)
+        );
+        let lines = wrap(&text, 80);
+        assert!(lines.len() > 3, "{lines:?}");
+        for line in &lines {
+            assert!(width(line) <= 80, "{line:?} is {} cells", width(line));
+        }
+        // The CJK run is 128 cells: 40 characters fill the first line exactly.
+        assert_eq!(lines[0], "日本語のテキスト".repeat(5));
+        assert_eq!(width(&lines[0]), 80);
+        assert_eq!(lines[2], "🙂🎉🚀".repeat(13) + "🙂");
+        let joined: String = lines.concat().replace(' ', "");
+        assert_eq!(joined, text.replace(' ', ""));
     }
 }

@@ -12,6 +12,8 @@ use std::ops::Range;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 
+use jiff::tz::TimeZone;
+
 use super::clock::LocalTime;
 use super::model::{Delivery, MessageView};
 use super::roster::local_time;
@@ -77,7 +79,7 @@ fn delivery_style(delivery: &Delivery) -> Style {
 
 /// What follows a message's text: my message's delivery mark, or when an incoming
 /// message says it was sent long before (or after) it arrived, that time.
-fn suffix(m: &MessageView, utc_offset: i32, unanswered: bool) -> Option<(String, Style)> {
+fn suffix(m: &MessageView, tz: &TimeZone, unanswered: bool) -> Option<(String, Style)> {
     if let Some(d) = &m.delivery {
         let mut mark = delivery_mark(d);
         if unanswered && matches!(d, Delivery::Stored { .. }) {
@@ -89,8 +91,8 @@ fn suffix(m: &MessageView, utc_offset: i32, unanswered: bool) -> Option<(String,
     if m.outgoing || arrived.abs_diff(m.sent_at) <= CLAIMED_TIME_SHOWN_AFTER {
         return None;
     }
-    let sent = LocalTime::new(m.sent_at, utc_offset);
-    let text = if sent.day == LocalTime::new(arrived, utc_offset).day {
+    let sent = LocalTime::new(m.sent_at, tz);
+    let text = if sent.day() == LocalTime::new(arrived, tz).day() {
         format!("(sent {})", sent.hhmm())
     } else {
         format!("(sent {} {})", sent.date(), sent.hhmm())
@@ -113,7 +115,7 @@ fn date_line(day: &LocalTime, cols: usize) -> Line<'static> {
 /// While nothing has come back from the peer (no message, no acknowledgement), my stored
 /// messages say they wait for the peer to accept me: a peer acknowledges nothing from a
 /// stranger until it has made them a contact.
-pub fn build(messages: &[MessageView], peer: &str, cols: usize, utc_offset: i32) -> Transcript {
+pub fn build(messages: &[MessageView], peer: &str, cols: usize, tz: &TimeZone) -> Transcript {
     let unanswered = messages
         .iter()
         .all(|m| m.outgoing && m.delivery != Some(Delivery::Delivered));
@@ -127,10 +129,10 @@ pub fn build(messages: &[MessageView], peer: &str, cols: usize, utc_offset: i32)
     let mut last_day = None;
     for m in messages {
         let start = out.lines.len();
-        let at = LocalTime::new(local_time(m), utc_offset);
-        if last_day != Some(at.day) {
+        let at = LocalTime::new(local_time(m), tz);
+        if last_day != Some(at.day()) {
             out.lines.push(date_line(&at, cols));
-            last_day = Some(at.day);
+            last_day = Some(at.day());
         }
         let (who, who_style) = if m.outgoing {
             ("me".to_owned(), Style::new().add_modifier(Modifier::DIM))
@@ -142,7 +144,7 @@ pub fn build(messages: &[MessageView], peer: &str, cols: usize, utc_offset: i32)
             .into_iter()
             .map(|row| vec![Span::raw(row)])
             .collect();
-        if let Some((text, style)) = suffix(m, utc_offset, unanswered) {
+        if let Some((text, style)) = suffix(m, tz, unanswered) {
             let last_width = rows
                 .last()
                 .map_or(0, |r| r.iter().map(|s| s.width()).sum::<usize>());

@@ -35,7 +35,7 @@ fn lays_out_time_sender_text_and_marks() {
         ),
         msg(3, true, "ok", T + 120, Some(Delivery::Delivered)),
     ];
-    let t = build(&messages, "alice", 40, 0);
+    let t = build(&messages, "alice", 40, &TimeZone::UTC);
     let lines: Vec<String> = t.lines.iter().map(text_of).collect();
     assert_eq!(
         lines,
@@ -56,7 +56,7 @@ fn wraps_under_the_text_column_and_wraps_long_failures() {
         reason: "no circuit to the mailbox relays".into(),
     };
     let messages = [msg(1, true, "one two three four five", T, Some(failed))];
-    let t = build(&messages, "bob", 24, 0);
+    let t = build(&messages, "bob", 24, &TimeZone::UTC);
     let lines: Vec<String> = t.lines.iter().skip(1).map(text_of).collect();
     assert_eq!(
         lines,
@@ -76,7 +76,7 @@ fn shows_a_claimed_time_far_from_arrival_and_new_days() {
     let mut late = msg(1, false, "sent yesterday", T, None);
     late.sent_at = T - 86_400;
     let messages = [late, msg(2, false, "next day", T + 86_400, None)];
-    let t = build(&messages, "alice", 60, 0);
+    let t = build(&messages, "alice", 60, &TimeZone::UTC);
     let lines: Vec<String> = t.lines.iter().map(text_of).collect();
     assert!(lines[1].ends_with("sent yesterday (sent 2024-06-02 10:00)"));
     assert!(lines[2].contains("2024-06-04"));
@@ -86,7 +86,7 @@ fn shows_a_claimed_time_far_from_arrival_and_new_days() {
 #[test]
 fn neutralises_escape_sequences_in_text() {
     let messages = [msg(1, false, "a\x1b]0;pwned\x07b", T, None)];
-    let t = build(&messages, "alice", 60, 0);
+    let t = build(&messages, "alice", 60, &TimeZone::UTC);
     assert!(text_of(&t.lines[1]).ends_with("a\u{FFFD}]0;pwned\u{FFFD}b"));
 }
 
@@ -96,7 +96,7 @@ fn selection_is_a_bar_in_the_time_column() {
         msg(1, false, "a b c d e f", T, None),
         msg(2, false, "g", T, None),
     ];
-    let t = build(&messages, "al", 14, 0);
+    let t = build(&messages, "al", 14, &TimeZone::UTC);
     assert_eq!(t.rows, vec![1..3, 3..4]);
     let barred = |lines: &[Line<'_>]| -> Vec<bool> {
         lines
