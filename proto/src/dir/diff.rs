@@ -7,7 +7,8 @@
 //! the new header and the new signatures whole (both are small and change every period) and
 //! walks the base's entries in order with run-length operations: keep, drop, add, and the two
 //! edits an hourly consensus is made of, a new weight (`w`) or new weight, published time and
-//! flags (`m`), which cost a dozen bytes where a line diff would resend the whole 270-byte
+//! flags (`m`, the published time as `+<seconds>` after the base's when it moved forward),
+//! which cost a dozen bytes where a line diff would resend the whole 270-byte
 //! `r` line with its three keys.
 //!
 //! [`consensus_diff`] computes a diff from two parsed consensuses; [`apply_diff`] is pure text
@@ -184,7 +185,13 @@ pub fn consensus_diff(base: &Consensus, target: &Consensus) -> Result<String, Do
                 if a.published == b.published && a.flags == b.flags {
                     ops.line(&format!("w {}", b.bandwidth));
                 } else {
-                    ops.line(&format!("m {} {} {}", b.bandwidth, b.published, b.flags));
+                    // A relay republishes on a timer: its published time moves by the same
+                    // step each period, which compresses to nothing when written as a delta.
+                    let published = match b.published.checked_sub(a.published) {
+                        Some(d) if d > 0 => format!("+{d}"),
+                        _ => b.published.to_string(),
+                    };
+                    ops.line(&format!("m {} {published} {}", b.bandwidth, b.flags));
                 }
                 i += 1;
                 j += 1;
@@ -449,7 +456,7 @@ mod tests {
                 0 => continue,
                 1 => e.bandwidth = e.bandwidth.wrapping_add(1),
                 2 => {
-                    e.published += 1;
+                    e.published = e.published.wrapping_add(3600);
                     e.flags = Flags::from_bits(e.flags.bits() ^ 1);
                 }
                 3 => e.ntor_key[0] ^= 1,
