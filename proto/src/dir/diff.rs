@@ -394,13 +394,25 @@ fn edit_entry(
         return Err("the base entry is malformed");
     }
     let number = |w: &str| parse_u64(w).is_some();
-    let (weight, published, flags): (&str, &str, &[&str]) = match (with_status, args) {
-        (false, [w]) if number(w) => (w, fields[7], &fields[8..]),
-        (true, [w, p, flags @ ..]) if number(w) && number(p) && !flags.is_empty() => (w, p, flags),
+    let (weight, published, flags): (&str, String, &[&str]) = match (with_status, args) {
+        (false, [w]) if number(w) => (w, fields[7].to_string(), &fields[8..]),
+        (true, [w, p, flags @ ..]) if number(w) && !flags.is_empty() => {
+            let p = match p.strip_prefix('+') {
+                Some(delta) => parse_u64(delta)
+                    .filter(|&d| d > 0)
+                    .zip(parse_u64(fields[7]))
+                    .and_then(|(d, old)| old.checked_add(d))
+                    .ok_or("bad published delta")?
+                    .to_string(),
+                None if number(p) => p.to_string(),
+                None => return Err("bad published time"),
+            };
+            (w, p, flags)
+        }
         _ => return Err("bad arguments to `w` or `m`"),
     };
     out.push_str(&fields[..4].join(" "));
-    for f in [weight, fields[5], fields[6], published]
+    for f in [weight, fields[5], fields[6], &published]
         .into_iter()
         .chain(flags.iter().copied())
     {
@@ -555,5 +567,18 @@ mod tests {
         assert!(apply_diff(&base_text, &format!("{diff}extra\n")).is_err());
         assert!(apply_diff(&base_text, &diff.replace("signatures 1", "signatures 2")).is_err());
         assert!(apply_diff(&base_text, &diff).is_ok());
+    }
+
+    #[test]
+    fn the_fuzz_seeds_apply_to_their_base() {
+        let base = include_str!("../../../fuzz/seeds/directory/consensus.txt");
+        let same = include_str!("../../../fuzz/seeds/consensus_diff/same.txt");
+        assert_eq!(apply_diff(base, same).unwrap(), base);
+        let edit = include_str!("../../../fuzz/seeds/consensus_diff/edit.txt");
+        let out = Consensus::parse(&apply_diff(base, edit).unwrap()).unwrap();
+        assert_eq!(
+            out.relays.len(),
+            Consensus::parse(base).unwrap().relays.len() - 1
+        );
     }
 }
