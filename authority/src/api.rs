@@ -6,6 +6,8 @@
 //! | `POST /descriptor` | 200 `accepted`; 400 malformed, bad signature, future, too old or not routable; 409 not newer than the one held, or link key or address proved by another relay; 413 too large; 429 upload or network limit, unproven descriptors from the uploader's network, or link key claimed too often; 503 descriptor limit; 408 body too slow |
 //! | `GET /descriptor/<digest>` | 200 the descriptor with that digest, if held or named by a vote; 404 none |
 //! | `GET /consensus` | 200 the consensus with every signature collected; 404 none yet |
+//! | `GET /consensus.z` | the same, zstd-compressed |
+//! | `GET /consensus/diff/<digest>[.z]` | 200 the diff from the kept consensus with that body digest to the one served (compressed with `.z`); 400 not 64 hex digits; 404 no such consensus kept, or none yet |
 //! | `GET /vote/<valid-after>` | 200 this authority's vote for that period; 404 none |
 //! | `GET /vote/<valid-after>/<authority>` | 200 the vote this authority holds from that authority; 404 none |
 //! | `GET /votes/<valid-after>` | 200 the list of every vote held (`equivocation::VoteList`); 425 before the exchange closed |
@@ -24,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use shallot_directory::compress::compress;
+use shallot_proto::dir::diff::consensus_diff;
 use shallot_proto::dir::{DetachedSignature, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_LEN};
 
 use super::admit::AdmitError;
@@ -88,6 +92,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/descriptor", post(post_descriptor))
         .route("/descriptor/{digest}", get(get_descriptor))
         .route("/consensus", get(get_consensus))
+        .route("/consensus.z", get(get_consensus_compressed))
+        .route("/consensus/diff/{name}", get(get_consensus_diff))
         .route("/vote", post(post_vote))
         .route("/vote/{valid_after}", get(get_vote))
         .route("/vote/{valid_after}/{authority}", get(get_vote_from))
@@ -252,24 +258,77 @@ async fn get_descriptor(
 }
 
 async fn get_consensus(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let text = shared
+    Ok(document(serving(&shared)?.text))
+}
+
+/// The consensus served now, zstd-compressed.
+async fn get_consensus_compressed(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
+    let text = serving(&shared)?.text;
+    Ok(compressed(compress(&text)))
+}
+
+/// The diff from the consensus whose body has the digest named to the one served now
+/// (`<hex digest>`, or `<hex digest>.z` for it zstd-compressed), from the consensuses this
+/// authority still keeps (`docs/spec.md` §5.12).
+async fn get_consensus_diff(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let (hex_digest, zstd) = match name.strip_suffix(".z") {
+        Some(h) => (h, true),
+        None => (name.as_str(), false),
+    };
+    let base_digest = shallot_crypto::hex::decode_array::<32>(hex_digest)
+        .ok()
+        .filter(|_| hex_digest.len() == 64)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "not a 64-hex-digit digest"))?;
+    let target = serving(&shared)?;
+    let base = shared
         .state()
-        .serving(now_secs())
-        .map(|r| r.text.clone())
+        .consensuses
+        .values()
+        .find(|r| r.digest == base_digest)
+        .map(|r| r.consensus.clone())
         .ok_or_else(|| {
-            let due = shared
-                .network
-                .params
-                .next_consensus_at(super::schedule::now_ms());
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!(
-                    "no consensus yet; the first is due at {}",
-                    shallot_directory::network::clock_utc(due)
-                ),
+                "no consensus with that digest is kept: fetch /consensus.z",
             )
         })?;
-    Ok(document(text))
+    let diff = consensus_diff(&base, &target.consensus)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(if zstd {
+        compressed(compress(diff.as_bytes()))
+    } else {
+        document(diff)
+    })
+}
+
+/// The consensus to serve now, or the 404 that says when the first is due.
+fn serving(shared: &Shared) -> Result<super::state::ConsensusRecord, ApiError> {
+    shared.state().serving(now_secs()).cloned().ok_or_else(|| {
+        let due = shared
+            .network
+            .params
+            .next_consensus_at(super::schedule::now_ms());
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no consensus yet; the first is due at {}",
+                shallot_directory::network::clock_utc(due)
+            ),
+        )
+    })
+}
+
+/// A zstd-compressed document.
+fn compressed(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/zstd")],
+        body,
+    )
+        .into_response()
 }
 
 fn parse_period(raw: &str) -> Result<u64, ApiError> {

@@ -47,16 +47,19 @@ pub enum SlotClass {
     General,
     /// Kept for the other authorities.
     Authority,
-    /// Kept for consensus fetches: `GET /consensus` only.
+    /// Kept for consensus fetches: `GET /consensus`, `/consensus.z`, `/consensus/diff/…` only.
     Fetch,
-    /// Kept for proven relays: `POST /descriptor` and `GET /consensus` only.
+    /// Kept for proven relays: `POST /descriptor` and the consensus fetches only.
     Relay,
 }
 
 impl SlotClass {
     /// Whether a connection in this pool may make this request.
     pub fn allows(self, method: &hyper::Method, path: &str) -> bool {
-        let fetch = method == hyper::Method::GET && path == "/consensus";
+        let fetch = method == hyper::Method::GET
+            && (path == "/consensus"
+                || path == "/consensus.z"
+                || path.starts_with("/consensus/diff/"));
         match self {
             SlotClass::General | SlotClass::Authority => true,
             SlotClass::Fetch => fetch,

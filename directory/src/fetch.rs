@@ -9,15 +9,19 @@
 //! refused while it is being read.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use http::{Method, StatusCode};
 use rand::seq::SliceRandom;
-use shallot_proto::dir::MAX_CONSENSUS_LEN;
+use shallot_crypto::hex;
+use shallot_proto::dir::diff::{apply_diff, text_body_digest};
+use shallot_proto::dir::{DocError, MAX_CONSENSUS_LEN};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::compress::{decompress_capped, DecompressError};
 use crate::network::NetworkFile;
 use crate::verify::{verify_consensus, VerifiedConsensus, VerifyError};
 use shallot_proto::dir::Consensus;
@@ -305,41 +309,101 @@ enum TryError {
     NotText,
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Decompress(#[from] DecompressError),
+    #[error("the diff does not apply: {0}")]
+    Diff(DocError),
 }
 
-/// Fetches `GET /consensus` from the configured authorities in random order, each within
+/// What consensus fetches cost, counted across fetches (`docs/spec.md` §5.12): how many were
+/// served as a diff from the consensus held, how many whole, and the bytes received.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    /// Consensuses obtained by applying a diff.
+    pub diffs: AtomicU64,
+    /// Consensuses fetched whole (compressed).
+    pub full: AtomicU64,
+    /// Diffs that could not be used (missing base, bad diff, result not verifying), each
+    /// followed by a whole fetch.
+    pub diff_failures: AtomicU64,
+    /// Response body bytes received for consensus and diff fetches, as sent (compressed).
+    pub bytes: AtomicU64,
+}
+
+impl FetchStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Fetches the consensus from the configured authorities in random order, each within
 /// `per_try_timeout`, and returns the first consensus that verifies (with its text, for
 /// [`crate::verify::ConsensusCache::store`]). `cached` is the consensus already held: an older
-/// one is refused.
+/// one is refused. See [`fetch_consensus_counted`].
 pub async fn fetch_consensus(
     network: &NetworkFile,
     cached: Option<&Consensus>,
     now: u64,
     per_try_timeout: Duration,
 ) -> Result<(VerifiedConsensus, String), FetchError> {
+    fetch_consensus_counted(
+        network,
+        cached,
+        now,
+        per_try_timeout,
+        &FetchStats::default(),
+    )
+    .await
+}
+
+/// [`fetch_consensus`], counting into `stats`. With a consensus held, each authority is first
+/// asked for the diff from it (`GET /consensus/diff/<body digest>.z`); the diff is applied and
+/// the result verified like any consensus. When that fails (no such base kept, a bad diff, a
+/// result that does not verify), the same authority is asked for the whole consensus,
+/// compressed (`GET /consensus.z`). Every compressed answer is decompressed under the cap of
+/// [`MAX_CONSENSUS_LEN`].
+pub async fn fetch_consensus_counted(
+    network: &NetworkFile,
+    cached: Option<&Consensus>,
+    now: u64,
+    per_try_timeout: Duration,
+    stats: &FetchStats,
+) -> Result<(VerifiedConsensus, String), FetchError> {
+    let base = cached.and_then(|c| c.encode().ok());
     let mut order: Vec<_> = network.authorities.iter().collect();
     order.shuffle(&mut rand::thread_rng());
     let mut failures = Vec::new();
+    let held_after = cached.map(|c| c.valid_after);
     for auth in order {
-        let attempt = async {
-            let r = http_request(
-                auth.address,
-                Method::GET,
-                "/consensus",
-                None,
-                per_try_timeout,
-                MAX_CONSENSUS_LEN,
-            )
-            .await?;
-            if r.status != StatusCode::OK {
-                return Err(TryError::Status(r.status, r.text()));
+        if let Some(base) = &base {
+            let by_diff = async {
+                let path = format!("/consensus/diff/{}.z", hex::encode(&text_body_digest(base)));
+                let diff = get_compressed(auth.address, &path, per_try_timeout, stats).await?;
+                let text = apply_diff(base, &diff).map_err(TryError::Diff)?;
+                let consensus = verify_consensus(&text, network, now, held_after)?;
+                Ok::<_, TryError>((consensus, text))
+            };
+            match by_diff.await {
+                Ok(found) => {
+                    FetchStats::add(&stats.diffs, 1);
+                    return Ok(found);
+                }
+                Err(e) => {
+                    FetchStats::add(&stats.diff_failures, 1);
+                    tracing::debug!(authority = %auth.name, "consensus diff not used: {e}");
+                }
             }
-            let text = String::from_utf8(r.body).map_err(|_| TryError::NotText)?;
-            let consensus = verify_consensus(&text, network, now, cached.map(|c| c.valid_after))?;
+        }
+        let whole = async {
+            let text = get_compressed(auth.address, "/consensus.z", per_try_timeout, stats).await?;
+            let consensus = verify_consensus(&text, network, now, held_after)?;
             Ok::<_, TryError>((consensus, text))
         };
-        match attempt.await {
-            Ok(found) => return Ok(found),
+        match whole.await {
+            Ok(found) => {
+                FetchStats::add(&stats.full, 1);
+                return Ok(found);
+            }
             Err(e) => {
                 tracing::debug!(authority = %auth.name, "consensus fetch failed: {e}");
                 failures.push(format!("{}: {e}", auth.name));
@@ -347,6 +411,26 @@ pub async fn fetch_consensus(
         }
     }
     Err(FetchError::AllFailed(failures))
+}
+
+/// GETs a zstd-compressed document and returns its text, decompressed under
+/// [`MAX_CONSENSUS_LEN`].
+async fn get_compressed(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+    stats: &FetchStats,
+) -> Result<String, TryError> {
+    let r = http_request(addr, Method::GET, path, None, limit, MAX_CONSENSUS_LEN).await?;
+    FetchStats::add(
+        &stats.bytes,
+        u64::try_from(r.body.len()).unwrap_or(u64::MAX),
+    );
+    if r.status != StatusCode::OK {
+        return Err(TryError::Status(r.status, r.text()));
+    }
+    let raw = decompress_capped(&r.body, MAX_CONSENSUS_LEN)?;
+    String::from_utf8(raw).map_err(|_| TryError::NotText)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //!   authority that shows different votes to different peers; [`routable`]: address rules;
 //! * [`probe`]: the reachability probe, the authority's side and the relay's answer;
 //! * [`verify`]: client-side consensus verification and the on-disk cache;
-//! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients).
+//! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients),
+//!   compressed or as a diff from the consensus held; [`compress`]: zstd with a capped
+//!   decompressed size.
 //!
 //! The documents themselves live in [`shallot_proto::dir`].
 //!
@@ -20,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compress;
 pub mod compute;
 pub mod equivocation;
 pub mod fetch;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shallot_directory::fetch::{fetch_consensus, FetchError};
+use shallot_directory::fetch::{fetch_consensus_counted, FetchError, FetchStats};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
 use shallot_directory::VerifiedConsensus;
@@ -58,6 +58,8 @@ pub struct NetDir {
     clock: Arc<dyn WallClock>,
     /// The background refresh, once started; it stops when this is dropped.
     refresher: Mutex<Option<AbortOnDrop<()>>>,
+    /// What this client's consensus fetches cost: diffs used, whole fetches, bytes.
+    stats: FetchStats,
 }
 
 impl NetDir {
@@ -79,6 +81,7 @@ impl NetDir {
             fetch_timeout,
             clock,
             refresher: Mutex::new(None),
+            stats: FetchStats::default(),
         }
     }
 
@@ -153,14 +156,22 @@ impl NetDir {
         self.consensus()
     }
 
-    /// Fetches a newer consensus; keeps the held one if none comes.
+    /// What this client's consensus fetches have cost so far: how many came as a diff from
+    /// the consensus held, how many whole, and the bytes received (`docs/spec.md` §5.12).
+    pub fn fetch_stats(&self) -> &FetchStats {
+        &self.stats
+    }
+
+    /// Fetches a newer consensus (as a diff from the held one when one is held); keeps the
+    /// held one if none comes.
     pub async fn refresh(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         let held = self.held();
-        match fetch_consensus(
+        match fetch_consensus_counted(
             &self.network,
             held.as_deref().map(|c| &**c),
             self.clock.unix_now(),
             self.fetch_timeout,
+            &self.stats,
         )
         .await
         {

@@ -11,11 +11,13 @@
 //! * [`vote`]: one authority's signed opinion of the relays for one period, naming each
 //!   relay's descriptor by digest;
 //! * [`consensus`]: the document clients use, with one signature per authority;
+//! * [`diff`]: the change from one consensus to the next, and applying it to the text held;
 //! * [`srv`]: the hash functions of the shared random value;
 //! * [`probe`]: the reachability probe's challenge and answer (binary, not text).
 
 pub mod consensus;
 pub mod descriptor;
+pub mod diff;
 pub mod entry;
 pub mod lines;
 pub mod probe;
@@ -65,6 +67,10 @@ pub enum DocError {
     /// The signature does not verify with the key the document names.
     #[error("the signature does not verify")]
     BadSignature,
+    /// A consensus diff is not from the consensus it is applied to, or does not rebuild the
+    /// consensus it names.
+    #[error("the consensus diff does not fit: {0}")]
+    DiffMismatch(&'static str),
     /// A value cannot be put in a document (when encoding).
     #[error("cannot encode {field}: {reason}")]
     Invalid {

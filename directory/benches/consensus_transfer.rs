@@ -1,0 +1,213 @@
+//! What a consensus costs on the wire (`cargo bench -p shallot-directory --bench
+//! consensus_transfer`, `docs/spec.md` §5.12): a realistic 10,000-relay consensus (random keys,
+//! addresses and nicknames; weights spread over four orders of magnitude; the flag mix of a
+//! live network; one relay in ten with a family), its size raw and zstd-compressed, and the
+//! diff to the next hour's consensus under the churn modelled in [`next_hour`], at three rates
+//! of weight change. Printed sizes beside the floor measured in the same run: the random key
+//! bytes the consensus must carry (three 32-byte keys per relay), which no compression removes.
+//! Timed: compress, decompress, computing a diff, applying it.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use shallot_crypto::keys::{IdentityKeypair, RelayId};
+use shallot_directory::compress::{compress, decompress_capped};
+use shallot_proto::dir::diff::{apply_diff, consensus_diff};
+use shallot_proto::dir::{
+    Consensus, ConsensusParams, Flags, RelayEntry, SharedRandom, MAX_CONSENSUS_LEN,
+};
+
+const T: u64 = 1_700_000_000;
+const RELAYS: usize = 10_000;
+
+fn relay(rng: &mut StdRng, relays: &[RelayId]) -> RelayEntry {
+    let key = IdentityKeypair::from_secret_bytes(&rng.gen());
+    let len = rng.gen_range(4..=16);
+    let nickname: String = (0..len)
+        .map(|_| {
+            *b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                .choose(rng)
+                .unwrap() as char
+        })
+        .collect();
+    let port = match rng.gen_range(0..100) {
+        0..=59 => 9001,
+        60..=84 => 443,
+        _ => rng.gen_range(1024..65535),
+    };
+    let ip: [u8; 4] = [
+        rng.gen_range(1..224),
+        rng.gen(),
+        rng.gen(),
+        rng.gen_range(1..255),
+    ];
+    let mut flags = Flags::RUNNING | Flags::VALID;
+    flags.set(Flags::FAST, rng.gen_bool(0.9));
+    flags.set(Flags::STABLE, rng.gen_bool(0.7));
+    flags.set(Flags::GUARD, rng.gen_bool(0.3));
+    flags.set(Flags::MAILBOX, rng.gen_bool(0.4));
+    let mut family: Vec<RelayId> = if rng.gen_bool(0.1) && !relays.is_empty() {
+        (0..rng.gen_range(2..=4))
+            .map(|_| *relays.choose(rng).unwrap())
+            .collect()
+    } else {
+        vec![]
+    };
+    family.sort();
+    family.dedup();
+    RelayEntry {
+        id: key.relay_id(),
+        nickname,
+        identity: key.public(),
+        address: SocketAddr::from((ip, port)),
+        // Log-uniform from 10 kB/s to 100 MB/s.
+        bandwidth: 10f64.powf(rng.gen_range(4.0..8.0)) as u64,
+        ntor_key: rng.gen(),
+        link_key: rng.gen(),
+        published: T - rng.gen_range(0..3600),
+        flags,
+        family,
+    }
+}
+
+fn consensus(valid_after: u64, mut relays: Vec<RelayEntry>, keys: &[IdentityKeypair]) -> Consensus {
+    relays.sort_by_key(|e| e.id);
+    relays.dedup_by_key(|e| e.id);
+    let mut commits: Vec<_> = keys.iter().map(|k| (k.public(), [7u8; 32])).collect();
+    commits.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut c = Consensus {
+        valid_after,
+        fresh_until: valid_after + 3600,
+        valid_until: valid_after + 3 * 3600,
+        params: ConsensusParams {
+            epoch_secs: 86400,
+            max_share_ppm: 50_000,
+        },
+        shared_rand: SharedRandom {
+            previous: Some([(valid_after % 251) as u8; 32]),
+            current: [(valid_after % 253) as u8; 32],
+            epochs: vec![(valid_after / 86400, [1; 32])],
+            commits,
+        },
+        relays,
+        signatures: vec![],
+    };
+    for k in keys {
+        let sig = c.sign_body(k).unwrap();
+        c.add_signature(k.public(), sig);
+    }
+    c
+}
+
+/// The next hour's relays. Modelled: 2 % churn (1 % of relays leave, as many new ones join);
+/// every relay republishes its descriptor (relays publish hourly, so every `published` moves
+/// by 3600 s); a share `reweighed` of relays gets a new measured weight (±20 %); 2 % have one
+/// of Fast, Stable or Guard flip; 0.6 % rotate their onion key (a weekly rotation).
+fn next_hour(rng: &mut StdRng, relays: &[RelayEntry], reweighed: f64) -> Vec<RelayEntry> {
+    let ids: Vec<RelayId> = relays.iter().map(|r| r.id).collect();
+    let mut out: Vec<RelayEntry> = Vec::with_capacity(relays.len());
+    for r in relays {
+        if rng.gen_bool(0.01) {
+            continue;
+        }
+        let mut r = r.clone();
+        r.published += 3600;
+        if rng.gen_bool(reweighed) {
+            r.bandwidth = (r.bandwidth as f64 * rng.gen_range(0.8..1.2)) as u64;
+        }
+        if rng.gen_bool(0.02) {
+            let f = *[Flags::FAST, Flags::STABLE, Flags::GUARD]
+                .choose(rng)
+                .unwrap();
+            let on = r.flags.contains(f);
+            r.flags.set(f, !on);
+        }
+        if rng.gen_bool(0.006) {
+            r.ntor_key = rng.gen();
+        }
+        out.push(r);
+    }
+    for _ in 0..relays.len() / 100 {
+        out.push(relay(rng, &ids));
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(16);
+    let keys: Vec<IdentityKeypair> = (0..3)
+        .map(|_| IdentityKeypair::from_secret_bytes(&rng.gen()))
+        .collect();
+    let mut relays: Vec<RelayEntry> = Vec::with_capacity(RELAYS);
+    let mut ids = Vec::new();
+    for _ in 0..RELAYS {
+        let r = relay(&mut rng, &ids);
+        ids.push(r.id);
+        relays.push(r);
+    }
+    let base = consensus(T, relays.clone(), &keys);
+    let text = base.encode().unwrap();
+    let z = compress(text.as_bytes());
+    let floor = RELAYS * 3 * 32;
+    eprintln!(
+        "consensus, {RELAYS} relays, 3 signatures: {} bytes raw, {} bytes zstd (level {}), \
+         {:.1} bytes per relay; floor (random key bytes alone): {floor} bytes",
+        text.len(),
+        z.len(),
+        shallot_directory::compress::LEVEL,
+        z.len() as f64 / RELAYS as f64,
+    );
+    let mut diff_mid = String::new();
+    for reweighed in [0.1, 0.3, 1.0] {
+        let mut rng = StdRng::seed_from_u64(17);
+        let next = consensus(
+            T + 3600,
+            next_hour(&mut rng, &base.relays, reweighed),
+            &keys,
+        );
+        let diff = consensus_diff(&base, &next).unwrap();
+        assert_eq!(apply_diff(&text, &diff).unwrap(), next.encode().unwrap());
+        let dz = compress(diff.as_bytes());
+        let ops = |p: &str| diff.lines().filter(|l| l.starts_with(p)).count();
+        eprintln!(
+            "hourly diff, 2 % churn, {:.0} % reweighed: {} bytes raw, {} bytes zstd \
+             ({} w, {} m, {} add lines); whole next consensus zstd: {} bytes",
+            reweighed * 100.0,
+            diff.len(),
+            dz.len(),
+            ops("w "),
+            ops("m "),
+            ops("add "),
+            compress(next.encode().unwrap().as_bytes()).len(),
+        );
+        if reweighed == 0.3 {
+            diff_mid = diff;
+        }
+    }
+
+    let mut g = c.benchmark_group("consensus_transfer");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    g.bench_function("zstd_compress_10000_relays", |b| {
+        b.iter(|| compress(black_box(text.as_bytes())))
+    });
+    g.bench_function("zstd_decompress_10000_relays", |b| {
+        b.iter(|| decompress_capped(black_box(&z), MAX_CONSENSUS_LEN).unwrap())
+    });
+    let mut rng = StdRng::seed_from_u64(17);
+    let next = consensus(T + 3600, next_hour(&mut rng, &base.relays, 0.3), &keys);
+    g.bench_function("diff_compute_10000_relays", |b| {
+        b.iter(|| consensus_diff(black_box(&base), &next).unwrap())
+    });
+    g.bench_function("diff_apply_10000_relays", |b| {
+        b.iter(|| apply_diff(black_box(&text), &diff_mid).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
