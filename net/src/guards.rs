@@ -211,8 +211,14 @@ impl GuardSet {
 
     fn save(&self) {
         let guards = self.guards.iter().map(|g| {
-            let unlisted = g.unlisted_since.map(|t| format!(" {t}")).unwrap_or_default();
-            let sampled = g.sampled_at.map(|t| format!(" sampled {t}")).unwrap_or_default();
+            let unlisted = g
+                .unlisted_since
+                .map(|t| format!(" {t}"))
+                .unwrap_or_default();
+            let sampled = g
+                .sampled_at
+                .map(|t| format!(" sampled {t}"))
+                .unwrap_or_default();
             format!("{}{unlisted}{sampled}\n", g.id)
         });
         let added = self.added.iter().map(|t| format!("added {t}\n"));

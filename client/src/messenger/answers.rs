@@ -54,7 +54,11 @@ impl ReplicaAnswers {
             },
         };
         if !self.last.contains_key(&relay) && self.last.len() >= MAX_REMEMBERED {
-            let oldest = self.last.iter().min_by_key(|(_, a)| a.at).map(|(id, _)| *id);
+            let oldest = self
+                .last
+                .iter()
+                .min_by_key(|(_, a)| a.at)
+                .map(|(id, _)| *id);
             if let Some(id) = oldest {
                 self.last.remove(&id);
             }
@@ -104,7 +108,10 @@ mod tests {
         a.record::<()>(r, &Err(MailboxError::Refused(Status::Full).into()), 20);
         assert!(matches!(
             a.get(&r).unwrap(),
-            LastAnswer { answer: ReplicaAnswer::Refused(_), at: 20 }
+            LastAnswer {
+                answer: ReplicaAnswer::Refused(_),
+                at: 20
+            }
         ));
         a.record::<()>(r, &Err(MailboxError::Timeout.into()), 30);
         assert!(matches!(

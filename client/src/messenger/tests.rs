@@ -866,7 +866,10 @@ async fn each_replica_is_reported_as_it_last_answered() {
     w.advance(60);
     bob.fetch_waiting().await.unwrap();
     let now = bob.last_answer(&refusing).unwrap();
-    assert_eq!((now.answer, now.at), (answers::ReplicaAnswer::Answered, T0 + 65));
+    assert_eq!(
+        (now.answer, now.at),
+        (answers::ReplicaAnswer::Answered, T0 + 65)
+    );
 }
 
 // Placement when sender and owner hold different consensuses (`docs/spec.md` §9.2).

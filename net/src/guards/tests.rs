@@ -181,7 +181,8 @@ fn when_each_guard_was_sampled_is_kept_across_restarts() {
     assert_eq!(reloaded.sampled()[0].sampled_at, Some(t));
 
     let (a, b) = (RelayId([1; 20]), RelayId([2; 20]));
-    let text = format!("{a} sampled 9\n{b} 5 sampled 7\n{a} sampled\n{b} sampled x\n{a} 1 sampled 2 3\n");
+    let text =
+        format!("{a} sampled 9\n{b} 5 sampled 7\n{a} sampled\n{b} sampled x\n{a} 1 sampled 2 3\n");
     keyfile::write_private_file(&dir.join("guards"), text.as_bytes()).unwrap();
     let read: Vec<_> = GuardSet::load(&dir)
         .sampled()
