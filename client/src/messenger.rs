@@ -13,6 +13,7 @@
 //! so that its retransmission, backoff and expiry are tested with in-memory mailboxes and a
 //! fake clock (`messenger/tests.rs`).
 
+pub mod answers;
 pub mod incoming;
 pub mod keys;
 pub mod outgoing;
@@ -125,6 +126,7 @@ pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
     clock: Arc<dyn WallClock>,
     config: MessengerConfig,
     events: Mutex<Option<mpsc::UnboundedSender<MessengerEvent>>>,
+    answers: Mutex<answers::ReplicaAnswers>,
 }
 
 impl Messenger {
@@ -185,6 +187,7 @@ impl<M: MailboxAccess> Messenger<M> {
             clock,
             config,
             events: Mutex::new(None),
+            answers: Mutex::new(answers::ReplicaAnswers::default()),
         }))
     }
 
@@ -347,6 +350,18 @@ impl<M: MailboxAccess> Messenger<M> {
             Ok(r) => r,
             Err(_) => Err(crate::mailbox::MailboxError::Timeout.into()),
         }
+    }
+
+    /// Records how `relay` answered a request for this user's own mailbox.
+    pub(crate) fn note_answer<T>(&self, relay: RelayId, result: &Result<T, MessengerError>) {
+        lock(&self.answers).record(relay, result, self.now());
+    }
+
+    /// How `relay` last answered a request for this user's own mailbox (a fetch, a
+    /// subscription or a bundle put), and when; `None` if it was never asked (read-only, for
+    /// the network panel).
+    pub fn last_answer(&self, relay: &RelayId) -> Option<answers::LastAnswer> {
+        lock(&self.answers).get(relay).cloned()
     }
 
     /// The relays that keep this user's mailbox for the current epoch (read-only, for the

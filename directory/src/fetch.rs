@@ -60,6 +60,9 @@ pub enum HttpError {
 pub struct HttpResponse {
     /// The status code.
     pub status: StatusCode,
+    /// The `Date` header, in Unix seconds, when there was one in the fixed form
+    /// ([`crate::http_date`]).
+    pub date: Option<u64>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -157,6 +160,7 @@ pub fn parse_response(
         .ok_or_else(|| bad("bad status code"))?;
     let mut length: Option<usize> = None;
     let mut chunked = false;
+    let mut date = None;
     for line in lines {
         let (name, value) = line.split_once(':').ok_or_else(|| bad("bad header line"))?;
         let value = value.trim();
@@ -168,6 +172,8 @@ pub fn parse_response(
                 return Err(bad("two different Content-Lengths"));
             }
             length = Some(n);
+        } else if name.eq_ignore_ascii_case("date") {
+            date = crate::http_date::parse_http_date(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value
                 .rsplit(',')
@@ -205,7 +211,7 @@ pub fn parse_response(
         }
         rest.to_vec()
     };
-    Ok(Some(HttpResponse { status, body }))
+    Ok(Some(HttpResponse { status, date, body }))
 }
 
 /// Decodes a complete chunked body from `buf`, or `Ok(None)` if it is not complete yet.
@@ -346,22 +352,13 @@ pub async fn fetch_consensus(
     now: u64,
     per_try_timeout: Duration,
 ) -> Result<(VerifiedConsensus, String), FetchError> {
-    fetch_consensus_counted(
-        network,
-        cached,
-        now,
-        per_try_timeout,
-        &FetchStats::default(),
-    )
-    .await
+    let stats = FetchStats::default();
+    fetch_consensus_dated(network, cached, now, per_try_timeout, &stats)
+        .await
+        .result
 }
 
-/// [`fetch_consensus`], counting into `stats`. With a consensus held, each authority is first
-/// asked for the diff from it (`GET /consensus/diff/<body digest>.z`); the diff is applied and
-/// the result verified like any consensus. When that fails (no such base kept, a bad diff, a
-/// result that does not verify), the same authority is asked for the whole consensus,
-/// compressed (`GET /consensus.z`). Every compressed answer is decompressed under the cap of
-/// [`MAX_CONSENSUS_LEN`].
+/// [`fetch_consensus`], counting into `stats`; see [`fetch_consensus_dated`].
 pub async fn fetch_consensus_counted(
     network: &NetworkFile,
     cached: Option<&Consensus>,
@@ -369,24 +366,67 @@ pub async fn fetch_consensus_counted(
     per_try_timeout: Duration,
     stats: &FetchStats,
 ) -> Result<(VerifiedConsensus, String), FetchError> {
+    fetch_consensus_dated(network, cached, now, per_try_timeout, stats)
+        .await
+        .result
+}
+
+/// An authority's clock, read from the `Date` header of its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerDate {
+    /// The authority's name in the network file.
+    pub authority: String,
+    /// Its `Date`, Unix seconds (whole seconds: the header has no finer unit).
+    pub date: u64,
+}
+
+/// What [`fetch_consensus_dated`] got.
+#[derive(Debug)]
+pub struct DatedFetch {
+    /// The consensus and its text, as [`fetch_consensus`] returns them.
+    pub result: Result<(VerifiedConsensus, String), FetchError>,
+    /// The `Date` of the authority that gave the consensus, else of the last one that
+    /// answered at all (even refusing, or with a consensus this clock finds out of date):
+    /// what a client compares its clock with.
+    pub date: Option<ServerDate>,
+}
+
+/// [`fetch_consensus`], counting into `stats` and reporting the answering authority's `Date`
+/// header. With a consensus held, each authority is first asked for the diff from it
+/// (`GET /consensus/diff/<body digest>.z`); the diff is applied and the result verified like
+/// any consensus. When that fails (no such base kept, a bad diff, a result that does not
+/// verify), the same authority is asked for the whole consensus, compressed
+/// (`GET /consensus.z`). Every compressed answer is decompressed under the cap of
+/// [`MAX_CONSENSUS_LEN`].
+pub async fn fetch_consensus_dated(
+    network: &NetworkFile,
+    cached: Option<&Consensus>,
+    now: u64,
+    per_try_timeout: Duration,
+    stats: &FetchStats,
+) -> DatedFetch {
     let base = cached.and_then(|c| c.encode().ok());
     let mut order: Vec<_> = network.authorities.iter().collect();
     order.shuffle(&mut rand::thread_rng());
     let mut failures = Vec::new();
+    let mut date = None;
     let held_after = cached.map(|c| c.valid_after);
     for auth in order {
+        let mut seen = None;
+        let mut found = None;
         if let Some(base) = &base {
             let by_diff = async {
                 let path = format!("/consensus/diff/{}.z", hex::encode(&text_body_digest(base)));
-                let diff = get_compressed(auth.address, &path, per_try_timeout, stats).await?;
+                let diff =
+                    get_compressed(auth.address, &path, per_try_timeout, stats, &mut seen).await?;
                 let text = apply_diff(base, &diff).map_err(TryError::Diff)?;
                 let consensus = verify_consensus(&text, network, now, held_after)?;
                 Ok::<_, TryError>((consensus, text))
             };
             match by_diff.await {
-                Ok(found) => {
+                Ok(got) => {
                     FetchStats::add(&stats.diffs, 1);
-                    return Ok(found);
+                    found = Some(got);
                 }
                 Err(e) => {
                     FetchStats::add(&stats.diff_failures, 1);
@@ -394,34 +434,62 @@ pub async fn fetch_consensus_counted(
                 }
             }
         }
-        let whole = async {
-            let text = get_compressed(auth.address, "/consensus.z", per_try_timeout, stats).await?;
-            let consensus = verify_consensus(&text, network, now, held_after)?;
-            Ok::<_, TryError>((consensus, text))
-        };
-        match whole.await {
-            Ok(found) => {
-                FetchStats::add(&stats.full, 1);
-                return Ok(found);
-            }
-            Err(e) => {
-                tracing::debug!(authority = %auth.name, "consensus fetch failed: {e}");
-                failures.push(format!("{}: {e}", auth.name));
+        if found.is_none() {
+            let whole = async {
+                let text = get_compressed(
+                    auth.address,
+                    "/consensus.z",
+                    per_try_timeout,
+                    stats,
+                    &mut seen,
+                )
+                .await?;
+                let consensus = verify_consensus(&text, network, now, held_after)?;
+                Ok::<_, TryError>((consensus, text))
+            };
+            match whole.await {
+                Ok(got) => {
+                    FetchStats::add(&stats.full, 1);
+                    found = Some(got);
+                }
+                Err(e) => {
+                    tracing::debug!(authority = %auth.name, "consensus fetch failed: {e}");
+                    failures.push(format!("{}: {e}", auth.name));
+                }
             }
         }
+        if let Some(d) = seen {
+            date = Some(ServerDate {
+                authority: auth.name.clone(),
+                date: d,
+            });
+        }
+        if let Some(got) = found {
+            return DatedFetch {
+                result: Ok(got),
+                date,
+            };
+        }
     }
-    Err(FetchError::AllFailed(failures))
+    DatedFetch {
+        result: Err(FetchError::AllFailed(failures)),
+        date,
+    }
 }
 
 /// GETs a zstd-compressed document and returns its text, decompressed under
-/// [`MAX_CONSENSUS_LEN`].
+/// [`MAX_CONSENSUS_LEN`]; the answer's `Date`, if it had one, goes to `date`.
 async fn get_compressed(
     addr: SocketAddr,
     path: &str,
     limit: Duration,
     stats: &FetchStats,
+    date: &mut Option<u64>,
 ) -> Result<String, TryError> {
     let r = http_request(addr, Method::GET, path, None, limit, MAX_CONSENSUS_LEN).await?;
+    if r.date.is_some() {
+        *date = r.date;
+    }
     FetchStats::add(
         &stats.bytes,
         u64::try_from(r.body.len()).unwrap_or(u64::MAX),
@@ -465,6 +533,64 @@ mod tests {
         for cut in 40..raw.len() {
             assert!(parse(&raw[..cut], false).unwrap().is_none(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn the_date_header_is_read_when_in_the_fixed_form() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parse(raw, false).unwrap().unwrap().date, Some(784_111_777));
+        let odd = b"HTTP/1.1 200 OK\r\nDate: yesterday\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parse(odd, false).unwrap().unwrap().date, None);
+        let none = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(parse(none, false).unwrap().unwrap().date, None);
+    }
+
+    /// An authority that refuses still tells its time: a client whose clock is so far off
+    /// that no consensus verifies can still learn by how much.
+    #[tokio::test]
+    async fn a_refusing_authority_still_gives_its_date() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nDate: Tue, 01 Dec 2026 03:30:00 GMT\r\n\
+                  Content-Length: 4\r\n\r\nbusy",
+            )
+            .await
+            .unwrap();
+        });
+        let key = shallot_crypto::keys::IdentityKeypair::generate(&mut rand::thread_rng()).public();
+        let network = NetworkFile {
+            authorities: vec![crate::network::AuthorityInfo {
+                name: "auth1".into(),
+                address,
+                key,
+            }],
+            params: crate::network::NetworkParams::default(),
+        };
+        let fetched = fetch_consensus_dated(
+            &network,
+            None,
+            0,
+            Duration::from_secs(10),
+            &FetchStats::default(),
+        )
+        .await;
+        server.await.unwrap();
+        let err = fetched.result.unwrap_err().to_string();
+        assert!(err.contains("auth1") && err.contains("busy"), "{err}");
+        assert_eq!(
+            fetched.date,
+            Some(ServerDate {
+                authority: "auth1".into(),
+                date: 1_796_095_800
+            })
+        );
     }
 
     #[test]

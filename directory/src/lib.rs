@@ -26,6 +26,7 @@ pub mod compress;
 pub mod compute;
 pub mod equivocation;
 pub mod fetch;
+pub mod http_date;
 pub mod network;
 pub mod probe;
 pub mod routable;

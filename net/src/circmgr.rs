@@ -250,6 +250,12 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         lock(&self.guards).sampled().iter().map(|g| g.id).collect()
     }
 
+    /// Every guard in the sampled set with its history (since when it is in the set, since
+    /// when it is unlisted), in order of preference: for display.
+    pub fn guard_history(&self) -> Vec<crate::guards::Guard> {
+        lock(&self.guards).sampled().to_vec()
+    }
+
     /// Builds one circuit now: `hops` relays ending at `exit` if given (or, with `hops` one
     /// less than a full circuit and no exit, a prefix to extend later), trying other paths
     /// after a failure.

@@ -48,6 +48,9 @@ pub struct Guard {
     /// Since when the consensus has not listed it as a usable guard, unix seconds; `None`
     /// while it is listed.
     pub unlisted_since: Option<u64>,
+    /// When it was added to the set, unix seconds; `None` for a guard saved before the time
+    /// was recorded.
+    pub sampled_at: Option<u64>,
 }
 
 /// The guard set and where it is saved.
@@ -197,6 +200,7 @@ impl GuardSet {
                 self.guards.push(Guard {
                     id: r.id,
                     unlisted_since: None,
+                    sampled_at: Some(now),
                 });
                 self.added.push(now);
                 true
@@ -206,9 +210,16 @@ impl GuardSet {
     }
 
     fn save(&self) {
-        let guards = self.guards.iter().map(|g| match g.unlisted_since {
-            Some(since) => format!("{} {since}\n", g.id),
-            None => format!("{}\n", g.id),
+        let guards = self.guards.iter().map(|g| {
+            let unlisted = g
+                .unlisted_since
+                .map(|t| format!(" {t}"))
+                .unwrap_or_default();
+            let sampled = g
+                .sampled_at
+                .map(|t| format!(" sampled {t}"))
+                .unwrap_or_default();
+            format!("{}{unlisted}{sampled}\n", g.id)
         });
         let added = self.added.iter().map(|t| format!("added {t}\n"));
         let text: String = guards.chain(added).collect();
@@ -218,18 +229,28 @@ impl GuardSet {
     }
 }
 
-/// `<fingerprint>` or `<fingerprint> <unlisted since>`.
+/// `<fingerprint>`, then optionally ` <unlisted since>`, then optionally
+/// ` sampled <unix seconds>`.
 fn parse_line(line: &str) -> Option<Guard> {
-    let mut words = line.split(' ');
+    let number = shallot_proto::dir::lines::parse_u64;
+    let mut words = line.split(' ').peekable();
     let id = RelayId::from_hex(words.next()?).ok()?;
-    let unlisted_since = match words.next() {
+    let unlisted_since = match words.next_if(|w| *w != "sampled") {
         None => None,
-        Some(w) => Some(shallot_proto::dir::lines::parse_u64(w)?),
+        Some(w) => Some(number(w)?),
+    };
+    let sampled_at = match words.next() {
+        None => None,
+        Some(_sampled) => Some(number(words.next()?)?),
     };
     if words.next().is_some() {
         return None;
     }
-    Some(Guard { id, unlisted_since })
+    Some(Guard {
+        id,
+        unlisted_since,
+        sampled_at,
+    })
 }
 
 /// `added <unix seconds>`: when a guard was added to the set.

@@ -3,13 +3,14 @@
 //! fresh-until), and keep using a cached consensus while it is still valid when no authority
 //! answers. When a new consensus changes the mailbox ring, the one it replaced is kept beside
 //! it for a while ([`NetDir::previous`]), so that owners read, and senders deposit at, the
-//! replicas it named while the ring settles (`docs/spec.md` §9.2).
+//! replicas it named while the ring settles (`docs/spec.md` §9.2). Each fetch also compares
+//! this device's clock with the answering authority's `Date` header ([`ClockSkew`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shallot_directory::fetch::{fetch_consensus_counted, FetchError, FetchStats};
+use shallot_directory::fetch::{fetch_consensus_dated, FetchError, FetchStats, ServerDate};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::verify::ConsensusCache;
 use shallot_directory::VerifiedConsensus;
@@ -44,6 +45,31 @@ pub enum DirError {
     },
 }
 
+/// How far this device's clock was from an authority's at the last fetch that had an answer
+/// (`docs/spec.md` §11.1, clock skew).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// Seconds this clock is ahead of the authority's (negative: behind). Both are whole
+    /// seconds, so a clock in step reads -1 to 1, plus the time the answer took.
+    pub secs: i64,
+    /// The authority compared with (its name in the network file).
+    pub authority: String,
+    /// When, by this clock (Unix seconds).
+    pub measured_at: u64,
+}
+
+impl ClockSkew {
+    /// The skew of a clock that reads `local` when the authority's `Date` says `server`.
+    pub fn measure(local: u64, server: &ServerDate) -> ClockSkew {
+        let secs = i128::from(local) - i128::from(server.date);
+        ClockSkew {
+            secs: i64::try_from(secs).unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX }),
+            authority: server.authority.clone(),
+            measured_at: local,
+        }
+    }
+}
+
 /// The consensus this client uses, and how to get the next one.
 pub struct NetDir {
     network: NetworkFile,
@@ -53,6 +79,7 @@ pub struct NetDir {
     /// replaced (Unix seconds).
     previous: Mutex<Option<(Arc<VerifiedConsensus>, u64)>>,
     last_error: Mutex<Option<Arc<FetchError>>>,
+    skew: Mutex<Option<ClockSkew>>,
     failures: std::sync::atomic::AtomicU32,
     fetch_timeout: Duration,
     clock: Arc<dyn WallClock>,
@@ -77,6 +104,7 @@ impl NetDir {
             current: Mutex::new(None),
             previous: Mutex::new(None),
             last_error: Mutex::new(None),
+            skew: Mutex::new(None),
             failures: std::sync::atomic::AtomicU32::new(0),
             fetch_timeout,
             clock,
@@ -166,15 +194,18 @@ impl NetDir {
     /// held one if none comes.
     pub async fn refresh(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         let held = self.held();
-        match fetch_consensus_counted(
+        let fetched = fetch_consensus_dated(
             &self.network,
             held.as_deref().map(|c| &**c),
             self.clock.unix_now(),
             self.fetch_timeout,
             &self.stats,
         )
-        .await
-        {
+        .await;
+        if let Some(date) = &fetched.date {
+            *lock(&self.skew) = Some(ClockSkew::measure(self.clock.unix_now(), date));
+        }
+        match fetched.result {
             Ok((c, text)) => {
                 if let Err(e) = self.cache.store(&text) {
                     info!("cannot cache the consensus: {e}");
@@ -193,6 +224,12 @@ impl NetDir {
                 Err(DirError::Unavailable(e))
             }
         }
+    }
+
+    /// How far this device's clock was from an authority's at the last fetch that got an
+    /// answer with a `Date`; `None` before any.
+    pub fn clock_skew(&self) -> Option<ClockSkew> {
+        lock(&self.skew).clone()
     }
 
     /// The consensus to use now: the one held, if still valid.
@@ -347,6 +384,68 @@ mod tests {
         }
         clock.set(1700);
         assert!((100..130).contains(&dir.next_refresh().as_secs()));
+    }
+
+    /// An authority that answers "Tue, 01 Dec 2026 03:30:00 GMT" (1796095800), refusing.
+    async fn refusing_authority() -> (NetworkFile, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            let answer = "HTTP/1.1 503 Service Unavailable\r\nDate: Tue, 01 Dec 2026 03:30:00 \
+                          GMT\r\nContent-Length: 4\r\n\r\nbusy";
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let key = shallot_crypto::keys::IdentityKeypair::generate(&mut rand::thread_rng()).public();
+        let network = NetworkFile {
+            authorities: vec![shallot_directory::network::AuthorityInfo {
+                name: "auth1".into(),
+                address,
+                key,
+            }],
+            params: shallot_directory::network::NetworkParams::default(),
+        };
+        (network, server)
+    }
+
+    /// A clock two hours fast: no consensus verifies, and the skew says why.
+    #[tokio::test]
+    async fn the_clock_is_compared_with_the_authoritys_date_even_when_it_refuses() {
+        let (network, server) = refusing_authority().await;
+        let clock = Arc::new(FakeClock::new(1_796_095_800 + 7200));
+        let dir = NetDir::with_clock(network, Path::new("/nonexistent"), clock.clone());
+        assert_eq!(dir.clock_skew(), None, "nothing measured yet");
+        assert!(dir.refresh().await.is_err());
+        server.await.unwrap();
+        assert_eq!(
+            dir.clock_skew(),
+            Some(ClockSkew {
+                secs: 7200,
+                authority: "auth1".into(),
+                measured_at: 1_796_095_800 + 7200,
+            })
+        );
+        // Behind reads negative; the header's whole seconds leave a clock in step at 0.
+        let date = ServerDate {
+            authority: "a".into(),
+            date: 1000,
+        };
+        assert_eq!(ClockSkew::measure(940, &date).secs, -60);
+        assert_eq!(ClockSkew::measure(1000, &date).secs, 0);
+        assert_eq!(
+            ClockSkew::measure(
+                0,
+                &ServerDate {
+                    authority: "a".into(),
+                    date: u64::MAX
+                }
+            )
+            .secs,
+            i64::MIN
+        );
     }
 
     #[tokio::test]

@@ -226,13 +226,19 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", units[i])
 }
 
-/// "N s ago" for a unix time, or "none yet" for 0.
+/// How old something made at `unix_secs` is now: "12s old", "just now" within the second
+/// (or when it is dated ahead of this clock), or "none yet" for 0.
 pub fn age(unix_secs: u64) -> String {
-    if unix_secs == 0 {
-        return "none yet".into();
+    age_at(unix_secs, shallot_rt::unix_now())
+}
+
+/// [`age`] at `now`.
+fn age_at(unix_secs: u64, now: u64) -> String {
+    match now.checked_sub(unix_secs) {
+        _ if unix_secs == 0 => "none yet".into(),
+        None | Some(0) => "just now".into(),
+        Some(secs) => super::config::format_duration(Duration::from_secs(secs)) + " old",
     }
-    let now = shallot_rt::unix_now();
-    super::config::format_duration(Duration::from_secs(now.saturating_sub(unix_secs))) + " old"
 }
 
 #[cfg(test)]
@@ -285,6 +291,16 @@ mod tests {
         assert_eq!(ops.heartbeat_period(), Some(Duration::from_secs(600)));
         ops.heartbeat = Some(Duration::ZERO);
         assert_eq!(ops.heartbeat_period(), None);
+    }
+
+    #[test]
+    fn ages_read_in_whole_seconds_never_milliseconds() {
+        let t = 1_700_000_000;
+        assert_eq!(age_at(t, t), "just now");
+        assert_eq!(age_at(t + 5, t), "just now", "dated ahead of this clock");
+        assert_eq!(age_at(t, t + 1), "1s old");
+        assert_eq!(age_at(t, t + 125), "2m5s old");
+        assert_eq!(age_at(0, t), "none yet");
     }
 
     #[test]

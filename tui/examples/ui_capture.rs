@@ -6,7 +6,9 @@
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use rand::SeedableRng;
 use shallot_crypto::{Address, IdentityKeypair};
-use shallot_tui::model::{CircuitView, ConsensusView, ReplicaView};
+use shallot_tui::model::{
+    CircuitView, ClockView, ConsensusView, GuardView, ReplicaAnswer, ReplicaView,
+};
 use shallot_tui::{
     render_to_text, App, AppEvent, ContactRequest, ContactView, Delivery, MailboxState,
     MessageView, NetworkDetails, NetworkStatus, UiOptions,
@@ -131,7 +133,14 @@ fn main() {
     print!("{}", render_to_text(&mut app, 80, 24));
     println!();
     app.apply(AppEvent::Network(NetworkDetails {
-        guards: vec!["relay3".into(), "relay6".into()],
+        guards: ["relay3", "relay6", "relay2"]
+            .iter()
+            .map(|g| GuardView {
+                relay: (*g).into(),
+                since: Some(NOW - 3 * 86_400 - 7200),
+                unlisted_since: None,
+            })
+            .collect(),
         circuits: vec![
             CircuitView {
                 relays: vec!["relay3".into(), "relay5".into(), "relay1".into()],
@@ -142,20 +151,37 @@ fn main() {
                 age_secs: 40,
             },
         ],
-        replicas: ["relay1", "relay4", "relay8"]
-            .iter()
-            .map(|r| ReplicaView {
-                relay: (*r).into(),
-                open: *r != "relay8",
-            })
-            .collect(),
+        replicas: vec![
+            ReplicaView {
+                relay: "relay1".into(),
+                open: true,
+                last: Some((ReplicaAnswer::Answered, NOW - 4)),
+            },
+            ReplicaView {
+                relay: "relay4".into(),
+                open: true,
+                last: Some((ReplicaAnswer::Answered, NOW - 4)),
+            },
+            ReplicaView {
+                relay: "relay8".into(),
+                open: false,
+                last: Some((
+                    ReplicaAnswer::NoAnswer("no answer in time".into()),
+                    NOW - 35,
+                )),
+            },
+        ],
         consensus: Some(ConsensusView {
             valid_after: NOW - 120,
             valid_until: NOW + 3480,
             signed_by: vec!["auth1".into(), "auth2".into(), "auth3".into()],
             authorities: 3,
         }),
-        clock_skew_secs: None,
+        clock: Some(ClockView {
+            skew_secs: 0,
+            authority: "auth2".into(),
+            measured_at: NOW - 95,
+        }),
     }));
     app.handle_event(Event::Key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE)));
     print!("{}", render_to_text(&mut app, 80, 24));

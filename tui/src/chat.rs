@@ -13,11 +13,14 @@ use shallot_crypto::hex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-use crate::model::{CircuitView, ConsensusView, NetworkDetails, ReplicaView};
+use crate::model::{
+    CircuitView, ClockView, ConsensusView, GuardView, NetworkDetails, ReplicaAnswer, ReplicaView,
+};
 use crate::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus, Offline,
 };
+use shallot_client::messenger::answers::ReplicaAnswer as Heard;
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerEvent};
 use shallot_client::store::{OutState, StoredMessage};
@@ -461,6 +464,14 @@ async fn details(m: &Messenger) -> NetworkDetails {
         .map(|id| ReplicaView {
             relay: nickname(id),
             open: open.contains(id),
+            last: m.last_answer(id).map(|a| {
+                let answer = match a.answer {
+                    Heard::Answered => ReplicaAnswer::Answered,
+                    Heard::Refused(why) => ReplicaAnswer::Refused(why),
+                    Heard::NoAnswer(why) => ReplicaAnswer::NoAnswer(why),
+                };
+                (answer, a.at)
+            }),
         })
         .collect();
     let network = m.netdir().network();
@@ -481,7 +492,16 @@ async fn details(m: &Messenger) -> NetworkDetails {
         authorities: network.authorities.len(),
     });
     NetworkDetails {
-        guards: m.circuits().guards().iter().map(nickname).collect(),
+        guards: m
+            .circuits()
+            .guard_history()
+            .iter()
+            .map(|g| GuardView {
+                relay: nickname(&g.id),
+                since: g.sampled_at,
+                unlisted_since: g.unlisted_since,
+            })
+            .collect(),
         circuits: m
             .circuits()
             .snapshot()
@@ -493,8 +513,11 @@ async fn details(m: &Messenger) -> NetworkDetails {
             .collect(),
         replicas,
         consensus: consensus_view,
-        // Shallot does not compare its clock with anyone's yet.
-        clock_skew_secs: None,
+        clock: m.netdir().clock_skew().map(|s| ClockView {
+            skew_secs: s.secs,
+            authority: s.authority,
+            measured_at: s.measured_at,
+        }),
     }
 }
 

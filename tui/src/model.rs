@@ -120,16 +120,50 @@ impl Default for NetworkStatus {
 /// What the network panel shows: where this client's traffic goes and what it trusts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkDetails {
-    /// The guards in use (nickname, or fingerprint when not in the consensus).
-    pub guards: Vec<String>,
+    /// The guards kept, in order of preference.
+    pub guards: Vec<GuardView>,
     /// Circuits built and ready.
     pub circuits: Vec<CircuitView>,
     /// The relays keeping my mailbox this epoch.
     pub replicas: Vec<ReplicaView>,
     /// The consensus in use, if any.
     pub consensus: Option<ConsensusView>,
-    /// How far the local clock is off (seconds, positive: ahead), when measured.
-    pub clock_skew_secs: Option<i64>,
+    /// How far the local clock is from an authority's, when measured.
+    pub clock: Option<ClockView>,
+}
+
+/// One guard of the guard set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardView {
+    /// The relay's nickname, or its fingerprint when the consensus does not list it.
+    pub relay: String,
+    /// When it was added to the set (unix seconds); `None` when that was not recorded.
+    pub since: Option<u64>,
+    /// Since when the consensus has not listed it as a usable guard; `None` while it is
+    /// listed (and so in use).
+    pub unlisted_since: Option<u64>,
+}
+
+/// How a relay last answered this user's own requests (fetch, subscribe, bundle put).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaAnswer {
+    /// It did what was asked.
+    Answered,
+    /// It refused (why, in words).
+    Refused(String),
+    /// It was not reached or said nothing in time (why, in words).
+    NoAnswer(String),
+}
+
+/// This device's clock beside an authority's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockView {
+    /// Seconds this clock is ahead (negative: behind); -1 to 1 when in step.
+    pub skew_secs: i64,
+    /// The authority compared with: its `Date` header on the last consensus fetch.
+    pub authority: String,
+    /// When (unix seconds, by this clock).
+    pub measured_at: u64,
 }
 
 /// One circuit.
@@ -148,6 +182,8 @@ pub struct ReplicaView {
     pub relay: String,
     /// Whether a circuit to it is open and working now.
     pub open: bool,
+    /// What it last answered, and when (unix seconds); `None` if not asked yet.
+    pub last: Option<(ReplicaAnswer, u64)>,
 }
 
 /// The consensus in use.

@@ -213,9 +213,11 @@ impl<M: MailboxAccess> Messenger<M> {
         let mut last_error = None;
         for e in first..=epoch {
             let (key, targets) = self.my_read_targets(e)?;
-            let drains = targets
-                .iter()
-                .map(|r| self.on_replica(self.drain(e, *r, &key)));
+            let drains = targets.iter().map(|r| async {
+                let drained = self.on_replica(self.drain(e, *r, &key)).await;
+                self.note_answer(*r, &drained);
+                drained
+            });
             for r in join_all(drains).await {
                 match r {
                     Ok(n) => {
@@ -294,8 +296,14 @@ async fn subscription<M: MailboxAccess>(
         let result = async {
             let (key, _) = me.my_mailbox(epoch)?;
             let mailbox = MailboxId(key.public().to_bytes());
-            let link = me.link(relay, Isolation::Owner(mailbox)).await?;
-            let (mut rx, _) = link.subscribe(&key, me.config.request_timeout).await?;
+            let subscribed_here = async {
+                let link = me.link(relay, Isolation::Owner(mailbox)).await?;
+                let (rx, _) = link.subscribe(&key, me.config.request_timeout).await?;
+                Ok::<_, MessengerError>((link, rx))
+            }
+            .await;
+            me.note_answer(relay, &subscribed_here);
+            let (link, mut rx) = subscribed_here?;
             let n = subscribed.fetch_add(1, Ordering::Relaxed) + 1;
             me.emit(MessengerEvent::Subscribed { copies: n });
             // At the circuit's lifetime, move to a fresh circuit (subscribing again there

@@ -80,12 +80,18 @@ impl<M: MailboxAccess> Messenger<M> {
             // epochs would link this user's mailboxes across them.
             let puts = targets.into_iter().map(|relay| {
                 let (key, body) = (&key, body.clone());
-                self.on_replica(async move {
-                    let link = self.link(relay, Isolation::OneShot).await?;
-                    link.put_bundle(key, expires, body, self.config.request_timeout)
-                        .await
-                        .map_err(MessengerError::from)
-                })
+                async move {
+                    let put = self
+                        .on_replica(async move {
+                            let link = self.link(relay, Isolation::OneShot).await?;
+                            link.put_bundle(key, expires, body, self.config.request_timeout)
+                                .await
+                                .map_err(MessengerError::from)
+                        })
+                        .await;
+                    self.note_answer(relay, &put);
+                    put
+                }
             });
             for r in join_all(puts).await {
                 match r {

@@ -27,6 +27,8 @@ struct FakeRelay {
     down: bool,
     /// Takes requests and never answers (nor opens its window).
     hung: bool,
+    /// Answers every request with this refusal.
+    refuses: Option<shallot_proto::mailbox::Status>,
 }
 
 /// Every mailbox relay of the test network.
@@ -82,6 +84,8 @@ impl FakeLink {
         self.net.with(self.relay, |r| {
             if r.down {
                 Err(MailboxError::Timeout)
+            } else if let Some(status) = r.refuses {
+                Err(MailboxError::Refused(status))
             } else {
                 Ok(f(r))
             }
@@ -820,6 +824,52 @@ async fn with_a_silent_replica_each_periodic_task_carries_on() {
     // relay at most once: Bob's first rounds, his acknowledgement and Alice's next rounds fit
     // in a few of them, not an unbounded wait.
     assert!(waited < 10 * w.config.replica_timeout, "{waited:?}");
+}
+
+/// The network panel's "whether each answers" is what the messenger last heard from each of
+/// its replicas: one answers, one refuses, one is silent, and each is reported as such.
+#[tokio::test(start_paused = true)]
+async fn each_replica_is_reported_as_it_last_answered() {
+    let mut w = World::new();
+    let bob = w.user("bob");
+    let replicas = w.replicas_of(&bob);
+    for r in &replicas {
+        assert_eq!(bob.last_answer(r), None, "never asked yet");
+    }
+    let (good, refusing, silent) = (replicas[0], replicas[1], replicas[2]);
+    w.net.with(refusing, |r| {
+        r.refuses = Some(shallot_proto::mailbox::Status::Unavailable)
+    });
+    w.net.with(silent, |r| r.hung = true);
+    w.advance(5);
+    bob.fetch_waiting().await.unwrap();
+    let at = T0 + 5;
+    assert_eq!(
+        bob.last_answer(&good),
+        Some(answers::LastAnswer {
+            answer: answers::ReplicaAnswer::Answered,
+            at
+        })
+    );
+    let refused = bob.last_answer(&refusing).unwrap();
+    assert!(
+        matches!(&refused.answer, answers::ReplicaAnswer::Refused(why) if !why.is_empty()),
+        "{refused:?}"
+    );
+    let silence = bob.last_answer(&silent).unwrap();
+    assert!(
+        matches!(silence.answer, answers::ReplicaAnswer::NoAnswer(_)),
+        "{silence:?}"
+    );
+    // The refusing relay recovers: the next pass says so.
+    w.net.with(refusing, |r| r.refuses = None);
+    w.advance(60);
+    bob.fetch_waiting().await.unwrap();
+    let now = bob.last_answer(&refusing).unwrap();
+    assert_eq!(
+        (now.answer, now.at),
+        (answers::ReplicaAnswer::Answered, T0 + 65)
+    );
 }
 
 // Placement when sender and owner hold different consensuses (`docs/spec.md` §9.2).

@@ -150,14 +150,46 @@ fn old_and_corrupt_files_are_read_safely() {
         &[
             Guard {
                 id: a,
-                unlisted_since: None
+                unlisted_since: None,
+                sampled_at: None,
             },
             Guard {
                 id: b,
-                unlisted_since: Some(12345)
+                unlisted_since: Some(12345),
+                sampled_at: None,
             }
         ]
     );
+}
+
+/// The panel says since when each guard is used: the time it was added survives a restart,
+/// beside the time it went unlisted, and a malformed time spoils only its own line.
+#[test]
+fn when_each_guard_was_sampled_is_kept_across_restarts() {
+    let dir = scratch();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let c = consensus(10);
+    let mut g = GuardSet::load(&dir);
+    let t = 2_000_000;
+    g.update_at(&c, t, &mut rng);
+    assert!(g.sampled().iter().all(|x| x.sampled_at == Some(t)));
+    let first = g.guards();
+    g.update_at(&without(&c, &[first[0]]), t + 50, &mut rng);
+    let reloaded = GuardSet::load(&dir);
+    assert_eq!(reloaded.sampled(), g.sampled());
+    assert_eq!(reloaded.sampled()[0].unlisted_since, Some(t + 50));
+    assert_eq!(reloaded.sampled()[0].sampled_at, Some(t));
+
+    let (a, b) = (RelayId([1; 20]), RelayId([2; 20]));
+    let text =
+        format!("{a} sampled 9\n{b} 5 sampled 7\n{a} sampled\n{b} sampled x\n{a} 1 sampled 2 3\n");
+    keyfile::write_private_file(&dir.join("guards"), text.as_bytes()).unwrap();
+    let read: Vec<_> = GuardSet::load(&dir)
+        .sampled()
+        .iter()
+        .map(|g| (g.id, g.unlisted_since, g.sampled_at))
+        .collect();
+    assert_eq!(read, vec![(a, None, Some(9)), (b, Some(5), Some(7))]);
 }
 
 /// A consensus listing `c`'s relays except every guard `g` holds.

@@ -6,8 +6,8 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use super::*;
 use crate::help::SECTIONS;
 use crate::model::{
-    AppEvent, CircuitView, ConsensusView, ContactRequest, Delivery, MailboxState, NetworkDetails,
-    NetworkStatus, Offline, ReplicaView, UiOptions,
+    AppEvent, CircuitView, ClockView, ConsensusView, ContactRequest, Delivery, GuardView,
+    MailboxState, NetworkDetails, NetworkStatus, Offline, ReplicaAnswer, ReplicaView, UiOptions,
 };
 use crate::test_support::*;
 use shallot_client::e2e::wire::MAX_TEXT_LEN;
@@ -457,7 +457,18 @@ fn the_selected_message_stays_in_view_across_a_resize() {
 
 fn network_details() -> NetworkDetails {
     NetworkDetails {
-        guards: vec!["relay3".into()],
+        guards: vec![
+            GuardView {
+                relay: "relay3".into(),
+                since: Some(T + 400 - 3 * 86_400),
+                unlisted_since: None,
+            },
+            GuardView {
+                relay: "relay6".into(),
+                since: None,
+                unlisted_since: Some(T + 400 - 7200),
+            },
+        ],
         circuits: vec![CircuitView {
             relays: vec!["relay3".into(), "relay5".into(), "relay1".into()],
             age_secs: 90,
@@ -466,10 +477,12 @@ fn network_details() -> NetworkDetails {
             ReplicaView {
                 relay: "relay1".into(),
                 open: true,
+                last: Some((ReplicaAnswer::Answered, T + 400 - 12)),
             },
             ReplicaView {
                 relay: "relay7".into(),
                 open: false,
+                last: None,
             },
         ],
         consensus: Some(ConsensusView {
@@ -478,39 +491,67 @@ fn network_details() -> NetworkDetails {
             signed_by: vec!["auth1".into(), "auth2".into()],
             authorities: 3,
         }),
-        clock_skew_secs: None,
+        clock: Some(ClockView {
+            skew_secs: 1,
+            authority: "auth2".into(),
+            measured_at: T + 400 - 20,
+        }),
     }
 }
 
-/// F2 shows guards, circuits, replicas, the consensus and its signers, the clock, and what
-/// is not protected; every part at 80x24, scrolling where needed.
+/// The panel opened at 80x24, then scrolled to its end: every row seen on the way.
+fn whole_network_panel(app: &mut App) -> String {
+    press(app, KeyCode::F(2));
+    let mut screen = render_to_text(app, 80, 24);
+    for _ in 0..30 {
+        press(app, KeyCode::Down);
+        screen.push_str(&render_to_text(app, 80, 24));
+    }
+    screen
+}
+
+/// F2 shows guards and since when, circuits, replicas and their last answers, the consensus
+/// and its signers, the clock, and what is not protected; every part at 80x24, scrolling
+/// where needed.
 #[test]
 fn network_panel_at_80x24() {
     let mut app = alice_app();
     app.apply(AppEvent::Network(network_details()));
     press(&mut app, KeyCode::F(2));
-    let mut screen = render_to_text(&mut app, 80, 24);
-    assert!(screen.contains("Network"), "{screen}");
+    let first = render_to_text(&mut app, 80, 24);
+    assert!(first.contains("Network"), "{first}");
+    assert!(first.contains("relay3  in use · chosen 3d ago"), "{first}");
     assert!(
-        screen.contains("relay3  (in use since: not recorded)"),
-        "{screen}"
+        flat(&first).contains("relay6  unused: not listed as a guard since 2h ago"),
+        "{first}"
     );
     assert!(
-        screen.contains("relay3 → relay5 → relay1  (1m old)"),
-        "{screen}"
+        flat(&first).contains("chosen before this was recorded"),
+        "{first}"
     );
-    assert!(screen.contains("relay1  circuit open"), "{screen}");
-    assert!(screen.contains("relay7  no circuit open now"), "{screen}");
-    for _ in 0..30 {
-        press(&mut app, KeyCode::Down);
-        screen.push_str(&render_to_text(&mut app, 80, 24));
-    }
+    assert!(
+        first.contains("relay3 → relay5 → relay1  (1m old)"),
+        "{first}"
+    );
+    assert!(
+        first.contains("relay1  answered 12s ago · circuit open"),
+        "{first}"
+    );
+    assert!(
+        first.contains("relay7  not asked yet · no circuit open now"),
+        "{first}"
+    );
+    press(&mut app, KeyCode::Esc);
+    let screen = whole_network_panel(&mut app);
     assert!(screen.contains("2m old, valid for 1h more"), "{screen}");
     assert!(
         screen.contains("signed by 2 of 3 authorities: auth1, auth2"),
         "{screen}"
     );
-    assert!(screen.contains("skew not measured"), "{screen}");
+    assert!(
+        screen.contains("in step with auth2's clock (within 2 s; 20s ago)"),
+        "{screen}"
+    );
     assert!(
         screen.contains("What this does not protect against"),
         "{screen}"
@@ -523,16 +564,98 @@ fn network_panel_at_80x24() {
     assert_eq!(app.overlay(), None);
 }
 
-/// Before anything is known, the panel says so rather than showing nothing.
+/// A clock two hours fast is named, in red, with what it breaks; a few minutes off is named
+/// without the alarm.
+#[test]
+fn network_panel_with_a_skewed_clock() {
+    let mut app = alice_app();
+    let mut details = network_details();
+    details.clock = Some(ClockView {
+        skew_secs: 7200,
+        authority: "auth1".into(),
+        measured_at: T + 400 - 5,
+    });
+    app.apply(AppEvent::Network(details.clone()));
+    let screen = whole_network_panel(&mut app);
+    assert!(
+        flat(&screen).contains("this device's clock is 2h ahead of auth1's (5s ago)"),
+        "{screen}"
+    );
+    assert!(
+        flat(&screen).contains("they look expired or not yet valid"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::Esc);
+    details.clock = Some(ClockView {
+        skew_secs: -90,
+        authority: "auth3".into(),
+        measured_at: T + 400,
+    });
+    app.apply(AppEvent::Network(details));
+    let screen = whole_network_panel(&mut app);
+    assert!(
+        flat(&screen).contains("this device's clock is 90 s behind auth3's (just now)"),
+        "{screen}"
+    );
+    assert!(!flat(&screen).contains("not yet valid"), "{screen}");
+}
+
+/// A replica that refused, and one that did not answer, say so and why, beside one that
+/// answered.
+#[test]
+fn network_panel_with_a_replica_not_answering() {
+    let mut app = alice_app();
+    let mut details = network_details();
+    details.replicas = vec![
+        ReplicaView {
+            relay: "relay1".into(),
+            open: true,
+            last: Some((ReplicaAnswer::Answered, T + 400 - 3)),
+        },
+        ReplicaView {
+            relay: "relay4".into(),
+            open: false,
+            last: Some((
+                ReplicaAnswer::NoAnswer("no answer in time".into()),
+                T + 400 - 75,
+            )),
+        },
+        ReplicaView {
+            relay: "relay8".into(),
+            open: true,
+            last: Some((ReplicaAnswer::Refused("mailbox full".into()), T + 400 - 30)),
+        },
+    ];
+    app.apply(AppEvent::Network(details));
+    press(&mut app, KeyCode::F(2));
+    let screen = render_to_text(&mut app, 80, 24);
+    assert!(
+        screen.contains("relay1  answered 3s ago · circuit open"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("relay4  no answer 1m ago · no circuit open now"),
+        "{screen}"
+    );
+    assert!(screen.contains("      no answer in time"), "{screen}");
+    assert!(
+        screen.contains("relay8  refused 30s ago · circuit open"),
+        "{screen}"
+    );
+    assert!(screen.contains("      mailbox full"), "{screen}");
+}
+
+/// Before anything is known (a fresh start), the panel says so rather than showing nothing.
 #[test]
 fn network_panel_before_the_first_consensus() {
     let mut app = App::new(UiOptions::default());
     app.tick(T);
-    press(&mut app, KeyCode::F(2));
-    let screen = render_to_text(&mut app, 80, 24);
+    let screen = whole_network_panel(&mut app);
     assert!(screen.contains("none chosen yet"), "{screen}");
     assert!(screen.contains("none built yet"), "{screen}");
     assert!(screen.contains("not known: no consensus yet"), "{screen}");
+    assert!(screen.contains("none yet"), "{screen}");
+    assert!(flat(&screen).contains("not measured yet"), "{screen}");
 }
 
 /// The command line shows what the typed word can become, and why a line was refused.
