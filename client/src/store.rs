@@ -377,7 +377,9 @@ impl Store {
                 self.conn
                     .execute_batch("COMMIT")
                     .map_err(|e| E::from(StoreError::Db(e)))?;
+                tracing::trace!(target: "shallot_trace", "client store: committed");
                 self.scrub_wal();
+                tracing::trace!(target: "shallot_trace", "client store: log checkpointed");
                 Ok(v)
             }
             Err(e) => {

@@ -1,6 +1,7 @@
-//! `shallot bench [--json] [--compare FILE] [--soak]`: starts its own test network and prints
-//! performance figures, each beside the raw limit measured in the same run (or, with `--soak`,
-//! the relay soak run's figures); `--compare` sets them beside a run saved with `--json`.
+//! `shallot bench [--json] [--compare FILE] [--soak] [--trace]`: starts its own test network
+//! and prints performance figures, each beside the raw limit measured in the same run (or,
+//! with `--soak`, the relay soak run's figures; with `--trace`, one message's path step by
+//! step); `--compare` sets them beside a run saved with `--json`.
 
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ pub struct BenchArgs {
     /// and whether it got better or worse.
     #[arg(long, value_name = "FILE", conflicts_with = "json")]
     pub compare: Option<std::path::PathBuf>,
+    /// Print only the path of one message, step by step with the time of each (the median
+    /// of five sent one at a time).
+    #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
+    pub trace: bool,
 }
 
 /// Runs every benchmark.
@@ -41,6 +46,10 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
         None => None,
     };
+    let recorder = match args.trace {
+        true => Some(bench::trace::Recorder::install().map_err(BenchError::Other)?),
+        false => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +62,29 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         let result = async {
             let consensus = net.wait_ready(Duration::from_secs(60)).await?;
             let mut figures: Vec<Figure> = Vec::new();
+            if let Some(recorder) = &recorder {
+                let names = consensus
+                    .relays
+                    .iter()
+                    .map(|r| (r.id.to_string(), r.nickname.clone()))
+                    .collect();
+                let dir = scratch.join("trace");
+                let (latencies, lines) =
+                    bench::messaging::trace(&net, &dir, recorder, &names, 5).await?;
+                let ms: Vec<String> = latencies
+                    .iter()
+                    .map(|l| format!("{:.2}", bench::ms(*l)))
+                    .collect();
+                println!(
+                    "send to arrival, 5 messages one at a time: {} ms",
+                    ms.join(", ")
+                );
+                println!("the median one, ms since send (+ms since the step before):");
+                for line in lines {
+                    println!("{line}");
+                }
+                return Ok(figures);
+            }
             if args.soak {
                 let binary = std::env::current_exe().map_err(BenchError::other)?;
                 let size = bench::soak::SoakSize::default();

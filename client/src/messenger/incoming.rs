@@ -45,9 +45,11 @@ impl<M: MailboxAccess> Messenger<M> {
         envelope: &[u8],
     ) -> Result<Handled, MessengerError> {
         let mut events = Vec::new();
+        tracing::trace!(target: "shallot_trace", "recipient: envelope in hand");
         let handled = self
             .store()
             .atomically(|store| self.record_envelope(store, id, envelope, &mut events))?;
+        tracing::trace!(target: "shallot_trace", handled = ?handled, "recipient: recorded and committed");
         for e in events {
             self.emit(e);
         }
@@ -94,6 +96,7 @@ impl<M: MailboxAccess> Messenger<M> {
                 return Ok(Handled::Rejected);
             }
         };
+        tracing::trace!(target: "shallot_trace", "recipient: opened");
         match content {
             Content::Text { id, sent_at, text } => {
                 let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;

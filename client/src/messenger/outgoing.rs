@@ -102,6 +102,7 @@ impl<M: MailboxAccess> Messenger<M> {
             .contact(name)?
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
         let id = MessageId::random(&mut rand::thread_rng());
+        tracing::trace!(target: "shallot_trace", "sender: send begins");
         let now = self.now();
         let peer = *contact.address.key();
         let content = Content::Text {
@@ -135,8 +136,10 @@ impl<M: MailboxAccess> Messenger<M> {
             let msg = store
                 .message(&id)?
                 .ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
+            tracing::trace!(target: "shallot_trace", "sender: sealed and recorded, committing");
             Ok::<_, MessengerError>((msg, sealed))
         })?;
+        tracing::trace!(target: "shallot_trace", "sender: committed; depositing");
         self.emit(MessengerEvent::Message(msg.clone()));
         let outcome = match sealed {
             Some(envelope) => self.deposit_everywhere(&peer, envelope).await,
@@ -204,6 +207,7 @@ impl<M: MailboxAccess> Messenger<M> {
             Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
         };
         self.store().update_outgoing(&msg.id, &state, next)?;
+        tracing::trace!(target: "shallot_trace", "sender: outcome recorded");
         self.emit(MessengerEvent::Delivery { id: msg.id, state });
         result
     }
@@ -286,9 +290,12 @@ impl<M: MailboxAccess> Messenger<M> {
             async move {
                 let deposited = self.on_replica(async {
                     let link = self.link(relay, Isolation::OneShot).await?;
-                    link.deposit(mailbox, envelope, self.config.request_timeout)
-                        .await
-                        .map_err(MessengerError::from)
+                    tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit circuit ready");
+                    let r = link
+                        .deposit(mailbox, envelope, self.config.request_timeout)
+                        .await;
+                    tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit answered");
+                    r.map_err(MessengerError::from)
                 });
                 (relay, deposited.await)
             }
