@@ -21,6 +21,7 @@ pub mod tasks;
 mod tests;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -125,6 +126,11 @@ pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
     clock: Arc<dyn WallClock>,
     config: MessengerConfig,
     events: Mutex<Option<mpsc::UnboundedSender<MessengerEvent>>>,
+    /// Whether a task sending acknowledgements for pushed messages runs
+    /// ([`Messenger::acks_soon`]).
+    acks_running: AtomicBool,
+    /// Whether acknowledgements were queued since that task last looked.
+    acks_wanted: AtomicBool,
 }
 
 impl Messenger {
@@ -185,6 +191,8 @@ impl<M: MailboxAccess> Messenger<M> {
             clock,
             config,
             events: Mutex::new(None),
+            acks_running: AtomicBool::new(false),
+            acks_wanted: AtomicBool::new(false),
         }))
     }
 
