@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod messaging;
 pub mod relay;
 pub mod soak;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -403,6 +403,7 @@ fn route(p: &mut Pending, from_last: bool, msg: RelayMsg) -> bool {
         },
         MailboxMsg::Envelope { req, id, envelope } => match p.streams.get(&req) {
             Some(s) => {
+                tracing::trace!(target: "shallot_trace", "recipient: envelope pushed");
                 if s.send((id, envelope)).is_err() {
                     p.streams.remove(&req);
                     return false;

@@ -22,6 +22,7 @@ pub mod tasks;
 mod tests;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -127,6 +128,11 @@ pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
     config: MessengerConfig,
     events: Mutex<Option<mpsc::UnboundedSender<MessengerEvent>>>,
     answers: Mutex<answers::ReplicaAnswers>,
+    /// Whether a task sending acknowledgements for pushed messages runs
+    /// ([`Messenger::acks_soon`]).
+    acks_running: AtomicBool,
+    /// Whether acknowledgements were queued since that task last looked.
+    acks_wanted: AtomicBool,
 }
 
 impl Messenger {
@@ -188,6 +194,8 @@ impl<M: MailboxAccess> Messenger<M> {
             config,
             events: Mutex::new(None),
             answers: Mutex::new(answers::ReplicaAnswers::default()),
+            acks_running: AtomicBool::new(false),
+            acks_wanted: AtomicBool::new(false),
         }))
     }
 

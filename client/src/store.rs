@@ -328,7 +328,7 @@ impl Store {
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        self.scrub_wal();
+        self.scrub();
         self.conn.execute(
             "ATTACH DATABASE ?1 AS rekeyed KEY ?2",
             params![tmp_name, key.as_str()],
@@ -366,6 +366,19 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
+        let v = self.atomically_then_scrub(f)?;
+        self.scrub();
+        Ok(v)
+    }
+
+    /// [`Store::atomically`] without the checkpoint: the caller calls [`Store::scrub`] soon
+    /// after, whatever happens, once what must not wait for it is done (a message on its way
+    /// to the network, or shown to the user). The flushes of the checkpoint stay off that
+    /// path; until it runs, the log holds what the transaction replaced.
+    pub fn atomically_then_scrub<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
         if !self.conn.is_autocommit() {
             return f(self);
         }
@@ -377,7 +390,7 @@ impl Store {
                 self.conn
                     .execute_batch("COMMIT")
                     .map_err(|e| E::from(StoreError::Db(e)))?;
-                self.scrub_wal();
+                tracing::trace!(target: "shallot_trace", "client store: committed");
                 Ok(v)
             }
             Err(e) => {
@@ -388,14 +401,19 @@ impl Store {
     }
 
     /// Copies the write-ahead log into the database and truncates it to nothing (unless
-    /// another connection is reading, when the next transaction's checkpoint does it).
-    fn scrub_wal(&self) {
+    /// another connection is reading, when the next transaction's checkpoint does it). Inside
+    /// a transaction, nothing: the outer transaction's end does it.
+    pub fn scrub(&self) {
+        if !self.conn.is_autocommit() {
+            return;
+        }
         if let Err(e) = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         {
             tracing::debug!("checkpoint: {e}");
         }
+        tracing::trace!(target: "shallot_trace", "client store: log checkpointed");
     }
 
     /// Creates this user's identity.

@@ -375,8 +375,10 @@ impl MailboxService {
             return refusal(req, r);
         }
         let id = envelope_id(&envelope);
+        tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit admitted");
         match self.store.deposit(mailbox, id, envelope.clone(), t).await {
             Ok(store::Deposited::Stored) => {
+                tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit on disk");
                 Stats::bump(&env.stats.mailbox_envelopes_stored);
                 self.push(env, mailbox, id, envelope);
                 result(req, Status::Ok, 1)
@@ -530,6 +532,7 @@ impl MailboxService {
             let Ok(permit) = service.pending.clone().try_acquire_owned() else {
                 return;
             };
+            tracing::trace!(target: "shallot_trace", relay = %self.me, "push to a subscriber");
             let msg = RelayMsg::Mailbox(MailboxMsg::Envelope {
                 req,
                 id,

@@ -43,8 +43,17 @@ async fn arrival(
     }
 }
 
-/// The figures.
-pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figure>, BenchError> {
+/// Alice and Bob, contacts of each other, Bob subscribed to his mailboxes, and their session
+/// warmed up by a few messages.
+struct Pair {
+    alice: Arc<Messenger>,
+    /// Bob's events.
+    events: mpsc::UnboundedReceiver<MessengerEvent>,
+    /// Bob's subscriptions, kept while this lives.
+    _receiver: shallot_rt::AbortOnDrop<()>,
+}
+
+async fn pair(net: &Testnet, scratch: &Path) -> Result<Pair, BenchError> {
     let alice = user(&scratch.join("alice"), net).await?;
     let bob = user(&scratch.join("bob"), net).await?;
     alice
@@ -70,22 +79,74 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             .map_err(BenchError::other)?;
         arrival(&mut events, &text).await?;
     }
+    Ok(Pair {
+        alice,
+        events,
+        _receiver: receiver,
+    })
+}
 
+/// Sends one message from Alice to Bob and waits for it: the time from send to arrival.
+async fn one_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError> {
+    let start = Instant::now();
+    let sender = {
+        let alice = pair.alice.clone();
+        let text = text.to_string();
+        tokio::spawn(async move { alice.send("bob", &text, OnFailure::Fail).await })
+    };
+    let at = arrival(&mut pair.events, text).await?;
+    sender
+        .await
+        .map_err(BenchError::other)?
+        .map_err(BenchError::other)?;
+    Ok(at - start)
+}
+
+/// Waits (within a few seconds) until Alice's circuit manager has its circuits built ahead
+/// of need, as it has on a network at rest.
+async fn settle(alice: &Messenger) {
+    let want = alice.circuits().config().preemptive;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alice.circuits().ready() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `shallot bench --trace`: sends `count` messages one at a time, each on a network at rest,
+/// recording each one's steps; returns the latencies and the trace of the median message.
+pub async fn trace(
+    net: &Testnet,
+    scratch: &Path,
+    recorder: &super::trace::Recorder,
+    names: &std::collections::HashMap<String, String>,
+    count: usize,
+) -> Result<(Vec<Duration>, Vec<String>), BenchError> {
+    let mut pair = pair(net, scratch).await?;
+    let mut runs = Vec::with_capacity(count);
+    for i in 0..count {
+        settle(&pair.alice).await;
+        let start = Instant::now();
+        recorder.start();
+        let latency = one_message(&mut pair, &format!("traced {i}")).await;
+        let steps = recorder.stop();
+        runs.push((latency?, start, steps));
+    }
+    runs.sort_by_key(|(latency, _, _)| *latency);
+    let latencies = runs.iter().map(|(l, _, _)| *l).collect();
+    let lines = match runs.get(count / 2) {
+        Some((_, start, steps)) => super::trace::render(*start, steps, names),
+        None => Vec::new(),
+    };
+    Ok((latencies, lines))
+}
+
+/// The figures.
+pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figure>, BenchError> {
+    let mut pair = pair(net, scratch).await?;
+    let alice = pair.alice.clone();
     let mut latencies = Vec::with_capacity(count);
     for i in 0..count {
-        let text = format!("latency {i}");
-        let start = Instant::now();
-        let sender = {
-            let alice = alice.clone();
-            let text = text.clone();
-            tokio::spawn(async move { alice.send("bob", &text, OnFailure::Fail).await })
-        };
-        let at = arrival(&mut events, &text).await?;
-        latencies.push(at - start);
-        sender
-            .await
-            .map_err(BenchError::other)?
-            .map_err(BenchError::other)?;
+        latencies.push(one_message(&mut pair, &format!("latency {i}")).await?);
     }
     let p50 = quantile(&mut latencies, 0.5);
     let p99 = quantile(&mut latencies, 0.99);
@@ -107,7 +168,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
         .collect();
     let mut received = 0;
     while received < total {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(30), pair.events.recv()).await {
             Ok(Some(MessengerEvent::Message(m))) if !m.outgoing && m.text.starts_with("bulk ") => {
                 received += 1
             }
@@ -119,7 +180,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
     for s in senders {
         let _ = s.await;
     }
-    drop(receiver);
+    drop(pair);
 
     // The limits under them: a 3-hop round trip on this network, and a durable commit.
     let circ = alice

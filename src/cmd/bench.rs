@@ -1,6 +1,7 @@
-//! `shallot bench [--json] [--compare FILE] [--soak] [--only GROUP]`: starts its own test network and prints
-//! performance figures, each beside the raw limit measured in the same run (or, with `--soak`,
-//! the relay soak run's figures); `--compare` sets them beside a run saved with `--json`.
+//! `shallot bench [--json] [--compare FILE] [--soak] [--only GROUP] [--trace]`: starts its own
+//! test network and prints performance figures, each beside the raw limit measured in the same
+//! run (or, with `--soak`, the relay soak run's figures; with `--trace`, one message's path step
+//! by step); `--compare` sets them beside a run saved with `--json`.
 
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ pub struct BenchArgs {
     /// Run only one group of figures (the test network's readiness is always reported).
     #[arg(long, value_parser = ["circuits", "messaging", "relay"])]
     pub only: Option<String>,
+    /// Print only the path of one message, step by step with the time of each (the median
+    /// of five sent one at a time).
+    #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
+    pub trace: bool,
 }
 
 /// Runs every benchmark.
@@ -43,6 +48,10 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             Some(text)
         }
         None => None,
+    };
+    let recorder = match args.trace {
+        true => Some(bench::trace::Recorder::install().map_err(BenchError::Other)?),
+        false => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,6 +72,29 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             )
             .note("from start to a consensus listing every relay Running, held by every relay")];
             let wanted = |group: &str| args.only.as_deref().is_none_or(|o| o == group);
+            if let Some(recorder) = &recorder {
+                let names = consensus
+                    .relays
+                    .iter()
+                    .map(|r| (r.id.to_string(), r.nickname.clone()))
+                    .collect();
+                let dir = scratch.join("trace");
+                let (latencies, lines) =
+                    bench::messaging::trace(&net, &dir, recorder, &names, 5).await?;
+                let ms: Vec<String> = latencies
+                    .iter()
+                    .map(|l| format!("{:.2}", bench::ms(*l)))
+                    .collect();
+                println!(
+                    "send to arrival, 5 messages one at a time: {} ms",
+                    ms.join(", ")
+                );
+                println!("the median one, ms since send (+ms since the step before):");
+                for line in lines {
+                    println!("{line}");
+                }
+                return Ok(Vec::new());
+            }
             if args.soak {
                 let binary = std::env::current_exe().map_err(BenchError::other)?;
                 let size = bench::soak::SoakSize::default();

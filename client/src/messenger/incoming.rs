@@ -19,7 +19,7 @@ use crate::e2e::session::{self, Opened};
 use crate::e2e::wire::Content;
 use crate::ids::EnvelopeId;
 use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
-use shallot_proto::mailbox::MailboxId;
+use shallot_proto::mailbox::{MailboxId, MAX_ACK_IDS};
 
 /// Epochs back that are drained when a client has been away.
 const DRAIN_EPOCHS: u64 = 7;
@@ -44,14 +44,35 @@ impl<M: MailboxAccess> Messenger<M> {
         id: &EnvelopeId,
         envelope: &[u8],
     ) -> Result<Handled, MessengerError> {
+        let handled = self.handle_envelopes(&[(*id, envelope.to_vec())])?;
+        Ok(handled.first().copied().unwrap_or(Handled::Rejected))
+    }
+
+    /// Opens and records envelopes from this user's mailboxes, all in one transaction (one
+    /// flush to disk for the lot); what became of each, in order. A store error fails them
+    /// all, and none is recorded. The events go out once the transaction is on disk, before
+    /// the log is scrubbed.
+    pub fn handle_envelopes(
+        &self,
+        envelopes: &[(EnvelopeId, Vec<u8>)],
+    ) -> Result<Vec<Handled>, MessengerError> {
         let mut events = Vec::new();
-        let handled = self
-            .store()
-            .atomically(|store| self.record_envelope(store, id, envelope, &mut events))?;
-        for e in events {
-            self.emit(e);
+        tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
+        let store = self.store();
+        let handled = store.atomically_then_scrub(|store| {
+            envelopes
+                .iter()
+                .map(|(id, envelope)| self.record_envelope(store, id, envelope, &mut events))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        if handled.is_ok() {
+            tracing::trace!(target: "shallot_trace", "recipient: recorded and committed");
+            for e in events {
+                self.emit(e);
+            }
         }
-        Ok(handled)
+        store.scrub();
+        handled
     }
 
     /// Keeps what strangers make the store hold within the configured limits, telling the
@@ -94,6 +115,7 @@ impl<M: MailboxAccess> Messenger<M> {
                 return Ok(Handled::Rejected);
             }
         };
+        tracing::trace!(target: "shallot_trace", "recipient: opened");
         match content {
             Content::Text { id, sent_at, text } => {
                 let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;
@@ -169,14 +191,13 @@ impl<M: MailboxAccess> Messenger<M> {
         let link = self.link(relay, Isolation::Owner(mailbox)).await?;
         let waiting = link.fetch(key, self.config.request_timeout).await?;
         let mut new = 0;
-        let mut done = Vec::new();
-        for (id, envelope) in waiting {
-            if self.handle_envelope(&id, &envelope)? == Handled::NewMessage {
-                new += 1;
-            }
-            done.push(id);
-        }
-        if !done.is_empty() {
+        for chunk in waiting.chunks(MAX_ACK_IDS) {
+            let handled = self.handle_envelopes(chunk)?;
+            new += handled
+                .iter()
+                .filter(|h| **h == Handled::NewMessage)
+                .count();
+            let done = chunk.iter().map(|(id, _)| *id).collect();
             link.ack(key, done, self.config.request_timeout).await?;
         }
         debug!(epoch, "drained a mailbox replica");
@@ -311,23 +332,30 @@ async fn subscription<M: MailboxAccess>(
             let retire = tokio::time::sleep(me.config.circuits.lifetime);
             tokio::pin!(retire);
             loop {
-                let (id, envelope) = tokio::select! {
+                let first = tokio::select! {
                     next = rx.recv() => match next {
                         Some(d) => d,
                         None => break,
                     },
                     _ = &mut retire => break,
                 };
-                let handled = me.handle_envelope(&id, &envelope)?;
-                if handled == Handled::NewMessage {
+                // With it, every envelope that arrived meanwhile (while the last batch was
+                // being recorded and acknowledged): one transaction and one ACK for all.
+                let mut batch = vec![first];
+                while batch.len() < MAX_ACK_IDS {
+                    match rx.try_recv() {
+                        Ok(d) => batch.push(d),
+                        Err(_) => break,
+                    }
+                }
+                let handled = me.handle_envelopes(&batch)?;
+                if handled.contains(&Handled::NewMessage) {
                     // Acknowledge to the sender promptly, beside this subscription rather
                     // than in its way; a failure is retried by the periodic acknowledgements.
-                    let m = me.clone();
-                    tokio::spawn(async move {
-                        let _ = m.send_acks().await;
-                    });
+                    me.acks_soon();
                 }
-                if let Err(e) = link.ack(&key, vec![id], me.config.request_timeout).await {
+                let ids = batch.into_iter().map(|(id, _)| id).collect();
+                if let Err(e) = link.ack(&key, ids, me.config.request_timeout).await {
                     debug!("mailbox ack failed: {e}");
                 }
             }

@@ -5,6 +5,8 @@
 //! the same way.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
@@ -102,6 +104,7 @@ impl<M: MailboxAccess> Messenger<M> {
             .contact(name)?
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
         let id = MessageId::random(&mut rand::thread_rng());
+        tracing::trace!(target: "shallot_trace", "sender: send begins");
         let now = self.now();
         let peer = *contact.address.key();
         let content = Content::Text {
@@ -110,8 +113,9 @@ impl<M: MailboxAccess> Messenger<M> {
             text: text.to_string(),
         };
         // With a session already there, recording the message and advancing the session are
-        // one transaction: one flush to disk before the message leaves.
-        let (msg, sealed) = self.store().atomically(|store| {
+        // one transaction: one flush to disk before the message leaves. The log is scrubbed
+        // once the deposits are answered, not in the message's way.
+        let (msg, sealed) = self.store().atomically_then_scrub(|store| {
             store.insert_outgoing(
                 &id,
                 peer.as_bytes(),
@@ -135,14 +139,18 @@ impl<M: MailboxAccess> Messenger<M> {
             let msg = store
                 .message(&id)?
                 .ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
+            tracing::trace!(target: "shallot_trace", "sender: sealed and recorded, committing");
             Ok::<_, MessengerError>((msg, sealed))
         })?;
+        tracing::trace!(target: "shallot_trace", "sender: committed; depositing");
         self.emit(MessengerEvent::Message(msg.clone()));
         let outcome = match sealed {
             Some(envelope) => self.deposit_everywhere(&peer, envelope).await,
             None => self.seal_and_deposit(&msg.peer, &content).await,
         };
-        self.record_attempt(&msg, 0, on_failure, outcome)
+        let report = self.record_attempt(&msg, 0, on_failure, outcome);
+        self.store().scrub();
+        report
     }
 
     /// Sends a failed or stuck message again now (the chat's retry key).
@@ -204,6 +212,7 @@ impl<M: MailboxAccess> Messenger<M> {
             Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
         };
         self.store().update_outgoing(&msg.id, &state, next)?;
+        tracing::trace!(target: "shallot_trace", "sender: outcome recorded");
         self.emit(MessengerEvent::Delivery { id: msg.id, state });
         result
     }
@@ -286,9 +295,12 @@ impl<M: MailboxAccess> Messenger<M> {
             async move {
                 let deposited = self.on_replica(async {
                     let link = self.link(relay, Isolation::OneShot).await?;
-                    link.deposit(mailbox, envelope, self.config.request_timeout)
-                        .await
-                        .map_err(MessengerError::from)
+                    tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit circuit ready");
+                    let r = link
+                        .deposit(mailbox, envelope, self.config.request_timeout)
+                        .await;
+                    tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit answered");
+                    r.map_err(MessengerError::from)
                 });
                 (relay, deposited.await)
             }
@@ -326,6 +338,30 @@ impl<M: MailboxAccess> Messenger<M> {
             let _ = self.attempt(&msg, attempts, OnFailure::Retry).await;
         }
         Ok(n)
+    }
+
+    /// Sends the acknowledgements owed soon, on a task of its own: at most one such task runs,
+    /// and one that is running when more are owed goes round again, so that a burst of
+    /// messages is acknowledged in a few ACK contents rather than one each.
+    pub(crate) fn acks_soon(self: &Arc<Self>) {
+        self.acks_wanted.store(true, Ordering::SeqCst);
+        if self.acks_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.acks_wanted.store(false, Ordering::SeqCst);
+                let _ = me.send_acks().await;
+                me.acks_running.store(false, Ordering::SeqCst);
+                // Owed since the pass began: go round again unless another task took over.
+                if !me.acks_wanted.load(Ordering::SeqCst)
+                    || me.acks_running.swap(true, Ordering::SeqCst)
+                {
+                    break;
+                }
+            }
+        });
     }
 
     /// Sends the end-to-end acknowledgements owed to contacts (strangers' messages are

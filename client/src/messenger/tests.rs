@@ -12,6 +12,7 @@ use shallot_net::{BuildStep, NetError};
 use shallot_proto::dir::RelayEntry;
 use shallot_rt::FakeClock;
 
+use super::incoming::Handled;
 use super::outgoing::{backoff, OnFailure};
 use super::*;
 use crate::ids::EnvelopeId;
@@ -453,6 +454,55 @@ async fn a_retransmission_reaches_the_recipient_once() {
     let history = bob.store().history().unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].text, "hello");
+}
+
+#[tokio::test]
+async fn envelopes_handled_as_one_batch_are_each_judged_and_recorded_together() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    bob.set_events(tx);
+    alice.send("bob", "one", OnFailure::Fail).await.unwrap();
+    alice.send("bob", "two", OnFailure::Fail).await.unwrap();
+    // Every copy on every replica of Bob's mailbox, in the order deposited per replica.
+    let copies: Vec<Delivered> = w
+        .replicas_of(&bob)
+        .into_iter()
+        .flat_map(|r| {
+            w.net.with(r, |r| {
+                r.mailboxes.values().flatten().cloned().collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    assert_eq!(copies.len(), 6, "two messages, three replicas");
+    let forged = (EnvelopeId([9; 16]), b"not an envelope".to_vec());
+    let mut batch = copies.clone();
+    batch.push(forged);
+    let handled = bob.handle_envelopes(&batch).unwrap();
+    let new = handled
+        .iter()
+        .filter(|h| **h == Handled::NewMessage)
+        .count();
+    let dup = handled.iter().filter(|h| **h == Handled::Duplicate).count();
+    assert_eq!((new, dup), (2, 4), "{handled:?}");
+    assert_eq!(handled.last(), Some(&Handled::Rejected));
+    let mut texts: Vec<String> = bob
+        .store()
+        .history()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["one", "two"]);
+    let mut shown = 0;
+    while let Ok(e) = events.try_recv() {
+        shown += usize::from(matches!(e, MessengerEvent::Message(m) if !m.outgoing));
+    }
+    assert_eq!(shown, 2, "each new message shown once");
+    // A second batch of the same copies records nothing new.
+    let again = bob.handle_envelopes(&copies).unwrap();
+    assert!(again.iter().all(|h| *h == Handled::Duplicate), "{again:?}");
 }
 
 #[tokio::test]

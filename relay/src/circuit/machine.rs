@@ -65,6 +65,13 @@ pub(crate) struct Placement {
     pub(crate) misbehaviour: Option<Misbehaviour>,
 }
 
+/// One step of a message's path for `shallot bench --trace` (`README.md`, "Performance"):
+/// an event with the target `shallot_trace`, which costs a disabled callsite's check unless
+/// a subscriber asks for that target.
+fn trace_cell(at: &Placement, depth: u8, what: &'static str) {
+    tracing::trace!(target: "shallot_trace", relay = %at.me, depth, "{what}");
+}
+
 /// A circuit passing through (or ending at) this relay.
 pub(crate) struct CircuitMachine {
     layer: RelayLayer,
@@ -189,7 +196,7 @@ impl CircuitMachine {
         }
         let result = match input {
             Input::Relay(Side::Prev, payload) => self.cell_from_prev(payload, now, at, out),
-            Input::Relay(Side::Next, payload) => self.cell_from_next(payload, out),
+            Input::Relay(Side::Next, payload) => self.cell_from_next(payload, at, out),
             Input::Created(Side::Next, reply) => self.on_created(reply, now, out),
             Input::Created(Side::Prev, _) => Err(Violation::CreatedFromPrev.into()),
             Input::Destroy(side, reason) => Err(CircuitError::Destroyed { side, reason }),
@@ -263,6 +270,7 @@ impl CircuitMachine {
                     self.send_msg(&RelayMsg::Mailbox(forged), now, out)
                 }
                 Next::Open => {
+                    trace_cell(at, self.depth(), "cell peeled, forwarded outward");
                     out.push(Action::Relay(Side::Next, payload));
                     Ok(())
                 }
@@ -272,6 +280,7 @@ impl CircuitMachine {
                 }
             },
             Peeled::Deliver => {
+                trace_cell(at, self.depth(), "cell peeled, delivered here");
                 out.push(Action::Count(Count::CellDelivered));
                 let body_len = self.layer.body_len();
                 self.deliver(&payload[..body_len], now, at, out)
@@ -283,6 +292,7 @@ impl CircuitMachine {
     fn cell_from_next(
         &mut self,
         mut payload: Box<Payload>,
+        at: &Placement,
         out: &mut Vec<Action>,
     ) -> Result<(), CircuitError> {
         if !matches!(self.next, Next::Open) {
@@ -293,6 +303,7 @@ impl CircuitMachine {
         self.layer
             .add_layer(&mut payload)
             .map_err(CircuitError::Seal)?;
+        trace_cell(at, self.depth(), "cell layered, forwarded back");
         out.push(Action::Relay(Side::Prev, payload));
         Ok(())
     }
@@ -449,6 +460,12 @@ impl CircuitMachine {
         bodies: &[Vec<u8>],
         out: &mut Vec<Action>,
     ) -> Result<(), CircuitError> {
+        tracing::trace!(
+            target: "shallot_trace",
+            depth = self.depth(),
+            cells = bodies.len(),
+            "reply sealed toward the client"
+        );
         for body in bodies {
             let mut payload = Box::new([0u8; CELL_PAYLOAD_LEN]);
             payload[..body.len()].copy_from_slice(body);

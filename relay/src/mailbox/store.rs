@@ -2,10 +2,13 @@
 //! (`docs/spec.md` §9.4).
 //!
 //! One thread owns the database. Requests queue to it; it runs every request waiting in one
-//! transaction and answers them all after the commit (group commit), so a deposit is
-//! acknowledged only once it is on disk (`synchronous=FULL` in WAL mode), and a busy relay
-//! pays one disk flush for many deposits.
+//! transaction and answers them all after the commit (group commit, [`serve`]): a lone
+//! request is committed at once, requests that arrive during a commit go together in the
+//! next, and a deposit is acknowledged only once it is on disk (`synchronous=FULL` in WAL
+//! mode), so a busy relay pays one disk flush for many deposits. What each mailbox holds is
+//! counted in memory, so checking its quota does not read the mailbox.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -175,10 +178,12 @@ impl Store {
             conn,
             limits,
             total_bytes: u64::try_from(total).unwrap_or(0),
+            usage: HashMap::new(),
+            bytes_before: 0,
         };
         std::thread::Builder::new()
             .name("mailbox-store".into())
-            .spawn(move || worker.run(rx))
+            .spawn(move || serve(&mut worker, &rx))
             .map_err(|e| StoreError::Thread(Arc::new(e)))?;
         Ok(Store { jobs })
     }
@@ -323,57 +328,129 @@ impl Store {
     }
 }
 
-struct Worker {
-    conn: Connection,
-    limits: StoreLimits,
-    total_bytes: u64,
+/// How to answer a job once the fate of its transaction is known: `None` if it committed.
+type Answer = Box<dyn FnOnce(Option<StoreError>)>;
+
+/// A database that runs jobs in transactions: the store's [`Worker`], or a fake in the
+/// tests of [`serve`].
+trait Batched {
+    /// One request.
+    type Job;
+    /// Opens a transaction.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Runs one job inside the open transaction; returns how to answer it.
+    fn apply(&mut self, job: Self::Job) -> Answer;
+    /// Commits the transaction, durably.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Undoes a transaction whose commit failed, with what it changed in memory.
+    fn rollback(&mut self);
+    /// Answers a job that was never run.
+    fn fail(job: Self::Job, e: StoreError);
 }
 
 /// The most jobs run in one transaction.
 const BATCH: usize = 512;
 
-impl Worker {
-    fn run(&mut self, rx: std_mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            self.run_batch(batch);
-        }
+/// Group commit: waits for a job, takes with it every job already waiting (at most
+/// [`BATCH`]), runs them in one transaction and answers them all once it has committed, until
+/// every sender is gone. A lone job is committed at once; jobs that arrive while a commit is
+/// on its way to the disk wait for it, then go together in the next. A failed commit fails
+/// every job of its batch.
+fn serve<B: Batched>(db: &mut B, rx: &std_mpsc::Receiver<B::Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(BATCH - 1));
+        run_batch(db, batch);
     }
+}
 
-    fn run_batch(&mut self, batch: Vec<Job>) {
-        let bytes_before = self.total_bytes;
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            warn!("mailbox store: {e}");
-            return;
-        }
-        let mut answers: Vec<Box<dyn FnOnce(Option<StoreError>)>> = Vec::with_capacity(batch.len());
+fn run_batch<B: Batched>(db: &mut B, batch: Vec<B::Job>) {
+    if let Err(e) = db.begin() {
+        warn!("mailbox store: cannot begin a transaction: {e}");
         for job in batch {
-            answers.push(self.apply(job));
+            B::fail(job, e.clone());
         }
-        let failed = self.conn.execute_batch("COMMIT").err().map(|e| {
-            warn!("mailbox store commit failed: {e}");
-            let _ = self.conn.execute_batch("ROLLBACK");
-            self.total_bytes = bytes_before;
-            StoreError::from(e)
-        });
-        for answer in answers {
-            answer(failed.clone());
-        }
+        return;
+    }
+    let jobs = batch.len();
+    let answers: Vec<Answer> = batch.into_iter().map(|job| db.apply(job)).collect();
+    let failed = db.commit().err();
+    if let Some(e) = &failed {
+        warn!("mailbox store: commit failed: {e}");
+        db.rollback();
+    } else {
+        tracing::trace!(target: "shallot_trace", jobs, "mailbox store: batch committed");
+    }
+    for answer in answers {
+        answer(failed.clone());
+    }
+}
+
+/// What one mailbox holds, counted in memory.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    envelopes: u64,
+    bytes: u64,
+}
+
+struct Worker {
+    conn: Connection,
+    limits: StoreLimits,
+    total_bytes: u64,
+    /// What the mailboxes touched since the last expiry hold (a cache: a mailbox missing here
+    /// is counted from the database when next needed). Bounded by the mailboxes holding
+    /// envelopes, which the store's byte quota bounds.
+    usage: HashMap<MailboxId, Usage>,
+    /// `total_bytes` when the open transaction began.
+    bytes_before: u64,
+}
+
+impl Batched for Worker {
+    type Job = Job;
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.bytes_before = self.total_bytes;
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
     }
 
+    fn apply(&mut self, job: Job) -> Answer {
+        Worker::apply(self, job)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+        self.total_bytes = self.bytes_before;
+        self.usage.clear();
+    }
+
+    fn fail(job: Job, e: StoreError) {
+        fn no<T>(reply: Reply<T>, e: StoreError) {
+            let _ = reply.send(Err(e));
+        }
+        match job {
+            Job::Deposit { reply, .. } => no(reply, e),
+            Job::Fetch { reply, .. } => no(reply, e),
+            Job::FetchPage { reply, .. } => no(reply, e),
+            Job::Ack { reply, .. } => no(reply, e),
+            Job::PutBundle { reply, .. } => no(reply, e),
+            Job::GetBundle { reply, .. } => no(reply, e),
+            Job::Expire { reply, .. } => no(reply, e),
+            Job::Holdings { reply, .. } => no(reply, e),
+            Job::Lacks { reply, .. } => no(reply, e),
+            Job::Bodies { reply, .. } => no(reply, e),
+        }
+    }
+}
+
+impl Worker {
     /// Runs one job inside the open transaction and returns how to answer it once the
     /// transaction's fate is known.
-    fn apply(&mut self, job: Job) -> Box<dyn FnOnce(Option<StoreError>)> {
-        fn answer<T: Send + 'static>(
-            reply: Reply<T>,
-            result: Result<T, StoreError>,
-        ) -> Box<dyn FnOnce(Option<StoreError>)> {
+    fn apply(&mut self, job: Job) -> Answer {
+        fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Answer {
             Box::new(move |failed| {
                 let _ = reply.send(match failed {
                     Some(e) => Err(e),
@@ -474,6 +551,25 @@ impl Worker {
         Ok(out)
     }
 
+    /// What `mailbox` holds: from memory, or counted from the database once.
+    fn usage(&mut self, mailbox: &MailboxId) -> Result<Usage, StoreError> {
+        if let Some(u) = self.usage.get(mailbox) {
+            return Ok(*u);
+        }
+        let (count, bytes): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM envelopes WHERE mailbox = ?1",
+            )?
+            .query_row(params![&mailbox.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let u = Usage {
+            envelopes: u64::try_from(count).unwrap_or(0),
+            bytes: u64::try_from(bytes).unwrap_or(0),
+        };
+        self.usage.insert(*mailbox, u);
+        Ok(u)
+    }
+
     fn deposit(
         &mut self,
         mailbox: &MailboxId,
@@ -483,38 +579,40 @@ impl Worker {
     ) -> Result<Deposited, StoreError> {
         let exists: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT 1 FROM envelopes WHERE mailbox = ?1 AND id = ?2",
-                params![&mailbox.0[..], &id.0[..]],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT 1 FROM envelopes WHERE mailbox = ?1 AND id = ?2")?
+            .query_row(params![&mailbox.0[..], &id.0[..]], |r| r.get(0))
             .optional()?;
         if exists.is_some() {
             return Ok(Deposited::Duplicate);
         }
-        let (count, bytes): (i64, i64) = self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM envelopes WHERE mailbox = ?1",
-            params![&mailbox.0[..]],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let held = self.usage(mailbox)?;
         let len = body.len() as u64;
-        if count as u64 >= self.limits.envelopes_per_mailbox
-            || bytes as u64 + len > self.limits.bytes_per_mailbox
+        if held.envelopes >= self.limits.envelopes_per_mailbox
+            || held.bytes + len > self.limits.bytes_per_mailbox
             || self.total_bytes + len > self.limits.total_bytes
         {
             return Err(StoreError::Full);
         }
-        self.conn.execute(
-            "INSERT INTO envelopes (mailbox, id, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
+        self.conn
+            .prepare_cached(
+                "INSERT INTO envelopes (mailbox, id, body, stored_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
                 &mailbox.0[..],
                 &id.0[..],
                 body,
                 now as i64,
                 now.saturating_add(self.limits.expiry_secs) as i64
-            ],
-        )?;
+            ])?;
         self.total_bytes += len;
+        self.usage.insert(
+            *mailbox,
+            Usage {
+                envelopes: held.envelopes + 1,
+                bytes: held.bytes + len,
+            },
+        );
         Ok(Deposited::Stored)
     }
 
@@ -581,14 +679,21 @@ impl Worker {
         for id in ids {
             let len: Option<i64> = self
                 .conn
-                .query_row(
+                .prepare_cached(
                     "DELETE FROM envelopes WHERE mailbox = ?1 AND id = ?2 RETURNING LENGTH(body)",
-                    params![&mailbox.0[..], &id.0[..]],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row(params![&mailbox.0[..], &id.0[..]], |r| r.get(0))
                 .optional()?;
             if let Some(len) = len {
-                self.total_bytes = self.total_bytes.saturating_sub(len as u64);
+                let len = u64::try_from(len).unwrap_or(0);
+                self.total_bytes = self.total_bytes.saturating_sub(len);
+                if let Some(u) = self.usage.get_mut(mailbox) {
+                    u.envelopes = u.envelopes.saturating_sub(1);
+                    u.bytes = u.bytes.saturating_sub(len);
+                    if u.envelopes == 0 {
+                        self.usage.remove(mailbox);
+                    }
+                }
                 deleted += 1;
             }
         }
@@ -681,6 +786,10 @@ impl Worker {
             params![now as i64],
         )?;
         self.total_bytes = self.total_bytes.saturating_sub(freed as u64);
+        if n > 0 {
+            // Counted again from the database as each mailbox is next used.
+            self.usage.clear();
+        }
         Ok(n as u64)
     }
 }
@@ -688,6 +797,216 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A fake database for [`serve`]: records each committed batch, can hold a commit until
+    /// told to finish it (a commit on its way to the disk), and can fail one.
+    struct Fake {
+        open: Vec<u32>,
+        committed: Vec<Vec<u32>>,
+        rolled_back: Vec<Vec<u32>>,
+        /// Told the batch of each commit as it starts.
+        committing: std_mpsc::Sender<Vec<u32>>,
+        /// Each commit waits here for `Ok(fail)`.
+        finish: std_mpsc::Receiver<bool>,
+    }
+
+    type FakeJob = (u32, std_mpsc::Sender<Result<u32, StoreError>>);
+
+    impl Batched for Fake {
+        type Job = FakeJob;
+
+        fn begin(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        fn apply(&mut self, (n, reply): FakeJob) -> Answer {
+            self.open.push(n);
+            Box::new(move |failed| {
+                let _ = reply.send(match failed {
+                    Some(e) => Err(e),
+                    None => Ok(n),
+                });
+            })
+        }
+
+        fn commit(&mut self) -> Result<(), StoreError> {
+            let batch = std::mem::take(&mut self.open);
+            self.committing.send(batch.clone()).unwrap();
+            let fail = self.finish.recv().unwrap();
+            if fail {
+                self.rolled_back.push(batch);
+                return Err(StoreError::Db(Arc::new(rusqlite::Error::InvalidQuery)));
+            }
+            self.committed.push(batch);
+            Ok(())
+        }
+
+        fn rollback(&mut self) {}
+
+        fn fail((_, reply): FakeJob, e: StoreError) {
+            let _ = reply.send(Err(e));
+        }
+    }
+
+    /// A fake store served on its own thread, as the real one is.
+    struct Rig {
+        jobs: std_mpsc::Sender<FakeJob>,
+        committing: std_mpsc::Receiver<Vec<u32>>,
+        finish: std_mpsc::Sender<bool>,
+        done: std::thread::JoinHandle<Fake>,
+    }
+
+    /// Long enough never to be reached on a loaded machine; only a hang would.
+    const WAIT: Duration = Duration::from_secs(60);
+
+    impl Rig {
+        fn new() -> Rig {
+            let (jobs, rx) = std_mpsc::channel();
+            let (committing_tx, committing) = std_mpsc::channel();
+            let (finish, finish_rx) = std_mpsc::channel();
+            let mut fake = Fake {
+                open: Vec::new(),
+                committed: Vec::new(),
+                rolled_back: Vec::new(),
+                committing: committing_tx,
+                finish: finish_rx,
+            };
+            let done = std::thread::spawn(move || {
+                serve(&mut fake, &rx);
+                fake
+            });
+            Rig {
+                jobs,
+                committing,
+                finish,
+                done,
+            }
+        }
+
+        fn submit(&self, n: u32) -> std_mpsc::Receiver<Result<u32, StoreError>> {
+            let (tx, rx) = std_mpsc::channel();
+            self.jobs.send((n, tx)).unwrap();
+            rx
+        }
+
+        /// Waits for a commit to start; returns its batch.
+        fn commit_started(&self) -> Vec<u32> {
+            self.committing.recv_timeout(WAIT).unwrap()
+        }
+
+        fn end(self) -> Fake {
+            drop(self.jobs);
+            self.done.join().unwrap()
+        }
+    }
+
+    #[test]
+    fn a_lone_job_is_committed_at_once() {
+        let rig = Rig::new();
+        let answer = rig.submit(1);
+        // No other job comes: the commit starts anyway, with this job alone.
+        assert_eq!(rig.commit_started(), vec![1]);
+        assert!(
+            answer.try_recv().is_err(),
+            "not answered before its commit ends"
+        );
+        rig.finish.send(false).unwrap();
+        assert_eq!(answer.recv_timeout(WAIT).unwrap().unwrap(), 1);
+        let fake = rig.end();
+        assert_eq!(fake.committed, vec![vec![1]]);
+    }
+
+    #[test]
+    fn jobs_arriving_during_a_commit_go_together_in_the_next() {
+        let rig = Rig::new();
+        let first = rig.submit(1);
+        assert_eq!(rig.commit_started(), vec![1]);
+        // While the first commit is on its way to the disk, three more arrive.
+        let later: Vec<_> = (2..=4).map(|n| rig.submit(n)).collect();
+        rig.finish.send(false).unwrap();
+        assert_eq!(first.recv_timeout(WAIT).unwrap().unwrap(), 1);
+        assert_eq!(
+            rig.commit_started(),
+            vec![2, 3, 4],
+            "one commit for the three"
+        );
+        for a in &later {
+            assert!(
+                a.try_recv().is_err(),
+                "not answered before their commit ends"
+            );
+        }
+        rig.finish.send(false).unwrap();
+        for (a, n) in later.iter().zip(2..) {
+            assert_eq!(a.recv_timeout(WAIT).unwrap().unwrap(), n);
+        }
+        let fake = rig.end();
+        assert_eq!(fake.committed, vec![vec![1], vec![2, 3, 4]]);
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_job_of_its_batch_and_the_next_batch_goes_on() {
+        let rig = Rig::new();
+        let first = rig.submit(1);
+        assert_eq!(rig.commit_started(), vec![1]);
+        let doomed: Vec<_> = (2..=4).map(|n| rig.submit(n)).collect();
+        rig.finish.send(false).unwrap();
+        assert_eq!(rig.commit_started(), vec![2, 3, 4]);
+        rig.finish.send(true).unwrap();
+        for a in &doomed {
+            assert!(matches!(
+                a.recv_timeout(WAIT).unwrap(),
+                Err(StoreError::Db(_))
+            ));
+        }
+        assert_eq!(first.recv_timeout(WAIT).unwrap().unwrap(), 1);
+        let after = rig.submit(5);
+        assert_eq!(rig.commit_started(), vec![5]);
+        rig.finish.send(false).unwrap();
+        assert_eq!(after.recv_timeout(WAIT).unwrap().unwrap(), 5);
+        let fake = rig.end();
+        assert_eq!(fake.committed, vec![vec![1], vec![5]]);
+        assert_eq!(fake.rolled_back, vec![vec![2, 3, 4]]);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_cannot_begin_fails_its_jobs_and_the_counts_stay_true() {
+        // The database is locked (for the busy timeout, 5 s): the deposit fails with the
+        // database's error and is not counted; the store goes on, and a mailbox's count
+        // follows its deposits and acknowledgements.
+        let (store, path) = open(StoreLimits {
+            envelopes_per_mailbox: 1,
+            ..StoreLimits::default()
+        });
+        let m = MailboxId([3; 32]);
+        // Another connection holds the write lock, so the store's next transaction fails.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let refused = store.deposit(m, EnvelopeId([1; 16]), vec![1], 1).await;
+        assert!(matches!(refused, Err(StoreError::Db(_))), "{refused:?}");
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            store
+                .deposit(m, EnvelopeId([2; 16]), vec![2], 1)
+                .await
+                .unwrap(),
+            Deposited::Stored
+        );
+        assert!(matches!(
+            store.deposit(m, EnvelopeId([3; 16]), vec![3], 1).await,
+            Err(StoreError::Full)
+        ));
+        store.ack(m, vec![EnvelopeId([2; 16])]).await.unwrap();
+        assert_eq!(
+            store
+                .deposit(m, EnvelopeId([3; 16]), vec![3], 1)
+                .await
+                .unwrap(),
+            Deposited::Stored,
+            "an acknowledged envelope's room is free again"
+        );
+    }
 
     fn open(limits: StoreLimits) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("shallot-store-{}", rand::random::<u64>()));
