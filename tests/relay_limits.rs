@@ -170,9 +170,11 @@ fn a_full_circuit_queue_destroys_that_circuit() {
 #[test]
 fn queue_memory_over_its_cap_destroys_the_oldest_circuits() {
     rt().block_on(async {
-        // Room for 400 queued cells in all; each circuit may queue up to 600.
+        // Room for 400 queued cells in all (the budget's share for cells); each circuit may
+        // queue up to 600.
         let relay = start_relay("oom", 56, |c| {
-            c.limits.queue_memory_bytes = 400 * shallot_relay::queue::HELD_CELL_BYTES;
+            c.limits.queue_memory_bytes =
+                shallot_relay::config::CELL_SHARE * 400 * shallot_relay::queue::HELD_CELL_BYTES;
             c.limits.socket_send_buffer = Some(8192);
         })
         .await;

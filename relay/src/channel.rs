@@ -54,6 +54,11 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
+    /// The relay-wide budget this link's queue counts against.
+    pub(crate) fn budget(&self) -> &QueueBudget {
+        &self.budget
+    }
+
     /// A channel whose queued cells count toward `budget`.
     pub(crate) fn new(id: ChannelId, peer: Peer, budget: Arc<QueueBudget>) -> Self {
         Channel {

@@ -29,9 +29,11 @@ pub struct Limits {
     pub create_burst_per_ip: f64,
     /// Cells queued for one circuit toward one link before the circuit is destroyed.
     pub circuit_queue_cells: usize,
-    /// Bytes of cells held across the relay (queued on links, replies waiting for a window,
-    /// unfinished messages being reassembled) beyond which the circuits holding the oldest
-    /// are destroyed.
+    /// The relay's memory budget, bytes, beyond its fixed baseline: half for cells held
+    /// (queued on links, replies waiting for a window, unfinished messages being reassembled;
+    /// beyond it the circuits holding the oldest are destroyed), a quarter for open links
+    /// ([`Limits::max_links`]) and a quarter for circuits' fixed state
+    /// ([`Limits::max_circuits`]).
     pub queue_memory_bytes: usize,
     /// Time to wait for the next hop's answer when extending.
     pub extend_timeout: Duration,
@@ -77,6 +79,22 @@ pub const LINK_SHARE: usize = 4;
 /// The fewest links a relay accepts, however small its memory budget.
 pub const MIN_LINKS: usize = 8;
 
+/// What one circuit's fixed state costs this process, bytes (its layer keys, state machine,
+/// entries in its links' tables), its held cells and unfinished message aside: resident
+/// memory per idle circuit measured at 815–893 bytes (`shallot bench`), rounded up.
+pub const CIRCUIT_BYTES: usize = 1024;
+
+/// Circuits may take at most 1/`CIRCUIT_SHARE` of the memory budget at [`CIRCUIT_BYTES`]
+/// each.
+pub const CIRCUIT_SHARE: usize = 4;
+
+/// The fewest circuits a relay carries at once, however small its memory budget.
+pub const MIN_CIRCUITS: usize = 64;
+
+/// Held cells may take at most 1/`CELL_SHARE` of the memory budget: the rest is the links'
+/// and the circuits' shares, so that the three together stay within the budget.
+pub const CELL_SHARE: usize = 2;
+
 impl Limits {
     /// Links open at once (accepted, handshaking included): `max_connections`, or fewer when
     /// that many would cost more than 1/[`LINK_SHARE`] of `queue_memory_bytes` at
@@ -94,10 +112,17 @@ impl Limits {
         all.saturating_sub((all / 8).max(1))
     }
 
+    /// Circuits alive at once, relay-wide: as many as 1/[`CIRCUIT_SHARE`] of
+    /// `queue_memory_bytes` holds at [`CIRCUIT_BYTES`] each (never fewer than
+    /// [`MIN_CIRCUITS`]). A CREATE beyond it is refused (reason 4).
+    pub fn max_circuits(&self) -> usize {
+        (self.queue_memory_bytes / CIRCUIT_SHARE / CIRCUIT_BYTES).max(MIN_CIRCUITS)
+    }
+
     /// The relay-wide count of held cells (in [`HELD_CELL_BYTES`] units) beyond which the
-    /// out-of-memory handler runs.
+    /// out-of-memory handler runs: 1/[`CELL_SHARE`] of `queue_memory_bytes`.
     pub fn queue_cap_cells(&self) -> usize {
-        self.queue_memory_bytes / HELD_CELL_BYTES
+        self.queue_memory_bytes / CELL_SHARE / HELD_CELL_BYTES
     }
 }
 

@@ -22,6 +22,8 @@ pub(crate) struct Admission {
     creates: Mutex<CreateLimiter>,
     /// Circuits one link may carry.
     pub(crate) circuits_per_link: usize,
+    /// Circuits the relay carries at once (its memory budget's share for them).
+    pub(crate) max_circuits: usize,
 }
 
 impl Admission {
@@ -34,6 +36,7 @@ impl Admission {
                 limits.create_burst_per_ip,
             )),
             circuits_per_link: limits.circuits_per_link,
+            max_circuits: limits.max_circuits(),
         }
     }
 

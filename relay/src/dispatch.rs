@@ -72,7 +72,9 @@ fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId,
     if create.depth > MAX_CIRCUIT_DEPTH {
         return refuse(env, link, id, DestroyReason::Protocol);
     }
-    if link.circuit_count() >= admission.circuits_per_link {
+    if link.circuit_count() >= admission.circuits_per_link
+        || env.budget.circuits() >= admission.max_circuits
+    {
         return refuse(env, link, id, DestroyReason::ResourceLimit);
     }
     let rate_limited = peer.kind == LinkKind::Client || !peer.is_listed_relay();
@@ -196,6 +198,44 @@ mod tests {
         let circ = r.link.circuit(CircId::new(0x8000_0001).unwrap()).unwrap();
         assert_eq!(circ.side, Side::Prev);
         assert_eq!(r.env.stats.snapshot().circuits_created, 1);
+    }
+
+    #[test]
+    fn creates_beyond_the_budgets_share_for_circuits_are_refused_until_one_is_freed() {
+        use crate::config::{CIRCUIT_BYTES, CIRCUIT_SHARE, MIN_CIRCUITS};
+        let limits = Limits {
+            queue_memory_bytes: 100 * CIRCUIT_SHARE * CIRCUIT_BYTES,
+            ..Limits::default()
+        };
+        assert_eq!(limits.max_circuits(), 100);
+        let tiny = Limits {
+            queue_memory_bytes: 1024,
+            ..Limits::default()
+        };
+        assert_eq!(tiny.max_circuits(), MIN_CIRCUITS);
+        let r = rig(limits, LinkKind::Relay);
+        let onion = r.onion.clone();
+        for i in 1..=100 {
+            r.create(0x8000_0000 | i, &onion);
+        }
+        assert_eq!(r.env.budget.circuits(), 100);
+        r.create(0x8000_0000 | 101, &onion);
+        let answers = r.answers();
+        assert_eq!(answers.len(), 101);
+        assert!(answers[..100]
+            .iter()
+            .all(|m| matches!(m, ChanMsg::Created(_))));
+        assert_eq!(answers[100], ChanMsg::Destroy(DestroyReason::ResourceLimit));
+        assert_eq!(r.env.budget.circuits(), 100);
+        // A circuit the client destroys gives its place back.
+        let id = CircId::new(0x8000_0001).unwrap();
+        let destroy = Cell::new(id, ChanMsg::Destroy(DestroyReason::Requested));
+        handle_cell(&r.env, &r.admission, &r.link, destroy);
+        assert!(r.link.circuit(id).is_none());
+        assert_eq!(r.env.budget.circuits(), 99);
+        r.create(0x8000_0000 | 102, &onion);
+        assert!(matches!(r.answers()[..], [ChanMsg::Created(_)]));
+        assert_eq!(r.env.budget.circuits(), 100);
     }
 
     #[test]

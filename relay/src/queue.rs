@@ -25,15 +25,33 @@ pub const HELD_CELL_BYTES: usize = std::mem::size_of::<(Instant, RawCell)>();
 const KEEP_EMPTY: usize = 64;
 
 /// Relay-wide count of cells held in memory for sending (link queues and replies waiting for
-/// a circuit's window), shared by every link.
+/// a circuit's window), shared by every link; and of the circuits alive, whose fixed state
+/// the budget caps by their number.
 #[derive(Debug, Default)]
 pub struct QueueBudget {
     queued: AtomicUsize,
     /// Of those, link-level cells (CREATE, CREATED, DESTROY) queued on links.
     control: AtomicUsize,
+    /// Circuits in memory (created and not yet dropped).
+    circuits: AtomicUsize,
 }
 
 impl QueueBudget {
+    /// Circuits in memory now.
+    pub fn circuits(&self) -> usize {
+        self.circuits.load(Ordering::Relaxed)
+    }
+
+    /// Counts a circuit made.
+    pub(crate) fn circuit_made(&self) {
+        self.circuits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a circuit freed.
+    pub(crate) fn circuit_freed(&self) {
+        self.circuits.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Cells queued across all links now.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)

@@ -244,9 +244,17 @@ pub(crate) struct Circuit {
     mailbox_quota: Mutex<Option<CircuitQuota>>,
 }
 
+impl Drop for Circuit {
+    fn drop(&mut self) {
+        self.prev.chan.budget().circuit_freed();
+    }
+}
+
 impl Circuit {
     /// A circuit created by a CREATE on `prev` under `prev_id`.
+    /// Counted in the relay-wide budget's circuits until it is dropped.
     pub(crate) fn new(machine: CircuitMachine, prev: Arc<Link>, prev_id: CircId) -> Self {
+        prev.chan.budget().circuit_made();
         Circuit {
             prev,
             prev_id,
