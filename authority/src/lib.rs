@@ -117,17 +117,17 @@ pub(crate) struct Shared {
 impl Shared {
     /// The state, even if a panicking task poisoned the lock (the state stays consistent
     /// because every change is made in one step under the lock).
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The peers: every configured authority but this one.
-    pub fn peers(&self) -> impl Iterator<Item = &shallot_directory::network::AuthorityInfo> {
+    pub(crate) fn peers(&self) -> impl Iterator<Item = &shallot_directory::network::AuthorityInfo> {
         self.network.authorities.iter().filter(|a| a.key != self.me)
     }
 
     /// Runs a blocking write to the store off the async threads, logging failure.
-    pub async fn persist<F>(self: &Arc<Self>, what: &'static str, write: F)
+    pub(crate) async fn persist<F>(self: &Arc<Self>, what: &'static str, write: F)
     where
         F: FnOnce(&Store) -> Result<(), KeyFileError> + Send + 'static,
     {

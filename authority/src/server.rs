@@ -94,7 +94,7 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    pub fn new(network: &NetworkFile, me: &shallot_crypto::keys::VerifyingKey) -> Self {
+    pub(crate) fn new(network: &NetworkFile, me: &shallot_crypto::keys::VerifyingKey) -> Self {
         let p = &network.params;
         let authority = p.reserved_authority_connections;
         let fetch = p.reserved_fetch_connections;
@@ -122,7 +122,7 @@ impl Limits {
 
     /// Counts one upload from `ip`'s network; false if it is over its limit for the current
     /// minute (a window that starts at its first upload).
-    pub fn allow_upload(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allow_upload(&self, ip: IpAddr) -> bool {
         let net = client_network(ip);
         let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -210,7 +210,7 @@ pub(crate) struct ConnectionSlot {
 
 impl ConnectionSlot {
     /// The pool it came from.
-    pub fn class(&self) -> SlotClass {
+    pub(crate) fn class(&self) -> SlotClass {
         self.class
     }
 }

@@ -22,10 +22,10 @@ const FLAG_FINAL: u8 = 0x01;
 
 /// The type byte of each relay message.
 mod kind {
-    pub const EXTEND: u8 = 1;
-    pub const EXTENDED: u8 = 2;
-    pub const SENDME: u8 = 3;
-    pub const DATA: u8 = 4;
+    pub(super) const EXTEND: u8 = 1;
+    pub(super) const EXTENDED: u8 = 2;
+    pub(super) const SENDME: u8 = 3;
+    pub(super) const DATA: u8 = 4;
 }
 
 /// Ask the last hop to extend the circuit to another relay.

@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 
 /// One multi-threaded runtime per test binary, so that a network started by one test keeps
 /// running while the others use it.
-pub fn rt() -> &'static Runtime {
+pub(crate) fn rt() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -26,7 +26,7 @@ pub fn rt() -> &'static Runtime {
 }
 
 /// A fresh private scratch directory.
-pub fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "shallot-test-{name}-{}-{}",
         std::process::id(),
@@ -37,7 +37,7 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, failing after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -55,18 +55,18 @@ where
 }
 
 /// A relay started in-process for a test.
-pub struct TestRelay {
+pub(crate) struct TestRelay {
     pub handle: RelayHandle,
     pub nickname: String,
     pub dir: PathBuf,
 }
 
 impl TestRelay {
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.handle.local_addr()
     }
 
-    pub fn hop(&self) -> HopSpec {
+    pub(crate) fn hop(&self) -> HopSpec {
         HopSpec {
             id: self.handle.id(),
             ntor_key: self.handle.onion_key(),
@@ -74,7 +74,7 @@ impl TestRelay {
         }
     }
 
-    pub fn peer(&self) -> PeerInfo {
+    pub(crate) fn peer(&self) -> PeerInfo {
         PeerInfo {
             id: self.handle.id(),
             address: self.addr(),
@@ -82,7 +82,7 @@ impl TestRelay {
         }
     }
 
-    pub async fn channel(&self) -> std::sync::Arc<ClientChannel> {
+    pub(crate) async fn channel(&self) -> std::sync::Arc<ClientChannel> {
         ClientChannel::connect(self.addr(), &self.handle.link_key(), Duration::from_secs(5))
             .await
             .unwrap()
@@ -90,7 +90,11 @@ impl TestRelay {
 }
 
 /// Starts a relay on `127.<octet>.0.1`, letting `tune` adjust its configuration.
-pub async fn start_relay(name: &str, octet: u8, tune: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+pub(crate) async fn start_relay(
+    name: &str,
+    octet: u8,
+    tune: impl FnOnce(&mut RelayConfig),
+) -> TestRelay {
     let dir = scratch(name);
     shallot_relay::keys::init(&dir).unwrap();
     let listen: SocketAddr = format!("127.{octet}.0.1:0").parse().unwrap();
@@ -107,7 +111,7 @@ pub async fn start_relay(name: &str, octet: u8, tune: impl FnOnce(&mut RelayConf
 
 /// Starts `count` relays named `<prefix>0…` on 127.<first_octet + i>.0.1, each told about
 /// the others.
-pub async fn relay_net(prefix: &str, first_octet: u8, count: u8) -> Vec<TestRelay> {
+pub(crate) async fn relay_net(prefix: &str, first_octet: u8, count: u8) -> Vec<TestRelay> {
     let mut relays = Vec::new();
     for i in 0..count {
         relays.push(start_relay(&format!("{prefix}{i}"), first_octet + i, |_| {}).await);
@@ -117,7 +121,7 @@ pub async fn relay_net(prefix: &str, first_octet: u8, count: u8) -> Vec<TestRela
 }
 
 /// Tells every relay about every other (standing in for a consensus).
-pub fn introduce(relays: &[&TestRelay]) {
+pub(crate) fn introduce(relays: &[&TestRelay]) {
     for r in relays {
         r.handle
             .set_netview(NetView::new(relays.iter().map(|p| p.peer())));
@@ -125,7 +129,7 @@ pub fn introduce(relays: &[&TestRelay]) {
 }
 
 /// A raw client link for sending arbitrary bytes after a real handshake.
-pub struct RawLink {
+pub(crate) struct RawLink {
     pub stream: tokio::net::TcpStream,
     pub sealer: shallot_link::Sealer,
     pub opener: shallot_link::Opener,
@@ -133,7 +137,7 @@ pub struct RawLink {
 
 impl RawLink {
     /// Connects and runs the client handshake by hand, keeping the raw stream.
-    pub async fn connect(addr: SocketAddr, link_key: &[u8; 32]) -> RawLink {
+    pub(crate) async fn connect(addr: SocketAddr, link_key: &[u8; 32]) -> RawLink {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut hs = shallot_link::Handshake::client(link_key).unwrap();
@@ -158,7 +162,7 @@ impl RawLink {
     }
 
     /// Sends encoded cells in one record.
-    pub async fn send_cells(&mut self, cells: &[u8]) {
+    pub(crate) async fn send_cells(&mut self, cells: &[u8]) {
         use tokio::io::AsyncWriteExt;
         let mut wire = Vec::new();
         self.sealer.seal(cells, &mut wire).unwrap();
@@ -166,7 +170,7 @@ impl RawLink {
     }
 
     /// Reads one record's cells, or `None` if the relay closed the link.
-    pub async fn read_cells(&mut self) -> Option<Vec<u8>> {
+    pub(crate) async fn read_cells(&mut self) -> Option<Vec<u8>> {
         use tokio::io::AsyncReadExt;
         let mut len = [0u8; 2];
         self.stream.read_exact(&mut len).await.ok()?;
@@ -178,7 +182,7 @@ impl RawLink {
     }
 
     /// Reads the next cell, with a time limit.
-    pub async fn next_cell(&mut self, limit: Duration) -> Option<shallot_proto::cell::Cell> {
+    pub(crate) async fn next_cell(&mut self, limit: Duration) -> Option<shallot_proto::cell::Cell> {
         let cells = tokio::time::timeout(limit, self.read_cells())
             .await
             .ok()??;
@@ -187,7 +191,7 @@ impl RawLink {
 }
 
 /// Waits until the peer closes `stream` (reads EOF), failing after `limit`.
-pub async fn closed_by_peer(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+pub(crate) async fn closed_by_peer(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
     use tokio::io::AsyncReadExt;
     let mut buf = [0u8; 1024];
     let deadline = tokio::time::Instant::now() + limit;
@@ -202,7 +206,7 @@ pub async fn closed_by_peer(stream: &mut tokio::net::TcpStream, limit: Duration)
 
 /// Builds a circuit through `path` on a fresh channel and checks the last hop echoes data:
 /// the proof, after each bad input, that a relay still serves everyone else.
-pub async fn still_serves(path: &[&TestRelay]) {
+pub(crate) async fn still_serves(path: &[&TestRelay]) {
     let hops: Vec<HopSpec> = path.iter().map(|r| r.hop()).collect();
     let circ = shallot_net::build(path[0].channel().await, &hops, Duration::from_secs(5))
         .await
@@ -214,7 +218,7 @@ pub async fn still_serves(path: &[&TestRelay]) {
 }
 
 /// A `CREATE` cell for `relay` with a fresh handshake, and the handshake state.
-pub fn create_cell(
+pub(crate) fn create_cell(
     relay: &TestRelay,
     id: u32,
     depth: u8,
@@ -239,13 +243,13 @@ pub fn create_cell(
 /// and then never reads again: the next hop that stops reading, which makes cells queue up
 /// at the relay in front of it. Its listening socket has a tiny receive buffer so the queue
 /// builds after a few cells rather than after megabytes of kernel buffering.
-pub struct StalledRelay {
+pub(crate) struct StalledRelay {
     pub hop: HopSpec,
     pub peer: PeerInfo,
 }
 
 impl StalledRelay {
-    pub async fn start(octet: u8, creates: usize) -> StalledRelay {
+    pub(crate) async fn start(octet: u8, creates: usize) -> StalledRelay {
         use shallot_crypto::keys::{IdentityKeypair, LinkKeypair, OnionKeypair};
         use shallot_proto::cell::{Cell, ChanMsg, CELL_LEN};
         let mut rng = rand::thread_rng();
@@ -319,14 +323,14 @@ impl StalledRelay {
 
 /// A user of the messaging layer for tests: a data directory with an identity, and its
 /// messenger on `network`.
-pub struct TestUser {
+pub(crate) struct TestUser {
     pub dir: PathBuf,
     pub messenger: std::sync::Arc<shallot_client::messenger::Messenger>,
     pub address: shallot_crypto::Address,
 }
 
 impl TestUser {
-    pub async fn new(name: &str, network: &shallot_directory::NetworkFile) -> TestUser {
+    pub(crate) async fn new(name: &str, network: &shallot_directory::NetworkFile) -> TestUser {
         let dir = scratch(name);
         let store = shallot_client::store::Store::open(&dir).unwrap();
         store.create_identity(Some(name), 1).unwrap();
@@ -351,7 +355,7 @@ impl TestUser {
     }
 
     /// Opens again the user whose data is in `dir` (after its messenger was dropped).
-    pub async fn reopen(
+    pub(crate) async fn reopen(
         dir: &std::path::Path,
         network: &shallot_directory::NetworkFile,
     ) -> TestUser {
@@ -374,7 +378,7 @@ impl TestUser {
         }
     }
 
-    pub fn add_contact(&self, name: &str, other: &TestUser) {
+    pub(crate) fn add_contact(&self, name: &str, other: &TestUser) {
         self.messenger
             .store()
             .add_contact(name, &other.address, 1)
@@ -382,7 +386,7 @@ impl TestUser {
     }
 
     /// Syncs until a message with `text` has arrived (polling), returning every new message.
-    pub async fn receive(&self, text: &str) -> Vec<shallot_client::store::StoredMessage> {
+    pub(crate) async fn receive(&self, text: &str) -> Vec<shallot_client::store::StoredMessage> {
         let mut got = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {

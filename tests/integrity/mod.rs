@@ -18,7 +18,7 @@ use tokio::process::{Child, Command};
 use super::common::scratch;
 
 /// The parameters of these tests' networks.
-pub fn params(interval: u64) -> NetworkParams {
+pub(crate) fn params(interval: u64) -> NetworkParams {
     NetworkParams {
         voting_interval_secs: interval,
         reachability_timeout_secs: 2,
@@ -35,7 +35,7 @@ pub fn params(interval: u64) -> NetworkParams {
 }
 
 /// One relay process and what it publishes.
-pub struct ProcRelay {
+pub(crate) struct ProcRelay {
     pub name: String,
     pub dir: PathBuf,
     pub id: RelayId,
@@ -46,7 +46,7 @@ pub struct ProcRelay {
 }
 
 /// A test network.
-pub struct ProcNet {
+pub(crate) struct ProcNet {
     pub dir: PathBuf,
     pub network: NetworkFile,
     pub network_path: PathBuf,
@@ -65,7 +65,7 @@ fn free_addr(ip: [u8; 4]) -> SocketAddr {
 
 impl ProcNet {
     /// Lays out `n` authorities on `127.<first_octet + i>.0.1` and writes the network file.
-    pub fn layout(name: &str, n: usize, first_octet: u8, params: NetworkParams) -> ProcNet {
+    pub(crate) fn layout(name: &str, n: usize, first_octet: u8, params: NetworkParams) -> ProcNet {
         let dir = scratch(name);
         let mut keys = Vec::new();
         let mut authorities = Vec::new();
@@ -104,7 +104,7 @@ impl ProcNet {
     }
 
     /// The log of a node run as a process.
-    pub fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
 
@@ -123,7 +123,7 @@ impl ProcNet {
     }
 
     /// Starts authority `i` as a `shallot directory run` process.
-    pub fn spawn_authority(&mut self, i: usize) {
+    pub(crate) fn spawn_authority(&mut self, i: usize) {
         let info = self.network.authorities[i].clone();
         let args = vec![
             "directory".into(),
@@ -139,7 +139,7 @@ impl ProcNet {
     }
 
     /// Starts authority `i` in this process, misbehaving.
-    pub async fn start_rogue(&mut self, i: usize, misbehaviour: Misbehaviour) {
+    pub(crate) async fn start_rogue(&mut self, i: usize, misbehaviour: Misbehaviour) {
         let info = &self.network.authorities[i];
         let config = AuthorityConfig {
             data_dir: self.dir.join(format!("auth{i}")),
@@ -155,7 +155,7 @@ impl ProcNet {
 
     /// Makes a relay's keys and starts it as a `shallot relay run` process on
     /// `127.<octet>.0.1`, with `extra` arguments; returns its index.
-    pub fn spawn_relay(&mut self, octet: u8, extra: &[&str]) -> usize {
+    pub(crate) fn spawn_relay(&mut self, octet: u8, extra: &[&str]) -> usize {
         let name = format!("relay{}", self.relays.len());
         let dir = self.dir.join(&name);
         let keys = shallot_relay::keys::init(&dir).unwrap();
@@ -205,7 +205,7 @@ impl ProcNet {
     }
 
     /// Fetches consensuses (verified as a client does) until one satisfies `ready`.
-    pub async fn consensus_where(
+    pub(crate) async fn consensus_where(
         &self,
         limit: Duration,
         what: &str,
@@ -229,7 +229,7 @@ impl ProcNet {
     }
 
     /// The consensus each authority in `which` serves now (`GET /consensus`, unverified).
-    pub async fn served(&self, which: &[usize]) -> Vec<Option<Consensus>> {
+    pub(crate) async fn served(&self, which: &[usize]) -> Vec<Option<Consensus>> {
         let mut out = Vec::new();
         for &i in which {
             let addr = self.network.authorities[i].address;
@@ -253,7 +253,7 @@ impl ProcNet {
     }
 
     /// The vote authority `i` serves as its own for period `t` (`GET /vote/<t>`), if any.
-    pub async fn vote_of(&self, i: usize, t: u64) -> Option<shallot_proto::dir::Vote> {
+    pub(crate) async fn vote_of(&self, i: usize, t: u64) -> Option<shallot_proto::dir::Vote> {
         let addr = self.network.authorities[i].address;
         let r = shallot_directory::fetch::http_request(
             addr,
@@ -270,7 +270,7 @@ impl ProcNet {
     }
 
     /// Stops every node.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for h in self.rogues.drain(..) {
             h.shutdown().await;
         }
@@ -281,6 +281,6 @@ impl ProcNet {
 }
 
 /// The data directory of a client made for a test.
-pub fn client_dir(name: &str) -> PathBuf {
+pub(crate) fn client_dir(name: &str) -> PathBuf {
     scratch(name)
 }

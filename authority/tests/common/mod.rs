@@ -23,7 +23,7 @@ use shallot_proto::dir::RelayDescriptor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -31,7 +31,7 @@ pub fn now() -> u64 {
 }
 
 /// A fresh private directory under the system temp dir.
-pub fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "shallot-dir-test-{name}-{}-{}",
         std::process::id(),
@@ -42,7 +42,7 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// Parameters for a fast test network.
-pub fn test_params(interval: u64) -> NetworkParams {
+pub(crate) fn test_params(interval: u64) -> NetworkParams {
     NetworkParams {
         voting_interval_secs: interval,
         descriptor_max_age_secs: 3600,
@@ -60,14 +60,14 @@ pub fn test_params(interval: u64) -> NetworkParams {
 }
 
 /// A free port on `ip`, found by binding and releasing it.
-pub fn free_addr(ip: [u8; 4]) -> SocketAddr {
+pub(crate) fn free_addr(ip: [u8; 4]) -> SocketAddr {
     let l = std::net::TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
     l.local_addr().unwrap()
 }
 
 /// `n` authorities with keys in fresh data directories, on loopback addresses
 /// `127.<base + i>.0.1`, and the network file naming them.
-pub fn authorities(
+pub(crate) fn authorities(
     n: usize,
     base: u8,
     params: NetworkParams,
@@ -104,7 +104,7 @@ pub fn authorities(
 
 /// A relay simulated by test code: keys, and a listener that answers link handshakes and
 /// reachability probes (as a real relay does, `shallot_directory::probe::respond`).
-pub struct TestRelay {
+pub(crate) struct TestRelay {
     pub identity: Arc<IdentityKeypair>,
     pub onion: Arc<OnionKeypair>,
     pub link: Arc<LinkKeypair>,
@@ -114,7 +114,7 @@ pub struct TestRelay {
 
 impl TestRelay {
     /// Starts a relay on `ip` (port chosen by the system).
-    pub async fn start(ip: [u8; 4]) -> TestRelay {
+    pub(crate) async fn start(ip: [u8; 4]) -> TestRelay {
         let mut rng = rand::thread_rng();
         let identity = Arc::new(IdentityKeypair::generate(&mut rng));
         let onion = Arc::new(OnionKeypair::generate(&mut rng));
@@ -150,7 +150,7 @@ impl TestRelay {
         }
     }
 
-    pub fn descriptor(&self, published: u64) -> RelayDescriptor {
+    pub(crate) fn descriptor(&self, published: u64) -> RelayDescriptor {
         RelayDescriptor {
             nickname: "testrelay".into(),
             address: self.address,
@@ -164,14 +164,14 @@ impl TestRelay {
         }
     }
 
-    pub fn signed(&self, published: u64) -> String {
+    pub(crate) fn signed(&self, published: u64) -> String {
         self.descriptor(published).sign(&self.identity).unwrap()
     }
 }
 
 /// A signed descriptor for a fresh identity, with a fresh link key (nothing listens at its
 /// address).
-pub fn any_descriptor(published: u64) -> (IdentityKeypair, String) {
+pub(crate) fn any_descriptor(published: u64) -> (IdentityKeypair, String) {
     let id = IdentityKeypair::generate(&mut rand::thread_rng());
     let text = RelayDescriptor {
         nickname: "nobody".into(),
@@ -190,7 +190,7 @@ pub fn any_descriptor(published: u64) -> (IdentityKeypair, String) {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, failing the test after `limit`.
-pub async fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -206,7 +206,7 @@ pub async fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// A connection from a chosen loopback source address, so that tests sharing an authority
 /// do not share its per-IP limits.
-pub async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+pub(crate) async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(IpAddr::from(source), 0))
@@ -216,7 +216,7 @@ pub async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
 
 /// Reads a whole HTTP/1.1 response (the server closes the connection) and returns the
 /// status code and body.
-pub async fn read_response(stream: &mut TcpStream, limit: Duration) -> (u16, String) {
+pub(crate) async fn read_response(stream: &mut TcpStream, limit: Duration) -> (u16, String) {
     let mut buf = Vec::new();
     tokio::time::timeout(limit, stream.read_to_end(&mut buf))
         .await
@@ -236,7 +236,7 @@ pub async fn read_response(stream: &mut TcpStream, limit: Duration) -> (u16, Str
 }
 
 /// Sends one request with `Connection: close` from `source` and returns status and body.
-pub async fn raw_request(
+pub(crate) async fn raw_request(
     source: [u8; 4],
     to: SocketAddr,
     method: &str,
