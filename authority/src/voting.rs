@@ -40,7 +40,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             schedule.interval_secs()
         );
     }
+    // Signature collection for a period runs past the next period's vote (a peer that never
+    // answers holds it to its deadline, half an interval after the period starts), so it runs
+    // beside the schedule, never in its way: a round that waited for a dead peer would vote
+    // late, at the moment the others close their exchange, and no consensus would be made.
+    // Dropping the set (when this task is aborted) stops the collections still running.
+    let mut collecting = JoinSet::new();
     loop {
+        while collecting.try_join_next().is_some() {}
         sleep_until_ms(schedule.vote_at(t)).await;
         if let Err(e) = vote(&shared, &schedule, t).await {
             tracing::error!("cannot vote for period {t}: {e}");
@@ -51,7 +58,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let lists = compare(&shared, &schedule, t).await;
         sleep_until_ms(schedule.compute_at(t)).await;
         if compute(&shared, &schedule, t, &lists).await {
-            collect_signatures(&shared, &schedule, t).await;
+            let shared = shared.clone();
+            collecting.spawn(async move { collect_signatures(&shared, &schedule, t).await });
         }
         // If this round overran (a suspended machine, a slow disk), skip to a period there
         // is still time for.

@@ -431,6 +431,18 @@ pub async fn fetch_consensus_dated(
                 Err(e) => {
                     FetchStats::add(&stats.diff_failures, 1);
                     tracing::debug!(authority = %auth.name, "consensus diff not used: {e}");
+                    // An authority that could not be reached, or did not answer in time, is
+                    // not asked again for the whole consensus: that would spend a second
+                    // timeout on a dead host before the next authority is tried.
+                    if matches!(
+                        e,
+                        TryError::Http(
+                            HttpError::Connect(_) | HttpError::Io(_) | HttpError::Timeout(_)
+                        )
+                    ) {
+                        failures.push(format!("{}: {e}", auth.name));
+                        continue;
+                    }
                 }
             }
         }
