@@ -13,14 +13,11 @@ use shallot_crypto::hex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-use crate::model::{
-    CircuitView, ClockView, ConsensusView, GuardView, NetworkDetails, ReplicaAnswer, ReplicaView,
-};
+use crate::model::{CircuitView, ClockView, ConsensusView, GuardView, NetworkDetails, ReplicaView};
 use crate::{
     Action, AppEvent, ContactRequest, ContactView, Delivery, MailboxState, MessageView,
     NetworkStatus, Offline,
 };
-use shallot_client::messenger::answers::ReplicaAnswer as Heard;
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::{Messenger, MessengerEvent};
 use shallot_client::store::{OutState, StoredMessage};
@@ -464,14 +461,7 @@ async fn details(m: &Messenger) -> NetworkDetails {
         .map(|id| ReplicaView {
             relay: nickname(id),
             open: open.contains(id),
-            last: m.last_answer(id).map(|a| {
-                let answer = match a.answer {
-                    Heard::Answered => ReplicaAnswer::Answered,
-                    Heard::Refused(why) => ReplicaAnswer::Refused(why),
-                    Heard::NoAnswer(why) => ReplicaAnswer::NoAnswer(why),
-                };
-                (answer, a.at)
-            }),
+            last: m.last_answer(id).map(|a| (a.answer, a.at)),
         })
         .collect();
     let network = m.netdir().network();

@@ -144,16 +144,9 @@ pub struct GuardView {
     pub unlisted_since: Option<u64>,
 }
 
-/// How a relay last answered this user's own requests (fetch, subscribe, bundle put).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplicaAnswer {
-    /// It did what was asked.
-    Answered,
-    /// It refused (why, in words).
-    Refused(String),
-    /// It was not reached or said nothing in time (why, in words).
-    NoAnswer(String),
-}
+/// How a relay last answered this user's own requests: the messenger's own record, shown as
+/// it is.
+pub use shallot_client::messenger::answers::ReplicaAnswer;
 
 /// This device's clock beside an authority's.
 #[derive(Debug, Clone, PartialEq, Eq)]
