@@ -354,7 +354,21 @@ impl<M: MailboxAccess> Messenger<M> {
         &self,
         work: impl Future<Output = Result<T, MessengerError>>,
     ) -> Result<T, MessengerError> {
-        match tokio::time::timeout(self.config.replica_timeout, work).await {
+        self.on_replica_until(self.replica_deadline(), work).await
+    }
+
+    /// When all that is asked of one replica from now on must be done.
+    pub(crate) fn replica_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.config.replica_timeout
+    }
+
+    /// Runs `work`, part of what is asked of one replica, within that replica's `deadline`.
+    pub(crate) async fn on_replica_until<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        work: impl Future<Output = Result<T, MessengerError>>,
+    ) -> Result<T, MessengerError> {
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(r) => r,
             Err(_) => Err(crate::mailbox::MailboxError::Timeout.into()),
         }

@@ -55,7 +55,7 @@ impl Default for CircuitConfig {
             per_hop_timeout: Duration::from_secs(10),
             attempts: 4,
             lifetime: Duration::from_secs(600),
-            preemptive: 2,
+            preemptive: 6,
             failure_memory: Duration::from_secs(60),
         }
     }
@@ -196,6 +196,9 @@ pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
     guards: Mutex<GuardSet>,
     failures: Mutex<Failures>,
     pool: Mutex<Vec<Arc<BuiltCircuit<B::Circuit>>>>,
+    /// Woken whenever a circuit is asked for, so that the maintenance task refills the pool
+    /// at once rather than at its next look.
+    wanted: tokio::sync::Notify,
 }
 
 impl CircuitManager {
@@ -222,6 +225,7 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             guards: Mutex::new(GuardSet::load(&data_dir)),
             failures: Mutex::new(Failures::default()),
             pool: Mutex::new(Vec::new()),
+            wanted: tokio::sync::Notify::new(),
         })
     }
 
@@ -358,6 +362,9 @@ impl<B: CircuitBuilder> CircuitManager<B> {
                 .position(|c| prefix_fits(&c.path, e, &consensus, &avoid))?;
             Some((pool.swap_remove(i), e.clone()))
         });
+        // Taken from the pool or not (then it was empty or no prefix fitted), the pool wants
+        // refilling now: the next request is likely close behind.
+        self.wanted.notify_one();
         if let Some((prefix, exit_entry)) = prefix {
             let started = now();
             let extended = tokio::time::timeout(
@@ -462,7 +469,15 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             loop {
                 match mgr.top_up().await {
                     Ok(false) => continue,
-                    Ok(true) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Ok(true) => {
+                        // Look again after a while (circuits age out and close), or as soon
+                        // as one is asked for.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            mgr.wanted.notified(),
+                        )
+                        .await;
+                    }
                     Err(e) => {
                         debug!("preemptive circuit: {e}");
                         tokio::time::sleep(Duration::from_secs(1)).await;

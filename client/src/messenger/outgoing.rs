@@ -12,6 +12,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use futures_util::future::join_all;
 use shallot_crypto::keys::RelayId;
+use shallot_proto::mailbox::MailboxId;
 
 use super::{Messenger, MessengerEvent};
 use crate::e2e::session::{self, SessionError};
@@ -81,6 +82,24 @@ impl fmt::Display for DepositOutcome {
     }
 }
 
+/// Where one envelope is to be deposited (`docs/spec.md` §10.7).
+struct DepositPlan {
+    /// The recipient's mailbox for this epoch.
+    mailbox: MailboxId,
+    /// Its replicas, then the previous ring's while it settles.
+    relays: Vec<RelayId>,
+    /// How many of `relays`, from the first, are this ring's replicas (counted).
+    counted: usize,
+    /// When all that is asked of each replica (its circuit, then the deposit) must be done.
+    deadline: tokio::time::Instant,
+}
+
+/// A replica and the one-shot circuit to it, or why there is none.
+type DepositLink<M> = (
+    RelayId,
+    Result<Arc<<M as MailboxAccess>::Link>, MessengerError>,
+);
+
 impl<M: MailboxAccess> Messenger<M> {
     /// Sends `text` to the contact called `name`. Returns once the message is stored on at
     /// least two of the contact's mailbox relays; otherwise the error says why.
@@ -114,39 +133,57 @@ impl<M: MailboxAccess> Messenger<M> {
         };
         // With a session already there, recording the message and advancing the session are
         // one transaction: one flush to disk before the message leaves. The log is scrubbed
-        // once the deposits are answered, not in the message's way.
-        let (msg, sealed) = self.store().atomically_then_scrub(|store| {
-            store.insert_outgoing(
-                &id,
-                peer.as_bytes(),
-                text,
-                now,
-                now + self.config.message_lifetime.as_secs(),
-            )?;
-            let sealed = if store.sessions(peer.as_bytes())?.is_empty() {
-                None
-            } else {
-                Some(seal_with(
-                    store,
-                    &self.me,
-                    &peer,
-                    &content,
-                    None,
-                    &contact.name,
+        // once the deposits are answered, not in the message's way. The deposit circuits are
+        // asked for first, so that their building goes on while the disk flushes (a circuit's
+        // next step waits only for the commit to end, not for the circuits to be ready).
+        let has_session = !self.store().sessions(peer.as_bytes())?.is_empty();
+        let plan = has_session.then(|| self.deposit_plan(&peer));
+        let links = async {
+            match &plan {
+                Some(Ok(plan)) => Some(self.deposit_links(plan).await),
+                _ => None,
+            }
+        };
+        let commit = async {
+            self.store().atomically_then_scrub(|store| {
+                store.insert_outgoing(
+                    &id,
+                    peer.as_bytes(),
+                    text,
                     now,
-                )?)
-            };
-            let msg = store
-                .message(&id)?
-                .ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
-            tracing::trace!(target: "shallot_trace", "sender: sealed and recorded, committing");
-            Ok::<_, MessengerError>((msg, sealed))
-        })?;
+                    now + self.config.message_lifetime.as_secs(),
+                )?;
+                let sealed = if store.sessions(peer.as_bytes())?.is_empty() {
+                    None
+                } else {
+                    Some(seal_with(
+                        store,
+                        &self.me,
+                        &peer,
+                        &content,
+                        None,
+                        &contact.name,
+                        now,
+                    )?)
+                };
+                let msg = store
+                    .message(&id)?
+                    .ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
+                tracing::trace!(target: "shallot_trace", "sender: sealed and recorded, committing");
+                Ok::<_, MessengerError>((msg, sealed))
+            })
+        };
+        let (links, committed) = futures_util::future::join(links, commit).await;
+        let (msg, sealed) = committed?;
         tracing::trace!(target: "shallot_trace", "sender: committed; depositing");
         self.emit(MessengerEvent::Message(msg.clone()));
-        let outcome = match sealed {
-            Some(envelope) => self.deposit_everywhere(&peer, envelope).await,
-            None => self.seal_and_deposit(&msg.peer, &content).await,
+        let outcome = match (sealed, plan, links) {
+            (Some(envelope), Some(Ok(plan)), Some(links)) => {
+                Ok(self.deposit_on(&plan, links, envelope).await)
+            }
+            (Some(_), Some(Err(e)), _) => Err(e),
+            (Some(envelope), _, _) => self.deposit_everywhere(&peer, envelope).await,
+            (None, _, _) => self.seal_and_deposit(&msg.peer, &content).await,
         };
         let report = self.record_attempt(&msg, 0, on_failure, outcome);
         self.store().scrub();
@@ -285,19 +322,55 @@ impl<M: MailboxAccess> Messenger<M> {
         peer: &VerifyingKey,
         envelope: Vec<u8>,
     ) -> Result<DepositOutcome, MessengerError> {
+        let plan = self.deposit_plan(peer)?;
+        let links = self.deposit_links(&plan).await;
+        Ok(self.deposit_on(&plan, links, envelope).await)
+    }
+
+    /// Where an envelope for `peer` goes now: its mailbox for this epoch, that mailbox's
+    /// replicas, and (while the ring settles) the previous consensus's replicas.
+    fn deposit_plan(&self, peer: &VerifyingKey) -> Result<DepositPlan, MessengerError> {
         let consensus = self.consensus()?;
         let (_, epoch) = self.epoch_now(&consensus);
         let (mailbox, replicas, extra) = self.deposit_targets(&consensus, peer, epoch)?;
-        let wanted = u8::try_from(replicas.len()).unwrap_or(u8::MAX);
-        let counted = replicas.len();
-        let deposits = replicas.into_iter().chain(extra).map(|relay: RelayId| {
+        Ok(DepositPlan {
+            mailbox,
+            counted: replicas.len(),
+            relays: replicas.into_iter().chain(extra).collect(),
+            deadline: self.replica_deadline(),
+        })
+    }
+
+    /// A one-shot circuit to each relay of `plan`, all asked for at once, each within the
+    /// replica deadline; in the plan's order.
+    async fn deposit_links(&self, plan: &DepositPlan) -> Vec<DepositLink<M>> {
+        join_all(plan.relays.iter().map(|&relay| async move {
+            let link = self
+                .on_replica_until(plan.deadline, async {
+                    self.link(relay, Isolation::OneShot).await
+                })
+                .await;
+            tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit circuit ready");
+            (relay, link)
+        }))
+        .await
+    }
+
+    /// Deposits `envelope` over `links` (got by [`Self::deposit_links`] for `plan`), each
+    /// request within its own deadline, and counts the replicas of the current ring that
+    /// stored it.
+    async fn deposit_on(
+        &self,
+        plan: &DepositPlan,
+        links: Vec<DepositLink<M>>,
+        envelope: Vec<u8>,
+    ) -> DepositOutcome {
+        let deposits = links.into_iter().map(|(relay, link)| {
             let envelope = envelope.clone();
             async move {
-                let deposited = self.on_replica(async {
-                    let link = self.link(relay, Isolation::OneShot).await?;
-                    tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit circuit ready");
-                    let r = link
-                        .deposit(mailbox, envelope, self.config.request_timeout)
+                let deposited = self.on_replica_until(plan.deadline, async {
+                    let r = link?
+                        .deposit(plan.mailbox, envelope, self.config.request_timeout)
                         .await;
                     tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit answered");
                     r.map_err(MessengerError::from)
@@ -306,19 +379,19 @@ impl<M: MailboxAccess> Messenger<M> {
             }
         });
         let mut outcome = DepositOutcome {
-            wanted,
+            wanted: u8::try_from(plan.counted).unwrap_or(u8::MAX),
             stored: 0,
             failures: Vec::new(),
         };
         for (i, (relay, r)) in join_all(deposits).await.into_iter().enumerate() {
             match r {
-                Ok(()) if i < counted => outcome.stored += 1,
+                Ok(()) if i < plan.counted => outcome.stored += 1,
                 Ok(()) => {}
-                Err(e) if i < counted => outcome.failures.push((relay, e)),
+                Err(e) if i < plan.counted => outcome.failures.push((relay, e)),
                 Err(e) => debug!("deposit on a replica of the previous ring: {e}"),
             }
         }
-        Ok(outcome)
+        outcome
     }
 
     /// Sends again every message due for retransmission, and reports failed those whose

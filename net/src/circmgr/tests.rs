@@ -490,6 +490,34 @@ async fn with_prefixes_ready_a_circuit_costs_one_extend() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_circuit_asked_for_wakes_the_refill_at_once() {
+    // The maintenance task looks every 0.5 s; a request must not leave the pool short until
+    // then, or the next message's deposits find no prefix and build from scratch.
+    let s = setup(1, config(), &[]);
+    let _maintenance = s.mgr.spawn_maintenance();
+    for _ in 0..10_000 {
+        if s.mgr.ready() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.mgr.ready(), 2, "filled at start");
+    let exit = s.ids(0..6)[5];
+    let asked = tokio::time::Instant::now();
+    let _got = s.mgr.get(exit).await.unwrap();
+    // Only yield: the paused clock moves on only when every task is idle, so the task's
+    // 0.5 s look cannot be what refills the pool here.
+    for _ in 0..10_000 {
+        if s.mgr.ready() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.mgr.ready(), 2, "refilled");
+    assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_extension_of_a_prefix_falls_back_to_a_fresh_circuit() {
     let s = setup(1, config(), &[]);
     s.mgr.top_up().await.unwrap();
