@@ -53,6 +53,9 @@ pub struct TestnetOptions {
     pub repair: bool,
     /// The mean time between the mailbox relays' anti-entropy rounds (`None`: the default).
     pub sync_interval: Option<Duration>,
+    /// The mailbox relays' deposit rate limits and puzzle (in-process relays; `None` keeps
+    /// the production defaults, which tests of the limits rely on).
+    pub admission: Option<shallot_relay::mailbox::admission::AdmissionLimits>,
 }
 
 impl TestnetOptions {
@@ -72,6 +75,7 @@ impl TestnetOptions {
             add_mailbox_relays: false,
             repair: true,
             sync_interval: None,
+            admission: None,
         }
     }
 
@@ -360,6 +364,9 @@ impl Testnet {
         config.mailbox_limits.repair.enabled = self.options.repair;
         if let Some(d) = self.options.sync_interval {
             config.mailbox_limits.repair.sync_interval = d;
+        }
+        if let Some(a) = &self.options.admission {
+            config.mailbox_limits.admission = a.clone();
         }
         relax(&mut config);
         Ok(Node::Relay(shallot_relay::start(config).await?))

@@ -61,6 +61,9 @@ impl Default for CircuitConfig {
     }
 }
 
+/// How often the maintenance task looks at the pool when nothing wakes it.
+const LOOK: Duration = Duration::from_millis(500);
+
 /// The manager's clock: tokio's, so that tests can pause and advance it.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -196,9 +199,12 @@ pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
     guards: Mutex<GuardSet>,
     failures: Mutex<Failures>,
     pool: Mutex<Vec<Arc<BuiltCircuit<B::Circuit>>>>,
-    /// Woken whenever a circuit is asked for, so that the maintenance task refills the pool
-    /// at once rather than at its next look.
+    /// Woken when the last of the circuits being asked for is ready (or failed), so that the
+    /// maintenance task refills the pool at once rather than at its next look, without
+    /// competing with those requests' own extensions.
     wanted: tokio::sync::Notify,
+    /// Requests for circuits ([`CircuitManager::get`]) in progress.
+    asking: std::sync::atomic::AtomicUsize,
 }
 
 impl CircuitManager {
@@ -226,6 +232,7 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             failures: Mutex::new(Failures::default()),
             pool: Mutex::new(Vec::new()),
             wanted: tokio::sync::Notify::new(),
+            asking: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -354,6 +361,7 @@ impl<B: CircuitBuilder> CircuitManager<B> {
     /// A circuit for new work ending at `exit`: a prefix from the pool (built ahead, the last
     /// hop missing) extended to `exit` when one fits the path rules, else a fresh circuit.
     pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
+        let _asking = Asking::new(&self.asking, &self.wanted);
         let (consensus, avoid) = self.prune()?;
         let prefix = consensus.relay(&exit).and_then(|e| {
             let mut pool = lock(&self.pool);
@@ -362,9 +370,6 @@ impl<B: CircuitBuilder> CircuitManager<B> {
                 .position(|c| prefix_fits(&c.path, e, &consensus, &avoid))?;
             Some((pool.swap_remove(i), e.clone()))
         });
-        // Taken from the pool or not (then it was empty or no prefix fitted), the pool wants
-        // refilling now: the next request is likely close behind.
-        self.wanted.notify_one();
         if let Some((prefix, exit_entry)) = prefix {
             let started = now();
             let extended = tokio::time::timeout(
@@ -467,16 +472,17 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         let mgr = self.clone();
         AbortOnDrop::new(tokio::spawn(async move {
             loop {
+                // Requests extending their circuits come first: a refill would slow them (it
+                // waits for them at most one look).
+                if mgr.asking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    let _ = tokio::time::timeout(LOOK, mgr.wanted.notified()).await;
+                }
                 match mgr.top_up().await {
                     Ok(false) => continue,
                     Ok(true) => {
                         // Look again after a while (circuits age out and close), or as soon
-                        // as one is asked for.
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(500),
-                            mgr.wanted.notified(),
-                        )
-                        .await;
+                        // as requests for circuits end.
+                        let _ = tokio::time::timeout(LOOK, mgr.wanted.notified()).await;
                     }
                     Err(e) => {
                         debug!("preemptive circuit: {e}");
@@ -485,6 +491,29 @@ impl<B: CircuitBuilder> CircuitManager<B> {
                 }
             }
         }))
+    }
+}
+
+/// One request for a circuit in progress: when the last one ends, however it ends, the pool is
+/// refilled at once (the next request is likely close behind), but not while requests still
+/// extend their circuits, which the refill would slow down.
+struct Asking<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    wanted: &'a tokio::sync::Notify,
+}
+
+impl<'a> Asking<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize, wanted: &'a tokio::sync::Notify) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Asking { count, wanted }
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.wanted.notify_one();
+        }
     }
 }
 

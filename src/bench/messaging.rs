@@ -17,6 +17,17 @@ use tokio::sync::mpsc;
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
 
+/// Deposit rate limits too high to be reached, for measuring what the network can carry.
+pub fn unlimited_deposits() -> shallot_relay::mailbox::admission::AdmissionLimits {
+    shallot_relay::mailbox::admission::AdmissionLimits {
+        deposits: (1e9, 1e9),
+        mailbox_deposits: (1e9, 1e9),
+        new_mailboxes: (1e9, 1e9),
+        bundle_puts: (1e9, 1e9),
+        ..Default::default()
+    }
+}
+
 async fn user(dir: &Path, net: &Testnet) -> Result<Arc<Messenger>, BenchError> {
     let store = Store::open(dir).map_err(BenchError::other)?;
     store.create_identity(None, 0).map_err(BenchError::other)?;
@@ -44,9 +55,11 @@ async fn arrival(
 }
 
 /// Alice and Bob, contacts of each other, Bob subscribed to his mailboxes, and their session
-/// warmed up by a few messages.
+/// warmed up by a few messages; each keeps circuits built ahead, as the chat does.
 struct Pair {
     alice: Arc<Messenger>,
+    /// Both users' circuit pools kept full while this lives.
+    _ahead: [shallot_rt::AbortOnDrop<()>; 2],
     /// Bob's events.
     events: mpsc::UnboundedReceiver<MessengerEvent>,
     /// Bob's subscriptions, kept while this lives.
@@ -63,6 +76,10 @@ async fn pair(net: &Testnet, scratch: &Path) -> Result<Pair, BenchError> {
     bob.store()
         .add_contact("alice", &alice.address(), 0)
         .map_err(BenchError::other)?;
+    let ahead = [
+        alice.circuits().spawn_maintenance(),
+        bob.circuits().spawn_maintenance(),
+    ];
     let (tx, mut events) = mpsc::unbounded_channel();
     bob.set_events(tx);
     let receiver = bob.spawn_receiver();
@@ -81,6 +98,7 @@ async fn pair(net: &Testnet, scratch: &Path) -> Result<Pair, BenchError> {
     }
     Ok(Pair {
         alice,
+        _ahead: ahead,
         events,
         _receiver: receiver,
     })
