@@ -91,27 +91,17 @@ impl Net {
 /// A new user on the network, with deadlines roomy enough for a machine under load: a
 /// replica that answers late would count as a failed one and change what the tests expect.
 async fn user(name: &str, n: &Net) -> TestUser {
-    let dir = scratch(name);
-    let store = shallot_client::store::Store::open(&dir).unwrap();
-    store.create_identity(Some(name), 1).unwrap();
-    drop(store);
+    // Roomier deadlines than other tests' users: a late honest replica must not change the
+    // count of replicas that answered.
     let config = shallot_client::messenger::MessengerConfig {
         request_timeout: Duration::from_secs(10),
         circuits: shallot_net::circmgr::CircuitConfig {
             per_hop_timeout: Duration::from_secs(5),
             ..Default::default()
         },
-        ..Default::default()
+        ..TestUser::config()
     };
-    let messenger =
-        shallot_client::messenger::Messenger::open(&dir, n.net.network.clone(), config).unwrap();
-    messenger.connect().await.unwrap();
-    let address = messenger.address();
-    TestUser {
-        dir,
-        messenger,
-        address,
-    }
+    TestUser::with_config(name, &n.net.network, config).await
 }
 
 /// Two users who know each other, with a session started (Alice's first message stored and

@@ -331,18 +331,32 @@ pub(crate) struct TestUser {
 
 impl TestUser {
     pub(crate) async fn new(name: &str, network: &shallot_directory::NetworkFile) -> TestUser {
-        let dir = scratch(name);
-        let store = shallot_client::store::Store::open(&dir).unwrap();
-        store.create_identity(Some(name), 1).unwrap();
-        drop(store);
-        let config = shallot_client::messenger::MessengerConfig {
+        Self::with_config(name, network, Self::config()).await
+    }
+
+    /// The messenger settings of test users: short deadlines, so a silent relay costs
+    /// seconds, not minutes.
+    pub(crate) fn config() -> shallot_client::messenger::MessengerConfig {
+        shallot_client::messenger::MessengerConfig {
             request_timeout: Duration::from_secs(5),
             circuits: shallot_net::circmgr::CircuitConfig {
                 per_hop_timeout: Duration::from_secs(3),
                 ..Default::default()
             },
             ..Default::default()
-        };
+        }
+    }
+
+    /// A new user called `name`, with its messenger set up by `config`.
+    pub(crate) async fn with_config(
+        name: &str,
+        network: &shallot_directory::NetworkFile,
+        config: shallot_client::messenger::MessengerConfig,
+    ) -> TestUser {
+        let dir = scratch(name);
+        let store = shallot_client::store::Store::open(&dir).unwrap();
+        store.create_identity(Some(name), 1).unwrap();
+        drop(store);
         let messenger =
             shallot_client::messenger::Messenger::open(&dir, network.clone(), config).unwrap();
         messenger.connect().await.unwrap();
@@ -359,16 +373,9 @@ impl TestUser {
         dir: &std::path::Path,
         network: &shallot_directory::NetworkFile,
     ) -> TestUser {
-        let config = shallot_client::messenger::MessengerConfig {
-            request_timeout: Duration::from_secs(5),
-            circuits: shallot_net::circmgr::CircuitConfig {
-                per_hop_timeout: Duration::from_secs(3),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
         let messenger =
-            shallot_client::messenger::Messenger::open(dir, network.clone(), config).unwrap();
+            shallot_client::messenger::Messenger::open(dir, network.clone(), Self::config())
+                .unwrap();
         messenger.connect().await.unwrap();
         let address = messenger.address();
         TestUser {

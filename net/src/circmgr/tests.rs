@@ -514,7 +514,11 @@ async fn a_circuit_asked_for_wakes_the_refill_at_once() {
         tokio::task::yield_now().await;
     }
     assert_eq!(s.mgr.ready(), 2, "refilled");
-    assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]
