@@ -70,6 +70,13 @@ counters! {
     circuits_extended,
     /// Extend requests refused.
     extends_refused,
+    /// Directory requests answered with the whole consensus, compressed (§5.13).
+    dir_answers_full,
+    /// Directory requests answered with a diff from the client's consensus (§5.13).
+    dir_answers_diff,
+    /// Directory requests answered "unavailable": no consensus yet, or too many answers
+    /// being sent (§5.13).
+    dir_answers_unavailable,
     /// Link records written.
     records_written,
     /// Cells written, in all records.
