@@ -104,11 +104,13 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
     let served = Arc::new(Mutex::new(Arc::new(Served::default())));
     let follower = {
         let served = served.clone();
+        let core = core.clone();
         let mut consensus = core.consensus.subscribe();
         shallot_rt::AbortOnDrop::new(tokio::spawn(async move {
             loop {
                 let next = consensus.borrow_and_update().clone();
                 if let Some(next) = next {
+                    let valid_after = next.valid_after;
                     let current = lock(&served).clone();
                     // Compressing and diffing a large consensus takes a while: off the
                     // runtime's threads.
@@ -116,6 +118,9 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
                     if let Ok(Some(made)) = made {
                         debug!("directory cache follows a new consensus");
                         *lock(&served) = Arc::new(made);
+                        core.stats()
+                            .dir_cache_valid_after
+                            .store(valid_after, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 if consensus.changed().await.is_err() {

@@ -77,6 +77,9 @@ counters! {
     /// Directory requests answered "unavailable": no consensus yet, or too many answers
     /// being sent (§5.13).
     dir_answers_unavailable,
+    /// The valid-after time (unix seconds) of the newest consensus the directory cache
+    /// serves; 0 before the first. A gauge (§5.13).
+    dir_cache_valid_after,
     /// Link records written.
     records_written,
     /// Cells written, in all records.
