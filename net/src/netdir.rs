@@ -20,7 +20,7 @@ use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
 
-use crate::dir_cache::{sources, CacheStats, GuardDirectory, Source};
+use crate::dir_cache::{sources, CacheError, CacheStats, GuardDirectory, Source};
 
 /// Why no consensus is available.
 #[derive(Debug, Clone, Error)]
@@ -277,7 +277,13 @@ impl NetDir {
                 }
                 Err(e) => {
                     self.cache_stats.refused.fetch_add(1, Ordering::Relaxed);
-                    info!(guard = %guard.nickname, "consensus from the guard not used: {e}");
+                    // A guard that is merely behind, or has nothing yet, is routine; anything
+                    // else is worth the operator's eye.
+                    if matches!(e, CacheError::NotNewer { .. } | CacheError::Unavailable) {
+                        debug!(guard = %guard.nickname, "consensus from the guard not used: {e}");
+                    } else {
+                        info!(guard = %guard.nickname, "consensus from the guard not used: {e}");
+                    }
                     *lock(&self.last_guard_failure) = Some(format!("{}: {e}", guard.nickname));
                 }
             }

@@ -166,7 +166,11 @@ impl DirMsg {
         };
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let mut msgs = vec![DirMsg::Answer { form, len }];
-        msgs.extend(bytes.chunks(MAX_DIR_CHUNK).map(|c| DirMsg::Chunk(c.to_vec())));
+        msgs.extend(
+            bytes
+                .chunks(MAX_DIR_CHUNK)
+                .map(|c| DirMsg::Chunk(c.to_vec())),
+        );
         msgs
     }
 }
@@ -275,7 +279,10 @@ pub(crate) mod tests {
                 form: AnswerForm::Unavailable,
                 len: 0
             }),
-            (prop_oneof![Just(AnswerForm::Full), Just(AnswerForm::Diff)], any::<u32>())
+            (
+                prop_oneof![Just(AnswerForm::Full), Just(AnswerForm::Diff)],
+                any::<u32>()
+            )
                 .prop_map(|(form, len)| DirMsg::Answer { form, len }),
             proptest::collection::vec(any::<u8>(), 1..2000).prop_map(DirMsg::Chunk),
         ]
