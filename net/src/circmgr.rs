@@ -13,17 +13,18 @@ pub mod pool;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
 use shallot_directory::VerifiedConsensus;
-use shallot_proto::dir::RelayEntry;
+use shallot_proto::dir::{Consensus, RelayEntry};
 use shallot_rt::{lock, AbortOnDrop};
 use tracing::debug;
 
 use crate::channel::ClientChannel;
 use crate::circuit::{Circuit, HopSpec};
+use crate::dir_cache::{fetch_from_guard, GuardDirectory, GuardFetch};
 use crate::err::{BuildStep, NetError};
 use crate::guards::GuardSet;
 use crate::netdir::NetDir;
@@ -212,7 +213,37 @@ impl CircuitManager {
     /// `data_dir`.
     pub fn new(dir: Arc<NetDir>, data_dir: PathBuf, config: CircuitConfig) -> Arc<Self> {
         let builder = OnionBuilder::new(config.per_hop_timeout);
-        Self::with_builder(dir, data_dir, config, builder)
+        let mgr = Self::with_builder(dir, data_dir, config, builder);
+        // The consensus is fetched from the guards from now on (`docs/spec.md` §5.13).
+        let source: Weak<dyn GuardDirectory> = Arc::downgrade(&mgr) as Weak<CircuitManager>;
+        mgr.dir.set_guard_directory(source);
+        mgr
+    }
+}
+
+impl GuardDirectory for CircuitManager {
+    fn dir_guards(&self, consensus: &VerifiedConsensus) -> Vec<RelayEntry> {
+        let mut guards = lock(&self.guards);
+        guards.update_at(consensus, self.dir.unix_now(), &mut rand::thread_rng());
+        guards
+            .guards()
+            .iter()
+            .filter_map(|id| consensus.relay(id).cloned())
+            .collect()
+    }
+
+    fn fetch_from<'a>(
+        &'a self,
+        guard: &'a RelayEntry,
+        held: &'a Consensus,
+        now: u64,
+        limit: Duration,
+    ) -> GuardFetch<'a> {
+        Box::pin(async move {
+            let chan = self.builder.channel_to(guard).await?;
+            let hop = HopSpec::from(guard);
+            fetch_from_guard(chan, &hop, Some(held), self.dir.network(), now, limit).await
+        })
     }
 }
 

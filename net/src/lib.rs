@@ -8,6 +8,7 @@
 //! knows nothing of messages, mailboxes or terminals.
 //!
 //! * [`netdir`]: the consensus, fetched, cached and refreshed;
+//! * [`dir_cache`]: fetching the consensus from the guards, acting as directory caches;
 //! * [`path`]: path selection under the path rules (pure);
 //! * [`guards`]: the persistent guard set;
 //! * [`channel`]: a link to a first hop, shared by the circuits that start there;
@@ -23,6 +24,7 @@
 pub mod channel;
 pub mod circmgr;
 pub mod circuit;
+pub mod dir_cache;
 pub mod err;
 pub mod guards;
 pub mod netdir;

@@ -7,7 +7,8 @@
 //! this device's clock with the answering authority's `Date` header ([`ClockSkew`]).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus_dated, FetchError, FetchStats, ServerDate};
@@ -18,6 +19,8 @@ use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use thiserror::Error;
 use tracing::{debug, info};
+
+use crate::dir_cache::{sources, CacheError, CacheStats, GuardDirectory, Source};
 
 /// Why no consensus is available.
 #[derive(Debug, Clone, Error)]
@@ -87,6 +90,12 @@ pub struct NetDir {
     refresher: Mutex<Option<AbortOnDrop<()>>>,
     /// What this client's consensus fetches cost: diffs used, whole fetches, bytes.
     stats: FetchStats,
+    /// The guards to ask before the authorities, once set (`docs/spec.md` §5.13).
+    guard_dir: Mutex<Option<Weak<dyn GuardDirectory>>>,
+    /// What asking guards gave.
+    cache_stats: CacheStats,
+    /// Why the last guard answer was refused, if one was.
+    last_guard_failure: Mutex<Option<String>>,
 }
 
 impl NetDir {
@@ -110,7 +119,27 @@ impl NetDir {
             clock,
             refresher: Mutex::new(None),
             stats: FetchStats::default(),
+            guard_dir: Mutex::new(None),
+            cache_stats: CacheStats::default(),
+            last_guard_failure: Mutex::new(None),
         }
+    }
+
+    /// Asks the guards `source` names for each next consensus before the authorities
+    /// (`docs/spec.md` §5.13). Held weakly: the circuit manager that sets itself here holds
+    /// this `NetDir`.
+    pub fn set_guard_directory(&self, source: Weak<dyn GuardDirectory>) {
+        *lock(&self.guard_dir) = Some(source);
+    }
+
+    /// What asking guards for the consensus gave so far.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.cache_stats
+    }
+
+    /// Why the last guard answer was refused (`<guard nickname>: <reason>`), if one was.
+    pub fn last_guard_failure(&self) -> Option<String> {
+        lock(&self.last_guard_failure).clone()
     }
 
     /// A `NetDir` that already holds `consensus`, unverified (trusted as if verified), and
@@ -190,10 +219,17 @@ impl NetDir {
         &self.stats
     }
 
-    /// Fetches a newer consensus (as a diff from the held one when one is held); keeps the
-    /// held one if none comes.
+    /// Fetches a newer consensus; keeps the held one if none comes. With a valid consensus
+    /// held, the guards are asked first, over the links to them (`docs/spec.md` §5.13), and
+    /// the authorities only when no guard gives a newer one; otherwise the authorities are
+    /// asked, for a diff from the held one when one is held.
     pub async fn refresh(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         let held = self.held();
+        if let Some(held) = &held {
+            if let Some((c, text)) = self.refresh_from_guards(held).await {
+                return Ok(self.adopt(c, &text));
+            }
+        }
         let fetched = fetch_consensus_dated(
             &self.network,
             held.as_deref().map(|c| &**c),
@@ -206,24 +242,65 @@ impl NetDir {
             *lock(&self.skew) = Some(ClockSkew::measure(self.clock.unix_now(), date));
         }
         match fetched.result {
-            Ok((c, text)) => {
-                if let Err(e) = self.cache.store(&text) {
-                    info!("cannot cache the consensus: {e}");
-                }
-                let c = Arc::new(c);
-                self.set(c.clone());
-                *lock(&self.last_error) = None;
-                self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
-                Ok(c)
-            }
+            Ok((c, text)) => Ok(self.adopt(c, &text)),
             Err(e) => {
                 let e = Arc::new(e);
                 *lock(&self.last_error) = Some(e.clone());
-                self.failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 Err(DirError::Unavailable(e))
             }
         }
+    }
+
+    /// Asks the guards in turn for a consensus newer than `held`; `None` when none gave one.
+    async fn refresh_from_guards(
+        &self,
+        held: &VerifiedConsensus,
+    ) -> Option<(VerifiedConsensus, String)> {
+        let source = lock(&self.guard_dir).as_ref().and_then(Weak::upgrade)?;
+        let now = self.clock.unix_now();
+        let guards = source.dir_guards(held);
+        let ids: Vec<_> = guards.iter().map(|g| g.id).collect();
+        for next in sources(now <= held.valid_until, &ids) {
+            let Source::Guard(id) = next else { break };
+            let Some(guard) = guards.iter().find(|g| g.id == id) else {
+                continue;
+            };
+            match source
+                .fetch_from(guard, held, now, self.fetch_timeout)
+                .await
+            {
+                Ok(got) => {
+                    self.cache_stats.from_guards.fetch_add(1, Ordering::Relaxed);
+                    debug!(guard = %guard.nickname, "consensus from the guard");
+                    return Some(got);
+                }
+                Err(e) => {
+                    self.cache_stats.refused.fetch_add(1, Ordering::Relaxed);
+                    // A guard that is merely behind, or has nothing yet, is routine; anything
+                    // else is worth the operator's eye.
+                    if matches!(e, CacheError::NotNewer { .. } | CacheError::Unavailable) {
+                        debug!(guard = %guard.nickname, "consensus from the guard not used: {e}");
+                    } else {
+                        info!(guard = %guard.nickname, "consensus from the guard not used: {e}");
+                    }
+                    *lock(&self.last_guard_failure) = Some(format!("{}: {e}", guard.nickname));
+                }
+            }
+        }
+        None
+    }
+
+    /// Caches and installs a fetched consensus.
+    fn adopt(&self, c: VerifiedConsensus, text: &str) -> Arc<VerifiedConsensus> {
+        if let Err(e) = self.cache.store(text) {
+            info!("cannot cache the consensus: {e}");
+        }
+        let c = Arc::new(c);
+        self.set(c.clone());
+        *lock(&self.last_error) = None;
+        self.failures.store(0, Ordering::Relaxed);
+        c
     }
 
     /// How far this device's clock was from an authority's at the last fetch that got an

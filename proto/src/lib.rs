@@ -13,6 +13,8 @@
 //! * [`repair`]: which envelopes go where when the ring changes (`docs/spec.md` §9.6);
 //! * [`dir`]: directory documents (descriptors, votes, the consensus) as strict signed text
 //!   (`docs/spec.md` §5);
+//! * [`dir_cache`]: the directory messages a client sends its guard, acting as a directory
+//!   cache, and their answers (`docs/spec.md` §5.13);
 //!
 //! Decoders read through [`shallot_crypto::reader::Reader`], the bounds-checked reader shared
 //! by every parser in Shallot.
@@ -25,6 +27,7 @@
 
 pub mod cell;
 pub mod dir;
+pub mod dir_cache;
 pub mod encode;
 pub mod flow;
 pub mod mailbox;

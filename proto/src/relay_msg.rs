@@ -11,6 +11,7 @@ use shallot_crypto::ntor::{ClientMessage, ServerMessage, CLIENT_MESSAGE_LEN, SER
 
 use shallot_crypto::reader::{DecodeError, Reader, Writer};
 
+use crate::dir_cache::DirMsg;
 use crate::encode::{check_len, EncodeError};
 use crate::mailbox::MailboxMsg;
 
@@ -52,6 +53,9 @@ pub enum RelayMsg {
     Data(Vec<u8>),
     /// A mailbox protocol message (`docs/spec.md` §9.3).
     Mailbox(MailboxMsg),
+    /// A directory request to a relay acting as a directory cache, or its answer
+    /// (`docs/spec.md` §5.13).
+    Dir(DirMsg),
 }
 
 impl RelayMsg {
@@ -79,6 +83,7 @@ impl RelayMsg {
                 out.put(d);
             }
             RelayMsg::Mailbox(m) => m.encode_into(&mut out)?,
+            RelayMsg::Dir(m) => m.encode_into(&mut out),
         }
         check_len("relay message", out.len(), MAX_RELAY_MSG_LEN)?;
         Ok(out)
@@ -111,6 +116,7 @@ impl RelayMsg {
             k if MailboxMsg::is_mailbox_kind(k) => {
                 RelayMsg::Mailbox(MailboxMsg::decode_fields(k, &mut r)?)
             }
+            k if DirMsg::is_dir_kind(k) => RelayMsg::Dir(DirMsg::decode_fields(k, &mut r)?),
             other => return Err(DecodeError::UnknownRelayMessage(other)),
         };
         r.finish()?;
@@ -249,6 +255,7 @@ mod tests {
             Just(RelayMsg::Sendme),
             proptest::collection::vec(any::<u8>(), 0..2000).prop_map(RelayMsg::Data),
             crate::mailbox::tests::arb_mailbox_msg().prop_map(RelayMsg::Mailbox),
+            crate::dir_cache::tests::arb_dir_msg().prop_map(RelayMsg::Dir),
         ]
     }
 

@@ -27,7 +27,7 @@ use crate::limits::ConnectionCounts;
 use crate::netview::NetView;
 use crate::oom;
 use crate::queue::QueueBudget;
-use crate::shell::{Env, ExtendRequest, Link, MailboxDoor};
+use crate::shell::{DirRequest, Env, ExtendRequest, Link, MailboxDoor};
 use crate::stats::Stats;
 
 /// Open links, by channel and by the relay at the other end.
@@ -70,14 +70,15 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// A relay's core, sending extend requests to `extends` and mailbox requests through
-    /// `mailbox`.
+    /// A relay's core, sending extend requests to `extends`, mailbox requests through
+    /// `mailbox` and directory requests to `dir_requests`.
     pub(crate) fn new(
         config: RelayConfig,
         keys: RelayKeys,
         onion: OnionKeys,
         extends: mpsc::UnboundedSender<ExtendRequest>,
         mailbox: Option<MailboxDoor>,
+        dir_requests: mpsc::UnboundedSender<DirRequest>,
     ) -> Self {
         let limits = &config.limits;
         let env = Arc::new(Env {
@@ -90,6 +91,7 @@ impl Core {
             oom: Notify::new(),
             extends,
             mailbox,
+            dir_requests,
             #[cfg(feature = "misbehave")]
             misbehaviour: Default::default(),
         });

@@ -111,7 +111,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     };
     let network = config.network.clone();
     let (extends, extend_requests) = mpsc::unbounded_channel();
-    let core = Arc::new(Core::new(config, keys, onion, extends, door));
+    let (dir_requests, dir_incoming) = mpsc::unbounded_channel();
+    let core = Arc::new(Core::new(config, keys, onion, extends, door, dir_requests));
     let (stop, stopped) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(accept_loop(core.clone(), listener, stopped.clone())),
@@ -119,6 +120,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         tokio::spawn(idle_loop(core.clone(), stopped.clone())),
         tokio::spawn(rotation_loop(core.clone(), stopped.clone())),
         tokio::spawn(crate::extend::serve(core.clone(), extend_requests)),
+        tokio::spawn(crate::dir_cache::serve(core.clone(), dir_incoming)),
     ];
     let mut repair = None;
     if let Some((service, incoming, gone)) = mailbox {

@@ -142,6 +142,7 @@ mod tests {
             oom: Notify::new(),
             extends,
             mailbox: None,
+            dir_requests: mpsc::unbounded_channel().0,
             #[cfg(feature = "misbehave")]
             misbehaviour: Default::default(),
         };

@@ -55,7 +55,7 @@
 //! * [`stats`]: counters of what it did;
 //! * private: `circuit` (the pure circuit state machine), `shell` (its I/O shell and the
 //!   link's circuit table), `channel`, `circtable`, `dispatch`, `create`, `oom`, `core`,
-//!   `extend`, `publish`.
+//!   `extend`, `publish`, `dir_cache` (the relay as a directory cache, §5.13).
 //!
 //! No two files import each other in a circle; `tests/import_cycles.rs` checks it.
 
@@ -69,6 +69,7 @@ pub mod config;
 mod core;
 mod create;
 pub mod daemon;
+mod dir_cache;
 mod dispatch;
 mod extend;
 pub mod keys;

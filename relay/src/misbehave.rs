@@ -20,6 +20,17 @@ pub enum Misbehaviour {
     WithholdSendme,
     /// As the last hop: drops every mailbox request and answers none.
     NeverAnswer,
+    /// As a directory cache: serves the newest consensus with one relay's entry changed and
+    /// the authorities' signatures kept.
+    DirForged,
+    /// As a directory cache: serves the oldest consensus it keeps, whole.
+    DirStale,
+    /// As a directory cache: announces the whole answer, sends half of it, and stops.
+    DirTruncated,
+    /// As a directory cache: announces an answer of 4 GiB.
+    DirOversized,
+    /// As a directory cache: answers that it has nothing.
+    DirWithheld,
 }
 
 impl Misbehaviour {
@@ -29,6 +40,11 @@ impl Misbehaviour {
             Some(Misbehaviour::ForgeResults) => 1,
             Some(Misbehaviour::WithholdSendme) => 2,
             Some(Misbehaviour::NeverAnswer) => 3,
+            Some(Misbehaviour::DirForged) => 4,
+            Some(Misbehaviour::DirStale) => 5,
+            Some(Misbehaviour::DirTruncated) => 6,
+            Some(Misbehaviour::DirOversized) => 7,
+            Some(Misbehaviour::DirWithheld) => 8,
         }
     }
 
@@ -37,6 +53,11 @@ impl Misbehaviour {
             1 => Some(Misbehaviour::ForgeResults),
             2 => Some(Misbehaviour::WithholdSendme),
             3 => Some(Misbehaviour::NeverAnswer),
+            4 => Some(Misbehaviour::DirForged),
+            5 => Some(Misbehaviour::DirStale),
+            6 => Some(Misbehaviour::DirTruncated),
+            7 => Some(Misbehaviour::DirOversized),
+            8 => Some(Misbehaviour::DirWithheld),
             _ => None,
         }
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
 use shallot_proto::cell::{ChanMsg, CircId};
+use shallot_proto::dir_cache::{AnswerForm, DirMsg};
 use shallot_proto::mailbox::{MailboxMsg, Status};
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_rt::lock;
@@ -50,6 +51,8 @@ pub(crate) struct Env {
     pub(crate) extends: mpsc::UnboundedSender<ExtendRequest>,
     /// The mailbox service, on relays that offer one.
     pub(crate) mailbox: Option<MailboxDoor>,
+    /// Directory requests, to the directory cache (`docs/spec.md` §5.13).
+    pub(crate) dir_requests: mpsc::UnboundedSender<DirRequest>,
     /// How this relay misbehaves, in tests only.
     #[cfg(feature = "misbehave")]
     pub(crate) misbehaviour: crate::misbehave::Switch,
@@ -92,6 +95,15 @@ impl Drop for InFlight {
             q.done();
         }
     }
+}
+
+/// A `DIR_GET` delivered on a circuit ending here.
+#[derive(Debug)]
+pub(crate) struct DirRequest {
+    /// The circuit it came on (the answer goes back on it).
+    pub(crate) circ: Arc<Circuit>,
+    /// The body digest of the consensus the client holds, if any.
+    pub(crate) base: Option<[u8; 32]>,
 }
 
 /// A circuit asking to be extended.
@@ -435,6 +447,19 @@ impl Circuit {
                     .map(|_| Input::Kill(CircuitError::ShuttingDown))
             }
             Action::Mailbox(msg) => self.hand_to_mailbox(env, msg),
+            Action::Dir(base) => {
+                let request = DirRequest {
+                    circ: self.clone(),
+                    base,
+                };
+                // Only a relay that is stopping has no directory cache.
+                env.dir_requests.send(request).err().map(|_| {
+                    Input::Reply(RelayMsg::Dir(DirMsg::Answer {
+                        form: AnswerForm::Unavailable,
+                        len: 0,
+                    }))
+                })
+            }
             Action::WindowOpened => {
                 self.window_open.notify_waiters();
                 None

@@ -70,6 +70,16 @@ counters! {
     circuits_extended,
     /// Extend requests refused.
     extends_refused,
+    /// Directory requests answered with the whole consensus, compressed (§5.13).
+    dir_answers_full,
+    /// Directory requests answered with a diff from the client's consensus (§5.13).
+    dir_answers_diff,
+    /// Directory requests answered "unavailable": no consensus yet, or too many answers
+    /// being sent (§5.13).
+    dir_answers_unavailable,
+    /// The valid-after time (unix seconds) of the newest consensus the directory cache
+    /// serves; 0 before the first. A gauge (§5.13).
+    dir_cache_valid_after,
     /// Link records written.
     records_written,
     /// Cells written, in all records.

@@ -392,9 +392,9 @@ fn print_identity(keys: &shallot_relay::keys::RelayKeys) {
 pub fn relay_metrics(r: &RelayReport) -> Vec<Metric> {
     let mut out = Vec::new();
     for (name, help, value) in r.stats.named() {
-        if name == "consensus_valid_after" {
+        if name == "consensus_valid_after" || name == "dir_cache_valid_after" {
             out.push(Metric::new(
-                "relay_consensus_valid_after_seconds",
+                &format!("relay_{name}_seconds"),
                 help,
                 Kind::Gauge,
                 value,

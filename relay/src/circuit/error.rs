@@ -53,6 +53,9 @@ pub(crate) enum Violation {
     /// RESULT, ENVELOPE and BUNDLE travel toward the client only.
     #[error("a mailbox answer from the client")]
     MailboxAnswerFromClient,
+    /// DIR_ANSWER and DIR_CHUNK travel toward the client only.
+    #[error("a directory answer from the client")]
+    DirAnswerFromClient,
 }
 
 /// Why an EXTEND was not carried out.

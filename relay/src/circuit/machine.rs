@@ -10,6 +10,7 @@ use shallot_crypto::keys::RelayId;
 use shallot_crypto::ntor::{ClientMessage, ServerMessage};
 use shallot_crypto::onion::{Payload, Peeled, RelayLayer, CELL_PAYLOAD_LEN};
 use shallot_proto::cell::Create;
+use shallot_proto::dir_cache::DirMsg;
 use shallot_proto::flow::{RecvWindow, SendWindow};
 use shallot_proto::mailbox::MailboxMsg;
 use shallot_proto::relay_msg::{
@@ -372,6 +373,11 @@ impl CircuitMachine {
                 out.push(Action::Mailbox(request));
                 Ok(())
             }
+            RelayMsg::Dir(DirMsg::Get { base }) => {
+                out.push(Action::Dir(base));
+                Ok(())
+            }
+            RelayMsg::Dir(_) => Err(Violation::DirAnswerFromClient.into()),
             RelayMsg::Extended(_) => Err(Violation::ExtendedFromClient.into()),
         }
     }

@@ -71,6 +71,8 @@ pub(crate) enum Action {
     Extend(RelayId),
     /// Hand this request to the mailbox service.
     Mailbox(MailboxMsg),
+    /// Hand this DIR_GET (the digest of the client's consensus) to the directory cache.
+    Dir(Option<[u8; 32]>),
     /// The send window opened: wake whoever waits to send.
     WindowOpened,
     /// Count an event.

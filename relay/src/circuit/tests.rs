@@ -894,6 +894,36 @@ fn answers_sent_toward_a_relay_are_violations() {
     ));
 }
 
+/// A DIR_GET goes to the directory cache; a directory answer from the client is a violation
+/// (`docs/spec.md` §5.13).
+#[test]
+fn directory_requests_go_to_the_cache_and_answers_from_the_client_are_violations() {
+    use shallot_proto::dir_cache::{AnswerForm, DirMsg};
+    let mut rig = Rig::at_depth(1);
+    let out = rig.send(&RelayMsg::Dir(DirMsg::Get {
+        base: Some([7; 32]),
+    }));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Dir(Some(d)) if *d == [7; 32])),
+        "{out:?}"
+    );
+    for answer in [
+        DirMsg::Answer {
+            form: AnswerForm::Full,
+            len: 1,
+        },
+        DirMsg::Chunk(vec![1]),
+    ] {
+        let mut rig = Rig::at_depth(1);
+        let out = rig.send(&RelayMsg::Dir(answer));
+        assert!(matches!(
+            teardown(&out).cause,
+            CircuitError::Violation(Violation::DirAnswerFromClient)
+        ));
+    }
+}
+
 // Limits added against exhaustion and covert channels (issue 13).
 
 /// Budget units an unfinished message of one piece takes: the piece and the list holding it.

@@ -40,6 +40,7 @@ pub(crate) fn env(
         oom: Notify::new(),
         extends,
         mailbox,
+        dir_requests: mpsc::unbounded_channel().0,
         #[cfg(feature = "misbehave")]
         misbehaviour: Default::default(),
     };

@@ -67,6 +67,7 @@ impl Rig {
             oom: Notify::new(),
             extends: extends_tx,
             mailbox: door,
+            dir_requests: mpsc::unbounded_channel().0,
             #[cfg(feature = "misbehave")]
             misbehaviour: Default::default(),
         };

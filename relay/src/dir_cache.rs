@@ -1,0 +1,268 @@
+//! The relay as a directory cache (`docs/spec.md` §5.13): it keeps the consensus it follows
+//! serialized and zstd-compressed, with the compressed diffs to it from the last few it
+//! followed, and answers a client's `DIR_GET` on a circuit ending here with the diff from the
+//! consensus the client named when it has one, else the whole consensus, streamed in
+//! `DIR_CHUNK`s under the circuit's flow control.
+//!
+//! [`Served`] is what is served, made without I/O from the consensuses followed; [`serve`] is
+//! the service: it follows the relay's consensus and answers requests, at most
+//! [`MAX_ANSWERS_AT_ONCE`] at a time (beyond that a request is answered "unavailable", and the
+//! client asks elsewhere). A relay cannot forge anything it serves: clients verify the
+//! authorities' signatures on what they rebuild. It can withhold or serve an old one, which
+//! clients refuse and go elsewhere.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shallot_directory::compress::compress;
+use shallot_proto::dir::diff::{consensus_diff, text_body_digest};
+use shallot_proto::dir::Consensus;
+use shallot_proto::dir_cache::{AnswerForm, DirMsg};
+use shallot_proto::relay_msg::RelayMsg;
+use shallot_rt::lock;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::debug;
+
+use crate::core::Core;
+use crate::shell::{Circuit, DirRequest};
+use crate::stats::Stats;
+
+/// Consensuses kept as bases for diffs, the newest among them.
+pub(crate) const KEPT: usize = 4;
+
+/// Answers being streamed at once; further requests are answered "unavailable".
+pub(crate) const MAX_ANSWERS_AT_ONCE: usize = 32;
+
+/// How long one message of an answer may wait for the circuit's window.
+const SEND_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the cache serves: the newest consensus compressed, and the compressed diffs to it from
+/// the ones before it, each under its body digest.
+#[derive(Debug, Default)]
+pub(crate) struct Served {
+    /// The consensuses kept, oldest first, with their body digests.
+    kept: VecDeque<([u8; 32], Arc<Consensus>)>,
+    /// The newest, compressed.
+    full: Arc<Vec<u8>>,
+    /// Diffs to the newest from each consensus kept (the newest too: an empty diff).
+    diffs: Vec<([u8; 32], Arc<Vec<u8>>)>,
+}
+
+impl Served {
+    /// What is served once `next` is followed: it becomes the newest (a consensus already
+    /// newest, or not newer than it, changes nothing and gives `None`).
+    pub(crate) fn follow(&self, next: Arc<Consensus>) -> Option<Served> {
+        let text = next.encode().ok()?;
+        let digest = text_body_digest(&text);
+        if let Some((d, newest)) = self.kept.back() {
+            if *d == digest || newest.valid_after >= next.valid_after {
+                return None;
+            }
+        }
+        let mut kept = self.kept.clone();
+        kept.push_back((digest, next.clone()));
+        while kept.len() > KEPT {
+            kept.pop_front();
+        }
+        let diffs = kept
+            .iter()
+            .filter_map(|(d, base)| {
+                let diff = consensus_diff(base, &next).ok()?;
+                Some((*d, Arc::new(compress(diff.as_bytes()))))
+            })
+            .collect();
+        Some(Served {
+            kept,
+            full: Arc::new(compress(text.as_bytes())),
+            diffs,
+        })
+    }
+
+    /// The answer to a client holding the consensus with body digest `base`.
+    pub(crate) fn answer(&self, base: Option<[u8; 32]>) -> (AnswerForm, Arc<Vec<u8>>) {
+        if self.kept.is_empty() {
+            return (AnswerForm::Unavailable, Arc::default());
+        }
+        let diff = base.and_then(|b| self.diffs.iter().find(|(d, _)| *d == b));
+        match diff {
+            Some((_, diff)) => (AnswerForm::Diff, diff.clone()),
+            None => (AnswerForm::Full, self.full.clone()),
+        }
+    }
+
+    /// The oldest consensus kept, compressed whole: what a cache serving stale answers sends.
+    #[cfg(feature = "misbehave")]
+    fn oldest(&self) -> Option<Vec<u8>> {
+        let text = self.kept.front()?.1.encode().ok()?;
+        Some(compress(text.as_bytes()))
+    }
+}
+
+/// Follows the relay's consensus into the cache and answers `requests` until the relay stops.
+pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver<DirRequest>) {
+    let served = Arc::new(Mutex::new(Arc::new(Served::default())));
+    let follower = {
+        let served = served.clone();
+        let core = core.clone();
+        let mut consensus = core.consensus.subscribe();
+        shallot_rt::AbortOnDrop::new(tokio::spawn(async move {
+            loop {
+                let next = consensus.borrow_and_update().clone();
+                if let Some(next) = next {
+                    let valid_after = next.valid_after;
+                    let current = lock(&served).clone();
+                    // Compressing and diffing a large consensus takes a while: off the
+                    // runtime's threads.
+                    let made = tokio::task::spawn_blocking(move || current.follow(next)).await;
+                    if let Ok(Some(made)) = made {
+                        debug!("directory cache follows a new consensus");
+                        *lock(&served) = Arc::new(made);
+                        core.stats()
+                            .dir_cache_valid_after
+                            .store(valid_after, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                if consensus.changed().await.is_err() {
+                    return;
+                }
+            }
+        }))
+    };
+    let slots = Arc::new(Semaphore::new(MAX_ANSWERS_AT_ONCE));
+    while let Some(request) = requests.recv().await {
+        let snapshot = lock(&served).clone();
+        let permit = slots.clone().try_acquire_owned().ok();
+        let (form, bytes) = match permit {
+            Some(_) => snapshot.answer(request.base),
+            None => (AnswerForm::Unavailable, Arc::default()),
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            stream(&core, &request.circ, form, &bytes, &snapshot).await;
+        });
+    }
+    drop(follower);
+}
+
+/// Sends one answer on `circ`, message by message as its window allows.
+async fn stream(core: &Core, circ: &Arc<Circuit>, form: AnswerForm, bytes: &[u8], s: &Served) {
+    let stats = core.stats();
+    Stats::bump(match form {
+        AnswerForm::Full => &stats.dir_answers_full,
+        AnswerForm::Diff => &stats.dir_answers_diff,
+        AnswerForm::Unavailable => &stats.dir_answers_unavailable,
+    });
+    #[cfg(feature = "misbehave")]
+    if let Some(msgs) = misbehave(core, form, bytes, s) {
+        for msg in msgs {
+            if !circ.send_when_open(&core.env, msg, SEND_LIMIT).await {
+                return;
+            }
+        }
+        return;
+    }
+    let _ = s;
+    for msg in DirMsg::answer(form, bytes) {
+        if !circ
+            .send_when_open(&core.env, RelayMsg::Dir(msg), SEND_LIMIT)
+            .await
+        {
+            debug!("directory answer not sent: the circuit closed or stayed full");
+            return;
+        }
+    }
+}
+
+/// The answer a misbehaving cache sends instead, if it misbehaves that way.
+#[cfg(feature = "misbehave")]
+fn misbehave(core: &Core, form: AnswerForm, bytes: &[u8], s: &Served) -> Option<Vec<RelayMsg>> {
+    use crate::misbehave::Misbehaviour;
+    use shallot_proto::dir_cache::MAX_DIR_CHUNK;
+    let dir = |msgs: Vec<DirMsg>| Some(msgs.into_iter().map(RelayMsg::Dir).collect());
+    match core.env.misbehaviour.get()? {
+        Misbehaviour::DirForged => {
+            // The newest consensus with one relay's bandwidth changed, signatures kept.
+            let (_, newest) = s.kept.back()?;
+            let mut forged = (**newest).clone();
+            let first = forged.relays.first_mut()?;
+            first.bandwidth = first.bandwidth.wrapping_add(1_000_000);
+            let text = forged.encode().ok()?;
+            dir(DirMsg::answer(AnswerForm::Full, &compress(text.as_bytes())))
+        }
+        Misbehaviour::DirStale => dir(DirMsg::answer(AnswerForm::Full, &s.oldest()?)),
+        Misbehaviour::DirTruncated => {
+            // Announces the whole answer, sends half of it, then stops.
+            let mut msgs = DirMsg::answer(form, bytes);
+            let half = bytes.len() / 2;
+            msgs.truncate(1);
+            if half > 0 {
+                msgs.push(DirMsg::Chunk(bytes[..half.min(MAX_DIR_CHUNK)].to_vec()));
+            }
+            dir(msgs)
+        }
+        Misbehaviour::DirOversized => dir(vec![DirMsg::Answer {
+            form: AnswerForm::Full,
+            len: u32::MAX,
+        }]),
+        Misbehaviour::DirWithheld => dir(DirMsg::answer(AnswerForm::Unavailable, &[])),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use shallot_directory::compress::decompress_capped;
+    use shallot_proto::dir::diff::apply_diff;
+
+    fn consensus(valid_after: u64, relays: u8) -> Arc<Consensus> {
+        let relays = shallot_net::testing::relays(relays);
+        let mut c = shallot_net::testing::consensus(
+            relays,
+            valid_after,
+            valid_after + 60,
+            valid_after + 180,
+        );
+        let key = shallot_crypto::keys::IdentityKeypair::generate(&mut rand::thread_rng());
+        let sig = c.sign_body(&key).unwrap();
+        c.add_signature(key.public(), sig);
+        Arc::new(c)
+    }
+
+    #[test]
+    fn the_newest_is_served_whole_or_as_a_diff_from_a_kept_one() {
+        let empty = Served::default();
+        assert_eq!(empty.answer(None).0, AnswerForm::Unavailable);
+        let first = consensus(1000, 3);
+        let s = empty.follow(first.clone()).unwrap();
+        let second = consensus(1060, 4);
+        let s = s.follow(second.clone()).unwrap();
+        // Not newer: nothing changes.
+        assert!(s.follow(first.clone()).is_none());
+        assert!(s.follow(second.clone()).is_none());
+        let text2 = second.encode().unwrap();
+        let (form, bytes) = s.answer(None);
+        assert_eq!(form, AnswerForm::Full);
+        assert_eq!(
+            decompress_capped(&bytes, 1 << 20).unwrap(),
+            text2.as_bytes()
+        );
+        let text1 = first.encode().unwrap();
+        let (form, bytes) = s.answer(Some(text_body_digest(&text1)));
+        assert_eq!(form, AnswerForm::Diff);
+        let diff = String::from_utf8(decompress_capped(&bytes, 1 << 20).unwrap()).unwrap();
+        assert_eq!(apply_diff(&text1, &diff).unwrap(), text2);
+        // A base it does not keep gets the whole consensus.
+        assert_eq!(s.answer(Some([9; 32])).0, AnswerForm::Full);
+        // Only the last few are kept as bases.
+        let mut s = s;
+        for i in 2..10 {
+            s = s.follow(consensus(1000 + 60 * i, 3)).unwrap();
+        }
+        assert_eq!(s.kept.len(), KEPT);
+        assert_eq!(s.answer(Some(text_body_digest(&text1))).0, AnswerForm::Full);
+    }
+}
