@@ -101,6 +101,24 @@ impl LinkReader {
         self.received.capacity() + self.plain.capacity()
     }
 
+    /// Makes room for at least [`READ_CHUNK`] more bytes: doubling what is held, as a `Vec`
+    /// would, but never past the end of the record being received and one chunk more, so a
+    /// record that stalls one byte short holds about its own length rather than twice it.
+    fn grow(&mut self) {
+        let len = self.received.len();
+        if self.received.capacity() - len >= READ_CHUNK {
+            return;
+        }
+        let record_end = match self.received[..] {
+            [hi, lo, ..] => 2 + usize::from(u16::from_be_bytes([hi, lo])),
+            _ => 0,
+        };
+        let target = (2 * len)
+            .min(record_end.max(len) + READ_CHUNK)
+            .max(len + READ_CHUNK);
+        self.received.reserve_exact(target - len);
+    }
+
     /// Receives at least one more byte, waiting with no buffer held if nothing is pending.
     async fn fill(&mut self) -> Result<(), LinkError> {
         if self.start > 0 {
@@ -108,7 +126,7 @@ impl LinkReader {
             self.start = 0;
         }
         loop {
-            self.received.reserve(READ_CHUNK);
+            self.grow();
             self.report();
             match self.inner.try_read_buf(&mut self.received) {
                 Ok(0) if self.received.is_empty() => return Err(LinkError::Closed),
@@ -463,6 +481,12 @@ mod tests {
         });
         assert_eq!(acc.reader.read_cells().await.unwrap(), &cells[..]);
         assert_eq!(total.bytes(), acc.reader.buffered_capacity());
+        // The record's bytes took at most one record and a chunk, not twice that.
+        assert!(
+            acc.reader.received.capacity() <= 2 + crate::record::MAX_RECORD_LEN + READ_CHUNK,
+            "{}",
+            acc.reader.received.capacity()
+        );
         let _w = sender.await.unwrap();
         drop(acc);
         assert_eq!(total.bytes(), 0, "a dropped reader leaves the total");
