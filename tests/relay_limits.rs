@@ -363,6 +363,116 @@ fn silent_links_that_fill_the_link_budget_are_refused_beyond_it_and_closed_when_
     });
 }
 
+/// A client link whose handshake is done by hand, leaving the raw socket to the caller (who
+/// may then send anything, such as part of a record).
+async fn raw_client_link(relay: &TestRelay) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
+    let mut hs = shallot_link::Handshake::client(&relay.handle.link_key()).unwrap();
+    s.write_all(&[hs.kind().preamble()]).await.unwrap();
+    while !hs.is_finished() {
+        if hs.is_my_turn() {
+            let msg = hs.write().unwrap();
+            let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&msg);
+            s.write_all(&framed).await.unwrap();
+        } else {
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).await.unwrap();
+            let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut msg).await.unwrap();
+            hs.read(&msg).unwrap();
+        }
+    }
+    s
+}
+
+/// Whether the relay has closed `s` (EOF or reset), without waiting.
+fn closed_now(s: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match s.try_read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => panic!("the relay sent something on a link that carries no circuit"),
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Busy links' buffers, the budget's last uncounted item (issue 13): a client opens many
+/// links and on each sends all of a full-size record but its last byte, then stalls, so that
+/// each link's reader holds the record (64 KiB or more) for as long as the client likes. The
+/// relay counts what its links' buffers hold against their share of the memory budget,
+/// closes the links stalled longest until the total is back under it, and keeps serving an
+/// honest client that moves full records. (Without the count, all 64 stay open holding
+/// 4 MiB or more against a 2 MiB share.)
+#[test]
+fn links_stalled_on_unfinished_records_are_closed_beyond_the_buffer_share() {
+    use shallot_link::record::MAX_RECORD_LEN;
+    use tokio::io::AsyncWriteExt;
+    const BUDGET: usize = 16 << 20;
+    const LINKS: usize = 64;
+    rt().block_on(async {
+        let relay = start_relay("stalledlinks", 62, |c| {
+            c.limits.queue_memory_bytes = BUDGET;
+            c.limits.connections_per_ip = 200;
+        })
+        .await;
+        let cap = shallot_relay::Limits {
+            queue_memory_bytes: BUDGET,
+            ..Default::default()
+        }
+        .link_buffer_bytes();
+        assert_eq!(cap, 2 << 20);
+        assert!(
+            LINKS * MAX_RECORD_LEN > cap * 3 / 2,
+            "the attack must exceed the share"
+        );
+        let mut attackers = Vec::new();
+        for _ in 0..LINKS {
+            let mut s = raw_client_link(&relay).await;
+            let mut stalled = (MAX_RECORD_LEN as u16).to_be_bytes().to_vec();
+            stalled.resize(2 + MAX_RECORD_LEN - 1, 0);
+            // The relay may already have closed this link (its bytes arrive before the
+            // handler runs); a failed write only means that.
+            let _ = s.write_all(&stalled).await;
+            attackers.push(s);
+        }
+        // Each open link holds at least a record's worth, so the relay must have closed all
+        // but what its share holds; and what it counts is within the share.
+        let open = eventually(
+            "the relay to close the stalled links beyond its share",
+            Duration::from_secs(60),
+            || {
+                let open = attackers.iter().filter(|s| !closed_now(s)).count();
+                let counted = relay.handle.link_buffer_bytes();
+                async move { (open * MAX_RECORD_LEN <= cap && counted <= cap).then_some(open) }
+            },
+        )
+        .await;
+        let stats = relay.handle.stats();
+        assert_eq!(stats.links_closed_for_memory as usize, LINKS - open);
+        assert!(relay.handle.link_buffer_bytes() <= cap);
+        // An honest client is served, moving full records both ways: 300 echoes of 400 bytes.
+        let circ = shallot_net::build(relay.channel().await, &[relay.hop()], WAIT)
+            .await
+            .unwrap();
+        let msg = RelayMsg::Data(vec![5u8; 400]);
+        for _ in 0..300 {
+            circ.send(HopNum::FIRST, &msg).await.unwrap();
+        }
+        for _ in 0..300 {
+            let got = tokio::time::timeout(Duration::from_secs(30), circ.recv())
+                .await
+                .expect("the honest client's echoes stopped")
+                .unwrap();
+            assert_eq!(got, (HopNum::FIRST, msg.clone()));
+        }
+        assert!(!circ.is_closed());
+        assert!(relay.handle.link_buffer_bytes() <= cap);
+        still_serves(&[&relay]).await;
+        drop(attackers);
+    });
+}
+
 /// A circuit that passes no cell for the circuit idle timeout is destroyed with reason 6.
 #[test]
 fn an_idle_circuit_is_destroyed() {

@@ -12,6 +12,7 @@
 //!   ([`stream::connect_probe`]), on which a relay proves the link key it publishes and vouches
 //!   for its identity;
 //! * [`error`]: [`LinkError`], and which failures are worth retrying;
+//! * [`meter`]: what each link's buffers hold, counted link by link and in a shared total;
 //! * [`pump`]: the two loops that move cells over an open link, one implementation shared by
 //!   relays and clients.
 //!
@@ -23,12 +24,14 @@
 
 pub mod error;
 pub mod handshake;
+pub mod meter;
 pub mod pump;
 pub mod record;
 pub mod stream;
 
 pub use error::LinkError;
 pub use handshake::{Handshake, LinkKind};
+pub use meter::{BufferMeter, BufferTotal};
 pub use pump::{read_loop, write_loop, CellQueue, LinkSignals, ReadEnd};
 pub use record::{Opener, Sealer, MAX_CELLS_PER_RECORD};
 pub use stream::{

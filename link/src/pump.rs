@@ -10,7 +10,9 @@
 //! the link (the writer flushes what is queued, then stops; the reader stops at once).
 //!
 //! Neither loop holds a buffer while its link is quiet: buffers grow with a burst and are
-//! freed when it ends, so an idle link costs only its fixed state (`docs/spec.md` §6.6).
+//! freed when it ends, so an idle link costs only its fixed state (`docs/spec.md` §6.6). Both
+//! count what they hold in the link's [`BufferMeter`] ([`LinkSignals::counted`] makes it
+//! count in a relay-wide total).
 //!
 //! ```no_run
 //! use std::collections::VecDeque;
@@ -49,25 +51,41 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use shallot_proto::cell::{Cell, CELL_LEN};
 use shallot_proto::DecodeError;
 use tokio::sync::Notify;
 
 use crate::error::LinkError;
+use crate::meter::{BufferMeter, BufferTotal};
 use crate::record::MAX_CELLS_PER_RECORD;
 use crate::stream::{LinkReader, LinkWriter};
 
-/// What a link's owner and its two loops share: whether the link is closing, and the wake-ups.
+/// What a link's owner and its two loops share: whether the link is closing, the wake-ups,
+/// and the meter of the link's buffers.
 #[derive(Debug, Default)]
 pub struct LinkSignals {
     closed: AtomicBool,
     wake: Notify,
     closing: Notify,
+    buffers: Arc<BufferMeter>,
 }
 
 impl LinkSignals {
+    /// Signals for a link whose loops count their buffers in `total`.
+    pub fn counted(total: Arc<BufferTotal>) -> Self {
+        LinkSignals {
+            buffers: Arc::new(BufferMeter::counted(total)),
+            ..Default::default()
+        }
+    }
+
+    /// What the link's buffers hold.
+    pub fn buffers(&self) -> &BufferMeter {
+        &self.buffers
+    }
+
     /// Whether the link has closed or is closing.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -113,21 +131,19 @@ pub async fn write_loop<Q: CellQueue + ?Sized>(
     queue: &Q,
     mut on_write: impl FnMut(usize),
 ) -> Result<(), LinkError> {
-    let mut buf = Vec::new();
+    writer.count_in(signals.buffers.clone());
     let result = loop {
-        buf.clear();
-        let n = queue.drain_into(MAX_CELLS_PER_RECORD, &mut buf);
+        let n = writer.take_cells(|buf| queue.drain_into(MAX_CELLS_PER_RECORD, buf));
         if n == 0 {
             if signals.is_closed() {
                 break Ok(());
             }
             // Quiet: hold no buffer while waiting, so an idle link costs only its fixed state.
-            buf = Vec::new();
             writer.release_buffer();
             signals.wake.notified().await;
             continue;
         }
-        if let Err(e) = writer.write_cells(&buf).await {
+        if let Err(e) = writer.send_taken().await {
             break Err(e);
         }
         on_write(n);
@@ -174,6 +190,7 @@ pub async fn read_loop<E>(
     signals: &LinkSignals,
     mut on_cell: impl FnMut(Cell) -> Result<(), E>,
 ) -> ReadEnd<E> {
+    reader.count_in(signals.buffers.clone());
     loop {
         if signals.is_closed() {
             return ReadEnd::Closed;

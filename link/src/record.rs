@@ -88,7 +88,11 @@ impl Opener {
         if self.nonce == u64::MAX {
             return Err(LinkError::NonceExhausted);
         }
-        out.resize(record.len() - TAG_LEN, 0);
+        // Exactly the record's cells: a buffer kept from a smaller record is not doubled.
+        let len = record.len() - TAG_LEN;
+        out.clear();
+        out.reserve_exact(len);
+        out.resize(len, 0);
         self.transport
             .read_message(self.nonce, record, out)
             .map_err(|_| LinkError::BadRecord)?;

@@ -5,7 +5,8 @@
 //! The whole handshake runs under a caller-given time limit. Afterwards the stream splits into
 //! a [`LinkReader`] and a [`LinkWriter`] that work independently.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::LinkKeypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::error::LinkError;
 use crate::handshake::{Handshake, LinkKind, MAX_HANDSHAKE_MSG};
+use crate::meter::{BufferMeter, Half};
 use crate::record::{Opener, Sealer};
 
 /// The least a reader asks of the socket at once. Its buffer grows (doubling) only as bytes
@@ -25,6 +27,8 @@ const READ_CHUNK: usize = 4096;
 /// It holds no buffer while the link is quiet: its buffers are allocated when bytes arrive,
 /// grow with them, and are freed whenever everything received has been handed out and the
 /// socket has nothing more (`docs/spec.md` §6.6), so a silent link costs only its fixed state.
+/// Given a [`BufferMeter`] ([`LinkReader::count_in`]), it reports every change of capacity
+/// before it waits again, and frees the meter's share when dropped.
 pub struct LinkReader {
     inner: OwnedReadHalf,
     opener: Opener,
@@ -33,6 +37,15 @@ pub struct LinkReader {
     start: usize,
     /// The cells of the record last opened.
     plain: Vec<u8>,
+    meter: Option<Arc<BufferMeter>>,
+}
+
+impl Drop for LinkReader {
+    fn drop(&mut self) {
+        if let Some(m) = &self.meter {
+            m.set(Half::Read, 0, Instant::now());
+        }
+    }
 }
 
 impl LinkReader {
@@ -43,6 +56,20 @@ impl LinkReader {
             received: Vec::new(),
             start: 0,
             plain: Vec::new(),
+            meter: None,
+        }
+    }
+
+    /// Counts this reader's buffers in `meter` from now on.
+    pub fn count_in(&mut self, meter: Arc<BufferMeter>) {
+        self.meter = Some(meter);
+        self.report();
+    }
+
+    /// Tells the meter, if any, what the buffers hold now.
+    fn report(&self) {
+        if let Some(m) = &self.meter {
+            m.set(Half::Read, self.buffered_capacity(), Instant::now());
         }
     }
 
@@ -58,6 +85,10 @@ impl LinkReader {
                 if let Some(record) = rest.get(..len) {
                     self.opener.open(record, &mut self.plain)?;
                     self.start += 2 + len;
+                    self.report();
+                    if let Some(m) = &self.meter {
+                        m.progress(Half::Read, Instant::now());
+                    }
                     return Ok(&self.plain);
                 }
             }
@@ -70,6 +101,24 @@ impl LinkReader {
         self.received.capacity() + self.plain.capacity()
     }
 
+    /// Makes room for at least [`READ_CHUNK`] more bytes: doubling what is held, as a `Vec`
+    /// would, but never past the end of the record being received and one chunk more, so a
+    /// record that stalls one byte short holds about its own length rather than twice it.
+    fn grow(&mut self) {
+        let len = self.received.len();
+        if self.received.capacity() - len >= READ_CHUNK {
+            return;
+        }
+        let record_end = match self.received[..] {
+            [hi, lo, ..] => 2 + usize::from(u16::from_be_bytes([hi, lo])),
+            _ => 0,
+        };
+        let target = (2 * len)
+            .min(record_end.max(len) + READ_CHUNK)
+            .max(len + READ_CHUNK);
+        self.received.reserve_exact(target - len);
+    }
+
     /// Receives at least one more byte, waiting with no buffer held if nothing is pending.
     async fn fill(&mut self) -> Result<(), LinkError> {
         if self.start > 0 {
@@ -77,7 +126,8 @@ impl LinkReader {
             self.start = 0;
         }
         loop {
-            self.received.reserve(READ_CHUNK);
+            self.grow();
+            self.report();
             match self.inner.try_read_buf(&mut self.received) {
                 Ok(0) if self.received.is_empty() => return Err(LinkError::Closed),
                 Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
@@ -87,6 +137,7 @@ impl LinkReader {
                         // Quiet: free the buffers rather than keep a burst's worth per link.
                         self.received = Vec::new();
                         self.plain = Vec::new();
+                        self.report();
                     }
                     self.inner.readable().await?;
                 }
@@ -97,29 +148,82 @@ impl LinkReader {
 }
 
 /// The writing half of a link.
+///
+/// Its buffers (the cells taken to send and the records sealed from them) are freed when its
+/// link goes quiet; given a [`BufferMeter`] ([`LinkWriter::count_in`]), it reports every change
+/// of their capacity before it waits, so a peer that stops reading holds counted bytes only.
 pub struct LinkWriter {
     inner: OwnedWriteHalf,
     sealer: Sealer,
+    /// Cells taken from the owner's queue, waiting to be sealed ([`LinkWriter::take_cells`]).
+    cells: Vec<u8>,
     wire: Vec<u8>,
+    meter: Option<Arc<BufferMeter>>,
+}
+
+impl Drop for LinkWriter {
+    fn drop(&mut self) {
+        if let Some(m) = &self.meter {
+            m.set(Half::Write, 0, Instant::now());
+        }
+    }
 }
 
 impl LinkWriter {
+    /// Counts this writer's buffers in `meter` from now on.
+    pub fn count_in(&mut self, meter: Arc<BufferMeter>) {
+        self.meter = Some(meter);
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some(m) = &self.meter {
+            m.set(Half::Write, self.buffered_capacity(), Instant::now());
+        }
+    }
+
     /// Sends encoded cells (a whole, non-zero number of them), as few records as they fit in.
     pub async fn write_cells(&mut self, cells: &[u8]) -> Result<(), LinkError> {
         self.wire.clear();
         self.sealer.seal(cells, &mut self.wire)?;
+        self.send_wire().await
+    }
+
+    /// Clears the cells buffer and lets `take` append whole encoded cells to it; returns what
+    /// `take` returns (how many it took).
+    pub(crate) fn take_cells(&mut self, take: impl FnOnce(&mut Vec<u8>) -> usize) -> usize {
+        self.cells.clear();
+        let n = take(&mut self.cells);
+        self.report();
+        n
+    }
+
+    /// Seals and sends the cells taken by [`LinkWriter::take_cells`].
+    pub(crate) async fn send_taken(&mut self) -> Result<(), LinkError> {
+        self.wire.clear();
+        self.sealer.seal(&self.cells, &mut self.wire)?;
+        self.send_wire().await
+    }
+
+    async fn send_wire(&mut self) -> Result<(), LinkError> {
+        self.report();
         self.inner.write_all(&self.wire).await?;
+        if let Some(m) = &self.meter {
+            m.progress(Half::Write, Instant::now());
+        }
         Ok(())
     }
 
-    /// Frees the buffer the last records were sealed into (the link has gone quiet).
+    /// Frees the buffers (the link has gone quiet).
     pub(crate) fn release_buffer(&mut self) {
+        self.cells = Vec::new();
         self.wire = Vec::new();
+        self.report();
     }
 
-    /// Bytes of buffer this writer holds now (its allocation's capacity).
+    /// Bytes of buffer this writer holds now (its allocations' capacity).
     pub fn buffered_capacity(&self) -> usize {
-        self.wire.capacity()
+        self.cells.capacity() + self.wire.capacity()
     }
 
     /// Closes the sending direction.
@@ -135,7 +239,9 @@ fn split(stream: TcpStream, sealer: Sealer, opener: Opener) -> (LinkReader, Link
         LinkWriter {
             inner: w,
             sealer,
+            cells: Vec::new(),
             wire: Vec::new(),
+            meter: None,
         },
     )
 }
@@ -277,6 +383,7 @@ pub async fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meter::BufferTotal;
     use shallot_proto::cell::CELL_LEN;
     use tokio::net::TcpListener;
 
@@ -345,6 +452,9 @@ mod tests {
     #[tokio::test]
     async fn a_record_trickling_in_is_buffered_as_it_arrives() {
         let ((_r, mut w), mut acc) = client_link().await;
+        let total = Arc::new(BufferTotal::new(usize::MAX));
+        acc.reader
+            .count_in(Arc::new(BufferMeter::counted(total.clone())));
         let cells: Vec<u8> = (0..crate::record::MAX_CELLS_PER_RECORD * CELL_LEN)
             .map(|i| i as u8)
             .collect();
@@ -356,6 +466,12 @@ mod tests {
         assert!(waited.is_err(), "the record is not complete");
         let held = acc.reader.buffered_capacity();
         assert!(held <= 4 * READ_CHUNK, "{held} bytes held for 200 received");
+        assert!(held > 0);
+        assert_eq!(
+            total.bytes(),
+            held,
+            "what a stalled record holds is counted"
+        );
         let sender = tokio::spawn(async move {
             for piece in wire[200..].chunks(999) {
                 w.inner.write_all(piece).await.unwrap();
@@ -364,7 +480,58 @@ mod tests {
             w
         });
         assert_eq!(acc.reader.read_cells().await.unwrap(), &cells[..]);
+        assert_eq!(total.bytes(), acc.reader.buffered_capacity());
+        // The record's bytes took at most one record and a chunk, not twice that.
+        assert!(
+            acc.reader.received.capacity() <= 2 + crate::record::MAX_RECORD_LEN + READ_CHUNK,
+            "{}",
+            acc.reader.received.capacity()
+        );
         let _w = sender.await.unwrap();
+        drop(acc);
+        assert_eq!(total.bytes(), 0, "a dropped reader leaves the total");
+    }
+
+    /// A peer that never reads: the writer blocks with its sealed records held, and those
+    /// bytes are counted, with the stall dated from its last completed write; stopping the
+    /// writer (as a relay does to a link it closes) frees them from the total.
+    #[tokio::test]
+    async fn a_writer_blocked_by_a_peer_that_does_not_read_is_counted() {
+        let ((_r, _w), mut acc) = client_link().await;
+        let total = Arc::new(BufferTotal::new(usize::MAX));
+        let meter = Arc::new(BufferMeter::counted(total.clone()));
+        acc.writer.count_in(meter.clone());
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = written.clone();
+        let mut writer = acc.writer;
+        let task = tokio::spawn(async move {
+            let cells = vec![9u8; crate::record::MAX_CELLS_PER_RECORD * CELL_LEN];
+            loop {
+                writer.write_cells(&cells).await.unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        // Wait (with a deadline) until no write has completed for 300 ms: the writer is blocked.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = written.load(std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if written.load(std::sync::atomic::Ordering::Relaxed) == before && before > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the writer never blocked");
+        }
+        assert!(
+            total.bytes() >= crate::record::MAX_RECORD_LEN,
+            "{}",
+            total.bytes()
+        );
+        assert_eq!(total.bytes(), meter.held());
+        let since = meter.stalled_since().unwrap();
+        assert!(since <= Instant::now() - Duration::from_millis(300));
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert_eq!(total.bytes(), 0, "a stopped writer leaves the total");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use shallot_crypto::keys::RelayId;
 use shallot_crypto::onion::Payload;
-use shallot_link::{CellQueue, LinkKind, LinkSignals};
+use shallot_link::{BufferTotal, CellQueue, LinkKind, LinkSignals};
 use shallot_proto::cell::{Cell, ChanCmd, ChanMsg, CircId, CELL_LEN};
 use shallot_rt::lock;
 
@@ -68,6 +68,12 @@ impl Channel {
             out: Mutex::new(OutQueue::default()),
             budget,
         }
+    }
+
+    /// The same channel, its link's buffers counted in `total` (`docs/spec.md` §6.6).
+    pub(crate) fn counting_buffers(mut self, total: Arc<BufferTotal>) -> Self {
+        self.signals = LinkSignals::counted(total);
+        self
     }
 
     /// Whether the link has closed or is closing.

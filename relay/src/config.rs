@@ -31,8 +31,9 @@ pub struct Limits {
     pub circuit_queue_cells: usize,
     /// The relay's memory budget, bytes, beyond its fixed baseline: half for cells held
     /// (queued on links, replies waiting for a window, unfinished messages being reassembled;
-    /// beyond it the circuits holding the oldest are destroyed), a quarter for open links
-    /// ([`Limits::max_links`]) and a quarter for circuits' fixed state
+    /// beyond it the circuits holding the oldest are destroyed), a quarter for links (an
+    /// eighth for their fixed state, [`Limits::max_links`], and an eighth for the buffers of
+    /// busy links, [`Limits::link_buffer_bytes`]) and a quarter for circuits' fixed state
     /// ([`Limits::max_circuits`]).
     pub queue_memory_bytes: usize,
     /// Time to wait for the next hop's answer when extending.
@@ -73,8 +74,17 @@ impl Default for Limits {
 /// (`shallot bench --soak`, `docs/spec.md` §6.6) and rounded up.
 pub const LINK_BYTES: usize = 8 * 1024;
 
-/// Open links may take at most 1/`LINK_SHARE` of the memory budget at [`LINK_BYTES`] each.
-pub const LINK_SHARE: usize = 4;
+/// Open links' fixed state may take at most 1/`LINK_SHARE` of the memory budget at
+/// [`LINK_BYTES`] each.
+pub const LINK_SHARE: usize = 8;
+
+/// Busy links' buffers (records being read, sealed or written) may take 1/`LINK_BUFFER_SHARE`
+/// of the memory budget; with their fixed state's share, links take a quarter of it.
+pub const LINK_BUFFER_SHARE: usize = 8;
+
+/// The least room for busy links' buffers, however small the memory budget: enough for a few
+/// links moving full records at once (one busy link holds up to about 4 × 64 KiB).
+pub const MIN_LINK_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 
 /// The fewest links a relay accepts, however small its memory budget.
 pub const MIN_LINKS: usize = 8;
@@ -102,6 +112,13 @@ impl Limits {
     pub fn max_links(&self) -> usize {
         let affordable = self.queue_memory_bytes / LINK_SHARE / LINK_BYTES;
         self.max_connections.min(affordable.max(MIN_LINKS))
+    }
+
+    /// Bytes of buffer busy links may hold in all (their capacity, both directions): 1/
+    /// [`LINK_BUFFER_SHARE`] of `queue_memory_bytes`, never less than
+    /// [`MIN_LINK_BUFFER_BYTES`]. Beyond it the links stalled longest are closed.
+    pub fn link_buffer_bytes(&self) -> usize {
+        (self.queue_memory_bytes / LINK_BUFFER_SHARE).max(MIN_LINK_BUFFER_BYTES)
     }
 
     /// Of [`max_links`](Self::max_links), those anonymous clients may hold: an eighth (at

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::RelayId;
-use shallot_link::{LinkKind, LinkReader, LinkWriter};
+use shallot_link::{BufferTotal, LinkKind, LinkReader, LinkWriter};
 use shallot_rt::lock;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
@@ -56,6 +56,9 @@ pub(crate) struct Core {
     pub(crate) refetch: Notify,
     /// Signalled whenever a new view of the network is installed.
     pub(crate) netview_changed: Notify,
+    /// Bytes of buffer every link holds, against the links' share of the memory budget for
+    /// them (`Limits::link_buffer_bytes`).
+    pub(crate) buffers: Arc<BufferTotal>,
     /// Accepted connections per address.
     pub(crate) conns: Mutex<ConnectionCounts>,
     /// One connection attempt at a time per relay.
@@ -95,6 +98,7 @@ impl Core {
             #[cfg(feature = "misbehave")]
             misbehaviour: Default::default(),
         });
+        let buffers = Arc::new(BufferTotal::new(limits.link_buffer_bytes()));
         Core {
             admission: Admission::new(onion, limits),
             env,
@@ -104,6 +108,7 @@ impl Core {
             republish: Notify::new(),
             refetch: Notify::new(),
             netview_changed: Notify::new(),
+            buffers,
             conns: Mutex::new(ConnectionCounts::default()),
             connect_locks: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
@@ -149,7 +154,9 @@ impl Core {
         writer: LinkWriter,
     ) -> Arc<Link> {
         let id = ChannelId(self.next_channel.fetch_add(1, Ordering::Relaxed));
-        let link = Arc::new(Link::new(Channel::new(id, peer, self.env.budget.clone())));
+        let chan =
+            Channel::new(id, peer, self.env.budget.clone()).counting_buffers(self.buffers.clone());
+        let link = Arc::new(Link::new(chan));
         Stats::bump(&self.stats().links_opened);
         let (core, l) = (self.clone(), link.clone());
         let w = tokio::spawn(async move {
@@ -220,6 +227,12 @@ impl Core {
     /// Closes a link: destroys its circuits (telling the other side of each), forgets it,
     /// and gives its writer a moment to flush before stopping it.
     pub(crate) fn close_channel(&self, link: &Arc<Link>) {
+        self.close_channel_with(link, Duration::from_secs(5));
+    }
+
+    /// Closes a link as [`Core::close_channel`] does, giving its writer `flush` to send what is
+    /// queued before it is stopped.
+    fn close_channel_with(&self, link: &Arc<Link>, flush: Duration) {
         link.chan.close();
         let id = link.chan.id;
         let (removed, writer) = {
@@ -238,7 +251,7 @@ impl Core {
         if let Some(w) = writer {
             let link = link.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(flush).await;
                 w.abort();
                 link.chan.drop_queued();
             });
@@ -305,6 +318,36 @@ impl Core {
             "queue memory over its cap: destroyed the circuits with the oldest queued cells"
         );
         self.relieving.store(false, Ordering::Release);
+    }
+
+    /// Closes the links stalled longest, holding buffers, until busy links' buffers are back
+    /// under 90% of their share of the memory budget (`docs/spec.md` §6.6). A link closed
+    /// here leaves the total at once and its writer is stopped without a flush: a peer that
+    /// stalls a link gets nothing more from it.
+    pub(crate) fn relieve_buffer_pressure(&self) {
+        let total = &self.buffers;
+        if !total.is_over() {
+            return;
+        }
+        let candidates = self
+            .links()
+            .into_iter()
+            .filter(|l| !l.chan.is_closed())
+            .filter_map(|l| {
+                let meter = l.chan.signals.buffers();
+                Some((meter.stalled_since()?, meter.held(), l))
+            })
+            .collect();
+        let closed = oom::relieve_buffers(candidates, total.bytes(), total.cap(), |link| {
+            Stats::bump(&self.stats().links_closed_for_memory);
+            link.chan.signals.buffers().detach();
+            self.close_channel_with(&link, Duration::ZERO);
+        });
+        tracing::warn!(
+            closed,
+            buffer_bytes = total.bytes(),
+            "link buffers over their share of the memory budget: closed the links stalled longest"
+        );
     }
 
     /// Closes links that have carried no circuit for the link idle timeout and destroys

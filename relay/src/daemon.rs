@@ -186,6 +186,12 @@ impl RelayHandle {
         self.core.env.budget.queued()
     }
 
+    /// Bytes of buffer the relay's links hold now, as counted against their share of the
+    /// memory budget (`Limits::link_buffer_bytes`, `docs/spec.md` §6.6).
+    pub fn link_buffer_bytes(&self) -> usize {
+        self.core.buffers.bytes()
+    }
+
     /// Circuits open now (counted once per circuit).
     pub fn open_circuits(&self) -> usize {
         self.core
@@ -406,6 +412,7 @@ async fn oom_loop(core: Arc<Core>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = core.env.oom.notified() => core.relieve_memory_pressure(),
+            _ = core.buffers.over_cap() => core.relieve_buffer_pressure(),
             _ = stopped.changed() => return,
         }
     }

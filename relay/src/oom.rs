@@ -1,6 +1,8 @@
-//! The out-of-memory handler's choice (`docs/spec.md` §6.6): when the cells a relay holds
-//! exceed the cap, circuits are destroyed oldest queued data first until the total is back
-//! under 90% of the cap. Pure: the caller lists the candidates, reads the total and destroys.
+//! The out-of-memory handler's choices (`docs/spec.md` §6.6): when the cells a relay holds
+//! exceed their cap, circuits are destroyed oldest queued data first until the total is back
+//! under 90% of the cap ([`relieve`]); when busy links' buffers exceed theirs, the links
+//! stalled longest are closed until the buffers are back under 90% of it
+//! ([`relieve_buffers`]). Pure: the caller lists the candidates, reads the totals and acts.
 
 use std::time::Instant;
 
@@ -37,6 +39,31 @@ pub(crate) fn relieve<K>(
     destroyed
 }
 
+/// Closes links holding buffers, the one stalled longest first (a candidate is a link with
+/// the time its stall began and the bytes its buffers hold), until the `total` held is at most
+/// [`target`]`(cap)`; returns how many it closed. A link closed leaves the total at once
+/// (its buffers are freed as its loops stop), so what each frees is known before it goes.
+pub(crate) fn relieve_buffers<K>(
+    mut candidates: Vec<(Instant, usize, K)>,
+    total: usize,
+    cap: usize,
+    mut close: impl FnMut(K),
+) -> usize {
+    candidates.sort_by_key(|(t, _, _)| *t);
+    let target = target(cap);
+    let mut left = total;
+    let mut closed = 0;
+    for (_, held, victim) in candidates {
+        if left <= target {
+            break;
+        }
+        close(victim);
+        left = left.saturating_sub(held);
+        closed += 1;
+    }
+    closed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +93,35 @@ mod tests {
         assert_eq!(order, vec!['a']);
         assert_eq!(n, 1);
         assert!(!over_cap(total(), 100));
+    }
+
+    /// Many stalled links and one honest busy link whose stall began last: the stalled ones
+    /// go, oldest first, until the buffers are under 90% of the cap; the honest one stays.
+    #[test]
+    fn the_links_stalled_longest_are_closed_until_under_ninety_percent() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut candidates: Vec<_> = (0..20u64).map(|i| (at(i), 100, i)).collect();
+        candidates.push((at(100), 100, 99));
+        candidates.reverse();
+        // 2,100 held, cap 1,000: target 900 means 12 of 100 bytes each must go.
+        let mut closed = Vec::new();
+        let n = relieve_buffers(candidates, 2100, 1000, |k| closed.push(k));
+        assert_eq!(n, 12);
+        assert_eq!(closed, (0..12).collect::<Vec<_>>());
+        assert!(!closed.contains(&99), "the honest link stays");
+        // Under the target already: nothing is closed.
+        let n = relieve_buffers(vec![(at(0), 500, 0u64)], 900, 1000, |_| panic!("closed"));
+        assert_eq!(n, 0);
+        // Not enough to close: everything goes, and it stops.
+        let mut closed = 0;
+        assert_eq!(
+            relieve_buffers(vec![(at(0), 10, ()), (at(1), 10, ())], 5000, 1000, |_| {
+                closed += 1
+            }),
+            2
+        );
+        assert_eq!(closed, 2);
     }
 
     #[test]

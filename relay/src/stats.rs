@@ -60,6 +60,9 @@ counters! {
     circuits_destroyed_idle,
     /// Links closed because they carried no circuit for the link idle timeout.
     links_closed_idle,
+    /// Links closed because busy links' buffers passed their share of the memory budget
+    /// (the links stalled longest go first).
+    links_closed_for_memory,
     /// Relay cells forwarded in either direction.
     cells_forwarded,
     /// Relay cells delivered to this hop.

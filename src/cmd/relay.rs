@@ -103,8 +103,9 @@ pub struct RunArgs {
     /// Circuit creations one IP address may make in a burst [default: 200].
     #[arg(long)]
     pub create_burst: Option<f64>,
-    /// MiB of cells the relay may hold (queued on links, replies waiting for a window,
-    /// unfinished messages) before it destroys the circuits holding the oldest [default: 256].
+    /// The relay's memory budget above its baseline, MiB: half for cells held (beyond it the
+    /// circuits holding the oldest are destroyed), a quarter for links (their fixed state and
+    /// busy links' buffers), a quarter for circuits [default: 256].
     #[arg(long, value_name = "MIB")]
     pub queue_memory: Option<usize>,
     /// Time a link may carry no circuit before it is closed [default: 3m].
