@@ -69,7 +69,6 @@ fn relay(rng: &mut StdRng, relays: &[RelayId]) -> RelayEntry {
         bandwidth: 10f64.powf(rng.gen_range(4.0..8.0)) as u64,
         ntor_key: rng.gen(),
         link_key: rng.gen(),
-        published: T - rng.gen_range(0..3600),
         flags,
         family,
     }
@@ -105,9 +104,10 @@ fn consensus(valid_after: u64, mut relays: Vec<RelayEntry>, keys: &[IdentityKeyp
 }
 
 /// The next hour's relays. Modelled: 2 % churn (1 % of relays leave, as many new ones join);
-/// every relay republishes its descriptor (relays publish hourly, so every `published` moves
-/// by 3600 s); a share `reweighed` of relays gets a new measured weight (±20 %); 2 % have one
-/// of Fast, Stable or Guard flip; 0.6 % rotate their onion key (a weekly rotation).
+/// every relay republishes its descriptor (relays publish hourly), which changes nothing in
+/// its entry, since entries carry no published time (`docs/spec.md` §5.4); a share `reweighed`
+/// of relays gets a new measured weight (±20 %); 2 % have one of Fast, Stable or Guard flip;
+/// 0.6 % rotate their onion key (a weekly rotation).
 fn next_hour(rng: &mut StdRng, relays: &[RelayEntry], reweighed: f64) -> Vec<RelayEntry> {
     let ids: Vec<RelayId> = relays.iter().map(|r| r.id).collect();
     let mut out: Vec<RelayEntry> = Vec::with_capacity(relays.len());
@@ -116,7 +116,6 @@ fn next_hour(rng: &mut StdRng, relays: &[RelayEntry], reweighed: f64) -> Vec<Rel
             continue;
         }
         let mut r = r.clone();
-        r.published += 3600;
         if rng.gen_bool(reweighed) {
             r.bandwidth = (r.bandwidth as f64 * rng.gen_range(0.8..1.2)) as u64;
         }

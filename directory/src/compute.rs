@@ -7,8 +7,8 @@
 //! * a relay is listed iff more than `n / 2` votes name one and the same descriptor of it, that
 //!   descriptor is held, is the relay's own (its fingerprint), and was published no later than
 //!   valid-after and no earlier than the descriptor age limit before it;
-//! * every field of its entry (nickname, address, keys, family, published) comes from that
-//!   descriptor: no vote can set any of them;
+//! * every field of its entry (nickname, address, keys, family) comes from that descriptor: no
+//!   vote can set any of them;
 //! * every threshold below counts all `n` configured authorities, not the votes naming the
 //!   descriptor, so rogues that are many among few voters gain nothing ([`vote_values`]);
 //! * its flags are those set by more than `n / 2` of the votes naming that descriptor;
@@ -187,7 +187,6 @@ fn relay_entry(
         bandwidth: weight,
         ntor_key: d.ntor_key,
         link_key: d.link_key,
-        published: d.published,
         flags,
         family: d.family.clone(),
     };
