@@ -194,13 +194,14 @@ fn bench(c: &mut Criterion) {
         let ops = |p: &str| diff.lines().filter(|l| l.starts_with(p)).count();
         eprintln!(
             "hourly diff, 2 % churn, {:.0} % remeasured ±20 %{}: {} bytes raw, {} bytes zstd \
-             ({} w, {} m, {} add lines); whole next consensus zstd: {} bytes",
+             ({} w, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes
             reweighed * 100.0,
             if steady { ", steady weights" } else { "" },
             diff.len(),
             dz.len(),
             ops("w "),
             ops("m "),
+            ops("k "),
             ops("add "),
             compress(next.encode().unwrap().as_bytes()).len(),
         );

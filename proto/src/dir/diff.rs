@@ -7,7 +7,7 @@
 //! the new header and the new signatures whole (both are small and change every period) and
 //! walks the base's entries in order with run-length operations: keep, drop, add, and the two
 //! edits an hourly consensus is made of, a new weight (`w`) or new weight and flags (`m`),
-//! which cost a few bytes where a line diff would resend the whole 260-byte `r` line with its
+//! and a rotated onion key (`k`, the key with weight and flags), which cost a few bytes where a line diff would resend the whole 260-byte `r` line with its
 //! three keys. A relay that republishes an unchanged descriptor keeps the same entry text
 //! (entries carry no published time, §5.4), so it costs only its share of a `keep` run.
 //!
@@ -112,12 +112,12 @@ fn entry_text(e: &RelayEntry) -> String {
     s
 }
 
-/// Whether two entries differ at most in weight and flags.
+/// Whether two entries differ at most in weight, flags and onion key (the fields a diff can
+/// edit in place).
 fn same_but_status(a: &RelayEntry, b: &RelayEntry) -> bool {
     a.nickname == b.nickname
         && a.identity == b.identity
         && a.address == b.address
-        && a.ntor_key == b.ntor_key
         && a.link_key == b.link_key
         && a.family == b.family
 }
@@ -185,7 +185,11 @@ pub fn consensus_diff(base: &Consensus, target: &Consensus) -> Result<String, Do
                 j += 1;
             }
             (std::cmp::Ordering::Equal, Some(a), Some(b)) if same_but_status(a, b) => {
-                if a.flags == b.flags {
+                if a.ntor_key != b.ntor_key {
+                    // A weekly onion key rotation: 64 hex digits, not a whole entry.
+                    let key = hex::encode(&b.ntor_key);
+                    ops.line(&format!("k {key} {} {}", b.bandwidth, b.flags));
+                } else if a.flags == b.flags {
                     ops.line(&format!("w {}", b.bandwidth));
                 } else {
                     ops.line(&format!("m {} {}", b.bandwidth, b.flags));
@@ -341,14 +345,13 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
                 let n = count(&args, &lines)?;
                 out.push_str(lines.block(n, |l| l.starts_with("r ") || l.starts_with("f "))?);
             }
-            "w" | "m" => {
+            "w" | "m" | "k" => {
                 let entry = base
                     .entries
                     .get(next)
                     .ok_or_else(|| lines.error("the diff edits an entry the base lacks"))?;
                 next += 1;
-                edit_entry(&mut out, entry, k == "m", &args)
-                    .map_err(|reason| lines.error(reason))?;
+                edit_entry(&mut out, entry, k, &args).map_err(|reason| lines.error(reason))?;
             }
             "signatures" => {
                 let n = count(&args, &lines)?;
@@ -377,13 +380,9 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
     }
 }
 
-/// Appends `entry` with its weight (`w`), or weight and flags (`m`), replaced.
-fn edit_entry(
-    out: &mut String,
-    entry: &str,
-    with_flags: bool,
-    args: &[&str],
-) -> Result<(), &'static str> {
+/// Appends `entry` with its weight (`w`), weight and flags (`m`), or onion key, weight and
+/// flags (`k`) replaced.
+fn edit_entry(out: &mut String, entry: &str, op: &str, args: &[&str]) -> Result<(), &'static str> {
     let r_len = line_end(entry);
     let fields: Vec<&str> = entry[..r_len].trim_end_matches('\n').split(' ').collect();
     // r <nickname> <identity> <address> <weight> <ntor> <link> <flags…>
@@ -391,13 +390,19 @@ fn edit_entry(
         return Err("the base entry is malformed");
     }
     let number = |w: &str| parse_u64(w).is_some();
-    let (weight, flags): (&str, &[&str]) = match (with_flags, args) {
-        (false, [w]) if number(w) => (w, &fields[7..]),
-        (true, [w, flags @ ..]) if number(w) && !flags.is_empty() => (w, flags),
-        _ => return Err("bad arguments to `w` or `m`"),
+    // The onion key is copied as written: a malformed one fails the digest check (the base's
+    // text is one whose body hashes to `from`) or the parse of the result.
+    let key = |k: &str| k.len() == 64 && hex::decode_array::<32>(k).is_ok();
+    let (weight, ntor, flags): (&str, &str, &[&str]) = match (op, args) {
+        ("w", [w]) if number(w) => (w, fields[5], &fields[7..]),
+        ("m", [w, flags @ ..]) if number(w) && !flags.is_empty() => (w, fields[5], flags),
+        ("k", [ntor, w, flags @ ..]) if key(ntor) && number(w) && !flags.is_empty() => {
+            (w, ntor, flags)
+        }
+        _ => return Err("bad arguments to `w`, `m` or `k`"),
     };
     out.push_str(&fields[..4].join(" "));
-    for f in [weight, fields[5], fields[6]]
+    for f in [weight, ntor, fields[6]]
         .into_iter()
         .chain(flags.iter().copied())
     {
@@ -521,6 +526,32 @@ mod tests {
             diff.contains("\nkeep 1\nw 2000\nkeep 1\ndrop 1\nsignatures 1\n"),
             "{diff}"
         );
+    }
+
+    #[test]
+    fn a_rotated_onion_key_costs_one_line() {
+        let (base, mut target) = pair();
+        target.relays[0].ntor_key = [0xab; 32];
+        target.signatures.clear();
+        let sig = target.sign_body(&key()).unwrap();
+        target.add_signature(key().public(), sig);
+        let diff = consensus_diff(&base, &target).unwrap();
+        let line = format!("k {} 1000 Running Valid\n", "ab".repeat(32));
+        assert!(diff.contains(&line), "{diff}");
+        assert!(!diff.contains("add "), "{diff}");
+        let base_text = base.encode().unwrap();
+        assert_eq!(
+            apply_diff(&base_text, &diff).unwrap(),
+            target.encode().unwrap()
+        );
+        // A key that is not 64 hex digits, or missing flags, is refused.
+        for bad in [
+            format!("k {} 1000 Running Valid\n", "ab".repeat(31)),
+            format!("k {} 1000 Running Valid\n", "zz".repeat(32)),
+            format!("k {} 1000\n", "ab".repeat(32)),
+        ] {
+            assert!(apply_diff(&base_text, &diff.replace(&line, &bad)).is_err());
+        }
     }
 
     #[test]
