@@ -194,7 +194,7 @@ fn bench(c: &mut Criterion) {
         let ops = |p: &str| diff.lines().filter(|l| l.starts_with(p)).count();
         eprintln!(
             "hourly diff, 2 % churn, {:.0} % remeasured ±20 %{}: {} bytes raw, {} bytes zstd \
-             ({} w, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes
+             ({} w, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes",
             reweighed * 100.0,
             if steady { ", steady weights" } else { "" },
             diff.len(),
