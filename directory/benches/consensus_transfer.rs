@@ -173,6 +173,33 @@ fn bench(c: &mut Criterion) {
         shallot_directory::compress::LEVEL,
         z.len() as f64 / RELAYS as f64,
     );
+    // Not built, measured only: the same text with each `r` line's nickname dropped and its
+    // identity key (32 bytes) replaced by the fingerprint (20 bytes), the two cheap cuts of
+    // what clients fetch (path selection, circuits and the ring use neither the nickname nor
+    // the key itself, only the fingerprint).
+    let slim: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("r ") {
+            Some(rest) => {
+                let mut w = rest.split(' ');
+                let _nickname = w.next();
+                let identity = w.next().unwrap();
+                let key = shallot_crypto::keys::VerifyingKey::from_bytes(
+                    &shallot_crypto::hex::decode_array::<32>(identity).unwrap(),
+                )
+                .unwrap();
+                let rest: Vec<&str> = w.collect();
+                format!("r {} {}\n", RelayId::of(&key), rest.join(" "))
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    eprintln!(
+        "not built: without nicknames, fingerprints instead of identity keys: {} bytes raw, \
+         {} bytes zstd",
+        slim.len(),
+        compress(slim.as_bytes()).len()
+    );
     let mut diff_mid = String::new();
     for (reweighed, steady) in [
         (0.1, false),
