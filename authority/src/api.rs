@@ -26,8 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use shallot_directory::compress::compress;
-use shallot_proto::dir::diff::consensus_diff;
 use shallot_proto::dir::{DetachedSignature, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_LEN};
 
 use super::admit::AdmitError;
@@ -258,18 +256,17 @@ async fn get_descriptor(
 }
 
 async fn get_consensus(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    Ok(document(serving(&shared)?.text))
+    Ok(document(serving(&shared)?.0))
 }
 
-/// The consensus served now, zstd-compressed.
+/// The consensus served now, zstd-compressed, from the answers computed once per version.
 async fn get_consensus_compressed(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
-    let text = serving(&shared)?.text;
-    Ok(compressed(compress(&text)))
+    Ok(compressed(served(&shared).await?.compressed.clone()))
 }
 
 /// The diff from the consensus whose body has the digest named to the one served now
 /// (`<hex digest>`, or `<hex digest>.z` for it zstd-compressed), from the consensuses this
-/// authority still keeps (`docs/spec.md` §5.12).
+/// authority still keeps (`docs/spec.md` §5.12), computed once per version of the served text.
 async fn get_consensus_diff(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -282,31 +279,48 @@ async fn get_consensus_diff(
         .ok()
         .filter(|_| hex_digest.len() == 64)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "not a 64-hex-digit digest"))?;
-    let target = serving(&shared)?;
-    let base = shared
-        .state()
-        .consensuses
-        .values()
-        .find(|r| r.digest == base_digest)
-        .map(|r| r.consensus.clone())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no consensus with that digest is kept: fetch /consensus.z",
-            )
-        })?;
-    let diff = consensus_diff(&base, &target.consensus)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let answers = served(&shared).await?;
+    let diff = answers.diff(&base_digest).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no consensus with that digest is kept: fetch /consensus.z",
+        )
+    })?;
     Ok(if zstd {
-        compressed(compress(diff.as_bytes()))
+        compressed(diff.compressed.clone())
     } else {
-        document(diff)
+        document(diff.plain.clone())
     })
 }
 
-/// The consensus to serve now, or the 404 that says when the first is due.
-fn serving(shared: &Shared) -> Result<super::state::ConsensusRecord, ApiError> {
-    shared.state().serving(now_secs()).cloned().ok_or_else(|| {
+/// The compressed consensus and diffs for the consensus served now: cached, or computed
+/// once for this version of its text (`served.rs`).
+async fn served(shared: &Shared) -> Result<Arc<super::served::Served>, ApiError> {
+    let now = now_secs();
+    let (_, serial) = serving(shared)?;
+    let load = || {
+        let state = shared.state();
+        let target = state.serving(now)?.clone();
+        // Every kept consensus is a base, the served one too (a client holding it with
+        // fewer signatures gets them as a diff).
+        let bases = state.consensuses.values().cloned().collect();
+        Some((target, bases))
+    };
+    shared
+        .served
+        .get(serial, load)
+        .await
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no consensus yet"))
+}
+
+/// The text of the consensus to serve now and its version (`ConsensusRecord::serial`), or
+/// the 404 that says when the first is due.
+fn serving(shared: &Shared) -> Result<(Bytes, u64), ApiError> {
+    let now = shared
+        .state()
+        .serving(now_secs())
+        .map(|r| (r.text.clone(), r.serial));
+    now.ok_or_else(|| {
         let due = shared
             .network
             .params
@@ -322,7 +336,7 @@ fn serving(shared: &Shared) -> Result<super::state::ConsensusRecord, ApiError> {
 }
 
 /// A zstd-compressed document.
-fn compressed(body: Vec<u8>) -> Response {
+fn compressed(body: Bytes) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/zstd")],

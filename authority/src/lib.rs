@@ -33,6 +33,7 @@ pub mod exchange;
 pub mod misbehave;
 pub mod reachability;
 pub mod scanner;
+mod served;
 pub use shallot_directory::schedule;
 pub mod server;
 pub mod state;
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     pub limits: Arc<server::Limits>,
     /// HTTP requests answered since start, for the operator's metrics.
     pub requests_served: AtomicU64,
+    /// The compressed consensus and the diffs to it, computed once per consensus version.
+    pub served: served::ServeCache,
     /// How a test makes this authority misbehave (never in a production build).
     #[cfg(feature = "misbehave")]
     pub misbehaviour: Option<misbehave::Misbehaviour>,
@@ -203,6 +206,7 @@ impl Authority {
             probe_tx,
             vote_uploads: tokio::sync::Semaphore::new(api::MAX_VOTE_UPLOADS),
             requests_served: AtomicU64::new(0),
+            served: served::ServeCache::default(),
         });
         tracing::info!(
             "authority {} listening on {local_addr}",
@@ -230,6 +234,9 @@ pub struct AuthorityCounters {
     pub consensuses_made: u64,
     /// HTTP requests it answered (descriptor uploads, consensus and vote fetches, ...).
     pub requests_served: u64,
+    /// Times it compressed the served consensus and computed the diffs to it: once per
+    /// version of the served text, however many fetch it.
+    pub consensus_answers_built: u64,
 }
 
 /// A running authority.
@@ -287,6 +294,7 @@ impl AuthorityHandle {
             votes_taken: state.votes_taken,
             consensuses_made: state.consensuses_made,
             requests_served: self.shared.requests_served.load(Ordering::Relaxed),
+            consensus_answers_built: self.shared.served.builds.load(Ordering::Relaxed),
         }
     }
 

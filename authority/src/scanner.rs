@@ -229,7 +229,6 @@ mod tests {
             bandwidth,
             ntor_key: [0; 32],
             link_key: [0; 32],
-            published: 0,
             flags,
             family: Vec::new(),
         }

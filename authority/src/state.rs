@@ -142,6 +142,15 @@ pub struct ConsensusRecord {
     pub body: String,
     /// SHA-256 of its body.
     pub digest: [u8; 32],
+    /// Names this version of `text`, unique in the process: a new record, or a signature
+    /// added, gets a new one (the key of the answers cached for it, `served.rs`).
+    pub serial: u64,
+}
+
+/// The next [`ConsensusRecord::serial`].
+fn next_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ConsensusRecord {
@@ -154,7 +163,15 @@ impl ConsensusRecord {
             consensus,
             text,
             body,
+            serial: next_serial(),
         })
+    }
+
+    /// Re-encodes the text after the consensus's signatures changed, as a new version.
+    pub fn refresh_text(&mut self) -> Result<(), DocError> {
+        self.text = Bytes::from(self.consensus.encode()?);
+        self.serial = next_serial();
+        Ok(())
     }
 }
 

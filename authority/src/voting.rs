@@ -289,6 +289,7 @@ async fn compute(
         &compute_params,
         &descriptors,
         shared_rand,
+        base.as_ref(),
     )
     .map_err(|e| e.to_string())
     .and_then(|mut c| {
@@ -436,7 +437,7 @@ fn add_signature(shared: &Shared, peer: &AuthorityInfo, t: u64, body: &[u8]) -> 
         )
         .map_err(|_| "the signature does not verify".to_string())?;
     record.consensus.add_signature(peer.key, d.signature);
-    record.text = record.consensus.encode().map_err(|e| e.to_string())?.into();
+    record.refresh_text().map_err(|e| e.to_string())?;
     tracing::info!("period {t}: signature from {}", peer.name);
     Ok(())
 }

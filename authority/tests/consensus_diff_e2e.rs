@@ -118,6 +118,36 @@ async fn a_client_refreshes_by_diff_across_periods() {
         .unwrap();
     assert_eq!(r.status.as_u16(), 200);
 
+    // Repeated fetches of one version are answered from the cache: three fetches (whole and
+    // diff) of an unchanged served consensus build its answers at most once. The served
+    // version can change between (a new period, a signature added): then try again.
+    let h = &handles[0];
+    let diff_path = format!(
+        "/consensus/diff/{}.z",
+        shallot_crypto::hex::encode(&held.body_digest())
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the served consensus never held still"
+        );
+        let version = h.current_consensus();
+        let before = h.counters().consensus_answers_built;
+        for path in ["/consensus.z", "/consensus.z", diff_path.as_str()] {
+            let r = http_request(addr, Method::GET, path, None, T, 1 << 20)
+                .await
+                .unwrap();
+            assert!(matches!(r.status.as_u16(), 200 | 404), "{}", r.text());
+        }
+        let after = h.counters().consensus_answers_built;
+        if h.current_consensus() == version {
+            assert!(after <= before + 1, "built {} times", after - before);
+            assert!(after >= 1);
+            break;
+        }
+    }
+
     for h in handles {
         h.shutdown().await;
     }

@@ -101,7 +101,7 @@ fn votes(n: usize, authorities: &[IdentityKeypair]) -> (Vec<Vote>, Descriptors) 
 /// What an authority does to compute the consensus once it holds the votes and descriptors.
 fn compute(votes: &[Vote], descriptors: &Descriptors) -> Consensus {
     let shared_rand = shared_random::compute(T, 3600, 86400, 3, votes, None);
-    compute_consensus(votes, 3, PERIOD, &PARAMS, descriptors, shared_rand).unwrap()
+    compute_consensus(votes, 3, PERIOD, &PARAMS, descriptors, shared_rand, None).unwrap()
 }
 
 fn signed_text(mut c: Consensus, keys: &[IdentityKeypair]) -> String {

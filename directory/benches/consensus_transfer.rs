@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_directory::compress::{compress, decompress_capped};
+use shallot_directory::compute::steady_weight;
 use shallot_proto::dir::diff::{apply_diff, consensus_diff};
 use shallot_proto::dir::{
     Consensus, ConsensusParams, Flags, RelayEntry, SharedRandom, MAX_CONSENSUS_LEN,
@@ -69,7 +70,6 @@ fn relay(rng: &mut StdRng, relays: &[RelayId]) -> RelayEntry {
         bandwidth: 10f64.powf(rng.gen_range(4.0..8.0)) as u64,
         ntor_key: rng.gen(),
         link_key: rng.gen(),
-        published: T - rng.gen_range(0..3600),
         flags,
         family,
     }
@@ -105,10 +105,18 @@ fn consensus(valid_after: u64, mut relays: Vec<RelayEntry>, keys: &[IdentityKeyp
 }
 
 /// The next hour's relays. Modelled: 2 % churn (1 % of relays leave, as many new ones join);
-/// every relay republishes its descriptor (relays publish hourly, so every `published` moves
-/// by 3600 s); a share `reweighed` of relays gets a new measured weight (±20 %); 2 % have one
-/// of Fast, Stable or Guard flip; 0.6 % rotate their onion key (a weekly rotation).
-fn next_hour(rng: &mut StdRng, relays: &[RelayEntry], reweighed: f64) -> Vec<RelayEntry> {
+/// every relay republishes its descriptor (relays publish hourly), which changes nothing in
+/// its entry, since entries carry no published time (`docs/spec.md` §5.4); a share `reweighed`
+/// of relays gets a new measured weight (±20 %); 2 % have one of Fast, Stable or Guard flip;
+/// 0.6 % rotate their onion key (a weekly rotation). With `steady`, a new measurement within
+/// 20 % of the published weight leaves it in place, as the authorities compute it
+/// ([`steady_weight`], `docs/spec.md` §5.7); without, every new measurement is published.
+fn next_hour(
+    rng: &mut StdRng,
+    relays: &[RelayEntry],
+    reweighed: f64,
+    steady: bool,
+) -> Vec<RelayEntry> {
     let ids: Vec<RelayId> = relays.iter().map(|r| r.id).collect();
     let mut out: Vec<RelayEntry> = Vec::with_capacity(relays.len());
     for r in relays {
@@ -116,9 +124,12 @@ fn next_hour(rng: &mut StdRng, relays: &[RelayEntry], reweighed: f64) -> Vec<Rel
             continue;
         }
         let mut r = r.clone();
-        r.published += 3600;
         if rng.gen_bool(reweighed) {
-            r.bandwidth = (r.bandwidth as f64 * rng.gen_range(0.8..1.2)) as u64;
+            let measured = (r.bandwidth as f64 * rng.gen_range(0.8..1.2)) as u64;
+            r.bandwidth = match steady {
+                true => steady_weight(Some(r.bandwidth), measured, u64::MAX),
+                false => measured,
+            };
         }
         if rng.gen_bool(0.02) {
             let f = *[Flags::FAST, Flags::STABLE, Flags::GUARD]
@@ -162,12 +173,46 @@ fn bench(c: &mut Criterion) {
         shallot_directory::compress::LEVEL,
         z.len() as f64 / RELAYS as f64,
     );
+    // Not built, measured only: the same text with each `r` line's nickname dropped and its
+    // identity key (32 bytes) replaced by the fingerprint (20 bytes), the two cheap cuts of
+    // what clients fetch (path selection, circuits and the ring use neither the nickname nor
+    // the key itself, only the fingerprint).
+    let slim: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("r ") {
+            Some(rest) => {
+                let mut w = rest.split(' ');
+                let _nickname = w.next();
+                let identity = w.next().unwrap();
+                let key = shallot_crypto::keys::VerifyingKey::from_bytes(
+                    &shallot_crypto::hex::decode_array::<32>(identity).unwrap(),
+                )
+                .unwrap();
+                let rest: Vec<&str> = w.collect();
+                format!("r {} {}\n", RelayId::of(&key), rest.join(" "))
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    eprintln!(
+        "not built: without nicknames, fingerprints instead of identity keys: {} bytes raw, \
+         {} bytes zstd",
+        slim.len(),
+        compress(slim.as_bytes()).len()
+    );
     let mut diff_mid = String::new();
-    for reweighed in [0.1, 0.3, 1.0] {
+    for (reweighed, steady) in [
+        (0.1, false),
+        (0.3, false),
+        (1.0, false),
+        (0.1, true),
+        (0.3, true),
+        (1.0, true),
+    ] {
         let mut rng = StdRng::seed_from_u64(17);
         let next = consensus(
             T + 3600,
-            next_hour(&mut rng, &base.relays, reweighed),
+            next_hour(&mut rng, &base.relays, reweighed, steady),
             &keys,
         );
         let diff = consensus_diff(&base, &next).unwrap();
@@ -175,17 +220,19 @@ fn bench(c: &mut Criterion) {
         let dz = compress(diff.as_bytes());
         let ops = |p: &str| diff.lines().filter(|l| l.starts_with(p)).count();
         eprintln!(
-            "hourly diff, 2 % churn, {:.0} % reweighed: {} bytes raw, {} bytes zstd \
-             ({} w, {} m, {} add lines); whole next consensus zstd: {} bytes",
+            "hourly diff, 2 % churn, {:.0} % remeasured ±20 %{}: {} bytes raw, {} bytes zstd \
+             ({} w, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes",
             reweighed * 100.0,
+            if steady { ", steady weights" } else { "" },
             diff.len(),
             dz.len(),
             ops("w "),
             ops("m "),
+            ops("k "),
             ops("add "),
             compress(next.encode().unwrap().as_bytes()).len(),
         );
-        if reweighed == 0.3 {
+        if reweighed == 0.3 && !steady {
             diff_mid = diff;
         }
     }
@@ -199,7 +246,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decompress_capped(black_box(&z), MAX_CONSENSUS_LEN).unwrap())
     });
     let mut rng = StdRng::seed_from_u64(17);
-    let next = consensus(T + 3600, next_hour(&mut rng, &base.relays, 0.3), &keys);
+    let next = consensus(
+        T + 3600,
+        next_hour(&mut rng, &base.relays, 0.3, false),
+        &keys,
+    );
     g.bench_function("diff_compute_10000_relays", |b| {
         b.iter(|| consensus_diff(black_box(&base), &next).unwrap())
     });

@@ -2,6 +2,9 @@
 //! lists, consensuses, detached signatures and probe messages, from fixed keys, so that the
 //! files are the same on every run.
 //!
+//! Also writes the seeds of the `consensus_diff` target (a diff from that consensus to itself,
+//! and one to the next hour's) beside them, in `../consensus_diff`.
+//!
 //! ```text
 //! cargo run -p shallot-directory --example fuzz_seeds -- fuzz/seeds/directory
 //! ```
@@ -15,6 +18,7 @@ use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_crypto::ntor::{ClientMessage, ServerMessage};
 use shallot_directory::equivocation::VoteList;
 use shallot_proto::dir::descriptor::descriptor_digest;
+use shallot_proto::dir::diff::consensus_diff;
 use shallot_proto::dir::probe::{Answer, Challenge};
 use shallot_proto::dir::{
     Consensus, ConsensusParams, DetachedSignature, Flags, RelayDescriptor, RelayEntry,
@@ -45,6 +49,31 @@ fn descriptor(
     };
     let text = d.sign(&k).unwrap();
     (d, text)
+}
+
+/// The `consensus_diff` seeds: from `consensus` to itself, and to the next hour's, with one
+/// relay reweighed and the last one gone.
+fn write_diff_seeds(out: &std::path::Path, consensus: &Consensus, authorities: &[IdentityKeypair]) {
+    let dir = out.parent().unwrap().join("consensus_diff");
+    std::fs::create_dir_all(&dir).unwrap();
+    let same = consensus_diff(consensus, consensus).unwrap();
+    std::fs::write(dir.join("same.txt"), same).unwrap();
+    let mut next = consensus.clone();
+    next.valid_after += 3600;
+    next.fresh_until += 3600;
+    next.valid_until += 3600;
+    next.relays[0].bandwidth = 5_000_002;
+    next.relays.pop();
+    next.signatures.clear();
+    for k in authorities {
+        let sig = next.sign_body(k).unwrap();
+        next.add_signature(k.public(), sig);
+    }
+    std::fs::write(
+        dir.join("edit.txt"),
+        consensus_diff(consensus, &next).unwrap(),
+    )
+    .unwrap();
 }
 
 fn main() {
@@ -129,7 +158,6 @@ fn main() {
             bandwidth: 5_000_001,
             ntor_key: d.ntor_key,
             link_key: d.link_key,
-            published: d.published,
             flags: Flags::RUNNING | Flags::VALID | Flags::FAST,
             family: {
                 let mut f = d.family.clone();
@@ -165,6 +193,7 @@ fn main() {
         consensus.add_signature(k.public(), sig);
     }
     write("consensus.txt", consensus.encode().unwrap().as_bytes());
+    write_diff_seeds(&out, &consensus, &authorities);
     let mut first = consensus.clone();
     first.shared_rand.previous = None;
     first.shared_rand.commits.clear();

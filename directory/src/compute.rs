@@ -7,14 +7,18 @@
 //! * a relay is listed iff more than `n / 2` votes name one and the same descriptor of it, that
 //!   descriptor is held, is the relay's own (its fingerprint), and was published no later than
 //!   valid-after and no earlier than the descriptor age limit before it;
-//! * every field of its entry (nickname, address, keys, family, published) comes from that
-//!   descriptor: no vote can set any of them;
+//! * every field of its entry (nickname, address, keys, family) comes from that descriptor: no
+//!   vote can set any of them;
 //! * every threshold below counts all `n` configured authorities, not the votes naming the
 //!   descriptor, so rogues that are many among few voters gain nothing ([`vote_values`]);
 //! * its flags are those set by more than `n / 2` of the votes naming that descriptor;
 //! * its weight is, when more than `n / 2` of those votes carry a measurement, the
 //!   measurement no coalition of `⌊n/2⌋` authorities can raise, capped by the declared
 //!   bandwidth; otherwise the declared bandwidth capped at `unmeasured_weight_cap`;
+//!   and when the base consensus (the newest majority-signed one before it, which the
+//!   shared random value also continues from) lists the relay with a weight within
+//!   [`WEIGHT_STEADY_PERCENT`] of the measured one, that weight is kept, so that measurement
+//!   noise does not change the entry every period ([`steady_weight`]);
 //! * its known-since is the claim no coalition of `⌊n/2⌋` authorities can make older;
 //! * then the Sybil limit ([`apply_sybil_limit`]): at most two relays per IP address keep
 //!   Running, the longest known.
@@ -33,6 +37,33 @@ use thiserror::Error;
 
 /// Relays per IP address that may keep the Running flag.
 pub const MAX_RUNNING_PER_IP: usize = 2;
+
+/// A measured weight within this many percent of the base consensus's weight for the relay
+/// leaves the base's weight in place ([`steady_weight`]).
+pub const WEIGHT_STEADY_PERCENT: u64 = 20;
+
+/// The weight to publish for a relay whose rule-4 weight (§5.7) is `computed`, given its
+/// weight `base` in the base consensus: `base` while it lies within
+/// [`WEIGHT_STEADY_PERCENT`] of `computed` (`0.8 computed ≤ base ≤ 1.2 computed`) and does
+/// not exceed the declared bandwidth, else `computed`. Measurements move by tens of percent
+/// from one period to the next without the relay changing; republishing every such move
+/// would change most entries every period and make every diff large. What rogues gain: at
+/// most 20 % above a weight they cannot raise, and only while a majority-signed consensus
+/// gave the relay that weight.
+pub fn steady_weight(base: Option<u64>, computed: u64, declared: u64) -> u64 {
+    match base {
+        Some(b)
+            if b <= declared
+                && u128::from(b) * 100
+                    <= u128::from(computed) * u128::from(100 + WEIGHT_STEADY_PERCENT)
+                && u128::from(b) * 100
+                    >= u128::from(computed) * u128::from(100 - WEIGHT_STEADY_PERCENT) =>
+        {
+            b
+        }
+        _ => computed,
+    }
+}
 
 /// Flags a relay loses with Running under the Sybil limit, since each presumes it.
 pub(crate) const NEEDS_RUNNING: Flags = Flags::from_bits(
@@ -84,7 +115,9 @@ pub type Descriptors = HashMap<[u8; 32], RelayDescriptor>;
 
 /// Computes the unsigned consensus for `period` from `votes`, out of `n_authorities`
 /// configured authorities, with the shared random values `shared_rand` (computed by
-/// [`crate::shared_random::compute`]).
+/// [`crate::shared_random::compute`]), continuing from `base` (the newest majority-signed
+/// consensus before it, if any: measured weights close to its own are kept, [`steady_weight`]).
+#[allow(clippy::too_many_arguments)]
 pub fn compute_consensus(
     votes: &[Vote],
     n_authorities: usize,
@@ -92,6 +125,7 @@ pub fn compute_consensus(
     params: &ComputeParams,
     descriptors: &Descriptors,
     shared_rand: SharedRandom,
+    base: Option<&Consensus>,
 ) -> Result<Consensus, ComputeError> {
     check_votes(votes, period)?;
     let mut by_relay: BTreeMap<RelayId, Vec<&VoteEntry>> = BTreeMap::new();
@@ -103,9 +137,13 @@ pub fn compute_consensus(
     let mut relays = Vec::new();
     let mut known_since = Vec::new();
     for (id, listing) in &by_relay {
-        if let Some((entry, since)) =
+        if let Some((mut entry, since, measured, declared)) =
             relay_entry(id, listing, n_authorities, period, params, descriptors)
         {
+            if measured {
+                let before = base.and_then(|b| b.relay(id)).map(|e| e.bandwidth);
+                entry.bandwidth = steady_weight(before, entry.bandwidth, declared);
+            }
             relays.push(entry);
             known_since.push(since);
         }
@@ -156,7 +194,8 @@ fn check_votes(votes: &[Vote], period: Period) -> Result<(), ComputeError> {
     Ok(())
 }
 
-/// One relay's entry and known-since time, or `None` when it is not listed.
+/// One relay's entry, known-since time, whether its weight is measured, and its declared
+/// bandwidth; or `None` when it is not listed.
 fn relay_entry(
     id: &RelayId,
     listing: &[&VoteEntry],
@@ -164,7 +203,7 @@ fn relay_entry(
     period: Period,
     params: &ComputeParams,
     descriptors: &Descriptors,
-) -> Option<(RelayEntry, u64)> {
+) -> Option<(RelayEntry, u64, bool, u64)> {
     let mut by_digest: BTreeMap<[u8; 32], Vec<&VoteEntry>> = BTreeMap::new();
     for e in listing {
         by_digest.entry(e.descriptor).or_default().push(e);
@@ -178,7 +217,7 @@ fn relay_entry(
     if d.fingerprint() != *id || d.published > period.valid_after || d.published < oldest {
         return None;
     }
-    let (flags, weight, known_since) = vote_values(&voters, n, d.bandwidth, params);
+    let (flags, weight, known_since, measured) = vote_values(&voters, n, d.bandwidth, params);
     let entry = RelayEntry {
         id: *id,
         nickname: d.nickname.clone(),
@@ -187,11 +226,10 @@ fn relay_entry(
         bandwidth: weight,
         ntor_key: d.ntor_key,
         link_key: d.link_key,
-        published: d.published,
         flags,
         family: d.family.clone(),
     };
-    Some((entry, known_since))
+    Some((entry, known_since, measured, d.bandwidth))
 }
 
 /// The flags, weight and known-since of an entry, from the `voters` naming its descriptor,
@@ -220,7 +258,7 @@ fn vote_values(
     n: usize,
     declared: u64,
     params: &ComputeParams,
-) -> (Flags, u64, u64) {
+) -> (Flags, u64, u64, bool) {
     let t = n / 2;
     let mut flags = Flags::empty();
     for (flag, _) in Flags::ALL {
@@ -229,16 +267,16 @@ fn vote_values(
     }
     let mut measured: Vec<u64> = voters.iter().filter_map(|e| e.measured).collect();
     measured.sort_unstable();
-    let weight = match measured.len().checked_sub(t + 1) {
-        Some(i) => measured[i].min(declared),
-        None => declared.min(params.unmeasured_weight_cap),
+    let (weight, by_measurement) = match measured.len().checked_sub(t + 1) {
+        Some(i) => (measured[i].min(declared), true),
+        None => (declared.min(params.unmeasured_weight_cap), false),
     };
     let mut since: Vec<u64> = voters.iter().map(|e| e.known_since).collect();
     since.sort_unstable();
     // Listed relays have more than n/2 voters, so index t exists; the fallback (the newest
     // claim) is the safe side if it ever did not.
     let known_since = since.get(t).or(since.last()).copied().unwrap_or(u64::MAX);
-    (flags, weight, known_since)
+    (flags, weight, known_since, by_measurement)
 }
 
 /// Lets at most [`MAX_RUNNING_PER_IP`] relays per IP address keep Running: the longest known

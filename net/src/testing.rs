@@ -23,7 +23,6 @@ pub fn relays(n: u8) -> Vec<RelayEntry> {
                 bandwidth: 1000,
                 ntor_key: onion.public().to_bytes(),
                 link_key: [0; 32],
-                published: 0,
                 flags: Flags::RUNNING | Flags::VALID | Flags::FAST | Flags::GUARD | Flags::MAILBOX,
                 family: Vec::new(),
             }

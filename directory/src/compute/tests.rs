@@ -81,7 +81,18 @@ fn vote(auth: u8, mut relays: Vec<VoteEntry>) -> Vote {
 }
 
 fn compute(votes: &[Vote], n: usize, ds: &Descriptors) -> Consensus {
-    compute_consensus(votes, n, PERIOD, &PARAMS, ds, SharedRandom::default()).unwrap()
+    compute_consensus(votes, n, PERIOD, &PARAMS, ds, SharedRandom::default(), None).unwrap()
+}
+
+/// Whether a consensus entry carries exactly the descriptor's fields.
+fn same_fields(e: &RelayEntry, d: &RelayDescriptor) -> bool {
+    e.id == d.fingerprint()
+        && e.nickname == d.nickname
+        && e.identity == d.identity
+        && e.address == d.address
+        && e.ntor_key == d.ntor_key
+        && e.link_key == d.link_key
+        && e.family == d.family
 }
 
 fn held(list: &[(RelayDescriptor, [u8; 32])]) -> Descriptors {
@@ -137,7 +148,6 @@ fn a_minority_cannot_change_any_field() {
         assert_eq!(e.address, honest.address);
         assert_eq!(e.ntor_key, honest.ntor_key);
         assert_eq!(e.link_key, honest.link_key);
-        assert_eq!(e.published, honest.published);
         assert_eq!(e.nickname, honest.nickname);
         assert_eq!(e.flags, RV);
         assert_eq!(e.bandwidth, 700);
@@ -214,6 +224,64 @@ fn weight_is_the_measured_low_median_or_a_capped_declaration() {
     assert_eq!(compute(&votes, 3, &ds).relays[0].bandwidth, 40);
 }
 
+#[test]
+fn steady_weight_keeps_the_base_within_its_band_only() {
+    // Within 20 % of the computed weight, below the declared: the base's weight stays.
+    assert_eq!(steady_weight(Some(1000), 900, 10_000), 1000);
+    assert_eq!(steady_weight(Some(1000), 1200, 10_000), 1000);
+    assert_eq!(steady_weight(Some(1200), 1000, 10_000), 1200);
+    assert_eq!(steady_weight(Some(800), 1000, 10_000), 800);
+    // Outside the band, above the declared figure, or no base: the computed weight.
+    assert_eq!(steady_weight(Some(1201), 1000, 10_000), 1000);
+    assert_eq!(steady_weight(Some(799), 1000, 10_000), 1000);
+    assert_eq!(steady_weight(Some(1000), 900, 950), 900);
+    assert_eq!(steady_weight(None, 900, 10_000), 900);
+    assert_eq!(steady_weight(Some(u64::MAX), u64::MAX, u64::MAX), u64::MAX);
+}
+
+/// The base consensus keeps a measured weight steady against noise, but cannot carry rogues
+/// further than 20 % above the weight the measurements give, nor steady an unmeasured one.
+#[test]
+fn a_base_weight_is_kept_only_near_the_measured_one() {
+    let (d, h) = descriptor(1, 1, [10, 0, 0, 1], 10_000, 99_000);
+    let ds = held(&[(d, h)]);
+    let with_base = |measured: [Option<u64>; 3], base_weight: u64| {
+        let votes: Vec<Vote> = measured
+            .iter()
+            .enumerate()
+            .map(|(a, m)| vote(a as u8, vec![ve(1, h, 5, *m, RV)]))
+            .collect();
+        let mut base = compute(&votes, 3, &ds);
+        base.relays[0].bandwidth = base_weight;
+        compute_consensus(
+            &votes,
+            3,
+            PERIOD,
+            &PARAMS,
+            &ds,
+            SharedRandom::default(),
+            Some(&base),
+        )
+        .unwrap()
+        .relays[0]
+            .bandwidth
+    };
+    // Honest measurements 1,000 and 1,100, one rogue claiming the maximum: rule 4 gives
+    // 1,100, and a base within [880, 1,320] stays.
+    let votes = [Some(1000), Some(1100), Some(u64::MAX)];
+    assert_eq!(with_base(votes, 1150), 1150);
+    assert_eq!(with_base(votes, 900), 900);
+    assert_eq!(with_base(votes, 1320), 1320);
+    // Beyond the band (say, from when the relay was faster) the measurement wins, so the
+    // rogue gains at most 20 % over what it cannot raise, never its maximum.
+    assert_eq!(with_base(votes, 1321), 1100);
+    assert_eq!(with_base(votes, 9000), 1100);
+    assert_eq!(with_base(votes, 879), 1100);
+    assert_eq!(with_base([Some(1000), None, Some(u64::MAX)], 9_000), 1000);
+    // Unmeasured (the capped declaration): the base plays no part.
+    assert_eq!(with_base([None, None, Some(u64::MAX)], 450), 500);
+}
+
 /// Review finding 3: the two-per-IP rule keeps the longest-known relays, whatever bandwidth
 /// the newcomers declare or are measured at.
 #[test]
@@ -256,8 +324,17 @@ fn the_sybil_limit_keeps_the_longest_known() {
 fn refuses_duplicate_and_wrong_period_votes() {
     let v = vote(0, vec![]);
     let ds = Descriptors::new();
-    let run =
-        |votes: &[Vote]| compute_consensus(votes, 3, PERIOD, &PARAMS, &ds, SharedRandom::default());
+    let run = |votes: &[Vote]| {
+        compute_consensus(
+            votes,
+            3,
+            PERIOD,
+            &PARAMS,
+            &ds,
+            SharedRandom::default(),
+            None,
+        )
+    };
     assert!(matches!(
         run(&[v.clone(), v.clone()]),
         Err(ComputeError::DuplicateVote(_))
@@ -343,7 +420,7 @@ proptest! {
         for e in &c1.relays {
             let count = votes
                 .iter()
-                .filter(|v| v.relays.iter().any(|r| r.id == e.id && ds[&r.descriptor].published == e.published))
+                .filter(|v| v.relays.iter().any(|r| r.id == e.id && same_fields(e, &ds[&r.descriptor])))
                 .count();
             prop_assert!(count * 2 > n);
         }

@@ -21,7 +21,6 @@ fn consensus(n: u8) -> VerifiedConsensus {
                 bandwidth: 1000,
                 ntor_key: [0; 32],
                 link_key: [0; 32],
-                published: 0,
                 flags: Flags::RUNNING | Flags::GUARD,
                 family: Vec::new(),
             }

@@ -26,7 +26,6 @@ fn synthetic(seed: u64) -> VerifiedConsensus {
                 bandwidth: 1000 * (1 + u64::from(i % 100)) * if i % 7 == 0 { 10 } else { 1 },
                 ntor_key: [0; 32],
                 link_key: [0; 32],
-                published: 0,
                 flags,
                 family: Vec::new(),
             }

@@ -6,10 +6,10 @@
 //! fingerprint (an `r` line and an optional `f` line each) and signature lines. A diff sends
 //! the new header and the new signatures whole (both are small and change every period) and
 //! walks the base's entries in order with run-length operations: keep, drop, add, and the two
-//! edits an hourly consensus is made of, a new weight (`w`) or new weight, published time and
-//! flags (`m`, the published time as `+<seconds>` after the base's when it moved forward),
-//! which cost a dozen bytes where a line diff would resend the whole 270-byte
-//! `r` line with its three keys.
+//! edits an hourly consensus is made of, a new weight (`w`) or new weight and flags (`m`),
+//! and a rotated onion key (`k`, the key with weight and flags), which cost a few bytes where a line diff would resend the whole 260-byte `r` line with its
+//! three keys. A relay that republishes an unchanged descriptor keeps the same entry text
+//! (entries carry no published time, §5.4), so it costs only its share of a `keep` run.
 //!
 //! [`consensus_diff`] computes a diff from two parsed consensuses; [`apply_diff`] is pure text
 //! in, text out: it checks that the base is the one named (`from`, the SHA-256 of its body),
@@ -30,6 +30,9 @@ pub const MAX_DIFF_LEN: usize = MAX_CONSENSUS_LEN;
 
 /// The keyword of a diff's first line.
 const DIFF_KEYWORD: &str = "shallot-consensus-diff";
+
+/// The version this module writes and reads: 2, for entries without a published time.
+const DIFF_VERSION: &str = "2";
 
 /// The body of a consensus text (every byte before its first `directory-signature` line) and
 /// the rest.
@@ -109,12 +112,12 @@ fn entry_text(e: &RelayEntry) -> String {
     s
 }
 
-/// Whether two entries differ at most in weight, published time and flags.
+/// Whether two entries differ at most in weight, flags and onion key (the fields a diff can
+/// edit in place).
 fn same_but_status(a: &RelayEntry, b: &RelayEntry) -> bool {
     a.nickname == b.nickname
         && a.identity == b.identity
         && a.address == b.address
-        && a.ntor_key == b.ntor_key
         && a.link_key == b.link_key
         && a.family == b.family
 }
@@ -158,7 +161,7 @@ pub fn consensus_diff(base: &Consensus, target: &Consensus) -> Result<String, Do
         out: String::new(),
         run: None,
     };
-    let _ = writeln!(ops.out, "{DIFF_KEYWORD} 1");
+    let _ = writeln!(ops.out, "{DIFF_KEYWORD} {DIFF_VERSION}");
     let _ = writeln!(ops.out, "from {}", hex::encode(&base.body_digest()));
     let _ = writeln!(ops.out, "to {}", hex::encode(&target.body_digest()));
     let _ = writeln!(ops.out, "header {}", parts.header.lines().count());
@@ -182,16 +185,14 @@ pub fn consensus_diff(base: &Consensus, target: &Consensus) -> Result<String, Do
                 j += 1;
             }
             (std::cmp::Ordering::Equal, Some(a), Some(b)) if same_but_status(a, b) => {
-                if a.published == b.published && a.flags == b.flags {
+                if a.ntor_key != b.ntor_key {
+                    // A weekly onion key rotation: 64 hex digits, not a whole entry.
+                    let key = hex::encode(&b.ntor_key);
+                    ops.line(&format!("k {key} {} {}", b.bandwidth, b.flags));
+                } else if a.flags == b.flags {
                     ops.line(&format!("w {}", b.bandwidth));
                 } else {
-                    // A relay republishes on a timer: its published time moves by the same
-                    // step each period, which compresses to nothing when written as a delta.
-                    let published = match b.published.checked_sub(a.published) {
-                        Some(d) if d > 0 => format!("+{d}"),
-                        _ => b.published.to_string(),
-                    };
-                    ops.line(&format!("m {} {published} {}", b.bandwidth, b.flags));
+                    ops.line(&format!("m {} {}", b.bandwidth, b.flags));
                 }
                 i += 1;
                 j += 1;
@@ -292,8 +293,8 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
         line_no: 0,
     };
     let (k, args) = words(lines.next_line()?);
-    if k != DIFF_KEYWORD || args != ["1"] {
-        return Err(lines.error("not a `shallot-consensus-diff 1`"));
+    if k != DIFF_KEYWORD || args != [DIFF_VERSION] {
+        return Err(lines.error("not a `shallot-consensus-diff 2`"));
     }
     let digest_arg = |lines: &mut Lines<'_>, keyword: &str| -> Result<[u8; 32], DocError> {
         let (k, args) = words(lines.next_line()?);
@@ -344,14 +345,13 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
                 let n = count(&args, &lines)?;
                 out.push_str(lines.block(n, |l| l.starts_with("r ") || l.starts_with("f "))?);
             }
-            "w" | "m" => {
+            "w" | "m" | "k" => {
                 let entry = base
                     .entries
                     .get(next)
                     .ok_or_else(|| lines.error("the diff edits an entry the base lacks"))?;
                 next += 1;
-                edit_entry(&mut out, entry, k == "m", &args)
-                    .map_err(|reason| lines.error(reason))?;
+                edit_entry(&mut out, entry, k, &args).map_err(|reason| lines.error(reason))?;
             }
             "signatures" => {
                 let n = count(&args, &lines)?;
@@ -380,39 +380,29 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
     }
 }
 
-/// Appends `entry` with its weight (`w`), or weight, published time and flags (`m`), replaced.
-fn edit_entry(
-    out: &mut String,
-    entry: &str,
-    with_status: bool,
-    args: &[&str],
-) -> Result<(), &'static str> {
+/// Appends `entry` with its weight (`w`), weight and flags (`m`), or onion key, weight and
+/// flags (`k`) replaced.
+fn edit_entry(out: &mut String, entry: &str, op: &str, args: &[&str]) -> Result<(), &'static str> {
     let r_len = line_end(entry);
     let fields: Vec<&str> = entry[..r_len].trim_end_matches('\n').split(' ').collect();
-    // r <nickname> <identity> <address> <weight> <ntor> <link> <published> <flags…>
-    if fields.len() < 9 {
+    // r <nickname> <identity> <address> <weight> <ntor> <link> <flags…>
+    if fields.len() < 8 {
         return Err("the base entry is malformed");
     }
     let number = |w: &str| parse_u64(w).is_some();
-    let (weight, published, flags): (&str, String, &[&str]) = match (with_status, args) {
-        (false, [w]) if number(w) => (w, fields[7].to_string(), &fields[8..]),
-        (true, [w, p, flags @ ..]) if number(w) && !flags.is_empty() => {
-            let p = match p.strip_prefix('+') {
-                Some(delta) => parse_u64(delta)
-                    .filter(|&d| d > 0)
-                    .zip(parse_u64(fields[7]))
-                    .and_then(|(d, old)| old.checked_add(d))
-                    .ok_or("bad published delta")?
-                    .to_string(),
-                None if number(p) => p.to_string(),
-                None => return Err("bad published time"),
-            };
-            (w, p, flags)
+    // The onion key is copied as written: a malformed one fails the digest check (the base's
+    // text is one whose body hashes to `from`) or the parse of the result.
+    let key = |k: &str| k.len() == 64 && hex::decode_array::<32>(k).is_ok();
+    let (weight, ntor, flags): (&str, &str, &[&str]) = match (op, args) {
+        ("w", [w]) if number(w) => (w, fields[5], &fields[7..]),
+        ("m", [w, flags @ ..]) if number(w) && !flags.is_empty() => (w, fields[5], flags),
+        ("k", [ntor, w, flags @ ..]) if key(ntor) && number(w) && !flags.is_empty() => {
+            (w, ntor, flags)
         }
-        _ => return Err("bad arguments to `w` or `m`"),
+        _ => return Err("bad arguments to `w`, `m` or `k`"),
     };
     out.push_str(&fields[..4].join(" "));
-    for f in [weight, fields[5], fields[6], &published]
+    for f in [weight, ntor, fields[6]]
         .into_iter()
         .chain(flags.iter().copied())
     {
@@ -467,10 +457,7 @@ mod tests {
             match choices.get(i).copied().unwrap_or(0) % 6 {
                 0 => continue,
                 1 => e.bandwidth = e.bandwidth.wrapping_add(1),
-                2 => {
-                    e.published = e.published.wrapping_add(3600);
-                    e.flags = Flags::from_bits(e.flags.bits() ^ 1);
-                }
+                2 => e.flags = Flags::from_bits(e.flags.bits() ^ 1),
                 3 => e.ntor_key[0] ^= 1,
                 _ => {}
             }
@@ -518,7 +505,6 @@ mod tests {
                     bandwidth: 1000,
                     ntor_key: [i; 32],
                     link_key: [i; 32],
-                    published: 100,
                     flags: Flags::RUNNING | Flags::VALID,
                     family: vec![],
                 }
@@ -540,6 +526,32 @@ mod tests {
             diff.contains("\nkeep 1\nw 2000\nkeep 1\ndrop 1\nsignatures 1\n"),
             "{diff}"
         );
+    }
+
+    #[test]
+    fn a_rotated_onion_key_costs_one_line() {
+        let (base, mut target) = pair();
+        target.relays[0].ntor_key = [0xab; 32];
+        target.signatures.clear();
+        let sig = target.sign_body(&key()).unwrap();
+        target.add_signature(key().public(), sig);
+        let diff = consensus_diff(&base, &target).unwrap();
+        let line = format!("k {} 1000 Running Valid\n", "ab".repeat(32));
+        assert!(diff.contains(&line), "{diff}");
+        assert!(!diff.contains("add "), "{diff}");
+        let base_text = base.encode().unwrap();
+        assert_eq!(
+            apply_diff(&base_text, &diff).unwrap(),
+            target.encode().unwrap()
+        );
+        // A key that is not 64 hex digits, or missing flags, is refused.
+        for bad in [
+            format!("k {} 1000 Running Valid\n", "ab".repeat(31)),
+            format!("k {} 1000 Running Valid\n", "zz".repeat(32)),
+            format!("k {} 1000\n", "ab".repeat(32)),
+        ] {
+            assert!(apply_diff(&base_text, &diff.replace(&line, &bad)).is_err());
+        }
     }
 
     #[test]

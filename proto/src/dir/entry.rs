@@ -4,9 +4,14 @@
 //! An entry is one `r` line and, when the relay declares a family, one `f` line:
 //!
 //! ```text
-//! r <nickname> <identity hex32> <ip:port> <bandwidth> <ntor hex32> <link hex32> <published> <flags>
+//! r <nickname> <identity hex32> <ip:port> <bandwidth> <ntor hex32> <link hex32> <flags>
 //! f <fingerprint hex20> …
 //! ```
+//!
+//! An entry carries no published time and no descriptor digest: both change every time a relay
+//! republishes an unchanged descriptor, and an entry must stay the same text while nothing a
+//! client uses changed, so that consensus diffs (§5.12) cost nothing for it. The binding of an
+//! entry to one descriptor lives in the votes, which name descriptor digests (§5.3, §5.7).
 //!
 //! `<flags>` is the words of the set flags in the order `Fast Guard Mailbox Running Stable
 //! Valid`, or `-` when none is set.
@@ -129,8 +134,6 @@ pub struct RelayEntry {
     pub ntor_key: [u8; 32],
     /// Its Noise static link key.
     pub link_key: [u8; 32],
-    /// The published time of the descriptor this entry comes from.
-    pub published: u64,
     /// Its flags.
     pub flags: Flags,
     /// Its declared family: sorted, unique, at most 16.
@@ -141,14 +144,13 @@ impl RelayEntry {
     /// The `r` line, without its newline.
     pub fn r_line(&self) -> String {
         format!(
-            "r {} {} {} {} {} {} {} {}",
+            "r {} {} {} {} {} {} {}",
             self.nickname,
             hex::encode(self.identity.as_bytes()),
             self.address,
             self.bandwidth,
             hex::encode(&self.ntor_key),
             hex::encode(&self.link_key),
-            self.published,
             self.flags
         )
     }
@@ -186,7 +188,6 @@ impl RelayEntry {
         let bandwidth = a.u64("bandwidth")?;
         let ntor_key = a.hex32("ntor key")?;
         let link_key = a.hex32("link key")?;
-        let published = a.u64("published time")?;
         let words = a.rest();
         let flags = parse_flags(&words).map_err(|e| a.error(e))?;
         let mut family = Vec::new();
@@ -210,7 +211,6 @@ impl RelayEntry {
             bandwidth,
             ntor_key,
             link_key,
-            published,
             flags,
             family,
         })
@@ -298,34 +298,30 @@ pub(crate) mod tests {
             1u16..,
             any::<u64>(),
             any::<[u8; 32]>(),
-            any::<u64>(),
             0u8..64,
             proptest::collection::btree_set(any::<[u8; 20]>(), 0..=3),
         )
-            .prop_map(
-                |(nickname, seed, ip, port, bandwidth, key, published, bits, fam)| {
-                    let identity = IdentityKeypair::from_secret_bytes(&seed).public();
-                    let address = if ip[0] % 2 == 0 {
-                        SocketAddr::from(([ip[1], ip[2], ip[3], ip[4].max(1)], port))
-                    } else {
-                        let mut v6 = ip;
-                        v6[15] |= 1;
-                        SocketAddr::from((v6, port))
-                    };
-                    RelayEntry {
-                        id: RelayId::of(&identity),
-                        nickname,
-                        identity,
-                        address,
-                        bandwidth,
-                        ntor_key: key,
-                        link_key: seed,
-                        published,
-                        flags: Flags::from_bits(bits),
-                        family: fam.into_iter().map(RelayId).collect(),
-                    }
-                },
-            )
+            .prop_map(|(nickname, seed, ip, port, bandwidth, key, bits, fam)| {
+                let identity = IdentityKeypair::from_secret_bytes(&seed).public();
+                let address = if ip[0] % 2 == 0 {
+                    SocketAddr::from(([ip[1], ip[2], ip[3], ip[4].max(1)], port))
+                } else {
+                    let mut v6 = ip;
+                    v6[15] |= 1;
+                    SocketAddr::from((v6, port))
+                };
+                RelayEntry {
+                    id: RelayId::of(&identity),
+                    nickname,
+                    identity,
+                    address,
+                    bandwidth,
+                    ntor_key: key,
+                    link_key: seed,
+                    flags: Flags::from_bits(bits),
+                    family: fam.into_iter().map(RelayId).collect(),
+                }
+            })
     }
 
     #[test]
