@@ -12,9 +12,35 @@ use shallot_link::LinkError;
 use shallot_proto::cell::DestroyReason;
 use thiserror::Error;
 
-use crate::circuit::HopNum;
-use crate::netdir::DirError;
+use crate::circuit::hop::HopNum;
 use crate::path::PathError;
+use shallot_directory::FetchError;
+
+/// Why no consensus is available.
+#[derive(Debug, Clone, Error)]
+pub enum DirError {
+    /// Nothing was cached and no fetch has been tried yet.
+    #[error("cannot get a consensus: no consensus fetched yet")]
+    NotYetFetched,
+    /// No authority answered and nothing usable was cached.
+    #[error("cannot get a consensus: {0}")]
+    Unavailable(#[source] Arc<FetchError>),
+    /// The consensus held has expired and no newer one was fetched.
+    #[error("the consensus expired {ago} s ago{}", match (.last_failure, .refreshing) {
+        (Some(e), _) => format!(" and no authority answered: {e}"),
+        (None, true) => "; no newer one fetched yet".to_string(),
+        (None, false) => "; nothing refreshes it in this process".to_string(),
+    })]
+    Expired {
+        /// Seconds since it expired.
+        ago: u64,
+        /// Why the last fetch failed, if one was tried since the last success.
+        #[source]
+        last_failure: Option<Arc<FetchError>>,
+        /// Whether a background refresh runs ([`NetDir::start_refresher`]).
+        refreshing: bool,
+    },
+}
 
 /// Why the transport could not do what was asked.
 #[derive(Debug, Clone, Error)]

@@ -17,36 +17,11 @@ use shallot_directory::verify::ConsensusCache;
 use shallot_directory::VerifiedConsensus;
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
-use thiserror::Error;
 use tracing::{debug, info};
 
 use crate::dir_cache::{sources, CacheError, CacheStats, GuardDirectory, Source};
 
-/// Why no consensus is available.
-#[derive(Debug, Clone, Error)]
-pub enum DirError {
-    /// Nothing was cached and no fetch has been tried yet.
-    #[error("cannot get a consensus: no consensus fetched yet")]
-    NotYetFetched,
-    /// No authority answered and nothing usable was cached.
-    #[error("cannot get a consensus: {0}")]
-    Unavailable(#[source] Arc<FetchError>),
-    /// The consensus held has expired and no newer one was fetched.
-    #[error("the consensus expired {ago} s ago{}", match (.last_failure, .refreshing) {
-        (Some(e), _) => format!(" and no authority answered: {e}"),
-        (None, true) => "; no newer one fetched yet".to_string(),
-        (None, false) => "; nothing refreshes it in this process".to_string(),
-    })]
-    Expired {
-        /// Seconds since it expired.
-        ago: u64,
-        /// Why the last fetch failed, if one was tried since the last success.
-        #[source]
-        last_failure: Option<Arc<FetchError>>,
-        /// Whether a background refresh runs ([`NetDir::start_refresher`]).
-        refreshing: bool,
-    },
-}
+pub use crate::err::DirError;
 
 /// How far this device's clock was from an authority's at the last fetch that had an answer
 /// (`docs/spec.md` §11.1, clock skew).

@@ -1,5 +1,5 @@
 //! No two files of a crate import each other in a circle (issue 11): this reads every `.rs`
-//! file under `src/` of the relay, link and proto crates, finds the paths each uses into the
+//! file under `src/` of the relay, link, net and proto crates, finds the paths each uses into the
 //! rest of its crate (`crate::…`, `super::…`, `self::…` and child modules, in `use` trees and
 //! in code), resolves each to the file that defines its module, and fails on any cycle of
 //! files. Inline modules (`mod tests { … }`) are followed, so `super::*` in a test module
@@ -388,6 +388,11 @@ fn relay_files_import_each_other_in_no_circle() {
 #[test]
 fn link_files_import_each_other_in_no_circle() {
     check("link", &[]);
+}
+
+#[test]
+fn net_files_import_each_other_in_no_circle() {
+    check("net", &[]);
 }
 
 /// `proto::dir` (directory documents) is left out: `dir.rs` and its children still import
