@@ -132,10 +132,21 @@ async fn client(dir: &Path, network: NetworkFile) -> Result<Arc<Messenger>, Benc
         ..MessengerConfig::default()
     };
     let m = Messenger::open(dir, network, config).map_err(BenchError::other)?;
-    m.connect()
-        .await
-        .map_err(|e| BenchError::Other(format!("client {}: {e}", dir.display())))?;
-    Ok(m)
+    // A consensus may drop a relay the network listed a moment ago (a reachability test
+    // missed under load): try again with the next one rather than lose the client.
+    let mut last = None;
+    for attempt in 0..3u64 {
+        match m.connect().await {
+            Ok(()) => return Ok(m),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(1 + attempt * 2)).await;
+    }
+    Err(BenchError::Other(format!(
+        "client {}: {}",
+        dir.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 /// CPU time used so far by the processes `pids`, seconds.
@@ -227,8 +238,7 @@ async fn measure(
     );
 
     // The clients, set up a few at a time.
-    let pairs = size.clients / 2;
-    let n = pairs * 2;
+    let n = size.clients / 2 * 2;
     let setup_started = Instant::now();
     let gate = Arc::new(Semaphore::new(SETUP_AT_ONCE));
     let mut setups = Vec::with_capacity(n);
@@ -241,9 +251,29 @@ async fn measure(
         }));
     }
     let mut messengers = Vec::with_capacity(n);
+    let mut setup_failures = Vec::new();
     for s in setups {
-        messengers.push(s.await.map_err(BenchError::other)??);
+        match s.await.map_err(BenchError::other)? {
+            Ok(m) => messengers.push(m),
+            Err(e) => setup_failures.push(e.to_string()),
+        }
     }
+    if let Some(e) = setup_failures.first() {
+        eprintln!(
+            "{} clients could not connect; the first: {e}",
+            setup_failures.len()
+        );
+    }
+    // The rest run, in pairs; a run where most could not connect says nothing.
+    if messengers.len() < n / 2 {
+        return Err(BenchError::Other(format!(
+            "only {} of {n} clients connected",
+            messengers.len()
+        )));
+    }
+    let pairs = messengers.len() / 2;
+    let n = pairs * 2;
+    messengers.truncate(n);
     let setup = setup_started.elapsed();
     eprintln!("{n} clients connected in {:.1} s", setup.as_secs_f64());
 
@@ -425,7 +455,9 @@ async fn measure(
     let figures = vec![
         Figure::new("many-node run: network ready", ready.as_secs_f64(), "s").note(shape),
         Figure::new("many-node run: clients connected", setup.as_secs_f64(), "s").note(format!(
-            "{n} clients, {SETUP_AT_ONCE} at a time: consensus, circuits, bundle published"
+            "{n} clients, {SETUP_AT_ONCE} at a time: consensus, circuits, bundle published; \
+             {} could not connect",
+            setup_failures.len()
         )),
         Figure::new("many-node run: messages sent", sent as f64, "messages")
             .note(format!("{failed} sends failed")),
