@@ -5,6 +5,8 @@
 pub mod circuits;
 pub mod compare;
 pub mod cpu;
+pub mod many;
+pub mod many_plot;
 pub mod messaging;
 pub mod relay;
 pub mod soak;

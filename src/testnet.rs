@@ -412,6 +412,22 @@ impl Testnet {
         }
     }
 
+    /// The process ids of the authorities that run as processes of their own.
+    pub fn authority_pids(&self) -> Vec<u32> {
+        self.authorities
+            .iter()
+            .filter_map(|(_, n)| pid_of(n))
+            .collect()
+    }
+
+    /// The process ids of the relays that run as processes of their own.
+    pub fn relay_pids(&self) -> Vec<u32> {
+        self.relays
+            .iter()
+            .filter_map(|(_, n)| n.as_ref().and_then(pid_of))
+            .collect()
+    }
+
     /// The options it runs with.
     pub fn options(&self) -> &TestnetOptions {
         &self.options
@@ -505,6 +521,14 @@ impl Testnet {
         for s in stops {
             let _ = s.await;
         }
+    }
+}
+
+/// The process id of a node that runs as a process of its own.
+fn pid_of(node: &Node) -> Option<u32> {
+    match node {
+        Node::Process(child) => child.id(),
+        _ => None,
     }
 }
 

@@ -1,7 +1,8 @@
-//! `shallot bench [--json] [--compare FILE] [--soak] [--only GROUP] [--trace]`: starts its own
-//! test network and prints performance figures, each beside the raw limit measured in the same
-//! run (or, with `--soak`, the relay soak run's figures; with `--trace`, one message's path step
-//! by step); `--compare` sets them beside a run saved with `--json`.
+//! `shallot bench [--json] [--compare FILE] [--soak] [--only GROUP] [--trace] [--many ...]`:
+//! starts its own test network and prints performance figures, each beside the raw limit
+//! measured in the same run (or, with `--soak`, the relay soak run's figures; with `--trace`,
+//! one message's path step by step; with `--many`, the many-node run's); `--compare` sets them
+//! beside a run saved with `--json`.
 
 use std::time::Duration;
 
@@ -34,6 +35,28 @@ pub struct BenchArgs {
     /// of five sent one at a time).
     #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
     pub trace: bool,
+    /// Run only the many-node run instead: relay and authority processes, and many clients in
+    /// this process exchanging messages in pairs (`docs/many-nodes.md`).
+    #[arg(long, conflicts_with_all = ["soak", "only", "trace"])]
+    pub many: bool,
+    /// Relays of the many-node run, each a process of its own.
+    #[arg(long, default_value_t = 100, requires = "many")]
+    pub relays: usize,
+    /// Clients of the many-node run, all in this process, in pairs.
+    #[arg(long, default_value_t = 1000, requires = "many")]
+    pub clients: usize,
+    /// Seconds the many-node run's clients keep sending.
+    #[arg(long, default_value_t = 180, requires = "many")]
+    pub duration: u64,
+    /// Seconds between two messages of one client in the many-node run.
+    #[arg(long, default_value_t = 20.0, requires = "many")]
+    pub interval: f64,
+    /// The many-node network's voting interval, seconds (each client fetches every consensus).
+    #[arg(long, default_value_t = 10, requires = "many")]
+    pub voting_interval: u64,
+    /// Where the many-node run writes its plot (SVG).
+    #[arg(long, value_name = "FILE", requires = "many")]
+    pub svg: Option<std::path::PathBuf>,
 }
 
 /// Runs every benchmark.
@@ -57,7 +80,70 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         .enable_all()
         .build()
         .map_err(BenchError::other)?;
-    let figures = runtime.block_on(async {
+    let figures = if args.many {
+        runtime.block_on(many(&args))?
+    } else {
+        runtime.block_on(network_figures(&args, recorder.as_ref()))?
+    };
+    if let Some(saved) = saved {
+        for row in bench::compare::compare(&figures, &saved).map_err(BenchError::other)? {
+            println!("{}", bench::compare::render(&row));
+        }
+    } else if args.json {
+        let json = serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))
+            .map_err(BenchError::other)?;
+        println!("{json}");
+    } else {
+        for f in &figures {
+            println!("{:<62} {:>12.2} {}", f.name, f.value, f.unit);
+            if !f.note.is_empty() {
+                println!("    {}", f.note);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The many-node run, and its plot if asked for.
+async fn many(args: &BenchArgs) -> Result<Vec<Figure>, BenchError> {
+    if !(args.interval > 0.0 && args.interval.is_finite()) || args.duration == 0 {
+        return Err(BenchError::Other(
+            "--interval and --duration must be more than zero".into(),
+        ));
+    }
+    let size = bench::many::ManySize {
+        relays: args.relays,
+        clients: args.clients,
+        duration: Duration::from_secs(args.duration),
+        interval: Duration::from_secs_f64(args.interval),
+        voting_interval_secs: args.voting_interval.max(1),
+        binary: None,
+    };
+    let scratch = bench::scratch()?;
+    let result = bench::many::run(&size, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (figures, samples) = result?;
+    if let Some(path) = &args.svg {
+        let title = format!(
+            "Send to arrival: {} relays, {} clients, {} messages",
+            args.relays,
+            args.clients / 2 * 2,
+            samples.latencies.len()
+        );
+        let svg = bench::many_plot::plot(&title, &samples.latencies);
+        std::fs::write(path, svg).map_err(|e| {
+            BenchError::Other(format!("cannot write the plot {}: {e}", path.display()))
+        })?;
+    }
+    Ok(figures)
+}
+
+/// The figures of the usual run (or the soak, or the trace) on the 8-relay test network.
+async fn network_figures(
+    args: &BenchArgs,
+    recorder: Option<&bench::trace::Recorder>,
+) -> Result<Vec<Figure>, BenchError> {
+    {
         let scratch = bench::scratch()?;
         let mut options = TestnetOptions::new(scratch.join("net"));
         options.first_octet = 150;
@@ -77,7 +163,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             )
             .note("from start to a consensus listing every relay Running, held by every relay")];
             let wanted = |group: &str| args.only.as_deref().is_none_or(|o| o == group);
-            if let Some(recorder) = &recorder {
+            if let Some(recorder) = recorder {
                 let names = consensus
                     .relays
                     .iter()
@@ -128,22 +214,5 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         net.stop().await;
         let _ = std::fs::remove_dir_all(&scratch);
         result
-    })?;
-    if let Some(saved) = saved {
-        for row in bench::compare::compare(&figures, &saved).map_err(BenchError::other)? {
-            println!("{}", bench::compare::render(&row));
-        }
-    } else if args.json {
-        let json = serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))
-            .map_err(BenchError::other)?;
-        println!("{json}");
-    } else {
-        for f in &figures {
-            println!("{:<62} {:>12.2} {}", f.name, f.value, f.unit);
-            if !f.note.is_empty() {
-                println!("    {}", f.note);
-            }
-        }
     }
-    Ok(())
 }
