@@ -73,6 +73,12 @@ pub struct NetDir {
     last_guard_failure: Mutex<Option<String>>,
 }
 
+/// Seconds a client waits past fresh-until before asking for the next consensus, beyond its
+/// random delay: relays fetch at fresh-until (plus a fifth of a second) and then prepare it to
+/// serve, and a client that asked its guard before that would go to the authorities instead
+/// (`docs/spec.md` §5.13).
+const GUARD_LEAD: u64 = 1;
+
 impl NetDir {
     /// A client of the authorities in `network`, caching in `data_dir/consensus.txt`.
     pub fn new(network: NetworkFile, data_dir: &Path) -> Self {
@@ -300,7 +306,8 @@ impl NetDir {
     }
 
     /// When to fetch next. Authorities publish each consensus at the previous one's
-    /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus a
+    /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus
+    /// one second (by then the guards, which fetch at fresh-until, hold it to serve) plus a
     /// random delay (up to an eighth of the period, at most 30 s, so that clients do not all
     /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 64 s.
     pub fn next_refresh(&self) -> Duration {
@@ -309,7 +316,7 @@ impl NetDir {
             Some(c) if now < c.fresh_until => {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
                 let jitter = rand::random::<u64>() % (span / 8).clamp(1, 30);
-                Duration::from_secs(c.fresh_until - now + jitter)
+                Duration::from_secs(c.fresh_until - now + GUARD_LEAD + jitter)
             }
             _ => {
                 let failures = self
@@ -431,11 +438,12 @@ mod tests {
         let dir = held(&clock);
         for _ in 0..50 {
             let wait = dir.next_refresh().as_secs();
-            // 800 s to fresh-until, then up to min(800 / 8, 30) s of jitter.
-            assert!((800..830).contains(&wait), "{wait}");
+            // 800 s to fresh-until, 1 s for the guards to fetch it, then up to
+            // min(800 / 8, 30) s of jitter.
+            assert!((801..831).contains(&wait), "{wait}");
         }
         clock.set(1700);
-        assert!((100..130).contains(&dir.next_refresh().as_secs()));
+        assert!((101..131).contains(&dir.next_refresh().as_secs()));
     }
 
     /// An authority that answers "Tue, 01 Dec 2026 03:30:00 GMT" (1796095800), refusing.
