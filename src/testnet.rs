@@ -331,12 +331,16 @@ impl Testnet {
                 "--nickname".into(),
                 name.clone(),
             ];
+            // Relays fetch each consensus when the schedule says it is served; the refresh
+            // is only the longest wait besides, so a voting interval's worth is enough (every
+            // second, 100 relay processes took most of two cores at rest).
+            let refresh = self.options.voting_interval_secs.max(1).to_string();
             for (flag, value) in [
                 ("--connections-per-ip", "100000"),
                 ("--create-rate", "100000"),
                 ("--create-burst", "100000"),
                 ("--circuits-per-link", "100000"),
-                ("--consensus-refresh", "1"),
+                ("--consensus-refresh", refresh.as_str()),
                 ("--publish-interval", "60"),
             ] {
                 args.push(flag.into());
