@@ -56,6 +56,6 @@ fn a_network_across_hosts_in_namespaces() {
     // No retry was needed: on real hosts the first try must work, as on loopback.
     assert!(
         !stdout.contains("failed"),
-        "a step needed a retry:\n{stdout}"
+        "a step needed a retry:\n{stdout}\n{stderr}"
     );
 }

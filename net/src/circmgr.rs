@@ -223,11 +223,15 @@ impl CircuitManager {
 
 impl GuardDirectory for CircuitManager {
     fn dir_guards(&self, consensus: &VerifiedConsensus) -> Vec<RelayEntry> {
+        // A guard that failed lately (its link could not be opened, for one) is not asked:
+        // it would cost the whole wait before the next source.
+        let avoid = self.recent_failures();
         let mut guards = lock(&self.guards);
         guards.update_at(consensus, self.dir.unix_now(), &mut rand::thread_rng());
         guards
             .guards()
             .iter()
+            .filter(|id| !avoid.contains(id))
             .filter_map(|id| consensus.relay(id).cloned())
             .collect()
     }
@@ -240,7 +244,18 @@ impl GuardDirectory for CircuitManager {
         limit: Duration,
     ) -> GuardFetch<'a> {
         Box::pin(async move {
-            let chan = self.builder.channel_to(guard).await?;
+            // Opening the link counts against the same limit; a guard that cannot be reached
+            // is left out of new paths and directory requests for the failure memory.
+            let opened = tokio::time::timeout(limit, self.builder.channel_to(guard))
+                .await
+                .unwrap_or(Err(NetError::Timeout(BuildStep::Creating)));
+            let chan = match opened {
+                Ok(chan) => chan,
+                Err(e) => {
+                    lock(&self.failures).note(guard.id, self::now());
+                    return Err(e.into());
+                }
+            };
             let hop = HopSpec::from(guard);
             fetch_from_guard(chan, &hop, Some(held), self.dir.network(), now, limit).await
         })

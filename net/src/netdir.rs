@@ -242,15 +242,18 @@ impl NetDir {
         let now = self.clock.unix_now();
         let guards = source.dir_guards(held);
         let ids: Vec<_> = guards.iter().map(|g| g.id).collect();
+        // The guards together get one request's time: past it, the authorities are asked.
+        let deadline = tokio::time::Instant::now() + self.fetch_timeout;
         for next in sources(now <= held.valid_until, &ids) {
             let Source::Guard(id) = next else { break };
             let Some(guard) = guards.iter().find(|g| g.id == id) else {
                 continue;
             };
-            match source
-                .fetch_from(guard, held, now, self.fetch_timeout)
-                .await
-            {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match source.fetch_from(guard, held, now, left).await {
                 Ok(got) => {
                     self.cache_stats.from_guards.fetch_add(1, Ordering::Relaxed);
                     debug!(guard = %guard.nickname, "consensus from the guard");
@@ -375,6 +378,55 @@ mod tests {
     use super::*;
     use crate::testing;
     use shallot_rt::FakeClock;
+
+    /// Guards whose directory answers never come.
+    struct Stalling {
+        guards: Vec<shallot_proto::dir::RelayEntry>,
+        asked: Mutex<usize>,
+    }
+
+    impl GuardDirectory for Stalling {
+        fn dir_guards(&self, _: &VerifiedConsensus) -> Vec<shallot_proto::dir::RelayEntry> {
+            self.guards.clone()
+        }
+
+        fn fetch_from<'a>(
+            &'a self,
+            _: &'a shallot_proto::dir::RelayEntry,
+            _: &'a Consensus,
+            _: u64,
+            limit: Duration,
+        ) -> crate::dir_cache::GuardFetch<'a> {
+            *lock(&self.asked) += 1;
+            Box::pin(async move {
+                tokio::time::sleep(limit).await;
+                Err(CacheError::Timeout {
+                    limit,
+                    got: 0,
+                    of: None,
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalling_guards_together_cost_one_request_time() {
+        // An unreachable guard and then a silent one must not hold the refresh for one time
+        // limit each before the authorities are asked.
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        let consensus = dir.consensus().unwrap();
+        let stalling = Arc::new(Stalling {
+            guards: consensus.relays[..2].to_vec(),
+            asked: Mutex::new(0),
+        });
+        let source: Arc<dyn GuardDirectory> = stalling.clone();
+        dir.set_guard_directory(Arc::downgrade(&source));
+        let started = tokio::time::Instant::now();
+        assert!(dir.refresh_from_guards(&consensus).await.is_none());
+        assert_eq!(started.elapsed(), dir.fetch_timeout);
+        assert_eq!(*lock(&stalling.asked), 1, "the first took all the time");
+    }
 
     /// A consensus valid from 1000, fresh until 1800, valid until 4600.
     fn held(clock: &Arc<FakeClock>) -> NetDir {
