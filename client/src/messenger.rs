@@ -43,6 +43,7 @@ pub use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
 use crate::mailbox::{CircuitMailboxes, Isolation, MailboxAccess};
 use crate::ring;
+use crate::store::group::GroupCommit;
 use crate::store::strangers::StrangerLimits;
 use crate::store::{OutState, Store, StoredMessage};
 
@@ -120,8 +121,10 @@ pub enum MessengerEvent {
 
 /// A user's messenger, reaching mailbox relays through `M`.
 pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
-    store: Mutex<Store>,
-    me: IdentityKeypair,
+    store: Arc<Mutex<Store>>,
+    /// Commits to `store` off the async runtime, in groups (`store::group`).
+    commits: GroupCommit,
+    me: Arc<IdentityKeypair>,
     dir: Arc<NetDir>,
     mailboxes: M,
     clock: Arc<dyn WallClock>,
@@ -184,9 +187,11 @@ impl<M: MailboxAccess> Messenger<M> {
         clock: Arc<dyn WallClock>,
         config: MessengerConfig,
     ) -> Result<Arc<Self>, MessengerError> {
-        let me = store.identity()?;
+        let me = Arc::new(store.identity()?);
+        let store = Arc::new(Mutex::new(store));
         Ok(Arc::new(Messenger {
-            store: Mutex::new(store),
+            commits: GroupCommit::new(store.clone()),
+            store,
             me,
             dir,
             mailboxes,

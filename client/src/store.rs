@@ -7,6 +7,7 @@
 //! ([`strangers`]). The schema grows by [`MIGRATIONS`], applied in order.
 
 pub mod at_rest;
+pub mod group;
 pub mod strangers;
 
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::RelayId;
-use shallot_rt::AbortOnDrop;
+use shallot_rt::{lock, AbortOnDrop};
 use tracing::debug;
 
 use super::{Messenger, MessengerError, MessengerEvent};
@@ -19,6 +19,9 @@ use crate::e2e::session::{self, Opened};
 use crate::e2e::wire::Content;
 use crate::ids::EnvelopeId;
 use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
+use crate::store::strangers::StrangerLimits;
+use crate::store::Store;
+use shallot_crypto::keys::IdentityKeypair;
 use shallot_proto::mailbox::{MailboxId, MAX_ACK_IDS};
 
 /// Epochs back that are drained when a client has been away.
@@ -56,13 +59,14 @@ impl<M: MailboxAccess> Messenger<M> {
         &self,
         envelopes: &[(EnvelopeId, Vec<u8>)],
     ) -> Result<Vec<Handled>, MessengerError> {
-        let mut events = Vec::new();
         tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
+        let recording = self.recording();
         let store = self.store();
+        let mut events = Vec::new();
         let handled = store.atomically_then_scrub(|store| {
             envelopes
                 .iter()
-                .map(|(id, envelope)| self.record_envelope(store, id, envelope, &mut events))
+                .map(|(id, envelope)| recording.record(store, id, envelope, &mut events))
                 .collect::<Result<Vec<_>, _>>()
         });
         if handled.is_ok() {
@@ -75,85 +79,47 @@ impl<M: MailboxAccess> Messenger<M> {
         handled
     }
 
-    /// Keeps what strangers make the store hold within the configured limits, telling the
-    /// user when something was dropped.
-    fn limit_strangers(
+    /// [`Messenger::handle_envelopes`] for envelopes pushed as they arrive: recorded on a
+    /// blocking thread, in one transaction with whatever else waits to be committed (the
+    /// copies the other replicas pushed, messages being sent), so neither the async runtime
+    /// nor the other subscriptions wait for the disk. What they say is shown as soon as they
+    /// are opened and recorded, before the commit ends: they stay on the mailbox relays,
+    /// which keep them on disk until this client acknowledges them, and it does so only once
+    /// the commit is done. (Should the commit fail, they come again and are shown again.)
+    pub async fn handle_pushed(
         &self,
-        store: &crate::store::Store,
-        events: &mut Vec<MessengerEvent>,
-    ) -> Result<(), MessengerError> {
-        let dropped = store.limit_strangers(&self.config.strangers)?;
-        if dropped > 0 {
-            events.push(MessengerEvent::Notice(
-                crate::store::strangers::dropped_notice(dropped),
-            ));
-        }
-        Ok(())
+        envelopes: Vec<(EnvelopeId, Vec<u8>)>,
+    ) -> Result<Vec<Handled>, MessengerError> {
+        tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
+        let recording = self.recording();
+        let listener = lock(&self.events).clone();
+        let handled = self
+            .commits
+            .run(move |store| {
+                let mut events = Vec::new();
+                let handled = envelopes
+                    .iter()
+                    .map(|(id, envelope)| recording.record(store, id, envelope, &mut events))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tracing::trace!(target: "shallot_trace", "recipient: recorded, shown before the commit");
+                if let Some(tx) = listener {
+                    for e in events {
+                        let _ = tx.send(e);
+                    }
+                }
+                Ok::<_, MessengerError>(handled)
+            })
+            .await?;
+        tracing::trace!(target: "shallot_trace", "recipient: committed");
+        Ok(handled)
     }
 
-    fn record_envelope(
-        &self,
-        store: &crate::store::Store,
-        id: &EnvelopeId,
-        envelope: &[u8],
-        events: &mut Vec<MessengerEvent>,
-    ) -> Result<Handled, MessengerError> {
-        let now = self.now();
-        // The id is the hash of the bytes: a relay that sends other bytes under a real
-        // envelope's id gets them refused here, without the genuine copies being marked seen.
-        if EnvelopeId::of(envelope) != *id {
-            debug!("a relay sent an envelope under the wrong id");
-            return Ok(Handled::Rejected);
-        }
-        if !store.first_sight_of_envelope(id, now)? {
-            return Ok(Handled::Duplicate);
-        }
-        let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {
-            Ok(opened) => opened,
-            Err(e) => {
-                debug!("envelope refused: {e}");
-                return Ok(Handled::Rejected);
-            }
-        };
-        tracing::trace!(target: "shallot_trace", "recipient: opened");
-        match content {
-            Content::Text { id, sent_at, text } => {
-                let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;
-                store.queue_ack(&sender, &id)?;
-                let stranger = store.contact_by_key(&sender)?.is_none();
-                if stranger && !store.is_ignored(&sender)? {
-                    store.note_request(&sender, now)?;
-                }
-                if stranger {
-                    self.limit_strangers(store, events)?;
-                }
-                let msg = store.message(&id)?;
-                if new {
-                    if stranger {
-                        events.push(MessengerEvent::Request { peer: sender });
-                    }
-                    if let Some(m) = msg {
-                        events.push(MessengerEvent::Message(m));
-                    }
-                    Ok(Handled::NewMessage)
-                } else {
-                    Ok(Handled::Known)
-                }
-            }
-            Content::Ack { ids } => {
-                if store.contact_by_key(&sender)?.is_none() {
-                    // A stranger's acknowledgement acknowledges nothing; its session goes.
-                    self.limit_strangers(store, events)?;
-                }
-                let changed = store.mark_delivered(&sender, &ids)?;
-                for id in changed {
-                    events.push(MessengerEvent::Delivery {
-                        id,
-                        state: crate::store::OutState::Delivered,
-                    });
-                }
-                Ok(Handled::Known)
-            }
+    /// What recording an envelope needs, apart from the store.
+    fn recording(&self) -> Recording {
+        Recording {
+            me: self.me.clone(),
+            strangers: self.config.strangers,
+            now: self.now(),
         }
     }
 
@@ -305,6 +271,98 @@ impl<M: MailboxAccess> Messenger<M> {
     }
 }
 
+/// Opens and records arriving envelopes inside a transaction: the identity, the limits on
+/// strangers and the time, taken from the messenger beforehand.
+struct Recording {
+    me: Arc<IdentityKeypair>,
+    strangers: StrangerLimits,
+    now: u64,
+}
+
+impl Recording {
+    /// Keeps what strangers make the store hold within the configured limits, telling the
+    /// user when something was dropped.
+    fn limit_strangers(
+        &self,
+        store: &Store,
+        events: &mut Vec<MessengerEvent>,
+    ) -> Result<(), MessengerError> {
+        let dropped = store.limit_strangers(&self.strangers)?;
+        if dropped > 0 {
+            events.push(MessengerEvent::Notice(
+                crate::store::strangers::dropped_notice(dropped),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record(
+        &self,
+        store: &Store,
+        id: &EnvelopeId,
+        envelope: &[u8],
+        events: &mut Vec<MessengerEvent>,
+    ) -> Result<Handled, MessengerError> {
+        let now = self.now;
+        // The id is the hash of the bytes: a relay that sends other bytes under a real
+        // envelope's id gets them refused here, without the genuine copies being marked seen.
+        if EnvelopeId::of(envelope) != *id {
+            debug!("a relay sent an envelope under the wrong id");
+            return Ok(Handled::Rejected);
+        }
+        if !store.first_sight_of_envelope(id, now)? {
+            return Ok(Handled::Duplicate);
+        }
+        let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {
+            Ok(opened) => opened,
+            Err(e) => {
+                debug!("envelope refused: {e}");
+                return Ok(Handled::Rejected);
+            }
+        };
+        tracing::trace!(target: "shallot_trace", "recipient: opened");
+        match content {
+            Content::Text { id, sent_at, text } => {
+                let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;
+                store.queue_ack(&sender, &id)?;
+                let stranger = store.contact_by_key(&sender)?.is_none();
+                if stranger && !store.is_ignored(&sender)? {
+                    store.note_request(&sender, now)?;
+                }
+                if stranger {
+                    self.limit_strangers(store, events)?;
+                }
+                let msg = store.message(&id)?;
+                if new {
+                    if stranger {
+                        events.push(MessengerEvent::Request { peer: sender });
+                    }
+                    if let Some(m) = msg {
+                        events.push(MessengerEvent::Message(m));
+                    }
+                    Ok(Handled::NewMessage)
+                } else {
+                    Ok(Handled::Known)
+                }
+            }
+            Content::Ack { ids } => {
+                if store.contact_by_key(&sender)?.is_none() {
+                    // A stranger's acknowledgement acknowledges nothing; its session goes.
+                    self.limit_strangers(store, events)?;
+                }
+                let changed = store.mark_delivered(&sender, &ids)?;
+                for id in changed {
+                    events.push(MessengerEvent::Delivery {
+                        id,
+                        state: crate::store::OutState::Delivered,
+                    });
+                }
+                Ok(Handled::Known)
+            }
+        }
+    }
+}
+
 /// One replica's subscription, kept up until aborted.
 async fn subscription<M: MailboxAccess>(
     me: Arc<Messenger<M>>,
@@ -348,13 +406,13 @@ async fn subscription<M: MailboxAccess>(
                         Err(_) => break,
                     }
                 }
-                let handled = me.handle_envelopes(&batch)?;
+                let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
+                let handled = me.handle_pushed(batch).await?;
                 if handled.contains(&Handled::NewMessage) {
                     // Acknowledge to the sender promptly, beside this subscription rather
                     // than in its way; a failure is retried by the periodic acknowledgements.
                     me.acks_soon();
                 }
-                let ids = batch.into_iter().map(|(id, _)| id).collect();
                 if let Err(e) = link.ack(&key, ids, me.config.request_timeout).await {
                     debug!("mailbox ack failed: {e}");
                 }

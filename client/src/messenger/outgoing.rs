@@ -132,10 +132,10 @@ impl<M: MailboxAccess> Messenger<M> {
             text: text.to_string(),
         };
         // With a session already there, recording the message and advancing the session are
-        // one transaction: one flush to disk before the message leaves. The log is scrubbed
-        // once the deposits are answered, not in the message's way. The deposit circuits are
-        // asked for first, so that their building goes on while the disk flushes (a circuit's
-        // next step waits only for the commit to end, not for the circuits to be ready).
+        // one transaction: one flush to disk before the message leaves. The deposit circuits
+        // are built meanwhile: the commit runs on a blocking thread, in a group with any
+        // other commit waiting (`store::group`), which also scrubs the log afterwards, out of
+        // the message's way.
         let has_session = !self.store().sessions(peer.as_bytes())?.is_empty();
         let plan = has_session.then(|| self.deposit_plan(&peer));
         let links = async {
@@ -144,27 +144,19 @@ impl<M: MailboxAccess> Messenger<M> {
                 _ => None,
             }
         };
-        let commit = async {
-            self.store().atomically_then_scrub(|store| {
-                store.insert_outgoing(
-                    &id,
-                    peer.as_bytes(),
-                    text,
-                    now,
-                    now + self.config.message_lifetime.as_secs(),
-                )?;
+        tracing::trace!(target: "shallot_trace", "sender: commit queued");
+        let commit = {
+            let me = self.me.clone();
+            let text = text.to_string();
+            let content = content.clone();
+            let name = contact.name.clone();
+            let expires = now + self.config.message_lifetime.as_secs();
+            self.commits.run(move |store| {
+                store.insert_outgoing(&id, peer.as_bytes(), &text, now, expires)?;
                 let sealed = if store.sessions(peer.as_bytes())?.is_empty() {
                     None
                 } else {
-                    Some(seal_with(
-                        store,
-                        &self.me,
-                        &peer,
-                        &content,
-                        None,
-                        &contact.name,
-                        now,
-                    )?)
+                    Some(seal_with(store, &me, &peer, &content, None, &name, now)?)
                 };
                 let msg = store
                     .message(&id)?
@@ -185,9 +177,7 @@ impl<M: MailboxAccess> Messenger<M> {
             (Some(envelope), _, _) => self.deposit_everywhere(&peer, envelope).await,
             (None, _, _) => self.seal_and_deposit(&msg.peer, &content).await,
         };
-        let report = self.record_attempt(&msg, 0, on_failure, outcome);
-        self.store().scrub();
-        report
+        self.record_attempt(&msg, 0, on_failure, outcome).await
     }
 
     /// Sends a failed or stuck message again now (the chat's retry key).
@@ -213,11 +203,12 @@ impl<M: MailboxAccess> Messenger<M> {
             text: msg.text.clone(),
         };
         let outcome = self.seal_and_deposit(&msg.peer, &content).await;
-        self.record_attempt(msg, attempt, on_failure, outcome)
+        self.record_attempt(msg, attempt, on_failure, outcome).await
     }
 
-    /// Records the outcome of a delivery attempt and tells the event listener.
-    fn record_attempt(
+    /// Records the outcome of a delivery attempt (in a group commit) and tells the event
+    /// listener.
+    async fn record_attempt(
         &self,
         msg: &StoredMessage,
         attempt: u32,
@@ -248,7 +239,10 @@ impl<M: MailboxAccess> Messenger<M> {
             }
             Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
         };
-        self.store().update_outgoing(&msg.id, &state, next)?;
+        let (id, recorded) = (msg.id, state.clone());
+        self.commits
+            .run(move |store| store.update_outgoing(&id, &recorded, next))
+            .await?;
         tracing::trace!(target: "shallot_trace", "sender: outcome recorded");
         self.emit(MessengerEvent::Delivery { id: msg.id, state });
         result
@@ -302,15 +296,11 @@ impl<M: MailboxAccess> Messenger<M> {
         } else {
             None
         };
-        let envelope = seal_with(
-            &self.store(),
-            &self.me,
-            &key,
-            content,
-            bundle.as_ref(),
-            &name,
-            self.now(),
-        )?;
+        let (me, content, now) = (self.me.clone(), content.clone(), self.now());
+        let envelope = self
+            .commits
+            .run(move |store| seal_with(store, &me, &key, &content, bundle.as_ref(), &name, now))
+            .await?;
         self.deposit_everywhere(&key, envelope).await
     }
 

@@ -1,0 +1,298 @@
+//! Group commit for the client store (`docs/spec.md` §10.7): work that must be on disk before
+//! the messenger goes on (a message recorded and its session advanced before it leaves, an
+//! arriving envelope recorded before it is shown and acknowledged) is queued here and run on
+//! a blocking thread, off the async runtime, so that what does not need the disk (building
+//! the deposit circuits, say) goes on meanwhile.
+//!
+//! One runner at a time takes every job waiting, runs each under a savepoint of one
+//! transaction (a job that fails is rolled back alone), commits once, and answers them all
+//! after the commit: a lone job is committed at once, and jobs that arrive during a commit go
+//! together in the next, so a burst of messages pays one flush to disk, not one each. Once no
+//! job has come for [`SCRUB_IDLE`] (or [`SCRUB_MAX`] after the first commit not yet scrubbed,
+//! when jobs keep coming), the runner checkpoints and truncates the write-ahead log
+//! ([`Store::scrub`]), so what the transactions replaced does not stay in it. The wait keeps
+//! the checkpoint's flushes out of the way of a message and of the answers that follow it
+//! (its deposits, the recipient's acknowledgement), and lets a conversation's burst share one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use shallot_rt::lock;
+use tokio::sync::oneshot;
+
+use super::{Store, StoreError};
+
+/// A queued job, its result type erased.
+trait Job: Send {
+    /// Runs the job inside the open transaction, under a savepoint of its own.
+    fn run(&mut self, store: &Store);
+    /// Answers the job once its batch is committed, or failed to commit (`committed` says
+    /// why).
+    fn answer(self: Box<Self>, committed: Result<(), &StoreError>);
+}
+
+struct Typed<T, E, F> {
+    work: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Typed<T, E, F>
+where
+    T: Send,
+    E: From<StoreError> + Send,
+    F: FnOnce(&Store) -> Result<T, E> + Send,
+{
+    fn run(&mut self, store: &Store) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        if let Err(e) = store.conn.execute_batch("SAVEPOINT job") {
+            self.result = Some(Err(E::from(StoreError::Db(e))));
+            return;
+        }
+        let result = work(store);
+        let end = match result {
+            Ok(_) => "RELEASE job",
+            Err(_) => "ROLLBACK TO job; RELEASE job",
+        };
+        self.result = Some(match store.conn.execute_batch(end) {
+            Ok(()) => result,
+            Err(e) => Err(E::from(StoreError::Db(e))),
+        });
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), &StoreError>) {
+        let result = match (committed, self.result) {
+            (Ok(()), Some(r)) => r,
+            (Ok(()), None) => Err(E::from(StoreError::Corrupt(
+                "a queued job never ran".into(),
+            ))),
+            (Err(_), Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(E::from(StoreError::Corrupt(format!(
+                "the store could not commit: {e}"
+            )))),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+/// How long the runner waits for another job after a commit before it scrubs the log.
+pub const SCRUB_IDLE: Duration = Duration::from_millis(25);
+
+/// The longest the log goes unscrubbed after a commit while jobs keep coming.
+pub const SCRUB_MAX: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Box<dyn Job>>,
+    /// Whether a runner is at work (it takes every job queued before it stops).
+    running: bool,
+}
+
+/// The group committer of one store.
+#[derive(Clone)]
+pub struct GroupCommit {
+    store: Arc<Mutex<Store>>,
+    queue: Arc<Mutex<Queue>>,
+    /// Signalled when a job is queued (for a runner waiting before it scrubs).
+    queued: Arc<Condvar>,
+    /// Transactions committed so far.
+    batches: Arc<AtomicU64>,
+}
+
+impl GroupCommit {
+    /// A group committer for `store` (which others may also lock: a job waits for them).
+    pub fn new(store: Arc<Mutex<Store>>) -> Self {
+        GroupCommit {
+            store,
+            queue: Arc::new(Mutex::new(Queue::default())),
+            queued: Arc::new(Condvar::new()),
+            batches: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many transactions it has committed (or tried to): fewer than the jobs run when
+    /// jobs waited together.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` in a transaction shared with the jobs queued beside it; returns its result
+    /// once that transaction is on disk. If `work` fails, what it wrote is rolled back and
+    /// the others' stands; if the commit fails, every job of the batch fails.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let start_runner = {
+            let mut queue = lock(&self.queue);
+            queue.jobs.push(Box::new(Typed {
+                work: Some(work),
+                result: None,
+                reply,
+            }));
+            !std::mem::replace(&mut queue.running, true)
+        };
+        self.queued.notify_one();
+        if start_runner {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.runner());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(E::from(StoreError::Corrupt(
+                "the store runner stopped".into(),
+            )))
+        })
+    }
+
+    /// Commits batches until nothing is waiting, then scrubs the log once.
+    fn runner(&self) {
+        // When the first commit not yet scrubbed was made.
+        let mut dirty: Option<Instant> = None;
+        loop {
+            if dirty.is_some() {
+                // Give the next job a moment to come before the log is scrubbed.
+                let queue = lock(&self.queue);
+                let _waited = self
+                    .queued
+                    .wait_timeout_while(queue, SCRUB_IDLE, |q| q.jobs.is_empty())
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            // The store first, then the jobs: those queued while it was busy go together.
+            let store = lock(&self.store);
+            let jobs = {
+                let mut queue = lock(&self.queue);
+                if queue.jobs.is_empty() && dirty.is_none() {
+                    queue.running = false;
+                    return;
+                }
+                std::mem::take(&mut queue.jobs)
+            };
+            if jobs.is_empty() || dirty.is_some_and(|since| since.elapsed() >= SCRUB_MAX) {
+                store.scrub();
+                dirty = None;
+            }
+            if !jobs.is_empty() {
+                self.batches.fetch_add(1, Ordering::Relaxed);
+                Self::commit(&store, jobs);
+                dirty.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Runs `jobs` in one transaction and answers them.
+    fn commit(store: &Store, mut jobs: Vec<Box<dyn Job>>) {
+        let n = jobs.len();
+        tracing::trace!(target: "shallot_trace", jobs = n, "client store: batch begins");
+        let committed = store.atomically_then_scrub(|store| {
+            for job in &mut jobs {
+                job.run(store);
+            }
+            Ok::<_, StoreError>(())
+        });
+        tracing::trace!(target: "shallot_trace", jobs = n, "client store: batch committed");
+        let committed = committed.as_ref().map(|_| ());
+        for job in jobs {
+            job.answer(committed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shallot_crypto::address::Address;
+    use shallot_crypto::keys::IdentityKeypair;
+
+    fn store() -> Arc<Mutex<Store>> {
+        let dir =
+            std::env::temp_dir().join(format!("shallot-client-group-{}", rand::random::<u64>()));
+        let store = Store::open(&dir).unwrap();
+        store.create_identity(None, 0).unwrap();
+        Arc::new(Mutex::new(store))
+    }
+
+    fn someone() -> Address {
+        Address::new(IdentityKeypair::generate(&mut rand::thread_rng()).public())
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_is_rolled_back_alone() {
+        let store = store();
+        let group = GroupCommit::new(store.clone());
+        let (kept, dropped) = (someone(), someone());
+        let ok = group.run(move |s| s.add_contact("kept", &kept, 0));
+        let failing = group.run(move |s| {
+            s.add_contact("dropped", &dropped, 0)?;
+            Err::<(), _>(StoreError::Corrupt("refused on purpose".into()))
+        });
+        let (a, b) = futures_util::future::join(ok, failing).await;
+        assert!(a.is_ok(), "{a:?}");
+        assert!(matches!(b, Err(StoreError::Corrupt(ref m)) if m == "refused on purpose"));
+        let log = {
+            let s = lock(&store);
+            assert!(s.contact("kept").unwrap().is_some());
+            assert!(s.contact("dropped").unwrap().is_none());
+            s.dir().join("shallot.db-wal")
+        };
+        // The log is scrubbed once nothing more has come for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) > 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_that_wait_are_committed_together() {
+        let store = store();
+        let group = GroupCommit::new(store.clone());
+        // Another thread holds the store, as a commit in progress would: every job queues
+        // behind it.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _guard = lock(&store);
+                let _ = holding.send(());
+                let _ = released.recv();
+            })
+        };
+        held.recv().unwrap();
+        let jobs: Vec<_> = (0..20)
+            .map(|i| {
+                let group = group.clone();
+                let address = someone();
+                tokio::spawn(async move {
+                    group
+                        .run(move |s| s.add_contact(&format!("c{i}"), &address, 0))
+                        .await
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock(&group.queue).jobs.len() < 20 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(lock(&group.queue).jobs.len(), 20, "the jobs never queued");
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        for j in jobs {
+            j.await.unwrap().unwrap();
+        }
+        assert_eq!(lock(&store).contacts().unwrap().len(), 20);
+        assert_eq!(
+            group.batches(),
+            1,
+            "20 waiting jobs took more than one commit"
+        );
+    }
+}
