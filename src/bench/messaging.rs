@@ -58,6 +58,7 @@ async fn arrival(
 /// warmed up by a few messages; each keeps circuits built ahead, as the chat does.
 struct Pair {
     alice: Arc<Messenger>,
+    bob: Arc<Messenger>,
     /// Both users' circuit pools kept full while this lives.
     _ahead: [shallot_rt::AbortOnDrop<()>; 2],
     /// Bob's events.
@@ -98,6 +99,7 @@ async fn pair(net: &Testnet, scratch: &Path) -> Result<Pair, BenchError> {
     }
     Ok(Pair {
         alice,
+        bob,
         _ahead: ahead,
         events,
         _receiver: receiver,
@@ -117,6 +119,18 @@ async fn one_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError
         .await
         .map_err(BenchError::other)?
         .map_err(BenchError::other)?;
+    // What follows a message (Bob's acknowledgement deposited for Alice, both stores
+    // scrubbing their logs) is let end before the next is sent, so that each is measured on a network
+    // at rest rather than beside the last one's aftermath.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let owed = pair.bob.store().pending_acks().map(|a| a.is_empty());
+        if owed.unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(shallot_client::store::group::SCRUB_IDLE * 2).await;
     Ok(at - start)
 }
 
