@@ -254,6 +254,16 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             ms(commit),
             "ms",
         ),
+        Figure::new(
+            "message latency floor: two durable commits in a row + one 3-hop round trip",
+            ms(commit * 2 + rtt50),
+            "ms",
+        )
+        .note(
+            "the durable deposit above, twice: the sender's session must be on its disk \
+             before the envelope leaves, the mailbox's copy on its disk before it is pushed; \
+             out to the mailbox and back to the recipient is one round trip",
+        ),
     ])
 }
 
