@@ -373,9 +373,9 @@ impl Store {
     }
 
     /// [`Store::atomically`] without the checkpoint: the caller calls [`Store::scrub`] soon
-    /// after, whatever happens, once what must not wait for it is done (a message on its way
-    /// to the network, or shown to the user). The flushes of the checkpoint stay off that
-    /// path; until it runs, the log holds what the transaction replaced.
+    /// after, whatever happens, once what must not wait for it is done (the group commit,
+    /// [`group`], scrubs once a burst of transactions is over). The flushes of the checkpoint
+    /// stay off that path; until it runs, the log holds what the transaction replaced.
     pub fn atomically_then_scrub<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
@@ -388,9 +388,12 @@ impl Store {
             .map_err(|e| E::from(StoreError::Db(e)))?;
         match f(self) {
             Ok(v) => {
-                self.conn
-                    .execute_batch("COMMIT")
-                    .map_err(|e| E::from(StoreError::Db(e)))?;
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    // SQLite may leave the transaction open after a failed commit: end it,
+                    // or the next transaction would join it and never reach the disk.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(E::from(StoreError::Db(e)));
+                }
                 tracing::trace!(target: "shallot_trace", "client store: committed");
                 Ok(v)
             }

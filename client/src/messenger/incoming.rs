@@ -315,6 +315,9 @@ impl Recording {
         }
         let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {
             Ok(opened) => opened,
+            // The store failing is not the envelope's fault: the batch fails, unacknowledged,
+            // and the envelope comes again.
+            Err(session::SessionError::Store(e)) => return Err(e.into()),
             Err(e) => {
                 debug!("envelope refused: {e}");
                 return Ok(Handled::Rejected);

@@ -9,8 +9,10 @@
 //! magic string), as every store made before encryption was.
 //!
 //! In either form `secure_delete` overwrites deleted rows, and the write-ahead log is
-//! checkpointed and truncated after each transaction ([`super::Store::atomically`]), so an old
-//! ratchet state or a dropped prekey does not linger in the log.
+//! checkpointed and truncated after each transaction ([`super::Store::atomically`]), or for the
+//! messenger's grouped transactions once a burst of them is over ([`super::group`]: 25 ms
+//! without one, at most 500 ms), so an old ratchet state or a dropped prekey does not linger
+//! in the log.
 
 use std::fmt::Write as _;
 use std::io::Read;

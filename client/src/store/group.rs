@@ -14,6 +14,7 @@
 //! the checkpoint's flushes out of the way of a message and of the answers that follow it
 //! (its deposits, the recipient's acknowledgement), and lets a conversation's burst share one.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -48,17 +49,30 @@ where
         let Some(work) = self.work.take() else {
             return;
         };
+        // Outside the batch's transaction (SQLite rolled it back after an I/O error), a
+        // savepoint would start and commit a transaction of its own: refuse instead.
+        if store.conn.is_autocommit() {
+            self.result = Some(Err(E::from(StoreError::Corrupt(
+                "the store's transaction ended early".into(),
+            ))));
+            return;
+        }
         if let Err(e) = store.conn.execute_batch("SAVEPOINT job") {
             self.result = Some(Err(E::from(StoreError::Db(e))));
             return;
         }
-        let result = work(store);
+        // A panicking job fails alone, rolled back, instead of taking the runner down.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(store)))
+            .unwrap_or_else(|_| Err(E::from(StoreError::Corrupt("a store job panicked".into()))));
         let end = match result {
             Ok(_) => "RELEASE job",
             Err(_) => "ROLLBACK TO job; RELEASE job",
         };
         self.result = Some(match store.conn.execute_batch(end) {
-            Ok(()) => result,
+            Ok(()) if !store.conn.is_autocommit() => result,
+            Ok(()) => Err(E::from(StoreError::Corrupt(
+                "the store's transaction ended early".into(),
+            ))),
             Err(e) => Err(E::from(StoreError::Db(e))),
         });
     }
@@ -89,6 +103,17 @@ struct Queue {
     jobs: Vec<Box<dyn Job>>,
     /// Whether a runner is at work (it takes every job queued before it stops).
     running: bool,
+}
+
+/// Marks the runner stopped if it unwinds, so that the next job starts another.
+struct StopGuard<'a>(&'a Mutex<Queue>);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(self.0).running = false;
+        }
+    }
 }
 
 /// The group committer of one store.
@@ -152,6 +177,8 @@ impl GroupCommit {
 
     /// Commits batches until nothing is waiting, then scrubs the log once.
     fn runner(&self) {
+        // Should the runner itself fail, the next job starts another.
+        let _stopped = StopGuard(&self.queue);
         // When the first commit not yet scrubbed was made.
         let mut dirty: Option<Instant> = None;
         loop {
@@ -173,14 +200,17 @@ impl GroupCommit {
                 }
                 std::mem::take(&mut queue.jobs)
             };
-            if jobs.is_empty() || dirty.is_some_and(|since| since.elapsed() >= SCRUB_MAX) {
-                store.scrub();
-                dirty = None;
-            }
-            if !jobs.is_empty() {
+            let nothing_came = jobs.is_empty();
+            if !nothing_came {
                 self.batches.fetch_add(1, Ordering::Relaxed);
                 Self::commit(&store, jobs);
                 dirty.get_or_insert_with(Instant::now);
+            }
+            // Scrubbed when nothing came, or (while jobs keep coming) once the oldest commit
+            // not yet scrubbed is SCRUB_MAX old: after the batch, never in its way.
+            if dirty.is_some_and(|since| nothing_came || since.elapsed() >= SCRUB_MAX) {
+                store.scrub();
+                dirty = None;
             }
         }
     }
@@ -189,6 +219,11 @@ impl GroupCommit {
     fn commit(store: &Store, mut jobs: Vec<Box<dyn Job>>) {
         let n = jobs.len();
         tracing::trace!(target: "shallot_trace", jobs = n, "client store: batch begins");
+        // A transaction left open (by a failed commit elsewhere) must not be joined: the batch
+        // would be answered without reaching the disk.
+        if !store.conn.is_autocommit() {
+            let _ = store.conn.execute_batch("ROLLBACK");
+        }
         let committed = store.atomically_then_scrub(|store| {
             for job in &mut jobs {
                 job.run(store);
@@ -248,6 +283,56 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         assert_eq!(std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0), 0);
+    }
+
+    /// Contacts as another connection sees them: what is on disk, committed.
+    fn contacts_on_disk(store: &Arc<Mutex<Store>>) -> i64 {
+        let path = lock(store).dir().join("shallot.db");
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM contacts", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    #[allow(clippy::panic)]
+    async fn a_panicking_job_fails_alone_and_the_next_reaches_the_disk() {
+        let store = store();
+        let group = GroupCommit::new(store.clone());
+        let address = someone();
+        let panicked = group
+            .run(move |s| {
+                s.add_contact("half", &address, 0)?;
+                panic!("a bug in a job");
+                #[allow(unreachable_code)]
+                Ok::<(), StoreError>(())
+            })
+            .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Corrupt(_))),
+            "{panicked:?}"
+        );
+        let address = someone();
+        group
+            .run(move |s| s.add_contact("whole", &address, 0))
+            .await
+            .unwrap();
+        assert_eq!(contacts_on_disk(&store), 1);
+        assert!(lock(&store).contact("half").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_transaction_left_open_is_not_joined() {
+        let store = store();
+        let group = GroupCommit::new(store.clone());
+        // As a commit that failed and left its transaction open would.
+        lock(&store).conn.execute_batch("BEGIN").unwrap();
+        let address = someone();
+        group
+            .run(move |s| s.add_contact("kept", &address, 0))
+            .await
+            .unwrap();
+        assert_eq!(contacts_on_disk(&store), 1, "answered, but not on disk");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
