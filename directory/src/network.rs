@@ -296,7 +296,10 @@ impl NetworkParams {
             ));
         }
         if let Some(j) = self.initial_voting_interval_secs {
-            if j == 0 || j > self.voting_interval_secs || self.voting_interval_secs % j != 0 {
+            if j == 0
+                || j > self.voting_interval_secs
+                || !self.voting_interval_secs.is_multiple_of(j)
+            {
                 return Err(format!(
                     "params.initial_voting_interval_secs ({j}) must be at least 1 and divide \
                      voting_interval_secs ({}) (docs/spec.md §5.6)",
