@@ -129,6 +129,12 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> TestnetErro
     move |e| TestnetError::Io(format!("{msg}: {e}"))
 }
 
+/// A relay being started: a process already, or the configuration of one in this process.
+enum RelayStart {
+    Started(Node),
+    InProcess(Box<RelayConfig>),
+}
+
 enum Node {
     Authority(AuthorityHandle),
     Relay(RelayHandle),
@@ -192,8 +198,25 @@ impl Testnet {
             let node = net.start_authority(i, &auth).await?;
             net.authorities.push((auth.name.clone(), node));
         }
+        // In-process relays start side by side (a mailbox relay's store takes tens of
+        // milliseconds to create), so that all of them publish before the first vote.
+        let mut starting = Vec::new();
         for i in 0..net.options.relays {
-            let node = net.start_relay(i).await?;
+            let relay = net.prepare_relay(i)?;
+            starting.push(tokio::spawn(async move {
+                match relay {
+                    RelayStart::Started(node) => Ok::<_, TestnetError>(node),
+                    RelayStart::InProcess(config) => {
+                        Ok(Node::Relay(shallot_relay::start(*config).await?))
+                    }
+                }
+            }));
+        }
+        for (i, task) in starting.into_iter().enumerate() {
+            let node = task.await.map_err(|e| TestnetError::Spawn {
+                name: format!("relay{}", i + 1),
+                reason: e.to_string(),
+            })??;
             net.push_relay(i, node);
         }
         Ok(net)
@@ -307,6 +330,15 @@ impl Testnet {
     }
 
     async fn start_relay(&self, i: usize) -> Result<Node, TestnetError> {
+        match self.prepare_relay(i)? {
+            RelayStart::Started(node) => Ok(node),
+            RelayStart::InProcess(config) => Ok(Node::Relay(shallot_relay::start(*config).await?)),
+        }
+    }
+
+    /// Everything of starting relay `i` but, in this process, the start itself: its keys, its
+    /// configuration; a relay process is started at once.
+    fn prepare_relay(&self, i: usize) -> Result<RelayStart, TestnetError> {
         let dir = self.options.dir.join(format!("relay{}", i + 1));
         if !dir.join("identity.key").exists() {
             shallot_relay::keys::init(&dir)?;
@@ -356,7 +388,7 @@ impl Testnet {
                 args.push("--sync-interval".into());
                 args.push(d.as_secs().max(1).to_string());
             }
-            return self.spawn(&name, &args);
+            return self.spawn(&name, &args).map(RelayStart::Started);
         }
         let mut config = RelayConfig::new(dir, listen);
         config.nickname = name;
@@ -373,7 +405,7 @@ impl Testnet {
             config.mailbox_limits.admission = a.clone();
         }
         relax(&mut config);
-        Ok(Node::Relay(shallot_relay::start(config).await?))
+        Ok(RelayStart::InProcess(Box::new(config)))
     }
 
     /// Waits until a consensus lists every running relay as Running (and, in-process, until

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use shallot_proto::dir::{DetachedSignature, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_LEN};
 
 use super::admit::AdmitError;
-use super::schedule::{now_secs, Schedule};
+use super::schedule::now_secs;
 use super::state::VoteRecord;
 use super::Shared;
 use shallot_directory::equivocation::VoteList;
@@ -321,10 +321,7 @@ fn serving(shared: &Shared) -> Result<(Bytes, u64), ApiError> {
         .serving(now_secs())
         .map(|r| (r.text.clone(), r.serial));
     now.ok_or_else(|| {
-        let due = shared
-            .network
-            .params
-            .next_consensus_at(super::schedule::now_ms());
+        let due = shared.schedule.next_period(super::schedule::now_ms());
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -437,7 +434,7 @@ async fn post_vote(
             "the vote's authority is not a configured peer",
         ));
     }
-    let schedule = Schedule::new(params.voting_interval_secs);
+    let schedule = shared.schedule;
     if !schedule.is_period_start(vote.valid_after)
         || schedule.period(vote.valid_after) != vote_period(&vote)
     {

@@ -88,7 +88,7 @@ pub(crate) async fn exchange_votes(shared: &Arc<Shared>, schedule: &Schedule, t:
             }
         }
         let wait =
-            retry_delay(schedule).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
+            retry_delay(schedule, t).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
         tokio::time::sleep(wait).await;
     }
 }
@@ -154,7 +154,7 @@ pub(crate) async fn compare(
         if left == 0 {
             return lists;
         }
-        tokio::time::sleep(retry_delay(schedule).min(Duration::from_millis(left))).await;
+        tokio::time::sleep(retry_delay(schedule, t).min(Duration::from_millis(left))).await;
     }
 }
 

@@ -55,7 +55,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use schedule::now_secs;
-use shallot_directory::network::NetworkFile;
+use shallot_directory::network::{NetworkFile, NetworkParams};
 use state::{ConsensusRecord, State};
 
 #[cfg(feature = "misbehave")]
@@ -105,6 +105,9 @@ pub(crate) struct Shared {
     /// Serialises descriptor changes with their writes to disk.
     pub descriptor_lock: tokio::sync::Mutex<()>,
     pub probe_tx: mpsc::Sender<RelayId>,
+    /// The voting schedule, fixed at start: with an initial phase if the authority started
+    /// holding no valid consensus (`docs/spec.md` §5.6).
+    pub schedule: schedule::Schedule,
     /// Bounds the vote bodies (up to 32 MiB each) read at once, whoever sends them.
     pub vote_uploads: tokio::sync::Semaphore,
     pub limits: Arc<server::Limits>,
@@ -193,6 +196,7 @@ impl Authority {
                 source,
             })?;
         let (probe_tx, probe_rx) = mpsc::channel(reachability::QUEUE_LEN);
+        let schedule = start_schedule(&config.network.params, &state);
         let shared = Arc::new(Shared {
             key,
             me,
@@ -204,6 +208,7 @@ impl Authority {
             state: Mutex::new(state),
             descriptor_lock: tokio::sync::Mutex::new(()),
             probe_tx,
+            schedule,
             vote_uploads: tokio::sync::Semaphore::new(api::MAX_VOTE_UPLOADS),
             requests_served: AtomicU64::new(0),
             served: served::ServeCache::default(),
@@ -306,6 +311,25 @@ impl AuthorityHandle {
 
 /// Rebuilds the state from the store, verifying everything again and dropping what no
 /// longer holds (bad or expired descriptors, a consensus that no longer verifies).
+/// The schedule of an authority starting now with `state`: with the initial phase, if the
+/// network has a shorter initial interval and no consensus held is still valid (a new
+/// network, or one whose authorities were all down for longer than a consensus lives).
+fn start_schedule(params: &NetworkParams, state: &State) -> schedule::Schedule {
+    let now = schedule::now_ms();
+    let valid = state
+        .consensuses
+        .values()
+        .any(|r| r.consensus.valid_until.saturating_mul(1000) > now);
+    if valid {
+        return schedule::Schedule::new(params.voting_interval_secs);
+    }
+    schedule::Schedule::starting(
+        params.voting_interval_secs,
+        params.initial_interval_secs(),
+        now,
+    )
+}
+
 fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
     let mut state = State::new(&network.params);
     let max_age = network.params.descriptor_max_age_secs;

@@ -3,7 +3,9 @@
 //! every authority holds ([`super::exchange`]) until `T − I/4`; then compute and sign the
 //! consensus from the confirmed votes if they are a majority of all authorities, and collect
 //! the peers' signatures over the same body until `T + I/2`. The consensus is served from `T`
-//! (see [`super::state::State::serving`]).
+//! (see [`super::state::State::serving`]). An authority that started without a valid
+//! consensus first votes in the schedule's initial phase, in rounds of the initial interval
+//! ([`Schedule::starting`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,9 +33,18 @@ use shallot_directory::shared_random::{self, Base};
 
 /// Runs the schedule until aborted.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let schedule = Schedule::new(shared.network.params.voting_interval_secs);
+    let schedule = shared.schedule;
     let mut t = schedule.next_period(now_ms());
-    if shared.state().serving(now_secs()).is_none() {
+    if let Some((first, regular)) = schedule.initial_phase() {
+        tracing::info!(
+            "no valid consensus held: voting every {} s from the period of {} until the \
+             regular schedule (every {} s) begins with the period of {}",
+            schedule.round_ms(first) / 1000,
+            shallot_directory::network::clock_utc(first),
+            schedule.interval_secs(),
+            shallot_directory::network::clock_utc(regular),
+        );
+    } else if shared.state().serving(now_secs()).is_none() {
         tracing::info!(
             "no consensus yet: the first is due at {} (votes every {} s)",
             shallot_directory::network::clock_utc(t),
@@ -63,13 +74,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         // If this round overran (a suspended machine, a slow disk), skip to a period there
         // is still time for.
-        t = (t + schedule.interval_secs()).max(schedule.next_period(now_ms()));
+        t = schedule.after(t).max(schedule.next_period(now_ms()));
     }
 }
 
-/// The wait between retries of peers that have not answered yet.
-pub(crate) fn retry_delay(schedule: &Schedule) -> Duration {
-    Duration::from_millis((schedule.interval_secs() * 1000 / 20).clamp(100, 5000))
+/// The wait between retries of peers that have not answered yet in the round for `t`.
+pub(crate) fn retry_delay(schedule: &Schedule, t: u64) -> Duration {
+    Duration::from_millis((schedule.round_ms(t) / 20).clamp(100, 5000))
 }
 
 /// The time left before `deadline` (unix ms), capped at the request timeout.
@@ -111,10 +122,7 @@ async fn vote(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Result<(), S
         let expired = state.expire(now, params.descriptor_max_age_secs);
         let srv = SrvFields {
             commit: commitment(&shared.me, t, &reveal),
-            reveal: state
-                .reveals
-                .get(&t.saturating_sub(schedule.interval_secs()))
-                .copied(),
+            reveal: state.reveals.get(&schedule.previous(t)).copied(),
         };
         let spec = VoteSpec {
             me: shared.me,
@@ -266,9 +274,10 @@ async fn compute(
     }
     let base = chain_base(shared, schedule, t).await;
     let params = &network.params;
+    // The previous round is the previous period of the schedule, whatever its length.
     let shared_rand = shared_random::compute(
         t,
-        schedule.interval_secs(),
+        t - schedule.previous(t),
         params.epoch_secs,
         n,
         &votes,
@@ -324,7 +333,7 @@ async fn compute(
 async fn chain_base(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Option<Consensus> {
     let keys = shared.network.keys();
     let majority = shared.network.majority();
-    let previous = t.saturating_sub(schedule.interval_secs());
+    let previous = schedule.previous(t);
     let local: Vec<Consensus> = shared
         .state()
         .consensuses
@@ -406,7 +415,7 @@ async fn collect_signatures(shared: &Arc<Shared>, schedule: &Schedule, t: u64) {
             }
         }
         let wait =
-            retry_delay(schedule).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
+            retry_delay(schedule, t).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
         tokio::time::sleep(wait).await;
     }
 }

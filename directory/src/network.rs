@@ -86,6 +86,10 @@ impl AuthorityInfo {
 pub struct NetworkParams {
     /// Length of a voting period, seconds.
     pub voting_interval_secs: u64,
+    /// Length of the rounds an authority holding no valid consensus votes in at its start,
+    /// seconds, until the regular schedule's first period (`docs/spec.md` §5.6); it divides
+    /// the voting interval. `None` (left out): the voting interval, no initial phase.
+    pub initial_voting_interval_secs: Option<u64>,
     /// Descriptors older than this are refused and dropped, seconds.
     pub descriptor_max_age_secs: u64,
     /// Time limit of each step of one reachability probe, seconds.
@@ -153,6 +157,7 @@ impl Default for NetworkParams {
     fn default() -> Self {
         NetworkParams {
             voting_interval_secs: 3600,
+            initial_voting_interval_secs: None,
             descriptor_max_age_secs: 86400,
             reachability_timeout_secs: 10,
             stable_min_uptime_secs: 86400,
@@ -185,13 +190,16 @@ impl Default for NetworkParams {
 
 impl NetworkParams {
     /// The values `test_network = true` gives every parameter the file leaves out: the
-    /// test-network relaxations in one place (a vote every 10 s, every relay eligible for
+    /// test-network relaxations in one place (a vote every 10 s, after rounds of 1 s until
+    /// the first regular period when the authorities start without a consensus, every relay
+    /// eligible for
     /// every flag at once, quick probes and timeouts, generous upload limits, since every
     /// relay on one machine uploads from one network). Values the
     /// file sets win.
     pub fn test_network_preset() -> Self {
         NetworkParams {
             voting_interval_secs: 10,
+            initial_voting_interval_secs: Some(1),
             reachability_timeout_secs: 2,
             stable_min_uptime_secs: 0,
             guard_min_known_secs: 0,
@@ -287,6 +295,27 @@ impl NetworkParams {
                 self.voting_interval_secs as f64 / 8.0
             ));
         }
+        if let Some(j) = self.initial_voting_interval_secs {
+            if j == 0
+                || j > self.voting_interval_secs
+                || !self.voting_interval_secs.is_multiple_of(j)
+            {
+                return Err(format!(
+                    "params.initial_voting_interval_secs ({j}) must be at least 1 and divide \
+                     voting_interval_secs ({}) (docs/spec.md §5.6)",
+                    self.voting_interval_secs
+                ));
+            }
+            if !self.test_network && self.request_timeout_secs.saturating_mul(8) >= j {
+                return Err(format!(
+                    "params.request_timeout_secs ({}) must be less than \
+                     initial_voting_interval_secs / 8 ({} s), as for voting_interval_secs \
+                     (docs/spec.md §5.6); lower it or lengthen the initial interval",
+                    self.request_timeout_secs,
+                    j as f64 / 8.0
+                ));
+            }
+        }
         if self.max_relay_share_ppm > shallot_proto::dir::consensus::PPM {
             return Err("params.max_relay_share_ppm must be at most 1000000".into());
         }
@@ -308,6 +337,33 @@ impl NetworkParams {
             );
         }
         Ok(())
+    }
+
+    /// The length of the initial phase's rounds, seconds: `initial_voting_interval_secs`, or
+    /// the voting interval when it is left out.
+    pub fn initial_interval_secs(&self) -> u64 {
+        self.initial_voting_interval_secs
+            .unwrap_or(self.voting_interval_secs)
+    }
+
+    /// When a node holding no consensus should next ask for one (unix milliseconds, after
+    /// `now_ms`): when the authorities may start serving one, as the schedule has it. With a
+    /// shorter initial interval, any multiple of it can start a period of the authorities'
+    /// initial phase, so that is the next one; otherwise the start of the period computed
+    /// already, if still ahead, else of the next one to compute.
+    pub fn next_first_consensus_at_ms(&self, now_ms: u64) -> u64 {
+        let j = self.initial_interval_secs().max(1) * 1000;
+        let i = self.voting_interval_secs.max(1) * 1000;
+        if j < i {
+            return (now_ms / j + 1) * j;
+        }
+        let next_ms = self.next_consensus_at(now_ms).saturating_mul(1000);
+        let previous_ms = next_ms.saturating_sub(i);
+        if previous_ms > now_ms {
+            previous_ms
+        } else {
+            next_ms
+        }
     }
 
     /// When the next consensus is due (unix seconds) at `now_ms` (unix milliseconds): the
@@ -423,6 +479,11 @@ impl NetworkFile {
             });
         }
         raw.params.check().map_err(invalid)?;
+        // An initial interval equal to the voting interval is no initial phase, as when the
+        // file leaves it out (and `to_toml` writes a test network's out that way).
+        if raw.params.initial_voting_interval_secs == Some(raw.params.voting_interval_secs) {
+            raw.params.initial_voting_interval_secs = None;
+        }
         Ok(NetworkFile {
             authorities,
             params: raw.params,
@@ -443,8 +504,18 @@ impl NetworkFile {
                 $(out.push_str(&format!("{} = {}\n", stringify!($field), p.$field));)*
             };
         }
+        lines!(voting_interval_secs);
+        // Left out, it means "the voting interval" on a production network; a test network's
+        // file would take the preset's instead, so there it is written out.
+        match (p.initial_voting_interval_secs, p.test_network) {
+            (Some(j), _) => out.push_str(&format!("initial_voting_interval_secs = {j}\n")),
+            (None, true) => out.push_str(&format!(
+                "initial_voting_interval_secs = {}\n",
+                p.voting_interval_secs
+            )),
+            (None, false) => {}
+        }
         lines!(
-            voting_interval_secs,
             descriptor_max_age_secs,
             reachability_timeout_secs,
             stable_min_uptime_secs,
@@ -553,6 +624,22 @@ mod tests {
         // At 12:00:50 it is too late for 12:01:00: the next is 12:02:00.
         assert_eq!(p.next_consensus_at(43_250_000), 43_320);
         assert_eq!(clock_utc(43_260), "12:01:00 UTC");
+        // Without an initial phase, a node holding no consensus asks at the start of the
+        // period computed already (at 12:00:50, 12:01:00), else of the next to compute.
+        assert_eq!(p.next_first_consensus_at_ms(43_250_000), 43_260_000);
+        assert_eq!(p.next_first_consensus_at_ms(43_210_000), 43_260_000);
+        // With one, at every multiple of the initial interval.
+        let q = NetworkParams {
+            voting_interval_secs: 3,
+            initial_voting_interval_secs: Some(1),
+            ..NetworkParams::default()
+        };
+        assert_eq!(q.next_first_consensus_at_ms(43_250_000), 43_251_000);
+        assert_eq!(q.next_first_consensus_at_ms(43_250_999), 43_251_000);
+        assert_eq!(
+            (q.initial_interval_secs(), p.initial_interval_secs()),
+            (1, 60)
+        );
         assert_eq!(clock_utc(86_399), "23:59:59 UTC");
     }
 
@@ -567,6 +654,12 @@ mod tests {
         assert_eq!(preset.params.guard_min_known_secs, 0);
         assert_eq!(preset.params.mailbox_min_known_secs, 0);
         assert_eq!(preset.params.voting_interval_secs, 10);
+        assert_eq!(preset.params.initial_voting_interval_secs, Some(1));
+        assert_eq!(
+            NetworkParams::default().initial_voting_interval_secs,
+            None,
+            "the production preset has no initial phase"
+        );
         let tuned = parse(&format!(
             "{head}[params]\nvoting_interval_secs = 3\ntest_network = true\n\
              guard_min_known_secs = 60\n"
@@ -575,6 +668,16 @@ mod tests {
         assert_eq!(tuned.params.voting_interval_secs, 3);
         assert_eq!(tuned.params.guard_min_known_secs, 60);
         assert_eq!(tuned.params.stable_min_uptime_secs, 0);
+        assert_eq!(tuned.params.initial_voting_interval_secs, Some(1));
+        assert_eq!(parse(&tuned.to_toml()).unwrap(), tuned);
+        // Set to the voting interval, there is no initial phase.
+        let off = parse(&format!(
+            "{head}[params]\nvoting_interval_secs = 3\ntest_network = true\n\
+             initial_voting_interval_secs = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(off.params.initial_voting_interval_secs, None);
+        assert_eq!(parse(&off.to_toml()).unwrap(), off);
         // Without the preset, production defaults.
         let real = parse(&format!("{head}[params]\nvoting_interval_secs = 300\n")).unwrap();
         assert_eq!(real.params.guard_min_known_secs, 691_200);
@@ -597,6 +700,12 @@ mod tests {
         assert!(parse(&ok).is_ok());
         let test = entry("a", "127.0.0.1:1", &k) + "[params]\ntest_network = true\n";
         assert!(parse(&test).is_ok());
+        let initial = entry("a", "127.0.0.1:1", &k)
+            + "[params]\nvoting_interval_secs = 3600\ninitial_voting_interval_secs = 600\n";
+        assert_eq!(
+            parse(&initial).unwrap().params.initial_voting_interval_secs,
+            Some(600)
+        );
         let cases = [
             (String::new(), "no [[authority]]"),
             (entry("a", "nowhere", &k), "not ip:port"),
@@ -644,6 +753,26 @@ mod tests {
             (
                 entry("a", "127.0.0.1:1", &k) + "[params]\nvoting_interval_secs = 60\n",
                 "voting_interval_secs / 8",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\ntest_network = true\ninitial_voting_interval_secs = 0\n",
+                "initial_voting_interval_secs (0) must be at least 1 and divide",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\ntest_network = true\ninitial_voting_interval_secs = 3\n",
+                "must be at least 1 and divide voting_interval_secs (10)",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\ntest_network = true\ninitial_voting_interval_secs = 20\n",
+                "initial_voting_interval_secs (20)",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\nvoting_interval_secs = 3600\ninitial_voting_interval_secs = 60\n",
+                "initial_voting_interval_secs / 8",
             ),
         ];
         for (text, want) in cases {

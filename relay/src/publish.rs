@@ -181,11 +181,11 @@ pub(crate) async fn directory_loop(
                     if consensus.is_none() && failures == 0 {
                         let due = network
                             .params
-                            .next_consensus_at(unix_now().saturating_mul(1000));
+                            .next_first_consensus_at_ms(unix_now().saturating_mul(1000));
                         info!(
-                            "no consensus yet; the next is due at {} (votes every {} s); \
+                            "no consensus yet; one may be served at {} (votes every {} s); \
                              retrying until then",
-                            shallot_directory::network::clock_utc(due),
+                            shallot_directory::network::clock_utc(due / 1000),
                             network.params.voting_interval_secs
                         );
                     }
@@ -204,20 +204,10 @@ pub(crate) async fn directory_loop(
                 }
                 Some(_) => Duration::from_secs(1 << failures.saturating_sub(1).min(5)),
                 None => {
-                    // The next period still to be computed, or the one computed already
-                    // and served from its start, if that start is still ahead.
+                    // When the schedule may serve one next (with an initial phase, each
+                    // multiple of its interval).
                     let now_ms = shallot_directory::schedule::now_ms();
-                    let next_ms = network
-                        .params
-                        .next_consensus_at(now_ms)
-                        .saturating_mul(1000);
-                    let previous_ms =
-                        next_ms.saturating_sub(network.params.voting_interval_secs * 1000);
-                    let due_ms = if previous_ms > now_ms {
-                        previous_ms
-                    } else {
-                        next_ms
-                    };
+                    let due_ms = network.params.next_first_consensus_at_ms(now_ms);
                     let until_due = Duration::from_millis(due_ms.saturating_sub(now_ms) + 50);
                     Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(until_due)
                 }
