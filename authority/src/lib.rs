@@ -309,8 +309,6 @@ impl AuthorityHandle {
     }
 }
 
-/// Rebuilds the state from the store, verifying everything again and dropping what no
-/// longer holds (bad or expired descriptors, a consensus that no longer verifies).
 /// The schedule of an authority starting now with `state`: with the initial phase, if the
 /// network has a shorter initial interval and no consensus held is still valid (a new
 /// network, or one whose authorities were all down for longer than a consensus lives).
@@ -330,6 +328,8 @@ fn start_schedule(params: &NetworkParams, state: &State) -> schedule::Schedule {
     )
 }
 
+/// Rebuilds the state from the store, verifying everything again and dropping what no
+/// longer holds (bad or expired descriptors, a consensus that no longer verifies).
 fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
     let mut state = State::new(&network.params);
     let max_age = network.params.descriptor_max_age_secs;
