@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "json")]
     pub compare: Option<std::path::PathBuf>,
     /// Run only one group of figures (the test network's readiness is always reported).
-    #[arg(long, value_parser = ["circuits", "messaging", "relay"])]
+    #[arg(long, value_parser = ["circuits", "messaging", "mailbox", "relay"])]
     pub only: Option<String>,
     /// Print only the path of one message, step by step with the time of each (the median
     /// of five sent one at a time).
@@ -152,6 +152,12 @@ async fn network_figures(
         // second sustained), and every relay past 200 deposits a second, so the figures would
         // measure the puzzle, not the network (`docs/spec.md` §9.7).
         options.admission = Some(bench::messaging::unlimited_deposits());
+        // The mailbox relay figure reuses each circuit for thousands of deposits (a client
+        // sends one per circuit) into a few mailboxes: neither the per-circuit request rate
+        // nor the per-mailbox envelope count may cut it short (the 4 MiB per mailbox still
+        // applies).
+        options.mailbox_circuit_limits = Some(bench::deposits::unlimited_circuits());
+        options.mailbox_quota = Some(1_000_000);
         let started = std::time::Instant::now();
         let net = Testnet::start(options).await?;
         let result = async {
@@ -202,6 +208,10 @@ async fn network_figures(
             if wanted("messaging") {
                 let dir = scratch.join("messaging");
                 figures.extend(bench::messaging::run(&net, &dir, 200).await?);
+            }
+            if wanted("mailbox") {
+                let dir = scratch.join("deposits");
+                figures.extend(bench::deposits::run(&net, &dir).await?);
             }
             if wanted("relay") {
                 let binary = std::env::current_exe().map_err(BenchError::other)?;
