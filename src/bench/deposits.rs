@@ -170,11 +170,14 @@ impl Load {
 
     /// The note printed beside the figure.
     pub fn note(&self, depositors: usize, mailboxes: usize) -> String {
+        let store = share(self.committing, self.wall);
+        let cores = share(self.machine_cpu, self.wall) / self.cores.max(1) as f64;
         let limit = match self.limit() {
-            Limit::Disk => "the relay is at the disk's limit (its store commits all the time, mostly waiting for the disk)",
-            Limit::StoreThread => "the relay is at its store thread's limit (it commits all the time, mostly on the CPU)",
-            Limit::Cpu => "the machine's CPU is the limit (every core busy), not the relay's store",
-            Limit::Neither => "neither the disk's nor the CPU's limit",
+            Limit::Disk => "the relay is at the disk's limit (its store commits all the time, mostly waiting for the disk)".to_string(),
+            Limit::StoreThread => "the relay is at its store thread's limit (it commits all the time, mostly on the CPU)".to_string(),
+            Limit::Cpu => "the machine's CPU is the limit (every core busy), not the relay's store".to_string(),
+            Limit::Neither if cores >= store => format!("neither limit reached; the nearer is the CPU ({:.0} % busy)", 100.0 * cores),
+            Limit::Neither => format!("neither limit reached; the nearer is the store ({:.0} % of the time committing)", 100.0 * store),
         };
         format!(
             "{} deposits of {} bytes in {:.2} s by {} depositors on 3-hop circuits into {} mailboxes; \
@@ -190,10 +193,10 @@ impl Load {
             self.commits_per_second(),
             super::ms(self.commit_time()),
             1000.0 / self.fsyncs.max(1e-9),
-            100.0 * share(self.committing, self.wall),
+            100.0 * store,
             100.0 * share(self.store_cpu, self.wall),
             self.cores,
-            100.0 * share(self.machine_cpu, self.wall) / self.cores.max(1) as f64,
+            100.0 * cores,
             share(self.cpu, self.wall),
             limit
         )
@@ -418,6 +421,14 @@ mod tests {
             "{note}"
         );
         assert!(note.contains("cores 60 % busy"), "{note}");
+        assert!(note.contains("the nearer is the CPU (60 % busy)"), "{note}");
+        let store_nearer = Load {
+            machine_cpu: Duration::from_secs(2),
+            ..load()
+        };
+        assert!(store_nearer
+            .note(64, 16)
+            .contains("the nearer is the store (40 % of the time committing)"));
     }
 
     #[test]
