@@ -2,7 +2,7 @@
 //! through ONE mailbox relay of the test network (`docs/spec.md` §9.3, §9.4), beside what
 //! could limit them, measured in the same run: the raw fsync rate of the disk the relay's
 //! store is on, the store's average batch (deposits per commit of its group commit), and the
-//! CPU the process and the store threads used.
+//! CPU the machine, the process and the store threads used.
 //!
 //! Many depositors (as many clients would be), each on a 3-hop circuit built beforehand and
 //! ending at the relay, keep depositing envelopes of the size a short text message seals to
@@ -220,7 +220,7 @@ fn process_cpu() -> Result<Duration, BenchError> {
         .ok_or_else(|| BenchError::other("cannot read this process's CPU time"))
 }
 
-/// `count` links to `relay`, each on a 3-hop circuit of its own, from `CLIENTS` clients.
+/// `CLIENTS` × `PER_CLIENT` links to `relay`, each on a 3-hop circuit of its own.
 async fn links(
     net: &Testnet,
     scratch: &Path,
