@@ -186,7 +186,8 @@ impl RelayHandle {
     }
 
     /// How much its mailbox store has committed since it started (`None` if it offers no
-    /// mailboxes): commits, and the requests they carried (group commit, `docs/spec.md` §9.4).
+    /// mailboxes): commits, the requests they carried and the time spent committing (group
+    /// commit, `docs/spec.md` §9.4).
     pub fn mailbox_commits(&self) -> Option<crate::mailbox::store::CommitCounts> {
         self.store.as_ref().map(|s| s.commit_counts())
     }

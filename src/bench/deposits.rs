@@ -9,9 +9,10 @@
 //! into a few mailboxes; a deposit counts once the relay has answered Ok, which it does only
 //! after the commit that put it on disk. A client deposits on a fresh circuit each time; here
 //! the circuits are built first, so that the figure is the relay's, not the clients' circuit
-//! building (`shallot bench --only messaging` measures that). The run's mailbox relays have
-//! their per-circuit request rate lifted (a real depositor sends one request per circuit) and,
-//! like the messaging figures, their deposit rate limits (`super::messaging::unlimited_deposits`).
+//! building (`shallot bench --only messaging` measures that). It runs on a test network of its
+//! own whose mailbox relays have their per-circuit request rate lifted (a real depositor sends
+//! one request per circuit) besides, as for the messaging figures, their deposit rate limits
+//! (`super::messaging::unlimited_deposits`).
 
 use std::io::Write;
 use std::path::Path;
