@@ -5,6 +5,7 @@
 pub mod circuits;
 pub mod compare;
 pub mod cpu;
+pub mod deposits;
 pub mod many;
 pub mod many_plot;
 pub mod messaging;

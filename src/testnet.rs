@@ -56,6 +56,9 @@ pub struct TestnetOptions {
     /// The mailbox relays' deposit rate limits and puzzle (in-process relays; `None` keeps
     /// the production defaults, which tests of the limits rely on).
     pub admission: Option<shallot_relay::mailbox::admission::AdmissionLimits>,
+    /// The mailbox relays' limits on each circuit's requests (in-process relays; `None`
+    /// keeps the default).
+    pub mailbox_circuit_limits: Option<shallot_relay::mailbox::admission::CircuitLimits>,
 }
 
 impl TestnetOptions {
@@ -76,6 +79,7 @@ impl TestnetOptions {
             repair: true,
             sync_interval: None,
             admission: None,
+            mailbox_circuit_limits: None,
         }
     }
 
@@ -403,6 +407,9 @@ impl Testnet {
         }
         if let Some(a) = &self.options.admission {
             config.mailbox_limits.admission = a.clone();
+        }
+        if let Some(c) = self.options.mailbox_circuit_limits {
+            config.mailbox_limits.circuit = c;
         }
         relax(&mut config);
         Ok(RelayStart::InProcess(Box::new(config)))

@@ -65,6 +65,8 @@ pub struct RelayHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     repair: Option<Arc<Repairer>>,
+    /// Its mailbox store, if it offers mailboxes.
+    store: Option<crate::mailbox::store::Store>,
 }
 
 /// Starts a relay whose keys are already in `config.data_dir` (see [`keys::init`]).
@@ -123,6 +125,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         tokio::spawn(crate::dir_cache::serve(core.clone(), dir_incoming)),
     ];
     let mut repair = None;
+    let store = mailbox.as_ref().map(|(service, _, _)| service.store());
     if let Some((service, incoming, gone)) = mailbox {
         let settings = core.config.mailbox_limits.repair.clone();
         if settings.enabled {
@@ -162,6 +165,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         stop,
         tasks,
         repair,
+        store,
     })
 }
 
@@ -179,6 +183,13 @@ impl RelayHandle {
     /// Its counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.core.stats().snapshot()
+    }
+
+    /// How much its mailbox store has committed since it started (`None` if it offers no
+    /// mailboxes): commits, the requests they carried and the time spent committing (group
+    /// commit, `docs/spec.md` §9.4).
+    pub fn mailbox_commits(&self) -> Option<crate::mailbox::store::CommitCounts> {
+        self.store.as_ref().map(|s| s.commit_counts())
     }
 
     /// Cells queued on all its links now.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use shallot_crypto::keys::{IdentityKeypair, OnionKeypair};
 use shallot_crypto::ntor::{server_handshake, ClientHandshake};
+use shallot_crypto::onion::{HopKeys, RelayLayer, CELL_PAYLOAD_LEN};
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
 use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec};
@@ -30,6 +31,49 @@ pub fn ntor_per_second(cpu: Duration) -> f64 {
         }
         100
     })
+}
+
+/// Complete ntor handshakes per CPU-second on one core, measured over about `cpu`: the
+/// client's start and finish and the relay's answer, as each hop of a circuit costs.
+pub fn ntor_pairs_per_second(cpu: Duration) -> f64 {
+    let mut rng = rand::thread_rng();
+    let onion = OnionKeypair::generate(&mut rng);
+    let id = IdentityKeypair::generate(&mut rng).relay_id();
+    super::cpu::per_cpu_second(cpu, || {
+        for _ in 0..50 {
+            let (client, msg) = ClientHandshake::start(&mut rng, id, &onion.public());
+            if let Ok((reply, _)) = server_handshake(&mut rng, &id, &[&onion], &msg) {
+                let _ = std::hint::black_box(client.finish(&reply));
+            }
+        }
+        50
+    })
+}
+
+/// Onion-layer operations (one layer added to a full cell) per CPU-second on one core,
+/// measured over about `cpu`; removing a layer costs the same (one AEAD over the cell).
+pub fn layers_per_second(cpu: Duration) -> Result<f64, BenchError> {
+    let mut rng = rand::thread_rng();
+    let onion = OnionKeypair::generate(&mut rng);
+    let id = IdentityKeypair::generate(&mut rng).relay_id();
+    let (_, msg) = ClientHandshake::start(&mut rng, id, &onion.public());
+    let (_, seed) = server_handshake(&mut rng, &id, &[&onion], &msg).map_err(BenchError::other)?;
+    let keys = HopKeys::from_key_seed(&seed).map_err(BenchError::other)?;
+    let mut layer = RelayLayer::new(1, &keys).map_err(BenchError::other)?;
+    let mut payload = [0u8; CELL_PAYLOAD_LEN];
+    let mut failed = None;
+    let rate = super::cpu::per_cpu_second(cpu, || {
+        for _ in 0..100 {
+            if let Err(e) = layer.add_layer(&mut payload) {
+                failed = Some(e);
+            }
+        }
+        100
+    });
+    match failed {
+        Some(e) => Err(BenchError::other(e)),
+        None => Ok(rate),
+    }
 }
 
 /// Per hop of a 3-hop build: the time to add it (CREATE for the first, EXTEND for the

@@ -45,6 +45,48 @@ pub fn per_cpu_second(cpu: Duration, mut batch: impl FnMut() -> u64) -> f64 {
     }
 }
 
+/// The `stat` files of this process's threads named `name` (as `/proc/self/task/*/comm`
+/// gives it, at most 15 bytes).
+pub fn threads_named(name: &str) -> Vec<PathBuf> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .map(|t| t.path())
+        .filter(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .map(|t| t.join("stat"))
+        .collect()
+}
+
+/// CPU time the whole machine has spent busy (every process, every core: all but idle and
+/// waiting for I/O), from `/proc/stat`.
+pub fn machine_busy() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_busy_from(&text)
+}
+
+/// [`machine_busy`] from the text of `/proc/stat`.
+fn machine_busy_from(stat: &str) -> Option<Duration> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user].
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(Duration::from_secs_f64(busy as f64 / TICKS_PER_SEC))
+}
+
 /// The `stat` file of process `pid`.
 pub fn process_stat(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/stat"))
@@ -75,5 +117,31 @@ mod tests {
         let used = cpu_time(&stat).unwrap() - before;
         assert!(used >= Duration::from_millis(100), "{used:?}");
         assert!(resident_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn machine_busy_time_leaves_out_idle_and_io_wait() {
+        let stat = "cpu  100 5 50 1000 40 3 2 0 7 0\ncpu0 50 2 25 500 20 1 1 0 0 0\n";
+        // 100 + 5 + 50 + 3 + 2 + 0 ticks.
+        assert_eq!(machine_busy_from(stat), Some(Duration::from_millis(1600)));
+        assert_eq!(machine_busy_from("cpu0 1 2 3\n"), None);
+        assert!(machine_busy().is_some());
+    }
+
+    #[test]
+    fn finds_threads_by_name() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("bench-cpu-probe".into())
+            .spawn(move || {
+                let _ = rx.recv();
+            })
+            .unwrap();
+        let found = threads_named("bench-cpu-probe");
+        assert_eq!(found.len(), 1);
+        assert!(cpu_time(&found[0]).is_some());
+        assert!(threads_named("no-such-thread").is_empty());
+        drop(tx);
+        t.join().unwrap();
     }
 }

@@ -1,6 +1,8 @@
 //! Messaging figures (`README.md`, "Performance"): latency from send to arrival at a
 //! subscribed recipient (p50, p99) and messages per second sustained, beside the limits under
-//! them measured in the same run: a 3-hop circuit round trip, and a durable store commit.
+//! them measured in the same run: a 3-hop circuit round trip, a durable store commit, and the
+//! crypto bound of the sustained rate (the circuit crypto each message needs, on this
+//! machine's cores).
 
 use shallot_net::HopNum;
 use std::path::Path;
@@ -16,6 +18,51 @@ use tokio::sync::mpsc;
 
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
+
+/// One-shot circuits one message takes: one to each mailbox relay keeping the recipient's
+/// mailbox (`docs/spec.md` §9.2, §9.3).
+pub const CIRCUITS_PER_MESSAGE: usize = shallot_proto::placement::REPLICAS;
+
+/// Complete ntor handshakes (client and relay side) one 3-hop circuit takes.
+pub const NTOR_PER_CIRCUIT: usize = 3;
+
+/// Onion-layer operations (a layer added or removed, by the client or a relay) one one-shot
+/// 3-hop circuit takes to be built and to carry one request of `request_cells` cells and its
+/// one-cell answer: EXTEND and EXTENDED for hop 2 (2 each way), for hop 3 (4 each way), then
+/// 6 a cell to hop 3 and back.
+pub fn layer_ops_per_circuit(request_cells: usize) -> usize {
+    2 * 2 + 2 * 4 + 6 * (request_cells + 1)
+}
+
+/// Messages a second the circuit crypto allows on `cores` cores doing nothing else: each
+/// message takes [`CIRCUITS_PER_MESSAGE`] circuits, each [`NTOR_PER_CIRCUIT`] complete ntor
+/// handshakes (at `ntor_per_cpu_sec` a core) and [`layer_ops_per_circuit`] layer operations
+/// (at `layers_per_cpu_sec` a core). Link encryption is not counted.
+pub fn crypto_bound(
+    ntor_per_cpu_sec: f64,
+    layers_per_cpu_sec: f64,
+    request_cells: usize,
+    cores: f64,
+) -> f64 {
+    let per_circuit = NTOR_PER_CIRCUIT as f64 / ntor_per_cpu_sec
+        + layer_ops_per_circuit(request_cells) as f64 / layers_per_cpu_sec;
+    cores / (CIRCUITS_PER_MESSAGE as f64 * per_circuit)
+}
+
+/// Cells a deposit of a short text message's envelope takes to its mailbox relay, the third
+/// hop.
+pub fn deposit_cells() -> Result<usize, BenchError> {
+    let msg = RelayMsg::Mailbox(shallot_proto::mailbox::MailboxMsg::Deposit {
+        req: 1,
+        mailbox: MailboxId([0; 32]),
+        envelope: vec![0; super::deposits::TEXT_ENVELOPE_LEN],
+        pow: None,
+    });
+    let bytes = msg.encode().map_err(BenchError::other)?;
+    let cells = shallot_proto::relay_msg::fragment(&bytes, shallot_crypto::onion::body_len(3))
+        .map_err(BenchError::other)?;
+    Ok(cells.len())
+}
 
 /// Deposit rate limits too high to be reached, for measuring what the network can carry.
 pub fn unlimited_deposits() -> shallot_relay::mailbox::admission::AdmissionLimits {
@@ -214,6 +261,17 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
     }
     drop(pair);
 
+    // The crypto bound of that rate, from this run's handshake and layer rates.
+    let (ntor, layers) = tokio::task::spawn_blocking(|| {
+        let ntor = super::circuits::ntor_pairs_per_second(Duration::from_secs(1));
+        super::circuits::layers_per_second(Duration::from_millis(500)).map(|l| (ntor, l))
+    })
+    .await
+    .map_err(BenchError::other)??;
+    let cells = deposit_cells()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bound = crypto_bound(ntor, layers, cells, cores as f64);
+
     // The limits under them: a 3-hop round trip on this network, and a durable commit.
     let circ = alice
         .circuits()
@@ -246,7 +304,21 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             per_sec,
             "messages/s",
         )
-        .note(format!("{received} of {total} delivered")),
+        .note(format!(
+            "{received} of {total} delivered; {:.0} % of the crypto bound of this run, {bound:.0}/s",
+            100.0 * per_sec / bound.max(1e-9)
+        )),
+        Figure::new(
+            "crypto bound of messages per second (circuit crypto only)",
+            bound,
+            "messages/s",
+        )
+        .note(format!(
+            "on {cores} cores: a message takes {CIRCUITS_PER_MESSAGE} one-shot 3-hop circuits, each {NTOR_PER_CIRCUIT} ntor handshakes \
+             (client and relay side, {ntor:.0}/CPU-s) and {} onion-layer operations ({layers:.0}/CPU-s; \
+             a deposit is {cells} cells); link encryption, sealing and the stores not counted",
+            layer_ops_per_circuit(cells)
+        )),
         Figure::new("3-hop circuit round trip, 100 bytes, p50", ms(rtt50), "ms"),
         Figure::new("3-hop circuit round trip, 100 bytes, p99", ms(rtt99), "ms"),
         Figure::new(
@@ -284,4 +356,33 @@ async fn commit_time(dir: &Path) -> Result<Duration, BenchError> {
         times.push(start.elapsed());
     }
     Ok(quantile(&mut times, 0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_operations_of_a_circuit() {
+        // 4 for hop 2, 8 for hop 3, then a one-cell request and its answer, 6 each.
+        assert_eq!(layer_ops_per_circuit(1), 24);
+        assert_eq!(layer_ops_per_circuit(2), 30);
+    }
+
+    #[test]
+    fn crypto_bound_arithmetic() {
+        // 3 circuits × (3 handshakes at 1,000/s + 24 layers at 24,000/s) = 12 ms a message
+        // of one core: 2 cores send 166.7 a second.
+        let bound = crypto_bound(1_000.0, 24_000.0, 1, 2.0);
+        assert!((bound - 2.0 / 0.012).abs() < 1e-6, "{bound}");
+        // Twice the cores, twice the bound; free layers leave the handshakes.
+        assert!((crypto_bound(1_000.0, 24_000.0, 1, 4.0) - 2.0 * bound).abs() < 1e-6);
+        assert!((crypto_bound(1_000.0, f64::INFINITY, 1, 1.0) - 1_000.0 / 9.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_text_message_deposit_fits_in_two_cells() {
+        let cells = deposit_cells().unwrap();
+        assert!((1..=2).contains(&cells), "{cells}");
+    }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
@@ -138,6 +139,32 @@ pub type Stored = (Cursor, Vec<u8>);
 #[derive(Clone)]
 pub struct Store {
     jobs: std_mpsc::Sender<Job>,
+    committed: Arc<Committed>,
+}
+
+/// What the store thread has committed since it started, counted as it goes.
+#[derive(Debug, Default)]
+struct Committed {
+    /// Transactions committed.
+    commits: AtomicU64,
+    /// Jobs (requests) answered by those commits.
+    jobs: AtomicU64,
+    /// Nanoseconds spent running batches (from the transaction's start to the answers),
+    /// failed ones included.
+    busy_nanos: AtomicU64,
+}
+
+/// How much the store has committed since it opened: how many transactions, and how many
+/// requests they carried, so that `jobs / commits` is the average batch of the group commit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitCounts {
+    /// Transactions committed (each one flush of the log to disk).
+    pub commits: u64,
+    /// Requests (deposits, fetches, acknowledgements, ...) those transactions carried.
+    pub jobs: u64,
+    /// Time the store thread spent running transactions (rather than waiting for requests),
+    /// failed ones included.
+    pub busy: std::time::Duration,
 }
 
 const SCHEMA: &str = "
@@ -174,6 +201,8 @@ impl Store {
             |r| r.get(0),
         )?;
         let (jobs, rx) = std_mpsc::channel();
+        let committed = Arc::new(Committed::default());
+        let counts = committed.clone();
         let mut worker = Worker {
             conn,
             limits,
@@ -183,9 +212,20 @@ impl Store {
         };
         std::thread::Builder::new()
             .name("mailbox-store".into())
-            .spawn(move || serve(&mut worker, &rx))
+            .spawn(move || serve(&mut worker, &rx, &counts))
             .map_err(|e| StoreError::Thread(Arc::new(e)))?;
-        Ok(Store { jobs })
+        Ok(Store { jobs, committed })
+    }
+
+    /// How much the store has committed since it opened.
+    pub fn commit_counts(&self) -> CommitCounts {
+        CommitCounts {
+            commits: self.committed.commits.load(Ordering::Relaxed),
+            jobs: self.committed.jobs.load(Ordering::Relaxed),
+            busy: std::time::Duration::from_nanos(
+                self.committed.busy_nanos.load(Ordering::Relaxed),
+            ),
+        }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
@@ -356,16 +396,25 @@ const BATCH: usize = 512;
 /// every sender is gone. A lone job is committed at once; jobs that arrive while a commit is
 /// on its way to the disk wait for it, then go together in the next. A failed commit fails
 /// every job of its batch.
-fn serve<B: Batched>(db: &mut B, rx: &std_mpsc::Receiver<B::Job>) {
+///
+/// Each commit, and the time each batch took, is counted in `committed`.
+fn serve<B: Batched>(db: &mut B, rx: &std_mpsc::Receiver<B::Job>, committed: &Committed) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(BATCH - 1));
-        run_batch(db, batch);
+        run_batch(db, batch, committed);
     }
 }
 
-fn run_batch<B: Batched>(db: &mut B, batch: Vec<B::Job>) {
+fn run_batch<B: Batched>(db: &mut B, batch: Vec<B::Job>, committed: &Committed) {
+    let started = std::time::Instant::now();
+    // Counted before anyone is answered, so that an answered request finds itself counted.
+    let busy = || {
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        committed.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+    };
     if let Err(e) = db.begin() {
+        busy();
         warn!("mailbox store: cannot begin a transaction: {e}");
         for job in batch {
             B::fail(job, e.clone());
@@ -379,8 +428,11 @@ fn run_batch<B: Batched>(db: &mut B, batch: Vec<B::Job>) {
         warn!("mailbox store: commit failed: {e}");
         db.rollback();
     } else {
+        committed.commits.fetch_add(1, Ordering::Relaxed);
+        committed.jobs.fetch_add(jobs as u64, Ordering::Relaxed);
         tracing::trace!(target: "shallot_trace", jobs, "mailbox store: batch committed");
     }
+    busy();
     for answer in answers {
         answer(failed.clone());
     }
@@ -855,6 +907,7 @@ mod tests {
         committing: std_mpsc::Receiver<Vec<u32>>,
         finish: std_mpsc::Sender<bool>,
         done: std::thread::JoinHandle<Fake>,
+        counted: Arc<Committed>,
     }
 
     /// Long enough never to be reached on a loaded machine; only a hang would.
@@ -872,8 +925,10 @@ mod tests {
                 committing: committing_tx,
                 finish: finish_rx,
             };
+            let counted = Arc::new(Committed::default());
+            let counts = counted.clone();
             let done = std::thread::spawn(move || {
-                serve(&mut fake, &rx);
+                serve(&mut fake, &rx, &counts);
                 fake
             });
             Rig {
@@ -881,6 +936,7 @@ mod tests {
                 committing,
                 finish,
                 done,
+                counted,
             }
         }
 
@@ -898,6 +954,14 @@ mod tests {
         fn end(self) -> Fake {
             drop(self.jobs);
             self.done.join().unwrap()
+        }
+
+        /// The (commits, jobs) counted so far.
+        fn counted(&self) -> (u64, u64) {
+            (
+                self.counted.commits.load(Ordering::Relaxed),
+                self.counted.jobs.load(Ordering::Relaxed),
+            )
         }
     }
 
@@ -941,6 +1005,7 @@ mod tests {
         for (a, n) in later.iter().zip(2..) {
             assert_eq!(a.recv_timeout(WAIT).unwrap().unwrap(), n);
         }
+        assert_eq!(rig.counted(), (2, 4), "two commits carried four jobs");
         let fake = rig.end();
         assert_eq!(fake.committed, vec![vec![1], vec![2, 3, 4]]);
     }
@@ -965,6 +1030,7 @@ mod tests {
         assert_eq!(rig.commit_started(), vec![5]);
         rig.finish.send(false).unwrap();
         assert_eq!(after.recv_timeout(WAIT).unwrap().unwrap(), 5);
+        assert_eq!(rig.counted(), (2, 2), "a failed commit is not counted");
         let fake = rig.end();
         assert_eq!(fake.committed, vec![vec![1], vec![5]]);
         assert_eq!(fake.rolled_back, vec![vec![2, 3, 4]]);
@@ -1033,6 +1099,10 @@ mod tests {
                 .unwrap(),
             Deposited::Stored
         );
+        // One after the other: each its own commit.
+        let counts = store.commit_counts();
+        assert_eq!((counts.commits, counts.jobs), (2, 2));
+        assert!(counts.busy > std::time::Duration::ZERO);
         assert_eq!(
             store
                 .deposit(m, EnvelopeId([1; 16]), b"one".to_vec(), 102)
