@@ -131,12 +131,16 @@ mod tests {
     #[test]
     fn finds_threads_by_name() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let t = std::thread::Builder::new()
             .name("bench-cpu-probe".into())
             .spawn(move || {
+                // The thread names itself as it starts: look only once it runs.
+                let _ = started_tx.send(());
                 let _ = rx.recv();
             })
             .unwrap();
+        started.recv().unwrap();
         let found = threads_named("bench-cpu-probe");
         assert_eq!(found.len(), 1);
         assert!(cpu_time(&found[0]).is_some());
