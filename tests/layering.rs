@@ -1,5 +1,5 @@
 //! The layering the crates promise, checked from Cargo's own dependency graph
-//! (`cargo metadata --offline`, no build): the authority's HTTP server (axum, hyper) is compiled
+//! (`cargo metadata --offline --filter-platform <host>`, no build): the authority's HTTP server (axum, hyper) is compiled
 //! into the authority alone, and the terminal libraries (ratatui, crossterm) into the UI alone.
 //! Relays and clients must not carry either.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,8 +13,23 @@ use serde_json::Value;
 /// names of its normal dependencies.
 fn normal_graph() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // For this machine's platform only: offline, the sources of other platforms' crates
+    // (never downloaded by a build here) are not there to read.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let host = version
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .trim()
+        .to_string();
     let out = Command::new(cargo)
         .args(["metadata", "--offline", "--format-version", "1"])
+        .args(["--filter-platform", &host])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
