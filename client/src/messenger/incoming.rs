@@ -63,12 +63,8 @@ impl<M: MailboxAccess> Messenger<M> {
         let recording = self.recording();
         let store = self.store();
         let mut events = Vec::new();
-        let handled = store.atomically_then_scrub(|store| {
-            envelopes
-                .iter()
-                .map(|(id, envelope)| recording.record(store, id, envelope, &mut events))
-                .collect::<Result<Vec<_>, _>>()
-        });
+        let handled = store
+            .atomically_then_scrub(|store| recording.record_all(store, envelopes, &mut events));
         if handled.is_ok() {
             tracing::trace!(target: "shallot_trace", "recipient: recorded and committed");
             for e in events {
@@ -97,10 +93,7 @@ impl<M: MailboxAccess> Messenger<M> {
             .commits
             .run(move |store| {
                 let mut events = Vec::new();
-                let handled = envelopes
-                    .iter()
-                    .map(|(id, envelope)| recording.record(store, id, envelope, &mut events))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let handled = recording.record_all(store, &envelopes, &mut events)?;
                 tracing::trace!(target: "shallot_trace", "recipient: recorded, shown before the commit");
                 if let Some(tx) = listener {
                     for e in events {
@@ -294,6 +287,19 @@ impl Recording {
             ));
         }
         Ok(())
+    }
+
+    /// Records `envelopes` in order; what became of each.
+    fn record_all(
+        &self,
+        store: &Store,
+        envelopes: &[(EnvelopeId, Vec<u8>)],
+        events: &mut Vec<MessengerEvent>,
+    ) -> Result<Vec<Handled>, MessengerError> {
+        envelopes
+            .iter()
+            .map(|(id, envelope)| self.record(store, id, envelope, events))
+            .collect()
     }
 
     fn record(
