@@ -3,16 +3,21 @@
 //! `docs/spec.md` §5.7).
 //!
 //! Probes run in rounds, one every voting interval, and each round ends inside the interval:
-//! a probe may take at most [`RoundTiming::probe_limit`], at most `max_concurrent_probes` run
-//! at once, so a round fits [`RoundTiming::capacity`] probes in its budget of half an interval;
-//! [`plan_round`] picks them, each relay once, least recently planned first, the relays a
-//! probe has proven before the others (which keep a quarter of the round), so that rounds
-//! rotate over more relays than one holds and a flood of new descriptors waits behind the
-//! relays clients use. A relay whose descriptor is new or changed address or keys is probed at
-//! once, unless a probe of it is already waiting or running; such probes have their own slots
-//! (a quarter of `max_concurrent_probes`, at least one), so that they cannot hold up a round.
-//! Each round also tells the server which addresses are proven relays'
-//! ([`super::server`]'s slots kept for relays).
+//! a probe may take at most [`RoundTiming::probe_limit`] and at most `max_concurrent_probes`
+//! run at once. [`plan_round`] orders every relay with a descriptor, each once: first the
+//! [`RoundTiming::capacity`] probes the round finishes in its budget of half an interval even
+//! if every one takes its whole limit (the relays a probe has proven before the others, which
+//! keep a quarter of them; least recently probed first), then everyone else. A round starts
+//! its probes in that order as slots free up, so when probes are quick (the usual case: a few
+//! milliseconds each) one round reaches every relay, and when they are slow the first part is
+//! still reached and the rest rotate in over the next rounds, so that a flood of new or
+//! stalling descriptors waits behind the relays clients use. A relay is marked when its probe
+//! starts; one the budget left unstarted goes first in the next round. A relay whose
+//! descriptor is new or changed address or keys is probed at once, unless a probe of it is
+//! already waiting or running; such probes have their own slots (a quarter of
+//! `max_concurrent_probes`, at least one), so that they cannot hold up a round. Each round
+//! also tells the server which addresses are proven relays' ([`super::server`]'s slots kept
+//! for relays).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -54,8 +59,9 @@ impl RoundTiming {
         }
     }
 
-    /// The probes a round can finish within its budget: the concurrency times the number of
-    /// probe limits that fit in the budget (at least one).
+    /// The probes a round is sure to finish within its budget even if every one takes its
+    /// whole limit: the concurrency times the number of probe limits that fit in the budget
+    /// (at least one). Quicker probes let the round go on past them.
     pub fn capacity(&self) -> usize {
         let waves = (self.budget.as_millis() / self.probe_limit.as_millis().max(1)).max(1);
         self.concurrency
@@ -63,13 +69,15 @@ impl RoundTiming {
     }
 }
 
-/// The relays one round at `now` probes, at most `capacity`, each once, and marks them
-/// planned at `now`. Relays a probe has proven at some time go first, the others (never
-/// proven) get what is left but at least a quarter of the round; within each group, the least
-/// recently planned go first (a new relay counts as planned when it was accepted), then by
-/// fingerprint. So, with `n` relays in one group and the round to itself, every relay is
-/// probed within ⌈n / capacity⌉ rounds.
-pub fn plan_round(state: &mut State, capacity: usize, now: u64) -> Vec<RelayId> {
+/// The order in which one round probes the relays with a descriptor, each once. The first
+/// `capacity` are those the round reaches even if every probe is slow: relays a probe has
+/// proven at some time first, the others (never proven) getting what is left but at least a
+/// quarter; within each group, the least recently probed first (a new relay counts as probed
+/// when it was accepted), then by fingerprint. After them come the remaining relays, proven
+/// ones first, in the same order. So, with `n` relays in one group and the round to itself,
+/// every relay is probed within ⌈n / capacity⌉ rounds however slow the probes, and in every
+/// round when they are quick.
+pub fn plan_round(state: &State, capacity: usize) -> Vec<RelayId> {
     let mut known: Vec<(u64, RelayId)> = Vec::new();
     let mut unknown: Vec<(u64, RelayId)> = Vec::new();
     for id in state.descriptors.keys() {
@@ -86,18 +94,22 @@ pub fn plan_round(state: &mut State, capacity: usize, now: u64) -> Vec<RelayId> 
     let unknown_share = unknown.len().min(capacity.div_ceil(4));
     let take_known = known.len().min(capacity.saturating_sub(unknown_share));
     let take_unknown = unknown.len().min(capacity.saturating_sub(take_known));
-    let plan: Vec<RelayId> = known
-        .into_iter()
-        .take(take_known)
-        .chain(unknown.into_iter().take(take_unknown))
-        .map(|(_, id)| id)
-        .collect();
-    for id in &plan {
-        if let Some(r) = state.relays.get_mut(id) {
-            r.last_planned = now;
-        }
+    let (known_first, known_rest) = known.split_at(take_known);
+    let (unknown_first, unknown_rest) = unknown.split_at(take_unknown);
+    known_first
+        .iter()
+        .chain(unknown_first)
+        .chain(known_rest)
+        .chain(unknown_rest)
+        .map(|(_, id)| *id)
+        .collect()
+}
+
+/// Marks `id` as probed at `now`, for the order of later rounds.
+pub fn mark_started(state: &mut State, id: &RelayId, now: u64) {
+    if let Some(r) = state.relays.get_mut(id) {
+        r.last_planned = now;
     }
-    plan
 }
 
 /// Probes relays as they are accepted and in rounds, until aborted.
@@ -114,46 +126,79 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
     let urgent_permits = Arc::new(Semaphore::new((timing.concurrency / 4).max(1)));
     let in_flight: Arc<Mutex<HashSet<RelayId>>> = Arc::new(Mutex::new(HashSet::new()));
     let mut urgent = JoinSet::new();
-    let mut round: Option<JoinSet<()>> = None;
+    let mut round: Option<AbortOnDrop> = None;
     let round_end = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(round_end);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Some(mut old) = round.take() {
-                    old.abort_all();
-                }
+                // A round still running at the next tick is ended (its probes aborted) before
+                // the new one starts.
+                drop(round.take());
                 let (plan, relay_ips) = {
-                    let mut state = shared.state();
-                    (plan_round(&mut state, timing.capacity(), now_secs()), state.known_relay_ips())
+                    let state = shared.state();
+                    (plan_round(&state, timing.capacity()), state.known_relay_ips())
                 };
                 shared.limits.set_relay_ips(relay_ips);
-                let mut set = JoinSet::new();
-                for id in plan {
-                    spawn_probe(&mut set, &shared, &permits, &in_flight, id, timing.probe_limit);
-                }
-                round = Some(set);
+                round = Some(AbortOnDrop(tokio::spawn(run_round(
+                    shared.clone(),
+                    permits.clone(),
+                    in_flight.clone(),
+                    plan,
+                    timing.probe_limit,
+                ))));
                 round_end.as_mut().reset(tokio::time::Instant::now() + timing.budget);
             }
             _ = &mut round_end, if round.is_some() => {
-                // Whatever has not finished inside the budget waits for the next round.
-                if let Some(mut set) = round.take() {
-                    set.abort_all();
-                }
+                // Whatever has not finished inside the budget waits for the next round:
+                // dropping the round aborts its probes.
+                round = None;
             }
             Some(id) = queue.recv() => {
                 spawn_probe(&mut urgent, &shared, &urgent_permits, &in_flight, id, timing.probe_limit);
             }
-            Some(_) = next(&mut round), if round.as_ref().is_some_and(|r| !r.is_empty()) => {}
             Some(_) = urgent.join_next(), if !urgent.is_empty() => {}
         }
     }
 }
 
-async fn next(round: &mut Option<JoinSet<()>>) -> Option<()> {
-    match round {
-        Some(set) => set.join_next().await.map(|_| ()),
-        None => None,
+/// One round: starts the probes of `plan` in order, each when a slot of `permits` frees up,
+/// marking each relay as it starts, and waits for them all. Dropped (at the end of the
+/// budget), it aborts the probes still running and starts no more.
+async fn run_round(
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    in_flight: Arc<Mutex<HashSet<RelayId>>>,
+    plan: Vec<RelayId>,
+    limit: Duration,
+) {
+    let mut probes = JoinSet::new();
+    for id in plan {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        while probes.try_join_next().is_some() {}
+        // A relay already being probed (its descriptor just changed) is not probed twice.
+        if !lock(&in_flight).insert(id) {
+            continue;
+        }
+        mark_started(&mut shared.state(), &id, now_secs());
+        let (shared, in_flight) = (shared.clone(), in_flight.clone());
+        probes.spawn(async move {
+            let _done = InFlight(in_flight, id);
+            let _permit = permit;
+            probe_one(&shared, id, limit).await;
+        });
+    }
+    while probes.join_next().await.is_some() {}
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -294,14 +339,20 @@ mod tests {
             },
             None,
         );
-        let plan = plan_round(&mut s, 5, t);
-        assert_eq!(plan.len(), 5);
+        let plan = plan_round(&s, 5);
         assert_eq!(plan[0], up, "the relay that was up goes first");
         assert_eq!(plan[1], old, "then the longest waiting");
-        let all = plan_round(&mut s, 1000, t + 1);
-        assert_eq!(all.len(), 2 + flood.len());
-        let unique: HashSet<RelayId> = all.iter().copied().collect();
-        assert_eq!(unique.len(), all.len(), "each relay once");
+        // Every relay is in the order, each once: quick probes reach them all in one round.
+        assert_eq!(plan.len(), 2 + flood.len());
+        let unique: HashSet<RelayId> = plan.iter().copied().collect();
+        assert_eq!(unique.len(), plan.len(), "each relay once");
+        // A relay whose probe started goes behind the others of its group next round; a
+        // proven relay stays before every never-proven one.
+        mark_started(&mut s, &up, t + 1);
+        mark_started(&mut s, &old, t + 1);
+        let next = plan_round(&s, 5);
+        assert_eq!(next[0], up);
+        assert_eq!(next.last(), Some(&old), "behind the flood, accepted at {t}");
     }
 }
 
@@ -354,8 +405,15 @@ mod rotation_tests {
         s
     }
 
+    /// The relays a round at `now` reaches when every probe takes its whole limit: the first
+    /// `capacity` of its order, each marked as it starts.
     fn plan(s: &mut State, capacity: usize, now: u64) -> Vec<RelayId> {
-        plan_round(s, capacity, now)
+        let mut order = plan_round(s, capacity);
+        order.truncate(capacity);
+        for id in &order {
+            mark_started(s, id, now);
+        }
+        order
     }
 
     /// Runs `rounds` rounds, a relay's probes succeeding iff it was proven before (or every
