@@ -80,7 +80,9 @@ fn a_small_many_node_run_delivers_and_reports_every_figure() {
     assert!(get("relay resident memory, largest") >= get("relay resident memory, average"));
     // A new client has no consensus: it fetches one whole.
     assert!(get("directory bytes fetched per client at bootstrap") > 100.0);
-    assert!(get("directory bytes fetched per client per hour") >= 0.0);
+    // Voting every 10 s, each client takes at least one newer consensus in the 20 s phase,
+    // from its guard or an authority; both sources' bytes count.
+    assert!(get("directory bytes fetched per client per hour") > 0.0);
 
     let plot = std::fs::read_to_string(&svg).unwrap();
     let _ = std::fs::remove_file(&svg);

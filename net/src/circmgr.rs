@@ -257,7 +257,17 @@ impl GuardDirectory for CircuitManager {
                 }
             };
             let hop = HopSpec::from(guard);
-            fetch_from_guard(chan, &hop, Some(held), self.dir.network(), now, limit).await
+            let stats = self.dir.cache_stats();
+            fetch_from_guard(
+                chan,
+                &hop,
+                Some(held),
+                self.dir.network(),
+                now,
+                limit,
+                stats,
+            )
+            .await
         })
     }
 }

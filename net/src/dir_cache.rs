@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,7 +152,8 @@ pub fn request(held: Option<&Consensus>) -> DirMsg {
 
 /// Asks the relay at the other end of `chan` (described by `guard`) for the consensus on a
 /// new one-hop circuit, within `limit` in all, and checks the answer with [`accept_answer`].
-/// The circuit is closed when this returns.
+/// The bytes received, whole answer or not, are added to `stats`. The circuit is closed when
+/// this returns.
 pub async fn fetch_from_guard(
     chan: Arc<ClientChannel>,
     guard: &HopSpec,
@@ -160,6 +161,7 @@ pub async fn fetch_from_guard(
     network: &NetworkFile,
     now: u64,
     limit: Duration,
+    stats: &CacheStats,
 ) -> Result<(VerifiedConsensus, String), CacheError> {
     let mut download = DirDownload::new(MAX_CONSENSUS_LEN);
     let exchange = async {
@@ -177,13 +179,20 @@ pub async fn fetch_from_guard(
             }
         }
     };
-    let answer = match tokio::time::timeout(limit, exchange).await {
-        Ok(answer) => answer?,
-        Err(_) => {
-            let (got, of) = download.progress();
-            return Err(CacheError::Timeout { limit, got, of });
-        }
+    let outcome = tokio::time::timeout(limit, exchange).await;
+    // A whole answer has taken its bytes out of the download.
+    let (got, of) = match &outcome {
+        Ok(Ok(answer)) => (answer.bytes.len(), Some(answer.bytes.len())),
+        _ => download.progress(),
     };
+    stats.bytes.fetch_add(got as u64, Ordering::Relaxed);
+    let answer = match outcome {
+        Ok(answer) => answer?,
+        Err(_) => return Err(CacheError::Timeout { limit, got, of }),
+    };
+    if answer.form == AnswerForm::Diff {
+        stats.diffs.fetch_add(1, Ordering::Relaxed);
+    }
     accept_answer(answer, held, network, now)
 }
 
@@ -194,6 +203,10 @@ pub struct CacheStats {
     pub from_guards: AtomicU64,
     /// Guard answers refused (each followed by the next source).
     pub refused: AtomicU64,
+    /// Answer bytes received from guards, as sent (compressed), whether used or not.
+    pub bytes: AtomicU64,
+    /// Whole answers that came as a diff from the consensus held, used or not.
+    pub diffs: AtomicU64,
 }
 
 /// A fetch from a guard under way: the consensus and its text, or why not.

@@ -5,7 +5,7 @@
 //! send to arrival, the share delivered, relay CPU time per message, relay and authority
 //! memory, and the directory bytes each client fetched per hour.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,29 +172,56 @@ fn avg_max(values: &[f64]) -> (f64, f64) {
     (avg, max)
 }
 
-/// Consensus bytes fetched so far by all `clients`.
-fn directory_bytes(clients: &[Client]) -> u64 {
-    clients
+/// The reasons sends failed, most frequent first, for a figure's note: empty when none did.
+fn why_failed(reasons: &BTreeMap<String, u64>) -> String {
+    let mut by_count: Vec<_> = reasons.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1));
+    by_count
         .iter()
-        .map(|c| {
-            c.messenger
-                .netdir()
-                .fetch_stats()
-                .bytes
-                .load(Ordering::Relaxed)
-        })
-        .sum()
+        .map(|(why, n)| format!("; {n} × {why}"))
+        .collect()
 }
 
-/// Consensus fetches so far by all `clients`: (whole, as a diff).
-fn directory_fetches(clients: &[Client]) -> (u64, u64) {
-    clients.iter().fold((0, 0), |(full, diffs), c| {
-        let s = c.messenger.netdir().fetch_stats();
-        (
-            full + s.full.load(Ordering::Relaxed),
-            diffs + s.diffs.load(Ordering::Relaxed),
-        )
-    })
+/// What all clients' consensus fetches have cost so far, from authorities and from guards
+/// (directory caches) together.
+#[derive(Debug, Clone, Copy, Default)]
+struct DirCounts {
+    /// Answer bytes received, compressed, from both sources.
+    bytes: u64,
+    /// Consensuses taken from an authority or a guard.
+    fetches: u64,
+    /// Of the answers received, those given as a diff from the consensus held.
+    diffs: u64,
+    /// Consensuses taken from a guard.
+    from_guards: u64,
+}
+
+impl DirCounts {
+    /// The counts of all `clients` now.
+    fn of(clients: &[Client]) -> DirCounts {
+        let mut all = DirCounts::default();
+        for c in clients {
+            let dir = c.messenger.netdir();
+            let (auth, cache) = (dir.fetch_stats(), dir.cache_stats());
+            let guards = cache.from_guards.load(Ordering::Relaxed);
+            all.bytes += auth.bytes.load(Ordering::Relaxed) + cache.bytes.load(Ordering::Relaxed);
+            all.fetches +=
+                auth.full.load(Ordering::Relaxed) + auth.diffs.load(Ordering::Relaxed) + guards;
+            all.diffs += auth.diffs.load(Ordering::Relaxed) + cache.diffs.load(Ordering::Relaxed);
+            all.from_guards += guards;
+        }
+        all
+    }
+
+    /// What was fetched between `before` and `self`.
+    fn since(self, before: DirCounts) -> DirCounts {
+        DirCounts {
+            bytes: self.bytes - before.bytes,
+            fetches: self.fetches - before.fetches,
+            diffs: self.diffs - before.diffs,
+            from_guards: self.from_guards - before.from_guards,
+        }
+    }
 }
 
 /// Runs the whole thing in `scratch` and returns its figures.
@@ -302,7 +329,7 @@ async fn measure(
             }
         })
         .collect();
-    let bootstrap_bytes = directory_bytes(&clients) as f64 / n as f64;
+    let bootstrap_bytes = DirCounts::of(&clients).bytes as f64 / n as f64;
 
     // Subscribed: every client holds circuits to its mailbox replicas (or the deadline).
     let deadline = Instant::now() + Duration::from_secs(60) + setup;
@@ -358,13 +385,13 @@ async fn measure(
     );
     let cpu0 = cpu_of(&relay_pids);
     let auth_cpu0 = cpu_of(&authority_pids);
-    let dir0 = directory_bytes(&clients);
-    let fetches0 = directory_fetches(&clients);
+    let dir0 = DirCounts::of(&clients);
     let own_cpu0 = cpu_of(&[std::process::id()]);
     let phase_start = Instant::now();
     let send_from = phase_start.duration_since(start);
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let reasons: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let until = phase_start + size.duration;
     let senders: Vec<AbortOnDrop<()>> = clients
         .iter()
@@ -372,6 +399,7 @@ async fn measure(
         .map(|(i, c)| {
             let m = c.messenger.clone();
             let (sent, failed, interval) = (sent.clone(), failed.clone(), size.interval);
+            let reasons = reasons.clone();
             let offset = interval.mul_f64(rand::random::<f64>());
             AbortOnDrop::new(tokio::spawn(async move {
                 let mut next = phase_start + offset;
@@ -380,11 +408,12 @@ async fn measure(
                 while next < until {
                     tokio::time::sleep_until(next.into()).await;
                     let body = text(i, seq, Instant::now().duration_since(start).as_micros());
-                    let (m, failed) = (m.clone(), failed.clone());
+                    let (m, failed, reasons) = (m.clone(), failed.clone(), reasons.clone());
                     sent.fetch_add(1, Ordering::Relaxed);
                     sends.push(tokio::spawn(async move {
-                        if m.send("peer", &body, OnFailure::Fail).await.is_err() {
+                        if let Err(e) = m.send("peer", &body, OnFailure::Fail).await {
                             failed.fetch_add(1, Ordering::Relaxed);
+                            *lock(&reasons).entry(e.to_string()).or_default() += 1;
                         }
                     }));
                     seq += 1;
@@ -410,8 +439,7 @@ async fn measure(
     let relay_cpu = cpu_of(&relay_pids) - cpu0;
     let auth_cpu = cpu_of(&authority_pids) - auth_cpu0;
     let own_cpu = cpu_of(&[std::process::id()]) - own_cpu0;
-    let dir_bytes = directory_bytes(&clients) - dir0;
-    let fetches1 = directory_fetches(&clients);
+    let dir = DirCounts::of(&clients).since(dir0);
     let relay_mem = memory_of(&relay_pids);
     let auth_mem = memory_of(&authority_pids);
     let own_mem = resident_bytes(std::process::id()).unwrap_or(0) as f64 / (1024.0 * 1024.0);
@@ -442,9 +470,8 @@ async fn measure(
     let (relay_avg, relay_max) = avg_max(&relay_mem);
     let (auth_avg, auth_max) = avg_max(&auth_mem);
     let hours = elapsed / 3600.0;
-    let per_client_hour = dir_bytes as f64 / n as f64 / hours;
-    let refreshes = (fetches1.0 - fetches0.0) + (fetches1.1 - fetches0.1);
-    let per_fetch = dir_bytes as f64 / refreshes.max(1) as f64;
+    let per_client_hour = dir.bytes as f64 / n as f64 / hours;
+    let per_fetch = dir.bytes as f64 / dir.fetches.max(1) as f64;
     let shape = format!(
         "{} relays, {} authorities, {n} clients, {} s, a message per client every {} s",
         relay_pids.len(),
@@ -459,8 +486,10 @@ async fn measure(
              {} could not connect",
             setup_failures.len()
         )),
-        Figure::new("many-node run: messages sent", sent as f64, "messages")
-            .note(format!("{failed} sends failed")),
+        Figure::new("many-node run: messages sent", sent as f64, "messages").note(format!(
+            "{failed} sends failed{}",
+            why_failed(&lock(&reasons))
+        )),
         Figure::new(
             "many-node run: messages delivered",
             delivered as f64,
@@ -534,11 +563,11 @@ async fn measure(
             "bytes",
         )
         .note(format!(
-            "at this run's voting interval of {} s: {refreshes} fetches ({} as diffs), \
-             {per_fetch:.0} bytes each; at the production interval (3600 s) about one fetch \
+            "at this run's voting interval of {} s: {} consensuses fetched, {} of them from \
+             guards (directory caches), {} answers as diffs; {per_fetch:.0} bytes each, \
+             unused answers included; at the production interval (3600 s) about one fetch \
              per hour",
-            size.voting_interval_secs,
-            fetches1.1 - fetches0.1
+            size.voting_interval_secs, dir.fetches, dir.from_guards, dir.diffs
         )),
     ];
     Ok((figures, Samples { latencies: samples }))
