@@ -97,6 +97,18 @@ pub fn write_secret(path: &Path, label: &'static str, secret: &[u8]) -> Result<(
 /// Writes `contents` to `path` with mode 0600 through a temporary file and a rename, so that a
 /// crash leaves either the old file or the new one.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
+    write_through_rename(path, contents, true)
+}
+
+/// Like [`write_private_file`], but without waiting for the disk: readers never see a partial
+/// file, but a crash may leave the old file, or an empty or partial one. For caches, whose
+/// reader checks what it loads and can fetch it again: a client's consensus, replaced every
+/// voting interval, need not cost a disk flush each time.
+pub fn replace_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
+    write_through_rename(path, contents, false)
+}
+
+fn write_through_rename(path: &Path, contents: &[u8], sync: bool) -> Result<(), KeyFileError> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
@@ -106,7 +118,9 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyFileErr
         .open(&tmp)
         .map_err(io_err(&tmp))?;
     file.write_all(contents).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
+    if sync {
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_err(path))?;
     Ok(())
 }

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shallot_crypto::keyfile::{write_private_file, KeyFileError};
+use shallot_crypto::keyfile::{replace_private_file, KeyFileError};
 use shallot_proto::dir::{Consensus, DocError};
 use thiserror::Error;
 
@@ -254,7 +254,9 @@ impl ConsensusCache {
             })
     }
 
-    /// Replaces the cached consensus atomically.
+    /// Replaces the cached consensus atomically, without waiting for the disk: after a crash
+    /// the file may be the previous consensus, or one that does not verify, which
+    /// [`ConsensusCache::load`] refuses and the caller fetches again.
     pub fn store(&self, text: &str) -> Result<(), CacheError> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| CacheError::Io {
@@ -262,7 +264,7 @@ impl ConsensusCache {
                 source,
             })?;
         }
-        write_private_file(Path::new(&self.path), text.as_bytes())?;
+        replace_private_file(Path::new(&self.path), text.as_bytes())?;
         Ok(())
     }
 }
@@ -440,6 +442,15 @@ mod tests {
             cache.load(&network(&keys(1)), T),
             Err(CacheError::Invalid { .. })
         ));
+        // What a crash can leave, the store not waiting for the disk: a cut or empty file is
+        // refused, never taken for a consensus.
+        for cut in [text.len() / 2, 0] {
+            std::fs::write(dir.join("sub").join("consensus.txt"), &text[..cut]).unwrap();
+            assert!(matches!(
+                cache.load(&net, T),
+                Err(CacheError::Invalid { .. })
+            ));
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 }
