@@ -12,7 +12,7 @@
 //! milliseconds each) one round reaches every relay, and when they are slow the first part is
 //! still reached and the rest rotate in over the next rounds, so that a flood of new or
 //! stalling descriptors waits behind the relays clients use. A relay is marked when its probe
-//! starts; one the budget left unstarted goes first in the next round. A relay whose
+//! ends; one the budget left unstarted or cut short goes first in the next round. A relay whose
 //! descriptor is new or changed address or keys is probed at once, unless a probe of it is
 //! already waiting or running; such probes have their own slots (a quarter of
 //! `max_concurrent_probes`, at least one), so that they cannot hold up a round. Each round
@@ -31,6 +31,9 @@ use super::schedule::now_secs;
 use super::state::{Probe, State};
 use super::Shared;
 use shallot_directory::probe::{probe, ProbeTarget};
+
+/// A set of relays shared by probe tasks: those being probed, or those queued.
+type RelaySet = Arc<Mutex<HashSet<RelayId>>>;
 
 /// Relays waiting for a first probe; beyond this, they wait for the next round.
 pub const QUEUE_LEN: usize = 1024;
@@ -105,8 +108,9 @@ pub fn plan_round(state: &State, capacity: usize) -> Vec<RelayId> {
         .collect()
 }
 
-/// Marks `id` as probed at `now`, for the order of later rounds.
-pub fn mark_started(state: &mut State, id: &RelayId, now: u64) {
+/// Marks `id` as probed at `now` (its probe ended, whatever the result), for the order of
+/// later rounds.
+pub fn mark_probed(state: &mut State, id: &RelayId, now: u64) {
     if let Some(r) = state.relays.get_mut(id) {
         r.last_planned = now;
     }
@@ -124,7 +128,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let permits = Arc::new(Semaphore::new(timing.concurrency));
     let urgent_permits = Arc::new(Semaphore::new((timing.concurrency / 4).max(1)));
-    let in_flight: Arc<Mutex<HashSet<RelayId>>> = Arc::new(Mutex::new(HashSet::new()));
+    // Relays being probed (holding a slot), and relays waiting for an urgent slot: a relay is
+    // never probed twice at once, nor queued twice for an urgent probe.
+    let running: RelaySet = Arc::default();
+    let queued: RelaySet = Arc::default();
     let mut urgent = JoinSet::new();
     let mut round: Option<AbortOnDrop> = None;
     let round_end = tokio::time::sleep(Duration::ZERO);
@@ -143,7 +150,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
                 round = Some(AbortOnDrop(tokio::spawn(run_round(
                     shared.clone(),
                     permits.clone(),
-                    in_flight.clone(),
+                    running.clone(),
                     plan,
                     timing.probe_limit,
                 ))));
@@ -155,7 +162,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
                 round = None;
             }
             Some(id) = queue.recv() => {
-                spawn_probe(&mut urgent, &shared, &urgent_permits, &in_flight, id, timing.probe_limit);
+                let sets = (&running, &queued);
+                spawn_probe(&mut urgent, &shared, &urgent_permits, sets, id, timing.probe_limit);
             }
             Some(_) = urgent.join_next(), if !urgent.is_empty() => {}
         }
@@ -163,12 +171,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
 }
 
 /// One round: starts the probes of `plan` in order, each when a slot of `permits` frees up,
-/// marking each relay as it starts, and waits for them all. Dropped (at the end of the
-/// budget), it aborts the probes still running and starts no more.
+/// and waits for them all. A relay being probed already (an urgent probe of its new
+/// descriptor) is passed over. Dropped (at the end of the budget), it aborts the probes still
+/// running and starts no more.
 async fn run_round(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    in_flight: Arc<Mutex<HashSet<RelayId>>>,
+    running: RelaySet,
     plan: Vec<RelayId>,
     limit: Duration,
 ) {
@@ -178,15 +187,13 @@ async fn run_round(
             return;
         };
         while probes.try_join_next().is_some() {}
-        // A relay already being probed (its descriptor just changed) is not probed twice.
-        if !lock(&in_flight).insert(id) {
+        let Some(running) = Held::take(&running, id) else {
             continue;
-        }
-        mark_started(&mut shared.state(), &id, now_secs());
-        let (shared, in_flight) = (shared.clone(), in_flight.clone());
+        };
+        let shared = shared.clone();
+        // The slot and the mark go with the task: dropped with it even if it never runs.
         probes.spawn(async move {
-            let _done = InFlight(in_flight, id);
-            let _permit = permit;
+            let _held = (running, permit);
             probe_one(&shared, id, limit).await;
         });
     }
@@ -202,22 +209,26 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Starts a probe of `id` unless one is already waiting or running.
+/// Queues an urgent probe of `id` (its descriptor is new or changed) unless one is already
+/// queued; it waits for a slot of `permits`, then runs unless `id` is being probed by then.
 fn spawn_probe(
     set: &mut JoinSet<()>,
     shared: &Arc<Shared>,
     permits: &Arc<Semaphore>,
-    in_flight: &Arc<Mutex<HashSet<RelayId>>>,
+    (running, queued): (&RelaySet, &RelaySet),
     id: RelayId,
     limit: Duration,
 ) {
-    if !lock(in_flight).insert(id) {
+    let Some(queued) = Held::take(queued, id) else {
         return;
-    }
-    let (shared, permits, in_flight) = (shared.clone(), permits.clone(), in_flight.clone());
+    };
+    let (shared, permits, running) = (shared.clone(), permits.clone(), running.clone());
     set.spawn(async move {
-        let _done = InFlight(in_flight, id);
         let Ok(_permit) = permits.acquire_owned().await else {
+            return;
+        };
+        drop(queued);
+        let Some(_running) = Held::take(&running, id) else {
             return;
         };
         probe_one(&shared, id, limit).await;
@@ -228,10 +239,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Removes a relay from the in-flight set when its probe task ends (or is aborted).
-struct InFlight(Arc<Mutex<HashSet<RelayId>>>, RelayId);
+/// A relay's place in a set of relays being probed (or queued), given up when this is dropped
+/// (the probe ended or was aborted, or its task was dropped before it ran).
+struct Held(RelaySet, RelayId);
 
-impl Drop for InFlight {
+impl Held {
+    /// Puts `id` in `set`; `None` if it is there already.
+    fn take(set: &RelaySet, id: RelayId) -> Option<Held> {
+        lock(set).insert(id).then(|| Held(set.clone(), id))
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         lock(&self.0).remove(&self.1);
     }
@@ -260,7 +279,10 @@ async fn probe_one(shared: &Shared, id: RelayId, limit: Duration) {
             None
         }
     };
-    shared.state().record_probe(
+    let mut state = shared.state();
+    // Marked once it ends: a probe the round's end cut short leaves the relay first in line.
+    mark_probed(&mut state, &id, now_secs());
+    state.record_probe(
         &id,
         Probe {
             at: now_secs(),
@@ -279,6 +301,35 @@ mod tests {
     use shallot_crypto::keys::IdentityKeypair;
     use shallot_directory::network::NetworkParams;
     use shallot_proto::dir::RelayDescriptor;
+
+    /// Review finding (F1): a relay's place among those being probed goes with the task, so a
+    /// round dropped at its budget's end, before a probe it just started ever ran, does not
+    /// leave the relay marked as being probed (and so never probed again).
+    #[tokio::test]
+    async fn a_probe_dropped_before_it_ran_leaves_no_mark() {
+        let running: RelaySet = Arc::default();
+        let id = IdentityKeypair::generate(&mut rand::thread_rng()).relay_id();
+        let mut probes = JoinSet::new();
+        let held = Held::take(&running, id).unwrap();
+        probes.spawn(async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        });
+        assert!(
+            Held::take(&running, id).is_none(),
+            "not probed twice at once"
+        );
+        // A current-thread runtime: the task has not run when it is aborted.
+        drop(probes);
+        for _ in 0..100 {
+            if lock(&running).is_empty() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(lock(&running).is_empty(), "the relay is still marked");
+        assert!(Held::take(&running, id).is_some());
+    }
 
     #[test]
     fn a_round_always_fits_its_budget_inside_the_interval() {
@@ -348,8 +399,8 @@ mod tests {
         assert_eq!(unique.len(), plan.len(), "each relay once");
         // A relay whose probe started goes behind the others of its group next round; a
         // proven relay stays before every never-proven one.
-        mark_started(&mut s, &up, t + 1);
-        mark_started(&mut s, &old, t + 1);
+        mark_probed(&mut s, &up, t + 1);
+        mark_probed(&mut s, &old, t + 1);
         let next = plan_round(&s, 5);
         assert_eq!(next[0], up);
         assert_eq!(next.last(), Some(&old), "behind the flood, accepted at {t}");
@@ -411,7 +462,7 @@ mod rotation_tests {
         let mut order = plan_round(s, capacity);
         order.truncate(capacity);
         for id in &order {
-            mark_started(s, id, now);
+            mark_probed(s, id, now);
         }
         order
     }
