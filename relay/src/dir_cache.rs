@@ -6,12 +6,15 @@
 //!
 //! [`Served`] is what is served, made without I/O from the consensuses followed; [`serve`] is
 //! the service: it follows the relay's consensus and answers requests, at most
-//! [`MAX_ANSWERS_AT_ONCE`] at a time (beyond that a request is answered "unavailable", and the
-//! client asks elsewhere). A relay cannot forge anything it serves: clients verify the
+//! [`MAX_ANSWERS_AT_ONCE`] at a time and [`MAX_ANSWERS_PER_ADDRESS`] to one client address
+//! ([`AnswerSlots`]; beyond that a request is answered "unavailable", and the client asks
+//! elsewhere), so that one client stalling its answers cannot take the cache from the others.
+//! A relay cannot forge anything it serves: clients verify the
 //! authorities' signatures on what they rebuild. It can withhold or serve an old one, which
 //! clients refuse and go elsewhere.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +24,7 @@ use shallot_proto::dir::Consensus;
 use shallot_proto::dir_cache::{AnswerForm, DirMsg};
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_rt::lock;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::core::Core;
@@ -33,6 +36,71 @@ pub(crate) const KEPT: usize = 4;
 
 /// Answers being streamed at once; further requests are answered "unavailable".
 pub(crate) const MAX_ANSWERS_AT_ONCE: usize = 32;
+
+/// Answers being streamed at once to circuits from one client address (listed relays are not
+/// counted). A client asks for one consensus at a time; a few more leave room for clients
+/// behind one address translator.
+pub(crate) const MAX_ANSWERS_PER_ADDRESS: usize = 4;
+
+/// The answers being sent: how many in all and to each client address (§5.13). Pure: no I/O.
+#[derive(Debug, Default)]
+pub(crate) struct AnswerSlots {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl AnswerSlots {
+    /// Takes a slot for an answer to `client` (`None`: a listed relay, counted only in the
+    /// total); `false` when the total or that address is at its limit.
+    pub(crate) fn take(&mut self, client: Option<IpAddr>) -> bool {
+        if self.total >= MAX_ANSWERS_AT_ONCE {
+            return false;
+        }
+        if let Some(ip) = client {
+            let n = self.per_address.entry(ip).or_default();
+            if *n >= MAX_ANSWERS_PER_ADDRESS {
+                return false;
+            }
+            *n += 1;
+        }
+        self.total += 1;
+        true
+    }
+
+    /// Gives back a slot taken for `client`.
+    pub(crate) fn give_back(&mut self, client: Option<IpAddr>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(ip) = client {
+            if let Some(n) = self.per_address.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_address.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A slot of [`AnswerSlots`], given back when dropped.
+struct AnswerSlot {
+    slots: Arc<Mutex<AnswerSlots>>,
+    client: Option<IpAddr>,
+}
+
+impl AnswerSlot {
+    fn take(slots: &Arc<Mutex<AnswerSlots>>, client: Option<IpAddr>) -> Option<AnswerSlot> {
+        lock(slots).take(client).then(|| AnswerSlot {
+            slots: slots.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for AnswerSlot {
+    fn drop(&mut self) {
+        lock(&self.slots).give_back(self.client);
+    }
+}
 
 /// How long one message of an answer may wait for the circuit's window.
 const SEND_LIMIT: Duration = Duration::from_secs(30);
@@ -129,10 +197,10 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
             }
         }))
     };
-    let slots = Arc::new(Semaphore::new(MAX_ANSWERS_AT_ONCE));
+    let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
     while let Some(request) = requests.recv().await {
         let snapshot = lock(&served).clone();
-        let permit = slots.clone().try_acquire_owned().ok();
+        let permit = AnswerSlot::take(&slots, request.circ.client_address());
         let (form, bytes) = match permit {
             Some(_) => snapshot.answer(request.base),
             None => (AnswerForm::Unavailable, Arc::default()),
@@ -264,5 +332,40 @@ mod tests {
         }
         assert_eq!(s.kept.len(), KEPT);
         assert_eq!(s.answer(Some(text_body_digest(&text1))).0, AnswerForm::Full);
+    }
+
+    /// One client that stalls its answers (never opening the circuit's window) holds at most
+    /// a few of the cache's slots: other clients are still answered, and the slots come back
+    /// as its answers end.
+    #[test]
+    fn one_address_cannot_take_every_answer_slot() {
+        let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
+        let greedy: IpAddr = [203, 0, 113, 7].into();
+        let held: Vec<AnswerSlot> = (0..MAX_ANSWERS_PER_ADDRESS)
+            .map(|_| AnswerSlot::take(&slots, Some(greedy)).unwrap())
+            .collect();
+        assert!(AnswerSlot::take(&slots, Some(greedy)).is_none());
+        let other: IpAddr = [198, 51, 100, 1].into();
+        assert!(AnswerSlot::take(&slots, Some(other)).is_some());
+        drop(held);
+        assert!(AnswerSlot::take(&slots, Some(greedy)).is_some());
+        assert_eq!(lock(&slots).total, 0, "every slot given back");
+        assert!(lock(&slots).per_address.is_empty());
+    }
+
+    /// Many addresses (or listed relays, counted only in the total) fill the total, and then
+    /// everyone is answered "unavailable" until a slot comes back.
+    #[test]
+    fn the_total_is_a_limit_too() {
+        let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
+        let mut held = Vec::new();
+        for i in 0..MAX_ANSWERS_AT_ONCE {
+            let client = (i % 2 == 0).then(|| IpAddr::from([10, 0, (i / 256) as u8, i as u8]));
+            held.push(AnswerSlot::take(&slots, client).unwrap());
+        }
+        assert!(AnswerSlot::take(&slots, None).is_none());
+        assert!(AnswerSlot::take(&slots, Some([10, 9, 9, 9].into())).is_none());
+        held.pop();
+        assert!(AnswerSlot::take(&slots, Some([10, 9, 9, 9].into())).is_some());
     }
 }

@@ -372,6 +372,13 @@ impl Circuit {
         }
     }
 
+    /// The address of the client at the other end of the link this circuit came on; `None`
+    /// when that is a relay listed in the consensus.
+    pub(crate) fn client_address(&self) -> Option<std::net::IpAddr> {
+        let peer = &self.prev.chan.peer;
+        (!peer.is_listed_relay()).then_some(peer.ip)
+    }
+
     /// Runs the machine on `input`, then carries out its actions (and the inputs they feed
     /// back) until none are left.
     fn step(self: &Arc<Self>, env: &Env, hop: &mut Hop, input: Input) {
