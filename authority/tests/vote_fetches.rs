@@ -43,7 +43,8 @@ fn hostile(t: u64, configured: &[[u8; 32]]) -> String {
     .encode()
 }
 
-/// A fake peer: serves the hostile list, and holds each vote fetch for 300 ms, then 404.
+/// A fake peer: serves the hostile list, and holds each vote fetch for 300 ms (less if the
+/// fetch is given up), then 404.
 async fn fake_peer(listener: TcpListener, configured: Vec<[u8; 32]>, seen: Arc<Mutex<Seen>>) {
     while let Ok((mut s, _)) = listener.accept().await {
         let (configured, seen) = (configured.clone(), seen.clone());
@@ -69,7 +70,21 @@ async fn fake_peer(listener: TcpListener, configured: Vec<[u8; 32]>, seen: Arc<M
                         g.max_in_flight = g.max_in_flight.max(g.in_flight);
                         g.digests.push(digest);
                     }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    // Held 300 ms, or until the authority gives the fetch up (its pass
+                    // ended) and closes the connection: from then on the fetch is no longer
+                    // one of the authority's at once, though this task would still be holding.
+                    let mut rest = [0u8; 64];
+                    let closed = async {
+                        while let Ok(n) = s.read(&mut rest).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                        _ = closed => {}
+                    }
                     seen.lock().unwrap().in_flight -= 1;
                     ("404 Not Found", "none\n".to_string())
                 }
