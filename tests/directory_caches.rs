@@ -195,3 +195,35 @@ fn a_hostile_guard_is_refused_and_the_client_falls_back_to_the_authorities() {
         }
     });
 }
+
+/// Review finding: a DIR_GET reaching a cache through another relay (hop 2 or 3 of a
+/// circuit) took a slot without counting against any client's network, so one client could
+/// fill every slot through an honest middle. Only requests on a circuit straight from a
+/// client's link are answered; this one is answered "unavailable", and the circuit goes on.
+#[test]
+fn a_directory_request_through_another_relay_is_answered_unavailable() {
+    use shallot_proto::dir_cache::{AnswerForm, DirMsg};
+    let n = net();
+    rt().block_on(async {
+        let _one = n.serial.lock().await;
+        let (_dir, mgr) = client(n, "dir-caches-relayed").await;
+        let built = mgr.build(None).await.unwrap();
+        let get = RelayMsg::Dir(DirMsg::Get { base: None });
+        for hop in [HopNum::SECOND, HopNum::THIRD] {
+            built.circuit.send(hop, &get).await.unwrap();
+            let (from, answer) =
+                tokio::time::timeout(Duration::from_secs(10), built.circuit.recv())
+                    .await
+                    .expect("an answer within 10 s")
+                    .unwrap();
+            assert_eq!(from, hop);
+            assert_eq!(
+                answer,
+                RelayMsg::Dir(DirMsg::Answer {
+                    form: AnswerForm::Unavailable,
+                    len: 0
+                })
+            );
+        }
+    });
+}

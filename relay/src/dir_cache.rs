@@ -5,10 +5,12 @@
 //! `DIR_CHUNK`s under the circuit's flow control.
 //!
 //! [`Served`] is what is served, made without I/O from the consensuses followed; [`serve`] is
-//! the service: it follows the relay's consensus and answers requests, at most
-//! [`MAX_ANSWERS_AT_ONCE`] at a time and [`MAX_ANSWERS_PER_ADDRESS`] to one client address
-//! ([`AnswerSlots`]; beyond that a request is answered "unavailable", and the client asks
-//! elsewhere), so that one client stalling its answers cannot take the cache from the others.
+//! the service: it follows the relay's consensus and answers requests on circuits that came
+//! straight from a client (a one-hop circuit on the client's link), at most
+//! [`MAX_ANSWERS_AT_ONCE`] at a time and [`MAX_ANSWERS_PER_NETWORK`] to one client network
+//! ([`AnswerSlots`]), each within [`ANSWER_LIMIT`]; any other request is answered
+//! "unavailable", and the client asks elsewhere. So one client stalling its answers cannot
+//! take the cache from the others.
 //! A relay cannot forge anything it serves: clients verify the
 //! authorities' signatures on what they rebuild. It can withhold or serve an old one, which
 //! clients refuse and go elsewhere.
@@ -37,45 +39,44 @@ pub(crate) const KEPT: usize = 4;
 /// Answers being streamed at once; further requests are answered "unavailable".
 pub(crate) const MAX_ANSWERS_AT_ONCE: usize = 32;
 
-/// Answers being streamed at once to circuits from one client address (listed relays are not
-/// counted). A client asks for one consensus at a time; a few more leave room for clients
+/// Answers being streamed at once to circuits from one client network (an IPv4 address or an
+/// IPv6 /64). A client asks for one consensus at a time; a few more leave room for clients
 /// behind one address translator.
-pub(crate) const MAX_ANSWERS_PER_ADDRESS: usize = 4;
+pub(crate) const MAX_ANSWERS_PER_NETWORK: usize = 4;
 
-/// The answers being sent: how many in all and to each client address (§5.13). Pure: no I/O.
+/// How long one answer may take in all, however the client paces its window.
+pub(crate) const ANSWER_LIMIT: Duration = Duration::from_secs(60);
+
+/// The answers being sent: how many in all and to each client network (§5.13). Pure: no I/O.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerSlots {
     total: usize,
-    per_address: HashMap<IpAddr, usize>,
+    per_network: HashMap<IpAddr, usize>,
 }
 
 impl AnswerSlots {
-    /// Takes a slot for an answer to `client` (`None`: a listed relay, counted only in the
-    /// total); `false` when the total or that address is at its limit.
-    pub(crate) fn take(&mut self, client: Option<IpAddr>) -> bool {
+    /// Takes a slot for an answer to a client in `network`; `false` when the total or that
+    /// network is at its limit.
+    pub(crate) fn take(&mut self, network: IpAddr) -> bool {
         if self.total >= MAX_ANSWERS_AT_ONCE {
             return false;
         }
-        if let Some(ip) = client {
-            let n = self.per_address.entry(ip).or_default();
-            if *n >= MAX_ANSWERS_PER_ADDRESS {
-                return false;
-            }
-            *n += 1;
+        let n = self.per_network.entry(network).or_default();
+        if *n >= MAX_ANSWERS_PER_NETWORK {
+            return false;
         }
+        *n += 1;
         self.total += 1;
         true
     }
 
-    /// Gives back a slot taken for `client`.
-    pub(crate) fn give_back(&mut self, client: Option<IpAddr>) {
+    /// Gives back a slot taken for `network`.
+    pub(crate) fn give_back(&mut self, network: IpAddr) {
         self.total = self.total.saturating_sub(1);
-        if let Some(ip) = client {
-            if let Some(n) = self.per_address.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.per_address.remove(&ip);
-                }
+        if let Some(n) = self.per_network.get_mut(&network) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_network.remove(&network);
             }
         }
     }
@@ -84,21 +85,24 @@ impl AnswerSlots {
 /// A slot of [`AnswerSlots`], given back when dropped.
 struct AnswerSlot {
     slots: Arc<Mutex<AnswerSlots>>,
-    client: Option<IpAddr>,
+    network: IpAddr,
 }
 
 impl AnswerSlot {
-    fn take(slots: &Arc<Mutex<AnswerSlots>>, client: Option<IpAddr>) -> Option<AnswerSlot> {
-        lock(slots).take(client).then(|| AnswerSlot {
+    /// A slot for a request from a client in `network` (`None`: the request came through
+    /// another relay, which gets no answer).
+    fn take(slots: &Arc<Mutex<AnswerSlots>>, network: Option<IpAddr>) -> Option<AnswerSlot> {
+        let network = network?;
+        lock(slots).take(network).then(|| AnswerSlot {
             slots: slots.clone(),
-            client,
+            network,
         })
     }
 }
 
 impl Drop for AnswerSlot {
     fn drop(&mut self) {
-        lock(&self.slots).give_back(self.client);
+        lock(&self.slots).give_back(self.network);
     }
 }
 
@@ -200,15 +204,26 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
     let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
     while let Some(request) = requests.recv().await {
         let snapshot = lock(&served).clone();
-        let permit = AnswerSlot::take(&slots, request.circ.client_address());
-        let (form, bytes) = match permit {
-            Some(_) => snapshot.answer(request.base),
-            None => (AnswerForm::Unavailable, Arc::default()),
+        let permit = AnswerSlot::take(&slots, request.circ.client_network());
+        let Some(permit) = permit else {
+            // One message, sent only if the window is open now: a refused request holds
+            // nothing, not even a task.
+            Stats::bump(&core.stats().dir_answers_unavailable);
+            let unavailable = RelayMsg::Dir(DirMsg::Answer {
+                form: AnswerForm::Unavailable,
+                len: 0,
+            });
+            let _ = request.circ.send_if_open(&core.env, unavailable);
+            continue;
         };
+        let (form, bytes) = snapshot.answer(request.base);
         let core = core.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            stream(&core, &request.circ, form, &bytes, &snapshot).await;
+            let answer = stream(&core, &request.circ, form, &bytes, &snapshot);
+            if tokio::time::timeout(ANSWER_LIMIT, answer).await.is_err() {
+                debug!("directory answer not sent within {ANSWER_LIMIT:?}");
+            }
         });
     }
     drop(follower);
@@ -338,10 +353,10 @@ mod tests {
     /// a few of the cache's slots: other clients are still answered, and the slots come back
     /// as its answers end.
     #[test]
-    fn one_address_cannot_take_every_answer_slot() {
+    fn one_network_cannot_take_every_answer_slot() {
         let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
         let greedy: IpAddr = [203, 0, 113, 7].into();
-        let held: Vec<AnswerSlot> = (0..MAX_ANSWERS_PER_ADDRESS)
+        let held: Vec<AnswerSlot> = (0..MAX_ANSWERS_PER_NETWORK)
             .map(|_| AnswerSlot::take(&slots, Some(greedy)).unwrap())
             .collect();
         assert!(AnswerSlot::take(&slots, Some(greedy)).is_none());
@@ -350,20 +365,20 @@ mod tests {
         drop(held);
         assert!(AnswerSlot::take(&slots, Some(greedy)).is_some());
         assert_eq!(lock(&slots).total, 0, "every slot given back");
-        assert!(lock(&slots).per_address.is_empty());
+        assert!(lock(&slots).per_network.is_empty());
     }
 
-    /// Many addresses (or listed relays, counted only in the total) fill the total, and then
-    /// everyone is answered "unavailable" until a slot comes back.
+    /// Many networks fill the total, and then everyone is answered "unavailable" until a slot
+    /// comes back; a request that came through another relay gets no slot at all.
     #[test]
-    fn the_total_is_a_limit_too() {
+    fn the_total_is_a_limit_too_and_relayed_requests_get_nothing() {
         let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
+        assert!(AnswerSlot::take(&slots, None).is_none());
         let mut held = Vec::new();
         for i in 0..MAX_ANSWERS_AT_ONCE {
-            let client = (i % 2 == 0).then(|| IpAddr::from([10, 0, (i / 256) as u8, i as u8]));
-            held.push(AnswerSlot::take(&slots, client).unwrap());
+            let client = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
+            held.push(AnswerSlot::take(&slots, Some(client)).unwrap());
         }
-        assert!(AnswerSlot::take(&slots, None).is_none());
         assert!(AnswerSlot::take(&slots, Some([10, 9, 9, 9].into())).is_none());
         held.pop();
         assert!(AnswerSlot::take(&slots, Some([10, 9, 9, 9].into())).is_some());

@@ -372,11 +372,23 @@ impl Circuit {
         }
     }
 
-    /// The address of the client at the other end of the link this circuit came on; `None`
-    /// when that is a relay listed in the consensus.
-    pub(crate) fn client_address(&self) -> Option<std::net::IpAddr> {
+    /// Sends `msg` toward the client if the circuit's window has room for it now, without
+    /// waiting; `false` if it has not, or the circuit is gone.
+    pub(crate) fn send_if_open(self: &Arc<Self>, env: &Env, msg: RelayMsg) -> bool {
+        let mut hop = lock(&self.hop);
+        if hop.machine.is_destroyed() || !hop.machine.fits_now(&msg) {
+            return false;
+        }
+        self.step(env, &mut hop, Input::Reply(msg));
+        !hop.machine.is_destroyed()
+    }
+
+    /// The network of the client at the other end of the link this circuit came on (its IPv4
+    /// address, or its IPv6 /64, as the connection limits count it); `None` when the link
+    /// is not a client's: the circuit came through another relay.
+    pub(crate) fn client_network(&self) -> Option<std::net::IpAddr> {
         let peer = &self.prev.chan.peer;
-        (!peer.is_listed_relay()).then_some(peer.ip)
+        (peer.kind == shallot_link::LinkKind::Client).then(|| crate::limits::limit_key(peer.ip))
     }
 
     /// Runs the machine on `input`, then carries out its actions (and the inputs they feed
