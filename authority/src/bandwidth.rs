@@ -59,6 +59,21 @@ impl Measurements {
         self.probed.get(relay).map(|(_, v)| *v)
     }
 
+    /// The blocks the next probe of `relay` at `now` asks it to send, of `blocks` configured:
+    /// none while its last probe figure is younger than `max_age`, so that a relay probed
+    /// every round is timed once every few rounds, not every round.
+    pub fn probe_transfer(&self, relay: &RelayId, now: u64, blocks: u16) -> u16 {
+        let fresh = self
+            .probed
+            .get(relay)
+            .is_some_and(|(at, _)| at.saturating_add(self.max_age) >= now);
+        if fresh {
+            0
+        } else {
+            blocks
+        }
+    }
+
     /// Forgets a relay (its descriptor was dropped).
     pub fn forget(&mut self, relay: &RelayId) {
         self.latest.remove(relay);
@@ -88,6 +103,21 @@ impl MeasurementSource for Measurements {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_times_a_transfer_only_once_its_last_figure_is_stale() {
+        let mut m = Measurements::new(30);
+        let r = RelayId([3; 20]);
+        assert_eq!(m.probe_transfer(&r, 1000, 256), 256, "no figure yet");
+        m.record_probe(r, 1000, 5_000_000);
+        assert_eq!(m.probe_transfer(&r, 1010, 256), 0);
+        assert_eq!(m.probe_transfer(&r, 1030, 256), 0);
+        assert_eq!(m.probe_transfer(&r, 1031, 256), 256, "stale after 30 s");
+        // The scanner's measurement does not stand in for the probe's figure.
+        let other = RelayId([4; 20]);
+        m.record(other, 1000, 1);
+        assert_eq!(m.probe_transfer(&other, 1001, 256), 256);
+    }
 
     #[test]
     fn measurements_expire() {

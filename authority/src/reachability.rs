@@ -266,7 +266,11 @@ async fn probe_one(shared: &Shared, id: RelayId, limit: Duration) {
     }) else {
         return;
     };
-    let transfer = u16::try_from(shared.network.params.probe_transfer_blocks).unwrap_or(0);
+    let blocks = u16::try_from(shared.network.params.probe_transfer_blocks).unwrap_or(0);
+    let transfer = shared
+        .state()
+        .measurements
+        .probe_transfer(&id, now_secs(), blocks);
     let result = probe(&target, transfer, limit).await;
     let measured = match &result {
         Ok(out) => {
