@@ -130,6 +130,8 @@ fn a_bootstrapped_client_fetches_its_next_consensus_from_its_guard_not_an_author
             "no authority was asked"
         );
         assert_eq!(dir.cache_stats().from_guards.load(Ordering::SeqCst), 1);
+        // The guard's answer is counted in bytes (`shallot bench --many` reports them).
+        assert!(dir.cache_stats().bytes.load(Ordering::SeqCst) > 0);
         assert_eq!(dir.last_guard_failure(), None);
         let (full, diff) = answers(n);
         assert_eq!(

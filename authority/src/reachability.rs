@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_crypto::keys::RelayId;
+use shallot_rt::{lock, AbortOnDrop};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -133,7 +134,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
     let running: RelaySet = Arc::default();
     let queued: RelaySet = Arc::default();
     let mut urgent = JoinSet::new();
-    let mut round: Option<AbortOnDrop> = None;
+    let mut round: Option<AbortOnDrop<()>> = None;
     let round_end = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(round_end);
     loop {
@@ -147,7 +148,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
                     (plan_round(&state, timing.capacity()), state.known_relay_ips())
                 };
                 shared.limits.set_relay_ips(relay_ips);
-                round = Some(AbortOnDrop(tokio::spawn(run_round(
+                round = Some(AbortOnDrop::new(tokio::spawn(run_round(
                     shared.clone(),
                     permits.clone(),
                     running.clone(),
@@ -200,15 +201,6 @@ async fn run_round(
     while probes.join_next().await.is_some() {}
 }
 
-/// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Queues an urgent probe of `id` (its descriptor is new or changed) unless one is already
 /// queued; it waits for a slot of `permits`, then runs unless `id` is being probed by then.
 fn spawn_probe(
@@ -233,10 +225,6 @@ fn spawn_probe(
         };
         probe_one(&shared, id, limit).await;
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A relay's place in a set of relays being probed (or queued), given up when this is dropped

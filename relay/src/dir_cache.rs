@@ -10,10 +10,9 @@
 //! [`MAX_ANSWERS_AT_ONCE`] at a time and [`MAX_ANSWERS_PER_NETWORK`] to one client network
 //! ([`AnswerSlots`]), each within [`ANSWER_LIMIT`]; any other request is answered
 //! "unavailable", and the client asks elsewhere. So one client stalling its answers cannot
-//! take the cache from the others.
-//! A relay cannot forge anything it serves: clients verify the
-//! authorities' signatures on what they rebuild. It can withhold or serve an old one, which
-//! clients refuse and go elsewhere.
+//! take the cache from the others. A relay cannot forge anything it serves: clients verify
+//! the authorities' signatures on what they rebuild. It can withhold or serve an old one,
+//! which clients refuse and go elsewhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;

@@ -348,7 +348,7 @@ impl Circuit {
     pub(crate) async fn send_when_open(
         self: &Arc<Self>,
         env: &Env,
-        msg: RelayMsg,
+        mut msg: RelayMsg,
         limit: Duration,
     ) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
@@ -356,15 +356,9 @@ impl Circuit {
             let opened = self.window_open.notified();
             tokio::pin!(opened);
             opened.as_mut().enable();
-            {
-                let mut hop = lock(&self.hop);
-                if hop.machine.is_destroyed() {
-                    return false;
-                }
-                if hop.machine.fits_now(&msg) {
-                    self.step(env, &mut hop, Input::Reply(msg));
-                    return !hop.machine.is_destroyed();
-                }
+            match self.try_send(env, msg) {
+                Ok(alive) => return alive,
+                Err(back) => msg = back,
             }
             if tokio::time::timeout_at(deadline, opened).await.is_err() {
                 return false;
@@ -375,12 +369,23 @@ impl Circuit {
     /// Sends `msg` toward the client if the circuit's window has room for it now, without
     /// waiting; `false` if it has not, or the circuit is gone.
     pub(crate) fn send_if_open(self: &Arc<Self>, env: &Env, msg: RelayMsg) -> bool {
+        self.try_send(env, msg).unwrap_or(false)
+    }
+
+    /// Sends `msg` if the window has room now: whether the circuit is still alive after it
+    /// (`Ok(false)` too when it was gone already), or `msg` back when it does not fit.
+    // The message goes back unmoved, on the stack: boxing it would allocate for every send.
+    #[allow(clippy::result_large_err)]
+    fn try_send(self: &Arc<Self>, env: &Env, msg: RelayMsg) -> Result<bool, RelayMsg> {
         let mut hop = lock(&self.hop);
-        if hop.machine.is_destroyed() || !hop.machine.fits_now(&msg) {
-            return false;
+        if hop.machine.is_destroyed() {
+            return Ok(false);
+        }
+        if !hop.machine.fits_now(&msg) {
+            return Err(msg);
         }
         self.step(env, &mut hop, Input::Reply(msg));
-        !hop.machine.is_destroyed()
+        Ok(!hop.machine.is_destroyed())
     }
 
     /// The network of the client at the other end of the link this circuit came on (its IPv4
