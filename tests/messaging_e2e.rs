@@ -175,6 +175,42 @@ fn messages_are_acknowledged_end_to_end_and_shown_once() {
 }
 
 #[test]
+fn circuits_readied_while_typing_carry_the_message_and_are_used_once() {
+    let n = net();
+    rt().block_on(async {
+        let alice = TestUser::new("typing-alice", &n.net.network).await;
+        let bob = TestUser::new("typing-bob", &n.net.network).await;
+        alice.add_contact("bob", &bob);
+        bob.add_contact("alice", &alice);
+        let mut replicas = bob.messenger.my_replicas().unwrap();
+        replicas.sort();
+        alice.messenger.composing("bob").unwrap();
+        eventually(
+            "a circuit to each of Bob's replicas",
+            Duration::from_secs(20),
+            || async {
+                let mut ready = alice.messenger.circuits().prepared();
+                ready.sort();
+                (ready == replicas).then_some(())
+            },
+        )
+        .await;
+        let report = alice
+            .messenger
+            .send("bob", "typed first", OnFailure::Fail)
+            .await
+            .unwrap();
+        assert_eq!(report.stored, 3);
+        assert_eq!(
+            alice.messenger.circuits().prepared(),
+            vec![],
+            "the send took all three, and nothing hands them out again"
+        );
+        bob.receive("typed first").await;
+    });
+}
+
+#[test]
 fn a_stranger_appears_as_a_contact_request() {
     let n = net();
     rt().block_on(async {

@@ -1,7 +1,9 @@
 //! The circuit manager (`docs/spec.md` §11.3): builds circuits hop by hop with a time limit per
 //! hop, retries with other relays after a failure (remembering recent failures), keeps a few
 //! circuits built ahead of need (all but their last hop, which is added when a purpose names
-//! it), and stops handing circuits out after their lifetime or when they close.
+//! it), finishes a few ahead to a last hop a purpose is about to name (a message being typed
+//! to a contact whose mailbox relays are known), and stops handing circuits out after their
+//! lifetime or when they close.
 //!
 //! The manager decides; a [`CircuitBuilder`] does the building. [`OnionBuilder`] builds real
 //! circuits over links; tests give the manager a fake one and pause tokio's clock, which is
@@ -47,6 +49,11 @@ pub struct CircuitConfig {
     pub preemptive: usize,
     /// How long a relay that failed is left out of new paths.
     pub failure_memory: Duration,
+    /// Full circuits kept finished ahead to a named last hop ([`CircuitManager::prepare`]);
+    /// the oldest is closed to make room.
+    pub prepared: usize,
+    /// A circuit finished ahead and not asked for within this long is closed.
+    pub prepared_lifetime: Duration,
 }
 
 impl Default for CircuitConfig {
@@ -58,6 +65,8 @@ impl Default for CircuitConfig {
             lifetime: Duration::from_secs(600),
             preemptive: 6,
             failure_memory: Duration::from_secs(60),
+            prepared: 8,
+            prepared_lifetime: Duration::from_secs(120),
         }
     }
 }
@@ -192,6 +201,9 @@ pub struct CircuitSummary {
     pub build_time: Duration,
 }
 
+/// A circuit finished ahead to a named last hop, and when it was finished.
+type Prepared<C> = (Arc<BuiltCircuit<C>>, Instant);
+
 /// Builds and keeps circuits for one client.
 pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
     dir: Arc<NetDir>,
@@ -200,6 +212,11 @@ pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
     guards: Mutex<GuardSet>,
     failures: Mutex<Failures>,
     pool: Mutex<Vec<Arc<BuiltCircuit<B::Circuit>>>>,
+    /// Full circuits finished ahead to a named last hop, with when each was finished, oldest
+    /// first; each is handed out once.
+    prepared: Mutex<Vec<Prepared<B::Circuit>>>,
+    /// Last hops a circuit is being finished ahead to now.
+    preparing: Mutex<HashSet<RelayId>>,
     /// Woken when the last of the circuits being asked for is ready (or failed), so that the
     /// maintenance task refills the pool at once rather than at its next look, without
     /// competing with those requests' own extensions.
@@ -287,6 +304,8 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             guards: Mutex::new(GuardSet::load(&data_dir)),
             failures: Mutex::new(Failures::default()),
             pool: Mutex::new(Vec::new()),
+            prepared: Mutex::new(Vec::new()),
+            preparing: Mutex::new(HashSet::new()),
             wanted: tokio::sync::Notify::new(),
             asking: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -414,16 +433,73 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         Ok(circ)
     }
 
-    /// A circuit for new work ending at `exit`: a prefix from the pool (built ahead, the last
-    /// hop missing) extended to `exit` when one fits the path rules, else a fresh circuit.
+    /// A circuit for new work ending at `exit`, never handed out before: one finished ahead to
+    /// `exit` ([`Self::prepare`]) if one is ready; else a prefix from the pool (built ahead, the
+    /// last hop missing) extended to `exit` when one fits the path rules; else a fresh circuit.
     pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
         let _asking = Asking::new(&self.asking, &self.wanted);
         let (consensus, avoid) = self.prune()?;
+        {
+            let mut prepared = lock(&self.prepared);
+            if let Some(i) = prepared.iter().position(|(c, _)| ends_at(c, &exit)) {
+                return Ok(prepared.remove(i).0);
+            }
+        }
+        self.extend_or_build(exit, &consensus, &avoid).await
+    }
+
+    /// Finishes a circuit to `exit` ahead of need, for [`Self::get`] to hand out within
+    /// [`CircuitConfig::prepared_lifetime`]; nothing if one is ready or being finished
+    /// already. At most [`CircuitConfig::prepared`] are kept: the oldest makes room.
+    ///
+    /// Each is used once, like any other, so a last hop sees nothing it would not see
+    /// anyway: a circuit arriving, then (or never) one request on it.
+    pub async fn prepare(&self, exit: RelayId) -> Result<(), NetError> {
+        let (consensus, avoid) = self.prune()?;
+        if lock(&self.prepared).iter().any(|(c, _)| ends_at(c, &exit)) {
+            return Ok(());
+        }
+        let Some(_preparing) = Preparing::new(&self.preparing, exit) else {
+            return Ok(());
+        };
+        let built = {
+            let _asking = Asking::new(&self.asking, &self.wanted);
+            self.extend_or_build(exit, &consensus, &avoid).await?
+        };
+        let evicted = {
+            let mut prepared = lock(&self.prepared);
+            prepared.push((built, now()));
+            let over = prepared.len().saturating_sub(self.config.prepared);
+            prepared.drain(..over).collect::<Vec<_>>()
+        };
+        for (c, _) in evicted {
+            c.circuit.close();
+        }
+        Ok(())
+    }
+
+    /// The last hops of the circuits finished ahead and ready now (read-only, for display
+    /// and the benchmark).
+    pub fn prepared(&self) -> Vec<RelayId> {
+        let _ = self.prune();
+        lock(&self.prepared)
+            .iter()
+            .filter_map(|(c, _)| c.path.last().map(|r| r.id))
+            .collect()
+    }
+
+    /// A prefix from the pool extended to `exit` when one fits, else a fresh circuit.
+    async fn extend_or_build(
+        &self,
+        exit: RelayId,
+        consensus: &VerifiedConsensus,
+        avoid: &HashSet<RelayId>,
+    ) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
         let prefix = consensus.relay(&exit).and_then(|e| {
             let mut pool = lock(&self.pool);
             let i = pool
                 .iter()
-                .position(|c| prefix_fits(&c.path, e, &consensus, &avoid))?;
+                .position(|c| prefix_fits(&c.path, e, consensus, avoid))?;
             Some((pool.swap_remove(i), e.clone()))
         });
         if let Some((prefix, exit_entry)) = prefix {
@@ -470,7 +546,7 @@ impl<B: CircuitBuilder> CircuitManager<B> {
     }
 
     /// Closes and drops the circuits built ahead that may no longer be handed out: closed,
-    /// `lifetime` old, through a relay the held consensus no longer lists Running or that
+    /// `lifetime` old (or, finished ahead, unused for `prepared_lifetime`), through a relay the held consensus no longer lists Running or that
     /// failed lately, or all of them when no valid consensus is held. Returns that consensus
     /// and the relays that failed lately.
     fn prune(&self) -> Result<(Arc<VerifiedConsensus>, HashSet<RelayId>), NetError> {
@@ -488,7 +564,19 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             *pool = keep;
             drop
         };
-        for c in dropped {
+        let stale: Vec<_> = {
+            let mut prepared = lock(&self.prepared);
+            let (keep, drop): (Vec<_>, Vec<_>) = prepared.drain(..).partition(|(c, done)| {
+                c.usable_at(self.config.lifetime, at)
+                    && at.saturating_duration_since(*done) < self.config.prepared_lifetime
+                    && consensus
+                        .as_ref()
+                        .is_ok_and(|cons| prefix_usable(&c.path, cons, &avoid))
+            });
+            *prepared = keep;
+            drop.into_iter().map(|(c, _)| c).collect()
+        };
+        for c in dropped.into_iter().chain(stale) {
             debug!("dropping a circuit built ahead: {}", c.describe());
             c.circuit.close();
         }
@@ -547,6 +635,32 @@ impl<B: CircuitBuilder> CircuitManager<B> {
                 }
             }
         }))
+    }
+}
+
+/// Whether `c` ends at `exit`.
+fn ends_at<C>(c: &BuiltCircuit<C>, exit: &RelayId) -> bool {
+    c.path.last().is_some_and(|r| r.id == *exit)
+}
+
+/// A last hop a circuit is being finished ahead to; unmarked however the work ends.
+struct Preparing<'a> {
+    set: &'a Mutex<HashSet<RelayId>>,
+    exit: RelayId,
+}
+
+impl<'a> Preparing<'a> {
+    /// Marks `exit`, or `None` if it is marked already.
+    fn new(set: &'a Mutex<HashSet<RelayId>>, exit: RelayId) -> Option<Self> {
+        // Made only when marked here: one dropped would unmark another's work.
+        let fresh = lock(set).insert(exit);
+        fresh.then(|| Preparing { set, exit })
+    }
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.exit);
     }
 }
 

@@ -32,7 +32,7 @@ pub struct BenchArgs {
     #[arg(long, value_parser = ["circuits", "messaging", "mailbox", "relay"])]
     pub only: Option<String>,
     /// Print only the path of one message, step by step with the time of each (the median
-    /// of five sent one at a time).
+    /// of five, each typed first as in the chat, then sent, one at a time).
     #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
     pub trace: bool,
     /// Run only the many-node run instead: relay and authority processes, and many clients in
@@ -177,7 +177,7 @@ async fn network_figures(
                     .map(|l| format!("{:.2}", bench::ms(*l)))
                     .collect();
                 println!(
-                    "send to arrival, 5 messages one at a time: {} ms",
+                    "send to arrival, 5 messages typed then sent one at a time (the chat gets their circuits ready while the user types): {} ms",
                     ms.join(", ")
                 );
                 println!("the median one, ms since send (+ms since the step before):");

@@ -136,6 +136,8 @@ pub struct App {
     pub(super) awaiting_start: bool,
     pub(super) quit: bool,
     pub(super) outbox: Vec<Action>,
+    /// The contact the backend was last told the user is typing to, and when (`now`).
+    pub(super) composing: Option<(String, u64)>,
     /// Unix seconds, as of the last [`App::tick`].
     pub(super) now: u64,
     /// The user's time zone.
@@ -194,6 +196,7 @@ impl App {
             pending_select: options.select_contact,
             quit: false,
             outbox: Vec::new(),
+            composing: None,
             now: unix_now(),
             time_zone: TimeZone::UTC,
             laid_out: None,

@@ -185,6 +185,11 @@ pub async fn run(
                     }
                 });
             }
+            Action::Composing { contact } => {
+                if let Err(e) = m.composing(&contact) {
+                    tracing::debug!("no circuits made ready for {contact}: {e}");
+                }
+            }
             Action::Retry { id } => {
                 let Some(id) = MessageId::from_hex(&id) else {
                     continue;

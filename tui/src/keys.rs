@@ -14,7 +14,7 @@ use super::command::{self, Command, CommandLine};
 use super::dialog::{AcceptForm, AddContactForm};
 use super::editor::Editor;
 use super::keymap::GlobalAction;
-use super::model::{Action, Delivery};
+use super::model::{Action, Delivery, COMPOSING_EVERY};
 use super::roster::Peer;
 use super::transcript;
 use shallot_client::e2e::wire::MAX_TEXT_LEN;
@@ -84,7 +84,27 @@ impl App {
             // A resize needs nothing but the next render, which lays out afresh.
             _ => {}
         }
+        self.note_composing();
         self.take_actions()
+    }
+
+    /// Tells the backend that the user is typing to the open contact, at most every
+    /// [`COMPOSING_EVERY`] seconds while the draft has text, so that the message's circuits
+    /// are ready by the time it is sent (`docs/spec.md` §11.3).
+    fn note_composing(&mut self) {
+        let Some(Peer::Contact(contact)) = self.selected.clone() else {
+            return;
+        };
+        if self.draft().is_none_or(|d| d.is_blank()) {
+            return;
+        }
+        if let Some((told, at)) = &self.composing {
+            if *told == contact && self.now < at.saturating_add(COMPOSING_EVERY) {
+                return;
+            }
+        }
+        self.composing = Some((contact.clone(), self.now));
+        self.outbox.push(Action::Composing { contact });
     }
 
     /// The wheel scrolls the conversation; a click selects a contact or moves the focus to
@@ -563,6 +583,8 @@ impl App {
                     .or_default()
                     .push(text.clone());
                 self.outbox.push(Action::Send { contact, text });
+                // The circuits made ready went with it: the next draft asks again.
+                self.composing = None;
                 self.view = transcript::Viewport::default();
                 self.unseen_below = false;
             }

@@ -239,6 +239,10 @@ pub enum AppEvent {
     },
 }
 
+/// Seconds between two [`Action::Composing`] for one conversation while its draft has text
+/// (a circuit made ready is kept 120 s: `shallot_net::circmgr::CircuitConfig`).
+pub const COMPOSING_EVERY: u64 = 30;
+
 /// Everything the UI asks of the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -249,6 +253,13 @@ pub enum Action {
         contact: String,
         /// The text, which may span several lines; never empty or only whitespace.
         text: String,
+    },
+    /// The user is typing to the contact named `contact` (sent again every
+    /// [`COMPOSING_EVERY`] seconds while the draft has text): the backend gets
+    /// the message's circuits ready. Nothing is sent to anyone.
+    Composing {
+        /// The contact's name.
+        contact: String,
     },
     /// Send a failed message again.
     Retry {

@@ -102,6 +102,11 @@ pub trait MailboxAccess: Send + Sync + 'static {
 
     /// Handles whose way to their relay is open now.
     fn open_links(&self) -> impl Future<Output = usize> + Send;
+
+    /// Gets a one-shot handle on `relay` ready ahead of need, in the background, for the next
+    /// [`Isolation::OneShot`] request to it (a message is being typed for a mailbox there).
+    /// Best effort: a failure only means that request builds its own circuit.
+    fn prepare(&self, relay: RelayId);
 }
 
 impl MailboxOps for MailboxLink {
@@ -258,5 +263,14 @@ impl MailboxAccess for CircuitMailboxes {
             .values()
             .filter(|(l, _)| l.is_open())
             .count()
+    }
+
+    fn prepare(&self, relay: RelayId) {
+        let circuits = self.circuits.clone();
+        tokio::spawn(async move {
+            if let Err(e) = circuits.prepare(relay).await {
+                tracing::debug!("a circuit finished ahead to {relay}: {e}");
+            }
+        });
     }
 }

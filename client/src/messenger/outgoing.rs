@@ -180,6 +180,22 @@ impl<M: MailboxAccess> Messenger<M> {
         self.record_attempt(&msg, 0, on_failure, outcome).await
     }
 
+    /// The user has begun typing to the contact called `name`: gets a circuit ready to each
+    /// relay the message will be deposited on (`docs/spec.md` §11.3, circuits finished
+    /// ahead), so that sending it waits for no circuit. Cheap to repeat: a relay with one
+    /// ready or being finished is skipped. Each such circuit still carries one request only.
+    pub fn composing(&self, name: &str) -> Result<(), MessengerError> {
+        let contact = self
+            .store()
+            .contact(name)?
+            .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
+        let plan = self.deposit_plan(contact.address.key())?;
+        for relay in plan.relays {
+            self.mailboxes().prepare(relay);
+        }
+        Ok(())
+    }
+
     /// Sends a failed or stuck message again now (the chat's retry key).
     pub async fn retry(&self, id: &MessageId) -> Result<SendReport, MessengerError> {
         let msg = self

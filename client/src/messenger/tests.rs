@@ -40,6 +40,8 @@ struct FakeNet {
     /// for which mailbox.
     log: Mutex<Vec<(usize, Isolation, &'static str, MailboxId)>>,
     handles: std::sync::atomic::AtomicUsize,
+    /// Every relay a one-shot handle was asked for ahead of need, in order.
+    prepared: Mutex<Vec<RelayId>>,
 }
 
 impl FakeNet {
@@ -119,6 +121,10 @@ impl MailboxAccess for FakeMailboxes {
 
     async fn open_links(&self) -> usize {
         0
+    }
+
+    fn prepare(&self, relay: RelayId) {
+        lock(&self.0.prepared).push(relay);
     }
 }
 
@@ -360,6 +366,29 @@ async fn a_message_stored_on_every_replica_is_sent_and_scheduled_for_retransmiss
     for r in w.replicas_of(&bob) {
         assert_eq!(w.net.with(r, |r| r.mailboxes.values().flatten().count()), 1);
     }
+}
+
+#[tokio::test]
+async fn typing_to_a_contact_readies_a_circuit_to_each_replica_the_message_will_use() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.composing("bob").unwrap();
+    let mut asked = lock(&w.net.prepared).clone();
+    let mut replicas = w.replicas_of(&bob);
+    asked.sort();
+    replicas.sort();
+    assert_eq!(asked, replicas);
+    assert!(matches!(
+        alice.composing("nobody"),
+        Err(MessengerError::Store(
+            crate::store::StoreError::NoSuchContact(_)
+        ))
+    ));
+    assert_eq!(
+        lock(&w.net.prepared).len(),
+        3,
+        "nothing more for a stranger"
+    );
 }
 
 #[tokio::test]

@@ -112,6 +112,8 @@ fn config() -> CircuitConfig {
         lifetime: Duration::from_secs(600),
         preemptive: 2,
         failure_memory: Duration::from_secs(60),
+        prepared: 3,
+        prepared_lifetime: Duration::from_secs(120),
     }
 }
 
@@ -538,6 +540,105 @@ async fn a_failed_extension_of_a_prefix_falls_back_to_a_fresh_circuit() {
     assert_eq!(got.path[2].id, exit);
     assert_eq!(s.log().iter().filter(|(_, c)| *c).count(), 2);
     assert_eq!(s.mgr.ready(), 0);
+}
+
+/// How many relays the fake builder was asked to add so far.
+fn adds(s: &Setup) -> usize {
+    s.log().len()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_circuit_finished_ahead_is_handed_out_once_with_nothing_left_to_build() {
+    let s = setup(1, config(), &[]);
+    let exit = s.relays[5].id;
+    s.mgr.prepare(exit).await.unwrap();
+    assert_eq!(s.mgr.prepared(), vec![exit]);
+    // A second prepare for the same last hop finds it ready and builds nothing.
+    let before = adds(&s);
+    s.mgr.prepare(exit).await.unwrap();
+    assert_eq!(adds(&s), before);
+    let got = s.mgr.get(exit).await.unwrap();
+    assert_eq!(adds(&s), before, "handed out as it was, no hop added");
+    assert_eq!(got.path.last().map(|r| r.id), Some(exit));
+    assert!(s.mgr.prepared().is_empty(), "never handed out twice");
+    // The next request for that last hop gets a circuit of its own.
+    let again = s.mgr.get(exit).await.unwrap();
+    assert!(!Arc::ptr_eq(&got.circuit, &again.circuit));
+    assert!(adds(&s) > before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_circuit_finished_ahead_and_not_asked_for_is_closed_after_its_lifetime() {
+    let s = setup(1, config(), &[]);
+    let exit = s.relays[5].id;
+    s.mgr.prepare(exit).await.unwrap();
+    let circ = lock(&s.mgr.prepared)[0].0.circuit.clone();
+    tokio::time::advance(Duration::from_secs(119)).await;
+    assert_eq!(s.mgr.prepared(), vec![exit]);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(s.mgr.prepared().is_empty());
+    assert!(circ.is_closed());
+    // And a request then builds one as before.
+    let got = s.mgr.get(exit).await.unwrap();
+    assert!(!Arc::ptr_eq(&got.circuit, &circ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn circuits_finished_ahead_are_bounded_and_the_oldest_make_room() {
+    let s = setup(1, config(), &[]);
+    let exits = s.ids(1..6);
+    let mut circuits = Vec::new();
+    for exit in &exits {
+        s.mgr.prepare(*exit).await.unwrap();
+        let last = lock(&s.mgr.prepared).last().map(|(c, _)| c.circuit.clone());
+        circuits.push(last.unwrap());
+    }
+    assert_eq!(s.mgr.prepared(), exits[2..].to_vec(), "the bound is 3");
+    assert!(circuits[..2].iter().all(|c| c.is_closed()));
+    assert!(circuits[2..].iter().all(|c| !c.is_closed()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_circuit_finished_ahead_through_a_relay_that_leaves_is_not_handed_out() {
+    let s = setup(1, config(), &[]);
+    let exit = s.relays[5].id;
+    s.mgr.prepare(exit).await.unwrap();
+    let circ = lock(&s.mgr.prepared)[0].0.circuit.clone();
+    let mut relays = s.relays.clone();
+    relays.retain(|r| r.id != exit);
+    relays.push({
+        let mut gone = s.relays[5].clone();
+        gone.flags.set(Flags::RUNNING, false);
+        gone
+    });
+    s.mgr
+        .netdir()
+        .install(testing::consensus(relays, 1000, 2000, 5000));
+    assert!(s.mgr.prepared().is_empty());
+    assert!(circ.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_prepares_for_one_last_hop_at_once_build_one_circuit() {
+    let s = setup(1, config(), &[(5, Behaviour::Slow(Duration::from_secs(1)))]);
+    let exit = s.relays[5].id;
+    let (a, b, c) = tokio::join!(
+        s.mgr.prepare(exit),
+        s.mgr.prepare(exit),
+        s.mgr.prepare(exit)
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    assert_eq!(s.tries_of(5), 1, "the second did not unmark the first");
+    assert_eq!(s.mgr.prepared(), vec![exit]);
+    // A failed prepare leaves the last hop unmarked: the next one tries again.
+    let other = s.relays[4].id;
+    lock(&s.mgr.builder.behaviour).insert(other, destroyed());
+    assert!(s.mgr.prepare(other).await.is_err());
+    lock(&s.mgr.builder.behaviour).remove(&other);
+    s.mgr.prepare(other).await.unwrap();
+    assert_eq!(s.mgr.prepared(), vec![exit, other]);
 }
 
 /// Issue 10, hole E: a directory that lists none of the client's guards time after time (each

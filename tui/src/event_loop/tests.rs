@@ -95,6 +95,12 @@ async fn typing_sends_delivery_shows_and_q_quits() {
     keys.send(key(KeyCode::Enter)).unwrap();
     assert_eq!(
         next_action(&mut asked).await,
+        Some(Action::Composing {
+            contact: "alice".into()
+        })
+    );
+    assert_eq!(
+        next_action(&mut asked).await,
         Some(Action::Send {
             contact: "alice".into(),
             text: "hello".into()

@@ -32,11 +32,47 @@ fn send(contact: &str, text: &str) -> Action {
     }
 }
 
+fn composing(contact: &str) -> Action {
+    Action::Composing {
+        contact: contact.into(),
+    }
+}
+
+#[test]
+fn typing_tells_the_backend_once_a_while_and_again_after_a_send() {
+    let mut app = alice_app();
+    assert_eq!(
+        type_text(&mut app, "  "),
+        vec![],
+        "blank: nothing to get ready for"
+    );
+    assert_eq!(type_text(&mut app, "h"), vec![composing("alice")]);
+    assert_eq!(type_text(&mut app, "ello"), vec![]);
+    let now = app.now;
+    app.tick(now + COMPOSING_EVERY - 1);
+    assert_eq!(type_text(&mut app, "!"), vec![]);
+    app.tick(now + COMPOSING_EVERY);
+    assert_eq!(
+        type_text(&mut app, "!"),
+        vec![composing("alice")],
+        "still typing"
+    );
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        vec![send("alice", "  hello!!")]
+    );
+    assert_eq!(
+        type_text(&mut app, "more"),
+        vec![composing("alice")],
+        "the next message's circuits"
+    );
+}
+
 #[test]
 fn enter_sends_the_text_and_clears_the_input() {
     let mut app = alice_app();
     assert_eq!(app.focus(), Focus::Input);
-    assert_eq!(type_text(&mut app, "hello"), vec![]);
+    assert_eq!(type_text(&mut app, "hello"), vec![composing("alice")]);
     assert_eq!(draft(&app), "hello");
     assert_eq!(
         press(&mut app, KeyCode::Enter),
@@ -145,7 +181,7 @@ fn r_retries_the_selected_failed_message() {
 #[test]
 fn q_quits_only_from_the_contacts_pane() {
     let mut app = alice_app();
-    assert_eq!(type_text(&mut app, "q"), vec![]);
+    assert_eq!(type_text(&mut app, "q"), vec![composing("alice")]);
     assert_eq!(draft(&app), "q");
     app.focus = Focus::Conversation;
     assert_eq!(type_text(&mut app, "q"), vec![]);
