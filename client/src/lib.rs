@@ -35,8 +35,9 @@
 //!    ring).
 //! 3. **Carried.** For each replica at once, each within its own deadline
 //!    (`Messenger::on_replica`), `Messenger::link` asks the [`mailbox::MailboxAccess`] for a
-//!    one-shot handle ([`mailbox::Isolation::OneShot`]): [`mailbox::CircuitMailboxes`] gets a
-//!    circuit of its own from [`shallot_net::circmgr::CircuitManager::get`], which extends a
+//!    deposit handle ([`mailbox::Isolation::Deposit`]): [`mailbox::CircuitMailboxes`] gets a
+//!    circuit of its own from [`shallot_net::circmgr::CircuitManager::get_readied`], which
+//!    hands out the one finished to that relay while the user typed, if any, or extends a
 //!    circuit built ahead to that relay (or builds one), and closes it after this one
 //!    request. Then
 //!    [`mailbox::MailboxLink::deposit`] sends a DEPOSIT request with

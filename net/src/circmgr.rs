@@ -217,6 +217,8 @@ pub struct CircuitManager<B: CircuitBuilder = OnionBuilder> {
     prepared: Mutex<Vec<Prepared<B::Circuit>>>,
     /// Last hops a circuit is being finished ahead to now.
     preparing: Mutex<HashSet<RelayId>>,
+    /// Woken when a prepare ends, however it ends.
+    prepare_ended: tokio::sync::Notify,
     /// Woken when the last of the circuits being asked for is ready (or failed), so that the
     /// maintenance task refills the pool at once rather than at its next look, without
     /// competing with those requests' own extensions.
@@ -306,6 +308,7 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             pool: Mutex::new(Vec::new()),
             prepared: Mutex::new(Vec::new()),
             preparing: Mutex::new(HashSet::new()),
+            prepare_ended: tokio::sync::Notify::new(),
             wanted: tokio::sync::Notify::new(),
             asking: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -433,35 +436,63 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         Ok(circ)
     }
 
-    /// A circuit for new work ending at `exit`, never handed out before: one finished ahead to
-    /// `exit` ([`Self::prepare`]) if one is ready; else a prefix from the pool (built ahead, the
-    /// last hop missing) extended to `exit` when one fits the path rules; else a fresh circuit.
+    /// A circuit for new work ending at `exit`, never handed out before: a prefix from the
+    /// pool (built ahead, the last hop missing) extended to `exit` when one fits the path
+    /// rules, else a fresh circuit. Never one finished ahead ([`Self::get_readied`]).
     pub async fn get(&self, exit: RelayId) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
         let _asking = Asking::new(&self.asking, &self.wanted);
         let (consensus, avoid) = self.prune()?;
-        {
-            let mut prepared = lock(&self.prepared);
-            if let Some(i) = prepared.iter().position(|(c, _)| ends_at(c, &exit)) {
-                return Ok(prepared.remove(i).0);
-            }
-        }
         self.extend_or_build(exit, &consensus, &avoid).await
     }
 
-    /// Finishes a circuit to `exit` ahead of need, for [`Self::get`] to hand out within
-    /// [`CircuitConfig::prepared_lifetime`]; nothing if one is ready or being finished
+    /// As [`Self::get`], for the one purpose circuits are finished ahead for
+    /// ([`Self::prepare`]): one finished ahead to `exit` if one is ready, or, if one is being
+    /// finished, once it is (within `per_hop_timeout`), handed out as it is; else as `get`.
+    pub async fn get_readied(
+        &self,
+        exit: RelayId,
+    ) -> Result<Arc<BuiltCircuit<B::Circuit>>, NetError> {
+        let deadline = tokio::time::Instant::now() + self.config.per_hop_timeout;
+        loop {
+            // Listening before looking, so that a prepare ending in between is not missed.
+            let ended = self.prepare_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            self.prune()?;
+            if let Some(c) = self.take_prepared(&exit) {
+                return Ok(c);
+            }
+            if !lock(&self.preparing).contains(&exit)
+                || tokio::time::timeout_at(deadline, ended).await.is_err()
+            {
+                break;
+            }
+        }
+        self.get(exit).await
+    }
+
+    /// Takes the circuit finished ahead to `exit` out of the list, if there is one.
+    fn take_prepared(&self, exit: &RelayId) -> Option<Arc<BuiltCircuit<B::Circuit>>> {
+        let mut prepared = lock(&self.prepared);
+        let i = prepared.iter().position(|(c, _)| ends_at(c, exit))?;
+        Some(prepared.remove(i).0)
+    }
+
+    /// Finishes a circuit to `exit` ahead of need, for [`Self::get_readied`] to hand out
+    /// within [`CircuitConfig::prepared_lifetime`]; nothing if one is ready or being finished
     /// already. At most [`CircuitConfig::prepared`] are kept: the oldest makes room.
     ///
     /// Each is used once, like any other, so a last hop sees nothing it would not see
-    /// anyway: a circuit arriving, then (or never) one request on it.
+    /// anyway but the timing: a circuit arriving, then (or never) one request on it.
     pub async fn prepare(&self, exit: RelayId) -> Result<(), NetError> {
         let (consensus, avoid) = self.prune()?;
+        let Some(_preparing) = Preparing::new(&self.preparing, &self.prepare_ended, exit) else {
+            return Ok(());
+        };
+        // Looked at once marked: a prepare that ended just before would not be seen otherwise.
         if lock(&self.prepared).iter().any(|(c, _)| ends_at(c, &exit)) {
             return Ok(());
         }
-        let Some(_preparing) = Preparing::new(&self.preparing, exit) else {
-            return Ok(());
-        };
         let built = {
             let _asking = Asking::new(&self.asking, &self.wanted);
             self.extend_or_build(exit, &consensus, &avoid).await?
@@ -478,8 +509,8 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         Ok(())
     }
 
-    /// The last hops of the circuits finished ahead and ready now (read-only, for display
-    /// and the benchmark).
+    /// The last hops of the circuits finished ahead and ready now (dropping those that may
+    /// no longer be handed out).
     pub fn prepared(&self) -> Vec<RelayId> {
         let _ = self.prune();
         lock(&self.prepared)
@@ -530,19 +561,28 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         Ok(Arc::new(self.build(Some(exit)).await?))
     }
 
-    /// The circuits built ahead of need and usable now, for display: read-only, and
+    /// The circuits built ahead of need (prefixes, and circuits finished ahead) and usable
+    /// now, for display: read-only, and
     /// nothing in it is secret from the user whose circuits they are.
     pub fn snapshot(&self) -> Vec<CircuitSummary> {
         let at = now();
-        lock(&self.pool)
+        let summary = |c: &BuiltCircuit<B::Circuit>| CircuitSummary {
+            relays: c.path.iter().map(|r| r.nickname.clone()).collect(),
+            age: at.saturating_duration_since(c.built_at),
+            build_time: c.build_time,
+        };
+        let mut all: Vec<CircuitSummary> = lock(&self.pool)
             .iter()
             .filter(|c| c.usable_at(self.config.lifetime, at))
-            .map(|c| CircuitSummary {
-                relays: c.path.iter().map(|r| r.nickname.clone()).collect(),
-                age: at.saturating_duration_since(c.built_at),
-                build_time: c.build_time,
-            })
-            .collect()
+            .map(|c| summary(c))
+            .collect();
+        all.extend(
+            lock(&self.prepared)
+                .iter()
+                .filter(|(c, _)| c.usable_at(self.config.lifetime, at))
+                .map(|(c, _)| summary(c)),
+        );
+        all
     }
 
     /// Closes and drops the circuits built ahead that may no longer be handed out: closed,
@@ -643,24 +683,31 @@ fn ends_at<C>(c: &BuiltCircuit<C>, exit: &RelayId) -> bool {
     c.path.last().is_some_and(|r| r.id == *exit)
 }
 
-/// A last hop a circuit is being finished ahead to; unmarked however the work ends.
+/// A last hop a circuit is being finished ahead to; unmarked however the work ends, and
+/// whoever waits for it woken.
 struct Preparing<'a> {
     set: &'a Mutex<HashSet<RelayId>>,
+    ended: &'a tokio::sync::Notify,
     exit: RelayId,
 }
 
 impl<'a> Preparing<'a> {
     /// Marks `exit`, or `None` if it is marked already.
-    fn new(set: &'a Mutex<HashSet<RelayId>>, exit: RelayId) -> Option<Self> {
+    fn new(
+        set: &'a Mutex<HashSet<RelayId>>,
+        ended: &'a tokio::sync::Notify,
+        exit: RelayId,
+    ) -> Option<Self> {
         // Made only when marked here: one dropped would unmark another's work.
         let fresh = lock(set).insert(exit);
-        fresh.then(|| Preparing { set, exit })
+        fresh.then(|| Preparing { set, ended, exit })
     }
 }
 
 impl Drop for Preparing<'_> {
     fn drop(&mut self) {
         lock(self.set).remove(&self.exit);
+        self.ended.notify_waiters();
     }
 }
 

@@ -84,13 +84,13 @@ impl App {
             // A resize needs nothing but the next render, which lays out afresh.
             _ => {}
         }
-        self.note_composing();
         self.take_actions()
     }
 
-    /// Tells the backend that the user is typing to the open contact, at most every
-    /// [`COMPOSING_EVERY`] seconds while the draft has text, so that the message's circuits
-    /// are ready by the time it is sent (`docs/spec.md` §11.3).
+    /// Tells the backend that the user is typing to the open contact (called on edits of
+    /// the draft only, not when a conversation with a saved draft is merely shown), at most
+    /// every [`COMPOSING_EVERY`] seconds while the draft has text, so that the message's
+    /// circuits are ready by the time it is sent (`docs/spec.md` §11.3).
     fn note_composing(&mut self) {
         let Some(Peer::Contact(contact)) = self.selected.clone() else {
             return;
@@ -542,6 +542,7 @@ impl App {
             || is_ctrl(key, 'j');
         if newline {
             self.draft_mut().insert_char('\n');
+            self.note_composing();
             return;
         }
         if is_ctrl(key, 'u') {
@@ -558,7 +559,9 @@ impl App {
                 self.draft_mut().down();
             }
             _ => {
-                edit_field(self.draft_mut(), key);
+                if edit_field(self.draft_mut(), key) {
+                    self.note_composing();
+                }
             }
         }
     }
@@ -612,6 +615,7 @@ impl App {
                 }
                 if self.focus == Focus::Input {
                     self.draft_mut().insert_str(text);
+                    self.note_composing();
                 }
             }
         }

@@ -82,9 +82,12 @@ pub enum Isolation {
     /// The owner's requests (SUBSCRIBE, FETCH, ACK) for its mailbox with this blinded id:
     /// one circuit per relay and mailbox, shared by nothing else.
     Owner(MailboxId),
-    /// One request alone (a deposit, a bundle fetch or a bundle put): a fresh circuit, closed
-    /// once the handle is dropped.
+    /// One request alone (a bundle fetch or a bundle put): a fresh circuit, closed once the
+    /// handle is dropped.
     OneShot,
+    /// A deposit alone: as [`Isolation::OneShot`], on a circuit that may have been finished
+    /// ahead for a deposit to that relay ([`MailboxAccess::prepare`]) and for nothing else.
+    Deposit,
 }
 
 /// How the messenger gets a handle on a mailbox relay.
@@ -93,7 +96,8 @@ pub trait MailboxAccess: Send + Sync + 'static {
     type Link: MailboxOps;
 
     /// A handle on mailbox relay `relay` for requests of the class `isolation`; a handle got
-    /// for [`Isolation::OneShot`] is used for one request and dropped.
+    /// for [`Isolation::OneShot`] or [`Isolation::Deposit`] is used for one request and
+    /// dropped.
     fn link(
         &self,
         relay: RelayId,
@@ -103,9 +107,9 @@ pub trait MailboxAccess: Send + Sync + 'static {
     /// Handles whose way to their relay is open now.
     fn open_links(&self) -> impl Future<Output = usize> + Send;
 
-    /// Gets a one-shot handle on `relay` ready ahead of need, in the background, for the next
-    /// [`Isolation::OneShot`] request to it (a message is being typed for a mailbox there).
-    /// Best effort: a failure only means that request builds its own circuit.
+    /// Gets a handle on `relay` ready ahead of need, in the background, for the next
+    /// [`Isolation::Deposit`] there (a message is being typed for a mailbox it keeps). Best
+    /// effort: a failure only means that deposit builds its own circuit.
     fn prepare(&self, relay: RelayId);
 }
 
@@ -227,6 +231,12 @@ impl MailboxAccess for CircuitMailboxes {
                 // `CircuitManager::get` never hands out a circuit twice: this one is ours
                 // alone, and closes when the returned handle is dropped.
                 let built = self.circuits.get(relay).await?;
+                return Ok(MailboxLink::new(built.circuit.clone(), relay));
+            }
+            Isolation::Deposit => {
+                // Likewise; and only a deposit may take a circuit finished ahead, so that an
+                // owner's request never arrives on one (`docs/spec.md` §11.3).
+                let built = self.circuits.get_readied(relay).await?;
                 return Ok(MailboxLink::new(built.circuit.clone(), relay));
             }
         };

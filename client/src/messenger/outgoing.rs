@@ -353,7 +353,7 @@ impl<M: MailboxAccess> Messenger<M> {
         join_all(plan.relays.iter().map(|&relay| async move {
             let link = self
                 .on_replica_until(plan.deadline, async {
-                    self.link(relay, Isolation::OneShot).await
+                    self.link(relay, Isolation::Deposit).await
                 })
                 .await;
             tracing::trace!(target: "shallot_trace", replica = %relay, "sender: deposit circuit ready");

@@ -805,7 +805,7 @@ async fn no_handle_carries_two_mailboxes_or_an_owner_request_beside_a_deposit() 
     for (h, iso, op, mailbox) in &log {
         by_handle.entry(*h).or_default().push((*iso, op, *mailbox));
     }
-    let (mut owner, mut oneshot) = (0, 0);
+    let (mut owner, mut oneshot, mut deposits) = (0, 0, 0);
     for (h, reqs) in &by_handle {
         let mailboxes: std::collections::HashSet<_> = reqs.iter().map(|r| r.2).collect();
         assert_eq!(
@@ -826,11 +826,20 @@ async fn no_handle_carries_two_mailboxes_or_an_owner_request_beside_a_deposit() 
                 oneshot += 1;
                 assert_eq!(reqs.len(), 1, "a one-shot handle reused: {reqs:?}");
                 assert!(!owner_ops.contains(&reqs[0].1), "{reqs:?}");
+                assert_ne!(reqs[0].1, "deposit", "a deposit must ask for its own class");
+            }
+            Isolation::Deposit => {
+                deposits += 1;
+                assert_eq!(reqs.len(), 1, "a deposit handle reused: {reqs:?}");
+                assert_eq!(reqs[0].1, "deposit", "{reqs:?}");
             }
         }
     }
     // Both kinds were exercised: deposits, bundles, fetches and acks.
-    assert!(owner > 0 && oneshot > 0, "{owner} {oneshot}");
+    assert!(
+        owner > 0 && oneshot > 0 && deposits > 0,
+        "{owner} {oneshot} {deposits}"
+    );
     let ops: std::collections::HashSet<&str> = log.iter().map(|l| l.2).collect();
     for op in ["deposit", "get-bundle", "put-bundle", "fetch", "ack"] {
         assert!(ops.contains(op), "{op} never made");

@@ -557,12 +557,12 @@ async fn a_circuit_finished_ahead_is_handed_out_once_with_nothing_left_to_build(
     let before = adds(&s);
     s.mgr.prepare(exit).await.unwrap();
     assert_eq!(adds(&s), before);
-    let got = s.mgr.get(exit).await.unwrap();
+    let got = s.mgr.get_readied(exit).await.unwrap();
     assert_eq!(adds(&s), before, "handed out as it was, no hop added");
     assert_eq!(got.path.last().map(|r| r.id), Some(exit));
     assert!(s.mgr.prepared().is_empty(), "never handed out twice");
     // The next request for that last hop gets a circuit of its own.
-    let again = s.mgr.get(exit).await.unwrap();
+    let again = s.mgr.get_readied(exit).await.unwrap();
     assert!(!Arc::ptr_eq(&got.circuit, &again.circuit));
     assert!(adds(&s) > before);
 }
@@ -579,8 +579,59 @@ async fn a_circuit_finished_ahead_and_not_asked_for_is_closed_after_its_lifetime
     assert!(s.mgr.prepared().is_empty());
     assert!(circ.is_closed());
     // And a request then builds one as before.
-    let got = s.mgr.get(exit).await.unwrap();
+    let got = s.mgr.get_readied(exit).await.unwrap();
     assert!(!Arc::ptr_eq(&got.circuit, &circ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_circuit_finished_ahead_goes_to_no_other_purpose() {
+    // An owner's requests, a bundle put: `get` builds afresh and leaves it for its purpose.
+    let s = setup(1, config(), &[]);
+    let exit = s.relays[5].id;
+    s.mgr.prepare(exit).await.unwrap();
+    let readied = lock(&s.mgr.prepared)[0].0.circuit.clone();
+    let other = s.mgr.get(exit).await.unwrap();
+    assert!(!Arc::ptr_eq(&other.circuit, &readied));
+    assert_eq!(s.mgr.prepared(), vec![exit]);
+    let got = s.mgr.get_readied(exit).await.unwrap();
+    assert!(Arc::ptr_eq(&got.circuit, &readied));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_that_beats_the_prepare_waits_for_it_rather_than_building_twice() {
+    let s = setup(1, config(), &[(5, Behaviour::Slow(Duration::from_secs(1)))]);
+    let exit = s.relays[5].id;
+    let mgr = s.mgr.clone();
+    let preparing = tokio::spawn(async move { mgr.prepare(exit).await });
+    while !lock(&s.mgr.preparing).contains(&exit) {
+        tokio::task::yield_now().await;
+    }
+    let got = s.mgr.get_readied(exit).await.unwrap();
+    preparing.await.unwrap().unwrap();
+    assert_eq!(s.tries_of(5), 1, "one circuit to the last hop, not two");
+    assert_eq!(got.path.last().map(|r| r.id), Some(exit));
+    assert!(
+        s.mgr.prepared().is_empty(),
+        "nothing left over at the relay"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prepare_to_a_relay_that_never_answers_ends_and_frees_its_mark() {
+    let s = setup(1, config(), &[(5, Behaviour::Hang)]);
+    let exit = s.relays[5].id;
+    let mgr = s.mgr.clone();
+    let preparing = tokio::spawn(async move { mgr.prepare(exit).await });
+    while !lock(&s.mgr.preparing).contains(&exit) {
+        tokio::task::yield_now().await;
+    }
+    // A send meanwhile waits at most one hop's time limit for it, then builds its own.
+    let asked = tokio::time::Instant::now();
+    assert!(s.mgr.get_readied(exit).await.is_err());
+    assert!(asked.elapsed() >= config().per_hop_timeout);
+    assert!(preparing.await.unwrap().is_err());
+    assert!(lock(&s.mgr.preparing).is_empty());
+    assert!(s.mgr.prepared().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

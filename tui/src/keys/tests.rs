@@ -69,6 +69,33 @@ fn typing_tells_the_backend_once_a_while_and_again_after_a_send() {
 }
 
 #[test]
+fn a_saved_draft_shown_again_readies_nothing_until_it_is_edited() {
+    let mut app = alice_app();
+    assert_eq!(
+        type_text(&mut app, "half a thought"),
+        vec![composing("alice")]
+    );
+    app.focus = Focus::Contacts;
+    let now = app.now;
+    app.tick(now + 10 * COMPOSING_EVERY);
+    // Browsing, resizing, scrolling: the draft is there but nobody is typing.
+    let mut shown = press(&mut app, KeyCode::Down);
+    shown.extend(press(&mut app, KeyCode::Up));
+    shown.extend(app.handle_event(Event::Resize(90, 30)));
+    assert!(
+        !shown.iter().any(|a| matches!(a, Action::Composing { .. })),
+        "{shown:?}"
+    );
+    assert_eq!(
+        app.selected,
+        Some(Peer::Contact("alice".into())),
+        "its draft shown again"
+    );
+    app.focus = Focus::Input;
+    assert_eq!(type_text(&mut app, "."), vec![composing("alice")]);
+}
+
+#[test]
 fn enter_sends_the_text_and_clears_the_input() {
     let mut app = alice_app();
     assert_eq!(app.focus(), Focus::Input);
