@@ -420,6 +420,29 @@ impl Store {
         tracing::trace!(target: "shallot_trace", "client store: log checkpointed");
     }
 
+    /// [`Store::scrub`], then begins the next log at once with a write of nothing secret: the
+    /// schema version, unchanged, on the database's first page (which holds only the header
+    /// and the schema). SQLite flushes a new log's header to disk on its own before the first
+    /// commit's pages, so a commit into an emptied log costs two flushes; made here, while
+    /// nothing waits, the next commit (a message being sent) pays one. For the group
+    /// committer when it goes idle.
+    pub fn scrub_and_prime(&self) {
+        if !self.conn.is_autocommit() {
+            return;
+        }
+        self.scrub();
+        let primed = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .and_then(|v| {
+                self.conn
+                    .execute_batch(&format!("PRAGMA user_version = {v}"))
+            });
+        if let Err(e) = primed {
+            tracing::debug!("beginning the next log: {e}");
+        }
+    }
+
     /// Creates this user's identity.
     pub fn create_identity(
         &self,

@@ -208,8 +208,14 @@ impl GroupCommit {
             }
             // Scrubbed when nothing came, or (while jobs keep coming) once the oldest commit
             // not yet scrubbed is SCRUB_MAX old: after the batch, never in its way.
+            // Gone idle, it also begins the next log, so that the next message's commit
+            // flushes once (`Store::scrub_and_prime`).
             if dirty.is_some_and(|since| nothing_came || since.elapsed() >= SCRUB_MAX) {
-                store.scrub();
+                if nothing_came {
+                    store.scrub_and_prime();
+                } else {
+                    store.scrub();
+                }
                 dirty = None;
             }
         }
@@ -275,14 +281,33 @@ mod tests {
             assert!(s.contact("dropped").unwrap().is_none());
             s.dir().join("shallot.db-wal")
         };
-        // The log is scrubbed once nothing more has come for a while.
+        // The log is scrubbed once nothing more has come for a while: what is left in it is
+        // the next log's beginning, the database's first page, and nothing of the contacts.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) > 0
-            && std::time::Instant::now() < deadline
-        {
+        let mut pages = log_pages(&log);
+        while pages != [1] && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            pages = log_pages(&log);
         }
-        assert_eq!(std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0), 0);
+        assert_eq!(pages, [1]);
+        let bytes = std::fs::read(&log).unwrap();
+        assert!(!bytes.windows(4).any(|w| w == b"kept"));
+    }
+
+    /// The page numbers of the frames in the write-ahead log at `path`, in order (SQLite's
+    /// file format: a 32-byte header giving the page size, then frames of a 24-byte header,
+    /// whose first 4 bytes are the page number, and a page).
+    fn log_pages(path: &std::path::Path) -> Vec<u32> {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let Some(size) = bytes.get(8..12) else {
+            return Vec::new();
+        };
+        let size = u32::from_be_bytes(size.try_into().unwrap()) as usize;
+        bytes[32..]
+            .chunks(24 + size)
+            .filter(|f| f.len() == 24 + size)
+            .map(|f| u32::from_be_bytes(f[..4].try_into().unwrap()))
+            .collect()
     }
 
     /// Contacts as another connection sees them: what is on disk, committed.
