@@ -406,38 +406,53 @@ impl Store {
 
     /// Copies the write-ahead log into the database and truncates it to nothing (unless
     /// another connection is reading, when the next transaction's checkpoint does it). Inside
-    /// a transaction, nothing: the outer transaction's end does it.
-    pub fn scrub(&self) {
+    /// a transaction, nothing: the outer transaction's end does it. Returns whether the log
+    /// was emptied.
+    pub fn scrub(&self) -> bool {
         if !self.conn.is_autocommit() {
-            return;
+            return false;
         }
-        if let Err(e) = self
+        // The first column says whether a reader or writer kept the checkpoint from ending.
+        let emptied = match self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        {
-            tracing::debug!("checkpoint: {e}");
-        }
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(busy) => busy == 0,
+            Err(e) => {
+                tracing::debug!("checkpoint: {e}");
+                false
+            }
+        };
         tracing::trace!(target: "shallot_trace", "client store: log checkpointed");
+        emptied
     }
 
-    /// [`Store::scrub`], then begins the next log at once with a write of nothing secret: the
-    /// schema version, unchanged, on the database's first page (which holds only the header
-    /// and the schema). SQLite flushes a new log's header to disk on its own before the first
-    /// commit's pages, so a commit into an emptied log costs two flushes; made here, while
-    /// nothing waits, the next commit (a message being sent) pays one. For the group
-    /// committer when it goes idle.
+    /// [`Store::scrub`], then, if the log was emptied, begins the next one at once with a
+    /// write of nothing secret: the schema version, unchanged, on the database's first page
+    /// (which holds only the header and the schema, or pointers to the schema's pages).
+    /// SQLite flushes a new log's header to disk on its own before the first commit's pages,
+    /// so a commit into an emptied log costs two flushes; made here, while nothing waits, the
+    /// next commit (a message being sent) pays one. For the group committer when it goes idle.
     pub fn scrub_and_prime(&self) {
-        if !self.conn.is_autocommit() {
+        if !self.scrub() {
             return;
         }
-        self.scrub();
-        let primed = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-            .and_then(|v| {
-                self.conn
-                    .execute_batch(&format!("PRAGMA user_version = {v}"))
-            });
+        // Read and written in one transaction: another process migrating the store in
+        // between would otherwise have its version put back.
+        let primed = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
+            let written = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                .and_then(|v| {
+                    self.conn
+                        .execute_batch(&format!("PRAGMA user_version = {v}; COMMIT"))
+                });
+            if written.is_err() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            written
+        });
         if let Err(e) = primed {
             tracing::debug!("beginning the next log: {e}");
         }

@@ -459,12 +459,13 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             tokio::pin!(ended);
             ended.as_mut().enable();
             self.prune()?;
+            // The mark read first: a prepare that ends after it has left its circuit for the
+            // look below.
+            let marked = lock(&self.preparing).contains(&exit);
             if let Some(c) = self.take_prepared(&exit) {
                 return Ok(c);
             }
-            if !lock(&self.preparing).contains(&exit)
-                || tokio::time::timeout_at(deadline, ended).await.is_err()
-            {
+            if !marked || tokio::time::timeout_at(deadline, ended).await.is_err() {
                 break;
             }
         }

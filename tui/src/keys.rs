@@ -559,7 +559,11 @@ impl App {
                 self.draft_mut().down();
             }
             _ => {
-                if edit_field(self.draft_mut(), key) {
+                // Only a change of the text is typing: moving the cursor in a saved draft is
+                // not.
+                let before = self.draft().map(|d| d.text());
+                edit_field(self.draft_mut(), key);
+                if self.draft().map(|d| d.text()) != before {
                     self.note_composing();
                 }
             }

@@ -12,7 +12,8 @@
 //! checkpointed and truncated after each transaction ([`super::Store::atomically`]), or for the
 //! messenger's grouped transactions once a burst of them is over ([`super::group`]: 25 ms
 //! without one, at most 500 ms), so an old ratchet state or a dropped prekey does not linger
-//! in the log.
+//! in the log. After the group's idle checkpoint the log holds one frame again: the
+//! database's first page, rewritten unchanged ([`super::Store::scrub_and_prime`]).
 
 use std::fmt::Write as _;
 use std::io::Read;

@@ -303,7 +303,9 @@ mod tests {
             return Vec::new();
         };
         let size = u32::from_be_bytes(size.try_into().unwrap()) as usize;
-        bytes[32..]
+        bytes
+            .get(32..)
+            .unwrap_or_default()
             .chunks(24 + size)
             .filter(|f| f.len() == 24 + size)
             .map(|f| u32::from_be_bytes(f[..4].try_into().unwrap()))

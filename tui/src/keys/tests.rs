@@ -92,6 +92,9 @@ fn a_saved_draft_shown_again_readies_nothing_until_it_is_edited() {
         "its draft shown again"
     );
     app.focus = Focus::Input;
+    for key in [KeyCode::Left, KeyCode::Home, KeyCode::End, KeyCode::Delete] {
+        assert_eq!(press(&mut app, key), vec![], "{key:?} moves, types nothing");
+    }
     assert_eq!(type_text(&mut app, "."), vec![composing("alice")]);
 }
 
