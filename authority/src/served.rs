@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Bytes;
-use shallot_directory::compress::compress;
+use shallot_directory::compress::{compress, compress_diff};
 use shallot_proto::dir::diff::consensus_diff;
 
 use super::state::ConsensusRecord;
@@ -49,7 +49,7 @@ impl Served {
                 Some((
                     b.digest,
                     ServedDiff {
-                        compressed: Bytes::from(compress(diff.as_bytes())),
+                        compressed: Bytes::from(compress_diff(diff.as_bytes())),
                         plain: Bytes::from(diff),
                     },
                 ))

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
-use shallot_directory::compress::{compress, decompress_capped};
+use shallot_directory::compress::{compress, compress_diff, decompress_capped, DIFF_LEVEL, LEVEL};
 use shallot_directory::compute::steady_weight;
 use shallot_proto::dir::diff::{apply_diff, consensus_diff};
 use shallot_proto::dir::{
@@ -217,15 +217,20 @@ fn bench(c: &mut Criterion) {
         );
         let diff = consensus_diff(&base, &next).unwrap();
         assert_eq!(apply_diff(&text, &diff).unwrap(), next.encode().unwrap());
-        let dz = compress(diff.as_bytes());
+        let started = std::time::Instant::now();
+        let dz = compress_diff(diff.as_bytes());
+        let took = started.elapsed();
         let ops = |p: &str| diff.lines().filter(|l| l.starts_with(p)).count();
         eprintln!(
             "hourly diff, 2 % churn, {:.0} % remeasured ±20 %{}: {} bytes raw, {} bytes zstd \
+             level {DIFF_LEVEL} in {:.1} ms ({} at the consensus's level {LEVEL}) \
              ({} w, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes",
             reweighed * 100.0,
             if steady { ", steady weights" } else { "" },
             diff.len(),
             dz.len(),
+            took.as_secs_f64() * 1e3,
+            compress(diff.as_bytes()).len(),
             ops("w "),
             ops("m "),
             ops("k "),

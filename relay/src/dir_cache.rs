@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shallot_directory::compress::compress;
+use shallot_directory::compress::{compress, compress_diff};
 use shallot_proto::dir::diff::{consensus_diff, text_body_digest};
 use shallot_proto::dir::Consensus;
 use shallot_proto::dir_cache::{AnswerForm, DirMsg};
@@ -140,7 +140,7 @@ impl Served {
             .iter()
             .filter_map(|(d, base)| {
                 let diff = consensus_diff(base, &next).ok()?;
-                Some((*d, Arc::new(compress(diff.as_bytes()))))
+                Some((*d, Arc::new(compress_diff(diff.as_bytes()))))
             })
             .collect();
         Some(Served {
