@@ -458,14 +458,18 @@ impl<B: CircuitBuilder> CircuitManager<B> {
             let ended = self.prepare_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            self.prune()?;
+            let (consensus, avoid) = self.prune()?;
             // The mark read first: a prepare that ends after it has left its circuit for the
             // look below.
             let marked = lock(&self.preparing).contains(&exit);
             if let Some(c) = self.take_prepared(&exit) {
                 return Ok(c);
             }
-            if !marked || tokio::time::timeout_at(deadline, ended).await.is_err() {
+            if !marked {
+                let _asking = Asking::new(&self.asking, &self.wanted);
+                return self.extend_or_build(exit, &consensus, &avoid).await;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
                 break;
             }
         }
@@ -563,8 +567,8 @@ impl<B: CircuitBuilder> CircuitManager<B> {
     }
 
     /// The circuits built ahead of need (prefixes, and circuits finished ahead) and usable
-    /// now, for display: read-only, and
-    /// nothing in it is secret from the user whose circuits they are.
+    /// now, for display: read-only, and nothing in it is secret from the user whose circuits
+    /// they are.
     pub fn snapshot(&self) -> Vec<CircuitSummary> {
         let at = now();
         let summary = |c: &BuiltCircuit<B::Circuit>| CircuitSummary {
@@ -587,32 +591,30 @@ impl<B: CircuitBuilder> CircuitManager<B> {
     }
 
     /// Closes and drops the circuits built ahead that may no longer be handed out: closed,
-    /// `lifetime` old (or, finished ahead, unused for `prepared_lifetime`), through a relay the held consensus no longer lists Running or that
-    /// failed lately, or all of them when no valid consensus is held. Returns that consensus
-    /// and the relays that failed lately.
+    /// `lifetime` old (or, finished ahead, unused for `prepared_lifetime`), through a relay
+    /// the held consensus no longer lists Running or that failed lately, or all of them when
+    /// no valid consensus is held. Returns that consensus and the relays that failed lately.
     fn prune(&self) -> Result<(Arc<VerifiedConsensus>, HashSet<RelayId>), NetError> {
         let consensus = self.dir.consensus();
         let avoid = self.recent_failures();
         let at = now();
+        // What any circuit built ahead must still be to be kept.
+        let usable = |c: &BuiltCircuit<B::Circuit>| {
+            c.usable_at(self.config.lifetime, at)
+                && consensus
+                    .as_ref()
+                    .is_ok_and(|cons| prefix_usable(&c.path, cons, &avoid))
+        };
         let dropped: Vec<_> = {
             let mut pool = lock(&self.pool);
-            let (keep, drop): (Vec<_>, Vec<_>) = pool.drain(..).partition(|c| {
-                c.usable_at(self.config.lifetime, at)
-                    && consensus
-                        .as_ref()
-                        .is_ok_and(|cons| prefix_usable(&c.path, cons, &avoid))
-            });
+            let (keep, drop): (Vec<_>, Vec<_>) = pool.drain(..).partition(|c| usable(c));
             *pool = keep;
             drop
         };
         let stale: Vec<_> = {
             let mut prepared = lock(&self.prepared);
             let (keep, drop): (Vec<_>, Vec<_>) = prepared.drain(..).partition(|(c, done)| {
-                c.usable_at(self.config.lifetime, at)
-                    && at.saturating_duration_since(*done) < self.config.prepared_lifetime
-                    && consensus
-                        .as_ref()
-                        .is_ok_and(|cons| prefix_usable(&c.path, cons, &avoid))
+                usable(c) && at.saturating_duration_since(*done) < self.config.prepared_lifetime
             });
             *prepared = keep;
             drop.into_iter().map(|(c, _)| c).collect()

@@ -153,16 +153,6 @@ async fn pair(net: &Testnet, scratch: &Path) -> Result<Pair, BenchError> {
     })
 }
 
-/// How a message is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sent {
-    /// From the chat: the user typed it first, and the chat got its circuits ready meanwhile
-    /// ([`Messenger::composing`]); timed from the Enter key.
-    Typed,
-    /// At once, with nothing ready ahead but the circuit prefixes (the command line's `send`).
-    Cold,
-}
-
 /// As the chat does when the user starts typing: asks for the message's circuits, and waits
 /// (a few seconds at most) for them, as a user's typing would.
 async fn type_to_bob(alice: &Messenger) -> Result<(), BenchError> {
@@ -174,17 +164,9 @@ async fn type_to_bob(alice: &Messenger) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Sends one message from Alice to Bob and waits for it: the time from send (the Enter key)
-/// to arrival.
-async fn one_message(pair: &mut Pair, text: &str, how: Sent) -> Result<Duration, BenchError> {
-    if how == Sent::Typed {
-        type_to_bob(&pair.alice).await?;
-    }
-    timed_message(pair, text).await
-}
-
-/// Sends one message from Alice to Bob now and waits for it: the time from send to arrival.
-async fn timed_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError> {
+/// Sends one message from Alice to Bob now and waits for it: the time from send (the Enter
+/// key, when it was typed first) to arrival.
+async fn one_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError> {
     let start = Instant::now();
     let sender = {
         let alice = pair.alice.clone();
@@ -222,7 +204,8 @@ async fn settle(alice: &Messenger) {
 }
 
 /// `shallot bench --trace`: sends `count` messages one at a time, each on a network at rest
-/// and typed first (as from the chat), recording each one's steps; returns the latencies and the trace of the median message.
+/// and typed first (as from the chat), recording each one's steps; returns the latencies and
+/// the trace of the median message.
 pub async fn trace(
     net: &Testnet,
     scratch: &Path,
@@ -237,7 +220,7 @@ pub async fn trace(
         type_to_bob(&pair.alice).await?;
         let start = Instant::now();
         recorder.start();
-        let latency = timed_message(&mut pair, &format!("traced {i}")).await;
+        let latency = one_message(&mut pair, &format!("traced {i}")).await;
         let steps = recorder.stop();
         runs.push((latency?, start, steps));
     }
@@ -257,8 +240,10 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
     let mut typed = Vec::with_capacity(count);
     let mut cold = Vec::with_capacity(count);
     for i in 0..count {
-        typed.push(one_message(&mut pair, &format!("latency {i}"), Sent::Typed).await?);
-        cold.push(one_message(&mut pair, &format!("cold {i}"), Sent::Cold).await?);
+        // As from the chat, typed first; then as from the command line, with nothing ready.
+        type_to_bob(&pair.alice).await?;
+        typed.push(one_message(&mut pair, &format!("latency {i}")).await?);
+        cold.push(one_message(&mut pair, &format!("cold {i}")).await?);
     }
     let p50 = quantile(&mut typed, 0.5);
     let p99 = quantile(&mut typed, 0.99);

@@ -40,7 +40,7 @@ struct FakeNet {
     /// for which mailbox.
     log: Mutex<Vec<(usize, Isolation, &'static str, MailboxId)>>,
     handles: std::sync::atomic::AtomicUsize,
-    /// Every relay a one-shot handle was asked for ahead of need, in order.
+    /// Every relay a deposit handle was asked for ahead of need, in order.
     prepared: Mutex<Vec<RelayId>>,
 }
 
@@ -387,7 +387,7 @@ async fn typing_to_a_contact_readies_a_circuit_to_each_replica_the_message_will_
     assert_eq!(
         lock(&w.net.prepared).len(),
         3,
-        "nothing more for a stranger"
+        "nothing asked for a name that is no contact"
     );
 }
 
