@@ -250,7 +250,8 @@ fn demo_echo_answers_long_after_start_and_q_cleans_up() {
 
     // Esc leaves the input line; q quits.
     pty.type_text("\x1b");
-    std::thread::sleep(Duration::from_millis(300));
+    // Seen on screen before q goes: sent together, the two bytes would read as Alt-q.
+    pty.wait_for_text("Tab or Enter to write", Duration::from_secs(30));
     pty.type_text("q");
     let status = pty.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "demo exited with {status:?}");

@@ -63,13 +63,22 @@ fn an_equivocating_authority_is_caught_and_left_out() {
             .expect("the rogue's own vote");
         assert!(c.shared_rand.commits.iter().all(|(_, v)| *v != own.commit));
 
-        // Both honest authorities serve the very same consensus body.
-        let served = net.served(&[0, 1]).await;
-        let bodies: Vec<String> = served
-            .iter()
-            .map(|s| s.as_ref().expect("a consensus").encode_body().unwrap())
-            .collect();
-        assert_eq!(bodies[0], bodies[1]);
+        // Both honest authorities serve the very same consensus body. The two are asked one
+        // after the other, so a period may turn between them: compare one period's.
+        let (first, second) = eventually(
+            "both honest authorities to serve the same period's consensus",
+            Duration::from_secs(30),
+            || async {
+                match &net.served(&[0, 1]).await[..] {
+                    [Some(a), Some(b)] if a.valid_after == b.valid_after => {
+                        Some((a.encode_body().unwrap(), b.encode_body().unwrap()))
+                    }
+                    _ => None,
+                }
+            },
+        )
+        .await;
+        assert_eq!(first, second);
 
         // And each logged the equivocation, naming the rogue.
         for name in ["auth0", "auth1"] {

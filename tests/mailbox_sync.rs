@@ -181,9 +181,18 @@ fn a_replica_that_missed_a_deposit_gets_it_by_anti_entropy() {
             fetch_from_third,
         )
         .await;
-        // Anti-entropy put it there: its pushes counted, and the ring never changed.
-        let pushed_after: u64 = stats(&net).iter().map(|(_, s)| s.mailbox_sync_pushed).sum();
-        assert!(pushed_after > pushed_before, "no anti-entropy push counted");
+        // Anti-entropy put it there: its pushes counted, and the ring never changed. The
+        // pusher counts a push when the receiver's answer comes back, which may be after
+        // the envelope shows at the receiver.
+        eventually(
+            "an anti-entropy push to be counted",
+            Duration::from_secs(30),
+            || {
+                let pushed: u64 = stats(&net).iter().map(|(_, s)| s.mailbox_sync_pushed).sum();
+                async move { (pushed > pushed_before).then_some(()) }
+            },
+        )
+        .await;
         let now = consensus(&net).await;
         assert_eq!(
             Ring::new(
@@ -274,10 +283,16 @@ fn a_mailbox_larger_than_the_deposit_burst_is_repaired_without_waiting_for_refil
         let (rate, burst) = AdmissionLimits::default().mailbox_deposits;
         let refills = burst + rate * started.elapsed().as_secs_f64();
         assert!(refills < LARGE as f64, "{refills} deposits admitted free");
-        assert!(
-            solved(&net) > solved_before,
-            "no push solved a puzzle, so the burst was never passed"
-        );
+        // Counted by the pusher once the answer is back (see above): wait for it.
+        eventually(
+            "a push that solved a puzzle (else the burst was never passed)",
+            Duration::from_secs(30),
+            || {
+                let solved = solved(&net);
+                async move { (solved > solved_before).then_some(()) }
+            },
+        )
+        .await;
     });
 }
 
