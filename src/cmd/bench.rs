@@ -31,10 +31,13 @@ pub struct BenchArgs {
     /// Run only one group of figures (the test network's readiness is always reported).
     #[arg(long, value_parser = ["circuits", "messaging", "mailbox", "relay"])]
     pub only: Option<String>,
-    /// Print only the path of one message, step by step with the time of each (the median
-    /// of five, each typed first as in the chat, then sent, one at a time).
+    /// Print only the path of a message, step by step with the time of each: the median and
+    /// the slowest of `--messages`, each typed first as in the chat, then sent, one at a time.
     #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
     pub trace: bool,
+    /// Messages the trace sends (at least 1).
+    #[arg(long, default_value_t = 5, requires = "trace", value_parser = clap::value_parser!(u16).range(1..))]
+    pub messages: u16,
     /// Run only the many-node run instead: relay and authority processes, and many clients in
     /// this process exchanging messages in pairs (`docs/many-nodes.md`).
     #[arg(long, conflicts_with_all = ["soak", "only", "trace"])]
@@ -170,19 +173,44 @@ async fn network_figures(
                     .map(|r| (r.id.to_string(), r.nickname.clone()))
                     .collect();
                 let dir = scratch.join("trace");
-                let (latencies, lines) =
-                    bench::messaging::trace(&net, &dir, recorder, &names, 5).await?;
-                let ms: Vec<String> = latencies
-                    .iter()
-                    .map(|l| format!("{:.2}", bench::ms(*l)))
-                    .collect();
+                let traced = bench::messaging::trace(
+                    &net,
+                    &dir,
+                    recorder,
+                    &names,
+                    usize::from(args.messages),
+                )
+                .await?;
+                let mut latencies = traced.latencies.clone();
+                let shown = if latencies.len() <= 20 {
+                    let each: Vec<String> = latencies
+                        .iter()
+                        .map(|l| format!("{:.2}", bench::ms(*l)))
+                        .collect();
+                    format!("{} ms, fastest first", each.join(", "))
+                } else {
+                    let mut q = |p| bench::ms(bench::quantile(&mut latencies, p));
+                    format!(
+                        "p50 {:.2}, p90 {:.2}, p99 {:.2}, slowest {:.2} ms",
+                        q(0.5),
+                        q(0.9),
+                        q(0.99),
+                        q(1.0)
+                    )
+                };
                 println!(
-                    "send to arrival, 5 messages typed then sent one at a time (the chat gets their circuits ready while the user types): {} ms",
-                    ms.join(", ")
+                    "send to arrival, {} messages typed then sent one at a time (the chat gets their circuits ready while the user types): {shown}",
+                    traced.latencies.len()
                 );
                 println!("the median one, ms since send (+ms since the step before):");
-                for line in lines {
+                for line in traced.median {
                     println!("{line}");
+                }
+                if traced.latencies.len() > 1 {
+                    println!("the slowest one:");
+                    for line in traced.slowest {
+                        println!("{line}");
+                    }
                 }
                 return Ok(Vec::new());
             }
