@@ -477,7 +477,7 @@ fn links_stalled_on_unfinished_records_are_closed_beyond_the_buffer_share() {
         .await;
         assert!(
             open > 0,
-            "the relay closed links an honest share would hold"
+            "the relay closed every stalled link, more than its share needed"
         );
         assert!(relay.handle.link_buffer_bytes() <= cap);
         // An honest client is served, moving full records both ways: 300 echoes of 400 bytes.

@@ -37,9 +37,10 @@ pub const TEXT_ENVELOPE_LEN: usize = 175 + BUCKETS[0];
 
 /// Clients depositing, each with its own guards.
 const CLIENTS: usize = 8;
-/// Circuits (depositors) per client, each with one deposit in flight at a time: enough that
-/// the run reaches a limit, so that the figure is the relay's and not the depositors' round
-/// trips. At 8 (64 depositors) neither limit was reached (store committing 64-74 % of the
+/// Circuits (depositors) per client, each with one deposit in flight at a time: enough to
+/// bring the run near the machine's CPU limit (which the depositors share with the relays),
+/// so that the figure is not bounded by the depositors' round trips. At 8 (64 depositors)
+/// neither limit was reached (store committing 64-74 % of the
 /// time, cores 78-79 % busy) and the figure rose with more depositors (2026-12-01, 19:55 UTC:
 /// 64 gave 4,775 and 5,534 a second; 128, 6,235 and 6,352; 384, 7,342 with every core busy).
 const PER_CLIENT: usize = 48;

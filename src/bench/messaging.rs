@@ -241,7 +241,7 @@ pub async fn trace(
     };
     Ok(Traced {
         latencies: runs.iter().map(|(l, _, _)| *l).collect(),
-        median: render(runs.get(count / 2)),
+        median: render(runs.get(count.saturating_sub(1) / 2)),
         slowest: render(runs.last()),
     })
 }
@@ -380,7 +380,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             ms(commit99),
             "ms",
         )
-        .note("alone on the disk, one at a time"),
+        .note("one at a time, the test network at rest"),
         Figure::new(
             "message latency floor: two durable commits in a row + one 3-hop round trip",
             ms(commit * 2 + rtt50),
