@@ -40,9 +40,9 @@ const CLIENTS: usize = 8;
 /// Circuits (depositors) per client, each with one deposit in flight at a time: enough to
 /// bring the run near the machine's CPU limit (which the depositors share with the relays),
 /// so that the figure is not bounded by the depositors' round trips. At 8 (64 depositors)
-/// neither limit was reached (store committing 64-74 % of the
-/// time, cores 78-79 % busy) and the figure rose with more depositors (2026-12-01, 19:55 UTC:
-/// 64 gave 4,775 and 5,534 a second; 128, 6,235 and 6,352; 384, 7,342 with every core busy).
+/// neither limit was reached (store committing 64-74 % of the time, cores 78-79 % busy) and
+/// the figure rose with more depositors (2026-12-01, about 19:50 UTC: 64 gave 4,775 and 5,534
+/// a second; 128, 6,235 and 6,352; 384, 7,342 with every core busy).
 const PER_CLIENT: usize = 48;
 /// Mailboxes deposited into; each circuit deposits into one, as circuit isolation has it.
 const MAILBOXES: usize = 32;

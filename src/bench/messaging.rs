@@ -334,7 +334,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
         Figure::new("message latency, send to arrival, p99", ms(p99), "ms").note(format!(
             "aim ≤ 5 ms; on its path two durable commits in a row (the sender's, then the first of \
              3 mailboxes'), while the 3 mailboxes, the recipient and the sender's bookkeeping \
-             commit beside them on the same disk; one durable deposit alone, p99: {:.2} ms",
+             commit beside them on the same disk; one durable deposit by itself, p99: {:.2} ms",
             ms(commit99)
         )),
         Figure::new(

@@ -173,7 +173,11 @@ async fn network_figures(
                     .map(|r| (r.id.to_string(), r.nickname.clone()))
                     .collect();
                 let dir = scratch.join("trace");
-                let traced = bench::messaging::trace(
+                let bench::messaging::Traced {
+                    mut latencies,
+                    median,
+                    slowest,
+                } = bench::messaging::trace(
                     &net,
                     &dir,
                     recorder,
@@ -181,7 +185,7 @@ async fn network_figures(
                     usize::from(args.messages),
                 )
                 .await?;
-                let mut latencies = traced.latencies.clone();
+                let count = latencies.len();
                 let shown = if latencies.len() <= 20 {
                     let each: Vec<String> = latencies
                         .iter()
@@ -200,15 +204,15 @@ async fn network_figures(
                 };
                 println!(
                     "send to arrival, {} messages typed then sent one at a time (the chat gets their circuits ready while the user types): {shown}",
-                    traced.latencies.len()
+                    count
                 );
                 println!("the median one, ms since send (+ms since the step before):");
-                for line in traced.median {
+                for line in median {
                     println!("{line}");
                 }
-                if traced.latencies.len() > 1 {
+                if count > 1 {
                     println!("the slowest one:");
-                    for line in traced.slowest {
+                    for line in slowest {
                         println!("{line}");
                     }
                 }
