@@ -10,6 +10,7 @@ pub mod many;
 pub mod many_plot;
 pub mod messaging;
 pub mod relay;
+pub mod sched;
 pub mod soak;
 pub mod trace;
 

@@ -16,6 +16,7 @@ use shallot_net::netdir::NetDir;
 use shallot_net::{Circuit, ClientChannel, HopNum, HopSpec};
 use shallot_proto::relay_msg::RelayMsg;
 
+use super::sched::WakeProbe;
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
 
@@ -160,11 +161,13 @@ pub async fn run(
         mgr.build(None).await.map_err(BenchError::other)?;
     }
     let mut times = Vec::with_capacity(count);
+    let probe = WakeProbe::start()?;
     for _ in 0..count {
         let c = mgr.build(None).await.map_err(BenchError::other)?;
         times.push(c.build_time);
         c.circuit.close();
     }
+    let wakes = probe.finish().await?;
     let p50 = quantile(&mut times, 0.5);
     let p99 = quantile(&mut times, 0.99);
 
@@ -225,14 +228,22 @@ pub async fn run(
         )),
         Figure::new("circuit build time p99", ms(p99), "ms").note(format!(
             "aim ≤ 3 ms; p99 of each step in the hand-built circuits: CREATE {:.3}, EXTEND {:.3}, \
-             EXTEND {:.3} ms; of the round trips to hops 1-3: {:.3}, {:.3}, {:.3} ms",
+             EXTEND {:.3} ms; of the round trips to hops 1-3: {:.3}, {:.3}, {:.3} ms; \
+             during the builds, {}",
             ms(hops.add99[0]),
             ms(hops.add99[1]),
             ms(hops.add99[2]),
             ms(hops.rtt99[0]),
             ms(hops.rtt99[1]),
-            ms(hops.rtt99[2])
+            ms(hops.rtt99[2]),
+            wakes.describe()
         )),
+        Figure::new(
+            "machine: a sleeping thread's wake-up lateness during the builds, p99",
+            ms(wakes.late[1]),
+            "ms",
+        )
+        .note("the raw scheduling tail beside the circuit build p99 (see its note)"),
         Figure::new("circuit build bound (3 round trips + 6 ntor)", ms(bound), "ms"),
         hop_figure(0, "CREATE on an open link"),
         hop_figure(1, "EXTEND"),

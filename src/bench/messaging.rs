@@ -16,6 +16,7 @@ use shallot_proto::mailbox::{EnvelopeId, MailboxId};
 use shallot_proto::relay_msg::RelayMsg;
 use tokio::sync::mpsc;
 
+use super::sched::WakeProbe;
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
 
@@ -252,12 +253,14 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
     let alice = pair.alice.clone();
     let mut typed = Vec::with_capacity(count);
     let mut cold = Vec::with_capacity(count);
+    let probe = WakeProbe::start()?;
     for i in 0..count {
         // As from the chat, typed first; then as from the command line, with nothing ready.
         type_to_bob(&pair.alice).await?;
         typed.push(one_message(&mut pair, &format!("latency {i}")).await?);
         cold.push(one_message(&mut pair, &format!("cold {i}")).await?);
     }
+    let wakes = probe.finish().await?;
     let p50 = quantile(&mut typed, 0.5);
     let p99 = quantile(&mut typed, 0.99);
     let cold50 = quantile(&mut cold, 0.5);
@@ -334,8 +337,10 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
         Figure::new("message latency, send to arrival, p99", ms(p99), "ms").note(format!(
             "aim ≤ 5 ms; on its path two durable commits in a row (the sender's, then the first of \
              3 mailboxes'), while the 3 mailboxes, the recipient and the sender's bookkeeping \
-             commit beside them on the same disk; one durable deposit by itself, p99: {:.2} ms",
-            ms(commit99)
+             commit beside them on the same disk; one durable deposit by itself, p99: {:.2} ms; \
+             during the sends, {}",
+            ms(commit99),
+            wakes.describe()
         )),
         Figure::new(
             "message latency, sent with nothing ready (command line), p50",

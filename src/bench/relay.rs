@@ -282,12 +282,10 @@ async fn handshakes(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, Be
     let hop = relay.hop();
     let total = 9000usize;
     let links = 3;
-    let mut rng = rand::thread_rng();
-    let mut batches = Vec::new();
-    for l in 0..links {
-        let key = x25519_dalek::PublicKey::from(hop.ntor_key);
-        batches.push(create_cells(hop.id, &key, l, total / links, &mut rng));
-    }
+    let key = x25519_dalek::PublicKey::from(hop.ntor_key);
+    let batches: Vec<_> = (0..links)
+        .map(|l| create_cells(hop.id, &key, l, total / links, &mut rand::thread_rng()))
+        .collect();
     let mut conns = Vec::new();
     for _ in 0..links {
         let s = tokio::net::TcpStream::connect(relay.handle.local_addr())
@@ -414,7 +412,6 @@ async fn memory(binary: &Path, network_file: &Path, dir: &Path) -> Result<Vec<Fi
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = resident_bytes(pid).unwrap_or(0);
     let circuits = 10_000usize;
-    let mut rng = rand::thread_rng();
     let mut held = Vec::new();
     for (l, (mut reader, mut writer)) in conns.into_iter().enumerate() {
         let cells = create_cells(
@@ -422,7 +419,7 @@ async fn memory(binary: &Path, network_file: &Path, dir: &Path) -> Result<Vec<Fi
             &onion.current.public(),
             l,
             circuits / links,
-            &mut rng,
+            &mut rand::thread_rng(),
         );
         for chunk in cells.chunks(100 * CELL_LEN) {
             writer.write_cells(chunk).await.map_err(BenchError::other)?;

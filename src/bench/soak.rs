@@ -133,14 +133,13 @@ async fn flood_link(
         .await
         .map_err(BenchError::other)?;
     let key = x25519_dalek::PublicKey::from(*onion_key);
-    let mut rng = rand::thread_rng();
     let mut pending = HashMap::new();
     let mut cells = Vec::with_capacity(count * CELL_LEN);
     for i in 0..count {
         let Some(id) = CircId::from_random((link * 100_000 + i + 1) as u32, true) else {
             continue;
         };
-        let (hs, handshake) = ClientHandshake::start(&mut rng, relay, &key);
+        let (hs, handshake) = ClientHandshake::start(&mut rand::thread_rng(), relay, &key);
         let create = ChanMsg::Create(Create {
             depth: 1,
             handshake,
