@@ -239,7 +239,7 @@ pub async fn run(
             wakes.describe()
         )),
         Figure::new(
-            "machine: a sleeping thread's wake-up lateness during the builds, p99",
+            format!("{} wake-up lateness beside the builds, p99", super::compare::MACHINE),
             ms(wakes.late[1]),
             "ms",
         )

@@ -63,6 +63,11 @@ pub struct Comparison {
 /// move by a few per cent from run to run).
 pub const TOLERANCE: f64 = 0.10;
 
+/// How the names of figures that describe the machine during the run begin (its scheduling
+/// tail, beside the latency tails): shown beside the saved run, never graded better or worse,
+/// since they say how the run was measured, not how Shallot did.
+pub const MACHINE: &str = "machine:";
+
 /// True when a larger value of a figure in `unit` is better (rates and ratios), false when a
 /// smaller one is (times, bytes).
 fn higher_is_better(unit: &str) -> bool {
@@ -83,6 +88,7 @@ pub fn compare(current: &[Figure], saved: &str) -> Result<Vec<Comparison>, Compa
                 .map(|s| s.value);
             let ratio = then.filter(|t| *t != 0.0).map(|t| f.value / t);
             let direction = match ratio {
+                _ if f.name.starts_with(MACHINE) => Direction::Same,
                 Some(r) if (r - 1.0).abs() > TOLERANCE => {
                     if (r > 1.0) == higher_is_better(f.unit) {
                         Direction::Better
@@ -157,6 +163,21 @@ mod tests {
         ];
         let rows = compare(&now, &saved()).unwrap();
         assert!(rows.iter().all(|r| r.direction == Direction::Better));
+    }
+
+    #[test]
+    fn the_machines_own_figures_are_set_beside_but_not_graded() {
+        let saved = serde_json::json!({ "figures": [
+            { "name": "machine: wake-up lateness, p99", "value": 1.0, "unit": "ms", "note": "" },
+        ]})
+        .to_string();
+        let rows = compare(
+            &[Figure::new("machine: wake-up lateness, p99", 3.0, "ms")],
+            &saved,
+        )
+        .unwrap();
+        assert_eq!(rows[0].ratio, Some(3.0));
+        assert_eq!(rows[0].direction, Direction::Same);
     }
 
     #[test]

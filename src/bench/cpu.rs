@@ -70,21 +70,28 @@ pub fn machine_busy() -> Option<Duration> {
 
 /// [`machine_busy`] from the text of `/proc/stat`.
 fn machine_busy_from(stat: &str) -> Option<Duration> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user].
+    let ticks = machine_ticks(stat)?;
+    // All but idle (3) and waiting for I/O (4).
     let busy: u64 = ticks
         .iter()
-        .take(8)
         .enumerate()
         .filter(|(i, _)| *i != 3 && *i != 4)
         .map(|(_, t)| t)
         .sum();
     Some(Duration::from_secs_f64(busy as f64 / TICKS_PER_SEC))
+}
+
+/// The whole machine's CPU time by kind, in clock ticks, from the text of `/proc/stat`:
+/// user, nice, system, idle, iowait, irq, softirq, steal (guest time is counted in user
+/// already, so the later fields are left out).
+pub fn machine_ticks(stat: &str) -> Option<[u64; 8]> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let mut fields = line.split_whitespace().skip(1).map(|f| f.parse().ok());
+    let mut ticks = [0u64; 8];
+    for t in &mut ticks {
+        *t = fields.next()??;
+    }
+    Some(ticks)
 }
 
 /// The `stat` file of process `pid`.

@@ -1,51 +1,25 @@
 //! How long this machine keeps a ready thread waiting, measured beside a latency figure as
 //! its raw limit (`README.md`, "Performance"): a thread that sleeps 1 ms at a time and
-//! records how late it wakes, and the share of the machine's CPU time the host took from
-//! this virtual machine meanwhile ("steal", from `/proc/stat`, Linux).
+//! records how late it wakes, and the share of the machine's CPU time the host took from this
+//! virtual machine meanwhile ("steal", from `/proc/stat`, Linux). The lateness includes the
+//! kernel's timer slack (50 µs by default), so its median is not zero on an idle machine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::cpu::machine_ticks;
 use super::{quantile, BenchError};
 
 /// How long the probe thread asks to sleep each time.
 const NAP: Duration = Duration::from_millis(1);
 
-/// CPU time of the whole machine from `/proc/stat`, in clock ticks: all of it, and the part
-/// the host ran something else on this machine's virtual CPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MachineTicks {
-    total: u64,
-    steal: u64,
-}
-
-impl MachineTicks {
-    /// Now, or `None` where `/proc/stat` cannot tell.
-    fn now() -> Option<MachineTicks> {
-        Self::from_stat(&std::fs::read_to_string("/proc/stat").ok()?)
-    }
-
-    /// From the text of `/proc/stat`: user nice system idle iowait irq softirq steal (guest
-    /// time is counted in user already).
-    fn from_stat(stat: &str) -> Option<MachineTicks> {
-        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        let ticks: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .map(|f| f.parse().ok())
-            .collect::<Option<_>>()?;
-        Some(MachineTicks {
-            total: ticks.iter().sum(),
-            steal: *ticks.get(7)?,
-        })
-    }
-}
+/// Index of steal time among [`machine_ticks`]'s fields.
+const STEAL: usize = 7;
 
 /// What the probe saw.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Wakes {
     /// Lateness of the probe's wake-ups: p50, p99 and the largest.
     pub late: [Duration; 3],
@@ -56,13 +30,37 @@ pub struct Wakes {
 }
 
 impl Wakes {
-    /// "a thread sleeping 1 ms at a time woke late by p50 …, p99 …, at most … ms; the host
-    /// took … % of this machine's CPU time (steal)".
+    /// Sums up the lateness of each wake-up and the machine's CPU ticks (as
+    /// [`machine_ticks`] reads them) before and after; no steal share if either reading is
+    /// missing or no tick passed.
+    fn summarize(
+        mut late: Vec<Duration>,
+        before: Option<[u64; 8]>,
+        after: Option<[u64; 8]>,
+    ) -> Wakes {
+        let steal = match (before, after) {
+            (Some(a), Some(b)) => {
+                let total = b.iter().sum::<u64>().saturating_sub(a.iter().sum());
+                let stolen = b[STEAL].saturating_sub(a[STEAL]);
+                (total > 0).then(|| stolen as f64 / total as f64)
+            }
+            _ => None,
+        };
+        Wakes {
+            count: late.len(),
+            late: [0.5, 0.99, 1.0].map(|q| quantile(&mut late, q)),
+            steal,
+        }
+    }
+
+    /// "a thread sleeping 1 ms at a time beside them woke late by p50 …, p99 …, at most … ms
+    /// (… wake-ups); the host took about … % of this machine's CPU time meanwhile (steal)".
+    /// The steal share is given to whole per cent: `/proc/stat` counts 10-ms ticks.
     pub fn describe(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let steal = match self.steal {
             Some(s) => format!(
-                "; the host took {:.1} % of this machine's CPU time meanwhile (steal)",
+                "; the host took about {:.0} % of this machine's CPU time meanwhile (steal)",
                 s * 100.0
             ),
             None => String::new(),
@@ -78,11 +76,17 @@ impl Wakes {
     }
 }
 
-/// A running probe; [`WakeProbe::finish`] stops it.
+/// A running probe; [`WakeProbe::finish`] stops it and reports, and dropping it stops it too
+/// (a figure that fails half-way leaves no thread behind).
 pub struct WakeProbe {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Duration>>,
-    before: Option<MachineTicks>,
+    thread: Option<JoinHandle<Vec<Duration>>>,
+    before: Option<[u64; 8]>,
+}
+
+/// `/proc/stat` now, if it can be read.
+fn ticks_now() -> Option<[u64; 8]> {
+    machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
 impl WakeProbe {
@@ -90,49 +94,44 @@ impl WakeProbe {
     pub fn start() -> Result<WakeProbe, BenchError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let before = MachineTicks::now();
+        let before = ticks_now();
         let thread = std::thread::Builder::new()
             .name("bench-wake-probe".into())
             .spawn(move || {
                 let mut late = Vec::new();
-                // At least once, so that a probe stopped at once still reports a wake-up.
-                loop {
+                while !flag.load(Ordering::Relaxed) {
                     let asked = Instant::now();
                     std::thread::sleep(NAP);
                     late.push(asked.elapsed().saturating_sub(NAP));
-                    if flag.load(Ordering::Relaxed) {
-                        return late;
-                    }
                 }
+                late
             })
             .map_err(BenchError::other)?;
         Ok(WakeProbe {
             stop,
-            thread,
+            thread: Some(thread),
             before,
         })
     }
 
     /// Stops the probe and reports what it saw.
-    pub async fn finish(self) -> Result<Wakes, BenchError> {
+    pub async fn finish(mut self) -> Result<Wakes, BenchError> {
         self.stop.store(true, Ordering::Relaxed);
-        let after = MachineTicks::now();
-        let thread = self.thread;
-        let mut late = tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(BenchError::other)?
-            .map_err(|_| BenchError::other("the wake-up probe thread panicked"))?;
-        let steal = match (self.before, after) {
-            (Some(a), Some(b)) if b.total > a.total => {
-                Some(b.steal.saturating_sub(a.steal) as f64 / (b.total - a.total) as f64)
-            }
-            _ => None,
+        let after = ticks_now();
+        let late = match self.thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(BenchError::other)?
+                .map_err(|_| BenchError::other("the wake-up probe thread panicked"))?,
+            None => Vec::new(),
         };
-        Ok(Wakes {
-            count: late.len(),
-            late: [0.5, 0.99, 1.0].map(|q| quantile(&mut late, q)),
-            steal,
-        })
+        Ok(Wakes::summarize(late, self.before, after))
+    }
+}
+
+impl Drop for WakeProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -140,27 +139,74 @@ impl WakeProbe {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
-    fn reads_total_and_steal_ticks() {
+    fn reads_the_eight_cpu_fields_of_proc_stat() {
         let stat = "cpu  100 5 50 1000 40 3 2 9 7 0\ncpu0 50 2 25 500 20 1 1 0 0 0\n";
-        let t = MachineTicks::from_stat(stat).unwrap();
-        assert_eq!(t.steal, 9);
-        assert_eq!(t.total, 100 + 5 + 50 + 1000 + 40 + 3 + 2 + 9);
-        assert_eq!(MachineTicks::from_stat("cpu  1 2 3\n"), None);
-        assert_eq!(MachineTicks::from_stat("intr 5\n"), None);
+        assert_eq!(machine_ticks(stat), Some([100, 5, 50, 1000, 40, 3, 2, 9]));
+        assert_eq!(machine_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(machine_ticks("cpu  1 2 3 4 5 6 7 x\n"), None);
+        assert_eq!(machine_ticks("intr 5\n"), None);
+    }
+
+    #[test]
+    fn summarizes_lateness_and_the_hosts_share() {
+        let late: Vec<Duration> = (1..=100).rev().map(ms).collect();
+        let before = [100, 0, 100, 700, 0, 0, 0, 100];
+        // 200 ticks pass, 50 of them stolen.
+        let after = [150, 0, 150, 750, 0, 0, 0, 150];
+        let w = Wakes::summarize(late, Some(before), Some(after));
+        assert_eq!(w.count, 100);
+        assert_eq!(
+            w.late,
+            [
+                quantile(&mut (1..=100).map(ms).collect::<Vec<_>>(), 0.5),
+                ms(99),
+                ms(100)
+            ]
+        );
+        assert_eq!(w.steal, Some(0.25));
+        let text = w.describe();
+        assert!(
+            text.contains("p99 99.000, at most 100.000 ms (100 wake-ups)"),
+            "{text}"
+        );
+        assert!(text.contains("about 25 %"), "{text}");
+    }
+
+    #[test]
+    fn no_steal_share_without_two_readings_or_a_tick_between_them() {
+        let t = [1, 0, 1, 10, 0, 0, 0, 0];
+        for (before, after) in [(None, Some(t)), (Some(t), None), (Some(t), Some(t))] {
+            let w = Wakes::summarize(vec![ms(1)], before, after);
+            assert_eq!(w.steal, None);
+            assert!(!w.describe().contains("host"), "{}", w.describe());
+        }
     }
 
     #[tokio::test]
-    async fn the_probe_reports_its_wake_ups_in_order() {
+    async fn a_dropped_probe_stops_its_thread() {
         let probe = WakeProbe::start().unwrap();
-        tokio::task::yield_now().await;
+        let stop = probe.stop.clone();
+        drop(probe);
+        // The thread holds the other reference to the flag until it returns.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&stop) > 1 {
+            assert!(Instant::now() < deadline, "the probe thread still runs");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn finishing_a_probe_stops_and_joins_its_thread() {
+        let probe = WakeProbe::start().unwrap();
+        let stop = probe.stop.clone();
         let wakes = probe.finish().await.unwrap();
-        assert!(wakes.count >= 1, "{wakes:?}");
+        // Joined: the thread's reference to the flag is gone the moment `finish` returns.
+        assert_eq!(Arc::strong_count(&stop), 1);
         assert!(wakes.late[0] <= wakes.late[1] && wakes.late[1] <= wakes.late[2]);
-        let text = wakes.describe();
-        assert!(
-            text.contains("sleeping 1 ms") && text.contains("p99"),
-            "{text}"
-        );
     }
 }
