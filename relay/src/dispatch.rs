@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use shallot_link::LinkKind;
 use shallot_proto::cell::{Cell, ChanMsg, CircId, Create, DestroyReason};
-use tracing::debug;
+use tracing::{debug, trace};
 
 use crate::circuit::{CircuitError, CircuitMachine, Input, Side, Violation, MAX_CIRCUIT_DEPTH};
 use crate::create::{answer_now, Admission};
@@ -28,6 +28,7 @@ pub(crate) fn handle_cell(env: &Env, admission: &Admission, link: &Arc<Link>, ce
         },
         ChanMsg::Created(reply) => match link.circuit(id) {
             Some(r) => {
+                trace!(target: "shallot_trace", relay = %env.me, "CREATED from the next hop");
                 let side = r.side;
                 (r, Input::Created(side, reply))
             }
@@ -54,6 +55,7 @@ fn refuse(env: &Env, link: &Link, id: CircId, reason: DestroyReason) {
 /// link, the create rate, or a failed handshake; otherwise the circuit is recorded and CREATED
 /// answers.
 fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId, create: Create) {
+    trace!(target: "shallot_trace", relay = %env.me, "CREATE received");
     let peer = link.chan.peer;
     // The peer chooses ids with the top bit set exactly when it opened the link.
     if id.chosen_by_initiator() == peer.we_initiated {
@@ -99,6 +101,7 @@ fn handle_create(env: &Env, admission: &Admission, link: &Arc<Link>, id: CircId,
     );
     Stats::bump(&env.stats.circuits_created);
     link.chan.send_control(id, ChanMsg::Created(reply));
+    trace!(target: "shallot_trace", relay = %env.me, "CREATE answered, CREATED queued");
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
         match open {
             Some(link) => {
                 if attach(&core, &request.circ, link) {
+                    tracing::trace!(target: "shallot_trace", relay = %core.env.me, "EXTEND: CREATE queued to the next hop");
                     tokio::spawn(await_created(core.clone(), request.circ));
                 }
             }
@@ -62,6 +63,8 @@ async fn run(core: Arc<Core>, ExtendRequest { circ, target }: ExtendRequest) {
     let Some(peer) = peer else {
         return circ.input(env, Input::ExtendFailed(ExtendRefusal::NotListed));
     };
+    // `shallot bench --trace --only circuits` counts the builds with this step by its start.
+    tracing::trace!(target: "shallot_trace", relay = %core.env.me, "EXTEND: no link to the next hop; opening one");
     let link = match link_to(&core, &peer).await {
         Ok(link) => link,
         Err(e) => {
@@ -70,6 +73,7 @@ async fn run(core: Arc<Core>, ExtendRequest { circ, target }: ExtendRequest) {
         }
     };
     if attach(&core, &circ, link) {
+        tracing::trace!(target: "shallot_trace", relay = %core.env.me, "EXTEND: CREATE queued to the next hop");
         await_created(core, circ).await;
     }
 }

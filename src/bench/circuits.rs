@@ -299,3 +299,45 @@ async fn ready_wait(
     }
     Ok((quantile(&mut waits, 0.5), quantile(&mut waits, 0.99)))
 }
+
+/// `shallot bench --trace --only circuits`: builds `count` circuits one at a time as the
+/// circuit figures do (after the same 5 warm-up builds), recording each one's steps; returns
+/// the build times, the paths of the median and the slowest build, and how many builds
+/// waited for a relay to open a link to the next hop (see [`OPENING_A_LINK`]).
+pub async fn trace(
+    net: &Testnet,
+    client_dir: &Path,
+    recorder: &super::trace::Recorder,
+    names: &std::collections::HashMap<String, String>,
+    count: usize,
+) -> Result<(super::trace::Traced, usize), BenchError> {
+    let dir = Arc::new(NetDir::new(net.network.clone(), client_dir));
+    dir.bootstrap().await.map_err(BenchError::other)?;
+    let config = CircuitConfig {
+        preemptive: 0,
+        ..CircuitConfig::default()
+    };
+    let mgr = CircuitManager::new(dir, client_dir.to_path_buf(), config);
+    for _ in 0..5 {
+        mgr.build(None).await.map_err(BenchError::other)?;
+    }
+    let mut runs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        recorder.start();
+        let built = mgr.build(None).await;
+        let steps = recorder.stop();
+        let built = built.map_err(BenchError::other)?;
+        built.circuit.close();
+        runs.push((built.build_time, start, steps));
+    }
+    let opened = runs
+        .iter()
+        .filter(|(_, _, steps)| steps.iter().any(|s| s.text.starts_with(OPENING_A_LINK)))
+        .count();
+    Ok((super::trace::Traced::of(runs, names), opened))
+}
+
+/// How the trace step begins in which a relay, asked to extend, has no link to the next hop
+/// yet and opens one (`relay/src/extend.rs`).
+pub const OPENING_A_LINK: &str = "EXTEND: no link to the next hop";

@@ -17,6 +17,7 @@ use shallot_proto::relay_msg::RelayMsg;
 use tokio::sync::mpsc;
 
 use super::sched::WakeProbe;
+use super::trace::Traced;
 use super::{ms, quantile, BenchError, Figure};
 use crate::testnet::Testnet;
 
@@ -204,16 +205,6 @@ async fn settle(alice: &Messenger) {
     }
 }
 
-/// What [`trace`] found: every latency, fastest first, and the path of two messages.
-pub struct Traced {
-    /// Send to arrival of each message, fastest first.
-    pub latencies: Vec<Duration>,
-    /// The median message's steps, as [`super::trace::render`] prints them.
-    pub median: Vec<String>,
-    /// The slowest message's steps.
-    pub slowest: Vec<String>,
-}
-
 /// `shallot bench --trace`: sends `count` messages one at a time, each on a network at rest
 /// and typed first (as from the chat), recording each one's steps; returns the latencies and
 /// the paths of the median and the slowest message.
@@ -235,16 +226,7 @@ pub async fn trace(
         let steps = recorder.stop();
         runs.push((latency?, start, steps));
     }
-    runs.sort_by_key(|(latency, _, _)| *latency);
-    let render = |run: Option<&(Duration, Instant, Vec<super::trace::Step>)>| match run {
-        Some((_, start, steps)) => super::trace::render(*start, steps, names),
-        None => Vec::new(),
-    };
-    Ok(Traced {
-        latencies: runs.iter().map(|(l, _, _)| *l).collect(),
-        median: render(runs.get(count.saturating_sub(1) / 2)),
-        slowest: render(runs.last()),
-    })
+    Ok(Traced::of(runs, names))
 }
 
 /// The figures.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -97,6 +97,36 @@ impl<S: Subscriber> Layer<S> for Recorder {
     }
 }
 
+/// What a trace found: every time, fastest first, and the path of two runs (each a message
+/// sent, or a circuit built).
+pub struct Traced {
+    /// The time of each run, fastest first.
+    pub latencies: Vec<Duration>,
+    /// The median run's steps, as [`render`] prints them.
+    pub median: Vec<String>,
+    /// The slowest run's steps.
+    pub slowest: Vec<String>,
+}
+
+impl Traced {
+    /// From each run's time, start and steps, with relay fingerprints replaced by `names`.
+    pub fn of(
+        mut runs: Vec<(Duration, Instant, Vec<Step>)>,
+        names: &HashMap<String, String>,
+    ) -> Traced {
+        runs.sort_by_key(|(time, _, _)| *time);
+        let shown = |run: Option<&(Duration, Instant, Vec<Step>)>| match run {
+            Some((_, start, steps)) => render(*start, steps, names),
+            None => Vec::new(),
+        };
+        Traced {
+            median: shown(runs.get(runs.len().saturating_sub(1) / 2)),
+            slowest: shown(runs.last()),
+            latencies: runs.into_iter().map(|(time, _, _)| time).collect(),
+        }
+    }
+}
+
 /// Renders the steps as lines of `+ms since start (+ms since the previous line) step`, with
 /// relay fingerprints replaced by the names in `names`, and runs of the same step (the cells
 /// of one message) folded into one line with their count.
@@ -136,7 +166,26 @@ pub fn render(start: Instant, steps: &[Step], names: &HashMap<String, String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn a_trace_keeps_the_median_and_the_slowest_run() {
+        let t0 = Instant::now();
+        let run = |ms: u64| {
+            let step = Step {
+                at: t0,
+                text: format!("took {ms}"),
+            };
+            (Duration::from_millis(ms), t0, vec![step])
+        };
+        let names = HashMap::new();
+        // Four runs, unsorted: the median of an even count is the lower middle one.
+        let t = Traced::of(vec![run(9), run(2), run(5), run(3)], &names);
+        assert_eq!(t.latencies, [2, 3, 5, 9].map(Duration::from_millis));
+        assert!(t.median[0].ends_with("took 3"), "{:?}", t.median);
+        assert!(t.slowest[0].ends_with("took 9"), "{:?}", t.slowest);
+        let none = Traced::of(Vec::new(), &names);
+        assert!(none.latencies.is_empty() && none.median.is_empty() && none.slowest.is_empty());
+    }
 
     #[test]
     fn runs_of_one_step_fold_and_names_replace_fingerprints() {

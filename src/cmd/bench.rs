@@ -1,7 +1,8 @@
 //! `shallot bench [--json] [--compare FILE] [--soak] [--only GROUP] [--trace] [--many ...]`:
 //! starts its own test network and prints performance figures, each beside the raw limit
 //! measured in the same run (or, with `--soak`, the relay soak run's figures; with `--trace`,
-//! one message's path step by step; with `--many`, the many-node run's); `--compare` sets them
+//! one message's path step by step, or one circuit build's with `--only circuits`; with
+//! `--many`, the many-node run's); `--compare` sets them
 //! beside a run saved with `--json`.
 
 use std::time::Duration;
@@ -33,9 +34,10 @@ pub struct BenchArgs {
     pub only: Option<String>,
     /// Print only the path of a message, step by step with the time of each: the median and
     /// the slowest of `--messages`, each typed first as in the chat, then sent, one at a time.
+    /// With `--only circuits`, the path of a circuit build instead (as many builds).
     #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
     pub trace: bool,
-    /// Messages the trace sends (at least 1).
+    /// Messages the trace sends, or circuits it builds (at least 1).
     #[arg(long, default_value_t = 5, requires = "trace", value_parser = clap::value_parser!(u16).range(1..))]
     pub messages: u16,
     /// Run only the many-node run instead: relay and authority processes, and many clients in
@@ -179,50 +181,19 @@ async fn network_figures(
                     .iter()
                     .map(|r| (r.id.to_string(), r.nickname.clone()))
                     .collect();
-                let dir = scratch.join("trace");
-                let bench::messaging::Traced {
-                    mut latencies,
-                    median,
-                    slowest,
-                } = bench::messaging::trace(
-                    &net,
-                    &dir,
-                    recorder,
-                    &names,
-                    usize::from(args.messages),
-                )
-                .await?;
-                let count = latencies.len();
-                let shown = if latencies.len() <= 20 {
-                    let each: Vec<String> = latencies
-                        .iter()
-                        .map(|l| format!("{:.2}", bench::ms(*l)))
-                        .collect();
-                    format!("{} ms, fastest first", each.join(", "))
+                let count = usize::from(args.messages);
+                let (traced, what) = if args.only.as_deref() == Some("circuits") {
+                    let dir = scratch.join("trace-circuits");
+                    let (traced, opened) =
+                        bench::circuits::trace(&net, &dir, recorder, &names, count).await?;
+                    let what = format!("3-hop circuits built one at a time, as the circuit figures build them ({opened} of them waited for a relay to open a link to the next hop)");
+                    (traced, what)
                 } else {
-                    let mut q = |p| bench::ms(bench::quantile(&mut latencies, p));
-                    format!(
-                        "p50 {:.2}, p90 {:.2}, p99 {:.2}, slowest {:.2} ms",
-                        q(0.5),
-                        q(0.9),
-                        q(0.99),
-                        q(1.0)
-                    )
+                    let dir = scratch.join("trace");
+                    let traced = bench::messaging::trace(&net, &dir, recorder, &names, count).await?;
+                    (traced, "messages typed then sent one at a time (the chat gets their circuits ready while the user types), send to arrival".to_string())
                 };
-                println!(
-                    "send to arrival, {} messages typed then sent one at a time (the chat gets their circuits ready while the user types): {shown}",
-                    count
-                );
-                println!("the median one, ms since send (+ms since the step before):");
-                for line in median {
-                    println!("{line}");
-                }
-                if count > 1 {
-                    println!("the slowest one:");
-                    for line in slowest {
-                        println!("{line}");
-                    }
-                }
+                print_trace(traced, &what);
                 return Ok(Vec::new());
             }
             if args.soak {
@@ -263,6 +234,44 @@ async fn network_figures(
         };
         let _ = std::fs::remove_dir_all(&scratch);
         result
+    }
+}
+
+/// Prints what a trace found: the times (each, or their quantiles past 20), then the median
+/// run's path and the slowest's.
+fn print_trace(traced: bench::trace::Traced, what: &str) {
+    let bench::trace::Traced {
+        mut latencies,
+        median,
+        slowest,
+    } = traced;
+    let count = latencies.len();
+    let shown = if count <= 20 {
+        let each: Vec<String> = latencies
+            .iter()
+            .map(|l| format!("{:.2}", bench::ms(*l)))
+            .collect();
+        format!("{} ms, fastest first", each.join(", "))
+    } else {
+        let mut q = |p| bench::ms(bench::quantile(&mut latencies, p));
+        format!(
+            "p50 {:.2}, p90 {:.2}, p99 {:.2}, slowest {:.2} ms",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        )
+    };
+    println!("{count} {what}: {shown}");
+    println!("the median one, ms since it began (+ms since the step before):");
+    for line in median {
+        println!("{line}");
+    }
+    if count > 1 {
+        println!("the slowest one:");
+        for line in slowest {
+            println!("{line}");
+        }
     }
 }
 

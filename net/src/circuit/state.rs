@@ -230,6 +230,7 @@ impl CircuitState {
         if self.is_building() || !self.hops.is_empty() {
             return Err(NetError::Busy);
         }
+        tracing::trace!(target: "shallot_trace", "builder: CREATE begins");
         let (hs, handshake) =
             ClientHandshake::start(rng, first.id, &PublicKey::from(first.ntor_key));
         self.outbox.push(ChanMsg::Create(Create {
@@ -261,6 +262,7 @@ impl CircuitState {
         if last.next().is_none() {
             return Err(NetError::NoSuchHop(last.get() + 1));
         }
+        tracing::trace!(target: "shallot_trace", depth = last.get() + 1, "builder: EXTEND begins");
         let (hs, handshake) = ClientHandshake::start(rng, next.id, &PublicKey::from(next.ntor_key));
         let msg = Outgoing::new(
             last,
@@ -381,9 +383,11 @@ impl CircuitState {
             hop: spec.nickname.clone(),
             source,
         };
+        tracing::trace!(target: "shallot_trace", "builder: answer in, finishing the handshake");
         let seed = hs.finish(reply).map_err(handshake)?;
         let keys = HopKeys::from_key_seed(&seed).map_err(handshake)?;
         self.layers.push_hop(&keys).map_err(Violation::Layer)?;
+        tracing::trace!(target: "shallot_trace", "builder: hop added");
         self.hops.push(Hop::new(spec));
         self.last_hop()
             .map(Event::Built)
