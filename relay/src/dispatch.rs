@@ -28,8 +28,10 @@ pub(crate) fn handle_cell(env: &Env, admission: &Admission, link: &Arc<Link>, ce
         },
         ChanMsg::Created(reply) => match link.circuit(id) {
             Some(r) => {
-                trace!(target: "shallot_trace", relay = %env.me, "CREATED from the next hop");
                 let side = r.side;
+                if side == Side::Next {
+                    trace!(target: "shallot_trace", relay = %env.me, "CREATED from the next hop");
+                }
                 (r, Input::Created(side, reply))
             }
             None => return Stats::bump(&env.stats.cells_for_unknown_circuits),

@@ -19,6 +19,11 @@ use crate::core::Core;
 use crate::netview::PeerInfo;
 use crate::shell::{CircRef, ExtendRequest, Link};
 
+/// The trace step (target `shallot_trace`) in which this relay, with no link to the relay it
+/// is asked to extend to (and no other attempt under way), starts opening one: `shallot bench
+/// --trace --only circuits` counts the builds that waited for it.
+pub const OPENING_A_LINK: &str = "no link to the next hop; opening one";
+
 /// Serves extend requests until the relay stops. The common case, a listed relay with a link
 /// open already, is attached here, so that CREATE leaves without waiting for another task to
 /// be scheduled; opening a link (or fetching a consensus first) runs in a task of its own, and
@@ -63,8 +68,6 @@ async fn run(core: Arc<Core>, ExtendRequest { circ, target }: ExtendRequest) {
     let Some(peer) = peer else {
         return circ.input(env, Input::ExtendFailed(ExtendRefusal::NotListed));
     };
-    // `shallot bench --trace --only circuits` counts the builds with this step by its start.
-    tracing::trace!(target: "shallot_trace", relay = %core.env.me, "EXTEND: no link to the next hop; opening one");
     let link = match link_to(&core, &peer).await {
         Ok(link) => link,
         Err(e) => {
@@ -114,6 +117,7 @@ async fn link_to(core: &Arc<Core>, peer: &PeerInfo) -> Result<Arc<Link>, LinkErr
     if let Some(link) = core.link_to(&peer.id) {
         return Ok(link);
     }
+    tracing::trace!(target: "shallot_trace", relay = %core.env.me, "{}", OPENING_A_LINK);
     let limits = &core.config.limits;
     let stream = connect_from(core.config.listen, peer.address, limits.socket_send_buffer);
     let stream = tokio::time::timeout(limits.handshake_timeout, stream)
@@ -133,6 +137,7 @@ async fn link_to(core: &Arc<Core>, peer: &PeerInfo) -> Result<Arc<Link>, LinkErr
         we_initiated: true,
         counted: false,
     };
+    tracing::trace!(target: "shallot_trace", relay = %core.env.me, "link to a relay opened");
     Ok(core.start_channel(who, reader, writer))
 }
 

@@ -86,4 +86,5 @@ pub mod stats;
 
 pub use config::{Limits, MailboxLimits, RelayConfig, RepairSettings, StoreLimits, Timing};
 pub use daemon::{start, RelayError, RelayHandle};
+pub use extend::OPENING_A_LINK;
 pub use netview::{NetView, PeerInfo};

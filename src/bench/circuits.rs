@@ -2,7 +2,8 @@
 //! bound computed in the same run (the round trips to hops 1, 2 and 3 plus six ntor
 //! handshakes), where each hop's time goes (CREATE, the two EXTENDs, each beside its round
 //! trip), the wait for a circuit when prefixes are built ahead, and circuits built per second
-//! beside the ntor handshakes one core does per second.
+//! beside the ntor handshakes one core does per second; and [`trace`], the path of a build
+//! step by step for `shallot bench --trace --only circuits`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -147,19 +148,8 @@ pub async fn run(
     client_dir: &Path,
     count: usize,
 ) -> Result<Vec<Figure>, BenchError> {
-    let dir = Arc::new(NetDir::new(net.network.clone(), client_dir));
-    dir.bootstrap().await.map_err(BenchError::other)?;
-    dir.start_refresher();
-    let config = CircuitConfig {
-        preemptive: 0,
-        ..CircuitConfig::default()
-    };
-    let limit = config.per_hop_timeout;
-    let mgr = CircuitManager::new(dir.clone(), client_dir.to_path_buf(), config);
-    // Warm up links to the guards.
-    for _ in 0..5 {
-        mgr.build(None).await.map_err(BenchError::other)?;
-    }
+    let (dir, mgr) = builder(net, client_dir).await?;
+    let limit = mgr.config().per_hop_timeout;
     let mut times = Vec::with_capacity(count);
     let probe = WakeProbe::start()?;
     for _ in 0..count {
@@ -300,10 +290,31 @@ async fn ready_wait(
     Ok((quantile(&mut waits, 0.5), quantile(&mut waits, 0.99)))
 }
 
-/// `shallot bench --trace --only circuits`: builds `count` circuits one at a time as the
-/// circuit figures do (after the same 5 warm-up builds), recording each one's steps; returns
-/// the build times, the paths of the median and the slowest build, and how many builds
-/// waited for a relay to open a link to the next hop (see [`OPENING_A_LINK`]).
+/// The client the circuit figures and [`trace`] build with: a directory that keeps its
+/// consensus fresh, a manager that builds nothing ahead, and links to the guards opened by 5
+/// warm-up builds.
+async fn builder(
+    net: &Testnet,
+    client_dir: &Path,
+) -> Result<(Arc<NetDir>, Arc<CircuitManager>), BenchError> {
+    let dir = Arc::new(NetDir::new(net.network.clone(), client_dir));
+    dir.bootstrap().await.map_err(BenchError::other)?;
+    dir.start_refresher();
+    let config = CircuitConfig {
+        preemptive: 0,
+        ..CircuitConfig::default()
+    };
+    let mgr = CircuitManager::new(dir.clone(), client_dir.to_path_buf(), config);
+    for _ in 0..5 {
+        mgr.build(None).await.map_err(BenchError::other)?;
+    }
+    Ok((dir, mgr))
+}
+
+/// `shallot bench --trace --only circuits`: builds `count` circuits one at a time with the
+/// circuit figures' [`builder`], recording each one's steps; returns the build times, the
+/// paths of the median and the slowest build, and how many builds waited for a relay to
+/// open a link to the next hop ([`shallot_relay::OPENING_A_LINK`]).
 pub async fn trace(
     net: &Testnet,
     client_dir: &Path,
@@ -311,16 +322,7 @@ pub async fn trace(
     names: &std::collections::HashMap<String, String>,
     count: usize,
 ) -> Result<(super::trace::Traced, usize), BenchError> {
-    let dir = Arc::new(NetDir::new(net.network.clone(), client_dir));
-    dir.bootstrap().await.map_err(BenchError::other)?;
-    let config = CircuitConfig {
-        preemptive: 0,
-        ..CircuitConfig::default()
-    };
-    let mgr = CircuitManager::new(dir, client_dir.to_path_buf(), config);
-    for _ in 0..5 {
-        mgr.build(None).await.map_err(BenchError::other)?;
-    }
+    let (_dir, mgr) = builder(net, client_dir).await?;
     let mut runs = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();
@@ -333,11 +335,11 @@ pub async fn trace(
     }
     let opened = runs
         .iter()
-        .filter(|(_, _, steps)| steps.iter().any(|s| s.text.starts_with(OPENING_A_LINK)))
+        .filter(|(_, _, steps)| {
+            steps
+                .iter()
+                .any(|s| s.text.starts_with(shallot_relay::OPENING_A_LINK))
+        })
         .count();
     Ok((super::trace::Traced::of(runs, names), opened))
 }
-
-/// How the trace step begins in which a relay, asked to extend, has no link to the next hop
-/// yet and opens one (`relay/src/extend.rs`).
-pub const OPENING_A_LINK: &str = "EXTEND: no link to the next hop";

@@ -127,6 +127,15 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_eight_cpu_fields_of_proc_stat() {
+        let stat = "cpu  100 5 50 1000 40 3 2 9 7 0\ncpu0 50 2 25 500 20 1 1 0 0 0\n";
+        assert_eq!(machine_ticks(stat), Some([100, 5, 50, 1000, 40, 3, 2, 9]));
+        assert_eq!(machine_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(machine_ticks("cpu  1 2 3 4 5 6 7 x\n"), None);
+        assert_eq!(machine_ticks("intr 5\n"), None);
+    }
+
+    #[test]
     fn machine_busy_time_leaves_out_idle_and_io_wait() {
         let stat = "cpu  100 5 50 1000 40 3 2 0 7 0\ncpu0 50 2 25 500 20 1 1 0 0 0\n";
         // 100 + 5 + 50 + 3 + 2 + 0 ticks.

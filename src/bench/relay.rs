@@ -348,7 +348,7 @@ async fn handshakes(consensus: &Consensus, dir: &Path) -> Result<Vec<Figure>, Be
             cpu.as_secs_f64()
         )),
         Figure::new(
-            "raw ntor server handshakes per CPU-second, relay group",
+            "raw ntor server handshakes per CPU-second, beside the relay",
             raw,
             "handshakes/s",
         ),

@@ -1,9 +1,10 @@
-//! `shallot bench --trace`: one message's path through the test network, step by step, each
-//! with its time (`README.md`, "Performance").
+//! `shallot bench --trace`: one message's path through the test network, or with `--only
+//! circuits` one circuit build's, step by step, each with its time (`README.md`,
+//! "Performance").
 //!
 //! The steps are `tracing` events with the target `shallot_trace`, emitted by the sender, the
-//! relays on its circuits, the mailbox relays and the recipient (all in this process: the
-//! test network runs in-process). Nothing listens to them in a normal run, so each costs
+//! circuit builder, the relays on its circuits, the mailbox relays and the recipient (all in
+//! this process: the test network runs in-process). Nothing listens to them in a normal run, so each costs
 //! only a disabled callsite's check; with `--trace` a [`Recorder`] keeps those that happen
 //! while it is switched on.
 

@@ -18,7 +18,7 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Circuits to build for the circuit figures.
+    /// Circuits to build for the circuit figures (or to trace, with `--trace --only circuits`).
     #[arg(long, default_value_t = 200)]
     pub circuits: usize,
     /// Run only the relay soak instead: one relay under 10,000 circuits each holding an
@@ -34,10 +34,10 @@ pub struct BenchArgs {
     pub only: Option<String>,
     /// Print only the path of a message, step by step with the time of each: the median and
     /// the slowest of `--messages`, each typed first as in the chat, then sent, one at a time.
-    /// With `--only circuits`, the path of a circuit build instead (as many builds).
+    /// With `--only circuits`, the path of a circuit build instead (of `--circuits` builds).
     #[arg(long, conflicts_with_all = ["json", "compare", "soak"])]
     pub trace: bool,
-    /// Messages the trace sends, or circuits it builds (at least 1).
+    /// Messages the trace sends (at least 1).
     #[arg(long, default_value_t = 5, requires = "trace", value_parser = clap::value_parser!(u16).range(1..))]
     pub messages: u16,
     /// Run only the many-node run instead: relay and authority processes, and many clients in
@@ -77,6 +77,13 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
         None => None,
     };
+    if let (true, Some(group)) = (args.trace, args.only.as_deref()) {
+        if group != "circuits" && group != "messaging" {
+            return Err(BenchError::Other(format!(
+                "--trace follows a message (or, with --only circuits, a circuit build); the {group} group has no trace"
+            )));
+        }
+    }
     let recorder = match args.trace {
         true => Some(bench::trace::Recorder::install().map_err(BenchError::Other)?),
         false => None,
@@ -181,15 +188,16 @@ async fn network_figures(
                     .iter()
                     .map(|r| (r.id.to_string(), r.nickname.clone()))
                     .collect();
-                let count = usize::from(args.messages);
                 let (traced, what) = if args.only.as_deref() == Some("circuits") {
                     let dir = scratch.join("trace-circuits");
+                    let count = args.circuits.max(1);
                     let (traced, opened) =
                         bench::circuits::trace(&net, &dir, recorder, &names, count).await?;
                     let what = format!("3-hop circuits built one at a time, as the circuit figures build them ({opened} of them waited for a relay to open a link to the next hop)");
                     (traced, what)
                 } else {
                     let dir = scratch.join("trace");
+                    let count = usize::from(args.messages);
                     let traced = bench::messaging::trace(&net, &dir, recorder, &names, count).await?;
                     (traced, "messages typed then sent one at a time (the chat gets their circuits ready while the user types), send to arrival".to_string())
                 };

@@ -230,13 +230,13 @@ impl CircuitState {
         if self.is_building() || !self.hops.is_empty() {
             return Err(NetError::Busy);
         }
-        tracing::trace!(target: "shallot_trace", "builder: CREATE begins");
         let (hs, handshake) =
             ClientHandshake::start(rng, first.id, &PublicKey::from(first.ntor_key));
         self.outbox.push(ChanMsg::Create(Create {
             depth: 1,
             handshake,
         }));
+        tracing::trace!(target: "shallot_trace", "builder: CREATE queued");
         self.pending = Pending::Create {
             hs,
             spec: first.clone(),
@@ -262,7 +262,6 @@ impl CircuitState {
         if last.next().is_none() {
             return Err(NetError::NoSuchHop(last.get() + 1));
         }
-        tracing::trace!(target: "shallot_trace", depth = last.get() + 1, "builder: EXTEND begins");
         let (hs, handshake) = ClientHandshake::start(rng, next.id, &PublicKey::from(next.ntor_key));
         let msg = Outgoing::new(
             last,
@@ -273,6 +272,7 @@ impl CircuitState {
         )?;
         let sent = self.send(&msg)?;
         if sent == Sent::Queued {
+            tracing::trace!(target: "shallot_trace", depth = last.get() + 1, "builder: EXTEND queued");
             self.pending = Pending::Extend {
                 hs,
                 spec: next.clone(),
