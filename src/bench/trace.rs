@@ -98,8 +98,9 @@ impl<S: Subscriber> Layer<S> for Recorder {
     }
 }
 
-/// What a trace found: every time, fastest first, and the path of two runs (each a message
-/// sent, or a circuit built).
+/// What a trace found: every time, fastest first, the path of two runs (each a message sent,
+/// or a circuit built), and each step's typical time over the runs that took the most common
+/// path.
 pub struct Traced {
     /// The time of each run, fastest first.
     pub latencies: Vec<Duration>,
@@ -107,6 +108,11 @@ pub struct Traced {
     pub median: Vec<String>,
     /// The slowest run's steps.
     pub slowest: Vec<String>,
+    /// How many runs took the most common path (the same steps in the same order, relays
+    /// named by their place in it).
+    pub common_runs: usize,
+    /// The most common path's steps, as [`typical`] prints them.
+    pub typical: Vec<String>,
 }
 
 impl Traced {
@@ -120,12 +126,92 @@ impl Traced {
             Some((_, start, steps)) => render(*start, steps, names),
             None => Vec::new(),
         };
+        let (common_runs, typical) = typical(&runs);
         Traced {
             median: shown(runs.get(runs.len().saturating_sub(1) / 2)),
             slowest: shown(runs.last()),
             latencies: runs.into_iter().map(|(time, _, _)| time).collect(),
+            common_runs,
+            typical,
         }
     }
+}
+
+/// A run's steps with each relay fingerprint (`relay=...`) replaced by its place among the
+/// relays in the order they first appear (`relay=A`, `relay=B`, ...), so that runs through
+/// different relays along the same path compare equal.
+fn path_of(steps: &[Step]) -> Vec<String> {
+    const FIELD: &str = " relay=";
+    let mut seen: Vec<String> = Vec::new();
+    steps
+        .iter()
+        .map(|step| {
+            let mut out = String::with_capacity(step.text.len());
+            let mut rest = step.text.as_str();
+            while let Some(i) = rest.find(FIELD) {
+                let (before, after) = rest.split_at(i + FIELD.len());
+                out.push_str(before);
+                let end = after.find(' ').unwrap_or(after.len());
+                let relay = &after[..end];
+                let place = match seen.iter().position(|r| r == relay) {
+                    Some(p) => p,
+                    None => {
+                        seen.push(relay.to_string());
+                        seen.len() - 1
+                    }
+                };
+                match u8::try_from(place).ok().filter(|p| *p < 26) {
+                    Some(p) => out.push(char::from(b'A' + p)),
+                    None => out.push_str(relay),
+                }
+                rest = &after[end..];
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
+/// The most common path among `runs` (ties to the path met first), and for each of its steps
+/// the median and p90 time since the step before (the first step: since the run began) over
+/// the runs that took it, with the median's running sum: a breakdown that one run's noise
+/// does not decide.
+fn typical(runs: &[(Duration, Instant, Vec<Step>)]) -> (usize, Vec<String>) {
+    let paths: Vec<Vec<String>> = runs.iter().map(|(_, _, steps)| path_of(steps)).collect();
+    let mut counts: Vec<(&Vec<String>, usize)> = Vec::new();
+    for path in &paths {
+        match counts.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((path, 1)),
+        }
+    }
+    // `max_by_key` keeps the last of equal counts: reversed, the first met.
+    let Some(&(common, n)) = counts.iter().rev().max_by_key(|(_, n)| *n) else {
+        return (0, Vec::new());
+    };
+    let mut gaps: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); common.len()];
+    for ((_, start, steps), path) in runs.iter().zip(&paths) {
+        if path != common {
+            continue;
+        }
+        let mut previous = *start;
+        for (i, step) in steps.iter().enumerate() {
+            gaps[i].push(step.at.saturating_duration_since(previous));
+            previous = step.at;
+        }
+    }
+    let mut sum = 0.0;
+    let lines = common
+        .iter()
+        .zip(gaps.iter_mut())
+        .map(|(text, gaps)| {
+            let p50 = super::ms(super::quantile(gaps, 0.5));
+            let p90 = super::ms(super::quantile(gaps, 0.9));
+            sum += p50;
+            format!("{sum:>8.3} ms  (+{p50:.3}, p90 +{p90:.3})  {text}")
+        })
+        .collect();
+    (n, lines)
 }
 
 /// Renders the steps as lines of `+ms since start (+ms since the previous line) step`, with
@@ -213,5 +299,70 @@ mod tests {
         // The step after a folded run is timed from the run's last cell.
         assert!(lines[2].contains("(+2.000)"), "{}", lines[2]);
         assert!(lines[2].starts_with("   5.000 ms"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn the_typical_path_is_the_most_common_one_with_each_steps_median() {
+        let t0 = Instant::now();
+        let run = |gaps: &[(u64, &str)]| {
+            let mut at = t0;
+            let steps = gaps
+                .iter()
+                .map(|(ms, text)| {
+                    at += Duration::from_millis(*ms);
+                    Step {
+                        at,
+                        text: text.to_string(),
+                    }
+                })
+                .collect();
+            (
+                Duration::from_millis(gaps.iter().map(|g| g.0).sum()),
+                t0,
+                steps,
+            )
+        };
+        let runs = vec![
+            // The same path through different relays, three times.
+            run(&[(1, "sent"), (2, "got relay=aa"), (3, "passed relay=bb")]),
+            run(&[(3, "sent"), (4, "got relay=cc"), (5, "passed relay=aa")]),
+            run(&[(2, "sent"), (9, "got relay=bb"), (1, "passed relay=cc")]),
+            // A path of its own, twice: not the most common.
+            run(&[(1, "sent"), (1, "got relay=aa"), (1, "opened relay=bb")]),
+            run(&[(1, "sent"), (1, "got relay=aa"), (1, "opened relay=bb")]),
+            // A relay met again keeps its first letter.
+            run(&[(1, "got relay=aa"), (1, "back relay=aa")]),
+        ];
+        let t = Traced::of(runs, &HashMap::new());
+        assert_eq!(t.common_runs, 3);
+        assert_eq!(t.typical.len(), 3, "{:?}", t.typical);
+        // Medians 2, 4, 3; their running sum 2, 6, 9.
+        assert!(
+            t.typical[0].starts_with("   2.000 ms  (+2.000, p90 +3.000)  sent"),
+            "{:?}",
+            t.typical
+        );
+        assert!(
+            t.typical[1].starts_with("   6.000 ms  (+4.000, p90 +9.000)  got relay=A"),
+            "{:?}",
+            t.typical
+        );
+        assert!(
+            t.typical[2].ends_with("(+3.000, p90 +5.000)  passed relay=B"),
+            "{:?}",
+            t.typical
+        );
+        let steps = [
+            Step {
+                at: t0,
+                text: "got relay=aa".into(),
+            },
+            Step {
+                at: t0,
+                text: "back relay=aa to relay=dd".into(),
+            },
+        ];
+        assert_eq!(path_of(&steps), ["got relay=A", "back relay=A to relay=B"]);
+        assert_eq!(Traced::of(Vec::new(), &HashMap::new()).common_runs, 0);
     }
 }

@@ -252,6 +252,8 @@ fn print_trace(traced: bench::trace::Traced, what: &str) {
         mut latencies,
         median,
         slowest,
+        common_runs,
+        typical,
     } = traced;
     let count = latencies.len();
     let shown = if count <= 20 {
@@ -278,6 +280,13 @@ fn print_trace(traced: bench::trace::Traced, what: &str) {
     if count > 1 {
         println!("the slowest one:");
         for line in slowest {
+            println!("{line}");
+        }
+        println!(
+            "each step over the {common_runs} of {count} that took the most common path (relays \
+             named by their place in it): the sum of the medians (+median, p90 since the step before)"
+        );
+        for line in typical {
             println!("{line}");
         }
     }
