@@ -65,6 +65,8 @@ pub(crate) struct Core {
     pub(crate) connect_locks: Mutex<HashMap<RelayId, Arc<tokio::sync::Mutex<()>>>>,
     /// Set once the relay starts stopping.
     pub(crate) shutting_down: AtomicBool,
+    /// The circuits it has extended, waiting for CREATED until their deadline.
+    pub(crate) created_wait: Arc<crate::created_wait::CreatedWait>,
     /// The consensus it follows, for mailbox repair (`docs/spec.md` §9.6).
     pub(crate) consensus: tokio::sync::watch::Sender<Option<Arc<shallot_proto::dir::Consensus>>>,
     registry: Mutex<Registry>,
@@ -113,6 +115,7 @@ impl Core {
             connect_locks: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             consensus: tokio::sync::watch::Sender::new(None),
+            created_wait: Default::default(),
             registry: Mutex::new(Registry::default()),
             relieving: AtomicBool::new(false),
             next_channel: AtomicU64::new(1),

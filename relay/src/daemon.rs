@@ -122,6 +122,11 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         tokio::spawn(idle_loop(core.clone(), stopped.clone())),
         tokio::spawn(rotation_loop(core.clone(), stopped.clone())),
         tokio::spawn(crate::extend::serve(core.clone(), extend_requests)),
+        tokio::spawn(crate::created_wait::serve(
+            core.env.clone(),
+            core.created_wait.clone(),
+            stopped.clone(),
+        )),
         tokio::spawn(crate::dir_cache::serve(core.clone(), dir_incoming)),
     ];
     let mut repair = None;

@@ -26,8 +26,8 @@ pub const OPENING_A_LINK: &str = "no link to the next hop; opening one";
 
 /// Serves extend requests until the relay stops. The common case, a listed relay with a link
 /// open already, is attached here, so that CREATE leaves without waiting for another task to
-/// be scheduled; opening a link (or fetching a consensus first) runs in a task of its own, and
-/// so does each wait for CREATED's deadline.
+/// be scheduled; opening a link (or fetching a consensus first) runs in a task of its own.
+/// CREATED's deadline is kept by the relay's one [`crate::created_wait`] task.
 pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver<ExtendRequest>) {
     while let Some(request) = requests.recv().await {
         let open = core
@@ -38,7 +38,7 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
             Some(link) => {
                 if attach(&core, &request.circ, link) {
                     tracing::trace!(target: "shallot_trace", relay = %core.env.me, "EXTEND: CREATE queued to the next hop");
-                    tokio::spawn(await_created(core.clone(), request.circ));
+                    core.created_wait.watch(&request.circ);
                 }
             }
             None => {
@@ -77,7 +77,7 @@ async fn run(core: Arc<Core>, ExtendRequest { circ, target }: ExtendRequest) {
     };
     if attach(&core, &circ, link) {
         tracing::trace!(target: "shallot_trace", relay = %core.env.me, "EXTEND: CREATE queued to the next hop");
-        await_created(core, circ).await;
+        core.created_wait.watch(&circ);
     }
 }
 
@@ -94,14 +94,6 @@ fn attach(core: &Core, circ: &Arc<crate::shell::Circuit>, link: Arc<Link>) -> bo
         return false;
     };
     circ.attach_next(env, link, id)
-}
-
-/// Fires the circuit's timer at CREATED's deadline until it has its answer.
-async fn await_created(core: Arc<Core>, circ: Arc<crate::shell::Circuit>) {
-    while let Some(deadline) = circ.created_deadline() {
-        tokio::time::sleep_until(deadline.into()).await;
-        circ.input(&core.env, Input::Timer);
-    }
 }
 
 /// An open link to `peer`, opening one if there is none (one attempt at a time per peer).

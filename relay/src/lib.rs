@@ -40,8 +40,8 @@
 //!
 //! Extends finish outside the circuit's lock: `extend::serve` looks the target up, gets a link
 //! (`extend::link_to`), records the circuit there (`Circuit::attach_next`, which feeds
-//! `Input::NextAttached` and so sends CREATE), and wakes the circuit with `Input::Timer` when
-//! CREATED is due. Mailbox requests are answered by `mailbox::MailboxService::serve`'s tasks
+//! `Input::NextAttached` and so sends CREATE); the relay's one `created_wait` task wakes the
+//! circuit with `Input::Timer` when CREATED is due. Mailbox requests are answered by `mailbox::MailboxService::serve`'s tasks
 //! through `Circuit::send_when_open`.
 //!
 //! # Modules
@@ -55,7 +55,7 @@
 //! * [`stats`]: counters of what it did;
 //! * private: `circuit` (the pure circuit state machine), `shell` (its I/O shell and the
 //!   link's circuit table), `channel`, `circtable`, `dispatch`, `create`, `oom`, `core`,
-//!   `extend`, `publish`, `dir_cache` (the relay as a directory cache, §5.13).
+//!   `extend`, `created_wait`, `publish`, `dir_cache` (the relay as a directory cache, §5.13).
 //!
 //! No two files import each other in a circle; `tests/import_cycles.rs` checks it.
 
@@ -68,6 +68,7 @@ mod circuit;
 pub mod config;
 mod core;
 mod create;
+mod created_wait;
 pub mod daemon;
 mod dir_cache;
 mod dispatch;
