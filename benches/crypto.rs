@@ -1,4 +1,5 @@
-//! Crypto-core benchmarks (`cargo bench --bench crypto`): ntor server handshakes, client wrap
+//! Crypto-core benchmarks (`cargo bench --bench crypto`): ntor server handshakes and the
+//! client's two halves of one (its ephemeral key; the answer's checks), client wrap
 //! of a 3-layer cell, relay peel of one layer, and, as the raw limit measured in the same
 //! run, ChaCha20-Poly1305 seals of the payload size a first-hop peel opens.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -42,6 +43,21 @@ fn bench(c: &mut Criterion) {
     let (_, msg) = ClientHandshake::start(&mut rng, id, &onion.public());
     g.bench_function("ntor_server_handshake", |b| {
         b.iter(|| server_handshake(&mut rng, &id, &[&onion], black_box(&msg)).unwrap())
+    });
+    // The client's two halves: `start` (its ephemeral key) before CREATE or EXTEND leaves,
+    // `finish` (two Diffie-Hellman and the key derivation) once the answer is in.
+    g.bench_function("ntor_client_start", |b| {
+        b.iter(|| ClientHandshake::start(&mut rng, id, black_box(&onion.public())))
+    });
+    let (_, reply_to) = ClientHandshake::start(&mut rng, id, &onion.public());
+    let (reply, _) = server_handshake(&mut rng, &id, &[&onion], &reply_to).unwrap();
+    g.bench_function("ntor_client_finish", |b| {
+        b.iter_batched(
+            || ClientHandshake::start(&mut rand::thread_rng(), id, &onion.public()).0,
+            // Each start's reply differs; the wrong one costs the same work before it fails.
+            |hs| hs.finish(black_box(&reply)),
+            criterion::BatchSize::SmallInput,
+        )
     });
 
     let (mut client, _) = circuit();
