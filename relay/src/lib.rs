@@ -41,8 +41,8 @@
 //! Extends finish outside the circuit's lock: `extend::serve` looks the target up, gets a link
 //! (`extend::link_to`), records the circuit there (`Circuit::attach_next`, which feeds
 //! `Input::NextAttached` and so sends CREATE); the relay's one `created_wait` task wakes the
-//! circuit with `Input::Timer` when CREATED is due. Mailbox requests are answered by `mailbox::MailboxService::serve`'s tasks
-//! through `Circuit::send_when_open`.
+//! circuit with `Input::Timer` when CREATED is due. Mailbox requests are answered by
+//! `mailbox::MailboxService::serve`'s tasks through `Circuit::send_when_open`.
 //!
 //! # Modules
 //!

@@ -312,7 +312,7 @@ async fn builder(
 }
 
 /// `shallot bench --trace --only circuits`: builds `count` circuits one at a time with the
-/// circuit figures' [`builder`], recording each one's steps; returns the build times, the
+/// circuit figures' `builder`, recording each one's steps; returns the build times, the
 /// paths of the median and the slowest build, and how many builds waited for a relay to
 /// open a link to the next hop ([`shallot_relay::OPENING_A_LINK`]).
 pub async fn trace(

@@ -111,7 +111,8 @@ pub struct Traced {
     /// How many runs took the most common path (the same steps in the same order, relays
     /// named by their place in it).
     pub common_runs: usize,
-    /// The most common path's steps, as [`typical`] prints them.
+    /// The most common path's steps, each with its median time since the step before and the
+    /// medians' running sum.
     pub typical: Vec<String>,
 }
 
@@ -137,45 +138,49 @@ impl Traced {
     }
 }
 
-/// A run's steps with each relay fingerprint (`relay=...`) replaced by its place among the
-/// relays in the order they first appear (`relay=A`, `relay=B`, ...), so that runs through
-/// different relays along the same path compare equal.
+/// A run's steps with each relay fingerprint (the value of a `relay=` or `replica=` field)
+/// replaced by its place among the relays in the order they first appear (`A`, `B`, ...), so
+/// that runs through different relays along the same path compare equal. Other fields (the
+/// counts some steps carry) are kept, so runs that differ in them take different paths.
 fn path_of(steps: &[Step]) -> Vec<String> {
-    const FIELD: &str = " relay=";
+    const FIELDS: [&str; 2] = ["relay=", "replica="];
     let mut seen: Vec<String> = Vec::new();
     steps
         .iter()
         .map(|step| {
-            let mut out = String::with_capacity(step.text.len());
-            let mut rest = step.text.as_str();
-            while let Some(i) = rest.find(FIELD) {
-                let (before, after) = rest.split_at(i + FIELD.len());
-                out.push_str(before);
-                let end = after.find(' ').unwrap_or(after.len());
-                let relay = &after[..end];
-                let place = match seen.iter().position(|r| r == relay) {
-                    Some(p) => p,
-                    None => {
-                        seen.push(relay.to_string());
-                        seen.len() - 1
+            let words: Vec<String> = step
+                .text
+                .split(' ')
+                .map(|word| {
+                    let Some((field, relay)) = FIELDS
+                        .iter()
+                        .find_map(|f| word.strip_prefix(f).map(|rest| (*f, rest)))
+                    else {
+                        return word.to_string();
+                    };
+                    let place = match seen.iter().position(|r| r == relay) {
+                        Some(p) => p,
+                        None => {
+                            seen.push(relay.to_string());
+                            seen.len() - 1
+                        }
+                    };
+                    match u8::try_from(place).ok().filter(|p| *p < 26) {
+                        Some(p) => format!("{field}{}", char::from(b'A' + p)),
+                        None => word.to_string(),
                     }
-                };
-                match u8::try_from(place).ok().filter(|p| *p < 26) {
-                    Some(p) => out.push(char::from(b'A' + p)),
-                    None => out.push_str(relay),
-                }
-                rest = &after[end..];
-            }
-            out.push_str(rest);
-            out
+                })
+                .collect();
+            words.join(" ")
         })
         .collect()
 }
 
-/// The most common path among `runs` (ties to the path met first), and for each of its steps
-/// the median and p90 time since the step before (the first step: since the run began) over
-/// the runs that took it, with the median's running sum: a breakdown that one run's noise
-/// does not decide.
+/// The most common path among `runs` (a tie goes to the path met first: of the faster run, as
+/// [`Traced::of`] sorts them), and for each of its steps the median time since the step before
+/// (the first step: since the run began) over the runs that took it, the lower of the two
+/// middle ones for an even count, with the medians' running sum; beside it the p90, or with
+/// fewer than 10 runs the slowest. A breakdown that one run's noise does not decide.
 fn typical(runs: &[(Duration, Instant, Vec<Step>)]) -> (usize, Vec<String>) {
     let paths: Vec<Vec<String>> = runs.iter().map(|(_, _, steps)| path_of(steps)).collect();
     let mut counts: Vec<(&Vec<String>, usize)> = Vec::new();
@@ -205,10 +210,14 @@ fn typical(runs: &[(Duration, Instant, Vec<Step>)]) -> (usize, Vec<String>) {
         .iter()
         .zip(gaps.iter_mut())
         .map(|(text, gaps)| {
-            let p50 = super::ms(super::quantile(gaps, 0.5));
-            let p90 = super::ms(super::quantile(gaps, 0.9));
+            gaps.sort();
+            let p50 = super::ms(gaps[(gaps.len() - 1) / 2]);
             sum += p50;
-            format!("{sum:>8.3} ms  (+{p50:.3}, p90 +{p90:.3})  {text}")
+            let tail = match n >= 10 {
+                true => format!("p90 +{:.3}", super::ms(super::quantile(gaps, 0.9))),
+                false => format!("slowest +{:.3}", super::ms(super::quantile(gaps, 1.0))),
+            };
+            format!("{sum:>8.3} ms  (+{p50:.3}, {tail})  {text}")
         })
         .collect();
     (n, lines)
@@ -336,21 +345,27 @@ mod tests {
         let t = Traced::of(runs, &HashMap::new());
         assert_eq!(t.common_runs, 3);
         assert_eq!(t.typical.len(), 3, "{:?}", t.typical);
-        // Medians 2, 4, 3; their running sum 2, 6, 9.
-        assert!(
-            t.typical[0].starts_with("   2.000 ms  (+2.000, p90 +3.000)  sent"),
-            "{:?}",
-            t.typical
+        // Medians 2, 4, 3 (their running sum 2, 6, 9); with fewer than 10 runs, the slowest.
+        let expected = [
+            "   2.000 ms  (+2.000, slowest +3.000)  sent",
+            "   6.000 ms  (+4.000, slowest +9.000)  got relay=A",
+            "   9.000 ms  (+3.000, slowest +5.000)  passed relay=B",
+        ];
+        assert_eq!(t.typical, expected);
+        // A tie goes to the faster run's path; an even count's median is the lower middle.
+        let t = Traced::of(
+            vec![
+                run(&[(5, "slow path")]),
+                run(&[(1, "fast path")]),
+                run(&[(2, "fast path")]),
+                run(&[(6, "slow path")]),
+            ],
+            &HashMap::new(),
         );
-        assert!(
-            t.typical[1].starts_with("   6.000 ms  (+4.000, p90 +9.000)  got relay=A"),
-            "{:?}",
-            t.typical
-        );
-        assert!(
-            t.typical[2].ends_with("(+3.000, p90 +5.000)  passed relay=B"),
-            "{:?}",
-            t.typical
+        assert_eq!(t.common_runs, 2);
+        assert_eq!(
+            t.typical,
+            ["   1.000 ms  (+1.000, slowest +2.000)  fast path"]
         );
         let steps = [
             Step {
@@ -359,10 +374,13 @@ mod tests {
             },
             Step {
                 at: t0,
-                text: "back relay=aa to relay=dd".into(),
+                text: "stored replica=dd of relay=aa n=3".into(),
             },
         ];
-        assert_eq!(path_of(&steps), ["got relay=A", "back relay=A to relay=B"]);
+        assert_eq!(
+            path_of(&steps),
+            ["got relay=A", "stored replica=B of relay=A n=3"]
+        );
         assert_eq!(Traced::of(Vec::new(), &HashMap::new()).common_runs, 0);
     }
 }

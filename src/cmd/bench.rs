@@ -245,8 +245,9 @@ async fn network_figures(
     }
 }
 
-/// Prints what a trace found: the times (each, or their quantiles past 20), then the median
-/// run's path and the slowest's.
+/// Prints what a trace found: the times (each, or their quantiles past 20), the median run's
+/// path and the slowest's, then each step's median over the runs that took the most common
+/// path.
 fn print_trace(traced: bench::trace::Traced, what: &str) {
     let bench::trace::Traced {
         mut latencies,
@@ -284,7 +285,8 @@ fn print_trace(traced: bench::trace::Traced, what: &str) {
         }
         println!(
             "each step over the {common_runs} of {count} that took the most common path (relays \
-             named by their place in it): the sum of the medians (+median, p90 since the step before)"
+             named by their place in it): the medians' running sum (+median since the step \
+             before, and the p90, or with fewer than 10 runs the slowest)"
         );
         for line in typical {
             println!("{line}");

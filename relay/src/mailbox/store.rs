@@ -2,7 +2,7 @@
 //! (`docs/spec.md` §9.4).
 //!
 //! One thread owns the database. Requests queue to it; it runs every request waiting in one
-//! transaction and answers them all after the commit (group commit, [`serve`]): a lone
+//! transaction and answers them all after the commit (group commit, `serve`): a lone
 //! request is committed at once, requests that arrive during a commit go together in the
 //! next, and a deposit is acknowledged only once it is on disk (`synchronous=FULL` in WAL
 //! mode), so a busy relay pays one disk flush for many deposits. What each mailbox holds is
