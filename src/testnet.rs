@@ -476,6 +476,15 @@ impl Testnet {
         &self.options
     }
 
+    /// Links the in-process relays have opened to other relays to extend circuits, all told
+    /// (relays run as processes are not counted).
+    pub fn links_opened_for_extends(&self) -> u64 {
+        (0..self.relay_count())
+            .filter_map(|i| self.relay(i))
+            .map(|h| h.stats().links_opened_for_extends)
+            .sum()
+    }
+
     /// The in-process handle of relay `i` (0-based), if it runs in this process.
     pub fn relay(&self, i: usize) -> Option<&RelayHandle> {
         match self.relays.get(i) {

@@ -1,7 +1,8 @@
 //! The relay issue's end-to-end test: 3 authorities and 6 relays on loopback; every relay
 //! registered in the consensus; a client builds a 3-hop circuit through relays taken from the
-//! consensus, sends data to the last hop and gets the reply. Also: a rotated onion key is
-//! published in a later consensus and works.
+//! consensus, sends data to the last hop and gets the reply, and the relays count the links
+//! they opened to extend it. Also: a rotated onion key is published in a later consensus and
+//! works.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -66,7 +67,9 @@ fn a_client_builds_three_hops_from_the_consensus_and_gets_a_reply() {
         let chan = ClientChannel::connect(first.address, &first.link_key, Duration::from_secs(5))
             .await
             .unwrap();
-        let circ = build(chan, &path, Duration::from_secs(5)).await.unwrap();
+        let circ = build(chan.clone(), &path, Duration::from_secs(5))
+            .await
+            .unwrap();
         circ.send(HopNum::THIRD, &RelayMsg::Data(b"hello, exit".to_vec()))
             .await
             .unwrap();
@@ -74,6 +77,20 @@ fn a_client_builds_three_hops_from_the_consensus_and_gets_a_reply() {
             circ.recv().await.unwrap(),
             (HopNum::THIRD, RelayMsg::Data(b"hello, exit".to_vec()))
         );
+        // No test here extends circuits but this one: the first two hops each opened a link
+        // to the next (the count `shallot bench` sorts its builds by), and the same path again
+        // finds both open.
+        assert_eq!(n.net.links_opened_for_extends(), 2);
+        let again = build(chan, &path, Duration::from_secs(5)).await.unwrap();
+        again
+            .send(HopNum::THIRD, &RelayMsg::Data(b"again".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.recv().await.unwrap(),
+            (HopNum::THIRD, RelayMsg::Data(b"again".to_vec()))
+        );
+        assert_eq!(n.net.links_opened_for_extends(), 2);
     });
 }
 

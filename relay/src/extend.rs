@@ -130,6 +130,7 @@ async fn link_to(core: &Arc<Core>, peer: &PeerInfo) -> Result<Arc<Link>, LinkErr
         counted: false,
     };
     tracing::trace!(target: "shallot_trace", relay = %core.env.me, "link to a relay opened");
+    crate::stats::Stats::bump(&core.env.stats.links_opened_for_extends);
     Ok(core.start_channel(who, reader, writer))
 }
 

@@ -38,6 +38,9 @@ macro_rules! counters {
 counters! {
     /// Links accepted or opened.
     links_opened,
+    /// Links this relay opened to another relay to extend a circuit there (a circuit's
+    /// CREATE waited for each).
+    links_opened_for_extends,
     /// Connections refused by the per-IP or total connection limit.
     connections_refused,
     /// Links that failed their handshake.
