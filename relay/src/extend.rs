@@ -130,8 +130,9 @@ async fn link_to(core: &Arc<Core>, peer: &PeerInfo) -> Result<Arc<Link>, LinkErr
         counted: false,
     };
     tracing::trace!(target: "shallot_trace", relay = %core.env.me, "link to a relay opened");
+    let link = core.start_channel(who, reader, writer);
     crate::stats::Stats::bump(&core.env.stats.links_opened_for_extends);
-    Ok(core.start_channel(who, reader, writer))
+    Ok(link)
 }
 
 /// Connects to `to` from this relay's own listening address (when it names one), so that

@@ -38,8 +38,8 @@ macro_rules! counters {
 counters! {
     /// Links accepted or opened.
     links_opened,
-    /// Links this relay opened to another relay to extend a circuit there (a circuit's
-    /// CREATE waited for each).
+    /// Links opened because an EXTEND found none open to its target (also counted in
+    /// links_opened).
     links_opened_for_extends,
     /// Connections refused by the per-IP or total connection limit.
     connections_refused,

@@ -215,7 +215,19 @@ pub async fn run(
             ms(hops.rtt[i] + ntor_time * 2)
         ))
     };
-    Ok(vec![
+    // None when every build opened a link: the figure would read 0.
+    let open_links = (!on_open_links.is_empty()).then(|| {
+        Figure::new(
+            "circuit build time p99, builds on open links",
+            ms(open_p99),
+            "ms",
+        )
+        .note(format!(
+            "the {} builds in which no relay had to open a link to the next hop",
+            on_open_links.len()
+        ))
+    });
+    let mut figures = vec![
         Figure::new("circuit build time p50", ms(p50), "ms").note(format!(
             "{:.2} × the bound of this run, {:.3} ms: round trips to hops 1-3 ({:.3} + {:.3} + {:.3} ms) + 6 ntor ({:.3} ms each)",
             p50.as_secs_f64() / bound.as_secs_f64().max(1e-9),
@@ -238,15 +250,6 @@ pub async fn run(
             ms(hops.rtt99[1]),
             ms(hops.rtt99[2]),
             wakes.describe()
-        )),
-        Figure::new(
-            "circuit build time p99, builds on open links",
-            ms(open_p99),
-            "ms",
-        )
-        .note(format!(
-            "the {} builds in which no relay had to open a link to the next hop",
-            on_open_links.len()
         )),
         Figure::new(
             format!("{} wake-up lateness beside the builds, p99", super::compare::MACHINE),
@@ -280,7 +283,12 @@ pub async fn run(
             ntor,
             "handshakes/s",
         ),
-    ])
+    ];
+    // Beside the p99 of all builds.
+    if let Some(figure) = open_links {
+        figures.insert(2, figure);
+    }
+    Ok(figures)
 }
 
 /// The wait for a circuit to a chosen last hop when the manager keeps prefixes built ahead
