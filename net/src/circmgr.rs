@@ -436,6 +436,16 @@ impl<B: CircuitBuilder> CircuitManager<B> {
         Ok(circ)
     }
 
+    /// Holds the pool's refills back until the returned guard is dropped, as a request for a
+    /// circuit does (the maintenance task waits for it for at most half a second at a time,
+    /// its look), then refills at once: for work the refills would slow down, such as a
+    /// message being committed and deposited.
+    pub fn hold_refills(&self) -> RefillHold<'_> {
+        RefillHold {
+            _held: Asking::new(&self.asking, &self.wanted),
+        }
+    }
+
     /// A circuit for new work ending at `exit`, never handed out before: a prefix from the
     /// pool (built ahead, the last hop missing) extended to `exit` when one fits the path
     /// rules, else a fresh circuit. Never one finished ahead ([`Self::get_readied`]).
@@ -712,6 +722,11 @@ impl Drop for Preparing<'_> {
         lock(self.set).remove(&self.exit);
         self.ended.notify_waiters();
     }
+}
+
+/// Holds refills back while it lives ([`CircuitManager::hold_refills`]).
+pub struct RefillHold<'a> {
+    _held: Asking<'a>,
 }
 
 /// One request for a circuit in progress: when the last one ends, however it ends, the pool is

@@ -111,6 +111,13 @@ pub trait MailboxAccess: Send + Sync + 'static {
     /// [`Isolation::Deposit`] there (a message is being typed for a mailbox it keeps). Best
     /// effort: a failure only means that deposit builds its own circuit.
     fn prepare(&self, relay: RelayId);
+
+    /// Holds back work in the background that would compete with a message being committed
+    /// and deposited (refilling circuits built ahead), until the returned guard is dropped.
+    /// Nothing by default.
+    fn hold_background(&self) -> Option<shallot_net::circmgr::RefillHold<'_>> {
+        None
+    }
 }
 
 impl MailboxOps for MailboxLink {
@@ -282,5 +289,9 @@ impl MailboxAccess for CircuitMailboxes {
                 tracing::debug!("a circuit finished ahead to {relay}: {e}");
             }
         });
+    }
+
+    fn hold_background(&self) -> Option<shallot_net::circmgr::RefillHold<'_>> {
+        Some(self.circuits().hold_refills())
     }
 }

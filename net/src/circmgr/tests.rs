@@ -524,6 +524,33 @@ async fn a_circuit_asked_for_wakes_the_refill_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn refills_wait_while_held_and_start_once_the_hold_ends() {
+    let s = setup(1, config(), &[]);
+    let _maintenance = s.mgr.spawn_maintenance();
+    let settle = || async {
+        // Only yield: the paused clock moves on only when every task is idle, so the
+        // task's look after LOOK cannot refill the pool here.
+        for _ in 0..10_000 {
+            if s.mgr.ready() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    settle().await;
+    assert_eq!(s.mgr.ready(), 2, "filled at start");
+    let held = tokio::time::Instant::now();
+    let hold = s.mgr.hold_refills();
+    let _got = s.mgr.get(s.ids(0..6)[5]).await.unwrap();
+    settle().await;
+    assert_eq!(s.mgr.ready(), 1, "not refilled while held");
+    drop(hold);
+    settle().await;
+    assert_eq!(s.mgr.ready(), 2, "refilled once the hold ended");
+    assert!(held.elapsed() < LOOK, "{:?}", held.elapsed());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_extension_of_a_prefix_falls_back_to_a_fresh_circuit() {
     let s = setup(1, config(), &[]);
     s.mgr.top_up().await.unwrap();
