@@ -437,9 +437,10 @@ impl<B: CircuitBuilder> CircuitManager<B> {
     }
 
     /// Holds the pool's refills back until the returned guard is dropped, as a request for a
-    /// circuit does (the maintenance task waits for it for at most half a second at a time,
-    /// its look), then refills at once: for work the refills would slow down, such as a
-    /// message being committed and deposited.
+    /// circuit does, then refills at once: for work the refills would slow down, such as a
+    /// message being committed and deposited. Before each build the maintenance task waits
+    /// for it at most half a second (its look), so a long hold slows refills to about two a
+    /// second rather than stopping them; a build under way carries on.
     pub fn hold_refills(&self) -> RefillHold<'_> {
         RefillHold {
             _held: Asking::new(&self.asking, &self.wanted),

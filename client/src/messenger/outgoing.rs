@@ -124,8 +124,9 @@ impl<M: MailboxAccess> Messenger<M> {
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
         let id = MessageId::random(&mut rand::thread_rng());
         tracing::trace!(target: "shallot_trace", "sender: send begins");
-        // Circuits built ahead are refilled once the message is out: a refill's handshakes
-        // would compete with its commit and deposits for the CPU.
+        // Circuits built ahead are refilled once the send ends (its outcome recorded), or at
+        // most one prefix each 0.5 s meanwhile: a refill's handshakes would compete with the
+        // message's commit and deposits for the CPU.
         let _hold = self.mailboxes.hold_background();
         let now = self.now();
         let peer = *contact.address.key();

@@ -551,6 +551,34 @@ async fn refills_wait_while_held_and_start_once_the_hold_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_long_hold_slows_refills_to_one_a_look_rather_than_stopping_them() {
+    let s = setup(1, config(), &[]);
+    let _maintenance = s.mgr.spawn_maintenance();
+    let settle = || async {
+        for _ in 0..10_000 {
+            tokio::task::yield_now().await;
+        }
+    };
+    settle().await;
+    assert_eq!(s.mgr.ready(), 2, "filled at start");
+    let _hold = s.mgr.hold_refills();
+    let _got = s.mgr.get(s.ids(0..6)[5]).await.unwrap();
+    settle().await;
+    assert_eq!(s.mgr.ready(), 1);
+    // The task's look ends; held, it waits one more look before it builds.
+    tokio::time::advance(LOOK + Duration::from_millis(10)).await;
+    settle().await;
+    assert_eq!(s.mgr.ready(), 1, "held through the first look");
+    tokio::time::advance(LOOK).await;
+    settle().await;
+    assert_eq!(
+        s.mgr.ready(),
+        2,
+        "refilled after the second, though still held"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_extension_of_a_prefix_falls_back_to_a_fresh_circuit() {
     let s = setup(1, config(), &[]);
     s.mgr.top_up().await.unwrap();
