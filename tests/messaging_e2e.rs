@@ -207,6 +207,23 @@ fn circuits_readied_while_typing_carry_the_message_and_are_used_once() {
             "the send took all three, and nothing hands them out again"
         );
         bob.receive("typed first").await;
+        // With the session started, typing also takes the next message key: the next
+        // message leaves sealed with it, without waiting for Alice's disk.
+        alice.messenger.composing("bob").unwrap();
+        eventually(
+            "the message key taken while typing",
+            Duration::from_secs(20),
+            || async { alice.messenger.key_ready_for("bob").unwrap().then_some(()) },
+        )
+        .await;
+        let report = alice
+            .messenger
+            .send("bob", "typed second", OnFailure::Fail)
+            .await
+            .unwrap();
+        assert_eq!(report.stored, 3);
+        assert!(!alice.messenger.key_ready_for("bob").unwrap(), "used once");
+        bob.receive("typed second").await;
     });
 }
 

@@ -6,7 +6,8 @@
 //!
 //! * [`keys`]: signed prekeys and the bundles published beside each mailbox;
 //! * [`outgoing`]: sending, retransmission and end-to-end acknowledgements;
-//! * [`incoming`]: fetching, subscribing, and handling what arrives.
+//! * [`incoming`]: fetching, subscribing, and handling what arrives;
+//! * [`ready`]: message keys taken while the user types.
 //!
 //! The messenger reaches mailbox relays through a [`MailboxAccess`] (by default
 //! [`CircuitMailboxes`], over the circuit manager) and reads the time from a [`WallClock`],
@@ -17,6 +18,7 @@ pub mod answers;
 pub mod incoming;
 pub mod keys;
 pub mod outgoing;
+pub mod ready;
 pub mod tasks;
 #[cfg(test)]
 mod tests;
@@ -136,6 +138,8 @@ pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
     acks_running: AtomicBool,
     /// Whether acknowledgements were queued since that task last looked.
     acks_wanted: AtomicBool,
+    /// Message keys taken while the user types, by peer ([`ready`]).
+    ready_keys: ready::ReadyKeys,
 }
 
 impl Messenger {
@@ -201,6 +205,7 @@ impl<M: MailboxAccess> Messenger<M> {
             answers: Mutex::new(answers::ReplicaAnswers::default()),
             acks_running: AtomicBool::new(false),
             acks_wanted: AtomicBool::new(false),
+            ready_keys: ready::ReadyKeys::default(),
         }))
     }
 

@@ -253,6 +253,70 @@ fn skip(core: &mut Core, until: u32, kept: &mut Vec<Box<SkippedKey>>) -> Result<
     Ok(())
 }
 
+/// The next message key of `core`'s sending chain, with its header, taking the sending half
+/// of a Diffie-Hellman ratchet step first if one is due; `core` moves past it.
+fn take_send_key<R: RngCore + CryptoRng>(
+    core: &mut Core,
+    ad: AssociatedData,
+    rng: &mut R,
+) -> Result<SendKey, RatchetError> {
+    let mut next = core.clone();
+    if next.send.is_none() {
+        // The sending half of a Diffie-Hellman ratchet step.
+        let remote = next.dh_remote.ok_or(RatchetError::CannotSendYet)?;
+        let fresh = StaticSecret::random_from_rng(rng);
+        let shared = dh(&fresh, &remote)?;
+        next.send = Some(kdf_rk(&mut next.root, &shared));
+        next.dh_self = Some(fresh);
+    }
+    let (Some(secret), Some(chain)) = (next.dh_self.as_ref(), next.send.as_mut()) else {
+        return Err(RatchetError::CannotSendYet);
+    };
+    let header = Header {
+        dh: PublicKey::from(secret).to_bytes(),
+        pn: next.prev_send_len,
+        n: chain.n,
+    };
+    let key = chain.step()?;
+    *core = next;
+    Ok(SendKey { header, key, ad })
+}
+
+/// One message key of a session's sending chain, taken ahead of its message
+/// ([`Ratchet::take_send_key`]). It encrypts one message and is consumed doing so; its key is
+/// wiped when it is dropped.
+pub struct SendKey {
+    header: Header,
+    key: Zeroizing<[u8; 32]>,
+    ad: AssociatedData,
+}
+
+// Its one secret field wipes itself on drop.
+impl ZeroizeOnDrop for SendKey {}
+
+impl SendKey {
+    /// The header the message will carry.
+    pub fn header(&self) -> Header {
+        self.header
+    }
+
+    /// Encrypts `plaintext` as the message this key was taken for.
+    pub fn encrypt(self, plaintext: &[u8]) -> Result<(Header, Vec<u8>), RatchetError> {
+        let (aead, nonce) = message_cipher(&self.key);
+        let aad = aad(&self.ad, &self.header);
+        let ciphertext = aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| RatchetError::TooLong)?;
+        Ok((self.header, ciphertext))
+    }
+}
+
 impl Ratchet {
     /// The initiator's side, from the X3DH session key, the responder's signed prekey (its
     /// first ratchet key) and the session's associated data.
@@ -310,36 +374,22 @@ impl Ratchet {
         plaintext: &[u8],
     ) -> Result<(Header, Vec<u8>), RatchetError> {
         let mut core = self.core.clone();
-        if core.send.is_none() {
-            // The sending half of a Diffie-Hellman ratchet step.
-            let remote = core.dh_remote.ok_or(RatchetError::CannotSendYet)?;
-            let fresh = StaticSecret::random_from_rng(rng);
-            let shared = dh(&fresh, &remote)?;
-            core.send = Some(kdf_rk(&mut core.root, &shared));
-            core.dh_self = Some(fresh);
-        }
-        let (Some(secret), Some(chain)) = (core.dh_self.as_ref(), core.send.as_mut()) else {
-            return Err(RatchetError::CannotSendYet);
-        };
-        let header = Header {
-            dh: PublicKey::from(secret).to_bytes(),
-            pn: core.prev_send_len,
-            n: chain.n,
-        };
-        let message_key = chain.step()?;
-        let (aead, nonce) = message_cipher(&message_key);
-        let aad = aad(&self.ad, &header);
-        let ciphertext = aead
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| RatchetError::TooLong)?;
+        let key = take_send_key(&mut core, self.ad, rng)?;
+        let sealed = key.encrypt(plaintext)?;
         self.core = core;
-        Ok((header, ciphertext))
+        Ok(sealed)
+    }
+
+    /// Takes the next message key of the sending chain now, for a message written later: the
+    /// session moves past it at once, so once this state is saved no later message can be
+    /// given the same key, whatever becomes of the one taken. The key is used by
+    /// [`SendKey::encrypt`], once; a key dropped unused leaves a gap the other side treats as
+    /// a skipped message.
+    pub fn take_send_key<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<SendKey, RatchetError> {
+        take_send_key(&mut self.core, self.ad, rng)
     }
 
     /// Decrypts a message of the session. On any error the session is unchanged.

@@ -8,7 +8,7 @@
 
 use ed25519_dalek::VerifyingKey;
 use shallot_crypto::keys::IdentityKeypair;
-use shallot_crypto::ratchet::{Ratchet, RatchetError};
+use shallot_crypto::ratchet::{Header, Ratchet, RatchetError, SendKey};
 use shallot_crypto::sealed::{self, SealError};
 use shallot_crypto::x3dh::{self, InitialHeader, PrekeyBundle, X3dhError};
 use thiserror::Error;
@@ -103,17 +103,35 @@ fn seal_in(
             (row, ratchet, now)
         }
     };
-    let padded = Zeroizing::new(
-        content
-            .encode_padded()
-            .map_err(|e| SessionError::Malformed(e.to_string()))?,
-    );
+    let padded = padded(content)?;
     let (header, ciphertext) = ratchet
         .encrypt(&mut rng, &padded)
         .map_err(SessionError::Undecryptable)?;
-    let start = row
-        .start
-        .as_deref()
+    let envelope = seal_inner(&mut rng, me, peer, row.start.as_deref(), header, ciphertext)?;
+    row.state = ratchet.to_bytes();
+    store.save_session(&peer_key, &row, used_at)?;
+    Ok(envelope)
+}
+
+/// `content` encoded and padded for a ratchet message.
+fn padded(content: &Content) -> Result<Zeroizing<Vec<u8>>, SessionError> {
+    content
+        .encode_padded()
+        .map(Zeroizing::new)
+        .map_err(|e| SessionError::Malformed(e.to_string()))
+}
+
+/// The envelope for `peer` of one ratchet message, with the session start `start` while the
+/// peer has not answered.
+fn seal_inner<R: rand::RngCore + rand::CryptoRng>(
+    rng: &mut R,
+    me: &IdentityKeypair,
+    peer: &VerifyingKey,
+    start: Option<&[u8]>,
+    header: Header,
+    ciphertext: Vec<u8>,
+) -> Result<Vec<u8>, SessionError> {
+    let start = start
         .map(InitialHeader::from_bytes)
         .transpose()
         .map_err(|e| SessionError::Malformed(e.to_string()))?;
@@ -123,10 +141,64 @@ fn seal_in(
         header,
         ciphertext,
     };
-    let envelope = sealed::seal(&mut rng, peer, &inner.encode())?;
-    row.state = ratchet.to_bytes();
-    store.save_session(&peer_key, &row, used_at)?;
-    Ok(envelope)
+    Ok(sealed::seal(rng, peer, &inner.encode())?)
+}
+
+/// A message key for one peer taken ahead of its message ([`take_ready_key`]), with the
+/// session start its message must carry. It seals one message ([`seal_ready`]); its key is
+/// wiped when it is dropped, used or not.
+pub struct ReadyKey {
+    key: SendKey,
+    start: Option<Vec<u8>>,
+}
+
+/// Takes the next message key of the session [`seal_for`] would use for `peer`, and saves
+/// the session moved past it, in one transaction: once this returns, no message sealed later
+/// (by this process or any other, or after a restart) can get the same key. `None` if there
+/// is no session with `peer` yet.
+pub fn take_ready_key(
+    store: &Store,
+    peer: &VerifyingKey,
+) -> Result<Option<ReadyKey>, SessionError> {
+    store.atomically(|store| {
+        let peer_key = peer.to_bytes();
+        let Some(mut row) = store.sessions(&peer_key)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut ratchet = ratchet_of(&row)?;
+        let key = ratchet
+            .take_send_key(&mut rand::thread_rng())
+            .map_err(SessionError::Undecryptable)?;
+        row.state = ratchet.to_bytes();
+        store.save_session(&peer_key, &row, 0)?;
+        Ok(Some(ReadyKey {
+            key,
+            start: row.start.clone(),
+        }))
+    })
+}
+
+/// Seals `content` for `peer` with a key taken ahead: no store is touched, since the session
+/// was saved past this key when it was taken.
+pub fn seal_ready(
+    me: &IdentityKeypair,
+    peer: &VerifyingKey,
+    ready: ReadyKey,
+    content: &Content,
+) -> Result<Vec<u8>, SessionError> {
+    let padded = padded(content)?;
+    let (header, ciphertext) = ready
+        .key
+        .encrypt(&padded)
+        .map_err(SessionError::Undecryptable)?;
+    seal_inner(
+        &mut rand::thread_rng(),
+        me,
+        peer,
+        ready.start.as_deref(),
+        header,
+        ciphertext,
+    )
 }
 
 /// Opens an envelope sealed for `me`, advancing (or starting) the sender's session. Nothing is
@@ -510,5 +582,38 @@ mod tests {
             open(&bob.store, &bob.id, &e, 101),
             Err(SessionError::UnknownPrekey)
         ));
+    }
+
+    #[test]
+    fn a_key_taken_ahead_is_never_given_again_even_after_a_restart() {
+        let (alice, bob) = (user(), user());
+        let peer = bob.id.public();
+        assert!(
+            take_ready_key(&alice.store, &peer).unwrap().is_none(),
+            "no session, no key"
+        );
+        let b = bundle(&bob, 7);
+        let first = seal_for(&alice.store, &alice.id, &peer, &text(1), Some(&b), 100).unwrap();
+        let ready = take_ready_key(&alice.store, &peer).unwrap().unwrap();
+        // The process stops here, the key unused in its memory; a new one opens the store.
+        let reopened = Store::open(alice.store.dir()).unwrap();
+        let after = seal_for(&reopened, &alice.id, &peer, &text(2), None, 101).unwrap();
+        let late = seal_ready(&alice.id, &peer, ready, &text(3)).unwrap();
+        let keys: Vec<_> = [&first, &after, &late]
+            .iter()
+            .map(|e| header_of(&bob, e))
+            .collect();
+        assert_eq!(
+            keys.iter().map(|k| k.1).collect::<Vec<_>>(),
+            [0, 2, 1],
+            "the key taken ahead was number 1, and the restarted sealer went on from 2"
+        );
+        // All three open, in the order they arrive; the taken key's message still carries the
+        // session start, as the peer has not answered.
+        for (e, n) in [(&first, 1), (&after, 2), (&late, 3)] {
+            assert_eq!(open(&bob.store, &bob.id, e, 102).unwrap().content, text(n));
+        }
+        let inner = Inner::decode(&sealed::open(&bob.id, &late).unwrap()).unwrap();
+        assert!(inner.start.is_some());
     }
 }

@@ -113,6 +113,7 @@ impl<M: MailboxAccess> Messenger<M> {
             me: self.me.clone(),
             strangers: self.config.strangers,
             now: self.now(),
+            ready_keys: self.ready_keys.clone(),
         }
     }
 
@@ -270,6 +271,7 @@ struct Recording {
     me: Arc<IdentityKeypair>,
     strangers: StrangerLimits,
     now: u64,
+    ready_keys: super::ready::ReadyKeys,
 }
 
 impl Recording {
@@ -330,6 +332,9 @@ impl Recording {
             }
         };
         tracing::trace!(target: "shallot_trace", "recipient: opened");
+        // A key taken while the user typed to this peer predates what just came from it: the
+        // next message takes a fresh one, with the ratchet step this message may call for.
+        self.ready_keys.forget(&sender);
         match content {
             Content::Text { id, sent_at, text } => {
                 let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;

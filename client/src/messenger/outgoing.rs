@@ -20,7 +20,7 @@ use crate::e2e::wire::{Content, MAX_ACK_IDS, MAX_TEXT_LEN};
 use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
 use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
-use crate::store::{OutState, StoreError, StoredMessage};
+use crate::store::{OutState, Store, StoreError, StoredMessage};
 use tracing::debug;
 
 /// What sending achieved.
@@ -84,6 +84,8 @@ impl fmt::Display for DepositOutcome {
 
 /// Where one envelope is to be deposited (`docs/spec.md` §10.7).
 struct DepositPlan {
+    /// The recipient's identity key.
+    peer: VerifyingKey,
     /// The recipient's mailbox for this epoch.
     mailbox: MailboxId,
     /// Its replicas, then the previous ring's while it settles.
@@ -135,13 +137,32 @@ impl<M: MailboxAccess> Messenger<M> {
             sent_at: now,
             text: text.to_string(),
         };
-        // With a session already there, recording the message and advancing the session are
-        // one transaction: one flush to disk before the message leaves. The deposit circuits
-        // are built meanwhile: the commit runs on a blocking thread, in a group with any
-        // other commit waiting (`store::group`), which also scrubs the log afterwards, out of
-        // the message's way.
+        // With a key taken while the user typed, the message leaves at once and is recorded
+        // meanwhile. Otherwise, with a session already there, recording the message and
+        // advancing the session are one transaction: one flush to disk before the message
+        // leaves. The deposit circuits are built meanwhile: the commit runs on a blocking
+        // thread, in a group with any other commit waiting (`store::group`), which also
+        // scrubs the log afterwards, out of the message's way.
         let has_session = !self.store().sessions(peer.as_bytes())?.is_empty();
         let plan = has_session.then(|| self.deposit_plan(&peer));
+        if let Some(Ok(plan)) = &plan {
+            if let Some(ready) = self.ready_keys.take(peer.as_bytes()) {
+                let (text, expires) = (
+                    text.to_string(),
+                    now + self.config.message_lifetime.as_secs(),
+                );
+                let record = move |store: &Store| {
+                    store.insert_outgoing(&id, peer.as_bytes(), &text, now, expires)?;
+                    store
+                        .message(&id)?
+                        .ok_or_else(|| StoreError::Corrupt("message vanished".into()))
+                };
+                let (msg, outcome) = self
+                    .send_ready(plan, ready, &contact.name, &content, record)
+                    .await?;
+                return self.record_attempt(&msg, 0, on_failure, outcome).await;
+            }
+        }
         let links = async {
             match &plan {
                 Some(Ok(plan)) => Some(self.deposit_links(plan).await),
@@ -184,6 +205,72 @@ impl<M: MailboxAccess> Messenger<M> {
         self.record_attempt(&msg, 0, on_failure, outcome).await
     }
 
+    /// Sends a message sealed with a key taken while the user typed ([`super::ready`]): the
+    /// session was saved past that key then, so the envelope leaves at once, and the message
+    /// is recorded by `record` (one commit) while it is deposited. Returns the recorded
+    /// message and the deposit's outcome.
+    async fn send_ready<F>(
+        &self,
+        plan: &DepositPlan,
+        ready: session::ReadyKey,
+        name: &str,
+        content: &Content,
+        record: F,
+    ) -> Result<(StoredMessage, Result<DepositOutcome, MessengerError>), MessengerError>
+    where
+        F: FnOnce(&Store) -> Result<StoredMessage, StoreError> + Send + 'static,
+    {
+        let peer = plan.peer;
+        let record = async {
+            let recorded = self.commits.run(record).await;
+            if let Ok(msg) = &recorded {
+                self.emit(MessengerEvent::Message(msg.clone()));
+            }
+            recorded
+        };
+        let deposit = async {
+            let envelope = session::seal_ready(&self.me, &peer, ready, content)
+                .map_err(|e| session_error(e, name))?;
+            tracing::trace!(target: "shallot_trace", "sender: sealed with a key taken ahead; depositing");
+            let links = self.deposit_links(plan).await;
+            Ok(self.deposit_on(plan, links, envelope).await)
+        };
+        let (recorded, outcome) = futures_util::future::join(record, deposit).await;
+        Ok((recorded?, outcome))
+    }
+
+    /// Takes the next message key of `peer`'s session ahead of its message, in a commit of
+    /// its own, unless one is ready or being taken ([`super::ready`]). Needs a Tokio runtime;
+    /// without one nothing is taken.
+    fn take_key_ahead(&self, peer: VerifyingKey) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(take) = self.ready_keys.begin(peer.as_bytes()) else {
+            return;
+        };
+        let (commits, keys) = (self.commits.clone(), self.ready_keys.clone());
+        runtime.spawn(async move {
+            let taken = commits
+                .run(move |store| session::take_ready_key(store, &peer))
+                .await;
+            if let Err(e) = &taken {
+                debug!("no message key taken ahead: {e}");
+            }
+            keys.taken(peer.as_bytes(), take, taken.ok().flatten());
+        });
+    }
+
+    /// Whether a message to the contact called `name` would leave with a key taken while
+    /// the user typed ([`Messenger::composing`]).
+    pub fn key_ready_for(&self, name: &str) -> Result<bool, MessengerError> {
+        let contact = self
+            .store()
+            .contact(name)?
+            .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
+        Ok(self.ready_keys.is_ready(contact.address.key().as_bytes()))
+    }
+
     /// The user has begun typing to the contact called `name`: gets a circuit ready to each
     /// relay the message will be deposited on (`docs/spec.md` §11.3, circuits finished
     /// ahead), so that sending it waits for no circuit. Cheap to repeat: a relay with one
@@ -197,6 +284,7 @@ impl<M: MailboxAccess> Messenger<M> {
         for relay in plan.relays {
             self.mailboxes().prepare(relay);
         }
+        self.take_key_ahead(*contact.address.key());
         Ok(())
     }
 
@@ -344,6 +432,7 @@ impl<M: MailboxAccess> Messenger<M> {
         let (_, epoch) = self.epoch_now(&consensus);
         let (mailbox, replicas, extra) = self.deposit_targets(&consensus, peer, epoch)?;
         Ok(DepositPlan {
+            peer: *peer,
             mailbox,
             counted: replicas.len(),
             relays: replicas.into_iter().chain(extra).collect(),
@@ -480,7 +569,12 @@ fn seal_with(
     name: &str,
     now: u64,
 ) -> Result<Vec<u8>, MessengerError> {
-    session::seal_for(store, me, peer, content, bundle, now).map_err(|e| match e {
+    session::seal_for(store, me, peer, content, bundle, now).map_err(|e| session_error(e, name))
+}
+
+/// A sealing error as the messenger reports it, for the contact called `name`.
+fn session_error(e: SessionError, name: &str) -> MessengerError {
+    match e {
         SessionError::Store(s) => MessengerError::Store(s),
         SessionError::Bundle(x) => MessengerError::NoBundle {
             name: name.to_string(),
@@ -490,7 +584,7 @@ fn seal_with(
             name: name.to_string(),
             reason: BundleError::Session(other),
         },
-    })
+    }
 }
 
 /// The wait before retransmission number `attempt + 1`: `base` doubled each time, at most

@@ -391,6 +391,63 @@ async fn typing_to_a_contact_readies_a_circuit_to_each_replica_the_message_will_
     );
 }
 
+/// Waits (a few seconds at most) until a key taken while typing to `name` is ready.
+async fn key_ready(user: &User, name: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if user.key_ready_for(name).unwrap() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_message_typed_first_leaves_with_the_key_taken_while_typing() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    // Before any session there is no key to take: typing readies circuits only.
+    alice.composing("bob").unwrap();
+    alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert!(!alice.key_ready_for("bob").unwrap());
+    alice.composing("bob").unwrap();
+    assert!(key_ready(&alice, "bob").await);
+    let report = alice.send("bob", "typed", OnFailure::Fail).await.unwrap();
+    assert_eq!((report.stored, report.wanted), (3, 3));
+    assert_eq!(state(&alice, &report.id), OutState::Stored(3));
+    assert!(
+        !alice.key_ready_for("bob").unwrap(),
+        "the key was used by that message, and only once"
+    );
+    assert_eq!(bob.sync().await.unwrap(), 2);
+    let texts: Vec<String> = bob
+        .store()
+        .history()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["hello", "typed"]);
+}
+
+#[tokio::test]
+async fn a_key_taken_before_the_peer_answered_is_not_used() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap(), 1);
+    alice.composing("bob").unwrap();
+    assert!(key_ready(&alice, "bob").await);
+    // Bob answers while Alice types: his message calls for a new ratchet step, which the key
+    // taken before it does not have.
+    bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
+    assert_eq!(alice.sync().await.unwrap(), 1);
+    assert!(!alice.key_ready_for("bob").unwrap());
+    alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn one_replica_down_still_counts_as_sent() {
     let mut w = World::new();

@@ -475,6 +475,7 @@ fn secret_fields_are_zeroized_on_drop() {
     zeroizes_on_drop::<Core>();
     zeroizes_on_drop::<Chain>();
     zeroizes_on_drop::<SkippedKey>();
+    zeroizes_on_drop::<SendKey>();
     // (x25519-dalek's StaticSecret wipes itself in its own Drop, `#[zeroize(drop)]`, without
     // implementing the marker trait, so it cannot be listed here.)
     zeroizes_on_drop::<Zeroizing<Vec<u8>>>();
@@ -567,4 +568,55 @@ proptest! {
         let _ = Ratchet::from_bytes(&bytes);
         let _ = Header::from_bytes(&bytes);
     }
+}
+
+#[test]
+fn a_send_key_taken_ahead_is_the_next_key_and_is_never_given_again() {
+    let mut rng = StdRng::seed_from_u64(40);
+    let (mut alice, mut bob) = pair(&mut rng);
+    // Alice's first key is taken ahead (it also takes her first ratchet step); the state
+    // saved after that, as after a crash, goes on from the next key.
+    let ahead = alice.take_send_key(&mut rng).unwrap();
+    let saved = alice.to_bytes();
+    let mut restarted = Ratchet::from_bytes(&saved).unwrap();
+    let later = send(&mut restarted, &mut rng, "after a restart");
+    assert_eq!(ahead.header().n, 0);
+    assert_eq!(later.0.n, 1);
+    assert_eq!(later.0.dh, ahead.header().dh);
+    // Both decrypt, in either order; the key taken ahead gives the message Bob skipped.
+    receive(&mut bob, &later);
+    let (header, ciphertext) = ahead.encrypt(b"written later").unwrap();
+    assert_eq!(bob.decrypt(&header, &ciphertext).unwrap(), b"written later");
+    // It was used once: a replay of it is refused.
+    assert_eq!(
+        bob.decrypt(&header, &ciphertext),
+        Err(RatchetError::Duplicate)
+    );
+}
+
+#[test]
+fn a_send_key_never_used_leaves_a_gap_the_conversation_goes_past() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let (mut alice, mut bob) = pair(&mut rng);
+    receive(&mut bob, &send(&mut alice, &mut rng, "hello"));
+    receive(&mut alice, &send(&mut bob, &mut rng, "hi"));
+    // Taken as Alice starts typing, then dropped (she gave up, or her client stopped).
+    drop(alice.take_send_key(&mut rng).unwrap());
+    for sent in send_many(&mut alice, &mut rng, 3, "then") {
+        receive(&mut bob, &sent);
+    }
+    assert_eq!(bob.skipped.len(), 1, "the unused key's message is skipped");
+    receive(&mut alice, &send(&mut bob, &mut rng, "and back"));
+}
+
+#[test]
+fn the_responder_cannot_take_a_send_key_first() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let (_, mut bob) = pair(&mut rng);
+    let before = bob.to_bytes();
+    assert!(matches!(
+        bob.take_send_key(&mut rng),
+        Err(RatchetError::CannotSendYet)
+    ));
+    assert_eq!(*bob.to_bytes(), *before, "a refused take changes nothing");
 }

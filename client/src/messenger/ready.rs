@@ -1,0 +1,151 @@
+//! Message keys taken while the user types (`docs/spec.md` §10.7, keys taken ahead): when the
+//! chat says the user is writing to a contact, the next message key of that contact's session
+//! is taken and the session saved past it, so that the message, once sent, leaves without
+//! waiting for the disk. At most one key per peer, held in memory only: a key lost with the
+//! process was never used, and the saved session has moved past it, so it is never given
+//! again.
+//!
+//! This module keeps the keys and the bookkeeping of keys being taken; taking one (a commit)
+//! is the messenger's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shallot_rt::lock;
+
+use crate::e2e::session::ReadyKey;
+
+/// A peer's slot: a key being taken (by the take numbered so), or one ready.
+enum Slot<K> {
+    Taking(u64),
+    Ready(K),
+}
+
+struct Inner<K> {
+    slots: HashMap<[u8; 32], Slot<K>>,
+    next_take: u64,
+}
+
+/// The message keys taken ahead, by peer identity key; cheap to clone (shared). `K` is a
+/// key ([`ReadyKey`]; anything, in the tests).
+pub struct ReadyKeys<K = ReadyKey> {
+    inner: Arc<Mutex<Inner<K>>>,
+}
+
+impl<K> Clone for ReadyKeys<K> {
+    fn clone(&self) -> Self {
+        ReadyKeys {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K> Default for ReadyKeys<K> {
+    fn default() -> Self {
+        ReadyKeys {
+            inner: Arc::new(Mutex::new(Inner {
+                slots: HashMap::new(),
+                next_take: 0,
+            })),
+        }
+    }
+}
+
+impl<K> ReadyKeys<K> {
+    /// Claims the right to take a key for `peer`: `None` if one is ready or being taken,
+    /// else the number of this take, for [`ReadyKeys::taken`].
+    pub fn begin(&self, peer: &[u8; 32]) -> Option<u64> {
+        let mut inner = lock(&self.inner);
+        if inner.slots.contains_key(peer) {
+            return None;
+        }
+        let take = inner.next_take;
+        inner.next_take += 1;
+        inner.slots.insert(*peer, Slot::Taking(take));
+        Some(take)
+    }
+
+    /// Ends take number `take` for `peer` with `key` (or none, if it failed). The key is kept
+    /// only if that take is still the peer's: a key taken before a message from the peer
+    /// arrived ([`ReadyKeys::forget`]) is dropped, so that the next message takes the
+    /// ratchet step that message calls for.
+    pub fn taken(&self, peer: &[u8; 32], take: u64, key: Option<K>) {
+        let mut inner = lock(&self.inner);
+        if !matches!(inner.slots.get(peer), Some(Slot::Taking(t)) if *t == take) {
+            return;
+        }
+        match key {
+            Some(key) => inner.slots.insert(*peer, Slot::Ready(key)),
+            None => inner.slots.remove(peer),
+        };
+    }
+
+    /// Takes out `peer`'s ready key, if there is one; a key being taken is left to finish.
+    pub fn take(&self, peer: &[u8; 32]) -> Option<K> {
+        let mut inner = lock(&self.inner);
+        if !matches!(inner.slots.get(peer), Some(Slot::Ready(_))) {
+            return None;
+        }
+        match inner.slots.remove(peer) {
+            Some(Slot::Ready(key)) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Drops `peer`'s key, ready or being taken (a message from the peer was opened).
+    pub fn forget(&self, peer: &[u8; 32]) {
+        lock(&self.inner).slots.remove(peer);
+    }
+
+    /// Whether a key for `peer` is ready.
+    pub fn is_ready(&self, peer: &[u8; 32]) -> bool {
+        matches!(lock(&self.inner).slots.get(peer), Some(Slot::Ready(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: [u8; 32] = [7; 32];
+
+    #[test]
+    fn one_key_per_peer_taken_once() {
+        let keys = ReadyKeys::<u32>::default();
+        let take = keys.begin(&PEER).unwrap();
+        assert_eq!(keys.begin(&PEER), None, "a second take while one runs");
+        assert!(!keys.is_ready(&PEER));
+        assert_eq!(keys.take(&PEER), None, "not ready yet");
+        keys.taken(&PEER, take, Some(1));
+        assert!(keys.is_ready(&PEER));
+        assert_eq!(keys.begin(&PEER), None, "a second take while one is ready");
+        assert_eq!(keys.take(&PEER), Some(1));
+        assert_eq!(keys.take(&PEER), None, "a key is given once");
+        assert!(keys.begin(&PEER).is_some(), "then a new one may be taken");
+    }
+
+    #[test]
+    fn a_key_taken_before_the_peer_spoke_is_dropped() {
+        let keys = ReadyKeys::<u32>::default();
+        let old = keys.begin(&PEER).unwrap();
+        keys.forget(&PEER);
+        let new = keys.begin(&PEER).unwrap();
+        keys.taken(&PEER, old, Some(1));
+        assert!(!keys.is_ready(&PEER), "the old take's key is not kept");
+        keys.taken(&PEER, new, Some(2));
+        assert_eq!(keys.take(&PEER), Some(2));
+        // A ready key is dropped too.
+        let t = keys.begin(&PEER).unwrap();
+        keys.taken(&PEER, t, Some(3));
+        keys.forget(&PEER);
+        assert_eq!(keys.take(&PEER), None);
+    }
+
+    #[test]
+    fn a_failed_take_frees_the_slot() {
+        let keys = ReadyKeys::<u32>::default();
+        let t = keys.begin(&PEER).unwrap();
+        keys.taken(&PEER, t, None);
+        assert!(keys.begin(&PEER).is_some());
+    }
+}
