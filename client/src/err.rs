@@ -33,6 +33,22 @@ pub enum MessengerError {
     /// The message was stored on too few mailboxes.
     #[error("{0}")]
     NotStored(DepositOutcome),
+    /// The message left and some mailboxes stored it, but it could not be saved in the
+    /// sender's history (a message sealed with a key taken while typing is recorded beside
+    /// its deposits): it will not be retransmitted or shown as sent.
+    #[error(
+        "the message was stored on {stored} of {wanted} mailboxes but could not be saved in \
+         your history, so it will not be sent again: {reason}"
+    )]
+    SentNotRecorded {
+        /// Mailboxes that stored it.
+        stored: u8,
+        /// Mailboxes asked.
+        wanted: u8,
+        /// Why it could not be saved.
+        #[source]
+        reason: StoreError,
+    },
     /// A session with the contact could not be started or used.
     #[error("cannot start a conversation with {name}: {reason}")]
     NoBundle {
@@ -79,6 +95,7 @@ impl MessengerError {
             MessengerError::Mailbox(e) => e.is_retryable(),
             MessengerError::NoBundle { reason, .. } => reason.is_retryable(),
             MessengerError::Store(_)
+            | MessengerError::SentNotRecorded { .. }
             | MessengerError::EmptyText
             | MessengerError::TextTooLong { .. }
             | MessengerError::MailboxKey(_)

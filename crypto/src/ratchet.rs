@@ -277,22 +277,21 @@ fn take_send_key<R: RngCore + CryptoRng>(
         pn: next.prev_send_len,
         n: chain.n,
     };
-    let key = chain.step()?;
+    // Boxed at once, so that moving the key (into a map, through a channel) moves a pointer
+    // and leaves no copy of it behind.
+    let key = Box::new(chain.step()?);
     *core = next;
     Ok(SendKey { header, key, ad })
 }
 
 /// One message key of a session's sending chain, taken ahead of its message
-/// ([`Ratchet::take_send_key`]). It encrypts one message and is consumed doing so; its key is
-/// wiped when it is dropped.
+/// ([`Ratchet::take_send_key`]). It encrypts one message and is consumed doing so; its key,
+/// on the heap, is wiped when it is dropped.
 pub struct SendKey {
     header: Header,
-    key: Zeroizing<[u8; 32]>,
+    key: Box<Zeroizing<[u8; 32]>>,
     ad: AssociatedData,
 }
-
-// Its one secret field wipes itself on drop.
-impl ZeroizeOnDrop for SendKey {}
 
 impl SendKey {
     /// The header the message will carry.

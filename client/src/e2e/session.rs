@@ -150,6 +150,29 @@ fn seal_inner<R: rand::RngCore + rand::CryptoRng>(
 pub struct ReadyKey {
     key: SendKey,
     start: Option<Vec<u8>>,
+    /// The session it was taken from.
+    sid: [u8; 32],
+    /// SHA-256 of that session's state as saved past the key.
+    saved: [u8; 32],
+}
+
+impl ReadyKey {
+    /// Whether `peer`'s session is still exactly as the take left it: the one [`seal_for`]
+    /// would use, and not saved since. Any change (a message from the peer opened, by this
+    /// process or another sharing the store; a seal; the contact's sessions removed) makes
+    /// the key stale: it may predate a ratchet step the peer called for.
+    pub fn is_current(&self, store: &Store, peer: &VerifyingKey) -> Result<bool, StoreError> {
+        Ok(store
+            .sessions(&peer.to_bytes())?
+            .first()
+            .is_some_and(|row| row.sid == self.sid && state_digest(&row.state) == self.saved))
+    }
+}
+
+/// SHA-256 of a saved session state.
+fn state_digest(state: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(state).into()
 }
 
 /// Takes the next message key of the session [`seal_for`] would use for `peer`, and saves
@@ -174,6 +197,8 @@ pub fn take_ready_key(
         Ok(Some(ReadyKey {
             key,
             start: row.start.clone(),
+            sid: row.sid,
+            saved: state_digest(&row.state),
         }))
     })
 }

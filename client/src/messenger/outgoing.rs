@@ -145,23 +145,31 @@ impl<M: MailboxAccess> Messenger<M> {
         // scrubs the log afterwards, out of the message's way.
         let has_session = !self.store().sessions(peer.as_bytes())?.is_empty();
         let plan = has_session.then(|| self.deposit_plan(&peer));
-        if let Some(Ok(plan)) = &plan {
-            if let Some(ready) = self.ready_keys.take(peer.as_bytes()) {
-                let (text, expires) = (
-                    text.to_string(),
-                    now + self.config.message_lifetime.as_secs(),
-                );
-                let record = move |store: &Store| {
-                    store.insert_outgoing(&id, peer.as_bytes(), &text, now, expires)?;
-                    store
-                        .message(&id)?
-                        .ok_or_else(|| StoreError::Corrupt("message vanished".into()))
-                };
-                let (msg, outcome) = self
-                    .send_ready(plan, ready, &contact.name, &content, record)
-                    .await?;
-                return self.record_attempt(&msg, 0, on_failure, outcome).await;
-            }
+        let ready = match &plan {
+            Some(Ok(_)) => self.ready_keys.take(peer.as_bytes()),
+            _ => None,
+        };
+        // A key whose session changed since it was taken (by this process or another) is
+        // dropped unused: the message is sealed as below.
+        let ready = match ready {
+            Some(key) if key.is_current(&self.store(), &peer)? => Some(key),
+            _ => None,
+        };
+        if let (Some(Ok(plan)), Some(ready)) = (&plan, ready) {
+            let (text, expires) = (
+                text.to_string(),
+                now + self.config.message_lifetime.as_secs(),
+            );
+            let record = move |store: &Store| {
+                store.insert_outgoing(&id, peer.as_bytes(), &text, now, expires)?;
+                store
+                    .message(&id)?
+                    .ok_or_else(|| StoreError::Corrupt("message vanished".into()))
+            };
+            let (msg, outcome) = self
+                .send_ready(plan, ready, &contact.name, &content, record)
+                .await?;
+            return self.record_attempt(&msg, 0, on_failure, outcome).await;
         }
         let links = async {
             match &plan {
@@ -236,7 +244,19 @@ impl<M: MailboxAccess> Messenger<M> {
             Ok(self.deposit_on(plan, links, envelope).await)
         };
         let (recorded, outcome) = futures_util::future::join(record, deposit).await;
-        Ok((recorded?, outcome))
+        match (recorded, outcome) {
+            (Ok(msg), outcome) => Ok((msg, outcome)),
+            // It left, but there is no record to keep its outcome in or to retransmit from:
+            // the user must not take it for unsent and send it again.
+            (Err(reason), Ok(outcome)) if outcome.stored > 0 => {
+                Err(MessengerError::SentNotRecorded {
+                    stored: outcome.stored,
+                    wanted: outcome.wanted,
+                    reason,
+                })
+            }
+            (Err(reason), _) => Err(reason.into()),
+        }
     }
 
     /// Takes the next message key of `peer`'s session ahead of its message, in a commit of

@@ -431,11 +431,37 @@ async fn a_message_typed_first_leaves_with_the_key_taken_while_typing() {
     assert_eq!(texts, ["hello", "typed"]);
 }
 
+/// The envelopes waiting for `user` on its first replica (which may keep others' mailboxes
+/// too).
+fn waiting_for(w: &World, user: &User) -> Vec<Vec<u8>> {
+    let replica = w.replicas_of(user)[0];
+    w.net.with(replica, |r| {
+        r.mailboxes
+            .values()
+            .flatten()
+            .filter(|(_, envelope)| shallot_crypto::sealed::open(&user.me, envelope).is_ok())
+            .map(|(_, envelope)| envelope.clone())
+            .collect()
+    })
+}
+
+/// The ratchet headers of the envelopes waiting for `user` on its first replica.
+fn waiting_headers(w: &World, user: &User) -> Vec<shallot_crypto::ratchet::Header> {
+    waiting_for(w, user)
+        .iter()
+        .map(|envelope| {
+            let inner = shallot_crypto::sealed::open(&user.me, envelope).unwrap();
+            crate::e2e::wire::Inner::decode(&inner).unwrap().header
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_key_taken_before_the_peer_answered_is_not_used() {
     let mut w = World::new();
     let (alice, bob) = w.pair().await;
     alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    let first = waiting_headers(&w, &bob);
     assert_eq!(bob.sync().await.unwrap(), 1);
     alice.composing("bob").unwrap();
     assert!(key_ready(&alice, "bob").await);
@@ -445,6 +471,31 @@ async fn a_key_taken_before_the_peer_answered_is_not_used() {
     assert_eq!(alice.sync().await.unwrap(), 1);
     assert!(!alice.key_ready_for("bob").unwrap());
     alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    let after = waiting_headers(&w, &bob);
+    assert_ne!(after[0].dh, first[0].dh, "the answer was sent on a new ratchet key");
+    assert_eq!(bob.sync().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_key_is_not_used_once_another_process_opened_the_peers_answer() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    let first = waiting_headers(&w, &bob);
+    assert_eq!(bob.sync().await.unwrap(), 1);
+    alice.composing("bob").unwrap();
+    assert!(key_ready(&alice, "bob").await);
+    // Bob answers, and Alice's command line (another handle on her store) opens it: her chat
+    // never sees it, and still holds the key it took before.
+    bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
+    let answer = waiting_for(&w, &alice).pop().unwrap();
+    let other = Store::open(alice.store().dir()).unwrap();
+    crate::e2e::session::open(&other, &alice.me, &answer, T0).unwrap();
+    assert!(alice.key_ready_for("bob").unwrap());
+    alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    assert!(!alice.key_ready_for("bob").unwrap(), "the stale key is dropped");
+    let after = waiting_headers(&w, &bob);
+    assert_ne!(after[0].dh, first[0].dh, "the answer was sent on a new ratchet key");
     assert_eq!(bob.sync().await.unwrap(), 1);
 }
 
