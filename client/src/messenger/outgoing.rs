@@ -155,6 +155,7 @@ impl<M: MailboxAccess> Messenger<M> {
             Some(key) if key.is_current(&self.store(), &peer)? => Some(key),
             _ => None,
         };
+        tracing::trace!(target: "shallot_trace", "sender: planned");
         if let (Some(Ok(plan)), Some(ready)) = (&plan, ready) {
             let (text, expires) = (
                 text.to_string(),

@@ -472,7 +472,10 @@ async fn a_key_taken_before_the_peer_answered_is_not_used() {
     assert!(!alice.key_ready_for("bob").unwrap());
     alice.send("bob", "after", OnFailure::Fail).await.unwrap();
     let after = waiting_headers(&w, &bob);
-    assert_ne!(after[0].dh, first[0].dh, "the answer was sent on a new ratchet key");
+    assert_ne!(
+        after[0].dh, first[0].dh,
+        "the answer was sent on a new ratchet key"
+    );
     assert_eq!(bob.sync().await.unwrap(), 1);
 }
 
@@ -493,9 +496,15 @@ async fn a_key_is_not_used_once_another_process_opened_the_peers_answer() {
     crate::e2e::session::open(&other, &alice.me, &answer, T0).unwrap();
     assert!(alice.key_ready_for("bob").unwrap());
     alice.send("bob", "after", OnFailure::Fail).await.unwrap();
-    assert!(!alice.key_ready_for("bob").unwrap(), "the stale key is dropped");
+    assert!(
+        !alice.key_ready_for("bob").unwrap(),
+        "the stale key is dropped"
+    );
     let after = waiting_headers(&w, &bob);
-    assert_ne!(after[0].dh, first[0].dh, "the answer was sent on a new ratchet key");
+    assert_ne!(
+        after[0].dh, first[0].dh,
+        "the answer was sent on a new ratchet key"
+    );
     assert_eq!(bob.sync().await.unwrap(), 1);
 }
 
