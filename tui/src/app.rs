@@ -355,6 +355,14 @@ impl App {
                 }
                 self.say(format!("not sent to {contact} (text kept): {reason}"));
             }
+            AppEvent::SentUnsaved {
+                contact,
+                text,
+                reason,
+            } => {
+                self.sent_back(&contact, &text);
+                self.say(format!("sent to {contact}, not saved here: {reason}"));
+            }
             AppEvent::ContactAdded(contact) => {
                 let name = contact.name.clone();
                 let folded = self.roster.upsert_contact(contact);

@@ -19,7 +19,7 @@ use crate::{
     NetworkStatus, Offline,
 };
 use shallot_client::messenger::outgoing::OnFailure;
-use shallot_client::messenger::{Messenger, MessengerEvent};
+use shallot_client::messenger::{Messenger, MessengerError, MessengerEvent};
 use shallot_client::store::{OutState, StoredMessage};
 use shallot_client::MessageId;
 use shallot_crypto::keys::RelayId;
@@ -177,11 +177,19 @@ pub async fn run(
                 tokio::spawn(async move {
                     if let Err(e) = m.send(&contact, &text, OnFailure::Retry).await {
                         let reason = e.to_string();
-                        let _ = ui.send(AppEvent::SendFailed {
-                            contact,
-                            text,
-                            reason,
-                        });
+                        let event = match e {
+                            MessengerError::SentNotRecorded { .. } => AppEvent::SentUnsaved {
+                                contact,
+                                text,
+                                reason,
+                            },
+                            _ => AppEvent::SendFailed {
+                                contact,
+                                text,
+                                reason,
+                            },
+                        };
+                        let _ = ui.send(event);
                     }
                 });
             }

@@ -237,6 +237,17 @@ pub enum AppEvent {
         /// Why, in the user's words.
         reason: String,
     },
+    /// A message asked for with [`Action::Send`] left and was stored on some mailboxes, but
+    /// could not be saved in the history: the UI says so and does not offer it again (the
+    /// contact may have it already).
+    SentUnsaved {
+        /// The contact it was for.
+        contact: String,
+        /// The text, as sent.
+        text: String,
+        /// What happened, in the user's words.
+        reason: String,
+    },
 }
 
 /// Seconds between two [`Action::Composing`] for one conversation while its draft has text

@@ -157,15 +157,15 @@ pub struct ReadyKey {
 }
 
 impl ReadyKey {
-    /// Whether `peer`'s session is still exactly as the take left it: the one [`seal_for`]
-    /// would use, and not saved since. Any change (a message from the peer opened, by this
+    /// Whether the peer's sessions, as the store holds them now (`Store::sessions`), are
+    /// still as the take left them: the one [`seal_for`] would use is the one the key was
+    /// taken from, not saved since. Any change (a message from the peer opened, by this
     /// process or another sharing the store; a seal; the contact's sessions removed) makes
     /// the key stale: it may predate a ratchet step the peer called for.
-    pub fn is_current(&self, store: &Store, peer: &VerifyingKey) -> Result<bool, StoreError> {
-        Ok(store
-            .sessions(&peer.to_bytes())?
+    pub fn is_current(&self, sessions: &[SessionRow]) -> bool {
+        sessions
             .first()
-            .is_some_and(|row| row.sid == self.sid && state_digest(&row.state) == self.saved))
+            .is_some_and(|row| row.sid == self.sid && state_digest(&row.state) == self.saved)
     }
 }
 

@@ -143,18 +143,16 @@ impl<M: MailboxAccess> Messenger<M> {
         // leaves. The deposit circuits are built meanwhile: the commit runs on a blocking
         // thread, in a group with any other commit waiting (`store::group`), which also
         // scrubs the log afterwards, out of the message's way.
-        let has_session = !self.store().sessions(peer.as_bytes())?.is_empty();
-        let plan = has_session.then(|| self.deposit_plan(&peer));
+        let sessions = self.store().sessions(peer.as_bytes())?;
+        let plan = (!sessions.is_empty()).then(|| self.deposit_plan(&peer));
         let ready = match &plan {
             Some(Ok(_)) => self.ready_keys.take(peer.as_bytes()),
             _ => None,
         };
         // A key whose session changed since it was taken (by this process or another) is
         // dropped unused: the message is sealed as below.
-        let ready = match ready {
-            Some(key) if key.is_current(&self.store(), &peer)? => Some(key),
-            _ => None,
-        };
+        let ready = ready.filter(|key| key.is_current(&sessions));
+        drop(sessions);
         tracing::trace!(target: "shallot_trace", "sender: planned");
         if let (Some(Ok(plan)), Some(ready)) = (&plan, ready) {
             let (text, expires) = (

@@ -793,6 +793,32 @@ fn a_refused_send_keeps_the_text() {
         .is_some_and(|n| n.starts_with("not sent to alice (text kept): database locked")));
 }
 
+/// A send that left but could not be saved is not given back to the draft: the contact may
+/// have it already.
+#[test]
+fn a_send_that_left_unsaved_is_not_offered_again() {
+    let mut app = alice_app();
+    type_text(&mut app, "sent");
+    press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "next");
+    app.apply(AppEvent::SentUnsaved {
+        contact: "alice".into(),
+        text: "sent".into(),
+        reason: "the message was stored on 2 of 3 mailboxes but could not be saved".into(),
+    });
+    assert_eq!(draft(&app), "next");
+    assert!(app
+        .current_notice()
+        .is_some_and(|n| n.starts_with("sent to alice, not saved here: the message was stored")));
+    // Nothing is left waiting to be given back.
+    app.apply(AppEvent::SendFailed {
+        contact: "alice".into(),
+        text: "sent".into(),
+        reason: "no".into(),
+    });
+    assert_eq!(draft(&app), "next");
+}
+
 /// A message in a conversation not on screen rings the bell, unless switched off.
 #[test]
 fn the_bell_rings_for_other_conversations_only() {
