@@ -59,16 +59,20 @@ pub enum SealError {
     Unreadable,
 }
 
-/// The AEAD and nonce of one envelope.
-fn envelope_cipher(
+/// The key and nonce of one envelope (`key ‖ nonce` above).
+fn envelope_okm(
     ephemeral: &[u8; 32],
     recipient_dh: &[u8; 32],
     shared: &[u8; 32],
-) -> (ChaCha20Poly1305, Nonce) {
+) -> Zeroizing<[u8; 44]> {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(ephemeral);
     salt[32..].copy_from_slice(recipient_dh);
-    let okm = hkdf_sha256::<44>(&salt, &[shared], SEALED_INFO);
+    hkdf_sha256::<44>(&salt, &[shared], SEALED_INFO)
+}
+
+/// The AEAD and nonce of `key ‖ nonce`.
+fn envelope_cipher(okm: &[u8; 44]) -> (ChaCha20Poly1305, Nonce) {
     let aead = ChaCha20Poly1305::new(Key::from_slice(&okm[..32]));
     (aead, *Nonce::from_slice(&okm[32..]))
 }
@@ -83,34 +87,61 @@ pub fn seal<R: RngCore + CryptoRng>(
     recipient: &VerifyingKey,
     inner: &[u8],
 ) -> Result<Vec<u8>, SealError> {
-    let ephemeral = EphemeralSecret::random_from_rng(rng);
-    let ephemeral_public = PublicKey::from(&ephemeral).to_bytes();
-    let recipient_dh = identity_dh_public(recipient);
-    let shared = ephemeral.diffie_hellman(&recipient_dh);
-    if bool::from(is_zero(shared.as_bytes())) {
-        return Err(SealError::BadRecipient);
+    EnvelopeKey::new(rng, recipient)?.seal(inner)
+}
+
+/// The key of one envelope to one recipient, made ahead of its contents: the ephemeral key
+/// pair and the Diffie-Hellman with the recipient, which are most of sealing's work. It seals
+/// one envelope and is consumed doing so; its key, on the heap, is wiped when it is dropped.
+pub struct EnvelopeKey {
+    ephemeral_public: [u8; 32],
+    okm: Box<Zeroizing<[u8; 44]>>,
+}
+
+impl EnvelopeKey {
+    /// A fresh envelope key for `recipient`.
+    pub fn new<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        recipient: &VerifyingKey,
+    ) -> Result<Self, SealError> {
+        let ephemeral = EphemeralSecret::random_from_rng(rng);
+        let ephemeral_public = PublicKey::from(&ephemeral).to_bytes();
+        let recipient_dh = identity_dh_public(recipient);
+        let shared = ephemeral.diffie_hellman(&recipient_dh);
+        if bool::from(is_zero(shared.as_bytes())) {
+            return Err(SealError::BadRecipient);
+        }
+        let okm = Box::new(envelope_okm(
+            &ephemeral_public,
+            recipient_dh.as_bytes(),
+            shared.as_bytes(),
+        ));
+        Ok(EnvelopeKey {
+            ephemeral_public,
+            okm,
+        })
     }
-    let (aead, nonce) = envelope_cipher(
-        &ephemeral_public,
-        recipient_dh.as_bytes(),
-        shared.as_bytes(),
-    );
-    let mut clear = [0u8; CLEAR_LEN];
-    clear[0] = ENVELOPE_VERSION;
-    clear[1..].copy_from_slice(&ephemeral_public);
-    let sealed = aead
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: inner,
-                aad: &clear,
-            },
-        )
-        .map_err(|_| SealError::TooLong)?;
-    let mut envelope = Vec::with_capacity(CLEAR_LEN + sealed.len());
-    envelope.extend_from_slice(&clear);
-    envelope.extend_from_slice(&sealed);
-    Ok(envelope)
+
+    /// Seals `inner` with this key.
+    pub fn seal(self, inner: &[u8]) -> Result<Vec<u8>, SealError> {
+        let (aead, nonce) = envelope_cipher(&self.okm);
+        let mut clear = [0u8; CLEAR_LEN];
+        clear[0] = ENVELOPE_VERSION;
+        clear[1..].copy_from_slice(&self.ephemeral_public);
+        let sealed = aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: inner,
+                    aad: &clear,
+                },
+            )
+            .map_err(|_| SealError::TooLong)?;
+        let mut envelope = Vec::with_capacity(CLEAR_LEN + sealed.len());
+        envelope.extend_from_slice(&clear);
+        envelope.extend_from_slice(&sealed);
+        Ok(envelope)
+    }
 }
 
 /// Opens an envelope sealed to `me`.
@@ -132,7 +163,8 @@ pub fn open(me: &IdentityKeypair, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>,
 
     let shared = identity_dh_secret(me).diffie_hellman(&PublicKey::from(ephemeral));
     let recipient_dh = identity_dh_public(&me.public());
-    let (aead, nonce) = envelope_cipher(&ephemeral, recipient_dh.as_bytes(), shared.as_bytes());
+    let okm = envelope_okm(&ephemeral, recipient_dh.as_bytes(), shared.as_bytes());
+    let (aead, nonce) = envelope_cipher(&okm);
     let opened = aead.decrypt(
         &nonce,
         Payload {
@@ -170,6 +202,21 @@ mod tests {
             assert_eq!(envelope[0], ENVELOPE_VERSION);
             assert_eq!(*open(&bob, &envelope).unwrap(), inner);
         }
+    }
+
+    #[test]
+    fn a_key_made_ahead_seals_an_envelope_like_any_other() {
+        let mut rng = rand::thread_rng();
+        let (alice, bob) = (identity(), identity());
+        let key = EnvelopeKey::new(&mut rng, &bob.public()).unwrap();
+        let other = EnvelopeKey::new(&mut rng, &bob.public()).unwrap();
+        let envelope = key.seal(b"written later").unwrap();
+        assert_eq!(&open(&bob, &envelope).unwrap()[..], b"written later");
+        assert_eq!(open(&alice, &envelope).err(), Some(SealError::Unreadable));
+        // Each key is its own ephemeral: two envelopes share nothing in the clear.
+        let second = other.seal(b"written later").unwrap();
+        assert_eq!(second.len(), envelope.len());
+        assert_ne!(second[..CLEAR_LEN], envelope[..CLEAR_LEN]);
     }
 
     #[test]
@@ -255,7 +302,8 @@ mod tests {
         // Even one made to authenticate: with a small-order ephemeral key the shared secret is
         // zero and anyone can compute the envelope key.
         let recipient_dh = identity_dh_public(&bob.public());
-        let (aead, nonce) = envelope_cipher(&[0u8; 32], recipient_dh.as_bytes(), &[0u8; 32]);
+        let okm = envelope_okm(&[0u8; 32], recipient_dh.as_bytes(), &[0u8; 32]);
+        let (aead, nonce) = envelope_cipher(&okm);
         let mut forged = vec![ENVELOPE_VERSION];
         forged.extend_from_slice(&[0u8; 32]);
         let aad = forged.clone();

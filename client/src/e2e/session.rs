@@ -9,7 +9,7 @@
 use ed25519_dalek::VerifyingKey;
 use shallot_crypto::keys::IdentityKeypair;
 use shallot_crypto::ratchet::{Header, Ratchet, RatchetError, SendKey};
-use shallot_crypto::sealed::{self, SealError};
+use shallot_crypto::sealed::{self, EnvelopeKey, SealError};
 use shallot_crypto::x3dh::{self, InitialHeader, PrekeyBundle, X3dhError};
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -107,7 +107,8 @@ fn seal_in(
     let (header, ciphertext) = ratchet
         .encrypt(&mut rng, &padded)
         .map_err(SessionError::Undecryptable)?;
-    let envelope = seal_inner(&mut rng, me, peer, row.start.as_deref(), header, ciphertext)?;
+    let envelope_key = EnvelopeKey::new(&mut rng, peer)?;
+    let envelope = seal_inner(envelope_key, me, row.start.as_deref(), header, ciphertext)?;
     row.state = ratchet.to_bytes();
     store.save_session(&peer_key, &row, used_at)?;
     Ok(envelope)
@@ -121,12 +122,11 @@ fn padded(content: &Content) -> Result<Zeroizing<Vec<u8>>, SessionError> {
         .map_err(|e| SessionError::Malformed(e.to_string()))
 }
 
-/// The envelope for `peer` of one ratchet message, with the session start `start` while the
-/// peer has not answered.
-fn seal_inner<R: rand::RngCore + rand::CryptoRng>(
-    rng: &mut R,
+/// The envelope of one ratchet message, sealed with `envelope_key` (made for the peer), with
+/// the session start `start` while the peer has not answered.
+fn seal_inner(
+    envelope_key: EnvelopeKey,
     me: &IdentityKeypair,
-    peer: &VerifyingKey,
     start: Option<&[u8]>,
     header: Header,
     ciphertext: Vec<u8>,
@@ -141,14 +141,15 @@ fn seal_inner<R: rand::RngCore + rand::CryptoRng>(
         header,
         ciphertext,
     };
-    Ok(sealed::seal(rng, peer, &inner.encode())?)
+    Ok(envelope_key.seal(&inner.encode())?)
 }
 
 /// A message key for one peer taken ahead of its message ([`take_ready_key`]), with the
-/// session start its message must carry. It seals one message ([`seal_ready`]); its key is
-/// wiped when it is dropped, used or not.
+/// session start its message must carry and the key of its envelope, made ahead too. It seals
+/// one message ([`seal_ready`]); its keys are wiped when it is dropped, used or not.
 pub struct ReadyKey {
     key: SendKey,
+    envelope: EnvelopeKey,
     start: Option<Vec<u8>>,
     /// The session it was taken from.
     sid: [u8; 32],
@@ -183,6 +184,7 @@ pub fn take_ready_key(
     store: &Store,
     peer: &VerifyingKey,
 ) -> Result<Option<ReadyKey>, SessionError> {
+    let envelope = EnvelopeKey::new(&mut rand::thread_rng(), peer)?;
     store.atomically(|store| {
         let peer_key = peer.to_bytes();
         let Some(mut row) = store.sessions(&peer_key)?.into_iter().next() else {
@@ -196,6 +198,7 @@ pub fn take_ready_key(
         store.save_session(&peer_key, &row, 0)?;
         Ok(Some(ReadyKey {
             key,
+            envelope,
             start: row.start.clone(),
             sid: row.sid,
             saved: state_digest(&row.state),
@@ -203,11 +206,11 @@ pub fn take_ready_key(
     })
 }
 
-/// Seals `content` for `peer` with a key taken ahead: no store is touched, since the session
-/// was saved past this key when it was taken.
+/// Seals `content` with a key taken ahead for its peer: no store is touched, since the
+/// session was saved past this key when it was taken, and the envelope's Diffie-Hellman was
+/// done then too.
 pub fn seal_ready(
     me: &IdentityKeypair,
-    peer: &VerifyingKey,
     ready: ReadyKey,
     content: &Content,
 ) -> Result<Vec<u8>, SessionError> {
@@ -217,9 +220,8 @@ pub fn seal_ready(
         .encrypt(&padded)
         .map_err(SessionError::Undecryptable)?;
     seal_inner(
-        &mut rand::thread_rng(),
+        ready.envelope,
         me,
-        peer,
         ready.start.as_deref(),
         header,
         ciphertext,
@@ -623,7 +625,7 @@ mod tests {
         // The process stops here, the key unused in its memory; a new one opens the store.
         let reopened = Store::open(alice.store.dir()).unwrap();
         let after = seal_for(&reopened, &alice.id, &peer, &text(2), None, 101).unwrap();
-        let late = seal_ready(&alice.id, &peer, ready, &text(3)).unwrap();
+        let late = seal_ready(&alice.id, ready, &text(3)).unwrap();
         let keys: Vec<_> = [&first, &after, &late]
             .iter()
             .map(|e| header_of(&bob, e))

@@ -84,8 +84,6 @@ impl fmt::Display for DepositOutcome {
 
 /// Where one envelope is to be deposited (`docs/spec.md` §10.7).
 struct DepositPlan {
-    /// The recipient's identity key.
-    peer: VerifyingKey,
     /// The recipient's mailbox for this epoch.
     mailbox: MailboxId,
     /// Its replicas, then the previous ring's while it settles.
@@ -227,7 +225,6 @@ impl<M: MailboxAccess> Messenger<M> {
     where
         F: FnOnce(&Store) -> Result<StoredMessage, StoreError> + Send + 'static,
     {
-        let peer = plan.peer;
         let record = async {
             let recorded = self.commits.run(record).await;
             if let Ok(msg) = &recorded {
@@ -236,7 +233,7 @@ impl<M: MailboxAccess> Messenger<M> {
             recorded
         };
         let deposit = async {
-            let envelope = session::seal_ready(&self.me, &peer, ready, content)
+            let envelope = session::seal_ready(&self.me, ready, content)
                 .map_err(|e| session_error(e, name))?;
             tracing::trace!(target: "shallot_trace", "sender: sealed with a key taken ahead; depositing");
             let links = self.deposit_links(plan).await;
@@ -451,7 +448,6 @@ impl<M: MailboxAccess> Messenger<M> {
         let (_, epoch) = self.epoch_now(&consensus);
         let (mailbox, replicas, extra) = self.deposit_targets(&consensus, peer, epoch)?;
         Ok(DepositPlan {
-            peer: *peer,
             mailbox,
             counted: replicas.len(),
             relays: replicas.into_iter().chain(extra).collect(),
