@@ -277,9 +277,11 @@ fn take_send_key<R: RngCore + CryptoRng>(
         pn: next.prev_send_len,
         n: chain.n,
     };
-    // Boxed at once, so that moving the key (into a map, through a channel) moves a pointer
-    // and leaves no copy of it behind.
-    let key = Box::new(chain.step()?);
+    // On the heap, so that moving the key (into a map, through a channel) moves a pointer
+    // and leaves no copy of it behind; the box is made first and the key copied in, so the
+    // temporary the chain returns is wiped where it lies.
+    let mut key = Box::new(Zeroizing::new([0u8; 32]));
+    key.copy_from_slice(&chain.step()?[..]);
     *core = next;
     Ok(SendKey { header, key, ad })
 }

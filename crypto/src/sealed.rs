@@ -111,11 +111,15 @@ impl EnvelopeKey {
         if bool::from(is_zero(shared.as_bytes())) {
             return Err(SealError::BadRecipient);
         }
-        let okm = Box::new(envelope_okm(
-            &ephemeral_public,
-            recipient_dh.as_bytes(),
-            shared.as_bytes(),
-        ));
+        // Boxed first and copied in, as the ratchet's send key is (`SendKey`).
+        let mut okm = Box::new(Zeroizing::new([0u8; 44]));
+        okm.copy_from_slice(
+            &envelope_okm(
+                &ephemeral_public,
+                recipient_dh.as_bytes(),
+                shared.as_bytes(),
+            )[..],
+        );
         Ok(EnvelopeKey {
             ephemeral_public,
             okm,

@@ -361,7 +361,11 @@ impl App {
                 reason,
             } => {
                 self.sent_back(&contact, &text);
-                self.say(format!("sent to {contact}, not saved here: {reason}"));
+                // Neither in the history nor in the draft: the log keeps what was sent.
+                self.log_line(format!(
+                    "sent to {contact}, not saved in the history: {text}"
+                ));
+                self.say(format!("sent to {contact} (not saved here): {reason}"));
             }
             AppEvent::ContactAdded(contact) => {
                 let name = contact.name.clone();

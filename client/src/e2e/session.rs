@@ -177,14 +177,15 @@ fn state_digest(state: &[u8]) -> [u8; 32] {
 }
 
 /// Takes the next message key of the session [`seal_for`] would use for `peer`, and saves
-/// the session moved past it, in one transaction: once this returns, no message sealed later
+/// the session moved past it, in one transaction; `envelope` (made for `peer` beforehand,
+/// outside any transaction) goes with it: once this returns, no message sealed later
 /// (by this process or any other, or after a restart) can get the same key. `None` if there
 /// is no session with `peer` yet.
 pub fn take_ready_key(
     store: &Store,
     peer: &VerifyingKey,
+    envelope: EnvelopeKey,
 ) -> Result<Option<ReadyKey>, SessionError> {
-    let envelope = EnvelopeKey::new(&mut rand::thread_rng(), peer)?;
     store.atomically(|store| {
         let peer_key = peer.to_bytes();
         let Some(mut row) = store.sessions(&peer_key)?.into_iter().next() else {
@@ -611,17 +612,25 @@ mod tests {
         ));
     }
 
+    fn envelope_key(peer: &VerifyingKey) -> EnvelopeKey {
+        EnvelopeKey::new(&mut rand::thread_rng(), peer).unwrap()
+    }
+
     #[test]
     fn a_key_taken_ahead_is_never_given_again_even_after_a_restart() {
         let (alice, bob) = (user(), user());
         let peer = bob.id.public();
         assert!(
-            take_ready_key(&alice.store, &peer).unwrap().is_none(),
+            take_ready_key(&alice.store, &peer, envelope_key(&peer))
+                .unwrap()
+                .is_none(),
             "no session, no key"
         );
         let b = bundle(&bob, 7);
         let first = seal_for(&alice.store, &alice.id, &peer, &text(1), Some(&b), 100).unwrap();
-        let ready = take_ready_key(&alice.store, &peer).unwrap().unwrap();
+        let ready = take_ready_key(&alice.store, &peer, envelope_key(&peer))
+            .unwrap()
+            .unwrap();
         // The process stops here, the key unused in its memory; a new one opens the store.
         let reopened = Store::open(alice.store.dir()).unwrap();
         let after = seal_for(&reopened, &alice.id, &peer, &text(2), None, 101).unwrap();

@@ -21,6 +21,7 @@ use crate::err::{BundleError, MessengerError};
 use crate::ids::MessageId;
 use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
 use crate::store::{OutState, Store, StoreError, StoredMessage};
+use shallot_crypto::sealed::EnvelopeKey;
 use tracing::debug;
 
 /// What sending achieved.
@@ -267,9 +268,17 @@ impl<M: MailboxAccess> Messenger<M> {
         };
         let (commits, keys) = (self.commits.clone(), self.ready_keys.clone());
         runtime.spawn(async move {
-            let taken = commits
-                .run(move |store| session::take_ready_key(store, &peer))
-                .await;
+            // The envelope's Diffie-Hellman is done here, not in the commit: a transaction
+            // of the group commit may carry others' work, which it would hold up.
+            let envelope = EnvelopeKey::new(&mut rand::thread_rng(), &peer);
+            let taken = match envelope {
+                Ok(envelope) => {
+                    commits
+                        .run(move |store| session::take_ready_key(store, &peer, envelope))
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
             if let Err(e) = &taken {
                 debug!("no message key taken ahead: {e}");
             }

@@ -809,7 +809,13 @@ fn a_send_that_left_unsaved_is_not_offered_again() {
     assert_eq!(draft(&app), "next");
     assert!(app
         .current_notice()
-        .is_some_and(|n| n.starts_with("sent to alice, not saved here: the message was stored")));
+        .is_some_and(|n| n.starts_with("sent to alice (not saved here): the message was stored")));
+    assert!(
+        app.log
+            .iter()
+            .any(|l| l == "sent to alice, not saved in the history: sent"),
+        "the log keeps what was sent"
+    );
     // Nothing is left waiting to be given back.
     app.apply(AppEvent::SendFailed {
         contact: "alice".into(),
