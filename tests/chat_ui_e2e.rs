@@ -95,6 +95,28 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         wait_for(&screen, "got: hello through the onion").await;
         wait_for(&screen, "hello through the onion ✓✓").await;
 
+        // With the session started, typing the next message through the real event loop also
+        // takes its key (the chat reports the typing; `docs/spec.md` §10.7), and the message
+        // sent on Enter arrives. (Whether it used that key is checked in the messenger's tests
+        // and `tests/messaging_e2e.rs`.)
+        for c in "and a second one".chars() {
+            input_tx.send(key(KeyCode::Char(c))).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !me.messenger.key_ready_for("bob").unwrap() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "typing took no message key"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        input_tx.send(key(KeyCode::Enter)).unwrap();
+        let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(arrived.as_deref(), Some("and a second one"));
+        wait_for(&screen, "got: and a second one").await;
+
         // Esc to the contacts pane, q quits; the backend stops.
         input_tx.send(key(KeyCode::Esc)).unwrap();
         input_tx.send(key(KeyCode::Char('q'))).unwrap();
