@@ -32,6 +32,18 @@ async fn wait_for(screen: &SharedBackend, text: &str) {
     }
 }
 
+/// Waits until `me` holds a message key taken ahead for Bob.
+async fn key_taken(me: &TestUser) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !me.messenger.key_ready_for("bob").unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no message key was taken for Bob"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[test]
 fn typing_a_message_reaches_bob_and_his_reply_appears() {
     rt().block_on(async {
@@ -102,20 +114,32 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         for c in "and a second one".chars() {
             input_tx.send(key(KeyCode::Char(c))).unwrap();
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !me.messenger.key_ready_for("bob").unwrap() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "typing took no message key"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        key_taken(&me).await;
         input_tx.send(key(KeyCode::Enter)).unwrap();
         let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
             .await
             .unwrap();
         assert_eq!(arrived.as_deref(), Some("and a second one"));
         wait_for(&screen, "got: and a second one").await;
+
+        // Bob writes while I type a third: the key taken for it predates his message and is
+        // dropped when his message is opened, then taken again (with the ratchet step his
+        // message calls for) once it is recorded, though I type nothing more.
+        for c in "and a third".chars() {
+            input_tx.send(key(KeyCode::Char(c))).unwrap();
+        }
+        key_taken(&me).await;
+        bob.messenger
+            .send("me", "are you still there?", OnFailure::Fail)
+            .await
+            .unwrap();
+        wait_for(&screen, "are you still there?").await;
+        key_taken(&me).await;
+        input_tx.send(key(KeyCode::Enter)).unwrap();
+        let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(arrived.as_deref(), Some("and a third"));
 
         // Esc to the contacts pane, q quits; the backend stops.
         input_tx.send(key(KeyCode::Esc)).unwrap();

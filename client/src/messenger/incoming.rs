@@ -61,17 +61,21 @@ impl<M: MailboxAccess> Messenger<M> {
     ) -> Result<Vec<Handled>, MessengerError> {
         tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
         let recording = self.recording();
-        let store = self.store();
-        let mut events = Vec::new();
-        let handled = store
-            .atomically_then_scrub(|store| recording.record_all(store, envelopes, &mut events));
+        let mut after = Recorded::default();
+        let handled = {
+            let store = self.store();
+            let handled = store
+                .atomically_then_scrub(|store| recording.record_all(store, envelopes, &mut after));
+            store.scrub();
+            handled
+        };
         if handled.is_ok() {
             tracing::trace!(target: "shallot_trace", "recipient: recorded and committed");
-            for e in events {
+            for e in after.events {
                 self.emit(e);
             }
+            self.take_keys_again(&after.retake);
         }
-        store.scrub();
         handled
     }
 
@@ -89,22 +93,35 @@ impl<M: MailboxAccess> Messenger<M> {
         tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
         let recording = self.recording();
         let listener = lock(&self.events).clone();
-        let handled = self
+        let (handled, retake) = self
             .commits
             .run(move |store| {
-                let mut events = Vec::new();
-                let handled = recording.record_all(store, &envelopes, &mut events)?;
+                let mut after = Recorded::default();
+                let handled = recording.record_all(store, &envelopes, &mut after)?;
                 tracing::trace!(target: "shallot_trace", "recipient: recorded, shown before the commit");
                 if let Some(tx) = listener {
-                    for e in events {
+                    for e in after.events {
                         let _ = tx.send(e);
                     }
                 }
-                Ok::<_, MessengerError>(handled)
+                Ok::<_, MessengerError>((handled, after.retake))
             })
             .await?;
         tracing::trace!(target: "shallot_trace", "recipient: committed");
+        self.take_keys_again(&retake);
         Ok(handled)
+    }
+
+    /// Takes a new key ahead for each peer whose key was dropped because a message from it
+    /// was opened while the user was writing to it: the reply then leaves without waiting for
+    /// the disk, on the ratchet step that message called for. Called once that message's
+    /// commit is done, so the take reads the session it left.
+    fn take_keys_again(&self, peers: &[[u8; 32]]) {
+        for peer in peers {
+            if let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(peer) {
+                self.take_key_ahead(key);
+            }
+        }
     }
 
     /// What recording an envelope needs, apart from the store.
@@ -265,6 +282,16 @@ impl<M: MailboxAccess> Messenger<M> {
     }
 }
 
+/// What recording a batch of envelopes leaves to do.
+#[derive(Default)]
+struct Recorded {
+    /// Events for the listener.
+    events: Vec<MessengerEvent>,
+    /// Peers whose key taken ahead was dropped: a new one is taken once the batch is
+    /// committed ([`Messenger::take_keys_again`]).
+    retake: Vec<[u8; 32]>,
+}
+
 /// Opens and records arriving envelopes inside a transaction: the identity, the limits on
 /// strangers and the time, taken from the messenger beforehand.
 struct Recording {
@@ -296,11 +323,11 @@ impl Recording {
         &self,
         store: &Store,
         envelopes: &[(EnvelopeId, Vec<u8>)],
-        events: &mut Vec<MessengerEvent>,
+        after: &mut Recorded,
     ) -> Result<Vec<Handled>, MessengerError> {
         envelopes
             .iter()
-            .map(|(id, envelope)| self.record(store, id, envelope, events))
+            .map(|(id, envelope)| self.record(store, id, envelope, after))
             .collect()
     }
 
@@ -309,9 +336,10 @@ impl Recording {
         store: &Store,
         id: &EnvelopeId,
         envelope: &[u8],
-        events: &mut Vec<MessengerEvent>,
+        after: &mut Recorded,
     ) -> Result<Handled, MessengerError> {
         let now = self.now;
+        let events = &mut after.events;
         // The id is the hash of the bytes: a relay that sends other bytes under a real
         // envelope's id gets them refused here, without the genuine copies being marked seen.
         if EnvelopeId::of(envelope) != *id {
@@ -334,7 +362,9 @@ impl Recording {
         tracing::trace!(target: "shallot_trace", "recipient: opened");
         // A key taken while the user typed to this peer predates what just came from it: the
         // next message takes a fresh one, with the ratchet step this message may call for.
-        self.ready_keys.forget(&sender);
+        if self.ready_keys.forget(&sender) && !after.retake.contains(&sender) {
+            after.retake.push(sender);
+        }
         match content {
             Content::Text { id, sent_at, text } => {
                 let new = store.insert_incoming(&id, &sender, &text, sent_at, now)?;

@@ -259,7 +259,7 @@ impl<M: MailboxAccess> Messenger<M> {
     /// Takes the next message key of `peer`'s session ahead of its message, in a commit of
     /// its own, unless one is ready or being taken ([`super::ready`]). Needs a Tokio runtime;
     /// without one nothing is taken.
-    fn take_key_ahead(&self, peer: VerifyingKey) {
+    pub(super) fn take_key_ahead(&self, peer: VerifyingKey) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };

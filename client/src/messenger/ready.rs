@@ -93,8 +93,10 @@ impl<K> ReadyKeys<K> {
     }
 
     /// Drops `peer`'s key, ready or being taken (a message from the peer was opened).
-    pub fn forget(&self, peer: &[u8; 32]) {
-        lock(&self.inner).slots.remove(peer);
+    /// Whether there was one: the user was then writing to the peer, and a new key should be
+    /// taken once what the message did to the session is committed.
+    pub fn forget(&self, peer: &[u8; 32]) -> bool {
+        lock(&self.inner).slots.remove(peer).is_some()
     }
 
     /// Whether a key for `peer` is ready.
@@ -127,8 +129,9 @@ mod tests {
     #[test]
     fn a_key_taken_before_the_peer_spoke_is_dropped() {
         let keys = ReadyKeys::<u32>::default();
+        assert!(!keys.forget(&PEER), "nothing to drop");
         let old = keys.begin(&PEER).unwrap();
-        keys.forget(&PEER);
+        assert!(keys.forget(&PEER), "a key being taken is dropped");
         let new = keys.begin(&PEER).unwrap();
         keys.taken(&PEER, old, Some(1));
         assert!(!keys.is_ready(&PEER), "the old take's key is not kept");
@@ -137,7 +140,7 @@ mod tests {
         // A ready key is dropped too.
         let t = keys.begin(&PEER).unwrap();
         keys.taken(&PEER, t, Some(3));
-        keys.forget(&PEER);
+        assert!(keys.forget(&PEER), "a ready key is dropped");
         assert_eq!(keys.take(&PEER), None);
     }
 

@@ -469,21 +469,43 @@ async fn hello_then_typing(w: &mut World) -> (User, User, shallot_crypto::ratche
 }
 
 #[tokio::test]
-async fn a_key_taken_before_the_peer_answered_is_not_used() {
+async fn a_key_taken_before_the_peer_answered_is_not_used_but_taken_again() {
     let mut w = World::new();
     let (alice, bob, first) = hello_then_typing(&mut w).await;
     // Bob answers while Alice types: his message calls for a new ratchet step, which the key
-    // taken before it does not have.
+    // taken before it does not have. She is still writing to him, so a new key is taken,
+    // with that step, as soon as his message is recorded.
     bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
     assert_eq!(alice.sync().await.unwrap(), 1);
-    assert!(!alice.key_ready_for("bob").unwrap());
+    assert!(key_ready(&alice, "bob").await, "a key is taken again");
     alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    assert!(
+        !alice.key_ready_for("bob").unwrap(),
+        "the message used the key taken again"
+    );
     let after = waiting_headers(&w, &bob);
     assert_ne!(
         after[0].dh, first.dh,
         "the answer was sent on a new ratchet key"
     );
     assert_eq!(bob.sync().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn no_key_is_taken_for_a_peer_the_user_is_not_writing_to() {
+    let mut w = World::new();
+    let (alice, bob, _) = hello_then_typing(&mut w).await;
+    // Alice sends what she typed: the key is used, and she is writing to no one.
+    alice.send("bob", "typed", OnFailure::Fail).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap(), 1);
+    bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
+    assert_eq!(alice.sync().await.unwrap(), 1);
+    // A take would have claimed the slot before `sync` returned (`take_key_ahead` begins it
+    // at once), so nothing in it now means none was started.
+    assert!(
+        alice.ready_keys.begin(bob.me.public().as_bytes()).is_some(),
+        "no key was being taken or ready"
+    );
 }
 
 #[tokio::test]
