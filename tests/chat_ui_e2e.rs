@@ -11,6 +11,7 @@ use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
 use shallot_client::messenger::MessengerEvent;
+use shallot_client::store::OutState;
 use shallot_tui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use shallot_tui::ratatui::Terminal;
 use shallot_tui::shared_backend::SharedBackend;
@@ -122,9 +123,27 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         assert_eq!(arrived.as_deref(), Some("and a second one"));
         wait_for(&screen, "got: and a second one").await;
 
-        // Bob writes while I type a third: the key taken for it predates his message and is
-        // dropped when his message is opened, then taken again (with the ratchet step his
-        // message calls for) once it is recorded, though I type nothing more.
+        // Bob writes while I type a third. Once he has my acknowledgement of his reply (it
+        // carries my newest ratchet key), his next message takes a ratchet step: the key
+        // taken for my third predates it and is dropped when his message is opened, then
+        // taken again (with the step his message calls for) once it is recorded, though I
+        // type nothing more.
+        eventually(
+            "Bob's reply acknowledged",
+            Duration::from_secs(30),
+            || async {
+                let history = bob.messenger.store().history().unwrap();
+                history
+                    .iter()
+                    .any(|m| {
+                        m.outgoing
+                            && m.text == "got: and a second one"
+                            && m.state == Some(OutState::Delivered)
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
         for c in "and a third".chars() {
             input_tx.send(key(KeyCode::Char(c))).unwrap();
         }

@@ -393,6 +393,13 @@ impl Ratchet {
         take_send_key(&mut self.core, self.ad, rng)
     }
 
+    /// The peer's current ratchet public key (sent in its headers; not a secret), if it
+    /// has one. It changes exactly when a message from the peer takes a Diffie-Hellman
+    /// ratchet step here, after which this side's next message takes its own.
+    pub fn peer_ratchet_key(&self) -> Option<[u8; 32]> {
+        self.core.dh_remote
+    }
+
     /// Decrypts a message of the session. On any error the session is unchanged.
     pub fn decrypt(&mut self, header: &Header, ciphertext: &[u8]) -> Result<Vec<u8>, RatchetError> {
         // A message that was skipped earlier: its key is kept.

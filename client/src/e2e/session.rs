@@ -53,6 +53,9 @@ pub struct Opened {
     pub sender: [u8; 32],
     /// What it said.
     pub content: Content,
+    /// Whether it moved the session a key taken ahead for the sender would come from
+    /// ([`ReadyKey::is_current`]): it started a session, or took a ratchet step.
+    pub stepped: bool,
 }
 
 fn ratchet_of(row: &SessionRow) -> Result<Ratchet, SessionError> {
@@ -153,27 +156,31 @@ pub struct ReadyKey {
     start: Option<Vec<u8>>,
     /// The session it was taken from.
     sid: [u8; 32],
-    /// SHA-256 of that session's state as saved past the key.
-    saved: [u8; 32],
+    /// The peer's ratchet key in that session when the key was taken.
+    remote: Option<[u8; 32]>,
 }
 
 impl ReadyKey {
-    /// Whether the peer's sessions, as the store holds them now (`Store::sessions`), are
-    /// still as the take left them: the one [`seal_for`] would use is the one the key was
-    /// taken from, not saved since. Any change (a message from the peer opened, by this
-    /// process or another sharing the store; a seal; the contact's sessions removed) makes
-    /// the key stale: it may predate a ratchet step the peer called for.
-    pub fn is_current(&self, sessions: &[SessionRow]) -> bool {
-        sessions
-            .first()
-            .is_some_and(|row| row.sid == self.sid && state_digest(&row.state) == self.saved)
+    /// The header the message sealed with this key will carry.
+    pub fn header(&self) -> shallot_crypto::ratchet::Header {
+        self.key.header()
     }
-}
 
-/// SHA-256 of a saved session state.
-fn state_digest(state: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(state).into()
+    /// Whether the key may still be used, given the peer's sessions as the store holds them
+    /// now (`Store::sessions`): the one [`seal_for`] would use is the one the key was taken
+    /// from, and no message from the peer has taken a ratchet step in it since (its ratchet
+    /// key is the same). A message from the peer opened meanwhile with a new ratchet key (by
+    /// this process or another sharing the store), a new session, or the contact's sessions
+    /// removed make the key stale: the next message must take the step the peer called for,
+    /// as post-compromise security wants. Seals since (an acknowledgement, another process's
+    /// message) do not: they took later keys of the same chain, saved past this one, and the
+    /// peer keeps this one's place as a skipped message until it comes.
+    pub fn is_current(&self, sessions: &[SessionRow]) -> bool {
+        sessions.first().is_some_and(|row| {
+            row.sid == self.sid
+                && ratchet_of(row).is_ok_and(|r| r.peer_ratchet_key() == self.remote)
+        })
+    }
 }
 
 /// Takes the next message key of the session [`seal_for`] would use for `peer`, and saves
@@ -202,7 +209,7 @@ pub fn take_ready_key(
             envelope,
             start: row.start.clone(),
             sid: row.sid,
-            saved: state_digest(&row.state),
+            remote: ratchet.peer_ratchet_key(),
         }))
     })
 }
@@ -256,7 +263,7 @@ fn open_in(
         .start
         .as_ref()
         .and_then(|s| sessions.iter().find(|row| row.sid == s.ephemeral));
-    let (plaintext, row) = match (&inner.start, known) {
+    let (plaintext, row, stepped) = match (&inner.start, known) {
         (Some(start), None) => {
             let prekey = store
                 .prekeys()?
@@ -280,7 +287,7 @@ fn open_in(
                 state: ratchet.to_bytes(),
                 start: None,
             };
-            (plaintext, row)
+            (plaintext, row, true)
         }
         _ => {
             let candidates: Vec<&SessionRow> = match known {
@@ -291,15 +298,19 @@ fn open_in(
             let mut opened = None;
             for row in candidates {
                 let mut ratchet = ratchet_of(row)?;
+                let remote = ratchet.peer_ratchet_key();
                 match ratchet.decrypt(&inner.header, &inner.ciphertext) {
                     Ok(plaintext) => {
+                        // A session other than the first in line may become it.
+                        let stepped = ratchet.peer_ratchet_key() != remote
+                            || sessions.first().is_none_or(|first| first.sid != row.sid);
                         let row = SessionRow {
                             sid: row.sid,
                             state: ratchet.to_bytes(),
                             // The peer has answered on this session: no more start headers.
                             start: None,
                         };
-                        opened = Some((plaintext, row));
+                        opened = Some((plaintext, row, stepped));
                         break;
                     }
                     Err(e) => last = e,
@@ -315,6 +326,7 @@ fn open_in(
     Ok(Opened {
         sender: inner.sender,
         content,
+        stepped,
     })
 }
 

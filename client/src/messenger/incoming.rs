@@ -27,6 +27,12 @@ use shallot_proto::mailbox::{MailboxId, MAX_ACK_IDS};
 /// Epochs back that are drained when a client has been away.
 const DRAIN_EPOCHS: u64 = 7;
 
+/// Seconds after the user last reported writing to a contact during which a key taken ahead
+/// and dropped (a message from the contact took a ratchet step) is taken again. The chat
+/// reports typing to a contact at most every 30 s while the draft is edited, so a user still
+/// writing has reported within this; an abandoned draft stops costing keys after it.
+pub const RETAKE_WITHIN: u64 = 60;
+
 /// What became of one envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
@@ -61,21 +67,19 @@ impl<M: MailboxAccess> Messenger<M> {
     ) -> Result<Vec<Handled>, MessengerError> {
         tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
         let recording = self.recording();
+        let store = self.store();
         let mut after = Recorded::default();
-        let handled = {
-            let store = self.store();
-            let handled = store
-                .atomically_then_scrub(|store| recording.record_all(store, envelopes, &mut after));
-            store.scrub();
-            handled
-        };
+        let handled =
+            store.atomically_then_scrub(|store| recording.record_all(store, envelopes, &mut after));
         if handled.is_ok() {
             tracing::trace!(target: "shallot_trace", "recipient: recorded and committed");
             for e in after.events {
                 self.emit(e);
             }
+            // Only spawned here: the takes wait for the store.
             self.take_keys_again(&after.retake);
         }
+        store.scrub();
         handled
     }
 
@@ -113,13 +117,18 @@ impl<M: MailboxAccess> Messenger<M> {
     }
 
     /// Takes a new key ahead for each peer whose key was dropped because a message from it
-    /// was opened while the user was writing to it: the reply then leaves without waiting for
-    /// the disk, on the ratchet step that message called for. Called once that message's
-    /// commit is done, so the take reads the session it left.
-    fn take_keys_again(&self, peers: &[[u8; 32]]) {
-        for peer in peers {
+    /// took a ratchet step, if the user reported writing to that peer within
+    /// [`RETAKE_WITHIN`]: the reply then leaves without waiting for the disk, on the step
+    /// that message called for. Called once that message's commit is done, so the take reads
+    /// the session it left.
+    fn take_keys_again(&self, peers: &[([u8; 32], u64)]) {
+        let now = self.now();
+        for (peer, typed_at) in peers {
+            if now >= typed_at.saturating_add(RETAKE_WITHIN) {
+                continue;
+            }
             if let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(peer) {
-                self.take_key_ahead(key);
+                self.take_key_ahead(key, *typed_at);
             }
         }
     }
@@ -287,9 +296,10 @@ impl<M: MailboxAccess> Messenger<M> {
 struct Recorded {
     /// Events for the listener.
     events: Vec<MessengerEvent>,
-    /// Peers whose key taken ahead was dropped: a new one is taken once the batch is
-    /// committed ([`Messenger::take_keys_again`]).
-    retake: Vec<[u8; 32]>,
+    /// Peers whose key taken ahead was dropped, with when the user last reported writing
+    /// to them: a new one may be taken once the batch is committed
+    /// ([`Messenger::take_keys_again`]).
+    retake: Vec<([u8; 32], u64)>,
 }
 
 /// Opens and records arriving envelopes inside a transaction: the identity, the limits on
@@ -349,7 +359,11 @@ impl Recording {
         if !store.first_sight_of_envelope(id, now)? {
             return Ok(Handled::Duplicate);
         }
-        let Opened { sender, content } = match session::open(store, &self.me, envelope, now) {
+        let Opened {
+            sender,
+            content,
+            stepped,
+        } = match session::open(store, &self.me, envelope, now) {
             Ok(opened) => opened,
             // The store failing is not the envelope's fault: the batch fails, unacknowledged,
             // and the envelope comes again.
@@ -360,10 +374,14 @@ impl Recording {
             }
         };
         tracing::trace!(target: "shallot_trace", "recipient: opened");
-        // A key taken while the user typed to this peer predates what just came from it: the
-        // next message takes a fresh one, with the ratchet step this message may call for.
-        if self.ready_keys.forget(&sender) && !after.retake.contains(&sender) {
-            after.retake.push(sender);
+        // A key taken while the user typed to this peer predates the ratchet step this
+        // message took: the next message takes a fresh one, with the step it calls for.
+        // (Without a step, the key stays good: `ReadyKey::is_current`.)
+        if stepped {
+            if let Some(typed_at) = self.ready_keys.forget(&sender) {
+                after.retake.retain(|(peer, _)| *peer != sender);
+                after.retake.push((sender, typed_at));
+            }
         }
         match content {
             Content::Text { id, sent_at, text } => {

@@ -257,13 +257,13 @@ impl<M: MailboxAccess> Messenger<M> {
     }
 
     /// Takes the next message key of `peer`'s session ahead of its message, in a commit of
-    /// its own, unless one is ready or being taken ([`super::ready`]). Needs a Tokio runtime;
-    /// without one nothing is taken.
-    pub(super) fn take_key_ahead(&self, peer: VerifyingKey) {
+    /// its own, unless one is ready or being taken ([`super::ready`]); the user reported
+    /// writing to `peer` at `typed_at`. Needs a Tokio runtime; without one nothing is taken.
+    pub(super) fn take_key_ahead(&self, peer: VerifyingKey, typed_at: u64) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Some(take) = self.ready_keys.begin(peer.as_bytes()) else {
+        let Some(take) = self.ready_keys.begin(peer.as_bytes(), typed_at) else {
             return;
         };
         let (commits, keys) = (self.commits.clone(), self.ready_keys.clone());
@@ -309,7 +309,7 @@ impl<M: MailboxAccess> Messenger<M> {
         for relay in plan.relays {
             self.mailboxes().prepare(relay);
         }
-        self.take_key_ahead(*contact.address.key());
+        self.take_key_ahead(*contact.address.key(), self.now());
         Ok(())
     }
 

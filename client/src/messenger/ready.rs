@@ -22,7 +22,9 @@ enum Slot<K> {
 }
 
 struct Inner<K> {
-    slots: HashMap<[u8; 32], Slot<K>>,
+    /// Each peer's slot, with when the user last reported writing to the peer (unix
+    /// seconds) before its take began.
+    slots: HashMap<[u8; 32], (Slot<K>, u64)>,
     next_take: u64,
 }
 
@@ -52,16 +54,17 @@ impl<K> Default for ReadyKeys<K> {
 }
 
 impl<K> ReadyKeys<K> {
-    /// Claims the right to take a key for `peer`: `None` if one is ready or being taken,
-    /// else the number of this take, for [`ReadyKeys::taken`].
-    pub fn begin(&self, peer: &[u8; 32]) -> Option<u64> {
+    /// Claims the right to take a key for `peer`, whom the user reported writing to at
+    /// `typed_at`: `None` if one is ready or being taken, else the number of this take, for
+    /// [`ReadyKeys::taken`].
+    pub fn begin(&self, peer: &[u8; 32], typed_at: u64) -> Option<u64> {
         let mut inner = lock(&self.inner);
         if inner.slots.contains_key(peer) {
             return None;
         }
         let take = inner.next_take;
         inner.next_take += 1;
-        inner.slots.insert(*peer, Slot::Taking(take));
+        inner.slots.insert(*peer, (Slot::Taking(take), typed_at));
         Some(take)
     }
 
@@ -71,37 +74,55 @@ impl<K> ReadyKeys<K> {
     /// ratchet step that message calls for.
     pub fn taken(&self, peer: &[u8; 32], take: u64, key: Option<K>) {
         let mut inner = lock(&self.inner);
-        if !matches!(inner.slots.get(peer), Some(Slot::Taking(t)) if *t == take) {
+        let Some((slot, _)) = inner.slots.get_mut(peer) else {
+            return;
+        };
+        if !matches!(slot, Slot::Taking(t) if *t == take) {
             return;
         }
         match key {
-            Some(key) => inner.slots.insert(*peer, Slot::Ready(key)),
-            None => inner.slots.remove(peer),
-        };
+            Some(key) => *slot = Slot::Ready(key),
+            None => {
+                inner.slots.remove(peer);
+            }
+        }
     }
 
     /// Takes out `peer`'s ready key, if there is one; a key being taken is left to finish.
     pub fn take(&self, peer: &[u8; 32]) -> Option<K> {
         let mut inner = lock(&self.inner);
-        if !matches!(inner.slots.get(peer), Some(Slot::Ready(_))) {
+        if !matches!(inner.slots.get(peer), Some((Slot::Ready(_), _))) {
             return None;
         }
         match inner.slots.remove(peer) {
-            Some(Slot::Ready(key)) => Some(key),
+            Some((Slot::Ready(key), _)) => Some(key),
             _ => None,
         }
     }
 
-    /// Drops `peer`'s key, ready or being taken (a message from the peer was opened).
-    /// Whether there was one: the user was then writing to the peer, and a new key should be
-    /// taken once what the message did to the session is committed.
-    pub fn forget(&self, peer: &[u8; 32]) -> bool {
-        lock(&self.inner).slots.remove(peer).is_some()
+    /// Drops `peer`'s key, ready or being taken (a message from the peer that took a ratchet
+    /// step was opened). If there was one, when the user last reported writing to the peer
+    /// before it was taken: a new key may be taken once what the message did to the session
+    /// is committed.
+    pub fn forget(&self, peer: &[u8; 32]) -> Option<u64> {
+        lock(&self.inner)
+            .slots
+            .remove(peer)
+            .map(|(_, typed_at)| typed_at)
+    }
+
+    /// `f` of `peer`'s ready key, if there is one (for tests: which key a message used).
+    #[cfg(test)]
+    pub fn peek<R>(&self, peer: &[u8; 32], f: impl FnOnce(&K) -> R) -> Option<R> {
+        match lock(&self.inner).slots.get(peer) {
+            Some((Slot::Ready(key), _)) => Some(f(key)),
+            _ => None,
+        }
     }
 
     /// Whether a key for `peer` is ready.
     pub fn is_ready(&self, peer: &[u8; 32]) -> bool {
-        matches!(lock(&self.inner).slots.get(peer), Some(Slot::Ready(_)))
+        matches!(lock(&self.inner).slots.get(peer), Some((Slot::Ready(_), _)))
     }
 }
 
@@ -114,41 +135,48 @@ mod tests {
     #[test]
     fn one_key_per_peer_taken_once() {
         let keys = ReadyKeys::<u32>::default();
-        let take = keys.begin(&PEER).unwrap();
-        assert_eq!(keys.begin(&PEER), None, "a second take while one runs");
+        let take = keys.begin(&PEER, 5).unwrap();
+        assert_eq!(keys.begin(&PEER, 5), None, "a second take while one runs");
         assert!(!keys.is_ready(&PEER));
         assert_eq!(keys.take(&PEER), None, "not ready yet");
         keys.taken(&PEER, take, Some(1));
         assert!(keys.is_ready(&PEER));
-        assert_eq!(keys.begin(&PEER), None, "a second take while one is ready");
+        assert_eq!(
+            keys.begin(&PEER, 5),
+            None,
+            "a second take while one is ready"
+        );
         assert_eq!(keys.take(&PEER), Some(1));
         assert_eq!(keys.take(&PEER), None, "a key is given once");
-        assert!(keys.begin(&PEER).is_some(), "then a new one may be taken");
+        assert!(
+            keys.begin(&PEER, 5).is_some(),
+            "then a new one may be taken"
+        );
     }
 
     #[test]
     fn a_key_taken_before_the_peer_spoke_is_dropped() {
         let keys = ReadyKeys::<u32>::default();
-        assert!(!keys.forget(&PEER), "nothing to drop");
-        let old = keys.begin(&PEER).unwrap();
-        assert!(keys.forget(&PEER), "a key being taken is dropped");
-        let new = keys.begin(&PEER).unwrap();
+        assert_eq!(keys.forget(&PEER), None, "nothing to drop");
+        let old = keys.begin(&PEER, 5).unwrap();
+        assert_eq!(keys.forget(&PEER), Some(5), "a key being taken is dropped");
+        let new = keys.begin(&PEER, 5).unwrap();
         keys.taken(&PEER, old, Some(1));
         assert!(!keys.is_ready(&PEER), "the old take's key is not kept");
         keys.taken(&PEER, new, Some(2));
         assert_eq!(keys.take(&PEER), Some(2));
         // A ready key is dropped too.
-        let t = keys.begin(&PEER).unwrap();
+        let t = keys.begin(&PEER, 5).unwrap();
         keys.taken(&PEER, t, Some(3));
-        assert!(keys.forget(&PEER), "a ready key is dropped");
+        assert_eq!(keys.forget(&PEER), Some(5), "a ready key is dropped");
         assert_eq!(keys.take(&PEER), None);
     }
 
     #[test]
     fn a_failed_take_frees_the_slot() {
         let keys = ReadyKeys::<u32>::default();
-        let t = keys.begin(&PEER).unwrap();
+        let t = keys.begin(&PEER, 5).unwrap();
         keys.taken(&PEER, t, None);
-        assert!(keys.begin(&PEER).is_some());
+        assert!(keys.begin(&PEER, 5).is_some());
     }
 }

@@ -468,43 +468,85 @@ async fn hello_then_typing(w: &mut World) -> (User, User, shallot_crypto::ratche
     (alice, bob, first[0])
 }
 
+/// The header of the message key `user` holds ready for `peer`.
+fn ready_header(user: &User, peer: &User) -> shallot_crypto::ratchet::Header {
+    user.ready_keys
+        .peek(peer.me.public().as_bytes(), |k| k.header())
+        .expect("a key is ready")
+}
+
 #[tokio::test]
 async fn a_key_taken_before_the_peer_answered_is_not_used_but_taken_again() {
     let mut w = World::new();
     let (alice, bob, first) = hello_then_typing(&mut w).await;
-    // Bob answers while Alice types: his message calls for a new ratchet step, which the key
-    // taken before it does not have. She is still writing to him, so a new key is taken,
-    // with that step, as soon as his message is recorded.
+    let stale = ready_header(&alice, &bob);
+    // Bob answers while Alice types: his message takes a ratchet step, which the key taken
+    // before it predates. She is still writing to him, so a new key is taken, with the step
+    // his message calls for, as soon as his message is recorded.
+    bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
+    assert_eq!(alice.fetch_waiting().await.unwrap(), 1);
+    assert!(key_ready(&alice, "bob").await, "a key is taken again");
+    let again = ready_header(&alice, &bob);
+    assert_ne!(again.dh, first.dh, "on a new ratchet key");
+    assert_ne!(again.dh, stale.dh);
+    // Her acknowledgement of his message is sealed after that take, on the same chain: the
+    // key stays good.
+    alice.send_acks().await.unwrap();
+    assert!(
+        waiting_headers(&w, &bob)
+            .iter()
+            .any(|h| h.dh == again.dh && h.n == again.n + 1),
+        "the acknowledgement took the next key of that chain"
+    );
+    assert!(alice.key_ready_for("bob").unwrap());
+    alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    let sent = waiting_headers(&w, &bob);
+    assert!(
+        sent.contains(&again),
+        "the message used the key taken again: {sent:?} against {again:?}"
+    );
+    assert!(!sent.contains(&stale), "never the stale one");
+    assert_eq!(bob.sync().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_message_without_a_ratchet_step_leaves_the_key_in_place() {
+    let mut w = World::new();
+    let (alice, bob, _) = hello_then_typing(&mut w).await;
     bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
     assert_eq!(alice.sync().await.unwrap(), 1);
-    assert!(key_ready(&alice, "bob").await, "a key is taken again");
-    alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    assert!(key_ready(&alice, "bob").await);
+    let ready = ready_header(&alice, &bob);
+    // Bob writes again before Alice answers: the same ratchet key, no step.
+    bob.send("alice", "are you there?", OnFailure::Fail)
+        .await
+        .unwrap();
+    assert_eq!(alice.sync().await.unwrap(), 1);
+    assert_eq!(ready_header(&alice, &bob), ready, "the key was not dropped");
+    alice.send("bob", "yes", OnFailure::Fail).await.unwrap();
     assert!(
-        !alice.key_ready_for("bob").unwrap(),
-        "the message used the key taken again"
-    );
-    let after = waiting_headers(&w, &bob);
-    assert_ne!(
-        after[0].dh, first.dh,
-        "the answer was sent on a new ratchet key"
+        waiting_headers(&w, &bob).contains(&ready),
+        "and it was used"
     );
     assert_eq!(bob.sync().await.unwrap(), 1);
 }
 
 #[tokio::test]
-async fn no_key_is_taken_for_a_peer_the_user_is_not_writing_to() {
+async fn no_key_is_taken_again_long_after_the_user_last_typed() {
     let mut w = World::new();
     let (alice, bob, _) = hello_then_typing(&mut w).await;
-    // Alice sends what she typed: the key is used, and she is writing to no one.
-    alice.send("bob", "typed", OnFailure::Fail).await.unwrap();
-    assert_eq!(bob.sync().await.unwrap(), 1);
+    // The draft was left a minute ago; Bob's message drops the key and none is taken.
+    w.advance(super::incoming::RETAKE_WITHIN);
     bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
     assert_eq!(alice.sync().await.unwrap(), 1);
-    // A take would have claimed the slot before `sync` returned (`take_key_ahead` begins it
-    // at once), so nothing in it now means none was started.
+    assert!(!alice.key_ready_for("bob").unwrap());
+    // A take would have claimed the slot before `sync` returned.
     assert!(
-        alice.ready_keys.begin(bob.me.public().as_bytes()).is_some(),
-        "no key was being taken or ready"
+        alice
+            .ready_keys
+            .begin(bob.me.public().as_bytes(), T0)
+            .is_some(),
+        "no key was being taken"
     );
 }
 
