@@ -148,12 +148,21 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
             input_tx.send(key(KeyCode::Char(c))).unwrap();
         }
         key_taken(&me).await;
+        let before = me.messenger.ready_key_header("bob").unwrap().unwrap();
         bob.messenger
             .send("me", "are you still there?", OnFailure::Fail)
             .await
             .unwrap();
         wait_for(&screen, "are you still there?").await;
-        key_taken(&me).await;
+        eventually(
+            "a key taken again on a new ratchet key",
+            Duration::from_secs(20),
+            || async {
+                let now = me.messenger.ready_key_header("bob").unwrap()?;
+                (now.dh != before.dh).then_some(())
+            },
+        )
+        .await;
         input_tx.send(key(KeyCode::Enter)).unwrap();
         let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
             .await

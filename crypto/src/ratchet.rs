@@ -400,6 +400,12 @@ impl Ratchet {
         self.core.dh_remote
     }
 
+    /// The number the next message key of the sending chain would get, if there is a
+    /// sending chain (there is none before this side's next ratchet step).
+    pub fn next_send_number(&self) -> Option<u32> {
+        self.core.send.as_ref().map(|chain| chain.n)
+    }
+
     /// Decrypts a message of the session. On any error the session is unchanged.
     pub fn decrypt(&mut self, header: &Header, ciphertext: &[u8]) -> Result<Vec<u8>, RatchetError> {
         // A message that was skipped earlier: its key is kept.

@@ -175,10 +175,20 @@ impl ReadyKey {
     /// as post-compromise security wants. Seals since (an acknowledgement, another process's
     /// message) do not: they took later keys of the same chain, saved past this one, and the
     /// peer keeps this one's place as a skipped message until it comes.
+    ///
+    /// The session must also still be past the key: its sending chain's next number above
+    /// the key's. Our sending chain changes only with a step of ours, which follows one of the
+    /// peer's, so with the peer's ratchet key unchanged this is the key's chain; a state put
+    /// back from before the take (a restored backup) would give the key's number again, and
+    /// is refused.
     pub fn is_current(&self, sessions: &[SessionRow]) -> bool {
+        let number = self.key.header().n;
         sessions.first().is_some_and(|row| {
             row.sid == self.sid
-                && ratchet_of(row).is_ok_and(|r| r.peer_ratchet_key() == self.remote)
+                && ratchet_of(row).is_ok_and(|r| {
+                    r.peer_ratchet_key() == self.remote
+                        && r.next_send_number().is_some_and(|next| next > number)
+                })
         })
     }
 }

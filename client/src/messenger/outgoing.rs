@@ -12,6 +12,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use futures_util::future::join_all;
 use shallot_crypto::keys::RelayId;
+use shallot_crypto::ratchet::Header;
 use shallot_proto::mailbox::MailboxId;
 
 use super::{Messenger, MessengerEvent};
@@ -289,11 +290,20 @@ impl<M: MailboxAccess> Messenger<M> {
     /// Whether a message to the contact called `name` would leave with a key taken while
     /// the user typed ([`Messenger::composing`]).
     pub fn key_ready_for(&self, name: &str) -> Result<bool, MessengerError> {
+        Ok(self.ready_key_header(name)?.is_some())
+    }
+
+    /// The ratchet header a message to the contact called `name` would carry with the key
+    /// taken while the user typed, if one is ready (for tests and the bench: which key a
+    /// message left with; the header travels inside the sealed envelope).
+    pub fn ready_key_header(&self, name: &str) -> Result<Option<Header>, MessengerError> {
         let contact = self
             .store()
             .contact(name)?
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
-        Ok(self.ready_keys.is_ready(contact.address.key().as_bytes()))
+        Ok(self
+            .ready_keys
+            .peek(contact.address.key().as_bytes(), |k| k.header()))
     }
 
     /// The user has begun typing to the contact called `name`: gets a circuit ready to each

@@ -55,11 +55,12 @@ impl<K> Default for ReadyKeys<K> {
 
 impl<K> ReadyKeys<K> {
     /// Claims the right to take a key for `peer`, whom the user reported writing to at
-    /// `typed_at`: `None` if one is ready or being taken, else the number of this take, for
-    /// [`ReadyKeys::taken`].
+    /// `typed_at`: `None` if one is ready or being taken (its slot then remembers the later
+    /// report), else the number of this take, for [`ReadyKeys::taken`].
     pub fn begin(&self, peer: &[u8; 32], typed_at: u64) -> Option<u64> {
         let mut inner = lock(&self.inner);
-        if inner.slots.contains_key(peer) {
+        if let Some((_, at)) = inner.slots.get_mut(peer) {
+            *at = (*at).max(typed_at);
             return None;
         }
         let take = inner.next_take;
@@ -111,18 +112,12 @@ impl<K> ReadyKeys<K> {
             .map(|(_, typed_at)| typed_at)
     }
 
-    /// `f` of `peer`'s ready key, if there is one (for tests: which key a message used).
-    #[cfg(test)]
+    /// `f` of `peer`'s ready key, if there is one.
     pub fn peek<R>(&self, peer: &[u8; 32], f: impl FnOnce(&K) -> R) -> Option<R> {
         match lock(&self.inner).slots.get(peer) {
             Some((Slot::Ready(key), _)) => Some(f(key)),
             _ => None,
         }
-    }
-
-    /// Whether a key for `peer` is ready.
-    pub fn is_ready(&self, peer: &[u8; 32]) -> bool {
-        matches!(lock(&self.inner).slots.get(peer), Some((Slot::Ready(_), _)))
     }
 }
 
@@ -137,10 +132,10 @@ mod tests {
         let keys = ReadyKeys::<u32>::default();
         let take = keys.begin(&PEER, 5).unwrap();
         assert_eq!(keys.begin(&PEER, 5), None, "a second take while one runs");
-        assert!(!keys.is_ready(&PEER));
+        assert!(!keys.peek(&PEER, |_| ()).is_some());
         assert_eq!(keys.take(&PEER), None, "not ready yet");
         keys.taken(&PEER, take, Some(1));
-        assert!(keys.is_ready(&PEER));
+        assert!(keys.peek(&PEER, |_| ()).is_some());
         assert_eq!(
             keys.begin(&PEER, 5),
             None,
@@ -162,7 +157,10 @@ mod tests {
         assert_eq!(keys.forget(&PEER), Some(5), "a key being taken is dropped");
         let new = keys.begin(&PEER, 5).unwrap();
         keys.taken(&PEER, old, Some(1));
-        assert!(!keys.is_ready(&PEER), "the old take's key is not kept");
+        assert!(
+            !keys.peek(&PEER, |_| ()).is_some(),
+            "the old take's key is not kept"
+        );
         keys.taken(&PEER, new, Some(2));
         assert_eq!(keys.take(&PEER), Some(2));
         // A ready key is dropped too.
@@ -170,6 +168,20 @@ mod tests {
         keys.taken(&PEER, t, Some(3));
         assert_eq!(keys.forget(&PEER), Some(5), "a ready key is dropped");
         assert_eq!(keys.take(&PEER), None);
+    }
+
+    #[test]
+    fn a_later_report_of_typing_is_remembered() {
+        let keys = ReadyKeys::<u32>::default();
+        let t = keys.begin(&PEER, 5).unwrap();
+        assert_eq!(keys.begin(&PEER, 40), None);
+        keys.taken(&PEER, t, Some(1));
+        assert_eq!(
+            keys.begin(&PEER, 30),
+            None,
+            "an older report changes nothing"
+        );
+        assert_eq!(keys.forget(&PEER), Some(40));
     }
 
     #[test]

@@ -532,6 +532,49 @@ async fn a_message_without_a_ratchet_step_leaves_the_key_in_place() {
 }
 
 #[tokio::test]
+async fn a_user_still_typing_gets_a_key_again_past_the_first_minute() {
+    let mut w = World::new();
+    let (alice, bob, _) = hello_then_typing(&mut w).await;
+    // She is still at it: the chat reports typing again 45 s later (the key is ready, so
+    // nothing is taken, but the report counts), and Bob's step comes 25 s after that.
+    w.advance(45);
+    alice.composing("bob").unwrap();
+    w.advance(25);
+    bob.send("alice", "hi", OnFailure::Fail).await.unwrap();
+    assert_eq!(alice.sync().await.unwrap(), 1);
+    assert!(key_ready(&alice, "bob").await, "a key is taken again");
+}
+
+#[tokio::test]
+async fn a_key_is_not_used_once_the_session_was_put_back_from_before_it() {
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    alice.send("bob", "hello", OnFailure::Fail).await.unwrap();
+    assert_eq!(bob.sync().await.unwrap(), 1);
+    let bob_key = bob.me.public().to_bytes();
+    let before = alice.store().sessions(&bob_key).unwrap().remove(0);
+    alice.composing("bob").unwrap();
+    assert!(key_ready(&alice, "bob").await);
+    let ready = ready_header(&alice, &bob);
+    // The store is put back to before the take (a restored backup): the session gives the
+    // key's number again, so the key must not be used as well.
+    alice.store().save_session(&bob_key, &before, T0).unwrap();
+    alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    alice.send("bob", "again", OnFailure::Fail).await.unwrap();
+    let sent = waiting_headers(&w, &bob);
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter().any(|h| (h.dh, h.n) == (ready.dh, ready.n)),
+        "the session put back gave the key's number again"
+    );
+    let mut numbers: Vec<_> = sent.iter().map(|h| (h.dh, h.n)).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), sent.len(), "no message key given twice");
+    assert_eq!(bob.sync().await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn no_key_is_taken_again_long_after_the_user_last_typed() {
     let mut w = World::new();
     let (alice, bob, _) = hello_then_typing(&mut w).await;
