@@ -132,7 +132,7 @@ mod tests {
         let keys = ReadyKeys::<u32>::default();
         let take = keys.begin(&PEER, 5).unwrap();
         assert_eq!(keys.begin(&PEER, 5), None, "a second take while one runs");
-        assert!(!keys.peek(&PEER, |_| ()).is_some());
+        assert!(keys.peek(&PEER, |_| ()).is_none());
         assert_eq!(keys.take(&PEER), None, "not ready yet");
         keys.taken(&PEER, take, Some(1));
         assert!(keys.peek(&PEER, |_| ()).is_some());
@@ -158,7 +158,7 @@ mod tests {
         let new = keys.begin(&PEER, 5).unwrap();
         keys.taken(&PEER, old, Some(1));
         assert!(
-            !keys.peek(&PEER, |_| ()).is_some(),
+            keys.peek(&PEER, |_| ()).is_none(),
             "the old take's key is not kept"
         );
         keys.taken(&PEER, new, Some(2));
