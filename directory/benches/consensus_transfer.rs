@@ -224,7 +224,7 @@ fn bench(c: &mut Criterion) {
         eprintln!(
             "hourly diff, 2 % churn, {:.0} % remeasured ±20 %{}: {} bytes raw, {} bytes zstd \
              level {DIFF_LEVEL} in {:.1} ms ({} at the consensus's level {LEVEL}) \
-             ({} w, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes",
+             ({} w, {} s, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes",
             reweighed * 100.0,
             if steady { ", steady weights" } else { "" },
             diff.len(),
@@ -232,6 +232,7 @@ fn bench(c: &mut Criterion) {
             took.as_secs_f64() * 1e3,
             compress(diff.as_bytes()).len(),
             ops("w "),
+            ops("s "),
             ops("m "),
             ops("k "),
             ops("add "),

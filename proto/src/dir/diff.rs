@@ -5,8 +5,8 @@
 //! proposal 140 uses `ed` commands): a consensus is a short header, relay entries sorted by
 //! fingerprint (an `r` line and an optional `f` line each) and signature lines. A diff sends
 //! the new header and the new signatures whole (both are small and change every period) and
-//! walks the base's entries in order with run-length operations: keep, drop, add, and the two
-//! edits an hourly consensus is made of, a new weight (`w`) or new weight and flags (`m`),
+//! walks the base's entries in order with run-length operations: keep, drop, add, and the
+//! edits an hourly consensus is made of, a new weight (`w`), new flags (`s`), or both (`m`),
 //! and a rotated onion key (`k`, the key with weight and flags), which cost a few bytes where a line diff would resend the whole 260-byte `r` line with its
 //! three keys. A relay that republishes an unchanged descriptor keeps the same entry text
 //! (entries carry no published time, §5.4), so it costs only its share of a `keep` run.
@@ -31,8 +31,12 @@ pub const MAX_DIFF_LEN: usize = MAX_CONSENSUS_LEN;
 /// The keyword of a diff's first line.
 const DIFF_KEYWORD: &str = "shallot-consensus-diff";
 
-/// The version this module writes and reads: 2, for entries without a published time.
-const DIFF_VERSION: &str = "2";
+/// The version this module writes: 3, which added `s` (flags alone) to version 2 (entries
+/// without a published time).
+const DIFF_VERSION: &str = "3";
+
+/// The versions it reads: a version-2 diff is a version-3 diff without `s`.
+const DIFF_VERSIONS_READ: [&str; 2] = ["2", "3"];
 
 /// The body of a consensus text (every byte before its first `directory-signature` line) and
 /// the rest.
@@ -191,6 +195,8 @@ pub fn consensus_diff(base: &Consensus, target: &Consensus) -> Result<String, Do
                     ops.line(&format!("k {key} {} {}", b.bandwidth, b.flags));
                 } else if a.flags == b.flags {
                     ops.line(&format!("w {}", b.bandwidth));
+                } else if a.bandwidth == b.bandwidth {
+                    ops.line(&format!("s {}", b.flags));
                 } else {
                     ops.line(&format!("m {} {}", b.bandwidth, b.flags));
                 }
@@ -293,8 +299,8 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
         line_no: 0,
     };
     let (k, args) = words(lines.next_line()?);
-    if k != DIFF_KEYWORD || args != [DIFF_VERSION] {
-        return Err(lines.error("not a `shallot-consensus-diff 2`"));
+    if k != DIFF_KEYWORD || !matches!(args.as_slice(), [v] if DIFF_VERSIONS_READ.contains(v)) {
+        return Err(lines.error("not a `shallot-consensus-diff` of version 2 or 3"));
     }
     let digest_arg = |lines: &mut Lines<'_>, keyword: &str| -> Result<[u8; 32], DocError> {
         let (k, args) = words(lines.next_line()?);
@@ -345,7 +351,7 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
                 let n = count(&args, &lines)?;
                 out.push_str(lines.block(n, |l| l.starts_with("r ") || l.starts_with("f "))?);
             }
-            "w" | "m" | "k" => {
+            "w" | "m" | "s" | "k" => {
                 let entry = base
                     .entries
                     .get(next)
@@ -380,8 +386,8 @@ pub fn apply_diff(base: &str, diff: &str) -> Result<String, DocError> {
     }
 }
 
-/// Appends `entry` with its weight (`w`), weight and flags (`m`), or onion key, weight and
-/// flags (`k`) replaced.
+/// Appends `entry` with its weight (`w`), weight and flags (`m`), flags (`s`), or onion key,
+/// weight and flags (`k`) replaced.
 fn edit_entry(out: &mut String, entry: &str, op: &str, args: &[&str]) -> Result<(), &'static str> {
     let r_len = line_end(entry);
     let fields: Vec<&str> = entry[..r_len].trim_end_matches('\n').split(' ').collect();
@@ -396,10 +402,11 @@ fn edit_entry(out: &mut String, entry: &str, op: &str, args: &[&str]) -> Result<
     let (weight, ntor, flags): (&str, &str, &[&str]) = match (op, args) {
         ("w", [w]) if number(w) => (w, fields[5], &fields[7..]),
         ("m", [w, flags @ ..]) if number(w) && !flags.is_empty() => (w, fields[5], flags),
+        ("s", flags) if !flags.is_empty() => (fields[4], fields[5], flags),
         ("k", [ntor, w, flags @ ..]) if key(ntor) && number(w) && !flags.is_empty() => {
             (w, ntor, flags)
         }
-        _ => return Err("bad arguments to `w`, `m` or `k`"),
+        _ => return Err("bad arguments to `w`, `m`, `s` or `k`"),
     };
     out.push_str(&fields[..4].join(" "));
     for f in [weight, ntor, fields[6]]
@@ -552,6 +559,28 @@ mod tests {
         ] {
             assert!(apply_diff(&base_text, &diff.replace(&line, &bad)).is_err());
         }
+    }
+
+    #[test]
+    fn new_flags_alone_cost_only_the_flags() {
+        let (base, mut target) = pair();
+        target.relays[0].flags = Flags::RUNNING | Flags::VALID | Flags::GUARD;
+        target.signatures.clear();
+        let sig = target.sign_body(&key()).unwrap();
+        target.add_signature(key().public(), sig);
+        let diff = consensus_diff(&base, &target).unwrap();
+        let line = format!("s {}\n", target.relays[0].flags);
+        assert!(diff.starts_with("shallot-consensus-diff 3\n"), "{diff}");
+        assert!(diff.contains(&format!("\n{line}")), "{diff}");
+        let base_text = base.encode().unwrap();
+        assert_eq!(
+            apply_diff(&base_text, &diff).unwrap(),
+            target.encode().unwrap()
+        );
+        // No flags is refused, and so is an unknown version.
+        assert!(apply_diff(&base_text, &diff.replace(&line, "s\n")).is_err());
+        let v4 = diff.replacen("shallot-consensus-diff 3", "shallot-consensus-diff 4", 1);
+        assert!(apply_diff(&base_text, &v4).is_err());
     }
 
     #[test]
