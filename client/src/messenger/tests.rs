@@ -575,6 +575,27 @@ async fn a_key_is_not_used_once_the_session_was_put_back_from_before_it() {
 }
 
 #[tokio::test]
+async fn a_key_is_not_used_once_another_session_is_first_in_line() {
+    let mut w = World::new();
+    let (alice, bob, _) = hello_then_typing(&mut w).await;
+    let ready = ready_header(&alice, &bob);
+    // Another session with Bob becomes the one to send with (here a copy of the state under
+    // another id, used later): its chain is the same, but the key came from another session.
+    let bob_key = bob.me.public().to_bytes();
+    let mut other = alice.store().sessions(&bob_key).unwrap().remove(0);
+    other.sid = [0xee; 32];
+    alice
+        .store()
+        .save_session(&bob_key, &other, T0 + 10)
+        .unwrap();
+    alice.send("bob", "after", OnFailure::Fail).await.unwrap();
+    assert!(
+        !waiting_headers(&w, &bob).contains(&ready),
+        "the key of the session no longer first was not used"
+    );
+}
+
+#[tokio::test]
 async fn no_key_is_taken_again_long_after_the_user_last_typed() {
     let mut w = World::new();
     let (alice, bob, _) = hello_then_typing(&mut w).await;
