@@ -33,6 +33,26 @@ async fn wait_for(screen: &SharedBackend, text: &str) {
     }
 }
 
+/// Types `text` into the chat, key by key.
+fn type_text(input: &tokio::sync::mpsc::UnboundedSender<Event>, text: &str) {
+    for c in text.chars() {
+        input.send(key(KeyCode::Char(c))).unwrap();
+    }
+}
+
+/// Presses Enter and waits until Bob has received `text`.
+async fn send_and_see_bob_get(
+    input: &tokio::sync::mpsc::UnboundedSender<Event>,
+    got: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    text: &str,
+) {
+    input.send(key(KeyCode::Enter)).unwrap();
+    let arrived = tokio::time::timeout(Duration::from_secs(30), got.recv())
+        .await
+        .unwrap();
+    assert_eq!(arrived.as_deref(), Some(text));
+}
+
 /// Waits until `me` holds a message key taken ahead for Bob.
 async fn key_taken(me: &TestUser) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -94,16 +114,9 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         });
         wait_for(&screen, "mailbox: subscribed").await;
 
-        for c in "hello through the onion".chars() {
-            input_tx.send(key(KeyCode::Char(c))).unwrap();
-        }
-        input_tx.send(key(KeyCode::Enter)).unwrap();
-
+        type_text(&input_tx, "hello through the onion");
         // Bob has it...
-        let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
-            .await
-            .unwrap();
-        assert_eq!(arrived.as_deref(), Some("hello through the onion"));
+        send_and_see_bob_get(&input_tx, &mut got_rx, "hello through the onion").await;
         // ...his reply shows in the conversation, and my message shows as delivered.
         wait_for(&screen, "got: hello through the onion").await;
         wait_for(&screen, "hello through the onion ✓✓").await;
@@ -112,15 +125,9 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
         // takes its key (the chat reports the typing; `docs/spec.md` §10.7), and the message
         // sent on Enter arrives. (Whether it used that key is checked in the messenger's tests
         // and `tests/messaging_e2e.rs`.)
-        for c in "and a second one".chars() {
-            input_tx.send(key(KeyCode::Char(c))).unwrap();
-        }
+        type_text(&input_tx, "and a second one");
         key_taken(&me).await;
-        input_tx.send(key(KeyCode::Enter)).unwrap();
-        let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
-            .await
-            .unwrap();
-        assert_eq!(arrived.as_deref(), Some("and a second one"));
+        send_and_see_bob_get(&input_tx, &mut got_rx, "and a second one").await;
         wait_for(&screen, "got: and a second one").await;
 
         // Bob writes while I type a third. Once he has my acknowledgement of his reply (it
@@ -144,9 +151,7 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
             },
         )
         .await;
-        for c in "and a third".chars() {
-            input_tx.send(key(KeyCode::Char(c))).unwrap();
-        }
+        type_text(&input_tx, "and a third");
         key_taken(&me).await;
         let before = me.messenger.ready_key_header("bob").unwrap().unwrap();
         bob.messenger
@@ -163,11 +168,7 @@ fn typing_a_message_reaches_bob_and_his_reply_appears() {
             },
         )
         .await;
-        input_tx.send(key(KeyCode::Enter)).unwrap();
-        let arrived = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
-            .await
-            .unwrap();
-        assert_eq!(arrived.as_deref(), Some("and a third"));
+        send_and_see_bob_get(&input_tx, &mut got_rx, "and a third").await;
 
         // Esc to the contacts pane, q quits; the backend stops.
         input_tx.send(key(KeyCode::Esc)).unwrap();
