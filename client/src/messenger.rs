@@ -140,6 +140,8 @@ pub struct Messenger<M: MailboxAccess = CircuitMailboxes> {
     acks_wanted: AtomicBool,
     /// Message keys taken while the user types, by peer ([`ready`]).
     ready_keys: ready::ReadyKeys,
+    /// Mailbox ids and rings computed so far.
+    placements: ring::PlacementCache<VerifiedConsensus>,
 }
 
 impl Messenger {
@@ -206,6 +208,7 @@ impl<M: MailboxAccess> Messenger<M> {
             acks_running: AtomicBool::new(false),
             acks_wanted: AtomicBool::new(false),
             ready_keys: ready::ReadyKeys::default(),
+            placements: ring::PlacementCache::default(),
         }))
     }
 
@@ -272,17 +275,31 @@ impl<M: MailboxAccess> Messenger<M> {
     /// The mailbox of `identity` for `epoch`, and the relays that keep it.
     fn placement(
         &self,
-        consensus: &VerifiedConsensus,
+        consensus: &Arc<VerifiedConsensus>,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
         let secs = consensus.params.epoch_secs.max(1);
-        let mailbox = ring::mailbox_id(identity, epoch, secs)?;
-        let replicas = ring_of(consensus, &mailbox, epoch, ring::REPLICAS);
+        let mailbox = self.placements.mailbox_id(identity, epoch, secs)?;
+        let replicas = self.ring_of(consensus, &mailbox, epoch, ring::REPLICAS);
         if replicas.is_empty() {
             return Err(MessengerError::NoMailboxes);
         }
         Ok((mailbox, replicas))
+    }
+
+    /// The first `n` relays after `mailbox` on `consensus`'s ring of `epoch`, laid out once
+    /// per consensus and epoch.
+    fn ring_of(
+        &self,
+        consensus: &Arc<VerifiedConsensus>,
+        mailbox: &MailboxId,
+        epoch: u64,
+        n: usize,
+    ) -> Vec<RelayId> {
+        self.placements
+            .ring(consensus, epoch, || ring_layout(consensus, epoch))
+            .replicas(mailbox, n)
     }
 
     /// The consensus before the last change of the mailbox ring, while the ring settles.
@@ -295,13 +312,14 @@ impl<M: MailboxAccess> Messenger<M> {
     /// that are not among them (best effort: an owner still on that consensus reads there).
     fn deposit_targets(
         &self,
-        consensus: &VerifiedConsensus,
+        consensus: &Arc<VerifiedConsensus>,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>, Vec<RelayId>), MessengerError> {
         let (mailbox, replicas) = self.placement(consensus, identity, epoch)?;
         let extra = match self.previous_consensus() {
-            Some(prev) => ring_of(&prev, &mailbox, epoch, ring::REPLICAS)
+            Some(prev) => self
+                .ring_of(&prev, &mailbox, epoch, ring::REPLICAS)
                 .into_iter()
                 .filter(|r| !replicas.contains(r))
                 .collect(),
@@ -316,7 +334,7 @@ impl<M: MailboxAccess> Messenger<M> {
     /// while the ring settles, the replicas the previous consensus named.
     fn bundle_targets(
         &self,
-        consensus: &VerifiedConsensus,
+        consensus: &Arc<VerifiedConsensus>,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
         self.read_targets(consensus, &self.me.public(), epoch)
@@ -328,19 +346,19 @@ impl<M: MailboxAccess> Messenger<M> {
     /// ring settles, the replicas the previous consensus named.
     fn read_targets(
         &self,
-        consensus: &VerifiedConsensus,
+        consensus: &Arc<VerifiedConsensus>,
         identity: &VerifyingKey,
         epoch: u64,
     ) -> Result<(MailboxId, Vec<RelayId>), MessengerError> {
         let (mailbox, _) = self.placement(consensus, identity, epoch)?;
-        let mut targets = ring_of(
+        let mut targets = self.ring_of(
             consensus,
             &mailbox,
             epoch,
             ring::REPLICAS + ring::READ_SLACK,
         );
         if let Some(prev) = self.previous_consensus() {
-            for r in ring_of(&prev, &mailbox, epoch, ring::REPLICAS) {
+            for r in self.ring_of(&prev, &mailbox, epoch, ring::REPLICAS) {
                 if !targets.contains(&r) {
                     targets.push(r);
                 }
@@ -411,13 +429,13 @@ impl<M: MailboxAccess> Messenger<M> {
     }
 }
 
-/// The first `n` relays after `mailbox` on `consensus`'s ring of `epoch` (laid out by its
-/// shared random value, `docs/spec.md` §9.2).
-fn ring_of(consensus: &Consensus, mailbox: &MailboxId, epoch: u64, n: usize) -> Vec<RelayId> {
+/// `consensus`'s ring of `epoch`: its Running mailbox relays, laid out by its shared random
+/// value (`docs/spec.md` §9.2).
+fn ring_layout(consensus: &Consensus, epoch: u64) -> ring::Ring {
     let relays = consensus
         .relays
         .iter()
         .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
         .map(|r| r.id);
-    ring::replicas(mailbox, &consensus.srv_for_epoch(epoch), epoch, relays, n)
+    ring::Ring::new(&consensus.srv_for_epoch(epoch), epoch, relays)
 }
