@@ -6,6 +6,13 @@ use std::time::Duration;
 /// Clock ticks per second in `/proc/*/stat` (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
+/// The CPU time this whole process (all its threads) has used so far, in nanoseconds' detail
+/// (`CLOCK_PROCESS_CPUTIME_ID`); `None` where the clock cannot be read.
+pub fn process_cpu() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
+    Some(Duration::from(t))
+}
+
 /// User plus system CPU time recorded in a `/proc/.../stat` file.
 pub fn cpu_time(stat: &Path) -> Option<Duration> {
     let text = std::fs::read_to_string(stat).ok()?;

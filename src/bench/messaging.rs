@@ -169,9 +169,43 @@ async fn type_to_bob(alice: &Messenger) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// One message's time from send to arrival, and the CPU time this whole process (every node
+/// of the test network) used meanwhile, where the process's CPU clock can be read.
+struct Sent {
+    latency: Duration,
+    cpu: Option<Duration>,
+}
+
+impl Sent {
+    /// The cores the process kept busy on average from send to arrival.
+    fn cores(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        Some(cpu.as_secs_f64() / self.latency.as_secs_f64().max(1e-9))
+    }
+}
+
+/// The median CPU time and the median of the cores kept busy over `sent`, as words for a
+/// figure's note (empty when the process's CPU clock could not be read).
+fn cpu_meanwhile(sent: &[Sent]) -> String {
+    let mut cpu: Vec<Duration> = sent.iter().filter_map(|s| s.cpu).collect();
+    let mut cores: Vec<f64> = sent.iter().filter_map(Sent::cores).collect();
+    if cpu.is_empty() {
+        return String::new();
+    }
+    cores.sort_by(f64::total_cmp);
+    let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "; from send to arrival this process, every node of the test network, used p50 \
+         {:.2} ms of CPU: {:.2} of the machine's {machine} cores busy (p50)",
+        ms(quantile(&mut cpu, 0.5)),
+        cores[(cores.len() - 1) / 2]
+    )
+}
+
 /// Sends one message from Alice to Bob now and waits for it: the time from send (the Enter
-/// key, when it was typed first) to arrival.
-async fn one_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError> {
+/// key, when it was typed first) to arrival, and the CPU the process used meanwhile.
+async fn one_message(pair: &mut Pair, text: &str) -> Result<Sent, BenchError> {
+    let cpu_before = super::cpu::process_cpu();
     let start = Instant::now();
     let sender = {
         let alice = pair.alice.clone();
@@ -179,6 +213,9 @@ async fn one_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError
         tokio::spawn(async move { alice.send("bob", &text, OnFailure::Fail).await })
     };
     let at = arrival(&mut pair.events, text).await?;
+    let cpu = super::cpu::process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     sender
         .await
         .map_err(BenchError::other)?
@@ -195,7 +232,10 @@ async fn one_message(pair: &mut Pair, text: &str) -> Result<Duration, BenchError
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     tokio::time::sleep(shallot_client::store::group::SCRUB_IDLE * 2).await;
-    Ok(at - start)
+    Ok(Sent {
+        latency: at - start,
+        cpu,
+    })
 }
 
 /// Waits (within a few seconds) until Alice's circuit manager has its circuits built ahead
@@ -217,19 +257,22 @@ pub async fn trace(
     recorder: &super::trace::Recorder,
     names: &std::collections::HashMap<String, String>,
     count: usize,
-) -> Result<Traced, BenchError> {
+) -> Result<(Traced, String), BenchError> {
     let mut pair = pair(net, scratch).await?;
     let mut runs = Vec::with_capacity(count);
+    let mut sent = Vec::with_capacity(count);
     for i in 0..count {
         settle(&pair.alice).await;
         type_to_bob(&pair.alice).await?;
         let start = Instant::now();
         recorder.start();
-        let latency = one_message(&mut pair, &format!("traced {i}")).await;
+        let one = one_message(&mut pair, &format!("traced {i}")).await;
         let steps = recorder.stop();
-        runs.push((latency?, start, steps));
+        let one = one?;
+        runs.push((one.latency, start, steps));
+        sent.push(one);
     }
-    Ok(Traced::of(runs, names))
+    Ok((Traced::of(runs, names), cpu_meanwhile(&sent)))
 }
 
 /// The figures.
@@ -243,9 +286,11 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
         // As from the chat, typed first; then as from the command line, with nothing ready.
         type_to_bob(&pair.alice).await?;
         typed.push(one_message(&mut pair, &format!("latency {i}")).await?);
-        cold.push(one_message(&mut pair, &format!("cold {i}")).await?);
+        cold.push(one_message(&mut pair, &format!("cold {i}")).await?.latency);
     }
     let wakes = probe.finish().await?;
+    let typed_cpu = cpu_meanwhile(&typed);
+    let mut typed: Vec<Duration> = typed.iter().map(|s| s.latency).collect();
     let p50 = quantile(&mut typed, 0.5);
     let p99 = quantile(&mut typed, 0.99);
     let cold50 = quantile(&mut cold, 0.5);
@@ -319,7 +364,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             ms(p50),
             "ms",
         )
-        .note("aim ≤ 1 ms; typed in the chat, which gets its 3 circuits and its message key ready meanwhile, then timed from Enter: sealing, 3 hops out, a durable commit on 3 mailboxes, 3 hops back (floor below); the sender's own commit runs beside the deposits"),
+        .note(format!("aim ≤ 1 ms; typed in the chat, which gets its 3 circuits and its message key ready meanwhile, then timed from Enter: sealing, 3 hops out, a durable commit on 3 mailboxes, 3 hops back (floor below); the sender's own commit runs beside the deposits{typed_cpu}")),
         Figure::new("message latency, send to arrival, p99", ms(p99), "ms").note(format!(
             "aim ≤ 5 ms; on its path one durable commit (the first of 3 mailboxes'), while the \
              3 mailboxes, the recipient and the sender's record and bookkeeping commit beside it \

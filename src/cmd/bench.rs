@@ -198,8 +198,8 @@ async fn network_figures(
                 } else {
                     let dir = scratch.join("trace");
                     let count = usize::from(args.messages);
-                    let traced = bench::messaging::trace(&net, &dir, recorder, &names, count).await?;
-                    (traced, "messages typed then sent one at a time (the chat gets their circuits ready while the user types), send to arrival".to_string())
+                    let (traced, cpu) = bench::messaging::trace(&net, &dir, recorder, &names, count).await?;
+                    (traced, format!("messages typed then sent one at a time (the chat gets their circuits ready while the user types){cpu}; send to arrival"))
                 };
                 print_trace(traced, &what);
                 return Ok(Vec::new());
