@@ -11,7 +11,7 @@
 //! also run to repair mailboxes as the ring changes.
 //!
 //! Both are worth keeping once computed ([`PlacementCache`]): blinding a key costs a
-//! scalar multiplication (about 60 µs), and laying out a ring one hash per mailbox relay and a
+//! scalar multiplication (58 µs here), and laying out a ring one hash per mailbox relay and a
 //! sort (about 2 ms at 10,000 relays), while every message sent needs both, twice (once when
 //! the user starts typing, once on Enter), and they change only with the epoch or the
 //! consensus.
@@ -54,15 +54,19 @@ pub fn mailbox_id(
 /// Mailbox ids kept by a [`PlacementCache`]; past this many the cache starts again empty.
 const MAX_MAILBOX_IDS: usize = 256;
 
-/// Rings kept by a [`PlacementCache`]: the current and the previous consensus (read while the
-/// ring settles), each for two epochs (the current and the next or last one).
+/// Rings kept by a [`PlacementCache`], the most recently used first: enough for the current
+/// and the previous consensus (read while the ring settles), each for two epochs (the current
+/// and the next or last one). The rare passes over many epochs (publishing the bundle a week
+/// ahead, draining a week of mailboxes) push these out, and the next send lays its ring out
+/// again, once.
 const MAX_RINGS: usize = 4;
 
 /// The mailbox ids and rings computed so far, so that each is computed once per epoch and
 /// consensus. A ring is kept for one consensus by identity, not by content: `C` is the
 /// consensus type, and a ring is found again only for the very `Arc` it was laid out from (a
 /// `Weak` to it is held, so the allocation cannot be reused by another while the entry lives).
-/// Bounded: at most [`MAX_MAILBOX_IDS`] ids and [`MAX_RINGS`] rings.
+/// So each new consensus lays out its rings again, even when they did not change: once an
+/// hour. Bounded: at most [`MAX_MAILBOX_IDS`] ids and [`MAX_RINGS`] rings.
 pub struct PlacementCache<C> {
     mailboxes: Mutex<HashMap<MailboxKey, MailboxId>>,
     rings: Mutex<VecDeque<RingEntry<C>>>,
@@ -107,10 +111,21 @@ impl<C> PlacementCache<C> {
     /// The ring of `epoch` laid out from `consensus`: the one `layout` made for this very
     /// consensus and epoch before, or a new one from `layout` (run without the cache's lock).
     pub fn ring(&self, consensus: &Arc<C>, epoch: u64, layout: impl FnOnce() -> Ring) -> Arc<Ring> {
+        // Comparing addresses is sound: the entry's `Weak` keeps its consensus's allocation,
+        // so no other consensus can be at that address while the entry lives.
         let same =
             |c: &Weak<C>, e: u64| e == epoch && std::ptr::eq(c.as_ptr(), Arc::as_ptr(consensus));
-        if let Some((_, _, ring)) = lock(&self.rings).iter().find(|(c, e, _)| same(c, *e)) {
-            return ring.clone();
+        {
+            let mut rings = lock(&self.rings);
+            if let Some(i) = rings.iter().position(|(c, e, _)| same(c, *e)) {
+                // The most recently used goes first, so the last used is the first pushed out.
+                let hit = rings.remove(i);
+                if let Some(entry) = hit {
+                    let ring = entry.2.clone();
+                    rings.push_front(entry);
+                    return ring;
+                }
+            }
         }
         let ring = Arc::new(layout());
         let mut rings = lock(&self.rings);
@@ -169,19 +184,25 @@ mod tests {
     #[test]
     fn the_cache_gives_what_it_would_compute() {
         let cache: PlacementCache<u8> = PlacementCache::default();
-        let id = shallot_crypto::keys::IdentityKeypair::generate(&mut rand::thread_rng()).public();
+        let mut rng = rand::thread_rng();
+        let id = shallot_crypto::keys::IdentityKeypair::generate(&mut rng).public();
+        let other = shallot_crypto::keys::IdentityKeypair::generate(&mut rng).public();
         for epoch in [1, 2, 1] {
             assert_eq!(
                 cache.mailbox_id(&id, epoch, 86400).unwrap(),
                 mailbox_id(&id, epoch, 86400).unwrap()
             );
         }
+        // Each identity has its own: one in the cache is not given for another.
+        let theirs = cache.mailbox_id(&other, 1, 86400).unwrap();
+        assert_eq!(theirs, mailbox_id(&other, 1, 86400).unwrap());
+        assert_ne!(theirs, cache.mailbox_id(&id, 1, 86400).unwrap());
         // The epoch length is part of the key.
         assert_eq!(
             cache.mailbox_id(&id, 1, 3600).unwrap(),
             mailbox_id(&id, 1, 3600).unwrap()
         );
-        assert_eq!(lock(&cache.mailboxes).len(), 3);
+        assert_eq!(lock(&cache.mailboxes).len(), 4);
         // Bounded: past the limit it starts again.
         for epoch in 10..10 + MAX_MAILBOX_IDS as u64 {
             cache.mailbox_id(&id, epoch, 86400).unwrap();
@@ -193,18 +214,22 @@ mod tests {
     fn a_ring_is_laid_out_once_per_consensus_and_epoch() {
         let cache: PlacementCache<Vec<RelayId>> = PlacementCache::default();
         let laid = std::cell::Cell::new(0);
+        let m = MailboxId([7; 32]);
+        // Each ring the cache gives must be the one laid out afresh from the same relays.
         let ring = |c: &Arc<Vec<RelayId>>, epoch: u64| {
-            cache.ring(c, epoch, || {
+            let got = cache.ring(c, epoch, || {
                 laid.set(laid.get() + 1);
                 Ring::new(&SRV, epoch, c.iter().copied())
-            })
+            });
+            assert_eq!(
+                got.replicas(&m, 3),
+                replicas(&m, &SRV, epoch, c.to_vec(), 3),
+                "the ring of epoch {epoch} for {} relays",
+                c.len()
+            );
         };
         let a = Arc::new(relays(10));
-        let m = MailboxId([7; 32]);
-        assert_eq!(
-            ring(&a, E).replicas(&m, 3),
-            replicas(&m, &SRV, E, relays(10), 3)
-        );
+        ring(&a, E);
         ring(&a, E);
         assert_eq!(laid.get(), 1, "the same consensus and epoch: laid out once");
         ring(&a, E + 1);
@@ -212,20 +237,27 @@ mod tests {
         // Another consensus, even with the same relays, is laid out anew: the cache goes by
         // the consensus held, not by what it lists.
         let b = Arc::new(relays(5));
-        assert_eq!(
-            ring(&b, E).replicas(&m, 3),
-            replicas(&m, &SRV, E, relays(5), 3)
-        );
+        ring(&b, E);
         let same_content = Arc::new(relays(10));
         ring(&same_content, E);
         assert_eq!(laid.get(), 4);
-        // A consensus nobody holds any more leaves the cache at the next layout.
+        // A consensus nobody holds any more leaves the cache at the next layout, and one made
+        // after it (perhaps at its address) gets a ring of its own.
         drop(b);
         let c = Arc::new(relays(3));
         ring(&c, E);
+        assert_eq!(laid.get(), 5);
         assert!(lock(&cache.rings)
             .iter()
             .all(|(held, _, _)| held.strong_count() > 0));
+        // The most recently used stays: `a`'s ring of E, used again, outlives three others.
+        ring(&a, E);
+        let before = laid.get();
+        for epoch in [E + 10, E + 11, E + 12] {
+            ring(&c, epoch);
+        }
+        ring(&a, E);
+        assert_eq!(laid.get(), before + 3, "a's ring of E was kept");
         // Bounded.
         for epoch in 0..10 {
             ring(&a, epoch);

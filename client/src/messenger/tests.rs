@@ -1307,3 +1307,35 @@ async fn a_sender_lacking_the_three_relays_nearest_the_mailbox_finds_the_bundle_
     assert!(alice.previous_consensus().is_none());
     meet(&alice, &bob).await;
 }
+
+#[tokio::test]
+async fn a_running_messenger_places_mailboxes_by_each_new_consensus() {
+    // The placement cache keeps rings per consensus: a consensus installed while the
+    // messenger runs (a refresh) must move the replicas at once, and the one it replaced
+    // must still give its own ring while the ring settles.
+    let (mut w, all) = ring_world();
+    let bob = w.store("bob");
+    let order = ring_order(&bob, &all);
+    let bob = w.user_of(bob, all.clone(), None);
+    assert_eq!(w.replicas_of(&bob), order[..3].to_vec(), "cache warmed");
+    let fewer = without(&all, &order[..2]);
+    bob.netdir().install(shallot_net::testing::consensus(
+        fewer.clone(),
+        T0 - 50,
+        T0 + 3600,
+        T0 + 30 * 86_400,
+    ));
+    let now = ring_order(&bob.store(), &fewer)[..3].to_vec();
+    assert_eq!(w.replicas_of(&bob), now, "the new consensus's replicas");
+    assert!(!now.contains(&order[0]) && !now.contains(&order[1]));
+    let previous = bob
+        .previous_consensus()
+        .expect("the ring changed, so it settles");
+    let epoch = ring::epoch_of(T0, previous.params.epoch_secs);
+    let mailbox = ring::mailbox_id(&bob.me.public(), epoch, previous.params.epoch_secs).unwrap();
+    assert_eq!(
+        bob.ring_of(&previous, &mailbox, epoch, 3),
+        order[..3].to_vec(),
+        "the replaced consensus keeps its ring"
+    );
+}
