@@ -31,8 +31,8 @@
 //!    and `seal_for` starts an X3DH session from it.
 //! 2. **Placed.** `Messenger::deposit_everywhere` finds Bob's mailbox for this epoch and the
 //!    relays that keep it (`Messenger::placement`: [`ring::mailbox_id`], Bob's identity key
-//!    blinded for the epoch, and [`ring::replicas`], the three Mailbox relays after it on the
-//!    ring).
+//!    blinded for the epoch, and the three Mailbox relays after it on the ring, each computed
+//!    once per epoch and consensus by [`ring::PlacementCache`]).
 //! 3. **Carried.** For each replica at once, each within its own deadline
 //!    (`Messenger::on_replica`), `Messenger::link` asks the [`mailbox::MailboxAccess`] for a
 //!    deposit handle ([`mailbox::Isolation::Deposit`]): [`mailbox::CircuitMailboxes`] gets a

@@ -35,7 +35,7 @@ use shallot_directory::network::NetworkFile;
 use shallot_directory::VerifiedConsensus;
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
-use shallot_proto::dir::{Consensus, Flags};
+use shallot_proto::dir::Consensus;
 use shallot_proto::mailbox::MailboxId;
 use shallot_rt::{lock, SystemClock, WallClock};
 use std::future::Future;
@@ -298,7 +298,9 @@ impl<M: MailboxAccess> Messenger<M> {
         n: usize,
     ) -> Vec<RelayId> {
         self.placements
-            .ring(consensus, epoch, || ring_layout(consensus, epoch))
+            .ring(consensus, epoch, || {
+                ring::Ring::of_consensus(consensus, epoch)
+            })
             .replicas(mailbox, n)
     }
 
@@ -427,15 +429,4 @@ impl<M: MailboxAccess> Messenger<M> {
     pub async fn open_links(&self) -> usize {
         self.mailboxes.open_links().await
     }
-}
-
-/// `consensus`'s ring of `epoch`: its Running mailbox relays, laid out by its shared random
-/// value (`docs/spec.md` §9.2).
-fn ring_layout(consensus: &Consensus, epoch: u64) -> ring::Ring {
-    let relays = consensus
-        .relays
-        .iter()
-        .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
-        .map(|r| r.id);
-    ring::Ring::new(&consensus.srv_for_epoch(epoch), epoch, relays)
 }

@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 use shallot_crypto::keys::RelayId;
 
+use crate::dir::{Consensus, Flags};
 use crate::mailbox::MailboxId;
 
 /// Relays that keep each mailbox and answer its deposits and fetches.
@@ -61,6 +62,17 @@ impl Ring {
             .collect();
         points.sort();
         Ring { points, members }
+    }
+
+    /// The ring of `epoch` that `consensus` lays out: its Running relays with the Mailbox
+    /// flag, placed by its shared random value for `epoch`.
+    pub fn of_consensus(consensus: &Consensus, epoch: u64) -> Self {
+        let relays = consensus
+            .relays
+            .iter()
+            .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
+            .map(|r| r.id);
+        Ring::new(&consensus.srv_for_epoch(epoch), epoch, relays)
     }
 
     /// How many relays sit on the ring.

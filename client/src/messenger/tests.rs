@@ -1228,7 +1228,7 @@ fn ring_order(store: &Store, relays: &[RelayEntry]) -> Vec<RelayId> {
     let epoch = ring::epoch_of(T0, c.params.epoch_secs);
     let key = store.identity().unwrap().public();
     let mailbox = ring::mailbox_id(&key, epoch, c.params.epoch_secs).unwrap();
-    ring_layout(&c, epoch).replicas(&mailbox, relays.len())
+    ring::Ring::of_consensus(&c, epoch).replicas(&mailbox, relays.len())
 }
 
 async fn meet(alice: &User, bob: &User) {

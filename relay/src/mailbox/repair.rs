@@ -71,16 +71,6 @@ pub(crate) struct RoundReport {
     pub(crate) pushed: usize,
 }
 
-/// The ring of `epoch` in `consensus`: its Running relays with the Mailbox flag.
-pub(crate) fn ring_of(consensus: &Consensus, epoch: u64) -> Ring {
-    let relays = consensus
-        .relays
-        .iter()
-        .filter(|r| r.flags.contains(Flags::MAILBOX | Flags::RUNNING))
-        .map(|r| r.id);
-    Ring::new(&consensus.srv_for_epoch(epoch), epoch, relays)
-}
-
 /// The relays on `consensus`'s rings: its Running relays with the Mailbox flag.
 fn mailbox_relays(consensus: &Consensus) -> std::collections::BTreeSet<RelayId> {
     consensus
@@ -177,7 +167,7 @@ impl Repairer {
             let epoch = epoch_of(h, consensus.params.epoch_secs);
             let ring = rings
                 .entry(epoch)
-                .or_insert_with(|| ring_of(consensus, epoch));
+                .or_insert_with(|| Ring::of_consensus(consensus, epoch));
             let peers = match repair::duty(&self.me, ring, &h.mailbox, |_| false) {
                 Duty::Keep { peers } => peers,
                 Duty::HandOver { to } => to,
@@ -259,8 +249,10 @@ impl Repairer {
         };
         let mut transfers: Vec<Transfer> = std::mem::take(&mut *lock(&self.owed));
         for (epoch, held) in by_epoch(holdings, new.params.epoch_secs) {
-            let before = old.map(|c| ring_of(c, epoch)).unwrap_or_default();
-            let after = ring_of(new, epoch);
+            let before = old
+                .map(|c| Ring::of_consensus(c, epoch))
+                .unwrap_or_default();
+            let after = Ring::of_consensus(new, epoch);
             // Every holder sends to newcomers at once, not waiting for the anti-entropy
             // round that follows (which a budget may cut short), §9.6.
             let plan = repair::plan(&self.me, &before, &after, &held, Senders::Every, |_| false);
@@ -287,7 +279,7 @@ impl Repairer {
             let holdings = self.store.holdings(unix_now()).await.unwrap_or_default();
             let mut transfers = Vec::new();
             for (epoch, held) in by_epoch(holdings, consensus.params.epoch_secs) {
-                let ring = ring_of(&consensus, epoch);
+                let ring = Ring::of_consensus(&consensus, epoch);
                 for h in held {
                     for to in repair::leaving(&self.me, &ring, &h.mailbox, |_| false) {
                         transfers.push(Transfer {
