@@ -1338,4 +1338,32 @@ async fn a_running_messenger_places_mailboxes_by_each_new_consensus() {
         order[..3].to_vec(),
         "the replaced consensus keeps its ring"
     );
+    // Past an epoch boundary, with a consensus each hour: each hour's replicas are those of
+    // its own consensus and the new epoch's mailbox, never a ring kept from before.
+    for hour in 1..=30u64 {
+        w.advance(3600);
+        // A relay leaves and one comes back each hour, so that the ring keeps changing.
+        let relays = if hour % 2 == 1 {
+            without(&all, &[order[(hour as usize) % all.len()]])
+        } else {
+            all.clone()
+        };
+        let now = T0 + hour * 3600;
+        let c = shallot_net::testing::consensus(
+            relays.clone(),
+            now - 50,
+            now + 3600,
+            now + 30 * 86_400,
+        );
+        bob.netdir().install(c);
+        let held = bob.netdir().consensus().unwrap();
+        let epoch = ring::epoch_of(now, held.params.epoch_secs);
+        let mailbox = ring::mailbox_id(&bob.me.public(), epoch, held.params.epoch_secs).unwrap();
+        assert_eq!(
+            w.replicas_of(&bob),
+            ring::Ring::of_consensus(&held, epoch).replicas(&mailbox, 3),
+            "hour {hour}, epoch {epoch}"
+        );
+    }
+    assert!(ring::epoch_of(T0 + 30 * 3600, 86_400) > ring::epoch_of(T0, 86_400));
 }
