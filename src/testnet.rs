@@ -41,6 +41,9 @@ pub struct TestnetOptions {
     pub binary: Option<PathBuf>,
     /// The voting interval, seconds.
     pub voting_interval_secs: u64,
+    /// How often each authority measures each relay, seconds (`None`: every voting
+    /// interval, the parameter's default).
+    pub scan_interval_secs: Option<u64>,
     /// The mailbox epoch, seconds.
     pub epoch_secs: u64,
     /// The first second octet used: authorities get 127.<first>.0.1 onward, relays after.
@@ -72,6 +75,7 @@ impl TestnetOptions {
             processes: false,
             binary: None,
             voting_interval_secs: 3,
+            scan_interval_secs: None,
             epoch_secs: 86_400,
             first_octet: 1,
             mailbox_quota: None,
@@ -176,6 +180,7 @@ fn free_port(ip: IpAddr) -> Result<SocketAddr, TestnetError> {
 fn params(options: &TestnetOptions) -> NetworkParams {
     NetworkParams {
         voting_interval_secs: options.voting_interval_secs,
+        scan_interval_secs: options.scan_interval_secs,
         epoch_secs: options.epoch_secs,
         ..NetworkParams::test_network_preset()
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_authority::scanner::{measure, pick_helper, ScanError, CHUNK};
+use shallot_crypto::hex;
 use shallot_directory::fetch::fetch_consensus;
 use shallot_proto::dir::{Consensus, Flags, Vote};
 
@@ -72,12 +73,29 @@ async fn measured_round(net: &Testnet, limit: Duration) -> (Consensus, Vec<Vote>
     }
 }
 
+/// Each vote's measurement of each relay, by authority and relay.
+fn figures(votes: &[Vote]) -> std::collections::BTreeMap<(String, String), Option<u64>> {
+    votes
+        .iter()
+        .flat_map(|v| {
+            v.relays.iter().map(|e| {
+                (
+                    (hex::encode(v.authority.as_bytes()), e.id.to_string()),
+                    e.measured,
+                )
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn the_scanner_measures_through_two_hops_and_its_figures_are_voted() {
     rt().block_on(async {
         let mut options = TestnetOptions::new(scratch("directory-scanner"));
         options.relays = 4;
         options.first_octet = 190;
+        // Each relay measured once an hour, as on a production network, under 3-s periods.
+        options.scan_interval_secs = Some(3600);
         let net = Testnet::start(options).await.unwrap();
         let c = net.wait_ready(Duration::from_secs(90)).await.unwrap();
 
@@ -140,6 +158,25 @@ fn the_scanner_measures_through_two_hops_and_its_figures_are_voted() {
                 r.bandwidth
             );
         }
+
+        // Measured once an hour: three periods later every vote carries the very figures of
+        // that round, where a scan every period would have timed each relay again (a rate is
+        // bytes over milliseconds of a loopback transfer, which differ from one to the next).
+        let first = figures(&votes);
+        assert_eq!(first.len(), 3 * c.relays.len());
+        let later = c.valid_after + 3 * net.options().voting_interval_secs;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let again = loop {
+            let (c2, votes) = measured_round(&net, Duration::from_secs(60)).await;
+            if c2.valid_after >= later {
+                break figures(&votes);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no consensus after {later}"
+            );
+        };
+        assert_eq!(again, first, "a relay was measured again within its hour");
         net.stop().await;
     });
 }

@@ -74,6 +74,16 @@ impl Measurements {
         }
     }
 
+    /// Whether the scanner should measure `relay` in a round that ends (is due to be followed
+    /// by the next) at `by`, when each relay is measured every `every` seconds: it has no
+    /// measurement, or its last was taken at least `every` before `by`. With `every` the
+    /// voting interval, a relay measured in an earlier round is always due.
+    pub fn scan_due(&self, relay: &RelayId, by: u64, every: u64) -> bool {
+        self.latest
+            .get(relay)
+            .is_none_or(|(at, _)| at.saturating_add(every) <= by)
+    }
+
     /// Forgets a relay (its descriptor was dropped).
     pub fn forget(&mut self, relay: &RelayId) {
         self.latest.remove(relay);
@@ -103,6 +113,23 @@ impl MeasurementSource for Measurements {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relay_is_scanned_again_once_its_scan_interval_has_passed() {
+        let mut m = Measurements::new(3 * 3600);
+        let r = RelayId([4; 20]);
+        assert!(m.scan_due(&r, 1003, 3), "never measured");
+        m.record(r, 1001, 5_000_000);
+        // Scanned every voting interval (3 s): the next round, ending at 1006, takes it.
+        assert!(!m.scan_due(&r, 1003, 3), "measured in this very round");
+        assert!(m.scan_due(&r, 1006, 3));
+        // Scanned hourly under 3-s rounds: not before the round ending an hour after.
+        assert!(!m.scan_due(&r, 1006, 3600));
+        assert!(!m.scan_due(&r, 4600, 3600));
+        assert!(m.scan_due(&r, 4601, 3600));
+        // Meanwhile the measurement stays fresh for the vote.
+        assert_eq!(m.measured(&r, 4601), Some(5_000_000));
+    }
 
     #[test]
     fn a_probe_times_a_transfer_only_once_its_last_figure_is_stale() {

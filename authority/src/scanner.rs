@@ -160,8 +160,9 @@ pub async fn measure(
     })
 }
 
-/// Measures every Running relay of the consensus this authority serves, one at a time, once
-/// per voting interval (a round that takes longer is followed at once by the next), and
+/// Measures the Running relays of the consensus this authority serves, one at a time, in
+/// rounds that start every voting interval (a round that takes longer is followed at once by
+/// the next), each relay once every `scan_interval_secs` (by default every round), and
 /// records each rate. Does nothing when `probe_transfer_blocks` is 0.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let params = &shared.network.params;
@@ -171,24 +172,39 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
     let interval = Duration::from_secs(params.voting_interval_secs.max(1));
     let per_hop = Duration::from_secs(params.reachability_timeout_secs.max(1));
+    let every = params.scan_interval();
     loop {
         let started = tokio::time::Instant::now();
+        let ends = now_secs().saturating_add(params.voting_interval_secs);
         let consensus = shared
             .state()
             .serving(now_secs())
             .map(|r| r.consensus.clone());
         if let Some(c) = consensus {
-            scan_round(&shared, &c, bytes, per_hop).await;
+            scan_round(&shared, &c, bytes, per_hop, (ends, every)).await;
         }
         tokio::time::sleep_until(started + interval).await;
     }
 }
 
-/// One pass over the Running relays of `c` this authority holds a descriptor for.
-async fn scan_round(shared: &Shared, c: &Consensus, bytes: u64, per_hop: Duration) {
+/// One pass over the Running relays of `c` this authority holds a descriptor for and whose
+/// measurement is due in a round ending at `due.0` when each is measured every `due.1`
+/// seconds ([`crate::bandwidth::Measurements::scan_due`]).
+async fn scan_round(
+    shared: &Shared,
+    c: &Consensus,
+    bytes: u64,
+    per_hop: Duration,
+    (ends, every): (u64, u64),
+) {
     for target in c.relays.iter().filter(|r| r.flags.contains(Flags::RUNNING)) {
-        if !shared.state().descriptors.contains_key(&target.id) {
-            continue;
+        {
+            let state = shared.state();
+            if !state.descriptors.contains_key(&target.id)
+                || !state.measurements.scan_due(&target.id, ends, every)
+            {
+                continue;
+            }
         }
         let Some(helper) = pick_helper(c, target) else {
             tracing::debug!("no helper to measure {} through", target.nickname);

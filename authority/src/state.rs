@@ -221,7 +221,7 @@ impl State {
             index: Index::default(),
             by_digest: HashMap::new(),
             relays: BTreeMap::new(),
-            measurements: Measurements::new(3 * params.voting_interval_secs),
+            measurements: Measurements::new(3 * params.scan_interval()),
             votes: BTreeMap::new(),
             conflicts: BTreeMap::new(),
             frozen: BTreeSet::new(),

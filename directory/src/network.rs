@@ -28,6 +28,9 @@ use shallot_proto::dir::lines::parse_key;
 use shallot_proto::dir::ConsensusParams;
 use thiserror::Error;
 
+/// The longest `scan_interval_secs` allowed: a week, as for the voting interval.
+pub const MAX_SCAN_INTERVAL_SECS: u64 = 7 * 86_400;
+
 /// Why a network file could not be used.
 #[derive(Debug, Error)]
 pub enum NetworkError {
@@ -142,6 +145,9 @@ pub struct NetworkParams {
     /// Blocks of 514 bytes a relay sends after answering a probe, timed to measure it
     /// (0: no measurement).
     pub probe_transfer_blocks: u64,
+    /// How often each authority measures each relay, seconds (`docs/spec.md` §5.7); `None`
+    /// (left out): every voting interval. At least the voting interval.
+    pub scan_interval_secs: Option<u64>,
     /// The consensus weight of a relay no authority measured: its declared bandwidth, capped
     /// at this many bytes per second.
     pub unmeasured_weight_cap: u64,
@@ -181,6 +187,7 @@ impl Default for NetworkParams {
             reserved_relay_connections: 64,
             max_concurrent_probes: 16,
             probe_transfer_blocks: 256,
+            scan_interval_secs: None,
             unmeasured_weight_cap: 20_480,
             max_relay_share_ppm: 50_000,
             test_network: false,
@@ -325,6 +332,15 @@ impl NetworkParams {
                 shallot_proto::dir::probe::MAX_TRANSFER_BLOCKS
             ));
         }
+        if let Some(s) = self.scan_interval_secs {
+            if s < self.voting_interval_secs || s > MAX_SCAN_INTERVAL_SECS {
+                return Err(format!(
+                    "params.scan_interval_secs ({s}) must be at least voting_interval_secs \
+                     ({}) and at most {MAX_SCAN_INTERVAL_SECS} (docs/spec.md §5.7)",
+                    self.voting_interval_secs
+                ));
+            }
+        }
         let reserved = self
             .reserved_authority_connections
             .saturating_add(self.reserved_fetch_connections)
@@ -337,6 +353,14 @@ impl NetworkParams {
             );
         }
         Ok(())
+    }
+
+    /// How often each authority measures each relay, seconds: `scan_interval_secs`, or the
+    /// voting interval when it is left out (never less than the voting interval).
+    pub fn scan_interval(&self) -> u64 {
+        self.scan_interval_secs
+            .unwrap_or(self.voting_interval_secs)
+            .max(self.voting_interval_secs)
     }
 
     /// The length of the initial phase's rounds, seconds: `initial_voting_interval_secs`, or
@@ -515,6 +539,9 @@ impl NetworkFile {
             )),
             (None, false) => {}
         }
+        if let Some(s) = p.scan_interval_secs {
+            out.push_str(&format!("scan_interval_secs = {s}\n"));
+        }
         lines!(
             descriptor_max_age_secs,
             reachability_timeout_secs,
@@ -610,6 +637,13 @@ mod tests {
         test.params.max_descriptors = 7;
         assert!(test.to_toml().contains("test_network = true\n"));
         assert_eq!(parse(&test.to_toml()).unwrap(), test);
+        // The scan interval: the voting interval when left out, written out when set.
+        assert_eq!(net.params.scan_interval(), 400);
+        assert!(!net.to_toml().contains("scan_interval_secs"));
+        let mut paced = test.clone();
+        paced.params.scan_interval_secs = Some(3600);
+        assert_eq!(paced.params.scan_interval(), 3600);
+        assert_eq!(parse(&paced.to_toml()).unwrap(), paced);
         assert_eq!(net.authority(&net.authorities[1].key).unwrap().name, "b");
     }
 
@@ -742,6 +776,15 @@ mod tests {
             (
                 entry("a", "127.0.0.1:1", &k) + "[params]\nmax_unproven_secs = 0\n",
                 "max_unproven_secs",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k)
+                    + "[params]\nvoting_interval_secs = 600\nscan_interval_secs = 599\n",
+                "params.scan_interval_secs (599) must be at least voting_interval_secs (600)",
+            ),
+            (
+                entry("a", "127.0.0.1:1", &k) + "[params]\nscan_interval_secs = 604801\n",
+                "at most 604800",
             ),
             ("[[authority]]\nname = \"a\"\n".to_string(), "missing field"),
             // Issue 10, finding I: a request may not take an eighth of the interval.

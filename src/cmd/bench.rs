@@ -171,6 +171,7 @@ async fn network_figures(
         // second sustained), and every relay past 200 deposits a second, so the figures would
         // measure the puzzle, not the network (`docs/spec.md` §9.7).
         options.admission = Some(bench::messaging::unlimited_deposits());
+        options.scan_interval_secs = Some(bench::PRODUCTION_SCAN_INTERVAL_SECS);
         let started = std::time::Instant::now();
         let net = Testnet::start(options).await?;
         let result = async {
@@ -305,6 +306,7 @@ async fn mailbox_figures(scratch: &std::path::Path) -> Result<Vec<Figure>, Bench
     options.admission = Some(bench::messaging::unlimited_deposits());
     options.mailbox_circuit_limits = Some(bench::deposits::unlimited_circuits());
     options.mailbox_quota = Some(1_000_000);
+    options.scan_interval_secs = Some(bench::PRODUCTION_SCAN_INTERVAL_SECS);
     let net = Testnet::start(options).await?;
     let result = async {
         net.wait_ready(Duration::from_secs(60)).await?;
