@@ -9,7 +9,7 @@ use shallot_proto::dir::{Flags, RelayDescriptor, Vote, VoteEntry};
 
 use super::bandwidth::MeasurementSource;
 use super::state::{RelayRecord, State};
-use shallot_directory::compute::Period;
+use shallot_directory::compute::{rounded_measurement, Period};
 use shallot_directory::network::NetworkParams;
 
 /// The shared-random fields of a vote.
@@ -123,8 +123,9 @@ fn entry_for(
     let running = rec.last_probe.is_some_and(|probe| {
         probe.proves(d) && probe.at.saturating_add(2 * p.voting_interval_secs) >= now
     });
+    // Rounded as published: the digits past the second are measurement noise (§5.7).
     let measured = if running {
-        source.measured(id, now)
+        source.measured(id, now).map(rounded_measurement)
     } else {
         None
     };
@@ -267,6 +268,10 @@ mod tests {
         let e = vote(&s, t0 + 100, &slow);
         assert_eq!(e.measured, Some(50));
         assert!(!e.flags.contains(Flags::FAST) && !e.flags.contains(Flags::GUARD));
+        // The vote carries a measurement to two significant figures.
+        let mut noisy = Measurements::new(100);
+        noisy.record(a.id, t0 + 100, 1_234_567);
+        assert_eq!(vote(&s, t0 + 100, &noisy).measured, Some(1_200_000));
         let pr = probe(&s, &a.id, t0 + 101, false);
         s.record_probe(&a.id, pr, None);
         assert_eq!(vote(&s, t0 + 101, &none).flags, Flags::VALID | Flags::FAST);

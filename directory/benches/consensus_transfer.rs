@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
 use shallot_directory::compress::{compress, compress_diff, decompress_capped, DIFF_LEVEL, LEVEL};
-use shallot_directory::compute::steady_weight;
+use shallot_directory::compute::{rounded_measurement, steady_weight};
 use shallot_proto::dir::diff::{apply_diff, consensus_diff};
 use shallot_proto::dir::{
     Consensus, ConsensusParams, Flags, RelayEntry, SharedRandom, MAX_CONSENSUS_LEN,
@@ -66,8 +66,8 @@ fn relay(rng: &mut StdRng, relays: &[RelayId]) -> RelayEntry {
         nickname,
         identity: key.public(),
         address: SocketAddr::from((ip, port)),
-        // Log-uniform from 10 kB/s to 100 MB/s.
-        bandwidth: 10f64.powf(rng.gen_range(4.0..8.0)) as u64,
+        // Log-uniform from 10 kB/s to 100 MB/s, as votes give it (two significant figures).
+        bandwidth: rounded_measurement(10f64.powf(rng.gen_range(4.0..8.0)) as u64),
         ntor_key: rng.gen(),
         link_key: rng.gen(),
         flags,
@@ -107,7 +107,8 @@ fn consensus(valid_after: u64, mut relays: Vec<RelayEntry>, keys: &[IdentityKeyp
 /// The next hour's relays. Modelled: 2 % churn (1 % of relays leave, as many new ones join);
 /// every relay republishes its descriptor (relays publish hourly), which changes nothing in
 /// its entry, since entries carry no published time (`docs/spec.md` §5.4); a share `reweighed`
-/// of relays gets a new measured weight (±20 %); 2 % have one of Fast, Stable or Guard flip;
+/// of relays gets a new measured weight (±20 %, to two significant figures as votes give it);
+/// 2 % have one of Fast, Stable or Guard flip;
 /// 0.6 % rotate their onion key (a weekly rotation). With `steady`, a new measurement within
 /// 20 % of the published weight leaves it in place, as the authorities compute it
 /// ([`steady_weight`], `docs/spec.md` §5.7); without, every new measurement is published.
@@ -125,7 +126,8 @@ fn next_hour(
         }
         let mut r = r.clone();
         if rng.gen_bool(reweighed) {
-            let measured = (r.bandwidth as f64 * rng.gen_range(0.8..1.2)) as u64;
+            let measured =
+                rounded_measurement((r.bandwidth as f64 * rng.gen_range(0.8..1.2)) as u64);
             r.bandwidth = match steady {
                 true => steady_weight(Some(r.bandwidth), measured, u64::MAX),
                 false => measured,

@@ -65,6 +65,25 @@ pub fn steady_weight(base: Option<u64>, computed: u64, declared: u64) -> u64 {
     }
 }
 
+/// Significant figures a vote gives a measurement ([`rounded_measurement`]).
+pub const MEASUREMENT_FIGURES: u32 = 2;
+
+/// A measurement as a vote carries it (`docs/spec.md` §5.7): rounded to the nearest value with
+/// [`MEASUREMENT_FIGURES`] significant figures (values under 100 are kept whole), at most 5 %
+/// from the figure measured. Tor's bandwidth scanner rounds the same way (sbws, 2 significant
+/// figures), and for the same reason: measurements of one relay differ by tens of percent
+/// between runs and between authorities, so the digits past the second are noise, and every
+/// one of them that changes puts the relay's entry in the next consensus diff.
+pub fn rounded_measurement(value: u64) -> u64 {
+    let keep = 10u64.pow(MEASUREMENT_FIGURES);
+    let mut unit: u64 = 1;
+    while value / unit >= keep {
+        unit *= 10;
+    }
+    let rounded = (u128::from(value) + u128::from(unit / 2)) / u128::from(unit) * u128::from(unit);
+    u64::try_from(rounded).unwrap_or(value / unit * unit)
+}
+
 /// Flags a relay loses with Running under the Sybil limit, since each presumes it.
 pub(crate) const NEEDS_RUNNING: Flags = Flags::from_bits(
     Flags::RUNNING.bits() | Flags::GUARD.bits() | Flags::STABLE.bits() | Flags::MAILBOX.bits(),

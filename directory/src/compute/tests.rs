@@ -239,6 +239,36 @@ fn steady_weight_keeps_the_base_within_its_band_only() {
     assert_eq!(steady_weight(Some(u64::MAX), u64::MAX, u64::MAX), u64::MAX);
 }
 
+#[test]
+fn a_vote_gives_a_measurement_two_significant_figures() {
+    for (measured, voted) in [
+        (0, 0),
+        (7, 7),
+        (99, 99),
+        (100, 100),
+        (104, 100),
+        (105, 110),
+        (149, 150),
+        (994, 990),
+        (995, 1000),
+        (1_234_567, 1_200_000),
+        (8_773_333, 8_800_000),
+        (u64::MAX, 18_000_000_000_000_000_000),
+    ] {
+        assert_eq!(rounded_measurement(measured), voted, "{measured}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_rounded_measurement_is_within_5_percent_and_stays_put(v in any::<u64>()) {
+        let r = rounded_measurement(v);
+        prop_assert!(u128::from(r.abs_diff(v)) * 100 <= u128::from(v) * 5, "{} -> {}", v, r);
+        prop_assert_eq!(rounded_measurement(r), r);
+        prop_assert!(rounded_measurement(v.saturating_add(1)) >= r);
+    }
+}
+
 /// The base consensus keeps a measured weight steady against noise, but cannot carry rogues
 /// further than 20 % above the weight the measurements give, nor steady an unmeasured one.
 #[test]
