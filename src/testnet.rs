@@ -490,6 +490,14 @@ impl Testnet {
             .sum()
     }
 
+    /// The in-process handle of authority `i` (0-based), if it runs in this process.
+    pub fn authority(&self, i: usize) -> Option<&shallot_authority::AuthorityHandle> {
+        match self.authorities.get(i) {
+            Some((_, Node::Authority(h))) => Some(h),
+            _ => None,
+        }
+    }
+
     /// The in-process handle of relay `i` (0-based), if it runs in this process.
     pub fn relay(&self, i: usize) -> Option<&RelayHandle> {
         match self.relays.get(i) {

@@ -159,14 +159,23 @@ fn the_scanner_measures_through_two_hops_and_its_figures_are_voted() {
             );
         }
 
-        // Measured once an hour: three periods later every vote carries the very figures of
-        // that round, where a scan every period would have timed each relay again (a rate is
-        // bytes over milliseconds of a loopback transfer, which differ from one to the next).
+        // Measured once an hour: each authority's scanner took one measurement of each relay,
+        // and three periods later it has taken no other, and every vote carries the very
+        // figures of that round.
+        let measured = |net: &Testnet| -> Vec<u64> {
+            (0..3)
+                .map(|i| net.authority(i).unwrap().counters().relays_measured)
+                .collect()
+        };
+        let relays = c.relays.len() as u64;
+        assert_eq!(measured(&net), vec![relays; 3]);
         let first = figures(&votes);
         assert_eq!(first.len(), 3 * c.relays.len());
         let later = c.valid_after + 3 * net.options().voting_interval_secs;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let again = loop {
+            let wait = later.saturating_sub(shallot_rt::unix_now());
+            tokio::time::sleep(Duration::from_secs(wait).max(Duration::from_millis(250))).await;
             let (c2, votes) = measured_round(&net, Duration::from_secs(60)).await;
             if c2.valid_after >= later {
                 break figures(&votes);
@@ -176,7 +185,12 @@ fn the_scanner_measures_through_two_hops_and_its_figures_are_voted() {
                 "no consensus after {later}"
             );
         };
-        assert_eq!(again, first, "a relay was measured again within its hour");
+        assert_eq!(
+            measured(&net),
+            vec![relays; 3],
+            "measured again within the hour"
+        );
+        assert_eq!(again, first, "a vote changed a figure within the hour");
         net.stop().await;
     });
 }

@@ -278,6 +278,9 @@ impl State {
         });
         if let Some(old) = &old {
             self.index.remove(&id, &old.desc);
+            if needs_probe {
+                self.measurements.moved(id);
+            }
         }
         self.index.add(id, &desc);
         if !self.relays.contains_key(&id) {

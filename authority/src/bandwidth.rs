@@ -11,7 +11,7 @@
 //! the scanner has not measured has no measurement, and its weight is capped
 //! (`unmeasured_weight_cap`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use shallot_crypto::keys::RelayId;
 
@@ -29,6 +29,11 @@ pub struct Measurements {
     latest: HashMap<RelayId, (u64, u64)>,
     /// The probes' one-hop figures, never voted: (when, bytes per second).
     probed: HashMap<RelayId, (u64, u64)>,
+    /// Relays whose descriptor moved them (a new address, link key or onion key) since the
+    /// scanner last measured them: due again whatever the scan interval.
+    moved: HashSet<RelayId>,
+    /// Scanner measurements recorded since start.
+    recorded: u64,
     max_age: u64,
 }
 
@@ -38,6 +43,8 @@ impl Measurements {
         Measurements {
             latest: HashMap::new(),
             probed: HashMap::new(),
+            moved: HashSet::new(),
+            recorded: 0,
             max_age,
         }
     }
@@ -46,6 +53,22 @@ impl Measurements {
     /// voted.
     pub fn record(&mut self, relay: RelayId, at: u64, bytes_per_sec: u64) {
         self.latest.insert(relay, (at, bytes_per_sec));
+        self.moved.remove(&relay);
+        self.recorded += 1;
+    }
+
+    /// Scanner measurements recorded since start.
+    pub fn recorded(&self) -> u64 {
+        self.recorded
+    }
+
+    /// Notes that `relay`'s new descriptor names another address, link key or onion key:
+    /// what was measured may be another machine, so the scanner measures it again in its next
+    /// round, whatever the scan interval. The old figure is voted until then.
+    pub fn moved(&mut self, relay: RelayId) {
+        if self.latest.contains_key(&relay) {
+            self.moved.insert(relay);
+        }
     }
 
     /// Records the one-hop figure of a reachability probe of `relay` at time `at`: kept for
@@ -76,18 +99,21 @@ impl Measurements {
 
     /// Whether the scanner should measure `relay` in a round that ends (is due to be followed
     /// by the next) at `by`, when each relay is measured every `every` seconds: it has no
-    /// measurement, or its last was taken at least `every` before `by`. With `every` the
-    /// voting interval, a relay measured in an earlier round is always due.
+    /// measurement, its last was taken at least `every` before `by`, or its descriptor moved
+    /// it since ([`Measurements::moved`]).
     pub fn scan_due(&self, relay: &RelayId, by: u64, every: u64) -> bool {
-        self.latest
-            .get(relay)
-            .is_none_or(|(at, _)| at.saturating_add(every) <= by)
+        self.moved.contains(relay)
+            || self
+                .latest
+                .get(relay)
+                .is_none_or(|(at, _)| at.saturating_add(every) <= by)
     }
 
     /// Forgets a relay (its descriptor was dropped).
     pub fn forget(&mut self, relay: &RelayId) {
         self.latest.remove(relay);
         self.probed.remove(relay);
+        self.moved.remove(relay);
     }
 
     /// Relays with a scanner measurement, fresh or not.
@@ -129,6 +155,18 @@ mod tests {
         assert!(m.scan_due(&r, 4601, 3600));
         // Meanwhile the measurement stays fresh for the vote.
         assert_eq!(m.measured(&r, 4601), Some(5_000_000));
+        // A relay its descriptor moved is due at once, its old figure voted until measured.
+        m.moved(r);
+        assert!(m.scan_due(&r, 1006, 3600));
+        assert_eq!(m.measured(&r, 1006), Some(5_000_000));
+        m.record(r, 1007, 1_000_000);
+        assert!(!m.scan_due(&r, 1010, 3600), "measured again");
+        assert_eq!(m.recorded(), 2);
+        // Moving a relay never measured, or forgotten, leaves nothing behind.
+        let other = RelayId([5; 20]);
+        m.moved(other);
+        m.forget(&r);
+        assert!(m.moved.is_empty());
     }
 
     #[test]

@@ -242,6 +242,8 @@ pub struct AuthorityCounters {
     /// Times it compressed the served consensus and computed the diffs to it: once per
     /// version of the served text, however many fetch it.
     pub consensus_answers_built: u64,
+    /// Relays its bandwidth scanner measured (each measurement once).
+    pub relays_measured: u64,
 }
 
 /// A running authority.
@@ -300,6 +302,7 @@ impl AuthorityHandle {
             consensuses_made: state.consensuses_made,
             requests_served: self.shared.requests_served.load(Ordering::Relaxed),
             consensus_answers_built: self.shared.served.builds.load(Ordering::Relaxed),
+            relays_measured: state.measurements.recorded(),
         }
     }
 

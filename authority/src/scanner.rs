@@ -173,6 +173,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let interval = Duration::from_secs(params.voting_interval_secs.max(1));
     let per_hop = Duration::from_secs(params.reachability_timeout_secs.max(1));
     let every = params.scan_interval();
+    // Scanned every round (the default), every relay is due: no clock is consulted.
+    let paced = every > params.voting_interval_secs;
     loop {
         let started = tokio::time::Instant::now();
         let ends = now_secs().saturating_add(params.voting_interval_secs);
@@ -181,28 +183,28 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             .serving(now_secs())
             .map(|r| r.consensus.clone());
         if let Some(c) = consensus {
-            scan_round(&shared, &c, bytes, per_hop, (ends, every)).await;
+            scan_round(&shared, &c, bytes, per_hop, paced.then_some((ends, every))).await;
         }
         tokio::time::sleep_until(started + interval).await;
     }
 }
 
-/// One pass over the Running relays of `c` this authority holds a descriptor for and whose
-/// measurement is due in a round ending at `due.0` when each is measured every `due.1`
-/// seconds ([`crate::bandwidth::Measurements::scan_due`]).
+/// One pass over the Running relays of `c` this authority holds a descriptor for; when
+/// `paced` is `(ends, every)`, only those whose measurement is due in a round ending at `ends`
+/// when each is measured every `every` seconds ([`crate::bandwidth::Measurements::scan_due`]).
 async fn scan_round(
     shared: &Shared,
     c: &Consensus,
     bytes: u64,
     per_hop: Duration,
-    (ends, every): (u64, u64),
+    paced: Option<(u64, u64)>,
 ) {
     for target in c.relays.iter().filter(|r| r.flags.contains(Flags::RUNNING)) {
         {
             let state = shared.state();
-            if !state.descriptors.contains_key(&target.id)
-                || !state.measurements.scan_due(&target.id, ends, every)
-            {
+            let due = paced
+                .is_none_or(|(ends, every)| state.measurements.scan_due(&target.id, ends, every));
+            if !state.descriptors.contains_key(&target.id) || !due {
                 continue;
             }
         }

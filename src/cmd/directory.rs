@@ -358,6 +358,12 @@ fn authority_metrics(r: &AuthorityReport) -> Vec<Metric> {
             Kind::Counter,
             r.counters.requests_served,
         ),
+        Metric::new(
+            "authority_relays_measured_total",
+            "Relay measurements this authority's bandwidth scanner took since start.",
+            Kind::Counter,
+            r.counters.relays_measured,
+        ),
     ]
 }
 

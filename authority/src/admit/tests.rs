@@ -74,10 +74,18 @@ fn admission_checks_time_and_replay() {
         s.admit(&d(NOW - 6), NOW, &p),
         Err(AdmitError::NotNewer { .. })
     ));
+    // Measured once, an hourly scanner would not measure it again within the hour.
+    s.measurements.record(first.id, NOW, 1_000_000);
+    assert!(!s.measurements.scan_due(&first.id, NOW + 3, 3600));
     let second = s.admit(&d(NOW), NOW, &p).unwrap();
     assert!(!second.needs_probe, "same address and keys");
+    assert!(!s.measurements.scan_due(&first.id, NOW + 3, 3600));
+    // A descriptor naming another address may be another machine: measured again at once.
+    let moved = descriptor(&id, "10.0.0.2:9000", [2; 32], NOW + 1);
+    assert!(s.admit(&moved, NOW + 1, &p).unwrap().needs_probe);
+    assert!(s.measurements.scan_due(&first.id, NOW + 3, 3600));
     assert_eq!(
-        s.expire(NOW + 1001, p.descriptor_max_age_secs),
+        s.expire(NOW + 1002, p.descriptor_max_age_secs),
         vec![first.id]
     );
     assert!(s.descriptors.is_empty() && s.relays.is_empty());
