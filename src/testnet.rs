@@ -420,6 +420,27 @@ impl Testnet {
         Ok(RelayStart::InProcess(Box::new(config)))
     }
 
+    /// Waits (within `limit`) until every authority running in this process has taken at
+    /// least one scanner measurement per running relay, as after its first scan round;
+    /// whether they all had.
+    pub async fn wait_measured(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let want = self.relays.iter().filter(|(_, n)| n.is_some()).count() as u64;
+        loop {
+            let done = self.authorities.iter().all(|(_, n)| match n {
+                Node::Authority(h) => h.counters().relays_measured >= want,
+                _ => true,
+            });
+            if done {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until a consensus lists every running relay as Running (and, in-process, until
     /// every relay has fetched it); returns that consensus.
     pub async fn wait_ready(&self, limit: Duration) -> Result<Consensus, TestnetError> {
