@@ -420,15 +420,15 @@ impl Testnet {
         Ok(RelayStart::InProcess(Box::new(config)))
     }
 
-    /// Waits (within `limit`) until every authority running in this process has taken at
-    /// least one scanner measurement per running relay, as after its first scan round;
-    /// whether they all had.
+    /// Waits (within `limit`) until every authority running in this process holds a scanner
+    /// measurement of as many relays as are running, as after its first scan round; whether
+    /// they all did. Authorities running as processes are not waited for.
     pub async fn wait_measured(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        let want = self.relays.iter().filter(|(_, n)| n.is_some()).count() as u64;
+        let want = self.relays.iter().filter(|(_, n)| n.is_some()).count();
         loop {
             let done = self.authorities.iter().all(|(_, n)| match n {
-                Node::Authority(h) => h.counters().relays_measured >= want,
+                Node::Authority(h) => h.measured_relays() >= want,
                 _ => true,
             });
             if done {

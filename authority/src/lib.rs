@@ -294,6 +294,11 @@ impl AuthorityHandle {
             .collect()
     }
 
+    /// Relays its bandwidth scanner holds a measurement of, fresh or not.
+    pub fn measured_relays(&self) -> usize {
+        self.shared.state().measurements.len()
+    }
+
     /// What it has done since it started, for the operator's metrics.
     pub fn counters(&self) -> AuthorityCounters {
         let state = self.shared.state();

@@ -123,13 +123,13 @@ fn entry_for(
     let running = rec.last_probe.is_some_and(|probe| {
         probe.proves(d) && probe.at.saturating_add(2 * p.voting_interval_secs) >= now
     });
-    // Rounded as published: the digits past the second are measurement noise (§5.7).
     let measured = if running {
-        source.measured(id, now).map(rounded_measurement)
+        source.measured(id, now)
     } else {
         None
     };
-    // Flags go by the measurement when there is one: a relay cannot declare its way to them.
+    // Flags go by the measurement when there is one (as measured: rounding it cannot carry a
+    // relay over a threshold): a relay cannot declare its way to them.
     let bandwidth = measured.map_or(d.bandwidth, |m| m.min(d.bandwidth));
     let known = now.saturating_sub(known_since);
     let fast = bandwidth >= p.fast_min_bandwidth;
@@ -153,7 +153,8 @@ fn entry_for(
         id: *id,
         descriptor: digest,
         known_since,
-        measured,
+        // Voted rounded: the digits past the second are measurement noise (§5.7).
+        measured: measured.map(rounded_measurement),
         flags,
     }
 }
@@ -268,10 +269,20 @@ mod tests {
         let e = vote(&s, t0 + 100, &slow);
         assert_eq!(e.measured, Some(50));
         assert!(!e.flags.contains(Flags::FAST) && !e.flags.contains(Flags::GUARD));
-        // The vote carries a measurement to two significant figures.
+        // The vote carries a measurement to two significant figures; the flags go by the
+        // figure measured, so rounding neither gives nor takes one.
         let mut noisy = Measurements::new(100);
         noisy.record(a.id, t0 + 100, 1_234_567);
         assert_eq!(vote(&s, t0 + 100, &noisy).measured, Some(1_200_000));
+        let mut edge = Measurements::new(100);
+        edge.record(a.id, t0 + 100, p.guard_min_bandwidth - 5);
+        let e = vote(&s, t0 + 100, &edge);
+        assert_eq!(
+            e.measured,
+            Some(p.guard_min_bandwidth),
+            "rounded up to the threshold"
+        );
+        assert!(e.flags.contains(Flags::FAST) && !e.flags.contains(Flags::GUARD));
         let pr = probe(&s, &a.id, t0 + 101, false);
         s.record_probe(&a.id, pr, None);
         assert_eq!(vote(&s, t0 + 101, &none).flags, Flags::VALID | Flags::FAST);
