@@ -420,25 +420,75 @@ impl Testnet {
         Ok(RelayStart::InProcess(Box::new(config)))
     }
 
-    /// Waits (within `limit`) until every authority running in this process holds a scanner
-    /// measurement of as many relays as are running, as after its first scan round; whether
-    /// they all did. Authorities running as processes are not waited for.
+    /// Waits (within `limit`) until every authority has measured every running relay, as
+    /// after its first scan round; whether they all had. An authority in this process is
+    /// asked how many relays it holds a measurement of; one running as a process is judged
+    /// by its vote for the newest consensus, which must carry a measurement for every relay
+    /// that consensus lists (so this waits for the vote after the round as well).
     pub async fn wait_measured(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         let want = self.relays.iter().filter(|(_, n)| n.is_some()).count();
         loop {
-            let done = self.authorities.iter().all(|(_, n)| match n {
-                Node::Authority(h) => h.measured_relays() >= want,
-                _ => true,
-            });
+            let mut done = true;
+            for (i, (_, node)) in self.authorities.iter().enumerate() {
+                done &= match node {
+                    Node::Authority(h) => h.measured_relays() >= want,
+                    _ => self.vote_measures_all(i, want).await,
+                };
+                if !done {
+                    break;
+                }
+            }
             if done {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(if self.options.processes {
+                500
+            } else {
+                20
+            }))
+            .await;
         }
+    }
+
+    /// Whether authority `i`'s vote for the newest consensus measures every relay that
+    /// consensus lists, and it lists at least `want`.
+    async fn vote_measures_all(&self, i: usize, want: usize) -> bool {
+        let limit = Duration::from_secs(3);
+        let Ok((c, _)) = fetch_consensus(&self.network, None, unix_now(), limit).await else {
+            return false;
+        };
+        let c = c.into_inner();
+        let Some(authority) = self.network.authorities.get(i) else {
+            return false;
+        };
+        let Ok(answer) = shallot_directory::fetch::http_request(
+            authority.address,
+            shallot_directory::fetch::Method::GET,
+            &format!("/vote/{}", c.valid_after),
+            None,
+            limit,
+            shallot_proto::dir::MAX_VOTE_LEN,
+        )
+        .await
+        else {
+            return false;
+        };
+        let Some(vote) = String::from_utf8(answer.body)
+            .ok()
+            .and_then(|text| shallot_proto::dir::Vote::parse_and_verify(&text).ok())
+        else {
+            return false;
+        };
+        c.relays.len() >= want
+            && c.relays.iter().all(|r| {
+                vote.relays
+                    .iter()
+                    .any(|e| e.id == r.id && e.measured.is_some())
+            })
     }
 
     /// Waits until a consensus lists every running relay as Running (and, in-process, until
