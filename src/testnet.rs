@@ -428,67 +428,67 @@ impl Testnet {
     pub async fn wait_measured(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         let want = self.relays.iter().filter(|(_, n)| n.is_some()).count();
+        let pause = Duration::from_millis(if self.options.processes { 500 } else { 20 });
         loop {
-            let mut done = true;
-            for (i, (_, node)) in self.authorities.iter().enumerate() {
-                done &= match node {
-                    Node::Authority(h) => h.measured_relays() >= want,
-                    _ => self.vote_measures_all(i, want).await,
-                };
-                if !done {
-                    break;
-                }
-            }
-            if done {
+            if self.all_measured(want).await {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(if self.options.processes {
-                500
-            } else {
-                20
-            }))
-            .await;
+            tokio::time::sleep(pause).await;
         }
     }
 
-    /// Whether authority `i`'s vote for the newest consensus measures every relay that
-    /// consensus lists, and it lists at least `want`.
-    async fn vote_measures_all(&self, i: usize, want: usize) -> bool {
-        let limit = Duration::from_secs(3);
-        let Ok((c, _)) = fetch_consensus(&self.network, None, unix_now(), limit).await else {
-            return false;
-        };
-        let c = c.into_inner();
-        let Some(authority) = self.network.authorities.get(i) else {
-            return false;
-        };
-        let Ok(answer) = shallot_directory::fetch::http_request(
+    /// Whether every authority has measured at least `want` relays ([`Testnet::wait_measured`]).
+    async fn all_measured(&self, want: usize) -> bool {
+        let mut newest: Option<Consensus> = None;
+        for (i, (_, node)) in self.authorities.iter().enumerate() {
+            if let Node::Authority(h) = node {
+                if h.measured_relays() < want {
+                    return false;
+                }
+                continue;
+            }
+            if newest.is_none() {
+                let now = unix_now();
+                match fetch_consensus(&self.network, None, now, Duration::from_secs(3)).await {
+                    Ok((c, _)) => newest = Some(c.into_inner()),
+                    Err(_) => return false,
+                }
+            }
+            let Some(c) = &newest else { return false };
+            let Some(vote) = self.vote(i, c.valid_after).await else {
+                return false;
+            };
+            let measured = |id| {
+                vote.relays
+                    .iter()
+                    .any(|e| e.id == id && e.measured.is_some())
+            };
+            if c.relays.len() < want || !c.relays.iter().all(|r| measured(r.id)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The vote authority `i` serves as its own for period `t` (`GET /vote/<t>`), verified,
+    /// if it has one.
+    pub async fn vote(&self, i: usize, t: u64) -> Option<shallot_proto::dir::Vote> {
+        let authority = self.network.authorities.get(i)?;
+        let answer = shallot_directory::fetch::http_request(
             authority.address,
             shallot_directory::fetch::Method::GET,
-            &format!("/vote/{}", c.valid_after),
+            &format!("/vote/{t}"),
             None,
-            limit,
+            Duration::from_secs(3),
             shallot_proto::dir::MAX_VOTE_LEN,
         )
         .await
-        else {
-            return false;
-        };
-        let Some(vote) = String::from_utf8(answer.body)
-            .ok()
-            .and_then(|text| shallot_proto::dir::Vote::parse_and_verify(&text).ok())
-        else {
-            return false;
-        };
-        c.relays.len() >= want
-            && c.relays.iter().all(|r| {
-                vote.relays
-                    .iter()
-                    .any(|e| e.id == r.id && e.measured.is_some())
-            })
+        .ok()?;
+        let text = String::from_utf8(answer.body).ok()?;
+        shallot_proto::dir::Vote::parse_and_verify(&text).ok()
     }
 
     /// Waits until a consensus lists every running relay as Running (and, in-process, until

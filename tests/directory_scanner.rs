@@ -20,20 +20,6 @@ use shallot_crypto::hex;
 use shallot_directory::fetch::fetch_consensus;
 use shallot_proto::dir::{Consensus, Flags, Vote};
 
-async fn vote_of(net: &Testnet, i: usize, t: u64) -> Option<Vote> {
-    let r = shallot_directory::fetch::http_request(
-        net.network.authorities[i].address,
-        hyper::Method::GET,
-        &format!("/vote/{t}"),
-        None,
-        Duration::from_secs(3),
-        shallot_proto::dir::MAX_VOTE_LEN,
-    )
-    .await
-    .ok()?;
-    Vote::parse_and_verify(&String::from_utf8(r.body).ok()?).ok()
-}
-
 /// The newest consensus after `after`, with the three votes it was computed from, once every
 /// relay is Running in it and measured in every vote.
 async fn measured_round(net: &Testnet, limit: Duration) -> (Consensus, Vec<Vote>) {
@@ -50,7 +36,7 @@ async fn measured_round(net: &Testnet, limit: Duration) -> (Consensus, Vec<Vote>
                 after = c.valid_after;
                 let mut votes = Vec::new();
                 for i in 0..3 {
-                    votes.extend(vote_of(net, i, c.valid_after).await);
+                    votes.extend(net.vote(i, c.valid_after).await);
                 }
                 let all_measured = votes.len() == 3
                     && votes.iter().all(|v| {

@@ -117,14 +117,12 @@ impl<C> PlacementCache<C> {
             |c: &Weak<C>, e: u64| e == epoch && std::ptr::eq(c.as_ptr(), Arc::as_ptr(consensus));
         {
             let mut rings = lock(&self.rings);
-            if let Some(i) = rings.iter().position(|(c, e, _)| same(c, *e)) {
-                // The most recently used goes first, so the last used is the first pushed out.
-                let hit = rings.remove(i);
-                if let Some(entry) = hit {
-                    let ring = entry.2.clone();
-                    rings.push_front(entry);
-                    return ring;
-                }
+            let hit = rings.iter().position(|(c, e, _)| same(c, *e));
+            // The most recently used goes first, so the last used is the first pushed out.
+            if let Some(entry) = hit.and_then(|i| rings.remove(i)) {
+                let ring = entry.2.clone();
+                rings.push_front(entry);
+                return ring;
             }
         }
         let ring = Arc::new(layout());
