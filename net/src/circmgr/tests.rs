@@ -162,6 +162,18 @@ impl Setup {
     fn ids(&self, range: std::ops::Range<usize>) -> Vec<RelayId> {
         self.relays[range].iter().map(|r| r.id).collect()
     }
+
+    /// A relay on no prefix in the pool, so a request for a circuit to it takes a prefix
+    /// rather than building afresh (a fixed relay would be both prefixes' middle hop about
+    /// one time in twenty-five).
+    fn exit_beyond_every_prefix(&self) -> RelayId {
+        let pool = lock(&self.mgr.pool);
+        self.relays
+            .iter()
+            .map(|r| r.id)
+            .find(|id| pool.iter().all(|c| c.path.iter().all(|r| r.id != *id)))
+            .expect("six relays, and prefixes of two")
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -504,9 +516,11 @@ async fn a_circuit_asked_for_wakes_the_refill_at_once() {
         tokio::task::yield_now().await;
     }
     assert_eq!(s.mgr.ready(), 2, "filled at start");
-    let exit = s.ids(0..6)[5];
+    let exit = s.exit_beyond_every_prefix();
     let asked = tokio::time::Instant::now();
     let _got = s.mgr.get(exit).await.unwrap();
+    // The maintenance task has not run since: the request took a prefix.
+    assert_eq!(s.mgr.ready(), 1, "a prefix taken");
     // Only yield: the paused clock moves on only when every task is idle, so the task's
     // 0.5 s look cannot be what refills the pool here.
     for _ in 0..10_000 {
@@ -541,7 +555,7 @@ async fn refills_wait_while_held_and_start_once_the_hold_ends() {
     assert_eq!(s.mgr.ready(), 2, "filled at start");
     let held = tokio::time::Instant::now();
     let hold = s.mgr.hold_refills();
-    let _got = s.mgr.get(s.ids(0..6)[5]).await.unwrap();
+    let _got = s.mgr.get(s.exit_beyond_every_prefix()).await.unwrap();
     settle().await;
     assert_eq!(s.mgr.ready(), 1, "not refilled while held");
     drop(hold);
@@ -562,7 +576,7 @@ async fn a_long_hold_slows_refills_to_one_a_look_rather_than_stopping_them() {
     settle().await;
     assert_eq!(s.mgr.ready(), 2, "filled at start");
     let _hold = s.mgr.hold_refills();
-    let _got = s.mgr.get(s.ids(0..6)[5]).await.unwrap();
+    let _got = s.mgr.get(s.exit_beyond_every_prefix()).await.unwrap();
     settle().await;
     assert_eq!(s.mgr.ready(), 1);
     // The task's look ends; held, it waits one more look before it builds.
