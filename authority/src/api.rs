@@ -289,7 +289,12 @@ async fn get_consensus_diff(
     Ok(if zstd {
         compressed(diff.compressed.clone())
     } else {
-        document(diff.plain.clone())
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            diff.plain.clone(),
+        )
+            .into_response()
     })
 }
 

@@ -49,7 +49,7 @@ impl Served {
                 Some((
                     b.digest,
                     ServedDiff {
-                        compressed: Bytes::from(compress_diff(diff.as_bytes())),
+                        compressed: Bytes::from(compress_diff(&diff)),
                         plain: Bytes::from(diff),
                     },
                 ))
@@ -139,8 +139,8 @@ mod tests {
         ConsensusRecord::new(c).unwrap()
     }
 
-    fn unz(b: &Bytes) -> String {
-        String::from_utf8(decompress_capped(b, MAX_CONSENSUS_LEN).unwrap()).unwrap()
+    fn unz(b: &Bytes) -> Vec<u8> {
+        decompress_capped(b, MAX_CONSENSUS_LEN).unwrap()
     }
 
     #[tokio::test]
@@ -156,11 +156,14 @@ mod tests {
         };
 
         let first = cache.get(new.serial, || load(&new)).await.unwrap();
-        assert_eq!(unz(&first.compressed), new.consensus.encode().unwrap());
+        assert_eq!(
+            unz(&first.compressed),
+            new.consensus.encode().unwrap().as_bytes()
+        );
         let diff = first.diff(&old.digest).unwrap();
         let applied = apply_diff(&old.consensus.encode().unwrap(), &unz(&diff.compressed));
         assert_eq!(applied.unwrap(), new.consensus.encode().unwrap());
-        assert_eq!(&diff.plain[..], unz(&diff.compressed).as_bytes());
+        assert_eq!(diff.plain[..], unz(&diff.compressed));
         assert!(first.diff(&[0; 32]).is_none());
 
         // A second and third request for the same version compute nothing.
@@ -185,7 +188,7 @@ mod tests {
         assert_eq!(second.serial, signed_more.serial);
         assert_eq!(
             unz(&second.compressed),
-            signed_more.consensus.encode().unwrap()
+            signed_more.consensus.encode().unwrap().as_bytes()
         );
         assert_eq!(cache.builds.load(Ordering::Relaxed), 2);
         let again = cache

@@ -151,6 +151,40 @@ fn next_hour(
     out
 }
 
+/// What changed from one hour's relays to the next's, by the kind of operation a diff spends
+/// on it (`docs/spec.md` §5.12).
+#[derive(Default)]
+struct Edits {
+    weight: usize,
+    flags: usize,
+    both: usize,
+    key: usize,
+    gone: usize,
+    new: usize,
+}
+
+impl Edits {
+    fn between(old: &[RelayEntry], new: &[RelayEntry]) -> Edits {
+        let mut e = Edits::default();
+        let by_id: std::collections::HashMap<_, _> = old.iter().map(|a| (a.id, a)).collect();
+        let kept: std::collections::HashSet<_> = new.iter().map(|b| b.id).collect();
+        for b in new {
+            match by_id.get(&b.id) {
+                None => e.new += 1,
+                Some(a) if a.ntor_key != b.ntor_key => e.key += 1,
+                Some(a) => match (a.bandwidth != b.bandwidth, a.flags != b.flags) {
+                    (true, true) => e.both += 1,
+                    (true, false) => e.weight += 1,
+                    (false, true) => e.flags += 1,
+                    (false, false) => {}
+                },
+            }
+        }
+        e.gone = old.iter().filter(|a| !kept.contains(&a.id)).count();
+        e
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(16);
     let keys: Vec<IdentityKeypair> = (0..3)
@@ -251,7 +285,7 @@ fn bench(c: &mut Criterion) {
         compress(nameless.as_bytes()).len(),
         compress(keys_doc.as_bytes()).len(),
     );
-    let mut diff_mid = String::new();
+    let mut diff_mid = Vec::new();
     for (reweighed, steady) in [
         (0.1, false),
         (0.3, false),
@@ -269,24 +303,26 @@ fn bench(c: &mut Criterion) {
         let diff = consensus_diff(&base, &next).unwrap();
         assert_eq!(apply_diff(&text, &diff).unwrap(), next.encode().unwrap());
         let started = std::time::Instant::now();
-        let dz = compress_diff(diff.as_bytes());
+        let dz = compress_diff(&diff);
         let took = started.elapsed();
-        let ops = |p: &str| diff.lines().filter(|l| l.starts_with(p)).count();
+        let e = Edits::between(&base.relays, &next.relays);
         eprintln!(
             "hourly diff, 2 % churn, {:.0} % remeasured ±20 %{}: {} bytes raw, {} bytes zstd \
              level {DIFF_LEVEL} in {:.1} ms ({} at the consensus's level {LEVEL}) \
-             ({} w, {} s, {} m, {} k, {} add lines); whole next consensus zstd: {} bytes",
+             ({} new weights, {} new flags, {} both, {} new onion keys, {} relays gone, {} new); \
+             whole next consensus zstd: {} bytes",
             reweighed * 100.0,
             if steady { ", steady weights" } else { "" },
             diff.len(),
             dz.len(),
             took.as_secs_f64() * 1e3,
-            compress(diff.as_bytes()).len(),
-            ops("w "),
-            ops("s "),
-            ops("m "),
-            ops("k "),
-            ops("add "),
+            compress(&diff).len(),
+            e.weight,
+            e.flags,
+            e.both,
+            e.key,
+            e.gone,
+            e.new,
             compress(next.encode().unwrap().as_bytes()).len(),
         );
         if reweighed == 0.3 && !steady {

@@ -57,7 +57,7 @@ fn write_diff_seeds(out: &std::path::Path, consensus: &Consensus, authorities: &
     let dir = out.parent().unwrap().join("consensus_diff");
     std::fs::create_dir_all(&dir).unwrap();
     let same = consensus_diff(consensus, consensus).unwrap();
-    std::fs::write(dir.join("same.txt"), same).unwrap();
+    std::fs::write(dir.join("same.bin"), same).unwrap();
     let mut next = consensus.clone();
     next.valid_after += 3600;
     next.fresh_until += 3600;
@@ -70,7 +70,7 @@ fn write_diff_seeds(out: &std::path::Path, consensus: &Consensus, authorities: &
         next.add_signature(k.public(), sig);
     }
     std::fs::write(
-        dir.join("edit.txt"),
+        dir.join("edit.bin"),
         consensus_diff(consensus, &next).unwrap(),
     )
     .unwrap();

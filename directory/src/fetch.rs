@@ -456,6 +456,7 @@ pub async fn fetch_consensus_dated(
                     &mut seen,
                 )
                 .await?;
+                let text = String::from_utf8(text).map_err(|_| TryError::NotText)?;
                 let consensus = verify_consensus(&text, network, now, held_after)?;
                 Ok::<_, TryError>((consensus, text))
             };
@@ -489,7 +490,7 @@ pub async fn fetch_consensus_dated(
     }
 }
 
-/// GETs a zstd-compressed document and returns its text, decompressed under
+/// GETs a zstd-compressed document and returns it decompressed under
 /// [`MAX_CONSENSUS_LEN`]; the answer's `Date`, if it had one, goes to `date`.
 async fn get_compressed(
     addr: SocketAddr,
@@ -497,7 +498,7 @@ async fn get_compressed(
     limit: Duration,
     stats: &FetchStats,
     date: &mut Option<u64>,
-) -> Result<String, TryError> {
+) -> Result<Vec<u8>, TryError> {
     let r = http_request(addr, Method::GET, path, None, limit, MAX_CONSENSUS_LEN).await?;
     if r.date.is_some() {
         *date = r.date;
@@ -509,8 +510,7 @@ async fn get_compressed(
     if r.status != StatusCode::OK {
         return Err(TryError::Status(r.status, r.text()));
     }
-    let raw = decompress_capped(&r.body, MAX_CONSENSUS_LEN)?;
-    String::from_utf8(raw).map_err(|_| TryError::NotText)
+    Ok(decompress_capped(&r.body, MAX_CONSENSUS_LEN)?)
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ fn honest() -> (Vec<IdentityKeypair>, Consensus, Consensus) {
 }
 
 /// What a client does with a diff: apply it to its text, then verify the result.
-fn client_takes(base: &Consensus, diff: &str, net: &NetworkFile) -> Result<Consensus, String> {
+fn client_takes(base: &Consensus, diff: &[u8], net: &NetworkFile) -> Result<Consensus, String> {
     let text = apply_diff(&base.encode().unwrap(), diff).map_err(|e| format!("apply: {e}"))?;
     verify_consensus(&text, net, T + 3600, Some(base.valid_after))
         .map(|c| c.into_inner())
@@ -105,9 +105,14 @@ fn the_honest_diff_gives_the_honest_consensus() {
 fn an_edited_operation_under_the_honest_digest_does_not_apply() {
     let (_, base, next) = honest();
     let diff = consensus_diff(&base, &next).unwrap();
-    assert!(diff.contains("w 2000000\n"), "{diff}");
+    // A new weight: 2 × 10⁶ as the diff writes it (§5.12).
+    let op = [b'w', 6, 2];
+    let at = diff
+        .windows(op.len())
+        .position(|w| w == op)
+        .expect("the new weight");
     // The rogue raises the weight of the relay it wants picked, keeping `to` and signatures.
-    let forged = diff.replace("w 2000000\n", "w 900000000\n");
+    let forged = [&diff[..at], &[b'w', 8, 9], &diff[at + op.len()..]].concat();
     assert!(matches!(
         apply_diff(&base.encode().unwrap(), &forged),
         Err(DocError::DiffMismatch(_))

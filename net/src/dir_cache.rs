@@ -118,7 +118,6 @@ pub fn accept_answer(
         AnswerForm::Unavailable => return Err(CacheError::Unavailable),
         AnswerForm::Full | AnswerForm::Diff => decompress_capped(&answer.bytes, MAX_CONSENSUS_LEN)?,
     };
-    let raw = String::from_utf8(raw).map_err(|_| CacheError::NotText)?;
     let text = match answer.form {
         AnswerForm::Diff => {
             let base = held
@@ -126,7 +125,7 @@ pub fn accept_answer(
                 .ok_or(CacheError::DiffWithoutBase)?;
             apply_diff(&base, &raw).map_err(CacheError::Diff)?
         }
-        _ => raw,
+        _ => String::from_utf8(raw).map_err(|_| CacheError::NotText)?,
     };
     let held_after = held.map(|c| c.valid_after);
     let consensus = verify_consensus(&text, network, now, held_after)

@@ -64,6 +64,14 @@ pub enum DocError {
         /// What is wrong.
         reason: String,
     },
+    /// A consensus diff (binary, `docs/spec.md` §5.12) is cut short or holds a bad value.
+    #[error("malformed consensus diff, byte {offset}: {reason}")]
+    MalformedDiff {
+        /// How many bytes of the diff were read when the fault was found.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The signature does not verify with the key the document names.
     #[error("the signature does not verify")]
     BadSignature,

@@ -140,7 +140,7 @@ impl Served {
             .iter()
             .filter_map(|(d, base)| {
                 let diff = consensus_diff(base, &next).ok()?;
-                Some((*d, Arc::new(compress_diff(diff.as_bytes()))))
+                Some((*d, Arc::new(compress_diff(&diff))))
             })
             .collect();
         Some(Served {
@@ -335,7 +335,7 @@ mod tests {
         let text1 = first.encode().unwrap();
         let (form, bytes) = s.answer(Some(text_body_digest(&text1)));
         assert_eq!(form, AnswerForm::Diff);
-        let diff = String::from_utf8(decompress_capped(&bytes, 1 << 20).unwrap()).unwrap();
+        let diff = decompress_capped(&bytes, 1 << 20).unwrap();
         assert_eq!(apply_diff(&text1, &diff).unwrap(), text2);
         // A base it does not keep gets the whole consensus.
         assert_eq!(s.answer(Some([9; 32])).0, AnswerForm::Full);

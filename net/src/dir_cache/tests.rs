@@ -59,7 +59,7 @@ fn an_honest_answer_is_accepted_whole_or_as_a_diff() {
     let diff = consensus_diff(&held, &next).unwrap();
     let answer = Download {
         form: AnswerForm::Diff,
-        bytes: compress(diff.as_bytes()),
+        bytes: compress(&diff),
     };
     let (c, _) = accept_answer(answer, Some(&held), &network, 1150).unwrap();
     assert_eq!(*c, next);
@@ -91,7 +91,7 @@ fn a_forged_consensus_is_refused() {
     let diff = consensus_diff(&held, &forged).unwrap();
     let answer = Download {
         form: AnswerForm::Diff,
-        bytes: compress(diff.as_bytes()),
+        bytes: compress(&diff),
     };
     let err = accept_answer(answer, Some(&held), &network, 1150).unwrap_err();
     assert!(matches!(err, CacheError::Verify(_)), "{err}");
