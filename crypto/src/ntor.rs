@@ -151,6 +151,9 @@ fn derive(
 pub struct ClientHandshake {
     secret: StaticSecret,
     message: ClientMessage,
+    /// `EXP(B, x)`, once computed: by [`ClientHandshake::prepare`] while the reply is on its
+    /// way, or else by [`ClientHandshake::finish`].
+    with_onion_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl ClientHandshake {
@@ -178,18 +181,61 @@ impl ClientHandshake {
             ClientHandshake {
                 secret,
                 message: message.clone(),
+                with_onion_key: None,
             },
             message,
         )
     }
 
+    /// Computes the half of the client's work that needs no reply, `EXP(B, x)`, so that
+    /// [`ClientHandshake::finish`] has one Diffie-Hellman left instead of two. A client calls
+    /// it once its message is sent, while the relay works on its answer (`docs/spec.md` §3);
+    /// calling it again does nothing.
+    pub fn prepare(&mut self) {
+        if let Some(work) = self.preparation() {
+            self.accept(work.run());
+        }
+    }
+
+    /// [`ClientHandshake::prepare`]'s work, to run elsewhere (another thread) while this
+    /// handshake waits; `None` once it is done.
+    pub fn preparation(&self) -> Option<Preparation> {
+        if self.with_onion_key.is_some() {
+            return None;
+        }
+        Some(Preparation {
+            secret: self.secret.clone(),
+            onion_key: self.message.onion_key,
+            client_key: self.message.client_key,
+        })
+    }
+
+    /// Whether `work` is this handshake's and still to be done: a worker that finds it is
+    /// not (the answer came first) can skip it.
+    pub fn wants(&self, work: &Preparation) -> bool {
+        self.with_onion_key.is_none()
+            && work.client_key == self.message.client_key
+            && work.onion_key == self.message.onion_key
+    }
+
+    /// Takes the result of a [`Preparation`] of this handshake. The result of another
+    /// handshake's (told by its `X` and `B`) is ignored, as is any once this one is prepared.
+    pub fn accept(&mut self, done: Prepared) {
+        if self.with_onion_key.is_none()
+            && done.client_key == self.message.client_key
+            && done.onion_key == self.message.onion_key
+        {
+            self.with_onion_key = Some(done.with_onion_key);
+        }
+    }
+
     /// Checks the server's reply and returns the shared key seed.
-    pub fn finish(self, reply: &ServerMessage) -> Result<KeySeed, NtorError> {
+    pub fn finish(mut self, reply: &ServerMessage) -> Result<KeySeed, NtorError> {
+        self.prepare();
+        let exp2 = self.with_onion_key.take().unwrap_or_default();
         let m = &self.message;
         let y = PublicKey::from(reply.server_key);
-        let b = PublicKey::from(m.onion_key);
         let exp1 = Zeroizing::new(self.secret.diffie_hellman(&y).to_bytes());
-        let exp2 = Zeroizing::new(self.secret.diffie_hellman(&b).to_bytes());
         let (seed, auth) = derive(
             &exp1,
             &exp2,
@@ -204,6 +250,33 @@ impl ClientHandshake {
         }
         Ok(seed)
     }
+}
+
+/// The client's work that needs no reply, taken from a [`ClientHandshake`] to be done apart
+/// from it: a copy of the ephemeral secret `x` (zeroized on drop) with `B` and `X`.
+pub struct Preparation {
+    secret: StaticSecret,
+    onion_key: [u8; 32],
+    client_key: [u8; 32],
+}
+
+impl Preparation {
+    /// Computes `EXP(B, x)`.
+    pub fn run(self) -> Prepared {
+        let b = PublicKey::from(self.onion_key);
+        Prepared {
+            client_key: self.client_key,
+            onion_key: self.onion_key,
+            with_onion_key: Zeroizing::new(self.secret.diffie_hellman(&b).to_bytes()),
+        }
+    }
+}
+
+/// A done [`Preparation`], for [`ClientHandshake::accept`].
+pub struct Prepared {
+    client_key: [u8; 32],
+    onion_key: [u8; 32],
+    with_onion_key: Zeroizing<[u8; 32]>,
 }
 
 /// Answers a client's handshake. `keys` are the onion keys this relay currently accepts (the
@@ -309,6 +382,116 @@ mod tests {
         assert_eq!(&longer[..72], &k_client[..]);
     }
 
+    /// A client that computes `EXP(B, x)` while it waits (once or twice) derives the same
+    /// keys as one that does it all on the reply: the published vector again.
+    #[test]
+    fn preparing_ahead_changes_no_byte() {
+        let text = include_str!("../tests/vectors/ntor.json");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let id = RelayId(field(&v, "server_identity_id").try_into().unwrap());
+        let b = OnionKeypair::from_secret_bytes(arr32(field(&v, "server_onion_secret_b")));
+        let x = StaticSecret::from(arr32(field(&v, "client_ephemeral_secret_x")));
+        let y = StaticSecret::from(arr32(field(&v, "server_ephemeral_secret_y")));
+        let (mut client, msg) = ClientHandshake::start_with_ephemeral(x, id, &b.public());
+        let work = client.preparation().unwrap();
+        client.prepare();
+        assert!(!client.wants(&work), "done once");
+        client.prepare();
+        let (reply, _) = server_handshake_with_ephemeral(y, &id, &[&b], &msg).unwrap();
+        let mut k = [0u8; 72];
+        client.finish(&reply).unwrap().expand(&mut k).unwrap();
+        assert_eq!(k.to_vec(), field(&v, "key_material_72_bytes"));
+    }
+
+    /// The result of preparing one handshake given to another (a circuit whose handshake
+    /// was replaced while the work ran) is ignored: the keys still agree.
+    #[test]
+    fn another_handshakes_preparation_is_ignored() {
+        let mut rng = rand::thread_rng();
+        let (id, b) = relay();
+        let (first, _) = ClientHandshake::start(&mut rng, id, &b.public());
+        let stale = first.preparation().unwrap().run();
+        let (mut client, msg) = ClientHandshake::start(&mut rng, id, &b.public());
+        let own = client.preparation().unwrap();
+        assert!(client.wants(&own));
+        assert!(!client.wants(&first.preparation().unwrap()));
+        client.accept(stale);
+        let (reply, s_seed) = server_handshake(&mut rng, &id, &[&b], &msg).unwrap();
+        let (mut a, mut c) = ([0u8; 32], [0u8; 32]);
+        s_seed.expand(&mut a).unwrap();
+        client.finish(&reply).unwrap().expand(&mut c).unwrap();
+        assert_eq!(a, c);
+    }
+
+    /// A reply whose `AUTH` is right for the given Diffie-Hellman outputs: what a hostile
+    /// relay can send when one output is all zeros (it knows every other input).
+    fn forged_reply(
+        exp1: &[u8; 32],
+        exp2: &[u8; 32],
+        msg: &ClientMessage,
+        y: [u8; 32],
+    ) -> ServerMessage {
+        let (_, auth) = derive(
+            exp1,
+            exp2,
+            &msg.relay_id,
+            &msg.onion_key,
+            &msg.client_key,
+            &y,
+        );
+        ServerMessage {
+            server_key: y,
+            auth,
+        }
+    }
+
+    /// The client refuses a reply whose `AUTH` is right but built on an all-zero
+    /// Diffie-Hellman output, prepared ahead or not: a hostile relay answering with a zero
+    /// `Y`, and one whose directory entry gave a small-order onion key `B`.
+    #[test]
+    fn a_right_auth_over_an_all_zero_output_is_refused() {
+        let mut rng = rand::thread_rng();
+        let (id, b) = relay();
+        for prepared in [false, true] {
+            // Y = 0: EXP(Y, x) is zero; the relay knows b, so it computes EXP(X, b).
+            let (mut client, msg) = ClientHandshake::start(&mut rng, id, &b.public());
+            if prepared {
+                client.prepare();
+            }
+            let xb = b
+                .secret()
+                .diffie_hellman(&PublicKey::from(msg.client_key))
+                .to_bytes();
+            let reply = forged_reply(&[0; 32], &xb, &msg, [0; 32]);
+            assert_eq!(client.finish(&reply).err(), Some(NtorError::BadHandshake));
+
+            // B of small order: EXP(B, x) is zero; the relay picks y and computes EXP(X, y).
+            let small = PublicKey::from([0u8; 32]);
+            let (mut client, msg) = ClientHandshake::start(&mut rng, id, &small);
+            if prepared {
+                client.prepare();
+            }
+            let y = StaticSecret::random_from_rng(&mut rng);
+            let xy = y
+                .diffie_hellman(&PublicKey::from(msg.client_key))
+                .to_bytes();
+            let reply = forged_reply(&xy, &[0; 32], &msg, PublicKey::from(&y).to_bytes());
+            assert_eq!(client.finish(&reply).err(), Some(NtorError::BadHandshake));
+        }
+    }
+
+    /// A prepared client refuses a wrong `AUTH` as an unprepared one does.
+    #[test]
+    fn a_prepared_client_refuses_a_wrong_auth() {
+        let mut rng = rand::thread_rng();
+        let (id, b) = relay();
+        let (mut client, msg) = ClientHandshake::start(&mut rng, id, &b.public());
+        client.prepare();
+        let (mut reply, _) = server_handshake(&mut rng, &id, &[&b], &msg).unwrap();
+        reply.auth[0] ^= 0x80;
+        assert_eq!(client.finish(&reply).err(), Some(NtorError::BadHandshake));
+    }
+
     fn relay() -> (RelayId, OnionKeypair) {
         let mut rng = rand::thread_rng();
         (
@@ -351,11 +534,8 @@ mod tests {
             server_handshake(&mut rng, &id, &[&b], &msg).err(),
             Some(NtorError::BadHandshake)
         );
-        // And a zero server key makes the client refuse.
-        let (client, msg) = ClientHandshake::start(&mut rng, id, &b.public());
-        let (mut reply, _) = server_handshake(&mut rng, &id, &[&b], &msg).unwrap();
-        reply.server_key = [0u8; 32];
-        assert_eq!(client.finish(&reply).err(), Some(NtorError::BadHandshake));
+        // The client's side, with an AUTH a hostile relay can make right:
+        // `a_right_auth_over_an_all_zero_output_is_refused`.
     }
 
     #[test]

@@ -12,8 +12,8 @@
 pub mod hop;
 pub mod state;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use shallot_crypto::onion::body_len;
@@ -106,6 +106,51 @@ impl CircSink for Shared {
     }
 }
 
+/// Handshake preparations running now, in this process ([`Circuit::prepare_handshake`]).
+static PREPARING: Slots = Slots::new();
+
+/// A count of the places taken among a fixed number.
+struct Slots {
+    used: AtomicUsize,
+}
+
+/// A place among [`Slots`], given back when dropped.
+struct Slot(&'static Slots);
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots {
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// A place, if fewer than `cap` are taken.
+    fn take(&'static self, cap: usize) -> Option<Slot> {
+        let taken = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            });
+        taken.ok().map(|_| Slot(self))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place for one handshake preparation: there are as many as the machine has cores. A
+/// preparation beyond that would wait for a core (or start a thread) and save nothing, so a
+/// burst of builds (a relay repairing its ring, a client building ahead) starts no more
+/// threads than that.
+fn prepare_slot() -> Option<Slot> {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    PREPARING.take(cores)
+}
+
 /// A circuit from this client.
 pub struct Circuit {
     shared: Arc<Shared>,
@@ -137,6 +182,7 @@ impl Circuit {
         circuit
             .shared
             .apply(|s| s.start_create(first, Instant::now(), limit, &mut rand::thread_rng()))?;
+        circuit.prepare_handshake();
         circuit.await_built().await?;
         Ok(circuit)
     }
@@ -155,7 +201,36 @@ impl Circuit {
                 Sent::Blocked => opened.await,
             }
         }
+        self.prepare_handshake();
         self.await_built().await
+    }
+
+    /// Does the client's half of the handshake that needs no answer while the relay works
+    /// on its own: one Diffie-Hellman of the two off the path of every hop (`docs/spec.md`
+    /// §3). It runs on a blocking thread, not on this task: here it would keep this worker
+    /// from seeing the reply and the relays' cells meanwhile. If the answer wins the race,
+    /// the handshake finishes without it: the work is skipped if it has not begun, and its
+    /// result ignored if it has. With no runtime, or as many preparations running as the
+    /// machine has cores, nothing is prepared and the answer does all the work, as before.
+    fn prepare_handshake(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(slot) = prepare_slot() else {
+            return;
+        };
+        let Some(work) = lock(&self.shared.state).handshake_preparation() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        runtime.spawn_blocking(move || {
+            let _slot = slot;
+            if !lock(&shared.state).wants(&work) {
+                return;
+            }
+            let done = work.run();
+            lock(&shared.state).handshake_prepared(done);
+        });
     }
 
     /// Waits until the handshake under way finishes, firing the state's timeout at its
@@ -276,4 +351,22 @@ pub async fn build(
         circ.extend(hop, per_hop).await?;
     }
     Ok(circ)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_given_up_to_their_number_and_back_when_dropped() {
+        static SLOTS: Slots = Slots::new();
+        let a = SLOTS.take(2).expect("first");
+        let b = SLOTS.take(2).expect("second");
+        assert!(SLOTS.take(2).is_none(), "a third of two");
+        drop(a);
+        let c = SLOTS.take(2).expect("one given back");
+        assert!(SLOTS.take(2).is_none());
+        drop((b, c));
+        assert_eq!(SLOTS.used.load(Ordering::Acquire), 0);
+    }
 }

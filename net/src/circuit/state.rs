@@ -23,7 +23,7 @@
 use std::time::{Duration, Instant};
 
 use rand::{CryptoRng, RngCore};
-use shallot_crypto::ntor::{ClientHandshake, ServerMessage};
+use shallot_crypto::ntor::{ClientHandshake, Preparation, Prepared, ServerMessage};
 use shallot_crypto::onion::{body_len, ClientLayers, HopKeys, Payload};
 use shallot_link::LinkError;
 use shallot_proto::cell::{ChanMsg, Create, DestroyReason};
@@ -181,6 +181,34 @@ impl CircuitState {
     /// When the handshake waiting for its answer times out.
     pub fn deadline(&self) -> Option<Instant> {
         self.pending.deadline().map(|(d, _)| d)
+    }
+
+    /// The part of the waiting handshake that needs no answer (`EXP(B, x)`, §3), to be done
+    /// while the answer is on its way, so that it costs one Diffie-Hellman instead of two.
+    /// `None` with nothing waiting, or with the work done.
+    pub fn handshake_preparation(&self) -> Option<Preparation> {
+        match &self.pending {
+            Pending::Create { hs, .. } | Pending::Extend { hs, .. } => hs.preparation(),
+            Pending::Idle => None,
+        }
+    }
+
+    /// Whether `work`, taken by [`CircuitState::handshake_preparation`], is still wanted:
+    /// not if the answer came first.
+    pub fn wants(&self, work: &Preparation) -> bool {
+        match &self.pending {
+            Pending::Create { hs, .. } | Pending::Extend { hs, .. } => hs.wants(work),
+            Pending::Idle => false,
+        }
+    }
+
+    /// Takes a done [`CircuitState::handshake_preparation`]. It is ignored if the handshake
+    /// it was taken from has been answered meanwhile.
+    pub fn handshake_prepared(&mut self, done: Prepared) {
+        match &mut self.pending {
+            Pending::Create { hs, .. } | Pending::Extend { hs, .. } => hs.accept(done),
+            Pending::Idle => {}
+        }
     }
 
     /// Counted cells `hop` may still be sent now.

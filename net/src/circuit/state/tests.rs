@@ -235,6 +235,80 @@ fn created_builds_the_first_hop_and_extended_each_next_one() {
     }
 }
 
+/// The shell prepares each handshake while its answer is on the way: the circuit is built
+/// just the same and the hops hear what is sent to them.
+#[test]
+fn a_circuit_whose_handshakes_were_prepared_ahead_works_the_same() {
+    let mut net = Net::new();
+    assert!(net.state.handshake_preparation().is_none());
+    let created = net.create();
+    let work = net.state.handshake_preparation().unwrap();
+    net.state.handshake_prepared(work.run());
+    assert!(net.state.handshake_preparation().is_none(), "done once");
+    assert_eq!(
+        net.state.handle_cell(created, net.t0).unwrap(),
+        Event::Built(HopNum::FIRST)
+    );
+    for expected in [HopNum::SECOND, HopNum::THIRD] {
+        let work = net.state.handshake_preparation();
+        assert!(work.is_none(), "nothing waits between hops");
+        let cells = net.extend();
+        let work = net.state.handshake_preparation().unwrap();
+        net.state.handshake_prepared(work.run());
+        let mut last = Event::Nothing;
+        for c in cells {
+            last = net.state.handle_cell(c, net.t0).unwrap();
+        }
+        assert_eq!(last, Event::Built(expected));
+    }
+    for hop in [HopNum::FIRST, HopNum::SECOND, HopNum::THIRD] {
+        assert_eq!(net.send(hop, &data(10)), Sent::Queued);
+        assert_eq!(net.deliver_outbox(), vec![(hop.get(), data(10))]);
+    }
+}
+
+/// Work taken for a handshake whose answer came first is no longer wanted, and its result,
+/// given late, changes nothing: the next hop is built all the same.
+#[test]
+fn preparation_that_loses_the_race_is_skipped_or_ignored() {
+    let mut net = Net::new();
+    let created = net.create();
+    let work = net.state.handshake_preparation().unwrap();
+    assert!(net.state.wants(&work));
+    assert_eq!(
+        net.state.handle_cell(created, net.t0).unwrap(),
+        Event::Built(HopNum::FIRST)
+    );
+    assert!(!net.state.wants(&work), "answered: nothing to prepare");
+    let cells = net.extend();
+    assert!(!net.state.wants(&work), "another handshake's work");
+    net.state.handshake_prepared(work.run());
+    let mut last = Event::Nothing;
+    for c in cells {
+        last = net.state.handle_cell(c, net.t0).unwrap();
+    }
+    assert_eq!(last, Event::Built(HopNum::SECOND));
+}
+
+/// A forged answer to a prepared handshake fails as it does unprepared.
+#[test]
+fn a_forged_answer_to_a_prepared_handshake_fails_it() {
+    let mut net = Net::new();
+    let _ = net.create();
+    let work = net.state.handshake_preparation().unwrap();
+    net.state.handshake_prepared(work.run());
+    let forged = ServerMessage::from_bytes(&[3; 64]);
+    let err = net
+        .state
+        .handle_cell(ChanMsg::Created(forged), net.t0)
+        .unwrap_err();
+    assert!(
+        matches!(err, NetError::Handshake { ref hop, .. } if hop == "relay1"),
+        "{err}"
+    );
+    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
+}
+
 #[test]
 fn a_deadline_is_set_while_a_handshake_waits_and_cleared_after() {
     let mut net = Net::new();
