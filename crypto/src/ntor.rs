@@ -342,19 +342,30 @@ mod tests {
     }
 
     /// The published ntor test vector (`shared/vectors/ntor.json`, copied to
-    /// `crypto/tests/vectors/ntor.json`).
-    #[test]
-    fn reproduces_the_published_vector() {
+    /// `crypto/tests/vectors/ntor.json`): the vector, `ID`, `b`, `x` and `y`.
+    fn published() -> (
+        serde_json::Value,
+        RelayId,
+        OnionKeypair,
+        StaticSecret,
+        StaticSecret,
+    ) {
         let text = include_str!("../tests/vectors/ntor.json");
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let id = RelayId(field(&v, "server_identity_id").try_into().unwrap());
         let b = OnionKeypair::from_secret_bytes(arr32(field(&v, "server_onion_secret_b")));
+        let x = StaticSecret::from(arr32(field(&v, "client_ephemeral_secret_x")));
+        let y = StaticSecret::from(arr32(field(&v, "server_ephemeral_secret_y")));
+        (v, id, b, x, y)
+    }
+
+    #[test]
+    fn reproduces_the_published_vector() {
+        let (v, id, b, x, y) = published();
         assert_eq!(
             b.public().to_bytes().to_vec(),
             field(&v, "server_onion_public_B")
         );
-        let x = StaticSecret::from(arr32(field(&v, "client_ephemeral_secret_x")));
-        let y = StaticSecret::from(arr32(field(&v, "server_ephemeral_secret_y")));
 
         let (client, msg) = ClientHandshake::start_with_ephemeral(x, id, &b.public());
         assert_eq!(
@@ -386,12 +397,7 @@ mod tests {
     /// keys as one that does it all on the reply: the published vector again.
     #[test]
     fn preparing_ahead_changes_no_byte() {
-        let text = include_str!("../tests/vectors/ntor.json");
-        let v: serde_json::Value = serde_json::from_str(text).unwrap();
-        let id = RelayId(field(&v, "server_identity_id").try_into().unwrap());
-        let b = OnionKeypair::from_secret_bytes(arr32(field(&v, "server_onion_secret_b")));
-        let x = StaticSecret::from(arr32(field(&v, "client_ephemeral_secret_x")));
-        let y = StaticSecret::from(arr32(field(&v, "server_ephemeral_secret_y")));
+        let (v, id, b, x, y) = published();
         let (mut client, msg) = ClientHandshake::start_with_ephemeral(x, id, &b.public());
         let work = client.preparation().unwrap();
         client.prepare();

@@ -198,6 +198,14 @@ impl Net {
         last
     }
 
+    /// Each hop of a built circuit hears what is sent to it.
+    fn assert_every_hop_hears(&mut self) {
+        for hop in [HopNum::FIRST, HopNum::SECOND, HopNum::THIRD] {
+            assert_eq!(self.send(hop, &data(10)), Sent::Queued);
+            assert_eq!(self.deliver_outbox(), vec![(hop.get(), data(10))]);
+        }
+    }
+
     fn send(&mut self, hop: HopNum, msg: &RelayMsg) -> Sent {
         self.state.send(&Outgoing::new(hop, msg).unwrap()).unwrap()
     }
@@ -228,11 +236,7 @@ fn created_builds_the_first_hop_and_extended_each_next_one() {
     assert_eq!(net.state.last_hop(), Some(HopNum::THIRD));
     let names: Vec<_> = net.state.path().into_iter().map(|h| h.nickname).collect();
     assert_eq!(names, ["relay1", "relay2", "relay3"]);
-    // Each hop now hears what is sent to it.
-    for hop in [HopNum::FIRST, HopNum::SECOND, HopNum::THIRD] {
-        assert_eq!(net.send(hop, &data(10)), Sent::Queued);
-        assert_eq!(net.deliver_outbox(), vec![(hop.get(), data(10))]);
-    }
+    net.assert_every_hop_hears();
 }
 
 /// The shell prepares each handshake while its answer is on the way: the circuit is built
@@ -255,16 +259,9 @@ fn a_circuit_whose_handshakes_were_prepared_ahead_works_the_same() {
         let cells = net.extend();
         let work = net.state.handshake_preparation().unwrap();
         net.state.handshake_prepared(work.run());
-        let mut last = Event::Nothing;
-        for c in cells {
-            last = net.state.handle_cell(c, net.t0).unwrap();
-        }
-        assert_eq!(last, Event::Built(expected));
+        assert_eq!(net.feed(cells).unwrap(), Event::Built(expected));
     }
-    for hop in [HopNum::FIRST, HopNum::SECOND, HopNum::THIRD] {
-        assert_eq!(net.send(hop, &data(10)), Sent::Queued);
-        assert_eq!(net.deliver_outbox(), vec![(hop.get(), data(10))]);
-    }
+    net.assert_every_hop_hears();
 }
 
 /// Work taken for a handshake whose answer came first is no longer wanted, and its result,
@@ -283,30 +280,7 @@ fn preparation_that_loses_the_race_is_skipped_or_ignored() {
     let cells = net.extend();
     assert!(!net.state.wants(&work), "another handshake's work");
     net.state.handshake_prepared(work.run());
-    let mut last = Event::Nothing;
-    for c in cells {
-        last = net.state.handle_cell(c, net.t0).unwrap();
-    }
-    assert_eq!(last, Event::Built(HopNum::SECOND));
-}
-
-/// A forged answer to a prepared handshake fails as it does unprepared.
-#[test]
-fn a_forged_answer_to_a_prepared_handshake_fails_it() {
-    let mut net = Net::new();
-    let _ = net.create();
-    let work = net.state.handshake_preparation().unwrap();
-    net.state.handshake_prepared(work.run());
-    let forged = ServerMessage::from_bytes(&[3; 64]);
-    let err = net
-        .state
-        .handle_cell(ChanMsg::Created(forged), net.t0)
-        .unwrap_err();
-    assert!(
-        matches!(err, NetError::Handshake { ref hop, .. } if hop == "relay1"),
-        "{err}"
-    );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
+    assert_eq!(net.feed(cells).unwrap(), Event::Built(HopNum::SECOND));
 }
 
 #[test]
@@ -384,21 +358,28 @@ fn extended_from_a_hop_other_than_the_last_is_a_violation() {
     assert_eq!(violation(&err), Violation::UnexpectedExtended);
 }
 
+/// A forged answer fails the handshake, whether the shell prepared it ahead or not.
 #[test]
 fn a_reply_that_does_not_prove_the_onion_key_fails_the_handshake() {
-    let mut net = Net::new();
-    let _ = net.create();
-    let forged = ServerMessage::from_bytes(&[3; 64]);
-    let err = net
-        .state
-        .handle_cell(ChanMsg::Created(forged), net.t0)
-        .unwrap_err();
-    assert!(
-        matches!(err, NetError::Handshake { ref hop, .. } if hop == "relay1"),
-        "{err}"
-    );
-    assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
-    assert_eq!(net.state.len(), 0);
+    for prepared in [false, true] {
+        let mut net = Net::new();
+        let _ = net.create();
+        if prepared {
+            let work = net.state.handshake_preparation().unwrap();
+            net.state.handshake_prepared(work.run());
+        }
+        let forged = ServerMessage::from_bytes(&[3; 64]);
+        let err = net
+            .state
+            .handle_cell(ChanMsg::Created(forged), net.t0)
+            .unwrap_err();
+        assert!(
+            matches!(err, NetError::Handshake { ref hop, .. } if hop == "relay1"),
+            "{err}"
+        );
+        assert_eq!(net.destroy_sent(), Some(DestroyReason::Requested));
+        assert_eq!(net.state.len(), 0);
+    }
 }
 
 #[test]
