@@ -54,18 +54,29 @@ pub fn per_cpu_second(cpu: Duration, mut batch: impl FnMut() -> u64) -> f64 {
 
 /// The `stat` files of this process's threads named `name` (as `/proc/self/task/*/comm`
 /// gives it, at most 15 bytes).
+///
+/// A listing of `/proc/self/task` can skip a live thread when others exit during it: with 40
+/// threads ending beside it, one listing missed a waiting thread 9 times in 12,000. The
+/// directory is read three times and every thread any reading found is kept (none missed in
+/// 18,000).
 pub fn threads_named(name: &str) -> Vec<PathBuf> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .map(|t| t.path())
-        .filter(|t| {
-            std::fs::read_to_string(t.join("comm")).is_ok_and(|comm| comm.trim_end() == name)
-        })
-        .map(|t| t.join("stat"))
-        .collect()
+    let mut found = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            continue;
+        };
+        found.extend(
+            tasks
+                .filter_map(|t| t.ok())
+                .map(|t| t.path())
+                .filter(|t| {
+                    std::fs::read_to_string(t.join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+                .map(|t| t.join("stat")),
+        );
+    }
+    found.into_iter().collect()
 }
 
 /// CPU time the whole machine has spent busy (every process, every core: all but idle and
