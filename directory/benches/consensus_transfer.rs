@@ -3,7 +3,8 @@
 //! addresses and nicknames; weights spread over four orders of magnitude; the flag mix of a
 //! live network; one relay in ten with a family), its size raw and zstd-compressed, and the
 //! diff to the next hour's consensus under the churn modelled in [`next_hour`], at three rates
-//! of weight change. Printed sizes beside the floor measured in the same run: the random key
+//! of weight change, and what a client back after a day is sent ([`back_after_a_day`]).
+//! Printed sizes beside the floor measured in the same run: the random key
 //! bytes the consensus must carry (three 32-byte keys per relay), which no compression removes.
 //! Timed: compress, decompress, computing a diff, applying it.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -185,6 +186,75 @@ impl Edits {
     }
 }
 
+/// What a client back after a day fetches: its consensus has expired (it is valid for 3
+/// hours), so today it fetches the whole consensus from the authorities (`docs/spec.md` §5.13).
+/// Measured beside it, not built: the diff from its day-old consensus (what a directory keeping
+/// a day's bases could send), and, with the keys in a document of their own, the new consensus
+/// entries whole plus the keys of the relays whose keys it does not hold. Twenty-four hours
+/// of [`next_hour`], every relay remeasured each hour, with steady weights.
+fn back_after_a_day(base: &Consensus, text: &str, keys: &[IdentityKeypair]) {
+    let mut rng = StdRng::seed_from_u64(24);
+    let mut relays = base.relays.clone();
+    for _ in 0..24 {
+        relays = next_hour(&mut rng, &relays, 1.0, true);
+        relays.sort_by_key(|e| e.id);
+        relays.dedup_by_key(|e| e.id);
+    }
+    let later = consensus(T + 24 * 3600, relays, keys);
+    let later_text = later.encode().unwrap();
+    let diff = consensus_diff(base, &later).unwrap();
+    assert_eq!(apply_diff(text, &diff).unwrap(), later_text);
+    let held: std::collections::HashSet<([u8; 32], [u8; 32], [u8; 32])> = base
+        .relays
+        .iter()
+        .map(|r| (*r.identity.as_bytes(), r.ntor_key, r.link_key))
+        .collect();
+    let entries: String = later
+        .relays
+        .iter()
+        .map(|r| {
+            format!(
+                "r {} {} {} {}\n",
+                shallot_crypto::hex::encode(&r.id.0[..16]),
+                r.address,
+                r.bandwidth,
+                r.flags
+            )
+        })
+        .collect();
+    let lacking: Vec<&RelayEntry> = later
+        .relays
+        .iter()
+        .filter(|r| !held.contains(&(*r.identity.as_bytes(), r.ntor_key, r.link_key)))
+        .collect();
+    let new_keys: String = lacking
+        .iter()
+        .map(|r| {
+            format!(
+                "k {} {} {}\n",
+                shallot_crypto::hex::encode(r.identity.as_bytes()),
+                shallot_crypto::hex::encode(&r.ntor_key),
+                shallot_crypto::hex::encode(&r.link_key)
+            )
+        })
+        .collect();
+    let e = Edits::between(&base.relays, &later.relays);
+    eprintln!(
+        "a client back after a day ({} relays gone, {} new, {} new onion keys): whole consensus \
+         {} bytes zstd (sent today); not built: the diff from its day-old consensus {} bytes \
+         zstd level {DIFF_LEVEL}; keys in a document of their own, the entries whole {} bytes \
+         zstd and the keys of the {} relays whose keys it lacks {} bytes zstd",
+        e.gone,
+        e.new,
+        e.key,
+        compress(later_text.as_bytes()).len(),
+        compress_diff(&diff).len(),
+        compress(entries.as_bytes()).len(),
+        lacking.len(),
+        compress(new_keys.as_bytes()).len(),
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(16);
     let keys: Vec<IdentityKeypair> = (0..3)
@@ -329,6 +399,8 @@ fn bench(c: &mut Criterion) {
             diff_mid = diff;
         }
     }
+
+    back_after_a_day(&base, &text, &keys);
 
     let mut g = c.benchmark_group("consensus_transfer");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
