@@ -186,6 +186,29 @@ impl Edits {
     }
 }
 
+/// One relay's line in the consensus of the split form (not built): a 16-byte fingerprint
+/// prefix, the address, the weight and the flags.
+fn split_entry_line(r: &RelayEntry) -> String {
+    format!(
+        "r {} {} {} {}\n",
+        shallot_crypto::hex::encode(&r.id.0[..16]),
+        r.address,
+        r.bandwidth,
+        r.flags
+    )
+}
+
+/// One relay's line in the keys document of the split form (not built): its identity, ntor
+/// and link keys.
+fn split_keys_line(r: &RelayEntry) -> String {
+    format!(
+        "k {} {} {}\n",
+        shallot_crypto::hex::encode(r.identity.as_bytes()),
+        shallot_crypto::hex::encode(&r.ntor_key),
+        shallot_crypto::hex::encode(&r.link_key)
+    )
+}
+
 /// What a client back after a day fetches: its consensus has expired (it is valid for 3
 /// hours), so today it fetches the whole consensus from the authorities (`docs/spec.md` §5.13).
 /// Measured beside it, not built: the diff from its day-old consensus (what a directory keeping
@@ -209,41 +232,20 @@ fn back_after_a_day(base: &Consensus, text: &str, keys: &[IdentityKeypair]) {
         .iter()
         .map(|r| (*r.identity.as_bytes(), r.ntor_key, r.link_key))
         .collect();
-    let entries: String = later
-        .relays
-        .iter()
-        .map(|r| {
-            format!(
-                "r {} {} {} {}\n",
-                shallot_crypto::hex::encode(&r.id.0[..16]),
-                r.address,
-                r.bandwidth,
-                r.flags
-            )
-        })
-        .collect();
+    let entries: String = later.relays.iter().map(split_entry_line).collect();
     let lacking: Vec<&RelayEntry> = later
         .relays
         .iter()
         .filter(|r| !held.contains(&(*r.identity.as_bytes(), r.ntor_key, r.link_key)))
         .collect();
-    let new_keys: String = lacking
-        .iter()
-        .map(|r| {
-            format!(
-                "k {} {} {}\n",
-                shallot_crypto::hex::encode(r.identity.as_bytes()),
-                shallot_crypto::hex::encode(&r.ntor_key),
-                shallot_crypto::hex::encode(&r.link_key)
-            )
-        })
-        .collect();
+    let new_keys: String = lacking.iter().copied().map(split_keys_line).collect();
     let e = Edits::between(&base.relays, &later.relays);
     eprintln!(
         "a client back after a day ({} relays gone, {} new, {} new onion keys): whole consensus \
-         {} bytes zstd (sent today); not built: the diff from its day-old consensus {} bytes \
-         zstd level {DIFF_LEVEL}; keys in a document of their own, the entries whole {} bytes \
-         zstd and the keys of the {} relays whose keys it lacks {} bytes zstd",
+         {} bytes zstd (fetched today, from an authority); not built: the diff from its \
+         day-old consensus {} bytes zstd level {DIFF_LEVEL}; keys in a document of their own, \
+         the entries whole {} bytes zstd and the keys of the {} relays whose keys it lacks {} \
+         bytes zstd",
         e.gone,
         e.new,
         e.key,
@@ -314,31 +316,8 @@ fn bench(c: &mut Criterion) {
     // build circuits through any relay, so this moves bytes between documents: the point is
     // that keys change rarely (a relay's onion key once a week or so), so that a client
     // holding last hour's keys fetches only the new ones.
-    let compact: String = base
-        .relays
-        .iter()
-        .map(|r| {
-            format!(
-                "r {} {} {} {}\n",
-                shallot_crypto::hex::encode(&r.id.0[..16]),
-                r.address,
-                r.bandwidth,
-                r.flags
-            )
-        })
-        .collect();
-    let keys_doc: String = base
-        .relays
-        .iter()
-        .map(|r| {
-            format!(
-                "k {} {} {}\n",
-                shallot_crypto::hex::encode(r.identity.as_bytes()),
-                shallot_crypto::hex::encode(&r.ntor_key),
-                shallot_crypto::hex::encode(&r.link_key)
-            )
-        })
-        .collect();
+    let compact: String = base.relays.iter().map(split_entry_line).collect();
+    let keys_doc: String = base.relays.iter().map(split_keys_line).collect();
     // And with no name at all: entry i of the consensus is entry i of the keys document
     // (both in fingerprint order), bound by the keys document's digest in the consensus.
     let nameless: String = base
