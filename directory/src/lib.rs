@@ -9,7 +9,8 @@
 //! * [`verify`]: client-side consensus verification and the on-disk cache;
 //! * [`fetch`]: HTTP client helpers: descriptor upload (relays), consensus fetch (clients),
 //!   compressed or as a diff from the consensus held; [`compress`]: zstd with a capped
-//!   decompressed size.
+//!   decompressed size; [`day_bases`]: the last day's consensuses, which authorities and
+//!   relay caches keep as bases for the diff to a client back after its consensus expired.
 //!
 //! The documents themselves live in [`shallot_proto::dir`].
 //!
@@ -24,6 +25,7 @@
 
 pub mod compress;
 pub mod compute;
+pub mod day_bases;
 pub mod equivocation;
 pub mod fetch;
 pub mod http_date;
@@ -33,6 +35,9 @@ pub mod routable;
 pub mod schedule;
 pub mod shared_random;
 pub mod verify;
+
+#[cfg(test)]
+mod test_consensus;
 
 pub use fetch::{fetch_consensus, upload_descriptor, FetchError, HttpError, UploadError};
 pub use network::{AuthorityInfo, NetworkError, NetworkFile, NetworkParams};

@@ -254,6 +254,23 @@ impl ConsensusCache {
             })
     }
 
+    /// Loads the cached consensus once it has expired, as the base for a diff
+    /// (`docs/spec.md` §5.12): its signatures are verified as they were when it was current
+    /// (at its valid-after), it must have started by `now`, and it must still be kept as a
+    /// base by the directories ([`crate::day_bases::WINDOW_SECS`] after its valid-after;
+    /// naming an older one would only tell them when this client was last online). `None`
+    /// if there is none, or it does not verify so. It is not for use: the caller fetches a
+    /// valid one.
+    pub fn load_expired(&self, network: &NetworkFile, now: u64) -> Option<VerifiedConsensus> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let unverified = UnverifiedConsensus::parse(&text).ok()?;
+        let valid_after = unverified.0.valid_after;
+        if valid_after > now || now > valid_after.saturating_add(crate::day_bases::WINDOW_SECS) {
+            return None;
+        }
+        unverified.verify(network, valid_after, None).ok()
+    }
+
     /// Replaces the cached consensus atomically, without waiting for the disk: after a crash
     /// the file may be the previous consensus, or one that does not verify, which
     /// [`ConsensusCache::load`] refuses and the caller fetches again.
@@ -274,7 +291,6 @@ mod tests {
     use super::*;
     use crate::network::{AuthorityInfo, NetworkParams};
     use shallot_crypto::keys::IdentityKeypair;
-    use shallot_proto::dir::ConsensusParams;
 
     fn network(keys: &[IdentityKeypair]) -> NetworkFile {
         NetworkFile {
@@ -298,23 +314,9 @@ mod tests {
     }
 
     fn consensus_text(valid_after: u64, signers: &[&IdentityKeypair]) -> String {
-        let mut c = Consensus {
-            valid_after,
-            fresh_until: valid_after + 3600,
-            valid_until: valid_after + 3 * 3600,
-            params: ConsensusParams {
-                epoch_secs: 86400,
-                max_share_ppm: 50_000,
-            },
-            shared_rand: Default::default(),
-            relays: vec![],
-            signatures: vec![],
-        };
-        for k in signers {
-            let sig = c.sign_body(k).unwrap();
-            c.add_signature(k.public(), sig);
-        }
-        c.encode().unwrap()
+        crate::test_consensus::signed(valid_after, vec![], signers)
+            .encode()
+            .unwrap()
     }
 
     const T: u64 = 1_700_000_000;
@@ -451,6 +453,48 @@ mod tests {
                 Err(CacheError::Invalid { .. })
             ));
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An expired consensus is loaded as a diff base only if the authorities signed it, and
+    /// only once it has started: a consensus file written by someone else, or dated ahead
+    /// (which would make every real consensus look older than the one held), is not a base.
+    #[test]
+    fn an_expired_consensus_is_a_base_only_if_signed_and_started() {
+        let ks = keys(3);
+        let net = network(&ks);
+        let dir = std::env::temp_dir().join(format!("shallot-base-{}", rand::random::<u64>()));
+        let cache = ConsensusCache::new(dir.join("consensus.txt"));
+        assert!(cache.load_expired(&net, T).is_none(), "no file");
+        let later = T + 24 * 3600;
+        cache.store(&consensus_text(T, &[&ks[0], &ks[1]])).unwrap();
+        assert!(cache.load(&net, later).is_err(), "expired");
+        assert_eq!(cache.load_expired(&net, later).unwrap().valid_after, T);
+        let window = crate::day_bases::WINDOW_SECS;
+        assert!(cache.load_expired(&net, T + window).is_some());
+        assert!(
+            cache.load_expired(&net, T + window + 1).is_none(),
+            "no base kept"
+        );
+
+        let strangers = keys(2);
+        cache
+            .store(&consensus_text(T, &[&strangers[0], &strangers[1]]))
+            .unwrap();
+        assert!(
+            cache.load_expired(&net, later).is_none(),
+            "not the authorities'"
+        );
+        cache.store(&consensus_text(T, &[&ks[0]])).unwrap();
+        assert!(cache.load_expired(&net, later).is_none(), "one of three");
+
+        cache
+            .store(&consensus_text(later + 3600, &[&ks[0], &ks[1]]))
+            .unwrap();
+        assert!(cache.load_expired(&net, later).is_none(), "dated ahead");
+
+        std::fs::write(&cache.path, "shallot-consensus version 3\n").unwrap();
+        assert!(cache.load_expired(&net, later).is_none(), "not a consensus");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
