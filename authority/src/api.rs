@@ -266,7 +266,8 @@ async fn get_consensus_compressed(State(shared): State<Arc<Shared>>) -> Result<R
 
 /// The diff from the consensus whose body has the digest named to the one served now
 /// (`<hex digest>`, or `<hex digest>.z` for it zstd-compressed), from the consensuses this
-/// authority still keeps (`docs/spec.md` §5.12), computed once per version of the served text.
+/// authority still keeps, the last day's (`docs/spec.md` §5.12), each computed once per
+/// version of the served text.
 async fn get_consensus_diff(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -280,7 +281,8 @@ async fn get_consensus_diff(
         .filter(|_| hex_digest.len() == 64)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "not a 64-hex-digit digest"))?;
     let answers = served(&shared).await?;
-    let diff = answers.diff(&base_digest).ok_or_else(|| {
+    let diff = shared.served.diff(&answers, &base_digest).await;
+    let diff = diff.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "no consensus with that digest is kept: fetch /consensus.z",

@@ -242,6 +242,9 @@ pub struct AuthorityCounters {
     /// Times it compressed the served consensus and computed the diffs to it: once per
     /// version of the served text, however many fetch it.
     pub consensus_answers_built: u64,
+    /// Diffs it computed on request from a consensus older than those it keeps whole, one of
+    /// the last day's: each base once per version of the served text.
+    pub older_diffs_built: u64,
     /// Relays its bandwidth scanner measured (each measurement once).
     pub relays_measured: u64,
 }
@@ -306,7 +309,8 @@ impl AuthorityHandle {
             votes_taken: state.votes_taken,
             consensuses_made: state.consensuses_made,
             requests_served: self.shared.requests_served.load(Ordering::Relaxed),
-            consensus_answers_built: self.shared.served.builds.load(Ordering::Relaxed),
+            consensus_answers_built: self.shared.served.builds(),
+            older_diffs_built: self.shared.served.older_diffs(),
             relays_measured: state.measurements.recorded(),
         }
     }

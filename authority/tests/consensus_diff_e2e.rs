@@ -1,8 +1,9 @@
 //! Consensus diffs end to end (`docs/spec.md` §5.12): three authorities on loopback with a 4 s
 //! voting interval; a client holding a consensus refreshes across several periods by diff
 //! (counted, so the test knows a diff was used and not a whole fetch), each result identical
-//! to what the authorities serve; a client holding a consensus no authority keeps falls back to
-//! the whole compressed consensus; bad diff requests are refused.
+//! to what the authorities serve; a client back after its consensus expired still gets a diff,
+//! from the authorities' bases of the last day; a client holding a consensus no authority
+//! keeps falls back to the whole compressed consensus; bad diff requests are refused.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -55,6 +56,7 @@ async fn a_client_refreshes_by_diff_across_periods() {
         assert!(Instant::now() < deadline, "no consensus listing the relays");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let first = held.clone();
     let full_after_bootstrap = stats.full.load(Ordering::Relaxed);
     assert!(full_after_bootstrap >= 1);
     assert_eq!(stats.diffs.load(Ordering::Relaxed), 0);
@@ -86,6 +88,24 @@ async fn a_client_refreshes_by_diff_across_periods() {
         "every refresh went by diff: {stats:?}"
     );
     assert!(stats.diffs.load(Ordering::Relaxed) >= 3, "{stats:?}");
+
+    // A client back after its consensus expired (it is valid for three periods) and two
+    // periods more, so that it is older than every consensus an authority keeps whole (the
+    // last three, pruned once a period, and the next one once computed): a diff from it all
+    // the same, computed from the day's bases on request.
+    let wait = first.valid_until.saturating_sub(now()) + 2 * 4 + 1;
+    assert!(wait < 40, "the first consensus is valid for {wait} s more");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let back = FetchStats::default();
+    let (c, text) = fetch_consensus_counted(&network, Some(&first), now(), T, &back)
+        .await
+        .unwrap();
+    assert!(c.valid_after > first.valid_after);
+    assert_eq!(Consensus::parse(&text).unwrap().encode().unwrap(), text);
+    assert_eq!(back.diffs.load(Ordering::Relaxed), 1, "{back:?}");
+    assert_eq!(back.full.load(Ordering::Relaxed), 0, "{back:?}");
+    let older: u64 = handles.iter().map(|h| h.counters().older_diffs_built).sum();
+    assert!(older >= 1, "no diff was computed from an older base");
 
     // A consensus no authority keeps (here: one nobody signed): the diff is refused (404)
     // and the client falls back to the whole consensus.
