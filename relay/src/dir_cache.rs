@@ -2,7 +2,9 @@
 //! serialized and zstd-compressed, with the compressed diffs to it from the last few it
 //! followed, and answers a client's `DIR_GET` on a circuit ending here with the diff from the
 //! consensus the client named when it has one, else the whole consensus, streamed in
-//! `DIR_CHUNK`s under the circuit's flow control.
+//! `DIR_CHUNK`s under the circuit's flow control. A client back after its consensus expired
+//! names an older one: if it is among the last day's ([`DayBases`]), the diff from it is
+//! computed on that first request, one at a time, and kept until the next consensus.
 //!
 //! [`Served`] is what is served, made without I/O from the consensuses followed; [`serve`] is
 //! the service: it follows the relay's consensus and answers requests on circuits that came
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_directory::compress::{compress, compress_diff};
+use shallot_directory::day_bases::{DayBase, DayBases, OLDER_WAIT};
 use shallot_proto::dir::diff::{consensus_diff, text_body_digest};
 use shallot_proto::dir::Consensus;
 use shallot_proto::dir_cache::{AnswerForm, DirMsg};
@@ -108,6 +111,10 @@ impl Drop for AnswerSlot {
 /// How long one message of an answer may wait for the circuit's window.
 const SEND_LIMIT: Duration = Duration::from_secs(30);
 
+/// A diff computed on request from one of the day's older consensuses, by the base's body
+/// digest; `None` where none was worth sending.
+type OlderDiff = ([u8; 32], Option<Arc<Vec<u8>>>);
+
 /// What the cache serves: the newest consensus compressed, and the compressed diffs to it from
 /// the ones before it, each under its body digest.
 #[derive(Debug, Default)]
@@ -118,6 +125,11 @@ pub(crate) struct Served {
     full: Arc<Vec<u8>>,
     /// Diffs to the newest from each consensus kept (the newest too: an empty diff).
     diffs: Vec<([u8; 32], Arc<Vec<u8>>)>,
+    /// The last day's consensuses followed, compressed, the newest too.
+    day: DayBases,
+    /// Diffs to the newest computed on request from the day's older ones, by the base's body
+    /// digest; `None` where none was worth sending.
+    older: Mutex<Vec<OlderDiff>>,
 }
 
 impl Served {
@@ -143,21 +155,63 @@ impl Served {
                 Some((*d, Arc::new(compress_diff(&diff))))
             })
             .collect();
+        let full = Arc::new(compress(text.as_bytes()));
+        let mut day = self.day.clone();
+        day.keep(DayBase::from_compressed(
+            digest,
+            next.valid_after,
+            full.clone(),
+        ));
         Some(Served {
             kept,
-            full: Arc::new(compress(text.as_bytes())),
+            full,
             diffs,
+            day,
+            older: Mutex::default(),
         })
     }
 
-    /// The answer to a client holding the consensus with body digest `base`.
-    pub(crate) fn answer(&self, base: Option<[u8; 32]>) -> (AnswerForm, Arc<Vec<u8>>) {
+    /// The answer to a client holding the consensus with body digest `base`; `None` when
+    /// that is one of the day's older consensuses whose diff is not computed yet
+    /// ([`Served::answer_older`] computes it).
+    pub(crate) fn answer(&self, base: Option<[u8; 32]>) -> Option<(AnswerForm, Arc<Vec<u8>>)> {
         if self.kept.is_empty() {
-            return (AnswerForm::Unavailable, Arc::default());
+            return Some((AnswerForm::Unavailable, Arc::default()));
         }
-        let diff = base.and_then(|b| self.diffs.iter().find(|(d, _)| *d == b));
+        let full = || Some((AnswerForm::Full, self.full.clone()));
+        let Some(base) = base else { return full() };
+        if let Some((_, diff)) = self.diffs.iter().find(|(d, _)| *d == base) {
+            return Some((AnswerForm::Diff, diff.clone()));
+        }
+        if let Some((_, older)) = lock(&self.older).iter().find(|(d, _)| *d == base) {
+            return match older {
+                Some(diff) => Some((AnswerForm::Diff, diff.clone())),
+                None => full(),
+            };
+        }
+        if self.day.holds(&base) {
+            return None;
+        }
+        full()
+    }
+
+    /// The answer to a client holding the day's older consensus with body digest `base`:
+    /// the diff from it, computed now and kept, or the whole consensus if none is worth
+    /// sending (no smaller than it). Slow for a large consensus: off the async threads.
+    pub(crate) fn answer_older(&self, base: [u8; 32]) -> (AnswerForm, Arc<Vec<u8>>) {
+        if let Some(ready) = self.answer(Some(base)) {
+            return ready;
+        }
+        let newest = self.kept.back().map(|(_, c)| c.clone());
+        let diff = self
+            .day
+            .get(&base)
+            .zip(newest)
+            .and_then(|(old, newest)| old.diff_to(&newest, self.full.len()))
+            .map(|d| Arc::new(d.compressed));
+        lock(&self.older).push((base, diff.clone()));
         match diff {
-            Some((_, diff)) => (AnswerForm::Diff, diff.clone()),
+            Some(diff) => (AnswerForm::Diff, diff),
             None => (AnswerForm::Full, self.full.clone()),
         }
     }
@@ -201,6 +255,8 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
         }))
     };
     let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
+    // One diff from the day's older consensuses is computed at a time.
+    let computing: Arc<tokio::sync::Mutex<()>> = Arc::default();
     while let Some(request) = requests.recv().await {
         let snapshot = lock(&served).clone();
         let permit = AnswerSlot::take(&slots, request.circ.client_network());
@@ -215,17 +271,52 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
             let _ = request.circ.send_if_open(&core.env, unavailable);
             continue;
         };
-        let (form, bytes) = snapshot.answer(request.base);
         let core = core.clone();
+        let computing = computing.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let answer = stream(&core, &request.circ, form, &bytes, &snapshot);
+            let answer = async {
+                let started = &core.stats().dir_older_diffs;
+                let (form, bytes) = answer(&snapshot, request.base, &computing, started).await;
+                stream(&core, &request.circ, form, &bytes, &snapshot).await;
+            };
             if tokio::time::timeout(ANSWER_LIMIT, answer).await.is_err() {
                 debug!("directory answer not sent within {ANSWER_LIMIT:?}");
             }
         });
     }
     drop(follower);
+}
+
+/// The answer to a client holding the consensus with body digest `base`: ready, or, for one
+/// of the day's older consensuses, the diff from it computed now (counted in `started`) off
+/// the runtime's threads, one at a time under `computing`. The permit moves into the job, so
+/// an answer given up (its time limit) does not let a second computation of the same diff
+/// start; a request that waits longer than [`OLDER_WAIT`] is sent the whole consensus.
+async fn answer(
+    snapshot: &Arc<Served>,
+    base: Option<[u8; 32]>,
+    computing: &Arc<tokio::sync::Mutex<()>>,
+    started: &std::sync::atomic::AtomicU64,
+) -> (AnswerForm, Arc<Vec<u8>>) {
+    if let Some(ready) = snapshot.answer(base) {
+        return ready;
+    }
+    let whole = (AnswerForm::Full, snapshot.full.clone());
+    // Not ready: `base` names one of the day's older consensuses.
+    let Some(base) = base else { return whole };
+    let permit = tokio::time::timeout(OLDER_WAIT, computing.clone().lock_owned()).await;
+    let Ok(permit) = permit else { return whole };
+    if let Some(ready) = snapshot.answer(Some(base)) {
+        return ready;
+    }
+    Stats::bump(started);
+    let s = snapshot.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        s.answer_older(base)
+    });
+    made.await.unwrap_or(whole)
 }
 
 /// Sends one answer on `circ`, message by message as its window allows.
@@ -317,7 +408,7 @@ mod tests {
     #[test]
     fn the_newest_is_served_whole_or_as_a_diff_from_a_kept_one() {
         let empty = Served::default();
-        assert_eq!(empty.answer(None).0, AnswerForm::Unavailable);
+        assert_eq!(empty.answer(None).unwrap().0, AnswerForm::Unavailable);
         let first = consensus(1000, 3);
         let s = empty.follow(first.clone()).unwrap();
         let second = consensus(1060, 4);
@@ -326,26 +417,93 @@ mod tests {
         assert!(s.follow(first.clone()).is_none());
         assert!(s.follow(second.clone()).is_none());
         let text2 = second.encode().unwrap();
-        let (form, bytes) = s.answer(None);
+        let (form, bytes) = s.answer(None).unwrap();
         assert_eq!(form, AnswerForm::Full);
         assert_eq!(
             decompress_capped(&bytes, 1 << 20).unwrap(),
             text2.as_bytes()
         );
         let text1 = first.encode().unwrap();
-        let (form, bytes) = s.answer(Some(text_body_digest(&text1)));
+        let (form, bytes) = s.answer(Some(text_body_digest(&text1))).unwrap();
         assert_eq!(form, AnswerForm::Diff);
         let diff = decompress_capped(&bytes, 1 << 20).unwrap();
         assert_eq!(apply_diff(&text1, &diff).unwrap(), text2);
         // A base it does not keep gets the whole consensus.
-        assert_eq!(s.answer(Some([9; 32])).0, AnswerForm::Full);
+        assert_eq!(s.answer(Some([9; 32])).unwrap().0, AnswerForm::Full);
         // Only the last few are kept as bases.
         let mut s = s;
         for i in 2..10 {
             s = s.follow(consensus(1000 + 60 * i, 3)).unwrap();
         }
         assert_eq!(s.kept.len(), KEPT);
-        assert_eq!(s.answer(Some(text_body_digest(&text1))).0, AnswerForm::Full);
+        // An older one of the day: its diff is computed on request, then kept.
+        let digest1 = text_body_digest(&text1);
+        assert!(s.answer(Some(digest1)).is_none(), "not computed ahead");
+        let (form, bytes) = s.answer_older(digest1);
+        assert_eq!(form, AnswerForm::Diff);
+        let newest = s.kept.back().unwrap().1.encode().unwrap();
+        let diff = decompress_capped(&bytes, 1 << 20).unwrap();
+        assert_eq!(apply_diff(&text1, &diff).unwrap(), newest);
+        assert!(bytes.len() < s.full.len());
+        let (form, again) = s.answer(Some(digest1)).unwrap();
+        assert_eq!(form, AnswerForm::Diff);
+        assert!(Arc::ptr_eq(&bytes, &again), "kept, not computed again");
+        // A digest of no consensus followed: the whole one, nothing computed.
+        assert_eq!(s.answer(Some([7; 32])).unwrap().0, AnswerForm::Full);
+        assert_eq!(lock(&s.older).len(), 1);
+    }
+
+    /// What a cache serves after following six consensuses, and the first one's text (no
+    /// longer among those kept whole).
+    fn six_followed() -> (Arc<Served>, String) {
+        let first = consensus(1000, 3);
+        let text1 = first.encode().unwrap();
+        let mut s = Served::default().follow(first).unwrap();
+        for i in 1..6 {
+            s = s.follow(consensus(1000 + 60 * i, 3)).unwrap();
+        }
+        (Arc::new(s), text1)
+    }
+
+    /// Clients naming an older base of the day and hanging up at once (the answer dropped as
+    /// soon as it started the work) make the diff computed once, not once each; the next
+    /// client waits for it and is sent it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_dropped_mid_work_compute_a_diff_once() {
+        let (s, text1) = six_followed();
+        let digest1 = Some(text_body_digest(&text1));
+        let computing: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let started = std::sync::atomic::AtomicU64::new(0);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..200 {
+            let mut asked = std::pin::pin!(answer(&s, digest1, &computing, &started));
+            let _ = std::future::Future::poll(asked.as_mut(), &mut cx);
+        }
+        assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let (form, _) = answer(&s, digest1, &computing, &started).await;
+        assert_eq!(form, AnswerForm::Diff);
+        assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(lock(&s.older).len(), 1);
+        // A digest of no consensus followed computes nothing.
+        let (form, _) = answer(&s, Some([5; 32]), &computing, &started).await;
+        assert_eq!(form, AnswerForm::Full);
+        assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// A client that waits longer than [`OLDER_WAIT`] behind the diffs others named is sent
+    /// the whole consensus, not kept waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_kept_waiting_for_an_older_diff_gets_the_whole_consensus() {
+        let (s, text1) = six_followed();
+        let computing: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let started = std::sync::atomic::AtomicU64::new(0);
+        let busy = computing.clone().lock_owned().await;
+        let t0 = tokio::time::Instant::now();
+        let (form, _) = answer(&s, Some(text_body_digest(&text1)), &computing, &started).await;
+        assert_eq!(form, AnswerForm::Full);
+        assert_eq!(t0.elapsed(), OLDER_WAIT);
+        assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 0);
+        drop(busy);
     }
 
     /// One client that stalls its answers (never opening the circuit's window) holds at most

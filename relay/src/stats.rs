@@ -83,6 +83,9 @@ counters! {
     /// Directory requests answered "unavailable": no consensus yet, or too many answers
     /// being sent (§5.13).
     dir_answers_unavailable,
+    /// Diffs computed on a client's request from one of the day's older consensuses, each
+    /// base once per consensus followed, counted as each starts (§5.13).
+    dir_older_diffs,
     /// The valid-after time (unix seconds) of the newest consensus the directory cache
     /// serves; 0 before the first. A gauge (§5.13).
     dir_cache_valid_after,
