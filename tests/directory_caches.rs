@@ -2,7 +2,8 @@
 //! and 4 relays. A client that has bootstrapped from the authorities fetches its next
 //! consensus from its guard and not from any authority; a guard that serves a forged, a
 //! stale, a truncated, an oversized or no consensus is refused with a clear reason, and the
-//! client falls back to the authorities and keeps working.
+//! client falls back to the authorities and keeps working. A client started again after its
+//! cached consensus expired is sent a diff from it by its guard, and no authority sees it.
 //!
 //! The authorities' view of the client is measured where they would see it: the client's
 //! network file points at a counting TCP forwarder in front of each authority, so every
@@ -17,12 +18,14 @@ use std::time::Duration;
 
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
+use shallot_directory::fetch::{http_request, Method};
 use shallot_directory::network::NetworkFile;
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
 use shallot_net::HopNum;
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_relay::misbehave::Misbehaviour;
+use shallot_rt::unix_now;
 use tokio::net::{TcpListener, TcpStream};
 
 struct Net {
@@ -147,6 +150,69 @@ fn a_bootstrapped_client_fetches_its_next_consensus_from_its_guard_not_an_author
                 "the whole consensus"
             }
         );
+    });
+}
+
+/// A client started again after its cached consensus expired holds it as the base for a
+/// diff and still asks its guard (the consensus is less than a day old): the guard answers
+/// with the diff from it, computed from its bases of the last day, and no authority sees the
+/// client come back.
+#[test]
+fn a_client_back_after_its_consensus_expired_gets_a_diff_from_its_guard() {
+    let n = net();
+    rt().block_on(async {
+        let _one = n.serial.lock().await;
+        let data = scratch("dir-caches-back-later");
+        let first = Arc::new(NetDir::new(n.counted.clone(), &data));
+        let mgr = CircuitManager::new(first.clone(), data.clone(), CircuitConfig::default());
+        let held = first.bootstrap().await.unwrap();
+        // Its guards are chosen and saved with its first circuit.
+        mgr.build(None).await.unwrap();
+        drop((first, mgr));
+        // Expired, and two periods more: older than every consensus a cache keeps whole.
+        let interval = n.net.network.params.voting_interval_secs;
+        let wait = held.valid_until.saturating_sub(unix_now()) + 2 * interval + 1;
+        assert!(wait < 40, "the consensus is valid for {wait} s more");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        caches_newer_than(n, held.valid_until).await;
+
+        let again = Arc::new(NetDir::new(n.counted.clone(), &data));
+        let _mgr = CircuitManager::new(again.clone(), data, CircuitConfig::default());
+        let before = n.requests.load(Ordering::SeqCst);
+        let (_, diff_before) = answers(n);
+        let now = again.bootstrap().await.unwrap();
+        assert!(now.valid_after > held.valid_until);
+        assert_eq!(
+            n.requests.load(Ordering::SeqCst),
+            before,
+            "no authority was asked; guard stats {:?}, last guard failure {:?}",
+            again.cache_stats(),
+            again.last_guard_failure()
+        );
+        let stats = again.cache_stats();
+        assert_eq!(stats.from_guards.load(Ordering::SeqCst), 1);
+        assert_eq!(stats.diffs.load(Ordering::SeqCst), 1, "a diff");
+        assert_eq!(
+            answers(n).1,
+            diff_before + 1,
+            "a guard answered with a diff"
+        );
+        let whole = http_request(
+            n.net.network.authorities[0].address,
+            Method::GET,
+            "/consensus.z",
+            None,
+            Duration::from_secs(5),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        let got = stats.bytes.load(Ordering::SeqCst);
+        println!(
+            "diff {got} bytes, whole consensus {} bytes",
+            whole.body.len()
+        );
+        assert!(got < whole.body.len() as u64);
     });
 }
 

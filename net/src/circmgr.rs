@@ -246,7 +246,12 @@ impl GuardDirectory for CircuitManager {
         // it would cost the whole wait before the next source.
         let avoid = self.recent_failures();
         let mut guards = lock(&self.guards);
-        guards.update_at(consensus, self.dir.unix_now(), &mut rand::thread_rng());
+        // An expired consensus (a client back after a while) only names the guards already
+        // chosen, to ask for a new one: guards are neither dropped nor drawn by it.
+        let now = self.dir.unix_now();
+        if now <= consensus.valid_until {
+            guards.update_at(consensus, now, &mut rand::thread_rng());
+        }
         guards
             .guards()
             .iter()

@@ -92,12 +92,24 @@ pub enum Source {
     Authorities,
 }
 
-/// The sources to try, in order: with a consensus held, up to [`GUARDS_ASKED`] of `guards`
-/// (in the order given: preference) then the authorities; without one (first bootstrap, or
-/// the one held expired), the authorities alone.
-pub fn sources(holds_valid: bool, guards: &[RelayId]) -> Vec<Source> {
+/// Whether a client holding `held` at `now` asks its guards first: while it is valid, and
+/// after it expired while the caches still keep it as a base (for
+/// [`shallot_directory::day_bases::WINDOW_SECS`] after its valid-after), so that a client
+/// back after a day is sent a diff by its guard and the authorities do not see it return.
+pub fn guards_asked_holding(held: &Consensus, now: u64) -> bool {
+    now <= held.valid_until
+        || now
+            <= held
+                .valid_after
+                .saturating_add(shallot_directory::day_bases::WINDOW_SECS)
+}
+
+/// The sources to try, in order: with a consensus recent enough ([`guards_asked_holding`]),
+/// up to [`GUARDS_ASKED`] of `guards` (in the order given: preference) then the authorities;
+/// without one (first bootstrap, or the one held is older than a day), the authorities alone.
+pub fn sources(holds_recent: bool, guards: &[RelayId]) -> Vec<Source> {
     let mut out = Vec::new();
-    if holds_valid {
+    if holds_recent {
         out.extend(guards.iter().take(GUARDS_ASKED).copied().map(Source::Guard));
     }
     out.push(Source::Authorities);

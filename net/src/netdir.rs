@@ -19,7 +19,9 @@ use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::{lock, AbortOnDrop, SystemClock, WallClock};
 use tracing::{debug, info};
 
-use crate::dir_cache::{sources, CacheError, CacheStats, GuardDirectory, Source};
+use crate::dir_cache::{
+    guards_asked_holding, sources, CacheError, CacheStats, GuardDirectory, Source,
+};
 
 pub use crate::err::DirError;
 
@@ -177,17 +179,26 @@ impl NetDir {
             .map(|(c, _)| c.clone())
     }
 
-    /// Loads the cached consensus (if still valid), then tries the authorities. Succeeds if
-    /// either gives a valid consensus.
+    /// Loads the cached consensus, then tries the authorities. Succeeds if either gives a
+    /// valid consensus. A cached consensus that has expired is held all the same, as one
+    /// held past its lifetime by a running client is: it is not used, but the authorities
+    /// are asked for the diff from it (`docs/spec.md` §5.12).
     pub async fn bootstrap(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         if self.held().is_none() {
-            match self.cache.load(&self.network, self.clock.unix_now()) {
+            let now = self.clock.unix_now();
+            match self.cache.load(&self.network, now) {
                 Ok(Some(c)) => {
                     debug!("using the cached consensus");
                     self.set(Arc::new(c));
                 }
                 Ok(None) => {}
-                Err(e) => debug!("cached consensus not usable: {e}"),
+                Err(e) => match self.cache.load_expired(&self.network, now) {
+                    Some(c) => {
+                        debug!("cached consensus not usable ({e}): held as the base for a diff");
+                        self.set(Arc::new(c));
+                    }
+                    None => debug!("cached consensus not usable: {e}"),
+                },
             }
         }
         let _ = self.refresh().await;
@@ -200,10 +211,11 @@ impl NetDir {
         &self.stats
     }
 
-    /// Fetches a newer consensus; keeps the held one if none comes. With a valid consensus
-    /// held, the guards are asked first, over the links to them (`docs/spec.md` §5.13), and
-    /// the authorities only when no guard gives a newer one; otherwise the authorities are
-    /// asked, for a diff from the held one when one is held.
+    /// Fetches a newer consensus; keeps the held one if none comes. With a consensus held
+    /// that is valid, or expired but at most a day old ([`guards_asked_holding`]), the guards
+    /// are asked first, over the links to them (`docs/spec.md` §5.13), and the authorities
+    /// only when no guard gives a newer one; otherwise the authorities are asked, for a diff
+    /// from the held one when one is held.
     pub async fn refresh(&self) -> Result<Arc<VerifiedConsensus>, DirError> {
         let held = self.held();
         if let Some(held) = &held {
@@ -211,14 +223,16 @@ impl NetDir {
                 return Ok(self.adopt(c, &text));
             }
         }
-        let fetched = fetch_consensus_dated(
-            &self.network,
-            held.as_deref().map(|c| &**c),
-            self.clock.unix_now(),
-            self.fetch_timeout,
-            &self.stats,
-        )
-        .await;
+        let now = self.clock.unix_now();
+        // A consensus older than the directories keep as bases is not named: it would get no
+        // diff, and would tell the authority when this client was last online. Any consensus
+        // valid now is newer than it, so nothing is lost to rollback.
+        let base = held
+            .as_deref()
+            .filter(|c| guards_asked_holding(c, now))
+            .map(|c| &**c);
+        let fetched =
+            fetch_consensus_dated(&self.network, base, now, self.fetch_timeout, &self.stats).await;
         if let Some(date) = &fetched.date {
             *lock(&self.skew) = Some(ClockSkew::measure(self.clock.unix_now(), date));
         }
@@ -238,13 +252,26 @@ impl NetDir {
         &self,
         held: &VerifiedConsensus,
     ) -> Option<(VerifiedConsensus, String)> {
-        let source = lock(&self.guard_dir).as_ref().and_then(Weak::upgrade)?;
         let now = self.clock.unix_now();
+        // Older than the caches keep as bases: the authorities alone, and the guard set is
+        // not touched by a consensus that old.
+        let recent = guards_asked_holding(held, now);
+        if !recent {
+            return None;
+        }
+        let source = lock(&self.guard_dir).as_ref().and_then(Weak::upgrade)?;
         let guards = source.dir_guards(held);
         let ids: Vec<_> = guards.iter().map(|g| g.id).collect();
         // The guards together get one request's time: past it, the authorities are asked.
-        let deadline = tokio::time::Instant::now() + self.fetch_timeout;
-        for next in sources(now <= held.valid_until, &ids) {
+        // With an expired consensus the client can do nothing until it has a new one, and a
+        // guard chosen a day ago may be gone: a third of that.
+        let budget = if now <= held.valid_until {
+            self.fetch_timeout
+        } else {
+            self.fetch_timeout / 3
+        };
+        let deadline = tokio::time::Instant::now() + budget;
+        for next in sources(recent, &ids) {
             let Source::Guard(id) = next else { break };
             let Some(guard) = guards.iter().find(|g| g.id == id) else {
                 continue;
@@ -409,23 +436,60 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn stalling_guards_together_cost_one_request_time() {
-        // An unreachable guard and then a silent one must not hold the refresh for one time
-        // limit each before the authorities are asked.
-        let clock = Arc::new(FakeClock::new(1000));
-        let dir = held(&clock);
-        let consensus = dir.consensus().unwrap();
+    /// A directory holding [`held`]'s consensus whose two guards stall, the consensus, the
+    /// guards (which count the requests), and the source to keep alive.
+    fn stalling_guards(
+        clock: &Arc<FakeClock>,
+    ) -> (
+        NetDir,
+        Arc<VerifiedConsensus>,
+        Arc<Stalling>,
+        Arc<dyn GuardDirectory>,
+    ) {
+        let dir = held(clock);
+        let consensus = dir.held().unwrap();
         let stalling = Arc::new(Stalling {
             guards: consensus.relays[..2].to_vec(),
             asked: Mutex::new(0),
         });
         let source: Arc<dyn GuardDirectory> = stalling.clone();
         dir.set_guard_directory(Arc::downgrade(&source));
+        (dir, consensus, stalling, source)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalling_guards_together_cost_one_request_time() {
+        // An unreachable guard and then a silent one must not hold the refresh for one time
+        // limit each before the authorities are asked.
+        let clock = Arc::new(FakeClock::new(1000));
+        let (dir, consensus, stalling, _source) = stalling_guards(&clock);
         let started = tokio::time::Instant::now();
         assert!(dir.refresh_from_guards(&consensus).await.is_none());
         assert_eq!(started.elapsed(), dir.fetch_timeout);
         assert_eq!(*lock(&stalling.asked), 1, "the first took all the time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_an_expired_consensus_stalling_guards_cost_a_third_of_that() {
+        // A client back after a while, whose guards are gone or stall: it can do nothing
+        // until it has a new consensus, so the authorities are asked sooner.
+        let clock = Arc::new(FakeClock::new(1000));
+        let (dir, consensus, stalling, _source) = stalling_guards(&clock);
+        clock.set(consensus.valid_until + 3600);
+        let started = tokio::time::Instant::now();
+        assert!(dir.refresh_from_guards(&consensus).await.is_none());
+        let third = dir.fetch_timeout / 3;
+        let took = started.elapsed();
+        assert!(
+            took >= third && took <= third + Duration::from_millis(1),
+            "{took:?}"
+        );
+        // Older than the caches keep: not asked at all.
+        clock.set(consensus.valid_after + shallot_directory::day_bases::WINDOW_SECS + 1);
+        let started = tokio::time::Instant::now();
+        assert!(dir.refresh_from_guards(&consensus).await.is_none());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(*lock(&stalling.asked), 1);
     }
 
     /// A consensus valid from 1000, fresh until 1800, valid until 4600.
@@ -511,16 +575,63 @@ mod tests {
                           GMT\r\nContent-Length: 4\r\n\r\nbusy";
             s.write_all(answer.as_bytes()).await.unwrap();
         });
+        (one_authority(address), server)
+    }
+
+    /// A network file naming one authority, `auth1` at `address`, with a key of its own.
+    fn one_authority(address: std::net::SocketAddr) -> NetworkFile {
         let key = shallot_crypto::keys::IdentityKeypair::generate(&mut rand::thread_rng()).public();
-        let network = NetworkFile {
+        NetworkFile {
             authorities: vec![shallot_directory::network::AuthorityInfo {
                 name: "auth1".into(),
                 address,
                 key,
             }],
             params: shallot_directory::network::NetworkParams::default(),
-        };
-        (network, server)
+        }
+    }
+
+    /// An authority that refuses every request (503), keeping each request's first line.
+    async fn recording_authority() -> (NetworkFile, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&buf[..n]);
+                lock(&kept).push(text.lines().next().unwrap_or("").to_string());
+                let answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy";
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        (one_authority(address), seen)
+    }
+
+    /// A client holding a consensus expired but kept as a base asks an authority for the
+    /// diff from it; one holding a consensus older than any directory keeps asks for the
+    /// whole one without naming it (naming it would only say when it was last online).
+    #[tokio::test]
+    async fn a_consensus_older_than_a_day_is_not_named_to_an_authority() {
+        let (network, seen) = recording_authority().await;
+        let mut c = testing::consensus(testing::relays(3), 1000, 1800, 4600);
+        let signer = shallot_crypto::keys::IdentityKeypair::generate(&mut rand::thread_rng());
+        let sig = c.sign_body(&signer).unwrap();
+        c.add_signature(signer.public(), sig);
+        let clock = Arc::new(FakeClock::new(4601));
+        let dir = NetDir::with_clock(network, Path::new("/nonexistent"), clock.clone());
+        dir.install(c.clone());
+        assert!(dir.refresh().await.is_err());
+        let asked = std::mem::take(&mut *lock(&seen));
+        assert!(asked[0].starts_with("GET /consensus/diff/"), "{asked:?}");
+        clock.set(1000 + shallot_directory::day_bases::WINDOW_SECS + 1);
+        assert!(dir.refresh().await.is_err());
+        let asked = lock(&seen).clone();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert!(asked[0].starts_with("GET /consensus.z "), "{asked:?}");
     }
 
     /// A clock two hours fast: no consensus verifies, and the skew says why.

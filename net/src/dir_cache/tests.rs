@@ -73,6 +73,29 @@ fn an_honest_answer_is_accepted_whole_or_as_a_diff() {
     assert_eq!(request(None), DirMsg::Get { base: None });
 }
 
+/// A client back after its consensus expired takes a current one as a diff from the expired
+/// one it holds; a guard answering it with any consensus that is not current (the one it
+/// holds, a later one that has expired too) is refused, and the client asks elsewhere.
+#[test]
+fn a_client_holding_an_expired_consensus_takes_only_a_current_one() {
+    let (keys, network) = network();
+    let held = signed(1000, 3, &keys);
+    let stale = signed(50_000, 4, &keys);
+    let now_current = signed(90_000, 5, &keys);
+    let now = 90_100;
+    let diff = |to: &Consensus| Download {
+        form: AnswerForm::Diff,
+        bytes: compress(&consensus_diff(&held, to).unwrap()),
+    };
+    let (c, _) = accept_answer(diff(&now_current), Some(&held), &network, now).unwrap();
+    assert_eq!(*c, now_current);
+    for answer in [diff(&stale), full(&stale), full(&held)] {
+        let err = accept_answer(answer, Some(&held), &network, now).unwrap_err();
+        assert!(matches!(&err, CacheError::Verify(_)), "{err}");
+        assert!(err.to_string().contains("expired"), "{err}");
+    }
+}
+
 /// A guard that changes any field keeps the authorities' signatures over the old body: the
 /// client refuses it. One signed by a minority of the authorities is refused too.
 #[test]
@@ -186,7 +209,23 @@ fn oversized_and_withheld_answers_are_refused() {
 }
 
 #[test]
-fn guards_come_first_only_once_a_valid_consensus_is_held() {
+fn guards_are_asked_while_the_consensus_held_is_at_most_a_day_and_two_periods_old() {
+    let c = testing::consensus(testing::relays(3), 1000, 4600, 11_800);
+    assert!(guards_asked_holding(&c, 1000));
+    assert!(guards_asked_holding(&c, 11_800), "valid");
+    assert!(
+        guards_asked_holding(&c, 1000 + 26 * 3600),
+        "expired, a cache keeps it"
+    );
+    assert!(!guards_asked_holding(&c, 1001 + 26 * 3600));
+    // A consensus valid for longer than the caches keep one is asked for while valid.
+    let long = testing::consensus(testing::relays(3), 1000, 4600, 200_000);
+    assert!(guards_asked_holding(&long, 200_000));
+    assert!(!guards_asked_holding(&long, 200_001));
+}
+
+#[test]
+fn guards_come_first_only_once_a_recent_consensus_is_held() {
     let [a, b, c] = [RelayId([1; 20]), RelayId([2; 20]), RelayId([3; 20])];
     assert_eq!(
         sources(true, &[a, b, c]),
