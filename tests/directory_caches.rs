@@ -23,6 +23,7 @@ use shallot_directory::network::NetworkFile;
 use shallot_net::circmgr::{CircuitConfig, CircuitManager};
 use shallot_net::netdir::NetDir;
 use shallot_net::HopNum;
+use shallot_proto::dir::Consensus;
 use shallot_proto::relay_msg::RelayMsg;
 use shallot_relay::misbehave::Misbehaviour;
 use shallot_rt::unix_now;
@@ -156,7 +157,8 @@ fn a_bootstrapped_client_fetches_its_next_consensus_from_its_guard_not_an_author
 /// A client started again after its cached consensus expired holds it as the base for a
 /// diff and still asks its guard (the consensus is less than a day old): the guard answers
 /// with the diff from it, computed from its bases of the last day, and no authority sees the
-/// client come back.
+/// client come back. The same for the real binary: `shallot inbox` run again after its
+/// consensus expired asks no authority.
 #[test]
 fn a_client_back_after_its_consensus_expired_gets_a_diff_from_its_guard() {
     let n = net();
@@ -169,9 +171,21 @@ fn a_client_back_after_its_consensus_expired_gets_a_diff_from_its_guard() {
         // Its guards are chosen and saved with its first circuit.
         mgr.build(None).await.unwrap();
         drop((first, mgr));
-        // Expired, and two periods more: older than every consensus a cache keeps whole.
+        // The binary, as a user runs it, through the same counting forwarders.
+        let user = scratch("dir-caches-back-later-cli");
+        let network_file = user.join("network.toml");
+        std::fs::write(&network_file, n.counted.to_toml()).unwrap();
+        assert!(shallot_cli(&user, &["id", "new"]).await.0);
+        let before = n.requests.load(Ordering::SeqCst);
+        let (ok, _, err) = shallot_cli(&user, &["inbox", "--network", path(&network_file)]).await;
+        assert!(ok, "{err}");
+        assert!(n.requests.load(Ordering::SeqCst) > before, "bootstrapped");
+        let cli_held = std::fs::read_to_string(user.join("consensus.txt")).unwrap();
+        let cli_held = Consensus::parse(&cli_held).unwrap();
+        // Both expired, and two periods more: older than every consensus a cache keeps whole.
         let interval = n.net.network.params.voting_interval_secs;
-        let wait = held.valid_until.saturating_sub(unix_now()) + 2 * interval + 1;
+        let expires = held.valid_until.max(cli_held.valid_until);
+        let wait = expires.saturating_sub(unix_now()) + 2 * interval + 1;
         assert!(wait < 40, "the consensus is valid for {wait} s more");
         tokio::time::sleep(Duration::from_secs(wait)).await;
         caches_newer_than(n, held.valid_until).await;
@@ -213,7 +227,51 @@ fn a_client_back_after_its_consensus_expired_gets_a_diff_from_its_guard() {
             whole.body.len()
         );
         assert!(got < whole.body.len() as u64);
+
+        let before = n.requests.load(Ordering::SeqCst);
+        let (_, diff_before) = answers(n);
+        let (ok, _, err) = shallot_cli(&user, &["inbox", "--network", path(&network_file)]).await;
+        assert!(ok, "{err}");
+        assert_eq!(
+            n.requests.load(Ordering::SeqCst),
+            before,
+            "the binary asked an authority"
+        );
+        assert!(
+            answers(n).1 > diff_before,
+            "a guard answered it with a diff"
+        );
+        let now_held = std::fs::read_to_string(user.join("consensus.txt")).unwrap();
+        assert!(Consensus::parse(&now_held).unwrap().valid_after > cli_held.valid_until);
     });
+}
+
+/// `path` as the `&str` an argument list takes.
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs the `shallot` binary on the data directory `dir` with `args` (its store encrypted
+/// with a passphrase from a file, as a script runs it): whether it succeeded, its standard
+/// output and its standard error.
+async fn shallot_cli(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let passphrase = dir.join("passphrase");
+    std::fs::write(&passphrase, "a passphrase for the test user\n").unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shallot"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("SHALLOT_PASSPHRASE_FILE", &passphrase);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
