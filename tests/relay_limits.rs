@@ -333,10 +333,19 @@ fn silent_links_that_fill_the_link_budget_are_refused_beyond_it_and_closed_when_
         };
         assert_eq!(limits.max_links(), 8);
         assert_eq!(limits.max_client_links(), 7);
+        let opened_before = relay.handle.stats().links_opened;
         let mut silent = Vec::new();
         for _ in 0..7 {
             silent.push(relay.channel().await);
         }
+        // A client's handshake ends on its side before the relay has read its last message
+        // and counted the link: wait until the relay holds all seven, or on a loaded machine
+        // the eighth may be counted before the seventh, and the seventh refused instead.
+        eventually("the relay to count the seven client links", WAIT, || {
+            let opened = relay.handle.stats().links_opened - opened_before;
+            async move { (opened >= 7).then_some(()) }
+        })
+        .await;
         // An eighth client completes its handshake (the relay cannot tell a client before it)
         // and is dropped at once.
         let s = tokio::net::TcpStream::connect(relay.addr()).await.unwrap();
