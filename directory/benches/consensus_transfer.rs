@@ -254,7 +254,8 @@ fn back_after_a_day(base: &Consensus, text: &str, keys: &[IdentityKeypair]) {
     let e = Edits::between(&base.relays, &later.relays);
     eprintln!(
         "a client back after a day ({} relays gone, {} new, {} new onion keys): the diff from \
-         its day-old consensus {} bytes zstd level {DIFF_LEVEL} (a directory's work for that \
+         its day-old consensus {} bytes zstd level {DIFF_LEVEL}, {} bytes raw, both of which an \
+         authority keeps (a directory's work for that \
          base: {parse_ms:.0} ms to decompress and parse it, {diff_ms:.0} ms to diff, \
          {compress_ms:.0} ms to compress; kept compressed: {} bytes); the whole consensus, \
          what it fetched before the authorities kept a day's bases, {} bytes zstd; not built: \
@@ -264,6 +265,7 @@ fn back_after_a_day(base: &Consensus, text: &str, keys: &[IdentityKeypair]) {
         e.new,
         e.key,
         dz.len(),
+        diff.len(),
         kept.len(),
         compress(later_text.as_bytes()).len(),
         compress(entries.as_bytes()).len(),
