@@ -152,11 +152,16 @@ impl NetDir {
         lock(&self.current).clone()
     }
 
+    /// Holds `c`. The one it replaces is kept as the previous consensus if its mailbox ring
+    /// differs and it has not expired: an expired consensus (held since before a restart or a
+    /// sleep) names replicas nobody deposits at or reads any more, so reading and depositing
+    /// there too would only cost work and show more relays this client's mailboxes.
     fn set(&self, c: Arc<VerifiedConsensus>) {
         let replaced = lock(&self.current).replace(c.clone());
         if let Some(old) = replaced {
-            if !same_ring(&old, &c) {
-                *lock(&self.previous) = Some((old, self.clock.unix_now()));
+            let now = self.clock.unix_now();
+            if now <= old.valid_until && !same_ring(&old, &c) {
+                *lock(&self.previous) = Some((old, now));
             }
         }
     }
@@ -535,6 +540,24 @@ mod tests {
         assert!(dir.previous(600).is_some());
         clock.set(1600);
         assert!(dir.previous(600).is_none(), "settled");
+    }
+
+    #[test]
+    fn an_expired_consensus_is_not_kept_as_previous() {
+        // A client back after a day holds its expired consensus only as a diff base: nobody
+        // deposits or reads by its ring any more (a sender refuses an expired consensus, and
+        // the relays have handed the mail on since), so its replicas would only cost every
+        // send three more deposits, and tell three more relays of each read, for a day.
+        let clock = Arc::new(FakeClock::new(1000));
+        let dir = held(&clock);
+        clock.set(4601);
+        dir.install(testing::consensus(testing::relays(5), 4200, 5000, 7800));
+        assert_eq!(dir.consensus().unwrap().relays.len(), 5);
+        assert!(dir.previous(u64::MAX).is_none());
+        // One still valid when it is replaced is kept, as before.
+        clock.set(4700);
+        dir.install(testing::consensus(testing::relays(7), 4700, 5500, 8300));
+        assert_eq!(dir.previous(u64::MAX).unwrap().relays.len(), 5);
     }
 
     #[test]
