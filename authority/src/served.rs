@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use hyper::body::Bytes;
 use shallot_directory::compress::{compress, compress_diff};
-use shallot_directory::day_bases::{DayBase, DayBases, OLDER_WAIT};
+use shallot_directory::day_bases::{DayBase, DayBases};
+use shallot_directory::diff_queue::DiffQueue;
 use shallot_proto::dir::diff::consensus_diff;
 use shallot_proto::dir::Consensus;
 use shallot_rt::lock;
@@ -136,7 +137,7 @@ impl Kept {
 pub(crate) struct ServeCache {
     kept: Arc<Kept>,
     building: Arc<tokio::sync::Mutex<()>>,
-    building_older: Arc<tokio::sync::Mutex<()>>,
+    older: DiffQueue,
 }
 
 impl ServeCache {
@@ -199,25 +200,16 @@ impl ServeCache {
     /// The diff from the consensus whose body digest is `base` to the one `served` answers
     /// for: one computed ahead, else one computed now (and kept) if `base` is among the
     /// day's bases; `None` when it is not kept, no diff is worth sending, or the diffs being
-    /// computed for others took longer than [`OLDER_WAIT`].
+    /// computed for others took longer than [`OLDER_WAIT`](shallot_directory::day_bases::OLDER_WAIT).
     pub(crate) async fn diff(&self, served: &Arc<Served>, base: &[u8; 32]) -> Option<ServedDiff> {
         if let Some(ready) = served.ready(base) {
             return ready;
         }
         let old = lock(&self.kept.day).get(base)?;
-        let permit = Arc::clone(&self.building_older).lock_owned();
-        let permit = tokio::time::timeout(OLDER_WAIT, permit).await.ok()?;
-        if let Some(ready) = served.ready(base) {
-            return ready;
-        }
         let s = Arc::clone(served);
-        self.kept.older_diffs.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            s.add_older(&old)
-        })
-        .await
-        .ok()?
+        let ready = || served.ready(base);
+        let job = move || s.add_older(&old);
+        self.older.run(&self.kept.older_diffs, ready, job).await?
     }
 }
 

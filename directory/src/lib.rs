@@ -26,6 +26,7 @@
 pub mod compress;
 pub mod compute;
 pub mod day_bases;
+pub mod diff_queue;
 pub mod equivocation;
 pub mod fetch;
 pub mod http_date;

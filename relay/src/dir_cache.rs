@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shallot_directory::compress::{compress, compress_diff};
-use shallot_directory::day_bases::{DayBase, DayBases, OLDER_WAIT};
+use shallot_directory::day_bases::{DayBase, DayBases};
+use shallot_directory::diff_queue::DiffQueue;
 use shallot_proto::dir::diff::{consensus_diff, text_body_digest};
 use shallot_proto::dir::Consensus;
 use shallot_proto::dir_cache::{AnswerForm, DirMsg};
@@ -256,7 +257,7 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
     };
     let slots: Arc<Mutex<AnswerSlots>> = Arc::default();
     // One diff from the day's older consensuses is computed at a time.
-    let computing: Arc<tokio::sync::Mutex<()>> = Arc::default();
+    let computing = DiffQueue::default();
     while let Some(request) = requests.recv().await {
         let snapshot = lock(&served).clone();
         let permit = AnswerSlot::take(&slots, request.circ.client_network());
@@ -289,14 +290,13 @@ pub(crate) async fn serve(core: Arc<Core>, mut requests: mpsc::UnboundedReceiver
 }
 
 /// The answer to a client holding the consensus with body digest `base`: ready, or, for one
-/// of the day's older consensuses, the diff from it computed now (counted in `started`) off
-/// the runtime's threads, one at a time under `computing`. The permit moves into the job, so
-/// an answer given up (its time limit) does not let a second computation of the same diff
-/// start; a request that waits longer than [`OLDER_WAIT`] is sent the whole consensus.
+/// of the day's older consensuses, the diff from it computed now in `computing`'s turn
+/// (counted in `started`); a request whose turn does not come within [`OLDER_WAIT`](shallot_directory::day_bases::OLDER_WAIT) is sent
+/// the whole consensus.
 async fn answer(
     snapshot: &Arc<Served>,
     base: Option<[u8; 32]>,
-    computing: &Arc<tokio::sync::Mutex<()>>,
+    computing: &DiffQueue,
     started: &std::sync::atomic::AtomicU64,
 ) -> (AnswerForm, Arc<Vec<u8>>) {
     if let Some(ready) = snapshot.answer(base) {
@@ -305,18 +305,10 @@ async fn answer(
     let whole = (AnswerForm::Full, snapshot.full.clone());
     // Not ready: `base` names one of the day's older consensuses.
     let Some(base) = base else { return whole };
-    let permit = tokio::time::timeout(OLDER_WAIT, computing.clone().lock_owned()).await;
-    let Ok(permit) = permit else { return whole };
-    if let Some(ready) = snapshot.answer(Some(base)) {
-        return ready;
-    }
-    Stats::bump(started);
     let s = snapshot.clone();
-    let made = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        s.answer_older(base)
-    });
-    made.await.unwrap_or(whole)
+    let ready = || snapshot.answer(Some(base));
+    let job = move || s.answer_older(base);
+    computing.run(started, ready, job).await.unwrap_or(whole)
 }
 
 /// Sends one answer on `circ`, message by message as its window allows.
@@ -472,7 +464,7 @@ mod tests {
     async fn answers_dropped_mid_work_compute_a_diff_once() {
         let (s, text1) = six_followed();
         let digest1 = Some(text_body_digest(&text1));
-        let computing: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let computing = DiffQueue::default();
         let started = std::sync::atomic::AtomicU64::new(0);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         for _ in 0..200 {
@@ -488,22 +480,6 @@ mod tests {
         let (form, _) = answer(&s, Some([5; 32]), &computing, &started).await;
         assert_eq!(form, AnswerForm::Full);
         assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 1);
-    }
-
-    /// A client that waits longer than [`OLDER_WAIT`] behind the diffs others named is sent
-    /// the whole consensus, not kept waiting.
-    #[tokio::test(start_paused = true)]
-    async fn a_client_kept_waiting_for_an_older_diff_gets_the_whole_consensus() {
-        let (s, text1) = six_followed();
-        let computing: Arc<tokio::sync::Mutex<()>> = Arc::default();
-        let started = std::sync::atomic::AtomicU64::new(0);
-        let busy = computing.clone().lock_owned().await;
-        let t0 = tokio::time::Instant::now();
-        let (form, _) = answer(&s, Some(text_body_digest(&text1)), &computing, &started).await;
-        assert_eq!(form, AnswerForm::Full);
-        assert_eq!(t0.elapsed(), OLDER_WAIT);
-        assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 0);
-        drop(busy);
     }
 
     /// One client that stalls its answers (never opening the circuit's window) holds at most
