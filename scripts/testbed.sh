@@ -10,7 +10,8 @@
 #   scripts/testbed.sh down                   remove what a killed run left behind
 #
 # The checks: circuits build from a user host; a message reaches an offline user both ways;
-# a relay host goes off the network and comes back; an authority host goes away for good.
+# a relay host goes off the network and comes back; an authority host goes away for good; a
+# user back after its consensus expired, with no authority in reach, gets one from a guard.
 # Needs root and iproute2. Exits 0 when every check passes; on a failure, prints the logs.
 set -euo pipefail
 
@@ -237,6 +238,29 @@ EOF
         fail "bob's inbox with an authority gone"
     grep -q 'two of three authorities' "$WORK/bob.inbox3" || fail "bob missed the last message"
     log "authority host gone: the network carries on"
+
+    # 5. Bob comes back after the consensus he holds expired, with every authority out of his
+    #    reach: his guard, on another host, sends him the diff from it (spec §5.12, §5.13).
+    local held_after held_until
+    held_after=$(awk '/^valid-after/ {print $2; exit}' "$b/consensus.txt")
+    held_until=$(awk '/^valid-until/ {print $2; exit}' "$b/consensus.txt")
+    [ -n "$held_until" ] || fail "bob holds no cached consensus"
+    held_expired() { [ "$(date +%s)" -gt "$held_until" ]; }
+    wait_until 120 "bob's consensus expired" held_expired
+    for h in "${AUTHS[@]}"; do in_ns bob ip route add blackhole "${h#*:}/32"; done
+    in_ns bob curl -s --max-time 2 "http://$(host_ip auth1):7000/consensus" >/dev/null &&
+        fail "bob still reaches an authority"
+    retry 5 "a message for bob while his consensus has expired" \
+        in_ns alice "$BIN" --data-dir "$a" send --network "$net" bob "back after expiry"
+    in_ns bob "$BIN" --data-dir "$b" inbox --network "$net" --wait 60 --json >"$WORK/bob.inbox4" ||
+        fail "bob's inbox with no authority in reach"
+    grep -q 'back after expiry' "$WORK/bob.inbox4" || fail "bob missed the message after expiry"
+    local now_after
+    now_after=$(awk '/^valid-after/ {print $2; exit}' "$b/consensus.txt")
+    [ "$now_after" -gt "$held_after" ] ||
+        fail "bob's consensus is not newer (valid-after $now_after, held $held_after-$held_until)"
+    log "bob held one valid $held_after-$held_until, now one valid from $now_after"
+    log "a user back after expiry, no authority in reach: a consensus from a guard"
     log "PASS"
 }
 

@@ -1,9 +1,10 @@
 //! The network across hosts: `scripts/testbed.sh` puts every authority, relay and user in its
 //! own Linux network namespace with its own address (five /16s of the documentation and
 //! benchmarking ranges) on one isolated bridge, starts them with the operator's commands, and
-//! checks circuits, offline delivery both ways, a relay host lost and back, and an authority
-//! host gone. Loopback hides timing that real hosts have (a silent host costs a connect
-//! timeout, not an instant refusal); this is where that shows.
+//! checks circuits, offline delivery both ways, a relay host lost and back, an authority host
+//! gone, and a user back after its consensus expired who gets a newer one from its guard with
+//! no authority in reach. Loopback hides timing that real hosts have (a silent host costs a
+//! connect timeout, not an instant refusal); this is where that shows.
 //!
 //! It needs root and `ip netns`; without them it says so on one line and passes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -50,6 +51,7 @@ fn a_network_across_hosts_in_namespaces() {
         "offline delivery bob -> alice",
         "relay host lost and back",
         "authority host gone: the network carries on",
+        "a user back after expiry, no authority in reach: a consensus from a guard",
     ] {
         assert!(stdout.contains(step), "missing step {step:?}:\n{stdout}");
     }
