@@ -8,6 +8,7 @@
 #
 #   scripts/testbed.sh run [SHALLOT_BINARY]   build the network, run the checks, tear it down
 #   scripts/testbed.sh down                   remove what a killed run left behind
+#   KEEP_WORK=1 scripts/testbed.sh run ...     the same, keeping the logs and data directories
 #
 # The checks: circuits build from a user host; a message reaches an offline user both ways;
 # a relay host goes off the network and comes back; an authority host goes away for good; a
@@ -84,7 +85,7 @@ down() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-    [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+    [ "${KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
 }
 
 down_all() {
