@@ -307,7 +307,7 @@ async fn served(shared: &Shared) -> Result<Arc<super::served::Served>, ApiError>
     let (_, serial) = serving(shared)?;
     let load = || {
         let state = shared.state();
-        let target = state.serving(now)?.clone();
+        let target = state.serving(now, shared.network.majority())?.clone();
         // Every kept consensus is a base, the served one too (a client holding it with
         // fewer signatures gets them as a diff).
         let bases = state.consensuses.values().cloned().collect();
@@ -325,7 +325,7 @@ async fn served(shared: &Shared) -> Result<Arc<super::served::Served>, ApiError>
 fn serving(shared: &Shared) -> Result<(Bytes, u64), ApiError> {
     let now = shared
         .state()
-        .serving(now_secs())
+        .serving(now_secs(), shared.network.majority())
         .map(|r| (r.text.clone(), r.serial));
     now.ok_or_else(|| {
         let due = shared.schedule.next_period(super::schedule::now_ms());

@@ -1,7 +1,7 @@
 //! Getting the period's votes and the descriptors they name (`docs/spec.md` §5.6):
 //!
 //! * [`exchange_votes`], until the exchange closes at `T − I/2`: fetch each peer's own vote
-//!   from it (`GET /vote/<T>`) while it is not held;
+//!   from it (`GET /vote/<T>`) while it is not held, each peer on its own schedule;
 //! * [`compare`], from then until `T − I/4`: fetch every peer's vote list
 //!   (`GET /votes/<T>`), fetch and check each vote a peer lists that is not held here
 //!   (`GET /votes/<T>/<digest>`, from that peer: a vote a peer got from an authority that did
@@ -26,6 +26,7 @@ use shallot_proto::dir::descriptor::descriptor_digest;
 use shallot_proto::dir::{RelayDescriptor, Vote, MAX_DESCRIPTOR_LEN, MAX_VOTE_LEN};
 use tokio::task::JoinSet;
 
+use super::each_peer::until_each_gives;
 use super::schedule::{now_ms, Schedule};
 use super::state::{Accepted, VoteRecord};
 use super::voting::{retry_delay, time_left};
@@ -41,56 +42,58 @@ use shallot_directory::network::AuthorityInfo;
 pub const MAX_VOTE_FETCHES: usize = 4;
 
 /// Fetches the votes of peers whose vote is not held yet, until all are or the exchange
-/// closes.
+/// closes; each peer is asked on its own schedule ([`until_each_gives`]).
 pub(crate) async fn exchange_votes(shared: &Arc<Shared>, schedule: &Schedule, t: u64) {
     let deadline = schedule.freeze_at(t);
-    while now_ms() < deadline {
-        let missing: Vec<AuthorityInfo> = {
-            let state = shared.state();
-            let held = state.votes.get(&t);
-            shared
-                .peers()
-                .filter(|p| !held.is_some_and(|h| h.contains_key(p.key.as_bytes())))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            return;
-        }
-        let mut gets = JoinSet::new();
-        for peer in missing {
-            let limit = time_left(shared, deadline);
-            gets.spawn(async move {
-                let path = format!("/vote/{t}");
-                let r =
-                    http_request(peer.address, Method::GET, &path, None, limit, MAX_VOTE_LEN).await;
-                (peer, r)
-            });
-        }
-        while let Some(Ok((peer, r))) = gets.join_next().await {
-            match r {
-                Ok(r) if r.status == StatusCode::OK => {
-                    match check_vote(shared, schedule, t, &r.body, Some(&peer.key)) {
-                        Ok(record) => {
-                            let mut state = shared.state();
-                            if !state.frozen.contains(&t) && !state.add_vote(t, record) {
-                                tracing::warn!(
-                                    "{} served a vote that differs from the one it sent us",
-                                    peer.name
-                                );
-                            }
-                        }
-                        Err(e) => tracing::warn!("vote from {} refused: {e}", peer.name),
+    let peers: Vec<AuthorityInfo> = shared.peers().cloned().collect();
+    let (shared, schedule) = (shared.clone(), *schedule);
+    let retry = retry_delay(&schedule, t);
+    until_each_gives(peers, deadline, retry, move |peer| {
+        let shared = shared.clone();
+        async move { fetch_vote(&shared, &schedule, t, &peer, deadline).await }
+    })
+    .await;
+}
+
+/// Fetches `peer`'s own vote for `t` unless it is held; whether it is held now.
+async fn fetch_vote(
+    shared: &Shared,
+    schedule: &Schedule,
+    t: u64,
+    peer: &AuthorityInfo,
+    deadline: u64,
+) -> bool {
+    let held = |shared: &Shared| {
+        let state = shared.state();
+        state
+            .votes
+            .get(&t)
+            .is_some_and(|h| h.contains_key(peer.key.as_bytes()))
+    };
+    if held(shared) {
+        return true;
+    }
+    let limit = time_left(shared, deadline);
+    let path = format!("/vote/{t}");
+    match http_request(peer.address, Method::GET, &path, None, limit, MAX_VOTE_LEN).await {
+        Ok(r) if r.status == StatusCode::OK => {
+            match check_vote(shared, schedule, t, &r.body, Some(&peer.key)) {
+                Ok(record) => {
+                    let mut state = shared.state();
+                    if !state.frozen.contains(&t) && !state.add_vote(t, record) {
+                        tracing::warn!(
+                            "{} served a vote that differs from the one it sent us",
+                            peer.name
+                        );
                     }
                 }
-                Ok(r) => tracing::debug!("{} has no vote yet: {}", peer.name, r.text()),
-                Err(e) => tracing::debug!("cannot fetch the vote of {}: {e}", peer.name),
+                Err(e) => tracing::warn!("vote from {} refused: {e}", peer.name),
             }
         }
-        let wait =
-            retry_delay(schedule, t).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
-        tokio::time::sleep(wait).await;
+        Ok(r) => tracing::debug!("{} has no vote yet: {}", peer.name, r.text()),
+        Err(e) => tracing::debug!("cannot fetch the vote of {}: {e}", peer.name),
     }
+    held(shared)
 }
 
 /// Checks a vote for period `t`: it verifies, it is by a configured authority (`author` when

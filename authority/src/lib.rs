@@ -28,6 +28,7 @@
 pub mod admit;
 pub mod api;
 pub mod bandwidth;
+mod each_peer;
 pub mod exchange;
 #[cfg(feature = "misbehave")]
 pub mod misbehave;
@@ -271,7 +272,7 @@ impl AuthorityHandle {
     pub fn current_consensus(&self) -> Option<Consensus> {
         self.shared
             .state()
-            .serving(now_secs())
+            .serving(now_secs(), self.shared.network.majority())
             .map(|r| r.consensus.clone())
     }
 

@@ -180,7 +180,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let ends = now_secs().saturating_add(params.voting_interval_secs);
         let consensus = shared
             .state()
-            .serving(now_secs())
+            .serving(now_secs(), shared.network.majority())
             .map(|r| r.consensus.clone());
         if let Some(c) = consensus {
             scan_round(&shared, &c, bytes, per_hop, paced.then_some((ends, every))).await;

@@ -219,25 +219,11 @@ mod tests {
     use shallot_crypto::keys::IdentityKeypair;
     use shallot_directory::compress::decompress_capped;
     use shallot_proto::dir::diff::apply_diff;
-    use shallot_proto::dir::{Consensus, ConsensusParams, MAX_CONSENSUS_LEN};
+    use shallot_proto::dir::MAX_CONSENSUS_LEN;
     use std::future::Future;
 
     fn record(valid_after: u64, key: &IdentityKeypair) -> ConsensusRecord {
-        let mut c = Consensus {
-            valid_after,
-            fresh_until: valid_after + 10,
-            valid_until: valid_after + 30,
-            params: ConsensusParams {
-                epoch_secs: 86400,
-                max_share_ppm: 50_000,
-            },
-            shared_rand: Default::default(),
-            relays: vec![],
-            signatures: vec![],
-        };
-        let sig = c.sign_body(key).unwrap();
-        c.add_signature(key.public(), sig);
-        ConsensusRecord::new(c).unwrap()
+        crate::state::test_record(valid_after, &[key])
     }
 
     fn unz(b: &Bytes) -> Vec<u8> {

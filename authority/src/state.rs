@@ -175,6 +175,33 @@ impl ConsensusRecord {
     }
 }
 
+/// For tests: a consensus with no relays for the period starting at `valid_after` (fresh for
+/// 10 s, valid for 30), signed by `keys`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_record(
+    valid_after: u64,
+    keys: &[&shallot_crypto::keys::IdentityKeypair],
+) -> ConsensusRecord {
+    let mut c = Consensus {
+        valid_after,
+        fresh_until: valid_after + 10,
+        valid_until: valid_after + 30,
+        params: shallot_proto::dir::ConsensusParams {
+            epoch_secs: 86400,
+            max_share_ppm: 50_000,
+        },
+        shared_rand: Default::default(),
+        relays: vec![],
+        signatures: vec![],
+    };
+    for key in keys {
+        let sig = c.sign_body(key).unwrap();
+        c.add_signature(key.public(), sig);
+    }
+    ConsensusRecord::new(c).unwrap()
+}
+
 /// Everything an authority holds in memory.
 #[derive(Debug)]
 pub struct State {
@@ -361,9 +388,15 @@ impl State {
         true
     }
 
-    /// The consensus to serve at `now`: the newest whose period has started.
-    pub fn serving(&self, now: u64) -> Option<&ConsensusRecord> {
-        self.consensuses.range(..=now).next_back().map(|(_, r)| r)
+    /// The consensus to serve at `now`: the newest whose period has started, once it carries
+    /// the signatures of `majority` authorities, as a client needs. Until then (while the
+    /// peers' signatures over it are still being fetched) the newest started that does and
+    /// has not expired, which clients still use; with none such, the newest started.
+    pub fn serving(&self, now: u64, majority: usize) -> Option<&ConsensusRecord> {
+        let started = || self.consensuses.range(..=now).rev().map(|(_, r)| r);
+        started()
+            .find(|r| r.consensus.signatures.len() >= majority && now <= r.consensus.valid_until)
+            .or_else(|| started().next())
     }
 
     /// Forgets votes, reveals and descriptors kept by digest for periods before `oldest`, and
@@ -379,5 +412,40 @@ impl State {
         while self.consensuses.len() > 3 {
             self.consensuses.pop_first();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use shallot_crypto::keys::IdentityKeypair;
+
+    /// A consensus the peers have not signed yet is one clients refuse: the previous one is
+    /// served until it carries a majority's signatures, unless that one has expired.
+    #[test]
+    fn a_consensus_is_served_once_a_majority_signed_it() {
+        let [a, b] = [1, 2].map(|i| IdentityKeypair::from_secret_bytes(&[i; 32]));
+        let mut state = State::new(&NetworkParams::default());
+        assert!(state.serving(1000, 2).is_none());
+        // The very first, signed by this authority alone: nothing better to serve.
+        state.consensuses.insert(1000, test_record(1000, &[&a]));
+        assert_eq!(state.serving(1000, 2).unwrap().consensus.valid_after, 1000);
+        state.consensuses.insert(1000, test_record(1000, &[&a, &b]));
+        state.consensuses.insert(1010, test_record(1010, &[&a]));
+        assert_eq!(state.serving(1009, 2).unwrap().consensus.valid_after, 1000);
+        assert_eq!(
+            state.serving(1010, 2).unwrap().consensus.valid_after,
+            1000,
+            "the new one has one signature of the two needed"
+        );
+        assert_eq!(state.serving(1010, 1).unwrap().consensus.valid_after, 1010);
+        state.consensuses.insert(1010, test_record(1010, &[&a, &b]));
+        assert_eq!(state.serving(1010, 2).unwrap().consensus.valid_after, 1010);
+        // Past the previous one's validity, the newest is served, signed or not.
+        state.consensuses.insert(1050, test_record(1050, &[&a]));
+        assert_eq!(state.serving(1040, 2).unwrap().consensus.valid_after, 1010);
+        assert_eq!(state.serving(1050, 2).unwrap().consensus.valid_after, 1050);
     }
 }

@@ -18,6 +18,7 @@ use shallot_proto::dir::srv::commitment;
 use shallot_proto::dir::{Consensus, DetachedSignature, Vote, MAX_VOTE_LEN};
 use tokio::task::JoinSet;
 
+use super::each_peer::until_each_gives;
 use super::exchange::{compare, exchange_votes};
 use super::schedule::{now_ms, now_secs, sleep_until_ms, Schedule};
 use super::state::{ConsensusRecord, VoteRecord};
@@ -44,7 +45,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             schedule.interval_secs(),
             shallot_directory::network::clock_utc(regular),
         );
-    } else if shared.state().serving(now_secs()).is_none() {
+    } else if shared
+        .state()
+        .serving(now_secs(), shared.network.majority())
+        .is_none()
+    {
         tracing::info!(
             "no consensus yet: the first is due at {} (votes every {} s)",
             shallot_directory::network::clock_utc(t),
@@ -60,10 +65,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         while collecting.try_join_next().is_some() {}
         sleep_until_ms(schedule.vote_at(t)).await;
-        if let Err(e) = vote(&shared, &schedule, t).await {
+        // Sending this authority's vote and fetching the peers' run side by side: a peer
+        // that never answers holds up neither until the exchange closes.
+        let (voted, ()) = tokio::join!(
+            vote(&shared, &schedule, t),
+            exchange_votes(&shared, &schedule, t)
+        );
+        if let Err(e) = voted {
             tracing::error!("cannot vote for period {t}: {e}");
         }
-        exchange_votes(&shared, &schedule, t).await;
         sleep_until_ms(schedule.freeze_at(t)).await;
         shared.state().frozen.insert(t);
         let lists = compare(&shared, &schedule, t).await;
@@ -366,58 +376,55 @@ async fn chain_base(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Option
 }
 
 /// Fetches peers' signatures over this authority's consensus body for `t`, until every
-/// peer signed or `T + I/2`.
+/// peer signed or `T + I/2`; each peer is asked on its own schedule ([`until_each_gives`]).
 async fn collect_signatures(shared: &Arc<Shared>, schedule: &Schedule, t: u64) {
     let deadline = schedule.signatures_until(t);
-    while now_ms() < deadline {
-        let missing: Vec<AuthorityInfo> = {
-            let state = shared.state();
-            let Some(record) = state.consensuses.get(&t) else {
-                return;
-            };
-            shared
-                .peers()
-                .filter(|p| !record.consensus.signatures.iter().any(|(k, _)| *k == p.key))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            return;
-        }
-        let mut gets = JoinSet::new();
-        for peer in missing {
-            let limit = time_left(shared, deadline);
-            gets.spawn(async move {
-                let path = format!("/signature/{t}");
-                let r = http_request(peer.address, Method::GET, &path, None, limit, 1024).await;
-                (peer, r)
-            });
-        }
-        let mut added = false;
-        while let Some(Ok((peer, r))) = gets.join_next().await {
-            match r {
-                Ok(r) if r.status == StatusCode::OK => {
-                    match add_signature(shared, &peer, t, &r.body) {
-                        Ok(()) => added = true,
-                        Err(e) => tracing::warn!("signature from {} not used: {e}", peer.name),
-                    }
-                }
-                Ok(r) => tracing::debug!("{} has no signature yet: {}", peer.name, r.text()),
-                Err(e) => tracing::debug!("cannot fetch the signature of {}: {e}", peer.name),
-            }
-        }
-        if added {
-            let text = shared.state().consensuses.get(&t).map(|r| r.text.clone());
-            if let Some(text) = text {
-                shared
-                    .persist("consensus", move |store| store.save_consensus(&text))
-                    .await;
-            }
-        }
-        let wait =
-            retry_delay(schedule, t).min(Duration::from_millis(deadline.saturating_sub(now_ms())));
-        tokio::time::sleep(wait).await;
+    let peers: Vec<AuthorityInfo> = shared.peers().cloned().collect();
+    let shared = shared.clone();
+    until_each_gives(peers, deadline, retry_delay(schedule, t), move |peer| {
+        let shared = shared.clone();
+        async move { fetch_signature(&shared, t, &peer, deadline).await }
+    })
+    .await;
+}
+
+/// Fetches `peer`'s signature over this authority's consensus body for `t` unless it is
+/// held, and saves the consensus with it; whether no more is to be asked of `peer` (its
+/// signature is held, or there is no consensus for `t` any more).
+async fn fetch_signature(
+    shared: &Arc<Shared>,
+    t: u64,
+    peer: &AuthorityInfo,
+    deadline: u64,
+) -> bool {
+    let done = |shared: &Shared| {
+        let state = shared.state();
+        state
+            .consensuses
+            .get(&t)
+            .is_none_or(|r| r.consensus.signatures.iter().any(|(k, _)| *k == peer.key))
+    };
+    if done(shared) {
+        return true;
     }
+    let limit = time_left(shared, deadline);
+    let path = format!("/signature/{t}");
+    match http_request(peer.address, Method::GET, &path, None, limit, 1024).await {
+        Ok(r) if r.status == StatusCode::OK => match add_signature(shared, peer, t, &r.body) {
+            Ok(()) => {
+                let text = shared.state().consensuses.get(&t).map(|r| r.text.clone());
+                if let Some(text) = text {
+                    shared
+                        .persist("consensus", move |store| store.save_consensus(&text))
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!("signature from {} not used: {e}", peer.name),
+        },
+        Ok(r) => tracing::debug!("{} has no signature yet: {}", peer.name, r.text()),
+        Err(e) => tracing::debug!("cannot fetch the signature of {}: {e}", peer.name),
+    }
+    done(shared)
 }
 
 /// Checks a detached signature from `peer` against this authority's body for `t` and adds it.
