@@ -308,9 +308,15 @@ async fn served(shared: &Shared) -> Result<Arc<super::served::Served>, ApiError>
     let load = || {
         let state = shared.state();
         let target = state.serving(now, shared.network.majority())?.clone();
-        // Every kept consensus is a base, the served one too (a client holding it with
-        // fewer signatures gets them as a diff).
-        let bases = state.consensuses.values().cloned().collect();
+        // Every kept consensus up to the served one is a base, the served one too (a client
+        // holding it with fewer signatures gets them as a diff). A newer one, held while too
+        // few have signed it to be served (`State::serving`), is not: a diff from it would go
+        // backwards, to a consensus its holder refuses as older.
+        let bases = state
+            .consensuses
+            .range(..=target.consensus.valid_after)
+            .map(|(_, r)| r.clone())
+            .collect();
         Some((target, bases))
     };
     shared

@@ -3,7 +3,7 @@
 //! * [`exchange_votes`], until the exchange closes at `T − I/2`: fetch each peer's own vote
 //!   from it (`GET /vote/<T>`) while it is not held, each peer on its own schedule;
 //! * [`compare`], from then until `T − I/4`: fetch every peer's vote list
-//!   (`GET /votes/<T>`), fetch and check each vote a peer lists that is not held here
+//!   (`GET /votes/<T>`), again and again, each peer on its own schedule; fetch and check each vote a peer lists that is not held here
 //!   (`GET /votes/<T>/<digest>`, from that peer: a vote a peer got from an authority that did
 //!   not send it here, or a second vote that proves an equivocation), and fetch each
 //!   descriptor a majority of votes names that is not held here (`GET /descriptor/<digest>`),
@@ -18,7 +18,7 @@
 //!   once. The last lists fetched go to [`shallot_directory::equivocation::judge`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
@@ -37,6 +37,7 @@ use shallot_directory::equivocation::{
 };
 use shallot_directory::fetch::http_request;
 use shallot_directory::network::AuthorityInfo;
+use shallot_rt::lock;
 
 /// Votes (up to 32 MiB each) fetched at once during the comparison, whatever peers list.
 pub const MAX_VOTE_FETCHES: usize = 4;
@@ -130,35 +131,55 @@ pub(crate) async fn compare(
 ) -> BTreeMap<[u8; 32], VoteList> {
     let deadline = schedule.compute_at(t);
     let authors_until = (schedule.freeze_at(t) + deadline) / 2;
-    let mut lists: BTreeMap<[u8; 32], VoteList> = BTreeMap::new();
-    let mut fetches = Fetches::default();
-    loop {
-        fetch_lists(shared, deadline, t, &mut lists).await;
-        let from_authors = now_ms() < authors_until;
-        // A vote fetched from its author must arrive before the second half begins, so
-        // that every other authority has that half to fetch it from here.
-        let votes_until = if from_authors {
-            authors_until
-        } else {
-            deadline
-        };
-        fetch_listed_votes(
-            shared,
-            schedule,
-            votes_until,
-            t,
-            &lists,
-            from_authors,
-            &mut fetches,
-        )
-        .await;
-        fetch_descriptors(shared, deadline, t).await;
-        let left = deadline.saturating_sub(now_ms());
-        if left == 0 {
-            return lists;
+    // Each peer's list is fetched again and again until the deadline (late evidence still
+    // arrives), each peer on its own schedule: a silent peer holds up no other's list.
+    let lists: Arc<Mutex<BTreeMap<[u8; 32], VoteList>>> = Arc::default();
+    let listing = {
+        let (shared, lists) = (shared.clone(), lists.clone());
+        let peers: Vec<AuthorityInfo> = shared.peers().cloned().collect();
+        until_each_gives(peers, deadline, retry_delay(schedule, t), move |peer| {
+            let (shared, lists) = (shared.clone(), lists.clone());
+            async move {
+                if let Some(list) = fetch_list(&shared, deadline, t, &peer).await {
+                    lock(&lists).insert(*peer.key.as_bytes(), list);
+                }
+                false
+            }
+        })
+    };
+    let fetching = async {
+        let mut fetches = Fetches::default();
+        loop {
+            let from_authors = now_ms() < authors_until;
+            // A vote fetched from its author must arrive before the second half begins, so
+            // that every other authority has that half to fetch it from here.
+            let votes_until = if from_authors {
+                authors_until
+            } else {
+                deadline
+            };
+            let listed = lock(&lists).clone();
+            fetch_listed_votes(
+                shared,
+                schedule,
+                votes_until,
+                t,
+                &listed,
+                from_authors,
+                &mut fetches,
+            )
+            .await;
+            fetch_descriptors(shared, deadline, t).await;
+            let left = deadline.saturating_sub(now_ms());
+            if left == 0 {
+                return;
+            }
+            tokio::time::sleep(retry_delay(schedule, t).min(Duration::from_millis(left))).await;
         }
-        tokio::time::sleep(retry_delay(schedule, t).min(Duration::from_millis(left))).await;
-    }
+    };
+    tokio::join!(listing, fetching);
+    let lists = lock(&lists).clone();
+    lists
 }
 
 /// What the comparison of one period has fetched of the listed votes, so that nothing is
@@ -169,47 +190,39 @@ pub(crate) struct Fetches {
     reported: BTreeSet<[u8; 32]>,
 }
 
-async fn fetch_lists(
-    shared: &Arc<Shared>,
+/// `peer`'s list of the votes it holds for `t`, if it gives a valid one.
+async fn fetch_list(
+    shared: &Shared,
     deadline: u64,
     t: u64,
-    lists: &mut BTreeMap<[u8; 32], VoteList>,
-) {
-    let mut gets = JoinSet::new();
-    for peer in shared.peers().cloned() {
-        let limit = time_left(shared, deadline);
-        gets.spawn(async move {
-            let path = format!("/votes/{t}");
-            let r = http_request(
-                peer.address,
-                Method::GET,
-                &path,
-                None,
-                limit,
-                MAX_VOTE_LIST_LEN,
-            )
-            .await;
-            (peer, r)
-        });
-    }
-    while let Some(Ok((peer, r))) = gets.join_next().await {
-        match r {
-            Ok(r) if r.status == StatusCode::OK => {
-                let parsed = std::str::from_utf8(&r.body)
-                    .map_err(|_| "not UTF-8 text".to_string())
-                    .and_then(|s| VoteList::parse(s).map_err(|e| e.to_string()));
-                match parsed {
-                    Ok(list) if list.valid_after == t => {
-                        lists.insert(*peer.key.as_bytes(), list);
-                    }
-                    Ok(_) => tracing::warn!("{} listed the votes of another period", peer.name),
-                    Err(e) => tracing::warn!("vote list from {} refused: {e}", peer.name),
-                }
+    peer: &AuthorityInfo,
+) -> Option<VoteList> {
+    let limit = time_left(shared, deadline);
+    let path = format!("/votes/{t}");
+    let r = http_request(
+        peer.address,
+        Method::GET,
+        &path,
+        None,
+        limit,
+        MAX_VOTE_LIST_LEN,
+    )
+    .await;
+    match r {
+        Ok(r) if r.status == StatusCode::OK => {
+            let parsed = std::str::from_utf8(&r.body)
+                .map_err(|_| "not UTF-8 text".to_string())
+                .and_then(|s| VoteList::parse(s).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(list) if list.valid_after == t => return Some(list),
+                Ok(_) => tracing::warn!("{} listed the votes of another period", peer.name),
+                Err(e) => tracing::warn!("vote list from {} refused: {e}", peer.name),
             }
-            Ok(r) => tracing::debug!("{} gave no vote list: {}", peer.name, r.text()),
-            Err(e) => tracing::debug!("cannot fetch the vote list of {}: {e}", peer.name),
         }
+        Ok(r) => tracing::debug!("{} gave no vote list: {}", peer.name, r.text()),
+        Err(e) => tracing::debug!("cannot fetch the vote list of {}: {e}", peer.name),
     }
+    None
 }
 
 async fn fetch_listed_votes(

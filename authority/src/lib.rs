@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Serialises descriptor changes with their writes to disk.
     pub descriptor_lock: tokio::sync::Mutex<()>,
+    /// Serialises saves of the consensus ([`Shared::save_consensus`]).
+    pub consensus_saves: tokio::sync::Mutex<()>,
     pub probe_tx: mpsc::Sender<RelayId>,
     /// The voting schedule, fixed at start: with an initial phase if the authority started
     /// holding no valid consensus (`docs/spec.md` §5.6).
@@ -131,6 +133,18 @@ impl Shared {
     /// The peers: every configured authority but this one.
     pub(crate) fn peers(&self) -> impl Iterator<Item = &shallot_directory::network::AuthorityInfo> {
         self.network.authorities.iter().filter(|a| a.key != self.me)
+    }
+
+    /// Saves the consensus for period `t` as held now, one save at a time: saves made side by
+    /// side (a signature from each peer at once) would share one temporary file, and an older
+    /// text could land over a newer one.
+    pub(crate) async fn save_consensus(self: &Arc<Self>, t: u64) {
+        let _one = self.consensus_saves.lock().await;
+        let text = self.state().consensuses.get(&t).map(|r| r.text.clone());
+        if let Some(text) = text {
+            self.persist("consensus", move |store| store.save_consensus(&text))
+                .await;
+        }
     }
 
     /// Runs a blocking write to the store off the async threads, logging failure.
@@ -208,6 +222,7 @@ impl Authority {
             store,
             state: Mutex::new(state),
             descriptor_lock: tokio::sync::Mutex::new(()),
+            consensus_saves: tokio::sync::Mutex::new(()),
             probe_tx,
             schedule,
             vote_uploads: tokio::sync::Semaphore::new(api::MAX_VOTE_UPLOADS),

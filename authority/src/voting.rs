@@ -329,11 +329,8 @@ async fn compute(
         record.consensus.relays.len(),
         hex::encode(&record.digest)
     );
-    let text = record.text.clone();
     shared.state().add_consensus(t, record);
-    shared
-        .persist("consensus", move |store| store.save_consensus(&text))
-        .await;
+    shared.save_consensus(t).await;
     true
 }
 
@@ -411,14 +408,7 @@ async fn fetch_signature(
     let path = format!("/signature/{t}");
     match http_request(peer.address, Method::GET, &path, None, limit, 1024).await {
         Ok(r) if r.status == StatusCode::OK => match add_signature(shared, peer, t, &r.body) {
-            Ok(()) => {
-                let text = shared.state().consensuses.get(&t).map(|r| r.text.clone());
-                if let Some(text) = text {
-                    shared
-                        .persist("consensus", move |store| store.save_consensus(&text))
-                        .await;
-                }
-            }
+            Ok(()) => shared.save_consensus(t).await,
             Err(e) => tracing::warn!("signature from {} not used: {e}", peer.name),
         },
         Ok(r) => tracing::debug!("{} has no signature yet: {}", peer.name, r.text()),
