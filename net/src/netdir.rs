@@ -312,10 +312,27 @@ impl NetDir {
         if let Err(e) = self.cache.store(text) {
             info!("cannot cache the consensus: {e}");
         }
+        self.hold_fetched(c)
+    }
+
+    /// Installs a fetched consensus. One no newer than the held one, when that is no longer
+    /// fresh, counts as a failure for the wait before the next fetch: an authority serves the
+    /// previous consensus while too few have signed the next (`docs/spec.md` §5.6), and that
+    /// can last until the previous one expires; every client asking each second meanwhile
+    /// would flood the authorities.
+    fn hold_fetched(&self, c: VerifiedConsensus) -> Arc<VerifiedConsensus> {
+        let now = self.clock.unix_now();
+        let stale = now >= c.fresh_until
+            && self
+                .held()
+                .is_some_and(|held| c.valid_after <= held.valid_after);
         let c = Arc::new(c);
         self.set(c.clone());
         *lock(&self.last_error) = None;
-        self.failures.store(0, Ordering::Relaxed);
+        match stale {
+            true => self.failures.fetch_add(1, Ordering::Relaxed),
+            false => self.failures.swap(0, Ordering::Relaxed),
+        };
         c
     }
 
@@ -692,6 +709,32 @@ mod tests {
             .secs,
             i64::MIN
         );
+    }
+
+    #[test]
+    fn the_same_consensus_again_once_it_is_not_fresh_doubles_the_wait() {
+        let clock = Arc::new(FakeClock::new(1900));
+        let dir = held(&clock);
+        let same = || {
+            let c = testing::consensus(testing::relays(3), 1000, 1800, 4600);
+            VerifiedConsensus::assume_verified(c)
+        };
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            dir.hold_fetched(same());
+            waits.push(dir.next_refresh().as_secs());
+        }
+        assert_eq!(
+            waits,
+            [2, 4, 8],
+            "not every second while no newer one is served"
+        );
+        // A newer one resets the count: it is fresh, so the next fetch is at its fresh-until.
+        let newer = testing::consensus(testing::relays(3), 1800, 2600, 5400);
+        dir.hold_fetched(VerifiedConsensus::assume_verified(newer));
+        assert!(dir.next_refresh().as_secs() > 700);
+        clock.set(2600);
+        assert_eq!(dir.next_refresh().as_secs(), 1, "the count was reset");
     }
 
     #[tokio::test]

@@ -154,6 +154,18 @@ pub(crate) async fn directory_loop(
         if now >= next_fetch {
             last_fetch = now;
             match fetch_consensus(&network, consensus.as_ref(), unix_now(), limit).await {
+                // The held one again, no longer fresh: the authorities have no newer one with
+                // enough signatures yet (`docs/spec.md` §5.6). Asked again after a back-off,
+                // as after a failure, not every second for as long as that lasts.
+                Ok((c, _))
+                    if unix_now() >= c.fresh_until
+                        && consensus
+                            .as_ref()
+                            .is_some_and(|held| c.valid_after <= held.valid_after) =>
+                {
+                    debug!("consensus fetch: no newer consensus served yet");
+                    failures += 1;
+                }
                 Ok((c, _)) => {
                     let view = netview_of(&c);
                     if consensus.is_none() {
