@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shallot_crypto::keys::{RelayId, VerifyingKey};
+use shallot_crypto::keys::{IdentityKeypair, RelayId};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -256,19 +256,20 @@ fn an_authority_serves_live_metrics_and_lists_relays_by_their_fingerprint() {
     assert!(all.lines().any(|l| l.starts_with(&fp)), "{all}");
     fetches += 1;
 
-    // The consensus itself carries the identity key, whose fingerprint is the one printed;
-    // given where a fingerprint belongs, that key is refused with the fingerprint named.
+    // The consensus itself names the relay by that fingerprint, not by its identity key
+    // (spec §5.4); given where a fingerprint belongs, the key (from the relay's key file) is
+    // refused with the fingerprint named.
     let consensus = http_get(auth_addr.parse().unwrap(), "/consensus").unwrap();
     fetches += 1;
-    let identity = consensus
+    let named = consensus
         .lines()
         .find_map(|l| l.strip_prefix("r fpcheck "))
         .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .to_string();
-    let key =
-        VerifyingKey::from_bytes(&shallot_crypto::hex::decode_array(&identity).unwrap()).unwrap();
-    assert_eq!(RelayId::of(&key).to_string(), fp);
+        .unwrap();
+    assert_eq!(named, fp);
+    let key = IdentityKeypair::load(&Path::new(&relay_dir).join("identity.key")).unwrap();
+    assert_eq!(RelayId::of(&key.public()).to_string(), fp);
+    let identity = shallot_crypto::hex::encode(key.public().as_bytes());
     let out = shallot(&[
         "directory",
         "relays",

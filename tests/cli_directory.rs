@@ -192,7 +192,7 @@ fn run_serves_a_consensus() {
             let mut reply = String::new();
             let _ = s.read_to_string(&mut reply);
             if reply.starts_with("HTTP/1.1 200") {
-                assert!(reply.contains("shallot-consensus 3\n"), "{reply}");
+                assert!(reply.contains("shallot-consensus 4\n"), "{reply}");
                 break;
             }
         }

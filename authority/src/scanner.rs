@@ -242,7 +242,6 @@ mod tests {
         RelayEntry {
             id: shallot_crypto::keys::RelayId::of(&identity),
             nickname: format!("r{octet}"),
-            identity,
             address: std::net::SocketAddr::from(([10, octet, 0, 1], 9000)),
             bandwidth,
             ntor_key: [0; 32],

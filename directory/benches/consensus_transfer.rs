@@ -65,7 +65,6 @@ fn relay(rng: &mut StdRng, relays: &[RelayId]) -> RelayEntry {
     RelayEntry {
         id: key.relay_id(),
         nickname,
-        identity: key.public(),
         address: SocketAddr::from((ip, port)),
         // Log-uniform from 10 kB/s to 100 MB/s, as votes give it (two significant figures).
         bandwidth: rounded_measurement(10f64.powf(rng.gen_range(4.0..8.0)) as u64),
@@ -198,12 +197,11 @@ fn split_entry_line(r: &RelayEntry) -> String {
     )
 }
 
-/// One relay's line in the keys document of the split form (not built): its identity, ntor
-/// and link keys.
+/// One relay's line in the keys document of the split form (not built): its ntor and link
+/// keys.
 fn split_keys_line(r: &RelayEntry) -> String {
     format!(
-        "k {} {} {}\n",
-        shallot_crypto::hex::encode(r.identity.as_bytes()),
+        "k {} {}\n",
         shallot_crypto::hex::encode(&r.ntor_key),
         shallot_crypto::hex::encode(&r.link_key)
     )
@@ -239,16 +237,16 @@ fn back_after_a_day(base: &Consensus, text: &str, keys: &[IdentityKeypair]) {
     let dz = compress_diff(&diff);
     let compress_ms = started.elapsed().as_secs_f64() * 1e3;
     assert_eq!(apply_diff(text, &diff).unwrap(), later_text);
-    let held: std::collections::HashSet<([u8; 32], [u8; 32], [u8; 32])> = base
+    let held: std::collections::HashSet<(RelayId, [u8; 32], [u8; 32])> = base
         .relays
         .iter()
-        .map(|r| (*r.identity.as_bytes(), r.ntor_key, r.link_key))
+        .map(|r| (r.id, r.ntor_key, r.link_key))
         .collect();
     let entries: String = later.relays.iter().map(split_entry_line).collect();
     let lacking: Vec<&RelayEntry> = later
         .relays
         .iter()
-        .filter(|r| !held.contains(&(*r.identity.as_bytes(), r.ntor_key, r.link_key)))
+        .filter(|r| !held.contains(&(r.id, r.ntor_key, r.link_key)))
         .collect();
     let new_keys: String = lacking.iter().copied().map(split_keys_line).collect();
     let e = Edits::between(&base.relays, &later.relays);
@@ -289,39 +287,27 @@ fn bench(c: &mut Criterion) {
     let base = consensus(T, relays.clone(), &keys);
     let text = base.encode().unwrap();
     let z = compress(text.as_bytes());
-    let floor = RELAYS * 3 * 32;
+    // Each entry's fingerprint (20 bytes) and two keys (32 each) are random.
+    let floor = RELAYS * (20 + 2 * 32);
     eprintln!(
         "consensus, {RELAYS} relays, 3 signatures: {} bytes raw, {} bytes zstd (level {}), \
-         {:.1} bytes per relay; floor (random key bytes alone): {floor} bytes",
+         {:.1} bytes per relay; floor (random fingerprint and key bytes alone): {floor} bytes",
         text.len(),
         z.len(),
         shallot_directory::compress::LEVEL,
         z.len() as f64 / RELAYS as f64,
     );
-    // Not built, measured only: the same text with each `r` line's nickname dropped and its
-    // identity key (32 bytes) replaced by the fingerprint (20 bytes), the two cheap cuts of
-    // what clients fetch (path selection, circuits and the ring use neither the nickname nor
-    // the key itself, only the fingerprint).
+    // Not built, measured only: the same text with each `r` line's nickname dropped (path
+    // selection, circuits and the ring do not use it; logs and the chat's circuit view do).
     let slim: String = text
         .lines()
         .map(|l| match l.strip_prefix("r ") {
-            Some(rest) => {
-                let mut w = rest.split(' ');
-                let _nickname = w.next();
-                let identity = w.next().unwrap();
-                let key = shallot_crypto::keys::VerifyingKey::from_bytes(
-                    &shallot_crypto::hex::decode_array::<32>(identity).unwrap(),
-                )
-                .unwrap();
-                let rest: Vec<&str> = w.collect();
-                format!("r {} {}\n", RelayId::of(&key), rest.join(" "))
-            }
+            Some(rest) => format!("r {}\n", rest.split_once(' ').unwrap().1),
             None => format!("{l}\n"),
         })
         .collect();
     eprintln!(
-        "not built: without nicknames, fingerprints instead of identity keys: {} bytes raw, \
-         {} bytes zstd",
+        "not built: without nicknames: {} bytes raw, {} bytes zstd",
         slim.len(),
         compress(slim.as_bytes()).len()
     );

@@ -153,7 +153,6 @@ fn main() {
         .map(|(d, _)| RelayEntry {
             id: d.fingerprint(),
             nickname: d.nickname.clone(),
-            identity: d.identity,
             address: d.address,
             bandwidth: 5_000_001,
             ntor_key: d.ntor_key,

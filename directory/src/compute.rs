@@ -240,7 +240,6 @@ fn relay_entry(
     let entry = RelayEntry {
         id: *id,
         nickname: d.nickname.clone(),
-        identity: d.identity,
         address: d.address,
         bandwidth: weight,
         ntor_key: d.ntor_key,

@@ -12,7 +12,6 @@ pub(crate) fn relays(n: u8) -> Vec<RelayEntry> {
             RelayEntry {
                 id: RelayId::of(&identity),
                 nickname: format!("r{i}"),
-                identity,
                 address: ([10, 0, 0, i], 9000).into(),
                 bandwidth: 1000,
                 ntor_key: [i; 32],

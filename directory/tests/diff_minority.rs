@@ -40,7 +40,6 @@ fn relays() -> Vec<RelayEntry> {
             RelayEntry {
                 id: RelayId::of(&id),
                 nickname: format!("relay{i}"),
-                identity: id,
                 address: ([198, 51, i, 1], 9001).into(),
                 bandwidth: 1_000_000,
                 ntor_key: [i; 32],

@@ -8,8 +8,8 @@ use shallot_proto::dir::diff::{apply_diff, text_body_digest};
 
 const BASE: &str = include_str!("../seeds/directory/consensus.txt");
 
-/// Where a version-4 diff names the digest of the body it rebuilds: after its first line
-/// (`shallot-consensus-diff 4`) and the base's digest.
+/// Where a diff names the digest of the body it rebuilds: after its first line
+/// (`shallot-consensus-diff 5`) and the base's digest.
 const TO: std::ops::Range<usize> = 25 + 32..25 + 64;
 
 fuzz_target!(|data: &[u8]| {

@@ -18,7 +18,6 @@ pub fn relays(n: u8) -> Vec<RelayEntry> {
             RelayEntry {
                 id: RelayId::of(&identity),
                 nickname: format!("relay{i}"),
-                identity,
                 address: std::net::SocketAddr::from(([10, i, 0, 1], 9000)),
                 bandwidth: 1000,
                 ntor_key: onion.public().to_bytes(),

@@ -24,12 +24,10 @@ pub mod kind {
 /// The most bytes one `DIR_CHUNK` carries (under [`crate::relay_msg::MAX_RELAY_MSG_LEN`]).
 pub const MAX_DIR_CHUNK: usize = 16 * 1024;
 
-/// `DIR_GET`'s flag for a consensus held by a client that reads the text diffs of version 3
-/// and before (`docs/spec.md` §5.12): such a client is answered with the whole consensus.
-const HELD_READS_DIFF_3: u8 = 1;
-
-/// `DIR_GET`'s flag for a consensus held by a client that reads diffs of version 4.
-const HELD_READS_DIFF_4: u8 = 2;
+/// `DIR_GET`'s flag for a consensus held by a client that reads diffs of version 5
+/// (`docs/spec.md` §5.12). Flags 1 and 2 came from clients of consensus version 3, which can
+/// read neither a diff nor a consensus of version 4: they are refused as malformed.
+const HELD_READS_DIFF_5: u8 = 3;
 
 /// What a cache sends in answer to `DIR_GET`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +97,7 @@ impl DirMsg {
                 match base {
                     None => out.put_u8(0),
                     Some(d) => {
-                        out.put_u8(HELD_READS_DIFF_4);
+                        out.put_u8(HELD_READS_DIFF_5);
                         out.put(d);
                     }
                 }
@@ -123,17 +121,11 @@ impl DirMsg {
             kind::DIR_GET => {
                 let base = match r.u8()? {
                     0 => None,
-                    // A client that reads only text diffs: it is sent the whole consensus,
-                    // as if it held none.
-                    HELD_READS_DIFF_3 => {
-                        r.array::<32>()?;
-                        None
-                    }
-                    HELD_READS_DIFF_4 => Some(r.array()?),
+                    HELD_READS_DIFF_5 => Some(r.array()?),
                     _ => {
                         return Err(DecodeError::BadValue {
                             field: "DIR_GET base",
-                            reason: "presence flag is not 0, 1 or 2",
+                            reason: "presence flag is not 0 or 3",
                         })
                     }
                 };
@@ -329,12 +321,7 @@ pub(crate) mod tests {
             let mut raw = vec![k];
             raw.extend_from_slice(&body);
             if let Ok(m) = decode(&raw) {
-                // Save a request from a client of text diffs, which is read as holding none.
-                if raw[..2] == [kind::DIR_GET, HELD_READS_DIFF_3] {
-                    prop_assert_eq!(m, DirMsg::Get { base: None });
-                } else {
-                    prop_assert_eq!(encode(&m), raw);
-                }
+                prop_assert_eq!(encode(&m), raw);
             }
         }
 
@@ -358,14 +345,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_client_of_text_diffs_is_answered_as_holding_none() {
-        let mut old = vec![kind::DIR_GET, 1];
-        old.extend_from_slice(&[7; 32]);
-        assert_eq!(decode(&old), Ok(DirMsg::Get { base: None }));
+    fn a_client_of_an_older_consensus_version_is_refused() {
+        for flag in [1, 2] {
+            let mut old = vec![kind::DIR_GET, flag];
+            old.extend_from_slice(&[7; 32]);
+            assert!(matches!(decode(&old), Err(DecodeError::BadValue { .. })));
+        }
         let new = encode(&DirMsg::Get {
             base: Some([7; 32]),
         });
-        assert_eq!(new[..2], [kind::DIR_GET, 2]);
+        assert_eq!(new[..2], [kind::DIR_GET, 3]);
         assert_eq!(
             decode(&new),
             Ok(DirMsg::Get {
@@ -377,11 +366,11 @@ pub(crate) mod tests {
     #[test]
     fn bad_messages_are_typed_errors() {
         assert!(matches!(
-            decode(&[kind::DIR_GET, 3]),
+            decode(&[kind::DIR_GET, 4]),
             Err(DecodeError::BadValue { .. })
         ));
         assert!(matches!(
-            decode(&[kind::DIR_GET, 1, 0]),
+            decode(&[kind::DIR_GET, 3, 0]),
             Err(DecodeError::Truncated { .. })
         ));
         assert_eq!(

@@ -88,7 +88,6 @@ fn compute(votes: &[Vote], n: usize, ds: &Descriptors) -> Consensus {
 fn same_fields(e: &RelayEntry, d: &RelayDescriptor) -> bool {
     e.id == d.fingerprint()
         && e.nickname == d.nickname
-        && e.identity == d.identity
         && e.address == d.address
         && e.ntor_key == d.ntor_key
         && e.link_key == d.link_key

@@ -16,7 +16,6 @@ fn consensus(n: u8) -> VerifiedConsensus {
             RelayEntry {
                 id: RelayId::of(&identity),
                 nickname: format!("g{i}"),
-                identity,
                 address: format!("10.{i}.0.1:1").parse().unwrap(),
                 bandwidth: 1000,
                 ntor_key: [0; 32],

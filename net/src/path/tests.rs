@@ -21,7 +21,6 @@ fn synthetic(seed: u64) -> VerifiedConsensus {
             RelayEntry {
                 id: RelayId::of(&identity),
                 nickname: format!("r{i}"),
-                identity,
                 address: format!("10.{}.{}.1:9000", i / 4, i % 4).parse().unwrap(),
                 bandwidth: 1000 * (1 + u64::from(i % 100)) * if i % 7 == 0 { 10 } else { 1 },
                 ntor_key: [0; 32],

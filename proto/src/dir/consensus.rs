@@ -2,7 +2,7 @@
 //! (`docs/spec.md` §5.4).
 //!
 //! ```text
-//! shallot-consensus 3
+//! shallot-consensus 4
 //! valid-after <unix seconds>
 //! fresh-until <unix seconds>
 //! valid-until <unix seconds>
@@ -184,7 +184,7 @@ impl Consensus {
     /// every consensus that passes them (every parsed one does).
     fn body_text(&self) -> String {
         let mut w = LineWriter::new();
-        w.line("shallot-consensus", [3]);
+        w.line("shallot-consensus", [4]);
         w.line("valid-after", [self.valid_after]);
         w.line("fresh-until", [self.fresh_until]);
         w.line("valid-until", [self.valid_until]);
@@ -286,7 +286,7 @@ impl Consensus {
         check_len(text, MAX_CONSENSUS_LEN)?;
         let mut r = LineReader::new(text)?;
         let mut a = r.expect("shallot-consensus")?;
-        if a.word("version")? != "3" {
+        if a.word("version")? != "4" {
             return Err(a.error("unsupported version"));
         }
         a.end()?;

@@ -33,16 +33,17 @@ use shallot_crypto::reader::{Reader, Writer};
 
 use super::consensus::{digest, Consensus, MAX_CONSENSUS_LEN};
 use super::entry::{Flags, RelayEntry};
-use super::lines::{parse_key, LineReader};
+use super::lines::LineReader;
 use super::{DocError, MAX_FAMILY};
 
 /// The largest diff accepted: no larger than a consensus.
 pub const MAX_DIFF_LEN: usize = MAX_CONSENSUS_LEN;
 
 /// How a diff begins: its name and version as a line of text, so that a reader tells the
-/// version before anything else. Version 4 made the operations binary; versions 2 and 3 (text
-/// lines) are no longer read: a client given one fetches the whole consensus instead.
-const DIFF_MAGIC: &[u8] = b"shallot-consensus-diff 4\n";
+/// version before anything else. Version 4 made the operations binary; version 5 names a new
+/// entry by its fingerprint, as consensus version 4 does. Older versions are no longer read: a
+/// client given one fetches the whole consensus instead.
+const DIFF_MAGIC: &[u8] = b"shallot-consensus-diff 5\n";
 
 /// The body of a consensus text (every byte before its first `directory-signature` line) and
 /// the rest.
@@ -126,7 +127,7 @@ fn entry_text(e: &RelayEntry) -> String {
 /// edit in place).
 fn same_but_status(a: &RelayEntry, b: &RelayEntry) -> bool {
     a.nickname == b.nickname
-        && a.identity == b.identity
+        && a.id == b.id
         && a.address == b.address
         && a.link_key == b.link_key
         && a.family == b.family
@@ -254,13 +255,13 @@ fn text<'a>(r: &mut Reader<'a>) -> Result<&'a str, &'static str> {
     std::str::from_utf8(bytes).map_err(|_| "a text that is not UTF-8")
 }
 
-/// Appends a new entry: nickname (length and bytes), identity key, address (4 or 6, the IP's
+/// Appends a new entry: nickname (length and bytes), fingerprint, address (4 or 6, the IP's
 /// bytes, port), weight, onion key, link key, flags, family (count and fingerprints).
 fn put_entry(out: &mut Vec<u8>, e: &RelayEntry) {
     // A nickname is at most 19 bytes and a family at most 16 (checked by `encode`).
     out.put_u8(e.nickname.len() as u8);
     out.put(e.nickname.as_bytes());
-    out.put(e.identity.as_bytes());
+    out.put(&e.id.0);
     match e.address.ip() {
         IpAddr::V4(ip) => {
             out.put_u8(4);
@@ -289,7 +290,7 @@ fn entry(r: &mut Reader<'_>) -> Result<RelayEntry, &'static str> {
     let nickname = std::str::from_utf8(r.take(usize::from(n)).map_err(short)?)
         .map_err(|_| "a nickname that is not UTF-8")?
         .to_string();
-    let identity = parse_key(&key32(r)?).ok_or("an identity that is not a usable ed25519 key")?;
+    let id = RelayId(r.array::<20>().map_err(short)?);
     let ip = match r.u8().map_err(short)? {
         4 => IpAddr::from(r.array::<4>().map_err(short)?),
         6 => IpAddr::from(r.array::<16>().map_err(short)?),
@@ -308,9 +309,8 @@ fn entry(r: &mut Reader<'_>) -> Result<RelayEntry, &'static str> {
         .map(|_| r.array::<20>().map(RelayId).map_err(short))
         .collect::<Result<Vec<_>, _>>()?;
     let e = RelayEntry {
-        id: RelayId::of(&identity),
+        id,
         nickname,
-        identity,
         address,
         bandwidth,
         ntor_key,
@@ -452,7 +452,7 @@ pub fn apply_diff(base: &str, diff: &[u8]) -> Result<String, DocError> {
         reason,
     };
     if !diff.starts_with(DIFF_MAGIC) {
-        return Err(fail(&r, "not a `shallot-consensus-diff` of version 4"));
+        return Err(fail(&r, "not a `shallot-consensus-diff` of version 5"));
     }
     r.take(DIFF_MAGIC.len())
         .map_err(|_| fail(&r, "the diff ends early"))?;
@@ -593,7 +593,7 @@ fn read_edit(r: &mut Reader<'_>, code: u8) -> Result<Edit, &'static str> {
 fn edit_entry(out: &mut String, entry: &str, edit: &Edit) -> Result<(), &'static str> {
     let r_len = line_end(entry);
     let fields: Vec<&str> = entry[..r_len].trim_end_matches('\n').split(' ').collect();
-    // r <nickname> <identity> <address> <weight> <ntor> <link> <flags…>
+    // r <nickname> <fingerprint> <address> <weight> <ntor> <link> <flags…>
     if fields.len() < 8 {
         return Err("the base entry is malformed");
     }

@@ -171,7 +171,6 @@ fn pair() -> (Consensus, Consensus) {
             RelayEntry {
                 id: shallot_crypto::keys::RelayId::of(&id),
                 nickname: format!("r{i}"),
-                identity: id,
                 address: ([10, 0, 0, i + 1], 9000).into(),
                 bandwidth: 1000,
                 ntor_key: [i; 32],
@@ -216,7 +215,7 @@ const PAIR_OPS: [u8; 9] = [1, b'w', 3, 2, 1, b'd', 1, 0, b'e'];
 fn small_changes_give_small_operations() {
     let (base, target) = pair();
     let diff = consensus_diff(&base, &target).unwrap();
-    assert!(diff.starts_with(b"shallot-consensus-diff 4\n"));
+    assert!(diff.starts_with(b"shallot-consensus-diff 5\n"));
     let at = ops_start(&diff);
     assert_eq!(diff[at..at + PAIR_OPS.len()], PAIR_OPS);
     assert_eq!(
@@ -293,7 +292,6 @@ fn a_new_relay_is_added_whole_and_checked() {
     target.relays.push(RelayEntry {
         id: shallot_crypto::keys::RelayId::of(&id),
         nickname: "newcomer".into(),
-        identity: id,
         address: "[2001:db8::1]:443".parse().unwrap(),
         bandwidth: 5_500_000,
         ntor_key: [0x11; 32],
@@ -322,7 +320,7 @@ fn a_new_relay_is_added_whole_and_checked() {
     ));
     // An address family other than 4 or 6.
     let mut bad = diff.clone();
-    bad[nick + 8 + 32] = 5;
+    bad[nick + 8 + 20] = 5;
     assert!(matches!(
         apply_diff(&base_text, &bad),
         Err(DocError::MalformedDiff {
