@@ -17,6 +17,9 @@
 //! one never holds an expired consensus while the regular schedule gets going. The phase is
 //! a pure function of the intervals and the time the authority starts, so authorities
 //! started together vote for the same periods.
+//!
+//! Clients and relays following the consensus share two rules of when to fetch again
+//! ([`brings_nothing_new`], [`failure_backoff`]; §6.7, §11.1).
 
 use crate::compute::Period;
 
@@ -208,9 +211,49 @@ pub async fn sleep_until_ms(at: u64) {
     }
 }
 
+/// Whether a consensus just fetched brings nothing new to its holder: it is no newer than the
+/// one held (`held_valid_after`), and no longer fresh at `now_secs`. Authorities serve the
+/// previous consensus while too few have signed the next (§5.6), which can last until the
+/// previous one expires; a fetcher that counts this answer as a success and asks again each
+/// second meanwhile floods them, so it counts as a failure for [`failure_backoff`].
+pub fn brings_nothing_new(
+    fetched: &shallot_proto::dir::Consensus,
+    held_valid_after: Option<u64>,
+    now_secs: u64,
+) -> bool {
+    now_secs >= fetched.fresh_until && held_valid_after.is_some_and(|h| fetched.valid_after <= h)
+}
+
+/// The wait before the next fetch after `failures` consecutive failed ones: `2^min(f, cap)`
+/// seconds (1 s with none, 2 s after one, doubling up to `2^cap`).
+pub fn failure_backoff(failures: u32, cap: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1 << failures.min(cap).min(63))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_double_the_wait_up_to_the_cap() {
+        let waits: Vec<u64> = (0..9).map(|f| failure_backoff(f, 5).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 32, 32, 32]);
+        assert_eq!(failure_backoff(u32::MAX, 6).as_secs(), 64);
+    }
+
+    #[test]
+    fn only_the_held_consensus_or_an_older_one_once_stale_is_nothing_new() {
+        let c = crate::test_consensus::signed(7200, vec![], &[]);
+        let fresh_until = c.fresh_until;
+        // Held, or older than the one held, once no longer fresh: nothing new.
+        assert!(brings_nothing_new(&c, Some(7200), fresh_until));
+        assert!(brings_nothing_new(&c, Some(10_800), fresh_until + 5));
+        // Still fresh: the next one is not due, so getting this one again is no failure.
+        assert!(!brings_nothing_new(&c, Some(7200), fresh_until - 1));
+        // Newer than the one held, or none held: news.
+        assert!(!brings_nothing_new(&c, Some(3600), fresh_until));
+        assert!(!brings_nothing_new(&c, None, fresh_until));
+    }
 
     #[test]
     fn times_of_one_period() {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus_dated, FetchError, FetchStats, ServerDate};
 use shallot_directory::network::NetworkFile;
+use shallot_directory::schedule::{brings_nothing_new, failure_backoff};
 use shallot_directory::verify::ConsensusCache;
 use shallot_directory::VerifiedConsensus;
 use shallot_proto::dir::{Consensus, Flags};
@@ -321,11 +322,8 @@ impl NetDir {
     /// can last until the previous one expires; every client asking each second meanwhile
     /// would flood the authorities.
     fn hold_fetched(&self, c: VerifiedConsensus) -> Arc<VerifiedConsensus> {
-        let now = self.clock.unix_now();
-        let stale = now >= c.fresh_until
-            && self
-                .held()
-                .is_some_and(|held| c.valid_after <= held.valid_after);
+        let held = self.held().map(|h| h.valid_after);
+        let stale = brings_nothing_new(&c, held, self.clock.unix_now());
         let c = Arc::new(c);
         self.set(c.clone());
         *lock(&self.last_error) = None;
@@ -370,13 +368,7 @@ impl NetDir {
                 let jitter = rand::random::<u64>() % (span / 8).clamp(1, 30);
                 Duration::from_secs(c.fresh_until - now + GUARD_LEAD + jitter)
             }
-            _ => {
-                let failures = self
-                    .failures
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .min(6);
-                Duration::from_secs(1 << failures)
-            }
+            _ => failure_backoff(self.failures.load(Ordering::Relaxed), 6),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
 use shallot_directory::network::NetworkFile;
+use shallot_directory::schedule::{brings_nothing_new, failure_backoff};
 use shallot_proto::dir::descriptor::RelayDescriptor;
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::unix_now;
@@ -158,10 +159,11 @@ pub(crate) async fn directory_loop(
                 // enough signatures yet (`docs/spec.md` §5.6). Asked again after a back-off,
                 // as after a failure, not every second for as long as that lasts.
                 Ok((c, _))
-                    if unix_now() >= c.fresh_until
-                        && consensus
-                            .as_ref()
-                            .is_some_and(|held| c.valid_after <= held.valid_after) =>
+                    if brings_nothing_new(
+                        &c,
+                        consensus.as_ref().map(|h| h.valid_after),
+                        unix_now(),
+                    ) =>
                 {
                     debug!("consensus fetch: no newer consensus served yet");
                     failures += 1;
@@ -214,14 +216,14 @@ pub(crate) async fn directory_loop(
                 Some(c) if now_secs < c.fresh_until && failures == 0 => {
                     Duration::from_secs(c.fresh_until - now_secs) + Duration::from_millis(200)
                 }
-                Some(_) => Duration::from_secs(1 << failures.saturating_sub(1).min(5)),
+                Some(_) => failure_backoff(failures, 5),
                 None => {
                     // When the schedule may serve one next (with an initial phase, each
                     // multiple of its interval).
                     let now_ms = shallot_directory::schedule::now_ms();
                     let due_ms = network.params.next_first_consensus_at_ms(now_ms);
                     let until_due = Duration::from_millis(due_ms.saturating_sub(now_ms) + 50);
-                    Duration::from_secs(1 << failures.saturating_sub(1).min(5)).min(until_due)
+                    failure_backoff(failures, 5).min(until_due)
                 }
             };
             next_fetch = tokio::time::Instant::now() + timing.consensus_refresh.min(wait);
