@@ -140,10 +140,16 @@ impl Shared {
     /// text could land over a newer one.
     pub(crate) async fn save_consensus(self: &Arc<Self>, t: u64) {
         let _one = self.consensus_saves.lock().await;
-        let text = self.state().consensuses.get(&t).map(|r| r.text.clone());
+        let (text, kept) = {
+            let state = self.state();
+            let text = state.consensuses.get(&t).map(|r| r.text.clone());
+            (text, state.consensuses.keys().copied().collect::<Vec<_>>())
+        };
         if let Some(text) = text {
-            self.persist("consensus", move |store| store.save_consensus(&text))
-                .await;
+            self.persist("consensus", move |store| {
+                store.save_consensus(t, &text, &kept)
+            })
+            .await;
         }
     }
 
@@ -383,24 +389,21 @@ fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
     }
     // Reveals committed to before a restart are revealed after it.
     state.reveals = store.load_reveals();
-    if let Some(text) = store.load_consensus() {
+    // Every consensus held before the restart, so that `State::serving` chooses as it did.
+    for text in store.load_consensuses() {
         match reload_consensus(&text, network, now) {
             Ok(record) => {
                 state
                     .consensuses
                     .insert(record.consensus.valid_after, record);
             }
-            Err(e) => tracing::warn!("not serving the saved consensus: {e}"),
+            Err(e) => tracing::warn!("not serving a saved consensus: {e}"),
         }
     }
     tracing::info!(
-        "loaded {} descriptors{}",
+        "loaded {} descriptors and {} saved consensuses",
         state.descriptors.len(),
-        if state.consensuses.is_empty() {
-            ""
-        } else {
-            " and the saved consensus"
-        }
+        state.consensuses.len()
     );
     state
 }
@@ -424,4 +427,50 @@ fn reload_consensus(
         return Err(format!("it expired at {}", c.valid_until));
     }
     ConsensusRecord::new(c).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use shallot_crypto::keys::IdentityKeypair;
+
+    /// Review finding 3 of the silent-peer fix: an authority restarted while too few had
+    /// signed its newest consensus served that one, which clients refuse, because only the
+    /// newest was saved. Every consensus held is saved now, so after a restart it serves the
+    /// previous one, majority-signed, as it did before.
+    #[test]
+    fn a_restart_while_the_newest_is_under_signed_serves_the_previous() {
+        let keys: Vec<IdentityKeypair> = (1..=3u8)
+            .map(|i| IdentityKeypair::from_secret_bytes(&[i; 32]))
+            .collect();
+        let network =
+            NetworkFile::of_test_authorities(&keys.iter().map(|k| k.public()).collect::<Vec<_>>());
+        let dir = std::env::temp_dir().join(format!(
+            "shallot-restart-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let store = Store::open(&dir).unwrap();
+        let previous = state::test_record(1000, &[&keys[0], &keys[1]]);
+        let newest = state::test_record(1010, &[&keys[0]]);
+        store.save_consensus(1000, &previous.text, &[1000]).unwrap();
+        store
+            .save_consensus(1010, &newest.text, &[1000, 1010])
+            .unwrap();
+
+        let state = load_state(&Store::open(&dir).unwrap(), &network, 1015);
+        let served = state.serving(1015, network.majority()).unwrap();
+        assert_eq!(
+            served.consensus.valid_after, 1000,
+            "the majority-signed one"
+        );
+        assert_eq!(
+            state.consensuses.len(),
+            2,
+            "the newest is held too, to collect signatures"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

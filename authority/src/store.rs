@@ -1,12 +1,12 @@
 //! An authority's files (`docs/spec.md` §5.8): its key, the accepted descriptors, the relay
-//! history and the last consensus, each written atomically with mode 0600 under a 0700
+//! history and the consensuses it holds, each written atomically with mode 0600 under a 0700
 //! directory.
 //!
 //! ```text
 //! <data-dir>/authority.key                    ed25519 identity (key file)
 //! <data-dir>/state/descriptors/<fp>.txt       each relay's newest accepted descriptor
 //! <data-dir>/state/relays                     known-since and running-since times
-//! <data-dir>/state/consensus.txt              the newest consensus with its signatures
+//! <data-dir>/state/consensus-<valid-after>.txt each consensus held (at most 3), with its signatures
 //! <data-dir>/state/reveals                     its shared-random reveals, by round
 //! ```
 //!
@@ -130,14 +130,68 @@ impl Store {
         })
     }
 
-    /// Saves the consensus text.
-    pub fn save_consensus(&self, text: &[u8]) -> Result<(), KeyFileError> {
-        write_private_file(&self.state.join("consensus.txt"), text)
+    /// Saves the text of the consensus valid after `valid_after`, then removes the saved
+    /// consensuses of every other period not in `kept`: all of them are saved, not only the
+    /// newest, so that an authority restarted while too few have signed the newest still
+    /// serves the previous one (`docs/spec.md` §5.6), as it did before the restart.
+    pub fn save_consensus(
+        &self,
+        valid_after: u64,
+        text: &[u8],
+        kept: &[u64],
+    ) -> Result<(), KeyFileError> {
+        write_private_file(&self.consensus_path(valid_after), text)?;
+        for (period, path) in self.saved_consensuses() {
+            if period != Some(valid_after) && !period.is_some_and(|p| kept.contains(&p)) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(())
     }
 
-    /// The saved consensus text, if any.
-    pub fn load_consensus(&self) -> Option<String> {
-        std::fs::read_to_string(self.state.join("consensus.txt")).ok()
+    /// Every saved consensus text, oldest period first (and `consensus.txt`, where versions
+    /// before one file per period kept the newest, first of all). A file that cannot be read
+    /// as text is reported and skipped.
+    pub fn load_consensuses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, path) in self.saved_consensuses() {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => out.push(text),
+                Err(e) => tracing::warn!("ignoring {}: {e}", path.display()),
+            }
+        }
+        out
+    }
+
+    fn consensus_path(&self, valid_after: u64) -> PathBuf {
+        self.state.join(format!("consensus-{valid_after}.txt"))
+    }
+
+    /// The saved consensus files with the period each names (`None` for the old
+    /// `consensus.txt`), sorted by period.
+    fn saved_consensuses(&self) -> Vec<(Option<u64>, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.state) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Option<u64>, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                let period = match name {
+                    "consensus.txt" => None,
+                    _ => Some(
+                        name.strip_prefix("consensus-")?
+                            .strip_suffix(".txt")?
+                            .parse::<u64>()
+                            .ok()?,
+                    ),
+                };
+                Some((period, e.path()))
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -246,6 +300,35 @@ fn a_dup(r: &LineReader<'_>) -> DocError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every consensus held is saved and loaded, oldest first; a save removes the files of
+    /// periods no longer held, the old single `consensus.txt` among them.
+    #[test]
+    fn consensuses_held_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!(
+            "shallot-consensuses-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let store = Store::open(&dir).unwrap();
+        assert!(store.load_consensuses().is_empty());
+        std::fs::write(dir.join("state/consensus.txt"), "old layout").unwrap();
+        std::fs::write(dir.join("state/consensus-x.txt"), "not a period").unwrap();
+        store.save_consensus(20, b"twenty", &[10, 20]).unwrap();
+        store.save_consensus(10, b"ten", &[10, 20]).unwrap();
+        assert_eq!(
+            Store::open(&dir).unwrap().load_consensuses(),
+            ["ten", "twenty"],
+            "both held periods saved; the old file removed; a stray name ignored"
+        );
+        store.save_consensus(30, b"thirty", &[20, 30]).unwrap();
+        store
+            .save_consensus(20, b"twenty, signed", &[20, 30])
+            .unwrap();
+        assert_eq!(store.load_consensuses(), ["twenty, signed", "thirty"]);
+        assert!(dir.join("state/consensus-x.txt").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Finding J: reveals survive a restart, and a damaged file is refused.
     #[test]

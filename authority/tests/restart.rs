@@ -1,5 +1,5 @@
 //! An authority's state survives a restart: accepted descriptors (so a replay is still
-//! refused), relay history and the last consensus are reloaded and verified again, and a
+//! refused), relay history and the consensuses held are reloaded and verified again, and a
 //! damaged saved descriptor is dropped.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -38,7 +38,10 @@ async fn state_survives_a_restart() {
     auth.shutdown().await;
 
     let state = config.data_dir.join("state");
-    assert!(state.join("consensus.txt").exists());
+    // Every consensus held is saved under its period (spec §5.8), the one seen among them.
+    assert!(state
+        .join(format!("consensus-{}.txt", before.valid_after))
+        .exists());
     assert!(state.join("relays").exists());
     // A saved descriptor damaged on disk is dropped on load.
     let (other, other_text) = any_descriptor(now());

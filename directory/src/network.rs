@@ -434,6 +434,25 @@ struct RawAuthority {
 }
 
 impl NetworkFile {
+    /// A network of these authorities, named `auth0`, `auth1`, … on loopback ports from 7000,
+    /// with default parameters: for unit tests, which need the keys and nothing that listens.
+    /// Only with the test-only `testing` feature, never in a production build.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn of_test_authorities(keys: &[VerifyingKey]) -> NetworkFile {
+        NetworkFile {
+            authorities: keys
+                .iter()
+                .zip(0u16..)
+                .map(|(k, i)| AuthorityInfo {
+                    name: format!("auth{i}"),
+                    address: ([127, 0, 0, 1], 7000 + i).into(),
+                    key: *k,
+                })
+                .collect(),
+            params: NetworkParams::default(),
+        }
+    }
+
     /// Reads and checks a network file.
     pub fn load(path: &Path) -> Result<NetworkFile, NetworkError> {
         let text = std::fs::read_to_string(path).map_err(|source| NetworkError::Io {

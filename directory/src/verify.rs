@@ -289,22 +289,10 @@ impl ConsensusCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{AuthorityInfo, NetworkParams};
     use shallot_crypto::keys::IdentityKeypair;
 
     fn network(keys: &[IdentityKeypair]) -> NetworkFile {
-        NetworkFile {
-            authorities: keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| AuthorityInfo {
-                    name: format!("auth{i}"),
-                    address: ([127, 0, 0, 1], 7000 + i as u16).into(),
-                    key: k.public(),
-                })
-                .collect(),
-            params: NetworkParams::default(),
-        }
+        NetworkFile::of_test_authorities(&keys.iter().map(|k| k.public()).collect::<Vec<_>>())
     }
 
     fn keys(n: usize) -> Vec<IdentityKeypair> {
