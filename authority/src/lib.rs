@@ -400,6 +400,15 @@ fn load_state(store: &Store, network: &NetworkFile, now: u64) -> State {
             Err(e) => tracing::warn!("not serving a saved consensus: {e}"),
         }
     }
+    // Saved again, one file per period: this moves one saved by a version that kept only the
+    // newest (`consensus.txt`) to its own file before the next save would remove it, and
+    // drops the files of those no longer held.
+    let kept: Vec<u64> = state.consensuses.keys().copied().collect();
+    for (t, record) in &state.consensuses {
+        if let Err(e) = store.save_consensus(*t, &record.text, &kept) {
+            tracing::error!("cannot save consensus: {e}");
+        }
+    }
     tracing::info!(
         "loaded {} descriptors and {} saved consensuses",
         state.descriptors.len(),
@@ -460,6 +469,12 @@ mod tests {
             .save_consensus(1010, &newest.text, &[1000, 1010])
             .unwrap();
 
+        // The previous one was saved by a version that kept only the newest.
+        std::fs::rename(
+            dir.join("state/consensus-1000.txt"),
+            dir.join("state/consensus.txt"),
+        )
+        .unwrap();
         let state = load_state(&Store::open(&dir).unwrap(), &network, 1015);
         let served = state.serving(1015, network.majority()).unwrap();
         assert_eq!(
@@ -471,6 +486,18 @@ mod tests {
             2,
             "the newest is held too, to collect signatures"
         );
+        // And saved again under its period, so that the next save does not lose it.
+        let again = load_state(&Store::open(&dir).unwrap(), &network, 1015);
+        assert_eq!(
+            again
+                .serving(1015, network.majority())
+                .unwrap()
+                .consensus
+                .valid_after,
+            1000
+        );
+        assert!(dir.join("state/consensus-1000.txt").exists());
+        assert!(!dir.join("state/consensus.txt").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

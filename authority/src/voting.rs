@@ -62,6 +62,23 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // late, at the moment the others close their exchange, and no consensus would be made.
     // Dropping the set (when this task is aborted) stops the collections still running.
     let mut collecting = JoinSet::new();
+    // A consensus saved before a restart while its signatures were still being collected:
+    // collected again until its deadline, as if this authority had never stopped.
+    let majority = shared.network.majority();
+    let unsigned: Vec<u64> = shared
+        .state()
+        .consensuses
+        .iter()
+        .filter(|(p, r)| {
+            r.consensus.signatures.len() < majority && now_ms() < schedule.signatures_until(**p)
+        })
+        .map(|(p, _)| *p)
+        .collect();
+    for p in unsigned {
+        tracing::info!("collecting the peers' signatures for period {p} again");
+        let shared = shared.clone();
+        collecting.spawn(async move { collect_signatures(&shared, &schedule, p).await });
+    }
     loop {
         while collecting.try_join_next().is_some() {}
         sleep_until_ms(schedule.vote_at(t)).await;
@@ -365,6 +382,8 @@ async fn chain_base(shared: &Arc<Shared>, schedule: &Schedule, t: u64) -> Option
             );
             if let Ok(record) = ConsensusRecord::new(c.clone()) {
                 shared.state().consensuses.insert(c.valid_after, record);
+                // Saved like one computed here, so that a restart serves it too.
+                shared.save_consensus(c.valid_after).await;
             }
             Some(c)
         }
