@@ -4,8 +4,9 @@
 //! channel (`crate::shell::MailboxDoor`), after taking one of its `pending_requests` places.
 //! The service handles each in its own task, away from any circuit's lock: the store is asked
 //! (and a deposit acknowledged only after it is on disk), new deposits are pushed to the
-//! mailbox's subscribers, and answers go back on the circuit that asked. Pushes are best
-//! effort: a subscriber that stops reading misses pushes, but the envelopes stay stored until
+//! mailbox's subscribers as soon as they are written, while their commit is on its way to the
+//! disk, and answers go back on the circuit that asked. Pushes are best effort: a subscriber
+//! that stops reading misses pushes, but the envelopes, once committed, stay stored until
 //! acknowledged, so it finds them at its next fetch.
 //!
 //! What abuse costs (§9.7) is decided in [`admission`]: each circuit's requests in flight and
@@ -361,7 +362,9 @@ impl MailboxService {
         circ.send_when_open(env, answer, SEND_LIMIT).await;
     }
 
-    /// Stores an envelope if it is admitted, and pushes it to the mailbox's subscribers.
+    /// Stores an envelope if it is admitted, and pushes it to the mailbox's subscribers
+    /// (`docs/spec.md` §9.3): as soon as it is written into the transaction that will store it,
+    /// while that commit is on its way to the disk. The depositor's answer waits for the commit.
     async fn deposit(
         &self,
         env: &Arc<Env>,
@@ -376,11 +379,20 @@ impl MailboxService {
         }
         let id = envelope_id(&envelope);
         tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit admitted");
-        match self.store.deposit(mailbox, id, envelope.clone(), t).await {
+        let mut under_way = match self.store.begin_deposit(mailbox, id, envelope.clone(), t) {
+            Ok(under_way) => under_way,
+            Err(e) => return result(req, store_status(&e), 0),
+        };
+        // A subscriber's copy need not wait for the disk. If the commit then fails, the
+        // depositor is told so and may deposit the message again; the subscriber, which has
+        // it already, takes that copy for a repeat (`docs/spec.md` §9.3).
+        if under_way.written().await {
+            self.push(env, mailbox, id, envelope);
+        }
+        match under_way.outcome().await {
             Ok(store::Deposited::Stored) => {
                 tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit on disk");
                 Stats::bump(&env.stats.mailbox_envelopes_stored);
-                self.push(env, mailbox, id, envelope);
                 result(req, Status::Ok, 1)
             }
             Ok(store::Deposited::Duplicate) => result(req, Status::Ok, 0),
@@ -505,7 +517,7 @@ impl MailboxService {
         true
     }
 
-    /// Pushes a newly stored envelope to the mailbox's live subscribers, forgetting dead ones.
+    /// Pushes a newly written envelope to the mailbox's live subscribers, forgetting dead ones.
     /// Each push is its own task, bounded like any request; when the relay is too busy the push
     /// is skipped (the envelope stays stored for the next fetch).
     fn push(&self, env: &Arc<Env>, mailbox: MailboxId, id: EnvelopeId, envelope: Vec<u8>) {
@@ -581,6 +593,55 @@ mod tests {
             .get(&circ_key(circ))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A new envelope reaches the mailbox's subscriber while its commit is still held back,
+    /// and the depositor is answered only once the commit is done (`docs/spec.md` §9.3).
+    #[tokio::test]
+    async fn a_deposit_is_pushed_before_its_commit_and_answered_after() {
+        let s = service(MailboxLimits::default());
+        let door = crate::shell::MailboxDoor {
+            requests: mpsc::unbounded_channel().0,
+            pending: Arc::new(Semaphore::new(1)),
+            gone: mpsc::unbounded_channel().0,
+            circuit_limits: Default::default(),
+        };
+        let (env, _extends) = testing::env(1_000_000, Some(door));
+        let env = Arc::new(env);
+        let link = testing::link(&env, 1);
+        let (subscriber, _) = CircuitMaker::new().circuit(&link, 0x8000_0001, Instant::now());
+        let m = MailboxId([7; 32]);
+        assert!(s.subscribe(&subscriber, m, 10));
+
+        s.store.hold_commits(true);
+        let deposit = s.deposit(&env, 20, m, vec![0x5a; 300], None, 1_000);
+        tokio::pin!(deposit);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link.chan.oldest_cells().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "nothing pushed while the commit was held"
+            );
+            tokio::select! {
+                answer = &mut deposit => panic!("answered before its commit: {answer:?}"),
+                () = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+        s.store.hold_commits(false);
+        let answer = tokio::time::timeout(Duration::from_secs(10), deposit)
+            .await
+            .expect("answered once the commit is let go");
+        assert!(
+            matches!(
+                answer,
+                RelayMsg::Mailbox(MailboxMsg::Result {
+                    req: 20,
+                    status: Status::Ok,
+                    count: 1
+                })
+            ),
+            "{answer:?}"
+        );
     }
 
     /// The index keeps the behaviour of the scan it replaced: a circuit's subscription to a

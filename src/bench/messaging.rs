@@ -367,11 +367,11 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             ms(p50),
             "ms",
         )
-        .note(format!("aim ≤ 1 ms; typed in the chat, which gets its 3 circuits and its message key ready meanwhile (and refills the circuits it keeps built ahead, as a second of typing allows), then timed from Enter: sealing, 3 hops out, a durable commit on 3 mailboxes, 3 hops back (floor below); the sender's own commit runs beside the deposits{typed_cpu}")),
+        .note(format!("aim ≤ 1 ms; typed in the chat, which gets its 3 circuits and its message key ready meanwhile (and refills the circuits it keeps built ahead, as a second of typing allows), then timed from Enter: sealing, 3 hops out, a mailbox writing it (pushed before its durable commit ends: the sender's answer waits for the commit, below, the recipient's copy does not), 3 hops back, opening; the sender's own commit runs beside the deposits{typed_cpu}")),
         Figure::new("message latency, send to arrival, p99", ms(p99), "ms").note(format!(
-            "aim ≤ 5 ms; on its path one durable commit (the first of 3 mailboxes'), while the \
-             3 mailboxes, the recipient and the sender's record and bookkeeping commit beside it \
-             on the same disk; one durable deposit by itself, p99: {:.2} ms; the authorities \
+            "aim ≤ 5 ms; no durable commit on its path (the mailboxes push before their commits \
+             end), while the 3 mailboxes, the recipient and the sender's record and bookkeeping \
+             commit beside it on the same disk; one durable deposit by itself, p99: {:.2} ms; the authorities \
              measure each relay through a circuit once an hour, as on a production network \
              (not every 3-s period, which would put about a thousand times a production \
              relay's measurement traffic beside the sends); during the sends, {}",
@@ -423,15 +423,17 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
         )
         .note("one at a time, the test network at rest"),
         Figure::new(
-            "message latency floor: one durable commit + one 3-hop round trip",
+            "deposit answer floor: one durable commit + one 3-hop round trip",
             ms(commit + rtt50),
             "ms",
         )
         .note(
-            "the durable deposit above: the mailbox's copy is on its disk before it is pushed; \
-             out to the mailbox and back to the recipient is one round trip. The sender's \
-             session went to its disk while the user typed (its message key taken ahead). \
-             Sent with nothing ready, the floor has a second commit: the sender's, before \
+            "the durable deposit above: a mailbox answers the sender (the message stored) only \
+             once its copy is on its disk. The recipient's copy does not wait for that disk: \
+             the mailbox pushes it as soon as it is written, beside the commit, so a \
+             message's own floor is the 3-hop round trip above, plus sealing and opening. The \
+             sender's session went to its disk while the user typed (its message key taken \
+             ahead); sent with nothing ready, the message waits for that commit too, before \
              the envelope leaves",
         ),
         Figure::new(
@@ -445,11 +447,11 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             ms(shared99)
         )),
         Figure::new(
-            "message latency floor on one disk: first of 3 concurrent commits + one 3-hop round trip",
+            "deposit answer floor on one disk: first of 3 concurrent commits + one 3-hop round trip",
             ms(shared + rtt50),
             "ms",
         )
-        .note("the floor above, with the replicas' commits sharing the disk as they do in this test network"),
+        .note("the answer's floor above, with the replicas' commits sharing the disk as they do in this test network"),
     ])
 }
 

@@ -87,9 +87,10 @@ impl<M: MailboxAccess> Messenger<M> {
     /// blocking thread, in one transaction with whatever else waits to be committed (the
     /// copies the other replicas pushed, messages being sent), so neither the async runtime
     /// nor the other subscriptions wait for the disk. What they say is shown as soon as they
-    /// are opened and recorded, before the commit ends: they stay on the mailbox relays,
-    /// which keep them on disk until this client acknowledges them, and it does so only once
-    /// the commit is done. (Should the commit fail, they come again and are shown again.)
+    /// are opened and recorded, before the commit ends: the mailbox relays, once their own
+    /// commits are done, keep them on disk until this client acknowledges them, and it does so
+    /// only once its commit is done. (Should the commit fail, they come again and are shown
+    /// again; should the relays' commits fail too, the sender was told so.)
     pub async fn handle_pushed(
         &self,
         envelopes: Vec<(EnvelopeId, Vec<u8>)>,

@@ -67,6 +67,9 @@ enum Job {
         id: EnvelopeId,
         body: Vec<u8>,
         now: u64,
+        /// Told as soon as the envelope is written, new, into the open transaction; dropped
+        /// unanswered when it is not (a duplicate, a refusal, an error).
+        written: oneshot::Sender<()>,
         reply: Reply<Deposited>,
     },
     Fetch {
@@ -135,11 +138,37 @@ pub type Cursor = (u64, EnvelopeId);
 /// An envelope as a paged fetch returns it: where it stands in the order, and its bytes.
 pub type Stored = (Cursor, Vec<u8>);
 
+/// A deposit handed to the store thread (`docs/spec.md` §9.4): it is written into a
+/// transaction, and later that transaction commits or fails.
+#[derive(Debug)]
+pub struct DepositUnderWay {
+    written: oneshot::Receiver<()>,
+    outcome: oneshot::Receiver<Result<Deposited, StoreError>>,
+}
+
+impl DepositUnderWay {
+    /// Waits until the envelope is written, new, into the transaction that will commit it:
+    /// true then, before that commit has reached the disk; false if it will not be written
+    /// (a duplicate, a full mailbox, an error: [`DepositUnderWay::outcome`] says which).
+    pub async fn written(&mut self) -> bool {
+        (&mut self.written).await.is_ok()
+    }
+
+    /// Waits for the deposit's outcome: [`Deposited::Stored`] only once its transaction has
+    /// committed, durably.
+    pub async fn outcome(self) -> Result<Deposited, StoreError> {
+        self.outcome.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
 /// A handle to the store thread.
 #[derive(Clone)]
 pub struct Store {
     jobs: std_mpsc::Sender<Job>,
     committed: Arc<Committed>,
+    /// While set, commits wait (tests only: to look at what happens before one ends).
+    #[cfg(test)]
+    hold: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the store thread has committed since it started, counted as it goes.
@@ -193,28 +222,28 @@ impl Store {
             shallot_crypto::keyfile::write_private_file(path, b"")
                 .map_err(|e| StoreError::File(Arc::new(e)))?;
         }
-        let conn = Connection::open(path)?;
-        conn.execute_batch(SCHEMA)?;
-        let total: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM envelopes",
-            [],
-            |r| r.get(0),
-        )?;
+        let mut worker = Worker::open(path, limits)?;
+        #[cfg(test)]
+        let hold = worker.hold.clone();
         let (jobs, rx) = std_mpsc::channel();
         let committed = Arc::new(Committed::default());
         let counts = committed.clone();
-        let mut worker = Worker {
-            conn,
-            limits,
-            total_bytes: u64::try_from(total).unwrap_or(0),
-            usage: HashMap::new(),
-            bytes_before: 0,
-        };
         std::thread::Builder::new()
             .name("mailbox-store".into())
             .spawn(move || serve(&mut worker, &rx, &counts))
             .map_err(|e| StoreError::Thread(Arc::new(e)))?;
-        Ok(Store { jobs, committed })
+        Ok(Store {
+            jobs,
+            committed,
+            #[cfg(test)]
+            hold,
+        })
+    }
+
+    /// Makes every commit wait from now on, or lets them go again (tests only).
+    #[cfg(test)]
+    pub(crate) fn hold_commits(&self, hold: bool) {
+        self.hold.store(hold, Ordering::SeqCst);
     }
 
     /// How much the store has committed since it opened.
@@ -242,14 +271,32 @@ impl Store {
         body: Vec<u8>,
         now: u64,
     ) -> Result<Deposited, StoreError> {
-        self.ask(|reply| Job::Deposit {
-            mailbox,
-            id,
-            body,
-            now,
-            reply,
-        })
-        .await
+        self.begin_deposit(mailbox, id, body, now)?.outcome().await
+    }
+
+    /// Hands an envelope to the store and returns at once; the deposit then tells first
+    /// whether the envelope was written, new, into the transaction that will commit it, and
+    /// then that transaction's outcome, as [`Store::deposit`] gives it.
+    pub fn begin_deposit(
+        &self,
+        mailbox: MailboxId,
+        id: EnvelopeId,
+        body: Vec<u8>,
+        now: u64,
+    ) -> Result<DepositUnderWay, StoreError> {
+        let (written_tx, written) = oneshot::channel();
+        let (reply, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Deposit {
+                mailbox,
+                id,
+                body,
+                now,
+                written: written_tx,
+                reply,
+            })
+            .map_err(|_| StoreError::Stopped)?;
+        Ok(DepositUnderWay { written, outcome })
     }
 
     /// Every unexpired envelope waiting in a mailbox, oldest first.
@@ -455,6 +502,9 @@ struct Worker {
     usage: HashMap<MailboxId, Usage>,
     /// `total_bytes` when the open transaction began.
     bytes_before: u64,
+    /// [`Store::hold_commits`].
+    #[cfg(test)]
+    hold: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Batched for Worker {
@@ -470,6 +520,10 @@ impl Batched for Worker {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        while self.hold.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         Ok(self.conn.execute_batch("COMMIT")?)
     }
 
@@ -499,6 +553,26 @@ impl Batched for Worker {
 }
 
 impl Worker {
+    /// Opens the database at `path`, creating its tables if needed.
+    fn open(path: &Path, limits: StoreLimits) -> Result<Worker, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let total: i64 = conn.query_row(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM envelopes",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Worker {
+            conn,
+            limits,
+            total_bytes: u64::try_from(total).unwrap_or(0),
+            usage: HashMap::new(),
+            bytes_before: 0,
+            #[cfg(test)]
+            hold: Arc::default(),
+        })
+    }
+
     /// Runs one job inside the open transaction and returns how to answer it once the
     /// transaction's fate is known.
     fn apply(&mut self, job: Job) -> Answer {
@@ -516,8 +590,15 @@ impl Worker {
                 id,
                 body,
                 now,
+                written,
                 reply,
-            } => answer(reply, self.deposit(&mailbox, &id, &body, now)),
+            } => {
+                let result = self.deposit(&mailbox, &id, &body, now);
+                if matches!(result, Ok(Deposited::Stored)) {
+                    let _ = written.send(());
+                }
+                answer(reply, result)
+            }
             Job::Fetch {
                 mailbox,
                 now,
@@ -1072,6 +1153,83 @@ mod tests {
             Deposited::Stored,
             "an acknowledged envelope's room is free again"
         );
+    }
+
+    /// A new envelope is reported written while its transaction is still open, before the
+    /// commit (so that a push need not wait for the disk, §9.3), and its answer waits for the
+    /// commit; a duplicate or a refused deposit is never reported written.
+    #[test]
+    fn a_deposit_is_reported_written_before_its_commit_and_only_when_new() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let dir = std::env::temp_dir().join(format!("shallot-store-{}", rand::random::<u64>()));
+        shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
+        let path = dir.join("mailbox.db");
+        let limits = StoreLimits {
+            envelopes_per_mailbox: 2,
+            ..StoreLimits::default()
+        };
+        let mut worker = Worker::open(&path, limits).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let on_disk = || -> i64 {
+            reader
+                .query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0))
+                .unwrap()
+        };
+        let m = MailboxId([4; 32]);
+        let job = |id: u8| {
+            let (written, written_rx) = oneshot::channel();
+            let (reply, reply_rx) = oneshot::channel();
+            let job = Job::Deposit {
+                mailbox: m,
+                id: EnvelopeId([id; 16]),
+                body: vec![id],
+                now: 1,
+                written,
+                reply,
+            };
+            (job, written_rx, reply_rx)
+        };
+
+        worker.begin().unwrap();
+        let (deposit, mut written, mut reply) = job(1);
+        let answer = Batched::apply(&mut worker, deposit);
+        assert_eq!(
+            written.try_recv(),
+            Ok(()),
+            "reported written before the commit"
+        );
+        assert_eq!(on_disk(), 0, "and it has not committed yet");
+        assert!(matches!(reply.try_recv(), Err(TryRecvError::Empty)));
+        worker.commit().unwrap();
+        answer(None);
+        assert_eq!(on_disk(), 1);
+        assert_eq!(reply.try_recv().unwrap().unwrap(), Deposited::Stored);
+
+        // The same envelope again, then a new one, then one over the mailbox's limit.
+        worker.begin().unwrap();
+        let (again, mut again_written, mut again_reply) = job(1);
+        let again_answer = Batched::apply(&mut worker, again);
+        let (new, mut new_written, mut new_reply) = job(2);
+        let new_answer = Batched::apply(&mut worker, new);
+        let (over, mut over_written, mut over_reply) = job(3);
+        let over_answer = Batched::apply(&mut worker, over);
+        assert_eq!(again_written.try_recv(), Err(TryRecvError::Closed));
+        assert_eq!(new_written.try_recv(), Ok(()));
+        assert_eq!(over_written.try_recv(), Err(TryRecvError::Closed));
+        assert!(matches!(new_reply.try_recv(), Err(TryRecvError::Empty)));
+        worker.commit().unwrap();
+        again_answer(None);
+        new_answer(None);
+        over_answer(None);
+        assert_eq!(new_reply.try_recv().unwrap().unwrap(), Deposited::Stored);
+        assert_eq!(
+            again_reply.try_recv().unwrap().unwrap(),
+            Deposited::Duplicate
+        );
+        assert!(matches!(
+            over_reply.try_recv().unwrap(),
+            Err(StoreError::Full)
+        ));
     }
 
     fn open(limits: StoreLimits) -> (Store, std::path::PathBuf) {
