@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The store thread has stopped.
     #[error("mailbox store stopped")]
     Stopped,
+    /// The database ended the batch's transaction itself, on an error (it does so on a full
+    /// disk or an I/O error), undoing what the batch had written.
+    #[error("the mailbox database abandoned its transaction")]
+    Abandoned,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -427,6 +431,8 @@ trait Batched {
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Runs one job inside the open transaction; returns how to answer it.
     fn apply(&mut self, job: Self::Job) -> Answer;
+    /// Whether the transaction is still open (the database ends it itself on some errors).
+    fn in_transaction(&self) -> bool;
     /// Commits the transaction, durably.
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Undoes a transaction whose commit failed, with what it changed in memory.
@@ -469,7 +475,26 @@ fn run_batch<B: Batched>(db: &mut B, batch: Vec<B::Job>, committed: &Committed) 
         return;
     }
     let jobs = batch.len();
-    let answers: Vec<Answer> = batch.into_iter().map(|job| db.apply(job)).collect();
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs);
+    let mut waiting = batch.into_iter();
+    for job in waiting.by_ref() {
+        answers.push(db.apply(job));
+        if !db.in_transaction() {
+            // What the batch wrote is undone, and the jobs left would each be committed on
+            // their own, outside the batch and its accounting: none of them runs.
+            let e = StoreError::Abandoned;
+            warn!("mailbox store: {e}");
+            for job in waiting {
+                B::fail(job, e.clone());
+            }
+            db.rollback();
+            busy();
+            for answer in answers {
+                answer(Some(e.clone()));
+            }
+            return;
+        }
+    }
     let failed = db.commit().err();
     if let Some(e) = &failed {
         warn!("mailbox store: commit failed: {e}");
@@ -517,6 +542,10 @@ impl Batched for Worker {
 
     fn apply(&mut self, job: Job) -> Answer {
         Worker::apply(self, job)
+    }
+
+    fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
@@ -936,6 +965,9 @@ mod tests {
     /// told to finish it (a commit on its way to the disk), and can fail one.
     struct Fake {
         open: Vec<u32>,
+        /// The job after which the fake database ends its transaction itself, if any.
+        abandon_after: Option<u32>,
+        in_transaction: bool,
         committed: Vec<Vec<u32>>,
         rolled_back: Vec<Vec<u32>>,
         /// Told the batch of each commit as it starts.
@@ -950,11 +982,19 @@ mod tests {
         type Job = FakeJob;
 
         fn begin(&mut self) -> Result<(), StoreError> {
+            self.in_transaction = true;
             Ok(())
+        }
+
+        fn in_transaction(&self) -> bool {
+            self.in_transaction
         }
 
         fn apply(&mut self, (n, reply): FakeJob) -> Answer {
             self.open.push(n);
+            if self.abandon_after == Some(n) {
+                self.in_transaction = false;
+            }
             Box::new(move |failed| {
                 let _ = reply.send(match failed {
                     Some(e) => Err(e),
@@ -975,7 +1015,11 @@ mod tests {
             Ok(())
         }
 
-        fn rollback(&mut self) {}
+        fn rollback(&mut self) {
+            if !self.open.is_empty() {
+                self.rolled_back.push(std::mem::take(&mut self.open));
+            }
+        }
 
         fn fail((_, reply): FakeJob, e: StoreError) {
             let _ = reply.send(Err(e));
@@ -996,11 +1040,18 @@ mod tests {
 
     impl Rig {
         fn new() -> Rig {
+            Rig::abandoning_after(None)
+        }
+
+        /// A rig whose database ends its transaction itself after job `n`.
+        fn abandoning_after(n: Option<u32>) -> Rig {
             let (jobs, rx) = std_mpsc::channel();
             let (committing_tx, committing) = std_mpsc::channel();
             let (finish, finish_rx) = std_mpsc::channel();
             let mut fake = Fake {
                 open: Vec::new(),
+                abandon_after: n,
+                in_transaction: false,
                 committed: Vec::new(),
                 rolled_back: Vec::new(),
                 committing: committing_tx,
@@ -1060,6 +1111,41 @@ mod tests {
         assert_eq!(answer.recv_timeout(WAIT).unwrap().unwrap(), 1);
         let fake = rig.end();
         assert_eq!(fake.committed, vec![vec![1]]);
+    }
+
+    /// When the database ends a batch's transaction itself (on a full disk, an I/O error),
+    /// the jobs it ran are answered with that failure, the jobs after it are not run at all
+    /// (each would otherwise be committed on its own, outside the batch's accounting), no
+    /// commit is attempted, and the next batch goes on as usual.
+    #[test]
+    fn a_transaction_the_database_abandons_fails_its_batch_and_runs_no_more_of_it() {
+        let rig = Rig::abandoning_after(Some(3));
+        let first = rig.submit(1);
+        assert_eq!(rig.commit_started(), vec![1]);
+        let batch: Vec<_> = (2..=4).map(|n| rig.submit(n)).collect();
+        rig.finish.send(false).unwrap();
+        assert_eq!(first.recv_timeout(WAIT).unwrap().unwrap(), 1);
+        for (answer, n) in batch.iter().zip(2..) {
+            assert!(
+                matches!(
+                    answer.recv_timeout(WAIT).unwrap(),
+                    Err(StoreError::Abandoned)
+                ),
+                "job {n}"
+            );
+        }
+        let after = rig.submit(5);
+        assert_eq!(
+            rig.commit_started(),
+            vec![5],
+            "no commit for the abandoned batch"
+        );
+        rig.finish.send(false).unwrap();
+        assert_eq!(after.recv_timeout(WAIT).unwrap().unwrap(), 5);
+        assert_eq!(rig.counted(), (2, 2));
+        let fake = rig.end();
+        assert_eq!(fake.committed, vec![vec![1], vec![5]]);
+        assert_eq!(fake.rolled_back, vec![vec![2, 3]], "job 4 never ran");
     }
 
     #[test]
