@@ -301,15 +301,20 @@ fn a_dup(r: &LineReader<'_>) -> DocError {
 mod tests {
     use super::*;
 
+    /// A directory of its own for one test, under the system's temporary directory.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ))
+    }
+
     /// Every consensus held is saved and loaded, oldest first; a save removes the files of
     /// periods no longer held, the old single `consensus.txt` among them.
     #[test]
     fn consensuses_held_survive_a_restart() {
-        let dir = std::env::temp_dir().join(format!(
-            "shallot-consensuses-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = scratch("shallot-consensuses");
         let store = Store::open(&dir).unwrap();
         assert!(store.load_consensuses().is_empty());
         std::fs::write(dir.join("state/consensus.txt"), "old layout").unwrap();
@@ -333,11 +338,7 @@ mod tests {
     /// Finding J: reveals survive a restart, and a damaged file is refused.
     #[test]
     fn reveals_survive_a_restart() {
-        let dir = std::env::temp_dir().join(format!(
-            "shallot-reveals-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = scratch("shallot-reveals");
         let store = Store::open(&dir).unwrap();
         assert!(store.load_reveals().is_empty());
         let reveals: BTreeMap<u64, [u8; 32]> = [(10, [1; 32]), (20, [2; 32])].into();
@@ -385,11 +386,7 @@ mod tests {
             assert!(decode_reveals(bad).is_err(), "{bad:?} accepted");
         }
         // On disk: truncated, and not text at all.
-        let dir = std::env::temp_dir().join(format!(
-            "shallot-reveals-bad-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = scratch("shallot-reveals-bad");
         let store = Store::open(&dir).unwrap();
         let path = dir.join("state").join("reveals");
         std::fs::write(&path, &text.as_bytes()[..text.len() - 10]).unwrap();
