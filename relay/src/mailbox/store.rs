@@ -484,11 +484,11 @@ fn run_batch<B: Batched>(db: &mut B, batch: Vec<B::Job>, committed: &Committed) 
             // their own, outside the batch and its accounting: none of them runs.
             let e = StoreError::Abandoned;
             warn!("mailbox store: {e}");
+            db.rollback();
+            busy();
             for job in waiting {
                 B::fail(job, e.clone());
             }
-            db.rollback();
-            busy();
             for answer in answers {
                 answer(Some(e.clone()));
             }
