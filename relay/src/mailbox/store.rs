@@ -943,15 +943,17 @@ impl Worker {
             "DELETE FROM envelopes WHERE expires_at <= ?1",
             params![now as i64],
         )?;
-        self.conn.execute(
-            "DELETE FROM bundles WHERE expires_at <= ?1",
-            params![now as i64],
-        )?;
+        // Counted before anything else can fail: a failure later in this job fails the job
+        // alone, and the batch still commits the envelopes' deletion.
         self.total_bytes = self.total_bytes.saturating_sub(freed as u64);
         if n > 0 {
             // Counted again from the database as each mailbox is next used.
             self.usage.clear();
         }
+        self.conn.execute(
+            "DELETE FROM bundles WHERE expires_at <= ?1",
+            params![now as i64],
+        )?;
         Ok(n as u64)
     }
 }
@@ -1247,9 +1249,7 @@ mod tests {
     #[test]
     fn a_deposit_is_reported_written_before_its_commit_and_only_when_new() {
         use tokio::sync::oneshot::error::TryRecvError;
-        let dir = std::env::temp_dir().join(format!("shallot-store-{}", rand::random::<u64>()));
-        shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
-        let path = dir.join("mailbox.db");
+        let path = scratch_db();
         let limits = StoreLimits {
             envelopes_per_mailbox: 2,
             ..StoreLimits::default()
@@ -1318,10 +1318,69 @@ mod tests {
         ));
     }
 
-    fn open(limits: StoreLimits) -> (Store, std::path::PathBuf) {
+    #[test]
+    fn an_expiry_pass_that_fails_after_deleting_envelopes_still_counts_them_gone() {
+        // The bundles' DELETE fails after the envelopes' DELETE ran: the batch commits the
+        // envelopes' deletion all the same (a job's failure is its own), so the counts kept
+        // in memory must follow it, or the relay refuses deposits for space it has.
+        let path = scratch_db();
+        let limits = StoreLimits {
+            envelopes_per_mailbox: 2,
+            ..StoreLimits::default()
+        };
+        let expiry = limits.expiry_secs;
+        let mut worker = Worker::open(&path, limits).unwrap();
+        let m = MailboxId([6; 32]);
+        worker.begin().unwrap();
+        for id in [1u8, 2] {
+            let stored = worker.deposit(&m, &EnvelopeId([id; 16]), &[id; 10], 1);
+            assert!(matches!(stored, Ok(Deposited::Stored)));
+        }
+        worker.put_bundle(&m, b"bundle", 2).unwrap();
+        worker.commit().unwrap();
+        assert!(matches!(
+            worker.deposit(&m, &EnvelopeId([3; 16]), &[3; 10], 1),
+            Err(StoreError::Full)
+        ));
+
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse_bundle_delete BEFORE DELETE ON bundles \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let later = 1 + expiry + 1;
+        worker.begin().unwrap();
+        assert!(worker.expire(later).is_err(), "the bundles' delete fails");
+        worker.commit().unwrap();
+        let on_disk: i64 = other
+            .query_row(
+                "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM envelopes",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(on_disk, 0, "the envelopes' deletion was committed");
+        assert_eq!(worker.total_bytes, 0, "and the relay counts them gone");
+        worker.begin().unwrap();
+        let stored = worker.deposit(&m, &EnvelopeId([4; 16]), &[4; 10], later);
+        worker.commit().unwrap();
+        assert!(
+            matches!(stored, Ok(Deposited::Stored)),
+            "the emptied mailbox takes a deposit: {stored:?}"
+        );
+    }
+
+    /// A path for a new database, in a directory of its own.
+    fn scratch_db() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("shallot-store-{}", rand::random::<u64>()));
         shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
-        let path = dir.join("mailbox.db");
+        dir.join("mailbox.db")
+    }
+
+    fn open(limits: StoreLimits) -> (Store, std::path::PathBuf) {
+        let path = scratch_db();
         (Store::open(&path, limits).unwrap(), path)
     }
 
