@@ -4,15 +4,17 @@
 //!   behind a trait so that managers can be tested with a fake clock;
 //! * [`sync`]: a mutex lock that survives a panicked holder;
 //! * [`task`]: a spawned task that is aborted when its owner drops it;
-//! * [`dirlock`]: one process per data directory.
+//! * [`dirlock`]: one process per data directory;
+//! * [`priority`]: threads whose work can wait give way to those forwarding cells.
 //!
 //! It sits at the bottom of the layering beside `crypto` and `proto`, and depends on tokio
-//! alone.
+//! and (for thread priorities, on Linux) rustix.
 
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod dirlock;
+pub mod priority;
 pub mod sync;
 pub mod task;
 

@@ -234,7 +234,12 @@ impl Store {
         let counts = committed.clone();
         std::thread::Builder::new()
             .name("mailbox-store".into())
-            .spawn(move || serve(&mut worker, &rx, &counts))
+            .spawn(move || {
+                // Its commits are on no message's path (a push goes out once the envelope is
+                // written, §9.3): on a busy machine, cells are forwarded first.
+                shallot_rt::priority::make_this_thread_background();
+                serve(&mut worker, &rx, &counts)
+            })
             .map_err(|e| StoreError::Thread(Arc::new(e)))?;
         Ok(Store {
             jobs,
@@ -1369,6 +1374,42 @@ mod tests {
         assert!(
             matches!(stored, Ok(Deposited::Stored)),
             "the emptied mailbox takes a deposit: {stored:?}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_store_thread_runs_in_the_background() {
+        let (store, _) = open(StoreLimits::default());
+        // Every store's thread in this process (other tests open theirs meanwhile).
+        let niced = || -> Vec<i64> {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| {
+                    let t = t.ok()?.path();
+                    let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                    (comm.trim() == "mailbox-store").then_some(())?;
+                    let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+                    // Fields after the parenthesised name; nice is the 19th field of all.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(16)?.parse().ok()
+                })
+                .collect()
+        };
+        // A thread lowers its priority as it starts: one just spawned may not have yet.
+        let background = i64::from(shallot_rt::priority::BACKGROUND_NICE);
+        let all_background =
+            |seen: &[i64]| !seen.is_empty() && seen.iter().all(|&n| n >= background);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = niced();
+        while !all_background(&seen) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            seen = niced();
+        }
+        drop(store);
+        assert!(
+            all_background(&seen),
+            "mailbox-store threads' nice values: {seen:?}"
         );
     }
 
