@@ -156,7 +156,8 @@ pub struct Testnet {
     pub network: NetworkFile,
     /// Where the network file is.
     pub network_path: PathBuf,
-    authorities: Vec<(String, Node)>,
+    /// `None` while stopped ([`Testnet::stop_authority`]).
+    authorities: Vec<(String, Option<Node>)>,
     relays: Vec<(String, Option<Node>)>,
     /// The address each in-process relay got, so a restart can take it again.
     relay_addrs: Vec<Option<SocketAddr>>,
@@ -205,7 +206,7 @@ impl Testnet {
         };
         for (i, auth) in net.network.authorities.clone().into_iter().enumerate() {
             let node = net.start_authority(i, &auth).await?;
-            net.authorities.push((auth.name.clone(), node));
+            net.authorities.push((auth.name.clone(), Some(node)));
         }
         // In-process relays start side by side (a mailbox relay's store takes tens of
         // milliseconds to create), so that all of them publish before the first vote.
@@ -309,7 +310,7 @@ impl Testnet {
     }
 
     async fn start_authority(&self, i: usize, auth: &AuthorityInfo) -> Result<Node, TestnetError> {
-        let dir = self.options.dir.join(format!("auth{}", i + 1));
+        let dir = self.authority_dir(i);
         if self.options.processes {
             return self.spawn(
                 &auth.name,
@@ -444,7 +445,7 @@ impl Testnet {
     async fn all_measured(&self, want: usize) -> bool {
         let mut newest: Option<Consensus> = None;
         for (i, (_, node)) in self.authorities.iter().enumerate() {
-            if let Node::Authority(h) = node {
+            if let Some(Node::Authority(h)) = node {
                 if h.measured_relays() < want {
                     return false;
                 }
@@ -535,7 +536,7 @@ impl Testnet {
     pub fn authority_pids(&self) -> Vec<u32> {
         self.authorities
             .iter()
-            .filter_map(|(_, n)| pid_of(n))
+            .filter_map(|(_, n)| n.as_ref().and_then(pid_of))
             .collect()
     }
 
@@ -564,7 +565,7 @@ impl Testnet {
     /// The in-process handle of authority `i` (0-based), if it runs in this process.
     pub fn authority(&self, i: usize) -> Option<&shallot_authority::AuthorityHandle> {
         match self.authorities.get(i) {
-            Some((_, Node::Authority(h))) => Some(h),
+            Some((_, Some(Node::Authority(h)))) => Some(h),
             _ => None,
         }
     }
@@ -640,8 +641,35 @@ impl Testnet {
     /// Stops every authority (the relays keep running), as if none could be reached.
     pub async fn stop_authorities(&mut self) {
         for (_, node) in self.authorities.drain(..) {
+            if let Some(node) = node {
+                stop_node(node).await;
+            }
+        }
+    }
+
+    /// Stops authority `i` (0-based) cleanly; the others and the relays keep running.
+    pub async fn stop_authority(&mut self, i: usize) {
+        if let Some(node) = self.authorities.get_mut(i).and_then(|(_, n)| n.take()) {
             stop_node(node).await;
         }
+    }
+
+    /// Starts authority `i` again (after [`Testnet::stop_authority`]) on its address and
+    /// data directory, so that it reloads what it saved.
+    pub async fn restart_authority(&mut self, i: usize) -> Result<(), TestnetError> {
+        let Some(auth) = self.network.authorities.get(i).cloned() else {
+            return Ok(());
+        };
+        let node = self.start_authority(i, &auth).await?;
+        if let Some(slot) = self.authorities.get_mut(i) {
+            slot.1 = Some(node);
+        }
+        Ok(())
+    }
+
+    /// The data directory of authority `i` (0-based).
+    pub fn authority_dir(&self, i: usize) -> PathBuf {
+        self.options.dir.join(format!("auth{}", i + 1))
     }
 
     /// Stops every node cleanly (SIGTERM for processes, then SIGKILL after 5 s).
@@ -649,8 +677,8 @@ impl Testnet {
         let nodes = self
             .relays
             .into_iter()
-            .filter_map(|(n, node)| node.map(|node| (n, node)))
-            .chain(self.authorities);
+            .chain(self.authorities)
+            .filter_map(|(n, node)| node.map(|node| (n, node)));
         let stops: Vec<_> = nodes
             .map(|(_, node)| tokio::spawn(stop_node(node)))
             .collect();

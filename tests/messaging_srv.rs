@@ -12,7 +12,6 @@ use std::time::Duration;
 use common::*;
 use shallot::testnet::{Testnet, TestnetOptions};
 use shallot_client::messenger::outgoing::OnFailure;
-use shallot_directory::fetch::fetch_consensus;
 use shallot_proto::dir::srv::fallback_value;
 use shallot_rt::unix_now;
 
@@ -32,10 +31,7 @@ fn sender_and_owner_agree_on_the_ring_of_a_shared_random_epoch() {
             "a real shared value for the current epoch",
             Duration::from_secs(60),
             || async {
-                let (c, _) =
-                    fetch_consensus(&net.network, None, unix_now(), Duration::from_secs(2))
-                        .await
-                        .ok()?;
+                let c = newest_consensus(&net.network).await?;
                 let e = unix_now() / epoch;
                 let real = (e..e + 3).all(|x| c.srv_for_epoch(x) != fallback_value(x));
                 real.then_some(c)

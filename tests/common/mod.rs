@@ -36,6 +36,17 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The newest consensus the network's authorities serve, if one answers within 2 s.
+pub(crate) async fn newest_consensus(
+    network: &shallot_directory::network::NetworkFile,
+) -> Option<shallot_proto::dir::Consensus> {
+    let now = shallot_rt::unix_now();
+    shallot_directory::fetch::fetch_consensus(network, None, now, Duration::from_secs(2))
+        .await
+        .ok()
+        .map(|(c, _)| c.into_inner())
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, failing after `limit`.
 pub(crate) async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
