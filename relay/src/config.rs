@@ -221,6 +221,11 @@ pub struct StoreLimits {
     pub total_bytes: u64,
     /// Prekey bundles the store may hold (each at most 1 KiB).
     pub bundles: u64,
+    /// How long a request waits for the store thread before it is given up and answered
+    /// Busy (`docs/spec.md` §9.4): what a request holds meanwhile (its place among the
+    /// relay's requests in progress, its circuit's slot, its bytes) is never held longer,
+    /// however far behind the store is. Well within a client's own limit for a request (15 s).
+    pub answer_limit: Duration,
 }
 
 impl Default for StoreLimits {
@@ -231,6 +236,7 @@ impl Default for StoreLimits {
             bytes_per_mailbox: 4 * 1024 * 1024,
             total_bytes: 1024 * 1024 * 1024,
             bundles: 100_000,
+            answer_limit: Duration::from_secs(10),
         }
     }
 }

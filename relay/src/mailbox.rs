@@ -241,6 +241,7 @@ fn refusal(req: u32, r: Refusal) -> RelayMsg {
 fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::Full => Status::Full,
+        StoreError::Overloaded => Status::Busy,
         _ => Status::Internal,
     }
 }

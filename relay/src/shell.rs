@@ -523,7 +523,8 @@ impl Circuit {
             return refuse(Status::Busy);
         };
         let Ok(permit) = door.pending.clone().try_acquire_owned() else {
-            return refuse(Status::Internal);
+            Stats::bump(&env.stats.mailbox_refused_busy);
+            return refuse(Status::Busy);
         };
         let request = MailboxRequest {
             circ: self.clone(),
