@@ -226,6 +226,10 @@ pub struct StoreLimits {
     /// relay's requests in progress, its circuit's slot, its bytes) is never held longer,
     /// however far behind the store is. Well within a client's own limit for a request (15 s).
     pub answer_limit: Duration,
+    /// Jobs that may wait for the store thread at once; beyond, a request is answered Busy
+    /// at once. Bounds what requests given up (`answer_limit`) but not yet skipped still hold
+    /// while the store is stuck: each is at most an envelope or a list of ids, a few KiB.
+    pub queued_jobs: usize,
 }
 
 impl Default for StoreLimits {
@@ -237,6 +241,7 @@ impl Default for StoreLimits {
             total_bytes: 1024 * 1024 * 1024,
             bundles: 100_000,
             answer_limit: Duration::from_secs(10),
+            queued_jobs: 8192,
         }
     }
 }

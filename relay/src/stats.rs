@@ -106,7 +106,8 @@ counters! {
     mailbox_sync_sent,
     /// Envelopes pushed to other holders because their answer to a SYNC said they lacked them.
     mailbox_sync_pushed,
-    /// Mailbox requests refused for their circuit's limits (in flight or rate, §9.7).
+    /// Mailbox requests refused as busy at once: for their circuit's limits (in flight or
+    /// rate, §9.7), or with no relay-wide place free.
     mailbox_refused_busy,
     /// Deposits and bundle puts answered with a puzzle to solve (§9.7).
     mailbox_puzzles_asked,

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
@@ -186,6 +186,8 @@ pub struct Store {
     jobs: std_mpsc::Sender<Job>,
     /// How long a request waits for the store thread ([`StoreLimits::answer_limit`]).
     answer_limit: std::time::Duration,
+    /// [`StoreLimits::queued_jobs`].
+    queued_jobs: usize,
     committed: Arc<Committed>,
     /// While set, commits wait (tests only: to look at what happens before one ends).
     #[cfg(test)]
@@ -202,6 +204,8 @@ struct Committed {
     /// Nanoseconds spent running batches (from the transaction's start to the answers),
     /// failed ones included.
     busy_nanos: AtomicU64,
+    /// Jobs handed to the store thread and not yet taken by it.
+    queued: AtomicUsize,
 }
 
 /// How much the store has committed since it opened: how many transactions, and how many
@@ -243,7 +247,7 @@ impl Store {
             shallot_crypto::keyfile::write_private_file(path, b"")
                 .map_err(|e| StoreError::File(Arc::new(e)))?;
         }
-        let answer_limit = limits.answer_limit;
+        let (answer_limit, queued_jobs) = (limits.answer_limit, limits.queued_jobs);
         let mut worker = Worker::open(path, limits)?;
         #[cfg(test)]
         let hold = worker.hold.clone();
@@ -263,6 +267,7 @@ impl Store {
         Ok(Store {
             jobs,
             answer_limit,
+            queued_jobs,
             committed,
             #[cfg(test)]
             hold,
@@ -286,10 +291,33 @@ impl Store {
         }
     }
 
-    /// Hands a job to the store thread and waits for its answer, at most the answer limit.
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+    /// Hands a job to the store thread, unless [`StoreLimits::queued_jobs`] wait already
+    /// (then [`StoreError::Overloaded`] at once): what the jobs given up still hold (an
+    /// envelope, a list of ids) stays bounded while the store is stuck.
+    fn hand_over(&self, job: Job) -> Result<(), StoreError> {
+        let queued = &self.committed.queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= self.queued_jobs {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Overloaded);
+        }
+        self.jobs.send(job).map_err(|_| {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            StoreError::Stopped
+        })
+    }
+
+    /// Hands a job to the store thread and waits for its answer, at most the answer limit
+    /// (a request's), or without limit (the relay's own upkeep: expiry, repair).
+    async fn ask<T>(
+        &self,
+        limited: bool,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(make(tx)).map_err(|_| StoreError::Stopped)?;
+        self.hand_over(make(tx))?;
+        if !limited {
+            return rx.await.map_err(|_| StoreError::Stopped)?;
+        }
         match tokio::time::timeout(self.answer_limit, rx).await {
             Ok(answer) => answer.map_err(|_| StoreError::Stopped)?,
             Err(_) => Err(StoreError::Overloaded),
@@ -319,16 +347,14 @@ impl Store {
     ) -> Result<DepositUnderWay, StoreError> {
         let (written_tx, written) = oneshot::channel();
         let (reply, outcome) = oneshot::channel();
-        self.jobs
-            .send(Job::Deposit {
-                mailbox,
-                id,
-                body,
-                now,
-                written: written_tx,
-                reply,
-            })
-            .map_err(|_| StoreError::Stopped)?;
+        self.hand_over(Job::Deposit {
+            mailbox,
+            id,
+            body,
+            now,
+            written: written_tx,
+            reply,
+        })?;
         Ok(DepositUnderWay {
             written,
             outcome,
@@ -342,7 +368,7 @@ impl Store {
         mailbox: MailboxId,
         now: u64,
     ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
-        self.ask(|reply| Job::Fetch {
+        self.ask(true, |reply| Job::Fetch {
             mailbox,
             now,
             reply,
@@ -360,7 +386,7 @@ impl Store {
         after: Option<Cursor>,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError> {
-        self.ask(|reply| Job::FetchPage {
+        self.ask(true, |reply| Job::FetchPage {
             mailbox,
             now,
             after,
@@ -372,7 +398,7 @@ impl Store {
 
     /// Deletes envelopes from a mailbox; returns how many existed.
     pub async fn ack(&self, mailbox: MailboxId, ids: Vec<EnvelopeId>) -> Result<u32, StoreError> {
-        self.ask(|reply| Job::Ack {
+        self.ask(true, |reply| Job::Ack {
             mailbox,
             ids,
             reply,
@@ -387,7 +413,7 @@ impl Store {
         body: Vec<u8>,
         expires: u64,
     ) -> Result<(), StoreError> {
-        self.ask(|reply| Job::PutBundle {
+        self.ask(true, |reply| Job::PutBundle {
             mailbox,
             body,
             expires,
@@ -402,7 +428,7 @@ impl Store {
         mailbox: MailboxId,
         now: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.ask(|reply| Job::GetBundle {
+        self.ask(true, |reply| Job::GetBundle {
             mailbox,
             now,
             reply,
@@ -412,12 +438,12 @@ impl Store {
 
     /// Deletes everything expired at `now`; returns how many envelopes went.
     pub async fn expire(&self, now: u64) -> Result<u64, StoreError> {
-        self.ask(|reply| Job::Expire { now, reply }).await
+        self.ask(false, |reply| Job::Expire { now, reply }).await
     }
 
     /// Every mailbox with unexpired envelopes at `now`, with their ids.
     pub async fn holdings(&self, now: u64) -> Result<Vec<Holding>, StoreError> {
-        self.ask(|reply| Job::Holdings { now, reply }).await
+        self.ask(false, |reply| Job::Holdings { now, reply }).await
     }
 
     /// Those of `ids` that a deposit into `mailbox` would store: not held, expired or not
@@ -427,7 +453,7 @@ impl Store {
         mailbox: MailboxId,
         ids: Vec<EnvelopeId>,
     ) -> Result<Vec<EnvelopeId>, StoreError> {
-        self.ask(|reply| Job::Lacks {
+        self.ask(true, |reply| Job::Lacks {
             mailbox,
             ids,
             reply,
@@ -442,7 +468,7 @@ impl Store {
         ids: Vec<EnvelopeId>,
         now: u64,
     ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
-        self.ask(|reply| Job::Bodies {
+        self.ask(false, |reply| Job::Bodies {
             mailbox,
             ids,
             now,
@@ -488,6 +514,7 @@ fn serve<B: Batched>(db: &mut B, rx: &std_mpsc::Receiver<B::Job>, committed: &Co
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(BATCH - 1));
+        committed.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         run_batch(db, batch, committed);
     }
 }
@@ -1513,8 +1540,10 @@ mod tests {
         store.hold_commits(false);
         let held = tokio::time::timeout(bounded, async {
             loop {
-                if let Ok(held) = store.fetch(m, 1).await {
-                    return held;
+                match store.fetch(m, 1).await {
+                    Ok(held) => return held,
+                    Err(StoreError::Overloaded) => {}
+                    Err(e) => panic!("{e}"),
                 }
             }
         })
@@ -1522,6 +1551,43 @@ mod tests {
         .expect("the store catches up");
         let ids: Vec<EnvelopeId> = held.into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![EnvelopeId([1; 16])]);
+    }
+
+    #[tokio::test]
+    async fn beyond_its_queue_the_store_refuses_at_once() {
+        let (store, _) = open(StoreLimits {
+            queued_jobs: 2,
+            ..StoreLimits::default()
+        });
+        let m = MailboxId([9; 32]);
+        store.hold_commits(true);
+        // Taken by the store thread, which is then held at its commit.
+        let mut first = store
+            .begin_deposit(m, EnvelopeId([1; 16]), vec![1], 1)
+            .unwrap();
+        assert!(first.written().await);
+        // Two wait in the queue; the next is refused without waiting for anything.
+        let waiting: Vec<DepositUnderWay> = (2..=3u8)
+            .map(|i| {
+                store
+                    .begin_deposit(m, EnvelopeId([i; 16]), vec![i], 1)
+                    .unwrap()
+            })
+            .collect();
+        let over = store.begin_deposit(m, EnvelopeId([4; 16]), vec![4], 1);
+        assert!(matches!(over, Err(StoreError::Overloaded)));
+        let fetched = tokio::time::timeout(Duration::from_secs(1), store.fetch(m, 1)).await;
+        assert!(
+            matches!(fetched, Ok(Err(StoreError::Overloaded))),
+            "refused at once: {fetched:?}"
+        );
+        // Once the store moves on, the queue has room again.
+        store.hold_commits(false);
+        for w in waiting {
+            assert_eq!(w.outcome().await.unwrap(), Deposited::Stored);
+        }
+        assert_eq!(first.outcome().await.unwrap(), Deposited::Stored);
+        assert_eq!(store.fetch(m, 1).await.unwrap().len(), 3);
     }
 
     #[test]
