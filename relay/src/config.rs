@@ -226,9 +226,11 @@ pub struct StoreLimits {
     /// relay's requests in progress, its circuit's slot, its bytes) is never held longer,
     /// however far behind the store is. Well within a client's own limit for a request (15 s).
     pub answer_limit: Duration,
-    /// Jobs that may wait for the store thread at once; beyond, a request is answered Busy
-    /// at once. Bounds what requests given up (`answer_limit`) but not yet skipped still hold
-    /// while the store is stuck: each is at most an envelope or a list of ids, a few KiB.
+    /// Requests that may wait for the store thread at once; beyond, a request is answered
+    /// Busy at once (the relay's own upkeep still goes in). Bounds what requests given up
+    /// (`answer_limit`) but not yet skipped still hold while the store is stuck, outside the
+    /// memory budget: each at most an envelope (20 KiB) or a list of ids, so with the batch
+    /// the store thread has taken (512 more) about 50 MiB at most.
     pub queued_jobs: usize,
 }
 
@@ -241,7 +243,7 @@ impl Default for StoreLimits {
             total_bytes: 1024 * 1024 * 1024,
             bundles: 100_000,
             answer_limit: Duration::from_secs(10),
-            queued_jobs: 8192,
+            queued_jobs: 2048,
         }
     }
 }

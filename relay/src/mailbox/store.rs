@@ -180,6 +180,19 @@ impl DepositUnderWay {
     }
 }
 
+/// Whose job is handed to the store thread ([`Store::ask`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    /// A request from a client or a relay: bounded in its wait and by the queue.
+    Request,
+    /// The relay's own upkeep: expiry, listing holdings for repair, reading envelopes to
+    /// hand over.
+    Upkeep,
+}
+
+/// How long upkeep waits for the store before it says so in the log (and waits on).
+const UPKEEP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A handle to the store thread.
 #[derive(Clone)]
 pub struct Store {
@@ -291,12 +304,13 @@ impl Store {
         }
     }
 
-    /// Hands a job to the store thread, unless [`StoreLimits::queued_jobs`] wait already
-    /// (then [`StoreError::Overloaded`] at once): what the jobs given up still hold (an
-    /// envelope, a list of ids) stays bounded while the store is stuck.
-    fn hand_over(&self, job: Job) -> Result<(), StoreError> {
+    /// Hands a job to the store thread. A request's is refused with
+    /// [`StoreError::Overloaded`] at once when [`StoreLimits::queued_jobs`] wait already, so
+    /// that what the requests given up still hold (an envelope, a list of ids) stays bounded
+    /// while the store is stuck; the relay's own upkeep (a handful of jobs) always goes in.
+    fn hand_over(&self, job: Job, from: Asker) -> Result<(), StoreError> {
         let queued = &self.committed.queued;
-        if queued.fetch_add(1, Ordering::Relaxed) >= self.queued_jobs {
+        if queued.fetch_add(1, Ordering::Relaxed) >= self.queued_jobs && from == Asker::Request {
             queued.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Overloaded);
         }
@@ -306,17 +320,27 @@ impl Store {
         })
     }
 
-    /// Hands a job to the store thread and waits for its answer, at most the answer limit
-    /// (a request's), or without limit (the relay's own upkeep: expiry, repair).
+    /// Hands a job to the store thread and waits for its answer: a request's at most the
+    /// answer limit, the relay's own upkeep (expiry, repair) without limit, saying so in the
+    /// log while the store keeps it waiting.
     async fn ask<T>(
         &self,
-        limited: bool,
+        from: Asker,
         make: impl FnOnce(Reply<T>) -> Job,
     ) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.hand_over(make(tx))?;
-        if !limited {
-            return rx.await.map_err(|_| StoreError::Stopped)?;
+        let (tx, mut rx) = oneshot::channel();
+        self.hand_over(make(tx), from)?;
+        if from == Asker::Upkeep {
+            let mut waited = 0;
+            loop {
+                match tokio::time::timeout(UPKEEP_PATIENCE, &mut rx).await {
+                    Ok(answer) => return answer.map_err(|_| StoreError::Stopped)?,
+                    Err(_) => {
+                        waited += UPKEEP_PATIENCE.as_secs();
+                        tracing::warn!("the mailbox store has not answered for {waited} s");
+                    }
+                }
+            }
         }
         match tokio::time::timeout(self.answer_limit, rx).await {
             Ok(answer) => answer.map_err(|_| StoreError::Stopped)?,
@@ -347,14 +371,17 @@ impl Store {
     ) -> Result<DepositUnderWay, StoreError> {
         let (written_tx, written) = oneshot::channel();
         let (reply, outcome) = oneshot::channel();
-        self.hand_over(Job::Deposit {
-            mailbox,
-            id,
-            body,
-            now,
-            written: written_tx,
-            reply,
-        })?;
+        self.hand_over(
+            Job::Deposit {
+                mailbox,
+                id,
+                body,
+                now,
+                written: written_tx,
+                reply,
+            },
+            Asker::Request,
+        )?;
         Ok(DepositUnderWay {
             written,
             outcome,
@@ -368,7 +395,7 @@ impl Store {
         mailbox: MailboxId,
         now: u64,
     ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
-        self.ask(true, |reply| Job::Fetch {
+        self.ask(Asker::Request, |reply| Job::Fetch {
             mailbox,
             now,
             reply,
@@ -386,7 +413,7 @@ impl Store {
         after: Option<Cursor>,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, StoreError> {
-        self.ask(true, |reply| Job::FetchPage {
+        self.ask(Asker::Request, |reply| Job::FetchPage {
             mailbox,
             now,
             after,
@@ -398,7 +425,7 @@ impl Store {
 
     /// Deletes envelopes from a mailbox; returns how many existed.
     pub async fn ack(&self, mailbox: MailboxId, ids: Vec<EnvelopeId>) -> Result<u32, StoreError> {
-        self.ask(true, |reply| Job::Ack {
+        self.ask(Asker::Request, |reply| Job::Ack {
             mailbox,
             ids,
             reply,
@@ -413,7 +440,7 @@ impl Store {
         body: Vec<u8>,
         expires: u64,
     ) -> Result<(), StoreError> {
-        self.ask(true, |reply| Job::PutBundle {
+        self.ask(Asker::Request, |reply| Job::PutBundle {
             mailbox,
             body,
             expires,
@@ -428,7 +455,7 @@ impl Store {
         mailbox: MailboxId,
         now: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.ask(true, |reply| Job::GetBundle {
+        self.ask(Asker::Request, |reply| Job::GetBundle {
             mailbox,
             now,
             reply,
@@ -438,12 +465,14 @@ impl Store {
 
     /// Deletes everything expired at `now`; returns how many envelopes went.
     pub async fn expire(&self, now: u64) -> Result<u64, StoreError> {
-        self.ask(false, |reply| Job::Expire { now, reply }).await
+        self.ask(Asker::Upkeep, |reply| Job::Expire { now, reply })
+            .await
     }
 
     /// Every mailbox with unexpired envelopes at `now`, with their ids.
     pub async fn holdings(&self, now: u64) -> Result<Vec<Holding>, StoreError> {
-        self.ask(false, |reply| Job::Holdings { now, reply }).await
+        self.ask(Asker::Upkeep, |reply| Job::Holdings { now, reply })
+            .await
     }
 
     /// Those of `ids` that a deposit into `mailbox` would store: not held, expired or not
@@ -453,7 +482,7 @@ impl Store {
         mailbox: MailboxId,
         ids: Vec<EnvelopeId>,
     ) -> Result<Vec<EnvelopeId>, StoreError> {
-        self.ask(true, |reply| Job::Lacks {
+        self.ask(Asker::Request, |reply| Job::Lacks {
             mailbox,
             ids,
             reply,
@@ -468,7 +497,7 @@ impl Store {
         ids: Vec<EnvelopeId>,
         now: u64,
     ) -> Result<Vec<(EnvelopeId, Vec<u8>)>, StoreError> {
-        self.ask(false, |reply| Job::Bodies {
+        self.ask(Asker::Upkeep, |reply| Job::Bodies {
             mailbox,
             ids,
             now,
@@ -1581,8 +1610,15 @@ mod tests {
             matches!(fetched, Ok(Err(StoreError::Overloaded))),
             "refused at once: {fetched:?}"
         );
+        // The relay's own upkeep still goes in, and is answered once the store moves on.
+        let upkeep = {
+            let store = store.clone();
+            tokio::spawn(async move { store.holdings(1).await })
+        };
         // Once the store moves on, the queue has room again.
         store.hold_commits(false);
+        let holdings = upkeep.await.unwrap();
+        assert!(holdings.is_ok(), "upkeep waited its turn: {holdings:?}");
         for w in waiting {
             assert_eq!(w.outcome().await.unwrap(), Deposited::Stored);
         }
