@@ -207,7 +207,8 @@ pub struct Store {
     hold: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// What the store thread has committed since it started, counted as it goes.
+/// What the store thread has committed since it started, counted as it goes, and the jobs
+/// still waiting for it.
 #[derive(Debug, Default)]
 struct Committed {
     /// Transactions committed.
@@ -337,7 +338,7 @@ impl Store {
                     Ok(answer) => return answer.map_err(|_| StoreError::Stopped)?,
                     Err(_) => {
                         waited += UPKEEP_PATIENCE.as_secs();
-                        tracing::warn!("the mailbox store has not answered for {waited} s");
+                        warn!("the mailbox store has not answered for {waited} s");
                     }
                 }
             }
