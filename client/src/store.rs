@@ -631,17 +631,26 @@ impl Store {
         row: &SessionRow,
         used_at: u64,
     ) -> Result<(), StoreError> {
+        let values = params![
+            &peer[..],
+            &row.sid[..],
+            &row.state[..],
+            row.start,
+            used_at as i64
+        ];
+        // A session already kept (every message after a session's first) is updated in
+        // place: the peer's sessions stay as many as they were, so none is to be dropped.
+        let updated = self.conn.execute(
+            "UPDATE sessions SET state = ?3, start = ?4, used_at = MAX(used_at, ?5)
+             WHERE peer = ?1 AND sid = ?2",
+            values,
+        )?;
+        if updated > 0 {
+            return Ok(());
+        }
         self.conn.execute(
-            "INSERT INTO sessions (peer, sid, state, start, used_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (peer, sid) DO UPDATE SET state = excluded.state, start = excluded.start,
-             used_at = MAX(sessions.used_at, excluded.used_at)",
-            params![
-                &peer[..],
-                &row.sid[..],
-                &row.state[..],
-                row.start,
-                used_at as i64
-            ],
+            "INSERT INTO sessions (peer, sid, state, start, used_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            values,
         )?;
         self.conn.execute(
             "DELETE FROM sessions WHERE peer = ?1 AND sid NOT IN
@@ -1109,6 +1118,36 @@ mod tests {
         assert_eq!(
             rows.iter().map(|r| r.sid[0]).collect::<Vec<_>>(),
             vec![4, 3, 2]
+        );
+        // A kept session saved again is updated in place: its state and start replaced,
+        // its time only ever moved forward, and no other session dropped for it.
+        let again = |state: u8, start: Option<Vec<u8>>, at: u64| {
+            let row = SessionRow {
+                sid: [2; 32],
+                state: Zeroizing::new(vec![state]),
+                start,
+            };
+            s.save_session(&peer, &row, at).unwrap();
+            s.sessions(&peer).unwrap()
+        };
+        let rows = again(20, Some(vec![9]), 9);
+        assert_eq!(
+            rows.iter().map(|r| r.sid[0]).collect::<Vec<_>>(),
+            vec![2, 4, 3]
+        );
+        assert_eq!(
+            (&rows[0].state[..], rows[0].start.as_deref()),
+            (&[20u8][..], Some(&[9u8][..]))
+        );
+        let rows = again(21, None, 1);
+        assert_eq!(
+            rows.iter().map(|r| r.sid[0]).collect::<Vec<_>>(),
+            vec![2, 4, 3],
+            "an older time does not move it back"
+        );
+        assert_eq!(
+            (&rows[0].state[..], rows[0].start.as_deref()),
+            (&[21u8][..], None)
         );
     }
 
