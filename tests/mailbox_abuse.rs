@@ -14,7 +14,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use common::*;
-use shallot_client::mailbox::MailboxLink;
+use shallot_client::mailbox::{MailboxError, MailboxLink};
 use shallot_crypto::blind::BlindedKeypair;
 use shallot_crypto::keys::IdentityKeypair;
 use shallot_net::{Circuit, HopNum};
@@ -322,4 +322,83 @@ fn a_fetch_of_a_mailbox_larger_than_the_budget_streams_within_it() {
         assert_eq!(ids.len(), 250);
         assert!(got.iter().all(|(_, e)| e.len() == 20 * 1024));
     });
+}
+
+/// A relay whose store stalls on its disk (here: another connection holds the database's
+/// write lock, so each of the store's transactions waits for it, SQLite's 5 s, and fails)
+/// while a flood of requests arrives. Each request is answered Busy once it has waited the
+/// store's answer limit (1 s here), not when the stuck transaction ends: a request that waited
+/// for it would be answered with the store's failure instead. Beyond the store's queue, a
+/// request is refused at once. The relay keeps building circuits meanwhile, and once the
+/// disk is back, the store serves again without waiting for the requests it gave up.
+#[test]
+fn a_store_stalled_on_its_disk_answers_busy_within_its_limit_and_recovers() {
+    rt().block_on(async {
+        let relay = start_relay("abuse-stall", 226, |c| {
+            tune(c);
+            c.mailbox_limits.store.answer_limit = Duration::from_secs(1);
+            c.mailbox_limits.store.queued_jobs = 16;
+        })
+        .await;
+        let owner = key();
+        link(&relay)
+            .await
+            .deposit(mailbox_of(&owner), b"before".to_vec(), WAIT)
+            .await
+            .unwrap();
+
+        let db = rusqlite::Connection::open(relay.dir.join("mailbox.db")).unwrap();
+        db.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let msgs = (1..=300)
+            .map(|req| MailboxMsg::GetBundle {
+                req,
+                mailbox: MailboxId(rand::random()),
+            })
+            .collect();
+        let statuses = within_budget(&relay, flood(&relay, 10, msgs)).await;
+        assert_eq!(
+            statuses.get(&Status::Busy).copied(),
+            Some(300),
+            "every request is answered Busy, none with the stuck transaction's failure: \
+             {statuses:?}"
+        );
+        // An honest owner, on a circuit built now, is told the same.
+        let stalled = link(&relay).await.fetch(&owner, WAIT).await;
+        assert!(
+            matches!(stalled, Err(MailboxError::Refused(Status::Busy))),
+            "{stalled:?}"
+        );
+
+        db.execute_batch("ROLLBACK").unwrap();
+        let got =
+            eventually_served(|| async { link(&relay).await.fetch(&owner, WAIT).await }).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, b"before");
+        link(&relay)
+            .await
+            .deposit(mailbox_of(&owner), b"after".to_vec(), WAIT)
+            .await
+            .unwrap();
+        let got = link(&relay).await.fetch(&owner, WAIT).await.unwrap();
+        assert_eq!(got.len(), 2, "both envelopes are held");
+    });
+}
+
+/// Runs `request` until it is not refused as Busy (the store may still be working through
+/// the transaction that waited for the disk), for at most [`WAIT`].
+async fn eventually_served<T, F, Fut>(request: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MailboxError>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match request().await {
+            Ok(v) => return v,
+            Err(MailboxError::Refused(Status::Busy)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the store did not come back: {e}"),
+        }
+    }
 }
