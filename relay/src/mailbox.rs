@@ -3,9 +3,9 @@
 //! A circuit hands each mailbox request delivered to this relay to the service through a
 //! channel (`crate::shell::MailboxDoor`), after taking one of its `pending_requests` places.
 //! The service handles each in its own task, away from any circuit's lock: the store is asked
-//! (and a deposit acknowledged only after it is on disk), new deposits are pushed to the
-//! mailbox's subscribers as soon as they are written, while their commit is on its way to the
-//! disk, and answers go back on the circuit that asked. Pushes are best effort: a subscriber
+//! (and a deposit acknowledged only after it is on disk), admitted deposits are pushed to the
+//! mailbox's subscribers at once, before the store has them, and answers go back on the
+//! circuit that asked. Pushes are best effort: a subscriber
 //! that stops reading misses pushes, but the envelopes, once committed, stay stored until
 //! acknowledged, so it finds them at its next fetch.
 //!
@@ -364,8 +364,9 @@ impl MailboxService {
     }
 
     /// Stores an envelope if it is admitted, and pushes it to the mailbox's subscribers
-    /// (`docs/spec.md` §9.3): as soon as it is written into the transaction that will store it,
-    /// while that commit is on its way to the disk. The depositor's answer waits for the commit.
+    /// (`docs/spec.md` §9.3): at once, before the store has it, so that a subscriber's copy
+    /// waits for neither the store thread nor the disk. The depositor's answer waits for the
+    /// commit.
     async fn deposit(
         &self,
         env: &Arc<Env>,
@@ -380,17 +381,17 @@ impl MailboxService {
         }
         let id = envelope_id(&envelope);
         tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit admitted");
-        let mut under_way = match self.store.begin_deposit(mailbox, id, envelope.clone(), t) {
-            Ok(under_way) => under_way,
+        // In the store's queue first (or refused at once, its queue full, and not pushed), so
+        // that the subscriber's acknowledgement comes after it. Then pushed, whatever the
+        // store makes of it: should it refuse the envelope (a duplicate, a full mailbox, a
+        // failed commit), the depositor is told so, and the subscriber takes a copy it has
+        // seen for a repeat (`docs/spec.md` §9.3).
+        let handed = match self.store.begin_deposit(mailbox, id, envelope.clone(), t) {
+            Ok(handed) => handed,
             Err(e) => return result(req, store_status(&e), 0),
         };
-        // A subscriber's copy need not wait for the disk. If the commit then fails, the
-        // depositor is told so and may deposit the message again; the subscriber, which has
-        // it already, takes that copy for a repeat (`docs/spec.md` §9.3).
-        if under_way.written().await {
-            self.push(env, mailbox, id, envelope);
-        }
-        match under_way.outcome().await {
+        self.push(env, mailbox, id, envelope);
+        match handed.answer().await {
             Ok(store::Deposited::Stored) => {
                 tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit on disk");
                 Stats::bump(&env.stats.mailbox_envelopes_stored);
@@ -518,7 +519,7 @@ impl MailboxService {
         true
     }
 
-    /// Pushes a newly written envelope to the mailbox's live subscribers, forgetting dead ones.
+    /// Pushes an admitted envelope to the mailbox's live subscribers, forgetting dead ones.
     /// Each push is its own task, bounded like any request; when the relay is too busy the push
     /// is skipped (the envelope stays stored for the next fetch).
     fn push(&self, env: &Arc<Env>, mailbox: MailboxId, id: EnvelopeId, envelope: Vec<u8>) {
@@ -582,10 +583,17 @@ mod tests {
     use crate::shell::testing::{self, CircuitMaker};
 
     fn service(limits: MailboxLimits) -> MailboxService {
+        service_in(limits).0
+    }
+
+    /// A service and the path of its database.
+    fn service_in(limits: MailboxLimits) -> (MailboxService, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("shallot-subs-{}", rand::random::<u64>()));
         shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
         let pending = Arc::new(Semaphore::new(16));
-        MailboxService::open(&dir.join("mailbox.db"), limits, testing::ME, pending).unwrap()
+        let path = dir.join("mailbox.db");
+        let service = MailboxService::open(&path, limits, testing::ME, pending).unwrap();
+        (service, path)
     }
 
     fn mailboxes_of(s: &MailboxService, circ: &Arc<Circuit>) -> Vec<MailboxId> {
@@ -596,42 +604,67 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// A new envelope reaches the mailbox's subscriber while its commit is still held back,
-    /// and the depositor is answered only once the commit is done (`docs/spec.md` §9.3).
-    #[tokio::test]
-    async fn a_deposit_is_pushed_before_its_commit_and_answered_after() {
-        let s = service(MailboxLimits::default());
+    /// The id of the circuit [`subscribed`] makes.
+    const SUBSCRIBER: u32 = 0x8000_0001;
+
+    /// A relay's environment with a mailbox door, one client link, and on it a circuit
+    /// ([`SUBSCRIBER`]) subscribed to `m` on `s`; the circuit lives as long as the caller
+    /// keeps it.
+    fn subscribed(
+        s: &MailboxService,
+        m: MailboxId,
+    ) -> (Arc<Env>, Arc<crate::shell::Link>, Arc<Circuit>) {
         let door = crate::shell::MailboxDoor {
             requests: mpsc::unbounded_channel().0,
-            pending: Arc::new(Semaphore::new(1)),
+            pending: Arc::new(Semaphore::new(8)),
             gone: mpsc::unbounded_channel().0,
             circuit_limits: Default::default(),
         };
         let (env, _extends) = testing::env(1_000_000, Some(door));
         let env = Arc::new(env);
         let link = testing::link(&env, 1);
-        let (subscriber, _) = CircuitMaker::new().circuit(&link, 0x8000_0001, Instant::now());
-        let m = MailboxId([7; 32]);
+        let (subscriber, _) = CircuitMaker::new().circuit(&link, SUBSCRIBER, Instant::now());
         assert!(s.subscribe(&subscriber, m, 10));
+        (env, link, subscriber)
+    }
 
-        s.store.hold_commits(true);
+    /// An admitted envelope reaches the mailbox's subscriber before the store has even begun
+    /// the transaction that will hold it: here another connection holds the database's write
+    /// lock, as a stalled disk would hold the store thread. The depositor is answered only
+    /// once the store has committed it (`docs/spec.md` §9.3).
+    #[tokio::test]
+    async fn a_deposit_is_pushed_before_the_store_has_it_and_answered_after() {
+        let (s, path) = service_in(MailboxLimits::default());
+        let m = MailboxId([7; 32]);
+        let (env, link, _subscriber) = subscribed(&s, m);
+
+        // SQLite's busy timeout (5 s) bounds how long the store thread waits for the lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let deposit = s.deposit(&env, 20, m, vec![0x5a; 300], None, 1_000);
         tokio::pin!(deposit);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(4);
         while link.chan.oldest_cells().is_empty() {
             assert!(
                 Instant::now() < deadline,
-                "nothing pushed while the commit was held"
+                "nothing pushed while the store was stalled"
             );
             tokio::select! {
-                answer = &mut deposit => panic!("answered before its commit: {answer:?}"),
+                answer = &mut deposit => panic!("answered before the store had it: {answer:?}"),
                 () = tokio::time::sleep(Duration::from_millis(1)) => {}
             }
         }
-        s.store.hold_commits(false);
+        let queued = link.chan.oldest_cells();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert_eq!(
+            queued[0].1,
+            shallot_proto::cell::CircId::new(SUBSCRIBER).unwrap(),
+            "pushed on the subscriber's circuit"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(10), deposit)
             .await
-            .expect("answered once the commit is let go");
+            .expect("answered once the store is let go");
         assert!(
             matches!(
                 answer,
@@ -643,6 +676,78 @@ mod tests {
             ),
             "{answer:?}"
         );
+    }
+
+    /// Every deposit the store takes in is pushed, whatever it makes of it: a repeat of a
+    /// stored envelope is pushed again (the subscriber keeps one copy, §10.7). A deposit the
+    /// store refuses at once, its queue full, is not pushed, so that a store already behind
+    /// is not also handed acknowledgements of envelopes it never had (`docs/spec.md` §9.3).
+    #[tokio::test]
+    async fn repeats_are_pushed_again_but_deposits_the_store_cannot_take_are_not() {
+        let mut limits = MailboxLimits::default();
+        limits.store.queued_jobs = 1;
+        let s = Arc::new(service(limits));
+        let m = MailboxId([7; 32]);
+        let (env, link, _subscriber) = subscribed(&s, m);
+        // The cells pushed so far (one per envelope, each small), taken off the link.
+        let mut pushed = 0;
+        let take = |pushed: &mut usize| {
+            let mut out = Vec::new();
+            *pushed += shallot_link::CellQueue::drain_into(&link.chan, 64, &mut out);
+        };
+        async fn until(n: usize, pushed: &mut usize, take: impl Fn(&mut usize)) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while *pushed < n {
+                assert!(Instant::now() < deadline, "{pushed} pushed, not {n}");
+                take(pushed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let ok = |answer: RelayMsg, req: u32, count: u32| {
+            assert!(
+                matches!(answer, RelayMsg::Mailbox(MailboxMsg::Result { req: r, status: Status::Ok, count: c }) if r == req && c == count),
+                "{answer:?}"
+            );
+        };
+        let deposit = |req: u32, body: u8| {
+            let (s, env) = (s.clone(), env.clone());
+            tokio::spawn(async move { s.deposit(&env, req, m, vec![body; 100], None, 1_000).await })
+        };
+
+        ok(deposit(20, 1).await.unwrap(), 20, 1);
+        until(1, &mut pushed, take).await;
+        ok(deposit(21, 1).await.unwrap(), 21, 0);
+        until(2, &mut pushed, take).await;
+
+        // The store held at the commit of one deposit, with another in its queue (its limit):
+        // the next is refused at once, and not pushed.
+        s.store.hold_commits(true);
+        let held = deposit(22, 2);
+        s.store.until_a_commit_waits().await;
+        let queued = deposit(23, 3);
+        // Pushed only once in the store's queue.
+        until(4, &mut pushed, take).await;
+        let refused = tokio::time::timeout(Duration::from_secs(1), deposit(24, 4))
+            .await
+            .expect("refused at once")
+            .unwrap();
+        assert!(
+            matches!(
+                refused,
+                RelayMsg::Mailbox(MailboxMsg::Result {
+                    req: 24,
+                    status: Status::Busy,
+                    count: 0
+                })
+            ),
+            "{refused:?}"
+        );
+        s.store.hold_commits(false);
+        ok(held.await.unwrap(), 22, 1);
+        ok(queued.await.unwrap(), 23, 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        take(&mut pushed);
+        assert_eq!(pushed, 4, "the refused deposit was pushed");
     }
 
     /// The index keeps the behaviour of the scan it replaced: a circuit's subscription to a

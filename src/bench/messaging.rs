@@ -367,7 +367,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
             ms(p50),
             "ms",
         )
-        .note(format!("aim ≤ 1 ms; typed in the chat, which gets its 3 circuits and its message key ready meanwhile (and refills the circuits it keeps built ahead, as a second of typing allows), then timed from Enter: sealing, 3 hops out, a mailbox writing it (pushed before its durable commit ends: the sender's answer waits for the commit, below, the recipient's copy does not), 3 hops back, opening; the sender's own commit runs beside the deposits{typed_cpu}")),
+        .note(format!("aim ≤ 1 ms; typed in the chat, which gets its 3 circuits and its message key ready meanwhile (and refills the circuits it keeps built ahead, as a second of typing allows), then timed from Enter: sealing, 3 hops out, a mailbox admitting it (pushed at once, before its store has it: the sender's answer waits for the durable commit, below, the recipient's copy does not), 3 hops back, opening; the sender's own commit runs beside the deposits{typed_cpu}")),
         Figure::new("message latency, send to arrival, p99", ms(p99), "ms").note(format!(
             "aim ≤ 5 ms; no durable commit on its path (the mailboxes push before their commits \
              end), while the 3 mailboxes, the recipient and the sender's record and bookkeeping \
@@ -430,7 +430,7 @@ pub async fn run(net: &Testnet, scratch: &Path, count: usize) -> Result<Vec<Figu
         .note(
             "the durable deposit above: a mailbox answers the sender (the message stored) only \
              once its copy is on its disk. The recipient's copy does not wait for that disk: \
-             the mailbox pushes it as soon as it is written, beside the commit, so a \
+             the mailbox pushes it as soon as it admits the deposit, beside the commit, so a \
              message's own floor is the 3-hop round trip above, plus sealing and opening. The \
              sender's session went to its disk while the user typed (its message key taken \
              ahead); sent with nothing ready, the message waits for that commit too, before \

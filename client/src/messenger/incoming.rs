@@ -87,10 +87,11 @@ impl<M: MailboxAccess> Messenger<M> {
     /// blocking thread, in one transaction with whatever else waits to be committed (the
     /// copies the other replicas pushed, messages being sent), so neither the async runtime
     /// nor the other subscriptions wait for the disk. What they say is shown as soon as they
-    /// are opened and recorded, before the commit ends: the mailbox relays, once their own
-    /// commits are done, keep them on disk until this client acknowledges them, and it does so
-    /// only once its commit is done. (Should the commit fail, they come again and are shown
-    /// again; should the relays' commits fail too, the sender was told so.)
+    /// are opened and recorded, before the commit ends: the mailbox relays (which push an
+    /// envelope before they have stored it), once their own commits are done, keep them on
+    /// disk until this client acknowledges them, and it does so only once its commit is done.
+    /// (Should the commit fail, they come again and are shown again; should the relays have
+    /// refused them or failed to commit them too, the sender was told so.)
     pub async fn handle_pushed(
         &self,
         envelopes: Vec<(EnvelopeId, Vec<u8>)>,

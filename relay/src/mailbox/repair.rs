@@ -14,7 +14,9 @@
 //! A push is an ordinary DEPOSIT, sent as a client would: over a one-hop circuit to the
 //! target, one circuit per mailbox (so no circuit carries two mailbox ids), the circuits to
 //! one target sharing one link. The target stores it like any deposit and answers RESULT; a
-//! duplicate costs nothing. Pushes that fail are retried at the next consensus.
+//! duplicate is not stored again, though, like any deposit the target admits, it is pushed to
+//! the mailbox's subscribers there (who keep one copy of an envelope id). Pushes that fail are
+//! retried at the next consensus.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

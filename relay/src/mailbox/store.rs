@@ -75,9 +75,6 @@ enum Job {
         id: EnvelopeId,
         body: Vec<u8>,
         now: u64,
-        /// Told as soon as the envelope is written, new, into the open transaction; dropped
-        /// unanswered when it is not (a duplicate, a refusal, an error).
-        written: oneshot::Sender<()>,
         reply: Reply<Deposited>,
     },
     Fetch {
@@ -146,34 +143,34 @@ pub type Cursor = (u64, EnvelopeId);
 /// An envelope as a paged fetch returns it: where it stands in the order, and its bytes.
 pub type Stored = (Cursor, Vec<u8>);
 
-/// A deposit handed to the store thread (`docs/spec.md` §9.4): it is written into a
-/// transaction, and later that transaction commits or fails.
+/// A job handed to the store thread, its answer still to come.
 #[derive(Debug)]
-pub struct DepositUnderWay {
-    written: oneshot::Receiver<()>,
-    outcome: oneshot::Receiver<Result<Deposited, StoreError>>,
-    /// [`StoreLimits::answer_limit`] after the deposit was handed to the store.
-    deadline: tokio::time::Instant,
+pub struct Handed<T> {
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+    /// For a request, [`StoreLimits::answer_limit`] after it was handed over; none for the
+    /// relay's own upkeep.
+    deadline: Option<tokio::time::Instant>,
 }
 
-impl DepositUnderWay {
-    /// Waits until the envelope is written, new, into the transaction that will commit it:
-    /// true then, before that commit has reached the disk; false if it will not be written
-    /// (a duplicate, a full mailbox, an error: [`DepositUnderWay::outcome`] says which).
-    pub async fn written(&mut self) -> bool {
-        matches!(
-            tokio::time::timeout_at(self.deadline, &mut self.written).await,
-            Ok(Ok(()))
-        )
-    }
-
-    /// Waits for the deposit's outcome: [`Deposited::Stored`] only once its transaction has
-    /// committed, durably.
-    /// Gives up with [`StoreError::Overloaded`] once the answer limit has passed since the
-    /// deposit was handed over (the envelope may be committed all the same, if the store
-    /// had already run it).
-    pub async fn outcome(self) -> Result<Deposited, StoreError> {
-        match tokio::time::timeout_at(self.deadline, self.outcome).await {
+impl<T> Handed<T> {
+    /// Waits for the answer: a request's until the answer limit, then it is given up with
+    /// [`StoreError::Overloaded`] (and skipped by the store if not yet run; a deposit may be
+    /// committed all the same, if the store had run it); the relay's own upkeep (expiry,
+    /// repair) without limit, saying so in the log while the store keeps it waiting.
+    pub async fn answer(mut self) -> Result<T, StoreError> {
+        let Some(deadline) = self.deadline else {
+            let mut waited = 0;
+            loop {
+                match tokio::time::timeout(UPKEEP_PATIENCE, &mut self.rx).await {
+                    Ok(answer) => return answer.map_err(|_| StoreError::Stopped)?,
+                    Err(_) => {
+                        waited += UPKEEP_PATIENCE.as_secs();
+                        warn!("the mailbox store has not answered for {waited} s");
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, self.rx).await {
             Ok(answer) => answer.map_err(|_| StoreError::Stopped)?,
             Err(_) => Err(StoreError::Overloaded),
         }
@@ -204,7 +201,15 @@ pub struct Store {
     committed: Arc<Committed>,
     /// While set, commits wait (tests only: to look at what happens before one ends).
     #[cfg(test)]
-    hold: Arc<std::sync::atomic::AtomicBool>,
+    hold: Arc<CommitHold>,
+}
+
+/// Makes commits wait, for tests: whether they are held, and whether one is waiting now.
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct CommitHold {
+    held: std::sync::atomic::AtomicBool,
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 /// What the store thread has committed since it started, counted as it goes, and the jobs
@@ -271,8 +276,8 @@ impl Store {
         std::thread::Builder::new()
             .name("mailbox-store".into())
             .spawn(move || {
-                // Only a deposit's answer waits for its commit (a push goes out once the
-                // envelope is written, §9.3): on a busy machine, cells are forwarded first.
+                // Only a deposit's answer waits for the store (its push goes out at
+                // admission, §9.3): on a busy machine, cells are forwarded first.
                 // SQLite starts no threads of its own here, so nothing else inherits this.
                 shallot_rt::priority::make_this_thread_background();
                 serve(&mut worker, &rx, &counts)
@@ -291,7 +296,20 @@ impl Store {
     /// Makes every commit wait from now on, or lets them go again (tests only).
     #[cfg(test)]
     pub(crate) fn hold_commits(&self, hold: bool) {
-        self.hold.store(hold, Ordering::SeqCst);
+        self.hold.held.store(hold, Ordering::SeqCst);
+    }
+
+    /// Returns once the store thread waits at a held commit (tests only; panics after 10 s).
+    #[cfg(test)]
+    pub(crate) async fn until_a_commit_waits(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.hold.waiting.load(Ordering::SeqCst) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no commit came to wait"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// How much the store has committed since it opened.
@@ -321,35 +339,32 @@ impl Store {
         })
     }
 
-    /// Hands a job to the store thread and waits for its answer: a request's at most the
-    /// answer limit, the relay's own upkeep (expiry, repair) without limit, saying so in the
-    /// log while the store keeps it waiting.
+    /// Hands a job to the store thread; its answer is to come ([`Handed::answer`]).
+    fn hand_in<T>(
+        &self,
+        from: Asker,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<Handed<T>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.hand_over(make(tx), from)?;
+        Ok(Handed {
+            rx,
+            deadline: (from == Asker::Request)
+                .then(|| tokio::time::Instant::now() + self.answer_limit),
+        })
+    }
+
+    /// Hands a job to the store thread and waits for its answer ([`Handed::answer`]).
     async fn ask<T>(
         &self,
         from: Asker,
         make: impl FnOnce(Reply<T>) -> Job,
     ) -> Result<T, StoreError> {
-        let (tx, mut rx) = oneshot::channel();
-        self.hand_over(make(tx), from)?;
-        if from == Asker::Upkeep {
-            let mut waited = 0;
-            loop {
-                match tokio::time::timeout(UPKEEP_PATIENCE, &mut rx).await {
-                    Ok(answer) => return answer.map_err(|_| StoreError::Stopped)?,
-                    Err(_) => {
-                        waited += UPKEEP_PATIENCE.as_secs();
-                        warn!("the mailbox store has not answered for {waited} s");
-                    }
-                }
-            }
-        }
-        match tokio::time::timeout(self.answer_limit, rx).await {
-            Ok(answer) => answer.map_err(|_| StoreError::Stopped)?,
-            Err(_) => Err(StoreError::Overloaded),
-        }
+        self.hand_in(from, make)?.answer().await
     }
 
-    /// Stores an envelope, durably, unless the mailbox or store is full.
+    /// Stores an envelope, durably, unless the mailbox or store is full:
+    /// [`Deposited::Stored`] only once its transaction has committed.
     pub async fn deposit(
         &self,
         mailbox: MailboxId,
@@ -357,36 +372,27 @@ impl Store {
         body: Vec<u8>,
         now: u64,
     ) -> Result<Deposited, StoreError> {
-        self.begin_deposit(mailbox, id, body, now)?.outcome().await
+        self.begin_deposit(mailbox, id, body, now)?.answer().await
     }
 
-    /// Hands an envelope to the store and returns at once; the deposit then tells first
-    /// whether the envelope was written, new, into the transaction that will commit it, and
-    /// then that transaction's outcome, as [`Store::deposit`] gives it.
+    /// [`Store::deposit`] in two steps: the envelope is handed to the store thread (or
+    /// refused at once: [`StoreError::Overloaded`] with the store's queue full), then its
+    /// outcome is awaited. So that a subscriber's push, which need not wait for the store
+    /// (`docs/spec.md` §9.3), leaves only once the deposit is in the store's queue, ahead of
+    /// any acknowledgement of it.
     pub fn begin_deposit(
         &self,
         mailbox: MailboxId,
         id: EnvelopeId,
         body: Vec<u8>,
         now: u64,
-    ) -> Result<DepositUnderWay, StoreError> {
-        let (written_tx, written) = oneshot::channel();
-        let (reply, outcome) = oneshot::channel();
-        self.hand_over(
-            Job::Deposit {
-                mailbox,
-                id,
-                body,
-                now,
-                written: written_tx,
-                reply,
-            },
-            Asker::Request,
-        )?;
-        Ok(DepositUnderWay {
-            written,
-            outcome,
-            deadline: tokio::time::Instant::now() + self.answer_limit,
+    ) -> Result<Handed<Deposited>, StoreError> {
+        self.hand_in(Asker::Request, |reply| Job::Deposit {
+            mailbox,
+            id,
+            body,
+            now,
+            reply,
         })
     }
 
@@ -619,7 +625,7 @@ struct Worker {
     bytes_before: u64,
     /// [`Store::hold_commits`].
     #[cfg(test)]
-    hold: Arc<std::sync::atomic::AtomicBool>,
+    hold: Arc<CommitHold>,
 }
 
 impl Batched for Worker {
@@ -645,8 +651,12 @@ impl Batched for Worker {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         #[cfg(test)]
-        while self.hold.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        {
+            while self.hold.held.load(Ordering::SeqCst) {
+                self.hold.waiting.store(true, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.hold.waiting.store(false, Ordering::SeqCst);
         }
         Ok(self.conn.execute_batch("COMMIT")?)
     }
@@ -732,15 +742,8 @@ impl Worker {
                 id,
                 body,
                 now,
-                written,
                 reply,
-            } => {
-                let result = self.deposit(&mailbox, &id, &body, now);
-                if matches!(result, Ok(Deposited::Stored)) {
-                    let _ = written.send(());
-                }
-                answer(reply, result)
-            }
+            } => answer(reply, self.deposit(&mailbox, &id, &body, now)),
             Job::Fetch {
                 mailbox,
                 now,
@@ -1360,81 +1363,6 @@ mod tests {
         );
     }
 
-    /// A new envelope is reported written while its transaction is still open, before the
-    /// commit (so that a push need not wait for the disk, §9.3), and its answer waits for the
-    /// commit; a duplicate or a refused deposit is never reported written.
-    #[test]
-    fn a_deposit_is_reported_written_before_its_commit_and_only_when_new() {
-        use tokio::sync::oneshot::error::TryRecvError;
-        let path = scratch_db();
-        let limits = StoreLimits {
-            envelopes_per_mailbox: 2,
-            ..StoreLimits::default()
-        };
-        let mut worker = Worker::open(&path, limits).unwrap();
-        let reader = Connection::open(&path).unwrap();
-        let on_disk = || -> i64 {
-            reader
-                .query_row("SELECT COUNT(*) FROM envelopes", [], |r| r.get(0))
-                .unwrap()
-        };
-        let m = MailboxId([4; 32]);
-        let job = |id: u8| {
-            let (written, written_rx) = oneshot::channel();
-            let (reply, reply_rx) = oneshot::channel();
-            let job = Job::Deposit {
-                mailbox: m,
-                id: EnvelopeId([id; 16]),
-                body: vec![id],
-                now: 1,
-                written,
-                reply,
-            };
-            (job, written_rx, reply_rx)
-        };
-
-        worker.begin().unwrap();
-        let (deposit, mut written, mut reply) = job(1);
-        let answer = Batched::apply(&mut worker, deposit);
-        assert_eq!(
-            written.try_recv(),
-            Ok(()),
-            "reported written before the commit"
-        );
-        assert_eq!(on_disk(), 0, "and it has not committed yet");
-        assert!(matches!(reply.try_recv(), Err(TryRecvError::Empty)));
-        worker.commit().unwrap();
-        answer(None);
-        assert_eq!(on_disk(), 1);
-        assert_eq!(reply.try_recv().unwrap().unwrap(), Deposited::Stored);
-
-        // The same envelope again, then a new one, then one over the mailbox's limit.
-        worker.begin().unwrap();
-        let (again, mut again_written, mut again_reply) = job(1);
-        let again_answer = Batched::apply(&mut worker, again);
-        let (new, mut new_written, mut new_reply) = job(2);
-        let new_answer = Batched::apply(&mut worker, new);
-        let (over, mut over_written, mut over_reply) = job(3);
-        let over_answer = Batched::apply(&mut worker, over);
-        assert_eq!(again_written.try_recv(), Err(TryRecvError::Closed));
-        assert_eq!(new_written.try_recv(), Ok(()));
-        assert_eq!(over_written.try_recv(), Err(TryRecvError::Closed));
-        assert!(matches!(new_reply.try_recv(), Err(TryRecvError::Empty)));
-        worker.commit().unwrap();
-        again_answer(None);
-        new_answer(None);
-        over_answer(None);
-        assert_eq!(new_reply.try_recv().unwrap().unwrap(), Deposited::Stored);
-        assert_eq!(
-            again_reply.try_recv().unwrap().unwrap(),
-            Deposited::Duplicate
-        );
-        assert!(matches!(
-            over_reply.try_recv().unwrap(),
-            Err(StoreError::Full)
-        ));
-    }
-
     #[test]
     fn an_expiry_pass_that_fails_after_deleting_envelopes_still_counts_them_gone() {
         // The bundles' DELETE fails after the envelopes' DELETE ran: the batch commits the
@@ -1540,22 +1468,27 @@ mod tests {
             ..StoreLimits::default()
         });
         let m = MailboxId([8; 32]);
-        // The first deposit's batch is held at its commit: the store is stuck behind it.
+        // The batch of the relay's own upkeep (never given up) is held at its commit: the
+        // store is stuck behind it.
         store.hold_commits(true);
-        let mut first = store
-            .begin_deposit(m, EnvelopeId([1; 16]), vec![1], 1)
-            .unwrap();
-        assert!(first.written().await);
+        let upkeep = {
+            let store = store.clone();
+            tokio::spawn(async move { store.holdings(1).await })
+        };
+        store.until_a_commit_waits().await;
         // A deposit and a fetch queued behind it are given up once the limit has passed,
         // and answered (Busy, at the relay) instead of holding their places for as long as
         // the store takes.
         let started = tokio::time::Instant::now();
         let bounded = Duration::from_secs(10);
-        let second =
+        let given_up =
             tokio::time::timeout(bounded, store.deposit(m, EnvelopeId([2; 16]), vec![2], 1))
                 .await
                 .expect("given up within the limit");
-        assert!(matches!(second, Err(StoreError::Overloaded)), "{second:?}");
+        assert!(
+            matches!(given_up, Err(StoreError::Overloaded)),
+            "{given_up:?}"
+        );
         let fetched = tokio::time::timeout(bounded, store.fetch(m, 1))
             .await
             .expect("given up within the limit");
@@ -1564,23 +1497,29 @@ mod tests {
             "{fetched:?}"
         );
         assert!(started.elapsed() >= limit);
-        drop(first);
-        // Once the store catches up it skips what was given up: the second envelope, whose
-        // sender was told Busy, was never stored.
+        // Once the store catches up it skips what was given up: the envelope, whose sender
+        // was told Busy, was never stored; one deposited now is.
         store.hold_commits(false);
-        let held = tokio::time::timeout(bounded, async {
+        assert!(upkeep.await.unwrap().is_ok());
+        let stored = tokio::time::timeout(bounded, async {
             loop {
-                match store.fetch(m, 1).await {
-                    Ok(held) => return held,
+                match store.deposit(m, EnvelopeId([3; 16]), vec![3], 1).await {
                     Err(StoreError::Overloaded) => {}
-                    Err(e) => panic!("{e}"),
+                    other => return other,
                 }
             }
         })
         .await
         .expect("the store catches up");
-        let ids: Vec<EnvelopeId> = held.into_iter().map(|(id, _)| id).collect();
-        assert_eq!(ids, vec![EnvelopeId([1; 16])]);
+        assert_eq!(stored.unwrap(), Deposited::Stored);
+        let ids: Vec<EnvelopeId> = store
+            .fetch(m, 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, vec![EnvelopeId([3; 16])]);
     }
 
     #[tokio::test]
@@ -1591,21 +1530,13 @@ mod tests {
         });
         let m = MailboxId([9; 32]);
         store.hold_commits(true);
+        let deposit = |i: u8| store.begin_deposit(m, EnvelopeId([i; 16]), vec![i], 1);
         // Taken by the store thread, which is then held at its commit.
-        let mut first = store
-            .begin_deposit(m, EnvelopeId([1; 16]), vec![1], 1)
-            .unwrap();
-        assert!(first.written().await);
+        let first = deposit(1).unwrap();
+        store.until_a_commit_waits().await;
         // Two wait in the queue; the next is refused without waiting for anything.
-        let waiting: Vec<DepositUnderWay> = (2..=3u8)
-            .map(|i| {
-                store
-                    .begin_deposit(m, EnvelopeId([i; 16]), vec![i], 1)
-                    .unwrap()
-            })
-            .collect();
-        let over = store.begin_deposit(m, EnvelopeId([4; 16]), vec![4], 1);
-        assert!(matches!(over, Err(StoreError::Overloaded)));
+        let waiting = [deposit(2).unwrap(), deposit(3).unwrap()];
+        assert!(matches!(deposit(4), Err(StoreError::Overloaded)));
         let fetched = tokio::time::timeout(Duration::from_secs(1), store.fetch(m, 1)).await;
         assert!(
             matches!(fetched, Ok(Err(StoreError::Overloaded))),
@@ -1621,9 +1552,9 @@ mod tests {
         let holdings = upkeep.await.unwrap();
         assert!(holdings.is_ok(), "upkeep waited its turn: {holdings:?}");
         for w in waiting {
-            assert_eq!(w.outcome().await.unwrap(), Deposited::Stored);
+            assert_eq!(w.answer().await.unwrap(), Deposited::Stored);
         }
-        assert_eq!(first.outcome().await.unwrap(), Deposited::Stored);
+        assert_eq!(first.answer().await.unwrap(), Deposited::Stored);
         assert_eq!(store.fetch(m, 1).await.unwrap().len(), 3);
     }
 
