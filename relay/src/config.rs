@@ -152,6 +152,10 @@ pub struct MailboxLimits {
     pub pending_requests: usize,
     /// Subscriptions one circuit may hold.
     pub subscriptions_per_circuit: usize,
+    /// Subscriptions one mailbox may have (each new one beyond replaces the mailbox's
+    /// oldest): each envelope deposited there is pushed to every one, each push taking one
+    /// of the `pending_requests` places until it is sent.
+    pub subscribers_per_mailbox: usize,
     /// Subscriptions the relay holds in all.
     pub subscriptions: usize,
     /// Request nonces remembered for replay protection.
@@ -198,6 +202,7 @@ impl Default for MailboxLimits {
             store: StoreLimits::default(),
             pending_requests: 4096,
             subscriptions_per_circuit: 8,
+            subscribers_per_mailbox: 4,
             subscriptions: 100_000,
             replay_cache: 200_000,
             expiry_interval: Duration::from_secs(60),

@@ -498,16 +498,32 @@ impl MailboxService {
         let mut subs = lock(&self.subscribers);
         let mine = subs.by_circuit.get(&key).cloned().unwrap_or_default();
         // This circuit's own subscription to this mailbox is replaced; beyond its limit, its
-        // oldest others go. Decide first, so that a refusal changes nothing.
+        // oldest others go; beyond the mailbox's limit, the mailbox's oldest subscribers go
+        // (so that one deposit's pushes cannot take every place, `push`). Decide first, so
+        // that a refusal changes nothing.
         let replacing = mine.contains(&mailbox);
         let others: Vec<MailboxId> = mine.into_iter().filter(|m| *m != mailbox).collect();
         let evict = (others.len() + 1).saturating_sub(self.limits.subscriptions_per_circuit);
-        let freed = usize::from(replacing) + evict;
+        let crowd: Vec<CircKey> = subs
+            .by_mailbox
+            .get(&mailbox)
+            .map(|list| {
+                list.iter()
+                    .map(|s| s.circ.as_ptr() as CircKey)
+                    .filter(|k| *k != key)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let crowded = (crowd.len() + 1).saturating_sub(self.limits.subscribers_per_mailbox);
+        let freed = usize::from(replacing) + evict + crowded;
         if subs.total - freed >= self.limits.subscriptions {
             return false;
         }
         for m in others.into_iter().take(evict).chain([mailbox]) {
             subs.remove(key, m);
+        }
+        for k in crowd.into_iter().take(crowded) {
+            subs.remove(k, mailbox);
         }
         subs.add(circ, mailbox, req);
         // Marked before looking whether it is destroyed: a teardown either comes before the
@@ -748,6 +764,52 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         take(&mut pushed);
         assert_eq!(pushed, 4, "the refused deposit was pushed");
+    }
+
+    /// A mailbox keeps at most `subscribers_per_mailbox` subscribers, a new one replacing the
+    /// oldest, so that one deposit's pushes can take only that many of the relay's places
+    /// (each held until its push is sent, up to 30 s on a circuit that reads nothing).
+    #[test]
+    fn a_mailbox_keeps_its_newest_subscribers_within_its_limit() {
+        let s = service(MailboxLimits {
+            subscribers_per_mailbox: 2,
+            ..MailboxLimits::default()
+        });
+        let door = crate::shell::MailboxDoor {
+            requests: mpsc::unbounded_channel().0,
+            pending: Arc::new(Semaphore::new(1)),
+            gone: mpsc::unbounded_channel().0,
+            circuit_limits: Default::default(),
+        };
+        let (env, _extends) = testing::env(1_000_000, Some(door));
+        let link = testing::link(&env, 1);
+        let maker = CircuitMaker::new();
+        let now = Instant::now();
+        let circuits: Vec<Arc<Circuit>> = (1..=3)
+            .map(|i| maker.circuit(&link, 0x8000_0000 + i, now).0)
+            .collect();
+        let (m, other) = (MailboxId([1; 32]), MailboxId([2; 32]));
+        let reqs = || -> Vec<u32> {
+            lock(&s.subscribers).by_mailbox[&m]
+                .iter()
+                .map(|sub| sub.req)
+                .collect()
+        };
+        assert!(s.subscribe(&circuits[0], other, 9));
+        for (i, c) in circuits.iter().enumerate() {
+            assert!(s.subscribe(c, m, 10 + i as u32));
+        }
+        assert_eq!(reqs(), vec![11, 12], "the oldest went");
+        assert_eq!(
+            mailboxes_of(&s, &circuits[0]),
+            vec![other],
+            "its other one stays"
+        );
+        assert!(s.subscribe(&circuits[2], m, 13), "replacing its own");
+        assert_eq!(reqs(), vec![11, 13]);
+        assert!(s.subscribe(&circuits[0], m, 14));
+        assert_eq!(reqs(), vec![13, 14]);
+        assert_eq!(lock(&s.subscribers).total, 3);
     }
 
     /// The index keeps the behaviour of the scan it replaced: a circuit's subscription to a
