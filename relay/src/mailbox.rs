@@ -620,6 +620,20 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// A relay's environment with a mailbox door (8 places), and one client link to it.
+    fn client_link() -> (Arc<Env>, Arc<crate::shell::Link>) {
+        let door = crate::shell::MailboxDoor {
+            requests: mpsc::unbounded_channel().0,
+            pending: Arc::new(Semaphore::new(8)),
+            gone: mpsc::unbounded_channel().0,
+            circuit_limits: Default::default(),
+        };
+        let (env, _extends) = testing::env(1_000_000, Some(door));
+        let env = Arc::new(env);
+        let link = testing::link(&env, 1);
+        (env, link)
+    }
+
     /// The id of the circuit [`subscribed`] makes.
     const SUBSCRIBER: u32 = 0x8000_0001;
 
@@ -630,15 +644,7 @@ mod tests {
         s: &MailboxService,
         m: MailboxId,
     ) -> (Arc<Env>, Arc<crate::shell::Link>, Arc<Circuit>) {
-        let door = crate::shell::MailboxDoor {
-            requests: mpsc::unbounded_channel().0,
-            pending: Arc::new(Semaphore::new(8)),
-            gone: mpsc::unbounded_channel().0,
-            circuit_limits: Default::default(),
-        };
-        let (env, _extends) = testing::env(1_000_000, Some(door));
-        let env = Arc::new(env);
-        let link = testing::link(&env, 1);
+        let (env, link) = client_link();
         let (subscriber, _) = CircuitMaker::new().circuit(&link, SUBSCRIBER, Instant::now());
         assert!(s.subscribe(&subscriber, m, 10));
         (env, link, subscriber)
@@ -775,14 +781,7 @@ mod tests {
             subscribers_per_mailbox: 2,
             ..MailboxLimits::default()
         });
-        let door = crate::shell::MailboxDoor {
-            requests: mpsc::unbounded_channel().0,
-            pending: Arc::new(Semaphore::new(1)),
-            gone: mpsc::unbounded_channel().0,
-            circuit_limits: Default::default(),
-        };
-        let (env, _extends) = testing::env(1_000_000, Some(door));
-        let link = testing::link(&env, 1);
+        let (_env, link) = client_link();
         let maker = CircuitMaker::new();
         let now = Instant::now();
         let circuits: Vec<Arc<Circuit>> = (1..=3)
