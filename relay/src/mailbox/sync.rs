@@ -40,12 +40,16 @@ pub(crate) struct Tombstones {
 }
 
 impl Tombstones {
-    /// Remembers that the owner of `mailbox` acknowledged `ids` at `now`, for `keep` seconds.
+    /// Remembers that the owner of `mailbox` acknowledged `ids` at `now`, for `keep` seconds
+    /// (the envelope lifetime: an envelope expires before the tombstone of its first ACK). An
+    /// id acknowledged again keeps its first tombstone, so that each one remembered has
+    /// exactly one place in the order it is forgotten in.
     pub(crate) fn acked(&mut self, mailbox: MailboxId, ids: &[EnvelopeId], now: u64, keep: u64) {
         self.forget_expired(now);
         let until = now.saturating_add(keep);
         for id in ids {
-            if self.until.insert((mailbox, *id), until).is_none() {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.until.entry((mailbox, *id)) {
+                e.insert(until);
                 self.order.push_back((until, mailbox, *id));
             }
         }
@@ -70,9 +74,7 @@ impl Tombstones {
                 break;
             }
             self.order.pop_front();
-            if self.until.get(&(m, id)) == Some(&until) {
-                self.until.remove(&(m, id));
-            }
+            self.until.remove(&(m, id));
         }
     }
 }
@@ -246,7 +248,26 @@ mod tests {
             t.acked(MailboxId(rand::random()), &many, 300, 50);
         }
         assert!(t.until.len() <= MAX_TOMBSTONES);
-        assert!(t.order.len() >= t.until.len());
+        assert_eq!(t.order.len(), t.until.len());
+    }
+
+    /// An id acknowledged again (an owner retrying its ACK, or a flood of ACKs from throw-away
+    /// keys) is forgotten when its first tombstone expires, not kept beyond the bound.
+    #[test]
+    fn an_id_acknowledged_again_is_still_forgotten() {
+        let m = MailboxId([1; 32]);
+        let mut t = Tombstones::default();
+        t.acked(m, &[eid(1)], 100, 50);
+        t.acked(m, &[eid(1)], 120, 50);
+        assert!(t.contains(&m, &eid(1), 149));
+        assert_eq!(t.order.len(), 1, "one place in the order");
+        t.acked(m, &[eid(2)], 150, 50);
+        assert!(
+            !t.contains(&m, &eid(1), 150),
+            "forgotten with its first tombstone"
+        );
+        assert_eq!(t.until.len(), 1);
+        assert_eq!(t.order.len(), 1);
     }
 
     #[test]
