@@ -288,14 +288,18 @@ impl MailboxService {
             MailboxMsg::Ack { req, auth, ids } => {
                 match check(kind::ACK, &auth, &MailboxMsg::ack_body(&ids)) {
                     Err(status) => result(req, status, 0),
-                    Ok(()) => match service.store.ack(auth.mailbox, ids.clone()).await {
-                        Ok(n) => {
-                            let keep = service.limits.store.expiry_secs;
-                            lock(&service.tombstones).acked(auth.mailbox, &ids, t, keep);
-                            result(req, Status::Ok, n)
+                    Ok(()) => {
+                        // Remembered before the store deletes them, whatever becomes of
+                        // that: the owner has them, so neither a deposit nor a repair
+                        // brings them back here (§9.3, §9.6), not even should this request
+                        // be given up while the store still runs it.
+                        let keep = service.limits.store.expiry_secs;
+                        lock(&service.tombstones).acked(auth.mailbox, &ids, t, keep);
+                        match service.store.ack(auth.mailbox, ids).await {
+                            Ok(n) => result(req, Status::Ok, n),
+                            Err(e) => result(req, store_status(&e), 0),
                         }
-                        Err(e) => result(req, store_status(&e), 0),
-                    },
+                    }
                 }
             }
             MailboxMsg::PutBundle {
@@ -380,6 +384,11 @@ impl MailboxService {
             return refusal(req, r);
         }
         let id = envelope_id(&envelope);
+        if lock(&self.tombstones).contains(&mailbox, &id, t) {
+            // Its owner has it, and said so here: answered as a repeat (which it is), neither
+            // stored again nor pushed (`docs/spec.md` §9.3).
+            return result(req, Status::Ok, 0);
+        }
         tracing::trace!(target: "shallot_trace", relay = %self.me, "deposit admitted");
         // In the store's queue first (or refused at once, its queue full, and not pushed), so
         // that the subscriber's acknowledgement comes after it. Then pushed, whatever the
@@ -770,6 +779,95 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         take(&mut pushed);
         assert_eq!(pushed, 4, "the refused deposit was pushed");
+    }
+
+    /// An envelope its owner has acknowledged here does not come back: deposited again (a
+    /// sender's retry, or a repair from a holder that never saw the ACK), it is answered as a
+    /// repeat, and neither stored again nor pushed again; this holds from the moment the ACK
+    /// is checked, before the store has deleted anything (`docs/spec.md` §9.3, §9.6).
+    #[tokio::test]
+    async fn an_acknowledged_envelope_deposited_again_is_neither_stored_nor_pushed() {
+        use ed25519_dalek::Signer;
+        let s = Arc::new(service(MailboxLimits::default()));
+        let owner = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let m = MailboxId(owner.verifying_key().to_bytes());
+        let (env, link, subscriber) = subscribed(&s, m);
+        // The cells queued on the subscriber's link since last asked.
+        let queued = || {
+            let mut out = Vec::new();
+            shallot_link::CellQueue::drain_into(&link.chan, 64, &mut out)
+        };
+        let answered = |answer: RelayMsg, req: u32, count: u32| {
+            assert!(
+                matches!(answer, RelayMsg::Mailbox(MailboxMsg::Result { req: r, status: Status::Ok, count: c }) if r == req && c == count),
+                "{answer:?}"
+            );
+        };
+        let t = unix_now();
+        // The owner's acknowledgement of `id`, on the subscribing circuit.
+        let ack = |req: u32, id: EnvelopeId| {
+            let ids = vec![id];
+            let nonce = [req as u8; 16];
+            let body = MailboxMsg::ack_body(&ids);
+            let signed =
+                shallot_proto::mailbox::auth_message(&testing::ME, kind::ACK, &m, t, &nonce, &body);
+            let auth = shallot_proto::mailbox::MailboxAuth {
+                mailbox: m,
+                timestamp: t,
+                nonce,
+                signature: owner.sign(&signed).to_bytes(),
+            };
+            let (s, env, circ) = (s.clone(), env.clone(), subscriber.clone());
+            tokio::spawn(async move {
+                s.handle(&env, &circ, MailboxMsg::Ack { req, auth, ids })
+                    .await
+            })
+        };
+        let envelope = vec![0x5a; 100];
+        let id = envelope_id(&envelope);
+        answered(
+            s.deposit(&env, 20, m, envelope.clone(), None, t).await,
+            20,
+            1,
+        );
+        assert_eq!(queued(), 1, "pushed once");
+        ack(21, id).await.unwrap();
+        assert_eq!(queued(), 1, "the ACK's answer");
+        assert!(s.store.fetch(m, t).await.unwrap().is_empty(), "deleted");
+
+        answered(
+            s.deposit(&env, 22, m, envelope.clone(), None, t).await,
+            22,
+            0,
+        );
+        assert!(
+            s.store.fetch(m, t).await.unwrap().is_empty(),
+            "stored again after its owner acknowledged it"
+        );
+        assert_eq!(queued(), 0, "pushed again after its owner acknowledged it");
+
+        // An ACK the store has not carried out yet (held at its commit) already counts.
+        let second = vec![0x6b; 100];
+        answered(s.deposit(&env, 23, m, second.clone(), None, t).await, 23, 1);
+        assert_eq!(queued(), 1);
+        s.store.hold_commits(true);
+        let acking = ack(24, envelope_id(&second));
+        s.store.until_a_commit_waits().await;
+        let again = tokio::time::timeout(
+            Duration::from_secs(5),
+            s.deposit(&env, 25, m, second, None, t),
+        )
+        .await
+        .expect("answered without the store");
+        answered(again, 25, 0);
+        s.store.hold_commits(false);
+        acking.await.unwrap();
+        assert_eq!(queued(), 1, "the ACK's answer, and nothing pushed");
+
+        // Another mailbox's copy of the same bytes is not that owner's to acknowledge.
+        let other = MailboxId([4; 32]);
+        answered(s.deposit(&env, 26, other, envelope, None, t).await, 26, 1);
+        assert_eq!(s.store.fetch(other, t).await.unwrap().len(), 1);
     }
 
     /// A mailbox keeps at most `subscribers_per_mailbox` subscribers, a new one replacing the
