@@ -784,7 +784,8 @@ mod tests {
     /// An envelope its owner has acknowledged here does not come back: deposited again (a
     /// sender's retry, or a repair from a holder that never saw the ACK), it is answered as a
     /// repeat, and neither stored again nor pushed again; this holds from the moment the ACK
-    /// is checked, before the store has deleted anything (`docs/spec.md` §9.3, §9.6).
+    /// is checked, before the store has deleted anything, and only for the owner's ACK
+    /// (`docs/spec.md` §9.3, §9.6).
     #[tokio::test]
     async fn an_acknowledged_envelope_deposited_again_is_neither_stored_nor_pushed() {
         use ed25519_dalek::Signer;
@@ -792,10 +793,27 @@ mod tests {
         let owner = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
         let m = MailboxId(owner.verifying_key().to_bytes());
         let (env, link, subscriber) = subscribed(&s, m);
-        // The cells queued on the subscriber's link since last asked.
-        let queued = || {
-            let mut out = Vec::new();
-            shallot_link::CellQueue::drain_into(&link.chan, 64, &mut out)
+        // Waits (within a deadline) until `n` more cells are queued on the subscriber's link
+        // (pushes and answers), lets every task already spawned run, and says how many came.
+        let cells = |n: usize| {
+            let link = link.clone();
+            async move {
+                let drain = || {
+                    let mut out = Vec::new();
+                    shallot_link::CellQueue::drain_into(&link.chan, 64, &mut out)
+                };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let mut got = drain();
+                while got < n {
+                    assert!(Instant::now() < deadline, "{got} cells, not {n}");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    got += drain();
+                }
+                for _ in 0..16 {
+                    tokio::task::yield_now().await;
+                }
+                got + drain()
+            }
         };
         let answered = |answer: RelayMsg, req: u32, count: u32| {
             assert!(
@@ -804,8 +822,9 @@ mod tests {
             );
         };
         let t = unix_now();
-        // The owner's acknowledgement of `id`, on the subscribing circuit.
-        let ack = |req: u32, id: EnvelopeId| {
+        // An acknowledgement of `id` signed by `key` (the owner's, or not), on the subscribing
+        // circuit.
+        let ack = |key: &ed25519_dalek::SigningKey, req: u32, id: EnvelopeId| {
             let ids = vec![id];
             let nonce = [req as u8; 16];
             let body = MailboxMsg::ack_body(&ids);
@@ -815,7 +834,7 @@ mod tests {
                 mailbox: m,
                 timestamp: t,
                 nonce,
-                signature: owner.sign(&signed).to_bytes(),
+                signature: key.sign(&signed).to_bytes(),
             };
             let (s, env, circ) = (s.clone(), env.clone(), subscriber.clone());
             tokio::spawn(async move {
@@ -823,6 +842,7 @@ mod tests {
                     .await
             })
         };
+        let stored = |s: Arc<MailboxService>| async move { s.store.fetch(m, t).await.unwrap() };
         let envelope = vec![0x5a; 100];
         let id = envelope_id(&envelope);
         answered(
@@ -830,28 +850,47 @@ mod tests {
             20,
             1,
         );
-        assert_eq!(queued(), 1, "pushed once");
-        ack(21, id).await.unwrap();
-        assert_eq!(queued(), 1, "the ACK's answer");
-        assert!(s.store.fetch(m, t).await.unwrap().is_empty(), "deleted");
+        assert_eq!(cells(1).await, 1, "pushed once");
 
+        // An ACK another key signed for this mailbox is refused, and leaves nothing remembered:
+        // the envelope stays, and a repeat of it is pushed as any repeat is.
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        ack(&forger, 30, id).await.unwrap();
+        assert_eq!(cells(1).await, 1, "the forged ACK's answer");
+        answered(
+            s.deposit(&env, 31, m, envelope.clone(), None, t).await,
+            31,
+            0,
+        );
+        assert_eq!(cells(1).await, 1, "a repeat not acknowledged is pushed");
+        assert_eq!(stored(s.clone()).await.len(), 1, "not deleted");
+
+        ack(&owner, 21, id).await.unwrap();
+        assert_eq!(cells(1).await, 1, "the ACK's answer");
+        assert!(stored(s.clone()).await.is_empty(), "deleted");
         answered(
             s.deposit(&env, 22, m, envelope.clone(), None, t).await,
             22,
             0,
         );
         assert!(
-            s.store.fetch(m, t).await.unwrap().is_empty(),
+            stored(s.clone()).await.is_empty(),
             "stored again after its owner acknowledged it"
         );
-        assert_eq!(queued(), 0, "pushed again after its owner acknowledged it");
+        // A new envelope's push, after which an earlier one would have been queued too.
+        answered(s.deposit(&env, 40, m, vec![1; 100], None, t).await, 40, 1);
+        assert_eq!(
+            cells(1).await,
+            1,
+            "pushed again after its owner acknowledged it"
+        );
 
         // An ACK the store has not carried out yet (held at its commit) already counts.
         let second = vec![0x6b; 100];
         answered(s.deposit(&env, 23, m, second.clone(), None, t).await, 23, 1);
-        assert_eq!(queued(), 1);
+        assert_eq!(cells(1).await, 1);
         s.store.hold_commits(true);
-        let acking = ack(24, envelope_id(&second));
+        let acking = ack(&owner, 24, envelope_id(&second));
         s.store.until_a_commit_waits().await;
         let again = tokio::time::timeout(
             Duration::from_secs(5),
@@ -862,7 +901,12 @@ mod tests {
         answered(again, 25, 0);
         s.store.hold_commits(false);
         acking.await.unwrap();
-        assert_eq!(queued(), 1, "the ACK's answer, and nothing pushed");
+        answered(s.deposit(&env, 41, m, vec![2; 100], None, t).await, 41, 1);
+        assert_eq!(
+            cells(2).await,
+            2,
+            "the ACK's answer and the new envelope's push only"
+        );
 
         // Another mailbox's copy of the same bytes is not that owner's to acknowledge.
         let other = MailboxId([4; 32]);
