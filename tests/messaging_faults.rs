@@ -292,8 +292,9 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             "{r:?}"
         );
 
-        // The envelope is deposited again, and the captured acknowledgement replayed.
-        ask(
+        // The envelope is deposited again: acknowledged here, it is taken for the repeat it
+        // is and not stored again (`docs/spec.md` §9.3).
+        let r = ask(
             &circ,
             MailboxMsg::Deposit {
                 req: 3,
@@ -303,6 +304,18 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             },
         )
         .await;
+        assert!(
+            matches!(
+                r[..],
+                [MailboxMsg::Result {
+                    status: Status::Ok,
+                    count: 0,
+                    ..
+                }]
+            ),
+            "{r:?}"
+        );
+        // The captured acknowledgement, replayed, is refused.
         let r = ask(
             &circ,
             MailboxMsg::Ack {
@@ -323,7 +336,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             ),
             "{r:?}"
         );
-        // Nothing was deleted: the owner still finds it.
+        // And the owner finds it gone, as its own acknowledgement left it.
         let fetch = auth(&key, &relay, kind::FETCH, b"");
         let r = ask(
             &bob_circ,
@@ -334,8 +347,14 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
         )
         .await;
         assert!(
-            r.iter()
-                .any(|m| matches!(m, MailboxMsg::Envelope { id: got, .. } if *got == id)),
+            matches!(
+                r[..],
+                [MailboxMsg::Result {
+                    status: Status::Ok,
+                    count: 0,
+                    ..
+                }]
+            ),
             "{r:?}"
         );
 
