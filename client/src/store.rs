@@ -149,6 +149,9 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Prepared statements a connection keeps (more than the store has, so none is parsed twice).
+const STATEMENT_CACHE: usize = 96;
+
 /// The store's file in the data directory.
 pub const DB_FILE: &str = "shallot.db";
 
@@ -292,6 +295,7 @@ impl Store {
             _ => StoreError::Db(e),
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(CONNECTION_SETUP)?;
         migrate(&conn, dir)?;
         ui_state::migrate(&conn)?;
@@ -355,6 +359,23 @@ impl Store {
         }
         std::fs::rename(&tmp, &path).map_err(StoreError::Io)?;
         Store::open_with(&dir, new)
+    }
+
+    /// Runs one statement, parsed once per connection and kept in its cache of prepared
+    /// statements rather than parsed at every call (a message sent or received runs about
+    /// ten); its bindings are cleared when it goes back to the cache. Returns the rows changed.
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// The first row of a query, prepared as in [`Store::exec`].
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.prepare_cached(sql)?.query_row(params, row)
     }
 
     /// Runs `f` as one transaction: everything it writes reaches the disk together, with one
@@ -469,7 +490,7 @@ impl Store {
         }
         let id = IdentityKeypair::generate(&mut rand::thread_rng());
         let seed = id.secret_bytes();
-        self.conn.execute(
+        self.exec(
             "INSERT INTO identity (one, seed, name, created_at) VALUES (1, ?1, ?2, ?3)",
             params![&seed[..], name, now as i64],
         )?;
@@ -478,8 +499,7 @@ impl Store {
 
     fn has_identity(&self) -> Result<bool, StoreError> {
         Ok(self
-            .conn
-            .query_row("SELECT 1 FROM identity", [], |_| Ok(()))
+            .one("SELECT 1 FROM identity", [], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -487,8 +507,7 @@ impl Store {
     /// This user's identity.
     pub fn identity(&self) -> Result<IdentityKeypair, StoreError> {
         let seed: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT seed FROM identity", [], |r| r.get(0))
+            .one("SELECT seed FROM identity", [], |r| r.get(0))
             .optional()?;
         let seed = Zeroizing::new(seed.ok_or_else(|| StoreError::NoIdentity(self.dir.clone()))?);
         let seed: [u8; 32] = seed
@@ -510,11 +529,11 @@ impl Store {
         if self.contact(name)?.is_some() {
             return Err(StoreError::NameTaken(name.to_string()));
         }
-        self.conn.execute(
+        self.exec(
             "INSERT INTO contacts (name, key, added_at) VALUES (?1, ?2, ?3)",
             params![name, &address.key().as_bytes()[..], now as i64],
         )?;
-        self.conn.execute(
+        self.exec(
             "DELETE FROM requests WHERE key = ?1",
             params![&address.key().as_bytes()[..]],
         )?;
@@ -525,7 +544,7 @@ impl Store {
     pub fn contacts(&self) -> Result<Vec<Contact>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, key FROM contacts ORDER BY name")?;
+            .prepare_cached("SELECT name, key FROM contacts ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.map(|row| {
             let (name, key) = row?;
@@ -537,8 +556,7 @@ impl Store {
     /// The contact called `name`.
     pub fn contact(&self, name: &str) -> Result<Option<Contact>, StoreError> {
         let row: Option<(String, Vec<u8>)> = self
-            .conn
-            .query_row(
+            .one(
                 "SELECT name, key FROM contacts WHERE name = ?1",
                 params![name],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -550,8 +568,7 @@ impl Store {
     /// The contact whose identity key is `key`.
     pub fn contact_by_key(&self, key: &[u8; 32]) -> Result<Option<Contact>, StoreError> {
         let row: Option<(String, Vec<u8>)> = self
-            .conn
-            .query_row(
+            .one(
                 "SELECT name, key FROM contacts WHERE key = ?1",
                 params![&key[..]],
                 |r| Ok((r.get(0)?, r.get(1)?)),
@@ -562,7 +579,7 @@ impl Store {
 
     /// Records a message from an unknown address as a contact request.
     pub fn note_request(&self, key: &[u8; 32], now: u64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT OR IGNORE INTO requests (key, first_seen) VALUES (?1, ?2)",
             params![&key[..], now as i64],
         )?;
@@ -571,7 +588,7 @@ impl Store {
 
     /// Marks a contact request as ignored (its messages stay, hidden).
     pub fn ignore_request(&self, key: &[u8; 32]) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "UPDATE requests SET ignored = 1 WHERE key = ?1",
             params![&key[..]],
         )?;
@@ -582,7 +599,7 @@ impl Store {
     pub fn requests(&self) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT key FROM requests WHERE ignored = 0 ORDER BY first_seen")?;
+            .prepare_cached("SELECT key FROM requests WHERE ignored = 0 ORDER BY first_seen")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|k| key32(k?)).collect()
     }
@@ -590,8 +607,7 @@ impl Store {
     /// Whether `key` has an ignored request.
     pub fn is_ignored(&self, key: &[u8; 32]) -> Result<bool, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            .one(
                 "SELECT 1 FROM requests WHERE key = ?1 AND ignored = 1",
                 params![&key[..]],
                 |_| Ok(()),
@@ -602,7 +618,7 @@ impl Store {
 
     /// The sessions with `peer`, most recently used first.
     pub fn sessions(&self, peer: &[u8; 32]) -> Result<Vec<SessionRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT sid, state, start FROM sessions WHERE peer = ?1 ORDER BY used_at DESC, rowid DESC",
         )?;
         let rows = stmt.query_map(params![&peer[..]], |r| {
@@ -640,7 +656,7 @@ impl Store {
         ];
         // A session already kept (every message after a session's first) is updated in
         // place: the peer's sessions stay as many as they were, so none is to be dropped.
-        let updated = self.conn.execute(
+        let updated = self.exec(
             "UPDATE sessions SET state = ?3, start = ?4, used_at = MAX(used_at, ?5)
              WHERE peer = ?1 AND sid = ?2",
             values,
@@ -648,11 +664,11 @@ impl Store {
         if updated > 0 {
             return Ok(());
         }
-        self.conn.execute(
+        self.exec(
             "INSERT INTO sessions (peer, sid, state, start, used_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             values,
         )?;
-        self.conn.execute(
+        self.exec(
             "DELETE FROM sessions WHERE peer = ?1 AND sid NOT IN
              (SELECT sid FROM sessions WHERE peer = ?1 ORDER BY used_at DESC, rowid DESC LIMIT 3)",
             params![&peer[..]],
@@ -662,7 +678,9 @@ impl Store {
 
     /// Every signed prekey still held.
     pub fn prekeys(&self) -> Result<Vec<SignedPrekey>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT body FROM prekeys ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM prekeys ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|b| {
             let b = Zeroizing::new(b?);
@@ -674,7 +692,7 @@ impl Store {
     /// Keeps a signed prekey until `keep_until`.
     pub fn add_prekey(&self, prekey: &SignedPrekey, keep_until: u64) -> Result<(), StoreError> {
         let body = prekey.to_bytes();
-        self.conn.execute(
+        self.exec(
             "INSERT OR REPLACE INTO prekeys (id, body, expires_at) VALUES (?1, ?2, ?3)",
             params![i64::from(prekey.id()), &body[..], keep_until as i64],
         )?;
@@ -685,7 +703,7 @@ impl Store {
     pub fn drop_old_prekeys(&self, now: u64) -> Result<(), StoreError> {
         // In a transaction of its own, so the log is truncated after it.
         self.atomically(|s| {
-            s.conn.execute(
+            s.exec(
                 "DELETE FROM prekeys WHERE expires_at <= ?1",
                 params![now as i64],
             )?;
@@ -702,7 +720,7 @@ impl Store {
         sent_at: u64,
         expires_at: u64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO messages (id, peer, outgoing, text, sent_at, state, expires_at, next_attempt_at)
              VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?4)",
             params![&id.as_bytes()[..], &peer[..], text, sent_at as i64, ST_SENDING, expires_at as i64],
@@ -719,7 +737,7 @@ impl Store {
         sent_at: u64,
         received_at: u64,
     ) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "INSERT OR IGNORE INTO messages (id, peer, outgoing, text, sent_at, received_at, state)
              VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6)",
             params![
@@ -748,7 +766,7 @@ impl Store {
             OutState::Delivered => (ST_DELIVERED, 0, None),
             OutState::Failed(reason) => (ST_FAILED, 0, Some(reason.as_str())),
         };
-        self.conn.execute(
+        self.exec(
             "UPDATE messages SET state = ?2, copies = MAX(copies, ?3), failure = ?4,
              attempts = attempts + 1, next_attempt_at = ?5 WHERE id = ?1 AND outgoing = 1 AND state != ?6",
             params![&id.as_bytes()[..], code, copies, failure, next_attempt_at.map(|t| t as i64), ST_DELIVERED],
@@ -764,7 +782,7 @@ impl Store {
     ) -> Result<Vec<MessageId>, StoreError> {
         let mut changed = Vec::new();
         for id in ids {
-            let n = self.conn.execute(
+            let n = self.exec(
                 "UPDATE messages SET state = ?3, failure = NULL, next_attempt_at = NULL
                  WHERE id = ?1 AND peer = ?2 AND outgoing = 1 AND state != ?3",
                 params![&id.as_bytes()[..], &peer[..], ST_DELIVERED],
@@ -779,7 +797,7 @@ impl Store {
     /// Outgoing messages due for (re)transmission at `now`, or past their expiry, oldest
     /// first, with their attempts so far and expiry.
     pub fn due_outgoing(&self, now: u64) -> Result<Vec<(StoredMessage, u32, u64)>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, attempts, expires_at FROM messages
              WHERE outgoing = 1 AND state IN (?1, ?2)
              AND ((next_attempt_at IS NOT NULL AND next_attempt_at <= ?3) OR expires_at <= ?3)
@@ -845,8 +863,7 @@ impl Store {
             Self::MESSAGE_COLUMNS
         );
         let row = self
-            .conn
-            .query_row(&sql, params![&id.as_bytes()[..]], Self::row_to_message)
+            .one(&sql, params![&id.as_bytes()[..]], Self::row_to_message)
             .optional()?;
         row.map(Self::build_message).transpose()
     }
@@ -857,7 +874,7 @@ impl Store {
             "SELECT {} FROM messages ORDER BY rowid",
             Self::MESSAGE_COLUMNS
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], Self::row_to_message)?;
         rows.map(|r| Self::build_message(r?)).collect()
     }
@@ -868,13 +885,13 @@ impl Store {
             "SELECT {} FROM messages WHERE outgoing = 0 AND reported = 0 ORDER BY received_at, rowid",
             Self::MESSAGE_COLUMNS
         );
-        let mut stmt = self.conn.prepare(&sql)?;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], Self::row_to_message)?;
         let msgs: Vec<StoredMessage> = rows
             .map(|r| Self::build_message(r?))
             .collect::<Result<_, _>>()?;
         for m in &msgs {
-            self.conn.execute(
+            self.exec(
                 "UPDATE messages SET reported = 1 WHERE id = ?1",
                 params![&m.id.as_bytes()[..]],
             )?;
@@ -885,8 +902,7 @@ impl Store {
     /// Whether any incoming message has not been reported by `inbox` yet.
     pub fn has_unreported(&self) -> Result<bool, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            .one(
                 "SELECT 1 FROM messages WHERE outgoing = 0 AND reported = 0 LIMIT 1",
                 [],
                 |_| Ok(()),
@@ -897,7 +913,7 @@ impl Store {
 
     /// Records an envelope id; false if it was seen before.
     pub fn first_sight_of_envelope(&self, id: &EnvelopeId, now: u64) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "INSERT OR IGNORE INTO seen_envelopes (id, seen_at) VALUES (?1, ?2)",
             params![&id.as_bytes()[..], now as i64],
         )? == 1)
@@ -905,7 +921,7 @@ impl Store {
 
     /// Records a session start's ephemeral key; false if it was seen before (a replay).
     pub fn first_sight_of_start(&self, ephemeral: &[u8; 32], now: u64) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "INSERT OR IGNORE INTO seen_starts (ephemeral, seen_at) VALUES (?1, ?2)",
             params![&ephemeral[..], now as i64],
         )? == 1)
@@ -915,7 +931,7 @@ impl Store {
     /// expired the envelopes, and the starts' prekeys are gone).
     pub fn forget_seen_before(&self, before: u64) -> Result<(), StoreError> {
         for table in ["seen_envelopes", "seen_starts"] {
-            self.conn.execute(
+            self.exec(
                 &format!("DELETE FROM {table} WHERE seen_at < ?1"),
                 params![before as i64],
             )?;
@@ -925,7 +941,7 @@ impl Store {
 
     /// Queues an end-to-end acknowledgement of `id` to `peer`.
     pub fn queue_ack(&self, peer: &[u8; 32], id: &MessageId) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT OR IGNORE INTO pending_acks (peer, id) VALUES (?1, ?2)",
             params![&peer[..], &id.as_bytes()[..]],
         )?;
@@ -936,7 +952,7 @@ impl Store {
     pub fn pending_acks(&self) -> Result<Vec<PeerAcks>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT peer, id FROM pending_acks ORDER BY peer")?;
+            .prepare_cached("SELECT peer, id FROM pending_acks ORDER BY peer")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
@@ -955,7 +971,7 @@ impl Store {
     /// Drops acknowledgements once sent.
     pub fn acks_sent(&self, peer: &[u8; 32], ids: &[MessageId]) -> Result<(), StoreError> {
         for id in ids {
-            self.conn.execute(
+            self.exec(
                 "DELETE FROM pending_acks WHERE peer = ?1 AND id = ?2",
                 params![&peer[..], &id.as_bytes()[..]],
             )?;
@@ -966,8 +982,7 @@ impl Store {
     /// A small named value (guards, last drained epoch, …).
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .conn
-            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+            .one("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
                 r.get(0)
             })
             .optional()?)
@@ -975,7 +990,7 @@ impl Store {
 
     /// Sets a small named value.
     pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![key, value],
         )?;

@@ -49,7 +49,7 @@ impl Store {
         self.atomically(|s| {
             let mut dropped = 0u64;
             let strangers: Vec<Vec<u8>> = {
-                let mut stmt = s.conn.prepare(&format!(
+                let mut stmt = s.conn.prepare_cached(&format!(
                     "SELECT key FROM requests WHERE key {NOT_CONTACT}
                      ORDER BY first_seen DESC, rowid DESC"
                 ))?;
@@ -57,7 +57,7 @@ impl Store {
                 rows.collect::<Result<_, _>>()?
             };
             for key in strangers.iter().skip(limits.max_strangers) {
-                dropped += s.conn.execute(
+                dropped += s.exec(
                     "DELETE FROM messages WHERE peer = ?1 AND outgoing = 0",
                     params![key],
                 )? as u64;
@@ -66,12 +66,11 @@ impl Store {
                     "sessions WHERE peer",
                     "pending_acks WHERE peer",
                 ] {
-                    s.conn
-                        .execute(&format!("DELETE FROM {table} = ?1"), params![key])?;
+                    s.exec(&format!("DELETE FROM {table} = ?1"), params![key])?;
                 }
             }
             let messages: Vec<(i64, Vec<u8>, Vec<u8>, i64)> = {
-                let mut stmt = s.conn.prepare(&format!(
+                let mut stmt = s.conn.prepare_cached(&format!(
                     "SELECT rowid, id, peer, length(CAST(text AS BLOB)) FROM messages
                      WHERE outgoing = 0 AND peer {NOT_CONTACT}
                      ORDER BY received_at DESC, rowid DESC"
@@ -85,16 +84,15 @@ impl Store {
                 count += 1;
                 bytes = bytes.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
                 if count > limits.max_messages || bytes > limits.max_bytes {
-                    s.conn
-                        .execute("DELETE FROM messages WHERE rowid = ?1", params![rowid])?;
-                    s.conn.execute(
+                    s.exec("DELETE FROM messages WHERE rowid = ?1", params![rowid])?;
+                    s.exec(
                         "DELETE FROM pending_acks WHERE peer = ?1 AND id = ?2",
                         params![peer, id],
                     )?;
                     dropped += 1;
                 }
             }
-            s.conn.execute(
+            s.exec(
                 &format!(
                     "DELETE FROM sessions WHERE peer {NOT_CONTACT}
                      AND peer NOT IN (SELECT key FROM requests)"
@@ -111,8 +109,7 @@ impl Store {
 
     fn dropped_from_strangers(&self) -> Result<u64, StoreError> {
         let v: Option<Vec<u8>> = self
-            .conn
-            .query_row(
+            .one(
                 "SELECT value FROM kv WHERE key = ?1",
                 params![DROPPED_KEY],
                 |r| r.get(0),
@@ -128,8 +125,7 @@ impl Store {
         self.atomically(|s| {
             let n = s.dropped_from_strangers()?;
             if n > 0 {
-                s.conn
-                    .execute("DELETE FROM kv WHERE key = ?1", params![DROPPED_KEY])?;
+                s.exec("DELETE FROM kv WHERE key = ?1", params![DROPPED_KEY])?;
             }
             Ok(n)
         })
@@ -171,7 +167,7 @@ mod tests {
     }
 
     fn count(s: &Store, sql: &str) -> i64 {
-        s.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        s.one(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]

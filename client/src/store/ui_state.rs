@@ -36,7 +36,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
 impl Store {
     /// Marks every message recorded so far with `peer` read.
     pub fn mark_read(&self, peer: &[u8; 32]) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO read_marks (peer, upto)
              SELECT ?1, COALESCE(MAX(rowid), 0) FROM messages WHERE peer = ?1
              ON CONFLICT (peer) DO UPDATE SET upto = MAX(upto, excluded.upto)",
@@ -47,7 +47,7 @@ impl Store {
 
     /// Incoming messages recorded after each peer's read mark, for every peer that has any.
     pub fn unread_counts(&self) -> Result<Vec<([u8; 32], usize)>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT m.peer, COUNT(*) FROM messages m LEFT JOIN read_marks r ON r.peer = m.peer
              WHERE m.outgoing = 0 AND m.rowid > COALESCE(r.upto, -1)
              GROUP BY m.peer",
@@ -66,7 +66,7 @@ impl Store {
         if from != to && self.contact(to)?.is_some() {
             return Err(StoreError::NameTaken(to.to_string()));
         }
-        let n = self.conn.execute(
+        let n = self.exec(
             "UPDATE contacts SET name = ?2 WHERE name = ?1",
             params![from, to],
         )?;
@@ -84,12 +84,9 @@ impl Store {
             .ok_or_else(|| StoreError::NoSuchContact(name.to_string()))?;
         let key = *contact.address.key().as_bytes();
         self.atomically(|s| {
-            s.conn
-                .execute("DELETE FROM contacts WHERE name = ?1", params![name])?;
-            s.conn
-                .execute("DELETE FROM messages WHERE peer = ?1", params![&key[..]])?;
-            s.conn
-                .execute("DELETE FROM read_marks WHERE peer = ?1", params![&key[..]])?;
+            s.exec("DELETE FROM contacts WHERE name = ?1", params![name])?;
+            s.exec("DELETE FROM messages WHERE peer = ?1", params![&key[..]])?;
+            s.exec("DELETE FROM read_marks WHERE peer = ?1", params![&key[..]])?;
             Ok::<_, StoreError>(())
         })?;
         Ok(key)
@@ -98,7 +95,7 @@ impl Store {
     /// Ignores `key` from now on, whether or not it has written before: its messages never
     /// open a contact request.
     pub fn ignore_key(&self, key: &[u8; 32], now: u64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO requests (key, first_seen, ignored) VALUES (?1, ?2, 1)
              ON CONFLICT (key) DO UPDATE SET ignored = 1",
             params![&key[..], now as i64],
@@ -110,7 +107,7 @@ impl Store {
     pub fn ignored(&self) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT key FROM requests WHERE ignored = 1 ORDER BY first_seen")?;
+            .prepare_cached("SELECT key FROM requests WHERE ignored = 1 ORDER BY first_seen")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|k| key32(k?)).collect()
     }
