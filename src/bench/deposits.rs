@@ -32,7 +32,7 @@ use super::{BenchError, Figure};
 use crate::testnet::Testnet;
 
 /// Bytes of the envelope of a short text message: 175 bytes of sealing around the smallest
-/// padded size (`docs/spec.md` §10.6: 431, 1,199, 4,271 or 16,559 bytes).
+/// padded size (`docs/spec.md` §10.6: 415, 1,199, 4,271 or 16,559 bytes).
 pub const TEXT_ENVELOPE_LEN: usize = 175 + BUCKETS[0];
 
 /// Clients depositing, each with its own guards.
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(store.limit(), Limit::StoreThread);
         assert!(disk.note(64, 16).contains("the disk's limit"));
         let note = load().note(64, 16);
-        assert!(note.contains("10000 deposits of 431 bytes"), "{note}");
+        assert!(note.contains("10000 deposits of 415 bytes"), "{note}");
         assert!(
             note.contains("one commit 4.00 ms beside one raw fsync 1.00 ms"),
             "{note}"
@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn envelopes_are_of_a_text_message_size_and_unique() {
-        assert_eq!(TEXT_ENVELOPE_LEN, 431);
+        assert_eq!(TEXT_ENVELOPE_LEN, 415);
         let base = vec![7u8; TEXT_ENVELOPE_LEN];
         let a = envelope(&base, 1, 2);
         assert_eq!(a.len(), TEXT_ENVELOPE_LEN);

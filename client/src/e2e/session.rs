@@ -485,6 +485,68 @@ mod tests {
         );
     }
 
+    /// Cells a deposit of `envelope` with no puzzle solution takes to a mailbox relay at the
+    /// end of a 3-hop circuit.
+    fn deposit_cells(envelope: &[u8]) -> usize {
+        let deposit = shallot_proto::relay_msg::RelayMsg::Mailbox(
+            shallot_proto::mailbox::MailboxMsg::Deposit {
+                req: u32::MAX,
+                mailbox: shallot_proto::mailbox::MailboxId([0xff; 32]),
+                envelope: envelope.to_vec(),
+                pow: None,
+            },
+        );
+        let bytes = deposit.encode().unwrap();
+        shallot_proto::relay_msg::fragment(&bytes, shallot_crypto::onion::body_len(3))
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn the_longest_short_message_is_deposited_in_one_cell() {
+        let (alice, bob) = (user(), user());
+        let b = bundle(&bob, 7);
+        // Text framing (27 bytes) and the length prefix (2) inside the smallest bucket.
+        let longest = crate::e2e::wire::BUCKETS[0] - 2 - 27;
+        let seal = |len: usize, bundle: Option<&PrekeyBundle>| {
+            let content = Content::Text {
+                id: crate::ids::MessageId([9; 16]),
+                sent_at: 100,
+                text: "x".repeat(len),
+            };
+            seal_for(
+                &alice.store,
+                &alice.id,
+                &bob.id.public(),
+                &content,
+                bundle,
+                100,
+            )
+            .unwrap()
+        };
+        // With a session start (Bob has not answered yet) and without (once he has), the
+        // same size.
+        let started = seal(longest, Some(&b));
+        open(&bob.store, &bob.id, &started, 101).unwrap();
+        let answer =
+            seal_for(&bob.store, &bob.id, &alice.id.public(), &text(3), None, 102).unwrap();
+        open(&alice.store, &alice.id, &answer, 103).unwrap();
+        let ratchet_only = seal(longest, None);
+        let carries_start = |envelope: &[u8]| {
+            let inner = sealed::open(&bob.id, envelope).unwrap();
+            Inner::decode(&inner).unwrap().start.is_some()
+        };
+        assert!(carries_start(&started));
+        assert!(!carries_start(&ratchet_only));
+        for envelope in [started, ratchet_only, seal(1, None)] {
+            assert_eq!(envelope.len(), 175 + crate::e2e::wire::BUCKETS[0]);
+            assert_eq!(deposit_cells(&envelope), 1);
+        }
+        let longer = seal(longest + 1, None);
+        assert_eq!(longer.len(), 175 + crate::e2e::wire::BUCKETS[1]);
+        assert_eq!(deposit_cells(&longer), 3);
+    }
+
     #[test]
     fn replays_and_tampering_change_nothing() {
         let (alice, bob) = (user(), user());

@@ -10,8 +10,11 @@ use shallot_crypto::x3dh::{InitialHeader, INITIAL_HEADER_LEN};
 
 use crate::ids::MessageId;
 
-/// The padded sizes of message content.
-pub const BUCKETS: [usize; 4] = [256, 1024, 4096, 16384];
+/// The padded sizes of message content. The smallest is the largest whose envelope, deposited
+/// with no puzzle solution, still travels to a mailbox relay (the third hop) in one cell
+/// (`docs/spec.md` §10.6): a short message costs each of its circuits one cell each way, not
+/// two out.
+pub const BUCKETS: [usize; 4] = [240, 1024, 4096, 16384];
 /// Bytes of padded content used by the length prefix.
 const LEN_PREFIX: usize = 2;
 /// Bytes of framing a text message costs inside its bucket: kind, id, sent time, text length.
@@ -278,8 +281,8 @@ mod tests {
             sent_at: 2,
             text: "a somewhat longer message".into(),
         };
-        assert_eq!(a.encode_padded().unwrap().len(), 256);
-        assert_eq!(b.encode_padded().unwrap().len(), 256);
+        assert_eq!(a.encode_padded().unwrap().len(), 240);
+        assert_eq!(b.encode_padded().unwrap().len(), 240);
         let long = Content::Text {
             id: MessageId([3; 16]),
             sent_at: 3,
