@@ -22,6 +22,7 @@ pub(crate) mod push;
 pub(crate) mod repair;
 pub mod store;
 pub(crate) mod sync;
+pub(crate) mod tombstones;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -120,7 +121,7 @@ pub(crate) struct MailboxService {
     subscribers: Mutex<Subscriptions>,
     replay: Mutex<ReplayCache>,
     isolation: isolation::IsolationWatch,
-    tombstones: Mutex<sync::Tombstones>,
+    tombstones: Mutex<tombstones::Tombstones>,
     admission: Mutex<Admission>,
 }
 
@@ -166,7 +167,7 @@ impl MailboxService {
             subscribers: Mutex::new(Subscriptions::default()),
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
             isolation: isolation::IsolationWatch::default(),
-            tombstones: Mutex::new(sync::Tombstones::default()),
+            tombstones: Mutex::new(tombstones::Tombstones::default()),
             admission: Mutex::new(Admission::new(
                 limits.admission.clone(),
                 std::time::Instant::now(),
@@ -292,11 +293,17 @@ impl MailboxService {
                         // Remembered before the store deletes them, whatever becomes of
                         // that: the owner has them, so neither a deposit nor a repair
                         // brings them back here (§9.3, §9.6), not even should this request
-                        // be given up while the store still runs it.
+                        // be given up while the store still runs it. Those the store held
+                        // then move to the pool a flood of ACKs for ids never deposited
+                        // cannot push them out of.
                         let keep = service.limits.store.expiry_secs;
                         lock(&service.tombstones).acked(auth.mailbox, &ids, t, keep);
                         match service.store.ack(auth.mailbox, ids).await {
-                            Ok(n) => result(req, Status::Ok, n),
+                            Ok(deleted) => {
+                                lock(&service.tombstones).deleted(auth.mailbox, &deleted, t, keep);
+                                let n = u32::try_from(deleted.len()).unwrap_or(u32::MAX);
+                                result(req, Status::Ok, n)
+                            }
                             Err(e) => result(req, store_status(&e), 0),
                         }
                     }
@@ -864,10 +871,24 @@ mod tests {
         );
         assert_eq!(cells(1).await, 1, "a repeat not acknowledged is pushed");
         assert_eq!(stored(s.clone()).await.len(), 1, "not deleted");
+        assert_eq!(lock(&s.tombstones).pool(&m, &id), None);
 
         ack(&owner, 21, id).await.unwrap();
         assert_eq!(cells(1).await, 1, "the ACK's answer");
         assert!(stored(s.clone()).await.is_empty(), "deleted");
+        // It was held here: its tombstone is in the pool ACKs for ids never deposited (below)
+        // cannot push it out of.
+        assert_eq!(
+            lock(&s.tombstones).pool(&m, &id),
+            Some(tombstones::Pool::Held)
+        );
+        let never = EnvelopeId([0x77; 16]);
+        ack(&owner, 27, never).await.unwrap();
+        assert_eq!(cells(1).await, 1, "the second ACK's answer");
+        assert_eq!(
+            lock(&s.tombstones).pool(&m, &never),
+            Some(tombstones::Pool::Unheld)
+        );
         answered(
             s.deposit(&env, 22, m, envelope.clone(), None, t).await,
             22,

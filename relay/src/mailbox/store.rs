@@ -92,7 +92,7 @@ enum Job {
     Ack {
         mailbox: MailboxId,
         ids: Vec<EnvelopeId>,
-        reply: Reply<u32>,
+        reply: Reply<Vec<EnvelopeId>>,
     },
     PutBundle {
         mailbox: MailboxId,
@@ -430,8 +430,12 @@ impl Store {
         .await
     }
 
-    /// Deletes envelopes from a mailbox; returns how many existed.
-    pub async fn ack(&self, mailbox: MailboxId, ids: Vec<EnvelopeId>) -> Result<u32, StoreError> {
+    /// Deletes envelopes from a mailbox; returns the ids of those that existed.
+    pub async fn ack(
+        &self,
+        mailbox: MailboxId,
+        ids: Vec<EnvelopeId>,
+    ) -> Result<Vec<EnvelopeId>, StoreError> {
         self.ask(Asker::Request, |reply| Job::Ack {
             mailbox,
             ids,
@@ -956,8 +960,12 @@ impl Worker {
         Ok(out)
     }
 
-    fn ack(&mut self, mailbox: &MailboxId, ids: &[EnvelopeId]) -> Result<u32, StoreError> {
-        let mut deleted = 0;
+    fn ack(
+        &mut self,
+        mailbox: &MailboxId,
+        ids: &[EnvelopeId],
+    ) -> Result<Vec<EnvelopeId>, StoreError> {
+        let mut deleted = Vec::new();
         for id in ids {
             let len: Option<i64> = self
                 .conn
@@ -976,7 +984,7 @@ impl Worker {
                         self.usage.remove(mailbox);
                     }
                 }
-                deleted += 1;
+                deleted.push(*id);
             }
         }
         Ok(deleted)
@@ -1640,14 +1648,15 @@ mod tests {
                 .ack(m, vec![EnvelopeId([1; 16]), EnvelopeId([7; 16])])
                 .await
                 .unwrap(),
-            1
+            vec![EnvelopeId([1; 16])],
+            "the ids deleted, not the ones that were not there"
         );
         assert_eq!(
             store
                 .ack(MailboxId([9; 32]), vec![EnvelopeId([2; 16])])
                 .await
                 .unwrap(),
-            0,
+            Vec::<EnvelopeId>::new(),
             "another mailbox's ack deletes nothing"
         );
         assert_eq!(store.fetch(m, 104).await.unwrap().len(), 1);

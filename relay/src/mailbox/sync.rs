@@ -9,11 +9,10 @@
 //! holds; the sender learns only which of its own envelopes the peer lacks, which a deposit
 //! of each would tell it too. Nobody learns an owner.
 //!
-//! The answering side keeps in memory the ids its owners acknowledged ([`Tombstones`]), so
+//! The answering side keeps in memory the ids its owners acknowledged ([`super::tombstones`]), so
 //! that an acknowledged envelope still held elsewhere (a spare, which owners do not read, or a
 //! replica whose acknowledgement was lost) does not come back.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,56 +27,6 @@ use shallot_rt::unix_now;
 use super::push;
 use super::store::Store;
 use crate::stats::Stats;
-
-/// Acknowledged envelopes a relay remembers, at most; the oldest are forgotten first.
-const MAX_TOMBSTONES: usize = 200_000;
-
-/// Envelope ids owners acknowledged here, each kept until its envelope would have expired.
-#[derive(Default)]
-pub(crate) struct Tombstones {
-    until: HashMap<(MailboxId, EnvelopeId), u64>,
-    order: VecDeque<(u64, MailboxId, EnvelopeId)>,
-}
-
-impl Tombstones {
-    /// Remembers that the owner of `mailbox` acknowledged `ids` at `now`, for `keep` seconds
-    /// (the envelope lifetime: an envelope expires before the tombstone of its first ACK). An
-    /// id acknowledged again keeps its first tombstone, so that each one remembered has
-    /// exactly one place in the order it is forgotten in.
-    pub(crate) fn acked(&mut self, mailbox: MailboxId, ids: &[EnvelopeId], now: u64, keep: u64) {
-        self.forget_expired(now);
-        let until = now.saturating_add(keep);
-        for id in ids {
-            if let std::collections::hash_map::Entry::Vacant(e) = self.until.entry((mailbox, *id)) {
-                e.insert(until);
-                self.order.push_back((until, mailbox, *id));
-            }
-        }
-        while self.until.len() > MAX_TOMBSTONES {
-            match self.order.pop_front() {
-                Some((_, m, id)) => {
-                    self.until.remove(&(m, id));
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// Whether the owner of `mailbox` acknowledged `id` here (and it has not expired).
-    pub(crate) fn contains(&self, mailbox: &MailboxId, id: &EnvelopeId, now: u64) -> bool {
-        self.until.get(&(*mailbox, *id)).is_some_and(|u| *u > now)
-    }
-
-    fn forget_expired(&mut self, now: u64) {
-        while let Some((until, m, id)) = self.order.front().copied() {
-            if until > now {
-                break;
-            }
-            self.order.pop_front();
-            self.until.remove(&(m, id));
-        }
-    }
-}
 
 /// What one anti-entropy round may still spend, in bytes, shared by its tasks.
 pub(crate) struct Budget(AtomicU64);
@@ -231,43 +180,6 @@ mod tests {
         let mut b = [0u8; 16];
         b[..2].copy_from_slice(&i.to_be_bytes());
         EnvelopeId(b)
-    }
-
-    #[test]
-    fn tombstones_expire_and_stay_bounded() {
-        let m = MailboxId([1; 32]);
-        let mut t = Tombstones::default();
-        t.acked(m, &[eid(1), eid(2)], 100, 50);
-        assert!(t.contains(&m, &eid(1), 149));
-        assert!(!t.contains(&m, &eid(1), 150), "expired");
-        assert!(!t.contains(&MailboxId([2; 32]), &eid(1), 120));
-        t.acked(m, &[eid(3)], 200, 50);
-        assert_eq!(t.until.len(), 1, "the expired ones went");
-        let many: Vec<EnvelopeId> = (0..u16::MAX).map(eid).collect();
-        for _ in 0..4 {
-            t.acked(MailboxId(rand::random()), &many, 300, 50);
-        }
-        assert!(t.until.len() <= MAX_TOMBSTONES);
-        assert_eq!(t.order.len(), t.until.len());
-    }
-
-    /// An id acknowledged again (an owner retrying its ACK, or a flood of ACKs from throw-away
-    /// keys) is forgotten when its first tombstone expires, not kept beyond the bound.
-    #[test]
-    fn an_id_acknowledged_again_is_still_forgotten() {
-        let m = MailboxId([1; 32]);
-        let mut t = Tombstones::default();
-        t.acked(m, &[eid(1)], 100, 50);
-        t.acked(m, &[eid(1)], 120, 50);
-        assert!(t.contains(&m, &eid(1), 149));
-        assert_eq!(t.order.len(), 1, "one place in the order");
-        t.acked(m, &[eid(2)], 150, 50);
-        assert!(
-            !t.contains(&m, &eid(1), 150),
-            "forgotten with its first tombstone"
-        );
-        assert_eq!(t.until.len(), 1);
-        assert_eq!(t.order.len(), 1);
     }
 
     #[test]
