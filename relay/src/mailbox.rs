@@ -121,7 +121,7 @@ pub(crate) struct MailboxService {
     subscribers: Mutex<Subscriptions>,
     replay: Mutex<ReplayCache>,
     isolation: isolation::IsolationWatch,
-    tombstones: Mutex<tombstones::Tombstones>,
+    tombstones: Arc<Mutex<tombstones::Tombstones>>,
     admission: Mutex<Admission>,
 }
 
@@ -167,7 +167,7 @@ impl MailboxService {
             subscribers: Mutex::new(Subscriptions::default()),
             replay: Mutex::new(ReplayCache::new(limits.replay_cache)),
             isolation: isolation::IsolationWatch::default(),
-            tombstones: Mutex::new(tombstones::Tombstones::default()),
+            tombstones: Arc::new(Mutex::new(tombstones::Tombstones::default())),
             admission: Mutex::new(Admission::new(
                 limits.admission.clone(),
                 std::time::Instant::now(),
@@ -294,13 +294,18 @@ impl MailboxService {
                         // that: the owner has them, so neither a deposit nor a repair
                         // brings them back here (§9.3, §9.6), not even should this request
                         // be given up while the store still runs it. Those the store held
-                        // then move to the pool a flood of ACKs for ids never deposited
-                        // cannot push them out of.
+                        // move, once their deletion is committed (given up or not), to the
+                        // pool a flood of ACKs for ids never deposited cannot push them out
+                        // of.
                         let keep = service.limits.store.expiry_secs;
                         lock(&service.tombstones).acked(auth.mailbox, &ids, t, keep);
-                        match service.store.ack(auth.mailbox, ids).await {
+                        let tombstones = service.tombstones.clone();
+                        let mailbox = auth.mailbox;
+                        let on_deleted = move |deleted: &[EnvelopeId]| {
+                            lock(&tombstones).deleted(mailbox, deleted, unix_now(), keep);
+                        };
+                        match service.store.ack(mailbox, ids, on_deleted).await {
                             Ok(deleted) => {
-                                lock(&service.tombstones).deleted(auth.mailbox, &deleted, t, keep);
                                 let n = u32::try_from(deleted.len()).unwrap_or(u32::MAX);
                                 result(req, Status::Ok, n)
                             }

@@ -69,6 +69,10 @@ pub enum Deposited {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Told the ids an ACK deleted once their deletion is committed, before the ACK is answered
+/// and whether or not its requester still waits for the answer.
+pub type OnDeleted = Box<dyn FnOnce(&[EnvelopeId]) + Send>;
+
 enum Job {
     Deposit {
         mailbox: MailboxId,
@@ -92,6 +96,7 @@ enum Job {
     Ack {
         mailbox: MailboxId,
         ids: Vec<EnvelopeId>,
+        on_deleted: OnDeleted,
         reply: Reply<Vec<EnvelopeId>>,
     },
     PutBundle {
@@ -430,15 +435,19 @@ impl Store {
         .await
     }
 
-    /// Deletes envelopes from a mailbox; returns the ids of those that existed.
+    /// Deletes envelopes from a mailbox; returns the ids of those that existed. `on_deleted`
+    /// is given them once the deletion is committed, even if this request was given up
+    /// meanwhile (answered Overloaded while the store had already carried it out).
     pub async fn ack(
         &self,
         mailbox: MailboxId,
         ids: Vec<EnvelopeId>,
+        on_deleted: impl FnOnce(&[EnvelopeId]) + Send + 'static,
     ) -> Result<Vec<EnvelopeId>, StoreError> {
         self.ask(Asker::Request, |reply| Job::Ack {
             mailbox,
             ids,
+            on_deleted: Box::new(on_deleted),
             reply,
         })
         .await
@@ -763,8 +772,20 @@ impl Worker {
             Job::Ack {
                 mailbox,
                 ids,
+                on_deleted,
                 reply,
-            } => answer(reply, self.ack(&mailbox, &ids)),
+            } => {
+                let deleted = self.ack(&mailbox, &ids);
+                Box::new(move |failed| {
+                    if let (None, Ok(ids)) = (&failed, &deleted) {
+                        on_deleted(ids);
+                    }
+                    let _ = reply.send(match failed {
+                        Some(e) => Err(e),
+                        None => deleted,
+                    });
+                })
+            }
             Job::PutBundle {
                 mailbox,
                 body,
@@ -1360,7 +1381,10 @@ mod tests {
             store.deposit(m, EnvelopeId([3; 16]), vec![3], 1).await,
             Err(StoreError::Full)
         ));
-        store.ack(m, vec![EnvelopeId([2; 16])]).await.unwrap();
+        store
+            .ack(m, vec![EnvelopeId([2; 16])], |_| {})
+            .await
+            .unwrap();
         assert_eq!(
             store
                 .deposit(m, EnvelopeId([3; 16]), vec![3], 1)
@@ -1645,7 +1669,7 @@ mod tests {
             .is_empty());
         assert_eq!(
             store
-                .ack(m, vec![EnvelopeId([1; 16]), EnvelopeId([7; 16])])
+                .ack(m, vec![EnvelopeId([1; 16]), EnvelopeId([7; 16])], |_| {})
                 .await
                 .unwrap(),
             vec![EnvelopeId([1; 16])],
@@ -1653,7 +1677,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .ack(MailboxId([9; 32]), vec![EnvelopeId([2; 16])])
+                .ack(MailboxId([9; 32]), vec![EnvelopeId([2; 16])], |_| {})
                 .await
                 .unwrap(),
             Vec::<EnvelopeId>::new(),
@@ -1691,7 +1715,10 @@ mod tests {
         // Expired envelopes are not held.
         let expiry = StoreLimits::default().expiry_secs;
         assert!(store.holdings(50 + expiry).await.unwrap().is_empty());
-        store.ack(a, vec![EnvelopeId([1; 16])]).await.unwrap();
+        store
+            .ack(a, vec![EnvelopeId([1; 16])], |_| {})
+            .await
+            .unwrap();
         assert_eq!(store.holdings(60).await.unwrap()[0].oldest, 30);
     }
 
@@ -1732,11 +1759,57 @@ mod tests {
             ),
             "total"
         );
-        store.ack(m, vec![EnvelopeId([1; 16])]).await.unwrap();
+        store
+            .ack(m, vec![EnvelopeId([1; 16])], |_| {})
+            .await
+            .unwrap();
         store
             .deposit(n, EnvelopeId([3; 16]), vec![0; 1], 1)
             .await
             .unwrap();
+    }
+
+    /// An ACK given up (answered Overloaded) after the store carried it out still reports its
+    /// deletion once committed, so that the relay learns the envelopes were held here.
+    #[tokio::test]
+    async fn an_ack_given_up_after_its_deletion_still_reports_it() {
+        let (store, _) = open(StoreLimits {
+            answer_limit: std::time::Duration::from_millis(200),
+            ..StoreLimits::default()
+        });
+        let m = MailboxId([8; 32]);
+        store
+            .deposit(m, EnvelopeId([1; 16]), vec![1], 1)
+            .await
+            .unwrap();
+        store.hold_commits(true);
+        let (tx, rx) = std_mpsc::channel();
+        let acking = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let ids = vec![EnvelopeId([1; 16]), EnvelopeId([2; 16])];
+                let report = move |deleted: &[EnvelopeId]| {
+                    let _ = tx.send(deleted.to_vec());
+                };
+                store.ack(m, ids, report).await
+            })
+        };
+        // Carried out, and held at its commit until the requester has given up.
+        store.until_a_commit_waits().await;
+        let given_up = acking.await.unwrap();
+        assert!(
+            matches!(given_up, Err(StoreError::Overloaded)),
+            "{given_up:?}"
+        );
+        store.hold_commits(false);
+        let reported = tokio::task::spawn_blocking(move || {
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+        })
+        .await
+        .unwrap()
+        .expect("the deletion is reported");
+        assert_eq!(reported, vec![EnvelopeId([1; 16])]);
+        assert!(store.fetch(m, 2).await.unwrap().is_empty());
     }
 
     #[tokio::test]

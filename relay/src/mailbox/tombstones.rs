@@ -93,22 +93,27 @@ impl Tombstones {
         self.keep_within(Pool::Unheld);
     }
 
-    /// Moves the tombstones of `ids`, which the store held in `mailbox` and deleted for an ACK
-    /// at `now`, to the held pool (making one, for `keep` seconds, for any the unheld pool
-    /// forgot meanwhile).
+    /// Moves the tombstones of `ids`, which the store held in `mailbox` and whose deletion for
+    /// an ACK it committed at `now`, to the held pool (making one for any the unheld pool
+    /// forgot meanwhile). There each stands for `keep` seconds from `now`, so that the held
+    /// order is the order of the deletions, oldest first, like the order of their expiry.
     pub(crate) fn deleted(&mut self, mailbox: MailboxId, ids: &[EnvelopeId], now: u64, keep: u64) {
         self.forget_expired(now);
+        let until = now.saturating_add(keep);
         for id in ids {
             let tomb = self.tombs.entry((mailbox, *id)).or_insert_with(|| {
                 // Counted as unheld for the moment, so the move below counts it once.
                 self.unheld_count += 1;
                 Tomb {
-                    until: now.saturating_add(keep),
+                    until,
                     pool: Pool::Unheld,
                 }
             });
             if tomb.pool == Pool::Unheld {
+                // Its place in the unheld order is dead from here on (another pool, and
+                // another time).
                 tomb.pool = Pool::Held;
+                tomb.until = tomb.until.max(until);
                 self.unheld_count -= 1;
                 self.held_count += 1;
                 self.held.push_back((tomb.until, mailbox, *id));
@@ -259,20 +264,28 @@ mod tests {
         let mut t = Tombstones::default();
         t.acked(m, &[eid(1)], 100, 50);
         t.acked(m, &[eid(1)], 120, 50);
-        t.deleted(m, &[eid(1)], 120, 50);
-        t.deleted(m, &[eid(1)], 130, 50);
-        assert!(t.contains(&m, &eid(1), 149));
-        assert_eq!(t.held.len(), 1, "one place in the held order");
-        check(&t);
+        assert_eq!(t.unheld.len(), 1, "one place in the unheld order");
         t.acked(m, &[eid(2)], 150, 50);
         assert!(
             !t.contains(&m, &eid(1), 150),
             "forgotten with its first tombstone"
         );
+        // Held: deleted at 160, again (another ACK) at 170; it stands from the first.
+        t.acked(m, &[eid(3)], 160, 50);
+        t.deleted(m, &[eid(3)], 160, 50);
+        t.acked(m, &[eid(3)], 170, 50);
+        t.deleted(m, &[eid(3)], 170, 50);
+        assert_eq!(t.held.len(), 1, "one place in the held order");
+        check(&t);
+        t.acked(m, &[eid(4)], 210, 50);
+        assert!(
+            !t.contains(&m, &eid(3), 210),
+            "forgotten from its first deletion"
+        );
         assert_eq!(t.tombs.len(), 1);
         assert!(
             t.held.is_empty() && t.unheld.len() == 1,
-            "the dead place went too"
+            "the dead places went too"
         );
         check(&t);
     }
@@ -320,18 +333,46 @@ mod tests {
         check(&t);
     }
 
-    /// Moves leave dead places in the unheld order; they do not pile up.
+    /// Moves leave dead places in the unheld order; they do not pile up, and dropping them
+    /// keeps every live one.
     #[test]
     fn dead_places_do_not_pile_up() {
         let mut t = Tombstones::with_limits(100, 100);
+        let mut kept = Vec::new();
         for round in 0..200u32 {
             let m = MailboxId(rand::random());
             let ids: Vec<EnvelopeId> = (0..50).map(|i| eid(round * 50 + i)).collect();
             t.acked(m, &ids, 100, 1000);
-            t.deleted(m, &ids, 100, 1000);
+            // All but one held: the last stays unheld, live among the dead places.
+            t.deleted(m, &ids[..49], 100, 1000);
+            kept.push((m, ids[49]));
+            check(&t);
+            assert!(t.unheld.len() <= 2 * t.unheld_count + 1024);
+            assert!(t.held.len() <= 100);
         }
+        // Each ACK's 50 count as unheld until 49 move, so the pool ends each round with the
+        // newest 51 left unheld, kept live through every compaction.
+        assert_eq!(t.counts(), (100, 51));
+        for (m, id) in &kept[kept.len() - 51..] {
+            assert_eq!(t.pool(m, id), Some(Pool::Unheld));
+        }
+    }
+
+    /// The held order follows the deletions: a tombstone deleted late (its ACK's first
+    /// deletion given up, say) stands from its deletion and does not hold up the expiry of
+    /// those deleted before it.
+    #[test]
+    fn held_tombstones_expire_in_the_order_they_were_deleted() {
+        let m = MailboxId([1; 32]);
+        let mut t = Tombstones::default();
+        t.acked(m, &[eid(1)], 100, 50);
+        t.acked(m, &[eid(2)], 110, 50);
+        t.deleted(m, &[eid(2)], 110, 50);
+        t.deleted(m, &[eid(1)], 130, 50);
+        assert!(t.contains(&m, &eid(1), 179), "from its deletion");
+        t.acked(m, &[eid(3)], 160, 50);
+        assert!(!t.contains(&m, &eid(2), 160) && t.pool(&m, &eid(2)).is_none());
+        assert_eq!(t.pool(&m, &eid(1)), Some(Pool::Held));
         check(&t);
-        assert!(t.unheld.len() <= 2 * t.unheld_count + 1024 + 50);
-        assert!(t.held.len() <= 100);
     }
 }
