@@ -116,6 +116,14 @@ async fn ask(circ: &shallot_net::Circuit, msg: MailboxMsg) -> Vec<MailboxMsg> {
     }
 }
 
+/// Asserts that `r`, a request's answers, is one RESULT with `status` and `count`.
+fn only_result(r: &[MailboxMsg], status: Status, count: u32) {
+    assert!(
+        matches!(r, [MailboxMsg::Result { status: s, count: c, .. }] if *s == status && *c == count),
+        "{r:?}"
+    );
+}
+
 fn auth(key: &BlindedKeypair, relay: &RelayId, op: u8, body: &[u8]) -> MailboxAuth {
     shallot_client::mailbox::authorize(key, relay, op, body)
 }
@@ -280,17 +288,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             },
         )
         .await;
-        assert!(
-            matches!(
-                r[..],
-                [MailboxMsg::Result {
-                    status: Status::Ok,
-                    count: 1,
-                    ..
-                }]
-            ),
-            "{r:?}"
-        );
+        only_result(&r, Status::Ok, 1);
 
         // The envelope is deposited again: acknowledged here, it is taken for the repeat it
         // is and not stored again (`docs/spec.md` §9.3).
@@ -304,17 +302,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             },
         )
         .await;
-        assert!(
-            matches!(
-                r[..],
-                [MailboxMsg::Result {
-                    status: Status::Ok,
-                    count: 0,
-                    ..
-                }]
-            ),
-            "{r:?}"
-        );
+        only_result(&r, Status::Ok, 0);
         // The captured acknowledgement, replayed, is refused.
         let r = ask(
             &circ,
@@ -325,17 +313,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             },
         )
         .await;
-        assert!(
-            matches!(
-                r[..],
-                [MailboxMsg::Result {
-                    status: Status::Stale,
-                    count: 0,
-                    ..
-                }]
-            ),
-            "{r:?}"
-        );
+        only_result(&r, Status::Stale, 0);
         // And the owner finds it gone, as its own acknowledgement left it.
         let fetch = auth(&key, &relay, kind::FETCH, b"");
         let r = ask(
@@ -346,17 +324,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             },
         )
         .await;
-        assert!(
-            matches!(
-                r[..],
-                [MailboxMsg::Result {
-                    status: Status::Ok,
-                    count: 0,
-                    ..
-                }]
-            ),
-            "{r:?}"
-        );
+        only_result(&r, Status::Ok, 0);
 
         // A fetch of Bob's mailbox signed with Eve's key is refused.
         let network = n.net.lock().await.network.clone();
@@ -371,17 +339,7 @@ fn replayed_acknowledgements_and_wrong_keys_are_refused() {
             },
         )
         .await;
-        assert!(
-            matches!(
-                r[..],
-                [MailboxMsg::Result {
-                    status: Status::BadSignature,
-                    count: 0,
-                    ..
-                }]
-            ),
-            "{r:?}"
-        );
+        only_result(&r, Status::BadSignature, 0);
         // And Bob's request aimed at another relay is refused by this one.
         let elsewhere = auth(&key, &replicas[1].0.id, kind::FETCH, b"");
         let r = ask(
