@@ -16,11 +16,7 @@ use std::time::{Duration, Instant};
 use shallot_crypto::keys::{IdentityKeypair, RelayId};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shallot-test-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir = shallot_rt::scratch::path(name);
     shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
     dir
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 #[test]
 fn a_small_many_node_run_delivers_and_reports_every_figure() {
-    let svg = std::env::temp_dir().join(format!("shallot-many-{}.svg", std::process::id()));
+    let svg = shallot_rt::scratch::path("many").with_extension("svg");
     let out = Command::new(env!("CARGO_BIN_EXE_shallot"))
         .args([
             "bench",

@@ -17,11 +17,7 @@ fn shallot(args: &[&str]) -> Output {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "shallot-cli-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ))
+    shallot_rt::scratch::path(name)
 }
 
 fn stderr(o: &Output) -> String {

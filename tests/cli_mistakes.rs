@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shallot-test-mistakes-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = shallot_rt::scratch::path(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

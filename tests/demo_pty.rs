@@ -27,22 +27,9 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 
 /// A fresh, empty directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shallot-test-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = shallot_rt::scratch::path(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        .into()
 }
 
 /// `shallot` running in a pseudo-terminal, with what it draws parsed into a screen.

@@ -44,7 +44,7 @@ fn systemd_analyze_verify_accepts_the_units() {
         println!("skipped: systemd-analyze is not installed");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("shallot-units-{}", std::process::id()));
+    let dir = shallot_rt::scratch::path("units");
     std::fs::create_dir_all(&dir).unwrap();
     let mut paths = Vec::new();
     for name in UNITS {

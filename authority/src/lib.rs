@@ -456,11 +456,7 @@ mod tests {
             .collect();
         let network =
             NetworkFile::of_test_authorities(&keys.iter().map(|k| k.public()).collect::<Vec<_>>());
-        let dir = std::env::temp_dir().join(format!(
-            "shallot-restart-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let dir = shallot_rt::scratch::path("restart");
         let store = Store::open(&dir).unwrap();
         let previous = state::test_record(1000, &[&keys[0], &keys[1]]);
         let newest = state::test_record(1010, &[&keys[0]]);

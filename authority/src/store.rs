@@ -301,13 +301,9 @@ fn a_dup(r: &LineReader<'_>) -> DocError {
 mod tests {
     use super::*;
 
-    /// A directory of its own for one test, under the system's temporary directory.
+    /// A directory of its own for one test ([`shallot_rt::scratch`]).
     fn scratch(name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ))
+        shallot_rt::scratch::path(name)
     }
 
     /// Every consensus held is saved and loaded, oldest first; a save removes the files of

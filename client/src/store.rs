@@ -1008,8 +1008,7 @@ mod tests {
     use super::*;
 
     fn store() -> Store {
-        let dir =
-            std::env::temp_dir().join(format!("shallot-client-store-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("client-store");
         Store::open(&dir).unwrap()
     }
 

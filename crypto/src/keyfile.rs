@@ -185,11 +185,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "shallot-keyfile-{name}-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
+        let dir = shallot_rt::scratch::path(name);
         ensure_private_dir(&dir).unwrap();
         dir
     }

@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn identity_round_trips_through_a_file() {
-        let dir = std::env::temp_dir().join(format!("shallot-keys-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("keys");
         keyfile::ensure_private_dir(&dir).unwrap();
         let id = IdentityKeypair::generate(&mut rand::thread_rng());
         id.save(&dir.join("id")).unwrap();

@@ -418,7 +418,7 @@ mod tests {
     fn cache_stores_and_reverifies() {
         let ks = keys(1);
         let net = network(&ks);
-        let dir = std::env::temp_dir().join(format!("shallot-cache-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("cache");
         let cache = ConsensusCache::new(dir.join("sub").join("consensus.txt"));
         assert!(cache.load(&net, T).unwrap().is_none());
         let text = consensus_text(T, &[&ks[0]]);
@@ -451,7 +451,7 @@ mod tests {
     fn an_expired_consensus_is_a_base_only_if_signed_and_started() {
         let ks = keys(3);
         let net = network(&ks);
-        let dir = std::env::temp_dir().join(format!("shallot-base-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("base");
         let cache = ConsensusCache::new(dir.join("consensus.txt"));
         assert!(cache.load_expired(&net, T).is_none(), "no file");
         let later = T + 24 * 3600;

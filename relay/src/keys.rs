@@ -149,7 +149,7 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        std::env::temp_dir().join(format!("shallot-relay-keys-{}", rand::random::<u64>()))
+        shallot_rt::scratch::path("relay-keys")
     }
 
     #[test]

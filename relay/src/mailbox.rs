@@ -625,7 +625,7 @@ mod tests {
 
     /// A service and the path of its database.
     fn service_in(limits: MailboxLimits) -> (MailboxService, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("shallot-subs-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("subs");
         shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
         let pending = Arc::new(Semaphore::new(16));
         let path = dir.join("mailbox.db");

@@ -96,8 +96,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("shallot-rt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::scratch::path(name);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| unreachable!("{e}"));
         dir
     }

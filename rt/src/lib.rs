@@ -5,7 +5,8 @@
 //! * [`sync`]: a mutex lock that survives a panicked holder;
 //! * [`task`]: a spawned task that is aborted when its owner drops it;
 //! * [`dirlock`]: one process per data directory;
-//! * [`priority`]: threads whose work can wait give way to those forwarding cells.
+//! * [`priority`]: threads whose work can wait give way to those forwarding cells;
+//! * [`scratch`]: directories for tests, kept from piling up.
 //!
 //! It sits at the bottom of the layering beside `crypto` and `proto`, and depends on tokio
 //! and (for thread priorities, on Linux) rustix.
@@ -15,6 +16,7 @@
 pub mod clock;
 pub mod dirlock;
 pub mod priority;
+pub mod scratch;
 pub mod sync;
 pub mod task;
 

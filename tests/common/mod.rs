@@ -27,11 +27,7 @@ pub(crate) fn rt() -> &'static Runtime {
 
 /// A fresh private scratch directory.
 pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shallot-test-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir = shallot_rt::scratch::path(name);
     shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
     dir
 }

@@ -30,13 +30,9 @@ pub(crate) fn now() -> u64 {
         .as_secs()
 }
 
-/// A fresh private directory under the system temp dir.
+/// A fresh private directory ([`shallot_rt::scratch`]).
 pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "shallot-dir-test-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir = shallot_rt::scratch::path(name);
     ensure_private_dir(&dir).unwrap();
     dir
 }

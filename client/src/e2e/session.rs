@@ -351,7 +351,7 @@ mod tests {
     }
 
     fn user() -> User {
-        let dir = std::env::temp_dir().join(format!("shallot-session-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("session");
         let store = Store::open(&dir).unwrap();
         let id = store.create_identity(None, 1).unwrap();
         User { store, id }

@@ -278,10 +278,7 @@ impl World {
 
     /// A store holding a new identity.
     fn store(&mut self, name: &str) -> Store {
-        let dir = std::env::temp_dir().join(format!(
-            "shallot-messenger-{name}-{}",
-            rand::random::<u64>()
-        ));
+        let dir = shallot_rt::scratch::path(name);
         self.dirs.push(dir.clone());
         let store = Store::open(&dir).unwrap();
         store.create_identity(Some(name), T0).unwrap();

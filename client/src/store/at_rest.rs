@@ -135,7 +135,7 @@ mod tests {
 ";
 
     fn scratch() -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("shallot-atrest-{}", rand::random::<u64>()))
+        shallot_rt::scratch::path("atrest")
     }
 
     /// Whether `needle` is anywhere in the store file or its write-ahead log.
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn the_first_bytes_say_what_a_file_holds() {
-        let dir = std::env::temp_dir().join(format!("shallot-atrest-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("atrest");
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("db");
         assert_eq!(at_rest(&p).unwrap(), AtRest::New);

@@ -251,8 +251,7 @@ mod tests {
     use shallot_crypto::keys::IdentityKeypair;
 
     fn store() -> Arc<Mutex<Store>> {
-        let dir =
-            std::env::temp_dir().join(format!("shallot-client-group-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("client-group");
         let store = Store::open(&dir).unwrap();
         store.create_identity(None, 0).unwrap();
         Arc::new(Mutex::new(store))

@@ -151,7 +151,7 @@ mod tests {
     use zeroize::Zeroizing;
 
     fn store() -> Store {
-        let dir = std::env::temp_dir().join(format!("shallot-strangers-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("strangers");
         let s = Store::open(&dir).unwrap();
         s.create_identity(None, 1).unwrap();
         s

@@ -122,7 +122,7 @@ mod tests {
     use crate::ids::MessageId;
 
     fn dir() -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("shallot-ui-state-{}", rand::random::<u64>()))
+        shallot_rt::scratch::path("ui-state")
     }
 
     fn someone() -> Address {

@@ -125,8 +125,7 @@ fn setup(guards: usize, config: CircuitConfig, behaviour: &[(usize, Behaviour)])
     let consensus = testing::consensus(relays.clone(), 1000, 2000, 5000);
     let clock = Arc::new(FakeClock::new(1500));
     let dir = Arc::new(NetDir::preloaded(consensus, clock.clone()));
-    let data =
-        TempDir(std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>())));
+    let data = TempDir(shallot_rt::scratch::path("circmgr"));
     std::fs::create_dir_all(&data.0).unwrap();
     let builder = FakeBuilder::default();
     for (i, b) in behaviour {
@@ -327,7 +326,7 @@ async fn without_a_valid_consensus_nothing_is_built() {
         testing::consensus(s.relays.clone(), 0, 1, 2),
         Arc::new(FakeClock::new(100)),
     );
-    let data = std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>()));
+    let data = shallot_rt::scratch::path("circmgr");
     let mgr = CircuitManager::with_builder(Arc::new(dir), data, config(), FakeBuilder::default());
     let err = match mgr.build(None).await {
         Err(e) => e,
@@ -774,8 +773,7 @@ async fn hostile_consensuses_without_the_guards_never_give_a_random_first_hop() 
         honest.clone(),
         Arc::new(FakeClock::new(1500)),
     ));
-    let data =
-        TempDir(std::env::temp_dir().join(format!("shallot-circmgr-{}", rand::random::<u64>())));
+    let data = TempDir(shallot_rt::scratch::path("circmgr"));
     std::fs::create_dir_all(&data.0).unwrap();
     let mgr = CircuitManager::with_builder(
         dir.clone(),

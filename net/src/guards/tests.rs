@@ -41,7 +41,7 @@ fn consensus(n: u8) -> VerifiedConsensus {
 }
 
 fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("shallot-guards-{}", rand::random::<u64>()));
+    let dir = shallot_rt::scratch::path("guards");
     keyfile::ensure_private_dir(&dir).unwrap();
     dir
 }

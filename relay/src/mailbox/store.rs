@@ -1615,7 +1615,7 @@ mod tests {
 
     /// A path for a new database, in a directory of its own.
     fn scratch_db() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("shallot-store-{}", rand::random::<u64>()));
+        let dir = shallot_rt::scratch::path("store");
         shallot_crypto::keyfile::ensure_private_dir(&dir).unwrap();
         dir.join("mailbox.db")
     }
