@@ -1,5 +1,6 @@
 //! Scratch directories for tests: every directory a test process asks for lies under one
-//! directory of that process, `<temp>/shallot-tests/<test binary>/<pid>`. The first time a
+//! directory of that process, `<temp>/shallot-tests-<uid>/<test binary>/<pid>` (the user's id
+//! where `/proc` gives it, so that users of one machine do not share it). The first time a
 //! process asks, it removes those of earlier processes of the same binary that have ended, so
 //! a run's stores, keys and logs stay for a look after it, until the next run, instead of
 //! piling up in the temp directory run after run (a whole test run makes a few hundred).
@@ -19,7 +20,7 @@ fn root() -> &'static Path {
             .ok()
             .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "tests".into());
-        let binary = std::env::temp_dir().join("shallot-tests").join(binary);
+        let binary = tests_dir().join(binary);
         remove_ended(&binary);
         let root = binary.join(std::process::id().to_string());
         // Made here, so that a test may make its own directory without its parents; should
@@ -27,6 +28,18 @@ fn root() -> &'static Path {
         let _ = std::fs::create_dir_all(&root);
         root
     })
+}
+
+/// `<temp>/shallot-tests-<uid>`, or `<temp>/shallot-tests` where the user's id is not known.
+fn tests_dir() -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(me) = std::fs::metadata("/proc/self") {
+            return std::env::temp_dir().join(format!("shallot-tests-{}", me.uid()));
+        }
+    }
+    std::env::temp_dir().join("shallot-tests")
 }
 
 /// Removes the directories under `binary` of processes that have ended, where the system
@@ -89,9 +102,7 @@ mod tests {
 
     #[test]
     fn directories_of_ended_processes_are_removed_and_running_ones_kept() {
-        let binary = std::env::temp_dir()
-            .join("shallot-tests")
-            .join(format!("scratch-test-{:016x}", random()));
+        let binary = tests_dir().join(format!("scratch-test-{:016x}", random()));
         // No process has pid u32::MAX - 1 (Linux caps pids at 2^22).
         let (ended, running, other) = (
             binary.join((u32::MAX - 1).to_string()),
