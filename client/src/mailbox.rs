@@ -183,6 +183,7 @@ impl MailboxLink {
                 .send(hop, &RelayMsg::Mailbox(make(req)))
                 .await
                 .map_err(MailboxError::from)?;
+            tracing::trace!(target: "shallot_trace", "mailbox request queued on its circuit");
             match rx.await {
                 Ok(a) => Ok(a),
                 Err(_) => Err(MailboxError::Circuit(

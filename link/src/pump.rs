@@ -146,6 +146,7 @@ pub async fn write_loop<Q: CellQueue + ?Sized>(
         if let Err(e) = writer.send_taken().await {
             break Err(e);
         }
+        tracing::trace!(target: "shallot_trace", cells = n, "link: record written");
         on_write(n);
     };
     writer.shutdown().await;
@@ -202,6 +203,7 @@ pub async fn read_loop<E>(
             },
             _ = signals.closing.notified() => return ReadEnd::Closed,
         };
+        tracing::trace!(target: "shallot_trace", cells = cells.len() / CELL_LEN, "link: record read");
         for raw in cells.chunks_exact(CELL_LEN) {
             match Cell::decode(raw) {
                 Ok(Some(cell)) => {

@@ -114,6 +114,9 @@ pub struct Traced {
     /// The most common path's steps, each with its median time since the step before and the
     /// medians' running sum.
     pub typical: Vec<String>,
+    /// Each kind of step (its message, without fields) that at least half the runs reached:
+    /// the median and p90 of when it first happened, earliest median first.
+    pub reached: Vec<String>,
 }
 
 impl Traced {
@@ -128,14 +131,66 @@ impl Traced {
             None => Vec::new(),
         };
         let (common_runs, typical) = typical(&runs);
+        let reached = first_reached(&runs);
         Traced {
             median: shown(runs.get(runs.len().saturating_sub(1) / 2)),
             slowest: shown(runs.last()),
             latencies: runs.into_iter().map(|(time, _, _)| time).collect(),
             common_runs,
             typical,
+            reached,
         }
     }
+}
+
+/// A step's kind: its message, without the `key=value` fields that follow it.
+fn kind_of(text: &str) -> String {
+    let words: Vec<&str> = text.split(' ').collect();
+    let message = words
+        .iter()
+        .position(|w| w.contains('='))
+        .map_or(&words[..], |end| &words[..end]);
+    message.join(" ")
+}
+
+/// For each kind of step that at least half of `runs` reached, the median and the p90 (the
+/// slowest, with fewer than 10 runs) of the time from a run's start to the first step of that
+/// kind, earliest median first, with how many runs reached it. Unlike [`typical`], it needs no
+/// two runs to take the same path, so a busy trace with many interleaved steps still says
+/// where the typical run's time went.
+fn first_reached(runs: &[(Duration, Instant, Vec<Step>)]) -> Vec<String> {
+    let mut firsts: Vec<(String, Vec<Duration>)> = Vec::new();
+    for (_, start, steps) in runs {
+        let mut seen: Vec<String> = Vec::new();
+        for step in steps {
+            let kind = kind_of(&step.text);
+            if seen.contains(&kind) {
+                continue;
+            }
+            let since = step.at.saturating_duration_since(*start);
+            match firsts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, times)) => times.push(since),
+                None => firsts.push((kind.clone(), vec![since])),
+            }
+            seen.push(kind);
+        }
+    }
+    let mut rows: Vec<(f64, String)> = firsts
+        .into_iter()
+        .filter(|(_, times)| times.len() * 2 >= runs.len() && !times.is_empty())
+        .map(|(kind, mut times)| {
+            times.sort();
+            let p50 = super::ms(times[(times.len() - 1) / 2]);
+            let tail = match times.len() >= 10 {
+                true => format!("p90 {:.3}", super::ms(super::quantile(&mut times, 0.9))),
+                false => format!("slowest {:.3}", super::ms(super::quantile(&mut times, 1.0))),
+            };
+            let line = format!("{p50:>8.3} ms  ({tail}, {} runs)  {kind}", times.len());
+            (p50, line)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    rows.into_iter().map(|(_, line)| line).collect()
 }
 
 /// A run's steps with each relay fingerprint (the value of a `relay=` or `replica=` field)
@@ -382,5 +437,43 @@ mod tests {
             ["got relay=A", "stored replica=B of relay=A n=3"]
         );
         assert_eq!(Traced::of(Vec::new(), &HashMap::new()).common_runs, 0);
+    }
+
+    #[test]
+    fn first_reached_takes_each_kinds_first_step_in_each_run() {
+        let t0 = Instant::now();
+        let run = |steps: &[(u64, &str)]| {
+            let steps = steps
+                .iter()
+                .map(|(ms, text)| Step {
+                    at: t0 + Duration::from_millis(*ms),
+                    text: text.to_string(),
+                })
+                .collect();
+            (Duration::from_millis(10), t0, steps)
+        };
+        let runs = vec![
+            // Different relays and counts, the same kinds; a kind's later steps do not count.
+            run(&[
+                (1, "sent"),
+                (4, "pushed relay=aa n=1"),
+                (6, "pushed relay=bb n=2"),
+            ]),
+            run(&[(2, "sent"), (3, "pushed relay=cc n=1"), (8, "opened")]),
+            run(&[(3, "sent"), (5, "pushed relay=bb n=3"), (9, "opened")]),
+            // Reached by one run of four: left out.
+            run(&[(1, "sent"), (2, "rare step relay=aa")]),
+        ];
+        let t = Traced::of(runs, &HashMap::new());
+        let expected = [
+            "   1.000 ms  (slowest 3.000, 4 runs)  sent",
+            "   4.000 ms  (slowest 5.000, 3 runs)  pushed",
+            "   8.000 ms  (slowest 9.000, 2 runs)  opened",
+        ];
+        assert_eq!(t.reached, expected);
+        assert_eq!(
+            kind_of("cell peeled, delivered here relay=ab depth=3"),
+            "cell peeled, delivered here"
+        );
     }
 }

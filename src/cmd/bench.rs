@@ -259,7 +259,7 @@ async fn network_figures(
 
 /// Prints what a trace found: the times (each, or their quantiles past 20), the median run's
 /// path and the slowest's, then each step's median over the runs that took the most common
-/// path.
+/// path, and when each kind of step first happened in the typical run.
 fn print_trace(traced: bench::trace::Traced, what: &str) {
     let bench::trace::Traced {
         mut latencies,
@@ -267,6 +267,7 @@ fn print_trace(traced: bench::trace::Traced, what: &str) {
         slowest,
         common_runs,
         typical,
+        reached,
     } = traced;
     let count = latencies.len();
     let shown = if count <= 20 {
@@ -301,6 +302,13 @@ fn print_trace(traced: bench::trace::Traced, what: &str) {
              before, and the p90, or with fewer than 10 runs the slowest)"
         );
         for line in typical {
+            println!("{line}");
+        }
+        println!(
+            "when each kind of step first happened, over the runs (at least half) that reached \
+             it: the median (and the p90, or with fewer than 10 runs the slowest)"
+        );
+        for line in reached {
             println!("{line}");
         }
     }

@@ -102,6 +102,7 @@ impl<M: MailboxAccess> Messenger<M> {
         let (handled, retake) = self
             .commits
             .run(move |store| {
+                tracing::trace!(target: "shallot_trace", "recipient: job runs");
                 let mut after = Recorded::default();
                 let handled = recording.record_all(store, &envelopes, &mut after)?;
                 tracing::trace!(target: "shallot_trace", "recipient: recorded, shown before the commit");
