@@ -11,10 +11,11 @@ pub mod many_plot;
 pub mod messaging;
 pub mod relay;
 pub mod sched;
+pub mod scratch;
 pub mod soak;
 pub mod trace;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -89,86 +90,9 @@ pub fn quantile(values: &mut [Duration], q: f64) -> Duration {
     values[i.min(values.len() - 1)]
 }
 
-/// How a benchmark run's scratch directory is named: this, its process id, `-`, a random
-/// number.
-const SCRATCH_PREFIX: &str = "shallot-bench-";
-
-/// A scratch directory for one benchmark run (removed when it ends). Those of earlier runs
-/// that never removed theirs, being killed, are removed first.
+/// A scratch directory for one benchmark run, in the temp directory (removed when the run
+/// ends; those of earlier runs that did not end cleanly are removed first, as
+/// [`scratch::create`] says).
 pub fn scratch() -> Result<PathBuf, BenchError> {
-    let temp = std::env::temp_dir();
-    remove_abandoned(&temp);
-    let dir = temp.join(format!(
-        "{SCRATCH_PREFIX}{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    shallot_crypto::keyfile::ensure_private_dir(&dir).map_err(BenchError::other)?;
-    Ok(dir)
-}
-
-/// Removes from `temp` the scratch directories of benchmark runs whose process has ended,
-/// where the system says which are running (`/proc`): only this user's, and only names of
-/// [`scratch`]'s form. A relay's test network holds some tens of megabytes; a run killed
-/// part-way would otherwise leave its copy behind for good.
-fn remove_abandoned(temp: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let proc = Path::new("/proc");
-        let Ok(me) = std::fs::metadata(proc.join("self")) else {
-            return;
-        };
-        let Ok(entries) = std::fs::read_dir(temp) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let pid = entry
-                .file_name()
-                .to_str()
-                .and_then(|name| name.strip_prefix(SCRATCH_PREFIX))
-                .and_then(|rest| rest.split_once('-'))
-                .and_then(|(pid, _)| pid.parse::<u32>().ok());
-            let Some(pid) = pid else {
-                continue;
-            };
-            let mine = entry
-                .metadata()
-                .is_ok_and(|m| m.is_dir() && m.uid() == me.uid());
-            if mine && pid != std::process::id() && !proc.join(pid.to_string()).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = temp;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_scratch_of_a_run_that_ended_is_removed_and_others_stay() {
-        let temp = shallot_rt::scratch::path("bench-scratch");
-        std::fs::create_dir_all(&temp).unwrap();
-        // No process has this id (Linux's ids stop far below it).
-        let ended = temp.join(format!("{SCRATCH_PREFIX}4000000000-7"));
-        let running = temp.join(format!("{SCRATCH_PREFIX}{}-8", std::process::id()));
-        let other = temp.join("shallot-benchmark-notes");
-        let file = temp.join(format!("{SCRATCH_PREFIX}4000000001-9"));
-        for dir in [&ended, &running, &other] {
-            std::fs::create_dir_all(dir.join("relay1")).unwrap();
-        }
-        std::fs::write(&file, b"not a directory").unwrap();
-        remove_abandoned(&temp);
-        if Path::new("/proc/self").exists() {
-            assert!(!ended.exists(), "an ended run's scratch stayed");
-        }
-        assert!(running.join("relay1").exists(), "a running one's went");
-        assert!(
-            other.exists() && file.exists(),
-            "a name of another form went"
-        );
-    }
+    scratch::create(&std::env::temp_dir())
 }
