@@ -3,13 +3,16 @@
 //! ends. A run killed part-way cannot, and its directory (tens of megabytes: stores, keys,
 //! logs) would stay for good, so each run first removes those of runs that have ended.
 //!
-//! Whether a run has ended is told by a lock, not by its process id (which names nothing in
-//! another PID namespace or on another host sharing the directory): a run holds a lock on the
-//! `.lock` file of its directory from before the directory takes its name until the process
-//! exits, and the kernel lets the lock go however the process ends. Only this user's
-//! directories of exactly that name are touched, and only in a temp directory no other user
-//! could have put them in: owned by this user or root, and sticky or writable by its owner
-//! alone.
+//! Whether a run has ended is told by a lock on its directory (an flock on the directory
+//! itself, which the kernel lets go however the process ends), and by its process id where
+//! `/proc` shows it: a directory is taken for abandoned only when no process holds its lock
+//! and no process of its id runs here. The lock keeps a run in another PID namespace (a
+//! container sharing the temp directory) from losing its directory; the process id, a run of
+//! a build from before the lock. A run locks its directory before the directory takes its
+//! name, and where the file system keeps no locks it keeps a name the clean-up ignores. Only
+//! this user's directories of exactly that name are touched, and only in a temp directory no
+//! other user could have renamed them into: owned by this user or root, and sticky or
+//! writable by its owner alone.
 
 use std::fs::{DirBuilder, File};
 use std::path::{Path, PathBuf};
@@ -19,9 +22,6 @@ use super::BenchError;
 
 /// What a scratch directory's name begins with; `<pid>-<random>` follows, both decimal.
 const PREFIX: &str = "shallot-bench-";
-
-/// The lock file in each scratch directory.
-const LOCK: &str = ".lock";
 
 /// The locks on this process's scratch directories, held until it exits.
 static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
@@ -33,31 +33,38 @@ pub fn create(temp: &Path) -> Result<PathBuf, BenchError> {
     // Made and locked under a name the clean-up does not take, then renamed: under its own
     // name it is locked from the start, so no run beside this one takes it for abandoned.
     let staging = temp.join(format!(".{name}"));
-    let dir = temp.join(&name);
     let mut builder = DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     // Not recursive: a directory already there (made by someone else) is refused.
     builder.create(&staging).map_err(BenchError::other)?;
-    let lock = File::create(staging.join(LOCK)).map_err(BenchError::other)?;
-    // Where the file system keeps no locks this fails, and so does every run's attempt to
-    // take another's: nothing is removed there, and the run goes on.
-    let _ = lock.try_lock();
-    std::fs::rename(&staging, &dir).map_err(BenchError::other)?;
+    let locked =
+        File::open(&staging).and_then(|dir| dir.try_lock().map(|()| dir).map_err(Into::into));
+    let Ok(lock) = locked else {
+        // No lock (a file system that keeps none): the run keeps the name nothing removes.
+        return Ok(staging);
+    };
+    let dir = temp.join(&name);
+    if let Err(e) = std::fs::rename(&staging, &dir) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(BenchError::other(e));
+    }
     shallot_rt::lock(&HELD).push(lock);
     remove_abandoned(temp, &dir);
     Ok(dir)
 }
 
 /// Whether `name` is a scratch directory's: the prefix, then two decimal numbers joined by
-/// `-`, and nothing else.
-fn is_scratch_name(name: &str) -> bool {
+/// `-`, and nothing else; the first, the process id.
+fn scratch_pid(name: &str) -> Option<u32> {
     let number = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok()
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
     };
-    name.strip_prefix(PREFIX)
-        .and_then(|rest| rest.split_once('-'))
-        .is_some_and(|(pid, tag)| number(pid) && number(tag))
+    let (pid, tag) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    number(tag)?;
+    number(pid)
 }
 
 /// Removes from `temp` the scratch directories no running benchmark holds, this user's only
@@ -80,17 +87,23 @@ fn remove_abandoned(temp: &Path, mine: &Path) {
     let Ok(entries) = std::fs::read_dir(temp) else {
         return;
     };
+    let proc = Path::new("/proc");
     for entry in entries.flatten() {
         let path = entry.path();
-        if path == mine || !entry.file_name().to_str().is_some_and(is_scratch_name) {
+        let Some(pid) = entry.file_name().to_str().and_then(scratch_pid) else {
             continue;
-        }
+        };
         // The entry itself, not what a symbolic link points to.
-        if !entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me) {
+        if path == mine || !entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me) {
             continue;
         }
-        // No lock file: not made by a run that locks (or not ours to judge): left alone.
-        let Ok(lock) = File::open(path.join(LOCK)) else {
+        // A process of that id here: perhaps its run, of a build that locks nothing.
+        let running = proc.join("self").exists()
+            && !matches!(proc.join(pid.to_string()).try_exists(), Ok(false));
+        if running {
+            continue;
+        }
+        let Ok(lock) = File::open(&path) else {
             continue;
         };
         if lock.try_lock().is_err() {
@@ -101,6 +114,8 @@ fn remove_abandoned(temp: &Path, mine: &Path) {
                 "removed {}, which a benchmark run that did not end cleanly left",
                 path.display()
             ),
+            // Another run's clean-up beside this one was first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => eprintln!(
                 "could not remove {}, left by a benchmark run: {e}",
                 path.display()
@@ -118,41 +133,56 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A directory of scratch form under `temp`, with a lock file unless `locked` is `None`;
-    /// with `Some(true)`, the returned file holds its lock.
-    fn left(temp: &Path, name: &str, locked: Option<bool>) -> (PathBuf, Option<File>) {
+    /// A directory of scratch form under `temp`, unlocked; with `hold`, the returned file
+    /// holds its lock as a running benchmark would.
+    fn left(temp: &Path, name: &str, hold: bool) -> (PathBuf, Option<File>) {
         let dir = temp.join(name);
         std::fs::create_dir_all(dir.join("net")).unwrap();
-        let lock = locked.map(|held| {
-            let f = File::create(dir.join(LOCK)).unwrap();
-            if held {
-                f.try_lock().unwrap();
-            }
+        let lock = hold.then(|| {
+            let f = File::open(&dir).unwrap();
+            f.try_lock().unwrap();
             f
         });
         (dir, lock)
     }
 
+    /// A temp directory for one test, with `mode`.
+    fn temp(name: &str, mode: u32) -> PathBuf {
+        let temp = shallot_rt::scratch::path(name);
+        std::fs::create_dir_all(&temp).unwrap();
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode)).unwrap();
+        temp
+    }
+
     #[test]
     fn only_unlocked_scratch_directories_of_runs_that_ended_are_removed() {
-        let temp = shallot_rt::scratch::path("bench-scratch");
-        std::fs::create_dir_all(&temp).unwrap();
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let (ended, _) = left(&temp, "shallot-bench-4000000000-7", Some(false));
-        // Held by a running benchmark (here, this test's own open file).
-        let (running, _held) = left(&temp, "shallot-bench-4000000001-8", Some(true));
-        let (unlocked, _) = left(&temp, "shallot-bench-4000000002-9", None);
-        let (kept, _) = left(&temp, "shallot-bench-1234-baseline", Some(false));
-        let (plus, _) = left(&temp, "shallot-bench-+12-3", Some(false));
+        let temp = temp("bench-scratch", 0o700);
+        // No process has these ids (Linux's stop far below).
+        let (ended, _) = left(&temp, "shallot-bench-4000000000-7", false);
+        // Held by a running benchmark (here, this test's own open directory).
+        let (held, _lock) = left(&temp, "shallot-bench-4000000001-8", true);
+        // Unlocked, but a process of its id runs: a run of a build that locks nothing.
+        let (running, _) = left(
+            &temp,
+            &format!("shallot-bench-{}-9", std::process::id()),
+            false,
+        );
+        let (kept, _) = left(&temp, "shallot-bench-1234-baseline", false);
+        let (plus, _) = left(&temp, "shallot-bench-+12-3", false);
         let file = temp.join("shallot-bench-4000000003-1");
         std::fs::write(&file, b"not a directory").unwrap();
+        // A link in the temp directory to an abandoned-looking directory elsewhere.
+        let elsewhere = temp.join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("data")).unwrap();
+        let link = temp.join("shallot-bench-4000000004-2");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
 
         let mine = create(&temp).unwrap();
-        assert!(mine.join(LOCK).exists(), "the new directory has its lock");
         assert!(!ended.exists(), "an ended run's directory stayed");
-        for stays in [&running, &unlocked, &kept, &plus, &file] {
-            assert!(stays.exists(), "{} went", stays.display());
+        for stays in [&held, &running, &kept, &plus, &file, &link] {
+            assert!(stays.symlink_metadata().is_ok(), "{} went", stays.display());
         }
+        assert!(elsewhere.join("data").exists(), "a link was followed");
         // The new one is held: a second run does not take it for abandoned.
         let again = create(&temp).unwrap();
         assert!(mine.exists() && again.exists());
@@ -160,40 +190,43 @@ mod tests {
             std::fs::metadata(&mine).unwrap().permissions().mode() & 0o777,
             0o700
         );
+        assert!(scratch_pid(&mine.file_name().unwrap().to_string_lossy()).is_some());
     }
 
     #[test]
     fn nothing_is_removed_where_other_users_may_rename_entries() {
-        let temp = shallot_rt::scratch::path("bench-scratch-open");
-        std::fs::create_dir_all(&temp).unwrap();
-        let (ended, _) = left(&temp, "shallot-bench-4000000000-7", Some(false));
-        // Writable by everyone, not sticky.
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o777)).unwrap();
-        create(&temp).unwrap();
-        assert!(
-            ended.exists(),
-            "removed where others could have renamed it in"
-        );
-        // Sticky, as /tmp is: others can no longer rename what is not theirs.
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        create(&temp).unwrap();
-        assert!(!ended.exists());
+        for (n, mode) in [0o777, 0o770, 0o707].into_iter().enumerate() {
+            let temp = temp(&format!("bench-scratch-open-{n}"), 0o700);
+            let (ended, _) = left(&temp, "shallot-bench-4000000000-7", false);
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode)).unwrap();
+            create(&temp).unwrap();
+            assert!(ended.exists(), "removed in a directory of mode {mode:o}");
+            // Sticky, as /tmp is: others can no longer rename what is not theirs.
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o1000 | mode))
+                .unwrap();
+            create(&temp).unwrap();
+            assert!(
+                !ended.exists(),
+                "kept in a sticky directory of mode {mode:o}"
+            );
+        }
     }
 
     #[test]
     fn scratch_names_are_exactly_two_numbers() {
-        assert!(is_scratch_name("shallot-bench-12-345"));
+        assert_eq!(scratch_pid("shallot-bench-12-345"), Some(12));
         for name in [
             "shallot-bench-12",
             "shallot-bench-12-",
             "shallot-bench--3",
             "shallot-bench-+12-3",
+            "shallot-bench-12-+3",
             "shallot-bench-12-3-4",
             "shallot-bench-12-keep",
             "shallot-bench-99999999999-1",
             ".shallot-bench-12-3",
         ] {
-            assert!(!is_scratch_name(name), "{name}");
+            assert_eq!(scratch_pid(name), None, "{name}");
         }
     }
 }
