@@ -199,7 +199,8 @@ pub fn user_data_dir(given: Option<PathBuf>) -> Result<PathBuf, CliError> {
 /// The environment variable that ties a daemon's life to its parent's: when set to `1`,
 /// [`wait_for_stop`] also returns when standard input reaches its end, which happens when the
 /// process that holds the other end of the pipe exits, however it exits (even by SIGKILL).
-/// `shallot testnet --processes` and the tests set it on every node they start.
+/// `shallot testnet --processes`, `shallot bench` and the tests set it on every node they
+/// start.
 pub const STOP_ON_STDIN_EOF: &str = "SHALLOT_STOP_ON_STDIN_EOF";
 
 /// Waits until the process is asked to stop: SIGINT (Ctrl-C), SIGTERM or SIGHUP (the

@@ -383,7 +383,10 @@ async fn memory(binary: &Path, network_file: &Path, dir: &Path) -> Result<Vec<Fi
             "100000",
         ])
         .args(["--create-burst", "100000", "--connections-per-ip", "1000"])
-        .stdin(std::process::Stdio::null())
+        // It stops when this process is gone and the pipe closes, however this process ends
+        // (killed, it drops nothing: `kill_on_drop` alone would leave the relay running).
+        .env(crate::cmd::STOP_ON_STDIN_EOF, "1")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)

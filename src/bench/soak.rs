@@ -269,7 +269,10 @@ pub async fn run(
         .args(["--nickname", "soak", "--circuits-per-link", "100000"])
         .args(["--create-rate", "100000", "--create-burst", "100000"])
         .args(["--connections-per-ip", "100000", "--queue-memory", &budget])
-        .stdin(std::process::Stdio::null())
+        // It stops when this process is gone and the pipe closes, however this process ends
+        // (killed, it drops nothing: `kill_on_drop` alone would leave the relay running).
+        .env(crate::cmd::STOP_ON_STDIN_EOF, "1")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
