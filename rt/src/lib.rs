@@ -6,6 +6,7 @@
 //! * [`task`]: a spawned task that is aborted when its owner drops it;
 //! * [`dirlock`]: one process per data directory;
 //! * [`priority`]: threads whose work can wait give way to those forwarding cells;
+//! * [`process`]: whether another process has ended;
 //! * [`scratch`]: directories for tests, kept from piling up.
 //!
 //! It sits at the bottom of the layering beside `crypto` and `proto`, and depends on tokio
@@ -16,6 +17,7 @@
 pub mod clock;
 pub mod dirlock;
 pub mod priority;
+pub mod process;
 pub mod scratch;
 pub mod sync;
 pub mod task;

@@ -45,10 +45,6 @@ fn tests_dir() -> PathBuf {
 /// Removes the directories under `binary` of processes that have ended, where the system
 /// says which are running (`/proc`).
 fn remove_ended(binary: &Path) {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return;
-    }
     let Ok(entries) = std::fs::read_dir(binary) else {
         return;
     };
@@ -57,7 +53,9 @@ fn remove_ended(binary: &Path) {
         let ended = name
             .to_str()
             .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|pid| pid != std::process::id() && !proc.join(pid.to_string()).exists());
+            .is_some_and(|pid| {
+                pid != std::process::id() && crate::process::has_ended(pid) == Some(true)
+            });
         if ended {
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -3,20 +3,22 @@
 //! ends. A run killed part-way cannot, and its directory (tens of megabytes: stores, keys,
 //! logs) would stay for good, so each run first removes those of runs that have ended.
 //!
-//! Whether a run has ended is told by a lock on its directory (an flock on the directory
-//! itself, which the kernel lets go however the process ends), and by its process id where
-//! `/proc` shows it: a directory is taken for abandoned only when no process holds its lock
-//! and no process of its id runs here. The lock keeps a run in another PID namespace (a
-//! container sharing the temp directory) from losing its directory; the process id, a run of
-//! a build from before the lock. A run locks its directory before the directory takes its
-//! name, and where the file system keeps no locks it keeps a name the clean-up ignores. Only
-//! this user's directories of exactly that name are touched, and only in a temp directory no
-//! other user could have renamed them into: owned by this user or root, and sticky or
-//! writable by its owner alone.
+//! Whether a run has ended is told by a lock on its directory (`shallot_rt::dirlock`, the
+//! data directories' flock, which the kernel lets go however the process ends), and by its
+//! process id where `/proc` shows it (`shallot_rt::process`): a directory is taken for
+//! abandoned only when no process holds its lock and no process of its id runs here. The
+//! lock keeps a run in another PID namespace (a container sharing the temp directory) from
+//! losing its directory; the process id, a run of a build from before the lock. A run locks
+//! its directory before the directory takes its name, and where the file system keeps no
+//! locks it keeps a name the clean-up ignores. Only this user's directories of exactly that
+//! name are touched, and only in a temp directory no other user could have renamed them
+//! into: owned by this user or root, and sticky or writable by its owner alone.
 
-use std::fs::{DirBuilder, File};
+use std::fs::DirBuilder;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use shallot_rt::dirlock::DirLock;
 
 use super::BenchError;
 
@@ -24,7 +26,7 @@ use super::BenchError;
 const PREFIX: &str = "shallot-bench-";
 
 /// The locks on this process's scratch directories, held until it exits.
-static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<DirLock>> = Mutex::new(Vec::new());
 
 /// A new scratch directory in `temp`, private to this user (mode 0700) and locked for as long
 /// as this process lives; those left in `temp` by runs that ended are removed first.
@@ -38,9 +40,7 @@ pub fn create(temp: &Path) -> Result<PathBuf, BenchError> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     // Not recursive: a directory already there (made by someone else) is refused.
     builder.create(&staging).map_err(BenchError::other)?;
-    let locked =
-        File::open(&staging).and_then(|dir| dir.try_lock().map(|()| dir).map_err(Into::into));
-    let Ok(lock) = locked else {
+    let Ok(lock) = DirLock::acquire(&staging) else {
         // No lock (a file system that keeps none): the run keeps the name nothing removes.
         return Ok(staging);
     };
@@ -87,7 +87,6 @@ fn remove_abandoned(temp: &Path, mine: &Path) {
     let Ok(entries) = std::fs::read_dir(temp) else {
         return;
     };
-    let proc = Path::new("/proc");
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(pid) = entry.file_name().to_str().and_then(scratch_pid) else {
@@ -98,15 +97,12 @@ fn remove_abandoned(temp: &Path, mine: &Path) {
             continue;
         }
         // A process of that id here: perhaps its run, of a build that locks nothing.
-        let running = proc.join("self").exists()
-            && !matches!(proc.join(pid.to_string()).try_exists(), Ok(false));
-        if running {
+        if shallot_rt::process::has_ended(pid) == Some(false) {
             continue;
         }
-        let Ok(lock) = File::open(&path) else {
-            continue;
-        };
-        if lock.try_lock().is_err() {
+        // Held by a running benchmark, or not to be had: left alone. (A directory whose lock
+        // file went in a partial removal gets a new one here, and goes.)
+        if DirLock::acquire(&path).is_err() {
             continue;
         }
         match std::fs::remove_dir_all(&path) {
@@ -133,16 +129,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A directory of scratch form under `temp`, unlocked; with `hold`, the returned file
-    /// holds its lock as a running benchmark would.
-    fn left(temp: &Path, name: &str, hold: bool) -> (PathBuf, Option<File>) {
+    /// A directory of scratch form under `temp`, unlocked; with `hold`, the returned lock is
+    /// held as a running benchmark would hold it.
+    fn left(temp: &Path, name: &str, hold: bool) -> (PathBuf, Option<DirLock>) {
         let dir = temp.join(name);
         std::fs::create_dir_all(dir.join("net")).unwrap();
-        let lock = hold.then(|| {
-            let f = File::open(&dir).unwrap();
-            f.try_lock().unwrap();
-            f
-        });
+        let lock = hold.then(|| DirLock::acquire(&dir).unwrap());
         (dir, lock)
     }
 
