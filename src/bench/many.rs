@@ -318,6 +318,11 @@ async fn measure(
     }
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let start = Instant::now();
+    // The same moment in Unix time, to place each send in the voting schedule.
+    let start_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(BenchError::other)?
+        .as_secs_f64();
     let clients: Vec<Client> = messengers
         .into_iter()
         .map(|m| {
@@ -467,6 +472,14 @@ async fn measure(
     };
     // Only messages sent in the measured phase (the texts carry their send time).
     lat.retain(|(t, _)| *t >= send_from.as_secs_f64());
+    let in_period: Vec<(f64, Duration)> = lat.iter().map(|(t, l)| (start_unix + t, *l)).collect();
+    let tenths = p99_by_tenth(&in_period, size.voting_interval_secs);
+    let (worst, worst_p99) = tenths
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, (_, p99))| *p99)
+        .map(|(i, (_, p99))| (i, *p99))
+        .unwrap_or_default();
     let samples: Vec<(f64, Duration)> = lat
         .iter()
         .map(|(t, l)| (t - send_from.as_secs_f64(), *l))
@@ -532,6 +545,12 @@ async fn measure(
         Figure::new("many-node run: latency send to arrival, p99", ms(p99), "ms")
             .note(format!("max {:.1} ms", ms(max))),
         Figure::new(
+            "many-node run: latency p99 in the worst tenth of the voting period",
+            ms(worst_p99),
+            "ms",
+        )
+        .note(period_note(&tenths, worst, size.voting_interval_secs)),
+        Figure::new(
             "many-node run: relay CPU per message delivered (all relays)",
             per_msg(relay_cpu),
             "ms",
@@ -595,9 +614,78 @@ async fn measure(
     Ok((figures, Samples { latencies: samples }))
 }
 
+/// The p99 latency of the messages sent in each tenth of the voting period, and how many
+/// were: `sent` holds each message's send time (Unix seconds) and latency. Periods begin at
+/// multiples of the interval in Unix time (`docs/spec.md` §5.6).
+fn p99_by_tenth(sent: &[(f64, Duration)], interval_secs: u64) -> Vec<(usize, Duration)> {
+    let interval = interval_secs.max(1) as f64;
+    let mut tenths: Vec<Vec<Duration>> = vec![Vec::new(); 10];
+    for (unix, latency) in sent {
+        let tenth = (unix.rem_euclid(interval) / interval * 10.0) as usize;
+        tenths[tenth.min(9)].push(*latency);
+    }
+    tenths
+        .into_iter()
+        .map(|mut l| (l.len(), quantile(&mut l, 0.99)))
+        .collect()
+}
+
+/// The note of the worst tenth's figure: every tenth's p99, and what the schedule does when.
+fn period_note(tenths: &[(usize, Duration)], worst: usize, interval_secs: u64) -> String {
+    let tenth = interval_secs as f64 / 10.0;
+    let each: Vec<String> = tenths
+        .iter()
+        .enumerate()
+        .map(|(i, (n, p99))| {
+            format!(
+                "{:.0}-{:.0} s {:.1} ms ({n})",
+                i as f64 * tenth,
+                (i + 1) as f64 * tenth,
+                ms(*p99)
+            )
+        })
+        .collect();
+    let jitter = (interval_secs / 8).clamp(1, 30);
+    format!(
+        "the {:.0}-{:.0} s after a consensus's valid-after; p99 (messages sent) by the second of \
+         the {interval_secs}-s period they were sent in: {}. The schedule (docs/spec.md §5.6): \
+         votes at {:.0} s, the consensus computed at {:.0} s, relays fetch it at 0 s and the \
+         clients 1 to {} s after",
+        worst as f64 * tenth,
+        (worst + 1) as f64 * tenth,
+        each.join(", "),
+        interval_secs as f64 / 4.0,
+        interval_secs as f64 * 3.0 / 4.0,
+        1 + jitter
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_fall_in_the_tenth_of_the_period_they_were_made_in() {
+        let ms = Duration::from_millis;
+        // Period 60 s: 120.5 and 179.9 are in its first and last tenths, 6.0 in its second.
+        let sent = [
+            (120.5, ms(10)),
+            (121.0, ms(30)),
+            (179.9, ms(500)),
+            (6.0, ms(7)),
+        ];
+        let tenths = p99_by_tenth(&sent, 60);
+        assert_eq!(tenths.len(), 10);
+        assert_eq!(tenths[0], (2, ms(30)));
+        assert_eq!(tenths[1], (1, ms(7)));
+        assert_eq!(tenths[9], (1, ms(500)));
+        assert_eq!(tenths.iter().map(|(n, _)| n).sum::<usize>(), 4);
+        assert_eq!(tenths[5], (0, Duration::ZERO));
+        let note = period_note(&tenths, 9, 60);
+        assert!(note.starts_with("the 54-60 s after"), "{note}");
+        assert!(note.contains("0-6 s 30.0 ms (2)"), "{note}");
+        assert!(note.contains("clients 1 to 8 s after"), "{note}");
+    }
 
     #[test]
     fn texts_read_back() {
