@@ -228,7 +228,8 @@ impl<M: MailboxAccess> Messenger<M> {
         F: FnOnce(&Store) -> Result<StoredMessage, StoreError> + Send + 'static,
     {
         let record = async {
-            let recorded = self.commits.run(record).await;
+            // Beside the deposits, which go first on a busy machine.
+            let recorded = self.commits.run_background(record).await;
             if let Ok(msg) = &recorded {
                 self.emit(MessengerEvent::Message(msg.clone()));
             }
@@ -275,7 +276,9 @@ impl<M: MailboxAccess> Messenger<M> {
             let taken = match envelope {
                 Ok(envelope) => {
                     commits
-                        .run(move |store| session::take_ready_key(store, &peer, envelope))
+                        .run_background(move |store| {
+                            session::take_ready_key(store, &peer, envelope)
+                        })
                         .await
                 }
                 Err(e) => Err(e.into()),
