@@ -228,8 +228,7 @@ impl<M: MailboxAccess> Messenger<M> {
         F: FnOnce(&Store) -> Result<StoredMessage, StoreError> + Send + 'static,
     {
         let record = async {
-            // Beside the deposits, which go first on a busy machine.
-            let recorded = self.commits.run_background(record).await;
+            let recorded = self.commits.run(record).await;
             if let Ok(msg) = &recorded {
                 self.emit(MessengerEvent::Message(msg.clone()));
             }
@@ -276,9 +275,7 @@ impl<M: MailboxAccess> Messenger<M> {
             let taken = match envelope {
                 Ok(envelope) => {
                     commits
-                        .run_background(move |store| {
-                            session::take_ready_key(store, &peer, envelope)
-                        })
+                        .run(move |store| session::take_ready_key(store, &peer, envelope))
                         .await
                 }
                 Err(e) => Err(e.into()),

@@ -13,12 +13,6 @@
 //! ([`Store::scrub`]), so what the transactions replaced does not stay in it. The wait keeps
 //! the checkpoint's flushes out of the way of a message and of the answers that follow it
 //! (its deposits, the recipient's acknowledgement), and lets a conversation's burst share one.
-//!
-//! Work that nobody waits on until it is committed, and that runs beside what they do wait
-//! on (a typed message's record while its deposits go out, a message key taken while the user
-//! types), is queued as background work: a batch of it alone runs on a thread of lower
-//! scheduling priority, so that on a busy machine the cells go first; a batch that comes to
-//! hold other work is handed to a thread of normal priority.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +26,6 @@ use super::{Store, StoreError};
 
 /// A queued job, its result type erased.
 trait Job: Send {
-    /// Whether someone waits on the job's own work (not only its commit): see
-    /// [`GroupCommit::run_background`].
-    fn foreground(&self) -> bool;
     /// Runs the job inside the open transaction, under a savepoint of its own.
     fn run(&mut self, store: &Store);
     /// Answers the job once its batch is committed, or failed to commit (`committed` says
@@ -46,7 +37,6 @@ struct Typed<T, E, F> {
     work: Option<F>,
     result: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
-    foreground: bool,
 }
 
 impl<T, E, F> Job for Typed<T, E, F>
@@ -55,10 +45,6 @@ where
     E: From<StoreError> + Send,
     F: FnOnce(&Store) -> Result<T, E> + Send,
 {
-    fn foreground(&self) -> bool {
-        self.foreground
-    }
-
     fn run(&mut self, store: &Store) {
         let Some(work) = self.work.take() else {
             return;
@@ -117,30 +103,6 @@ struct Queue {
     jobs: Vec<Box<dyn Job>>,
     /// Whether a runner is at work (it takes every job queued before it stops).
     running: bool,
-    /// Whether that runner is a background one.
-    background: bool,
-    /// The runtime of the last job queued from one, where a background runner hands over.
-    runtime: Option<tokio::runtime::Handle>,
-}
-
-/// The runtime whose blocking threads run background batches: each starts at
-/// [`BACKGROUND_NICE`](shallot_rt::priority::BACKGROUND_NICE), where the system allows it.
-/// `None` if it could not be built (the batches then run as the others do).
-fn background_runtime() -> Option<&'static tokio::runtime::Runtime> {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("client-store")
-                .on_thread_start(|| {
-                    shallot_rt::priority::make_this_thread_background();
-                })
-                .build()
-                .ok()
-        })
-        .as_ref()
 }
 
 /// Marks the runner stopped if it unwinds, so that the next job starts another.
@@ -191,57 +153,20 @@ impl GroupCommit {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
     {
-        self.queue_job(work, true).await
-    }
-
-    /// [`GroupCommit::run`] for work that nobody waits on until it is committed, and that
-    /// runs beside what they do wait on (a typed message's record, while its deposits go
-    /// out): a batch of such jobs alone runs on a thread of lower scheduling priority
-    /// ([`shallot_rt::priority`], as a mailbox relay's store does, `docs/spec.md` §9.4), so
-    /// that on a busy machine the cells go first. A job queued with [`GroupCommit::run`]
-    /// meanwhile is not run there: the background runner hands the batch to one of normal
-    /// priority.
-    pub async fn run_background<T, E, F>(&self, work: F) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
-    {
-        self.queue_job(work, false).await
-    }
-
-    async fn queue_job<T, E, F>(&self, work: F, foreground: bool) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Store) -> Result<T, E> + Send + 'static,
-    {
         let (reply, answer) = oneshot::channel();
-        let background = (!foreground).then(background_runtime).flatten();
         let start_runner = {
             let mut queue = lock(&self.queue);
             queue.jobs.push(Box::new(Typed {
                 work: Some(work),
                 result: None,
                 reply,
-                foreground,
             }));
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                queue.runtime = Some(runtime);
-            }
-            let start = !std::mem::replace(&mut queue.running, true);
-            if start {
-                queue.background = background.is_some();
-            }
-            start
+            !std::mem::replace(&mut queue.running, true)
         };
         self.queued.notify_one();
         if start_runner {
             let this = self.clone();
-            match background {
-                Some(runtime) => drop(runtime.spawn_blocking(move || this.runner(None))),
-                None => drop(tokio::task::spawn_blocking(move || this.runner(None))),
-            }
+            tokio::task::spawn_blocking(move || this.runner());
         }
         answer.await.unwrap_or_else(|_| {
             Err(E::from(StoreError::Corrupt(
@@ -250,11 +175,12 @@ impl GroupCommit {
         })
     }
 
-    /// Commits batches until nothing is waiting, then scrubs the log once. `dirty` is when the
-    /// first commit not yet scrubbed was made, if one was (a runner handing over says).
-    fn runner(&self, mut dirty: Option<Instant>) {
+    /// Commits batches until nothing is waiting, then scrubs the log once.
+    fn runner(&self) {
         // Should the runner itself fail, the next job starts another.
         let _stopped = StopGuard(&self.queue);
+        // When the first commit not yet scrubbed was made.
+        let mut dirty: Option<Instant> = None;
         loop {
             if dirty.is_some() {
                 // Give the next job a moment to come before the log is scrubbed.
@@ -271,21 +197,6 @@ impl GroupCommit {
                 if queue.jobs.is_empty() && dirty.is_none() {
                     queue.running = false;
                     return;
-                }
-                // Someone waits on a job's own work: not at this runner's priority.
-                if queue.background && queue.jobs.iter().any(|j| j.foreground()) {
-                    if let Some(runtime) = queue.runtime.clone() {
-                        queue.background = false;
-                        drop(queue);
-                        drop(store);
-                        // Started from that runtime's workers, not from here: a thread
-                        // begins at its creator's priority.
-                        let this = self.clone();
-                        drop(runtime.spawn(async move {
-                            drop(tokio::task::spawn_blocking(move || this.runner(dirty)));
-                        }));
-                        return;
-                    }
                 }
                 std::mem::take(&mut queue.jobs)
             };
@@ -400,24 +311,6 @@ mod tests {
             .collect()
     }
 
-    /// Holds `store` on another thread, once this returns, until the sender is used.
-    fn hold(
-        store: &Arc<Mutex<Store>>,
-    ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (holding, held) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let _guard = lock(&store);
-                let _ = holding.send(());
-                let _ = released.recv();
-            })
-        };
-        held.recv().unwrap();
-        (release, holder)
-    }
-
     /// Contacts as another connection sees them: what is on disk, committed.
     fn contacts_on_disk(store: &Arc<Mutex<Store>>) -> i64 {
         let path = lock(store).dir().join("shallot.db");
@@ -474,7 +367,17 @@ mod tests {
         let group = GroupCommit::new(store.clone());
         // Another thread holds the store, as a commit in progress would: every job queues
         // behind it.
-        let (release, holder) = hold(&store);
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _guard = lock(&store);
+                let _ = holding.send(());
+                let _ = released.recv();
+            })
+        };
+        held.recv().unwrap();
         let jobs: Vec<_> = (0..20)
             .map(|i| {
                 let group = group.clone();
@@ -502,89 +405,5 @@ mod tests {
             1,
             "20 waiting jobs took more than one commit"
         );
-    }
-
-    /// The nice value of the thread that runs it, with a contact added.
-    fn nice_job(name: &'static str) -> impl FnOnce(&Store) -> Result<Option<i32>, StoreError> {
-        let address = someone();
-        move |s| {
-            s.add_contact(name, &address, 0)?;
-            Ok(shallot_rt::priority::this_thread_nice())
-        }
-    }
-
-    /// This thread's nice value, unless the tests already run at background priority, where
-    /// nothing could tell a background thread apart (then the test is skipped).
-    #[cfg(target_os = "linux")]
-    fn normal_nice() -> Option<i32> {
-        let before = shallot_rt::priority::this_thread_nice()?;
-        if before >= shallot_rt::priority::BACKGROUND_NICE {
-            eprintln!("skipped: the tests already run at nice {before}");
-            return None;
-        }
-        Some(before)
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_background_batch_runs_at_background_priority_and_others_do_not() {
-        let Some(before) = normal_nice() else {
-            return;
-        };
-        let store = store();
-        let group = GroupCommit::new(store.clone());
-        let nice = group.run_background(nice_job("bg")).await.unwrap();
-        assert!(
-            nice.unwrap() >= shallot_rt::priority::BACKGROUND_NICE,
-            "background job at nice {nice:?}"
-        );
-        assert_eq!(contacts_on_disk(&store), 1, "answered, but not on disk");
-        let nice = group.run(nice_job("fg")).await.unwrap();
-        assert_eq!(
-            nice,
-            Some(before),
-            "a job someone waits on ran at another priority"
-        );
-        assert_eq!(contacts_on_disk(&store), 2);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_background_runner_hands_a_batch_with_a_waited_on_job_over() {
-        let Some(before) = normal_nice() else {
-            return;
-        };
-        let store = store();
-        let group = GroupCommit::new(store.clone());
-        // Another thread holds the store: the background runner waits for it.
-        let (release, holder) = hold(&store);
-        let background = tokio::spawn({
-            let group = group.clone();
-            async move { group.run_background(nice_job("bg")).await }
-        });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !lock(&group.queue).background && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        assert!(
-            lock(&group.queue).background,
-            "no background runner started"
-        );
-        // Queued behind it, a job someone waits on.
-        let waited = tokio::spawn({
-            let group = group.clone();
-            async move { group.run(nice_job("fg")).await }
-        });
-        while lock(&group.queue).jobs.len() < 2 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
-        assert_eq!(lock(&group.queue).jobs.len(), 2, "the jobs never queued");
-        release.send(()).unwrap();
-        holder.join().unwrap();
-        assert_eq!(waited.await.unwrap().unwrap(), Some(before));
-        // The batch went over whole: the background job ran beside it, in one commit.
-        assert_eq!(background.await.unwrap().unwrap(), Some(before));
-        assert_eq!(group.batches(), 1);
-        assert_eq!(contacts_on_disk(&store), 2);
     }
 }
