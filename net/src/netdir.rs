@@ -80,7 +80,13 @@ pub struct NetDir {
 /// random delay: relays fetch at fresh-until (plus a fifth of a second) and then prepare it to
 /// serve, and a client that asked its guard before that would go to the authorities instead
 /// (`docs/spec.md` §5.13).
-const GUARD_LEAD: u64 = 1;
+pub const GUARD_LEAD: u64 = 1;
+
+/// The span of a client's random delay before each fetch, seconds, for consensuses fresh for
+/// `span` seconds: an eighth of it, from 1 s to 30 s ([`NetDir::next_refresh`]).
+pub fn refresh_spread_secs(span: u64) -> u64 {
+    (span / 8).clamp(1, 30)
+}
 
 impl NetDir {
     /// A client of the authorities in `network`, caching in `data_dir/consensus.txt`.
@@ -365,7 +371,7 @@ impl NetDir {
         match self.held() {
             Some(c) if now < c.fresh_until => {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
-                let jitter = rand::random::<u64>() % (span / 8).clamp(1, 30);
+                let jitter = rand::random::<u64>() % refresh_spread_secs(span);
                 Duration::from_secs(c.fresh_until - now + GUARD_LEAD + jitter)
             }
             _ => failure_backoff(self.failures.load(Ordering::Relaxed), 6),

@@ -645,18 +645,24 @@ fn period_note(tenths: &[(usize, Duration)], worst: usize, interval_secs: u64) -
             )
         })
         .collect();
-    let jitter = (interval_secs / 8).clamp(1, 30);
+    // Where in the period before it the authorities vote for and compute a period's consensus.
+    let interval = interval_secs.max(1);
+    let schedule = shallot_directory::schedule::Schedule::new(interval);
+    let period = interval * 2;
+    let phase = |at_ms: u64| at_ms.saturating_sub(interval * 1000) as f64 / 1000.0;
+    let lead = shallot_net::netdir::GUARD_LEAD;
+    let spread = shallot_net::netdir::refresh_spread_secs(interval_secs);
     format!(
         "the {:.0}-{:.0} s after a consensus's valid-after; p99 (messages sent) by the second of \
          the {interval_secs}-s period they were sent in: {}. The schedule (docs/spec.md §5.6): \
          votes at {:.0} s, the consensus computed at {:.0} s, relays fetch it at 0 s and the \
-         clients 1 to {} s after",
+         clients {lead} to {} s after",
         worst as f64 * tenth,
         (worst + 1) as f64 * tenth,
         each.join(", "),
-        interval_secs as f64 / 4.0,
-        interval_secs as f64 * 3.0 / 4.0,
-        1 + jitter
+        phase(schedule.vote_at(period)),
+        phase(schedule.compute_at(period)),
+        lead + spread
     )
 }
 
@@ -684,6 +690,10 @@ mod tests {
         let note = period_note(&tenths, 9, 60);
         assert!(note.starts_with("the 54-60 s after"), "{note}");
         assert!(note.contains("0-6 s 30.0 ms (2)"), "{note}");
+        assert!(
+            note.contains("votes at 15 s, the consensus computed at 45 s"),
+            "{note}"
+        );
         assert!(note.contains("clients 1 to 8 s after"), "{note}");
     }
 
