@@ -76,11 +76,35 @@ pub struct NetDir {
     last_guard_failure: Mutex<Option<String>>,
 }
 
+/// Milliseconds past fresh-until before which no relay fetches the next consensus: the
+/// authorities publish it at fresh-until (`docs/spec.md` §5.6).
+pub const CACHE_DELAY_MS: u64 = 200;
+
+/// The span, ms, of a relay's random delay beyond [`CACHE_DELAY_MS`] before it fetches the
+/// consensus after one fresh for `span` seconds: a sixteenth of the period, at most 15 s, so
+/// that a network's relays do not all ask the authorities in the same moment
+/// (`docs/spec.md` §6.7).
+pub fn cache_spread_ms(span: u64) -> u64 {
+    (span.saturating_mul(1000) / 16).min(15_000)
+}
+
+/// A relay's delay, ms past fresh-until, before it fetches the next consensus, for a
+/// consensus fresh for `span` seconds and a random `r`: from [`CACHE_DELAY_MS`] to that plus
+/// [`cache_spread_ms`].
+pub fn cache_fetch_delay_ms(span: u64, r: u64) -> u64 {
+    CACHE_DELAY_MS + r % (cache_spread_ms(span) + 1)
+}
+
 /// Seconds a client waits past fresh-until before asking for the next consensus, beyond its
-/// random delay: relays fetch at fresh-until (plus a fifth of a second) and then prepare it to
-/// serve, and a client that asked its guard before that would go to the authorities instead
-/// (`docs/spec.md` §5.13).
-pub const GUARD_LEAD: u64 = 1;
+/// random delay, for a consensus fresh for `span` seconds: the last relay fetches it
+/// [`CACHE_DELAY_MS`] plus [`cache_spread_ms`] after fresh-until, and then prepares it to
+/// serve (0.6 s more are left for that); a client that asked its guard before that would go
+/// to the authorities instead (`docs/spec.md` §5.13). At least 1.
+pub fn guard_lead_secs(span: u64) -> u64 {
+    (CACHE_DELAY_MS + cache_spread_ms(span) + 600)
+        .div_ceil(1000)
+        .max(1)
+}
 
 /// The span of a client's random delay before each fetch, seconds, for consensuses fresh for
 /// `span` seconds: an eighth of it, from 1 s to 30 s ([`NetDir::next_refresh`]).
@@ -363,16 +387,17 @@ impl NetDir {
 
     /// When to fetch next. Authorities publish each consensus at the previous one's
     /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus
-    /// one second (by then the guards, which fetch at fresh-until, hold it to serve) plus a
-    /// random delay (up to an eighth of the period, at most 30 s, so that clients do not all
-    /// ask at once). Otherwise, after failures, the wait doubles from 1 s up to 64 s.
+    /// [`guard_lead_secs`] (by then the guards, which fetch soon after fresh-until, hold it to
+    /// serve) plus a random delay (up to an eighth of the period, at most 30 s, so that
+    /// clients do not all ask at once). Otherwise, after failures, the wait doubles from 1 s
+    /// up to 64 s.
     pub fn next_refresh(&self) -> Duration {
         let now = self.clock.unix_now();
         match self.held() {
             Some(c) if now < c.fresh_until => {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
                 let jitter = rand::random::<u64>() % refresh_spread_secs(span);
-                Duration::from_secs(c.fresh_until - now + GUARD_LEAD + jitter)
+                Duration::from_secs(c.fresh_until - now + guard_lead_secs(span) + jitter)
             }
             _ => failure_backoff(self.failures.load(Ordering::Relaxed), 6),
         }
@@ -590,14 +615,40 @@ mod tests {
     fn the_next_fetch_is_at_fresh_until_plus_a_bounded_delay() {
         let clock = Arc::new(FakeClock::new(1000));
         let dir = held(&clock);
+        // The consensus held is fresh for 800 s: the relays fetch the next from 0.2 s to
+        // 0.2 + min(800 / 16, 15) = 15.2 s after its fresh-until, so the clients wait 16 s
+        // for them, then up to min(800 / 8, 30) s of jitter.
+        assert_eq!(guard_lead_secs(800), 16);
         for _ in 0..50 {
             let wait = dir.next_refresh().as_secs();
-            // 800 s to fresh-until, 1 s for the guards to fetch it, then up to
-            // min(800 / 8, 30) s of jitter.
-            assert!((801..831).contains(&wait), "{wait}");
+            assert!((816..846).contains(&wait), "{wait}");
         }
         clock.set(1700);
-        assert!((101..131).contains(&dir.next_refresh().as_secs()));
+        assert!((116..146).contains(&dir.next_refresh().as_secs()));
+    }
+
+    #[test]
+    fn clients_ask_their_guards_only_once_every_relay_has_fetched() {
+        for span in (1..=120).chain([600, 3600, 86_400, 7 * 86_400]) {
+            let last_relay = cache_fetch_delay_ms(span, cache_spread_ms(span));
+            assert_eq!(last_relay, CACHE_DELAY_MS + cache_spread_ms(span), "{span}");
+            assert_eq!(
+                cache_fetch_delay_ms(span, cache_spread_ms(span) + 1),
+                CACHE_DELAY_MS
+            );
+            // At least 0.6 s for the last relay to make what it serves.
+            assert!(guard_lead_secs(span) * 1000 >= last_relay + 600, "{span}");
+            assert!(cache_spread_ms(span) <= 15_000);
+        }
+        // Test networks voting every second or two keep the clients' lead of a second; the
+        // production interval spreads the relays over 15 s.
+        assert_eq!(guard_lead_secs(1), 1);
+        assert_eq!(guard_lead_secs(2), 1);
+        assert_eq!(cache_spread_ms(2), 125);
+        assert_eq!(cache_spread_ms(60), 3750);
+        assert_eq!(guard_lead_secs(60), 5);
+        assert_eq!(cache_spread_ms(3600), 15_000);
+        assert_eq!(guard_lead_secs(3600), 16);
     }
 
     /// An authority that answers "Tue, 01 Dec 2026 03:30:00 GMT" (1796095800), refusing.

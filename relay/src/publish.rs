@@ -9,6 +9,7 @@ use std::time::Duration;
 use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
 use shallot_directory::network::NetworkFile;
 use shallot_directory::schedule::{brings_nothing_new, failure_backoff};
+use shallot_net::netdir::cache_fetch_delay_ms;
 use shallot_proto::dir::descriptor::RelayDescriptor;
 use shallot_proto::dir::{Consensus, Flags};
 use shallot_rt::unix_now;
@@ -206,15 +207,21 @@ pub(crate) async fn directory_loop(
                     failures += 1;
                 }
             }
-            // Fetch again at the refresh interval or when the next consensus is published
-            // (the current one's fresh-until), whichever comes first; while no fresh one can
+            // Fetch again at the refresh interval or soon after the next consensus is
+            // published (the current one's fresh-until: a random delay spreads the network's
+            // relays, `docs/spec.md` §6.7), whichever comes first; while no fresh one can
             // be had, back off from 1 s to 32 s, but with none at all, try again as soon as
             // the schedule says the first is served (a new network's relays then hold it
             // within moments, not up to a back-off later).
             let now_secs = unix_now();
             let wait = match &consensus {
                 Some(c) if now_secs < c.fresh_until && failures == 0 => {
-                    Duration::from_secs(c.fresh_until - now_secs) + Duration::from_millis(200)
+                    // In milliseconds, so that the delay counts from fresh-until itself.
+                    let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
+                    let at_ms = c.fresh_until.saturating_mul(1000)
+                        + cache_fetch_delay_ms(span, rand::random());
+                    let now_ms = shallot_directory::schedule::now_ms();
+                    Duration::from_millis(at_ms.saturating_sub(now_ms))
                 }
                 Some(_) => failure_backoff(failures, 5),
                 None => {

@@ -650,19 +650,23 @@ fn period_note(tenths: &[(usize, Duration)], worst: usize, interval_secs: u64) -
     let schedule = shallot_directory::schedule::Schedule::new(interval);
     let period = interval * 2;
     let phase = |at_ms: u64| at_ms.saturating_sub(interval * 1000) as f64 / 1000.0;
-    let lead = shallot_net::netdir::GUARD_LEAD;
-    let spread = shallot_net::netdir::refresh_spread_secs(interval_secs);
+    let relays_from = shallot_net::netdir::CACHE_DELAY_MS;
+    let relays_to = relays_from + shallot_net::netdir::cache_spread_ms(interval);
+    let lead = shallot_net::netdir::guard_lead_secs(interval);
+    let spread = shallot_net::netdir::refresh_spread_secs(interval);
     format!(
         "the {:.0}-{:.0} s after a consensus's valid-after; p99 (messages sent) by the second of \
          the {interval_secs}-s period they were sent in: {}. The schedule (docs/spec.md §5.6): \
-         votes at {:.0} s, the consensus computed at {:.0} s, relays fetch it at 0 s and the \
-         clients {lead} to {} s after",
+         votes at {:.0} s, the consensus computed at {:.0} s, relays fetch it {:.2} to \
+         {:.2} s after 0 s and the clients {lead} to {} s after",
         worst as f64 * tenth,
         (worst + 1) as f64 * tenth,
         each.join(", "),
         phase(schedule.vote_at(period)),
         phase(schedule.compute_at(period)),
-        lead + spread
+        relays_from as f64 / 1000.0,
+        relays_to as f64 / 1000.0,
+        lead + spread - 1
     )
 }
 
@@ -694,7 +698,12 @@ mod tests {
             note.contains("votes at 15 s, the consensus computed at 45 s"),
             "{note}"
         );
-        assert!(note.contains("clients 1 to 8 s after"), "{note}");
+        // Relays from 0.2 s to 0.2 + 60/16 s; clients from ⌈(0.2 + 3.75 + 0.6) s⌉ on, over
+        // 60/8 = 7 whole seconds.
+        assert!(
+            note.contains("relays fetch it 0.20 to 3.95 s after 0 s and the clients 5 to 11 s"),
+            "{note}"
+        );
     }
 
     #[test]
