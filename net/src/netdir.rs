@@ -397,7 +397,8 @@ impl NetDir {
             Some(c) if now < c.fresh_until => {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
                 let jitter = rand::random::<u64>() % refresh_spread_secs(span);
-                Duration::from_secs(c.fresh_until - now + guard_lead_secs(span) + jitter)
+                let lead = guard_lead_secs(span).saturating_add(jitter);
+                Duration::from_secs((c.fresh_until - now).saturating_add(lead))
             }
             _ => failure_backoff(self.failures.load(Ordering::Relaxed), 6),
         }

@@ -218,8 +218,10 @@ pub(crate) async fn directory_loop(
                 Some(c) if now_secs < c.fresh_until && failures == 0 => {
                     // In milliseconds, so that the delay counts from fresh-until itself.
                     let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
-                    let at_ms = c.fresh_until.saturating_mul(1000)
-                        + cache_fetch_delay_ms(span, rand::random());
+                    let at_ms = c
+                        .fresh_until
+                        .saturating_mul(1000)
+                        .saturating_add(cache_fetch_delay_ms(span, rand::random()));
                     let now_ms = shallot_directory::schedule::now_ms();
                     Duration::from_millis(at_ms.saturating_sub(now_ms))
                 }
