@@ -95,13 +95,22 @@ pub fn cache_fetch_delay_ms(span: u64, r: u64) -> u64 {
     CACHE_DELAY_MS + r % (cache_spread_ms(span) + 1)
 }
 
+/// Milliseconds the clients leave the last relay, for a consensus fresh for `span` seconds,
+/// to fetch the next consensus, check it and make what it serves (`docs/spec.md` §5.13): an
+/// eighth of the period, at most 3 s (a 10,000-relay network's diffs take a good part of a
+/// second each, §5.12).
+pub fn guard_margin_ms(span: u64) -> u64 {
+    (span.saturating_mul(1000) / 8).min(3000)
+}
+
 /// Seconds a client waits past fresh-until before asking for the next consensus, beyond its
 /// random delay, for a consensus fresh for `span` seconds: the last relay fetches it
-/// [`CACHE_DELAY_MS`] plus [`cache_spread_ms`] after fresh-until, and then prepares it to
-/// serve (0.6 s more are left for that); a client that asked its guard before that would go
-/// to the authorities instead (`docs/spec.md` §5.13). At least 1.
+/// [`CACHE_DELAY_MS`] plus [`cache_spread_ms`] after fresh-until, and is left
+/// [`guard_margin_ms`] more; a client that asked its guard before that would go to the
+/// authorities instead (`docs/spec.md` §5.13). At least 1. (A client's clock reads whole
+/// seconds, rounded down, so it asks no earlier than this after fresh-until.)
 pub fn guard_lead_secs(span: u64) -> u64 {
-    (CACHE_DELAY_MS + cache_spread_ms(span) + 600)
+    (CACHE_DELAY_MS + cache_spread_ms(span) + guard_margin_ms(span))
         .div_ceil(1000)
         .max(1)
 }
@@ -617,15 +626,15 @@ mod tests {
         let clock = Arc::new(FakeClock::new(1000));
         let dir = held(&clock);
         // The consensus held is fresh for 800 s: the relays fetch the next from 0.2 s to
-        // 0.2 + min(800 / 16, 15) = 15.2 s after its fresh-until, so the clients wait 16 s
-        // for them, then up to min(800 / 8, 30) s of jitter.
-        assert_eq!(guard_lead_secs(800), 16);
+        // 0.2 + min(800 / 16, 15) = 15.2 s after its fresh-until, so the clients wait 19 s
+        // (leaving them 3 s more), then up to min(800 / 8, 30) s of jitter.
+        assert_eq!(guard_lead_secs(800), 19);
         for _ in 0..50 {
             let wait = dir.next_refresh().as_secs();
-            assert!((816..846).contains(&wait), "{wait}");
+            assert!((819..849).contains(&wait), "{wait}");
         }
         clock.set(1700);
-        assert!((116..146).contains(&dir.next_refresh().as_secs()));
+        assert!((119..149).contains(&dir.next_refresh().as_secs()));
     }
 
     #[test]
@@ -637,19 +646,30 @@ mod tests {
                 cache_fetch_delay_ms(span, cache_spread_ms(span) + 1),
                 CACHE_DELAY_MS
             );
-            // At least 0.6 s for the last relay to make what it serves.
-            assert!(guard_lead_secs(span) * 1000 >= last_relay + 600, "{span}");
+            // The last relay is left its margin (an eighth of the period, at most 3 s) to
+            // fetch the consensus, check it and make its diffs.
+            let margin = guard_margin_ms(span);
+            assert!(
+                guard_lead_secs(span) * 1000 >= last_relay + margin,
+                "{span}"
+            );
             assert!(cache_spread_ms(span) <= 15_000);
+            // And the whole lead stays within the period.
+            assert!(
+                guard_lead_secs(span) * 1000 < (span * 1000).max(1000) + 1,
+                "{span}"
+            );
         }
-        // Test networks voting every second or two keep the clients' lead of a second; the
+        // Test networks voting every 1-4 s keep the clients' lead of a second; the
         // production interval spreads the relays over 15 s.
-        assert_eq!(guard_lead_secs(1), 1);
-        assert_eq!(guard_lead_secs(2), 1);
+        for span in 1..=4 {
+            assert_eq!(guard_lead_secs(span), 1, "{span}");
+        }
         assert_eq!(cache_spread_ms(2), 125);
         assert_eq!(cache_spread_ms(60), 3750);
-        assert_eq!(guard_lead_secs(60), 5);
+        assert_eq!(guard_lead_secs(60), 7);
         assert_eq!(cache_spread_ms(3600), 15_000);
-        assert_eq!(guard_lead_secs(3600), 16);
+        assert_eq!(guard_lead_secs(3600), 19);
     }
 
     /// An authority that answers "Tue, 01 Dec 2026 03:30:00 GMT" (1796095800), refusing.

@@ -666,7 +666,7 @@ fn period_note(tenths: &[(usize, Duration)], worst: usize, interval_secs: u64) -
         phase(schedule.compute_at(period)),
         relays_from as f64 / 1000.0,
         relays_to as f64 / 1000.0,
-        lead + spread - 1
+        lead + spread
     )
 }
 
@@ -698,10 +698,10 @@ mod tests {
             note.contains("votes at 15 s, the consensus computed at 45 s"),
             "{note}"
         );
-        // Relays from 0.2 s to 0.2 + 60/16 s; clients from ⌈(0.2 + 3.75 + 0.6) s⌉ on, over
-        // 60/8 = 7 whole seconds.
+        // Relays from 0.2 s to 0.2 + 60/16 s; clients from ⌈(0.2 + 3.75 + 3) s⌉ on, over
+        // 60/8 = 7 whole seconds (and a fraction: their clocks read whole seconds).
         assert!(
-            note.contains("relays fetch it 0.20 to 3.95 s after 0 s and the clients 5 to 11 s"),
+            note.contains("relays fetch it 0.20 to 3.95 s after 0 s and the clients 7 to 14 s"),
             "{note}"
         );
     }
