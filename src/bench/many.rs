@@ -319,10 +319,7 @@ async fn measure(
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let start = Instant::now();
     // The same moment in Unix time, to place each send in the voting schedule.
-    let start_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(BenchError::other)?
-        .as_secs_f64();
+    let start_unix = shallot_directory::schedule::now_ms() as f64 / 1000.0;
     let clients: Vec<Client> = messengers
         .into_iter()
         .map(|m| {
