@@ -11,7 +11,11 @@
 //! its probes in that order as slots free up, so when probes are quick (the usual case: a few
 //! milliseconds each) one round reaches every relay, and when they are slow the first part is
 //! still reached and the rest rotate in over the next rounds, so that a flood of new or
-//! stalling descriptors waits behind the relays clients use. A relay is marked when its probe
+//! stalling descriptors waits behind the relays clients use. Every round but the first after
+//! a start spreads its starts over the part of its budget that still leaves the last its whole
+//! limit, a slot-full at a time ([`RoundTiming::start_offset`]), so that neither the authority
+//! nor the machine it shares sees every probe of the interval at once. A relay is marked when
+//! its probe
 //! ends; one the budget left unstarted or cut short goes first in the next round. A relay whose
 //! descriptor is new or changed address or keys is probed at once, unless a probe of it is
 //! already waiting or running; such probes have their own slots (a quarter of
@@ -70,6 +74,29 @@ impl RoundTiming {
         let waves = (self.budget.as_millis() / self.probe_limit.as_millis().max(1)).max(1);
         self.concurrency
             .saturating_mul(usize::try_from(waves).unwrap_or(usize::MAX))
+    }
+
+    /// The part of the budget over which a round spreads its probes' starts: what is left
+    /// once a probe started at its end still has its whole limit. Zero when a probe's limit
+    /// takes the whole budget (with the test networks' probe timeout of 2 s, at voting
+    /// intervals up to 8 s; 26 s at 60 s).
+    pub fn spread(&self) -> Duration {
+        self.budget.saturating_sub(self.probe_limit)
+    }
+
+    /// How long after its round begins the `i`th probe of a plan of `n` may start, at the
+    /// earliest. The plan goes a slot-full (`concurrency` probes) at a time: group `g` starts
+    /// `g · concurrency / n` of the way through [`Self::spread`]. Whole groups, not single
+    /// probes, so that the guaranteed part still ends inside the budget when every probe
+    /// takes its whole limit: a group waits for the later of its start and the group before
+    /// it, and each ends a limit after its start.
+    pub fn start_offset(&self, i: usize, n: usize) -> Duration {
+        let first_of_group = i - i % self.concurrency.max(1);
+        if n == 0 || first_of_group >= n {
+            return Duration::ZERO;
+        }
+        let nanos = self.spread().as_nanos() * first_of_group as u128 / n as u128;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
@@ -137,9 +164,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
     let mut round: Option<AbortOnDrop<()>> = None;
     let round_end = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(round_end);
+    // The first round after a start is not spread: what relays proved before the authority
+    // stopped is not kept, so each needs a probe before its first vote.
+    let mut first = true;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
+            began = ticker.tick() => {
                 // A round still running at the next tick is ended (its probes aborted) before
                 // the new one starts.
                 drop(round.take());
@@ -148,14 +178,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
                     (plan_round(&state, timing.capacity()), state.known_relay_ips())
                 };
                 shared.limits.set_relay_ips(relay_ips);
+                let probing = shared.clone();
+                let probe = move |id| {
+                    let shared = probing.clone();
+                    async move { probe_one(&shared, id, timing.probe_limit).await }
+                };
+                let slots = (permits.clone(), running.clone());
+                let spread = !std::mem::take(&mut first);
                 round = Some(AbortOnDrop::new(tokio::spawn(run_round(
-                    shared.clone(),
-                    permits.clone(),
-                    running.clone(),
-                    plan,
-                    timing.probe_limit,
+                    slots, plan, timing, began, spread, probe,
                 ))));
-                round_end.as_mut().reset(tokio::time::Instant::now() + timing.budget);
+                round_end.as_mut().reset(began + timing.budget);
             }
             _ = &mut round_end, if round.is_some() => {
                 // Whatever has not finished inside the budget waits for the next round:
@@ -171,19 +204,29 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<RelayId>)
     }
 }
 
-/// One round: starts the probes of `plan` in order, each when a slot of `permits` frees up,
-/// and waits for them all. A relay being probed already (an urgent probe of its new
-/// descriptor) is passed over. Dropped (at the end of the budget), it aborts the probes still
-/// running and starts no more.
-async fn run_round(
-    shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
-    running: RelaySet,
+/// One round, begun at `began`: starts `probe` of each relay of `plan` in order, each when a
+/// slot of `permits` frees up and, if `spread`, not before its offset in the round
+/// ([`RoundTiming::start_offset`]), and waits for them all. A relay in `running` already (an
+/// urgent probe of its new descriptor) is passed over. Dropped (at the end of the budget), it
+/// aborts the probes still running and starts no more.
+async fn run_round<P, F>(
+    (permits, running): (Arc<Semaphore>, RelaySet),
     plan: Vec<RelayId>,
-    limit: Duration,
-) {
+    timing: RoundTiming,
+    began: tokio::time::Instant,
+    spread: bool,
+    probe: P,
+) where
+    P: Fn(RelayId) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let n = plan.len();
     let mut probes = JoinSet::new();
-    for id in plan {
+    for (i, id) in plan.into_iter().enumerate() {
+        let offset = timing.start_offset(i, n);
+        if spread && !offset.is_zero() {
+            tokio::time::sleep_until(began + offset).await;
+        }
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
@@ -191,11 +234,11 @@ async fn run_round(
         let Some(running) = Held::take(&running, id) else {
             continue;
         };
-        let shared = shared.clone();
+        let probing = probe(id);
         // The slot and the mark go with the task: dropped with it even if it never runs.
         probes.spawn(async move {
             let _held = (running, permit);
-            probe_one(&shared, id, limit).await;
+            probing.await;
         });
     }
     while probes.join_next().await.is_some() {}
@@ -337,6 +380,102 @@ mod tests {
             RoundTiming::new(3, 2, 16).probe_limit,
             Duration::from_millis(1500)
         );
+    }
+
+    /// The round's starts are spread, a slot-full at a time, over the budget less one limit;
+    /// and the guaranteed part still ends inside the budget when every probe takes its whole
+    /// limit (the slot schedule simulated: each probe starts at the later of its offset and
+    /// the first slot to free up). Starting single probes at `i / n` of the spread fails this
+    /// with the default parameters, whose waves fill the budget exactly.
+    #[test]
+    fn a_round_spreads_its_starts_and_still_ends_its_guaranteed_part_in_the_budget() {
+        for (interval, timeout, conc) in [(3600, 10, 16), (60, 2, 16), (60, 1, 4), (7, 1, 3)] {
+            let t = RoundTiming::new(interval, timeout, conc);
+            let cap = t.capacity();
+            for n in [1, 2, 3, 15, 16, 17, 100, cap - 1, cap, 10_000] {
+                let mut slots = vec![Duration::ZERO; t.concurrency];
+                let (mut last_start, mut last_offset) = (Duration::ZERO, Duration::ZERO);
+                for i in 0..n {
+                    let offset = t.start_offset(i, n);
+                    assert!(offset >= last_offset, "offsets go forward");
+                    last_offset = offset;
+                    assert!(offset <= t.spread(), "{interval} {n} {i}");
+                    let (slot, free) = slots
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .min_by_key(|&(_, f)| f)
+                        .unwrap();
+                    let start = offset.max(free);
+                    assert!(start >= last_start);
+                    last_start = start;
+                    slots[slot] = start + t.probe_limit;
+                    if i < t.capacity() {
+                        assert!(
+                            slots[slot] <= t.budget,
+                            "{interval} {timeout} {conc}: probe {i} of {n} ends at {:?}",
+                            slots[slot]
+                        );
+                    }
+                }
+            }
+            // The first slot-full starts at once; the last group late in the spread.
+            assert_eq!(t.start_offset(t.concurrency - 1, 1000), Duration::ZERO);
+            assert!(t.start_offset(999, 1000) >= t.spread() * 9 / 10);
+        }
+        // Production: a new group of 16 every 2.85 s for 10,000 relays, over 1,780 s.
+        let t = RoundTiming::new(3600, 10, 16);
+        assert_eq!(t.spread(), Duration::from_secs(1780));
+        assert_eq!(t.start_offset(16, 10_000), Duration::from_millis(2848));
+        // The test networks' limit takes the whole budget: every probe may start at once.
+        let t = RoundTiming::new(3, 2, 16);
+        assert_eq!(t.spread(), Duration::ZERO);
+        assert_eq!(t.start_offset(99, 100), Duration::ZERO);
+    }
+
+    /// The round itself keeps the offsets (time paused, probes that take 10 ms): 40 relays,
+    /// slots of 16, a spread of 26 s start at 0, 10.4 and 20.8 s; the first round after a
+    /// start, unspread, starts each group as slots free up; and a relay being probed already
+    /// is passed over.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_starts_its_groups_at_their_offsets() {
+        let timing = RoundTiming::new(60, 2, 16);
+        let plan: Vec<RelayId> = (0..40)
+            .map(|_| IdentityKeypair::generate(&mut rand::thread_rng()).relay_id())
+            .collect();
+        for spread in [true, false] {
+            let running: RelaySet = Arc::default();
+            let busy = Held::take(&running, plan[39]).unwrap();
+            let starts: Arc<Mutex<Vec<(RelayId, Duration)>>> = Arc::default();
+            let began = tokio::time::Instant::now();
+            let seen = starts.clone();
+            let probe = move |id| {
+                let seen = seen.clone();
+                async move {
+                    lock(&seen).push((id, began.elapsed()));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let slots = (Arc::new(Semaphore::new(timing.concurrency)), running);
+            run_round(slots, plan.clone(), timing, began, spread, probe).await;
+            drop(busy);
+            let starts = lock(&starts).clone();
+            assert_eq!(starts.len(), 39, "the relay being probed is passed over");
+            for (i, (id, at)) in starts.iter().enumerate() {
+                assert_eq!(*id, plan[i], "in the plan's order");
+                // Unspread, each group as soon as the one before it has ended.
+                let want = match (spread, i / 16) {
+                    (false, g) => Duration::from_millis(10 * g as u64),
+                    (true, 0) => Duration::ZERO,
+                    (true, 1) => Duration::from_millis(10_400),
+                    (true, _) => Duration::from_millis(20_800),
+                };
+                assert!(
+                    *at >= want && *at < want + Duration::from_millis(5),
+                    "spread {spread}: probe {i} at {at:?}, not {want:?}"
+                );
+            }
+        }
     }
 
     /// Review finding 5: probes are de-duplicated and known relays go first, so a flood of new
