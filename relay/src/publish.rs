@@ -19,6 +19,22 @@ use tracing::{debug, info, warn};
 use crate::core::Core;
 use crate::netview::{NetView, PeerInfo};
 
+/// How long after an accepted upload the relay uploads its descriptor again: the publish
+/// interval less a random part of up to a quarter of it (`r` drawn uniformly), so that relays
+/// that started together (a test network, or many restarted at once after an outage) do not go
+/// on uploading, and the authorities storing, all in the same moment every interval; and no
+/// descriptor waits longer than the interval to be renewed. Never less than a second (or the
+/// interval, if shorter): a descriptor signed in the same second as the last is not newer, and
+/// the authorities would refuse it.
+fn republish_wait(interval: Duration, r: u32) -> Duration {
+    let part = interval.as_nanos() / 4 * u128::from(r) / u128::from(u32::MAX);
+    interval
+        .saturating_sub(Duration::from_nanos(
+            u64::try_from(part).unwrap_or(u64::MAX),
+        ))
+        .max(interval.min(Duration::from_secs(1)))
+}
+
 /// This relay's descriptor as of now, signed.
 pub(crate) fn signed_descriptor(core: &Core, address: std::net::SocketAddr) -> Option<String> {
     let mut family = core.config.family.clone();
@@ -145,12 +161,12 @@ pub(crate) async fn directory_loop(
         let now = tokio::time::Instant::now();
         if now >= next_publish {
             let accepted = publish(&core, &network, address).await;
-            // Retry soon if no authority took it; otherwise at the publish interval.
+            // Retry soon if no authority took it; otherwise within the publish interval.
             next_publish = tokio::time::Instant::now()
                 + if accepted == 0 {
                     timing.consensus_refresh.min(Duration::from_secs(10))
                 } else {
-                    timing.publish_interval
+                    republish_wait(timing.publish_interval, rand::random())
                 };
         }
         if now >= next_fetch {
@@ -247,5 +263,39 @@ pub(crate) async fn directory_loop(
             }
             _ = stopped.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn republishing_waits_three_quarters_to_the_whole_interval() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(republish_wait(hour, 0), hour);
+        assert_eq!(republish_wait(hour, u32::MAX), Duration::from_secs(2700));
+        let half = republish_wait(hour, u32::MAX / 2).as_millis();
+        assert!((3_149_999..=3_150_001).contains(&half), "{half}");
+        // Relays started together draw different waits.
+        let waits: std::collections::HashSet<Duration> = (0..20)
+            .map(|_| republish_wait(Duration::from_secs(60), rand::random()))
+            .collect();
+        assert!(waits.len() > 10, "{waits:?}");
+        assert!(waits
+            .iter()
+            .all(|w| (Duration::from_secs(45)..=Duration::from_secs(60)).contains(w)));
+        // Whatever a configuration names, nothing overflows.
+        assert_eq!(republish_wait(Duration::MAX, 0), Duration::MAX);
+        assert!(republish_wait(Duration::MAX, u32::MAX) < Duration::MAX);
+        assert_eq!(republish_wait(Duration::ZERO, u32::MAX), Duration::ZERO);
+        // The shortest interval a relay may be given, 1 s, is kept whole: a second
+        // descriptor in the same second would be refused as not newer.
+        let second = Duration::from_secs(1);
+        assert_eq!(republish_wait(second, u32::MAX), second);
+        assert_eq!(
+            republish_wait(Duration::from_millis(1200), u32::MAX),
+            second
+        );
     }
 }
