@@ -398,8 +398,10 @@ impl NetDir {
     /// fresh-until, so while the one held is fresh the next fetch is at its fresh-until plus
     /// [`guard_lead_secs`] (by then the guards, which fetch soon after fresh-until, hold it to
     /// serve) plus a random delay (up to an eighth of the period, at most 30 s, so that
-    /// clients do not all ask at once). Otherwise, after failures, the wait doubles from 1 s
-    /// up to 64 s.
+    /// clients do not all ask at once), but never more than two of the network file's voting
+    /// intervals away, less up to a quarter interval at random: a consensus fresh for longer
+    /// than the network votes (a fault of the authorities, or a clock far behind) cannot stop
+    /// the client asking. Otherwise, after failures, the wait doubles from 1 s up to 64 s.
     pub fn next_refresh(&self) -> Duration {
         let now = self.clock.unix_now();
         match self.held() {
@@ -407,7 +409,10 @@ impl NetDir {
                 let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
                 let jitter = rand::random::<u64>() % refresh_spread_secs(span);
                 let lead = guard_lead_secs(span).saturating_add(jitter);
-                Duration::from_secs((c.fresh_until - now).saturating_add(lead))
+                // The cap less up to a quarter interval: clients capped together spread too.
+                let interval = self.network.params.voting_interval_secs.max(1);
+                let cap = interval.saturating_mul(2) - rand::random::<u64>() % interval.div_ceil(4);
+                Duration::from_secs((c.fresh_until - now).saturating_add(lead).min(cap))
             }
             _ => failure_backoff(self.failures.load(Ordering::Relaxed), 6),
         }
@@ -635,6 +640,25 @@ mod tests {
         }
         clock.set(1700);
         assert!((119..149).contains(&dir.next_refresh().as_secs()));
+    }
+
+    /// A consensus that names a fresh-until far beyond the network's voting interval (here a
+    /// week, and the last second there is) is asked again within two intervals all the same.
+    #[test]
+    fn a_consensus_fresh_for_too_long_is_asked_again_within_two_intervals() {
+        let interval = shallot_directory::network::NetworkParams::default().voting_interval_secs;
+        for fresh_until in [1000 + 7 * 86_400, u64::MAX - 1] {
+            let clock = Arc::new(FakeClock::new(1000));
+            let c = testing::consensus(testing::relays(3), 1000, fresh_until, u64::MAX);
+            let dir = NetDir::preloaded(c, clock.clone());
+            for _ in 0..20 {
+                let wait = dir.next_refresh().as_secs();
+                assert!(
+                    wait <= 2 * interval && wait > 2 * interval - interval / 4,
+                    "{wait}"
+                );
+            }
+        }
     }
 
     #[test]
