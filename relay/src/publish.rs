@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
-use shallot_directory::network::NetworkFile;
+use shallot_directory::network::{NetworkFile, NetworkParams};
 use shallot_directory::schedule::{brings_nothing_new, failure_backoff};
 use shallot_net::netdir::cache_fetch_delay_ms;
 use shallot_proto::dir::descriptor::RelayDescriptor;
@@ -18,6 +18,38 @@ use tracing::{debug, info, warn};
 
 use crate::core::Core;
 use crate::netview::{NetView, PeerInfo};
+
+/// How long the relay waits, at `now_ms`, before it fetches the consensus again, holding
+/// `held` after as many failed (or fruitless) fetches in a row: at most `refresh`, whatever a
+/// consensus names; otherwise, with a fresh consensus and no failure, until a random delay
+/// after its fresh-until (`docs/spec.md` §6.7: it counts in milliseconds from fresh-until
+/// itself, and spreads the network's relays); while no fresh one can be had, a back-off from
+/// 1 s to 32 s; with none at all, until the schedule says the first is served, if sooner (a
+/// new network's relays then hold it within moments, not a back-off later).
+fn next_fetch_wait(
+    (held, failures): (Option<&Consensus>, u32),
+    now_ms: u64,
+    params: &NetworkParams,
+    refresh: Duration,
+) -> Duration {
+    let wait = match held {
+        Some(c) if now_ms / 1000 < c.fresh_until && failures == 0 => {
+            let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
+            let at_ms = c
+                .fresh_until
+                .saturating_mul(1000)
+                .saturating_add(cache_fetch_delay_ms(span, rand::random()));
+            Duration::from_millis(at_ms.saturating_sub(now_ms))
+        }
+        Some(_) => failure_backoff(failures, 5),
+        None => {
+            let due_ms = params.next_first_consensus_at_ms(now_ms);
+            let until_due = due_ms.saturating_sub(now_ms).saturating_add(50);
+            failure_backoff(failures, 5).min(Duration::from_millis(until_due))
+        }
+    };
+    refresh.min(wait)
+}
 
 /// How long after an accepted upload the relay uploads its descriptor again: the publish
 /// interval less a random part of up to a quarter of it (`r` drawn uniformly), so that relays
@@ -223,35 +255,10 @@ pub(crate) async fn directory_loop(
                     failures += 1;
                 }
             }
-            // Fetch again at the refresh interval or soon after the next consensus is
-            // published (the current one's fresh-until: a random delay spreads the network's
-            // relays, `docs/spec.md` §6.7), whichever comes first; while no fresh one can
-            // be had, back off from 1 s to 32 s, but with none at all, try again as soon as
-            // the schedule says the first is served (a new network's relays then hold it
-            // within moments, not up to a back-off later).
-            let now_secs = unix_now();
-            let wait = match &consensus {
-                Some(c) if now_secs < c.fresh_until && failures == 0 => {
-                    // In milliseconds, so that the delay counts from fresh-until itself.
-                    let span = c.fresh_until.saturating_sub(c.valid_after).max(1);
-                    let at_ms = c
-                        .fresh_until
-                        .saturating_mul(1000)
-                        .saturating_add(cache_fetch_delay_ms(span, rand::random()));
-                    let now_ms = shallot_directory::schedule::now_ms();
-                    Duration::from_millis(at_ms.saturating_sub(now_ms))
-                }
-                Some(_) => failure_backoff(failures, 5),
-                None => {
-                    // When the schedule may serve one next (with an initial phase, each
-                    // multiple of its interval).
-                    let now_ms = shallot_directory::schedule::now_ms();
-                    let due_ms = network.params.next_first_consensus_at_ms(now_ms);
-                    let until_due = Duration::from_millis(due_ms.saturating_sub(now_ms) + 50);
-                    failure_backoff(failures, 5).min(until_due)
-                }
-            };
-            next_fetch = tokio::time::Instant::now() + timing.consensus_refresh.min(wait);
+            let now_ms = shallot_directory::schedule::now_ms();
+            let held = (consensus.as_ref(), failures);
+            let wait = next_fetch_wait(held, now_ms, &network.params, timing.consensus_refresh);
+            next_fetch = tokio::time::Instant::now() + wait;
         }
         let wake = next_publish.min(next_fetch);
         tokio::select! {
@@ -269,6 +276,67 @@ pub(crate) async fn directory_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shallot_net::netdir::cache_spread_ms;
+
+    /// A consensus valid from `valid_after` and fresh until `fresh_until`.
+    fn consensus(valid_after: u64, fresh_until: u64) -> Consensus {
+        shallot_net::testing::consensus(Vec::new(), valid_after, fresh_until, u64::MAX)
+    }
+
+    #[test]
+    fn the_next_fetch_is_soon_after_fresh_until_and_never_past_the_refresh() {
+        let params = NetworkParams::default();
+        let hour = Duration::from_secs(3600);
+        let held = consensus(1_000, 4_600);
+        // 1,000 s before fresh-until: 0.2 s to 15.2 s after it.
+        for _ in 0..50 {
+            let wait = next_fetch_wait((Some(&held), 0), 3_600_000, &params, hour);
+            let ms = u64::try_from(wait.as_millis()).unwrap();
+            assert!(
+                (1_000_200..=1_000_200 + cache_spread_ms(3600)).contains(&ms),
+                "{ms}"
+            );
+        }
+        // The refresh bounds it.
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            next_fetch_wait((Some(&held), 0), 3_600_000, &params, minute),
+            minute
+        );
+        // After failures, or once it is no longer fresh: the back-off, 2^f s up to 32 s.
+        assert_eq!(
+            next_fetch_wait((Some(&held), 3), 3_600_000, &params, hour),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            next_fetch_wait((Some(&held), 0), 4_600_000, &params, hour),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            next_fetch_wait((Some(&held), 40), 4_600_000, &params, hour),
+            Duration::from_secs(32)
+        );
+    }
+
+    /// A consensus naming a fresh-until as far off as there is (it would need a majority of
+    /// the authorities' signatures) does not stop the relay fetching: the refresh still bounds
+    /// the wait, and nothing overflows, at any time now.
+    #[test]
+    fn a_far_future_fresh_until_waits_only_the_refresh() {
+        let params = NetworkParams::default();
+        let refresh = Duration::from_secs(300);
+        for (valid_after, fresh_until) in [(0, u64::MAX), (1_000, u64::MAX / 1000 + 1), (1, 2)] {
+            let held = consensus(valid_after, fresh_until);
+            for now_ms in [0, 1_500, u64::MAX / 2, u64::MAX] {
+                let wait = next_fetch_wait((Some(&held), 0), now_ms, &params, refresh);
+                assert!(wait <= refresh, "{fresh_until} {now_ms}: {wait:?}");
+            }
+        }
+        // With none held: no later than the back-off.
+        for now_ms in [0, 1_796_095_800_000] {
+            assert!(next_fetch_wait((None, 0), now_ms, &params, refresh) <= Duration::from_secs(1));
+        }
+    }
 
     #[test]
     fn republishing_waits_three_quarters_to_the_whole_interval() {
