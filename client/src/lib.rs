@@ -54,7 +54,7 @@
 //!    for that one mailbox ([`mailbox::Isolation::Owner`]); the relay pushes the new
 //!    envelope, and the link's reader task routes it to the subscription, listening to the
 //!    last hop only.
-//! 6. **Handled once.** [`Messenger::handle_envelope`] checks that the envelope hashes to
+//! 6. **Handled once.** [`Messenger::handle_arrived`] checks that the envelope hashes to
 //!    its [`EnvelopeId`], drops copies from the other replicas
 //!    ([`store::Store::first_sight_of_envelope`]), opens it ([`e2e::session::open`]: unseal,
 //!    ratchet, [`e2e::wire::Content::decode_padded`]), records the text

@@ -911,6 +911,13 @@ impl Store {
             .is_some())
     }
 
+    /// Calls `hook` at each commit of this store's connection (tests: on which thread a
+    /// commit ran). Returning true would roll the commit back.
+    #[cfg(test)]
+    pub(crate) fn on_commit(&self, hook: impl FnMut() -> bool + Send + 'static) {
+        self.conn.commit_hook(Some(hook));
+    }
+
     /// Records an envelope id; false if it was seen before.
     pub fn first_sight_of_envelope(&self, id: &EnvelopeId, now: u64) -> Result<bool, StoreError> {
         Ok(self.exec(

@@ -47,52 +47,18 @@ pub enum Handled {
 }
 
 impl<M: MailboxAccess> Messenger<M> {
-    /// Opens and records one envelope from one of this user's mailboxes, in one transaction.
-    pub fn handle_envelope(
-        &self,
-        id: &EnvelopeId,
-        envelope: &[u8],
-    ) -> Result<Handled, MessengerError> {
-        let handled = self.handle_envelopes(&[(*id, envelope.to_vec())])?;
-        Ok(handled.first().copied().unwrap_or(Handled::Rejected))
-    }
-
-    /// Opens and records envelopes from this user's mailboxes, all in one transaction (one
-    /// flush to disk for the lot); what became of each, in order. A store error fails them
-    /// all, and none is recorded. The events go out once the transaction is on disk, before
-    /// the log is scrubbed.
-    pub fn handle_envelopes(
-        &self,
-        envelopes: &[(EnvelopeId, Vec<u8>)],
-    ) -> Result<Vec<Handled>, MessengerError> {
-        tracing::trace!(target: "shallot_trace", n = envelopes.len(), "recipient: envelopes in hand");
-        let recording = self.recording();
-        let store = self.store();
-        let mut after = Recorded::default();
-        let handled =
-            store.atomically_then_scrub(|store| recording.record_all(store, envelopes, &mut after));
-        if handled.is_ok() {
-            tracing::trace!(target: "shallot_trace", "recipient: recorded and committed");
-            for e in after.events {
-                self.emit(e);
-            }
-            // Only spawned here: the takes wait for the store.
-            self.take_keys_again(&after.retake);
-        }
-        store.scrub();
-        handled
-    }
-
-    /// [`Messenger::handle_envelopes`] for envelopes pushed as they arrive: recorded on a
-    /// blocking thread, in one transaction with whatever else waits to be committed (the
-    /// copies the other replicas pushed, messages being sent), so neither the async runtime
-    /// nor the other subscriptions wait for the disk. What they say is shown as soon as they
-    /// are opened and recorded, before the commit ends: the mailbox relays (which push an
-    /// envelope before they have stored it), once their own commits are done, keep them on
-    /// disk until this client acknowledges them, and it does so only once its commit is done.
-    /// (Should the commit fail, they come again and are shown again; should the relays have
-    /// refused them or failed to commit them too, the sender was told so.)
-    pub async fn handle_pushed(
+    /// Opens and records envelopes from this user's mailboxes as they arrive, pushed or
+    /// fetched; what became of each, in order. A store error fails them all, and none is
+    /// recorded. They are recorded on a blocking thread, in one transaction with whatever
+    /// else waits to be committed (the copies the other replicas pushed, messages being
+    /// sent), so neither the async runtime nor the other subscriptions wait for the disk.
+    /// What they say is shown as soon as they are opened and recorded, before the commit
+    /// ends: the mailbox relays (which push an envelope before they have stored it), once
+    /// their own commits are done, keep them on disk until this client acknowledges them,
+    /// and it does so only once this returns, its commit done. (Should the commit fail, they
+    /// come again and are shown again; should the relays have refused them or failed to
+    /// commit them too, the sender was told so.)
+    pub async fn handle_arrived(
         &self,
         envelopes: Vec<(EnvelopeId, Vec<u8>)>,
     ) -> Result<Vec<Handled>, MessengerError> {
@@ -181,7 +147,7 @@ impl<M: MailboxAccess> Messenger<M> {
         let waiting = link.fetch(key, self.config.request_timeout).await?;
         let mut new = 0;
         for chunk in waiting.chunks(MAX_ACK_IDS) {
-            let handled = self.handle_envelopes(chunk)?;
+            let handled = self.handle_arrived(chunk.to_vec()).await?;
             new += handled
                 .iter()
                 .filter(|h| **h == Handled::NewMessage)
@@ -241,14 +207,15 @@ impl<M: MailboxAccess> Messenger<M> {
         if reached == 0 {
             return Err(last_error.unwrap_or(MessengerError::NoMailboxes));
         }
-        {
-            let store = self.store();
-            store.set("synced_epoch", &epoch.to_be_bytes())?;
-            // Envelopes expire at the relays within a week and session starts cannot open
-            // once their prekey is gone (three weeks): older records are of no more use.
-            let month_ago = self.now().saturating_sub(30 * 86_400);
-            store.forget_seen_before(month_ago)?;
-        }
+        // Envelopes expire at the relays within a week and session starts cannot open once
+        // their prekey is gone (three weeks): older records are of no more use.
+        let month_ago = self.now().saturating_sub(30 * 86_400);
+        self.commits
+            .run(move |store| {
+                store.set("synced_epoch", &epoch.to_be_bytes())?;
+                store.forget_seen_before(month_ago)
+            })
+            .await?;
         Ok(new)
     }
 
@@ -472,7 +439,7 @@ async fn subscription<M: MailboxAccess>(
                     }
                 }
                 let ids: Vec<_> = batch.iter().map(|(id, _)| *id).collect();
-                let handled = me.handle_pushed(batch).await?;
+                let handled = me.handle_arrived(batch).await?;
                 if handled.contains(&Handled::NewMessage) {
                     // Acknowledge to the sender promptly, beside this subscription rather
                     // than in its way; a failure is retried by the periodic acknowledgements.

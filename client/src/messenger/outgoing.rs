@@ -536,7 +536,10 @@ impl<M: MailboxAccess> Messenger<M> {
         for (msg, attempts, expires) in due {
             if now >= expires {
                 let state = OutState::Failed("not acknowledged before it expired".into());
-                self.store().update_outgoing(&msg.id, &state, None)?;
+                let (id, recorded) = (msg.id, state.clone());
+                self.commits
+                    .run(move |store| store.update_outgoing(&id, &recorded, None))
+                    .await?;
                 self.emit(MessengerEvent::Delivery { id: msg.id, state });
                 continue;
             }
@@ -583,7 +586,15 @@ impl<M: MailboxAccess> Messenger<M> {
                     ids: chunk.to_vec(),
                 };
                 match self.seal_and_deposit(&peer, &content).await {
-                    Ok(outcome) if outcome.stored > 0 => self.store().acks_sent(&peer, chunk)?,
+                    // Forgotten in a commit of the group (one flush for the chunk, shared
+                    // with whatever else waits), not on the async runtime, whose thread would
+                    // otherwise wait for the disk with every task queued behind it.
+                    Ok(outcome) if outcome.stored > 0 => {
+                        let chunk = chunk.to_vec();
+                        self.commits
+                            .run(move |store| store.acks_sent(&peer, &chunk))
+                            .await?
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::debug!("acknowledgement not sent: {e}"),
                 }

@@ -747,7 +747,7 @@ async fn envelopes_handled_as_one_batch_are_each_judged_and_recorded_together() 
     let forged = (EnvelopeId([9; 16]), b"not an envelope".to_vec());
     let mut batch = copies.clone();
     batch.push(forged);
-    let handled = bob.handle_envelopes(&batch).unwrap();
+    let handled = bob.handle_arrived(batch).await.unwrap();
     let new = handled
         .iter()
         .filter(|h| **h == Handled::NewMessage)
@@ -770,7 +770,7 @@ async fn envelopes_handled_as_one_batch_are_each_judged_and_recorded_together() 
     }
     assert_eq!(shown, 2, "each new message shown once");
     // A second batch of the same copies records nothing new.
-    let again = bob.handle_envelopes(&copies).unwrap();
+    let again = bob.handle_arrived(copies).await.unwrap();
     assert!(again.iter().all(|h| *h == Handled::Duplicate), "{again:?}");
 }
 
@@ -1363,4 +1363,62 @@ async fn a_running_messenger_places_mailboxes_by_each_new_consensus() {
         );
     }
     assert!(ring::epoch_of(T0 + 30 * 3600, 86_400) > ring::epoch_of(T0, 86_400));
+}
+
+/// Counts the commits of `user`'s store made on the calling thread (the test's runtime, which
+/// runs on that one thread).
+fn commits_on_this_thread(user: &User) -> Arc<std::sync::atomic::AtomicUsize> {
+    let runtime = std::thread::current().id();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    user.store().on_commit(move || {
+        if std::thread::current().id() == runtime {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        false
+    });
+    count
+}
+
+#[tokio::test]
+async fn a_sync_commits_nothing_on_the_async_runtime() {
+    // Each commit waits for the disk (a flush, milliseconds on a slow one): on the runtime's
+    // thread it would hold up every circuit and link of the client meanwhile. Bob comes back
+    // to a burst of messages: draining them, acknowledging them and Alice taking the
+    // acknowledgements must all commit on the store's own thread.
+    let mut w = World::new();
+    let (alice, bob) = w.pair().await;
+    for i in 0..5 {
+        alice
+            .send("bob", &format!("while you were away {i}"), OnFailure::Fail)
+            .await
+            .unwrap();
+    }
+    let (on_runtime_bob, on_runtime_alice) =
+        (commits_on_this_thread(&bob), commits_on_this_thread(&alice));
+    assert_eq!(bob.sync().await.unwrap(), 5);
+    assert!(
+        bob.store().pending_acks().unwrap().is_empty(),
+        "all acknowledged"
+    );
+    alice.sync().await.unwrap();
+    let delivered = alice
+        .store()
+        .history()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.outgoing && m.state == Some(OutState::Delivered))
+        .count();
+    assert_eq!(delivered, 5, "Alice took the acknowledgements");
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(
+        on_runtime_bob.load(ordering),
+        0,
+        "Bob committed on the runtime"
+    );
+    assert_eq!(
+        on_runtime_alice.load(ordering),
+        0,
+        "Alice committed on the runtime"
+    );
 }
