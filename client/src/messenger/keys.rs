@@ -13,31 +13,35 @@ use crate::mailbox::{Isolation, MailboxAccess, MailboxOps};
 
 impl<M: MailboxAccess> Messenger<M> {
     /// The newest signed prekey, making a new one if there is none or it is due for rotation.
-    /// Prekeys are kept one rotation period past their bundle's expiry.
-    pub(crate) fn current_prekey(&self) -> Result<SignedPrekey, MessengerError> {
+    /// Prekeys are kept one rotation period past their bundle's expiry. Done in a job of the
+    /// group commit, off the async runtime.
+    pub(crate) async fn current_prekey(&self) -> Result<SignedPrekey, MessengerError> {
         let now = self.now();
         let rotation = self.config.prekey_rotation.as_secs().max(1);
-        let store = self.store();
-        store.drop_old_prekeys(now)?;
-        let newest = store.prekeys()?.into_iter().max_by_key(|p| p.created());
-        match newest {
-            Some(p) if now < p.created() + rotation => Ok(p),
-            _ => {
-                let p = SignedPrekey::generate(
-                    &mut rand::thread_rng(),
-                    rand::random(),
-                    now,
-                    now + 2 * rotation,
-                );
-                store.add_prekey(&p, p.expires() + rotation)?;
-                Ok(p)
-            }
-        }
+        self.commits
+            .run(move |store| {
+                store.drop_old_prekeys(now)?;
+                let newest = store.prekeys()?.into_iter().max_by_key(|p| p.created());
+                match newest {
+                    Some(p) if now < p.created() + rotation => Ok(p),
+                    _ => {
+                        let p = SignedPrekey::generate(
+                            &mut rand::thread_rng(),
+                            rand::random(),
+                            now,
+                            now + 2 * rotation,
+                        );
+                        store.add_prekey(&p, p.expires() + rotation)?;
+                        Ok::<_, MessengerError>(p)
+                    }
+                }
+            })
+            .await
     }
 
     /// This user's current prekey bundle.
-    pub fn bundle(&self) -> Result<PrekeyBundle, MessengerError> {
-        Ok(self.current_prekey()?.bundle(&self.me))
+    pub async fn bundle(&self) -> Result<PrekeyBundle, MessengerError> {
+        Ok(self.current_prekey().await?.bundle(&self.me))
     }
 
     /// Publishes the bundle beside this user's mailboxes for the current epoch and the next
@@ -47,7 +51,7 @@ impl<M: MailboxAccess> Messenger<M> {
     pub async fn ensure_bundle_published(&self) -> Result<(), MessengerError> {
         let consensus = self.consensus()?;
         let (secs, epoch) = self.epoch_now(&consensus);
-        let bundle = self.bundle()?;
+        let bundle = self.bundle().await?;
         // Published again when the epoch, the prekey or the relays that should hold it
         // change (a new consensus moving the ring).
         let (_, here) = self.bundle_targets(&consensus, epoch)?;
@@ -103,7 +107,9 @@ impl<M: MailboxAccess> Messenger<M> {
         if published == 0 {
             return Err(last_error.unwrap_or(MessengerError::NoMailboxes));
         }
-        self.store().set("bundle_published", marker.as_bytes())?;
+        self.commits
+            .run(move |store| store.set("bundle_published", marker.as_bytes()))
+            .await?;
         Ok(())
     }
 

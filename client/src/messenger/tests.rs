@@ -1381,11 +1381,11 @@ fn commits_on_this_thread(user: &User) -> Arc<std::sync::atomic::AtomicUsize> {
 }
 
 #[tokio::test]
-async fn a_sync_commits_nothing_on_the_async_runtime() {
+async fn syncing_and_publishing_commit_nothing_on_the_async_runtime() {
     // Each commit waits for the disk (a flush, milliseconds on a slow one): on the runtime's
     // thread it would hold up every circuit and link of the client meanwhile. Bob comes back
-    // to a burst of messages: draining them, acknowledging them and Alice taking the
-    // acknowledgements must all commit on the store's own thread.
+    // to a burst of messages: draining them, acknowledging them, Alice taking the
+    // acknowledgements and Bob's next prekey must all commit on the store's own thread.
     let mut w = World::new();
     let (alice, bob) = w.pair().await;
     for i in 0..5 {
@@ -1410,6 +1410,16 @@ async fn a_sync_commits_nothing_on_the_async_runtime() {
         .filter(|m| m.outgoing && m.state == Some(OutState::Delivered))
         .count();
     assert_eq!(delivered, 5, "Alice took the acknowledgements");
+    // A week on, Bob's prekey is due for rotation: the new one, and the mark that the bundle
+    // went out with it, are committed off the runtime too.
+    let week = 7 * 24 * 3600;
+    w.advance(week + 1);
+    bob.ensure_bundle_published().await.unwrap();
+    let prekeys = bob.store().prekeys().unwrap();
+    assert!(
+        prekeys.iter().any(|p| p.created() > T0 + week),
+        "a new prekey"
+    );
     let ordering = std::sync::atomic::Ordering::SeqCst;
     assert_eq!(
         on_runtime_bob.load(ordering),
