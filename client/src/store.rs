@@ -701,7 +701,9 @@ impl Store {
 
     /// Deletes prekeys kept past their time.
     pub fn drop_old_prekeys(&self, now: u64) -> Result<(), StoreError> {
-        // In a transaction of its own, so the log is truncated after it.
+        // In a transaction of its own, so the log is truncated after it; inside another
+        // (the messenger's group commit), with that one, whose runner truncates the log once
+        // it goes idle (`group::SCRUB_IDLE`, at most `group::SCRUB_MAX` after the commit).
         self.atomically(|s| {
             s.exec(
                 "DELETE FROM prekeys WHERE expires_at <= ?1",
@@ -753,25 +755,25 @@ impl Store {
     }
 
     /// Updates an outgoing message after a delivery attempt: its state, and when to try again
-    /// (`None`: no more attempts).
+    /// (`None`: no more attempts). Returns false, changing nothing, if the message was
+    /// delivered meanwhile.
     pub fn update_outgoing(
         &self,
         id: &MessageId,
         state: &OutState,
         next_attempt_at: Option<u64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let (code, copies, failure) = match state {
             OutState::Sending => (ST_SENDING, 0, None),
             OutState::Stored(k) => (ST_STORED, i64::from(*k), None),
             OutState::Delivered => (ST_DELIVERED, 0, None),
             OutState::Failed(reason) => (ST_FAILED, 0, Some(reason.as_str())),
         };
-        self.exec(
+        Ok(self.exec(
             "UPDATE messages SET state = ?2, copies = MAX(copies, ?3), failure = ?4,
              attempts = attempts + 1, next_attempt_at = ?5 WHERE id = ?1 AND outgoing = 1 AND state != ?6",
             params![&id.as_bytes()[..], code, copies, failure, next_attempt_at.map(|t| t as i64), ST_DELIVERED],
-        )?;
-        Ok(())
+        )? == 1)
     }
 
     /// Marks outgoing messages to `peer` as delivered; returns the ids that changed.
@@ -1087,8 +1089,9 @@ mod tests {
         s.insert_outgoing(&MessageId([1; 16]), &peer, "hi", 10, 1000)
             .unwrap();
         assert_eq!(s.due_outgoing(10).unwrap().len(), 1);
-        s.update_outgoing(&MessageId([1; 16]), &OutState::Stored(2), Some(100))
-            .unwrap();
+        assert!(s
+            .update_outgoing(&MessageId([1; 16]), &OutState::Stored(2), Some(100))
+            .unwrap());
         assert!(s.due_outgoing(50).unwrap().is_empty());
         assert_eq!(s.due_outgoing(100).unwrap()[0].1, 1);
         assert_eq!(
@@ -1103,9 +1106,10 @@ mod tests {
             s.message(&MessageId([1; 16])).unwrap().unwrap().state,
             Some(OutState::Delivered)
         );
-        // A late attempt result never undoes delivery.
-        s.update_outgoing(&MessageId([1; 16]), &OutState::Stored(3), None)
-            .unwrap();
+        // A late attempt result never undoes delivery, and says it changed nothing.
+        assert!(!s
+            .update_outgoing(&MessageId([1; 16]), &OutState::Stored(3), None)
+            .unwrap());
         assert_eq!(
             s.message(&MessageId([1; 16])).unwrap().unwrap().state,
             Some(OutState::Delivered)

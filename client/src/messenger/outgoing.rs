@@ -383,11 +383,15 @@ impl<M: MailboxAccess> Messenger<M> {
             Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
         };
         let (id, recorded) = (msg.id, state.clone());
-        self.commits
+        let changed = self
+            .commits
             .run(move |store| store.update_outgoing(&id, &recorded, next))
             .await?;
         tracing::trace!(target: "shallot_trace", "sender: outcome recorded");
-        self.emit(MessengerEvent::Delivery { id: msg.id, state });
+        // Not when the acknowledgement came first: the message stays delivered, and shown so.
+        if changed {
+            self.emit(MessengerEvent::Delivery { id: msg.id, state });
+        }
         result
     }
 
@@ -537,10 +541,15 @@ impl<M: MailboxAccess> Messenger<M> {
             if now >= expires {
                 let state = OutState::Failed("not acknowledged before it expired".into());
                 let (id, recorded) = (msg.id, state.clone());
-                self.commits
+                let changed = self
+                    .commits
                     .run(move |store| store.update_outgoing(&id, &recorded, None))
                     .await?;
-                self.emit(MessengerEvent::Delivery { id: msg.id, state });
+                // Unless its acknowledgement was taken meanwhile (in the batch this waited
+                // for, say): a delivered message is never shown failed.
+                if changed {
+                    self.emit(MessengerEvent::Delivery { id: msg.id, state });
+                }
                 continue;
             }
             // A failure here is recorded on the message; carry on with the others.

@@ -1365,19 +1365,28 @@ async fn a_running_messenger_places_mailboxes_by_each_new_consensus() {
     assert!(ring::epoch_of(T0 + 30 * 3600, 86_400) > ring::epoch_of(T0, 86_400));
 }
 
-/// Counts the commits of `user`'s store made on the calling thread (the test's runtime, which
-/// runs on that one thread).
-fn commits_on_this_thread(user: &User) -> Arc<std::sync::atomic::AtomicUsize> {
+/// Counts the commits of `user`'s store: those made on the calling thread (the test's
+/// runtime, which runs on that one thread), and those made elsewhere (the store's runner).
+fn commits_by_thread(
+    user: &User,
+) -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let runtime = std::thread::current().id();
-    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
+    let here = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let elsewhere = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h, e) = (here.clone(), elsewhere.clone());
     user.store().on_commit(move || {
-        if std::thread::current().id() == runtime {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
+        let count = if std::thread::current().id() == runtime {
+            &h
+        } else {
+            &e
+        };
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         false
     });
-    count
+    (here, elsewhere)
 }
 
 #[tokio::test]
@@ -1385,7 +1394,13 @@ async fn syncing_and_publishing_commit_nothing_on_the_async_runtime() {
     // Each commit waits for the disk (a flush, milliseconds on a slow one): on the runtime's
     // thread it would hold up every circuit and link of the client meanwhile. Bob comes back
     // to a burst of messages: draining them, acknowledging them, Alice taking the
-    // acknowledgements and Bob's next prekey must all commit on the store's own thread.
+    // acknowledgements, a message of hers expiring and Bob's next prekey must all commit on
+    // the store's own thread.
+    assert_eq!(
+        tokio::runtime::Handle::current().runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::CurrentThread,
+        "the count below tells the runtime's thread by the test's"
+    );
     let mut w = World::new();
     let (alice, bob) = w.pair().await;
     for i in 0..5 {
@@ -1394,8 +1409,9 @@ async fn syncing_and_publishing_commit_nothing_on_the_async_runtime() {
             .await
             .unwrap();
     }
-    let (on_runtime_bob, on_runtime_alice) =
-        (commits_on_this_thread(&bob), commits_on_this_thread(&alice));
+    let (bob_here, bob_elsewhere) = commits_by_thread(&bob);
+    let (alice_here, alice_elsewhere) = commits_by_thread(&alice);
+    let ordering = std::sync::atomic::Ordering::SeqCst;
     assert_eq!(bob.sync().await.unwrap(), 5);
     assert!(
         bob.store().pending_acks().unwrap().is_empty(),
@@ -1410,24 +1426,34 @@ async fn syncing_and_publishing_commit_nothing_on_the_async_runtime() {
         .filter(|m| m.outgoing && m.state == Some(OutState::Delivered))
         .count();
     assert_eq!(delivered, 5, "Alice took the acknowledgements");
-    // A week on, Bob's prekey is due for rotation: the new one, and the mark that the bundle
-    // went out with it, are committed off the runtime too.
+    // One more that Bob never takes: a week on it has expired, and Bob's prekey is due for
+    // rotation; the new one, and the mark that the bundle went out with it, are committed
+    // off the runtime too.
+    let last = alice
+        .send("bob", "never taken", OnFailure::Fail)
+        .await
+        .unwrap()
+        .id;
     let week = 7 * 24 * 3600;
     w.advance(week + 1);
+    alice.sync().await.unwrap();
+    assert!(
+        matches!(state(&alice, &last), OutState::Failed(_)),
+        "expired"
+    );
     bob.ensure_bundle_published().await.unwrap();
     let prekeys = bob.store().prekeys().unwrap();
     assert!(
         prekeys.iter().any(|p| p.created() > T0 + week),
         "a new prekey"
     );
-    let ordering = std::sync::atomic::Ordering::SeqCst;
-    assert_eq!(
-        on_runtime_bob.load(ordering),
-        0,
-        "Bob committed on the runtime"
+    assert!(
+        bob_elsewhere.load(ordering) > 0 && alice_elsewhere.load(ordering) > 0,
+        "the hook saw the runner's commits"
     );
+    assert_eq!(bob_here.load(ordering), 0, "Bob committed on the runtime");
     assert_eq!(
-        on_runtime_alice.load(ordering),
+        alice_here.load(ordering),
         0,
         "Alice committed on the runtime"
     );
