@@ -382,17 +382,30 @@ impl<M: MailboxAccess> Messenger<M> {
             }
             Err(err) => self.failed_attempt(msg, err, attempt, on_failure, now),
         };
-        let (id, recorded) = (msg.id, state.clone());
+        self.set_outgoing_state(msg.id, state, next).await?;
+        tracing::trace!(target: "shallot_trace", "sender: outcome recorded");
+        result
+    }
+
+    /// Records `state` for the outgoing message `id`, with when to try again (`None`: no
+    /// more attempts), in a job of the group commit, and tells the listener; neither if the
+    /// message was delivered meanwhile (its acknowledgement may even be taken in the batch
+    /// this waits for): a delivered message stays delivered, and is shown so.
+    async fn set_outgoing_state(
+        &self,
+        id: MessageId,
+        state: OutState,
+        next: Option<u64>,
+    ) -> Result<(), MessengerError> {
+        let recorded = state.clone();
         let changed = self
             .commits
             .run(move |store| store.update_outgoing(&id, &recorded, next))
             .await?;
-        tracing::trace!(target: "shallot_trace", "sender: outcome recorded");
-        // Not when the acknowledgement came first: the message stays delivered, and shown so.
         if changed {
-            self.emit(MessengerEvent::Delivery { id: msg.id, state });
+            self.emit(MessengerEvent::Delivery { id, state });
         }
-        result
+        Ok(())
     }
 
     /// What a failed attempt leaves: a message already stored somewhere stays stored and is
@@ -540,16 +553,7 @@ impl<M: MailboxAccess> Messenger<M> {
         for (msg, attempts, expires) in due {
             if now >= expires {
                 let state = OutState::Failed("not acknowledged before it expired".into());
-                let (id, recorded) = (msg.id, state.clone());
-                let changed = self
-                    .commits
-                    .run(move |store| store.update_outgoing(&id, &recorded, None))
-                    .await?;
-                // Unless its acknowledgement was taken meanwhile (in the batch this waited
-                // for, say): a delivered message is never shown failed.
-                if changed {
-                    self.emit(MessengerEvent::Delivery { id: msg.id, state });
-                }
+                self.set_outgoing_state(msg.id, state, None).await?;
                 continue;
             }
             // A failure here is recorded on the message; carry on with the others.
