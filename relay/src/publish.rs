@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shallot_directory::fetch::{fetch_consensus, upload_descriptor};
+use shallot_directory::fetch::{fetch_consensus, upload_descriptor, StatusCode, UploadError};
 use shallot_directory::network::{NetworkFile, NetworkParams};
 use shallot_directory::schedule::{brings_nothing_new, failure_backoff};
+use shallot_directory::AuthorityInfo;
 use shallot_net::netdir::cache_fetch_delay_ms;
 use shallot_proto::dir::descriptor::RelayDescriptor;
 use shallot_proto::dir::{Consensus, Flags};
@@ -18,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::Core;
 use crate::netview::{NetView, PeerInfo};
+use crate::stats::Stats;
 
 /// How long the relay waits, at `now_ms`, before it fetches the consensus again, holding
 /// `held` after as many failed (or fruitless) fetches in a row: at most `refresh`, whatever a
@@ -128,36 +130,99 @@ pub(crate) async fn answer_probe(
     }
 }
 
-/// Uploads the descriptor to every authority at once; returns how many accepted it.
-async fn publish(core: &Core, network: &NetworkFile, address: std::net::SocketAddr) -> usize {
-    let Some(text) = signed_descriptor(core, address) else {
-        return 0;
-    };
-    let limit = Duration::from_secs(network.params.request_timeout_secs);
-    let uploads: Vec<_> = network
-        .authorities
+/// The first wait before a descriptor goes again to the authorities that could not take it.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between two such attempts.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before the next attempt to send a descriptor to the authorities that did not take
+/// it, after waiting `last` before this one (`None`: this was the first upload).
+fn retry_wait(last: Option<Duration>) -> Duration {
+    last.map_or(RETRY_FIRST, |w| w.saturating_mul(2).min(RETRY_MAX))
+}
+
+/// Whether an upload that failed with `e` may succeed if sent again unchanged: the authority
+/// could not be reached, was busy or over a rate; not a refusal of the descriptor itself, and
+/// not "not newer" (it holds this one already, or a later one).
+fn worth_retrying(e: &UploadError) -> bool {
+    match e {
+        UploadError::Http(_) => true,
+        UploadError::Refused { status, .. } => {
+            *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+        }
+    }
+}
+
+/// A descriptor that some authorities did not take because they could not be reached or were
+/// busy (an authority down when the relay started, say): the same text goes to them again,
+/// after waits of [`retry_wait`], until each has taken it or the next publication replaces
+/// it. The same text, so that every authority holds the same descriptor: the consensus takes
+/// a relay's entry from the descriptor a majority of votes name (`docs/spec.md` §5.4).
+struct Unsent {
+    text: String,
+    to: Vec<AuthorityInfo>,
+    waited: Duration,
+    at: tokio::time::Instant,
+}
+
+impl Unsent {
+    /// What is left to send after an upload of `text` that `to` did not take, having waited
+    /// `last` before it; `None` if every authority took it or refused it for good.
+    fn after(text: String, to: Vec<AuthorityInfo>, last: Option<Duration>) -> Option<Unsent> {
+        if to.is_empty() {
+            return None;
+        }
+        let waited = retry_wait(last);
+        Some(Unsent {
+            text,
+            to,
+            waited,
+            at: tokio::time::Instant::now() + waited,
+        })
+    }
+}
+
+/// Uploads `text` to `authorities` at once: how many accepted it, and those worth asking
+/// again ([`worth_retrying`]).
+async fn upload(
+    core: &Core,
+    text: &str,
+    authorities: &[AuthorityInfo],
+    limit: Duration,
+) -> (usize, Vec<AuthorityInfo>) {
+    let uploads: Vec<_> = authorities
         .iter()
         .map(|auth| {
-            let (text, auth) = (text.clone(), auth.clone());
+            let (text, auth) = (text.to_string(), auth.clone());
             tokio::spawn(async move {
-                match upload_descriptor(auth.address, &text, limit).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        info!(authority = %auth.name, "descriptor upload failed: {e}");
-                        false
-                    }
+                let result = upload_descriptor(auth.address, &text, limit).await;
+                if let Err(e) = &result {
+                    info!(authority = %auth.name, "descriptor upload failed: {e}");
                 }
+                (auth, result)
             })
         })
         .collect();
-    let mut accepted = 0;
+    let (mut accepted, mut again) = (0, Vec::new());
+    let stats = core.stats();
     for upload in uploads {
-        if matches!(upload.await, Ok(true)) {
-            accepted += 1;
+        match upload.await {
+            Ok((_, Ok(()))) => {
+                Stats::bump(&stats.descriptor_uploads_accepted);
+                accepted += 1;
+            }
+            Ok((auth, Err(e))) => {
+                Stats::bump(&stats.descriptor_uploads_failed);
+                if worth_retrying(&e) {
+                    again.push(auth);
+                }
+            }
+            Err(_) => Stats::bump(&stats.descriptor_uploads_failed),
         }
     }
     debug!(accepted, "published descriptor");
-    accepted
+    (accepted, again)
 }
 
 /// The relays a consensus lets this relay extend to.
@@ -186,20 +251,34 @@ pub(crate) async fn directory_loop(
     let limit = Duration::from_secs(network.params.request_timeout_secs);
     let mut consensus: Option<Consensus> = None;
     let mut next_publish = tokio::time::Instant::now();
+    let mut unsent: Option<Unsent> = None;
     let mut next_fetch = tokio::time::Instant::now();
     let mut last_fetch = next_fetch;
     let mut failures = 0u32;
     loop {
         let now = tokio::time::Instant::now();
         if now >= next_publish {
-            let accepted = publish(&core, &network, address).await;
-            // Retry soon if no authority took it; otherwise within the publish interval.
-            next_publish = tokio::time::Instant::now()
-                + if accepted == 0 {
-                    timing.consensus_refresh.min(Duration::from_secs(10))
-                } else {
-                    republish_wait(timing.publish_interval, rand::random())
-                };
+            let text = signed_descriptor(&core, address);
+            let (accepted, again) = match &text {
+                Some(text) => upload(&core, text, &network.authorities, limit).await,
+                None => (0, Vec::new()),
+            };
+            // If none took it, a new descriptor soon; otherwise the next within the publish
+            // interval, and this one again meanwhile to those that could not take it.
+            let wait = match accepted {
+                0 => timing.consensus_refresh.min(Duration::from_secs(10)),
+                _ => republish_wait(timing.publish_interval, rand::random()),
+            };
+            next_publish = tokio::time::Instant::now() + wait;
+            unsent = text
+                .filter(|_| accepted > 0)
+                .and_then(|text| Unsent::after(text, again, None));
+        } else if let Some(u) = unsent.take_if(|u| now >= u.at) {
+            let (accepted, again) = upload(&core, &u.text, &u.to, limit).await;
+            if accepted > 0 {
+                info!(accepted, "descriptor taken on a later attempt");
+            }
+            unsent = Unsent::after(u.text, again, Some(u.waited));
         }
         if now >= next_fetch {
             last_fetch = now;
@@ -260,7 +339,10 @@ pub(crate) async fn directory_loop(
             let wait = next_fetch_wait(held, now_ms, &network.params, timing.consensus_refresh);
             next_fetch = tokio::time::Instant::now() + wait;
         }
-        let wake = next_publish.min(next_fetch);
+        let wake = unsent
+            .as_ref()
+            .map_or(next_publish, |u| u.at.min(next_publish))
+            .min(next_fetch);
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = core.republish.notified() => next_publish = tokio::time::Instant::now(),
@@ -365,5 +447,50 @@ mod tests {
             republish_wait(Duration::from_millis(1200), u32::MAX),
             second
         );
+    }
+
+    #[test]
+    fn a_descriptor_goes_again_after_doubling_waits_up_to_a_minute() {
+        let mut waits = vec![retry_wait(None)];
+        for _ in 0..8 {
+            let last = waits.last().copied();
+            waits.push(retry_wait(last));
+        }
+        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    /// An authority that could not be reached or was busy is asked again; one that refused
+    /// the descriptor itself, or holds it already ("not newer"), is not.
+    #[test]
+    fn only_what_may_pass_unchanged_is_sent_again() {
+        use shallot_directory::HttpError;
+        let refused = |code: u16| UploadError::Refused {
+            status: StatusCode::from_u16(code).unwrap(),
+            reason: String::new(),
+        };
+        let down = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(worth_retrying(&UploadError::Http(HttpError::Connect(down))));
+        assert!(worth_retrying(&UploadError::Http(HttpError::Timeout(
+            Duration::from_secs(5)
+        ))));
+        assert!(worth_retrying(&refused(429)));
+        assert!(worth_retrying(&refused(503)));
+        for code in [400, 408, 409, 413] {
+            assert!(!worth_retrying(&refused(code)), "{code}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_left_to_send_once_every_authority_took_it() {
+        assert!(Unsent::after("d".into(), vec![], None).is_none());
+        let auth = AuthorityInfo {
+            name: "auth1".into(),
+            address: "127.0.0.1:1".parse().unwrap(),
+            key: shallot_crypto::keys::IdentityKeypair::from_secret_bytes(&[1; 32]).public(),
+        };
+        let u = Unsent::after("d".into(), vec![auth], Some(Duration::from_secs(4))).unwrap();
+        assert_eq!(u.waited, Duration::from_secs(8));
+        assert_eq!(u.text, "d");
     }
 }

@@ -123,6 +123,11 @@ counters! {
     /// Puzzles this relay solved to get its repair and anti-entropy pushes admitted by
     /// another relay's per-mailbox limits (§9.6, §9.7).
     mailbox_push_puzzles_solved,
+    /// Descriptor uploads an authority accepted (`docs/spec.md` §6.7).
+    descriptor_uploads_accepted,
+    /// Descriptor uploads that failed: the authority could not be reached, was busy, or
+    /// refused the descriptor (§6.7).
+    descriptor_uploads_failed,
     /// The valid-after time (unix seconds) of the consensus in use; 0 before the first. A
     /// gauge, not a counter.
     consensus_valid_after,
