@@ -8,6 +8,7 @@
 //! under one directory: `network.toml`, one data directory per node, and (for processes) one
 //! log file per node. Starting again with the same directory brings the same network back.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,7 +21,7 @@ use shallot_crypto::keys::IdentityKeypair;
 use shallot_directory::fetch::fetch_consensus;
 use shallot_directory::network::NetworkParams;
 use shallot_directory::{AuthorityInfo, NetworkError, NetworkFile};
-use shallot_proto::dir::{Consensus, Flags};
+use shallot_proto::dir::{Consensus, Flags, RelayEntry};
 use shallot_relay::{RelayConfig, RelayError, RelayHandle};
 use shallot_rt::unix_now;
 use thiserror::Error;
@@ -159,14 +160,16 @@ pub struct Testnet {
     /// `None` while stopped ([`Testnet::stop_authority`]).
     authorities: Vec<(String, Option<Node>)>,
     relays: Vec<(String, Option<Node>)>,
-    /// The address each in-process relay got, so a restart can take it again.
-    relay_addrs: Vec<Option<SocketAddr>>,
 }
 
 fn octet_ip(octet: usize) -> Result<IpAddr, TestnetError> {
     let o = u8::try_from(octet).map_err(|_| TestnetError::TooMany)?;
     Ok(IpAddr::V4(Ipv4Addr::new(127, o, 0, 1)))
 }
+
+/// The file in a relay's data directory that keeps the address it listens on in this test
+/// network ([`Testnet::relay_listen`]).
+pub const LISTEN_FILE: &str = "testnet-listen";
 
 /// A port free right now on `ip` (bound and released; the authority binds it again soon).
 fn free_port(ip: IpAddr) -> Result<SocketAddr, TestnetError> {
@@ -202,7 +205,6 @@ impl Testnet {
             network_path,
             authorities: Vec::new(),
             relays: Vec::new(),
-            relay_addrs: Vec::new(),
         };
         for (i, auth) in net.network.authorities.clone().into_iter().enumerate() {
             let node = net.start_authority(i, &auth).await?;
@@ -346,6 +348,25 @@ impl Testnet {
         }
     }
 
+    /// The address relay `i`, whose data directory is `dir`, listens on: the one it had before
+    /// (in this run or an earlier one of this network, kept in [`LISTEN_FILE`]), so that the
+    /// consensus the authorities kept still names it and a client can use it at once; else a
+    /// port free now on its own IP address, kept for the next start.
+    fn relay_listen(&self, dir: &Path, i: usize) -> Result<SocketAddr, TestnetError> {
+        let ip = self.relay_ip(i)?;
+        let path = dir.join(LISTEN_FILE);
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+            .filter(|addr| addr.ip() == ip);
+        if let Some(addr) = kept {
+            return Ok(addr);
+        }
+        let addr = free_port(ip)?;
+        std::fs::write(&path, format!("{addr}\n")).map_err(io_err("cannot write", &path))?;
+        Ok(addr)
+    }
+
     /// Everything of starting relay `i` but, in this process, the start itself: its keys, its
     /// configuration; a relay process is started at once.
     fn prepare_relay(&self, i: usize) -> Result<RelayStart, TestnetError> {
@@ -354,10 +375,7 @@ impl Testnet {
             shallot_relay::keys::init(&dir)?;
         }
         let name = format!("relay{}", i + 1);
-        let listen = match self.relay_addrs.get(i) {
-            Some(Some(addr)) => *addr,
-            _ => SocketAddr::new(self.relay_ip(i)?, 0),
-        };
+        let listen = self.relay_listen(&dir, i)?;
         let mailbox = i < self.options.mailbox_relays()
             || (i >= self.options.relays && self.options.add_mailbox_relays);
         if self.options.processes {
@@ -492,33 +510,31 @@ impl Testnet {
         shallot_proto::dir::Vote::parse_and_verify(&text).ok()
     }
 
-    /// Waits until a consensus lists every running relay as Running (and, in-process, until
-    /// every relay has fetched it); returns that consensus.
+    /// Waits until a consensus lists every running relay as Running at the address it
+    /// listens on now, and every running relay holds that consensus or a newer one
+    /// ([`Testnet::relays_behind`]); returns that consensus. A consensus kept from an earlier
+    /// run of this network, which may name addresses its relays no longer listen on, does not
+    /// count until one that lists them where they are is served.
     pub async fn wait_ready(&self, limit: Duration) -> Result<Consensus, TestnetError> {
         let deadline = tokio::time::Instant::now() + limit;
         let want = self.relays.iter().filter(|(_, n)| n.is_some()).count();
         let mut detail = String::from("no consensus yet");
+        // Relay processes seen serving a consensus, by address: the newest one's valid-after.
+        let mut serving = HashMap::new();
         loop {
             if let Ok((c, _)) =
                 fetch_consensus(&self.network, None, unix_now(), Duration::from_secs(2)).await
             {
-                let running = c
-                    .relays
-                    .iter()
-                    .filter(|r| r.flags.contains(Flags::RUNNING))
-                    .count();
-                let relays_know = self.relays.iter().all(|(_, n)| match n {
-                    Some(Node::Relay(h)) => h.known_relays() >= want,
-                    _ => true,
-                });
-                if running >= want && relays_know {
-                    if self.options.processes {
-                        // Relay processes fetch the consensus every second.
-                        tokio::time::sleep(Duration::from_millis(1500)).await;
-                    }
-                    return Ok(c.into_inner());
+                let c = c.into_inner();
+                let behind = self.relays_behind(&c, &mut serving).await;
+                if behind == 0 {
+                    return Ok(c);
                 }
-                detail = format!("{running} of {want} relays running in the consensus");
+                detail = format!(
+                    "{behind} of {want} relays not yet listed Running where they listen, or not \
+                     yet holding the consensus of {}",
+                    c.valid_after
+                );
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(TestnetError::NotReady {
@@ -530,6 +546,80 @@ impl Testnet {
             // to the time the network takes.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// How many running relays `consensus` does not list Running where they listen now, or
+    /// that do not hold it (or a newer one) yet, so that circuits could not reach or extend
+    /// through them. A relay in this process is asked directly. A relay process is asked, as a
+    /// client asks its guard, for the consensus it serves as a directory cache (`docs/spec.md`
+    /// §5.13), at the address `consensus` gives for its own IP address, so an answer also
+    /// shows that it listens there; `serving` keeps what each address served, so that a relay
+    /// is not asked again for as old a consensus.
+    async fn relays_behind(
+        &self,
+        consensus: &Consensus,
+        serving: &mut HashMap<SocketAddr, u64>,
+    ) -> usize {
+        let listed = |r: &&RelayEntry| r.flags.contains(Flags::RUNNING);
+        let mut behind = 0;
+        for (i, (_, node)) in self.relays.iter().enumerate() {
+            let ready = match node {
+                None => continue,
+                Some(Node::Relay(h)) => {
+                    h.stats().consensus_valid_after >= consensus.valid_after
+                        && consensus
+                            .relays
+                            .iter()
+                            .filter(listed)
+                            .any(|r| r.id == h.id() && r.address == h.local_addr())
+                }
+                Some(_) => {
+                    let ip = self.relay_ip(i).ok();
+                    let entry = consensus
+                        .relays
+                        .iter()
+                        .filter(listed)
+                        .find(|r| Some(r.address.ip()) == ip);
+                    match entry {
+                        None => false,
+                        Some(r) if serving.get(&r.address) >= Some(&consensus.valid_after) => true,
+                        Some(r) => match self.relay_serves(r).await {
+                            Some(t) if t >= consensus.valid_after => {
+                                serving.insert(r.address, t);
+                                true
+                            }
+                            _ => false,
+                        },
+                    }
+                }
+            };
+            if !ready {
+                behind += 1;
+            }
+        }
+        behind
+    }
+
+    /// The valid-after of the consensus `relay` serves as a directory cache, if it answers.
+    async fn relay_serves(&self, relay: &RelayEntry) -> Option<u64> {
+        let limit = Duration::from_secs(2);
+        let Ok(chan) =
+            shallot_net::channel::ClientChannel::connect(relay.address, &relay.link_key, limit)
+                .await
+        else {
+            return None;
+        };
+        let served = shallot_net::dir_cache::fetch_from_guard(
+            chan,
+            &shallot_net::HopSpec::from(relay),
+            None,
+            &self.network,
+            unix_now(),
+            limit,
+            &shallot_net::dir_cache::CacheStats::default(),
+        )
+        .await;
+        served.ok().map(|(c, _)| c.valid_after)
     }
 
     /// The process ids of the authorities that run as processes of their own.
@@ -619,12 +709,7 @@ impl Testnet {
     }
 
     fn push_relay(&mut self, i: usize, node: Node) {
-        let addr = match &node {
-            Node::Relay(h) => Some(h.local_addr()),
-            _ => None,
-        };
         self.relays.push((format!("relay{}", i + 1), Some(node)));
-        self.relay_addrs.push(addr);
     }
 
     /// Adds one more relay to the running network.

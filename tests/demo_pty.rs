@@ -1,7 +1,8 @@
 //! The real `shallot demo` binary in a pseudo-terminal, as a person runs it: the echo contact
 //! keeps answering long after start (five voting intervals and more), and every way the demo
 //! can be stopped (`q`, SIGTERM, the terminal closing) restores the terminal and removes its
-//! temporary directory. Also: a `shallot testnet --processes` that dies takes its nodes with it.
+//! temporary directory. Also: a `shallot testnet --processes` that dies takes its nodes with
+//! it, and one started again on the same directory is ready for circuits when it says so.
 //!
 //! The tests share one lock: each demo is a whole network, and two at once on a 2-core
 //! machine would only slow each other down.
@@ -311,14 +312,11 @@ fn wait_until_gone(needle: &str, limit: Duration) {
     }
 }
 
-/// Starts `shallot testnet --processes` as a plain child (no terminal of its own, so no
-/// hangup from a terminal can stop its nodes for it), sends it `signal` once ready, and checks
-/// that every node it started exits.
-fn testnet_processes_die_with_it(signal: &str) {
+/// Starts `shallot testnet --processes` with 4 relays in `net_dir` as a plain child (no
+/// terminal of its own, so no hangup from a terminal can stop its nodes for it), and waits
+/// for its "ready:" line.
+fn testnet_processes(net_dir: &Path) -> std::process::Child {
     use std::io::BufRead;
-    let _one = one_at_a_time();
-    let dir = scratch(&format!("testnet-{}", signal.to_lowercase()));
-    let net_dir = dir.join("net");
     let net_arg = net_dir.display().to_string();
     let mut testnet = std::process::Command::new(env!("CARGO_BIN_EXE_shallot"))
         .args(["testnet", "--dir", &net_arg, "--relays", "4", "--processes"])
@@ -342,12 +340,11 @@ fn testnet_processes_die_with_it(signal: &str) {
         ready.as_deref().is_ok_and(|l| l.starts_with("ready:")),
         "testnet not ready: {ready:?}"
     );
-    let nodes = processes_mentioning(&net_arg);
-    // The testnet itself, 3 authorities and 4 relays.
-    assert!(
-        nodes.len() >= 8,
-        "expected 7 nodes and the testnet: {nodes:?}"
-    );
+    testnet
+}
+
+/// Sends `signal` to `testnet` and waits until it and every node it started have exited.
+fn stop_testnet(mut testnet: std::process::Child, net_dir: &Path, signal: &str) {
     let ok = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &testnet.id().to_string()])
         .status()
@@ -362,7 +359,49 @@ fn testnet_processes_die_with_it(signal: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_until_gone(&net_arg, Duration::from_secs(30));
+    wait_until_gone(&net_dir.display().to_string(), Duration::from_secs(30));
+}
+
+/// Starts `shallot testnet --processes`, sends it `signal` once ready, and checks that every
+/// node it started exits.
+fn testnet_processes_die_with_it(signal: &str) {
+    let _one = one_at_a_time();
+    let dir = scratch(&format!("testnet-{}", signal.to_lowercase()));
+    let net_dir = dir.join("net");
+    let testnet = testnet_processes(&net_dir);
+    let nodes = processes_mentioning(&net_dir.display().to_string());
+    // The testnet itself, 3 authorities and 4 relays.
+    assert!(
+        nodes.len() >= 8,
+        "expected 7 nodes and the testnet: {nodes:?}"
+    );
+    stop_testnet(testnet, &net_dir, signal);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `shallot testnet --processes` started again on the same directory says it is ready only
+/// once the consensus lists its relays where they listen and they hold it: a client builds
+/// circuits at once. (Its authorities serve the consensus kept from the last run, which
+/// named the relays' addresses of then.)
+#[test]
+fn a_testnet_started_again_is_ready_for_circuits_when_it_says_so() {
+    let _one = one_at_a_time();
+    let dir = scratch("testnet-again");
+    let net_dir = dir.join("net");
+    stop_testnet(testnet_processes(&net_dir), &net_dir, "TERM");
+    let testnet = testnet_processes(&net_dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shallot"))
+        .args(["--no-passphrase", "circuit", "--count", "3", "--network"])
+        .arg(net_dir.join("network.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("client"))
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    stop_testnet(testnet, &net_dir, "TERM");
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("built 3 circuits"), "{printed}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
