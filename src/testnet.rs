@@ -168,7 +168,7 @@ fn octet_ip(octet: usize) -> Result<IpAddr, TestnetError> {
 }
 
 /// The file in a relay's data directory that keeps the address it listens on in this test
-/// network ([`Testnet::relay_listen`]).
+/// network, so that the network started again is the same.
 pub const LISTEN_FILE: &str = "testnet-listen";
 
 /// A port free right now on `ip` (bound and released; the authority binds it again soon).
@@ -349,9 +349,9 @@ impl Testnet {
     }
 
     /// The address relay `i`, whose data directory is `dir`, listens on: the one it had before
-    /// (in this run or an earlier one of this network, kept in [`LISTEN_FILE`]), so that the
-    /// consensus the authorities kept still names it and a client can use it at once; else a
-    /// port free now on its own IP address, kept for the next start.
+    /// (in this run or an earlier one of this network, kept in [`LISTEN_FILE`]) if it is free,
+    /// so that the consensus the authorities kept still names it and a client can use it at
+    /// once; else a port free now on its own IP address, kept for the next start.
     fn relay_listen(&self, dir: &Path, i: usize) -> Result<SocketAddr, TestnetError> {
         let ip = self.relay_ip(i)?;
         let path = dir.join(LISTEN_FILE);
@@ -359,7 +359,9 @@ impl Testnet {
             .ok()
             .and_then(|text| text.trim().parse::<SocketAddr>().ok())
             .filter(|addr| addr.ip() == ip);
-        if let Some(addr) = kept {
+        // Unless something else listens there now: then a new port (a relay that cannot bind
+        // would leave the network short of it, with the reason only in its log).
+        if let Some(addr) = kept.filter(|addr| std::net::TcpListener::bind(addr).is_ok()) {
             return Ok(addr);
         }
         let addr = free_port(ip)?;
@@ -562,16 +564,19 @@ impl Testnet {
     ) -> usize {
         let listed = |r: &&RelayEntry| r.flags.contains(Flags::RUNNING);
         let mut behind = 0;
+        // Relay processes to ask, all at once.
+        let mut ask = Vec::new();
         for (i, (_, node)) in self.relays.iter().enumerate() {
-            let ready = match node {
-                None => continue,
+            match node {
+                None => {}
                 Some(Node::Relay(h)) => {
-                    h.stats().consensus_valid_after >= consensus.valid_after
+                    let ready = h.stats().consensus_valid_after >= consensus.valid_after
                         && consensus
                             .relays
                             .iter()
                             .filter(listed)
-                            .any(|r| r.id == h.id() && r.address == h.local_addr())
+                            .any(|r| r.id == h.id() && r.address == h.local_addr());
+                    behind += usize::from(!ready);
                 }
                 Some(_) => {
                     let ip = self.relay_ip(i).ok();
@@ -581,20 +586,21 @@ impl Testnet {
                         .filter(listed)
                         .find(|r| Some(r.address.ip()) == ip);
                     match entry {
-                        None => false,
-                        Some(r) if serving.get(&r.address) >= Some(&consensus.valid_after) => true,
-                        Some(r) => match self.relay_serves(r).await {
-                            Some(t) if t >= consensus.valid_after => {
-                                serving.insert(r.address, t);
-                                true
-                            }
-                            _ => false,
-                        },
+                        None => behind += 1,
+                        Some(r) if serving.get(&r.address) >= Some(&consensus.valid_after) => {}
+                        Some(r) => ask.push(r),
                     }
                 }
-            };
-            if !ready {
-                behind += 1;
+            }
+        }
+        let answers =
+            futures_util::future::join_all(ask.iter().map(|r| self.relay_serves(r))).await;
+        for (r, served) in ask.into_iter().zip(answers) {
+            match served {
+                Some(t) if t >= consensus.valid_after => {
+                    serving.insert(r.address, t);
+                }
+                _ => behind += 1,
             }
         }
         behind
@@ -698,8 +704,8 @@ impl Testnet {
         }
     }
 
-    /// Starts relay `i` again (after [`Testnet::kill_relay`]), on the same address when it
-    /// runs in this process.
+    /// Starts relay `i` again (after [`Testnet::kill_relay`]), on the same address if it is
+    /// free ([`LISTEN_FILE`]).
     pub async fn restart_relay(&mut self, i: usize) -> Result<(), TestnetError> {
         let node = self.start_relay(i).await?;
         if let Some(slot) = self.relays.get_mut(i) {

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shallot_directory::fetch::{fetch_consensus, upload_descriptor, StatusCode, UploadError};
+use shallot_directory::fetch::{fetch_consensus, upload_descriptor, UploadError};
 use shallot_directory::network::{NetworkFile, NetworkParams};
 use shallot_directory::schedule::{brings_nothing_new, failure_backoff};
 use shallot_directory::AuthorityInfo;
 use shallot_net::netdir::cache_fetch_delay_ms;
 use shallot_proto::dir::descriptor::RelayDescriptor;
 use shallot_proto::dir::{Consensus, Flags};
-use shallot_rt::unix_now;
+use shallot_rt::{unix_now, AbortOnDrop};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -130,56 +130,55 @@ pub(crate) async fn answer_probe(
     }
 }
 
-/// The first wait before a descriptor goes again to the authorities that could not take it.
+/// The first wait before a descriptor goes again to the authorities that could not be reached.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// The longest wait between two such attempts.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// The wait before the next attempt to send a descriptor to the authorities that did not take
-/// it, after waiting `last` before this one (`None`: this was the first upload).
-fn retry_wait(last: Option<Duration>) -> Duration {
-    last.map_or(RETRY_FIRST, |w| w.saturating_mul(2).min(RETRY_MAX))
+/// The wait before the next attempt to send a descriptor to the authorities that could not be
+/// reached, after `attempts` attempts so far (the first upload included): 1 s, 2 s, 4 s, ...
+/// up to a minute, less a random part of up to half (`r` drawn uniformly), so that relays
+/// that failed together (an authority back after an outage) do not all come back together.
+fn retry_wait(attempts: u32, r: u32) -> Duration {
+    let full = RETRY_FIRST
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
+        .min(RETRY_MAX);
+    let part = full.as_nanos() / 2 * u128::from(r) / u128::from(u32::MAX);
+    full.saturating_sub(Duration::from_nanos(
+        u64::try_from(part).unwrap_or(u64::MAX),
+    ))
 }
 
 /// Whether an upload that failed with `e` may succeed if sent again unchanged: the authority
-/// could not be reached, was busy or over a rate; not a refusal of the descriptor itself, and
-/// not "not newer" (it holds this one already, or a later one).
+/// could not be reached or did not answer in time. An answer, even a refusal that might not
+/// last (429 for an upload rate, 503 when full), is not asked again before the next
+/// publication: those limits are shared with the uploader's network, and the relay would spend
+/// them.
 fn worth_retrying(e: &UploadError) -> bool {
-    match e {
-        UploadError::Http(_) => true,
-        UploadError::Refused { status, .. } => {
-            *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-        }
-    }
+    matches!(e, UploadError::Http(_))
 }
 
-/// A descriptor that some authorities did not take because they could not be reached or were
-/// busy (an authority down when the relay started, say): the same text goes to them again,
-/// after waits of [`retry_wait`], until each has taken it or the next publication replaces
-/// it. The same text, so that every authority holds the same descriptor: the consensus takes
-/// a relay's entry from the descriptor a majority of votes name (`docs/spec.md` §5.4).
-struct Unsent {
-    text: String,
-    to: Vec<AuthorityInfo>,
-    waited: Duration,
-    at: tokio::time::Instant,
-}
-
-impl Unsent {
-    /// What is left to send after an upload of `text` that `to` did not take, having waited
-    /// `last` before it; `None` if every authority took it or refused it for good.
-    fn after(text: String, to: Vec<AuthorityInfo>, last: Option<Duration>) -> Option<Unsent> {
-        if to.is_empty() {
-            return None;
+/// Sends `text` again to the authorities `to` that could not be reached when it was
+/// published (an authority down when the relay started, say), after waits of [`retry_wait`],
+/// until each has answered. Runs beside the directory loop, which aborts it when it publishes
+/// the next descriptor (or stops): so no older descriptor can reach an authority after a
+/// newer one was sent, and a hanging authority holds up none of the loop's consensus fetches.
+/// The same text, so that every authority holds the same descriptor: the consensus takes a
+/// relay's entry from the descriptor a majority of votes name (`docs/spec.md` §5.4).
+async fn resend(core: Arc<Core>, text: String, mut to: Vec<AuthorityInfo>, limit: Duration) {
+    let mut attempts = 0u32;
+    loop {
+        attempts = attempts.saturating_add(1);
+        tokio::time::sleep(retry_wait(attempts, rand::random())).await;
+        let (accepted, again) = upload(&core, &text, &to, limit).await;
+        if accepted > 0 {
+            info!(accepted, "descriptor taken on a later attempt");
         }
-        let waited = retry_wait(last);
-        Some(Unsent {
-            text,
-            to,
-            waited,
-            at: tokio::time::Instant::now() + waited,
-        })
+        if again.is_empty() {
+            return;
+        }
+        to = again;
     }
 }
 
@@ -251,7 +250,9 @@ pub(crate) async fn directory_loop(
     let limit = Duration::from_secs(network.params.request_timeout_secs);
     let mut consensus: Option<Consensus> = None;
     let mut next_publish = tokio::time::Instant::now();
-    let mut unsent: Option<Unsent> = None;
+    // Resending the last descriptor to authorities that could not be reached; replaced (and
+    // so aborted) by the next publication.
+    let mut _resending: Option<AbortOnDrop<()>> = None;
     let mut next_fetch = tokio::time::Instant::now();
     let mut last_fetch = next_fetch;
     let mut failures = 0u32;
@@ -264,21 +265,17 @@ pub(crate) async fn directory_loop(
                 None => (0, Vec::new()),
             };
             // If none took it, a new descriptor soon; otherwise the next within the publish
-            // interval, and this one again meanwhile to those that could not take it.
+            // interval, and this one again meanwhile to those that could not be reached.
             let wait = match accepted {
                 0 => timing.consensus_refresh.min(Duration::from_secs(10)),
                 _ => republish_wait(timing.publish_interval, rand::random()),
             };
             next_publish = tokio::time::Instant::now() + wait;
-            unsent = text
-                .filter(|_| accepted > 0)
-                .and_then(|text| Unsent::after(text, again, None));
-        } else if let Some(u) = unsent.take_if(|u| now >= u.at) {
-            let (accepted, again) = upload(&core, &u.text, &u.to, limit).await;
-            if accepted > 0 {
-                info!(accepted, "descriptor taken on a later attempt");
-            }
-            unsent = Unsent::after(u.text, again, Some(u.waited));
+            _resending = text
+                .filter(|_| accepted > 0 && !again.is_empty())
+                .map(|text| {
+                    AbortOnDrop::new(tokio::spawn(resend(core.clone(), text, again, limit)))
+                });
         }
         if now >= next_fetch {
             last_fetch = now;
@@ -339,10 +336,7 @@ pub(crate) async fn directory_loop(
             let wait = next_fetch_wait(held, now_ms, &network.params, timing.consensus_refresh);
             next_fetch = tokio::time::Instant::now() + wait;
         }
-        let wake = unsent
-            .as_ref()
-            .map_or(next_publish, |u| u.at.min(next_publish))
-            .min(next_fetch);
+        let wake = next_publish.min(next_fetch);
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = core.republish.notified() => next_publish = tokio::time::Instant::now(),
@@ -450,20 +444,26 @@ mod tests {
     }
 
     #[test]
-    fn a_descriptor_goes_again_after_doubling_waits_up_to_a_minute() {
-        let mut waits = vec![retry_wait(None)];
-        for _ in 0..8 {
-            let last = waits.last().copied();
-            waits.push(retry_wait(last));
-        }
-        let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    fn a_descriptor_goes_again_after_doubling_waits_up_to_a_minute_less_up_to_half() {
+        let secs = |r| {
+            (1..=9)
+                .map(|n| retry_wait(n, r).as_secs_f64())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(secs(0), [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]);
+        assert_eq!(
+            secs(u32::MAX),
+            [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+        );
+        assert_eq!(retry_wait(u32::MAX, 0), RETRY_MAX);
+        assert_eq!(retry_wait(0, 0), RETRY_FIRST);
     }
 
-    /// An authority that could not be reached or was busy is asked again; one that refused
-    /// the descriptor itself, or holds it already ("not newer"), is not.
+    /// An authority that could not be reached or did not answer in time is asked again; one
+    /// that answered, even with a refusal that might not last, is not.
     #[test]
-    fn only_what_may_pass_unchanged_is_sent_again() {
+    fn only_an_authority_that_did_not_answer_is_asked_again() {
+        use shallot_directory::fetch::StatusCode;
         use shallot_directory::HttpError;
         let refused = |code: u16| UploadError::Refused {
             status: StatusCode::from_u16(code).unwrap(),
@@ -474,23 +474,8 @@ mod tests {
         assert!(worth_retrying(&UploadError::Http(HttpError::Timeout(
             Duration::from_secs(5)
         ))));
-        assert!(worth_retrying(&refused(429)));
-        assert!(worth_retrying(&refused(503)));
-        for code in [400, 408, 409, 413] {
+        for code in [400, 408, 409, 413, 429, 503] {
             assert!(!worth_retrying(&refused(code)), "{code}");
         }
-    }
-
-    #[test]
-    fn nothing_is_left_to_send_once_every_authority_took_it() {
-        assert!(Unsent::after("d".into(), vec![], None).is_none());
-        let auth = AuthorityInfo {
-            name: "auth1".into(),
-            address: "127.0.0.1:1".parse().unwrap(),
-            key: shallot_crypto::keys::IdentityKeypair::from_secret_bytes(&[1; 32]).public(),
-        };
-        let u = Unsent::after("d".into(), vec![auth], Some(Duration::from_secs(4))).unwrap();
-        assert_eq!(u.waited, Duration::from_secs(8));
-        assert_eq!(u.text, "d");
     }
 }
