@@ -61,12 +61,15 @@ fn next_fetch_wait(
 /// interval, if shorter): a descriptor signed in the same second as the last is not newer, and
 /// the authorities would refuse it.
 fn republish_wait(interval: Duration, r: u32) -> Duration {
-    let part = interval.as_nanos() / 4 * u128::from(r) / u128::from(u32::MAX);
-    interval
-        .saturating_sub(Duration::from_nanos(
-            u64::try_from(part).unwrap_or(u64::MAX),
-        ))
-        .max(interval.min(Duration::from_secs(1)))
+    less_random_part(interval, 4, r).max(interval.min(Duration::from_secs(1)))
+}
+
+/// `d` less a random part of up to `d / share` (`r` drawn uniformly over `u32`).
+fn less_random_part(d: Duration, share: u32, r: u32) -> Duration {
+    let part = d.as_nanos() / u128::from(share.max(1)) * u128::from(r) / u128::from(u32::MAX);
+    d.saturating_sub(Duration::from_nanos(
+        u64::try_from(part).unwrap_or(u64::MAX),
+    ))
 }
 
 /// This relay's descriptor as of now, signed.
@@ -130,24 +133,17 @@ pub(crate) async fn answer_probe(
     }
 }
 
-/// The first wait before a descriptor goes again to the authorities that could not be reached.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-
-/// The longest wait between two such attempts.
+/// The longest wait between two attempts to send a descriptor to the authorities that could
+/// not be reached.
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The wait before the next attempt to send a descriptor to the authorities that could not be
 /// reached, after `attempts` attempts so far (the first upload included): 1 s, 2 s, 4 s, ...
-/// up to a minute, less a random part of up to half (`r` drawn uniformly), so that relays
+/// ([`failure_backoff`]) up to a minute, less a random part of up to half (`r` drawn uniformly), so that relays
 /// that failed together (an authority back after an outage) do not all come back together.
 fn retry_wait(attempts: u32, r: u32) -> Duration {
-    let full = RETRY_FIRST
-        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
-        .min(RETRY_MAX);
-    let part = full.as_nanos() / 2 * u128::from(r) / u128::from(u32::MAX);
-    full.saturating_sub(Duration::from_nanos(
-        u64::try_from(part).unwrap_or(u64::MAX),
-    ))
+    let full = failure_backoff(attempts.saturating_sub(1), 6).min(RETRY_MAX);
+    less_random_part(full, 2, r)
 }
 
 /// Whether an upload that failed with `e` may succeed if sent again unchanged: the authority
@@ -456,7 +452,7 @@ mod tests {
             [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
         );
         assert_eq!(retry_wait(u32::MAX, 0), RETRY_MAX);
-        assert_eq!(retry_wait(0, 0), RETRY_FIRST);
+        assert_eq!(retry_wait(0, 0), Duration::from_secs(1));
     }
 
     /// An authority that could not be reached or did not answer in time is asked again; one
